@@ -1,0 +1,1 @@
+"""Istio API + registry -> Envoy resources per proxy. Pure and deterministic."""

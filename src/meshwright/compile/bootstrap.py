@@ -1,0 +1,56 @@
+"""The Envoy bootstrap of a proxy: identity, admin, the health and stats listeners, and where
+its dynamic resources come from (files in its config directory)."""
+
+from __future__ import annotations
+
+from meshwright.compile.clusters import static_cluster
+from meshwright.compile.envoy_values import HCM_FILTER, HTTP_CONNECTION_MANAGER, ROUTER, ROUTER_FILTER, socket_address, typed
+from meshwright.compile.listeners import ZIPKIN_CLUSTER
+from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, Proxy
+from meshwright.model.mesh import MeshSettings
+
+ADMIN_CLUSTER = "admin"
+
+
+def _admin_route_listener(name: str, port: int, routes: list[dict]) -> dict:
+    """A small HTTP listener that answers from the admin interface (Istio's 15021/15090)."""
+    manager = {
+        "stat_prefix": name,
+        "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
+        "http_filters": [{"name": ROUTER_FILTER, "typed_config": typed(ROUTER)}],
+    }
+    return {
+        "name": name,
+        "address": socket_address("0.0.0.0", port),
+        "filter_chains": [{"filters": [{"name": HCM_FILTER, "typed_config": typed(HTTP_CONNECTION_MANAGER, **manager)}]}],
+    }
+
+
+def compile_bootstrap(proxy: Proxy, settings: MeshSettings, config_source: dict) -> dict:
+    """config_source: the ConfigSource of listeners and clusters (set by the delivery)."""
+    health = _admin_route_listener("health", proxy.port(HEALTH_PORT), [
+        {"match": {"path": "/healthz/ready"}, "route": {"cluster": ADMIN_CLUSTER, "prefix_rewrite": "/ready"}},
+    ])
+    stats = _admin_route_listener("stats", proxy.port(STATS_PORT), [
+        {"match": {"path": "/stats/prometheus"}, "route": {"cluster": ADMIN_CLUSTER}},
+        {"match": {"path": "/metrics"}, "route": {"cluster": ADMIN_CLUSTER, "prefix_rewrite": "/stats/prometheus"}},
+    ])
+    clusters = [static_cluster(ADMIN_CLUSTER, "127.0.0.1", proxy.port(ADMIN_PORT))]
+    if settings.enable_tracing and settings.zipkin_address:
+        host, port = settings.zipkin_address.rsplit(":", 1)
+        zipkin = static_cluster(ZIPKIN_CLUSTER, host, int(port))
+        zipkin["type"] = "STRICT_DNS"
+        clusters.append(zipkin)
+    role = "router" if proxy.kind == "gateway" else "sidecar"
+    return {
+        "node": {
+            "id": f"{role}~{proxy.address}~{proxy.name}.{proxy.namespace}~{proxy.namespace}.svc.cluster.local",
+            "cluster": f"{proxy.name}.{proxy.namespace}",
+            "metadata": {"NAMESPACE": proxy.namespace, "NAME": proxy.name, "LABELS": proxy.label_map, "SERVICE_ACCOUNT": proxy.service_account, "TRUST_DOMAIN": settings.trust_domain},
+            **({"locality": dict(zip(("region", "zone", "sub_zone"), proxy.locality.split("/")))} if proxy.locality else {}),
+        },
+        "admin": {"address": socket_address("127.0.0.1", proxy.port(ADMIN_PORT))},
+        "static_resources": {"listeners": [health, stats] if settings.enable_metrics else [health], "clusters": clusters},
+        "dynamic_resources": {"lds_config": config_source["lds"], "cds_config": config_source["cds"]},
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {"overload.global_downstream_max_connections": 2147483647}}]},
+    }

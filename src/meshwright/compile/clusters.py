@@ -1,0 +1,208 @@
+"""Services x ports x subsets -> Envoy clusters, with DestinationRule traffic policy applied."""
+
+from __future__ import annotations
+
+from meshwright.compile.endpoints import load_assignment
+from meshwright.compile.envoy_values import (
+    HTTP_PROTOCOL_OPTIONS, MAX_UINT32, UPSTREAM_TLS, duration, socket_address, typed,
+)
+from meshwright.model.mesh import Mesh
+from meshwright.registry.model import Service, ServicePort
+
+POLICY_FIELDS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")
+ADS = {"ads": {}, "resource_api_version": "V3"}  # delivery points this at files or a server
+DEFAULT_CONNECT_TIMEOUT = "10s"
+SIMPLE_LB = {"ROUND_ROBIN": "ROUND_ROBIN", "LEAST_REQUEST": "LEAST_REQUEST", "RANDOM": "RANDOM"}
+
+
+def outbound_cluster_name(port: int, subset: str, host: str) -> str:
+    return f"outbound|{port}|{subset}|{host}"
+
+
+def inbound_cluster_name(port: int) -> str:
+    return f"inbound|{port}||"
+
+
+def _port_settings(policy: dict, port: int | None) -> dict:
+    for settings in policy.get("portLevelSettings") or []:
+        if settings["port"]["number"] == port:
+            return settings
+    return {}
+
+
+def effective_policy(mesh: Mesh, host: str, namespace: str, subset: str, port: int | None) -> dict:
+    """The traffic policy that applies: top level, then its port level, then the subset's
+    policy and its port level; each later one replaces whole fields (Istio's merge)."""
+    rule = mesh.destination_rule_for(host, namespace)
+    if rule is None:
+        return {}
+    top = rule.spec.get("trafficPolicy") or {}
+    layers = [top, _port_settings(top, port)]
+    for entry in rule.spec.get("subsets") or []:
+        if entry["name"] == subset:
+            policy = entry.get("trafficPolicy") or {}
+            layers += [policy, _port_settings(policy, port)]
+    merged: dict = {}
+    for layer in layers:
+        merged.update({key: layer[key] for key in POLICY_FIELDS if key in layer})
+    return merged
+
+
+def subset_labels(mesh: Mesh, host: str, namespace: str, subset: str) -> dict | None:
+    rule = mesh.destination_rule_for(host, namespace)
+    for entry in (rule.spec.get("subsets") or []) if rule else []:
+        if entry["name"] == subset:
+            return entry.get("labels") or {}
+    return None
+
+
+def subsets_of(mesh: Mesh, host: str, namespace: str) -> list[str]:
+    rule = mesh.destination_rule_for(host, namespace)
+    return [entry["name"] for entry in (rule.spec.get("subsets") or [])] if rule else []
+
+
+def _circuit_breakers(pool: dict) -> dict:
+    tcp, http = pool.get("tcp") or {}, pool.get("http") or {}
+    return {
+        "thresholds": [
+            {
+                "max_connections": tcp.get("maxConnections", MAX_UINT32),
+                "max_pending_requests": http.get("http1MaxPendingRequests", MAX_UINT32),
+                "max_requests": http.get("http2MaxRequests", MAX_UINT32),
+                "max_retries": http.get("maxRetries", MAX_UINT32),
+                "track_remaining": True,
+            }
+        ]
+    }
+
+
+def _outlier_detection(outlier: dict) -> dict:
+    out: dict = {}
+    if "consecutive5xxErrors" in outlier:
+        out["consecutive_5xx"] = outlier["consecutive5xxErrors"]
+        out["enforcing_consecutive_5xx"] = 100 if outlier["consecutive5xxErrors"] else 0
+    else:
+        out["enforcing_consecutive_5xx"] = 0
+    if "consecutiveGatewayErrors" in outlier:
+        out["consecutive_gateway_failure"] = outlier["consecutiveGatewayErrors"]
+        out["enforcing_consecutive_gateway_failure"] = 100
+    else:
+        out["enforcing_consecutive_gateway_failure"] = 0
+    if "interval" in outlier:
+        out["interval"] = duration(outlier["interval"])
+    if "baseEjectionTime" in outlier:
+        out["base_ejection_time"] = duration(outlier["baseEjectionTime"])
+    if "maxEjectionPercent" in outlier:
+        out["max_ejection_percent"] = outlier["maxEjectionPercent"]
+    return out
+
+
+def _upstream_tls(tls: dict, host: str) -> dict:
+    context: dict = {"common_tls_context": {}}
+    common = context["common_tls_context"]
+    if tls["mode"] == "MUTUAL":
+        common["tls_certificates"] = [{"certificate_chain": {"filename": tls["clientCertificate"]}, "private_key": {"filename": tls["privateKey"]}}]
+    if "caCertificates" in tls and not tls.get("insecureSkipVerify"):
+        validation: dict = {"trusted_ca": {"filename": tls["caCertificates"]}}
+        if tls.get("subjectAltNames"):
+            validation["match_typed_subject_alt_names"] = [{"san_type": "DNS", "matcher": {"exact": san}} for san in tls["subjectAltNames"]]
+        common["validation_context"] = validation
+    context["sni"] = tls.get("sni", host)
+    return {"name": "envoy.transport_sockets.tls", "typed_config": typed(UPSTREAM_TLS, **context)}
+
+
+def _http_protocol_options(port: ServicePort, pool: dict) -> dict | None:
+    http = pool.get("http") or {}
+    common: dict = {}
+    if "idleTimeout" in http:
+        common["idle_timeout"] = duration(http["idleTimeout"])
+    if http.get("maxRequestsPerConnection"):
+        common["max_requests_per_connection"] = http["maxRequestsPerConnection"]
+    options: dict = {}
+    if common:
+        options["common_http_protocol_options"] = common
+    if port.protocol in ("HTTP2", "GRPC"):
+        options["explicit_http_config"] = {"http2_protocol_options": {}}
+    elif common:
+        options["explicit_http_config"] = {"http_protocol_options": {}}
+    if not options:
+        return None
+    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(HTTP_PROTOCOL_OPTIONS, **options)}
+
+
+def apply_policy(cluster: dict, policy: dict, port: ServicePort, host: str) -> None:
+    """DestinationRule traffic policy -> fields of one Envoy cluster."""
+    pool = policy.get("connectionPool") or {}
+    tcp = pool.get("tcp") or {}
+    cluster["connect_timeout"] = duration(tcp["connectTimeout"]) if "connectTimeout" in tcp else DEFAULT_CONNECT_TIMEOUT
+    cluster["circuit_breakers"] = _circuit_breakers(pool)
+    if "tcpKeepalive" in tcp:
+        keepalive = tcp["tcpKeepalive"]
+        cluster["upstream_connection_options"] = {"tcp_keepalive": {
+            key: (int(duration(keepalive[field])[:-1].split(".")[0]) if field != "probes" else keepalive[field])
+            for key, field in (("keepalive_probes", "probes"), ("keepalive_time", "time"), ("keepalive_interval", "interval")) if field in keepalive
+        }}
+    if cluster["type"] != "ORIGINAL_DST":
+        balancer = policy.get("loadBalancer") or {}
+        if "consistentHash" in balancer:
+            cluster["lb_policy"] = "RING_HASH"
+            if "minimumRingSize" in balancer["consistentHash"]:
+                cluster["ring_hash_lb_config"] = {"minimum_ring_size": str(balancer["consistentHash"]["minimumRingSize"])}
+        else:
+            cluster["lb_policy"] = SIMPLE_LB[balancer.get("simple", "LEAST_REQUEST")]
+        if (balancer.get("localityLbSetting") or {}).get("distribute"):
+            cluster["common_lb_config"] = {"locality_weighted_lb_config": {}}
+    if "outlierDetection" in policy:
+        cluster["outlier_detection"] = _outlier_detection(policy["outlierDetection"])
+        if "minHealthPercent" in policy["outlierDetection"]:
+            cluster.setdefault("common_lb_config", {})["healthy_panic_threshold"] = {"value": policy["outlierDetection"]["minHealthPercent"]}
+    tls = policy.get("tls") or {}
+    if tls.get("mode") in ("SIMPLE", "MUTUAL"):
+        cluster["transport_socket"] = _upstream_tls(tls, host)
+    options = _http_protocol_options(port, pool) if port.is_http else None
+    if options:
+        cluster["typed_extension_protocol_options"] = options
+
+
+def service_clusters(mesh: Mesh, proxy, service: Service) -> tuple[list[dict], list[dict]]:
+    """Clusters of one service (every port, plain and per subset) and their endpoints (EDS)."""
+    clusters, assignments = [], []
+    for port in service.ports:
+        for subset in [""] + subsets_of(mesh, service.hostname, proxy.namespace):
+            name = outbound_cluster_name(port.number, subset, service.hostname)
+            policy = effective_policy(mesh, service.hostname, proxy.namespace, subset, port.number)
+            labels = subset_labels(mesh, service.hostname, proxy.namespace, subset) if subset else {}
+            endpoints = [e for e in service.endpoints if e.matches(labels or {})]
+            cluster: dict = {"name": name}
+            if service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+                cluster["type"] = "STRICT_DNS" if service.resolution == "DNS" else "LOGICAL_DNS"
+                cluster["dns_lookup_family"] = "V4_ONLY"
+                if not endpoints:
+                    cluster["load_assignment"] = {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(service.hostname, port.target_port or port.number)}}]}]}
+                else:
+                    cluster["load_assignment"] = load_assignment(name, endpoints, port, proxy.locality, policy)
+            elif service.resolution == "NONE" and not service.endpoints:
+                cluster["type"] = "ORIGINAL_DST"
+                cluster["lb_policy"] = "CLUSTER_PROVIDED"
+            else:
+                cluster["type"] = "EDS"
+                cluster["eds_cluster_config"] = {"eds_config": ADS, "service_name": name}
+                assignments.append(load_assignment(name, endpoints, port, proxy.locality, policy))
+            apply_policy(cluster, policy, port, service.hostname)
+            clusters.append(cluster)
+    return clusters, assignments
+
+
+def static_cluster(name: str, address: str, port: int, http2: bool = False) -> dict:
+    """A cluster with one fixed endpoint: the local app behind an inbound listener, the admin port."""
+    cluster = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+        "lb_policy": "ROUND_ROBIN",
+        "circuit_breakers": _circuit_breakers({}),
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(address, port)}}]}]},
+    }
+    if http2:
+        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(HTTP_PROTOCOL_OPTIONS, explicit_http_config={"http2_protocol_options": {}})}
+    return cluster

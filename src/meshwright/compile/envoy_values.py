@@ -1,0 +1,67 @@
+"""Small builders for values that recur across Envoy resources (proto3 JSON form)."""
+
+from __future__ import annotations
+
+from meshwright.validate.shape import parse_duration
+
+TYPE_PREFIX = "type.googleapis.com/"
+LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
+ROUTE_CONFIGURATION = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
+CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
+CLUSTER_LOAD_ASSIGNMENT = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+HTTP_CONNECTION_MANAGER = TYPE_PREFIX + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+TCP_PROXY = TYPE_PREFIX + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+ROUTER = TYPE_PREFIX + "envoy.extensions.filters.http.router.v3.Router"
+FAULT = TYPE_PREFIX + "envoy.extensions.filters.http.fault.v3.HTTPFault"
+CORS = TYPE_PREFIX + "envoy.extensions.filters.http.cors.v3.Cors"
+CORS_POLICY = TYPE_PREFIX + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
+UPSTREAM_TLS = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+DOWNSTREAM_TLS = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+HTTP_PROTOCOL_OPTIONS = TYPE_PREFIX + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+FILE_ACCESS_LOG = TYPE_PREFIX + "envoy.extensions.access_loggers.file.v3.FileAccessLog"
+ZIPKIN = TYPE_PREFIX + "envoy.config.trace.v3.ZipkinConfig"
+
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+ROUTER_FILTER = "envoy.filters.http.router"
+FAULT_FILTER = "envoy.filters.http.fault"
+CORS_FILTER = "envoy.filters.http.cors"
+
+MAX_UINT32 = 4294967295
+
+
+def duration(text_or_seconds) -> str:
+    """Istio duration text or seconds -> proto3 JSON Duration ("1.5s")."""
+    seconds = parse_duration(text_or_seconds) if isinstance(text_or_seconds, str) else float(text_or_seconds)
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
+
+
+def fractional_percent(percent: float) -> dict:
+    """A percentage (0-100, fractional allowed) as an Envoy FractionalPercent per million."""
+    return {"numerator": int(round(percent * 10000)), "denominator": "MILLION"}
+
+
+def socket_address(address: str, port: int) -> dict:
+    return {"socket_address": {"address": address, "port_value": port}}
+
+
+def typed(type_url: str, **fields) -> dict:
+    return {"@type": type_url, **fields}
+
+
+def string_match(match: dict, ignore_case: bool = False) -> dict:
+    """Istio StringMatch -> Envoy StringMatcher."""
+    if "exact" in match:
+        out = {"exact": match["exact"]}
+    elif "prefix" in match:
+        out = {"prefix": match["prefix"]}
+    else:
+        out = {"safe_regex": {"regex": match["regex"]}}
+    if ignore_case and "safe_regex" not in out:
+        out["ignore_case"] = True
+    return out
+
+
+def locality(text: str) -> dict:
+    parts = text.split("/") if text else []
+    return {key: value for key, value in zip(("region", "zone", "sub_zone"), parts)}

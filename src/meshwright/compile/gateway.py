@@ -1,0 +1,98 @@
+"""A gateway's listeners and route configurations, from its Gateways' servers and the
+VirtualServices bound to them."""
+
+from __future__ import annotations
+
+from meshwright.compile.listeners import downstream_tls, http_connection_manager, listener, tcp_proxy
+from meshwright.compile.proxy import Proxy
+from meshwright.compile.routes import destination_cluster, virtual_service_routes
+from meshwright.compile.virtual_hosts import route_configuration
+from meshwright.model.mesh import Mesh, host_matches
+from meshwright.model.resource import Resource
+
+GATEWAY = "GATEWAY"
+
+
+def _bound_gateways(virtual_service: Resource) -> list[str]:
+    """"namespace/name" of every Gateway a VirtualService names (short names: its namespace)."""
+    return [g if "/" in g else f"{virtual_service.namespace}/{g}" for g in virtual_service.spec.get("gateways") or [] if g != "mesh"]
+
+
+def _server_host_allows(server_hosts: list[str], namespace: str, host: str) -> bool:
+    for entry in server_hosts:
+        host_namespace, pattern = entry.split("/", 1) if "/" in entry else ("*", entry)
+        if host_namespace not in ("*", ".", namespace) and not (host_namespace == "." and namespace):
+            continue
+        if host_matches(pattern, host) or host_matches(host, pattern):
+            return True
+    return False
+
+
+def _virtual_hosts(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> list[dict]:
+    port = server["port"]["number"]
+    hosts, taken = [], set()
+    for virtual_service in mesh.of_kind("VirtualService"):
+        if gateway_id not in _bound_gateways(virtual_service) or not virtual_service.spec.get("http"):
+            continue
+        names = [h for h in virtual_service.spec["hosts"] if _server_host_allows(server["hosts"], virtual_service.namespace, h)]
+        domains = []
+        for name in names:
+            for domain in ([name] if name == "*" else [name, f"{name}:{port}"]):
+                if domain not in taken:
+                    taken.add(domain)
+                    domains.append(domain)
+        if domains:
+            host: dict = {"name": f"{virtual_service.namespace}/{virtual_service.name}:{port}", "domains": domains, "routes": virtual_service_routes(mesh, proxy, virtual_service)}
+            if (server.get("tls") or {}).get("httpsRedirect"):
+                host["require_tls"] = "ALL"
+            hosts.append(host)
+    return hosts
+
+
+def _tcp_clusters(mesh: Mesh, gateway_id: str, port: int) -> list[tuple[str, int]]:
+    for virtual_service in mesh.of_kind("VirtualService"):
+        if gateway_id not in _bound_gateways(virtual_service):
+            continue
+        for route in virtual_service.spec.get("tcp") or []:
+            ports = [m["port"] for m in route.get("match") or [] if "port" in m]
+            if not ports or port in ports:
+                return [(destination_cluster(mesh, d["destination"], virtual_service.namespace), d.get("weight", 100)) for d in route["route"]]
+    return []
+
+
+def gateway_listeners(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
+    """(listeners, route configs): one listener per bind address and port, a filter chain per
+    TLS server (selected by SNI) or one plain chain."""
+    chains_by_address: dict[tuple[str, int], list] = {}
+    routes = []
+    for gateway_id in proxy.gateways:
+        namespace, name = gateway_id.split("/")
+        gateway = mesh.find("Gateway", namespace, name)
+        for index, server in enumerate(gateway.spec["servers"]):
+            port = server["port"]
+            number = port["number"]
+            bind = server.get("bind", "0.0.0.0")
+            tls = server.get("tls") or {}
+            terminates_tls = tls.get("mode") in ("SIMPLE", "MUTUAL")
+            if port["protocol"] == "TCP":
+                clusters = _tcp_clusters(mesh, gateway_id, number)
+                if not clusters:
+                    continue
+                chain = {"filters": [tcp_proxy(f"gateway_{number}", clusters)]}
+            else:
+                route_name = f"https.{number}.{server.get('name') or port['name']}.{name}.{namespace}" if terminates_tls else f"http.{number}"
+                existing = next((r for r in routes if r["name"] == route_name), None)
+                if existing is None:
+                    routes.append(route_configuration(route_name, _virtual_hosts(mesh, proxy, gateway_id, server)))
+                else:
+                    existing["virtual_hosts"] += _virtual_hosts(mesh, proxy, gateway_id, server)
+                    continue
+                chain = {"filters": [http_connection_manager(f"gateway_{number}", route_name, mesh.settings, inbound=False, gateway=True)]}
+            if terminates_tls:
+                chain["transport_socket"] = downstream_tls(tls)
+                sni = sorted(h.split("/")[-1] for h in server["hosts"] if h.split("/")[-1] != "*")
+                if sni:
+                    chain["filter_chain_match"] = {"server_names": sni}
+            chains_by_address.setdefault((bind, number), []).append(chain)
+    listeners = [listener(bind, number, chains, "OUTBOUND") for (bind, number), chains in sorted(chains_by_address.items())]
+    return listeners, routes

@@ -1,0 +1,102 @@
+"""Which proxies a mesh has, and what each one is: a sidecar beside a workload, or a gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshwright.model.mesh import Mesh, labels_match
+from meshwright.model.resource import Resource
+
+PORT_OFFSET_ANNOTATION = "meshwright.io/port-offset"
+
+# Istio's well-known proxy ports (before any per-proxy offset).
+ADMIN_PORT = 15000
+OUTBOUND_PORT = 15001
+HEALTH_PORT = 15021
+STATS_PORT = 15090
+
+
+class UnknownProxy(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Proxy:
+    name: str
+    namespace: str
+    kind: str  # "sidecar" or "gateway"
+    address: str
+    labels: tuple[tuple[str, str], ...]
+    locality: str
+    service_account: str
+    port_offset: int
+    gateways: tuple[str, ...] = ()  # "namespace/name" of the Gateways it serves
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}.{self.namespace}"
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    def port(self, base: int) -> int:
+        return base + self.port_offset
+
+
+def port_offset_of(resource: Resource) -> int:
+    """The offset of the well-known ports, for proxies that share one machine (the demo)."""
+    return int(resource.annotations.get(PORT_OFFSET_ANNOTATION, "0"))
+
+
+def _gateway_selects(gateway: Resource, workload: Resource) -> bool:
+    selector = gateway.spec.get("selector") or {}
+    return bool(selector) and gateway.namespace == workload.namespace and labels_match(selector, workload.spec.get("labels") or {})
+
+
+def list_proxies(mesh: Mesh) -> list[Proxy]:
+    """Every proxy: one per WorkloadEntry, and one per Gateway that selects no WorkloadEntry."""
+    gateways = mesh.of_kind("Gateway")
+    workloads = mesh.of_kind("WorkloadEntry")
+    proxies = []
+    for workload in workloads:
+        served = tuple(f"{g.namespace}/{g.name}" for g in gateways if _gateway_selects(g, workload))
+        spec = workload.spec
+        proxies.append(
+            Proxy(
+                name=workload.name,
+                namespace=workload.namespace,
+                kind="gateway" if served else "sidecar",
+                address=spec["address"],
+                labels=tuple(sorted((spec.get("labels") or {}).items())),
+                locality=spec.get("locality", ""),
+                service_account=spec.get("serviceAccount", "default"),
+                port_offset=port_offset_of(workload),
+                gateways=served,
+            )
+        )
+    for gateway in gateways:
+        if any(_gateway_selects(gateway, w) for w in workloads):
+            continue
+        proxies.append(
+            Proxy(
+                name=gateway.name,
+                namespace=gateway.namespace,
+                kind="gateway",
+                address="0.0.0.0",
+                labels=tuple(sorted((gateway.spec.get("selector") or {}).items())),
+                locality="",
+                service_account=f"{gateway.name}-service-account",
+                port_offset=port_offset_of(gateway),
+                gateways=(f"{gateway.namespace}/{gateway.name}",),
+            )
+        )
+    return sorted(proxies, key=lambda p: (p.namespace, p.name))
+
+
+def find_proxy(mesh: Mesh, proxy_id: str) -> Proxy:
+    for proxy in list_proxies(mesh):
+        if proxy.id == proxy_id:
+            return proxy
+    known = ", ".join(p.id for p in list_proxies(mesh)) or "none"
+    raise UnknownProxy(f"no proxy named {proxy_id!r}: a proxy is a WorkloadEntry's or a Gateway's name.namespace (known: {known})")

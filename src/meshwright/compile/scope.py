@@ -1,0 +1,45 @@
+"""What a proxy sees: its Sidecar resource and the services its egress hosts import."""
+
+from __future__ import annotations
+
+from meshwright.compile.proxy import Proxy
+from meshwright.model.mesh import Mesh, host_matches, labels_match
+from meshwright.model.resource import Resource
+from meshwright.registry.model import Service
+
+
+def sidecar_for(mesh: Mesh, proxy: Proxy) -> Resource | None:
+    """The Sidecar of a workload: one selecting it in its namespace, else the namespace's default."""
+    selected, default = None, None
+    for sidecar in mesh.of_kind("Sidecar"):
+        if sidecar.namespace != proxy.namespace:
+            continue
+        selector = (sidecar.spec.get("workloadSelector") or {}).get("labels")
+        if selector is None:
+            default = default or sidecar
+        elif labels_match(selector, proxy.label_map):
+            selected = selected or sidecar
+    return selected or default
+
+
+def egress_host_matches(pattern: str, service: Service, proxy_namespace: str) -> bool:
+    """Sidecar egress host "namespace/host": namespace "." (own), "*" (any) or a name."""
+    namespace, host = pattern.split("/", 1)
+    if namespace == ".":
+        namespace = proxy_namespace
+    if namespace not in ("*", service.namespace):
+        return False
+    return host_matches(host, service.hostname)
+
+
+def services_for_hosts(mesh: Mesh, proxy: Proxy, hosts: list[str]) -> list[Service]:
+    return [s for s in mesh.registry.sorted() if any(egress_host_matches(h, s, proxy.namespace) for h in hosts)]
+
+
+def services_in_scope(mesh: Mesh, proxy: Proxy) -> list[Service]:
+    """Every service when no Sidecar scopes the proxy; otherwise those of its egress hosts."""
+    sidecar = sidecar_for(mesh, proxy)
+    if sidecar is None or not sidecar.spec.get("egress"):
+        return mesh.registry.sorted()
+    hosts = [h for egress in sidecar.spec["egress"] for h in egress["hosts"]]
+    return services_for_hosts(mesh, proxy, hosts)

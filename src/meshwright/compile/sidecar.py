@@ -1,0 +1,84 @@
+"""A sidecar's listeners and route configurations (captureMode NONE: explicit listeners).
+
+Inbound: one listener per Sidecar ingress entry, forwarding to the local app (its
+defaultEndpoint). Outbound: one listener per Sidecar egress entry with a port; without such
+an entry, an HTTP listener on 127.0.0.1:15001 that routes every service in scope by Host.
+"""
+
+from __future__ import annotations
+
+from meshwright.compile.clusters import inbound_cluster_name, outbound_cluster_name, static_cluster
+from meshwright.compile.listeners import http_connection_manager, listener, tcp_proxy
+from meshwright.compile.proxy import OUTBOUND_PORT, Proxy
+from meshwright.compile.scope import services_for_hosts, services_in_scope, sidecar_for
+from meshwright.compile.routes import destination_cluster
+from meshwright.compile.virtual_hosts import (
+    mesh_virtual_services, outbound_virtual_hosts, route_configuration, virtual_service_for,
+)
+from meshwright.model.mesh import Mesh
+
+INBOUND, OUTBOUND = "SIDECAR_INBOUND", "SIDECAR_OUTBOUND"
+
+
+def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
+    """(listeners, route configs, clusters) for the Sidecar's ingress entries."""
+    listeners, routes, clusters = [], [], []
+    sidecar = sidecar_for(mesh, proxy)
+    for entry in (sidecar.spec.get("ingress") or []) if sidecar else []:
+        port = entry["port"]
+        number = port["number"]
+        app_address, app_port = entry["defaultEndpoint"].rsplit(":", 1)
+        cluster = inbound_cluster_name(number)
+        clusters.append(static_cluster(cluster, app_address.strip("[]"), int(app_port), http2=port["protocol"] in ("HTTP2", "GRPC")))
+        bind = entry.get("bind", "0.0.0.0")
+        if port["protocol"] in ("HTTP", "HTTP2", "GRPC"):
+            route_name = f"inbound|{number}||"
+            routes.append(route_configuration(route_name, [{
+                "name": f"inbound|http|{number}",
+                "domains": ["*"],
+                "routes": [{"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}],
+            }]))
+            chain = {"filters": [http_connection_manager(f"inbound_{number}", route_name, mesh.settings, inbound=True)]}
+        else:
+            chain = {"filters": [tcp_proxy(f"inbound_{number}", [(cluster, 100)])]}
+        listeners.append(listener(bind, number, [chain], "INBOUND"))
+    return listeners, routes, clusters
+
+
+def _tcp_destinations(mesh: Mesh, hostname: str, port: int) -> list[tuple[str, int]]:
+    virtual_service = virtual_service_for(mesh_virtual_services(mesh), hostname)
+    for route in (virtual_service.spec.get("tcp") or []) if virtual_service else []:
+        ports = [m["port"] for m in route.get("match") or [] if "port" in m]
+        if ports and port not in ports:
+            continue
+        return [(destination_cluster(mesh, d["destination"], virtual_service.namespace), d.get("weight", 100)) for d in route["route"]]
+    return [(outbound_cluster_name(port, "", hostname), 100)]
+
+
+def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
+    """(listeners, route configs) for outbound traffic."""
+    sidecar = sidecar_for(mesh, proxy)
+    explicit = [e for e in (sidecar.spec.get("egress") or []) if "port" in e] if sidecar else []
+    listeners, routes = [], []
+    if not explicit:
+        port = proxy.port(OUTBOUND_PORT)
+        name = str(port)
+        routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, services_in_scope(mesh, proxy), port)))
+        chain = {"filters": [http_connection_manager(f"outbound_{port}", name, mesh.settings, inbound=False)]}
+        listeners.append(listener("127.0.0.1", port, [chain], "OUTBOUND"))
+    for entry in explicit:
+        number = entry["port"]["number"]
+        bind = entry.get("bind", "127.0.0.1")
+        services = services_for_hosts(mesh, proxy, entry["hosts"])
+        if entry["port"]["protocol"] in ("HTTP", "HTTP2", "GRPC"):
+            name = str(number)
+            routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, services, number)))
+            chain = {"filters": [http_connection_manager(f"outbound_{number}", name, mesh.settings, inbound=False)]}
+        else:
+            # A TCP listener has no Host header: it carries the one service its hosts name.
+            service = services[0]
+            port = service.port(number) or service.ports[0]
+            chain = {"filters": [tcp_proxy(f"outbound_{number}", _tcp_destinations(mesh, service.hostname, port.number))]}
+        listeners.append(listener(bind, number, [chain], "OUTBOUND"))
+    return listeners, routes
+

@@ -1,0 +1,71 @@
+"""Virtual hosts: which VirtualService routes a host, and the domains a host answers to."""
+
+from __future__ import annotations
+
+from meshwright.compile.clusters import outbound_cluster_name
+from meshwright.compile.proxy import Proxy
+from meshwright.compile.routes import default_route, virtual_service_routes
+from meshwright.model.mesh import CLUSTER_DOMAIN, Mesh, host_matches, resolve_host
+from meshwright.model.resource import Resource
+from meshwright.registry.model import Service, ServicePort
+
+
+def mesh_virtual_services(mesh: Mesh) -> list[Resource]:
+    """VirtualServices that apply to sidecars: no gateways named, or the reserved "mesh"."""
+    return [vs for vs in mesh.of_kind("VirtualService") if not vs.spec.get("gateways") or "mesh" in vs.spec["gateways"]]
+
+
+def virtual_service_for(virtual_services: list[Resource], hostname: str) -> Resource | None:
+    for virtual_service in virtual_services:
+        if any(host_matches(resolve_host(h, virtual_service.namespace), hostname) for h in virtual_service.spec["hosts"]):
+            return virtual_service
+    return None
+
+
+def service_domains(service: Service, port: ServicePort, proxy: Proxy, listener_port: int) -> list[str]:
+    """Names a client may put in Host for this service: the FQDN, with the port, and the
+    short Kubernetes-style forms for services in the client's own namespace."""
+    names = [service.hostname]
+    suffix = f".{service.namespace}.{CLUSTER_DOMAIN}"
+    if service.hostname.endswith(suffix):
+        short = service.hostname[: -len(suffix)]
+        names += [f"{short}.{service.namespace}.svc", f"{short}.{service.namespace}"]
+        if service.namespace == proxy.namespace:
+            names.append(short)
+    domains = []
+    for name in names:
+        domains.append(name)
+        domains.append(f"{name}:{port.number}")
+        if listener_port != port.number:
+            domains.append(f"{name}:{listener_port}")
+    return domains
+
+
+def http_port_for_listener(service: Service, listener_port: int) -> ServicePort | None:
+    """The service port an HTTP listener serves: same number if the service has it, else its
+    first HTTP port (explicit listeners of captureMode NONE sit on local port numbers)."""
+    exact = service.port(listener_port)
+    if exact is not None:
+        return exact if exact.is_http else None
+    return next((p for p in service.ports if p.is_http), None)
+
+
+def outbound_virtual_hosts(mesh: Mesh, proxy: Proxy, services: list[Service], listener_port: int) -> list[dict]:
+    virtual_services = mesh_virtual_services(mesh)
+    hosts, taken = [], set()
+    for service in services:
+        port = http_port_for_listener(service, listener_port)
+        if port is None:
+            continue
+        domains = [d for d in service_domains(service, port, proxy, listener_port) if d not in taken]
+        taken.update(domains)
+        virtual_service = virtual_service_for(virtual_services, service.hostname)
+        routes = virtual_service_routes(mesh, proxy, virtual_service) if virtual_service else []
+        if not virtual_service:
+            routes = [default_route(outbound_cluster_name(port.number, "", service.hostname))]
+        hosts.append({"name": f"{service.hostname}:{port.number}", "domains": domains, "routes": routes})
+    return hosts
+
+
+def route_configuration(name: str, virtual_hosts: list[dict]) -> dict:
+    return {"name": name, "virtual_hosts": virtual_hosts, "validate_clusters": False}

@@ -1,0 +1,118 @@
+"""File delivery: the proxy's resources as files in one directory that Envoy watches.
+
+Envoy reads listeners and clusters from lds/cds files, each HTTP listener's routes from an
+rds-*.yaml file and each EDS cluster's endpoints from an eds-*.yaml file, all through
+`path_config_source` with `watched_directory`. Files are replaced by rename inside the
+directory, which is what the watch reacts to, so a re-render applies without a restart.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import tempfile
+
+import yaml
+
+from meshwright.compile.bootstrap import compile_bootstrap
+from meshwright.compile.build import ProxyConfig
+from meshwright.compile.envoy_values import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, HCM_FILTER, LISTENER, ROUTE_CONFIGURATION
+from meshwright.model.mesh import MeshSettings
+
+BOOTSTRAP = "bootstrap"
+MANAGED = re.compile(r"^(bootstrap|lds|cds|rds-.+|eds-.+)\.(yaml|json)$")
+
+
+def _file_stem(prefix: str, name: str) -> str:
+    """A file name for a resource name ("outbound|80|v1|a.b" -> "eds-outbound_80_v1_a.b");
+    a short hash keeps two names that clean up alike apart."""
+    clean = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    if clean != name:
+        clean += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{prefix}-{clean}"
+
+
+def path_source(config_dir: str, filename: str) -> dict:
+    return {"resource_api_version": "V3", "path_config_source": {"path": os.path.join(config_dir, filename), "watched_directory": {"path": config_dir}}}
+
+
+def serialize(document: dict, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(document, indent=2, sort_keys=True) + "\n"
+    return yaml.safe_dump(document, sort_keys=True, default_flow_style=False, width=1000)
+
+
+def render_files(config: ProxyConfig, settings: MeshSettings, config_dir: str, fmt: str = "yaml") -> dict[str, str]:
+    """filename -> content of every file of the proxy. config_dir is where the files will live
+    on the proxy's host (the paths the bootstrap and lds/cds point at)."""
+    ext = "json" if fmt == "json" else "yaml"
+    files: dict[str, dict] = {}
+    listeners = copy.deepcopy(config.listeners)
+    for listener in listeners:
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                if network_filter["name"] == HCM_FILTER and "rds" in network_filter["typed_config"]:
+                    rds = network_filter["typed_config"]["rds"]
+                    rds["config_source"] = path_source(config_dir, f"{_file_stem('rds', rds['route_config_name'])}.{ext}")
+    clusters = copy.deepcopy(config.clusters)
+    for cluster in clusters:
+        if cluster.get("type") == "EDS":
+            cluster["eds_cluster_config"]["eds_config"] = path_source(config_dir, f"{_file_stem('eds', cluster['name'])}.{ext}")
+    for route in config.routes:
+        files[f"{_file_stem('rds', route['name'])}.{ext}"] = {"resources": [{"@type": ROUTE_CONFIGURATION, **route}]}
+    for assignment in config.endpoints:
+        files[f"{_file_stem('eds', assignment['cluster_name'])}.{ext}"] = {"resources": [{"@type": CLUSTER_LOAD_ASSIGNMENT, **assignment}]}
+    files[f"lds.{ext}"] = {"resources": [{"@type": LISTENER, **l} for l in listeners]}
+    files[f"cds.{ext}"] = {"resources": [{"@type": CLUSTER, **c} for c in clusters]}
+    sources = {"lds": path_source(config_dir, f"lds.{ext}"), "cds": path_source(config_dir, f"cds.{ext}")}
+    files[f"{BOOTSTRAP}.{ext}"] = compile_bootstrap(config.proxy, settings, sources)
+    return {name: serialize(document, fmt) for name, document in sorted(files.items())}
+
+
+def _write_order(name: str) -> int:
+    """Referenced files first: endpoints and routes, then clusters, listeners, bootstrap."""
+    for rank, prefix in enumerate(("eds-", "rds-", "cds.", "lds.", "bootstrap.")):
+        if name.startswith(prefix):
+            return rank
+    return len("xxxxx")
+
+
+def write_atomic(path: str, content: str, mode: int = 0o644) -> None:
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_files(out_dir: str, files: dict[str, str]) -> list[str]:
+    """Write changed files atomically, then remove managed files no longer rendered.
+    Returns the names that changed (written or removed)."""
+    os.makedirs(out_dir, exist_ok=True)
+    changed = []
+    for name in sorted(files, key=lambda n: (_write_order(n), n)):
+        path = os.path.join(out_dir, name)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                if handle.read() == files[name]:
+                    continue
+        except FileNotFoundError:
+            pass
+        write_atomic(path, files[name])
+        changed.append(name)
+    for name in sorted(os.listdir(out_dir)):
+        if MANAGED.match(name) and name not in files:
+            os.unlink(os.path.join(out_dir, name))
+            changed.append(name)
+    return changed

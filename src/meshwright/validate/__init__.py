@@ -1,0 +1,1 @@
+"""Validation of mesh config: shape, references, semantics, then Envoy's own view."""

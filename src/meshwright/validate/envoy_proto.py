@@ -1,0 +1,76 @@
+"""Envoy's own view of generated config: every resource must parse into its Envoy proto
+(xds-protos), unknown fields rejected, every typed_config's @type known."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+
+from google.protobuf import json_format
+
+from meshwright.compile.envoy_values import TYPE_PREFIX
+
+
+@functools.lru_cache(maxsize=None)
+def _import_package(package: str) -> bool:
+    """Import every *_pb2 module of a proto package (registers its types)."""
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return False
+    for path in getattr(module, "__path__", []):
+        for info in pkgutil.iter_modules([path]):
+            if info.name.endswith("_pb2"):
+                importlib.import_module(f"{package}.{info.name}")
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def message_class(type_name: str):
+    """The generated class of a full proto type name, e.g. envoy.config.listener.v3.Listener."""
+    from google.protobuf import symbol_database
+
+    package = type_name.rsplit(".", 1)[0]
+    _import_package(package)
+    try:
+        return symbol_database.Default().GetSymbol(type_name)
+    except KeyError:
+        return None
+
+
+def _type_urls(value, found: set) -> None:
+    if isinstance(value, dict):
+        type_url = value.get("@type")
+        if isinstance(type_url, str):
+            found.add(type_url)
+        for item in value.values():
+            _type_urls(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _type_urls(item, found)
+
+
+def check_resource(type_name: str, resource: dict) -> str | None:
+    """None when resource parses as type_name; otherwise the parser's message."""
+    found: set = set()
+    _type_urls(resource, found)
+    for type_url in sorted(found):
+        if not type_url.startswith(TYPE_PREFIX) or message_class(type_url[len(TYPE_PREFIX):]) is None:
+            return f"unknown type {type_url!r}"
+    cls = message_class(type_name)
+    try:
+        json_format.ParseDict(resource, cls(), ignore_unknown_fields=False)
+    except json_format.ParseError as error:
+        return str(error)
+    return None
+
+
+TYPES = {
+    "listeners": "envoy.config.listener.v3.Listener",
+    "routes": "envoy.config.route.v3.RouteConfiguration",
+    "clusters": "envoy.config.cluster.v3.Cluster",
+    "endpoints": "envoy.config.endpoint.v3.ClusterLoadAssignment",
+    "bootstrap": "envoy.config.bootstrap.v3.Bootstrap",
+}
+

@@ -1,0 +1,485 @@
+"""The part of the Istio API meshwright compiles, as schemas.
+
+A field that is not listed here is an error: meshwright never ignores configuration it does
+not act on. Names and structure follow istio.io/latest/docs/reference/config.
+"""
+
+from __future__ import annotations
+
+from meshwright.validate.shape import (
+    Address, Any, Bool, Duration, Enum, Int, ListOf, MapOf, Number, Obj, Port, Regex, Str,
+)
+
+NETWORKING_VERSIONS = ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3")
+MESHCONFIG_VERSIONS = ("meshwright.io/v1alpha1",)
+
+RATE_LIMIT_HINT = (
+    "To limit requests per second, add a local rate limit: an EnvoyFilter that inserts "
+    "envoy.filters.http.local_ratelimit with a token_bucket (docs/traffic.md#local-rate-limits)"
+)
+TELEMETRY_HINT = (
+    "Metrics, traces and access logs are not traffic policy: set them mesh-wide in the "
+    "MeshConfig (enableMetrics, accessLogFile, enableTracing, tracing) (docs/telemetry.md)"
+)
+
+PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "TCP")
+PROTOCOL_HINTS = {p: "TLS origination is set by a DestinationRule (tls.mode SIMPLE)" for p in ("HTTPS", "TLS")}
+
+string_match = Obj(
+    "a string match (exact, prefix or regex)",
+    {"exact": Str(), "prefix": Str(), "regex": Regex()},
+    required_one_of=(("exact", "prefix", "regex"),),
+)
+
+percent = Obj("a percentage", {"value": Number(0, 100)}, required=("value",))
+
+header_operations = Obj(
+    "header operations",
+    {"set": MapOf(Str()), "add": MapOf(Str()), "remove": ListOf(Str(non_empty=True))},
+)
+headers = Obj("header manipulation", {"request": header_operations, "response": header_operations})
+
+port_selector = Obj("a port selector", {"number": Port()}, required=("number",))
+
+destination = Obj(
+    "a destination",
+    {"host": Str(non_empty=True), "subset": Str(non_empty=True), "port": port_selector},
+    required=("host",),
+)
+
+http_route_destination = Obj(
+    "a route destination",
+    {"destination": destination, "weight": Int(0, 100), "headers": headers},
+    required=("destination",),
+    hints={
+        "route": "Routes do not nest: list destinations under one route and give each a weight "
+        "(weights sum to 100). A weight splits traffic, it does not limit it. " + RATE_LIMIT_HINT,
+        "percent": "Weights are integers on each destination (weight: 80). " + RATE_LIMIT_HINT,
+        "rateLimit": RATE_LIMIT_HINT,
+    },
+)
+
+http_match = Obj(
+    "an HTTP match",
+    {
+        "name": Str(),
+        "uri": string_match,
+        "method": string_match,
+        "authority": string_match,
+        "headers": MapOf(string_match),
+        "queryParams": MapOf(string_match),
+        "withoutHeaders": MapOf(string_match),
+        "ignoreUriCase": Bool(),
+        "sourceLabels": MapOf(Str()),
+    },
+)
+
+http_redirect = Obj(
+    "an HTTP redirect",
+    {
+        "uri": Str(),
+        "authority": Str(),
+        "port": Port(),
+        "scheme": Enum("http", "https"),
+        "redirectCode": Enum(301, 302, 303, 307, 308),
+    },
+)
+
+http_rewrite = Obj(
+    "an HTTP rewrite",
+    {
+        "uri": Str(),
+        "authority": Str(),
+        "uriRegexRewrite": Obj("a regex rewrite", {"match": Regex(), "rewrite": Str()}, required=("match", "rewrite")),
+    },
+    one_of=(("uri", "uriRegexRewrite"),),
+)
+
+http_retry = Obj(
+    "a retry policy",
+    {
+        "attempts": Int(0, 1000),
+        "perTryTimeout": Duration(minimum_seconds=0.001),
+        "retryOn": Str(
+            pattern=r"^([a-z0-9-]+|[1-5][0-9][0-9])(,([a-z0-9-]+|[1-5][0-9][0-9]))*$",
+            pattern_help="a comma-separated list of retry conditions (5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, or status codes)",
+        ),
+        "retryRemoteLocalities": Bool(),
+    },
+    required=("attempts",),
+)
+
+fault = Obj(
+    "a fault injection",
+    {
+        "delay": Obj("a fault delay", {"fixedDelay": Duration(minimum_seconds=0.001), "percentage": percent}, required=("fixedDelay",)),
+        "abort": Obj("a fault abort", {"httpStatus": Int(200, 599), "percentage": percent}, required=("httpStatus",)),
+    },
+    required_one_of=(("delay", "abort"),),
+)
+
+cors_policy = Obj(
+    "a CORS policy",
+    {
+        "allowOrigins": ListOf(string_match),
+        "allowMethods": ListOf(Str(non_empty=True)),
+        "allowHeaders": ListOf(Str(non_empty=True)),
+        "exposeHeaders": ListOf(Str(non_empty=True)),
+        "maxAge": Duration(),
+        "allowCredentials": Bool(),
+    },
+)
+
+http_route = Obj(
+    "an HTTP route",
+    {
+        "name": Str(),
+        "match": ListOf(http_match),
+        "route": ListOf(http_route_destination, min_items=1),
+        "redirect": http_redirect,
+        "rewrite": http_rewrite,
+        "timeout": Duration(),
+        "retries": http_retry,
+        "fault": fault,
+        "mirror": destination,
+        "mirrorPercentage": percent,
+        "corsPolicy": cors_policy,
+        "headers": headers,
+    },
+    required_one_of=(("route", "redirect"),),
+    hints={"rateLimit": RATE_LIMIT_HINT, "weight": "A weight belongs to each entry of route."},
+)
+
+tcp_route = Obj(
+    "a TCP route",
+    {
+        "match": ListOf(Obj("a TCP match", {"port": Port(), "sourceLabels": MapOf(Str())})),
+        "route": ListOf(Obj("a route destination", {"destination": destination, "weight": Int(0, 100)}, required=("destination",)), min_items=1),
+    },
+    required=("route",),
+)
+
+virtual_service = Obj(
+    "a VirtualService spec",
+    {
+        "hosts": ListOf(Str(non_empty=True), min_items=1),
+        "gateways": ListOf(Str(non_empty=True)),
+        "http": ListOf(http_route),
+        "tcp": ListOf(tcp_route),
+    },
+    required=("hosts",),
+    required_one_of=(("http", "tcp"),),
+    hints={"rateLimit": RATE_LIMIT_HINT},
+)
+
+load_balancer = Obj(
+    "load balancer settings",
+    {
+        "simple": Enum("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"),
+        "consistentHash": Obj(
+            "a consistent hash",
+            {
+                "httpHeaderName": Str(non_empty=True),
+                "httpCookie": Obj("a hash cookie", {"name": Str(non_empty=True), "path": Str(), "ttl": Duration()}, required=("name",)),
+                "useSourceIp": Bool(),
+                "minimumRingSize": Int(1, 8388608),
+            },
+            required_one_of=(("httpHeaderName", "httpCookie", "useSourceIp"),),
+        ),
+        "localityLbSetting": Obj(
+            "locality load balancer settings",
+            {
+                "enabled": Bool(),
+                "distribute": ListOf(Obj("a locality distribution", {"from": Str(non_empty=True), "to": MapOf(Int(0, 100))}, required=("from", "to"))),
+                "failover": ListOf(Obj("a locality failover", {"from": Str(non_empty=True), "to": Str(non_empty=True)}, required=("from", "to"))),
+            },
+            one_of=(("distribute", "failover"),),
+        ),
+    },
+    one_of=(("simple", "consistentHash"),),
+)
+
+connection_pool = Obj(
+    "connection pool settings",
+    {
+        "tcp": Obj(
+            "TCP connection pool settings",
+            {
+                "maxConnections": Int(1),
+                "connectTimeout": Duration(minimum_seconds=0.001),
+                "tcpKeepalive": Obj("TCP keepalive", {"probes": Int(1), "time": Duration(minimum_seconds=1), "interval": Duration(minimum_seconds=1)}),
+            },
+        ),
+        "http": Obj(
+            "HTTP connection pool settings",
+            {
+                "http1MaxPendingRequests": Int(1),
+                "http2MaxRequests": Int(1),
+                "maxRequestsPerConnection": Int(0),
+                "maxRetries": Int(0),
+                "idleTimeout": Duration(minimum_seconds=0.001),
+            },
+        ),
+    },
+)
+
+outlier_detection = Obj(
+    "outlier detection",
+    {
+        "consecutive5xxErrors": Int(0),
+        "consecutiveGatewayErrors": Int(0),
+        "interval": Duration(minimum_seconds=0.001),
+        "baseEjectionTime": Duration(minimum_seconds=0.001),
+        "maxEjectionPercent": Int(0, 100),
+        "minHealthPercent": Int(0, 100),
+    },
+)
+
+client_tls = Obj(
+    "client TLS settings",
+    {
+        "mode": Enum("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"),
+        "clientCertificate": Str(non_empty=True),
+        "privateKey": Str(non_empty=True),
+        "caCertificates": Str(non_empty=True),
+        "subjectAltNames": ListOf(Str(non_empty=True)),
+        "sni": Str(non_empty=True),
+        "insecureSkipVerify": Bool(),
+    },
+    required=("mode",),
+    hints={"credentialName": "Kubernetes secrets are not read: give file paths in clientCertificate, privateKey and caCertificates"},
+)
+
+_policy_fields = {
+    "loadBalancer": load_balancer,
+    "connectionPool": connection_pool,
+    "outlierDetection": outlier_detection,
+    "tls": client_tls,
+}
+_policy_hints = {"observability": TELEMETRY_HINT, "metrics": TELEMETRY_HINT, "tracing": TELEMETRY_HINT, "rateLimit": RATE_LIMIT_HINT}
+
+port_traffic_policy = Obj("a port traffic policy", {"port": port_selector, **_policy_fields}, required=("port",), hints=_policy_hints)
+
+traffic_policy = Obj(
+    "a traffic policy",
+    {**_policy_fields, "portLevelSettings": ListOf(port_traffic_policy)},
+    hints=_policy_hints,
+)
+
+destination_rule = Obj(
+    "a DestinationRule spec",
+    {
+        "host": Str(non_empty=True),
+        "trafficPolicy": traffic_policy,
+        "subsets": ListOf(Obj("a subset", {"name": Str(non_empty=True), "labels": MapOf(Str()), "trafficPolicy": traffic_policy}, required=("name",))),
+    },
+    required=("host",),
+    hints=_policy_hints,
+)
+
+workload_entry = Obj(
+    "a WorkloadEntry spec",
+    {
+        "address": Str(non_empty=True),
+        "ports": MapOf(Port()),
+        "labels": MapOf(Str()),
+        "network": Str(),
+        "locality": Str(pattern=r"^[^/]+(/[^/]+){0,2}$", pattern_help="a locality region[/zone[/subzone]]"),
+        "weight": Int(1, 1000000),
+        "serviceAccount": Str(non_empty=True),
+    },
+    required=("address",),
+)
+
+service_port = Obj(
+    "a service port",
+    {"number": Port(), "protocol": Enum(*PROTOCOLS, hints=PROTOCOL_HINTS), "name": Str(non_empty=True), "targetPort": Port()},
+    required=("number", "name"),
+)
+
+workload_selector = Obj("a workload selector", {"labels": MapOf(Str())}, required=("labels",))
+
+service_entry = Obj(
+    "a ServiceEntry spec",
+    {
+        "hosts": ListOf(Str(non_empty=True), min_items=1),
+        "addresses": ListOf(Str(non_empty=True)),
+        "ports": ListOf(service_port, min_items=1),
+        "location": Enum(
+            "MESH_EXTERNAL", "MESH_INTERNAL",
+            hints={"MESH_INTERNET": "MESH_INTERNAL: the service runs in the mesh (its workloads have sidecars); MESH_EXTERNAL: it runs outside the mesh (an API on the internet, a database without a sidecar)"},
+        ),
+        "resolution": Enum("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"),
+        "endpoints": ListOf(workload_entry),
+        "workloadSelector": workload_selector,
+    },
+    required=("hosts", "ports"),
+    one_of=(("endpoints", "workloadSelector"),),
+)
+
+gateway_server = Obj(
+    "a gateway server",
+    {
+        "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "TCP"), "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
+        "bind": Address(),
+        "hosts": ListOf(Str(non_empty=True), min_items=1),
+        "name": Str(),
+        "tls": Obj(
+            "server TLS settings",
+            {
+                "mode": Enum("SIMPLE", "MUTUAL"),
+                "serverCertificate": Str(non_empty=True),
+                "privateKey": Str(non_empty=True),
+                "caCertificates": Str(non_empty=True),
+                "httpsRedirect": Bool(),
+            },
+            hints={"credentialName": "Kubernetes secrets are not read: give file paths in serverCertificate and privateKey"},
+        ),
+    },
+    required=("port", "hosts"),
+)
+
+gateway = Obj(
+    "a Gateway spec",
+    {"selector": MapOf(Str()), "servers": ListOf(gateway_server, min_items=1)},
+    required=("servers",),
+)
+
+CAPTURE_HINTS = {m: "meshwright captures traffic with explicit listeners (captureMode NONE, the VM mode): give port and bind" for m in ("DEFAULT", "IPTABLES")}
+
+sidecar = Obj(
+    "a Sidecar spec",
+    {
+        "workloadSelector": workload_selector,
+        "ingress": ListOf(
+            Obj(
+                "a sidecar ingress listener",
+                {
+                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS), "name": Str(non_empty=True)}, required=("number", "protocol")),
+                    "bind": Address(),
+                    "defaultEndpoint": Str(pattern=r"^(127\.0\.0\.1|0\.0\.0\.0|\[::1\]|[0-9.]+):\d+$", pattern_help="an endpoint IP:PORT (127.0.0.1:8080)"),
+                    "captureMode": Enum("NONE", hints=CAPTURE_HINTS),
+                },
+                required=("port", "defaultEndpoint"),
+            )
+        ),
+        "egress": ListOf(
+            Obj(
+                "a sidecar egress listener",
+                {
+                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS), "name": Str(non_empty=True)}, required=("number", "protocol")),
+                    "bind": Address(),
+                    "captureMode": Enum("NONE", hints=CAPTURE_HINTS),
+                    "hosts": ListOf(Str(pattern=r"^[^/]+/[^/]+$", pattern_help="namespace/host (./host, */host, ns/*)"), min_items=1),
+                },
+                required=("hosts",),
+            )
+        ),
+    },
+)
+
+SUPPORTED_APPLY_TO = ("HTTP_FILTER", "HTTP_ROUTE", "CLUSTER", "LISTENER")
+
+envoy_filter_patch = Obj(
+    "an EnvoyFilter config patch",
+    {
+        "applyTo": Enum(
+            *SUPPORTED_APPLY_TO,
+            hints={
+                other: f"meshwright applies patches to {', '.join(SUPPORTED_APPLY_TO)} only"
+                for other in ("LISTENER_FILTER", "FILTER_CHAIN", "NETWORK_FILTER", "ROUTE_CONFIGURATION", "VIRTUAL_HOST", "EXTENSION_CONFIG", "BOOTSTRAP")
+            },
+        ),
+        "match": Obj(
+            "a patch match",
+            {
+                "context": Enum("ANY", "SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"),
+                "listener": Obj(
+                    "a listener match",
+                    {
+                        "portNumber": Port(),
+                        "name": Str(),
+                        "filterChain": Obj(
+                            "a filter chain match",
+                            {"filter": Obj("a filter match", {"name": Str(), "subFilter": Obj("a sub-filter match", {"name": Str()})})},
+                        ),
+                    },
+                ),
+                "routeConfiguration": Obj(
+                    "a route configuration match",
+                    {
+                        "portNumber": Port(),
+                        "name": Str(),
+                        "vhost": Obj(
+                            "a virtual host match",
+                            {"name": Str(), "route": Obj("a route match", {"name": Str(), "action": Enum("ANY", "ROUTE", "REDIRECT", "DIRECT_RESPONSE")})},
+                        ),
+                    },
+                ),
+                "cluster": Obj("a cluster match", {"portNumber": Port(), "service": Str(), "subset": Str(), "name": Str()}),
+            },
+            one_of=(("listener", "routeConfiguration", "cluster"),),
+        ),
+        "patch": Obj(
+            "a patch",
+            {"operation": Enum("MERGE", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST"), "value": Any()},
+            required=("operation",),
+        ),
+    },
+    required=("applyTo", "patch"),
+)
+
+envoy_filter = Obj(
+    "an EnvoyFilter spec",
+    {"workloadSelector": workload_selector, "configPatches": ListOf(envoy_filter_patch, min_items=1), "priority": Int()},
+    required=("configPatches",),
+)
+
+mesh_config = Obj(
+    "a MeshConfig spec",
+    {
+        "trustDomain": Str(pattern=r"^[a-z0-9.-]+$", pattern_help="a trust domain (lower-case DNS name)"),
+        "envoyVersion": Str(pattern=r"^\d+\.\d+\.\d+$", pattern_help="an Envoy version such as 1.40.0"),
+        "defaultMtlsMode": Enum("STRICT", "PERMISSIVE", "DISABLE"),
+        "accessLogFile": Str(),
+        "accessLogEncoding": Enum("TEXT", "JSON"),
+        "enableTracing": Bool(),
+        "tracing": Obj(
+            "tracing defaults",
+            {
+                "sampling": Number(0, 100),
+                "zipkin": Obj("a Zipkin collector", {"address": Str(pattern=r"^[^:]+:\d+$", pattern_help="HOST:PORT")}, required=("address",)),
+            },
+        ),
+        "enableMetrics": Bool(),
+    },
+)
+
+# kind -> (accepted apiVersions, spec schema)
+KINDS = {
+    "VirtualService": (NETWORKING_VERSIONS, virtual_service),
+    "DestinationRule": (NETWORKING_VERSIONS, destination_rule),
+    "ServiceEntry": (NETWORKING_VERSIONS, service_entry),
+    "WorkloadEntry": (NETWORKING_VERSIONS, workload_entry),
+    "Gateway": (NETWORKING_VERSIONS, gateway),
+    "Sidecar": (NETWORKING_VERSIONS, sidecar),
+    "EnvoyFilter": (NETWORKING_VERSIONS, envoy_filter),
+    "MeshConfig": (MESHCONFIG_VERSIONS, mesh_config),
+}
+
+metadata = Obj(
+    "metadata",
+    {
+        "name": Str(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", pattern_help="a DNS-1123 name (lower case letters, digits, '-' and '.')"),
+        "namespace": Str(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", pattern_help="a DNS-1123 label"),
+        "labels": MapOf(Str()),
+        "annotations": MapOf(Str()),
+    },
+    required=("name",),
+)
+
+document = Obj(
+    "a resource",
+    {"apiVersion": Str(), "kind": Str(), "metadata": metadata, "spec": Any()},
+    required=("apiVersion", "kind", "metadata", "spec"),
+)

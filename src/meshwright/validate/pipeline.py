@@ -1,0 +1,85 @@
+"""validate_mesh: every check, in order, with all problems collected.
+
+1. shape of every document; 2. duplicates and conflicts; 3. references and semantics, on
+what is sound of each resource (shape checks prune what they reported); 4. every proxy compiled, and its resources checked by
+Envoy's protos, for port clashes, and for consistency (every route's cluster exists).
+"""
+
+from __future__ import annotations
+
+from meshwright.compile.build import ProxyConfig, compile_proxy
+from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, list_proxies
+from meshwright.model.load import LoadResult
+from meshwright.model.mesh import Mesh
+from meshwright.validate.envoy_proto import TYPES, check_resource
+from meshwright.validate.problems import Problem, Problems
+from meshwright.validate.references import check_references
+from meshwright.validate.semantics import check_conflicts, check_duplicates, check_semantics
+from meshwright.validate.shape_check import check_shape
+
+
+def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
+    """Checks 1-3. Returns the mesh only when there is no problem."""
+    problems = Problems()
+    problems.extend(loaded.problems)
+    sound = [checked for checked in (check_shape(r, problems) for r in loaded.resources) if checked]
+    check_duplicates(sound, problems)
+    mesh = Mesh.build(sound)
+    check_conflicts(mesh, problems)
+    for resource in mesh.resources:
+        check_semantics(resource, problems)
+        check_references(mesh, resource, problems)
+    return (None if problems else mesh), problems.sorted()
+
+
+def _routed_clusters(route_config: dict) -> set:
+    names = set()
+    for host in route_config["virtual_hosts"]:
+        for route in host["routes"]:
+            action = route.get("route") or {}
+            if "cluster" in action:
+                names.add(action["cluster"])
+            names.update(c["name"] for c in (action.get("weighted_clusters") or {}).get("clusters", []))
+            names.update(m["cluster"] for m in action.get("request_mirror_policies") or [])
+    return names
+
+
+def check_proxy_config(config: ProxyConfig) -> list[str]:
+    """Problems of one compiled proxy, as messages naming the Envoy resource."""
+    messages = []
+    proxy = config.proxy
+    for kind in ("listeners", "routes", "clusters", "endpoints"):
+        for resource in getattr(config, kind):
+            error = check_resource(TYPES[kind], resource)
+            if error:
+                name = resource.get("name") or resource.get("cluster_name")
+                messages.append(f"{kind[:-1]} {name}: Envoy rejects it: {error}")
+    bound: dict[int, str] = {proxy.port(ADMIN_PORT): "admin", proxy.port(HEALTH_PORT): "health", proxy.port(STATS_PORT): "stats"}
+    for listener in config.listeners:
+        port = listener["address"]["socket_address"]["port_value"]
+        if port in bound:
+            messages.append(f"port {port} clash: listener {listener['name']} and {bound[port]} both bind it")
+        bound[port] = f"listener {listener['name']}"
+    clusters = {c["name"] for c in config.clusters}
+    for route_config in config.routes:
+        for missing in sorted(_routed_clusters(route_config) - clusters):
+            messages.append(f"route {route_config['name']} sends traffic to {missing}, which this proxy does not have (is the host in its Sidecar's egress hosts?)")
+    return messages
+
+
+def validate_proxies(mesh: Mesh) -> list[Problem]:
+    """Check 4, for every proxy; problems point at the resource that defines the proxy."""
+    problems = []
+    for proxy in list_proxies(mesh):
+        source = mesh.find("WorkloadEntry", proxy.namespace, proxy.name) or mesh.find("Gateway", proxy.namespace, proxy.name)
+        for message in check_proxy_config(compile_proxy(mesh, proxy)):
+            problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: {message}"))
+    return sorted(problems)
+
+
+def validate_mesh(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
+    mesh, problems = validate_resources(loaded)
+    if mesh is None:
+        return None, problems
+    problems = validate_proxies(mesh)
+    return (None if problems else mesh), problems

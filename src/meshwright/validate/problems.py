@@ -1,0 +1,61 @@
+"""The one error type of validation: where (file, line, resource, field path) and what."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def format_path(path: tuple) -> str:
+    """("spec", "http", 0, "route") -> "spec.http[0].route"."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    file: str
+    line: int
+    resource: str  # "Kind/namespace/name", or "" for file-level problems
+    path: tuple
+    message: str
+
+    def __str__(self) -> str:
+        parts = [f"{self.file}:{self.line}"]
+        if self.resource:
+            parts.append(self.resource)
+        if self.path:
+            parts.append(format_path(self.path))
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+class Problems:
+    """Collects problems about resources; the order they are reported in is the file order."""
+
+    def __init__(self) -> None:
+        self.items: list[Problem] = []
+
+    def add(self, resource, path: tuple, message: str) -> None:
+        self.items.append(Problem(resource.source.file, resource.line_of(path), resource.ref, tuple(path), message))
+
+    def extend(self, problems) -> None:
+        self.items.extend(problems)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def sorted(self) -> list[Problem]:
+        return sorted(set(self.items), key=lambda p: (p.file, p.line, p.resource, format_path(p.path), p.message))
+
+
+class MeshConfigError(Exception):
+    """Raised with the full list when a mesh config does not validate."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))

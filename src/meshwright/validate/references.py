@@ -1,0 +1,103 @@
+"""Reference checks: hosts, subsets, ports and gateways that resources name must exist."""
+
+from __future__ import annotations
+
+from meshwright.model.mesh import Mesh, resolve_host
+from meshwright.model.resource import Resource
+from meshwright.validate.problems import Problems
+
+SERVICE_HINT = "declare it with a ServiceEntry (hosts, ports, and endpoints or a workloadSelector)"
+
+
+def _check_destination(mesh: Mesh, resource: Resource, path: tuple, destination: dict, problems: Problems) -> None:
+    host = resolve_host(destination["host"], resource.namespace)
+    service = mesh.registry.get(host)
+    if service is None:
+        problems.add(resource, path + ("host",), f"{host!r} is not a service of the mesh: {SERVICE_HINT}")
+        return
+    if "port" in destination:
+        number = destination["port"]["number"]
+        if service.port(number) is None:
+            ports = ", ".join(str(p.number) for p in service.ports)
+            problems.add(resource, path + ("port", "number"), f"{host} has no port {number} (its ports: {ports})")
+    elif len(service.ports) > 1:
+        ports = ", ".join(str(p.number) for p in service.ports)
+        problems.add(resource, path, f"{host} has several ports ({ports}): name one with port.number")
+    subset = destination.get("subset")
+    if subset:
+        rule = mesh.destination_rule_for(host, resource.namespace)
+        defined = [s["name"] for s in (rule.spec.get("subsets") or [])] if rule else []
+        if subset not in defined:
+            if rule is None:
+                where = f"no DestinationRule exists for {host}: add one with subsets: [{{name: {subset}, labels: {{version: {subset}}}}}]"
+            else:
+                where = f"{rule.ref} defines {', '.join(defined) or 'no subsets'}; add {{name: {subset}, labels: {{...}}}} to its subsets"
+            problems.add(resource, path + ("subset",), f"subset {subset!r} of {host} is not defined: {where}")
+
+
+def check_virtual_service(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    spec = resource.spec
+    gateways = spec.get("gateways") or []
+    for index, name in enumerate(gateways):
+        if name == "mesh":
+            continue
+        namespace, gateway_name = name.split("/", 1) if "/" in name else (resource.namespace, name)
+        if mesh.find("Gateway", namespace, gateway_name) is None:
+            problems.add(resource, ("spec", "gateways", index), f"gateway {namespace}/{gateway_name} does not exist (define a Gateway, or use 'mesh' for sidecars)")
+    if not gateways or "mesh" in gateways:
+        for index, host in enumerate(spec["hosts"]):
+            resolved = resolve_host(host, resource.namespace)
+            if "*" not in resolved and mesh.registry.get(resolved) is None:
+                problems.add(resource, ("spec", "hosts", index), f"{resolved!r} is not a service of the mesh: {SERVICE_HINT}")
+    for index, http in enumerate(spec.get("http") or []):
+        for route_index, entry in enumerate(http.get("route") or []):
+            _check_destination(mesh, resource, ("spec", "http", index, "route", route_index, "destination"), entry["destination"], problems)
+        if "mirror" in http:
+            _check_destination(mesh, resource, ("spec", "http", index, "mirror"), http["mirror"], problems)
+    for index, tcp in enumerate(spec.get("tcp") or []):
+        for route_index, entry in enumerate(tcp["route"]):
+            _check_destination(mesh, resource, ("spec", "tcp", index, "route", route_index, "destination"), entry["destination"], problems)
+
+
+def check_destination_rule(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    host = resolve_host(resource.spec["host"], resource.namespace)
+    service = mesh.registry.get(host)
+    if "*" not in host and service is None:
+        problems.add(resource, ("spec", "host"), f"{host!r} is not a service of the mesh: {SERVICE_HINT}")
+    policies = [(("spec", "trafficPolicy"), resource.spec.get("trafficPolicy") or {})]
+    for index, subset in enumerate(resource.spec.get("subsets") or []):
+        policies.append((("spec", "subsets", index, "trafficPolicy"), subset.get("trafficPolicy") or {}))
+    for path, policy in policies:
+        layers = [(path, policy)]
+        for index, settings in enumerate(policy.get("portLevelSettings") or []):
+            number = settings["port"]["number"]
+            if service is not None and service.port(number) is None:
+                problems.add(resource, path + ("portLevelSettings", index, "port", "number"), f"{host} has no port {number}")
+            layers.append((path + ("portLevelSettings", index), settings))
+        for layer_path, layer in layers:
+            tls = layer.get("tls") or {}
+            if tls.get("mode") == "MUTUAL":
+                for field in ("clientCertificate", "privateKey"):
+                    if field not in tls:
+                        problems.add(resource, layer_path + ("tls",), f"tls.mode MUTUAL needs {field} (a file path on the proxy's host)")
+            if tls.get("mode") == "ISTIO_MUTUAL":
+                problems.add(resource, layer_path + ("tls", "mode"), "ISTIO_MUTUAL needs workload certificates from the mesh CA, which this release does not deploy yet: use SIMPLE or MUTUAL with certificate files")
+
+
+def check_gateway(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    for index, server in enumerate(resource.spec["servers"]):
+        tls = server.get("tls") or {}
+        protocol = server["port"]["protocol"]
+        if protocol == "HTTPS" and tls.get("mode") not in ("SIMPLE", "MUTUAL"):
+            problems.add(resource, ("spec", "servers", index, "tls"), "an HTTPS server needs tls.mode SIMPLE (or MUTUAL) with serverCertificate and privateKey")
+        if tls.get("mode") in ("SIMPLE", "MUTUAL"):
+            needed = ["serverCertificate", "privateKey"] + (["caCertificates"] if tls["mode"] == "MUTUAL" else [])
+            for field in needed:
+                if field not in tls:
+                    problems.add(resource, ("spec", "servers", index, "tls"), f"tls.mode {tls['mode']} needs {field} (a file path on the gateway's host)")
+
+
+def check_references(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    checks = {"VirtualService": check_virtual_service, "DestinationRule": check_destination_rule, "Gateway": check_gateway}
+    if resource.kind in checks:
+        checks[resource.kind](mesh, resource, problems)

@@ -1,0 +1,134 @@
+"""Semantic checks: what is well-formed field by field but wrong as a whole."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from meshwright.compile.proxy import PORT_OFFSET_ANNOTATION
+from meshwright.model.mesh import Mesh, resolve_host
+from meshwright.model.resource import Resource
+from meshwright.validate.problems import Problems
+
+ROUTE_OPERATIONS = {
+    "HTTP_FILTER": ("INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "ADD", "REMOVE", "MERGE"),
+    "HTTP_ROUTE": ("MERGE",),
+    "CLUSTER": ("MERGE",),
+    "LISTENER": ("MERGE",),
+}
+MATCH_FIELD = {"HTTP_FILTER": "listener", "LISTENER": "listener", "HTTP_ROUTE": "routeConfiguration", "CLUSTER": "cluster"}
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def check_weights(resource: Resource, problems: Problems) -> None:
+    for kind in ("http", "tcp"):
+        for index, route in enumerate(resource.spec.get(kind) or []):
+            destinations = route.get("route") or []
+            if len(destinations) < 2 and all(d.get("weight", 100) == 100 for d in destinations):
+                continue
+            total = sum(d.get("weight", 0) for d in destinations)
+            if total != 100:
+                weights = " + ".join(str(d.get("weight", 0)) for d in destinations)
+                problems.add(resource, ("spec", kind, index, "route"), f"weights must sum to 100, they sum to {total} ({weights})")
+
+
+def check_service_entry(resource: Resource, problems: Problems) -> None:
+    spec = resource.spec
+    for field in ("name", "number"):
+        seen = set()
+        for index, port in enumerate(spec["ports"]):
+            if port[field] in seen:
+                problems.add(resource, ("spec", "ports", index, field), f"port {field} {port[field]!r} is used twice")
+            seen.add(port[field])
+    resolution = spec.get("resolution", "NONE")
+    if resolution == "STATIC":
+        for index, endpoint in enumerate(spec.get("endpoints") or []):
+            if not _is_ip(endpoint["address"]):
+                problems.add(resource, ("spec", "endpoints", index, "address"), f"{endpoint['address']!r} is not an IP address: resolution STATIC needs IPs (use DNS for names)")
+        if not spec.get("endpoints") and not spec.get("workloadSelector"):
+            problems.add(resource, ("spec",), "resolution STATIC needs endpoints or a workloadSelector")
+    if resolution in ("DNS", "DNS_ROUND_ROBIN"):
+        for index, host in enumerate(spec["hosts"]):
+            if "*" in host and not spec.get("endpoints"):
+                problems.add(resource, ("spec", "hosts", index), "a wildcard host cannot be resolved by DNS: give endpoints or use resolution NONE")
+
+
+def check_envoy_filter(resource: Resource, problems: Problems) -> None:
+    for index, patch in enumerate(resource.spec["configPatches"]):
+        path = ("spec", "configPatches", index)
+        apply_to, operation = patch["applyTo"], patch["patch"]["operation"]
+        if operation not in ROUTE_OPERATIONS[apply_to]:
+            problems.add(resource, path + ("patch", "operation"), f"{operation} is not supported on {apply_to}: use {' or '.join(ROUTE_OPERATIONS[apply_to])}")
+        match = patch.get("match") or {}
+        for field in ("listener", "routeConfiguration", "cluster"):
+            if field in match and field != MATCH_FIELD[apply_to]:
+                problems.add(resource, path + ("match", field), f"{apply_to} patches match on {MATCH_FIELD[apply_to]}, not {field}")
+        if operation != "REMOVE" and not isinstance(patch["patch"].get("value"), dict):
+            problems.add(resource, path + ("patch",), f"{operation} needs a value (a mapping in Envoy's field names)")
+        sub_filter = (((match.get("listener") or {}).get("filterChain") or {}).get("filter") or {}).get("subFilter")
+        if apply_to == "HTTP_FILTER" and operation in ("REMOVE", "INSERT_AFTER", "MERGE") and not sub_filter:
+            problems.add(resource, path + ("match",), f"{operation} of an HTTP filter needs match.listener.filterChain.filter.subFilter.name")
+
+
+def check_duplicates(resources: list[Resource], problems: Problems) -> None:
+    seen: dict[tuple, Resource] = {}
+    for resource in resources:
+        if resource.key in seen:
+            first = seen[resource.key]
+            problems.add(resource, ("metadata", "name"), f"duplicate {resource.kind}: {resource.ref} is also defined at {first.source.file}:{first.source.line}")
+        else:
+            seen[resource.key] = resource
+
+
+def check_conflicts(mesh: Mesh, problems: Problems) -> None:
+    """One VirtualService per host for sidecars, one DestinationRule per host and namespace,
+    one MeshConfig, one default Sidecar per namespace."""
+    owners: dict[str, Resource] = {}
+    for vs in mesh.of_kind("VirtualService"):
+        if vs.spec.get("gateways") and "mesh" not in vs.spec["gateways"]:
+            continue
+        for index, host in enumerate(vs.spec["hosts"]):
+            resolved = resolve_host(host, vs.namespace)
+            if resolved in owners:
+                problems.add(vs, ("spec", "hosts", index), f"{resolved} is already routed by {owners[resolved].ref}: merge the routes into one VirtualService")
+            else:
+                owners[resolved] = vs
+    rules: dict[tuple, Resource] = {}
+    for rule in mesh.of_kind("DestinationRule"):
+        key = (rule.namespace, resolve_host(rule.spec["host"], rule.namespace))
+        if key in rules:
+            problems.add(rule, ("spec", "host"), f"{key[1]} already has {rules[key].ref} in namespace {key[0]}: merge them")
+        else:
+            rules[key] = rule
+    for extra in mesh.of_kind("MeshConfig")[1:]:
+        problems.add(extra, ("metadata", "name"), f"only one MeshConfig is allowed ({mesh.of_kind('MeshConfig')[0].ref} is the first)")
+    defaults: dict[str, Resource] = {}
+    for sidecar in mesh.of_kind("Sidecar"):
+        if "workloadSelector" in sidecar.spec:
+            continue
+        if sidecar.namespace in defaults:
+            problems.add(sidecar, ("spec",), f"namespace {sidecar.namespace} already has a Sidecar without workloadSelector ({defaults[sidecar.namespace].ref})")
+        else:
+            defaults[sidecar.namespace] = sidecar
+
+
+def check_annotations(resource: Resource, problems: Problems) -> None:
+    value = resource.annotations.get(PORT_OFFSET_ANNOTATION)
+    if value is not None and not (isinstance(value, str) and value.isdigit() and int(value) <= 50000):
+        problems.add(resource, ("metadata", "annotations", PORT_OFFSET_ANNOTATION), f"{value!r} is not a port offset: expected a whole number from 0 to 50000, as a string")
+
+
+def check_semantics(resource: Resource, problems: Problems) -> None:
+    check_annotations(resource, problems)
+    if resource.kind == "VirtualService":
+        check_weights(resource, problems)
+    elif resource.kind == "ServiceEntry":
+        check_service_entry(resource, problems)
+    elif resource.kind == "EnvoyFilter":
+        check_envoy_filter(resource, problems)

@@ -1,0 +1,317 @@
+"""A small declarative schema language for the Istio API, and its checker.
+
+Each schema node checks one value, reports problems through a callback with the field path,
+and returns the value with its invalid parts pruned (INVALID when the value itself is bad).
+So every problem of a document is found in one pass, and later checks (references,
+semantics) run on what is sound without repeating a shape problem as a second error. Objects reject unknown fields
+with a did-you-mean suggestion, and may carry hints: a message for a field people commonly
+put in the wrong place, saying how to express the intent instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from typing import Callable
+
+Report = Callable[[tuple, str], None]
+
+
+class _Invalid:
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID = _Invalid()
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Istio duration ("500ms", "1.5s", "2m", "1h") to seconds; ValueError if malformed."""
+    match = _DURATION.match(text.strip()) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}.get(type(value), type(value).__name__)
+
+
+class Schema:
+    description = "a value"
+
+    def check(self, value: object, path: tuple, report: Report) -> object:
+        """Report problems; return the value with invalid parts pruned, or INVALID."""
+        problem = self.problem(value)
+        if problem:
+            report(path, problem)
+            return INVALID
+        return value
+
+    def problem(self, value: object) -> str | None:
+        """For scalar schemas: what is wrong with value, or None."""
+        raise NotImplementedError
+
+
+class Any(Schema):
+    description = "any value"
+
+    def problem(self, value):
+        return None
+
+
+class Str(Schema):
+    description = "a string"
+
+    def __init__(self, pattern: str | None = None, pattern_help: str = "", non_empty: bool = False):
+        self.pattern = re.compile(pattern) if pattern else None
+        self.pattern_help = pattern_help
+        self.non_empty = non_empty
+
+    def problem(self, value):
+        if not isinstance(value, str):
+            return f"expected {self.description}, got {type_name(value)} {value!r}"
+        if self.non_empty and not value:
+            return "must not be empty"
+        if self.pattern and not self.pattern.match(value):
+            return f"{value!r} is not {self.pattern_help or 'valid'}"
+        return None
+
+
+class Regex(Schema):
+    description = "a regular expression (RE2)"
+
+    def problem(self, value):
+        if not isinstance(value, str):
+            return f"expected {self.description}, got {type_name(value)}"
+        try:
+            re.compile(value)
+        except re.error as error:
+            return f"regex {value!r} does not compile: {error}"
+        return None
+
+
+class Address(Schema):
+    description = "an IP address"
+
+    def problem(self, value):
+        if not isinstance(value, str):
+            return f"expected {self.description}, got {type_name(value)}"
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            return f"{value!r} is not an IP address"
+        return None
+
+
+class Int(Schema):
+    def __init__(self, minimum: int | None = None, maximum: int | None = None):
+        self.minimum, self.maximum = minimum, maximum
+
+    @property
+    def description(self):
+        if self.minimum is not None and self.maximum is not None:
+            return f"an integer from {self.minimum} to {self.maximum}"
+        if self.minimum is not None:
+            return f"an integer of at least {self.minimum}"
+        return "an integer"
+
+    def problem(self, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expected {self.description}, got {type_name(value)} {value!r}"
+        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+            return f"{value} is out of range: expected {self.description}"
+        return None
+
+
+def Port() -> Int:
+    return Int(1, 65535)
+
+
+class Number(Schema):
+    def __init__(self, minimum: float | None = None, maximum: float | None = None):
+        self.minimum, self.maximum = minimum, maximum
+
+    @property
+    def description(self):
+        if self.minimum is not None and self.maximum is not None:
+            return f"a number from {self.minimum:g} to {self.maximum:g}"
+        return "a number"
+
+    def problem(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"expected {self.description}, got {type_name(value)} {value!r}"
+        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+            return f"{value:g} is out of range: expected {self.description}"
+        return None
+
+
+class Bool(Schema):
+    description = "true or false"
+
+    def problem(self, value):
+        if not isinstance(value, bool):
+            return f"expected {self.description}, got {type_name(value)} {value!r}"
+        return None
+
+
+class Duration(Schema):
+    description = "a duration such as 500ms, 1.5s, 2m or 1h"
+
+    def __init__(self, minimum_seconds: float = 0.0):
+        self.minimum_seconds = minimum_seconds
+
+    def problem(self, value):
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            return f"{value!r} is not {self.description}"
+        if seconds < self.minimum_seconds:
+            return f"{value!r} is too short: at least {self.minimum_seconds:g}s"
+        return None
+
+
+class Enum(Schema):
+    def __init__(self, *values, hints: dict[str, str] | None = None):
+        self.values = values
+        self.hints = hints or {}
+
+    @property
+    def description(self):
+        return "one of " + ", ".join(str(v) for v in self.values)
+
+    def problem(self, value):
+        if value in self.values and type(value) is type(self.values[0]):
+            return None
+        message = f"{value!r} is not valid: expected {self.description}"
+        close = difflib.get_close_matches(str(value), [str(v) for v in self.values], n=1, cutoff=0.6)
+        if close:
+            message += f" (did you mean {close[0]}?)"
+        if value in self.hints:
+            message += ". " + self.hints[value]
+        return message
+
+
+class ListOf(Schema):
+    def __init__(self, item: Schema, min_items: int = 0):
+        self.item, self.min_items = item, min_items
+
+    @property
+    def description(self):
+        return f"a list of {self.item.description}"
+
+    def check(self, value, path, report):
+        if not isinstance(value, list):
+            report(path, f"expected {self.description}, got {type_name(value)}")
+            return INVALID
+        if len(value) < self.min_items:
+            report(path, f"needs at least {self.min_items} item{'s' if self.min_items > 1 else ''}")
+            return INVALID
+        items = [self.item.check(item, path + (index,), report) for index, item in enumerate(value)]
+        kept = [item for item in items if item is not INVALID]
+        return kept if len(kept) >= self.min_items else INVALID
+
+
+class MapOf(Schema):
+    def __init__(self, value: Schema):
+        self.value = value
+
+    @property
+    def description(self):
+        return f"a mapping of names to {self.value.description}"
+
+    def check(self, value, path, report):
+        if not isinstance(value, dict):
+            report(path, f"expected {self.description}, got {type_name(value)}")
+            return INVALID
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                report(path + (key,), f"keys must be strings, got {type_name(key)}")
+                continue
+            checked = self.value.check(item, path + (key,), report)
+            if checked is not INVALID:
+                out[key] = checked
+        return out
+
+
+class Obj(Schema):
+    """A mapping with known fields.
+
+    required: fields that must be present. one_of: groups of which at most one field may be
+    set; required_one_of: groups of which exactly one must be. hints: field name -> message
+    for fields that are not valid here but that people write, saying what to do instead.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        fields: dict[str, Schema] | None = None,
+        required: tuple[str, ...] = (),
+        one_of: tuple[tuple[str, ...], ...] = (),
+        required_one_of: tuple[tuple[str, ...], ...] = (),
+        hints: dict[str, str] | None = None,
+    ):
+        self.name = name
+        self.fields = fields if fields is not None else {}
+        self.required = required
+        self.one_of = one_of
+        self.required_one_of = required_one_of
+        self.hints = hints or {}
+
+    @property
+    def description(self):
+        return self.name
+
+    def check(self, value, path, report):
+        if not isinstance(value, dict):
+            report(path, f"expected {self.name} (a mapping), got {type_name(value)} {value!r}")
+            return INVALID
+        unknown = [key for key in value if key not in self.fields]
+        for key in unknown:
+            report(path + (key,), self.unknown_field_message(key))
+        out = {}
+        for key, item in value.items():
+            if key in self.fields:
+                checked = self.fields[key].check(item, path + (key,), report)
+                if checked is not INVALID:
+                    out[key] = checked
+        if unknown:
+            # A mapping with misplaced fields is usually misplaced as a whole: its missing
+            # fields would only repeat the same problem, so it is dropped without more words.
+            return INVALID
+        valid = True
+        for key in self.required:
+            if key not in value:
+                report(path, f"missing required field {key!r} of {self.name}")
+                valid = False
+        for group in self.one_of + self.required_one_of:
+            present = [key for key in group if key in value]
+            if len(present) > 1:
+                report(path, f"set only one of {', '.join(group)} (found {', '.join(present)})")
+                valid = False
+        for group in self.required_one_of:
+            if not any(key in value for key in group):
+                report(path, f"{self.name} needs one of {', '.join(group)}")
+                valid = False
+        if not valid or any(key not in out for key in self.required):
+            return INVALID
+        return out
+
+    def unknown_field_message(self, key) -> str:
+        known = sorted(self.fields)
+        message = f"unknown field {key!r} in {self.name}"
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+        else:
+            message += f" (expected one of: {', '.join(known)})"
+        if key in self.hints:
+            message += ". " + self.hints[key]
+        return message
