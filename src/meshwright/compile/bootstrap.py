@@ -10,6 +10,7 @@ from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, Proxy
 from meshwright.model.mesh import MeshSettings
 
 ADMIN_CLUSTER = "admin"
+DOWNSTREAM_CONNECTIONS = "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 
 
 def _admin_route_listener(name: str, port: int, routes: list[dict]) -> dict:
@@ -52,5 +53,9 @@ def compile_bootstrap(proxy: Proxy, settings: MeshSettings, config_source: dict)
         "admin": {"address": socket_address("127.0.0.1", proxy.port(ADMIN_PORT))},
         "static_resources": {"listeners": [health, stats] if settings.enable_metrics else [health], "clusters": clusters},
         "dynamic_resources": {"lds_config": config_source["lds"], "cds_config": config_source["cds"]},
-        "layered_runtime": {"layers": [{"name": "static", "static_layer": {"overload.global_downstream_max_connections": 2147483647}}]},
+        # Istio's choice: no cap on downstream connections (and no warning about it).
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": typed(DOWNSTREAM_CONNECTIONS, max_active_downstream_connections=2147483647),
+        }]},
     }
