@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv test bench lint clean
+.PHONY: venv test bench lint clean demo demo-down
 
 $(BIN)/meshwright: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,10 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
+
+## make demo: the seed scenario on this machine (gateway on 127.0.0.1:8080), state in state/demo
+demo: venv
+	$(BIN)/python examples/seed/demo.py up
+
+demo-down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python examples/seed/demo.py down; else echo "demo is not running"; fi
