@@ -7,11 +7,11 @@ import os
 import sys
 import tempfile
 
-from meshwright.compile.build import compile_proxy
-from meshwright.compile.proxy import UnknownProxy, find_proxy
-from meshwright.deliver.files import render_files, serialize, write_files
+from meshwright.compile.proxy import UnknownProxy, find_proxy, list_proxies
+from meshwright.deliver.bundle import ProxyBundle, bundle_proxy
+from meshwright.deliver.file_set import write_files
 from meshwright.model.load import load_paths
-from meshwright.validate.envoy_binary import envoy_validate, find_envoy, validation_bootstrap
+from meshwright.validate.envoy_binary import envoy_validate, find_envoy
 from meshwright.validate.pipeline import validate_mesh
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -29,15 +29,11 @@ def _envoy_for(args) -> str | None:
     return args.envoy or find_envoy()
 
 
-def _check_with_envoy(envoy: str, config, settings) -> str | None:
+def _check_with_envoy(envoy: str, bundle: ProxyBundle) -> str | None:
     with tempfile.TemporaryDirectory(prefix="meshwright-validate-") as scratch:
-        files = render_files(config, settings, scratch)
         bootstrap_path = os.path.join(scratch, "validate.yaml")
-        import yaml
-
-        bootstrap = yaml.safe_load(files["bootstrap.yaml"])
         with open(bootstrap_path, "w", encoding="utf-8") as handle:
-            handle.write(serialize(validation_bootstrap(config, bootstrap), "yaml"))
+            handle.write(bundle.validation_bootstrap)
         return envoy_validate(envoy, bootstrap_path)
 
 
@@ -48,10 +44,9 @@ def cmd_validate(args) -> int:
         return EXIT_INVALID
     envoy = _envoy_for(args)
     if envoy:
-        from meshwright.compile.proxy import list_proxies
-
         for proxy in list_proxies(mesh):
-            error = _check_with_envoy(envoy, compile_proxy(mesh, proxy), mesh.settings)
+            with tempfile.TemporaryDirectory(prefix="meshwright-render-") as scratch:
+                error = _check_with_envoy(envoy, bundle_proxy(mesh, proxy.id, scratch))
             if error:
                 print(f"proxy {proxy.id}: envoy --mode validate rejects its config:\n{error}", file=sys.stderr)
                 return EXIT_INVALID
@@ -70,17 +65,16 @@ def cmd_render(args) -> int:
     except UnknownProxy as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    config = compile_proxy(mesh, proxy)
+    out_dir = os.path.abspath(args.out)
+    bundle = bundle_proxy(mesh, proxy.id, args.config_dir or out_dir, args.format)
     envoy = _envoy_for(args)
     if envoy:
-        error = _check_with_envoy(envoy, config, mesh.settings)
+        error = _check_with_envoy(envoy, bundle)
         if error:
             print(f"proxy {proxy.id}: envoy --mode validate rejects its config; nothing was written:\n{error}", file=sys.stderr)
             return EXIT_INVALID
-    out_dir = os.path.abspath(args.out)
-    files = render_files(config, mesh.settings, args.config_dir or out_dir, args.format)
-    changed = write_files(out_dir, files)
-    print(f"{proxy.id}: {len(files)} files in {out_dir}, {len(changed)} changed")
+    changed = write_files(out_dir, bundle.files)
+    print(f"{proxy.id}: {len(bundle.files)} files in {out_dir}, {len(changed)} changed")
     return EXIT_OK
 
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 
 import yaml
 
@@ -23,7 +22,6 @@ from meshwright.compile.envoy_values import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, HC
 from meshwright.model.mesh import MeshSettings
 
 BOOTSTRAP = "bootstrap"
-MANAGED = re.compile(r"^(bootstrap|lds|cds|rds-.+|eds-.+)\.(yaml|json)$")
 
 
 def _file_stem(prefix: str, name: str) -> str:
@@ -70,49 +68,3 @@ def render_files(config: ProxyConfig, settings: MeshSettings, config_dir: str, f
     sources = {"lds": path_source(config_dir, f"lds.{ext}"), "cds": path_source(config_dir, f"cds.{ext}")}
     files[f"{BOOTSTRAP}.{ext}"] = compile_bootstrap(config.proxy, settings, sources)
     return {name: serialize(document, fmt) for name, document in sorted(files.items())}
-
-
-def _write_order(name: str) -> int:
-    """Referenced files first: endpoints and routes, then clusters, listeners, bootstrap."""
-    for rank, prefix in enumerate(("eds-", "rds-", "cds.", "lds.", "bootstrap.")):
-        if name.startswith(prefix):
-            return rank
-    return len("xxxxx")
-
-
-def write_atomic(path: str, content: str, mode: int = 0o644) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_files(out_dir: str, files: dict[str, str]) -> list[str]:
-    """Write changed files atomically, then remove managed files no longer rendered.
-    Returns the names that changed (written or removed)."""
-    os.makedirs(out_dir, exist_ok=True)
-    changed = []
-    for name in sorted(files, key=lambda n: (_write_order(n), n)):
-        path = os.path.join(out_dir, name)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                if handle.read() == files[name]:
-                    continue
-        except FileNotFoundError:
-            pass
-        write_atomic(path, files[name])
-        changed.append(name)
-    for name in sorted(os.listdir(out_dir)):
-        if MANAGED.match(name) and name not in files:
-            os.unlink(os.path.join(out_dir, name))
-            changed.append(name)
-    return changed

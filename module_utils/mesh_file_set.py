@@ -1,0 +1,1 @@
+../src/meshwright/deliver/file_set.py

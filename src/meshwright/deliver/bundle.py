@@ -1,0 +1,71 @@
+"""Render proxies of a mesh into file sets: what the CLI writes and what Ansible ships.
+
+Each proxy's bundle is its files (as deliver.files renders them for the directory they will
+live in on the proxy's host) and a self-contained bootstrap for `envoy --mode validate`, so
+the host can check the config with its own Envoy before swapping it in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import yaml
+
+from meshwright.compile.build import compile_proxy
+from meshwright.compile.proxy import find_proxy, list_proxies
+from meshwright.deliver.files import render_files, serialize
+from meshwright.model.load import load_paths
+from meshwright.model.mesh import Mesh
+from meshwright.validate.envoy_binary import validation_bootstrap
+from meshwright.validate.pipeline import validate_mesh
+from meshwright.validate.problems import Problem
+
+
+class RenderError(Exception):
+    """The mesh does not validate (problems), or a proxy asked for does not exist."""
+
+    def __init__(self, message: str, problems: list[Problem] | None = None):
+        self.problems = problems or []
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ProxyBundle:
+    proxy: str
+    kind: str  # sidecar or gateway
+    files: dict[str, str]
+    validation_bootstrap: str
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 over the files in name order: equal digests mean identical config."""
+        sha = hashlib.sha256()
+        for name in sorted(self.files):
+            sha.update(name.encode() + b"\0" + self.files[name].encode() + b"\0")
+        return sha.hexdigest()
+
+
+def load_mesh(paths: list[str]) -> Mesh:
+    mesh, problems = validate_mesh(load_paths(paths))
+    if problems:
+        raise RenderError(f"{len(problems)} problem(s) in the mesh config", problems)
+    return mesh
+
+
+def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml") -> ProxyBundle:
+    proxy = find_proxy(mesh, proxy_id)
+    config = compile_proxy(mesh, proxy)
+    files = render_files(config, mesh.settings, config_dir, fmt)
+    bootstrap = yaml.safe_load(files["bootstrap.json" if fmt == "json" else "bootstrap.yaml"])
+    return ProxyBundle(proxy.id, proxy.kind, files, serialize(validation_bootstrap(config, bootstrap), "yaml"))
+
+
+def bundle_mesh(paths: list[str], config_dirs: dict[str, str], fmt: str = "yaml") -> dict[str, ProxyBundle]:
+    """Bundles of the proxies named in config_dirs (proxy id -> config dir on its host)."""
+    mesh = load_mesh(paths)
+    known = {p.id for p in list_proxies(mesh)}
+    unknown = sorted(set(config_dirs) - known)
+    if unknown:
+        raise RenderError(f"no proxy named {', '.join(unknown)} in the mesh config (known: {', '.join(sorted(known)) or 'none'})")
+    return {proxy_id: bundle_proxy(mesh, proxy_id, config_dirs[proxy_id], fmt) for proxy_id in sorted(config_dirs)}
