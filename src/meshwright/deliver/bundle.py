@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import yaml
 
 from meshwright.compile.build import compile_proxy
-from meshwright.compile.proxy import find_proxy, list_proxies
+from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, find_proxy, list_proxies
 from meshwright.deliver.files import render_files, serialize
 from meshwright.model.load import load_paths
 from meshwright.model.mesh import Mesh
@@ -36,6 +36,7 @@ class ProxyBundle:
     kind: str  # sidecar or gateway
     files: dict[str, str]
     validation_bootstrap: str
+    ports: dict[str, int]  # admin, health, stats: where to reach the running proxy
 
     @property
     def digest(self) -> str:
@@ -58,7 +59,8 @@ def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml") 
     config = compile_proxy(mesh, proxy)
     files = render_files(config, mesh.settings, config_dir, fmt)
     bootstrap = yaml.safe_load(files["bootstrap.json" if fmt == "json" else "bootstrap.yaml"])
-    return ProxyBundle(proxy.id, proxy.kind, files, serialize(validation_bootstrap(config, bootstrap), "yaml"))
+    ports = {"admin": proxy.port(ADMIN_PORT), "health": proxy.port(HEALTH_PORT), "stats": proxy.port(STATS_PORT)}
+    return ProxyBundle(proxy.id, proxy.kind, files, serialize(validation_bootstrap(config, bootstrap), "yaml"), ports)
 
 
 def bundle_mesh(paths: list[str], config_dirs: dict[str, str], fmt: str = "yaml") -> dict[str, ProxyBundle]:
