@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from meshwright.compile.build import ProxyConfig, compile_proxy
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, list_proxies
+from meshwright.compile.scope import sidecar_for
 from meshwright.model.load import LoadResult
 from meshwright.model.mesh import Mesh
 from meshwright.validate.envoy_proto import TYPES, check_resource
 from meshwright.validate.problems import Problem, Problems
 from meshwright.validate.references import check_references
-from meshwright.validate.semantics import check_conflicts, check_duplicates, check_semantics
+from meshwright.validate.semantics import check_conflicts, check_duplicates, check_listener_ports, check_semantics
 from meshwright.validate.shape_check import check_shape
 
 
@@ -26,22 +27,24 @@ def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
     check_duplicates(sound, problems)
     mesh = Mesh.build(sound)
     check_conflicts(mesh, problems)
+    check_listener_ports(mesh, problems)
     for resource in mesh.resources:
         check_semantics(resource, problems)
         check_references(mesh, resource, problems)
     return (None if problems else mesh), problems.sorted()
 
 
-def _routed_clusters(route_config: dict) -> set:
-    names = set()
+def _routed_clusters(route_config: dict) -> list[tuple[str, str]]:
+    """(virtual host name, cluster) of every cluster a route configuration sends traffic to."""
+    pairs = []
     for host in route_config["virtual_hosts"]:
         for route in host["routes"]:
             action = route.get("route") or {}
-            if "cluster" in action:
-                names.add(action["cluster"])
-            names.update(c["name"] for c in (action.get("weighted_clusters") or {}).get("clusters", []))
-            names.update(m["cluster"] for m in action.get("request_mirror_policies") or [])
-    return names
+            names = [action["cluster"]] if "cluster" in action else []
+            names += [c["name"] for c in (action.get("weighted_clusters") or {}).get("clusters", [])]
+            names += [m["cluster"] for m in action.get("request_mirror_policies") or []]
+            pairs += [(host["name"], name) for name in names]
+    return pairs
 
 
 def check_proxy_config(config: ProxyConfig) -> list[str]:
@@ -60,20 +63,37 @@ def check_proxy_config(config: ProxyConfig) -> list[str]:
         if port in bound:
             messages.append(f"port {port} clash: listener {listener['name']} and {bound[port]} both bind it")
         bound[port] = f"listener {listener['name']}"
-    clusters = {c["name"] for c in config.clusters}
-    for route_config in config.routes:
-        for missing in sorted(_routed_clusters(route_config) - clusters):
-            messages.append(f"route {route_config['name']} sends traffic to {missing}, which this proxy does not have (is the host in its Sidecar's egress hosts?)")
     return messages
 
 
+def missing_clusters(config: ProxyConfig) -> list[tuple[str, str]]:
+    """(virtual host, cluster) of routes that send traffic to a cluster the proxy lacks."""
+    clusters = {c["name"] for c in config.clusters}
+    pairs = {pair for route_config in config.routes for pair in _routed_clusters(route_config)}
+    return sorted(pair for pair in pairs if pair[1] not in clusters)
+
+
 def validate_proxies(mesh: Mesh) -> list[Problem]:
-    """Check 4, for every proxy; problems point at the resource that defines the proxy."""
+    """Check 4, for every proxy; problems point at the resource that defines the proxy, or,
+    for a route to a host the proxy does not import, at its Sidecar's egress hosts."""
     problems = []
     for proxy in list_proxies(mesh):
         source = mesh.find("WorkloadEntry", proxy.namespace, proxy.name) or mesh.find("Gateway", proxy.namespace, proxy.name)
-        for message in check_proxy_config(compile_proxy(mesh, proxy)):
+        config = compile_proxy(mesh, proxy)
+        for message in check_proxy_config(config):
             problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: {message}"))
+        sidecar = sidecar_for(mesh, proxy) if proxy.kind == "sidecar" else None
+        for virtual_host, cluster in missing_clusters(config):
+            host = cluster.split("|")[-1]
+            service = mesh.registry.get(host)
+            if sidecar is not None and sidecar.spec.get("egress") and service is not None:
+                path = ("spec", "egress")
+                problems.append(Problem(sidecar.source.file, sidecar.line_of(path), sidecar.ref, path, (
+                    f"proxy {proxy.id}: the routes of {virtual_host} send traffic to {host} ({cluster}), "
+                    f"which these egress hosts do not import: add \"{service.namespace}/{host}\" to them"
+                )))
+            else:
+                problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: the routes of {virtual_host} send traffic to {cluster}, which this proxy does not have"))
     return sorted(problems)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 
-from meshwright.compile.proxy import PORT_OFFSET_ANNOTATION
+from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, OUTBOUND_PORT, PORT_OFFSET_ANNOTATION, STATS_PORT, list_proxies
+from meshwright.compile.scope import sidecar_for
 from meshwright.model.mesh import Mesh, resolve_host
 from meshwright.model.resource import Resource
-from meshwright.validate.problems import Problems
+from meshwright.validate.problems import Problems, format_path
 
 ROUTE_OPERATIONS = {
     "HTTP_FILTER": ("INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "ADD", "REMOVE", "MERGE"),
@@ -118,9 +119,62 @@ def check_conflicts(mesh: Mesh, problems: Problems) -> None:
             defaults[sidecar.namespace] = sidecar
 
 
+def _proxy_ports(proxy, outbound: bool) -> dict[int, str]:
+    """The ports a proxy binds for itself, by what they are for."""
+    ports = {proxy.port(ADMIN_PORT): "admin", proxy.port(HEALTH_PORT): "health", proxy.port(STATS_PORT): "stats"}
+    if outbound:
+        ports[proxy.port(OUTBOUND_PORT)] = "outbound"
+    return ports
+
+
+def check_listener_ports(mesh: Mesh, problems: Problems) -> None:
+    """One listener per port on a proxy: a Sidecar's ingress and egress listeners must not
+    share a port with each other, nor with the proxy's own ports (admin, health, stats, and
+    the outbound listener when no egress entry has a port); a Gateway's servers must not take
+    its proxy's own ports either (servers that share a port share its listener)."""
+    if not all(_port_offset_is_valid(r) for r in mesh.of_kind("WorkloadEntry") + mesh.of_kind("Gateway")):
+        return  # the proxies' ports are unknown; check_annotations reports why
+    proxies = list_proxies(mesh)
+    for sidecar in mesh.of_kind("Sidecar"):
+        listeners = []  # (field path, port number)
+        for direction in ("ingress", "egress"):
+            for index, entry in enumerate(sidecar.spec.get(direction) or []):
+                if "port" in entry:
+                    listeners.append((("spec", direction, index, "port", "number"), entry["port"]["number"]))
+        first: dict[int, tuple] = {}
+        for path, number in listeners:
+            if number in first:
+                problems.add(sidecar, path, f"port {number} is already a listener of this Sidecar ({format_path(first[number])}): a proxy has one listener per port")
+            else:
+                first[number] = path
+        outbound = not any(path[1] == "egress" for path, _ in listeners)
+        for proxy in proxies:
+            if proxy.kind != "sidecar" or sidecar_for(mesh, proxy) is not sidecar:
+                continue
+            own = _proxy_ports(proxy, outbound)
+            for path, number in listeners:
+                if number in own:
+                    problems.add(sidecar, path, f"port {number} is the {own[number]} port of proxy {proxy.id} (port offset {proxy.port_offset}): choose another port")
+    for proxy in proxies:
+        if proxy.kind != "gateway":
+            continue
+        own = _proxy_ports(proxy, outbound=False)
+        for gateway_id in proxy.gateways:
+            gateway = mesh.find("Gateway", *gateway_id.split("/"))
+            for index, server in enumerate(gateway.spec["servers"]):
+                number = server["port"]["number"]
+                if number in own:
+                    problems.add(gateway, ("spec", "servers", index, "port", "number"), f"port {number} is the {own[number]} port of proxy {proxy.id} (port offset {proxy.port_offset}): choose another port")
+
+
+def _port_offset_is_valid(resource: Resource) -> bool:
+    value = resource.annotations.get(PORT_OFFSET_ANNOTATION)
+    return value is None or (isinstance(value, str) and value.isdigit() and int(value) <= 50000)
+
+
 def check_annotations(resource: Resource, problems: Problems) -> None:
     value = resource.annotations.get(PORT_OFFSET_ANNOTATION)
-    if value is not None and not (isinstance(value, str) and value.isdigit() and int(value) <= 50000):
+    if not _port_offset_is_valid(resource):
         problems.add(resource, ("metadata", "annotations", PORT_OFFSET_ANNOTATION), f"{value!r} is not a port offset: expected a whole number from 0 to 50000, as a string")
 
 
