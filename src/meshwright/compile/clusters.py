@@ -77,17 +77,15 @@ def _circuit_breakers(pool: dict) -> dict:
 
 
 def _outlier_detection(outlier: dict) -> dict:
-    out: dict = {}
+    """Istio's translation: success-rate ejection off; consecutive 5xx (Envoy's default: 5,
+    enforced) and gateway errors as given, a count of 0 turning that check off."""
+    out: dict = {"enforcing_success_rate": 0}
     if "consecutive5xxErrors" in outlier:
         out["consecutive_5xx"] = outlier["consecutive5xxErrors"]
         out["enforcing_consecutive_5xx"] = 100 if outlier["consecutive5xxErrors"] else 0
-    else:
-        out["enforcing_consecutive_5xx"] = 0
     if "consecutiveGatewayErrors" in outlier:
         out["consecutive_gateway_failure"] = outlier["consecutiveGatewayErrors"]
-        out["enforcing_consecutive_gateway_failure"] = 100
-    else:
-        out["enforcing_consecutive_gateway_failure"] = 0
+        out["enforcing_consecutive_gateway_failure"] = 100 if outlier["consecutiveGatewayErrors"] else 0
     if "interval" in outlier:
         out["interval"] = duration(outlier["interval"])
     if "baseEjectionTime" in outlier:
@@ -154,8 +152,9 @@ def apply_policy(cluster: dict, policy: dict, port: ServicePort, host: str) -> N
             cluster["common_lb_config"] = {"locality_weighted_lb_config": {}}
     if "outlierDetection" in policy:
         cluster["outlier_detection"] = _outlier_detection(policy["outlierDetection"])
-        if "minHealthPercent" in policy["outlierDetection"]:
-            cluster.setdefault("common_lb_config", {})["healthy_panic_threshold"] = {"value": policy["outlierDetection"]["minHealthPercent"]}
+        # Istio's minHealthPercent defaults to 0, where Envoy's panic threshold is 50%:
+        # ejected hosts get no traffic however few healthy ones are left.
+        cluster.setdefault("common_lb_config", {})["healthy_panic_threshold"] = {"value": policy["outlierDetection"].get("minHealthPercent", 0)}
     tls = policy.get("tls") or {}
     if tls.get("mode") in ("SIMPLE", "MUTUAL"):
         cluster["transport_socket"] = _upstream_tls(tls, host)
