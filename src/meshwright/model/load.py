@@ -108,6 +108,8 @@ def _to_python(node: yaml.Node, path: tuple, lines: dict, duplicates: list) -> o
             if key in out:
                 duplicates.append((path + (key,), key_node.start_mark.line + 1))
             out[key] = _to_python(value_node, path + (key,), lines, duplicates)
+            # A field is where its key is written, not where a block value starts below it.
+            lines[path + (key,)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, path + (index,), lines, duplicates) for index, item in enumerate(node.value)]
