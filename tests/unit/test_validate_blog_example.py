@@ -45,7 +45,7 @@ def test_exits_1_with_exactly_four_problems(report):
 def test_nested_route_with_weight_and_percent_says_how_to_split_and_limit(report):
     """A `route` inside a route destination (with weight/percent) is no Istio field: the
     message explains weights (they split, they do not limit) and points to local rate limits."""
-    line = _only(report[1], f"{EXAMPLE}:30: VirtualService/default/order-service: spec.http[0].route[1].route: ")
+    line = _only(report[1], f"{EXAMPLE}:29: VirtualService/default/order-service: spec.http[0].route[1].route: ")
     assert "unknown field 'route' in a route destination" in line
     assert "Routes do not nest" in line
     assert "give each a weight (weights sum to 100)" in line
@@ -63,7 +63,7 @@ def test_subset_v1_that_no_destination_rule_defines(report):
 
 
 def test_traffic_policy_observability_points_to_telemetry_config(report):
-    line = _only(report[1], f"{EXAMPLE}:42: DestinationRule/default/order-service: spec.trafficPolicy.observability: ")
+    line = _only(report[1], f"{EXAMPLE}:41: DestinationRule/default/order-service: spec.trafficPolicy.observability: ")
     assert "unknown field 'observability' in a traffic policy" in line
     assert "not traffic policy" in line
     assert "MeshConfig" in line and "enableMetrics" in line and "enableTracing" in line
@@ -75,9 +75,14 @@ def test_location_mesh_internet_suggests_mesh_internal(report):
     assert "(did you mean MESH_INTERNAL?)" in line
 
 
-def test_problems_are_in_file_order(report):
+def test_each_problem_points_at_the_line_of_its_field(report):
+    """The line is where the offending key is written (not where its value starts), and
+    problems come in file order."""
     numbers = [int(line.split(":")[1]) for line in report[1]]
-    assert numbers == [8, 28, 30, 42]
+    assert numbers == [8, 28, 29, 41]
+    with open(EXAMPLE) as handle:
+        text = handle.read().splitlines()
+    assert [text[n - 1].strip() for n in numbers] == ["location: MESH_INTERNET", "subset: v1", "- route:", "observability:"]
 
 
 def test_render_writes_nothing(tmp_path, capsys):

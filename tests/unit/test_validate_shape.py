@@ -1,0 +1,563 @@
+"""Shape validation (Galley's schema checks): every document against the Istio API schema.
+
+Each case holds one mistake; meshwright reports it once, at its line, with the field path and
+words that say what is expected. Unknown fields are errors (never ignored), with a
+did-you-mean suggestion when a known field is close.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.validation_cases import Case, check_case, validate_texts
+
+VS = "VirtualService/default/reviews"
+
+CASES = [
+    Case(
+        "unknown field, did you mean",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews}
+            timout: 5s  #!
+        """,
+        VS, "spec.http[0].timout", ("unknown field 'timout' in an HTTP route", "(did you mean 'timeout'?)"),
+    ),
+    Case(
+        "unknown field, nothing close: the known fields are listed",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: ratings, namespace: default}
+        spec:
+          host: ratings
+          trafficPolicy:
+            loadBalancer:
+              warmup: 30s  #!
+        """,
+        "DestinationRule/default/ratings", "spec.trafficPolicy.loadBalancer.warmup",
+        ("unknown field 'warmup' in load balancer settings", "expected one of: consistentHash, localityLbSetting, simple"),
+    ),
+    Case(
+        "unknown top-level field",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: details, namespace: default}
+        spec:
+          hosts: [details.default.svc.cluster.local]
+          ports: [{number: 9080, name: http, protocol: HTTP}]
+          resolution: DNS
+        status: {}  #!
+        """,
+        "ServiceEntry/default/details", "status", ("unknown field 'status' in a resource",),
+    ),
+    Case(
+        "wrong type: a string where a list is expected",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: reviews  #!
+          http:
+          - route:
+            - destination: {host: reviews}
+        """,
+        VS, "spec.hosts", ("expected a list", "got string"),
+    ),
+    Case(
+        "wrong type: a quoted weight",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews, subset: v1}
+              weight: "100"  #!
+        """,
+        VS, "spec.http[0].route[0].weight", ("expected an integer from 0 to 100", "got string '100'"),
+    ),
+    Case(
+        "wrong type: a boolean as a string",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - match:
+            - uri: {prefix: /api}
+              ignoreUriCase: "yes"  #!
+            route:
+            - destination: {host: reviews}
+        """,
+        VS, "spec.http[0].match[0].ignoreUriCase", ("expected true or false", "got string 'yes'"),
+    ),
+    Case(
+        "missing required field of the spec",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: ratings, namespace: default}
+        spec:  #!
+          subsets: [{name: v1, labels: {version: v1}}]
+        """,
+        "DestinationRule/default/ratings", "spec", ("missing required field 'host' of a DestinationRule spec",),
+    ),
+    Case(
+        "missing required field deep down",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - weight: 100  #!
+        """,
+        VS, "spec.http[0].route[0]", ("missing required field 'destination' of a route destination",),
+    ),
+    Case(
+        "missing metadata.name",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {namespace: default}  #!
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews}
+        """,
+        "VirtualService/default/", "metadata", ("missing required field 'name' of metadata",),
+    ),
+    Case(
+        "a name that is not DNS-1123",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata:
+          name: Reviews_Route  #!
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews}
+        """,
+        "VirtualService/default/Reviews_Route", "metadata.name", ("'Reviews_Route' is not a DNS-1123 name",),
+    ),
+    Case(
+        "route and redirect: exactly one of them",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - match: [{uri: {prefix: /old}}]  #!
+        """,
+        VS, "spec.http[0]", ("an HTTP route needs one of route, redirect",),
+    ),
+    Case(
+        "bad enum with a close value",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: details, namespace: default}
+        spec:
+          hosts: [details.default.svc.cluster.local]
+          ports: [{number: 9080, name: http, protocol: HTTP}]
+          resolution: STATIK  #!
+        """,
+        "ServiceEntry/default/details", "spec.resolution",
+        ("'STATIK' is not valid: expected one of NONE, STATIC, DNS, DNS_ROUND_ROBIN", "(did you mean STATIC?)"),
+    ),
+    Case(
+        "bad enum with a hint: protocol HTTPS on a service port",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: api, namespace: default}
+        spec:
+          hosts: [api.example.com]
+          ports:
+          - {number: 443, name: https, protocol: HTTPS}  #!
+          resolution: DNS
+        """,
+        "ServiceEntry/default/api", "spec.ports[0].protocol",
+        ("'HTTPS' is not valid: expected one of HTTP, HTTP2, GRPC, TCP", "TLS origination is set by a DestinationRule (tls.mode SIMPLE)"),
+    ),
+    Case(
+        "bad enum: load balancer",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: ratings, namespace: default}
+        spec:
+          host: ratings
+          trafficPolicy:
+            loadBalancer: {simple: LEAST_CONN}  #!
+        """,
+        "DestinationRule/default/ratings", "spec.trafficPolicy.loadBalancer.simple",
+        ("'LEAST_CONN' is not valid: expected one of ROUND_ROBIN, LEAST_REQUEST, RANDOM",),
+    ),
+    Case(
+        "bad duration: words",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews}
+            timeout: 5 seconds  #!
+        """,
+        VS, "spec.http[0].timeout", ("'5 seconds' is not a duration such as 500ms, 1.5s, 2m or 1h",),
+    ),
+    Case(
+        "bad duration: a bare number",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: ratings, namespace: default}
+        spec:
+          host: ratings
+          trafficPolicy:
+            connectionPool:
+              tcp: {connectTimeout: 30}  #!
+        """,
+        "DestinationRule/default/ratings", "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+        ("30 is not a duration such as 500ms",),
+    ),
+    Case(
+        "bad duration: too short (Istio: perTryTimeout must be >= 1ms)",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews}
+            retries: {attempts: 3, perTryTimeout: 0s}  #!
+        """,
+        VS, "spec.http[0].retries.perTryTimeout", ("'0s' is too short: at least 0.001s",),
+    ),
+    Case(
+        "bad regex in a URI match",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - match:
+            - uri: {regex: "/api/([a-z+"}  #!
+            route:
+            - destination: {host: reviews}
+        """,
+        VS, "spec.http[0].match[0].uri.regex", ("regex '/api/([a-z+' does not compile",),
+    ),
+    Case(
+        "bad regex in a header match",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - match:
+            - headers:
+                x-user:
+                  regex: "*admin"  #!
+            route:
+            - destination: {host: reviews}
+        """,
+        VS, "spec.http[0].match[0].headers.x-user.regex", ("regex '*admin' does not compile",),
+    ),
+    Case(
+        "a string match with two kinds",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - match:
+            - uri: {prefix: /a, exact: /a}  #!
+            route:
+            - destination: {host: reviews}
+        """,
+        VS, "spec.http[0].match[0].uri", ("set only one of exact, prefix, regex (found exact, prefix)",),
+    ),
+    Case(
+        "fault percentage above 100",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews}
+            fault:
+              abort:
+                httpStatus: 503
+                percentage: {value: 150}  #!
+        """,
+        VS, "spec.http[0].fault.abort.percentage.value", ("150 is out of range: expected a number from 0 to 100",),
+    ),
+    Case(
+        "mirror percentage below 0",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews, subset: v1}
+            mirror: {host: reviews, subset: v2}
+            mirrorPercentage: {value: -5}  #!
+        """,
+        VS, "spec.http[0].mirrorPercentage.value", ("-5 is out of range: expected a number from 0 to 100",),
+    ),
+    Case(
+        "weight above 100",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews}
+              weight: 120  #!
+        """,
+        VS, "spec.http[0].route[0].weight", ("120 is out of range: expected an integer from 0 to 100",),
+    ),
+    Case(
+        "port number out of range",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: details, namespace: default}
+        spec:
+          hosts: [details.default.svc.cluster.local]
+          ports:
+          - name: http
+            number: 70000  #!
+            protocol: HTTP
+          resolution: DNS
+        """,
+        "ServiceEntry/default/details", "spec.ports[0].number", ("70000 is out of range: expected an integer from 1 to 65535",),
+    ),
+    Case(
+        "unknown kind",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualServise  #!
+        metadata: {name: reviews, namespace: default}
+        spec: {hosts: [reviews]}
+        """,
+        "VirtualServise/default/reviews", "kind", ("unknown kind: 'VirtualServise' is not valid", "(did you mean VirtualService?)"),
+    ),
+    Case(
+        "Kubernetes kind that meshwright does not read",
+        """
+        apiVersion: v1
+        kind: ConfigMap  #!
+        metadata: {name: settings, namespace: default}
+        spec: {}
+        """,
+        "ConfigMap/default/settings", "kind", ("unknown kind: 'ConfigMap' is not valid: expected one of DestinationRule, EnvoyFilter, Gateway",),
+    ),
+    Case(
+        "unknown apiVersion",
+        """
+        apiVersion: networking.istio.io/v2  #!
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews}
+        """,
+        VS, "apiVersion",
+        ("'networking.istio.io/v2' is not an apiVersion of VirtualService", "networking.istio.io/v1, networking.istio.io/v1beta1, networking.istio.io/v1alpha3"),
+    ),
+    Case(
+        "apiVersion of another group",
+        """
+        apiVersion: security.istio.io/v1  #!
+        kind: ServiceEntry
+        metadata: {name: details, namespace: default}
+        spec:
+          hosts: [details.default.svc.cluster.local]
+          ports: [{number: 9080, name: http, protocol: HTTP}]
+          resolution: DNS
+        """,
+        "ServiceEntry/default/details", "apiVersion", ("'security.istio.io/v1' is not an apiVersion of ServiceEntry",),
+    ),
+    Case(
+        "duplicate YAML key (the first value would be lost silently)",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews, subset: v1}
+            timeout: 1s
+            timeout: 10s  #!
+        """,
+        VS, "spec.http[0].timeout", ("duplicate key (YAML keeps only the last one)",),
+    ),
+    Case(
+        "duplicate YAML key in a flow mapping",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: ratings, namespace: default}
+        spec:
+          host: ratings
+          subsets:
+          - {name: v1, labels: {version: v1}, name: v2}  #!
+        """,
+        "DestinationRule/default/ratings", "spec.subsets[0].name", ("duplicate key",),
+    ),
+    Case(
+        "EnvoyFilter applyTo that meshwright does not patch",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: NETWORK_FILTER  #!
+            patch:
+              operation: MERGE
+              value: {name: envoy.filters.network.tcp_proxy}
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].applyTo",
+        ("'NETWORK_FILTER' is not valid: expected one of HTTP_FILTER, HTTP_ROUTE, CLUSTER, LISTENER", "meshwright applies patches to HTTP_FILTER, HTTP_ROUTE, CLUSTER, LISTENER only"),
+    ),
+    Case(
+        "EnvoyFilter operation that does not exist",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: CLUSTER
+            patch:
+              operation: REPLACE  #!
+              value: {connect_timeout: 1s}
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.operation",
+        ("'REPLACE' is not valid: expected one of MERGE, ADD, REMOVE, INSERT_BEFORE, INSERT_AFTER, INSERT_FIRST",),
+    ),
+    Case(
+        "Sidecar captureMode IPTABLES (explicit listeners only)",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: client, namespace: default}
+        spec:
+          workloadSelector: {labels: {app: client}}
+          ingress:
+          - port: {number: 9080, protocol: HTTP, name: http}
+            defaultEndpoint: 127.0.0.1:8080
+            captureMode: IPTABLES  #!
+        """,
+        "Sidecar/default/client", "spec.ingress[0].captureMode", ("'IPTABLES' is not valid: expected one of NONE", "give port and bind"),
+    ),
+    Case(
+        "Kubernetes secret name for upstream TLS",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: ratings, namespace: default}
+        spec:
+          host: ratings
+          trafficPolicy:
+            tls:
+              mode: SIMPLE
+              credentialName: ratings-ca  #!
+        """,
+        "DestinationRule/default/ratings", "spec.trafficPolicy.tls.credentialName",
+        ("unknown field 'credentialName' in client TLS settings", "Kubernetes secrets are not read: give file paths"),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_shape_problem(tmp_path, case):
+    check_case(tmp_path, case)
+
+
+def test_not_yaml_is_a_file_level_problem(tmp_path):
+    """A file that is not YAML is reported at the line where the parser stops, with no resource."""
+    problems = validate_texts(tmp_path, {"broken.yaml": "apiVersion: networking.istio.io/v1\nkind: [VirtualService\nmetadata: {}\n"})
+    assert len(problems) == 1
+    assert str(problems[0]).startswith(f"{tmp_path / 'broken.yaml'}:3: not valid YAML: ")
+
+
+def test_document_that_is_not_a_mapping(tmp_path):
+    problems = validate_texts(tmp_path, {"list.yaml": "- apiVersion: networking.istio.io/v1\n"})
+    assert [str(p) for p in problems] == [f"{tmp_path / 'list.yaml'}:1: a document must be a mapping with apiVersion, kind, metadata and spec"]
+
+
+def test_one_bad_field_does_not_hide_the_rest_of_the_resource(tmp_path):
+    """Shape checks prune only what is wrong: the rest of the resource is still checked
+    (here its subset reference), so a second round of fixes is not needed."""
+    problems = validate_texts(tmp_path, {"case.yaml": """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews.default.svc.cluster.local]
+          ports: [{number: 9080, name: http, protocol: HTTP}]
+          endpoints: [{address: 10.0.0.1}]
+          resolution: STATIC
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews, subset: v3}
+            timeout: soon
+        """})
+    assert [(p.line, p.path) for p in problems] == [
+        (18, ("spec", "http", 0, "route", 0, "destination", "subset")),
+        (19, ("spec", "http", 0, "timeout")),
+    ]
