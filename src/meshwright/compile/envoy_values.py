@@ -18,6 +18,7 @@ CORS_POLICY = TYPE_PREFIX + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
 UPSTREAM_TLS = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 DOWNSTREAM_TLS = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 HTTP_PROTOCOL_OPTIONS = TYPE_PREFIX + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+TLS_INSPECTOR = TYPE_PREFIX + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 FILE_ACCESS_LOG = TYPE_PREFIX + "envoy.extensions.access_loggers.file.v3.FileAccessLog"
 ZIPKIN = TYPE_PREFIX + "envoy.config.trace.v3.ZipkinConfig"
 
@@ -26,6 +27,7 @@ TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 ROUTER_FILTER = "envoy.filters.http.router"
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
+TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
 
 MAX_UINT32 = 4294967295
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from meshwright.compile.clusters import ADS
 from meshwright.compile.envoy_values import (
     CORS, CORS_FILTER, DOWNSTREAM_TLS, FAULT, FAULT_FILTER, FILE_ACCESS_LOG, HCM_FILTER,
-    HTTP_CONNECTION_MANAGER, ROUTER, ROUTER_FILTER, TCP_PROXY, TCP_PROXY_FILTER, ZIPKIN,
-    socket_address, typed,
+    HTTP_CONNECTION_MANAGER, ROUTER, ROUTER_FILTER, TCP_PROXY, TCP_PROXY_FILTER, TLS_INSPECTOR,
+    TLS_INSPECTOR_FILTER, ZIPKIN, socket_address, typed,
 )
 from meshwright.model.mesh import MeshSettings
 
@@ -99,12 +99,17 @@ def tcp_proxy(stat_prefix: str, clusters: list[tuple[str, int]]) -> dict:
 
 
 def listener(address: str, port: int, filter_chains: list[dict], direction: str) -> dict:
-    return {
+    out = {
         "name": listener_name(address, port),
         "address": socket_address(address, port),
         "traffic_direction": direction,
         "filter_chains": filter_chains,
     }
+    # Chains chosen by SNI need the TLS inspector to read it from the ClientHello first;
+    # Envoy no longer adds it by itself, and without it no chain matches.
+    if any("server_names" in chain.get("filter_chain_match", {}) for chain in filter_chains):
+        out["listener_filters"] = [{"name": TLS_INSPECTOR_FILTER, "typed_config": typed(TLS_INSPECTOR)}]
+    return out
 
 
 def downstream_tls(tls: dict) -> dict:
