@@ -24,8 +24,7 @@ def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
     problems = Problems()
     problems.extend(loaded.problems)
     sound = [checked for checked in (check_shape(r, problems) for r in loaded.resources) if checked]
-    check_duplicates(sound, problems)
-    mesh = Mesh.build(sound)
+    mesh = Mesh.build(check_duplicates(sound, problems))
     check_conflicts(mesh, problems)
     check_listener_ports(mesh, problems)
     for resource in mesh.resources:

@@ -77,7 +77,9 @@ def check_envoy_filter(resource: Resource, problems: Problems) -> None:
             problems.add(resource, path + ("match",), f"{operation} of an HTTP filter needs match.listener.filterChain.filter.subFilter.name")
 
 
-def check_duplicates(resources: list[Resource], problems: Problems) -> None:
+def check_duplicates(resources: list[Resource], problems: Problems) -> list[Resource]:
+    """Report every resource defined a second time; returns the first definitions only, so
+    that a duplicate is not reported again as a conflict with itself."""
     seen: dict[tuple, Resource] = {}
     for resource in resources:
         if resource.key in seen:
@@ -85,6 +87,7 @@ def check_duplicates(resources: list[Resource], problems: Problems) -> None:
             problems.add(resource, ("metadata", "name"), f"duplicate {resource.kind}: {resource.ref} is also defined at {first.source.file}:{first.source.line}")
         else:
             seen[resource.key] = resource
+    return list(seen.values())
 
 
 def check_conflicts(mesh: Mesh, problems: Problems) -> None:
