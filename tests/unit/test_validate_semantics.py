@@ -1,0 +1,363 @@
+"""Semantic validation: what is well-formed field by field but wrong as a whole.
+
+Weights that do not add up, two resources that claim the same thing, listeners that would
+fight for a port, EnvoyFilter patches meshwright cannot apply the way Istio would.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.validation_cases import Case, check_case
+
+VS = "VirtualService/default/reviews"
+SIDECAR = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: client, namespace: default}
+spec:
+  workloadSelector: {labels: {app: client}}
+"""
+
+CASES = [
+    Case(
+        "weights that sum to 90",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:  #!
+            - destination: {host: reviews, subset: v1}
+              weight: 70
+            - destination: {host: reviews, subset: v2}
+              weight: 20
+        """,
+        VS, "spec.http[0].route", ("weights must sum to 100, they sum to 90 (70 + 20)",),
+    ),
+    Case(
+        "a weight missing on one of two destinations",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews, subset: v1}
+          - route:  #!
+            - destination: {host: reviews, subset: v1}
+              weight: 50
+            - destination: {host: reviews, subset: v2}
+        """,
+        VS, "spec.http[1].route", ("weights must sum to 100, they sum to 50 (50 + 0)",),
+    ),
+    Case(
+        "a single destination weighted below 100",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: db, namespace: default}
+        spec:
+          hosts: [db]
+          tcp:
+          - route:  #!
+            - destination: {host: db}
+              weight: 10
+        """,
+        "VirtualService/default/db", "spec.tcp[0].route", ("weights must sum to 100, they sum to 10 (10)",),
+    ),
+    Case(
+        "two VirtualServices for one host",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews, subset: v1}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews-canary, namespace: default}
+        spec:
+          hosts:
+          - reviews.default.svc.cluster.local  #!
+          http:
+          - route:
+            - destination: {host: reviews, subset: v2}
+        """,
+        "VirtualService/default/reviews-canary", "spec.hosts[0]",
+        ("reviews.default.svc.cluster.local is already routed by VirtualService/default/reviews", "merge the routes into one VirtualService"),
+    ),
+    Case(
+        "two DestinationRules for one host in one namespace",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: reviews-lb, namespace: default}
+        spec:
+          host: reviews.default.svc.cluster.local  #!
+          trafficPolicy: {loadBalancer: {simple: RANDOM}}
+        """,
+        "DestinationRule/default/reviews-lb", "spec.host",
+        ("reviews.default.svc.cluster.local already has DestinationRule/default/reviews in namespace default: merge them",),
+    ),
+    Case(
+        "the same resource defined twice",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata:
+          name: reviews  #!
+          namespace: default
+        spec:
+          host: reviews
+          subsets: [{name: v1, labels: {version: v1}}]
+        """,
+        "DestinationRule/default/reviews", "metadata.name",
+        ("duplicate DestinationRule: DestinationRule/default/reviews is also defined at", "base.yaml:"),
+    ),
+    Case(
+        "two namespace-wide Sidecars",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: default, namespace: default}
+        spec:
+          egress: [{hosts: ["./*"]}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: second, namespace: default}
+        spec:  #!
+          egress: [{hosts: ["*/*"]}]
+        """,
+        "Sidecar/default/second", "spec", ("namespace default already has a Sidecar without workloadSelector (Sidecar/default/default)",),
+    ),
+    Case(
+        "two Sidecar ingress listeners on one port",
+        SIDECAR + """\
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+  - port: {number: 9080, protocol: TCP, name: tcp}  #!
+    defaultEndpoint: 127.0.0.1:8081
+""",
+        "Sidecar/default/client", "spec.ingress[1].port.number",
+        ("port 9080 is already a listener of this Sidecar (spec.ingress[0].port.number)", "one listener per port"),
+    ),
+    Case(
+        "an egress listener on the port of an ingress listener",
+        SIDECAR + """\
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}  #!
+    hosts: [./ratings.default.svc.cluster.local]
+""",
+        "Sidecar/default/client", "spec.egress[0].port.number", ("port 9080 is already a listener of this Sidecar (spec.ingress[0].port.number)",),
+    ),
+    Case(
+        "an ingress listener on the proxy's admin port",
+        SIDECAR + """\
+  ingress:
+  - port: {number: 15000, protocol: HTTP, name: http}  #!
+    defaultEndpoint: 127.0.0.1:8080
+""",
+        "Sidecar/default/client", "spec.ingress[0].port.number", ("port 15000 is the admin port of proxy client.default (port offset 0)", "choose another port"),
+    ),
+    Case(
+        "an ingress listener on the outbound port (no egress listener replaces it)",
+        SIDECAR + """\
+  ingress:
+  - port: {number: 15001, protocol: HTTP, name: http}  #!
+    defaultEndpoint: 127.0.0.1:8080
+""",
+        "Sidecar/default/client", "spec.ingress[0].port.number", ("port 15001 is the outbound port of proxy client.default",),
+    ),
+    Case(
+        "an ingress listener on the stats port of a proxy with a port offset",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata:
+          name: web
+          namespace: default
+          annotations: {meshwright.io/port-offset: "100"}
+        spec: {address: 127.0.0.1, labels: {app: web}}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: web, namespace: default}
+        spec:
+          workloadSelector: {labels: {app: web}}
+          ingress:
+          - port: {number: 15190, protocol: HTTP, name: http}  #!
+            defaultEndpoint: 127.0.0.1:8080
+        """,
+        "Sidecar/default/web", "spec.ingress[0].port.number", ("port 15190 is the stats port of proxy web.default (port offset 100)",),
+    ),
+    Case(
+        "a gateway server on the gateway's health port",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: ingress, namespace: default}
+        spec:
+          selector: {istio: ingressgateway}
+          servers:
+          - port: {number: 15021, name: http, protocol: HTTP}  #!
+            hosts: ["*"]
+        """,
+        "Gateway/default/ingress", "spec.servers[0].port.number", ("port 15021 is the health port of proxy ingress.default",),
+    ),
+    Case(
+        "a port offset that is not a number",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata:
+          name: web
+          namespace: default
+          annotations:
+            meshwright.io/port-offset: "+100"  #!
+        spec: {address: 127.0.0.1, labels: {app: web}}
+        """,
+        "WorkloadEntry/default/web", "metadata.annotations.meshwright.io/port-offset", ("'+100' is not a port offset: expected a whole number from 0 to 50000",),
+    ),
+    Case(
+        "EnvoyFilter operation that meshwright does not apply to routes",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: HTTP_ROUTE
+            match: {routeConfiguration: {vhost: {name: "reviews.default.svc.cluster.local:9080"}}}
+            patch:
+              operation: INSERT_FIRST  #!
+              value: {name: first}
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.operation", ("INSERT_FIRST is not supported on HTTP_ROUTE: use MERGE",),
+    ),
+    Case(
+        "EnvoyFilter removing a cluster",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: CLUSTER
+            match: {cluster: {service: ratings.default.svc.cluster.local}}
+            patch:
+              operation: REMOVE  #!
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.operation", ("REMOVE is not supported on CLUSTER: use MERGE",),
+    ),
+    Case(
+        "EnvoyFilter match on the wrong kind of object",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: CLUSTER
+            match:
+              listener: {portNumber: 9080}  #!
+            patch:
+              operation: MERGE
+              value: {connect_timeout: 1s}
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].match.listener", ("CLUSTER patches match on cluster, not listener",),
+    ),
+    Case(
+        "EnvoyFilter HTTP filter removal that names no filter",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: HTTP_FILTER
+            match:  #!
+              listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager}}}
+            patch:
+              operation: REMOVE
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].match", ("REMOVE of an HTTP filter needs match.listener.filterChain.filter.subFilter.name",),
+    ),
+    Case(
+        "EnvoyFilter insert without a value",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: HTTP_FILTER
+            patch:  #!
+              operation: INSERT_FIRST
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch", ("INSERT_FIRST needs a value",),
+    ),
+    Case(
+        "STATIC resolution with a host name for an address",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: details, namespace: default}
+        spec:
+          hosts: [details.default.svc.cluster.local]
+          ports: [{number: 9080, name: http, protocol: HTTP}]
+          resolution: STATIC
+          endpoints:
+          - address: details.internal  #!
+        """,
+        "ServiceEntry/default/details", "spec.endpoints[0].address",
+        ("'details.internal' is not an IP address: resolution STATIC needs IPs (use DNS for names)",),
+    ),
+    Case(
+        "a wildcard host resolved by DNS",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: apis, namespace: default}
+        spec:
+          hosts:
+          - "*.example.com"  #!
+          ports: [{number: 80, name: http, protocol: HTTP}]
+          resolution: DNS
+        """,
+        "ServiceEntry/default/apis", "spec.hosts[0]", ("a wildcard host cannot be resolved by DNS",),
+    ),
+    Case(
+        "a service port number used twice",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: details, namespace: default}
+        spec:
+          hosts: [details.default.svc.cluster.local]
+          ports:
+          - {number: 9080, name: http, protocol: HTTP}
+          - {number: 9080, name: grpc, protocol: GRPC}  #!
+          resolution: DNS
+        """,
+        "ServiceEntry/default/details", "spec.ports[1].number", ("port number 9080 is used twice",),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_semantic_problem(tmp_path, case):
+    check_case(tmp_path, case)
