@@ -1,0 +1,38 @@
+"""Running the real playbooks against an inventory, and reading their results."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+class PlaybookRun:
+    def __init__(self, process: subprocess.CompletedProcess):
+        self.returncode = process.returncode
+        self.output = process.stdout + process.stderr
+
+    @property
+    def recap(self) -> dict[str, dict[str, int]]:
+        return {host: {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
+                for host, ok, changed, unreachable, failed in RECAP.findall(self.output)}
+
+    def changed(self) -> dict[str, int]:
+        return {host: counts["changed"] for host, counts in self.recap.items()}
+
+    def __str__(self) -> str:
+        return self.output[-6000:]
+
+
+def run_playbook(playbook: str, extra_vars: dict, *args: str, inventory: str = "inventories/local", timeout: float = 600) -> PlaybookRun:
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1",
+               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    command = [os.path.join(BIN, "ansible-playbook"), "-i", os.path.join(ROOT, inventory), os.path.join(ROOT, "playbooks", playbook),
+               "-e", json.dumps(extra_vars), *args]
+    return PlaybookRun(subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout))

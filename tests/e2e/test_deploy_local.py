@@ -1,0 +1,299 @@
+"""`ansible-playbook playbooks/deploy.yml` on inventories/local, end to end: real Envoy, real
+processes under supervisord, real traffic through the gateway. The whole seed mesh is deployed
+once into a temporary state folder; the tests then look at it, change it and finally remove it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import yaml
+
+from tests.e2e.deploy import ROOT, run_playbook
+
+GATEWAY_PORT = 8080
+ORDER_1_STATS = 15290
+ZIPKIN_PORT = 9411
+HOSTS = ("ingress", "order-1", "order-2", "payment-1", "payment-2")
+
+
+def get(path: str, port: int = GATEWAY_PORT, headers: dict | None = None) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        raw = response.read()
+        try:
+            return response.status, json.loads(raw)
+        except ValueError:
+            return response.status, {"raw": raw.decode(errors="replace")}
+    finally:
+        connection.close()
+
+
+class SpanCollector:
+    """A Zipkin collector: accepts POST /api/v2/spans and keeps the spans."""
+
+    def __init__(self, port: int):
+        self.spans: list[dict] = []
+        collector = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                try:
+                    collector.spans.extend(json.loads(body))
+                except ValueError:
+                    pass
+                self.send_response(202)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def snapshot(root: str) -> dict[str, str]:
+    """path -> sha256 of every file under root (what a run may not touch)."""
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            if name.endswith((".log", ".sock", ".pid")) or "supervisor" in path and name.endswith(".log"):
+                continue
+            with open(path, "rb") as handle:
+                out[path] = hashlib.sha256(handle.read()).hexdigest()
+    return out
+
+
+def processes_under(root: str) -> dict[int, str]:
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if root in command:
+            out[int(pid)] = command
+    return out
+
+
+class Lab:
+    def __init__(self, tmp):
+        self.state = str(tmp / "state")
+        self.mesh = str(tmp / "mesh")
+        shutil.copytree(os.path.join(ROOT, "examples", "seed", "mesh"), self.mesh)
+
+    @property
+    def extra_vars(self) -> dict:
+        return {"meshwright_root": ROOT, "meshwright_state_root": self.state, "mesh_config_paths": [self.mesh]}
+
+    def deploy(self, *args, **kwargs):
+        return run_playbook("deploy.yml", self.extra_vars, *args, **kwargs)
+
+    def uninstall(self):
+        return run_playbook("uninstall.yml", self.extra_vars)
+
+    def config_file(self, host: str, name: str) -> str:
+        return os.path.join(self.state, host, "etc", "meshwright", "proxy", name)
+
+    def log_file(self, host: str) -> str:
+        return os.path.join(self.state, host, "var", "log", "meshwright", "proxy.log")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    collector = SpanCollector(ZIPKIN_PORT)
+    mesh_lab = Lab(tmp_path_factory.mktemp("deploy"))
+    mesh_lab.collector = collector
+    run = mesh_lab.deploy()
+    try:
+        assert run.returncode == 0, f"deploy failed:\n{run}"
+        mesh_lab.first_run = run
+        yield mesh_lab
+    finally:
+        mesh_lab.uninstall()
+        for pid in processes_under(mesh_lab.state):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        collector.close()
+
+
+def wait_for_bucket():
+    """Local rate limit buckets refill every second: start each burst on a full bucket."""
+    time.sleep(1.1)
+
+
+def test_first_deploy_changes_every_host(lab):
+    assert set(lab.first_run.changed()) >= set(HOSTS)
+    assert all(lab.first_run.changed()[host] > 0 for host in HOSTS)
+
+
+def test_gateway_routes_order_and_payment_through_the_mesh(lab):
+    wait_for_bucket()
+    status, order = get("/order")
+    assert status == 200, order
+    assert order["service"] == "order-service"
+    assert order["upstream"]["service"] == "payment-service"
+    status, payment = get("/payment")
+    assert status == 200, payment
+    assert payment["service"] == "payment-service"
+
+
+def test_all_four_instances_serve_over_200_requests(lab):
+    """Paced under the rate limits (10/s on /order, 5/s on /payment) so that none is refused."""
+    orders, payments, statuses = set(), set(), []
+    wait_for_bucket()
+    for second in range(17):
+        started = time.monotonic()
+        for index in range(12):
+            path = "/order" if index < 8 else "/payment"
+            status, body = get(path)
+            statuses.append(status)
+            if path == "/order":
+                orders.add(body.get("instance"))
+                payments.add(body.get("upstream", {}).get("instance"))
+            else:
+                payments.add(body.get("instance"))
+        time.sleep(max(0.0, 1.05 - (time.monotonic() - started)))
+    assert len(statuses) >= 200
+    assert set(statuses) == {200}
+    assert orders == {"order-1", "order-2"}
+    assert payments == {"payment-1", "payment-2"}
+
+
+def test_eleventh_order_request_within_a_second_gets_429(lab):
+    wait_for_bucket()
+    started = time.monotonic()
+    statuses = [get("/order")[0] for _ in range(15)]
+    assert time.monotonic() - started < 1.0, "the burst must fit in one refill interval"
+    assert statuses[:10] == [200] * 10
+    assert statuses[10:] == [429] * 5
+
+
+def test_order_service_stats_name_payment_service(lab):
+    wait_for_bucket()
+    assert get("/order")[0] == 200
+    connection = http.client.HTTPConnection("127.0.0.1", ORDER_1_STATS, timeout=10)
+    connection.request("GET", "/stats/prometheus")
+    text = connection.getresponse().read().decode()
+    assert "payment-service.default.svc.cluster.local" in text
+
+
+def test_every_proxy_logs_each_request(lab):
+    wait_for_bucket()
+    request_id = f"e2e-{time.time_ns()}"
+    assert get("/order", headers={"x-request-id": request_id})[0] == 200
+    time.sleep(1.5)  # access logs are flushed every second
+    logged = {host for host in HOSTS if request_id in open(lab.log_file(host)).read()}
+    assert "ingress" in logged
+    assert len(logged & {"order-1", "order-2"}) == 1
+    assert len(logged & {"payment-1", "payment-2"}) == 1
+
+
+def test_second_deploy_reports_no_change(lab):
+    run = lab.deploy()
+    assert run.returncode == 0, run
+    assert run.changed() == {host: 0 for host in HOSTS}, run
+
+
+def test_check_diff_shows_a_virtual_service_edit_and_changes_nothing(lab):
+    path = os.path.join(lab.mesh, "gateway.yaml")
+    original = open(path).read()
+    before = snapshot(lab.state)
+    try:
+        open(path, "w").write(original.replace("prefix: /payment", "prefix: /pay"))
+        run = lab.deploy("--check", "--diff")
+        assert run.returncode == 0, run
+        assert run.changed()["ingress"] > 0
+        assert all(run.changed()[host] == 0 for host in HOSTS if host != "ingress"), run
+        assert '-          prefix: /payment' in run.output and '+          prefix: /pay' in run.output
+        assert snapshot(lab.state) == before
+    finally:
+        open(path, "w").write(original)
+
+
+def test_hand_edited_config_is_shown_and_put_back(lab):
+    path = lab.config_file("payment-1", "lds.yaml")
+    original = open(path).read()
+    open(path, "w").write(original.replace("stat_prefix: inbound_15406", "stat_prefix: edited_by_hand"))
+    run = lab.deploy("--check", "--diff", "--limit", "payment-1")
+    assert run.returncode == 0, run
+    assert "edited_by_hand" in run.output
+    run = lab.deploy("--limit", "payment-1")
+    assert run.returncode == 0, run
+    assert open(path).read() == original
+
+
+def test_a_killed_proxy_is_restored_by_the_next_deploy(lab):
+    victims = [pid for pid, command in processes_under(os.path.join(lab.state, "payment-2")).items() if "bootstrap.yaml" in command]
+    assert len(victims) == 1
+    os.kill(victims[0], signal.SIGKILL)
+    time.sleep(0.5)
+    run = lab.deploy()
+    assert run.returncode == 0, run
+    assert run.changed()["payment-2"] > 0
+    assert all(run.changed()[host] == 0 for host in HOSTS if host != "payment-2"), run
+    wait_for_bucket()
+    assert get("/payment")[0] == 200
+
+
+def test_an_invalid_mesh_stops_before_any_host_is_touched(lab):
+    path = os.path.join(lab.mesh, "gateway.yaml")
+    original = open(path).read()
+    before_files, before_processes = snapshot(lab.state), processes_under(lab.state)
+    try:
+        open(path, "w").write(original.replace("host: payment-service.default.svc.cluster.local", "host: paymnet-service.default.svc.cluster.local"))
+        run = lab.deploy()
+        assert run.returncode != 0
+        assert "gateway.yaml" in run.output and "paymnet-service.default.svc.cluster.local" in run.output and "is not a service of the mesh" in run.output
+        assert snapshot(lab.state) == before_files
+        assert processes_under(lab.state) == before_processes
+    finally:
+        open(path, "w").write(original)
+
+
+def test_an_unreachable_host_fails_alone(lab, tmp_path):
+    inventory = yaml.safe_load(open(os.path.join(ROOT, "inventories", "local", "hosts.yml")))
+    payment_2 = inventory["mesh"]["children"]["mesh_sidecars"]["hosts"]["payment-2"]
+    payment_2.update({"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_ssh_common_args": "-o ConnectTimeout=2"})
+    os.makedirs(tmp_path / "inventory" / "group_vars")
+    shutil.copy(os.path.join(ROOT, "inventories", "local", "group_vars", "all.yml"), tmp_path / "inventory" / "group_vars" / "all.yml")
+    (tmp_path / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    run = lab.deploy(inventory=str(tmp_path / "inventory"))
+    assert run.returncode != 0
+    assert run.recap["payment-2"]["unreachable"] == 1, run
+    assert all(run.recap[host]["failed"] == 0 and run.recap[host]["unreachable"] == 0 for host in HOSTS if host != "payment-2"), run
+    wait_for_bucket()
+    assert get("/order")[0] == 200
+
+
+def test_uninstall_leaves_nothing_behind(lab):
+    run = lab.uninstall()
+    assert run.returncode == 0, run
+    assert processes_under(lab.state) == {}
+    leftovers = [os.path.join(folder, name) for folder, _, names in os.walk(lab.state) for name in names]
+    assert leftovers == []
+    assert [name for name in os.listdir(lab.state)] == [] if os.path.isdir(lab.state) else True
