@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meshwright.validate.shape import original_path
+
 
 def format_path(path: tuple) -> str:
     """("spec", "http", 0, "route") -> "spec.http[0].route"."""
@@ -41,7 +43,10 @@ class Problems:
         self.items: list[Problem] = []
 
     def add(self, resource, path: tuple, message: str) -> None:
-        self.items.append(Problem(resource.source.file, resource.line_of(path), resource.ref, tuple(path), message))
+        """A problem at path of resource; a path into the pruned resource that later checks
+        see is reported as the path of that field in the document as written."""
+        path = original_path({"spec": resource.spec, "metadata": resource.metadata}, tuple(path))
+        self.items.append(Problem(resource.source.file, resource.line_of(path), resource.ref, path, message))
 
     def extend(self, problems) -> None:
         self.items.extend(problems)

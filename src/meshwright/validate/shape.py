@@ -43,6 +43,28 @@ def type_name(value: object) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}.get(type(value), type(value).__name__)
 
 
+class PrunedList(list):
+    """A list with invalid items left out, remembering where each kept item was written, so
+    that later checks report paths (and lines) of the document as written."""
+
+    def __init__(self, items: list, original_indexes: list[int]):
+        super().__init__(items)
+        self.original_indexes = original_indexes
+
+
+def original_path(root: object, path: tuple) -> tuple:
+    """A path into pruned values (root) -> the same field's path in the document as written."""
+    out = []
+    value = root
+    for part in path:
+        out.append(value.original_indexes[part] if isinstance(value, PrunedList) and isinstance(part, int) else part)
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            value = None
+    return tuple(out)
+
+
 class Schema:
     description = "a value"
 
@@ -215,7 +237,11 @@ class ListOf(Schema):
             return INVALID
         items = [self.item.check(item, path + (index,), report) for index, item in enumerate(value)]
         kept = [item for item in items if item is not INVALID]
-        return kept if len(kept) >= self.min_items else INVALID
+        if len(kept) < self.min_items:
+            return INVALID
+        if len(kept) < len(items):
+            return PrunedList(kept, [index for index, item in enumerate(items) if item is not INVALID])
+        return kept
 
 
 class MapOf(Schema):
@@ -282,23 +308,23 @@ class Obj(Schema):
                 checked = self.fields[key].check(item, path + (key,), report)
                 if checked is not INVALID:
                     out[key] = checked
-        if unknown:
-            # A mapping with misplaced fields is usually misplaced as a whole: its missing
-            # fields would only repeat the same problem, so it is dropped without more words.
-            return INVALID
+        # A mapping with misplaced fields may be misplaced as a whole: its missing fields
+        # would only repeat the same problem, so they are not reported; it is kept (without
+        # the unknown fields) when it is sound otherwise, so what it holds is still checked.
+        complain = report if not unknown else (lambda path, message: None)
         valid = True
         for key in self.required:
             if key not in value:
-                report(path, f"missing required field {key!r} of {self.name}")
+                complain(path, f"missing required field {key!r} of {self.name}")
                 valid = False
         for group in self.one_of + self.required_one_of:
             present = [key for key in group if key in value]
             if len(present) > 1:
-                report(path, f"set only one of {', '.join(group)} (found {', '.join(present)})")
+                complain(path, f"set only one of {', '.join(group)} (found {', '.join(present)})")
                 valid = False
         for group in self.required_one_of:
             if not any(key in value for key in group):
-                report(path, f"{self.name} needs one of {', '.join(group)}")
+                complain(path, f"{self.name} needs one of {', '.join(group)}")
                 valid = False
         if not valid or any(key not in out for key in self.required):
             return INVALID
