@@ -561,3 +561,32 @@ def test_one_bad_field_does_not_hide_the_rest_of_the_resource(tmp_path):
         (18, ("spec", "http", 0, "route", 0, "destination", "subset")),
         (19, ("spec", "http", 0, "timeout")),
     ]
+
+
+def test_paths_after_a_dropped_list_item_are_those_written(tmp_path):
+    """A list item too broken to keep is left out of later checks; the items after it are
+    still reported at their own index and line, not shifted onto the dropped one."""
+    problems = validate_texts(tmp_path, {"case.yaml": """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews.default.svc.cluster.local]
+          ports: [{number: 9080, name: http, protocol: HTTP}]
+          endpoints: [{address: 10.0.0.1}]
+          resolution: STATIC
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - match: [{uri: {prefix: /a}}]
+          - route:
+            - destination: {host: reviews, subset: v3}
+        """})
+    assert [(p.line, str(p).split(": ")[2]) for p in problems] == [
+        (17, "spec.http[0]"),
+        (19, "spec.http[1].route[0].destination.subset"),
+    ]
