@@ -52,8 +52,9 @@ def free_offset(extra: tuple[int, ...] = ()) -> int:
 
 
 class Backend:
-    """An HTTP app. behaviour(handler) may return (status, body_dict) or None for the default
-    200 answer; it can sleep to be slow. Every request is recorded in .requests."""
+    """An HTTP app. behaviour(handler, count) may return (status, body_dict), or
+    (status, body_dict, extra_response_headers), or None for the default 200 answer; it can
+    sleep to be slow. Every request is recorded in .requests."""
 
     def __init__(self, service: str, instance: str, version: str = "v1", behaviour=None, port: int | None = None):
         self.service, self.instance, self.version = service, instance, version
@@ -76,11 +77,13 @@ class Backend:
                     backend.requests.append({"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}})
                     count = len(backend.requests)
                 outcome = backend.behaviour(self, count) if backend.behaviour else None
-                status, body = outcome if outcome else (200, {})
+                status, body, *extra = outcome if outcome else (200, {})
                 payload = json.dumps({"service": backend.service, "instance": backend.instance, "version": backend.version, "path": self.path, **body}).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(payload)))
+                for name, value in (extra[0] if extra else {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
 
