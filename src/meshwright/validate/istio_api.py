@@ -115,7 +115,7 @@ fault = Obj(
         "delay": Obj("a fault delay", {"fixedDelay": Duration(minimum_seconds=0.001), "percentage": percent}, required=("fixedDelay",)),
         "abort": Obj("a fault abort", {"httpStatus": Int(200, 599), "percentage": percent}, required=("httpStatus",)),
     },
-    required_one_of=(("delay", "abort"),),
+    required_any_of=(("delay", "abort"),),
 )
 
 cors_policy = Obj(
@@ -168,7 +168,7 @@ virtual_service = Obj(
         "tcp": ListOf(tcp_route),
     },
     required=("hosts",),
-    required_one_of=(("http", "tcp"),),
+    required_any_of=(("http", "tcp"),),
     hints={"rateLimit": RATE_LIMIT_HINT},
 )
 

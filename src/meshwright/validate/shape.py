@@ -271,7 +271,8 @@ class Obj(Schema):
     """A mapping with known fields.
 
     required: fields that must be present. one_of: groups of which at most one field may be
-    set; required_one_of: groups of which exactly one must be. hints: field name -> message
+    set; required_one_of: groups of which exactly one must be; required_any_of: groups of
+    which at least one must be. hints: field name -> message
     for fields that are not valid here but that people write, saying what to do instead.
     """
 
@@ -282,6 +283,7 @@ class Obj(Schema):
         required: tuple[str, ...] = (),
         one_of: tuple[tuple[str, ...], ...] = (),
         required_one_of: tuple[tuple[str, ...], ...] = (),
+        required_any_of: tuple[tuple[str, ...], ...] = (),
         hints: dict[str, str] | None = None,
     ):
         self.name = name
@@ -289,6 +291,7 @@ class Obj(Schema):
         self.required = required
         self.one_of = one_of
         self.required_one_of = required_one_of
+        self.required_any_of = required_any_of
         self.hints = hints or {}
 
     @property
@@ -325,6 +328,10 @@ class Obj(Schema):
         for group in self.required_one_of:
             if not any(key in value for key in group):
                 complain(path, f"{self.name} needs one of {', '.join(group)}")
+                valid = False
+        for group in self.required_any_of:
+            if not any(key in value for key in group):
+                complain(path, f"{self.name} needs at least one of {', '.join(group)}")
                 valid = False
         if not valid or any(key not in out for key in self.required):
             return INVALID
