@@ -310,6 +310,21 @@ CASES = [
         VS, "spec.http[0].match[0].uri", ("set only one of exact, prefix, regex (found exact, prefix)",),
     ),
     Case(
+        "fault with neither delay nor abort",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews}
+            fault: {}  #!
+        """,
+        VS, "spec.http[0].fault", ("a fault injection needs at least one of delay, abort",),
+    ),
+    Case(
         "fault percentage above 100",
         """
         apiVersion: networking.istio.io/v1
@@ -590,3 +605,35 @@ def test_paths_after_a_dropped_list_item_are_those_written(tmp_path):
         (17, "spec.http[0]"),
         (19, "spec.http[1].route[0].destination.subset"),
     ]
+
+
+def test_what_istio_allows_together_is_valid(tmp_path):
+    """Istio accepts a fault with both delay and abort, and a VirtualService with both http
+    and tcp routes (for a host with HTTP and TCP ports)."""
+    problems = validate_texts(tmp_path, {"case.yaml": """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews.default.svc.cluster.local]
+          ports: [{number: 9080, name: http, protocol: HTTP}, {number: 9081, name: tcp, protocol: TCP}]
+          endpoints: [{address: 10.0.0.1}]
+          resolution: STATIC
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews, port: {number: 9080}}
+            fault:
+              delay: {fixedDelay: 1s}
+              abort: {httpStatus: 500}
+          tcp:
+          - match: [{port: 9081}]
+            route:
+            - destination: {host: reviews, port: {number: 9081}}
+        """})
+    assert problems == []
