@@ -87,7 +87,8 @@ def test_fixed_delay_holds_matching_requests_for_2s(lab):
 
     status, body, elapsed = timed_request(port, {"end-user": "jason"})
     assert (status, body["service"]) == (200, "ratings")
-    assert 2.0 <= elapsed < 3.5, f"the delayed request took {elapsed:.2f}s, expected about 2s"
+    # Envoy's timers have millisecond granularity and may fire a hair early.
+    assert 1.95 <= elapsed < 3.5, f"the delayed request took {elapsed:.2f}s, expected about 2s"
     assert backend.count == 2
 
 

@@ -70,7 +70,8 @@ def test_route_timeout_answers_504_after_half_a_second(lab):
     elapsed = time.monotonic() - began
     assert status == 504, (status, body)
     assert body == {"raw": "upstream request timeout"}
-    assert 0.5 <= elapsed < 1.2, f"the timed-out request took {elapsed:.2f}s, expected about 0.5s"
+    # Envoy's timers have millisecond granularity and may fire a hair early.
+    assert 0.45 <= elapsed < 1.2, f"the timed-out request took {elapsed:.2f}s, expected about 0.5s"
     assert backend.count == 1
 
     began = time.monotonic()
