@@ -161,8 +161,8 @@ def test_new_service_is_added_to_the_running_proxy(lab):
     lab.rerender(PROXY)
     wait_until(lambda: request(client.port, "/ratings", host="ratings")[0] == 200)
 
-    statuses = {request(client.port, "/ratings", host="ratings")[1]["service"] for _ in range(5)}
-    assert statuses == {"ratings"}
+    services = {request(client.port, "/ratings", host="ratings")[1]["service"] for _ in range(5)}
+    assert services == {"ratings"}
     assert client.versions() == {"v1"}
     assert client.envoy.process.pid == pid and client.envoy.process.poll() is None
     assert client.server_state()["epoch"] == 0
