@@ -18,10 +18,14 @@ def _bound_gateways(virtual_service: Resource) -> list[str]:
     return [g if "/" in g else f"{virtual_service.namespace}/{g}" for g in virtual_service.spec.get("gateways") or [] if g != "mesh"]
 
 
-def _server_host_allows(server_hosts: list[str], namespace: str, host: str) -> bool:
+def _server_host_allows(server_hosts: list[str], gateway_namespace: str, virtual_service: Resource, host: str) -> bool:
+    """Istio's server hosts "namespace/host": the namespace of the VirtualServices a server
+    accepts ("*" any, "." the Gateway's own) and the hosts it serves (wildcards either way)."""
     for entry in server_hosts:
-        host_namespace, pattern = entry.split("/", 1) if "/" in entry else ("*", entry)
-        if host_namespace not in ("*", ".", namespace) and not (host_namespace == "." and namespace):
+        namespace, pattern = entry.split("/", 1) if "/" in entry else ("*", entry)
+        if namespace == ".":
+            namespace = gateway_namespace
+        if namespace not in ("*", virtual_service.namespace):
             continue
         if host_matches(pattern, host) or host_matches(host, pattern):
             return True
@@ -34,7 +38,7 @@ def _virtual_hosts(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> l
     for virtual_service in mesh.of_kind("VirtualService"):
         if gateway_id not in _bound_gateways(virtual_service) or not virtual_service.spec.get("http"):
             continue
-        names = [h for h in virtual_service.spec["hosts"] if _server_host_allows(server["hosts"], virtual_service.namespace, h)]
+        names = [h for h in virtual_service.spec["hosts"] if _server_host_allows(server["hosts"], gateway_id.split("/")[0], virtual_service, h)]
         domains = []
         for name in names:
             for domain in ([name] if name == "*" else [name, f"{name}:{port}"]):
