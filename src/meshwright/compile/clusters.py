@@ -7,6 +7,7 @@ from meshwright.compile.envoy_values import (
     HTTP_PROTOCOL_OPTIONS, MAX_UINT32, UPSTREAM_TLS, duration, socket_address, typed,
 )
 from meshwright.model.mesh import Mesh
+from meshwright.model.resource import Resource
 from meshwright.registry.model import Service, ServicePort
 
 POLICY_FIELDS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")
@@ -30,10 +31,9 @@ def _port_settings(policy: dict, port: int | None) -> dict:
     return {}
 
 
-def effective_policy(mesh: Mesh, host: str, namespace: str, subset: str, port: int | None) -> dict:
-    """The traffic policy that applies: top level, then its port level, then the subset's
-    policy and its port level; each later one replaces whole fields (Istio's merge)."""
-    rule = mesh.destination_rule_for(host, namespace)
+def rule_policy(rule: Resource | None, subset: str, port: int | None) -> dict:
+    """The traffic policy a DestinationRule gives: top level, then its port level, then the
+    subset's policy and its port level; each later one replaces whole fields (Istio's merge)."""
     if rule is None:
         return {}
     top = rule.spec.get("trafficPolicy") or {}
@@ -48,17 +48,17 @@ def effective_policy(mesh: Mesh, host: str, namespace: str, subset: str, port: i
     return merged
 
 
-def subset_labels(mesh: Mesh, host: str, namespace: str, subset: str) -> dict | None:
-    rule = mesh.destination_rule_for(host, namespace)
-    for entry in (rule.spec.get("subsets") or []) if rule else []:
+def effective_policy(mesh: Mesh, host: str, namespace: str, subset: str, port: int | None) -> dict:
+    """The traffic policy that applies to traffic from namespace to a subset and port of host."""
+    return rule_policy(mesh.destination_rule_for(host, namespace), subset, port)
+
+
+def subset_labels(rule: Resource | None, subset: str) -> dict:
+    """The labels that select a subset's endpoints ({}: every endpoint)."""
+    for entry in (rule.spec.get("subsets") or []) if rule and subset else []:
         if entry["name"] == subset:
             return entry.get("labels") or {}
-    return None
-
-
-def subsets_of(mesh: Mesh, host: str, namespace: str) -> list[str]:
-    rule = mesh.destination_rule_for(host, namespace)
-    return [entry["name"] for entry in (rule.spec.get("subsets") or [])] if rule else []
+    return {}
 
 
 def _circuit_breakers(pool: dict) -> dict:
@@ -166,12 +166,15 @@ def apply_policy(cluster: dict, policy: dict, port: ServicePort, host: str) -> N
 def service_clusters(mesh: Mesh, proxy, service: Service) -> tuple[list[dict], list[dict]]:
     """Clusters of one service (every port, plain and per subset) and their endpoints (EDS)."""
     clusters, assignments = [], []
+    # One rule lookup per service; each subset's endpoints are selected once, for every port.
+    rule = mesh.destination_rule_for(service.hostname, proxy.namespace)
+    subsets = [""] + [entry["name"] for entry in (rule.spec.get("subsets") or [] if rule else [])]
+    endpoints_of = {subset: [e for e in service.endpoints if e.matches(subset_labels(rule, subset))] for subset in subsets}
     for port in service.ports:
-        for subset in [""] + subsets_of(mesh, service.hostname, proxy.namespace):
+        for subset in subsets:
             name = outbound_cluster_name(port.number, subset, service.hostname)
-            policy = effective_policy(mesh, service.hostname, proxy.namespace, subset, port.number)
-            labels = subset_labels(mesh, service.hostname, proxy.namespace, subset) if subset else {}
-            endpoints = [e for e in service.endpoints if e.matches(labels or {})]
+            policy = rule_policy(rule, subset, port.number)
+            endpoints = endpoints_of[subset]
             cluster: dict = {"name": name}
             if service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
                 cluster["type"] = "STRICT_DNS" if service.resolution == "DNS" else "LOGICAL_DNS"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from meshwright.compile.proxy import Proxy
-from meshwright.model.mesh import Mesh, host_matches, labels_match
+from meshwright.model.mesh import Mesh, host_matches, is_wildcard_host, labels_match
 from meshwright.model.resource import Resource
 from meshwright.registry.model import Service
 
@@ -33,7 +33,18 @@ def egress_host_matches(pattern: str, service: Service, proxy_namespace: str) ->
 
 
 def services_for_hosts(mesh: Mesh, proxy: Proxy, hosts: list[str]) -> list[Service]:
-    return [s for s in mesh.registry.sorted() if any(egress_host_matches(h, s, proxy.namespace) for h in hosts)]
+    """The services egress hosts name, by hostname. A host without wildcard can only be the
+    service of that name, so only wildcard hosts look through the whole registry."""
+    chosen: set[str] = set()
+    for pattern in hosts:
+        host = pattern.split("/", 1)[1]
+        if is_wildcard_host(host):
+            candidates = list(mesh.registry.services.values())
+        else:
+            service = mesh.registry.get(host)
+            candidates = [service] if service is not None else []
+        chosen.update(s.hostname for s in candidates if egress_host_matches(pattern, s, proxy.namespace))
+    return [mesh.registry.services[hostname] for hostname in sorted(chosen)]
 
 
 def services_in_scope(mesh: Mesh, proxy: Proxy) -> list[Service]:

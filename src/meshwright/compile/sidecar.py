@@ -12,9 +12,7 @@ from meshwright.compile.listeners import http_connection_manager, listener, tcp_
 from meshwright.compile.proxy import OUTBOUND_PORT, Proxy
 from meshwright.compile.scope import services_for_hosts, services_in_scope, sidecar_for
 from meshwright.compile.routes import destination_cluster
-from meshwright.compile.virtual_hosts import (
-    mesh_virtual_services, outbound_virtual_hosts, route_configuration, virtual_service_for,
-)
+from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration
 from meshwright.model.mesh import Mesh
 
 INBOUND, OUTBOUND = "SIDECAR_INBOUND", "SIDECAR_OUTBOUND"
@@ -46,7 +44,7 @@ def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
 
 
 def _tcp_destinations(mesh: Mesh, hostname: str, port: int) -> list[tuple[str, int]]:
-    virtual_service = virtual_service_for(mesh_virtual_services(mesh), hostname)
+    virtual_service = mesh.sidecar_virtual_service_for(hostname)
     for route in (virtual_service.spec.get("tcp") or []) if virtual_service else []:
         ports = [m["port"] for m in route.get("match") or [] if "port" in m]
         if ports and port not in ports:

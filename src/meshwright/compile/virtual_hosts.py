@@ -5,21 +5,8 @@ from __future__ import annotations
 from meshwright.compile.clusters import outbound_cluster_name
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.routes import default_route, virtual_service_routes
-from meshwright.model.mesh import CLUSTER_DOMAIN, Mesh, host_matches, resolve_host
-from meshwright.model.resource import Resource
+from meshwright.model.mesh import CLUSTER_DOMAIN, Mesh
 from meshwright.registry.model import Service, ServicePort
-
-
-def mesh_virtual_services(mesh: Mesh) -> list[Resource]:
-    """VirtualServices that apply to sidecars: no gateways named, or the reserved "mesh"."""
-    return [vs for vs in mesh.of_kind("VirtualService") if not vs.spec.get("gateways") or "mesh" in vs.spec["gateways"]]
-
-
-def virtual_service_for(virtual_services: list[Resource], hostname: str) -> Resource | None:
-    for virtual_service in virtual_services:
-        if any(host_matches(resolve_host(h, virtual_service.namespace), hostname) for h in virtual_service.spec["hosts"]):
-            return virtual_service
-    return None
 
 
 def service_domains(service: Service, port: ServicePort, proxy: Proxy, listener_port: int) -> list[str]:
@@ -51,7 +38,6 @@ def http_port_for_listener(service: Service, listener_port: int) -> ServicePort 
 
 
 def outbound_virtual_hosts(mesh: Mesh, proxy: Proxy, services: list[Service], listener_port: int) -> list[dict]:
-    virtual_services = mesh_virtual_services(mesh)
     hosts, taken = [], set()
     for service in services:
         port = http_port_for_listener(service, listener_port)
@@ -59,7 +45,7 @@ def outbound_virtual_hosts(mesh: Mesh, proxy: Proxy, services: list[Service], li
             continue
         domains = [d for d in service_domains(service, port, proxy, listener_port) if d not in taken]
         taken.update(domains)
-        virtual_service = virtual_service_for(virtual_services, service.hostname)
+        virtual_service = mesh.sidecar_virtual_service_for(service.hostname)
         routes = virtual_service_routes(mesh, proxy, virtual_service) if virtual_service else []
         if not virtual_service:
             routes = [default_route(outbound_cluster_name(port.number, "", service.hostname))]

@@ -57,6 +57,38 @@ def host_matches(pattern: str, hostname: str) -> bool:
     return pattern == hostname
 
 
+def is_wildcard_host(host: str) -> bool:
+    """Whether host_matches treats host as a pattern; any other host matches only itself."""
+    return host == "*" or host.startswith("*.")
+
+
+def host_patterns(hostname: str) -> list[str]:
+    """Every host pattern that matches hostname (host_matches turned around), most specific
+    first: the hostname, then "*.suffix" for each shorter suffix, then "*"."""
+    patterns = [hostname]
+    dot = hostname.find(".")
+    while dot != -1:
+        patterns.append("*" + hostname[dot:])
+        dot = hostname.find(".", dot + 1)
+    patterns.append("*")
+    return list(dict.fromkeys(patterns))  # a wildcard hostname is also its own first pattern
+
+
+def applies_to_sidecars(virtual_service: Resource) -> bool:
+    """A VirtualService routes for sidecars when it names no gateway, or the reserved "mesh"."""
+    gateways = virtual_service.spec.get("gateways")
+    return not gateways or "mesh" in gateways
+
+
+def index_by_host(resources: list[Resource], hosts_of) -> dict[str, list[Resource]]:
+    """Resolved host (or host pattern) -> the resources naming it, in mesh order."""
+    index: dict[str, list[Resource]] = {}
+    for resource in resources:
+        for host in dict.fromkeys(resolve_host(h, resource.namespace) for h in hosts_of(resource)):
+            index.setdefault(host, []).append(resource)
+    return index
+
+
 def labels_match(selector: dict, labels: dict) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
@@ -67,6 +99,10 @@ class Mesh:
     settings: MeshSettings
     registry: Registry
     by_kind: dict[str, list[Resource]] = field(default_factory=dict)
+    # Lookups by hostname try the few patterns that can match it (host_patterns) in these
+    # indexes, built once here, instead of scanning every resource on every lookup.
+    destination_rules_by_host: dict[str, list[Resource]] = field(default_factory=dict)
+    sidecar_virtual_services_by_host: dict[str, list[Resource]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, resources: list[Resource]) -> "Mesh":
@@ -77,7 +113,11 @@ class Mesh:
         mesh_configs = by_kind.get("MeshConfig", [])
         settings = MeshSettings.from_spec(mesh_configs[0].spec) if mesh_configs else MeshSettings()
         registry = services_from_entries(by_kind.get("ServiceEntry", []), by_kind.get("WorkloadEntry", []))
-        return cls(ordered, settings, registry, by_kind)
+        destination_rules = index_by_host(by_kind.get("DestinationRule", []), lambda rule: [rule.spec["host"]])
+        sidecar_virtual_services = index_by_host(
+            [vs for vs in by_kind.get("VirtualService", []) if applies_to_sidecars(vs)], lambda vs: vs.spec["hosts"]
+        )
+        return cls(ordered, settings, registry, by_kind, destination_rules, sidecar_virtual_services)
 
     def of_kind(self, kind: str) -> list[Resource]:
         return self.by_kind.get(kind, [])
@@ -88,10 +128,14 @@ class Mesh:
     def destination_rule_for(self, hostname: str, namespace: str) -> Resource | None:
         """The DestinationRule for a host: exact host first, then the most specific wildcard;
         a rule in the client's namespace wins over one elsewhere (Istio's lookup order)."""
-        candidates = []
-        for rule in self.of_kind("DestinationRule"):
-            host = resolve_host(rule.spec["host"], rule.namespace)
-            if host_matches(host, hostname):
-                exact = host == hostname
-                candidates.append((not exact, -len(host), rule.namespace != namespace, rule.namespace, rule.name, rule))
-        return min(candidates, key=lambda c: c[:5])[5] if candidates else None
+        for pattern in host_patterns(hostname):
+            rules = self.destination_rules_by_host.get(pattern)
+            if rules:
+                return min(rules, key=lambda rule: (rule.namespace != namespace, rule.namespace, rule.name))
+        return None
+
+    def sidecar_virtual_service_for(self, hostname: str) -> Resource | None:
+        """The VirtualService that routes a host for sidecars: the first, in (namespace, name)
+        order, with a host that matches it (validation allows one per host)."""
+        candidates = [vs for pattern in host_patterns(hostname) for vs in self.sidecar_virtual_services_by_host.get(pattern, [])]
+        return min(candidates, key=lambda vs: (vs.namespace, vs.name)) if candidates else None
