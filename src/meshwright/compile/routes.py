@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from meshwright.compile.clusters import outbound_cluster_name
 from meshwright.compile.envoy_values import (
     CORS_FILTER, CORS_POLICY, FAULT, FAULT_FILTER, duration, fractional_percent, string_match, typed,
@@ -13,6 +15,7 @@ from meshwright.model.resource import Resource
 # Istio's default retry policy when a route sets none.
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 PREVIOUS_HOSTS = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+PREVIOUS_PRIORITIES = "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
 REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}
 
 
@@ -32,24 +35,44 @@ def destination_cluster(mesh: Mesh, destination: dict, namespace: str) -> str:
     return outbound_cluster_name(port or 0, destination.get("subset", ""), host)
 
 
+def _is_internal_header(name: str) -> bool:
+    """Pseudo-headers and Host, which Envoy does not let header operations touch."""
+    return name.startswith(":") or name.lower() == "host"
+
+
 def header_value_options(operations: dict) -> tuple[list, list]:
-    """Istio set/add/remove -> (headers_to_add, headers_to_remove)."""
+    """Istio set/add/remove -> (headers_to_add, headers_to_remove), without the Host header
+    (authority_rewrite says what becomes of it)."""
     add = []
     for name, value in sorted((operations.get("set") or {}).items()):
-        add.append({"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"})
+        if not _is_internal_header(name):
+            add.append({"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"})
     for name, value in sorted((operations.get("add") or {}).items()):
-        add.append({"header": {"key": name, "value": value}, "append_action": "APPEND_IF_EXISTS_OR_ADD"})
-    return add, list(operations.get("remove") or [])
+        if not _is_internal_header(name):
+            add.append({"header": {"key": name, "value": value}, "append_action": "APPEND_IF_EXISTS_OR_ADD"})
+    return add, [name for name in operations.get("remove") or [] if not _is_internal_header(name)]
 
 
-def _apply_headers(target: dict, headers: dict, prefix: str = "") -> None:
+def authority_rewrite(headers: dict) -> str | None:
+    """Istio turns a request header operation on :authority or Host into a host rewrite
+    ('set' wins over 'add')."""
+    request = headers.get("request") or {}
+    for operation in ("set", "add"):
+        for name, value in sorted((request.get(operation) or {}).items()):
+            if name.lower() in (":authority", "host"):
+                return value
+    return None
+
+
+def _apply_headers(target: dict, headers: dict) -> None:
+    """Header operations onto a route or weighted cluster, after those it already has."""
     for direction in ("request", "response"):
         if direction in headers:
             add, remove = header_value_options(headers[direction])
             if add:
-                target[f"{direction}_headers_to_add"] = add
+                target.setdefault(f"{direction}_headers_to_add", []).extend(add)
             if remove:
-                target[f"{direction}_headers_to_remove"] = remove
+                target.setdefault(f"{direction}_headers_to_remove", []).extend(remove)
 
 
 def route_match(match: dict) -> dict:
@@ -69,29 +92,45 @@ def route_match(match: dict) -> dict:
     headers = []
     for pseudo, field in ((":method", "method"), (":authority", "authority")):
         if field in match:
-            headers.append({"name": pseudo, "string_match": string_match(match[field])})
+            headers.append(header_matcher(pseudo, match[field]))
     for name, value in sorted((match.get("headers") or {}).items()):
-        headers.append({"name": name.lower(), "string_match": string_match(value)})
+        headers.append(header_matcher(name.lower(), value))
     for name, value in sorted((match.get("withoutHeaders") or {}).items()):
-        headers.append({"name": name.lower(), "string_match": string_match(value), "invert_match": True})
+        matcher = header_matcher(name.lower(), value)
+        matcher["invert_match"] = True
+        if "string_match" in matcher:
+            # Envoy never matches a missing header, inverted or not; Istio's withoutHeaders
+            # means "not this value", which a request without the header satisfies.
+            matcher["treat_missing_header_as_empty"] = True
+        headers.append(matcher)
     if headers:
         out["headers"] = headers
-    params = [{"name": name, "string_match": string_match(value)} for name, value in sorted((match.get("queryParams") or {}).items())]
+    params = []
+    for name, value in sorted((match.get("queryParams") or {}).items()):
+        params.append({"name": name, **({"string_match": string_match(value)} if value else {"present_match": True})})
     if params:
         out["query_parameters"] = params
     return out
 
 
-def hash_policy(mesh: Mesh, host: str, namespace: str, port: int | None) -> list:
-    """DestinationRule consistentHash -> route hash_policy (Envoy hashes on the route)."""
+def header_matcher(name: str, match: dict) -> dict:
+    """An Istio StringMatch on a header; an empty one ({}) asks only that the header is there."""
+    if not match:
+        return {"name": name, "present_match": True}
+    return {"name": name, "string_match": string_match(match)}
+
+
+def hash_policy(mesh: Mesh, host: str, namespace: str, subset: str, port: int | None) -> dict | None:
+    """The consistentHash of the DestinationRule traffic policy that applies to a destination
+    (subset and port level included) -> a route hash_policy (Envoy hashes on the route)."""
     from meshwright.compile.clusters import effective_policy
 
-    policy = effective_policy(mesh, host, namespace, "", port)
+    policy = effective_policy(mesh, host, namespace, subset, port)
     consistent = (policy.get("loadBalancer") or {}).get("consistentHash")
     if not consistent:
-        return []
+        return None
     if "httpHeaderName" in consistent:
-        return [{"header": {"header_name": consistent["httpHeaderName"]}}]
+        return {"header": {"header_name": consistent["httpHeaderName"]}}
     if "httpCookie" in consistent:
         cookie = consistent["httpCookie"]
         out = {"name": cookie["name"]}
@@ -99,61 +138,89 @@ def hash_policy(mesh: Mesh, host: str, namespace: str, port: int | None) -> list
             out["path"] = cookie["path"]
         if "ttl" in cookie:
             out["ttl"] = duration(cookie["ttl"])
-        return [{"cookie": out}]
-    return [{"connection_properties": {"source_ip": True}}]
+        return {"cookie": out}
+    return {"connection_properties": {"source_ip": True}}
 
 
-def retry_policy(retries: dict) -> dict:
-    """Istio HTTPRetry -> Envoy RetryPolicy ({} when retries are off)."""
-    if retries["attempts"] == 0:
+def destination_hash_policy(mesh: Mesh, destination: dict, namespace: str, client_namespace: str) -> dict | None:
+    """namespace: the VirtualService's (short hosts are relative to it); client_namespace:
+    the proxy's (its DestinationRule lookup prefers rules there, as clusters do)."""
+    host = resolve_host(destination["host"], namespace)
+    return hash_policy(mesh, host, client_namespace, destination.get("subset", ""), destination_port(mesh, destination, namespace))
+
+
+def retry_policy(retries: dict | None, consistent_hash: bool = False) -> dict:
+    """Istio HTTPRetry -> Envoy RetryPolicy ({} when retries are off). None: Istio's default
+    (2 attempts on connect failures, refused streams and 503). Retries go to another host than
+    the one that failed, except when the route hashes to one host (consistent hashing)."""
+    if retries is not None and retries["attempts"] == 0:
         return {}
-    conditions = retries.get("retryOn", DEFAULT_RETRY_ON).split(",")
-    codes = sorted({int(c) for c in conditions if c.isdigit()})
-    named = [c for c in conditions if not c.isdigit()]
-    if codes and "retriable-status-codes" not in named:
-        named.append("retriable-status-codes")
-    policy = {
-        "retry_on": ",".join(named),
-        "num_retries": retries["attempts"],
-        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": typed(PREVIOUS_HOSTS)}],
-        "host_selection_retry_max_attempts": "5",
-    }
-    if "retriable-status-codes" in named:
-        policy["retriable_status_codes"] = codes or [503]
-    if "perTryTimeout" in retries:
+    policy: dict = {"retry_on": DEFAULT_RETRY_ON, "num_retries": 2, "retriable_status_codes": [503]}
+    if retries is not None:
+        policy["num_retries"] = retries["attempts"]
+        if "retryOn" in retries:
+            conditions = retries["retryOn"].split(",")
+            codes = sorted({int(c) for c in conditions if c.isdigit()})
+            named = [c for c in conditions if not c.isdigit()]
+            if codes and "retriable-status-codes" not in named:
+                named.append("retriable-status-codes")
+            policy["retry_on"] = ",".join(named)
+            policy.pop("retriable_status_codes")
+            if codes:
+                policy["retriable_status_codes"] = codes
+    if not consistent_hash:
+        policy["retry_host_predicate"] = [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": typed(PREVIOUS_HOSTS)}]
+    policy["host_selection_retry_max_attempts"] = "5"
+    if retries is not None and "perTryTimeout" in retries:
         policy["per_try_timeout"] = duration(retries["perTryTimeout"])
+    if retries is not None and retries.get("retryRemoteLocalities"):
+        policy["retry_priority"] = {"name": "envoy.retry_priorities.previous_priorities", "typed_config": typed(PREVIOUS_PRIORITIES, update_frequency=2)}
     return policy
 
 
-def route_action(mesh: Mesh, http: dict, namespace: str) -> dict:
+def route_action(mesh: Mesh, http: dict, namespace: str, client_namespace: str) -> dict:
     destinations = http["route"]
     action: dict = {}
+    hashing = []
     if len(destinations) == 1:
         action["cluster"] = destination_cluster(mesh, destinations[0]["destination"], namespace)
     else:
         clusters = []
         for entry in destinations:
-            weighted = {"name": destination_cluster(mesh, entry["destination"], namespace), "weight": entry.get("weight", 0)}
+            if not entry.get("weight"):
+                continue  # Istio leaves out destinations of weight 0
+            weighted = {"name": destination_cluster(mesh, entry["destination"], namespace), "weight": entry["weight"]}
             _apply_headers(weighted, entry.get("headers") or {})
+            authority = authority_rewrite(entry.get("headers") or {})
+            if authority:
+                weighted["host_rewrite_literal"] = authority
             clusters.append(weighted)
         action["weighted_clusters"] = {"clusters": clusters}
+    for entry in destinations:
+        policy = destination_hash_policy(mesh, entry["destination"], namespace, client_namespace) if entry.get("weight", 100) or len(destinations) == 1 else None
+        if policy and policy not in hashing:
+            hashing.append(policy)
     action["timeout"] = duration(http["timeout"]) if "timeout" in http else "0s"
-    policy = retry_policy(http.get("retries", {"attempts": 2}))
-    if policy:
-        action["retry_policy"] = policy
+    retries = retry_policy(http.get("retries"), consistent_hash=len(destinations) == 1 and bool(hashing))
+    if retries:
+        action["retry_policy"] = retries
     rewrite = http.get("rewrite") or {}
     if "uri" in rewrite:
         action["prefix_rewrite"] = rewrite["uri"]
     if "uriRegexRewrite" in rewrite:
         action["regex_rewrite"] = {"pattern": {"regex": rewrite["uriRegexRewrite"]["match"]}, "substitution": rewrite["uriRegexRewrite"]["rewrite"]}
-    if "authority" in rewrite:
-        action["host_rewrite_literal"] = rewrite["authority"]
+    # The host: rewrite.authority, else a request header operation on :authority/Host (of
+    # the route, else of its only destination).
+    authority = rewrite.get("authority") or authority_rewrite(http.get("headers") or {})
+    if not authority and len(destinations) == 1:
+        authority = authority_rewrite(destinations[0].get("headers") or {})
+    if authority:
+        action["host_rewrite_literal"] = authority
     if "mirror" in http:
-        mirror = {"cluster": destination_cluster(mesh, http["mirror"], namespace)}
-        mirror["runtime_fraction"] = {"default_value": fractional_percent(http.get("mirrorPercentage", {"value": 100})["value"])}
-        action["request_mirror_policies"] = [mirror]
-    first = destinations[0]["destination"]
-    hashing = hash_policy(mesh, resolve_host(first["host"], namespace), namespace, destination_port(mesh, first, namespace))
+        percent = http.get("mirrorPercentage", {"value": 100})["value"]
+        if percent > 0:  # Istio: an explicit 0% mirrors nothing
+            mirror = {"cluster": destination_cluster(mesh, http["mirror"], namespace), "runtime_fraction": {"default_value": fractional_percent(percent)}, "trace_sampled": False}
+            action["request_mirror_policies"] = [mirror]
     if hashing:
         action["hash_policy"] = hashing
     return action
@@ -208,7 +275,7 @@ def translate_http_route(mesh: Mesh, proxy: Proxy, virtual_service: Resource, in
     if "redirect" in http:
         base["redirect"] = redirect_action(http["redirect"])
     else:
-        base["route"] = route_action(mesh, http, namespace)
+        base["route"] = route_action(mesh, http, namespace, proxy.namespace)
     _apply_headers(base, http.get("headers") or {})
     if len(http.get("route") or []) == 1:
         _apply_headers(base, http["route"][0].get("headers") or {})
@@ -226,13 +293,19 @@ def translate_http_route(mesh: Mesh, proxy: Proxy, virtual_service: Resource, in
             route_name = f"{route_name}.{match['name']}"
         elif len(applicable) > 1:
             route_name = f"{route_name}.{match_index}"
-        routes.append({"name": route_name, "match": route_match(match), **base})
+        # Each route owns its action: EnvoyFilter patches change one route, not its siblings.
+        routes.append({"name": route_name, "match": route_match(match), **copy.deepcopy(base)})
     return routes
 
 
-def default_route(cluster: str) -> dict:
-    """The route of a service no VirtualService routes: everything to its cluster."""
-    return {"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s", "retry_policy": retry_policy({"attempts": 2})}}
+def default_route(mesh: Mesh, proxy: Proxy, service, port) -> dict:
+    """The route of a service no VirtualService routes: everything to its cluster, hashed as
+    its DestinationRule says (Istio keeps consistent hashing without a VirtualService)."""
+    action: dict = {"cluster": outbound_cluster_name(port.number, "", service.hostname), "timeout": "0s", "retry_policy": retry_policy(None)}
+    hashing = hash_policy(mesh, service.hostname, proxy.namespace, "", port.number)
+    if hashing:
+        action["hash_policy"] = [hashing]
+    return {"name": "default", "match": {"prefix": "/"}, "route": action}
 
 
 def virtual_service_routes(mesh: Mesh, proxy: Proxy, virtual_service: Resource) -> list[dict]:

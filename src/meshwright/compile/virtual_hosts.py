@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from meshwright.compile.clusters import outbound_cluster_name
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.routes import default_route, virtual_service_routes
 from meshwright.model.mesh import CLUSTER_DOMAIN, Mesh
@@ -48,7 +47,7 @@ def outbound_virtual_hosts(mesh: Mesh, proxy: Proxy, services: list[Service], li
         virtual_service = mesh.sidecar_virtual_service_for(service.hostname)
         routes = virtual_service_routes(mesh, proxy, virtual_service) if virtual_service else []
         if not virtual_service:
-            routes = [default_route(outbound_cluster_name(port.number, "", service.hostname))]
+            routes = [default_route(mesh, proxy, service, port)]
         hosts.append({"name": f"{service.hostname}:{port.number}", "domains": domains, "routes": routes})
     return hosts
 
