@@ -31,6 +31,13 @@ string_match = Obj(
     required_one_of=(("exact", "prefix", "regex"),),
 )
 
+# Headers and query parameters may also be matched on presence alone: {} (Istio's rule).
+presence_or_string_match = Obj(
+    "a string match (exact, prefix or regex; {} for presence)",
+    {"exact": Str(), "prefix": Str(), "regex": Regex()},
+    one_of=(("exact", "prefix", "regex"),),
+)
+
 percent = Obj("a percentage", {"value": Number(0, 100)}, required=("value",))
 
 header_operations = Obj(
@@ -66,9 +73,9 @@ http_match = Obj(
         "uri": string_match,
         "method": string_match,
         "authority": string_match,
-        "headers": MapOf(string_match),
-        "queryParams": MapOf(string_match),
-        "withoutHeaders": MapOf(string_match),
+        "headers": MapOf(presence_or_string_match),
+        "queryParams": MapOf(presence_or_string_match),
+        "withoutHeaders": MapOf(presence_or_string_match),
         "ignoreUriCase": Bool(),
         "sourceLabels": MapOf(Str()),
     },

@@ -39,6 +39,29 @@ def check_weights(resource: Resource, problems: Problems) -> None:
                 problems.add(resource, ("spec", kind, index, "route"), f"weights must sum to 100, they sum to {total} ({weights})")
 
 
+# Fields of an HTTP route that a redirect leaves without effect (Istio rejects the first two
+# together with a redirect and ignores the others; meshwright ignores nothing).
+NOT_WITH_REDIRECT = {
+    "rewrite": "a redirect answers the client itself: nothing is forwarded to rewrite",
+    "fault": "Istio does not allow fault injection on a redirect",
+    "timeout": "a redirect is answered by the proxy: nothing times out",
+    "retries": "a redirect is answered by the proxy: nothing is retried",
+    "mirror": "a redirect is answered by the proxy: nothing is mirrored",
+    "mirrorPercentage": "a redirect is answered by the proxy: nothing is mirrored",
+}
+
+
+def check_http_routes(resource: Resource, problems: Problems) -> None:
+    for index, http in enumerate(resource.spec.get("http") or []):
+        path = ("spec", "http", index)
+        if "redirect" in http:
+            for field, why in NOT_WITH_REDIRECT.items():
+                if field in http:
+                    problems.add(resource, path + (field,), f"{field} cannot be used with redirect: {why}")
+        elif "mirrorPercentage" in http and "mirror" not in http:
+            problems.add(resource, path + ("mirrorPercentage",), "mirrorPercentage without mirror: name the destination to mirror to in mirror")
+
+
 def check_service_entry(resource: Resource, problems: Problems) -> None:
     spec = resource.spec
     for field in ("name", "number"):
@@ -185,6 +208,7 @@ def check_semantics(resource: Resource, problems: Problems) -> None:
     check_annotations(resource, problems)
     if resource.kind == "VirtualService":
         check_weights(resource, problems)
+        check_http_routes(resource, problems)
     elif resource.kind == "ServiceEntry":
         check_service_entry(resource, problems)
     elif resource.kind == "EnvoyFilter":
