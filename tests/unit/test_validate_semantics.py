@@ -71,6 +71,49 @@ CASES = [
         "VirtualService/default/db", "spec.tcp[0].route", ("weights must sum to 100, they sum to 10 (10)",),
     ),
     Case(
+        "a rewrite on a redirect (Istio rejects it)",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - redirect: {uri: /v2}
+            rewrite: {uri: /v1}  #!
+        """,
+        VS, "spec.http[0].rewrite", ("rewrite cannot be used with redirect", "nothing is forwarded"),
+    ),
+    Case(
+        "retries on a redirect (no effect: never ignored silently)",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - redirect: {uri: /v2}
+            retries: {attempts: 3}  #!
+        """,
+        VS, "spec.http[0].retries", ("retries cannot be used with redirect", "nothing is retried"),
+    ),
+    Case(
+        "mirrorPercentage without mirror",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews}
+            mirrorPercentage: {value: 10}  #!
+        """,
+        VS, "spec.http[0].mirrorPercentage", ("mirrorPercentage without mirror",),
+    ),
+    Case(
         "two VirtualServices for one host",
         """
         apiVersion: networking.istio.io/v1
