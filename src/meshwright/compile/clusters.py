@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from meshwright.compile.endpoints import load_assignment
 from meshwright.compile.envoy_values import (
     HTTP_PROTOCOL_OPTIONS, MAX_UINT32, UPSTREAM_TLS, duration, socket_address, typed,
@@ -69,7 +71,8 @@ def _circuit_breakers(pool: dict) -> dict:
                 "max_connections": tcp.get("maxConnections", MAX_UINT32),
                 "max_pending_requests": http.get("http1MaxPendingRequests", MAX_UINT32),
                 "max_requests": http.get("http2MaxRequests", MAX_UINT32),
-                "max_retries": http.get("maxRetries", MAX_UINT32),
+                # Istio reads 0 as unset: no cap on parallel retries.
+                "max_retries": http.get("maxRetries") or MAX_UINT32,
                 "track_remaining": True,
             }
         ]
@@ -95,17 +98,34 @@ def _outlier_detection(outlier: dict) -> dict:
     return out
 
 
-def _upstream_tls(tls: dict, host: str) -> dict:
-    context: dict = {"common_tls_context": {}}
+def _san_type(name: str) -> str:
+    """Istio's subjectAltNames match any kind of SAN; Envoy's typed matchers name the kind."""
+    if "://" in name:
+        return "URI"
+    try:
+        ipaddress.ip_address(name)
+        return "IP_ADDRESS"
+    except ValueError:
+        return "DNS"
+
+
+def _upstream_tls(tls: dict, host: str, port: ServicePort) -> dict:
+    """DestinationRule tls (SIMPLE or MUTUAL) -> an UpstreamTlsContext. The server's
+    certificate is checked against caCertificates and, without subjectAltNames, against the
+    name the proxy asks for (Istio's auto SAN validation), unless insecureSkipVerify."""
+    sni = tls.get("sni", host)
+    context: dict = {"common_tls_context": {}, "sni": sni}
     common = context["common_tls_context"]
     if tls["mode"] == "MUTUAL":
         common["tls_certificates"] = [{"certificate_chain": {"filename": tls["clientCertificate"]}, "private_key": {"filename": tls["privateKey"]}}]
-    if "caCertificates" in tls and not tls.get("insecureSkipVerify"):
-        validation: dict = {"trusted_ca": {"filename": tls["caCertificates"]}}
-        if tls.get("subjectAltNames"):
-            validation["match_typed_subject_alt_names"] = [{"san_type": "DNS", "matcher": {"exact": san}} for san in tls["subjectAltNames"]]
-        common["validation_context"] = validation
-    context["sni"] = tls.get("sni", host)
+    if not tls.get("insecureSkipVerify"):
+        names = tls.get("subjectAltNames") or [sni]
+        common["validation_context"] = {
+            "trusted_ca": {"filename": tls["caCertificates"]},
+            "match_typed_subject_alt_names": [{"san_type": _san_type(name), "matcher": {"exact": name}} for name in names],
+        }
+    if port.protocol in ("HTTP2", "GRPC"):
+        common["alpn_protocols"] = ["h2"]
     return {"name": "envoy.transport_sockets.tls", "typed_config": typed(UPSTREAM_TLS, **context)}
 
 
@@ -157,7 +177,7 @@ def apply_policy(cluster: dict, policy: dict, port: ServicePort, host: str) -> N
         cluster.setdefault("common_lb_config", {})["healthy_panic_threshold"] = {"value": policy["outlierDetection"].get("minHealthPercent", 0)}
     tls = policy.get("tls") or {}
     if tls.get("mode") in ("SIMPLE", "MUTUAL"):
-        cluster["transport_socket"] = _upstream_tls(tls, host)
+        cluster["transport_socket"] = _upstream_tls(tls, host, port)
     options = _http_protocol_options(port, pool) if port.is_http else None
     if options:
         cluster["typed_extension_protocol_options"] = options

@@ -80,6 +80,12 @@ def check_destination_rule(mesh: Mesh, resource: Resource, problems: Problems) -
                 for field in ("clientCertificate", "privateKey"):
                     if field not in tls:
                         problems.add(resource, layer_path + ("tls",), f"tls.mode MUTUAL needs {field} (a file path on the proxy's host)")
+            if tls.get("mode") in ("SIMPLE", "MUTUAL") and "caCertificates" not in tls and not tls.get("insecureSkipVerify"):
+                # Istio falls back to the system's roots, whose file differs between hosts.
+                problems.add(resource, layer_path + ("tls",), (
+                    f"tls.mode {tls['mode']} needs caCertificates to check the server's certificate: the CA file on the proxy's host "
+                    "(the system's roots: /etc/ssl/certs/ca-certificates.crt on Debian), or insecureSkipVerify: true"
+                ))
             if tls.get("mode") == "ISTIO_MUTUAL":
                 problems.add(resource, layer_path + ("tls", "mode"), "ISTIO_MUTUAL needs workload certificates from the mesh CA, which this release does not deploy yet: use SIMPLE or MUTUAL with certificate files")
 
