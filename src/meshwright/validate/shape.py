@@ -311,9 +311,12 @@ class Obj(Schema):
                 checked = self.fields[key].check(item, path + (key,), report)
                 if checked is not INVALID:
                     out[key] = checked
-        # A mapping with misplaced fields may be misplaced as a whole: its missing fields
-        # would only repeat the same problem, so they are not reported; it is kept (without
-        # the unknown fields) when it is sound otherwise, so what it holds is still checked.
+        # A field with a hint says the mapping expresses its intent another way: it is dropped
+        # as a whole, and its missing fields would only repeat that, so they are not reported.
+        # A mapping with a mistyped field is kept (without it) when it is sound otherwise, so
+        # what it holds is still checked.
+        if any(key in self.hints for key in unknown):
+            return INVALID
         complain = report if not unknown else (lambda path, message: None)
         valid = True
         for key in self.required:
