@@ -26,27 +26,30 @@ def inbound_cluster_name(port: int) -> str:
     return f"inbound|{port}||"
 
 
-def _port_settings(policy: dict, port: int | None) -> dict:
+def _port_settings(policy: dict, port: int | None) -> dict | None:
     for settings in policy.get("portLevelSettings") or []:
         if settings["port"]["number"] == port:
             return settings
-    return {}
+    return None
 
 
 def rule_policy(rule: Resource | None, subset: str, port: int | None) -> dict:
-    """The traffic policy a DestinationRule gives: top level, then its port level, then the
-    subset's policy and its port level; each later one replaces whole fields (Istio's merge)."""
+    """The traffic policy a DestinationRule gives (Istio's MergeTrafficPolicy): the top level,
+    replaced whole by its port-level settings for the port if any; then the subset's fields
+    over it, replaced whole by the subset's port-level settings if any. Port-level settings
+    inherit nothing: what they omit takes its default (Istio's docs)."""
     if rule is None:
         return {}
-    top = rule.spec.get("trafficPolicy") or {}
-    layers = [top, _port_settings(top, port)]
+
+    def over(merged: dict, policy: dict) -> dict:
+        merged = {**merged, **{key: policy[key] for key in POLICY_FIELDS if key in policy}}
+        port_level = _port_settings(policy, port)
+        return {key: port_level[key] for key in POLICY_FIELDS if key in port_level} if port_level is not None else merged
+
+    merged = over({}, rule.spec.get("trafficPolicy") or {})
     for entry in rule.spec.get("subsets") or []:
         if entry["name"] == subset:
-            policy = entry.get("trafficPolicy") or {}
-            layers += [policy, _port_settings(policy, port)]
-    merged: dict = {}
-    for layer in layers:
-        merged.update({key: layer[key] for key in POLICY_FIELDS if key in layer})
+            merged = over(merged, entry.get("trafficPolicy") or {})
     return merged
 
 

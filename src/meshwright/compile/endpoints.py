@@ -42,18 +42,23 @@ def _priorities(proxy_locality: str, localities: list[str], settings: dict) -> d
     return {name: ordered.index(rank) for name, rank in raw.items()}
 
 
-def _distribution(proxy_locality: str, localities: list[str], settings: dict) -> dict[str, int]:
+def _distribution(proxy_locality: str, locality_weights: dict[str, int], settings: dict) -> dict[str, int]:
+    """Locality weights of the first distribute rule whose 'from' matches the proxy. A 'to'
+    pattern's weight is shared among the localities it matches, in proportion to their own
+    weight (the sum of their endpoints' weights), rounded up (Istio's applyLocalityWeights);
+    a locality no pattern matches gets 0. Patterns are tried in sorted order."""
     for rule in settings.get("distribute") or []:
-        if _pattern_matches(rule["from"], proxy_locality):
-            weights = {}
-            for name in localities:
-                for pattern, weight in sorted(rule["to"].items()):
-                    if _pattern_matches(pattern, name):
-                        weights[name] = weight
-                        break
-                else:
-                    weights[name] = 0
-            return weights
+        if not _pattern_matches(rule["from"], proxy_locality):
+            continue
+        weights = {name: 0 for name in locality_weights}
+        unmatched = sorted(locality_weights)
+        for pattern, weight in sorted(rule["to"].items()):
+            matched = [name for name in unmatched if _pattern_matches(pattern, name)]
+            unmatched = [name for name in unmatched if name not in matched]
+            total = sum(locality_weights[name] for name in matched)
+            for name in matched:
+                weights[name] = -(-locality_weights[name] * weight // total)  # integer ceiling
+        return weights
     return {}
 
 
@@ -65,7 +70,7 @@ def load_assignment(cluster_name: str, endpoints: list[Endpoint], port: ServiceP
     settings = (policy.get("loadBalancer") or {}).get("localityLbSetting") or {}
     enabled = settings.get("enabled", True) and bool(proxy_locality)
     priorities = _priorities(proxy_locality, names, settings) if enabled and "outlierDetection" in policy and not settings.get("distribute") else {}
-    weights = _distribution(proxy_locality, names, settings) if enabled else {}
+    weights = _distribution(proxy_locality, {name: sum(e.weight for e in by_locality[name]) for name in names}, settings) if enabled else {}
     groups = []
     for name in names:
         if weights and not weights[name]:
