@@ -1,0 +1,172 @@
+"""mesh_render (controller) and mesh_proxy_config (host): the mesh config becomes files in the
+folder a proxy's Envoy watches, checked by a real Envoy before they replace the old ones."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from tests.harness import ENVOY
+from tests.modules.conftest import ROOT, run_module
+
+BASIC = os.path.join(ROOT, "examples", "basic", "mesh.yaml")
+PROXY = "frontend.default"
+
+
+def only_v1(mesh_text: str) -> str:
+    """The basic mesh with the v2 subset gone: reviews traffic all to v1."""
+    head, virtual_service = mesh_text.split("kind: VirtualService")
+    head = head.replace("  - {name: v2, labels: {version: v2}}\n", "")
+    virtual_service = virtual_service.split("  http:")[0] + "  http:\n  - route:\n    - destination: {host: reviews, subset: v1}\n"
+    return head + "kind: VirtualService" + virtual_service
+
+
+def render(mesh: str, config_dir: str) -> dict:
+    result = run_module("mesh_render", mesh=[mesh], proxies={PROXY: config_dir})
+    assert not result.get("failed"), result
+    return result["proxies"][PROXY]
+
+
+def write_config(bundle: dict, config_dir: str, check: bool = False, **extra) -> dict:
+    return run_module("mesh_proxy_config", check=check, diff=True, config_dir=config_dir, files=bundle["files"],
+                      validation_bootstrap=bundle["validation_bootstrap"], envoy=ENVOY, **extra)
+
+
+def read_dir(path: str) -> dict[str, str]:
+    out = {}
+    for name in sorted(os.listdir(path)):
+        with open(os.path.join(path, name)) as handle:
+            out[name] = handle.read()
+    return out
+
+
+def test_render_returns_each_proxy_and_never_changes_anything(tmp_path):
+    """The render is a pipe: files, a self-contained validation bootstrap, the proxy's ports and a
+    digest that is the same for the same input; it reports no change, in check mode too."""
+    config_dir = str(tmp_path / "frontend")
+    args = dict(mesh=[BASIC], proxies={PROXY: config_dir, "reviews-v1.default": str(tmp_path / "reviews-v1")})
+    result = run_module("mesh_render", **args)
+    assert result["changed"] is False
+    frontend = result["proxies"][PROXY]
+    assert frontend["kind"] == "sidecar"
+    assert frontend["ports"] == {"admin": 15300, "health": 15321, "stats": 15390}
+    assert {"bootstrap.yaml", "lds.yaml", "cds.yaml"} <= set(frontend["files"])
+    assert f"path: {config_dir}/lds.yaml" in frontend["files"]["bootstrap.yaml"]
+    assert "dynamic_resources" not in frontend["validation_bootstrap"]
+    assert set(result["proxies"]) == {PROXY, "reviews-v1.default"}
+
+    again = run_module("mesh_render", check=True, **args)
+    assert again["changed"] is False
+    assert again["proxies"][PROXY]["digest"] == frontend["digest"]
+    assert not os.path.exists(config_dir)
+
+
+def test_an_invalid_mesh_fails_with_every_problem_where_it_is_written(tmp_path):
+    """Istio's validation contract: the task fails, and every problem names file, line, resource,
+    field and what is wrong."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ratings\n  namespace: default\n"
+        "spec:\n  hosts: [ratings]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v1}\n      weight: 60\n"
+        "    - destination: {host: reviews, subset: v3}\n      weight: 30\n"
+    )
+    result = run_module("mesh_render", mesh=[BASIC, str(bad)], proxies={PROXY: str(tmp_path / "out")})
+    assert result.get("failed") is True
+    assert result["msg"] == "3 problem(s) in the mesh config"
+    where = [problem.split(": ")[:3] for problem in result["problems"]]
+    assert where == [
+        [f"{bad}:7", "VirtualService/default/ratings", "spec.hosts[0]"],
+        [f"{bad}:9", "VirtualService/default/ratings", "spec.http[0].route"],
+        [f"{bad}:12", "VirtualService/default/ratings", "spec.http[0].route[1].destination.subset"],
+    ], result["problems"]
+    assert "sum to 90" in result["problems"][1] and "'v3'" in result["problems"][2]
+    assert "proxies" not in result
+
+
+def test_an_unknown_proxy_is_named(tmp_path):
+    result = run_module("mesh_render", mesh=[BASIC], proxies={"nope.default": str(tmp_path)})
+    assert result.get("failed") is True
+    assert "no proxy named nope.default" in result["msg"] and "frontend.default" in result["msg"]
+
+
+def test_config_check_apply_rerun_and_a_new_render(tmp_path):
+    """First write: check mode shows every file as new and writes nothing; the write lays down
+    exactly the rendered files; re-runs change nothing. A new render (v2 subset gone) rewrites only
+    what differs, removes the endpoints file no longer rendered, and leaves unmanaged files alone."""
+    config_dir = str(tmp_path / "frontend")
+    bundle = render(BASIC, config_dir)
+
+    check = write_config(bundle, config_dir, check=True)
+    assert check["changed"] is True
+    assert check["changed_files"] == sorted(bundle["files"]) and check["removed_files"] == []
+    assert [d["after_header"] for d in check["diff"]] == [os.path.join(config_dir, n) for n in sorted(bundle["files"])]
+    assert all(d["before_header"] == "/dev/null" and d["before"] == "" for d in check["diff"])
+    assert not os.path.exists(config_dir)
+
+    written = write_config(bundle, config_dir)
+    assert written["changed"] is True, written
+    assert read_dir(config_dir) == bundle["files"]
+    assert write_config(bundle, config_dir)["changed"] is False
+    again = write_config(bundle, config_dir, check=True)
+    assert (again["changed"], again["diff"]) == (False, [])
+
+    (tmp_path / "frontend" / "notes.txt").write_text("not ours")
+    v1_mesh = tmp_path / "mesh.yaml"
+    v1_mesh.write_text(only_v1(open(BASIC).read()))
+    new = render(str(v1_mesh), config_dir)
+    [gone] = sorted(set(bundle["files"]) - set(new["files"]))
+    assert "_v2_" in gone
+
+    check = write_config(new, config_dir, check=True)
+    assert check["changed"] is True and check["removed_files"] == [gone]
+    assert "cds.yaml" in check["changed_files"] and "bootstrap.yaml" not in check["changed_files"]
+    by_name = {os.path.basename(d["before_header"]): d for d in check["diff"]}
+    assert by_name[gone]["after_header"] == "/dev/null" and by_name[gone]["after"] == ""
+    assert "_v2_" in by_name["cds.yaml"]["before"] and "_v2_" not in by_name["cds.yaml"]["after"]
+    assert read_dir(config_dir) == {**bundle["files"], "notes.txt": "not ours"}
+
+    applied = write_config(new, config_dir)
+    assert (applied["changed_files"], applied["removed_files"]) == (check["changed_files"], [gone])
+    assert read_dir(config_dir) == {**new["files"], "notes.txt": "not ours"}
+    assert write_config(new, config_dir)["changed"] is False
+
+
+@pytest.mark.parametrize("check", [False, True], ids=["apply", "check"])
+def test_a_config_envoy_rejects_is_not_written(tmp_path, check):
+    """The host's Envoy has the last word: a cluster with a load-balancing policy Envoy does not
+    know fails the task with Envoy's own message, and the running config stays as it was."""
+    config_dir = str(tmp_path / "frontend")
+    good = render(BASIC, config_dir)
+    assert write_config(good, config_dir)["changed"] is True
+    before = read_dir(config_dir)
+
+    bad = {
+        "files": {**good["files"], "cds.yaml": good["files"]["cds.yaml"].replace("LEAST_REQUEST", "MOST_REQUEST")},
+        "validation_bootstrap": good["validation_bootstrap"].replace("lb_policy: LEAST_REQUEST", "lb_policy: MOST_REQUEST"),
+    }
+    result = write_config(bad, config_dir, check=check)
+    assert result.get("failed") is True, result
+    assert "Envoy rejects the config" in result["msg"] and "unknown enum value: 'MOST_REQUEST'" in result["msg"]
+    assert read_dir(config_dir) == before
+
+
+def test_owner_and_modes_are_kept(tmp_path):
+    """mode and dir_mode are applied to the files and the folder; a mode changed by hand is
+    reported (check mode) and put back."""
+    config_dir = str(tmp_path / "frontend")
+    bundle = render(BASIC, config_dir)
+    modes = dict(mode="0640", dir_mode="0750")
+    assert write_config(bundle, config_dir, **modes)["changed"] is True
+    assert stat.S_IMODE(os.stat(config_dir).st_mode) == 0o750
+    assert {stat.S_IMODE(os.stat(os.path.join(config_dir, n)).st_mode) for n in bundle["files"]} == {0o640}
+    assert write_config(bundle, config_dir, **modes)["changed"] is False
+
+    lds = os.path.join(config_dir, "lds.yaml")
+    os.chmod(lds, 0o666)
+    assert write_config(bundle, config_dir, check=True, **modes)["changed"] is True
+    assert stat.S_IMODE(os.stat(lds).st_mode) == 0o666
+    fixed = write_config(bundle, config_dir, **modes)
+    assert fixed["changed"] is True and fixed["changed_files"] == []
+    assert stat.S_IMODE(os.stat(lds).st_mode) == 0o640
