@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from meshwright.compile import gateway, sidecar
@@ -23,7 +25,28 @@ class ProxyConfig:
     endpoints: list[dict] = field(default_factory=list)
 
 
+@contextmanager
+def cyclic_collector_paused():
+    """Compiling builds trees of dicts and lists, which hold no reference cycles, so the
+    cyclic garbage collector finds nothing in them; but each of its full passes walks every
+    object alive (the mesh and the output so far), and in a large mesh those passes cost
+    more than the compile. Reference counting frees memory as usual meanwhile."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def compile_proxy(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
+    """The Envoy resources of one proxy: the same mesh and proxy give the same output."""
+    with cyclic_collector_paused():
+        return _compile_proxy(mesh, proxy)
+
+
+def _compile_proxy(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
     resources = Patchable()
     if proxy.kind == "gateway":
         listeners, routes = gateway.gateway_listeners(mesh, proxy)
