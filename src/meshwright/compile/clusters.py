@@ -206,7 +206,9 @@ def service_clusters(mesh: Mesh, proxy, service: Service) -> tuple[list[dict], l
                     cluster["load_assignment"] = {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(service.hostname, port.target_port or port.number)}}]}]}
                 else:
                     cluster["load_assignment"] = load_assignment(name, endpoints, port, proxy.locality, policy)
-            elif service.resolution == "NONE" and not service.endpoints:
+            # A gateway never forwards to the original destination (that would be itself):
+            # Istio gives it an EDS cluster instead.
+            elif service.resolution == "NONE" and not service.endpoints and proxy.kind != "gateway":
                 cluster["type"] = "ORIGINAL_DST"
                 cluster["lb_policy"] = "CLUSTER_PROVIDED"
             else:

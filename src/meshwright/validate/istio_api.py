@@ -310,7 +310,6 @@ service_entry = Obj(
     "a ServiceEntry spec",
     {
         "hosts": ListOf(Str(non_empty=True), min_items=1),
-        "addresses": ListOf(Str(non_empty=True)),
         "ports": ListOf(service_port, min_items=1),
         "location": Enum(
             "MESH_EXTERNAL", "MESH_INTERNAL",
@@ -322,6 +321,10 @@ service_entry = Obj(
     },
     required=("hosts", "ports"),
     one_of=(("endpoints", "workloadSelector"),),
+    hints={
+        "addresses": "Virtual IPs select traffic by destination address, which needs iptables capture; "
+        "meshwright's sidecars listen explicitly: give the Sidecar an egress listener (port, bind) for the hosts instead",
+    },
 )
 
 gateway_server = Obj(
