@@ -18,38 +18,43 @@ def _bound_gateways(virtual_service: Resource) -> list[str]:
     return [g if "/" in g else f"{virtual_service.namespace}/{g}" for g in virtual_service.spec.get("gateways") or [] if g != "mesh"]
 
 
-def _server_host_allows(server_hosts: list[str], gateway_namespace: str, virtual_service: Resource, host: str) -> bool:
-    """Istio's server hosts "namespace/host": the namespace of the VirtualServices a server
-    accepts ("*" any, "." the Gateway's own) and the hosts it serves (wildcards either way)."""
-    for entry in server_hosts:
-        namespace, pattern = entry.split("/", 1) if "/" in entry else ("*", entry)
-        if namespace == ".":
-            namespace = gateway_namespace
-        if namespace not in ("*", virtual_service.namespace):
-            continue
-        if host_matches(pattern, host) or host_matches(host, pattern):
-            return True
-    return False
+def _served_hosts(server_hosts: list[str], gateway_namespace: str, virtual_service: Resource) -> list[str]:
+    """The hosts a server serves for a VirtualService (Istio's server hosts "namespace/host":
+    the namespace of the VirtualServices it accepts, "*" any, "." the Gateway's own). A VS host
+    the server's pattern covers is served as is; a VS wildcard that covers a server host is
+    narrowed to that host (a server never answers for more than its hosts)."""
+    served = []
+    for host in virtual_service.spec["hosts"]:
+        for entry in server_hosts:
+            namespace, pattern = entry.split("/", 1) if "/" in entry else ("*", entry)
+            if namespace == ".":
+                namespace = gateway_namespace
+            if namespace not in ("*", virtual_service.namespace):
+                continue
+            if host_matches(pattern, host):
+                served.append(host)
+            elif host_matches(host, pattern):
+                served.append(pattern)
+    return list(dict.fromkeys(served))
 
 
 def _virtual_hosts(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> list[dict]:
+    """One virtual host per served hostname, named "host:port" as Istio names them (what
+    EnvoyFilter vhost matches use); the routes of every VirtualService serving a host, in
+    mesh order."""
     port = server["port"]["number"]
-    hosts, taken = [], set()
+    routes_by_host: dict[str, list] = {}
     for virtual_service in mesh.of_kind("VirtualService"):
         if gateway_id not in _bound_gateways(virtual_service) or not virtual_service.spec.get("http"):
             continue
-        names = [h for h in virtual_service.spec["hosts"] if _server_host_allows(server["hosts"], gateway_id.split("/")[0], virtual_service, h)]
-        domains = []
-        for name in names:
-            for domain in ([name] if name == "*" else [name, f"{name}:{port}"]):
-                if domain not in taken:
-                    taken.add(domain)
-                    domains.append(domain)
-        if domains:
-            host: dict = {"name": f"{virtual_service.namespace}/{virtual_service.name}:{port}", "domains": domains, "routes": virtual_service_routes(mesh, proxy, virtual_service)}
-            if (server.get("tls") or {}).get("httpsRedirect"):
-                host["require_tls"] = "ALL"
-            hosts.append(host)
+        for hostname in _served_hosts(server["hosts"], gateway_id.split("/")[0], virtual_service):
+            routes_by_host.setdefault(hostname, []).extend(virtual_service_routes(mesh, proxy, virtual_service))
+    hosts = []
+    for hostname in sorted(routes_by_host):
+        host: dict = {"name": f"{hostname}:{port}", "domains": ["*"] if hostname == "*" else [hostname, f"{hostname}:{port}"], "routes": routes_by_host[hostname]}
+        if (server.get("tls") or {}).get("httpsRedirect"):
+            host["require_tls"] = "ALL"
+        hosts.append(host)
     return hosts
 
 
