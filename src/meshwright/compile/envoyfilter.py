@@ -1,8 +1,8 @@
 """EnvoyFilter config patches, in the forms Istio's docs use: HTTP_FILTER insert/add/remove
 (local rate limiting), HTTP_ROUTE merge (typed_per_filter_config), CLUSTER and LISTENER merge.
 
-Patches apply in order of (priority, namespace, name) and then list order, so the result
-is deterministic. Any other form is rejected by validation before it gets here.
+Patches apply in order of priority, root namespace first, name, and then list order, so the
+result is deterministic. Any other form is rejected by validation before it gets here.
 """
 
 from __future__ import annotations
@@ -97,9 +97,11 @@ def _patch_http_filters(filters: list, operation: str, value: dict, sub_filter: 
         # Appending after the router would never run: Istio keeps the router last.
         filters.insert(names.index(ROUTER_FILTER) if ROUTER_FILTER in names else len(filters), value)
     elif operation == "INSERT_BEFORE":
-        target = sub_filter or ROUTER_FILTER
-        if target in names:
-            filters.insert(names.index(target), value)
+        # Istio: without a subFilter to insert before, the filter goes first.
+        if sub_filter is None:
+            filters.insert(0, value)
+        elif sub_filter in names:
+            filters.insert(names.index(sub_filter), value)
     elif operation == "INSERT_AFTER":
         if sub_filter in names:
             filters.insert(names.index(sub_filter) + 1, value)
@@ -177,7 +179,9 @@ def envoy_filters_for(mesh: Mesh, proxy: Proxy) -> list:
             continue
         if selector is None or labels_match(selector, proxy.label_map):
             selected.append(envoy_filter)
-    return sorted(selected, key=lambda f: (f.spec.get("priority", 0), f.namespace, f.name))
+    # Istio's order: priority, then (creation time, which YAML does not have) the root
+    # namespace's filters before the workload namespace's, then name.
+    return sorted(selected, key=lambda f: (f.spec.get("priority", 0), f.namespace != ROOT_NAMESPACE, f.name, f.namespace))
 
 
 def apply_envoy_filters(mesh: Mesh, proxy: Proxy, resources: Patchable) -> None:
