@@ -384,6 +384,22 @@ CASES = [
         "ServiceEntry/default/apis", "spec.hosts[0]", ("a wildcard host cannot be resolved by DNS",),
     ),
     Case(
+        "DNS_ROUND_ROBIN with two endpoints (Envoy's LOGICAL_DNS takes one)",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: cdn, namespace: default}
+        spec:
+          hosts: [cdn.example.com]
+          ports: [{number: 80, name: http, protocol: HTTP}]
+          resolution: DNS_ROUND_ROBIN
+          endpoints:  #!
+          - address: a.cdn.example.net
+          - address: b.cdn.example.net
+        """,
+        "ServiceEntry/default/cdn", "spec.endpoints", ("resolution DNS_ROUND_ROBIN takes at most one endpoint", "use DNS"),
+    ),
+    Case(
         "a service port number used twice",
         """
         apiVersion: networking.istio.io/v1

@@ -77,6 +77,9 @@ def check_service_entry(resource: Resource, problems: Problems) -> None:
                 problems.add(resource, ("spec", "endpoints", index, "address"), f"{endpoint['address']!r} is not an IP address: resolution STATIC needs IPs (use DNS for names)")
         if not spec.get("endpoints") and not spec.get("workloadSelector"):
             problems.add(resource, ("spec",), "resolution STATIC needs endpoints or a workloadSelector")
+    if resolution == "DNS_ROUND_ROBIN" and len(spec.get("endpoints") or []) > 1:
+        # Envoy's LOGICAL_DNS cluster connects to one name; Istio refuses more, as here.
+        problems.add(resource, ("spec", "endpoints"), "resolution DNS_ROUND_ROBIN takes at most one endpoint: use DNS to balance over several names")
     if resolution in ("DNS", "DNS_ROUND_ROBIN"):
         for index, host in enumerate(spec["hosts"]):
             if "*" in host and not spec.get("endpoints"):
