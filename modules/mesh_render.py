@@ -13,10 +13,10 @@ description:
     and compiles the Envoy config of each proxy named in O(proxies).
   - A pipe module, in the manner of C(x509_certificate_pipe) - content in, content out. It writes nothing, so it
     never reports a change. M(mesh_proxy_config) writes the result on each host.
-  - Runs on the controller (C(delegate_to: localhost), C(run_once: true)) with a Python that has the
-    C(meshwright) package (set C(ansible_python_interpreter) to the virtualenv's Python for that task).
-  - When the mesh config is invalid, the task fails with every problem found, each as
-    C(FILE:LINE: Kind/namespace/name: field.path: message).
+  - "Runs on the controller (C(delegate_to: localhost), C(run_once: true)) with a Python that has the
+    C(meshwright) package (set C(ansible_python_interpreter) to the virtualenv's Python for that task)."
+  - "When the mesh config is invalid, the task fails with every problem found, each as
+    C(FILE:LINE: Kind/namespace/name: field.path: message)."
 requirements:
   - meshwright (on the controller)
 options:
@@ -95,7 +95,7 @@ proxies:
       validation_bootstrap: "..."
       ports: {"admin": 15100, "health": 15121, "stats": 15190}
 problems:
-  description: Every problem in the mesh config, as C(FILE:LINE: Kind/namespace/name: field.path: message).
+  description: "Every problem in the mesh config, as C(FILE:LINE: Kind/namespace/name: field.path: message)."
   returned: failure, when the mesh config is invalid
   type: list
   elements: str

@@ -152,6 +152,15 @@ class Envoy:
     def stat(self, name: str) -> int:
         return self.stats().get(name, 0)
 
+    def cluster_stat(self, cluster: str, stat: str) -> int:
+        """A cluster's stat by the cluster's name: with metrics on, a mesh cluster's stat name
+        carries Istio's labels after its name ("outbound|80||a.b;reporter=source;...;.<stat>",
+        compile/telemetry.py), which /stats shows as is."""
+        for name, value in self.stats().items():
+            if name == f"cluster.{cluster}.{stat}" or (name.startswith(f"cluster.{cluster};") and name.endswith(f";.{stat}")):
+                return value
+        return 0
+
     def logs(self) -> str:
         self.log.flush()
         with open(self.log_path) as handle:

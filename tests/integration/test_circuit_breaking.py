@@ -97,9 +97,8 @@ def test_concurrent_calls_beyond_the_connection_pool_are_rejected_with_503(lab):
     assert all(headers.get("x-envoy-overloaded") == "true" for _, headers in rejected), [h for _, h in rejected]
     # Rejected calls never reached the app.
     assert backend.count == len(ok)
-    stats = envoy.stats()
-    assert stats.get(f"cluster.{CLUSTER}.upstream_rq_pending_overflow", 0) == len(rejected)
-    assert stats.get(f"cluster.{CLUSTER}.upstream_rq_200", 0) == len(ok)
+    assert envoy.cluster_stat(CLUSTER, "upstream_rq_pending_overflow") == len(rejected)
+    assert envoy.cluster_stat(CLUSTER, "upstream_rq_200") == len(ok)
 
 
 def test_without_a_connection_pool_limit_every_concurrent_call_succeeds(lab):
@@ -109,4 +108,4 @@ def test_without_a_connection_pool_limit_every_concurrent_call_succeeds(lab):
 
     assert [status for status, _ in results] == [200] * CONCURRENT
     assert backend.count == CONCURRENT
-    assert envoy.stat(f"cluster.{CLUSTER}.upstream_rq_pending_overflow") == 0
+    assert envoy.cluster_stat(CLUSTER, "upstream_rq_pending_overflow") == 0

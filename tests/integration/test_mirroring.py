@@ -105,7 +105,7 @@ def test_mirror_percentage_50_copies_about_half(lab):
         assert (status, body["version"]) == (200, "v1")
     assert v1.count == HALF_REQUESTS
     # Envoy's count of copies it started tells how many to wait for; v2's own count is the measure.
-    copies = envoy.stat(f"cluster.{V2_CLUSTER}.upstream_rq_total")
+    copies = envoy.cluster_stat(V2_CLUSTER, "upstream_rq_total")
     wait_for_count(v2, copies)
     assert v2.count == copies
     share = 100 * v2.count / HALF_REQUESTS

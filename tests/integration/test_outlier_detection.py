@@ -13,7 +13,6 @@ import time
 from tests.harness import free_offset, request
 
 CLUSTER = "outbound|8000||httpbin.default.svc.cluster.local"
-STATS = f"cluster.{CLUSTER}.outlier_detection"
 
 MESH = """
 apiVersion: networking.istio.io/v1
@@ -74,11 +73,15 @@ def call_until(port: int, done, limit: int) -> None:
     assert done(), f"condition not reached in {limit} calls"
 
 
+def outlier_stat(envoy, name: str) -> int:
+    return envoy.cluster_stat(CLUSTER, f"outlier_detection.{name}")
+
+
 def wait_for_stat(envoy, name: str, at_least: int, timeout: float = 3) -> int:
     """Ejection happens on Envoy's main thread just after the failing answer: poll for it."""
     deadline = time.monotonic() + timeout
     while True:
-        value = envoy.stat(name)
+        value = outlier_stat(envoy, name)
         if value >= at_least or time.monotonic() > deadline:
             return value
         time.sleep(0.05)
@@ -95,8 +98,8 @@ def test_failing_endpoint_is_ejected_and_healthy_one_serves_everything(lab):
       maxEjectionPercent: 100""")
     call_until(port, lambda: bad.count >= 1, limit=30)
 
-    assert wait_for_stat(envoy, f"{STATS}.ejections_enforced_total", 1) >= 1
-    assert envoy.stat(f"{STATS}.ejections_active") == 1
+    assert wait_for_stat(envoy, "ejections_enforced_total", 1) >= 1
+    assert outlier_stat(envoy, "ejections_active") == 1
     failing_calls = bad.count
     results = [call(port) for _ in range(20)]
     assert results == [(200, "good-0")] * 20
@@ -113,7 +116,7 @@ def test_no_panic_routing_to_ejected_endpoints_when_most_fail(lab):
       maxEjectionPercent: 100""")
     call_until(port, lambda: all(b.count >= 1 for b in bad), limit=60)
 
-    assert wait_for_stat(envoy, f"{STATS}.ejections_active", 2) == 2
+    assert wait_for_stat(envoy, "ejections_active", 2) == 2
     # Envoy hands a second health change within 1 s of the first to its workers when its
     # update merge window closes, so the second ejection may take up to a second to apply.
     # In panic mode a third of the calls would keep failing and no streak would form.
@@ -132,9 +135,9 @@ def test_consecutive_5xx_errors_default_to_five(lab):
       baseEjectionTime: 30s
       maxEjectionPercent: 100""")
     call_until(port, lambda: bad.count >= 4, limit=60)
-    assert envoy.stat(f"{STATS}.ejections_enforced_total") == 0
+    assert outlier_stat(envoy, "ejections_enforced_total") == 0
 
     call_until(port, lambda: bad.count >= 5, limit=30)
-    assert wait_for_stat(envoy, f"{STATS}.ejections_enforced_total", 1) == 1
+    assert wait_for_stat(envoy, "ejections_enforced_total", 1) == 1
     results = [call(port) for _ in range(20)]
     assert results == [(200, "good-0")] * 20

@@ -66,7 +66,7 @@ def test_traffic_policy_observability_points_to_telemetry_config(report):
     line = _only(report[1], f"{EXAMPLE}:41: DestinationRule/default/order-service: spec.trafficPolicy.observability: ")
     assert "unknown field 'observability' in a traffic policy" in line
     assert "not traffic policy" in line
-    assert "MeshConfig" in line and "enableMetrics" in line and "enableTracing" in line
+    assert "MeshConfig" in line and "extensionProviders" in line and "Telemetry resource" in line
 
 
 def test_location_mesh_internet_suggests_mesh_internal(report):

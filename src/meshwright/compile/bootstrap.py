@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from meshwright.compile.clusters import static_cluster
 from meshwright.compile.envoy_values import HCM_FILTER, HTTP_CONNECTION_MANAGER, ROUTER, ROUTER_FILTER, socket_address, typed
-from meshwright.compile.listeners import ZIPKIN_CLUSTER
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, Proxy
+from meshwright.compile.telemetry import ProxyTelemetry, collector_clusters, stats_config
 from meshwright.model.mesh import MeshSettings
 
 ADMIN_CLUSTER = "admin"
@@ -27,8 +27,10 @@ def _admin_route_listener(name: str, port: int, routes: list[dict]) -> dict:
     }
 
 
-def compile_bootstrap(proxy: Proxy, settings: MeshSettings, config_source: dict) -> dict:
-    """config_source: the ConfigSource of listeners and clusters (set by the delivery)."""
+def compile_bootstrap(proxy: Proxy, settings: MeshSettings, telemetry: ProxyTelemetry, config_source: dict) -> dict:
+    """config_source: the ConfigSource of listeners and clusters (set by the delivery).
+    telemetry: the proxy's (compile/telemetry.py): with metrics, the stats listener and the
+    tags that label its stats; with tracing to a collector outside the mesh, its cluster."""
     health = _admin_route_listener("health", proxy.port(HEALTH_PORT), [
         {"match": {"path": "/healthz/ready"}, "route": {"cluster": ADMIN_CLUSTER, "prefix_rewrite": "/ready"}},
     ])
@@ -36,14 +38,9 @@ def compile_bootstrap(proxy: Proxy, settings: MeshSettings, config_source: dict)
         {"match": {"path": "/stats/prometheus"}, "route": {"cluster": ADMIN_CLUSTER}},
         {"match": {"path": "/metrics"}, "route": {"cluster": ADMIN_CLUSTER, "prefix_rewrite": "/stats/prometheus"}},
     ])
-    clusters = [static_cluster(ADMIN_CLUSTER, "127.0.0.1", proxy.port(ADMIN_PORT))]
-    if settings.enable_tracing and settings.zipkin_address:
-        host, port = settings.zipkin_address.rsplit(":", 1)
-        zipkin = static_cluster(ZIPKIN_CLUSTER, host, int(port))
-        zipkin["type"] = "STRICT_DNS"
-        clusters.append(zipkin)
+    clusters = [static_cluster(ADMIN_CLUSTER, "127.0.0.1", proxy.port(ADMIN_PORT)), *collector_clusters(telemetry)]
     role = "router" if proxy.kind == "gateway" else "sidecar"
-    return {
+    bootstrap = {
         "node": {
             "id": f"{role}~{proxy.address}~{proxy.name}.{proxy.namespace}~{proxy.namespace}.svc.cluster.local",
             "cluster": f"{proxy.name}.{proxy.namespace}",
@@ -51,7 +48,7 @@ def compile_bootstrap(proxy: Proxy, settings: MeshSettings, config_source: dict)
             **({"locality": dict(zip(("region", "zone", "sub_zone"), proxy.locality.split("/")))} if proxy.locality else {}),
         },
         "admin": {"address": socket_address("127.0.0.1", proxy.port(ADMIN_PORT))},
-        "static_resources": {"listeners": [health, stats] if settings.enable_metrics else [health], "clusters": clusters},
+        "static_resources": {"listeners": [health, stats] if telemetry.metrics else [health], "clusters": clusters},
         "dynamic_resources": {"lds_config": config_source["lds"], "cds_config": config_source["cds"]},
         # Istio's choice: no cap on downstream connections (and no warning about it).
         "overload_manager": {"resource_monitors": [{
@@ -59,3 +56,6 @@ def compile_bootstrap(proxy: Proxy, settings: MeshSettings, config_source: dict)
             "typed_config": typed(DOWNSTREAM_CONNECTIONS, max_active_downstream_connections=2147483647),
         }]},
     }
+    if telemetry.metrics:
+        bootstrap["stats_config"] = stats_config()
+    return bootstrap

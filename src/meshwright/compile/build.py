@@ -11,6 +11,7 @@ from meshwright.compile.clusters import service_clusters
 from meshwright.compile.envoyfilter import Patchable, apply_envoy_filters
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.scope import services_in_scope
+from meshwright.compile.telemetry import ProxyTelemetry, apply_telemetry, effective_telemetry
 from meshwright.model.mesh import Mesh
 
 
@@ -23,6 +24,7 @@ class ProxyConfig:
     routes: list[dict] = field(default_factory=list)
     clusters: list[dict] = field(default_factory=list)
     endpoints: list[dict] = field(default_factory=list)
+    telemetry: ProxyTelemetry = field(default_factory=ProxyTelemetry)  # also read by the bootstrap
 
 
 @contextmanager
@@ -64,6 +66,8 @@ def _compile_proxy(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
         clusters, assignments = service_clusters(mesh, proxy, service)
         resources.add(outbound_context, [], [], clusters)
         endpoints.extend(assignments)
+    telemetry = effective_telemetry(mesh, proxy)
+    apply_telemetry(mesh, proxy, telemetry, resources.items)  # before EnvoyFilters, which may patch it
     apply_envoy_filters(mesh, proxy, resources)
     return ProxyConfig(
         proxy=proxy,
@@ -71,4 +75,5 @@ def _compile_proxy(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
         routes=sorted(resources.routes(), key=lambda r: r["name"]),
         clusters=sorted(resources.clusters(), key=lambda r: r["name"]),
         endpoints=sorted(endpoints, key=lambda r: r["cluster_name"]),
+        telemetry=telemetry,
     )

@@ -20,7 +20,8 @@ DOWNSTREAM_TLS = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Downst
 HTTP_PROTOCOL_OPTIONS = TYPE_PREFIX + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS_INSPECTOR = TYPE_PREFIX + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 FILE_ACCESS_LOG = TYPE_PREFIX + "envoy.extensions.access_loggers.file.v3.FileAccessLog"
-ZIPKIN = TYPE_PREFIX + "envoy.config.trace.v3.ZipkinConfig"
+ZIPKIN_CONFIG = TYPE_PREFIX + "envoy.config.trace.v3.ZipkinConfig"
+OPENTELEMETRY_CONFIG = TYPE_PREFIX + "envoy.config.trace.v3.OpenTelemetryConfig"
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"

@@ -96,7 +96,7 @@ def gateway_listeners(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
                 else:
                     existing["virtual_hosts"] += _virtual_hosts(mesh, proxy, gateway_id, server)
                     continue
-                chain = {"filters": [http_connection_manager(f"gateway_{number}", route_name, mesh.settings, inbound=False, gateway=True)]}
+                chain = {"filters": [http_connection_manager(f"gateway_{number}", route_name, gateway=True)]}
             if terminates_tls:
                 chain["transport_socket"] = downstream_tls(tls)
                 sni = sorted(h.split("/")[-1] for h in server["hosts"] if h.split("/")[-1] != "*")

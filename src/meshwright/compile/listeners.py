@@ -5,52 +5,13 @@ from __future__ import annotations
 
 from meshwright.compile.clusters import ADS
 from meshwright.compile.envoy_values import (
-    CORS, CORS_FILTER, DOWNSTREAM_TLS, FAULT, FAULT_FILTER, FILE_ACCESS_LOG, HCM_FILTER,
-    HTTP_CONNECTION_MANAGER, ROUTER, ROUTER_FILTER, TCP_PROXY, TCP_PROXY_FILTER, TLS_INSPECTOR,
-    TLS_INSPECTOR_FILTER, ZIPKIN, socket_address, typed,
-)
-from meshwright.model.mesh import MeshSettings
-
-ZIPKIN_CLUSTER = "zipkin"
-
-# Istio's access log fields, as JSON lines.
-ACCESS_LOG_JSON = {
-    "start_time": "%START_TIME%",
-    "method": "%REQ(:METHOD)%",
-    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-    "protocol": "%PROTOCOL%",
-    "response_code": "%RESPONSE_CODE%",
-    "response_flags": "%RESPONSE_FLAGS%",
-    "bytes_received": "%BYTES_RECEIVED%",
-    "bytes_sent": "%BYTES_SENT%",
-    "duration": "%DURATION%",
-    "upstream_host": "%UPSTREAM_HOST%",
-    "upstream_cluster": "%UPSTREAM_CLUSTER%",
-    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
-    "authority": "%REQ(:AUTHORITY)%",
-    "request_id": "%REQ(X-REQUEST-ID)%",
-    "user_agent": "%REQ(USER-AGENT)%",
-    "route_name": "%ROUTE_NAME%",
-}
-ACCESS_LOG_TEXT = (
-    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
-    '%RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER% '
-    '"%REQ(:AUTHORITY)%" "%REQ(X-REQUEST-ID)%"\n'
+    CORS, CORS_FILTER, DOWNSTREAM_TLS, FAULT, FAULT_FILTER, HCM_FILTER, HTTP_CONNECTION_MANAGER, ROUTER,
+    ROUTER_FILTER, TCP_PROXY, TCP_PROXY_FILTER, TLS_INSPECTOR, TLS_INSPECTOR_FILTER, socket_address, typed,
 )
 
 
 def listener_name(address: str, port: int) -> str:
     return f"{address}_{port}"
-
-
-def access_logs(settings: MeshSettings) -> list:
-    if not settings.access_log_file:
-        return []
-    if settings.access_log_encoding == "JSON":
-        log_format = {"json_format": ACCESS_LOG_JSON}
-    else:
-        log_format = {"text_format_source": {"inline_string": ACCESS_LOG_TEXT}}
-    return [{"name": "envoy.access_loggers.file", "typed_config": typed(FILE_ACCESS_LOG, path=settings.access_log_file, log_format=log_format)}]
 
 
 def http_filters() -> list:
@@ -62,7 +23,8 @@ def http_filters() -> list:
     ]
 
 
-def http_connection_manager(stat_prefix: str, route_config_name: str, settings: MeshSettings, inbound: bool, gateway: bool = False) -> dict:
+def http_connection_manager(stat_prefix: str, route_config_name: str, gateway: bool = False) -> dict:
+    """Access logs and tracing are the proxy's telemetry (compile/telemetry.py adds them)."""
     manager: dict = {
         "stat_prefix": stat_prefix,
         "rds": {"route_config_name": route_config_name, "config_source": ADS},
@@ -75,18 +37,6 @@ def http_connection_manager(stat_prefix: str, route_config_name: str, settings: 
         "use_remote_address": gateway,
         "stream_idle_timeout": "0s",
     }
-    logs = access_logs(settings)
-    if logs:
-        manager["access_log"] = logs
-    if settings.enable_tracing and settings.zipkin_address:
-        manager["tracing"] = {
-            "random_sampling": {"value": settings.tracing_sampling},
-            "spawn_upstream_span": not inbound,
-            "provider": {
-                "name": "envoy.tracers.zipkin",
-                "typed_config": typed(ZIPKIN, collector_cluster=ZIPKIN_CLUSTER, collector_endpoint="/api/v2/spans", collector_endpoint_version="HTTP_JSON", shared_span_context=False),
-            },
-        }
     return {"name": HCM_FILTER, "typed_config": typed(HTTP_CONNECTION_MANAGER, **manager)}
 
 

@@ -36,7 +36,7 @@ def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
                 "domains": ["*"],
                 "routes": [{"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}],
             }]))
-            chain = {"filters": [http_connection_manager(f"inbound_{number}", route_name, mesh.settings, inbound=True)]}
+            chain = {"filters": [http_connection_manager(f"inbound_{number}", route_name)]}
         else:
             chain = {"filters": [tcp_proxy(f"inbound_{number}", [(cluster, 100)])]}
         listeners.append(listener(bind, number, [chain], "INBOUND"))
@@ -62,7 +62,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
         port = proxy.port(OUTBOUND_PORT)
         name = str(port)
         routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, services_in_scope(mesh, proxy), port)))
-        chain = {"filters": [http_connection_manager(f"outbound_{port}", name, mesh.settings, inbound=False)]}
+        chain = {"filters": [http_connection_manager(f"outbound_{port}", name)]}
         listeners.append(listener("127.0.0.1", port, [chain], "OUTBOUND"))
     for entry in explicit:
         number = entry["port"]["number"]
@@ -71,7 +71,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
         if entry["port"]["protocol"] in ("HTTP", "HTTP2", "GRPC"):
             name = str(number)
             routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, services, number)))
-            chain = {"filters": [http_connection_manager(f"outbound_{number}", name, mesh.settings, inbound=False)]}
+            chain = {"filters": [http_connection_manager(f"outbound_{number}", name)]}
         else:
             # A TCP listener has no Host header: it carries the one service its hosts name.
             service = services[0]

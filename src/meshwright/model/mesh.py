@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meshwright.model.providers import TelemetryProviders, providers_from_spec
 from meshwright.model.resource import Resource
 from meshwright.registry.inventory import services_from_entries
 from meshwright.registry.model import Registry
 
 CLUSTER_DOMAIN = "svc.cluster.local"
+# Istio's root namespace: Telemetry and EnvoyFilter resources here without a selector apply
+# to every proxy of the mesh.
+ROOT_NAMESPACE = "istio-system"
 
 
 @dataclass(frozen=True)
@@ -20,24 +24,17 @@ class MeshSettings:
     default_mtls_mode: str = "PERMISSIVE"
     access_log_file: str = ""
     access_log_encoding: str = "JSON"
-    enable_metrics: bool = True
-    enable_tracing: bool = False
-    tracing_sampling: float = 1.0
-    zipkin_address: str = ""
+    telemetry: TelemetryProviders = field(default_factory=lambda: providers_from_spec({}))
 
     @classmethod
     def from_spec(cls, spec: dict) -> "MeshSettings":
-        tracing = spec.get("tracing", {})
         return cls(
             trust_domain=spec.get("trustDomain", cls.trust_domain),
             envoy_version=spec.get("envoyVersion", cls.envoy_version),
             default_mtls_mode=spec.get("defaultMtlsMode", cls.default_mtls_mode),
             access_log_file=spec.get("accessLogFile", cls.access_log_file),
             access_log_encoding=spec.get("accessLogEncoding", cls.access_log_encoding),
-            enable_metrics=spec.get("enableMetrics", cls.enable_metrics),
-            enable_tracing=spec.get("enableTracing", cls.enable_tracing),
-            tracing_sampling=float(tracing.get("sampling", cls.tracing_sampling)),
-            zipkin_address=tracing.get("zipkin", {}).get("address", ""),
+            telemetry=providers_from_spec(spec),
         )
 
 

@@ -12,14 +12,27 @@ from meshwright.validate.shape import (
 
 NETWORKING_VERSIONS = ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3")
 MESHCONFIG_VERSIONS = ("meshwright.io/v1alpha1",)
+TELEMETRY_VERSIONS = ("telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1")
 
 RATE_LIMIT_HINT = (
     "To limit requests per second, add a local rate limit: an EnvoyFilter that inserts "
     "envoy.filters.http.local_ratelimit with a token_bucket (docs/traffic.md#local-rate-limits)"
 )
 TELEMETRY_HINT = (
-    "Metrics, traces and access logs are not traffic policy: set them mesh-wide in the "
-    "MeshConfig (enableMetrics, accessLogFile, enableTracing, tracing) (docs/telemetry.md)"
+    "Metrics, traces and access logs are not traffic policy: define providers in the MeshConfig "
+    "(extensionProviders, defaultProviders) and choose them per workload with a Telemetry "
+    "resource (telemetry.istio.io/v1) (docs/telemetry.md)"
+)
+TRACING_HINT = (
+    "Tracing is set by providers, as in Istio: define one in the MeshConfig's extensionProviders "
+    "({name: zipkin, zipkin: {service: HOST, port: 9411}}) and name it in defaultProviders.tracing "
+    "(mesh-wide) or in a Telemetry's tracing[].providers; the sampling rate is a Telemetry's "
+    "tracing[].randomSamplingPercentage (docs/telemetry.md)"
+)
+METRICS_HINT = (
+    "Metrics are set by providers, as in Istio: the built-in provider 'prometheus' is the default "
+    "(defaultProviders.metrics); turn it off mesh-wide with defaultProviders: {metrics: []}, or "
+    "per workload with a Telemetry (metrics: [{overrides: [{disabled: true}]}]) (docs/telemetry.md)"
 )
 
 PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "TCP")
@@ -445,6 +458,49 @@ envoy_filter = Obj(
     required=("configPatches",),
 )
 
+provider_ref = Obj("a provider reference", {"name": Str(non_empty=True)}, required=("name",))
+collector_service = Str(
+    pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$",
+    pattern_help="a collector: [namespace/]hostname, or an IP address",
+)
+UNSUPPORTED_PROVIDER_HINT = "meshwright supports the provider types zipkin, opentelemetry, envoyFileAccessLog and prometheus"
+
+extension_provider = Obj(
+    "an extension provider",
+    {
+        "name": Str(non_empty=True),
+        "zipkin": Obj(
+            "a Zipkin provider",
+            {"service": collector_service, "port": Port(), "path": Str(pattern=r"^/", pattern_help="a path starting with /")},
+            required=("service", "port"),
+        ),
+        "opentelemetry": Obj(
+            "an OpenTelemetry provider",
+            {"service": collector_service, "port": Port()},
+            required=("service", "port"),
+            hints={"http": "spans go to the collector over OTLP/gRPC (its port 4317); OTLP/HTTP is not supported"},
+        ),
+        "envoyFileAccessLog": Obj(
+            "a file access log provider",
+            {
+                "path": Str(non_empty=True),
+                "logFormat": Obj("a log format", {"text": Str(non_empty=True), "labels": MapOf(Str())}, required_one_of=(("text", "labels"),)),
+            },
+            required=("path",),
+        ),
+        "prometheus": Obj("a Prometheus provider", {}),
+    },
+    required=("name",),
+    required_one_of=(("zipkin", "opentelemetry", "envoyFileAccessLog", "prometheus"),),
+    hints={
+        other: UNSUPPORTED_PROVIDER_HINT
+        for other in (
+            "envoyExtAuthzHttp", "envoyExtAuthzGrpc", "stackdriver", "skywalking", "datadog", "lightstep",
+            "envoyHttpAls", "envoyTcpAls", "envoyOtelAls", "sds",
+        )
+    },
+)
+
 mesh_config = Obj(
     "a MeshConfig spec",
     {
@@ -453,15 +509,78 @@ mesh_config = Obj(
         "defaultMtlsMode": Enum("STRICT", "PERMISSIVE", "DISABLE"),
         "accessLogFile": Str(),
         "accessLogEncoding": Enum("TEXT", "JSON"),
-        "enableTracing": Bool(),
-        "tracing": Obj(
-            "tracing defaults",
-            {
-                "sampling": Number(0, 100),
-                "zipkin": Obj("a Zipkin collector", {"address": Str(pattern=r"^[^:]+:\d+$", pattern_help="HOST:PORT")}, required=("address",)),
-            },
+        "extensionProviders": ListOf(extension_provider),
+        "defaultProviders": Obj(
+            "default providers",
+            {"metrics": ListOf(Str(non_empty=True)), "tracing": ListOf(Str(non_empty=True)), "accessLogging": ListOf(Str(non_empty=True))},
         ),
-        "enableMetrics": Bool(),
+    },
+    hints={
+        "enableTracing": TRACING_HINT,
+        "tracing": TRACING_HINT,
+        "enableMetrics": METRICS_HINT,
+        "defaultConfig": "ProxyConfig is not read: tracing is set by providers. " + TRACING_HINT,
+        "rootNamespace": "the root namespace is istio-system, as in Istio's default",
+    },
+)
+
+TELEMETRY_MATCH_HINT = (
+    "match (CLIENT or SERVER mode) is not supported: an entry applies to both the proxy's "
+    "inbound and outbound traffic"
+)
+
+telemetry = Obj(
+    "a Telemetry spec",
+    {
+        "selector": Obj("a workload selector", {"matchLabels": MapOf(Str())}, required=("matchLabels",)),
+        "accessLogging": ListOf(
+            Obj(
+                "an access logging entry",
+                {"providers": ListOf(provider_ref), "disabled": Bool()},
+                hints={"match": TELEMETRY_MATCH_HINT, "filter": "filter (a CEL expression) is not supported: every request is logged"},
+            )
+        ),
+        "tracing": ListOf(
+            Obj(
+                "a tracing entry",
+                {"providers": ListOf(provider_ref), "randomSamplingPercentage": Number(0, 100), "disableSpanReporting": Bool()},
+                hints={
+                    "match": TELEMETRY_MATCH_HINT,
+                    "customTags": "customTags are not supported: spans carry Envoy's standard tags",
+                    "useRequestIdForTraceSampling": "useRequestIdForTraceSampling is not supported",
+                },
+            )
+        ),
+        "metrics": ListOf(
+            Obj(
+                "a metrics entry",
+                {
+                    "providers": ListOf(provider_ref),
+                    "overrides": ListOf(
+                        Obj(
+                            "a metrics override",
+                            {
+                                "match": Obj(
+                                    "a metric selector",
+                                    {
+                                        "metric": Enum("ALL_METRICS", "REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE", "TCP_OPENED_CONNECTIONS", "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES", "TCP_RECEIVED_BYTES", "GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES"),
+                                        "mode": Enum("CLIENT_AND_SERVER", "CLIENT", "SERVER"),
+                                    },
+                                    hints={"customMetric": "custom metrics are not supported"},
+                                ),
+                                "disabled": Bool(),
+                            },
+                            hints={"tagOverrides": "tagOverrides are not supported: the labels are fixed (docs/telemetry.md)"},
+                        )
+                    ),
+                },
+                hints={"reportingInterval": "reportingInterval is not supported: Prometheus scrapes the stats port when it likes"},
+            )
+        ),
+    },
+    hints={
+        "targetRef": "targetRef selects Kubernetes Gateway API resources, which meshwright does not have: select workloads with selector.matchLabels",
+        "targetRefs": "targetRefs select Kubernetes Gateway API resources, which meshwright does not have: select workloads with selector.matchLabels",
     },
 )
 
@@ -475,6 +594,7 @@ KINDS = {
     "Sidecar": (NETWORKING_VERSIONS, sidecar),
     "EnvoyFilter": (NETWORKING_VERSIONS, envoy_filter),
     "MeshConfig": (MESHCONFIG_VERSIONS, mesh_config),
+    "Telemetry": (TELEMETRY_VERSIONS, telemetry),
 }
 
 metadata = Obj(

@@ -17,6 +17,7 @@ from meshwright.validate.problems import Problem, Problems
 from meshwright.validate.references import check_references
 from meshwright.validate.semantics import check_conflicts, check_duplicates, check_listener_ports, check_semantics
 from meshwright.validate.shape_check import check_shape
+from meshwright.validate.telemetry import check_telemetry_conflicts, collector_problems
 
 
 def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
@@ -26,6 +27,7 @@ def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
     sound = [checked for checked in (check_shape(r, problems) for r in loaded.resources) if checked]
     mesh = Mesh.build(check_duplicates(sound, problems))
     check_conflicts(mesh, problems)
+    check_telemetry_conflicts(mesh, problems)
     check_listener_ports(mesh, problems)
     for resource in mesh.resources:
         check_semantics(resource, problems)
@@ -93,6 +95,7 @@ def validate_proxies(mesh: Mesh) -> list[Problem]:
                 )))
             else:
                 problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: the routes of {virtual_host} send traffic to {cluster}, which this proxy does not have"))
+        problems.extend(collector_problems(mesh, config))
     return sorted(problems)
 
 

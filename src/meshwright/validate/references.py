@@ -5,6 +5,7 @@ from __future__ import annotations
 from meshwright.model.mesh import Mesh, resolve_host
 from meshwright.model.resource import Resource
 from meshwright.validate.problems import Problems
+from meshwright.validate.telemetry import check_mesh_config, check_telemetry
 
 SERVICE_HINT = "declare it with a ServiceEntry (hosts, ports, and endpoints or a workloadSelector)"
 
@@ -104,6 +105,9 @@ def check_gateway(mesh: Mesh, resource: Resource, problems: Problems) -> None:
 
 
 def check_references(mesh: Mesh, resource: Resource, problems: Problems) -> None:
-    checks = {"VirtualService": check_virtual_service, "DestinationRule": check_destination_rule, "Gateway": check_gateway}
+    checks = {
+        "VirtualService": check_virtual_service, "DestinationRule": check_destination_rule, "Gateway": check_gateway,
+        "Telemetry": check_telemetry, "MeshConfig": check_mesh_config,
+    }
     if resource.kind in checks:
         checks[resource.kind](mesh, resource, problems)

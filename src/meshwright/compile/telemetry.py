@@ -1,0 +1,272 @@
+"""Telemetry of a proxy: access logs, tracing and metrics, as Istio's Telemetry API decides.
+
+`effective_telemetry` is the one place that decides what a proxy reports and to which
+provider. It starts from the MeshConfig's defaultProviders, then applies the Telemetry
+resources that select the proxy from the least to the most specific (Istio's precedence):
+one in the root namespace (istio-system) without a selector (mesh-wide), one in the proxy's
+namespace without a selector, one in the proxy's namespace whose selector matches its
+labels. A field that a more specific resource sets replaces the same field of a less
+specific one (providers, disabled, randomSamplingPercentage, disableSpanReporting); a field
+it does not set is inherited.
+
+`apply_telemetry` writes the result into the proxy's resources: access logs on every HTTP
+connection manager and TCP proxy, tracing on every HTTP connection manager, and Istio's
+labels into the stat names of its clusters (`alt_stat_name`), which the bootstrap's
+`stats_config` (`stats_config`, below) turns into Prometheus labels on /stats/prometheus.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from meshwright.compile.clusters import outbound_cluster_name, static_cluster
+from meshwright.compile.envoy_values import FILE_ACCESS_LOG, HCM_FILTER, OPENTELEMETRY_CONFIG, TCP_PROXY_FILTER, ZIPKIN_CONFIG, typed
+from meshwright.compile.proxy import Proxy
+from meshwright.model.mesh import ROOT_NAMESPACE, Mesh, labels_match
+from meshwright.model.providers import ACCESS_LOGGING, METRICS, OPENTELEMETRY, PROMETHEUS, SIGNAL_TYPES, TRACING, ZIPKIN, Provider
+from meshwright.model.resource import Resource
+
+# Istio's default sampling when no Telemetry sets randomSamplingPercentage (percent).
+DEFAULT_SAMPLING = 1.0
+INBOUND_CONTEXT = "SIDECAR_INBOUND"  # compile.sidecar.INBOUND: the server side of a proxy
+
+# Istio's access log fields, as JSON lines (envoyFileAccessLog with `labels: {}`, and the
+# built-in `envoy` provider with accessLogEncoding JSON).
+ACCESS_LOG_JSON = {
+    "start_time": "%START_TIME%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "response_code": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "duration": "%DURATION%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    # RAW: the cluster's name, not its stat name (which carries the metric labels).
+    "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%",
+    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "user_agent": "%REQ(USER-AGENT)%",
+    "route_name": "%ROUTE_NAME%",
+}
+ACCESS_LOG_TEXT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% '
+    '%RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% '
+    '"%REQ(:AUTHORITY)%" "%REQ(X-REQUEST-ID)%"\n'
+)
+
+# Metric labels: a mesh cluster's stat name is its name followed by ";label=value" for each
+# of these it has, and a final ";" (outbound|9080|v1|reviews.default.svc.cluster.local;
+# reporter=source;source_workload=client;...;). The ";" ends the name where the FQDN's dots
+# would not: Envoy's default tag cuts a cluster name at its first dot.
+MESH_LABELS = (
+    "reporter",
+    "source_workload", "source_workload_namespace", "source_app", "source_version",
+    "destination_service", "destination_port", "destination_subset",
+    "destination_workload", "destination_workload_namespace", "destination_app", "destination_version",
+)
+# Envoy's default tags that are kept (use_all_default_tags is off, as in Istio, so that
+# cluster_name and response_code are ours); their regexes are Envoy's.
+ENVOY_DEFAULT_TAGS = (
+    "envoy.http_conn_manager_prefix", "envoy.listener_address", "envoy.tcp_prefix", "envoy.virtual_host",
+    "envoy.virtual_cluster", "envoy.rds_route_config", "envoy.http_user_agent", "envoy.fault_downstream_cluster",
+    "envoy.ssl_cipher",
+)
+
+
+@dataclass(frozen=True)
+class Tracing:
+    provider: Provider
+    sampling: float  # percent of requests without a sampling decision that are traced
+    cluster: str  # where spans go: a mesh service's outbound cluster, or a dedicated one
+    dedicated: bool  # True: the bootstrap defines the cluster (collector_clusters)
+
+
+@dataclass(frozen=True)
+class ProxyTelemetry:
+    access_logs: tuple[Provider, ...] = ()
+    tracing: Tracing | None = None
+    metrics: bool = False
+
+
+def selector_of(telemetry: Resource) -> dict | None:
+    selector = telemetry.spec.get("selector")
+    return None if selector is None else selector["matchLabels"]
+
+
+def telemetry_layers(mesh: Mesh, proxy: Proxy) -> list[Resource]:
+    """The Telemetry resources that apply to a proxy, least specific first: root namespace,
+    the proxy's namespace, a selector that matches it. Of several at one level the first by
+    name counts (validation reports the others)."""
+    root, namespace, workload = [], [], []
+    for telemetry in mesh.of_kind("Telemetry"):
+        selector = selector_of(telemetry)
+        if selector is None and telemetry.namespace == ROOT_NAMESPACE:
+            root.append(telemetry)
+        elif selector is None and telemetry.namespace == proxy.namespace:
+            namespace.append(telemetry)
+        elif selector is not None and telemetry.namespace == proxy.namespace and labels_match(selector, proxy.label_map):
+            workload.append(telemetry)
+    return [level[0] for level in (root, namespace, workload) if level]
+
+
+def _merged(layers: list[Resource], signal: str) -> dict:
+    """One signal's settings after the layers: each field from the most specific layer that
+    sets it (an empty providers list inherits, as in Istio)."""
+    merged: dict = {}
+    for layer in layers:
+        for entry in layer.spec.get(signal) or []:
+            for key, value in entry.items():
+                if key == "overrides":  # metrics: only the all-metrics on/off form is accepted
+                    flags = [o["disabled"] for o in value if "disabled" in o]
+                    if flags:
+                        merged["disabled"] = flags[-1]
+                elif key != "providers" or value:
+                    merged[key] = value
+    return merged
+
+
+def _providers(mesh: Mesh, settings: dict, signal: str) -> tuple[Provider, ...]:
+    names = [p["name"] for p in settings["providers"]] if "providers" in settings else list(mesh.settings.telemetry.default(signal))
+    found = (mesh.settings.telemetry.get(name) for name in dict.fromkeys(names))
+    return tuple(p for p in found if p is not None and p.type in SIGNAL_TYPES[signal])
+
+
+def _collector(mesh: Mesh, provider: Provider) -> tuple[str, bool]:
+    """(cluster, dedicated): a mesh service's outbound cluster when the collector is one,
+    else a cluster of its own that the bootstrap defines."""
+    service = mesh.registry.get(provider.host)
+    if service is not None:
+        return outbound_cluster_name(provider.port, "", service.hostname), False
+    return f"tracing|{provider.name}", True
+
+
+def effective_telemetry(mesh: Mesh, proxy: Proxy) -> ProxyTelemetry:
+    """What this proxy logs, traces and measures, and with which providers."""
+    layers = telemetry_layers(mesh, proxy)
+    logging = _merged(layers, ACCESS_LOGGING)
+    access_logs = () if logging.get("disabled") else _providers(mesh, logging, ACCESS_LOGGING)
+    tracing_settings = _merged(layers, TRACING)
+    tracers = _providers(mesh, tracing_settings, TRACING)
+    tracing = None
+    if tracers and not tracing_settings.get("disableSpanReporting"):
+        cluster, dedicated = _collector(mesh, tracers[0])
+        tracing = Tracing(tracers[0], float(tracing_settings.get("randomSamplingPercentage", DEFAULT_SAMPLING)), cluster, dedicated)
+    metrics_settings = _merged(layers, METRICS)
+    metrics = not metrics_settings.get("disabled") and any(p.type == PROMETHEUS for p in _providers(mesh, metrics_settings, METRICS))
+    return ProxyTelemetry(access_logs, tracing, metrics)
+
+
+# --- Envoy configuration --------------------------------------------------------------
+
+
+def access_log(provider: Provider) -> dict:
+    if provider.encoding == "JSON":
+        log_format: dict = {"json_format": dict(provider.labels or ACCESS_LOG_JSON)}
+    else:
+        text = provider.text or ACCESS_LOG_TEXT
+        log_format = {"text_format_source": {"inline_string": text if text.endswith("\n") else text + "\n"}}
+    return {"name": "envoy.access_loggers.file", "typed_config": typed(FILE_ACCESS_LOG, path=provider.path, log_format=log_format)}
+
+
+def http_tracing(tracing: Tracing, proxy: Proxy, server_side: bool) -> dict:
+    """An HTTP connection manager's tracing. Spans name the proxy's service "name.namespace"
+    (Zipkin takes it from the bootstrap's node.cluster, OpenTelemetry from service_name)."""
+    provider = tracing.provider
+    if provider.type == ZIPKIN:
+        tracer = {"name": "envoy.tracers.zipkin", "typed_config": typed(
+            ZIPKIN_CONFIG, collector_cluster=tracing.cluster, collector_endpoint=provider.path, collector_endpoint_version="HTTP_JSON",
+            collector_hostname=provider.host, shared_span_context=False, trace_id_128bit=True,
+        )}
+    else:
+        tracer = {"name": "envoy.tracers.opentelemetry", "typed_config": typed(
+            OPENTELEMETRY_CONFIG, grpc_service={"envoy_grpc": {"cluster_name": tracing.cluster, "authority": provider.host}}, service_name=proxy.id,
+        )}
+    # The client side spans its upstream request too (as Istio's sidecars and gateways do).
+    return {"random_sampling": {"value": tracing.sampling}, "spawn_upstream_span": not server_side, "provider": tracer}
+
+
+def collector_clusters(telemetry: ProxyTelemetry) -> list[dict]:
+    """Bootstrap clusters of collectors that are not mesh services: an IP, or a name that
+    DNS resolves (STRICT_DNS). OTLP is gRPC, so its cluster speaks HTTP/2."""
+    tracing = telemetry.tracing
+    if tracing is None or not tracing.dedicated:
+        return []
+    provider = tracing.provider
+    cluster = static_cluster(tracing.cluster, provider.host, provider.port, http2=provider.type == OPENTELEMETRY)
+    try:
+        ipaddress.ip_address(provider.host)
+    except ValueError:
+        cluster["type"] = "STRICT_DNS"
+        cluster["dns_lookup_family"] = "V4_ONLY"
+    return [cluster]
+
+
+def stats_config() -> dict:
+    """Tags that turn stat names into Prometheus labels: the mesh labels of cluster stat
+    names (cluster_stat_name), the response code, and Envoy's other default tags."""
+    tags = [
+        # A mesh cluster's name is what comes before its first ";"; another cluster's (admin,
+        # a collector) what comes before the first dot, as in Envoy. The match ends at the
+        # dot after the name, so that what remains is cluster.<stat>.
+        {"tag_name": "cluster_name", "regex": r"^cluster\.(([^;]+(?=;)|[^;.]+)(?:;[^;=]+=[^;]*)*;?\.)"},
+        *({"tag_name": label, "regex": rf"^cluster\.[^;]*;(?:[^;]*;)*?{label}=([^;]*);"} for label in MESH_LABELS),
+        {"tag_name": "response_code", "regex": r"_rq(_(\d{3}))$"},
+        {"tag_name": "response_code_class", "regex": r"_rq(_(\dxx))$"},
+        *({"tag_name": name} for name in ENVOY_DEFAULT_TAGS),
+    ]
+    return {"use_all_default_tags": False, "stats_tags": tags}
+
+
+def cluster_stat_name(cluster: str, labels: list[tuple[str, str]]) -> str:
+    return cluster + "".join(f";{label}={value}" for label, value in labels if value) + ";"
+
+
+def _workload_labels(proxy: Proxy, side: str) -> list[tuple[str, str]]:
+    """side: "source" or "destination": this proxy's workload, as Istio labels it."""
+    labels = proxy.label_map
+    return [
+        (f"{side}_workload", proxy.name), (f"{side}_workload_namespace", proxy.namespace),
+        (f"{side}_app", labels.get("app", "")), (f"{side}_version", labels.get("version", "")),
+    ]
+
+
+def _inbound_service(mesh: Mesh, proxy: Proxy, port: int) -> str:
+    """The service this workload serves on an inbound port, when exactly one does."""
+    hosts = [
+        service.hostname for service in mesh.registry.sorted()
+        if any(e.workload == proxy.id and any(e.port_for(p) == port for p in service.ports) for e in service.endpoints)
+    ]
+    return hosts[0] if len(hosts) == 1 else ""
+
+
+def cluster_labels(mesh: Mesh, proxy: Proxy, cluster: str) -> list[tuple[str, str]]:
+    """Istio's labels for a cluster's stats: outbound clusters report as the source (this
+    proxy calls destination_service), inbound ones as the destination (this proxy serves)."""
+    direction, port, subset, host = (cluster.split("|") + ["", "", ""])[:4]
+    if direction == "outbound":
+        return [("reporter", "source"), *_workload_labels(proxy, "source"), ("destination_service", host), ("destination_port", port), ("destination_subset", subset)]
+    if direction == "inbound":
+        return [("reporter", "destination"), *_workload_labels(proxy, "destination"), ("destination_service", _inbound_service(mesh, proxy, int(port))), ("destination_port", port)]
+    return []
+
+
+def apply_telemetry(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, items: list[tuple[str, str, dict]]) -> None:
+    """Write a proxy's telemetry into its resources: items are (patch context, kind,
+    resource) as compile.envoyfilter.Patchable holds them."""
+    for context, kind, resource in items:
+        if kind == "listener":
+            for chain in resource["filter_chains"]:
+                for network_filter in chain["filters"]:
+                    config = network_filter["typed_config"]
+                    if network_filter["name"] in (HCM_FILTER, TCP_PROXY_FILTER) and telemetry.access_logs:
+                        config["access_log"] = [access_log(provider) for provider in telemetry.access_logs]
+                    if network_filter["name"] == HCM_FILTER and telemetry.tracing is not None:
+                        config["tracing"] = http_tracing(telemetry.tracing, proxy, server_side=context == INBOUND_CONTEXT)
+        elif kind == "cluster" and telemetry.metrics:
+            labels = cluster_labels(mesh, proxy, resource["name"])
+            if labels:
+                resource["alt_stat_name"] = cluster_stat_name(resource["name"], labels)
