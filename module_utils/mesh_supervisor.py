@@ -58,6 +58,17 @@ def _escape(value: str) -> str:
     return str(value).replace("%", "%%")
 
 
+def _environment_pair(key: str, value: str) -> str:
+    """KEY="value" as supervisord reads it: a quoted word without escapes, so a value can hold
+    one kind of quote, and cannot start or end with one."""
+    value = str(value)
+    quote = '"' if '"' not in value else "'"
+    if quote in value or (value and (value[0] in "'\"" or value[-1] in "'\"")):
+        raise ServiceError(f"supervisord cannot pass the value of {key} as written: it holds both kinds of quotes, "
+                           "or starts or ends with one")
+    return f"{key}={quote}{_escape(value)}{quote}"
+
+
 class SupervisorProgram:
     name = "supervisord"
 
@@ -92,9 +103,7 @@ class SupervisorProgram:
         if spec.user:
             lines.append(f"user={_escape(spec.user)}")
         if spec.environment:
-            pairs = (f'{key}="{_escape(str(value)).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-                     for key, value in sorted(spec.environment.items()))
-            lines.append("environment=" + ",".join(pairs))
+            lines.append("environment=" + ",".join(_environment_pair(k, v) for k, v in sorted(spec.environment.items())))
         lines += [
             # A stopped program stays stopped when supervisord (re)starts.
             f"autostart={'false' if state == 'stopped' else 'true'}",

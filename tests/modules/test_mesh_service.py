@@ -141,11 +141,12 @@ def test_supervised_process_lifecycle(lab, tmp_path):
     assert (restarted["changed"], restarted["actions"]) == (True, ["start"])
     assert get(url) == f"hi from {tmp_path}"
 
-    changed = run_module("mesh_service", diff=True, **{**args, "environment": {"GREETING": "hello again"}})
+    # Quotes and % reach the process as written (supervisord's conf expands %(...)s).
+    args["environment"] = {"GREETING": 'say "hello" 100%'}
+    changed = run_module("mesh_service", diff=True, **args)
     assert changed["changed"] is True and changed["pid"] != restarted["pid"]
-    assert 'GREETING="hello again"' in changed["diff"][0]["after"]
-    assert get(url) == f"hello again from {tmp_path}"
-    args["environment"] = {"GREETING": "hello again"}
+    assert changed["diff"][0]["before"] != changed["diff"][0]["after"]
+    assert get(url) == f'say "hello" 100% from {tmp_path}'
 
     stopped = run_module("mesh_service", **{**args, "state": "stopped"})
     assert (stopped["changed"], stopped["status"], stopped["pid"]) == (True, "stopped", None)
@@ -210,6 +211,15 @@ def test_a_process_that_never_gets_ready_fails_with_its_log(lab):
     assert "slow: loading plugins" in result["log_tail"]
     run_module("mesh_service", name="slow", manager="supervisord", supervisor_dir=lab.supervisor_dir, state="absent")
     assert supervisord_pid(lab.supervisor_dir) is None
+
+
+def test_an_environment_supervisord_cannot_express_fails_before_anything_is_written(lab):
+    """supervisord's environment= has no escapes: a value with both kinds of quotes is refused with
+    a clear message instead of reaching the process changed."""
+    result = run_module("mesh_service", **lab.args("app", free_port(), environment={"MOTD": 'it\'s "quoted" here'}))
+    assert result.get("failed") is True
+    assert "cannot pass the value of MOTD" in result["msg"]
+    assert not os.path.exists(lab.supervisor_dir)
 
 
 def test_systemd_unit_passes_systemd_analyze(tmp_path):
