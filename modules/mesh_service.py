@@ -53,7 +53,10 @@ options:
     description: Group the process runs as (systemd only; under supervisord the user's groups apply).
     type: str
   environment:
-    description: Environment variables of the process.
+    description:
+      - Environment variables of the process.
+      - Under supervisord a value can hold one kind of quote only, and cannot start or end with one
+        (its conf has no escapes); other values fail the task.
     type: dict
     default: {}
   working_dir:
