@@ -1,0 +1,89 @@
+"""What a certificate says (subject, SPIFFE ID, serial, issuer, validity) and when it is due
+for renewal: past two thirds of its life, as Istio's agent renews.
+
+Standard library and python3-cryptography (38 or later) only, like csr.py: the host decides
+itself whether its certificate needs renewing.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from fractions import Fraction
+
+from cryptography import x509
+from cryptography.x509.oid import ExtensionOID
+
+RENEW_AFTER = Fraction(2, 3)  # of the certificate's lifetime
+
+
+def _utc(certificate: x509.Certificate, field: str) -> datetime.datetime:
+    """not_valid_before/after as an aware UTC datetime (the *_utc properties are new in 42)."""
+    aware = getattr(certificate, f"{field}_utc", None)
+    return aware if aware is not None else getattr(certificate, field).replace(tzinfo=datetime.timezone.utc)
+
+
+def not_before(certificate: x509.Certificate) -> datetime.datetime:
+    return _utc(certificate, "not_valid_before")
+
+
+def not_after(certificate: x509.Certificate) -> datetime.datetime:
+    return _utc(certificate, "not_valid_after")
+
+
+def uri_sans(certificate: x509.Certificate) -> list[str]:
+    try:
+        extension = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+    except x509.ExtensionNotFound:
+        return []
+    return extension.value.get_values_for_type(x509.UniformResourceIdentifier)
+
+
+def first_certificate(pem: bytes) -> x509.Certificate:
+    """The first certificate of a PEM file (a chain starts with the leaf)."""
+    return x509.load_pem_x509_certificate(pem)
+
+
+def renewal_time(certificate: x509.Certificate) -> datetime.datetime:
+    """When two thirds of the certificate's life have passed."""
+    start, end = not_before(certificate), not_after(certificate)
+    return start + (end - start) * RENEW_AFTER.numerator / RENEW_AFTER.denominator
+
+
+def needs_renewal(certificate: x509.Certificate, now: datetime.datetime) -> bool:
+    """True once two thirds of its life have passed (and so also once it has expired)."""
+    return now >= renewal_time(certificate)
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    subject: str
+    spiffe_id: str  # "" when it has no spiffe:// URI SAN
+    serial: str  # lower-case hex, as Envoy's admin /certs shows it
+    issuer: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    days_left: float
+    needs_renewal: bool
+
+    def as_dict(self) -> dict:
+        """JSON-friendly (dates in ISO 8601), for module results and CLI output."""
+        return {
+            "subject": self.subject, "spiffe_id": self.spiffe_id, "serial": self.serial, "issuer": self.issuer,
+            "not_before": self.not_before.isoformat(), "not_after": self.not_after.isoformat(),
+            "days_left": self.days_left, "needs_renewal": self.needs_renewal,
+        }
+
+
+def describe(certificate: x509.Certificate, now: datetime.datetime) -> CertificateInfo:
+    spiffe = [uri for uri in uri_sans(certificate) if uri.startswith("spiffe://")]
+    return CertificateInfo(
+        subject=certificate.subject.rfc4514_string(),
+        spiffe_id=spiffe[0] if spiffe else "",
+        serial=format(certificate.serial_number, "x"),
+        issuer=certificate.issuer.rfc4514_string(),
+        not_before=not_before(certificate),
+        not_after=not_after(certificate),
+        days_left=round((not_after(certificate) - now).total_seconds() / 86400, 2),
+        needs_renewal=needs_renewal(certificate, now),
+    )
