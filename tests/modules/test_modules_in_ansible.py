@@ -53,9 +53,9 @@ PLAYBOOK = """\
         ready_timeout: "10"
       tags: [app]
 
-    - name: Read the (not running) proxy's state
+    - name: Read the state of a proxy that is not running (on a port known to be free)
       mesh_proxy_info:
-        admin_port: "{{ rendered.proxies['frontend.default'].ports.admin }}"
+        admin_port: "{{ idle_port }}"
       register: info
 
     - name: Assert the proxy reads as not ready
@@ -70,7 +70,7 @@ def playbook(tmp_path, *args: str, app_state: str = "started", app_port: int = 0
     path.write_text(PLAYBOOK)
     extra = {"mesh": os.path.join(ROOT, "examples", "basic", "mesh.yaml"), "work": str(tmp_path / "host"),
              "envoy_binary": os.path.join(os.path.dirname(envoy._bin.__file__), "envoy"), "app_state": app_state,
-             "app_port": app_port}
+             "app_port": app_port, "idle_port": free_port()}
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
                ANSIBLE_REMOTE_TEMP=str(tmp_path / "ansible-tmp"))
     result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
