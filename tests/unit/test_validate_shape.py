@@ -407,7 +407,7 @@ CASES = [
         metadata: {name: settings, namespace: default}
         spec: {}
         """,
-        "ConfigMap/default/settings", "kind", ("unknown kind: 'ConfigMap' is not valid: expected one of DestinationRule, EnvoyFilter, Gateway",),
+        "ConfigMap/default/settings", "kind", ("unknown kind: 'ConfigMap' is not valid: expected one of AuthorizationPolicy, DestinationRule, EnvoyFilter, Gateway",),
     ),
     Case(
         "unknown apiVersion",

@@ -6,14 +6,14 @@ import ipaddress
 
 from meshwright.compile.endpoints import load_assignment
 from meshwright.compile.envoy_values import (
-    HTTP_PROTOCOL_OPTIONS, MAX_UINT32, UPSTREAM_TLS, duration, socket_address, typed,
+    ADS, HTTP_PROTOCOL_OPTIONS, MAX_UINT32, UPSTREAM_TLS, duration, socket_address, typed,
 )
+from meshwright.compile.mtls import apply_mesh_tls, auto_mtls_endpoints
 from meshwright.model.mesh import Mesh
 from meshwright.model.resource import Resource
 from meshwright.registry.model import Service, ServicePort
 
 POLICY_FIELDS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")
-ADS = {"ads": {}, "resource_api_version": "V3"}  # delivery points this at files or a server
 DEFAULT_CONNECT_TIMEOUT = "10s"
 SIMPLE_LB = {"ROUND_ROBIN": "ROUND_ROBIN", "LEAST_REQUEST": "LEAST_REQUEST", "RANDOM": "RANDOM"}
 
@@ -198,6 +198,8 @@ def service_clusters(mesh: Mesh, proxy, service: Service) -> tuple[list[dict], l
             name = outbound_cluster_name(port.number, subset, service.hostname)
             policy = rule_policy(rule, subset, port.number)
             endpoints = endpoints_of[subset]
+            # Endpoints auto mTLS reaches with mTLS: tagged in the load assignment.
+            tagged = auto_mtls_endpoints(mesh, service, port, policy).intersection(endpoints)
             cluster: dict = {"name": name}
             if service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
                 cluster["type"] = "STRICT_DNS" if service.resolution == "DNS" else "LOGICAL_DNS"
@@ -205,7 +207,7 @@ def service_clusters(mesh: Mesh, proxy, service: Service) -> tuple[list[dict], l
                 if not endpoints:
                     cluster["load_assignment"] = {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(service.hostname, port.target_port or port.number)}}]}]}
                 else:
-                    cluster["load_assignment"] = load_assignment(name, endpoints, port, proxy.locality, policy)
+                    cluster["load_assignment"] = load_assignment(name, endpoints, port, proxy.locality, policy, tagged)
             # A gateway never forwards to the original destination (that would be itself):
             # Istio gives it an EDS cluster instead.
             elif service.resolution == "NONE" and not service.endpoints and proxy.kind != "gateway":
@@ -214,8 +216,9 @@ def service_clusters(mesh: Mesh, proxy, service: Service) -> tuple[list[dict], l
             else:
                 cluster["type"] = "EDS"
                 cluster["eds_cluster_config"] = {"eds_config": ADS, "service_name": name}
-                assignments.append(load_assignment(name, endpoints, port, proxy.locality, policy))
+                assignments.append(load_assignment(name, endpoints, port, proxy.locality, policy, tagged))
             apply_policy(cluster, policy, port, service.hostname)
+            apply_mesh_tls(cluster, mesh, service, port, subset, policy, tagged)
             clusters.append(cluster)
     return clusters, assignments
 

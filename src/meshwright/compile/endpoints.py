@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from meshwright.compile.envoy_values import locality, socket_address
+from meshwright.compile.mtls import tls_mode_metadata
 from meshwright.registry.model import Endpoint, ServicePort
 
 
@@ -62,7 +63,16 @@ def _distribution(proxy_locality: str, locality_weights: dict[str, int], setting
     return {}
 
 
-def load_assignment(cluster_name: str, endpoints: list[Endpoint], port: ServicePort, proxy_locality: str, policy: dict) -> dict:
+def _lb_endpoint(endpoint: Endpoint, port: ServicePort, mtls: bool) -> dict:
+    out: dict = {"endpoint": {"address": socket_address(endpoint.address, endpoint.port_for(port))}, "load_balancing_weight": endpoint.weight}
+    if mtls:
+        out["metadata"] = tls_mode_metadata()
+    return out
+
+
+def load_assignment(cluster_name: str, endpoints: list[Endpoint], port: ServicePort, proxy_locality: str, policy: dict,
+                    mtls: frozenset = frozenset()) -> dict:
+    """mtls: the endpoints that auto mTLS reaches with mTLS (their metadata says tlsMode istio)."""
     by_locality: dict[str, list[Endpoint]] = {}
     for endpoint in endpoints:
         by_locality.setdefault(endpoint.locality, []).append(endpoint)
@@ -79,8 +89,7 @@ def load_assignment(cluster_name: str, endpoints: list[Endpoint], port: ServiceP
         if name:
             group["locality"] = locality(name)
         group["lb_endpoints"] = [
-            {"endpoint": {"address": socket_address(e.address, e.port_for(port))}, "load_balancing_weight": e.weight}
-            for e in sorted(by_locality[name], key=lambda e: (e.address, e.port_for(port)))
+            _lb_endpoint(e, port, e in mtls) for e in sorted(by_locality[name], key=lambda e: (e.address, e.port_for(port)))
         ]
         if name in weights:
             group["load_balancing_weight"] = weights[name]

@@ -31,6 +31,9 @@ CORS_FILTER = "envoy.filters.http.cors"
 TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
 
 MAX_UINT32 = 4294967295
+# Where dynamic resources (routes, endpoints, secrets) come from: delivery points this at
+# files, or later at a server.
+ADS = {"ads": {}, "resource_api_version": "V3"}
 
 
 def duration(text_or_seconds) -> str:

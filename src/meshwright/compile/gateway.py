@@ -3,6 +3,7 @@ VirtualServices bound to them."""
 
 from __future__ import annotations
 
+from meshwright.compile.authorization import authorize_chain
 from meshwright.compile.listeners import downstream_tls, http_connection_manager, listener, tcp_proxy
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.routes import destination_cluster, virtual_service_routes
@@ -102,6 +103,6 @@ def gateway_listeners(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
                 sni = sorted(h.split("/")[-1] for h in server["hosts"] if h.split("/")[-1] != "*")
                 if sni:
                     chain["filter_chain_match"] = {"server_names": sni}
-            chains_by_address.setdefault((bind, number), []).append(chain)
+            chains_by_address.setdefault((bind, number), []).append(authorize_chain(mesh, proxy.namespace, proxy.labels, chain))
     listeners = [listener(bind, number, chains, "OUTBOUND") for (bind, number), chains in sorted(chains_by_address.items())]
     return listeners, routes

@@ -10,6 +10,10 @@ from meshwright.compile.envoy_values import (
 )
 
 
+# Filter chain match fields the TLS inspector fills in (from the ClientHello).
+TLS_INSPECTOR_FIELDS = ("server_names", "transport_protocol", "application_protocols")
+
+
 def listener_name(address: str, port: int) -> str:
     return f"{address}_{port}"
 
@@ -57,9 +61,9 @@ def listener(address: str, port: int, filter_chains: list[dict], direction: str)
         "traffic_direction": direction,
         "filter_chains": filter_chains,
     }
-    # Chains chosen by SNI need the TLS inspector to read it from the ClientHello first;
-    # Envoy no longer adds it by itself, and without it no chain matches.
-    if any("server_names" in chain.get("filter_chain_match", {}) for chain in filter_chains):
+    # Chains chosen by SNI, ALPN or TLS-or-plaintext need the TLS inspector to read the
+    # ClientHello first; Envoy no longer adds it by itself, and without it no chain matches.
+    if any(field in chain.get("filter_chain_match", {}) for chain in filter_chains for field in TLS_INSPECTOR_FIELDS):
         out["listener_filters"] = [{"name": TLS_INSPECTOR_FILTER, "typed_config": typed(TLS_INSPECTOR)}]
     return out
 

@@ -9,15 +9,20 @@ from meshwright.registry.model import Service
 
 
 def sidecar_for(mesh: Mesh, proxy: Proxy) -> Resource | None:
+    """The Sidecar of a proxy's workload."""
+    return sidecar_for_workload(mesh, proxy.namespace, proxy.label_map)
+
+
+def sidecar_for_workload(mesh: Mesh, namespace: str, labels: dict) -> Resource | None:
     """The Sidecar of a workload: one selecting it in its namespace, else the namespace's default."""
     selected, default = None, None
     for sidecar in mesh.of_kind("Sidecar"):
-        if sidecar.namespace != proxy.namespace:
+        if sidecar.namespace != namespace:
             continue
         selector = (sidecar.spec.get("workloadSelector") or {}).get("labels")
         if selector is None:
             default = default or sidecar
-        elif labels_match(selector, proxy.label_map):
+        elif labels_match(selector, labels):
             selected = selected or sidecar
     return selected or default
 

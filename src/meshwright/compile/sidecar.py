@@ -7,8 +7,11 @@ an entry, an HTTP listener on 127.0.0.1:15001 that routes every service in scope
 
 from __future__ import annotations
 
+from meshwright.compile.authorization import authorize_chain
 from meshwright.compile.clusters import inbound_cluster_name, outbound_cluster_name, static_cluster
 from meshwright.compile.listeners import http_connection_manager, listener, tcp_proxy
+from meshwright.compile.mtls import inbound_filter_chains
+from meshwright.compile.peer_authentication import mtls_mode
 from meshwright.compile.proxy import OUTBOUND_PORT, Proxy
 from meshwright.compile.scope import services_for_hosts, services_in_scope, sidecar_for
 from meshwright.compile.routes import destination_cluster
@@ -39,7 +42,9 @@ def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
             chain = {"filters": [http_connection_manager(f"inbound_{number}", route_name)]}
         else:
             chain = {"filters": [tcp_proxy(f"inbound_{number}", [(cluster, 100)])]}
-        listeners.append(listener(bind, number, [chain], "INBOUND"))
+        chain = authorize_chain(mesh, proxy.namespace, proxy.labels, chain)
+        mode = mtls_mode(mesh, proxy.namespace, proxy.labels, number)
+        listeners.append(listener(bind, number, inbound_filter_chains(mode, chain), "INBOUND"))
     return listeners, routes, clusters
 
 

@@ -11,15 +11,15 @@ import re
 import tempfile
 
 # The files a render owns in a config directory; anything else there is left alone.
-MANAGED = re.compile(r"^(bootstrap|lds|cds|rds-.+|eds-.+)\.(yaml|json)$")
+MANAGED = re.compile(r"^(bootstrap|lds|cds|rds-.+|eds-.+|sds-.+)\.(yaml|json)$")
 
 
 def _write_order(name: str) -> int:
-    """Referenced files first: endpoints and routes, then clusters, listeners, bootstrap."""
-    for rank, prefix in enumerate(("eds-", "rds-", "cds.", "lds.", "bootstrap.")):
+    """Referenced files first: secrets, endpoints and routes, then clusters, listeners, bootstrap."""
+    for rank, prefix in enumerate(("sds-", "eds-", "rds-", "cds.", "lds.", "bootstrap.")):
         if name.startswith(prefix):
             return rank
-    return 5
+    return 6
 
 
 def write_atomic(path: str, content: str, mode: int = 0o644) -> None:

@@ -1,7 +1,8 @@
 """File delivery: the proxy's resources as files in one directory that Envoy watches.
 
 Envoy reads listeners and clusters from lds/cds files, each HTTP listener's routes from an
-rds-*.yaml file and each EDS cluster's endpoints from an eds-*.yaml file, all through
+rds-*.yaml file, each EDS cluster's endpoints from an eds-*.yaml file and, with workload
+identity, its certificate and trust bundle from sds-default/sds-rootca.yaml, all through
 `path_config_source` with `watched_directory`. Files are replaced by rename inside the
 directory, which is what the watch reacts to, so a re-render applies without a restart.
 """
@@ -19,6 +20,7 @@ import yaml
 from meshwright.compile.bootstrap import compile_bootstrap
 from meshwright.compile.build import ProxyConfig
 from meshwright.compile.envoy_values import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, HCM_FILTER, LISTENER, ROUTE_CONFIGURATION
+from meshwright.compile.secrets import SECRET, secret_references, workload_secrets
 from meshwright.model.mesh import MeshSettings
 
 BOOTSTRAP = "bootstrap"
@@ -43,6 +45,25 @@ def serialize(document: dict, fmt: str) -> str:
     return yaml.safe_dump(document, sort_keys=True, default_flow_style=False, width=1000)
 
 
+def certificates_dir(settings: MeshSettings, config_dir: str) -> str:
+    """Where the proxy's certificates are on its host: the MeshConfig's certificates.dir,
+    relative to the config directory unless absolute."""
+    return os.path.normpath(os.path.join(config_dir, settings.certificates_dir))
+
+
+def _secret_file(name: str, ext: str) -> str:
+    return f"{_file_stem('sds', name.lower())}.{ext}"
+
+
+def secret_files(settings: MeshSettings, config_dir: str, ext: str) -> dict[str, dict]:
+    """sds-default and sds-rootca: the proxy's certificate and trust bundle, as files in its
+    certs directory (none without workload identity)."""
+    if not settings.identity_enabled:
+        return {}
+    secrets = workload_secrets(certificates_dir(settings, config_dir))
+    return {_secret_file(secret["name"], ext): {"resources": [{"@type": SECRET, **secret}]} for secret in secrets}
+
+
 def render_files(config: ProxyConfig, settings: MeshSettings, config_dir: str, fmt: str = "yaml") -> dict[str, str]:
     """filename -> content of every file of the proxy. config_dir is where the files will live
     on the proxy's host (the paths the bootstrap and lds/cds point at)."""
@@ -59,6 +80,9 @@ def render_files(config: ProxyConfig, settings: MeshSettings, config_dir: str, f
     for cluster in clusters:
         if cluster.get("type") == "EDS":
             cluster["eds_cluster_config"]["eds_config"] = path_source(config_dir, f"{_file_stem('eds', cluster['name'])}.{ext}")
+    for reference in secret_references(listeners + clusters):
+        reference["sds_config"] = path_source(config_dir, _secret_file(reference["name"], ext))
+    files.update(secret_files(settings, config_dir, ext))
     for route in config.routes:
         files[f"{_file_stem('rds', route['name'])}.{ext}"] = {"resources": [{"@type": ROUTE_CONFIGURATION, **route}]}
     for assignment in config.endpoints:

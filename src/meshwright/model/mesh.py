@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 
 from meshwright.model.providers import TelemetryProviders, providers_from_spec
 from meshwright.model.resource import Resource
 from meshwright.registry.inventory import services_from_entries
 from meshwright.registry.model import Registry
+from meshwright.validate.shape import parse_duration
 
 CLUSTER_DOMAIN = "svc.cluster.local"
+DEFAULT_CERTIFICATES_DIR = "../certs"
 # Istio's root namespace: Telemetry and EnvoyFilter resources here without a selector apply
 # to every proxy of the mesh.
 ROOT_NAMESPACE = "istio-system"
@@ -24,7 +27,16 @@ class MeshSettings:
     default_mtls_mode: str = "PERMISSIVE"
     access_log_file: str = ""
     access_log_encoding: str = "JSON"
+    # Workload identity and mutual TLS (docs/security.md): on when the MeshConfig has
+    # `certificates`. Where each proxy's certificates are, relative to its config directory.
+    certificates_dir: str = ""
+    workload_cert_lifetime: datetime.timedelta = datetime.timedelta(days=30)
     telemetry: TelemetryProviders = field(default_factory=lambda: providers_from_spec({}))
+
+    @property
+    def identity_enabled(self) -> bool:
+        """Whether proxies have workload certificates (and so mTLS and principals exist)."""
+        return bool(self.certificates_dir)
 
     @classmethod
     def from_spec(cls, spec: dict) -> "MeshSettings":
@@ -34,8 +46,18 @@ class MeshSettings:
             default_mtls_mode=spec.get("defaultMtlsMode", cls.default_mtls_mode),
             access_log_file=spec.get("accessLogFile", cls.access_log_file),
             access_log_encoding=spec.get("accessLogEncoding", cls.access_log_encoding),
+            **_certificate_settings(spec.get("certificates")),
             telemetry=providers_from_spec(spec),
         )
+
+
+def _certificate_settings(certificates: dict | None) -> dict:
+    if certificates is None:
+        return {}
+    settings = {"certificates_dir": certificates.get("dir", DEFAULT_CERTIFICATES_DIR)}
+    if "workloadCertTtl" in certificates:
+        settings["workload_cert_lifetime"] = datetime.timedelta(seconds=parse_duration(certificates["workloadCertTtl"]))
+    return settings
 
 
 def resolve_host(host: str, namespace: str) -> str:
@@ -100,6 +122,8 @@ class Mesh:
     # indexes, built once here, instead of scanning every resource on every lookup.
     destination_rules_by_host: dict[str, list[Resource]] = field(default_factory=dict)
     sidecar_virtual_services_by_host: dict[str, list[Resource]] = field(default_factory=dict)
+    # Answers that compile modules derive from the mesh and reuse for every proxy (see memo).
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, resources: list[Resource]) -> "Mesh":
@@ -115,6 +139,12 @@ class Mesh:
             [vs for vs in by_kind.get("VirtualService", []) if applies_to_sidecars(vs)], lambda vs: vs.spec["hosts"]
         )
         return cls(ordered, settings, registry, by_kind, destination_rules, sidecar_virtual_services)
+
+    def memo(self, key: tuple, compute):
+        """compute() once per mesh for key (a mesh does not change once built)."""
+        if key not in self.derived:
+            self.derived[key] = compute()
+        return self.derived[key]
 
     def of_kind(self, kind: str) -> list[Resource]:
         return self.by_kind.get(kind, [])

@@ -50,8 +50,24 @@ def validation_bootstrap(config, bootstrap: dict) -> dict:
             cluster["type"] = "STATIC"
             cluster["load_assignment"] = endpoints.get(cluster["name"], {"cluster_name": cluster["name"], "endpoints": []})
             del cluster["eds_cluster_config"]
+    secrets = _static_secrets(listeners + clusters)
     out = copy.deepcopy(bootstrap)
     out.pop("dynamic_resources", None)
     out["static_resources"]["listeners"] += listeners
     out["static_resources"]["clusters"] += clusters
+    if secrets:
+        out["static_resources"]["secrets"] = secrets
     return out
+
+
+def _static_secrets(resources: list[dict]) -> list[dict]:
+    """SDS secret references made static (no sds_config), with stand-in secrets of those
+    names: the proxy's certificate files may not exist where the config is checked."""
+    from meshwright.compile.secrets import DEFAULT_SECRET, secret_references
+    from meshwright.validate.placeholder_secrets import placeholder_secret
+
+    names = set()
+    for reference in secret_references(resources):
+        del reference["sds_config"]
+        names.add(reference["name"])
+    return [placeholder_secret(name, "tls_certificate" if name == DEFAULT_SECRET else "validation_context") for name in sorted(names)]

@@ -6,6 +6,7 @@ not act on. Names and structure follow istio.io/latest/docs/reference/config.
 
 from __future__ import annotations
 
+from meshwright.validate import security_api
 from meshwright.validate.shape import (
     Address, Any, Bool, Duration, Enum, Int, ListOf, MapOf, Number, Obj, Port, Regex, Str,
 )
@@ -507,6 +508,7 @@ mesh_config = Obj(
         "trustDomain": Str(pattern=r"^[a-z0-9.-]+$", pattern_help="a trust domain (lower-case DNS name)"),
         "envoyVersion": Str(pattern=r"^\d+\.\d+\.\d+$", pattern_help="an Envoy version such as 1.40.0"),
         "defaultMtlsMode": Enum("STRICT", "PERMISSIVE", "DISABLE"),
+        "certificates": security_api.certificates,
         "accessLogFile": Str(),
         "accessLogEncoding": Enum("TEXT", "JSON"),
         "extensionProviders": ListOf(extension_provider),
@@ -594,6 +596,7 @@ KINDS = {
     "Sidecar": (NETWORKING_VERSIONS, sidecar),
     "EnvoyFilter": (NETWORKING_VERSIONS, envoy_filter),
     "MeshConfig": (MESHCONFIG_VERSIONS, mesh_config),
+    **security_api.KINDS,
     "Telemetry": (TELEMETRY_VERSIONS, telemetry),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from meshwright.model.mesh import Mesh, resolve_host
 from meshwright.model.resource import Resource
 from meshwright.validate.problems import Problems
+from meshwright.validate.security_checks import check_istio_mutual, check_security
 from meshwright.validate.telemetry import check_mesh_config, check_telemetry
 
 SERVICE_HINT = "declare it with a ServiceEntry (hosts, ports, and endpoints or a workloadSelector)"
@@ -88,7 +89,7 @@ def check_destination_rule(mesh: Mesh, resource: Resource, problems: Problems) -
                     "(the system's roots: /etc/ssl/certs/ca-certificates.crt on Debian), or insecureSkipVerify: true"
                 ))
             if tls.get("mode") == "ISTIO_MUTUAL":
-                problems.add(resource, layer_path + ("tls", "mode"), "ISTIO_MUTUAL needs workload certificates from the mesh CA, which this release does not deploy yet: use SIMPLE or MUTUAL with certificate files")
+                check_istio_mutual(mesh, resource, layer_path + ("tls",), tls, problems)
 
 
 def check_gateway(mesh: Mesh, resource: Resource, problems: Problems) -> None:
@@ -111,3 +112,4 @@ def check_references(mesh: Mesh, resource: Resource, problems: Problems) -> None
     }
     if resource.kind in checks:
         checks[resource.kind](mesh, resource, problems)
+    check_security(mesh, resource, problems)

@@ -267,6 +267,33 @@ class MapOf(Schema):
         return out
 
 
+class PortMapOf(Schema):
+    """A mapping of port numbers to values (Istio's portLevelMtls); numbers written as
+    strings ("8080") are accepted as in YAML keys, and the result has int keys."""
+
+    def __init__(self, value: Schema):
+        self.value = value
+
+    @property
+    def description(self):
+        return f"a mapping of port numbers to {self.value.description}"
+
+    def check(self, value, path, report):
+        if not isinstance(value, dict):
+            report(path, f"expected {self.description}, got {type_name(value)}")
+            return INVALID
+        out = {}
+        for key, item in value.items():
+            number = int(key) if isinstance(key, str) and key.isdigit() else key
+            if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
+                report(path + (key,), f"{key!r} is not a port number (1 to 65535)")
+                continue
+            checked = self.value.check(item, path + (key,), report)
+            if checked is not INVALID:
+                out[number] = checked
+        return out
+
+
 class Obj(Schema):
     """A mapping with known fields.
 

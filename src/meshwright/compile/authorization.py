@@ -1,0 +1,235 @@
+"""AuthorizationPolicy -> Envoy RBAC filters on a workload's inbound listeners (Istio's
+translation): DENY policies in one RBAC filter, evaluated first, then ALLOW policies in a
+second. A request a DENY rule matches is refused; when any ALLOW policy applies, a request no
+ALLOW rule matches is refused too (403 on HTTP, a closed connection on TCP). Each filter
+counts what it allows and denies (stats http.<listener>.rbac.{deny_,allow_}{allowed,denied}).
+
+A policy applies to the workloads its selector picks in its namespace; without selector to
+the whole namespace; in the root namespace (istio-system) to every namespace. Principals
+are the SPIFFE IDs of client certificates, so they need mTLS.
+
+On TCP listeners only the connection is known: an ALLOW rule that needs HTTP fields (paths,
+methods, request headers) matches nothing there, and a DENY rule is applied without them
+(it denies more), as Istio does.
+"""
+
+from __future__ import annotations
+
+import re
+
+from meshwright.compile.envoy_values import HCM_FILTER, TYPE_PREFIX, typed
+from meshwright.model.mesh import ROOT_NAMESPACE, Mesh, labels_match
+from meshwright.model.resource import Resource
+
+HTTP_RBAC = TYPE_PREFIX + "envoy.extensions.filters.http.rbac.v3.RBAC"
+NETWORK_RBAC = TYPE_PREFIX + "envoy.extensions.filters.network.rbac.v3.RBAC"
+HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
+NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
+ACTIONS = ("DENY", "ALLOW")  # the order Envoy evaluates them in
+HTTP_ONLY_OPERATION_FIELDS = ("paths", "notPaths", "methods", "notMethods")
+
+
+def policies_for(mesh: Mesh, namespace: str, labels: tuple) -> list[Resource]:
+    """The AuthorizationPolicies that apply to a workload, in (namespace, name) order."""
+
+    def compute():
+        label_map = dict(labels)
+        chosen = []
+        for policy in mesh.of_kind("AuthorizationPolicy"):
+            if policy.namespace not in (namespace, ROOT_NAMESPACE):
+                continue
+            selector = (policy.spec.get("selector") or {}).get("matchLabels")
+            if selector is None or labels_match(selector, label_map):
+                chosen.append(policy)
+        return chosen
+
+    return mesh.memo(("authorization-policies", namespace, labels), compute)
+
+
+# --- values -> Envoy matchers -------------------------------------------------------------
+
+def string_matcher(value: str, prefix: str = "") -> dict:
+    """Istio's wildcard values: "*" any non-empty value, "abc*" a prefix, "*abc" a suffix,
+    anything else exact; prefix is put before the value (principals: "spiffe://")."""
+    if value == "*":
+        return {"safe_regex": {"regex": ".+"}}
+    if value.endswith("*"):
+        return {"prefix": prefix + value[:-1]}
+    if value.startswith("*"):
+        return {"suffix": value[1:]}
+    return {"exact": prefix + value}
+
+
+def _namespace_regex(value: str) -> dict:
+    """A namespace matched inside the SPIFFE ID (".../ns/<namespace>/sa/...")."""
+    if value == "*":
+        return {"safe_regex": {"regex": ".+"}}
+    pattern = re.escape(value.strip("*"))
+    if value.endswith("*"):
+        pattern += "[^/]*"
+    elif value.startswith("*"):
+        pattern = "[^/]*" + pattern
+    return {"safe_regex": {"regex": f".*/ns/{pattern}/.*"}}
+
+
+def _any_of(items: list[dict], kind: str) -> dict:
+    """One matcher, or an OR of several (nested ORs flattened). kind: "rules" (permissions)
+    or "ids" (principals)."""
+    flat = []
+    for item in items:
+        flat += item[f"or_{kind}"][kind] if f"or_{kind}" in item else [item]
+    return flat[0] if len(flat) == 1 else {f"or_{kind}": {kind: flat}}
+
+
+def _all_of(items: list[dict], kind: str) -> dict:
+    """All of the matchers (nested ANDs flattened; none: anything matches)."""
+    flat = []
+    for item in items:
+        flat += item[f"and_{kind}"][kind] if f"and_{kind}" in item else [item] if item != {"any": True} else []
+    if not flat:
+        return {"any": True}
+    return flat[0] if len(flat) == 1 else {f"and_{kind}": {kind: flat}}
+
+
+def _negated(item: dict, kind: str) -> dict:
+    return {"not_rule": item} if kind == "rules" else {"not_id": item}
+
+
+def _principal(value: str) -> dict:
+    return {"authenticated": {"principal_name": string_matcher(value, "spiffe://")}}
+
+
+def _namespace(value: str) -> dict:
+    return {"authenticated": {"principal_name": _namespace_regex(value)}}
+
+
+def _path(value: str) -> dict:
+    return {"url_path": {"path": string_matcher(value)}}
+
+
+def _header(name: str, value: str) -> dict:
+    if value == "*":
+        return {"header": {"name": name, "present_match": True}}
+    return {"header": {"name": name, "string_match": string_matcher(value)}}
+
+
+def _port(value: str) -> dict:
+    return {"destination_port": int(value)}
+
+
+def _field(values: list[str] | None, negated: list[str] | None, make, kind: str) -> list[dict]:
+    """Matchers of an Istio field and its not-field: any of values, and none of negated."""
+    out = []
+    if values:
+        out.append(_any_of([make(v) for v in values], kind))
+    if negated:
+        out.append(_negated(_any_of([make(v) for v in negated], kind), kind))
+    return out
+
+
+# --- rules --------------------------------------------------------------------------------
+
+def _source(source: dict) -> dict:
+    ids = _field(source.get("principals"), source.get("notPrincipals"), _principal, "ids")
+    ids += _field(source.get("namespaces"), source.get("notNamespaces"), _namespace, "ids")
+    return _all_of(ids, "ids")
+
+
+def _operation(operation: dict, http: bool) -> dict:
+    rules = []
+    if http:
+        rules += _field(operation.get("paths"), operation.get("notPaths"), _path, "rules")
+        rules += _field(operation.get("methods"), operation.get("notMethods"), lambda m: _header(":method", m), "rules")
+    rules += _field(operation.get("ports"), operation.get("notPorts"), _port, "rules")
+    return _all_of(rules, "rules")
+
+
+def _condition(condition: dict, http: bool) -> tuple[str, list[dict]]:
+    """("ids" or "rules", matchers) of a when condition."""
+    key = condition["key"]
+    values, negated = condition.get("values"), condition.get("notValues")
+    if key == "source.principal":
+        return "ids", _field(values, negated, _principal, "ids")
+    if key == "source.namespace":
+        return "ids", _field(values, negated, _namespace, "ids")
+    if key == "destination.port":
+        return "rules", _field(values, negated, _port, "rules")
+    if not http:
+        return "rules", []
+    name = key[len("request.headers["):-1]
+    return "rules", _field(values, negated, lambda v: _header(name, v), "rules")
+
+
+def needs_http(rule: dict) -> bool:
+    """Whether a rule names anything only an HTTP request has."""
+    operations = [to["operation"] for to in rule.get("to") or []]
+    return any(field in operation for operation in operations for field in HTTP_ONLY_OPERATION_FIELDS) or any(
+        condition["key"].startswith("request.headers[") for condition in rule.get("when") or []
+    )
+
+
+def envoy_policy(rule: dict, http: bool) -> dict:
+    """One Istio rule -> one Envoy RBAC policy: any of its sources, any of its operations,
+    and all of its conditions."""
+    principals, permissions = [], []
+    if rule.get("from"):
+        principals.append(_any_of([_source(entry["source"]) for entry in rule["from"]], "ids"))
+    if rule.get("to"):
+        permissions.append(_any_of([_operation(entry["operation"], http) for entry in rule["to"]], "rules"))
+    for condition in rule.get("when") or []:
+        kind, matchers = _condition(condition, http)
+        (principals if kind == "ids" else permissions).extend(matchers)
+    return {"permissions": [_all_of(permissions, "rules")], "principals": [_all_of(principals, "ids")]}
+
+
+def rbac_rules(policies: list[Resource], action: str, http: bool) -> dict | None:
+    """Envoy RBAC rules of the policies with one action; None when none has that action."""
+    chosen = [p for p in policies if p.spec.get("action", "ALLOW") == action]
+    if not chosen:
+        return None
+    envoy_policies = {}
+    for policy in chosen:
+        for index, rule in enumerate(policy.spec.get("rules") or []):
+            if not http and needs_http(rule) and action == "ALLOW":
+                continue  # matches nothing on TCP
+            envoy_policies[f"ns[{policy.namespace}]-policy[{policy.name}]-rule[{index}]"] = envoy_policy(rule, http)
+    if action == "DENY" and not envoy_policies:
+        return None  # a DENY policy without rules denies nothing
+    # An ALLOW policy without rules (Istio's allow-nothing) leaves the rules empty: all denied.
+    return {"action": action, "policies": envoy_policies}
+
+
+def http_rbac_filters(policies: list[Resource]) -> list[dict]:
+    filters = []
+    for action in ACTIONS:
+        rules = rbac_rules(policies, action, http=True)
+        if rules is not None:
+            config = typed(HTTP_RBAC, rules=rules, rules_stat_prefix=f"{action.lower()}_")
+            filters.append({"name": HTTP_RBAC_FILTER, "typed_config": config})
+    return filters
+
+
+def network_rbac_filters(policies: list[Resource], stat_prefix: str) -> list[dict]:
+    filters = []
+    for action in ACTIONS:
+        rules = rbac_rules(policies, action, http=False)
+        if rules is not None:
+            config = typed(NETWORK_RBAC, rules=rules, stat_prefix=f"{stat_prefix}.{action.lower()}_")
+            filters.append({"name": NETWORK_RBAC_FILTER, "typed_config": config})
+    return filters
+
+
+def authorize_chain(mesh: Mesh, namespace: str, labels: tuple, chain: dict) -> dict:
+    """The filter chain with the workload's RBAC filters: first among an HTTP connection
+    manager's HTTP filters, or before a TCP chain's proxy filter."""
+    policies = policies_for(mesh, namespace, labels)
+    if not policies:
+        return chain
+    filters = chain["filters"]
+    main = filters[-1]
+    if main["name"] == HCM_FILTER:
+        manager = main["typed_config"]
+        manager["http_filters"] = http_rbac_filters(policies) + manager["http_filters"]
+        return chain
+    chain["filters"] = filters[:-1] + network_rbac_filters(policies, main["typed_config"]["stat_prefix"]) + [main]
+    return chain

@@ -1,0 +1,57 @@
+"""The proxy's own certificate and the mesh's trust bundle, as Envoy SDS secrets (Istio's
+names: "default" and "ROOTCA").
+
+TLS contexts name the secrets with an SDS config; delivery points that at files
+(sds-default.yaml, sds-rootca.yaml) whose secrets name the PEM files in the proxy's certs
+directory, with a watch on that directory: a renewed certificate written there is used
+without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+
+from meshwright.compile.envoy_values import ADS, TYPE_PREFIX
+from meshwright.pki.store import CHAIN_FILE, KEY_FILE, ROOTS_FILE
+
+SECRET = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
+DEFAULT_SECRET = "default"  # the proxy's certificate chain and key
+ROOT_SECRET = "ROOTCA"  # the trust bundle it verifies peers with
+
+
+def sds_secret_config(name: str) -> dict:
+    return {"name": name, "sds_config": ADS}
+
+
+def workload_secrets(certs_dir: str) -> list[dict]:
+    """The two secrets, reading the PEM files in certs_dir (the directory is watched: Envoy
+    re-reads the files when any of them is replaced)."""
+    watch = {"path": certs_dir}
+    return [
+        {
+            "name": DEFAULT_SECRET,
+            "tls_certificate": {
+                "certificate_chain": {"filename": os.path.join(certs_dir, CHAIN_FILE)},
+                "private_key": {"filename": os.path.join(certs_dir, KEY_FILE)},
+                "watched_directory": watch,
+            },
+        },
+        {
+            "name": ROOT_SECRET,
+            "validation_context": {"trusted_ca": {"filename": os.path.join(certs_dir, ROOTS_FILE)}, "watched_directory": watch},
+        },
+    ]
+
+
+def secret_references(resource) -> list[dict]:
+    """Every SDS secret config (a mapping with a name and an sds_config) inside a resource."""
+    found = []
+    if isinstance(resource, dict):
+        if "sds_config" in resource and "name" in resource:
+            found.append(resource)
+        for value in resource.values():
+            found += secret_references(value)
+    elif isinstance(resource, list):
+        for item in resource:
+            found += secret_references(item)
+    return found

@@ -1,0 +1,104 @@
+"""The security part of the Istio API meshwright compiles (security.istio.io), and the
+MeshConfig's workload certificate settings, as schemas (see istio_api.py).
+
+Fields meshwright does not act on are errors with a hint, never ignored (docs/security.md).
+"""
+
+from __future__ import annotations
+
+from meshwright.validate.shape import Duration, Enum, ListOf, MapOf, Obj, PortMapOf, Str
+
+SECURITY_VERSIONS = ("security.istio.io/v1", "security.istio.io/v1beta1")
+
+JWT_HINT = "request authentication (JWT) is not supported: match callers by their mTLS identity with principals or namespaces"
+IP_HINT = "IP blocks are not supported: match callers by their mTLS identity with principals or namespaces"
+HOSTS_HINT = "hosts are not supported in rules: an AuthorizationPolicy applies to the workloads its selector picks; match paths, methods and ports"
+
+certificates = Obj(
+    "workload certificate settings",
+    {
+        # Where each proxy's cert-chain.pem, key.pem and root-cert.pem are: relative to its
+        # config directory, or absolute.
+        "dir": Str(non_empty=True),
+        "workloadCertTtl": Duration(minimum_seconds=3600),
+    },
+)
+
+mtls_mode = Enum("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
+mtls = Obj("mutual TLS settings", {"mode": mtls_mode})
+match_labels = Obj("a workload selector", {"matchLabels": MapOf(Str())}, required=("matchLabels",))
+
+peer_authentication = Obj(
+    "a PeerAuthentication spec",
+    {"selector": match_labels, "mtls": mtls, "portLevelMtls": PortMapOf(mtls)},
+    hints={"targetRef": "select workloads with selector.matchLabels", "targetRefs": "select workloads with selector.matchLabels"},
+)
+
+# "*", "prefix*" and "*suffix" wildcards, as Istio allows in principals, namespaces, paths
+# and header values; nothing else may contain "*".
+_wildcard = Str(pattern=r"^(\*|\*?[^*]+|[^*]+\*)$", pattern_help="a value with at most a leading or trailing '*'")
+_values = ListOf(_wildcard, min_items=1)
+
+source = Obj(
+    "a rule source",
+    {"principals": _values, "notPrincipals": _values, "namespaces": _values, "notNamespaces": _values},
+    hints={
+        "requestPrincipals": JWT_HINT, "notRequestPrincipals": JWT_HINT,
+        "ipBlocks": IP_HINT, "notIpBlocks": IP_HINT, "remoteIpBlocks": IP_HINT, "notRemoteIpBlocks": IP_HINT,
+    },
+)
+
+_method = Str(pattern=r"^(\*|[A-Z]+)$", pattern_help="an HTTP method in upper case (GET, POST, ...)")
+_port = Str(pattern=r"^\d{1,5}$", pattern_help='a port number as a string ("8080")')
+
+operation = Obj(
+    "a rule operation",
+    {
+        "paths": _values, "notPaths": _values,
+        "methods": ListOf(_method, min_items=1), "notMethods": ListOf(_method, min_items=1),
+        "ports": ListOf(_port, min_items=1), "notPorts": ListOf(_port, min_items=1),
+    },
+    hints={"hosts": HOSTS_HINT, "notHosts": HOSTS_HINT},
+)
+
+CONDITION_KEYS = "request.headers[NAME], source.principal, source.namespace or destination.port"
+condition = Obj(
+    "a rule condition",
+    {
+        "key": Str(pattern=r"^(request\.headers\[[^\]]+\]|source\.principal|source\.namespace|destination\.port)$", pattern_help=f"a supported key: {CONDITION_KEYS}"),
+        "values": _values,
+        "notValues": _values,
+    },
+    required=("key",),
+    required_any_of=(("values", "notValues"),),
+)
+
+rule = Obj(
+    "an authorization rule",
+    {
+        "from": ListOf(Obj("a rule 'from'", {"source": source}, required=("source",)), min_items=1),
+        "to": ListOf(Obj("a rule 'to'", {"operation": operation}, required=("operation",)), min_items=1),
+        "when": ListOf(condition, min_items=1),
+    },
+)
+
+authorization_policy = Obj(
+    "an AuthorizationPolicy spec",
+    {
+        "selector": match_labels,
+        "action": Enum(
+            "ALLOW", "DENY",
+            hints={"AUDIT": "audit logging is not supported", "CUSTOM": "external authorization (CUSTOM) is not supported: use ALLOW or DENY"},
+        ),
+        "rules": ListOf(rule),
+    },
+    hints={
+        "provider": "external authorization (CUSTOM) is not supported: use ALLOW or DENY",
+        "targetRef": "select workloads with selector.matchLabels", "targetRefs": "select workloads with selector.matchLabels",
+    },
+)
+
+KINDS = {
+    "PeerAuthentication": (SECURITY_VERSIONS, peer_authentication),
+    "AuthorizationPolicy": (SECURITY_VERSIONS, authorization_policy),
+}

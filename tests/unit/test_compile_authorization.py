@@ -1,0 +1,112 @@
+"""AuthorizationPolicy compiled as Istio does: RBAC filters on the selected workloads'
+inbound listeners, DENY evaluated before ALLOW, both before routing; sources match the
+client certificate's SPIFFE ID; on TCP, HTTP-only rules drop out of ALLOW (deny more) and
+lose their HTTP fields in DENY (deny more)."""
+
+from __future__ import annotations
+
+from tests.unit.security_mesh import compiled, listener_on, load_mesh
+
+
+def policy(name: str, body: str, namespace: str = "default") -> str:
+    return f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{body}"
+
+
+ALLOW_CLIENT = policy("allow-client", """\
+  selector: {matchLabels: {app: server}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/client]}}, {source: {namespaces: [shop, "team-*"]}}]
+    to: [{operation: {methods: [GET, HEAD], paths: ["/api/*", "*.json", /healthz], notPaths: [/api/admin*]}}]
+    when: [{key: "request.headers[x-tenant]", values: [acme]}]
+""")
+DENY_DELETE = policy("deny-delete", """\
+  action: DENY
+  rules:
+  - to: [{operation: {methods: [DELETE], ports: ["8080"]}}]
+""")
+
+
+def http_filters(config, port: int, chain: int = 0) -> list[dict]:
+    manager = listener_on(config, port)["filter_chains"][chain]["filters"][-1]["typed_config"]
+    return manager["http_filters"]
+
+
+def test_deny_then_allow_before_routing(tmp_path):
+    mesh = load_mesh(tmp_path, ALLOW_CLIENT, DENY_DELETE)
+    filters = http_filters(compiled(mesh, "server-1.default"), 8080)
+    names = [f["name"] for f in filters]
+    assert names[:2] == ["envoy.filters.http.rbac", "envoy.filters.http.rbac"] and names[-1] == "envoy.filters.http.router"
+    deny, allow = filters[0]["typed_config"], filters[1]["typed_config"]
+    assert (deny["rules"]["action"], deny["rules_stat_prefix"]) == ("DENY", "deny_")
+    assert (allow["rules"]["action"], allow["rules_stat_prefix"]) == ("ALLOW", "allow_")
+    assert list(deny["rules"]["policies"]) == ["ns[default]-policy[deny-delete]-rule[0]"]
+    assert deny["rules"]["policies"]["ns[default]-policy[deny-delete]-rule[0]"] == {
+        "permissions": [{"and_rules": {"rules": [{"header": {"name": ":method", "string_match": {"exact": "DELETE"}}}, {"destination_port": 8080}]}}],
+        "principals": [{"any": True}],
+    }
+
+
+def test_rule_translation(tmp_path):
+    """from: any source (principals with spiffe://, namespaces inside the SPIFFE ID); to: all
+    of methods, paths and not-paths (wildcards as prefix/suffix); when: all conditions."""
+    mesh = load_mesh(tmp_path, ALLOW_CLIENT)
+    [allow, *_] = http_filters(compiled(mesh, "server-1.default"), 8080)
+    envoy_policy = allow["typed_config"]["rules"]["policies"]["ns[default]-policy[allow-client]-rule[0]"]
+    assert envoy_policy["principals"] == [{"or_ids": {"ids": [
+        {"authenticated": {"principal_name": {"exact": "spiffe://cluster.local/ns/default/sa/client"}}},
+        {"authenticated": {"principal_name": {"safe_regex": {"regex": ".*/ns/shop/.*"}}}},
+        {"authenticated": {"principal_name": {"safe_regex": {"regex": ".*/ns/team\\-[^/]*/.*"}}}},
+    ]}}]
+    assert envoy_policy["permissions"] == [{"and_rules": {"rules": [
+        {"or_rules": {"rules": [{"url_path": {"path": {"prefix": "/api/"}}}, {"url_path": {"path": {"suffix": ".json"}}}, {"url_path": {"path": {"exact": "/healthz"}}}]}},
+        {"not_rule": {"url_path": {"path": {"prefix": "/api/admin"}}}},
+        {"or_rules": {"rules": [{"header": {"name": ":method", "string_match": {"exact": "GET"}}}, {"header": {"name": ":method", "string_match": {"exact": "HEAD"}}}]}},
+        {"header": {"name": "x-tenant", "string_match": {"exact": "acme"}}},
+    ]}}]
+
+
+def test_allow_nothing_and_allow_all(tmp_path):
+    """spec: {} is Istio's allow-nothing (an ALLOW with no rule: every request denied);
+    rules: [{}] allows everything."""
+    mesh = load_mesh(tmp_path, policy("nothing", "  {}\n"))
+    [allow] = [f for f in http_filters(compiled(mesh, "server-1.default"), 8080) if f["name"] == "envoy.filters.http.rbac"]
+    assert allow["typed_config"]["rules"] == {"action": "ALLOW", "policies": {}}
+    mesh = load_mesh(tmp_path, policy("nothing", "  rules: [{}]\n"))
+    [allow] = [f for f in http_filters(compiled(mesh, "server-1.default"), 8080) if f["name"] == "envoy.filters.http.rbac"]
+    assert allow["typed_config"]["rules"]["policies"] == {"ns[default]-policy[nothing]-rule[0]": {"permissions": [{"any": True}], "principals": [{"any": True}]}}
+
+
+def test_which_workloads_a_policy_applies_to(tmp_path):
+    """Selector in its namespace; without selector the whole namespace; in istio-system every
+    namespace; another namespace's policy never; the client's outbound listener never."""
+    mesh = load_mesh(tmp_path, policy("root", "  action: DENY\n  rules: [{to: [{operation: {paths: [/root]}}]}]\n", "istio-system"),
+                     policy("elsewhere", "  rules: [{}]\n", "shop"), ALLOW_CLIENT)
+    server = compiled(mesh, "server-1.default")
+    rbac = [f["typed_config"]["rules"] for f in http_filters(server, 8080) if f["name"] == "envoy.filters.http.rbac"]
+    assert [(r["action"], sorted(r["policies"])) for r in rbac] == [
+        ("DENY", ["ns[istio-system]-policy[root]-rule[0]"]), ("ALLOW", ["ns[default]-policy[allow-client]-rule[0]"]),
+    ]
+    client = compiled(mesh, "client.default")
+    for listener in client.listeners:
+        for chain in listener["filter_chains"]:
+            assert "envoy.filters.http.rbac" not in [f["name"] for f in chain["filters"][-1]["typed_config"].get("http_filters", [])]
+
+
+def test_permissive_listener_authorizes_both_chains(tmp_path):
+    mesh = load_mesh(tmp_path, ALLOW_CLIENT)
+    config = compiled(mesh, "server-1.default")
+    assert http_filters(config, 8080, 0) == http_filters(config, 8080, 1)
+    assert http_filters(config, 8080, 0)[0]["name"] == "envoy.filters.http.rbac"
+
+
+def test_tcp_listener_gets_network_rbac_with_http_fields_handled_as_istio(tmp_path):
+    """On TCP 9000: the ALLOW rule with methods/paths matches nothing (dropped), the DENY rule
+    keeps only its port; both network filters come before the TCP proxy."""
+    mesh = load_mesh(tmp_path, ALLOW_CLIENT, DENY_DELETE)
+    filters = listener_on(compiled(mesh, "server-1.default"), 9000)["filter_chains"][0]["filters"]
+    assert [f["name"] for f in filters] == ["envoy.filters.network.rbac", "envoy.filters.network.rbac", "envoy.filters.network.tcp_proxy"]
+    deny, allow = filters[0]["typed_config"], filters[1]["typed_config"]
+    assert deny["stat_prefix"] == "inbound_9000.deny_" and allow["stat_prefix"] == "inbound_9000.allow_"
+    assert deny["rules"]["policies"]["ns[default]-policy[deny-delete]-rule[0]"]["permissions"] == [{"destination_port": 8080}]
+    assert allow["rules"] == {"action": "ALLOW", "policies": {}}
