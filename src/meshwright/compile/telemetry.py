@@ -29,7 +29,6 @@ from meshwright.model.resource import Resource
 
 # Istio's default sampling when no Telemetry sets randomSamplingPercentage (percent).
 DEFAULT_SAMPLING = 1.0
-INBOUND_CONTEXT = "SIDECAR_INBOUND"  # compile.sidecar.INBOUND: the server side of a proxy
 
 # Istio's access log fields, as JSON lines (envoyFileAccessLog with `labels: {}`, and the
 # built-in `envoy` provider with accessLogEncoding JSON).
@@ -172,7 +171,7 @@ def access_log(provider: Provider) -> dict:
     return {"name": "envoy.access_loggers.file", "typed_config": typed(FILE_ACCESS_LOG, path=provider.path, log_format=log_format)}
 
 
-def http_tracing(tracing: Tracing, proxy: Proxy, server_side: bool) -> dict:
+def http_tracing(tracing: Tracing, proxy: Proxy) -> dict:
     """An HTTP connection manager's tracing. Spans name the proxy's service "name.namespace"
     (Zipkin takes it from the bootstrap's node.cluster, OpenTelemetry from service_name)."""
     provider = tracing.provider
@@ -185,8 +184,9 @@ def http_tracing(tracing: Tracing, proxy: Proxy, server_side: bool) -> dict:
         tracer = {"name": "envoy.tracers.opentelemetry", "typed_config": typed(
             OPENTELEMETRY_CONFIG, grpc_service={"envoy_grpc": {"cluster_name": tracing.cluster, "authority": provider.host}}, service_name=proxy.id,
         )}
-    # The client side spans its upstream request too (as Istio's sidecars and gateways do).
-    return {"random_sampling": {"value": tracing.sampling}, "spawn_upstream_span": not server_side, "provider": tracer}
+    # One span per proxy and request, as in Istio's traces: the outbound side's is a CLIENT
+    # span (the listener's direction), the inbound side's its SERVER child.
+    return {"random_sampling": {"value": tracing.sampling}, "provider": tracer}
 
 
 def collector_clusters(telemetry: ProxyTelemetry) -> list[dict]:
@@ -257,7 +257,7 @@ def cluster_labels(mesh: Mesh, proxy: Proxy, cluster: str) -> list[tuple[str, st
 def apply_telemetry(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, items: list[tuple[str, str, dict]]) -> None:
     """Write a proxy's telemetry into its resources: items are (patch context, kind,
     resource) as compile.envoyfilter.Patchable holds them."""
-    for context, kind, resource in items:
+    for _context, kind, resource in items:
         if kind == "listener":
             for chain in resource["filter_chains"]:
                 for network_filter in chain["filters"]:
@@ -265,7 +265,7 @@ def apply_telemetry(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, items: 
                     if network_filter["name"] in (HCM_FILTER, TCP_PROXY_FILTER) and telemetry.access_logs:
                         config["access_log"] = [access_log(provider) for provider in telemetry.access_logs]
                     if network_filter["name"] == HCM_FILTER and telemetry.tracing is not None:
-                        config["tracing"] = http_tracing(telemetry.tracing, proxy, server_side=context == INBOUND_CONTEXT)
+                        config["tracing"] = http_tracing(telemetry.tracing, proxy)
         elif kind == "cluster" and telemetry.metrics:
             labels = cluster_labels(mesh, proxy, resource["name"])
             if labels:

@@ -1,0 +1,521 @@
+"""Telemetry config: the MeshConfig's providers, the Telemetry API and what a proxy gets.
+
+Istio's rules: providers are defined once in the MeshConfig (extensionProviders, with the
+built-in `prometheus` and `envoy`) and chosen by defaultProviders and Telemetry resources;
+a Telemetry with a selector in the workload's namespace wins over one for the namespace,
+which wins over one in the root namespace (istio-system), which wins over the defaults,
+field by field. Mistakes are reported where they are written.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+import pytest
+
+from meshwright.compile.bootstrap import compile_bootstrap
+from meshwright.compile.build import compile_proxy
+from meshwright.compile.proxy import find_proxy
+from meshwright.compile.telemetry import cluster_stat_name, effective_telemetry, stats_config
+from meshwright.model.load import load_paths
+from meshwright.validate.pipeline import validate_mesh
+from tests.unit.validation_cases import BASE, Case, check_case
+
+PROVIDERS = """\
+---
+apiVersion: meshwright.io/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh, namespace: default}
+spec:
+  extensionProviders:
+  - name: zipkin
+    zipkin: {service: zipkin.example.com, port: 9411}
+  - name: otel
+    opentelemetry: {service: 10.1.2.3, port: 4317}
+  - name: json-log
+    envoyFileAccessLog: {path: /var/log/mesh/access.log, logFormat: {labels: {code: "%RESPONSE_CODE%"}}}
+  - name: text-log
+    envoyFileAccessLog: {path: /dev/stdout, logFormat: {text: "%REQ(:METHOD)% %RESPONSE_CODE%"}}
+"""
+TELEMETRY_BASE = BASE + PROVIDERS
+WORKLOADS = """\
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1, namespace: default}
+spec: {address: 10.0.0.1, labels: {app: reviews, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: gateway-0, namespace: edge}
+spec: {address: 10.0.0.9, labels: {app: edge}}
+"""
+
+
+def telemetry(name: str, namespace: str, spec: str) -> str:
+    return f"---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{textwrap.indent(textwrap.dedent(spec), '  ')}"
+
+
+def mesh_of(tmp_path, *documents: str):
+    (tmp_path / "mesh.yaml").write_text(TELEMETRY_BASE + WORKLOADS + "".join(documents))
+    mesh, problems = validate_mesh(load_paths([str(tmp_path)]))
+    assert not problems, "\n".join(str(p) for p in problems)
+    return mesh
+
+
+def effective(mesh, proxy_id: str):
+    return effective_telemetry(mesh, find_proxy(mesh, proxy_id))
+
+
+# --- precedence ----------------------------------------------------------------------
+
+
+def test_defaults_without_any_telemetry_are_istios(tmp_path):
+    """No Telemetry, no defaultProviders: metrics by the built-in prometheus, no access log
+    (accessLogFile is empty), no tracing."""
+    settings = effective(mesh_of(tmp_path), "client.default")
+    assert settings.metrics is True
+    assert settings.access_logs == () and settings.tracing is None
+
+
+def test_workload_beats_namespace_beats_root_field_by_field(tmp_path):
+    """Root: zipkin at 5%. The default namespace: 50% (the provider is inherited). A selector
+    for app: reviews: the otel provider (the 50% is inherited). Namespace edge: root only."""
+    mesh = mesh_of(
+        tmp_path,
+        telemetry("mesh-default", "istio-system", "tracing: [{providers: [{name: zipkin}], randomSamplingPercentage: 5}]\n"),
+        telemetry("namespace", "default", "tracing: [{randomSamplingPercentage: 50}]\n"),
+        telemetry("reviews", "default", "selector: {matchLabels: {app: reviews}}\ntracing: [{providers: [{name: otel}]}]\n"),
+    )
+    reviews, client, edge = (effective(mesh, p).tracing for p in ("reviews-v1.default", "client.default", "gateway-0.edge"))
+    assert (reviews.provider.name, reviews.sampling) == ("otel", 50.0)
+    assert (client.provider.name, client.sampling) == ("zipkin", 50.0)
+    assert (edge.provider.name, edge.sampling) == ("zipkin", 5.0)
+
+
+def test_selector_only_applies_in_its_own_namespace(tmp_path):
+    """A selector matches workloads of the Telemetry's namespace only (Istio); in the root
+    namespace it is not mesh-wide."""
+    mesh = mesh_of(tmp_path, telemetry("edge-logs", "istio-system", "selector: {matchLabels: {app: edge}}\naccessLogging: [{providers: [{name: json-log}]}]\n"))
+    assert effective(mesh, "gateway-0.edge").access_logs == ()
+
+
+def test_disabled_turns_off_what_a_less_specific_level_turned_on(tmp_path):
+    mesh = mesh_of(
+        tmp_path,
+        telemetry("logs", "default", "accessLogging: [{providers: [{name: json-log}, {name: text-log}]}]\n"),
+        telemetry("quiet", "default", "selector: {matchLabels: {app: reviews}}\naccessLogging: [{disabled: true}]\nmetrics: [{overrides: [{disabled: true}]}]\n"),
+    )
+    assert [p.name for p in effective(mesh, "client.default").access_logs] == ["json-log", "text-log"]
+    reviews = effective(mesh, "reviews-v1.default")
+    assert reviews.access_logs == () and reviews.metrics is False
+
+
+def test_disable_span_reporting_turns_tracing_off(tmp_path):
+    mesh = mesh_of(
+        tmp_path,
+        telemetry("mesh-default", "istio-system", "tracing: [{providers: [{name: zipkin}]}]\n"),
+        telemetry("reviews", "default", "selector: {matchLabels: {app: reviews}}\ntracing: [{disableSpanReporting: true}]\n"),
+    )
+    assert effective(mesh, "reviews-v1.default").tracing is None
+    assert effective(mesh, "client.default").tracing.sampling == 1.0  # Istio's default sampling
+
+
+def test_default_providers_and_the_builtin_envoy_access_log(tmp_path):
+    """accessLogFile turns on the built-in `envoy` provider by default (Istio's behaviour);
+    defaultProviders can name any provider; an empty metrics list turns metrics off."""
+    text = TELEMETRY_BASE.replace(
+        "spec:\n  extensionProviders:",
+        "spec:\n  accessLogFile: /dev/stdout\n  accessLogEncoding: TEXT\n  defaultProviders: {metrics: [], tracing: [zipkin]}\n  extensionProviders:",
+    )
+    (tmp_path / "mesh.yaml").write_text(text)
+    mesh, problems = validate_mesh(load_paths([str(tmp_path)]))
+    assert not problems
+    settings = effective(mesh, "client.default")
+    assert [(p.name, p.path, p.encoding) for p in settings.access_logs] == [("envoy", "/dev/stdout", "TEXT")]
+    assert settings.metrics is False and settings.tracing.provider.name == "zipkin"
+
+
+# --- compiled config -------------------------------------------------------------------
+
+
+def test_compiled_listeners_clusters_and_bootstrap(tmp_path):
+    """Access logs on every HTTP connection manager, tracing to a dedicated STRICT_DNS
+    cluster for a collector named by DNS, labelled cluster stat names, and the bootstrap's
+    stats listener and tags."""
+    mesh = mesh_of(tmp_path, telemetry("all", "istio-system", """\
+        accessLogging: [{providers: [{name: text-log}]}]
+        tracing: [{providers: [{name: zipkin}], randomSamplingPercentage: 100}]
+        """))
+    proxy = find_proxy(mesh, "client.default")
+    config = compile_proxy(mesh, proxy)
+    (listener,) = config.listeners
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert manager["access_log"][0]["typed_config"]["log_format"] == {"text_format_source": {"inline_string": "%REQ(:METHOD)% %RESPONSE_CODE%\n"}}
+    tracer = manager["tracing"]["provider"]["typed_config"]
+    assert manager["tracing"]["random_sampling"] == {"value": 100.0}
+    assert (tracer["collector_cluster"], tracer["collector_hostname"], tracer["collector_endpoint"]) == ("tracing|zipkin", "zipkin.example.com", "/api/v2/spans")
+    reviews_v1 = next(c for c in config.clusters if c["name"] == "outbound|9080|v1|reviews.default.svc.cluster.local")
+    assert reviews_v1["alt_stat_name"] == (
+        "outbound|9080|v1|reviews.default.svc.cluster.local;reporter=source;source_workload=client;"
+        "source_workload_namespace=default;source_app=client;destination_service=reviews.default.svc.cluster.local;"
+        "destination_port=9080;destination_subset=v1;"
+    )
+    bootstrap = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})
+    assert [l["name"] for l in bootstrap["static_resources"]["listeners"]] == ["health", "stats"]
+    collector = next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "tracing|zipkin")
+    assert collector["type"] == "STRICT_DNS"
+    assert collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {"address": "zipkin.example.com", "port_value": 9411}
+    assert bootstrap["stats_config"]["use_all_default_tags"] is False
+
+
+def test_opentelemetry_to_an_ip_gets_a_static_http2_cluster(tmp_path):
+    mesh = mesh_of(tmp_path, telemetry("all", "istio-system", "tracing: [{providers: [{name: otel}]}]\n"))
+    proxy = find_proxy(mesh, "client.default")
+    config = compile_proxy(mesh, proxy)
+    tracer = config.listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]["tracing"]["provider"]
+    assert tracer["name"] == "envoy.tracers.opentelemetry"
+    assert tracer["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == "tracing|otel"
+    assert tracer["typed_config"]["service_name"] == "client.default"
+    (collector,) = [c for c in compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})["static_resources"]["clusters"] if c["name"] == "tracing|otel"]
+    assert collector["type"] == "STATIC"
+    assert "http2_protocol_options" in str(collector["typed_extension_protocol_options"])
+
+
+def test_a_collector_that_is_a_mesh_service_is_reached_through_its_cluster(tmp_path):
+    text = TELEMETRY_BASE.replace("zipkin: {service: zipkin.example.com, port: 9411}", "zipkin: {service: default/ratings.default.svc.cluster.local, port: 9080}")
+    (tmp_path / "mesh.yaml").write_text(text + WORKLOADS + telemetry("all", "istio-system", "tracing: [{providers: [{name: zipkin}]}]\n"))
+    mesh, problems = validate_mesh(load_paths([str(tmp_path)]))
+    assert not problems
+    proxy = find_proxy(mesh, "client.default")
+    config = compile_proxy(mesh, proxy)
+    tracer = config.listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]["tracing"]["provider"]["typed_config"]
+    assert tracer["collector_cluster"] == "outbound|9080||ratings.default.svc.cluster.local"
+    assert [c["name"] for c in compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})["static_resources"]["clusters"]] == ["admin"]
+
+
+def test_without_metrics_no_stats_listener_and_plain_stat_names(tmp_path):
+    mesh = mesh_of(tmp_path, telemetry("no-metrics", "istio-system", "metrics: [{overrides: [{match: {metric: ALL_METRICS}, disabled: true}]}]\n"))
+    proxy = find_proxy(mesh, "client.default")
+    config = compile_proxy(mesh, proxy)
+    assert not any("alt_stat_name" in c for c in config.clusters)
+    bootstrap = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})
+    assert [l["name"] for l in bootstrap["static_resources"]["listeners"]] == ["health"]
+    assert "stats_config" not in bootstrap
+
+
+# --- stat names and tags ----------------------------------------------------------------
+
+
+def extract_tags(stat_name: str) -> tuple[str, dict]:
+    """What Envoy's tag extraction does with stats_config's regexes: the first tag extractor
+    of a name that matches gives its value (group 2, else 1); the characters of group 1 are
+    removed from the name. (Envoy runs these regexes as ECMAScript std::regex; these use
+    nothing that Python's re reads differently.)"""
+    tags, removed = {}, set()
+    for tag in stats_config()["stats_tags"]:
+        if "regex" not in tag or tag["tag_name"] in tags:
+            continue
+        match = re.search(tag["regex"], stat_name)
+        if match:
+            group = 2 if match.re.groups >= 2 else 1
+            tags[tag["tag_name"]] = match.group(group)
+            removed.update(range(match.start(1), match.end(1)))
+    return "".join(c for i, c in enumerate(stat_name) if i not in removed), tags
+
+
+@pytest.mark.parametrize("host", ["reviews.default.svc.cluster.local", "db.corp.internal", "api.zone.external", "x"])
+@pytest.mark.parametrize("suffix", ["upstream_rq_200", "external.upstream_rq_503", "internal.upstream_rq_2xx", "zone.a.b.upstream_rq_200", "circuit_breakers.default.cx_open"])
+def test_every_cluster_stat_name_becomes_its_labels(host, suffix):
+    """Whatever the host's labels and the stat's own dots (internal., zone.a.b.), the host
+    comes out whole and the metric name is Envoy's without the cluster."""
+    cluster = f"outbound|9080|v1|{host}"
+    name = f"cluster.{cluster_stat_name(cluster, [('reporter', 'source'), ('source_workload', 'client.v2'), ('destination_service', host), ('destination_subset', 'v1')])}.{suffix}"
+    stripped, tags = extract_tags(name)
+    assert tags["cluster_name"] == cluster
+    assert (tags["reporter"], tags["source_workload"], tags["destination_service"], tags["destination_subset"]) == ("source", "client.v2", host, "v1")
+    expected = re.sub(r"_(\d{3}|\dxx)$", "", f"cluster.{suffix}")
+    assert stripped == expected
+
+
+def test_other_clusters_keep_envoys_cluster_name_tag():
+    stripped, tags = extract_tags("cluster.admin.upstream_rq_200")
+    assert (stripped, tags) == ("cluster.upstream_rq", {"cluster_name": "admin", "response_code": "200"})
+
+
+# --- validation -------------------------------------------------------------------------
+
+TELEMETRY = "Telemetry/default/t"
+MESH_CONFIG = "MeshConfig/default/mesh"
+
+CASES = [
+    Case(
+        "provider that no MeshConfig defines",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          tracing:
+          - providers:
+            - name: jaeger  #!
+        """,
+        TELEMETRY, "spec.tracing[0].providers[0].name", ("provider 'jaeger' is not defined", "extensionProviders", "defined: envoy, json-log, otel, prometheus, text-log, zipkin"),
+    ),
+    Case(
+        "provider of the wrong kind for the signal",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          accessLogging:
+          - providers:
+            - name: zipkin  #!
+        """,
+        TELEMETRY, "spec.accessLogging[0].providers[0].name", ("provider 'zipkin' is a zipkin provider", "accessLogging needs an envoyFileAccessLog provider"),
+    ),
+    Case(
+        "two tracing providers",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          tracing:
+          - providers:  #!
+            - name: zipkin
+            - name: otel
+        """,
+        TELEMETRY, "spec.tracing[0].providers", ("one tracing provider",),
+    ),
+    Case(
+        "targetRefs",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          targetRefs:  #!
+          - {kind: Gateway, group: gateway.networking.k8s.io, name: edge}
+        """,
+        TELEMETRY, "spec.targetRefs", ("unknown field 'targetRefs'", "Gateway API", "selector.matchLabels"),
+    ),
+    Case(
+        "access logging match mode",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          accessLogging:
+          - match: {mode: SERVER}  #!
+            providers: [{name: json-log}]
+        """,
+        TELEMETRY, "spec.accessLogging[0].match", ("match (CLIENT or SERVER mode) is not supported",),
+    ),
+    Case(
+        "metrics override of one metric",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          metrics:
+          - overrides:
+            - match: {metric: REQUEST_COUNT}  #!
+              disabled: true
+        """,
+        TELEMETRY, "spec.metrics[0].overrides[0].match", ("turn them all off", "not one metric or one mode"),
+    ),
+    Case(
+        "metrics tagOverrides",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          metrics:
+          - overrides:
+            - tagOverrides: {request_host: {value: request.host}}  #!
+        """,
+        TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides", ("tagOverrides are not supported",),
+    ),
+    Case(
+        "two entries in one list",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          accessLogging:
+          - providers: [{name: json-log}]
+          - providers: [{name: text-log}]  #!
+        """,
+        TELEMETRY, "spec.accessLogging[1]", ("write one accessLogging entry",),
+    ),
+    Case(
+        "sampling above 100",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          tracing:
+          - randomSamplingPercentage: 150  #!
+        """,
+        TELEMETRY, "spec.tracing[0].randomSamplingPercentage", ("out of range", "from 0 to 100"),
+    ),
+    Case(
+        "second namespace-wide Telemetry",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: a, namespace: default}
+        spec: {metrics: [{providers: [{name: prometheus}]}]}
+        ---
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec: {accessLogging: [{providers: [{name: json-log}]}]}  #!
+        """,
+        TELEMETRY, "spec", ("already has a Telemetry without selector (Telemetry/default/a)", "merge them"),
+    ),
+    Case(
+        "two Telemetry select one workload",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: a, namespace: default}
+        spec:
+          selector: {matchLabels: {app: client}}
+          metrics: [{providers: [{name: prometheus}]}]
+        ---
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          selector: {matchLabels: {app: client}}  #!
+          accessLogging: [{providers: [{name: json-log}]}]
+        """,
+        TELEMETRY, "spec.selector", ("Telemetry/default/a also selects proxy client.default",),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_telemetry_problem(tmp_path, case):
+    check_case(tmp_path, case, TELEMETRY_BASE)
+
+
+MESH_CONFIG_CASES = [
+    Case(
+        "the old enableTracing",
+        """
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {name: mesh, namespace: default}
+        spec:
+          enableTracing: true  #!
+        """,
+        MESH_CONFIG, "spec.enableTracing", ("unknown field 'enableTracing'", "extensionProviders", "defaultProviders.tracing", "randomSamplingPercentage"),
+    ),
+    Case(
+        "default provider that does not exist",
+        """
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {name: mesh, namespace: default}
+        spec:
+          defaultProviders:
+            metrics: [stackdriver]  #!
+        """,
+        MESH_CONFIG, "spec.defaultProviders.metrics[0]", ("provider 'stackdriver' is not defined", "defined: envoy, prometheus"),
+    ),
+    Case(
+        "unsupported provider type",
+        """
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {name: mesh, namespace: default}
+        spec:
+          extensionProviders:
+          - name: dd
+            datadog: {service: datadog-agent, port: 8126}  #!
+        """,
+        MESH_CONFIG, "spec.extensionProviders[0].datadog", ("unknown field 'datadog'", "zipkin, opentelemetry, envoyFileAccessLog and prometheus"),
+    ),
+    Case(
+        "collector port the mesh service does not have",
+        """
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {name: mesh, namespace: default}
+        spec:
+          extensionProviders:
+          - name: zipkin
+            zipkin:
+              service: ratings.default.svc.cluster.local
+              port: 9411  #!
+        """,
+        MESH_CONFIG, "spec.extensionProviders[0].zipkin.port", ("ratings.default.svc.cluster.local has no port 9411 (its ports: 9080)",),
+    ),
+    Case(
+        "OpenTelemetry to an HTTP/1 port",
+        """
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {name: mesh, namespace: default}
+        spec:
+          extensionProviders:
+          - name: otel
+            opentelemetry:
+              service: ratings.default.svc.cluster.local
+              port: 9080  #!
+        """,
+        MESH_CONFIG, "spec.extensionProviders[0].opentelemetry.port", ("gRPC", "is HTTP", "protocol GRPC"),
+    ),
+    Case(
+        "provider defined twice",
+        """
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {name: mesh, namespace: default}
+        spec:
+          extensionProviders:
+          - {name: logs, envoyFileAccessLog: {path: /dev/stdout}}
+          - name: logs  #!
+            prometheus: {}
+        """,
+        MESH_CONFIG, "spec.extensionProviders[1].name", ("provider 'logs' is defined twice",),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", MESH_CONFIG_CASES, ids=str)
+def test_mesh_config_problem(tmp_path, case):
+    check_case(tmp_path, case)
+
+
+def test_collector_outside_a_sidecars_egress_hosts(tmp_path):
+    """A proxy that traces to a mesh service must import it: the problem points at the
+    Sidecar's egress hosts and says what to add."""
+    sidecar = """\
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: client, namespace: default}
+spec:
+  workloadSelector: {labels: {app: client}}
+  egress:
+  - hosts: [./reviews.default.svc.cluster.local]
+"""
+    text = TELEMETRY_BASE.replace("zipkin: {service: zipkin.example.com, port: 9411}", "zipkin: {service: ratings.default.svc.cluster.local, port: 9080}")
+    (tmp_path / "mesh.yaml").write_text(text + sidecar + telemetry("all", "istio-system", "tracing: [{providers: [{name: zipkin}]}]\n"))
+    _, problems = validate_mesh(load_paths([str(tmp_path)]))
+    assert [(p.resource, p.message) for p in problems] == [(
+        "Sidecar/default/client",
+        "proxy client.default reports spans to ratings.default.svc.cluster.local (provider 'zipkin'), which it does not import: "
+        "add \"default/ratings.default.svc.cluster.local\" to these egress hosts",
+    )]
