@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 
 from meshwright.compile.envoy_values import HCM_FILTER, ROUTER_FILTER
 from meshwright.compile.proxy import Proxy
-from meshwright.model.mesh import Mesh, labels_match
+from meshwright.model.mesh import ROOT_NAMESPACE, Mesh, labels_match
 
-# EnvoyFilters here without a workloadSelector apply to every proxy; with one, to the
-# workloads it selects in any namespace (Istio's root namespace rules).
-ROOT_NAMESPACE = "istio-system"
+# EnvoyFilters in the root namespace without a workloadSelector apply to every proxy; with
+# one, to the workloads it selects in any namespace (Istio's root namespace rules).
 TYPED_STRUCTS = ("type.googleapis.com/udpa.type.v1.TypedStruct", "type.googleapis.com/xds.type.v3.TypedStruct")
 
 
