@@ -234,12 +234,20 @@ def _workload_labels(proxy: Proxy, side: str) -> list[tuple[str, str]]:
     ]
 
 
+def _services_by_workload(mesh: Mesh) -> dict[str, list[tuple[str, frozenset[int]]]]:
+    """Workload ("name.namespace") -> (service hostname, the ports it serves it on)."""
+    index: dict[str, list[tuple[str, frozenset[int]]]] = {}
+    for service in mesh.registry.sorted():
+        for endpoint in service.endpoints:
+            if endpoint.workload:
+                index.setdefault(endpoint.workload, []).append((service.hostname, frozenset(endpoint.port_for(p) for p in service.ports)))
+    return index
+
+
 def _inbound_service(mesh: Mesh, proxy: Proxy, port: int) -> str:
     """The service this workload serves on an inbound port, when exactly one does."""
-    hosts = [
-        service.hostname for service in mesh.registry.sorted()
-        if any(e.workload == proxy.id and any(e.port_for(p) == port for p in service.ports) for e in service.endpoints)
-    ]
+    served = mesh.memo(("telemetry", "services by workload"), lambda: _services_by_workload(mesh))
+    hosts = sorted({host for host, ports in served.get(proxy.id, []) if port in ports})
     return hosts[0] if len(hosts) == 1 else ""
 
 
