@@ -10,11 +10,13 @@ import http.client
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -49,8 +51,19 @@ class SpanCollector:
         collector = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            def read_body(self) -> bytes:
+                if self.headers.get("transfer-encoding", "").lower() != "chunked":
+                    return self.rfile.read(int(self.headers.get("content-length") or 0))
+                body = b""  # Envoy posts spans chunked
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                    chunk = self.rfile.read(size + 2)[:size]
+                    if not size:
+                        return body
+                    body += chunk
+
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                body = self.read_body()
                 try:
                     collector.spans.extend(json.loads(body))
                 except ValueError:
@@ -185,12 +198,18 @@ def test_all_four_instances_serve_over_200_requests(lab):
 
 
 def test_eleventh_order_request_within_a_second_gets_429(lab):
+    """15 concurrent requests to /order on a full bucket of 10: 10 pass, the rest get 429.
+    Envoy refills continuously (one token per 100 ms at 10 per second), so a burst that takes
+    longer than 100 ms may see one more through per 100 ms; that time is measured and allowed."""
     wait_for_bucket()
     started = time.monotonic()
-    statuses = [get("/order")[0] for _ in range(15)]
-    assert time.monotonic() - started < 1.0, "the burst must fit in one refill interval"
-    assert statuses[:10] == [200] * 10
-    assert statuses[10:] == [429] * 5
+    with ThreadPoolExecutor(max_workers=15) as pool:
+        statuses = list(pool.map(lambda _: get("/order")[0], range(15)))
+    elapsed = time.monotonic() - started
+    passed = statuses.count(200)
+    assert set(statuses) <= {200, 429}, statuses
+    assert 10 <= passed <= 10 + int(elapsed / 0.1), f"{passed} passed in {elapsed:.3f}s: {statuses}"
+    assert statuses.count(429) == 15 - passed >= 1
 
 
 def test_order_service_stats_name_payment_service(lab):
@@ -202,15 +221,52 @@ def test_order_service_stats_name_payment_service(lab):
     assert "payment-service.default.svc.cluster.local" in text
 
 
+def access_log_lines(path: str) -> list[dict]:
+    return [json.loads(line) for line in open(path) if line.startswith("{")]
+
+
+def same_request(request_id: str) -> str:
+    """Envoy writes the trace decision into the x-request-id's UUID version digit (index 14)
+    where tracing is on, so the id is compared without that digit."""
+    return request_id[:14] + request_id[15:]
+
+
 def test_every_proxy_logs_each_request(lab):
+    """One JSON access-log line per request on every hop. The gateway, as the edge, gives each
+    request its x-request-id; the sidecars and the apps carry it on, so it names the request."""
     wait_for_bucket()
-    request_id = f"e2e-{time.time_ns()}"
-    assert get("/order", headers={"x-request-id": request_id})[0] == 200
-    time.sleep(1.5)  # access logs are flushed every second
-    logged = {host for host in HOSTS if request_id in open(lab.log_file(host)).read()}
-    assert "ingress" in logged
-    assert len(logged & {"order-1", "order-2"}) == 1
-    assert len(logged & {"payment-1", "payment-2"}) == 1
+    marker = f"/order?e2e={time.time_ns()}"
+    assert get(marker)[0] == 200
+    deadline = time.monotonic() + 10  # the deploy makes Envoy flush access logs every second
+    while True:
+        at_gateway = [line for line in access_log_lines(lab.log_file("ingress")) if line["path"] == marker]
+        if at_gateway:
+            wanted = same_request(at_gateway[0]["request_id"])
+            logged = {host: sum(same_request(line["request_id"]) == wanted for line in access_log_lines(lab.log_file(host))) for host in HOSTS}
+            # The gateway once; order: inbound (from the gateway) and outbound (to payment) on
+            # one sidecar; payment: inbound on one sidecar.
+            counts = (logged["ingress"], logged["order-1"] + logged["order-2"], logged["payment-1"] + logged["payment-2"])
+            if counts == (1, 2, 1) or time.monotonic() > deadline:
+                break
+        elif time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(at_gateway) == 1
+    assert counts == (1, 2, 1), logged
+
+
+def test_order_service_spans_reach_the_trace_collector(lab):
+    """Tracing is on for order-service only (examples/seed/mesh/telemetry.yaml): its sidecars
+    send spans to the Zipkin collector; Envoy sends them in batches about every 5 s."""
+    wait_for_bucket()
+    assert get("/order")[0] == 200
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not lab.collector.spans:
+        time.sleep(0.2)
+    services = {span.get("localEndpoint", {}).get("serviceName") for span in lab.collector.spans}
+    assert services and all(name.startswith("order-") for name in services), services
+    kinds = {span.get("kind") for span in lab.collector.spans}
+    assert kinds == {"SERVER", "CLIENT"}, kinds
 
 
 def test_second_deploy_reports_no_change(lab):
@@ -229,7 +285,8 @@ def test_check_diff_shows_a_virtual_service_edit_and_changes_nothing(lab):
         assert run.returncode == 0, run
         assert run.changed()["ingress"] > 0
         assert all(run.changed()[host] == 0 for host in HOSTS if host != "ingress"), run
-        assert '-          prefix: /payment' in run.output and '+          prefix: /pay' in run.output
+        assert re.search(r"^\+\+\+ after: .*/rds-http\.8080\.yaml$", run.output, re.M), run
+        assert re.search(r"^-\s+prefix: /payment$", run.output, re.M) and re.search(r"^\+\s+prefix: /pay$", run.output, re.M), run
         assert snapshot(lab.state) == before
     finally:
         open(path, "w").write(original)
@@ -247,17 +304,37 @@ def test_hand_edited_config_is_shown_and_put_back(lab):
     assert open(path).read() == original
 
 
-def test_a_killed_proxy_is_restored_by_the_next_deploy(lab):
-    victims = [pid for pid, command in processes_under(os.path.join(lab.state, "payment-2")).items() if "bootstrap.yaml" in command]
-    assert len(victims) == 1
-    os.kill(victims[0], signal.SIGKILL)
-    time.sleep(0.5)
-    run = lab.deploy()
+def proxy_pids(lab, host: str) -> list[int]:
+    return [pid for pid, command in processes_under(os.path.join(lab.state, host)).items() if "bootstrap.yaml" in command]
+
+
+def test_a_killed_proxy_runs_again_after_the_next_deploy(lab):
+    """supervisord restarts a proxy killed by hand at once; the deploy finds it running and ready."""
+    [victim] = proxy_pids(lab, "payment-2")
+    os.kill(victim, signal.SIGKILL)
+    run = lab.deploy("--limit", "payment-2")
     assert run.returncode == 0, run
-    assert run.changed()["payment-2"] > 0
-    assert all(run.changed()[host] == 0 for host in HOSTS if host != "payment-2"), run
+    [pid] = proxy_pids(lab, "payment-2")
+    assert pid != victim
     wait_for_bucket()
     assert get("/payment")[0] == 200
+
+
+def test_a_host_whose_processes_all_died_is_repaired_by_the_next_deploy(lab):
+    """Everything of one host killed (its supervisord, the app, the proxy: as after a crash):
+    the next deploy starts them again, reports the change on that host only, traffic flows."""
+    app = [pid for pid, command in processes_under("--instance payment-2").items() if "mesh_app.py" in command]
+    for pid in list(processes_under(os.path.join(lab.state, "payment-2"))) + app:
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert proxy_pids(lab, "payment-2") == []
+    run = lab.deploy()
+    assert run.returncode == 0, run
+    assert run.changed()["payment-2"] > 0, run
+    assert all(run.changed()[host] == 0 for host in HOSTS if host != "payment-2"), run
+    assert len(proxy_pids(lab, "payment-2")) == 1
+    wait_for_bucket()
+    assert {get("/payment")[1].get("instance") for _ in range(4)} == {"payment-1", "payment-2"}
 
 
 def test_an_invalid_mesh_stops_before_any_host_is_touched(lab):
