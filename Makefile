@@ -24,9 +24,13 @@ bench: venv
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
 
-## make demo: the seed scenario on this machine (gateway on 127.0.0.1:8080), state in state/demo
+## make demo: the seed mesh deployed by ansible-playbook on inventories/local (this machine, no
+## root); the gateway answers on 127.0.0.1:8080; state in state/local
+ANSIBLE := ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(BIN)/ansible-playbook
+
 demo: venv
-	$(BIN)/python examples/seed/demo.py up
+	$(ANSIBLE) -i inventories/local playbooks/deploy.yml
+	$(BIN)/python examples/seed/show.py
 
 demo-down:
-	@if [ -x $(BIN)/python ]; then $(BIN)/python examples/seed/demo.py down; else echo "demo is not running"; fi
+	@if [ -x $(BIN)/ansible-playbook ]; then $(ANSIBLE) -i inventories/local playbooks/uninstall.yml; else echo "demo is not running"; fi

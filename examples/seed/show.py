@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Print what the seed demo runs where, and commands to try (the end of `make demo`).
+
+Ports come from the mesh config itself (meshwright renders it), so this table cannot drift
+from what was deployed.
+"""
+
+from __future__ import annotations
+
+import os
+
+from meshwright.compile.proxy import OUTBOUND_PORT, list_proxies
+from meshwright.deliver.bundle import load_mesh
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GATEWAY = "http://127.0.0.1:8080"
+
+
+def main() -> None:
+    mesh = load_mesh([os.path.join(HERE, "mesh")])
+    print("\nmeshwright seed demo is up (state in state/local/<host>/):\n")
+    print(f"  {'proxy':<20} {'kind':<8} {'admin':>6} {'outbound':>9} {'health':>7} {'stats':>6}")
+    for proxy in list_proxies(mesh):
+        outbound = "-" if proxy.kind == "gateway" else str(proxy.port(OUTBOUND_PORT))
+        print(f"  {proxy.id:<20} {proxy.kind:<8} {proxy.port(15000):>6} {outbound:>9} {proxy.port(15021):>7} {proxy.port(15090):>6}")
+    print(f"""
+  gateway: {GATEWAY}   logs: state/local/<host>/var/log/meshwright/proxy.log (JSON access log lines)
+
+Try:
+  curl -s {GATEWAY}/order        # gateway -> order-service -> payment-service, through every sidecar
+  curl -s {GATEWAY}/payment      # gateway -> payment-service
+  seq 15 | xargs -P 15 -I{{}} curl -s -o /dev/null -w '%{{http_code}} ' {GATEWAY}/order; echo   # a burst of 15: 10 pass, then 429
+  curl -s 127.0.0.1:15290/stats/prometheus | grep 'destination_service="payment-service' | head -3
+  tail -n 2 state/local/order-1/var/log/meshwright/proxy.log
+  .venv/bin/ansible-playbook playbooks/deploy.yml --check --diff      # nothing to change
+Traces of order-service go to a Zipkin collector on 127.0.0.1:9411 when one runs there.
+Stop it with: make demo-down""")
+
+
+if __name__ == "__main__":
+    main()
