@@ -38,8 +38,8 @@ def test_deny_then_allow_before_routing(tmp_path):
     names = [f["name"] for f in filters]
     assert names[:2] == ["envoy.filters.http.rbac", "envoy.filters.http.rbac"] and names[-1] == "envoy.filters.http.router"
     deny, allow = filters[0]["typed_config"], filters[1]["typed_config"]
-    assert (deny["rules"]["action"], deny["rules_stat_prefix"]) == ("DENY", "deny_")
-    assert (allow["rules"]["action"], allow["rules_stat_prefix"]) == ("ALLOW", "allow_")
+    assert (deny["rules"]["action"], deny["rules_stat_prefix"]) == ("DENY", "deny")
+    assert (allow["rules"]["action"], allow["rules_stat_prefix"]) == ("ALLOW", "allow")
     assert list(deny["rules"]["policies"]) == ["ns[default]-policy[deny-delete]-rule[0]"]
     assert deny["rules"]["policies"]["ns[default]-policy[deny-delete]-rule[0]"] == {
         "permissions": [{"and_rules": {"rules": [{"header": {"name": ":method", "string_match": {"exact": "DELETE"}}}, {"destination_port": 8080}]}}],
@@ -107,6 +107,6 @@ def test_tcp_listener_gets_network_rbac_with_http_fields_handled_as_istio(tmp_pa
     filters = listener_on(compiled(mesh, "server-1.default"), 9000)["filter_chains"][0]["filters"]
     assert [f["name"] for f in filters] == ["envoy.filters.network.rbac", "envoy.filters.network.rbac", "envoy.filters.network.tcp_proxy"]
     deny, allow = filters[0]["typed_config"], filters[1]["typed_config"]
-    assert deny["stat_prefix"] == "inbound_9000.deny_" and allow["stat_prefix"] == "inbound_9000.allow_"
+    assert deny["stat_prefix"] == "inbound_9000.deny" and allow["stat_prefix"] == "inbound_9000.allow"
     assert deny["rules"]["policies"]["ns[default]-policy[deny-delete]-rule[0]"]["permissions"] == [{"destination_port": 8080}]
     assert allow["rules"] == {"action": "ALLOW", "policies": {}}

@@ -156,7 +156,7 @@ def test_describe_shows_identity_serial_and_days_left(authorities):
     leaf = info.first_certificate(chain)
     described = info.describe(leaf, NOW + datetime.timedelta(days=10))
     assert described.spiffe_id == CLIENT_ID
-    assert described.serial == format(leaf.serial_number, "x")
+    assert described.serial == leaf.serial_number.to_bytes(20, "big").lstrip(b"\0").hex()
     assert described.issuer == intermediate.certificate.subject.rfc4514_string()
     assert described.days_left == 20.0 and not described.needs_renewal
     assert described.as_dict()["not_after"] == (NOW + datetime.timedelta(days=30)).isoformat()
@@ -185,7 +185,7 @@ def test_authority_round_trips_through_pem(authorities):
 
 
 def test_keys_are_written_for_their_owner_only(authorities, tmp_path):
-    """key.pem is 0600 and certificates 0644, whatever the umask; files are replaced whole."""
+    """key.pem is 0600 and certificates 0644, whatever the umask."""
     root, intermediate = authorities
     key, chain = sign(intermediate)
     old_umask = os.umask(0o000)
@@ -193,6 +193,28 @@ def test_keys_are_written_for_their_owner_only(authorities, tmp_path):
         store.write_workload_certificates(str(tmp_path / "certs"), key, chain, root.certificate_pem())
     finally:
         os.umask(old_umask)
-    modes = {name: stat.S_IMODE(os.stat(tmp_path / "certs" / name).st_mode) for name in sorted(os.listdir(tmp_path / "certs"))}
+    names = ("cert-chain.pem", "key.pem", "root-cert.pem")
+    modes = {name: stat.S_IMODE(os.stat(tmp_path / "certs" / name).st_mode) for name in names}
     assert modes == {"cert-chain.pem": 0o644, "key.pem": 0o600, "root-cert.pem": 0o644}
     assert (tmp_path / "certs" / "key.pem").read_bytes() == key
+
+
+def test_certs_directory_is_replaced_in_one_step(authorities, tmp_path):
+    """The files are links into the version `..data` names, so a new key and chain appear
+    together (one rename); writing the same contents again changes nothing; the previous
+    version is removed."""
+    root, intermediate = authorities
+    certs = tmp_path / "certs"
+    key, chain = sign(intermediate)
+    assert store.write_workload_certificates(str(certs), key, chain, root.certificate_pem()) is True
+    first = store.current_version(str(certs))
+    assert {name: os.readlink(certs / name) for name in ("key.pem", "cert-chain.pem", "root-cert.pem")} == {
+        "key.pem": "..data/key.pem", "cert-chain.pem": "..data/cert-chain.pem", "root-cert.pem": "..data/root-cert.pem",
+    }
+    assert store.write_workload_certificates(str(certs), key, chain, root.certificate_pem()) is False
+    assert store.current_version(str(certs)) == first
+    new_key, new_chain = sign(intermediate)
+    assert store.write_workload_certificates(str(certs), new_key, new_chain, root.certificate_pem()) is True
+    assert store.current_version(str(certs)) != first
+    assert (certs / "key.pem").read_bytes() == new_key and (certs / "cert-chain.pem").read_bytes() == new_chain
+    assert sorted(entry for entry in os.listdir(certs) if entry.startswith("..v-")) == [store.current_version(str(certs))]

@@ -2,7 +2,8 @@
 translation): DENY policies in one RBAC filter, evaluated first, then ALLOW policies in a
 second. A request a DENY rule matches is refused; when any ALLOW policy applies, a request no
 ALLOW rule matches is refused too (403 on HTTP, a closed connection on TCP). Each filter
-counts what it allows and denies (stats http.<listener>.rbac.{deny_,allow_}{allowed,denied}).
+counts what it allows and denies: http.inbound_<port>.rbac.{deny,allow}.{allowed,denied} on
+HTTP, inbound_<port>.{deny,allow}.rbac.{allowed,denied} on TCP.
 
 A policy applies to the workloads its selector picks in its namespace; without selector to
 the whole namespace; in the root namespace (istio-system) to every namespace. Principals
@@ -204,7 +205,7 @@ def http_rbac_filters(policies: list[Resource]) -> list[dict]:
     for action in ACTIONS:
         rules = rbac_rules(policies, action, http=True)
         if rules is not None:
-            config = typed(HTTP_RBAC, rules=rules, rules_stat_prefix=f"{action.lower()}_")
+            config = typed(HTTP_RBAC, rules=rules, rules_stat_prefix=action.lower())
             filters.append({"name": HTTP_RBAC_FILTER, "typed_config": config})
     return filters
 
@@ -214,7 +215,7 @@ def network_rbac_filters(policies: list[Resource], stat_prefix: str) -> list[dic
     for action in ACTIONS:
         rules = rbac_rules(policies, action, http=False)
         if rules is not None:
-            config = typed(NETWORK_RBAC, rules=rules, stat_prefix=f"{stat_prefix}.{action.lower()}_")
+            config = typed(NETWORK_RBAC, rules=rules, stat_prefix=f"{stat_prefix}.{action.lower()}")
             filters.append({"name": NETWORK_RBAC_FILTER, "typed_config": config})
     return filters
 

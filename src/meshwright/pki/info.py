@@ -44,6 +44,12 @@ def first_certificate(pem: bytes) -> x509.Certificate:
     return x509.load_pem_x509_certificate(pem)
 
 
+def serial_hex(certificate: x509.Certificate) -> str:
+    """The serial number as Envoy's admin /certs shows it: lower-case hex of whole bytes."""
+    text = format(certificate.serial_number, "x")
+    return text if len(text) % 2 == 0 else "0" + text
+
+
 def renewal_time(certificate: x509.Certificate) -> datetime.datetime:
     """When two thirds of the certificate's life have passed."""
     start, end = not_before(certificate), not_after(certificate)
@@ -59,7 +65,7 @@ def needs_renewal(certificate: x509.Certificate, now: datetime.datetime) -> bool
 class CertificateInfo:
     subject: str
     spiffe_id: str  # "" when it has no spiffe:// URI SAN
-    serial: str  # lower-case hex, as Envoy's admin /certs shows it
+    serial: str  # lower-case hex of whole bytes, as Envoy's admin /certs shows it
     issuer: str
     not_before: datetime.datetime
     not_after: datetime.datetime
@@ -80,7 +86,7 @@ def describe(certificate: x509.Certificate, now: datetime.datetime) -> Certifica
     return CertificateInfo(
         subject=certificate.subject.rfc4514_string(),
         spiffe_id=spiffe[0] if spiffe else "",
-        serial=format(certificate.serial_number, "x"),
+        serial=serial_hex(certificate),
         issuer=certificate.issuer.rfc4514_string(),
         not_before=not_before(certificate),
         not_after=not_after(certificate),
