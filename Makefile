@@ -17,9 +17,11 @@ venv: $(BIN)/meshwright
 test: venv
 	$(BIN)/python -m pytest -q
 
-## make bench: compile benchmark (prints a table with ratios against json.dumps)
+## make bench: compile, deploy and data-plane benchmarks (tables with ratios; dataplane needs h2load)
 bench: venv
 	$(BIN)/python bench/compile.py
+	$(BIN)/python bench/deploy.py
+	$(BIN)/python bench/dataplane.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
