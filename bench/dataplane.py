@@ -103,17 +103,20 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def load(port: int, host: str, rate: int, seconds: int, scratch: str) -> dict:
     """h2load at a fixed rate: 10 clients at rate/10 each, for `seconds`."""
-    log = os.path.join(scratch, f"h2load-{port}.log")
+    log = tempfile.mktemp(prefix=f"h2load-{port}-", dir=scratch)
     clients = 10
     command = ["h2load", "--h1", "-c", str(clients), "--rps", str(rate // clients), "-D", str(seconds),
-               "--log-file", log, "-H", f"host: {host}", f"http://127.0.0.1:{port}/"]
+               "--log-file", log, "-H", f":authority: {host}", f"http://127.0.0.1:{port}/"]
     subprocess.run(command, check=True, capture_output=True, timeout=seconds + 30)
-    latencies, failures = [], 0
+    latencies, failures, statuses = [], 0, {}
     with open(log) as handle:
         for line in handle:
             _, status, elapsed_us = line.split("\t")[:3]
             latencies.append(int(elapsed_us) / 1000.0)
             failures += status != "200"
+            statuses[status] = statuses.get(status, 0) + 1
+    if failures:
+        print(f"port {port}: answers by status {statuses}", file=sys.stderr)
     return {"requests": len(latencies), "rps": len(latencies) / seconds, "p50": percentile(latencies, 0.50),
             "p99": percentile(latencies, 0.99), "failures": failures}
 
