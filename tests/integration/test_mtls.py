@@ -135,19 +135,21 @@ def distinct_port(taken: set[int]) -> int:
 class Mesh:
     """The running mesh: its CA, proxies (Envoy by proxy id), ports and the server's app."""
 
-    def __init__(self, root_dir, mode: str = "STRICT"):
+    def __init__(self, root_dir, mode: str = "STRICT", running: tuple[str, ...] = PROXIES):
+        """running: the proxies to start (each Envoy takes inotify instances, a per-user
+        limit shared with every other Envoy on the machine)."""
         self.root_dir = root_dir
         self.root = ca.make_root("cluster.local")
         self.site = ca.make_intermediate(self.root, "site-a", trust_domains=["cluster.local"])
         self.envoys: dict[str, Envoy] = {}
         self.app = Backend("server", "server-1")
         try:
-            self.start(mode)
+            self.start(mode, running)
         except BaseException:
             self.close()
             raise
 
-    def start(self, mode: str) -> None:
+    def start(self, mode: str, running: tuple[str, ...]) -> None:
         taken: set[int] = set()
         self.offsets = {proxy: distinct_offset(taken) for proxy in PROXIES}
         self.inbound, self.https = distinct_port(taken), distinct_port(taken)
@@ -160,7 +162,7 @@ class Mesh:
                 **{f"{proxy.split('.')[0]}_offset": offset for proxy, offset in self.offsets.items()},
             ))
         self.mesh = load_mesh([mesh_path])
-        for proxy in PROXIES:
+        for proxy in running:
             self.issue(proxy)
             config_dir = os.path.join(root_dir, proxy, "config")
             render(mesh_path, proxy, config_dir)
@@ -374,7 +376,7 @@ def test_permissive_takes_plaintext_and_mtls_on_one_port(tmp_path):
     """PERMISSIVE (the migration mode): a plaintext request reaches the server's HTTP filters
     too, where, having no peer identity, the principal-based policy denies it (403, not a
     reset as under STRICT); the client sidecar still comes in with mTLS and gets 200."""
-    permissive = Mesh(str(tmp_path), mode="PERMISSIVE")
+    permissive = Mesh(str(tmp_path), mode="PERMISSIVE", running=("server.default", "client.default"))
     try:
         server = permissive.envoys["server.default"]
         listener = f"listener.127.0.0.1_{permissive.inbound}"
