@@ -1,10 +1,15 @@
 """File delivery: the proxy's resources as files in one directory that Envoy watches.
 
 Envoy reads listeners and clusters from lds/cds files, each HTTP listener's routes from an
-rds-*.yaml file, each EDS cluster's endpoints from an eds-*.yaml file and, with workload
-identity, its certificate and trust bundle from sds-default/sds-rootca.yaml, all through
-`path_config_source` with `watched_directory`. Files are replaced by rename inside the
-directory, which is what the watch reacts to, so a re-render applies without a restart.
+rds-*.yaml file and, with workload identity, its certificate and trust bundle from
+sds-default/sds-rootca.yaml, all through `path_config_source` with `watched_directory`.
+Files are replaced by rename inside the directory, which is what the watch reacts to, so a
+re-render applies without a restart.
+
+Endpoints travel inside their clusters (EDS clusters become STATIC ones with their load
+assignment): Envoy holds an inotify instance per watched file, and the per-user limit (128 by
+default) is shared by every Envoy of a host, so the number of files must not grow with the
+number of services. An xDS server serves the same endpoints by EDS.
 """
 
 from __future__ import annotations
@@ -19,15 +24,29 @@ import yaml
 
 from meshwright.compile.bootstrap import compile_bootstrap
 from meshwright.compile.build import ProxyConfig
-from meshwright.compile.envoy_values import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, HCM_FILTER, LISTENER, ROUTE_CONFIGURATION
+from meshwright.compile.envoy_values import CLUSTER, HCM_FILTER, LISTENER, ROUTE_CONFIGURATION
 from meshwright.compile.secrets import SECRET, secret_references, workload_secrets
 from meshwright.model.mesh import MeshSettings
 
 BOOTSTRAP = "bootstrap"
 
 
+def with_inline_endpoints(clusters: list[dict], endpoints: list[dict]) -> list[dict]:
+    """Copies of the clusters where each EDS cluster is STATIC with its load assignment."""
+    assignments = {e["cluster_name"]: e for e in endpoints}
+    out = []
+    for cluster in clusters:
+        cluster = copy.deepcopy(cluster)
+        if cluster.get("type") == "EDS":
+            del cluster["eds_cluster_config"]
+            cluster["type"] = "STATIC"
+            cluster["load_assignment"] = assignments.get(cluster["name"], {"cluster_name": cluster["name"], "endpoints": []})
+        out.append(cluster)
+    return out
+
+
 def _file_stem(prefix: str, name: str) -> str:
-    """A file name for a resource name ("outbound|80|v1|a.b" -> "eds-outbound_80_v1_a.b");
+    """A file name for a resource name ("inbound|9080||" -> "rds-inbound_9080__-<hash>");
     a short hash keeps two names that clean up alike apart."""
     clean = re.sub(r"[^A-Za-z0-9._-]", "_", name)
     if clean != name:
@@ -76,17 +95,12 @@ def render_files(config: ProxyConfig, settings: MeshSettings, config_dir: str, f
                 if network_filter["name"] == HCM_FILTER and "rds" in network_filter["typed_config"]:
                     rds = network_filter["typed_config"]["rds"]
                     rds["config_source"] = path_source(config_dir, f"{_file_stem('rds', rds['route_config_name'])}.{ext}")
-    clusters = copy.deepcopy(config.clusters)
-    for cluster in clusters:
-        if cluster.get("type") == "EDS":
-            cluster["eds_cluster_config"]["eds_config"] = path_source(config_dir, f"{_file_stem('eds', cluster['name'])}.{ext}")
+    clusters = with_inline_endpoints(config.clusters, config.endpoints)
     for reference in secret_references(listeners + clusters):
         reference["sds_config"] = path_source(config_dir, _secret_file(reference["name"], ext))
     files.update(secret_files(settings, config_dir, ext))
     for route in config.routes:
         files[f"{_file_stem('rds', route['name'])}.{ext}"] = {"resources": [{"@type": ROUTE_CONFIGURATION, **route}]}
-    for assignment in config.endpoints:
-        files[f"{_file_stem('eds', assignment['cluster_name'])}.{ext}"] = {"resources": [{"@type": CLUSTER_LOAD_ASSIGNMENT, **assignment}]}
     files[f"lds.{ext}"] = {"resources": [{"@type": LISTENER, **l} for l in listeners]}
     files[f"cds.{ext}"] = {"resources": [{"@type": CLUSTER, **c} for c in clusters]}
     sources = {"lds": path_source(config_dir, f"lds.{ext}"), "cds": path_source(config_dir, f"cds.{ext}")}

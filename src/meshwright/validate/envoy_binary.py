@@ -35,8 +35,9 @@ def validation_bootstrap(config, bootstrap: dict) -> dict:
 
     from meshwright.compile.envoy_values import HCM_FILTER
 
+    from meshwright.deliver.files import with_inline_endpoints
+
     routes = {r["name"]: r for r in config.routes}
-    endpoints = {e["cluster_name"]: e for e in config.endpoints}
     listeners = copy.deepcopy(config.listeners)
     for listener in listeners:
         for chain in listener["filter_chains"]:
@@ -44,12 +45,7 @@ def validation_bootstrap(config, bootstrap: dict) -> dict:
                 manager = network_filter["typed_config"]
                 if network_filter["name"] == HCM_FILTER and "rds" in manager:
                     manager["route_config"] = routes[manager.pop("rds")["route_config_name"]]
-    clusters = copy.deepcopy(config.clusters)
-    for cluster in clusters:
-        if cluster.get("type") == "EDS":
-            cluster["type"] = "STATIC"
-            cluster["load_assignment"] = endpoints.get(cluster["name"], {"cluster_name": cluster["name"], "endpoints": []})
-            del cluster["eds_cluster_config"]
+    clusters = with_inline_endpoints(config.clusters, config.endpoints)
     secrets = _static_secrets(listeners + clusters)
     out = copy.deepcopy(bootstrap)
     out.pop("dynamic_resources", None)
