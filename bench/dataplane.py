@@ -4,10 +4,13 @@
 Three paths to the same tiny app (examples/apps/mesh_app.py), each driven by h2load (Debian's
 nghttp2-client) at a fixed rate for a fixed time, so bounded in requests:
   direct               load -> app
+  bare Envoy pair      load -> Envoy -> Envoy -> app, each a minimal static config (a router
+                       and one cluster): what two Envoy hops cost on this machine, the floor
   sidecar pair         load -> client sidecar (outbound) -> app's sidecar (inbound) -> app
   gateway -> sidecar   load -> gateway -> app's sidecar (inbound) -> app
 The table gives achieved requests per second, p50 and p99 latency, failures, and what each
-path adds over direct at p50 (the target: a sidecar pair adds under 1 ms at 500 rps).
+path adds over direct at p50 (the target: a sidecar pair adds under 1 ms at 500 rps), and
+the sidecar pair against the bare pair (what meshwright's config costs beyond Envoy itself).
 
   python bench/dataplane.py [--rate 500] [--seconds 10]
 """
@@ -31,7 +34,7 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 from meshwright.deliver.bundle import bundle_proxy, load_mesh  # noqa: E402
 from meshwright.deliver.file_set import write_files  # noqa: E402
 
-APP_PORT, GATEWAY_PORT = 18901, 18902
+APP_PORT, GATEWAY_PORT, BARE_FIRST, BARE_SECOND = 18901, 18902, 18903, 18904
 CLIENT_OFFSET, SERVER_OFFSET, GATEWAY_OFFSET = 3100, 3200, 3300
 
 MESH = f"""
@@ -83,6 +86,19 @@ spec:
   http:
   - route: [{{destination: {{host: app.default.svc.cluster.local}}}}]
 """
+
+
+def bare_envoy(listen: int, upstream: int, admin: int) -> str:
+    """A minimal Envoy bootstrap: listen, route everything to one upstream (JSON is YAML)."""
+    import json
+
+    manager = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+               "stat_prefix": "bare", "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}]},
+               "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
+    address = lambda port: {"socket_address": {"address": "127.0.0.1", "port_value": port}}  # noqa: E731
+    return json.dumps({"admin": {"address": address(admin)}, "static_resources": {
+        "listeners": [{"name": "bare", "address": address(listen), "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}]}],
+        "clusters": [{"name": "upstream", "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(upstream)}}]}]}}]}})
 
 
 def wait_http(url: str, timeout: float = 20) -> None:
@@ -143,9 +159,17 @@ def main() -> None:
             processes.append(subprocess.Popen([envoy, "-c", os.path.join(config_dir, "bootstrap.yaml"), "-l", "error", "--concurrency", "1",
                                                "--use-dynamic-base-id"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             wait_http(f"http://127.0.0.1:{15021 + offset}/healthz/ready")
+        for listen, upstream, admin in ((BARE_SECOND, APP_PORT, BARE_SECOND + 100), (BARE_FIRST, BARE_SECOND, BARE_FIRST + 100)):
+            bootstrap = os.path.join(scratch, f"bare-{listen}.yaml")
+            with open(bootstrap, "w") as handle:
+                handle.write(bare_envoy(listen, upstream, admin))
+            processes.append(subprocess.Popen([envoy, "-c", bootstrap, "-l", "error", "--concurrency", "1", "--use-dynamic-base-id"],
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_http(f"http://127.0.0.1:{admin}/ready")
         wait_http(f"http://127.0.0.1:{APP_PORT}/")
         paths = [
             ("direct", APP_PORT, "app"),
+            ("bare Envoy pair", BARE_FIRST, "app"),
             ("sidecar pair", 15001 + CLIENT_OFFSET, "app.default.svc.cluster.local"),
             ("gateway -> sidecar", GATEWAY_PORT, "app.example.com"),
         ]
@@ -163,8 +187,10 @@ def main() -> None:
     for name, result in results:
         print(f"{name:<20} {result['requests']:>9} {result['rps']:>7.0f} {result['p50']:>8.3f} {result['p99']:>8.3f} {result['failures']:>7} "
               f"{result['p50'] - base['p50']:>8.3f} {result['p50'] / base['p50']:>6.2f}")
-    added = results[1][1]["p50"] - base["p50"]
-    print(f"\nsidecar pair adds {added:.3f} ms at p50: {'PASS' if added < 1.0 else 'MISS'} (target < 1 ms)")
+    bare, pair = results[1][1], results[2][1]
+    added = pair["p50"] - base["p50"]
+    print(f"\nsidecar pair adds {added:.3f} ms at p50: {'PASS' if added < 1.0 else 'MISS'} (target < 1 ms); "
+          f"two bare Envoy hops add {bare['p50'] - base['p50']:.3f} ms, so meshwright's config adds {pair['p50'] - bare['p50']:+.3f} ms")
 
 
 if __name__ == "__main__":
