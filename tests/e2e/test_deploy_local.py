@@ -352,14 +352,30 @@ def test_an_invalid_mesh_stops_before_any_host_is_touched(lab):
         open(path, "w").write(original)
 
 
-def test_an_unreachable_host_fails_alone(lab, tmp_path):
+def local_inventory_copy(tmp_path, change) -> str:
+    """inventories/local with `change(hosts)` applied, in tmp_path/inventory."""
     inventory = yaml.safe_load(open(os.path.join(ROOT, "inventories", "local", "hosts.yml")))
-    payment_2 = inventory["mesh"]["children"]["mesh_sidecars"]["hosts"]["payment-2"]
-    payment_2.update({"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_ssh_common_args": "-o ConnectTimeout=2"})
+    change(inventory["mesh"]["children"]["mesh_sidecars"]["hosts"])
     os.makedirs(tmp_path / "inventory" / "group_vars")
     shutil.copy(os.path.join(ROOT, "inventories", "local", "group_vars", "all.yml"), tmp_path / "inventory" / "group_vars" / "all.yml")
     (tmp_path / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inventory))
-    run = lab.deploy(inventory=str(tmp_path / "inventory"))
+    return str(tmp_path / "inventory")
+
+
+def test_an_invalid_inventory_stops_before_any_host_is_touched(lab, tmp_path):
+    before_files, before_processes = snapshot(lab.state), processes_under(lab.state)
+    inventory = local_inventory_copy(tmp_path, lambda hosts: hosts["order-2"].update(mesh_proxy="order-1.default"))
+    run = lab.deploy(inventory=inventory)
+    assert run.returncode != 0
+    assert "order-1.default is set for order-1, order-2" in run.output, run
+    assert snapshot(lab.state) == before_files
+    assert processes_under(lab.state) == before_processes
+
+
+def test_an_unreachable_host_fails_alone(lab, tmp_path):
+    unreachable = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": 1, "ansible_ssh_common_args": "-o ConnectTimeout=2"}
+    inventory = local_inventory_copy(tmp_path, lambda hosts: hosts["payment-2"].update(unreachable))
+    run = lab.deploy(inventory=inventory)
     assert run.returncode != 0
     assert run.recap["payment-2"]["unreachable"] == 1, run
     assert all(run.recap[host]["failed"] == 0 and run.recap[host]["unreachable"] == 0 for host in HOSTS if host != "payment-2"), run
