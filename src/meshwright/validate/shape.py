@@ -245,12 +245,22 @@ class ListOf(Schema):
 
 
 class MapOf(Schema):
+    """A mapping of names to values."""
+
+    keys = "names"
+
     def __init__(self, value: Schema):
         self.value = value
 
     @property
     def description(self):
-        return f"a mapping of names to {self.value.description}"
+        return f"a mapping of {self.keys} to {self.value.description}"
+
+    def key(self, key):
+        """(the key to keep, or None with the problem)."""
+        if not isinstance(key, str):
+            return None, f"keys must be strings, got {type_name(key)}"
+        return key, None
 
     def check(self, value, path, report):
         if not isinstance(value, dict):
@@ -258,40 +268,27 @@ class MapOf(Schema):
             return INVALID
         out = {}
         for key, item in value.items():
-            if not isinstance(key, str):
-                report(path + (key,), f"keys must be strings, got {type_name(key)}")
+            kept, problem = self.key(key)
+            if problem:
+                report(path + (key,), problem)
                 continue
             checked = self.value.check(item, path + (key,), report)
             if checked is not INVALID:
-                out[key] = checked
+                out[kept] = checked
         return out
 
 
-class PortMapOf(Schema):
+class PortMapOf(MapOf):
     """A mapping of port numbers to values (Istio's portLevelMtls); numbers written as
     strings ("8080") are accepted as in YAML keys, and the result has int keys."""
 
-    def __init__(self, value: Schema):
-        self.value = value
+    keys = "port numbers"
 
-    @property
-    def description(self):
-        return f"a mapping of port numbers to {self.value.description}"
-
-    def check(self, value, path, report):
-        if not isinstance(value, dict):
-            report(path, f"expected {self.description}, got {type_name(value)}")
-            return INVALID
-        out = {}
-        for key, item in value.items():
-            number = int(key) if isinstance(key, str) and key.isdigit() else key
-            if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
-                report(path + (key,), f"{key!r} is not a port number (1 to 65535)")
-                continue
-            checked = self.value.check(item, path + (key,), report)
-            if checked is not INVALID:
-                out[number] = checked
-        return out
+    def key(self, key):
+        number = int(key) if isinstance(key, str) and key.isdigit() else key
+        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
+            return None, f"{key!r} is not a port number (1 to 65535)"
+        return number, None
 
 
 class Obj(Schema):
