@@ -8,10 +8,12 @@ itself whether its certificate needs renewing.
 from __future__ import annotations
 
 import datetime
+import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtensionOID
 
 RENEW_AFTER = Fraction(2, 3)  # of the certificate's lifetime
@@ -42,6 +44,26 @@ def uri_sans(certificate: x509.Certificate) -> list[str]:
 def first_certificate(pem: bytes) -> x509.Certificate:
     """The first certificate of a PEM file (a chain starts with the leaf)."""
     return x509.load_pem_x509_certificate(pem)
+
+
+def certificates_in(pem: bytes) -> list[x509.Certificate]:
+    """Every certificate of a PEM text, in order (none for empty text)."""
+    if not pem.strip():
+        return []
+    # load_pem_x509_certificates is new in cryptography 39; hosts may have 38.
+    marker = b"-----END CERTIFICATE-----"
+    return [x509.load_pem_x509_certificate(block + marker) for block in pem.split(marker) if b"-----BEGIN CERTIFICATE-----" in block]
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate, lower-case hex (what `openssl x509 -fingerprint` shows)."""
+    return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+def bundle_fingerprint(pem: bytes) -> str:
+    """SHA-256 over the sorted fingerprints of a bundle's certificates: equal for equal sets
+    of roots, whatever their order or PEM formatting."""
+    return hashlib.sha256("\n".join(sorted(fingerprint(c) for c in certificates_in(pem))).encode()).hexdigest()
 
 
 def serial_hex(certificate: x509.Certificate) -> str:
