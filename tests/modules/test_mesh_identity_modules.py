@@ -1,0 +1,210 @@
+"""The identity modules, run as Ansible runs them: the mesh CA on the controller (mesh_ca),
+the key and CSR on the host (mesh_workload_csr), signing only for the proxy's own SPIFFE ID
+(mesh_workload_sign), installing in one step (mesh_workload_cert), reading it back
+(mesh_cert_info). Istio's Citadel flow: the private key never leaves the host, and the CA
+signs a workload only for the identity of its WorkloadEntry."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+
+import pytest
+from cryptography import x509
+
+from tests.modules.conftest import ROOT, run_module
+
+SEED = os.path.join(ROOT, "examples", "seed", "mesh")
+PAYMENT_ID = "spiffe://cluster.local/ns/default/sa/payment-service"
+ORDER_ID = "spiffe://cluster.local/ns/default/sa/order-service"
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def no_private_key_in(*results: dict) -> bool:
+    return all("PRIVATE KEY" not in json.dumps(result) for result in results)
+
+
+@pytest.fixture
+def ca(tmp_path):
+    path = str(tmp_path / "ca")
+    result = run_module("mesh_ca", path=path, intermediates=["local"])
+    assert result["changed"] and not result.get("failed"), result
+    return path
+
+
+def test_mesh_ca_check_apply_rerun(tmp_path):
+    path = str(tmp_path / "ca")
+    checked = run_module("mesh_ca", check=True, diff=True, path=path, intermediates=["local"])
+    assert checked["changed"] and checked["actions"] == ["make root CA (new)", "make intermediate CA 'local'"]
+    assert not os.path.exists(path)
+    applied = run_module("mesh_ca", path=path, intermediates=["local"])
+    assert applied["changed"]
+    assert applied["root"]["subject"] == "CN=meshwright root CA,O=cluster.local"
+    assert applied["intermediates"]["local"]["issuer"] == applied["root"]["subject"]
+    assert x509.load_pem_x509_certificate(applied["bundle"].encode()).serial_number == int(applied["root"]["serial"], 16)
+    assert mode(path) == 0o700
+    assert mode(os.path.join(path, "root", "key.pem")) == 0o600
+    assert mode(os.path.join(path, "intermediates", "local", "key.pem")) == 0o600
+    again = run_module("mesh_ca", check=True, diff=True, path=path, intermediates=["local"])
+    assert not again["changed"] and again["diff"]["before"] == again["diff"]["after"]
+    again = run_module("mesh_ca", path=path, intermediates=["local"])
+    assert not again["changed"] and again["root"]["serial"] == applied["root"]["serial"]
+    assert no_private_key_in(checked, applied, again)
+
+
+def test_mesh_ca_never_replaces_a_root_by_accident(ca, tmp_path):
+    before = run_module("mesh_ca", path=ca)
+    kept = run_module("mesh_ca", path=ca, trust_domain="example.org")
+    assert not kept["changed"] and kept["root"]["serial"] == before["root"]["serial"]
+    assert "it is for trust domain 'cluster.local', not 'example.org'; kept as it is (regenerate: never)" in json.dumps(kept["warnings"])
+    failed = run_module("mesh_ca", path=ca, trust_domain="example.org", regenerate="fail")
+    assert failed["failed"] and "does not match" in failed["msg"]
+    replaced = run_module("mesh_ca", path=ca, trust_domain="example.org", intermediates=["local"], regenerate="partial_idempotence")
+    assert replaced["changed"] and replaced["root"]["serial"] != before["root"]["serial"]
+    assert replaced["intermediates"]["local"]["issuer"] == "CN=meshwright root CA,O=example.org"
+    assert not run_module("mesh_ca", path=ca, trust_domain="example.org", intermediates=["local"], regenerate="partial_idempotence")["changed"]
+
+
+def test_mesh_ca_imports_a_root_once_and_refuses_another(ca, tmp_path):
+    other = str(tmp_path / "other")
+    run_module("mesh_ca", path=other, intermediates=["site"])
+    fresh = str(tmp_path / "fresh")
+    files = {"certificate": os.path.join(other, "root", "cert.pem"), "private_key": os.path.join(other, "root", "key.pem")}
+    intermediate = {"site": {"certificate": os.path.join(other, "intermediates", "site", "cert.pem"),
+                             "private_key": os.path.join(other, "intermediates", "site", "key.pem")}}
+    imported = run_module("mesh_ca", path=fresh, **{"import": {"root": files, "intermediates": intermediate}})
+    assert imported["actions"] == ["import root CA", "import intermediate CA 'site'"], imported
+    assert imported["root"]["fingerprint"] == run_module("mesh_ca", path=other)["root"]["fingerprint"]
+    assert not run_module("mesh_ca", path=fresh, **{"import": {"root": files}})["changed"]
+    refused = run_module("mesh_ca", path=ca, **{"import": {"root": files}})
+    assert refused["failed"] and "not replaced by accident" in refused["msg"]
+    assert no_private_key_in(imported, refused)
+
+
+def csr_for(certs_dir: str, spiffe_id: str, **options) -> dict:
+    result = run_module("mesh_workload_csr", certs_dir=certs_dir, spiffe_id=spiffe_id, **options)
+    assert not result.get("failed"), result
+    return result
+
+
+def sign(ca: str, csrs: dict) -> dict:
+    return run_module("mesh_workload_sign", ca_dir=ca, mesh=[SEED], csrs=csrs, intermediate="local")
+
+
+def test_key_stays_on_the_host_and_the_signed_chain_is_installed_once(ca, tmp_path):
+    certs = str(tmp_path / "payment-1" / "certs")
+    checked = run_module("mesh_workload_csr", check=True, certs_dir=certs, spiffe_id=PAYMENT_ID)
+    assert checked["reason"] == "no certificate yet" and checked["csr"] and not os.path.exists(certs)
+    made = csr_for(certs, PAYMENT_ID)
+    assert made["changed"] and made["new_key"] and made["reason"] == "no certificate yet"
+    pending = os.path.join(certs, "..pending", "key.pem")
+    assert mode(pending) == 0o600
+    assert x509.load_pem_x509_csr(made["csr"].encode()).is_signature_valid
+
+    signed = sign(ca, {"payment-1.default": made["csr"]})
+    assert not signed["changed"]
+    chain = signed["chains"]["payment-1.default"]
+    assert chain["spiffe_id"] == PAYMENT_ID and chain["intermediate"] == "local"
+
+    check = run_module("mesh_workload_cert", check=True, diff=True, certs_dir=certs, chain=chain["chain"], bundle=signed["bundle"])
+    assert check["changed"] and not os.path.exists(os.path.join(certs, "cert-chain.pem"))
+    assert check["diff"]["before"] == {} and check["diff"]["after"]["serial"] == chain["serial"]
+    installed = run_module("mesh_workload_cert", diff=True, certs_dir=certs, chain=chain["chain"], bundle=signed["bundle"])
+    assert installed["changed"] and installed["certificate"]["serial"] == chain["serial"]
+    assert mode(os.path.join(certs, "key.pem")) == 0o600 and not os.path.exists(pending)
+    assert not run_module("mesh_workload_cert", certs_dir=certs, chain=chain["chain"], bundle=signed["bundle"])["changed"]
+
+    # Not due: no CSR. Forced with a new key: a new pending key; the installed one stays until the swap.
+    ca_state = run_module("mesh_ca", path=ca, intermediates=["local"])
+    due = csr_for(certs, PAYMENT_ID, issuer=ca_state["intermediates"]["local"]["certificate"], bundle=ca_state["bundle"])
+    assert (due["changed"], due["csr"], due["reason"], due["new_key"]) == (False, None, None, False)
+    old_key = open(os.path.join(certs, "key.pem"), "rb").read()
+    forced = csr_for(certs, PAYMENT_ID, renew="always", new_key=True)
+    assert forced["reason"] == "renewal forced" and forced["new_key"]
+    assert open(os.path.join(certs, "key.pem"), "rb").read() == old_key
+    renewed = sign(ca, {"payment-1.default": {"csr": forced["csr"], "intermediate": "local"}})["chains"]["payment-1.default"]
+    swapped = run_module("mesh_workload_cert", diff=True, certs_dir=certs, chain=renewed["chain"], bundle=signed["bundle"])
+    assert swapped["changed"] and swapped["diff"]["before"]["serial"] == chain["serial"] and swapped["diff"]["after"]["serial"] == renewed["serial"]
+    assert open(os.path.join(certs, "key.pem"), "rb").read() != old_key
+    # The old chain is for neither the installed key nor a pending one.
+    stale = run_module("mesh_workload_cert", certs_dir=certs, chain=chain["chain"], bundle=signed["bundle"])
+    assert stale["failed"] and "neither the installed key nor a pending one" in stale["msg"]
+    assert no_private_key_in(checked, made, signed, check, installed, due, forced, swapped, stale)
+
+
+def test_sign_refuses_a_csr_for_another_identity(ca, tmp_path):
+    """payment-1's host asks for order-service's identity: refused, nothing signed."""
+    made = csr_for(str(tmp_path / "certs"), ORDER_ID)
+    refused = sign(ca, {"payment-1.default": made["csr"]})
+    assert refused["failed"]
+    assert refused["msg"] == (f"refused to sign the CSR of payment-1.default: the CSR asks for {ORDER_ID}, but this workload's identity is "
+                              f"{PAYMENT_ID} (from its WorkloadEntry's namespace and serviceAccount)")
+    assert "chains" not in refused
+    unknown = sign(ca, {"nobody.default": made["csr"]})
+    assert unknown["failed"] and "no proxy named 'nobody.default'" in unknown["msg"]
+    missing = run_module("mesh_workload_sign", ca_dir=ca, mesh=[SEED], csrs={"order-1.default": made["csr"]}, intermediate="elsewhere")
+    assert missing["failed"] and "no intermediate 'elsewhere'" in missing["msg"]
+
+
+def install_new(ca: str, certs: str, proxy: str, spiffe_id: str, **csr_options) -> dict:
+    made = csr_for(certs, spiffe_id, **csr_options)
+    signed = sign(ca, {proxy: made["csr"]})
+    assert not signed.get("failed"), signed
+    result = run_module("mesh_workload_cert", certs_dir=certs, chain=signed["chains"][proxy]["chain"], bundle=signed["bundle"])
+    assert result["changed"], result
+    return signed["chains"][proxy]
+
+
+def test_root_rotation_steps_keep_both_roots_trusted_until_the_end(ca, tmp_path):
+    certs = str(tmp_path / "certs")
+    first = install_new(ca, certs, "order-1.default", ORDER_ID)
+    old_root = run_module("mesh_ca", path=ca)["root"]
+    begun = run_module("mesh_ca", path=ca, intermediates=["local"], rotate="root_begin")
+    assert begun["rotation"] == "root_begun" and len(x509.load_pem_x509_certificates(begun["bundle"].encode())) == 2
+    assert not run_module("mesh_ca", path=ca, intermediates=["local"], rotate="root_begin")["changed"]  # resumable
+    # The bundle alone changes on the host: the proxy trusts both roots, its chain stays.
+    bundled = run_module("mesh_workload_cert", certs_dir=certs, bundle=begun["bundle"])
+    assert bundled["changed"] and bundled["certificate"]["serial"] == first["serial"] and len(bundled["certificate"]["roots"]) == 2
+    switched = run_module("mesh_ca", path=ca, intermediates=["local"], rotate="root_switch")
+    assert switched["rotation"] == "root_switched" and switched["previous_root"]["fingerprint"] == old_root["fingerprint"]
+    assert switched["intermediates"]["local"]["issuer"] == switched["root"]["subject"]
+    assert switched["root"]["fingerprint"] != old_root["fingerprint"]
+    assert not run_module("mesh_ca", path=ca, intermediates=["local"], rotate="root_switch")["changed"]  # resumable
+    due = csr_for(certs, ORDER_ID, issuer=switched["intermediates"]["local"]["certificate"], bundle=switched["bundle"])
+    assert due["reason"] == "the certificate was not issued by the current intermediate CA"
+    install_new(ca, certs, "order-1.default", ORDER_ID, issuer=switched["intermediates"]["local"]["certificate"], new_key=True)
+    finished = run_module("mesh_ca", path=ca, intermediates=["local"], rotate="root_finish")
+    assert finished["rotation"] == "none" and finished["previous_root"] is None
+    assert finished["bundle"] == switched["root"]["certificate"]
+    # A plain run after the rotation changes nothing.
+    assert not run_module("mesh_ca", path=ca, intermediates=["local"])["changed"]
+
+
+def test_intermediate_rotation_makes_workloads_due(ca, tmp_path):
+    certs = str(tmp_path / "certs")
+    install_new(ca, certs, "payment-2.default", PAYMENT_ID)
+    rotated = run_module("mesh_ca", path=ca, intermediates=["local"], rotate="intermediates")
+    assert rotated["changed"] and rotated["actions"] == ["make intermediate CA 'local' (rotation)"]
+    due = csr_for(certs, PAYMENT_ID, issuer=rotated["intermediates"]["local"]["certificate"], bundle=rotated["bundle"])
+    assert due["reason"] == "the certificate was not issued by the current intermediate CA"
+
+
+def test_cert_info_reports_the_installed_certificate_and_warns_near_expiry(ca, tmp_path):
+    certs = str(tmp_path / "certs")
+    missing = run_module("mesh_cert_info", certs_dir=certs)
+    assert missing["certificate"] is None and missing["alerts"] == [f"no certificate in {certs}"]
+    chain = install_new(ca, certs, "payment-1.default", PAYMENT_ID)
+    info = run_module("mesh_cert_info", certs_dir=certs)
+    assert not info["changed"] and info["alerts"] == [] and info["key_matches"] and not info["pending_key"]
+    certificate = info["certificate"]
+    assert (certificate["spiffe_id"], certificate["serial"], certificate["issuer"]) == (PAYMENT_ID, chain["serial"], "CN=local,O=cluster.local")
+    assert 29.9 < certificate["days_left"] <= 30 and not certificate["needs_renewal"]
+    assert len(certificate["bundle_fingerprint"]) == 64
+    near = run_module("mesh_cert_info", certs_dir=certs, warn_days=31)
+    assert len(near["alerts"]) == 1 and f"certificate {chain['serial']} ({PAYMENT_ID}) expires in" in near["alerts"][0]
+    assert no_private_key_in(info, near)
