@@ -87,6 +87,13 @@ proxies:
       description: Where the running proxy answers on its host (C(admin), C(health), C(stats)).
       type: dict
       sample: {"admin": 15000, "health": 15021, "stats": 15090}
+    identity:
+      description:
+        - With mesh identity on (the MeshConfig has C(certificates)) - C(spiffe_id), the proxy's identity (from its
+          WorkloadEntry's namespace and service account), and C(certs_dir), where its Envoy reads its certificates
+          (M(mesh_workload_csr), M(mesh_workload_cert)). Null when the mesh has no identity.
+      type: dict
+      sample: {"spiffe_id": "spiffe://cluster.local/ns/default/sa/payment-service", "certs_dir": "/etc/meshwright/certs"}
   sample:
     payment-1.default:
       kind: sidecar
@@ -128,7 +135,8 @@ def main():
     except RenderError as error:
         module.fail_json(msg=str(error), problems=[str(problem) for problem in error.problems])
     proxies = {
-        proxy: dict(kind=b.kind, digest=b.digest, files=b.files, validation_bootstrap=b.validation_bootstrap, ports=b.ports)
+        proxy: dict(kind=b.kind, digest=b.digest, files=b.files, validation_bootstrap=b.validation_bootstrap, ports=b.ports,
+                    identity=b.identity)
         for proxy, b in bundles.items()
     }
     module.exit_json(changed=False, proxies=proxies)

@@ -208,3 +208,15 @@ def test_cert_info_reports_the_installed_certificate_and_warns_near_expiry(ca, t
     near = run_module("mesh_cert_info", certs_dir=certs, warn_days=31)
     assert len(near["alerts"]) == 1 and f"certificate {chain['serial']} ({PAYMENT_ID}) expires in" in near["alerts"][0]
     assert no_private_key_in(info, near)
+
+
+def test_render_says_which_identity_each_proxy_needs_and_where_its_certificates_go(tmp_path):
+    """With MeshConfig certificates (the seed mesh: `certificates: {}`), every proxy gets the
+    SPIFFE ID of its WorkloadEntry (a standalone gateway: <name>-service-account) and a certs
+    folder beside its config folder (the default ../certs)."""
+    rendered = run_module("mesh_render", mesh=[SEED], proxies={"payment-1.default": "/srv/payment-1/proxy", "ingress.default": "/srv/ingress/proxy"})
+    assert rendered["proxies"]["payment-1.default"]["identity"] == {"spiffe_id": PAYMENT_ID, "certs_dir": "/srv/payment-1/certs"}
+    assert rendered["proxies"]["ingress.default"]["identity"] == {"spiffe_id": "spiffe://cluster.local/ns/default/sa/ingress-service-account",
+                                                                   "certs_dir": "/srv/ingress/certs"}
+    plain = run_module("mesh_render", mesh=[os.path.join(ROOT, "examples", "basic", "mesh.yaml")], proxies={"frontend.default": str(tmp_path)})
+    assert plain["proxies"]["frontend.default"]["identity"] is None

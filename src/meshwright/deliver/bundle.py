@@ -14,9 +14,10 @@ import yaml
 
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, find_proxy, list_proxies
-from meshwright.deliver.files import render_files, serialize
+from meshwright.deliver.files import certificates_dir, render_files, serialize
 from meshwright.model.load import load_paths
 from meshwright.model.mesh import Mesh
+from meshwright.pki.spiffe import spiffe_id
 from meshwright.validate.envoy_binary import validation_bootstrap
 from meshwright.validate.pipeline import validate_mesh
 from meshwright.validate.problems import Problem
@@ -37,6 +38,9 @@ class ProxyBundle:
     files: dict[str, str]
     validation_bootstrap: str
     ports: dict[str, int]  # admin, health, stats: where to reach the running proxy
+    # With mesh identity on: {spiffe_id, certs_dir} (the certificate it needs and where its
+    # Envoy reads it); None when the mesh has no certificates (plaintext).
+    identity: dict[str, str] | None = None
 
     @property
     def digest(self) -> str:
@@ -60,7 +64,11 @@ def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml") 
     files = render_files(config, mesh.settings, config_dir, fmt)
     bootstrap = yaml.safe_load(files["bootstrap.json" if fmt == "json" else "bootstrap.yaml"])
     ports = {"admin": proxy.port(ADMIN_PORT), "health": proxy.port(HEALTH_PORT), "stats": proxy.port(STATS_PORT)}
-    return ProxyBundle(proxy.id, proxy.kind, files, serialize(validation_bootstrap(config, bootstrap), "yaml"), ports)
+    identity = None
+    if mesh.settings.identity_enabled:
+        identity = {"spiffe_id": spiffe_id(mesh.settings.trust_domain, proxy.namespace, proxy.service_account),
+                    "certs_dir": certificates_dir(mesh.settings, config_dir)}
+    return ProxyBundle(proxy.id, proxy.kind, files, serialize(validation_bootstrap(config, bootstrap), "yaml"), ports, identity)
 
 
 def bundle_mesh(paths: list[str], config_dirs: dict[str, str], fmt: str = "yaml") -> dict[str, ProxyBundle]:
