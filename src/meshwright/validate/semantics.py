@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from meshwright.compile.envoy_versions import envoy_version_problem
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, OUTBOUND_PORT, PORT_OFFSET_ANNOTATION, STATS_PORT, list_proxies
 from meshwright.compile.scope import sidecar_for
 from meshwright.model.mesh import Mesh, resolve_host
@@ -207,8 +208,17 @@ def check_annotations(resource: Resource, problems: Problems) -> None:
         problems.add(resource, ("metadata", "annotations", PORT_OFFSET_ANNOTATION), f"{value!r} is not a port offset: expected a whole number from 0 to 50000, as a string")
 
 
+def check_mesh_config(resource: Resource, problems: Problems) -> None:
+    version = (resource.spec or {}).get("envoyVersion")
+    problem = envoy_version_problem(version) if version is not None else None
+    if problem:
+        problems.add(resource, ("spec", "envoyVersion"), problem)
+
+
 def check_semantics(resource: Resource, problems: Problems) -> None:
     check_annotations(resource, problems)
+    if resource.kind == "MeshConfig":
+        check_mesh_config(resource, problems)
     if resource.kind == "VirtualService":
         check_weights(resource, problems)
         check_http_routes(resource, problems)

@@ -1,0 +1,1 @@
+"""Operating a deployed mesh: how an estate-wide change is cut into batches."""
