@@ -155,19 +155,24 @@ def certificate_summary(chain: bytes | None, roots: bytes | None, now: datetime.
         return None
     out = describe(first_certificate(chain), now).as_dict()
     out["bundle_fingerprint"] = bundle_fingerprint(roots) if roots else ""
-    out["roots"] = [{"subject": root.subject.rfc4514_string(), "fingerprint": fingerprint(root)} for root in certificates_in(roots or b"")]
+    out["roots"] = [{"subject": root.subject.rfc4514_string(), "serial": serial_hex(root), "fingerprint": fingerprint(root)}
+                    for root in certificates_in(roots or b"")]
     return out
 
 
 def envoy_certificates(admin) -> dict:
-    """What Envoy says it uses (admin /certs): the serials of its own certificates and of the
-    CA certificates it trusts, and the fewest days any of its certificates has left."""
+    """What Envoy says it uses (admin /certs): the serials of the workload certificates it
+    presents (those with a SPIFFE ID: a gateway's own server certificates are left out), of the
+    CA certificates it trusts, and the fewest days any of its workload certificates has left."""
     status, body = admin.get("/certs")
     if status != 200:
         raise IdentityError(f"Envoy's admin /certs answered {status}")
     serials, ca_serials, days = set(), set(), []
     for context in json.loads(body).get("certificates", []):
         for certificate in context.get("cert_chain") or []:
+            uris = [name.get("uri", "") for name in certificate.get("subject_alt_names") or []]
+            if not any(uri.startswith("spiffe://") for uri in uris):
+                continue
             serials.add(certificate.get("serial_number", "").lower())
             if certificate.get("days_until_expiration") not in (None, ""):
                 days.append(int(certificate["days_until_expiration"]))

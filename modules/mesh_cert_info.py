@@ -82,9 +82,10 @@ pending_key:
   returned: always
   type: bool
 envoy:
-  description: With O(admin_port) - C(serials) of the certificates Envoy presents, C(ca_serials) of the roots it
-    trusts, C(days_until_expiration), and C(in_use) (it presents the installed certificate and nothing else);
-    null without O(admin_port) or when nothing answers.
+  description: With O(admin_port) - C(serials) of the workload certificates Envoy presents (those with a SPIFFE ID),
+    C(ca_serials) of the roots it trusts, C(days_until_expiration), and C(in_use) (it presents the installed
+    certificate and no other, and trusts exactly the installed bundle's roots); null without O(admin_port) or when
+    nothing answers.
   returned: always
   type: dict
 alerts:
@@ -136,9 +137,12 @@ def main():
         except (OSError, ValueError, IdentityError) as error:
             alerts.append(f"cannot read Envoy's certificates at {admin.base}/certs: {error}")
         if envoy is not None:
-            envoy["in_use"] = certificate is not None and envoy["serials"] == [certificate["serial"]]
-            if certificate is not None and not envoy["in_use"]:
+            roots = sorted(root["serial"] for root in certificate["roots"]) if certificate else []
+            envoy["in_use"] = certificate is not None and envoy["serials"] == [certificate["serial"]] and envoy["ca_serials"] == roots
+            if certificate is not None and envoy["serials"] != [certificate["serial"]]:
                 alerts.append(f"Envoy presents {', '.join(envoy['serials']) or 'no certificate'}, not the installed {certificate['serial']}")
+            elif certificate is not None and envoy["ca_serials"] != roots:
+                alerts.append(f"Envoy trusts the roots {', '.join(envoy['ca_serials']) or 'none'}, not the installed bundle's {', '.join(roots)}")
     for alert in alerts:
         module.warn(alert)
     module.exit_json(changed=False, certificate=certificate, key_matches=key_matches, pending_key=bool(certs.pending_key),
