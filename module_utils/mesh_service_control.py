@@ -94,13 +94,13 @@ def ensure_service(manager, state: str, check_mode: bool, ready_url: str | None 
     before_config = read_text(manager.config_path)
     before_status, _ = manager.status()
     actions = manager.ensure(state, check_mode)
-    if state in ("started", "restarted") and ready_url and not check_mode:
+    if state in ("started", "restarted", "reloaded") and ready_url and not check_mode:
         ready, last = wait_for_http(ready_url, ready_timeout)
         if not ready:
             raise ServiceError(f"{manager.spec.name} did not answer 200 on {ready_url} within {ready_timeout:g} s "
                                f"(last: {last})", manager.log_tail())
     if check_mode:
-        status, pid = ("running" if state in ("started", "restarted") else "stopped"), manager.status()[1]
+        status, pid = ("running" if state in ("started", "restarted", "reloaded") else "stopped"), manager.status()[1]
     else:
         status, pid = manager.status()
     after_config = None if state == "absent" else manager.desired_config(state)

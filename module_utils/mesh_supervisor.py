@@ -179,8 +179,10 @@ class SupervisorProgram:
             return actions + ["restart supervisord"]
         if conf_changed or info is None or self._loaded_differs():
             return actions + ["update program"]  # remove and add: stops, then autostarts it unless stopped
-        if state == "started" and not running:
+        if state in ("started", "reloaded") and not running:
             actions.append("start")
+        elif state == "reloaded":
+            actions.append("send SIGHUP")
         elif state == "restarted":
             actions.append("restart")
         elif state == "stopped" and running:
@@ -198,7 +200,7 @@ class SupervisorProgram:
         if not check_mode:
             for action in actions:
                 self._do(action, state)
-            if state in ("started", "restarted"):
+            if state in ("started", "restarted", "reloaded"):
                 self._wait_running()
         return actions
 
@@ -233,6 +235,9 @@ class SupervisorProgram:
             self._start()
         elif action == "stop":
             self._stop()
+        elif action == "send SIGHUP":
+            # To the program's own process, not its group: the restarter decides what its Envoys get.
+            self._rpc().signalProcess(name, "HUP")
         elif action == "remove program":
             self._stop()
             self._rpc().removeProcessGroup(name)

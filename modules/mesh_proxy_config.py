@@ -36,6 +36,13 @@ options:
       - In check mode the validation runs too (it writes only to a scratch folder it removes); when the binary is
         not installed yet, check mode skips it with a warning.
     type: path
+  validate:
+    description:
+      - V(changed) validates only when a file would change; V(always) on every run, which checks that another
+        Envoy binary accepts the config the proxy runs (an upgrade runs it in check mode with the new version).
+    type: str
+    choices: [changed, always]
+    default: changed
   dir_mode:
     description: Mode of O(config_dir), for example C("0755").
     type: raw
@@ -73,6 +80,15 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: restart needed
   when: "'bootstrap.yaml' in proxy_config.changed_files"
+
+- name: Before an upgrade, check that Envoy 1.40.0 accepts the config the proxy runs (writes nothing)
+  mesh_proxy_config:
+    config_dir: /etc/meshwright/proxy
+    files: "{{ mesh_rendered.proxies[mesh_proxy].files }}"
+    validation_bootstrap: "{{ mesh_rendered.proxies[mesh_proxy].validation_bootstrap }}"
+    envoy: /opt/meshwright/envoy/1.40.0/bin/envoy
+    validate: always
+  check_mode: true
 """
 
 RETURN = r"""
@@ -100,7 +116,7 @@ from ansible.module_utils.mesh_envoy_binary import EnvoyBinaryError, validate_co
 def validate(module, config_dir):
     """Fail (before anything is written) when the host's Envoy rejects the new config."""
     envoy = module.params["envoy"]
-    if not envoy or not config_dir.changed:
+    if not envoy or (not config_dir.changed and module.params["validate"] == "changed"):
         return
     if not os.path.exists(envoy) and module.check_mode:
         module.warn(f"config not validated: {envoy} is not installed yet")
@@ -136,6 +152,7 @@ def main():
             validation_bootstrap=dict(type="str"),
             envoy=dict(type="path"),
             dir_mode=dict(type="raw"),
+            validate=dict(type="str", choices=["changed", "always"], default="changed"),
         ),
         required_by={"envoy": "validation_bootstrap"},
         add_file_common_args=True,

@@ -16,6 +16,8 @@ description:
     supervisord is started when its socket does not answer and stopped when its last program is removed.
   - Nothing changes when the unit or program file is identical and the process is in the asked state.
     A changed unit or program file restarts a running process. A process that is not running is started again.
+  - V(reloaded) sends SIGHUP to the running process instead of restarting it: for a program that reloads on
+    SIGHUP, such as the C(envoy-restarter) of the envoy_proxy role (an Envoy hot restart).
   - With O(ready_url), after a start or restart it waits until the URL answers HTTP 200 and fails with the end
     of the process's log otherwise.
   - Runs on the host; needs only the Python standard library (and supervisord, for that manager).
@@ -36,14 +38,16 @@ options:
   state:
     description:
       - V(started) and V(stopped) are idempotent; V(restarted) always restarts.
+      - V(reloaded) sends SIGHUP to the main process when it runs from an unchanged unit or program file;
+        otherwise it does what V(started) does (start it, or restart it on the changed file).
       - V(absent) stops the process and removes its unit or program file.
     type: str
-    choices: [started, stopped, restarted, absent]
+    choices: [started, stopped, restarted, reloaded, absent]
     default: started
   enabled:
     description:
-      - systemd only. Whether the unit starts at boot. By default enabled when O(state) is V(started) or
-        V(restarted), and left as it is otherwise.
+      - systemd only. Whether the unit starts at boot. By default enabled when O(state) is V(started),
+        V(restarted) or V(reloaded), and left as it is otherwise.
       - Under supervisord a program is started with supervisord unless its O(state) is V(stopped).
     type: bool
   user:
@@ -74,7 +78,9 @@ options:
     description: Path of the supervisord program. Default is the one beside the Python that runs this module.
     type: path
   ready_url:
-    description: After a start or restart (and on every run with O(state=started)), wait until this URL answers 200.
+    description:
+      - After a start or restart (and on every run with O(state=started) or V(reloaded)), wait until this URL answers 200.
+      - After a SIGHUP the process that answers may still be the old one; the caller checks what it needs.
     type: str
   ready_timeout:
     description: Seconds to wait for O(ready_url).
@@ -191,7 +197,7 @@ def main():
             name=dict(type="str", required=True),
             command=dict(type="list", elements="str"),
             manager=dict(type="str", choices=["auto", "systemd", "supervisord"], default="auto"),
-            state=dict(type="str", choices=["started", "stopped", "restarted", "absent"], default="started"),
+            state=dict(type="str", choices=["started", "stopped", "restarted", "reloaded", "absent"], default="started"),
             enabled=dict(type="bool"),
             user=dict(type="str"),
             group=dict(type="str"),
@@ -204,7 +210,7 @@ def main():
             ready_timeout=dict(type="float", default=30),
         ),
         required_if=[("state", "started", ("command",)), ("state", "stopped", ("command",)),
-                     ("state", "restarted", ("command",))],
+                     ("state", "restarted", ("command",)), ("state", "reloaded", ("command",))],
         supports_check_mode=True,
     )
     params = module.params

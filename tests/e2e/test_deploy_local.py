@@ -305,7 +305,9 @@ def test_hand_edited_config_is_shown_and_put_back(lab):
 
 
 def proxy_pids(lab, host: str) -> list[int]:
-    return [pid for pid, command in processes_under(os.path.join(lab.state, host)).items() if "bootstrap.yaml" in command]
+    """The host's Envoy processes (not the envoy-restarter that runs them)."""
+    return [pid for pid, command in processes_under(os.path.join(lab.state, host)).items()
+            if "bootstrap.yaml" in command and "envoy-restarter" not in command]
 
 
 def test_a_killed_proxy_runs_again_after_the_next_deploy(lab):

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Run Envoy so that it can be hot restarted: the process a service manager (systemd,
+supervisord) keeps running in place of Envoy itself. Standard library only.
+
+    envoy-restarter --base-id-path FILE -- ENVOY [ENVOY ARGS...]
+
+It starts ENVOY with restart epoch 0 and a dynamic base ID (written to FILE). On SIGHUP it
+starts the next epoch with the same base ID: the new Envoy takes the listen sockets over from
+the old one, which drains its connections and exits (Envoy's hot restart, the process of
+Envoy's own restarter/hot-restarter.py). ENVOY is run by path each time, so a path through a
+`current` link starts whatever version the link points to then. A SIGHUP that comes while an
+older epoch is still draining waits until only one Envoy runs (Envoy restarts from one parent
+at a time). SIGTERM and SIGINT go to every Envoy; it exits when the last one has.
+
+As in Envoy's restarter, an Envoy that exits with an error takes the others down with it and
+the restarter exits with that status, so that the service manager starts the proxy afresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+HANDLED = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+
+
+def log(message: str) -> None:
+    print(f"envoy-restarter[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+
+
+class Restarter:
+    def __init__(self, command: list[str], base_id_path: str):
+        self.command = command
+        self.base_id_path = base_id_path
+        self.children: list[tuple[int, subprocess.Popen]] = []  # (epoch, process), oldest first
+        self.epoch = -1
+        self.pending_restart = False
+        self.stopping = False
+        self.status = 0
+
+    def start_next_epoch(self) -> None:
+        self.epoch += 1
+        if self.epoch == 0:
+            args = ["--restart-epoch", "0", "--use-dynamic-base-id", "--base-id-path", self.base_id_path]
+        else:
+            try:
+                with open(self.base_id_path, encoding="utf-8") as handle:
+                    base_id = handle.read().strip()
+            except OSError as error:
+                self.epoch -= 1
+                log(f"no hot restart: epoch 0 has not written its base ID yet ({error})")
+                return
+            args = ["--restart-epoch", str(self.epoch), "--base-id", base_id]
+        # The children must not inherit this process's blocked signals.
+        process = subprocess.Popen(self.command + args, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED))
+        self.children.append((self.epoch, process))
+        log(f"started {os.path.realpath(self.command[0])} epoch {self.epoch} as pid {process.pid}")
+
+    def signal_all(self, signum: int) -> None:
+        for _, process in self.children:
+            if process.poll() is None:
+                try:
+                    process.send_signal(signum)
+                except ProcessLookupError:
+                    pass
+
+    def reap(self) -> None:
+        for epoch, process in list(self.children):
+            code = process.poll()
+            if code is None:
+                continue
+            self.children.remove((epoch, process))
+            log(f"epoch {epoch} (pid {process.pid}) exited with status {code}")
+            if code != 0 and not self.stopping:
+                # As Envoy's restarter: no half-restarted proxy; the service manager starts it afresh.
+                log("an Envoy failed: stopping the others")
+                self.status = code if code > 0 else 128 - code
+                self.stopping = True
+                self.signal_all(signal.SIGTERM)
+        if self.pending_restart and len(self.children) == 1 and not self.stopping:
+            self.pending_restart = False
+            self.start_next_epoch()
+
+    def hot_restart(self) -> None:
+        if self.stopping:
+            return
+        if len(self.children) > 1:
+            log(f"hot restart waits until epoch {self.children[0][0]} has drained and exited")
+            self.pending_restart = True
+            return
+        self.start_next_epoch()
+
+    def run(self) -> int:
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        self.start_next_epoch()
+        while self.children:
+            # A timeout as a safety net: a SIGCHLD merged with another one is still reaped.
+            received = signal.sigtimedwait(HANDLED, 1.0)
+            signum = received.si_signo if received else signal.SIGCHLD
+            if signum == signal.SIGHUP:
+                self.hot_restart()
+            elif signum in (signal.SIGTERM, signal.SIGINT):
+                log(f"{signal.Signals(signum).name}: stopping every Envoy")
+                self.stopping = True
+                self.pending_restart = False
+                self.signal_all(signum)
+            self.reap()
+        return self.status
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-id-path", required=True, help="where epoch 0 writes the base ID the later epochs use")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- ENVOY [ARGS...]")
+    args = parser.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("give the Envoy command after --")
+    os.makedirs(os.path.dirname(os.path.abspath(args.base_id_path)), exist_ok=True)
+    # Epoch 0 writes the base ID; a stale file from an earlier run must not be read before that.
+    if os.path.exists(args.base_id_path):
+        os.unlink(args.base_id_path)
+    started = time.monotonic()
+    status = Restarter(command, args.base_id_path).run()
+    log(f"exiting with status {status} after {time.monotonic() - started:.0f} s")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

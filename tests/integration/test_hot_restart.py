@@ -1,0 +1,219 @@
+"""Envoy hot restart under envoy-restarter (roles/envoy_proxy/files/envoy_restarter.py), the
+process that systemd or supervisord runs for every proxy: a new Envoy binary or bootstrap is
+taken up by a hot restart, as Istio's pilot-agent did with Envoy's own restarter - the new Envoy
+takes the listen sockets over from the old one, which drains its connections and exits - so a
+proxy changes its binary without dropping a request.
+
+A standalone gateway rendered by meshwright routes to two backends; the restarter runs it on
+real Envoy from a `current` link, and constant load goes through it while it is restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.constant_load import ConstantLoad
+from tests.harness import ENVOY, free_offset, free_port, render
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RESTARTER = os.path.join(ROOT, "roles", "envoy_proxy", "files", "envoy_restarter.py")
+
+MESH = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: [web.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {web_1}}}}}
+  - {{address: 127.0.0.1, ports: {{http: {web_2}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: edge
+  namespace: default
+  annotations: {{meshwright.io/port-offset: "{offset}"}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {port}, name: http, protocol: HTTP}}
+    bind: 127.0.0.1
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: edge, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  http:
+  - route:
+    - destination: {{host: web}}
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+class RestartedProxy:
+    """The gateway under envoy-restarter, as the envoy_proxy role runs it."""
+
+    def __init__(self, tmp_path, lab):
+        self.tmp_path = tmp_path
+        self.port = free_port()
+        self.admin_port = 15000 + (offset := free_offset())
+        web_1, web_2 = lab.backend("web", "web-1"), lab.backend("web", "web-2")
+        lab.write_mesh(MESH.format(web_1=web_1.port, web_2=web_2.port, offset=offset, port=self.port))
+        self.config_dir = str(tmp_path / "edge")
+        render(lab.mesh_path, "edge.default", self.config_dir)
+        # Envoy is run through a `current` link, as mesh_envoy installs it.
+        self.current = str(tmp_path / "current")
+        os.symlink(ENVOY, self.current)
+        self.log_path = str(tmp_path / "proxy.log")
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, RESTARTER, "--base-id-path", str(tmp_path / "base-id"), "--",
+             self.current, "-c", os.path.join(self.config_dir, "bootstrap.yaml"), "-l", "warning",
+             "--drain-time-s", "1", "--parent-shutdown-time-s", "2"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_for_epoch(0)
+
+    def server_info(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/server_info", timeout=2) as response:
+            return json.loads(response.read())
+
+    def epoch(self) -> int | None:
+        try:
+            info = self.server_info()
+        except OSError:
+            return None
+        return info["command_line_options"]["restart_epoch"] if info["state"] == "LIVE" else None
+
+    def wait_for_epoch(self, epoch: int, timeout: float = 20) -> float:
+        """Seconds until the Envoy answering on the admin port is LIVE with this epoch."""
+        started = time.monotonic()
+        while self.epoch() != epoch:
+            assert self.process.poll() is None, f"the restarter exited {self.process.returncode}:\n{self.logs()}"
+            assert time.monotonic() - started < timeout, f"epoch {epoch} not live after {timeout} s:\n{self.logs()}"
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    def envoys(self) -> list[int]:
+        return [pid for pid in children(self.process.pid) if alive(pid)]
+
+    def wait_for_one_envoy(self, timeout: float = 10) -> int:
+        deadline = time.monotonic() + timeout
+        while len(envoys := self.envoys()) != 1:
+            assert time.monotonic() < deadline, f"Envoys {envoys} still running:\n{self.logs()}"
+            time.sleep(0.05)
+        return envoys[0]
+
+    def logs(self) -> str:
+        self.log.flush()
+        with open(self.log_path) as handle:
+            return handle.read()[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                for pid in self.envoys():
+                    os.kill(pid, signal.SIGKILL)
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def proxy(tmp_path, lab):
+    restarted = RestartedProxy(tmp_path, lab)
+    yield restarted
+    restarted.stop()
+
+
+def test_hot_restarts_under_constant_load_drop_no_request(proxy):
+    """Three hot restarts (SIGHUP) while two clients send 50 requests a second each, one keeping
+    its connection alive, one opening a new connection per request: every request succeeds. Each
+    restart brings a new Envoy (the next epoch) while the restarter, the process the service
+    manager watches, stays the same; the old Envoy exits after draining."""
+    restarter = proxy.process.pid
+    first = proxy.wait_for_one_envoy()
+    with ConstantLoad(proxy.port, "/kept-alive", rate=50, max_seconds=60) as kept_alive, \
+            ConstantLoad(proxy.port, "/new-connection", rate=50, max_seconds=60, new_connection_each=True) as fresh:
+        time.sleep(0.5)
+        previous = first
+        for epoch in (1, 2, 3):
+            proxy.process.send_signal(signal.SIGHUP)
+            proxy.wait_for_epoch(epoch)
+            current = proxy.wait_for_one_envoy()  # the old one drained (1 s) and exited (2 s)
+            assert current != previous and not alive(previous)
+            previous = current
+        time.sleep(0.5)
+    assert proxy.process.pid == restarter and proxy.process.poll() is None
+    assert kept_alive.failures == [] and fresh.failures == [], (kept_alive.failures + fresh.failures)[:10]
+    assert kept_alive.succeeded > 200 and fresh.succeeded > 200, (kept_alive.succeeded, fresh.succeeded)
+
+
+def test_a_restart_asked_while_the_old_envoy_drains_waits_for_it(proxy):
+    """Envoy restarts from one parent at a time: a second SIGHUP that comes while epoch 0 still
+    drains starts epoch 2 only once epoch 0 has exited, and then the proxy serves from epoch 2."""
+    proxy.process.send_signal(signal.SIGHUP)
+    proxy.wait_for_epoch(1)
+    proxy.process.send_signal(signal.SIGHUP)
+    proxy.wait_for_epoch(2)
+    proxy.wait_for_one_envoy()
+    assert "hot restart waits until epoch 0 has drained and exited" in proxy.logs()
+    assert "epoch 0 (pid" in proxy.logs() and proxy.logs().index("epoch 0 (pid") < proxy.logs().index("epoch 2 as pid")
+
+
+def test_sigterm_stops_every_envoy_and_the_restarter_exits_0(proxy):
+    """A service stop (SIGTERM to the restarter) reaches the Envoys, including one still draining;
+    the restarter exits 0 once the last has exited."""
+    proxy.process.send_signal(signal.SIGHUP)
+    proxy.wait_for_epoch(1)
+    envoys = proxy.envoys()
+    assert len(envoys) == 2  # epoch 0 drains for a second more
+    proxy.process.send_signal(signal.SIGTERM)
+    assert proxy.process.wait(timeout=20) == 0
+    assert not any(alive(pid) for pid in envoys)
+
+
+def test_an_envoy_that_fails_takes_the_others_down_so_the_manager_starts_afresh(proxy):
+    """As Envoy's own restarter: when the new epoch cannot start (here its bootstrap is broken),
+    the restarter stops the old Envoy too and exits with an error, for the service manager to
+    start the proxy afresh rather than leave a half-restarted one."""
+    envoys = proxy.envoys()
+    bootstrap = os.path.join(proxy.config_dir, "bootstrap.yaml")
+    with open(bootstrap, "a") as handle:
+        handle.write("\nnot_a_bootstrap_field: true\n")
+    proxy.process.send_signal(signal.SIGHUP)
+    assert proxy.process.wait(timeout=20) != 0
+    assert not any(alive(pid) for pid in envoys)
+    assert "an Envoy failed: stopping the others" in proxy.logs()
