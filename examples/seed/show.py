@@ -18,7 +18,7 @@ GATEWAY = "http://127.0.0.1:8080"
 
 def main() -> None:
     mesh = load_mesh([os.path.join(HERE, "mesh")])
-    print("\nmeshwright seed demo is up (state in state/local/<host>/):\n")
+    print("\nmeshwright seed demo is up (state in state/local/<host>/, the mesh CA in state/local/ca/):\n")
     print(f"  {'proxy':<20} {'kind':<8} {'admin':>6} {'outbound':>9} {'health':>7} {'stats':>6}")
     for proxy in list_proxies(mesh):
         outbound = "-" if proxy.kind == "gateway" else str(proxy.port(OUTBOUND_PORT))
@@ -30,6 +30,10 @@ Try:
   curl -s {GATEWAY}/order        # gateway -> order-service -> payment-service, through every sidecar
   curl -s {GATEWAY}/payment      # gateway -> payment-service
   seq 15 | xargs -P 15 -I{{}} curl -s -o /dev/null -w '%{{http_code}} ' {GATEWAY}/order; echo   # a burst of 15: 10 pass, then 429
+  curl -s 127.0.0.1:15406/       # plaintext at payment-1's sidecar: refused (STRICT mutual TLS)
+  curl -s -H 'Host: payment-service.default.svc.cluster.local' 127.0.0.1:15401/payment   # from payment's own sidecar: 403 (AuthorizationPolicy)
+  .venv/bin/ansible-playbook playbooks/cert-report.yml                # every proxy's certificate, and whether Envoy uses it
+  .venv/bin/ansible-playbook playbooks/rotate-certs.yml -e force=true # new keys and certificates, in batches, no restart
   curl -s 127.0.0.1:15290/stats/prometheus | grep 'destination_service="payment-service' | head -3
   tail -n 2 state/local/order-1/var/log/meshwright/proxy.log
   .venv/bin/ansible-playbook playbooks/deploy.yml --check --diff      # nothing to change
