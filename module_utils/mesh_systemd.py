@@ -80,6 +80,10 @@ class SystemdUnit:
     def _active(self) -> bool:
         return self._systemctl("is-active", "--quiet", self.unit, check=False).returncode == 0
 
+    def _failed(self) -> bool:
+        """Failed units (start limit hit, say) must be reset before systemctl starts them again."""
+        return self._systemctl("is-failed", "--quiet", self.unit, check=False).returncode == 0
+
     def _is_enabled(self) -> bool:
         return self._systemctl("is-enabled", "--quiet", self.unit, check=False).returncode == 0
 
@@ -91,10 +95,16 @@ class SystemdUnit:
         return "stopped", None
 
     def log_tail(self) -> str:
-        if self.spec.log_file:
-            return tail_file(self.spec.log_file)
-        result = subprocess.run(["journalctl", "-u", self.unit, "-n", "20", "--no-pager"], capture_output=True, text=True)
-        return result.stdout.strip()
+        """The unit's journal (systemd's own word on why it failed, such as a log file it could not
+        open) and, when the process logs to a file, that file's end."""
+        try:
+            journal = subprocess.run(["journalctl", "-u", self.unit, "-n", "20", "--no-pager"],
+                                     capture_output=True, text=True).stdout.strip()
+        except OSError:
+            journal = ""
+        if not self.spec.log_file:
+            return journal
+        return f"journalctl -u {self.unit}:\n{journal}\n{self.spec.log_file}:\n{tail_file(self.spec.log_file)}"
 
     def plan(self, state: str) -> list[str]:
         exists = os.path.exists(self.config_path)
@@ -116,6 +126,8 @@ class SystemdUnit:
             actions.append("restart")
         elif state == "stopped" and active:
             actions.append("stop")
+        if actions[-1:] in (["start"], ["restart"]) and self._failed():
+            actions.insert(-1, "reset-failed")
         enabled = self.enabled if self.enabled is not None else (True if state != "stopped" else None)
         if enabled is not None and (exists and self._is_enabled()) != enabled:
             actions.append("enable" if enabled else "disable")
@@ -125,6 +137,9 @@ class SystemdUnit:
         actions = self.plan(state)
         if check_mode:
             return actions
+        if self.spec.log_file and {"write unit file", "start", "restart"} & set(actions):
+            # systemd opens the log file but makes no folder for it (the unit would fail, 209/STDOUT).
+            os.makedirs(os.path.dirname(self.spec.log_file), exist_ok=True)
         for action in actions:
             if action == "write unit file":
                 write_atomic(self.config_path, self.desired_config(state))
