@@ -120,10 +120,12 @@ class SystemdUnit:
         changed = read_text(self.config_path) != self.desired_config(state)
         if changed:
             actions += ["write unit file", "daemon-reload"]
-        if state == "started" and not active:
+        if state in ("started", "reloaded") and not active:
             actions.append("start")
-        elif (state == "started" and changed) or state == "restarted":
+        elif (state in ("started", "reloaded") and changed) or state == "restarted":
             actions.append("restart")
+        elif state == "reloaded":
+            actions.append("send SIGHUP")
         elif state == "stopped" and active:
             actions.append("stop")
         if actions[-1:] in (["start"], ["restart"]) and self._failed():
@@ -147,6 +149,9 @@ class SystemdUnit:
                 os.unlink(self.config_path)
             elif action == "daemon-reload":
                 self._systemctl("daemon-reload")
+            elif action == "send SIGHUP":
+                # To the main process only, as `systemctl reload` would with kill -HUP $MAINPID.
+                self._systemctl("kill", "--kill-whom=main", "--signal=SIGHUP", self.unit)
             else:
                 self._systemctl(action, self.unit)
         return actions
