@@ -15,12 +15,26 @@ BASIC = os.path.join(ROOT, "examples", "basic", "mesh.yaml")
 PROXY = "frontend.default"
 
 
+FRONTEND_EGRESS_ON_9001 = """---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: frontend, namespace: default}
+spec:
+  workloadSelector: {labels: {app: frontend}}
+  egress:
+  - port: {number: 9001, protocol: HTTP, name: http}
+    bind: 127.0.0.1
+    hosts: ["./*"]
+"""
+
+
 def only_v1(mesh_text: str) -> str:
-    """The basic mesh with the v2 subset gone: reviews traffic all to v1."""
+    """The basic mesh with the v2 subset gone (reviews traffic all to v1), and frontend's
+    outbound listener moved to 9001 (so its route configuration file is another one)."""
     head, virtual_service = mesh_text.split("kind: VirtualService")
     head = head.replace("  - {name: v2, labels: {version: v2}}\n", "")
     virtual_service = virtual_service.split("  http:")[0] + "  http:\n  - route:\n    - destination: {host: reviews, subset: v1}\n"
-    return head + "kind: VirtualService" + virtual_service
+    return head + "kind: VirtualService" + virtual_service + FRONTEND_EGRESS_ON_9001
 
 
 def render(mesh: str, config_dir: str) -> dict:
@@ -94,7 +108,7 @@ def test_an_unknown_proxy_is_named(tmp_path):
 def test_config_check_apply_rerun_and_a_new_render(tmp_path):
     """First write: check mode shows every file as new and writes nothing; the write lays down
     exactly the rendered files; re-runs change nothing. A new render (v2 subset gone) rewrites only
-    what differs, removes the endpoints file no longer rendered, and leaves unmanaged files alone."""
+    what differs, removes the route file no longer rendered, and leaves unmanaged files alone."""
     config_dir = str(tmp_path / "frontend")
     bundle = render(BASIC, config_dir)
 
@@ -117,14 +131,14 @@ def test_config_check_apply_rerun_and_a_new_render(tmp_path):
     v1_mesh.write_text(only_v1(open(BASIC).read()))
     new = render(str(v1_mesh), config_dir)
     [gone] = sorted(set(bundle["files"]) - set(new["files"]))
-    assert "_v2_" in gone
+    assert gone == "rds-15301.yaml"
 
     check = write_config(new, config_dir, check=True)
     assert check["changed"] is True and check["removed_files"] == [gone]
     assert "cds.yaml" in check["changed_files"] and "bootstrap.yaml" not in check["changed_files"]
     by_name = {os.path.basename(d["before_header"]): d for d in check["diff"]}
     assert by_name[gone]["after_header"] == "/dev/null" and by_name[gone]["after"] == ""
-    assert "_v2_" in by_name["cds.yaml"]["before"] and "_v2_" not in by_name["cds.yaml"]["after"]
+    assert "outbound|9080|v2|" in by_name["cds.yaml"]["before"] and "outbound|9080|v2|" not in by_name["cds.yaml"]["after"]
     assert read_dir(config_dir) == {**bundle["files"], "notes.txt": "not ours"}
 
     applied = write_config(new, config_dir)
