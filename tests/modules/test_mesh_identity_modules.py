@@ -6,14 +6,19 @@ signs a workload only for the identity of its WorkloadEntry."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
-import shutil
+import re
 import stat
+import subprocess
+import sys
 
 import pytest
 from cryptography import x509
 
+from meshwright.pki import workload
+from meshwright.pki.ca_folder import CaFolder
 from tests.modules.conftest import ROOT, run_module
 
 SEED = os.path.join(ROOT, "examples", "seed", "mesh")
@@ -220,3 +225,85 @@ def test_render_says_which_identity_each_proxy_needs_and_where_its_certificates_
                                                                    "certs_dir": "/srv/ingress/certs"}
     plain = run_module("mesh_render", mesh=[os.path.join(ROOT, "examples", "basic", "mesh.yaml")], proxies={"frontend.default": str(tmp_path)})
     assert plain["proxies"]["frontend.default"]["identity"] is None
+
+
+def test_a_certificate_past_two_thirds_of_its_life_is_renewed(ca, tmp_path):
+    """Istio renews at two thirds of a certificate's life: one signed 21 days ago for 30 days
+    is due, with the reason; one signed 19 days ago is not."""
+    certs = str(tmp_path / "certs")
+    made = csr_for(certs, PAYMENT_ID)
+    issuer = CaFolder(ca).intermediate("local")
+    for days_ago, due in ((19, False), (21, True)):
+        chain = workload.sign_csr(made["csr"].encode(), PAYMENT_ID, issuer, now=datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days_ago))
+        run_module("mesh_workload_cert", certs_dir=certs, chain=chain.decode(), bundle=CaFolder(ca).bundle().decode())
+        result = csr_for(certs, PAYMENT_ID, issuer=issuer.certificate_pem().decode())
+        assert (result["csr"] is not None) == due, (days_ago, result)
+        if due:
+            assert result["reason"].startswith("past two thirds of its life (expires ")
+
+
+HOST_PLAYBOOK = """\
+- name: A proxy's certificate as on a real host (its own Python, the distribution's cryptography)
+  hosts: localhost
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: /usr/bin/python3
+  tasks:
+    - name: Keep the mesh CA
+      mesh_ca: {path: "{{ work }}/ca", intermediates: [local]}
+      vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+      register: ca
+    - name: Make a CSR when due
+      mesh_workload_csr:
+        certs_dir: "{{ work }}/certs"
+        spiffe_id: spiffe://cluster.local/ns/default/sa/payment-service
+        issuer: "{{ ca.intermediates.local.certificate }}"
+        bundle: "{{ ca.bundle }}"
+      register: request
+    - name: Sign it
+      mesh_workload_sign:
+        ca_dir: "{{ work }}/ca"
+        mesh: ["{{ mesh }}"]
+        csrs: {payment-1.default: "{{ request.csr }}"}
+        intermediate: local
+      vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
+      when: request.csr is not none and not ansible_check_mode
+      register: signed
+    - name: Install it
+      mesh_workload_cert:
+        certs_dir: "{{ work }}/certs"
+        chain: "{{ signed.chains['payment-1.default'].chain if signed.chains is defined else omit }}"
+        bundle: "{{ ca.bundle }}"
+    - name: Read it back
+      mesh_cert_info: {certs_dir: "{{ work }}/certs"}
+      register: info
+    - name: Check it
+      ansible.builtin.assert:
+        that:
+          - info.certificate.spiffe_id == 'spiffe://cluster.local/ns/default/sa/payment-service'
+          - info.key_matches
+          - info.alerts == []
+"""
+
+
+def test_host_modules_run_on_the_hosts_own_python_under_ansible_playbook(tmp_path):
+    """The host side (key, CSR, install, info) on the system Python with Debian's
+    python3-cryptography (38), the controller side on the virtualenv's: apply, then a re-run
+    and a --check --diff run that change nothing."""
+    (tmp_path / "play.yml").write_text(HOST_PLAYBOOK)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    extra = json.dumps({"work": str(tmp_path / "host"), "mesh": SEED})
+
+    def play(*args):
+        result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                                 str(tmp_path / "play.yml"), "-e", extra, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-4000:]
+        return int(re.search(r"localhost\s+:\s+ok=\d+\s+changed=(\d+)", output).group(1)), output
+
+    changed, _ = play()
+    assert changed == 3  # the CA, the key, the installed certificate
+    assert mode(str(tmp_path / "host" / "certs" / "..data" / "key.pem")) == 0o600
+    assert play()[0] == 0
+    changed, output = play("--check", "--diff")
+    assert changed == 0 and "PRIVATE KEY" not in output
