@@ -55,6 +55,7 @@ def test_mesh_ca_check_apply_rerun(tmp_path):
     assert mode(path) == 0o700
     assert mode(os.path.join(path, "root", "key.pem")) == 0o600
     assert mode(os.path.join(path, "intermediates", "local", "key.pem")) == 0o600
+    assert {mode(os.path.join(path, folder)) for folder in ("root", "intermediates", "intermediates/local")} == {0o700}
     again = run_module("mesh_ca", check=True, diff=True, path=path, intermediates=["local"])
     assert not again["changed"] and again["diff"]["before"] == again["diff"]["after"]
     again = run_module("mesh_ca", path=path, intermediates=["local"])
@@ -88,7 +89,18 @@ def test_mesh_ca_imports_a_root_once_and_refuses_another(ca, tmp_path):
     assert not run_module("mesh_ca", path=fresh, **{"import": {"root": files}})["changed"]
     refused = run_module("mesh_ca", path=ca, **{"import": {"root": files}})
     assert refused["failed"] and "not replaced by accident" in refused["msg"]
-    assert no_private_key_in(imported, refused)
+    # A root kept offline: only its certificate here, with a site intermediate it issued.
+    offline = str(tmp_path / "offline")
+    kept = run_module("mesh_ca", path=offline, intermediates=["site"],
+                      **{"import": {"root": {"certificate": files["certificate"]}, "intermediates": intermediate}})
+    assert kept["actions"] == ["import root CA", "import intermediate CA 'site'"], kept
+    assert not os.path.exists(os.path.join(offline, "root", "key.pem"))
+    made = csr_for(str(tmp_path / "certs"), PAYMENT_ID)
+    signed = run_module("mesh_workload_sign", ca_dir=offline, mesh=[SEED], csrs={"payment-1.default": made["csr"]}, intermediate="site")
+    assert signed["chains"]["payment-1.default"]["spiffe_id"] == PAYMENT_ID
+    no_key = run_module("mesh_ca", path=offline, intermediates=["site", "other"])
+    assert no_key["failed"] and "has no private key here (imported without it): import intermediate 'other' signed by it" in no_key["msg"]
+    assert no_private_key_in(imported, refused, kept, signed, no_key)
 
 
 def csr_for(certs_dir: str, spiffe_id: str, **options) -> dict:

@@ -225,7 +225,12 @@ class CaFolder:
             return
         folder = self._folder(name)
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        os.chmod(self.path, 0o700)
+        # makedirs gives only the last folder its mode: every folder down to it is 0700.
+        path = self.path
+        os.chmod(path, 0o700)
+        for part in name.split("/"):
+            path = os.path.join(path, part)
+            os.chmod(path, 0o700)
         if key is not None:
             _write_file(os.path.join(folder, KEY_FILE), private_key_pem(key), 0o600)
         elif os.path.exists(os.path.join(folder, KEY_FILE)):
