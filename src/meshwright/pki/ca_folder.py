@@ -301,15 +301,13 @@ class CaFolder:
         if self._decide("the root CA", root is not None, self._root_problems(root, trust_domain) if root else [], regenerate, changes):
             if self.rotation() != "none":
                 raise CaError(f"a root rotation is in progress at {self.path}: finish it (rotate-certs.yml -e rotate=root) before replacing the root")
+            replacing = root is not None
             root = make_root(trust_domain, now=self.now)
             self._store(ROOT, root.certificate, root.key)
-            changes.actions.append(f"make root CA ({'replacing the old one: every proxy needs new certificates' if changes.actions or self._had(ROOT) else 'new'})")
+            changes.actions.append(f"make root CA ({'replacing the old one: every proxy needs new certificates' if replacing else 'new'})")
         for name in intermediates:
             self._ensure_intermediate(name, root, regenerate, changes)
         return changes
-
-    def _had(self, name: str) -> bool:
-        return os.path.exists(os.path.join(self._folder(name), CERT_FILE))
 
     def _ensure_intermediate(self, name: str, root: Authority, regenerate: str, changes: Changes) -> None:
         stored = self._read(f"{INTERMEDIATES}/{name}")
