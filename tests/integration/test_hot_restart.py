@@ -195,14 +195,17 @@ def test_a_restart_asked_while_the_old_envoy_drains_waits_for_it(proxy):
 
 def test_sigterm_stops_every_envoy_and_the_restarter_exits_0(proxy):
     """A service stop (SIGTERM to the restarter) reaches the Envoys, including one still draining;
-    the restarter exits 0 once the last has exited."""
+    the restarter exits 0 once the last has exited, leaving no hot restart shared memory behind."""
     proxy.process.send_signal(signal.SIGHUP)
     proxy.wait_for_epoch(1)
     envoys = proxy.envoys()
     assert len(envoys) == 2  # epoch 0 drains for a second more
+    shared_memory = f"/dev/shm/envoy_shared_memory_{int((proxy.tmp_path / 'base-id').read_text()) * 10}"
+    assert os.path.exists(shared_memory)
     proxy.process.send_signal(signal.SIGTERM)
     assert proxy.process.wait(timeout=20) == 0
     assert not any(alive(pid) for pid in envoys)
+    assert not os.path.exists(shared_memory)
 
 
 def test_an_envoy_that_fails_takes_the_others_down_so_the_manager_starts_afresh(proxy):

@@ -94,6 +94,16 @@ class Restarter:
             return
         self.start_next_epoch()
 
+    def remove_shared_memory(self) -> None:
+        """Envoy leaves its hot restart shared memory (/dev/shm/envoy_shared_memory_<base ID x 10>)
+        behind when the last epoch exits; with a new dynamic base ID per start, remove it."""
+        try:
+            with open(self.base_id_path, encoding="utf-8") as handle:
+                name = f"/dev/shm/envoy_shared_memory_{int(handle.read().strip()) * 10}"
+            os.unlink(name)
+        except (OSError, ValueError):
+            pass
+
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         self.start_next_epoch()
@@ -109,6 +119,7 @@ class Restarter:
                 self.pending_restart = False
                 self.signal_all(signum)
             self.reap()
+        self.remove_shared_memory()
         return self.status
 
 
