@@ -56,6 +56,10 @@ for scenario in "${scenarios[@]}"; do
   else
     status=FAILED
     failed=1
+    # `molecule test` destroys after a failed step, but not when molecule itself stops early.
+    if [ "$command" = test ]; then
+      molecule destroy -s "$scenario" >/dev/null 2>&1 || true
+    fi
   fi
   results+=("$(printf '%-10s %-7s %5d s' "$scenario" "$status" $((SECONDS - started)))")
   current=""
