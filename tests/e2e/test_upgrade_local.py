@@ -5,9 +5,9 @@ then site by site in batches, each gated on the proxies' health and request succ
 gate rolled back - all while constant load goes through the gateway and not one request fails,
 because every switch is an Envoy hot restart.
 
-The tests run in order on one estate: a refused version, a canary that fails its gate, the
-upgrade after the fix, a re-run with nothing to do, a downgrade, and a deploy that finds nothing
-to change.
+The tests run in order on one estate: a refused version, a check-mode plan, a host whose config
+differs from the mesh config, a canary that fails its gate, the upgrade after the fix, a re-run
+with nothing to do, a downgrade, and a deploy that finds nothing to change.
 """
 
 from __future__ import annotations
@@ -100,6 +100,33 @@ def test_an_unsupported_version_is_refused_before_any_proxy_is_touched(lab):
     assert run.returncode != 0
     assert "cannot upgrade to 1.41.0: Envoy 1.41.0 is not supported: meshwright compiles for Envoy 1.36.x to 1.40.x" in run.output
     assert "Install Envoy" not in run.output
+    assert lab.proxies() == {host: (OLD_VERSION, 0) for host in lab.hosts}
+
+
+def test_check_mode_shows_the_plan_and_touches_nothing(lab):
+    run = run_playbook("upgrade.yml", UPGRADE, "--check", inventory=lab.inventory)
+    assert run.returncode == 0, run
+    assert "Envoy 1.40.0: 4 proxies in 4 batches (canary: app-1; site_b 1/1: app-2; site_a 1/2: gateway; site_a 2/2: app-0)" in run.output
+    assert lab.proxies() == {host: (OLD_VERSION, 0) for host in lab.hosts}
+    assert all(lab.installed(host) == [OLD_VERSION] for host in lab.hosts)
+
+
+def test_a_proxy_whose_config_is_not_the_mesh_config_stops_the_upgrade_before_it_starts(lab):
+    """An upgrade changes the Envoy version only: a host whose files differ from what the mesh
+    config gives it (edited by hand, or a mesh change not deployed yet) is named, with its files."""
+    bootstrap = os.path.join(lab.state, "app-2", "etc", "meshwright", "proxy", "bootstrap.yaml")
+    with open(bootstrap) as handle:
+        original = handle.read()
+    with open(bootstrap, "a") as handle:
+        handle.write("# edited by hand\n")
+    try:
+        run = run_playbook("upgrade.yml", UPGRADE, inventory=lab.inventory)
+    finally:
+        with open(bootstrap, "w") as handle:
+            handle.write(original)
+    assert run.returncode != 0
+    assert ("app-2: the config of proxy app-2.default differs from what the mesh config gives it (bootstrap.yaml): "
+            "deploy it first") in run.output, run
     assert lab.proxies() == {host: (OLD_VERSION, 0) for host in lab.hosts}
 
 
