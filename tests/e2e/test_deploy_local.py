@@ -325,11 +325,21 @@ def test_a_killed_proxy_runs_again_after_the_next_deploy(lab):
 def test_a_host_whose_processes_all_died_is_repaired_by_the_next_deploy(lab):
     """Everything of one host killed (its supervisord, the app, the proxy: as after a crash):
     the next deploy starts them again, reports the change on that host only, traffic flows."""
-    app = [pid for pid, command in processes_under("--instance payment-2").items() if "mesh_app.py" in command]
-    for pid in list(processes_under(os.path.join(lab.state, "payment-2"))) + app:
-        os.kill(pid, signal.SIGKILL)
-    time.sleep(0.5)
-    assert proxy_pids(lab, "payment-2") == []
+    def host_processes() -> dict[int, str]:
+        app = {pid: command for pid, command in processes_under("--instance payment-2").items() if "mesh_app.py" in command}
+        return {**processes_under(os.path.join(lab.state, "payment-2")), **app}
+
+    # supervisord first, so that it starts nothing again; then whatever is left, until nothing is.
+    deadline = time.monotonic() + 10
+    while host_processes() and time.monotonic() < deadline:
+        victims = host_processes()
+        for pid in sorted(victims, key=lambda pid: "supervisord" not in victims[pid]):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    assert host_processes() == {}
     run = lab.deploy()
     assert run.returncode == 0, run
     assert run.changed()["payment-2"] > 0, run
