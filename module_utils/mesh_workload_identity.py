@@ -124,9 +124,10 @@ class CertsDir:
         raise IdentityError(f"the certificate {serial_hex(first_certificate(chain))} is for neither the installed key nor a "
                             f"pending one in {self.path}: make a new CSR (mesh_workload_csr) and sign that")
 
-    def install(self, chain: bytes | None, roots: bytes, check_mode: bool) -> bool:
+    def install(self, chain: bytes | None, roots: bytes, check_mode: bool, owner: tuple[int, int] | None = None) -> bool:
         """Make key, chain and trust bundle these (chain None: keep the installed chain and key,
-        change the bundle only). Returns whether anything changes."""
+        change the bundle only), owned by owner (uid, gid) when given. Returns whether anything
+        changes."""
         if chain is None:
             if not self.chain or not self.key:
                 raise IdentityError(f"no certificate installed in {self.path} yet: give a chain to install with the trust bundle")
@@ -138,13 +139,19 @@ class CertsDir:
                 if check_mode:  # signed for a key check mode made in memory only: it would be installed
                     return True
                 raise
-        if (key, chain, roots) == (self.key, self.chain, self.roots) and self._links_in_place():
+        if (key, chain, roots) == (self.key, self.chain, self.roots) and self._links_in_place() and self._owned_by(owner):
             return False
         if not check_mode:
-            write_workload_certificates(self.path, key, chain, roots)
+            write_workload_certificates(self.path, key, chain, roots, owner)
             if os.path.isdir(os.path.dirname(self.pending_path)) and key == self.pending_key:
                 shutil.rmtree(os.path.dirname(self.pending_path))
         return True
+
+    def _owned_by(self, owner: tuple[int, int] | None) -> bool:
+        if owner is None:
+            return True
+        status = os.stat(os.path.join(self.path, KEY_FILE))
+        return (status.st_uid, status.st_gid) == owner
 
     def _links_in_place(self) -> bool:
         return all(os.path.islink(os.path.join(self.path, name)) for name in (KEY_FILE, CHAIN_FILE, ROOTS_FILE))

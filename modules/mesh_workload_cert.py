@@ -29,6 +29,12 @@ options:
     description: The trust bundle (PEM roots).
     type: str
     required: true
+  owner:
+    description:
+      - The user that owns the three files (Envoy's user, which must read the key); its primary group is their group.
+        Files already in place for another owner are given over without being rewritten.
+      - Default - the user the module runs as.
+    type: str
 extends_documentation_fragment:
   - action_common_attributes
 attributes:
@@ -49,6 +55,7 @@ EXAMPLES = r"""
     certs_dir: /etc/meshwright/certs
     chain: "{{ signed.chains[mesh_proxy].chain }}"
     bundle: "{{ signed.bundle }}"
+    owner: meshwright-proxy
 
 - name: Trust the next root too (root rotation, first step)
   mesh_workload_cert:
@@ -69,6 +76,7 @@ previous:
 """
 
 import datetime
+import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mesh_workload_identity import CertsDir, IdentityError, certificate_summary
@@ -80,6 +88,7 @@ def main():
             certs_dir=dict(type="path", required=True),
             chain=dict(type="str"),
             bundle=dict(type="str", required=True),
+            owner=dict(type="str"),
         ),
         supports_check_mode=True,
     )
@@ -87,9 +96,16 @@ def main():
     now = datetime.datetime.now(datetime.timezone.utc)
     chain = module.params["chain"].encode() if module.params["chain"] else None
     bundle = module.params["bundle"].encode()
+    owner = None
+    if module.params["owner"]:
+        try:
+            account = pwd.getpwnam(module.params["owner"])
+        except KeyError:
+            module.fail_json(msg=f"owner {module.params['owner']!r} is not a user on this host (the proxy's user is made by the envoy_proxy role)")
+        owner = (account.pw_uid, account.pw_gid)
     try:
         before = certs.summary(now)
-        changed = certs.install(chain, bundle, module.check_mode)
+        changed = certs.install(chain, bundle, module.check_mode, owner)
         after = certificate_summary(chain or certs.chain, bundle, now)
     except IdentityError as error:
         module.fail_json(msg=str(error))

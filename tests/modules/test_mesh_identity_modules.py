@@ -154,6 +154,30 @@ def test_key_stays_on_the_host_and_the_signed_chain_is_installed_once(ca, tmp_pa
     assert no_private_key_in(checked, made, signed, check, installed, due, forced, swapped, stale)
 
 
+def test_certificates_belong_to_the_proxy_user(ca, tmp_path):
+    """Envoy runs as its own user, which must read the key: the three files are given to it
+    (key 0600), a re-run changes nothing, another owner is given the same files in place, and
+    a user the host does not have is a clear error. (The tests run as root, as CI does.)"""
+    import pwd
+    certs = str(tmp_path / "certs")
+    made = csr_for(certs, PAYMENT_ID)
+    signed = sign(ca, {"payment-1.default": made["csr"]})
+    chain = signed["chains"]["payment-1.default"]["chain"]
+    nobody = pwd.getpwnam("nobody")
+    installed = run_module("mesh_workload_cert", certs_dir=certs, chain=chain, bundle=signed["bundle"], owner="nobody")
+    assert installed["changed"]
+    files = {name: os.stat(os.path.join(certs, name)) for name in ("key.pem", "cert-chain.pem", "root-cert.pem")}
+    assert {name: (info.st_uid, info.st_gid) for name, info in files.items()} == dict.fromkeys(files, (nobody.pw_uid, nobody.pw_gid))
+    assert stat.S_IMODE(files["key.pem"].st_mode) == 0o600
+    assert not run_module("mesh_workload_cert", certs_dir=certs, chain=chain, bundle=signed["bundle"], owner="nobody")["changed"]
+    version = os.readlink(os.path.join(certs, "..data"))
+    given = run_module("mesh_workload_cert", certs_dir=certs, chain=chain, bundle=signed["bundle"], owner="root")
+    assert given["changed"] and os.stat(os.path.join(certs, "key.pem")).st_uid == 0
+    assert os.readlink(os.path.join(certs, "..data")) == version  # same files, not a new version
+    unknown = run_module("mesh_workload_cert", certs_dir=certs, chain=chain, bundle=signed["bundle"], owner="no-such-user")
+    assert unknown["failed"] and "owner 'no-such-user' is not a user on this host" in unknown["msg"]
+
+
 def test_sign_refuses_a_csr_for_another_identity(ca, tmp_path):
     """payment-1's host asks for order-service's identity: refused, nothing signed."""
     made = csr_for(str(tmp_path / "certs"), ORDER_ID)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 
 ENVOY = "/opt/meshwright/envoy/1.40.0/bin/envoy"
+CERTS = "/etc/meshwright/proxy/certs"
+PROXY_USER, PROXY_UID = "meshwright-proxy", 1337
 
 
 def test_mesh_units_are_active_and_enabled(host, units):
@@ -63,6 +65,33 @@ def test_installed_files_owners_and_modes(host):
         assert config.mode & 0o022 == 0, f"{name} is writable by group or others ({oct(config.mode)})"
 
 
+def test_proxy_runs_as_its_own_user(host):
+    """Envoy runs as meshwright-proxy (uid and gid 1337, as Istio's istio-proxy), a system user
+    that cannot log in; never as root."""
+    user = host.user(PROXY_USER)
+    assert (user.uid, user.gid, user.shell) == (PROXY_UID, PROXY_UID, "/usr/sbin/nologin")
+    uids = host.check_output("ps -o uid= -C envoy").split()
+    assert uids and set(uids) == {str(PROXY_UID)}, f"envoy runs as uid {uids}"
+
+
+def test_workload_key_is_private_to_the_proxy_user(host):
+    """The workload key (made on this host) is 0600 and owned by the proxy's user; the chain and
+    the trust bundle beside it are readable, not writable, by others."""
+    modes = {}
+    for name in ("key.pem", "cert-chain.pem", "root-cert.pem"):
+        target = host.file(host.check_output(f"readlink -f {CERTS}/{name}"))
+        modes[name] = (target.user, target.group, target.mode)
+    assert modes == {"key.pem": (PROXY_USER, PROXY_USER, 0o600),
+                     "cert-chain.pem": (PROXY_USER, PROXY_USER, 0o644),
+                     "root-cert.pem": (PROXY_USER, PROXY_USER, 0o644)}
+
+
+def admin_stat(host, name: str) -> int:
+    """One counter from the proxy's admin stats (0 when Envoy has not made it yet)."""
+    output = host.check_output(f"curl -sS 'http://127.0.0.1:15000/stats?filter=^{name}$'")
+    return int(output.split(":", 1)[1]) if ":" in output else 0
+
+
 def requests(host, url: str, count: int) -> list[dict]:
     """`count` GETs of url from host, in one shell (one docker exec or ssh round trip)."""
     command = f"for i in $(seq {count}); do curl -sS --max-time 5 {url}; echo; done"
@@ -87,3 +116,17 @@ def test_order_calls_payment_through_its_sidecar(mesh_hosts):
     assert [answer["service"] for answer in answers] == ["order-service"] * 4
     assert [answer["upstream_status"] for answer in answers] == [200] * 4
     assert {answer["upstream"]["service"] for answer in answers} == {"payment-service"}
+
+
+def test_mutual_tls_to_both_payment_hosts(mesh_hosts):
+    """STRICT mutual TLS: a plaintext client at a payment host's mesh port gets no answer, while
+    through the gateway both payment hosts answer, their inbound listeners having made TLS
+    handshakes."""
+    order = mesh_hosts["order-1"]
+    plaintext = order.run("curl -sS --max-time 5 http://10.53.0.31:9080/payment")
+    assert plaintext.rc != 0, f"a plaintext request was answered: {plaintext.stdout}"
+    answers = requests(order, "http://gateway/payment", 20)
+    assert {answer["instance"] for answer in answers} == {"payment-1", "payment-2"}
+    # Counted once per connection (the gateway keeps them open): any at all means TLS.
+    handshakes = {name: admin_stat(mesh_hosts[name], r"listener\.0\.0\.0\.0_9080\.ssl\.handshake") for name in ("payment-1", "payment-2")}
+    assert all(handshakes.values()), f"TLS handshakes at the payment hosts' mesh port: {handshakes}"

@@ -24,10 +24,12 @@ DATA_LINK = "..data"
 VERSION_PREFIX = "..v-"
 
 
-def _create(path: str, content: bytes, mode: int) -> None:
-    """A new file with exactly this mode (O_EXCL: never an existing file), synced to disk."""
+def _create(path: str, content: bytes, mode: int, owner: tuple[int, int] | None = None) -> None:
+    """A new file with exactly this mode and owner (O_EXCL: never an existing file), synced to disk."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
+        if owner is not None:
+            os.fchown(fd, *owner)  # before the content: the key is never readable by another user
         os.fchmod(fd, mode)  # the umask may have narrowed it
         os.write(fd, content)
         os.fsync(fd)
@@ -52,8 +54,17 @@ def current_version(certs_dir: str) -> str:
     return os.readlink(link) if os.path.islink(link) else ""
 
 
-def write_workload_certificates(certs_dir: str, key_pem: bytes, chain_pem: bytes, roots_pem: bytes) -> bool:
-    """Make key.pem, cert-chain.pem and root-cert.pem these contents, all in one step.
+def _owned_by(path: str, owner: tuple[int, int] | None) -> bool:
+    if owner is None:
+        return True
+    status = os.stat(path)
+    return (status.st_uid, status.st_gid) == owner
+
+
+def write_workload_certificates(certs_dir: str, key_pem: bytes, chain_pem: bytes, roots_pem: bytes,
+                                owner: tuple[int, int] | None = None) -> bool:
+    """Make key.pem, cert-chain.pem and root-cert.pem these contents, all in one step, owned by
+    owner (uid, gid; None: the writing user), the proxy's user that reads them.
     Returns False when they already were (nothing is touched then)."""
     contents = {KEY_FILE: (key_pem, KEY_MODE), CHAIN_FILE: (chain_pem, CERTIFICATE_MODE), ROOTS_FILE: (roots_pem, CERTIFICATE_MODE)}
     digest = hashlib.sha256(b"\0".join(content for content, _ in contents.values())).hexdigest()[:16]
@@ -61,13 +72,18 @@ def write_workload_certificates(certs_dir: str, key_pem: bytes, chain_pem: bytes
     os.makedirs(certs_dir, mode=0o755, exist_ok=True)
     links_ok = all(os.path.islink(os.path.join(certs_dir, name)) and os.readlink(os.path.join(certs_dir, name)) == os.path.join(DATA_LINK, name) for name in contents)
     if current_version(certs_dir) == version and links_ok:
-        return False
+        files = [os.path.join(certs_dir, version, name) for name in contents]
+        if all(_owned_by(path, owner) for path in files):
+            return False
+        for path in files:  # the same contents for another user: give them over in place
+            os.chown(path, *owner)
+        return True
     version_dir = os.path.join(certs_dir, version)
     if os.path.lexists(version_dir):
         shutil.rmtree(version_dir)  # an older write of the same contents, not current
     os.mkdir(version_dir, 0o755)
     for name, (content, mode) in contents.items():
-        _create(os.path.join(version_dir, name), content, mode)
+        _create(os.path.join(version_dir, name), content, mode, owner)
     _replace_link(os.path.join(certs_dir, DATA_LINK), version)
     for name in contents:
         _replace_link(os.path.join(certs_dir, name), os.path.join(DATA_LINK, name))
