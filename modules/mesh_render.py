@@ -94,6 +94,15 @@ proxies:
           (M(mesh_workload_csr), M(mesh_workload_cert)). Null when the mesh has no identity.
       type: dict
       sample: {"spiffe_id": "spiffe://cluster.local/ns/default/sa/payment-service", "certs_dir": "/etc/meshwright/certs"}
+    capture:
+      description:
+        - With iptables capture (the WorkloadEntry's annotation C(sidecar.istio.io/interceptionMode=REDIRECT)) - C(mode),
+          C(outbound_port) and C(inbound_port) (where the nat rules redirect to), C(exclude_inbound_ports) (the proxy's
+          own ports) and C(hosts), each service name the proxy reaches to its virtual IP (for the host's name lookup).
+          Null without capture.
+      type: dict
+      sample: {"mode": "REDIRECT", "outbound_port": 15001, "inbound_port": 15006, "exclude_inbound_ports": [15000, 15001, 15006, 15021, 15090],
+               "hosts": {"payment-service.default.svc.cluster.local": "240.240.0.2"}}
   sample:
     payment-1.default:
       kind: sidecar
@@ -136,7 +145,7 @@ def main():
         module.fail_json(msg=str(error), problems=[str(problem) for problem in error.problems])
     proxies = {
         proxy: dict(kind=b.kind, digest=b.digest, files=b.files, validation_bootstrap=b.validation_bootstrap, ports=b.ports,
-                    identity=b.identity)
+                    identity=b.identity, capture=b.capture)
         for proxy, b in bundles.items()
     }
     module.exit_json(changed=False, proxies=proxies)

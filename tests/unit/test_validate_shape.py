@@ -499,7 +499,7 @@ CASES = [
         ("'REPLACE' is not valid: expected one of MERGE, ADD, REMOVE, INSERT_BEFORE, INSERT_AFTER, INSERT_FIRST",),
     ),
     Case(
-        "Sidecar captureMode IPTABLES (explicit listeners only)",
+        "Sidecar captureMode IPTABLES (capture is chosen per workload by annotation)",
         """
         apiVersion: networking.istio.io/v1
         kind: Sidecar
@@ -511,7 +511,7 @@ CASES = [
             defaultEndpoint: 127.0.0.1:8080
             captureMode: IPTABLES  #!
         """,
-        "Sidecar/default/client", "spec.ingress[0].captureMode", ("'IPTABLES' is not valid: expected one of NONE", "give port and bind"),
+        "Sidecar/default/client", "spec.ingress[0].captureMode", ("'IPTABLES' is not valid: expected one of NONE", "sidecar.istio.io/interceptionMode: REDIRECT"),
     ),
     Case(
         "Kubernetes secret name for upstream TLS",

@@ -6,7 +6,7 @@ import gc
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from meshwright.compile import gateway, sidecar
+from meshwright.compile import capture, gateway, sidecar
 from meshwright.compile.clusters import service_clusters
 from meshwright.compile.envoyfilter import Patchable, apply_envoy_filters
 from meshwright.compile.proxy import Proxy
@@ -55,6 +55,11 @@ def _compile_proxy(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
         resources.add(gateway.GATEWAY, listeners, routes, [])
         services = mesh.registry.sorted()
         outbound_context = gateway.GATEWAY
+    elif proxy.captures:
+        resources.add(sidecar.INBOUND, *capture.inbound(mesh, proxy))
+        resources.add(sidecar.OUTBOUND, *capture.outbound(mesh, proxy))
+        services = services_in_scope(mesh, proxy)
+        outbound_context = sidecar.OUTBOUND
     else:
         resources.add(sidecar.INBOUND, *sidecar.inbound(mesh, proxy))
         listeners, routes = sidecar.outbound(mesh, proxy)

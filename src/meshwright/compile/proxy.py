@@ -8,10 +8,15 @@ from meshwright.model.mesh import Mesh, labels_match
 from meshwright.model.resource import Resource
 
 PORT_OFFSET_ANNOTATION = "meshwright.io/port-offset"
+# Istio's annotation for how a sidecar intercepts traffic: NONE (explicit listeners, the
+# default on VMs) or REDIRECT (iptables nat rules send TCP to 15001 and 15006).
+INTERCEPTION_ANNOTATION = "sidecar.istio.io/interceptionMode"
+NONE, REDIRECT = "NONE", "REDIRECT"
 
 # Istio's well-known proxy ports (before any per-proxy offset).
 ADMIN_PORT = 15000
 OUTBOUND_PORT = 15001
+INBOUND_CAPTURE_PORT = 15006
 HEALTH_PORT = 15021
 STATS_PORT = 15090
 
@@ -31,6 +36,11 @@ class Proxy:
     service_account: str
     port_offset: int
     gateways: tuple[str, ...] = ()  # "namespace/name" of the Gateways it serves
+    interception: str = NONE  # REDIRECT: iptables capture (compile/capture.py)
+
+    @property
+    def captures(self) -> bool:
+        return self.interception == REDIRECT
 
     @property
     def id(self) -> str:
@@ -73,6 +83,7 @@ def list_proxies(mesh: Mesh) -> list[Proxy]:
                 service_account=spec.get("serviceAccount", "default"),
                 port_offset=port_offset_of(workload),
                 gateways=served,
+                interception=workload.annotations.get(INTERCEPTION_ANNOTATION, NONE),
             )
         )
     for gateway in gateways:

@@ -21,17 +21,17 @@ from meshwright.model.mesh import Mesh
 INBOUND, OUTBOUND = "SIDECAR_INBOUND", "SIDECAR_OUTBOUND"
 
 
-def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
-    """(listeners, route configs, clusters) for the Sidecar's ingress entries."""
-    listeners, routes, clusters = [], [], []
+def inbound_entries(mesh: Mesh, proxy: Proxy) -> list[tuple[dict, list, list, list]]:
+    """Per Sidecar ingress entry: (entry, filter chains, route configs, clusters)."""
+    out = []
     sidecar = sidecar_for(mesh, proxy)
     for entry in (sidecar.spec.get("ingress") or []) if sidecar else []:
         port = entry["port"]
         number = port["number"]
         app_address, app_port = entry["defaultEndpoint"].rsplit(":", 1)
         cluster = inbound_cluster_name(number)
-        clusters.append(static_cluster(cluster, app_address.strip("[]"), int(app_port), http2=port["protocol"] in ("HTTP2", "GRPC")))
-        bind = entry.get("bind", "0.0.0.0")
+        clusters = [static_cluster(cluster, app_address.strip("[]"), int(app_port), http2=port["protocol"] in ("HTTP2", "GRPC"))]
+        routes = []
         if port["protocol"] in ("HTTP", "HTTP2", "GRPC"):
             route_name = f"inbound|{number}||"
             routes.append(route_configuration(route_name, [{
@@ -44,11 +44,21 @@ def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
             chain = {"filters": [tcp_proxy(f"inbound_{number}", [(cluster, 100)])]}
         chain = authorize_chain(mesh, proxy.namespace, proxy.labels, chain)
         mode = mtls_mode(mesh, proxy.namespace, proxy.labels, number)
-        listeners.append(listener(bind, number, inbound_filter_chains(mode, chain), "INBOUND"))
+        out.append((entry, inbound_filter_chains(mode, chain), routes, clusters))
+    return out
+
+
+def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
+    """(listeners, route configs, clusters) for the Sidecar's ingress entries."""
+    listeners, routes, clusters = [], [], []
+    for entry, chains, entry_routes, entry_clusters in inbound_entries(mesh, proxy):
+        routes.extend(entry_routes)
+        clusters.extend(entry_clusters)
+        listeners.append(listener(entry.get("bind", "0.0.0.0"), entry["port"]["number"], chains, "INBOUND"))
     return listeners, routes, clusters
 
 
-def _tcp_destinations(mesh: Mesh, hostname: str, port: int) -> list[tuple[str, int]]:
+def tcp_destinations(mesh: Mesh, hostname: str, port: int) -> list[tuple[str, int]]:
     virtual_service = mesh.sidecar_virtual_service_for(hostname)
     for route in (virtual_service.spec.get("tcp") or []) if virtual_service else []:
         ports = [m["port"] for m in route.get("match") or [] if "port" in m]
@@ -81,7 +91,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
             # A TCP listener has no Host header: it carries the one service its hosts name.
             service = services[0]
             port = service.port(number) or service.ports[0]
-            chain = {"filters": [tcp_proxy(f"outbound_{number}", _tcp_destinations(mesh, service.hostname, port.number))]}
+            chain = {"filters": [tcp_proxy(f"outbound_{number}", tcp_destinations(mesh, service.hostname, port.number))]}
         listeners.append(listener(bind, number, [chain], "OUTBOUND"))
     return listeners, routes
 

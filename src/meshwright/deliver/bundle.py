@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import yaml
 
 from meshwright.compile.build import compile_proxy
+from meshwright.compile.capture import capture_settings
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, find_proxy, list_proxies
 from meshwright.deliver.files import certificates_dir, render_files, serialize
 from meshwright.model.load import load_paths
@@ -41,6 +42,9 @@ class ProxyBundle:
     # With mesh identity on: {spiffe_id, certs_dir} (the certificate it needs and where its
     # Envoy reads it); None when the mesh has no certificates (plaintext).
     identity: dict[str, str] | None = None
+    # With iptables capture (interceptionMode REDIRECT): the capture ports, the proxy's own
+    # ports and service name -> VIP for the host (compile/capture.py); None without.
+    capture: dict | None = None
 
     @property
     def digest(self) -> str:
@@ -68,7 +72,8 @@ def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml") 
     if mesh.settings.identity_enabled:
         identity = {"spiffe_id": spiffe_id(mesh.settings.trust_domain, proxy.namespace, proxy.service_account),
                     "certs_dir": certificates_dir(mesh.settings, config_dir)}
-    return ProxyBundle(proxy.id, proxy.kind, files, serialize(validation_bootstrap(config, bootstrap), "yaml"), ports, identity)
+    return ProxyBundle(proxy.id, proxy.kind, files, serialize(validation_bootstrap(config, bootstrap), "yaml"), ports, identity,
+                       capture_settings(mesh, proxy))
 
 
 def bundle_mesh(paths: list[str], config_dirs: dict[str, str], fmt: str = "yaml") -> dict[str, ProxyBundle]:

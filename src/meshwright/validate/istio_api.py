@@ -332,13 +332,11 @@ service_entry = Obj(
         "resolution": Enum("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"),
         "endpoints": ListOf(workload_entry),
         "workloadSelector": workload_selector,
+        # Virtual IPs: used by sidecars with iptables capture (compile/capture.py).
+        "addresses": ListOf(Address()),
     },
     required=("hosts", "ports"),
     one_of=(("endpoints", "workloadSelector"),),
-    hints={
-        "addresses": "Virtual IPs select traffic by destination address, which needs iptables capture; "
-        "meshwright's sidecars listen explicitly: give the Sidecar an egress listener (port, bind) for the hosts instead",
-    },
 )
 
 gateway_server = Obj(
@@ -369,7 +367,10 @@ gateway = Obj(
     required=("servers",),
 )
 
-CAPTURE_HINTS = {m: "meshwright captures traffic with explicit listeners (captureMode NONE, the VM mode): give port and bind" for m in ("DEFAULT", "IPTABLES")}
+CAPTURE_HINTS = {
+    m: "a Sidecar's listeners are explicit (NONE); iptables capture is chosen per workload by the WorkloadEntry "
+    "annotation sidecar.istio.io/interceptionMode: REDIRECT" for m in ("DEFAULT", "IPTABLES")
+}
 
 sidecar = Obj(
     "a Sidecar spec",
@@ -508,6 +509,8 @@ mesh_config = Obj(
         "trustDomain": Str(pattern=r"^[a-z0-9.-]+$", pattern_help="a trust domain (lower-case DNS name)"),
         "envoyVersion": Str(pattern=r"^\d+\.\d+\.\d+$", pattern_help="an Envoy version such as 1.40.0"),
         "defaultMtlsMode": Enum("STRICT", "PERMISSIVE", "DISABLE"),
+        # Where captured traffic to no known service goes (sidecars with iptables capture).
+        "outboundTrafficPolicy": Obj("an outbound traffic policy", {"mode": Enum("ALLOW_ANY", "REGISTRY_ONLY")}),
         "certificates": security_api.certificates,
         "accessLogFile": Str(),
         "accessLogEncoding": Enum("TEXT", "JSON"),

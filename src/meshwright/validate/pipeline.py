@@ -15,7 +15,7 @@ from meshwright.model.mesh import Mesh
 from meshwright.validate.envoy_proto import TYPES, check_resource
 from meshwright.validate.problems import Problem, Problems
 from meshwright.validate.references import check_references
-from meshwright.validate.semantics import check_conflicts, check_duplicates, check_listener_ports, check_semantics
+from meshwright.validate.semantics import check_capture, check_conflicts, check_duplicates, check_listener_ports, check_semantics
 from meshwright.validate.shape_check import check_shape
 from meshwright.validate.telemetry import check_telemetry_conflicts, collector_problems
 
@@ -29,6 +29,7 @@ def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
     check_conflicts(mesh, problems)
     check_telemetry_conflicts(mesh, problems)
     check_listener_ports(mesh, problems)
+    check_capture(mesh, problems)
     for resource in mesh.resources:
         check_semantics(resource, problems)
         check_references(mesh, resource, problems)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import ipaddress
 
 from meshwright.compile.envoy_versions import envoy_version_problem
-from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, OUTBOUND_PORT, PORT_OFFSET_ANNOTATION, STATS_PORT, list_proxies
+from meshwright.compile.proxy import (
+    ADMIN_PORT, HEALTH_PORT, INBOUND_CAPTURE_PORT, INTERCEPTION_ANNOTATION, NONE, OUTBOUND_PORT, PORT_OFFSET_ANNOTATION, REDIRECT,
+    STATS_PORT, list_proxies,
+)
 from meshwright.compile.scope import sidecar_for
 from meshwright.model.mesh import Mesh, resolve_host
 from meshwright.model.resource import Resource
@@ -81,6 +84,9 @@ def check_service_entry(resource: Resource, problems: Problems) -> None:
     if resolution == "DNS_ROUND_ROBIN" and len(spec.get("endpoints") or []) > 1:
         # Envoy's LOGICAL_DNS cluster connects to one name; Istio refuses more, as here.
         problems.add(resource, ("spec", "endpoints"), "resolution DNS_ROUND_ROBIN takes at most one endpoint: use DNS to balance over several names")
+    for index, address in enumerate(spec.get("addresses") or []):
+        if ipaddress.ip_address(address).version != 4:
+            problems.add(resource, ("spec", "addresses", index), f"{address} is not an IPv4 address: iptables capture redirects IPv4 only")
     if resolution in ("DNS", "DNS_ROUND_ROBIN"):
         for index, host in enumerate(spec["hosts"]):
             if "*" in host and not spec.get("endpoints"):
@@ -152,9 +158,27 @@ def check_conflicts(mesh: Mesh, problems: Problems) -> None:
 def _proxy_ports(proxy, outbound: bool) -> dict[int, str]:
     """The ports a proxy binds for itself, by what they are for."""
     ports = {proxy.port(ADMIN_PORT): "admin", proxy.port(HEALTH_PORT): "health", proxy.port(STATS_PORT): "stats"}
-    if outbound:
+    if outbound or proxy.captures:
         ports[proxy.port(OUTBOUND_PORT)] = "outbound"
+    if proxy.captures:
+        ports[proxy.port(INBOUND_CAPTURE_PORT)] = "inbound capture"
     return ports
+
+
+def check_capture(mesh: Mesh, problems: Problems) -> None:
+    """iptables capture (interceptionMode REDIRECT) is for sidecars, whose outbound traffic
+    is then routed by destination: their Sidecar's egress entries give hosts, not ports."""
+    for proxy in list_proxies(mesh):
+        if not proxy.captures:
+            continue
+        if proxy.kind == "gateway":
+            workload = mesh.find("WorkloadEntry", proxy.namespace, proxy.name)
+            problems.add(workload, ("metadata", "annotations", INTERCEPTION_ANNOTATION), f"{proxy.id} is a gateway ({', '.join(proxy.gateways)} selects it): a gateway listens on its servers' ports, only sidecars capture with iptables")
+            continue
+        sidecar = sidecar_for(mesh, proxy)
+        for index, entry in enumerate((sidecar.spec.get("egress") or []) if sidecar else []):
+            if "port" in entry:
+                problems.add(sidecar, ("spec", "egress", index, "port"), f"proxy {proxy.id} captures with iptables (interceptionMode REDIRECT): its outbound traffic is routed by destination, so egress entries name hosts only (remove port and bind)")
 
 
 def check_listener_ports(mesh: Mesh, problems: Problems) -> None:
@@ -206,6 +230,10 @@ def check_annotations(resource: Resource, problems: Problems) -> None:
     value = resource.annotations.get(PORT_OFFSET_ANNOTATION)
     if not _port_offset_is_valid(resource):
         problems.add(resource, ("metadata", "annotations", PORT_OFFSET_ANNOTATION), f"{value!r} is not a port offset: expected a whole number from 0 to 50000, as a string")
+    mode = resource.annotations.get(INTERCEPTION_ANNOTATION)
+    if mode is not None and (resource.kind != "WorkloadEntry" or mode not in (NONE, REDIRECT)):
+        expected = "REDIRECT (iptables nat rules; TPROXY is not supported) or NONE (explicit listeners)" if resource.kind == "WorkloadEntry" else "set on the WorkloadEntry of the sidecar"
+        problems.add(resource, ("metadata", "annotations", INTERCEPTION_ANNOTATION), f"{mode!r}: expected {expected}")
 
 
 def check_mesh_config(resource: Resource, problems: Problems) -> None:

@@ -1,0 +1,180 @@
+"""A sidecar's listeners under iptables capture (Istio's interceptionMode REDIRECT).
+
+The host's nat rules (roles/envoy_proxy/templates/capture.rules.j2) send the apps' outbound
+TCP to 15001 and inbound TCP to 15006; the proxy's own traffic (its uid) is left alone.
+
+- virtualOutbound (0.0.0.0:15001, use_original_dst): hands each connection to the listener of
+  its original destination: `0.0.0.0_<port>` (HTTP: routes by Host to the services on that
+  port) or `<VIP>_<port>` (TCP: one service). Those listeners bind no socket. Anything else
+  goes to PassthroughCluster (outboundTrafficPolicy ALLOW_ANY, Istio's default) or to
+  BlackHoleCluster (REGISTRY_ONLY).
+- virtualInbound (0.0.0.0:15006, original_dst filter): one filter chain per Sidecar ingress
+  port, matched on the original destination port, to the app (defaultEndpoint), with mTLS as
+  PeerAuthentication says; other ports pass through to the original destination, sent from
+  127.0.0.6 (Istio's address, which the rules let through).
+
+Apps reach services by name: each service has a VIP, its ServiceEntry's first address or
+one allocated from 240.240.0.0/16 (Istio's auto allocation range), and the host maps the
+name to it (/etc/hosts). The VIP is never routed: the rules redirect it to 15001 first.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+
+from meshwright.compile.authorization import authorize_chain
+from meshwright.compile.clusters import DEFAULT_CONNECT_TIMEOUT
+from meshwright.compile.envoy_values import TYPE_PREFIX, socket_address, typed
+from meshwright.compile.listeners import http_connection_manager, listener, tcp_proxy
+from meshwright.compile.mtls import MESH_ALPN, inbound_filter_chains
+from meshwright.compile.peer_authentication import PERMISSIVE, STRICT, mtls_mode
+from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_PORT, STATS_PORT, Proxy
+from meshwright.compile.scope import services_in_scope
+from meshwright.compile.sidecar import inbound_entries, tcp_destinations
+from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration
+from meshwright.model.mesh import Mesh, is_wildcard_host
+from meshwright.registry.model import Service
+
+PASSTHROUGH, BLACKHOLE, INBOUND_PASSTHROUGH = "PassthroughCluster", "BlackHoleCluster", "InboundPassthroughCluster"
+VIRTUAL_OUTBOUND, VIRTUAL_INBOUND = "virtualOutbound", "virtualInbound"
+# Istio's source address for inbound passthrough: the rules never redirect it.
+INBOUND_PASSTHROUGH_SOURCE = "127.0.0.6"
+AUTO_ALLOCATE_RANGE = ipaddress.ip_network("240.240.0.0/16")
+ORIGINAL_DST = TYPE_PREFIX + "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+ALLOW_ANY, REGISTRY_ONLY = "ALLOW_ANY", "REGISTRY_ONLY"
+
+
+def service_addresses(mesh: Mesh) -> dict[str, str]:
+    """hostname -> VIP for every service of the mesh (the same on every proxy): its
+    ServiceEntry's first address, else the next free one of 240.240.0.0/16 in hostname order
+    (x.x.x.0 and x.x.x.255 skipped, as Istio does). Wildcard hosts and resolution NONE
+    services without addresses get none: their traffic passes through to where it was sent."""
+
+    def compute():
+        addresses, wanting = {}, []
+        for service in mesh.registry.sorted():
+            given = _given_addresses(mesh, service)
+            if given:
+                addresses[service.hostname] = given[0]
+            elif not is_wildcard_host(service.hostname) and service.resolution != "NONE":
+                wanting.append(service.hostname)
+        taken = set(addresses.values())
+        free = (str(a) for a in AUTO_ALLOCATE_RANGE.hosts() if a.packed[-1] not in (0, 255) and str(a) not in taken)
+        addresses.update(zip(wanting, free))
+        return addresses
+
+    return mesh.memo(("service-addresses",), compute)
+
+
+def _given_addresses(mesh: Mesh, service: Service) -> list[str]:
+    kind, _, rest = service.source.partition("/")
+    if kind != "ServiceEntry":
+        return []
+    namespace, name = rest.split("/", 1)
+    entry = mesh.find("ServiceEntry", namespace, name)
+    return list(entry.spec.get("addresses") or []) if entry else []
+
+
+def outbound_traffic_policy(mesh: Mesh) -> str:
+    configs = mesh.of_kind("MeshConfig")
+    policy = (configs[0].spec.get("outboundTrafficPolicy") or {}) if configs else {}
+    return policy.get("mode", ALLOW_ANY)
+
+
+def capture_settings(mesh: Mesh, proxy: Proxy) -> dict | None:
+    """What the host's rules and name mapping need (None without capture): the capture
+    ports, the proxy's own ports (never captured inbound) and the VIPs of its services."""
+    if not proxy.captures:
+        return None
+    addresses = service_addresses(mesh)
+    own = {proxy.port(p) for p in (ADMIN_PORT, OUTBOUND_PORT, INBOUND_CAPTURE_PORT, HEALTH_PORT, STATS_PORT)}
+    return {
+        "mode": proxy.interception,
+        "outbound_port": proxy.port(OUTBOUND_PORT),
+        "inbound_port": proxy.port(INBOUND_CAPTURE_PORT),
+        "exclude_inbound_ports": sorted(own),
+        "hosts": {s.hostname: addresses[s.hostname] for s in services_in_scope(mesh, proxy) if s.hostname in addresses},
+    }
+
+
+def _not_bound(out: dict) -> dict:
+    """A listener that only takes connections handed over by virtualOutbound."""
+    out["bind_to_port"] = False
+    return out
+
+
+def _catch_all_route(mesh: Mesh) -> dict:
+    """Istio's last virtual host: unknown Host names pass through, or get 502 (REGISTRY_ONLY)."""
+    if outbound_traffic_policy(mesh) == REGISTRY_ONLY:
+        return {"name": "block_all", "domains": ["*"], "routes": [{"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}}]}
+    return {"name": "allow_any", "domains": ["*"], "routes": [{"name": "allow_any", "match": {"prefix": "/"}, "route": {"cluster": PASSTHROUGH, "timeout": "0s"}}]}
+
+
+def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
+    """(listeners, route configs, clusters) for captured outbound traffic."""
+    services = services_in_scope(mesh, proxy)
+    addresses = service_addresses(mesh)
+    fallback = BLACKHOLE if outbound_traffic_policy(mesh) == REGISTRY_ONLY else PASSTHROUGH
+    listeners = [{
+        "name": VIRTUAL_OUTBOUND,
+        "address": socket_address("0.0.0.0", proxy.port(OUTBOUND_PORT)),
+        "use_original_dst": True,
+        "traffic_direction": "OUTBOUND",
+        "filter_chains": [{"name": f"{VIRTUAL_OUTBOUND}-catchall-tcp", "filters": [tcp_proxy(fallback, [(fallback, 100)])]}],
+    }]
+    routes = []
+    http_ports = sorted({p.number for s in services for p in s.ports if p.is_http})
+    for number in http_ports:
+        on_port = [s for s in services if (s.port(number) and s.port(number).is_http)]
+        name = str(number)
+        routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, on_port, number) + [_catch_all_route(mesh)]))
+        chain = {"filters": [http_connection_manager(f"outbound_0.0.0.0_{number}", name)]}
+        listeners.append(_not_bound(listener("0.0.0.0", number, [chain], "OUTBOUND")))
+    for service in services:
+        if service.hostname not in addresses:
+            continue
+        for port in service.ports:
+            if port.is_http:
+                continue
+            vip = addresses[service.hostname]
+            chain = {"filters": [tcp_proxy(f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, service.hostname, port.number))]}
+            listeners.append(_not_bound(listener(vip, port.number, [chain], "OUTBOUND")))
+    clusters = [_original_dst_cluster(PASSTHROUGH), {"name": BLACKHOLE, "type": "STATIC", "connect_timeout": DEFAULT_CONNECT_TIMEOUT}]
+    return listeners, routes, clusters
+
+
+def _original_dst_cluster(name: str, source: str | None = None) -> dict:
+    cluster = {"name": name, "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": DEFAULT_CONNECT_TIMEOUT}
+    if source:
+        cluster["upstream_bind_config"] = {"source_address": {"address": source, "port_value": 0}}
+    return cluster
+
+
+def _passthrough_chains(mode: str, chain: dict) -> list[dict]:
+    """As inbound_filter_chains, but under PERMISSIVE only mesh clients (Istio's ALPN) are
+    taken as mTLS: other TLS, such as HTTPS to an app's own port, passes through untouched."""
+    if mode != PERMISSIVE:
+        return inbound_filter_chains(mode, chain)
+    mtls = inbound_filter_chains(STRICT, copy.deepcopy(chain))[0]
+    mtls["filter_chain_match"] = {"transport_protocol": "tls", "application_protocols": MESH_ALPN}
+    return [mtls, chain]
+
+
+def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
+    """(listeners, route configs, clusters) for captured inbound traffic."""
+    chains, routes, clusters = [], [], [_original_dst_cluster(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH_SOURCE)]
+    for entry, entry_chains, entry_routes, entry_clusters in inbound_entries(mesh, proxy):
+        for chain in entry_chains:
+            chain["filter_chain_match"] = {"destination_port": entry["port"]["number"], **chain.get("filter_chain_match", {})}
+            chains.append(chain)
+        routes.extend(entry_routes)
+        clusters.extend(entry_clusters)
+    # Ports without an ingress entry: to the original destination, under the workload's
+    # mTLS mode and authorization like any other inbound traffic.
+    passthrough = authorize_chain(mesh, proxy.namespace, proxy.labels, {"filters": [tcp_proxy(INBOUND_PASSTHROUGH, [(INBOUND_PASSTHROUGH, 100)])]})
+    chains.extend(_passthrough_chains(mtls_mode(mesh, proxy.namespace, proxy.labels, 0), passthrough))
+    virtual_inbound = listener("0.0.0.0", proxy.port(INBOUND_CAPTURE_PORT), chains, "INBOUND")
+    virtual_inbound["name"] = VIRTUAL_INBOUND
+    virtual_inbound["listener_filters"] = [{"name": "envoy.filters.listener.original_dst", "typed_config": typed(ORIGINAL_DST)}, *virtual_inbound.get("listener_filters", [])]
+    return [virtual_inbound], routes, clusters

@@ -1,0 +1,287 @@
+"""iptables capture (interceptionMode REDIRECT): which proxies capture, the VIPs apps reach
+services at, what the host's rules need, the listeners Envoy gets, and the mistakes
+validation names before anything is rendered."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from meshwright.compile.build import compile_proxy
+from meshwright.compile.capture import capture_settings, service_addresses
+from meshwright.compile.proxy import find_proxy
+from meshwright.model.load import load_paths
+from meshwright.validate.pipeline import validate_mesh
+from tests.unit.validation_cases import Case, check_case
+
+MESH = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: payments, namespace: shop}
+spec:
+  hosts: [payments.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: payments}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: audit, namespace: shop}
+spec:
+  hosts: [audit.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.5.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: shop}
+spec:
+  hosts: [db.shop.svc.cluster.local]
+  addresses: [240.240.0.1]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  endpoints: [{address: 10.0.9.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: anything, namespace: shop}
+spec:
+  hosts: ["*.example.com"]
+  location: MESH_EXTERNAL
+  resolution: NONE
+  ports: [{number: 443, name: tls, protocol: TCP}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: orders
+  namespace: shop
+  annotations: {sidecar.istio.io/interceptionMode: REDIRECT}
+spec: {address: 10.0.1.1, labels: {app: orders}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: payments-1, namespace: shop}
+spec: {address: 10.0.2.1, labels: {app: payments}}
+"""
+
+
+def load(tmp_path, *extra: str):
+    (tmp_path / "mesh.yaml").write_text("---\n".join([MESH, *[textwrap.dedent(text) for text in extra]]))
+    mesh, problems = validate_mesh(load_paths([str(tmp_path / "mesh.yaml")]))
+    assert not problems, "\n".join(str(p) for p in problems)
+    return mesh
+
+
+def listeners_of(mesh, proxy_id: str) -> dict[str, dict]:
+    return {listener["name"]: listener for listener in compile_proxy(mesh, find_proxy(mesh, proxy_id)).listeners}
+
+
+def test_vips_are_given_addresses_else_allocated_in_hostname_order_skipping_taken_ones(tmp_path):
+    mesh = load(tmp_path)
+    # db keeps its own address; audit and payments (in hostname order) get the next free
+    # ones of 240.240.0.0/16; the wildcard host gets none (its traffic passes through).
+    assert service_addresses(mesh) == {
+        "db.shop.svc.cluster.local": "240.240.0.1",
+        "audit.shop.svc.cluster.local": "240.240.0.2",
+        "payments.shop.svc.cluster.local": "240.240.0.3",
+    }
+
+
+def test_allocation_skips_addresses_ending_in_0_and_255(tmp_path):
+    services = "\n---\n".join(
+        f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: s{i:03d}, namespace: shop}}
+spec:
+  hosts: [s{i:03d}.shop.svc.cluster.local]
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 10.1.0.1}}]""" for i in range(260))
+    addresses = set(service_addresses(load(tmp_path, services)).values())
+    assert "240.240.0.255" not in addresses and "240.240.1.0" not in addresses
+    assert "240.240.1.1" in addresses and len(addresses) == 263
+
+
+def test_only_proxies_that_capture_get_capture_settings(tmp_path):
+    mesh = load(tmp_path)
+    assert capture_settings(mesh, find_proxy(mesh, "payments-1.shop")) is None
+    settings = capture_settings(mesh, find_proxy(mesh, "orders.shop"))
+    assert settings == {
+        "mode": "REDIRECT",
+        "outbound_port": 15001,
+        "inbound_port": 15006,
+        "exclude_inbound_ports": [15000, 15001, 15006, 15021, 15090],
+        "hosts": {
+            "audit.shop.svc.cluster.local": "240.240.0.2",
+            "db.shop.svc.cluster.local": "240.240.0.1",
+            "payments.shop.svc.cluster.local": "240.240.0.3",
+        },
+    }
+
+
+def test_capturing_sidecar_listens_on_15001_and_15006_and_hands_over_by_destination(tmp_path):
+    listeners = listeners_of(load(tmp_path), "orders.shop")
+    assert sorted(listeners) == ["0.0.0.0_80", "240.240.0.1_5432", "virtualInbound", "virtualOutbound"]
+    outbound = listeners["virtualOutbound"]
+    assert outbound["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 15001}
+    assert outbound["use_original_dst"] is True
+    assert outbound["filter_chains"][0]["filters"][0]["typed_config"]["cluster"] == "PassthroughCluster"
+    # The per-destination listeners bind nothing: only virtualOutbound's hand-over reaches them.
+    assert listeners["0.0.0.0_80"]["bind_to_port"] is False
+    assert listeners["240.240.0.1_5432"]["bind_to_port"] is False
+    inbound = listeners["virtualInbound"]
+    assert inbound["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 15006}
+    assert inbound["listener_filters"][0]["name"] == "envoy.filters.listener.original_dst"
+
+
+def test_a_sidecar_without_the_annotation_keeps_its_explicit_listener(tmp_path):
+    assert sorted(listeners_of(load(tmp_path), "payments-1.shop")) == ["127.0.0.1_15001"]
+
+
+def test_http_routes_on_a_port_name_its_services_then_pass_the_rest_through(tmp_path):
+    mesh = load(tmp_path)
+    routes = {r["name"]: r for r in compile_proxy(mesh, find_proxy(mesh, "orders.shop")).routes}
+    hosts = routes["80"]["virtual_hosts"]
+    assert [h["name"] for h in hosts] == ["audit.shop.svc.cluster.local:80", "payments.shop.svc.cluster.local:80", "allow_any"]
+    assert hosts[-1]["routes"][0]["route"]["cluster"] == "PassthroughCluster"
+
+
+def test_registry_only_sends_unknown_destinations_to_the_black_hole(tmp_path):
+    mesh = load(tmp_path, """
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {name: mesh}
+        spec:
+          outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+        """)
+    config = compile_proxy(mesh, find_proxy(mesh, "orders.shop"))
+    outbound = next(listener for listener in config.listeners if listener["name"] == "virtualOutbound")
+    assert outbound["filter_chains"][0]["filters"][0]["typed_config"]["cluster"] == "BlackHoleCluster"
+    last_host = next(r for r in config.routes if r["name"] == "80")["virtual_hosts"][-1]
+    assert last_host["routes"][0]["direct_response"] == {"status": 502}
+
+
+def test_inbound_chains_pick_the_app_by_original_destination_port(tmp_path):
+    mesh = load(tmp_path, """
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: orders, namespace: shop}
+        spec:
+          workloadSelector: {labels: {app: orders}}
+          ingress:
+          - port: {number: 9080, protocol: HTTP, name: http}
+            defaultEndpoint: 127.0.0.1:8080
+        """)
+    config = compile_proxy(mesh, find_proxy(mesh, "orders.shop"))
+    chains = next(listener for listener in config.listeners if listener["name"] == "virtualInbound")["filter_chains"]
+    assert chains[0]["filter_chain_match"] == {"destination_port": 9080}
+    assert chains[-1]["filters"][-1]["typed_config"]["cluster"] == "InboundPassthroughCluster"
+    app = next(c for c in config.clusters if c["name"] == "inbound|9080||")
+    assert app["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8080}
+    passthrough = next(c for c in config.clusters if c["name"] == "InboundPassthroughCluster")
+    assert passthrough["upstream_bind_config"]["source_address"]["address"] == "127.0.0.6"
+
+
+CAPTURING_CLIENT = """
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata:
+          name: capturer
+          namespace: default
+          annotations: {sidecar.istio.io/interceptionMode: REDIRECT}
+        spec: {address: 10.0.0.9, labels: {app: capturer}}
+"""
+
+CASES = [
+    Case(
+        "interceptionMode TPROXY",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata:
+          name: capturer
+          namespace: default
+          annotations:
+            sidecar.istio.io/interceptionMode: TPROXY  #!
+        spec: {address: 10.0.0.9}
+        """,
+        "WorkloadEntry/default/capturer", "metadata.annotations.sidecar.istio.io/interceptionMode", ("'TPROXY'", "REDIRECT", "NONE"),
+    ),
+    Case(
+        "interceptionMode on a gateway's workload",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata:
+          name: edge
+          namespace: default
+          annotations:
+            sidecar.istio.io/interceptionMode: REDIRECT  #!
+        spec: {address: 10.0.0.8, labels: {istio: ingressgateway}}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: edge, namespace: default}
+        spec:
+          selector: {istio: ingressgateway}
+          servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+        """,
+        "WorkloadEntry/default/edge", "metadata.annotations.sidecar.istio.io/interceptionMode", ("is a gateway", "only sidecars capture"),
+    ),
+    Case(
+        "an egress port on a capturing sidecar",
+        CAPTURING_CLIENT + """
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: capturer, namespace: default}
+        spec:
+          workloadSelector: {labels: {app: capturer}}
+          egress:
+          - port: {number: 9080, protocol: HTTP, name: http}  #!
+            hosts: [./reviews.default.svc.cluster.local]
+        """,
+        "Sidecar/default/capturer", "spec.egress[0].port", ("capturer.default captures with iptables", "name hosts only"),
+    ),
+    Case(
+        "an ingress port on the inbound capture port",
+        CAPTURING_CLIENT + """
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: capturer, namespace: default}
+        spec:
+          workloadSelector: {labels: {app: capturer}}
+          ingress:
+          - port: {number: 15006, protocol: HTTP, name: http}  #!
+            defaultEndpoint: 127.0.0.1:8080
+        """,
+        "Sidecar/default/capturer", "spec.ingress[0].port.number", ("port 15006 is the inbound capture port",),
+    ),
+    Case(
+        "an IPv6 service address",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: api, namespace: default}
+        spec:
+          hosts: [api.example.com]
+          addresses:
+          - "fd00::1"  #!
+          resolution: DNS
+          ports: [{number: 443, name: tls, protocol: TCP}]
+        """,
+        "ServiceEntry/default/api", "spec.addresses[0]", ("not an IPv4 address",),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_capture_mistakes_are_named(tmp_path, case):
+    check_case(tmp_path, case)
