@@ -10,10 +10,13 @@ module: mesh_cert_info
 short_description: Read a proxy's workload certificate from its files and from Envoy's admin /certs
 description:
   - Reads the certificate installed in O(certs_dir) (subject, SPIFFE ID, serial, issuer, expiry, days left, whether
-    it is due for renewal, the trust bundle's fingerprint and roots) and, with O(admin_port), the serials Envoy
-    says it uses (admin C(/certs)), so a play can check that a new certificate is in use.
-  - Warns (in C(alerts) and as task warnings) when fewer than O(warn_days) days are left, when the installed
-    certificate is not for the installed key, and when Envoy does not use the installed certificate.
+    it is due for renewal, the trust bundle's fingerprint and roots), the CA certificates the proxy holds (the
+    intermediates of its chain, the roots of its bundle) and, with O(admin_port), the serials Envoy says it uses
+    (admin C(/certs)), so a play can check that a new certificate is in use.
+  - Warns (in C(alerts) and as task warnings) when the workload certificate has fewer than O(warn_days) days left,
+    when an intermediate or root has fewer than O(ca_warn_days), when the installed certificate is not for the
+    installed key, and when Envoy does not use the installed certificate.
+  - M(mesh_cert_metrics) writes its results as Prometheus metrics.
   - Read-only; it never changes anything and never reads the key's content beyond matching it to the certificate.
   - Runs on the host; needs the standard library and python3-cryptography.
 options:
@@ -32,6 +35,11 @@ options:
     description: Warn when the certificate has fewer days left than this.
     type: float
     default: 7
+  ca_warn_days:
+    description: Warn when an intermediate or root CA certificate the proxy holds has fewer days left than this
+      (a root that expires within this many days is a warning on every run).
+    type: float
+    default: 90
 extends_documentation_fragment:
   - action_common_attributes
 attributes:
@@ -62,7 +70,7 @@ EXAMPLES = r"""
 RETURN = r"""
 certificate:
   description: The installed certificate (subject, spiffe_id, serial, issuer, not_before, not_after, days_left,
-    needs_renewal, bundle_fingerprint, roots), or null when there is none.
+    needs_renewal, renew_after, bundle_fingerprint, roots), or null when there is none.
   returned: always
   type: dict
   sample:
@@ -73,6 +81,16 @@ certificate:
     days_left: 29.99
     needs_renewal: false
     bundle_fingerprint: 9c1e...
+authorities:
+  description: The CA certificates the proxy holds - the intermediates of its chain (after the leaf), then the
+    roots of its trust bundle - each with kind (V(intermediate) or V(root)), subject, serial, issuer,
+    fingerprint, not_before, not_after and days_left.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {kind: intermediate, subject: "CN=local,O=cluster.local", serial: 3a9f..., not_after: "2027-11-26T09:00:00+00:00", days_left: 729.99}
+    - {kind: root, subject: "CN=meshwright root CA,O=cluster.local", serial: 71c2..., not_after: "2035-11-24T09:00:00+00:00", days_left: 3649.99}
 key_matches:
   description: Whether the installed key is the certificate's key (null without a certificate).
   returned: always
@@ -100,6 +118,7 @@ import datetime
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mesh_envoy_admin import EnvoyAdmin
 from ansible.module_utils.mesh_pki_csr import key_matches_certificate
+from ansible.module_utils.mesh_pki_info import ca_certificates
 from ansible.module_utils.mesh_workload_identity import CertsDir, IdentityError, envoy_certificates
 
 
@@ -110,6 +129,7 @@ def main():
             admin_port=dict(type="int"),
             admin_address=dict(type="str", default="127.0.0.1"),
             warn_days=dict(type="float", default=7),
+            ca_warn_days=dict(type="float", default=90),
         ),
         supports_check_mode=True,
     )
@@ -118,6 +138,7 @@ def main():
     alerts = []
     try:
         certificate = certs.summary(now)
+        authorities = ca_certificates(certs.chain, certs.roots, now)
     except ValueError as error:
         module.fail_json(msg=f"cannot read the certificates in {certs.path}: {error}")
     key_matches = None
@@ -129,6 +150,10 @@ def main():
             alerts.append(f"the certificate in {certs.path} is not for the installed key")
         if certificate["days_left"] < module.params["warn_days"]:
             alerts.append(f"certificate {certificate['serial']} ({certificate['spiffe_id']}) expires in {certificate['days_left']} days, on {certificate['not_after']}")
+    for authority in authorities:
+        if authority["days_left"] < module.params["ca_warn_days"]:
+            alerts.append(f"{authority['kind']} CA {authority['subject']} ({authority['serial']}) expires in {authority['days_left']} days, "
+                          f"on {authority['not_after']}")
     envoy = None
     if module.params["admin_port"]:
         admin = EnvoyAdmin(module.params["admin_address"], module.params["admin_port"])
@@ -145,7 +170,7 @@ def main():
                 alerts.append(f"Envoy trusts the roots {', '.join(envoy['ca_serials']) or 'none'}, not the installed bundle's {', '.join(roots)}")
     for alert in alerts:
         module.warn(alert)
-    module.exit_json(changed=False, certificate=certificate, key_matches=key_matches, pending_key=bool(certs.pending_key),
+    module.exit_json(changed=False, certificate=certificate, authorities=authorities, key_matches=key_matches, pending_key=bool(certs.pending_key),
                      envoy=envoy, alerts=alerts)
 
 

@@ -93,13 +93,14 @@ class CertificateInfo:
     not_after: datetime.datetime
     days_left: float
     needs_renewal: bool
+    renew_after: datetime.datetime
 
     def as_dict(self) -> dict:
         """JSON-friendly (dates in ISO 8601), for module results and CLI output."""
         return {
             "subject": self.subject, "spiffe_id": self.spiffe_id, "serial": self.serial, "issuer": self.issuer,
             "not_before": self.not_before.isoformat(), "not_after": self.not_after.isoformat(),
-            "days_left": self.days_left, "needs_renewal": self.needs_renewal,
+            "days_left": self.days_left, "needs_renewal": self.needs_renewal, "renew_after": self.renew_after.isoformat(),
         }
 
 
@@ -114,4 +115,18 @@ def describe(certificate: x509.Certificate, now: datetime.datetime) -> Certifica
         not_after=not_after(certificate),
         days_left=round((not_after(certificate) - now).total_seconds() / 86400, 2),
         needs_renewal=needs_renewal(certificate, now),
+        renew_after=renewal_time(certificate),
     )
+
+
+def ca_certificates(chain_pem: bytes | None, roots_pem: bytes | None, now: datetime.datetime) -> list[dict]:
+    """The CA certificates a proxy holds: the intermediates of its chain (after the leaf), in
+    chain order, then the roots of its trust bundle, in bundle order; each described as a
+    workload certificate is, with its `kind` (intermediate, root) and fingerprint."""
+    out = []
+    for kind, certificates in (("intermediate", certificates_in(chain_pem or b"")[1:]), ("root", certificates_in(roots_pem or b""))):
+        for certificate in certificates:
+            entry = describe(certificate, now).as_dict()
+            del entry["needs_renewal"], entry["renew_after"]  # CA certificates are not renewed by the proxies
+            out.append(dict(entry, kind=kind, fingerprint=fingerprint(certificate)))
+    return out

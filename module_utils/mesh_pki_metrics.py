@@ -1,0 +1,1 @@
+../src/meshwright/pki/metrics.py
