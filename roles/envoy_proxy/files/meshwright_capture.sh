@@ -1,0 +1,49 @@
+#!/bin/sh
+# meshwright-capture start|stop: iptables capture for the mesh's sidecar on this host.
+#   start: the nat rules of /etc/meshwright/capture/iptables.rules (Istio's REDIRECT model:
+#          apps' outbound TCP to the proxy's 15001, inbound TCP to its 15006), and the
+#          service names of /etc/meshwright/capture/hosts in a marked block of /etc/hosts.
+#   stop:  removes both, leaving every other rule and line as it was.
+# Run by meshwright-capture.service at boot (before the network) and by the envoy_proxy role.
+set -eu
+dir=/etc/meshwright/capture
+begin="# BEGIN meshwright capture"
+end="# END meshwright capture"
+chains="MESHWRIGHT_INBOUND MESHWRIGHT_IN_REDIRECT MESHWRIGHT_OUTPUT MESHWRIGHT_REDIRECT"
+
+remove_rules() {
+    while iptables -t nat -D PREROUTING -p tcp -j MESHWRIGHT_INBOUND 2>/dev/null; do :; done
+    while iptables -t nat -D OUTPUT -p tcp -j MESHWRIGHT_OUTPUT 2>/dev/null; do :; done
+    for chain in $chains; do
+        if iptables -t nat -n -L "$chain" >/dev/null 2>&1; then iptables -t nat -F "$chain"; fi
+    done
+    for chain in $chains; do
+        if iptables -t nat -n -L "$chain" >/dev/null 2>&1; then iptables -t nat -X "$chain"; fi
+    done
+}
+
+# /etc/hosts is rewritten in place (not replaced): in containers it is a mounted file.
+remove_hosts() {
+    if grep -qxF "$begin" /etc/hosts; then
+        sed "/^$begin\$/,/^$end\$/d" /etc/hosts >"$dir/hosts.tmp"
+        cat "$dir/hosts.tmp" >/etc/hosts
+        rm -f "$dir/hosts.tmp"
+    fi
+}
+
+case "${1:-}" in
+start)
+    remove_rules
+    iptables-restore --noflush <"$dir/iptables.rules"
+    remove_hosts
+    { echo "$begin"; cat "$dir/hosts"; echo "$end"; } >>/etc/hosts
+    ;;
+stop)
+    remove_rules
+    remove_hosts
+    ;;
+*)
+    echo "usage: $0 start|stop" >&2
+    exit 2
+    ;;
+esac
