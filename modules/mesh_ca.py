@@ -13,6 +13,9 @@ description:
     plug-in CA layout does; workload certificates are signed by the intermediates (M(mesh_workload_sign)).
   - Keys are ECDSA P-256, written C(0600) in C(0700) folders, and never returned or printed; the module returns
     certificate summaries and the trust bundle (public).
+  - With O(vault_password_file), every key is stored encrypted as C(ansible-vault encrypt) writes it (format 1.1,
+    AES256) and decrypted in memory only; keys found in plaintext are encrypted in place (reported as changed
+    once). A password that does not open a key is an error naming the file, before anything is written.
   - Existing material is handled by O(regenerate), careful by default - a root is never replaced by accident.
   - O(rotate) runs one step of a rotation. Each step can be run again after an interruption; rotate-certs.yml
     runs them in order with the proxies' certificates in between.
@@ -71,6 +74,13 @@ options:
     type: str
     choices: [none, intermediates, root_begin, root_switch, root_finish]
     default: none
+  vault_password_file:
+    description:
+      - A file holding the vault password that encrypts the CA's keys at rest (an executable file is run and its
+        output is the password, as Ansible does). Without it, the environment's C(ANSIBLE_VAULT_PASSWORD_FILE).
+      - Keys in O(import) may be vault-encrypted with the same password.
+      - M(mesh_workload_sign) needs the same password to sign.
+    type: path
 extends_documentation_fragment:
   - action_common_attributes
 attributes:
@@ -105,6 +115,14 @@ EXAMPLES = r"""
       root: {certificate: /secure/root-cert.pem}
       intermediates:
         eu-west: {certificate: /secure/eu-west-cert.pem, private_key: /secure/eu-west-key.pem}
+  delegate_to: localhost
+  run_once: true
+
+- name: Keep the CA's keys encrypted with ansible-vault (plaintext keys are encrypted on this run)
+  mesh_ca:
+    path: /srv/meshwright/ca
+    intermediates: [eu-west, us-east]
+    vault_password_file: /secure/mesh-ca-vault-password
   delegate_to: localhost
   run_once: true
 
@@ -146,13 +164,14 @@ actions:
   returned: always
   type: list
   elements: str
-  sample: ["make root CA (new)", "make intermediate CA 'local'"]
+  sample: ["encrypt the key of root with ansible-vault", "make intermediate CA 'local'"]
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 try:
     from meshwright.pki.ca_folder import REGENERATE, CaError, CaFolder
+    from meshwright.pki.vault import Vault, VaultError
 except ImportError:
     CaFolder = None
     REGENERATE = ("never", "fail", "partial_idempotence", "always")
@@ -182,7 +201,7 @@ def import_material(module, folder, changes):
 def run(module, folder):
     params = module.params
     rotate, names = params["rotate"], params["intermediates"]
-    changes = []
+    changes = [folder.encrypt_keys()]
     import_material(module, folder, changes)
     # A root switch goes first: an interrupted one leaves no root until it is resumed.
     if rotate == "root_switch":
@@ -215,6 +234,7 @@ def main():
             intermediates=dict(type="list", elements="str", default=[]),
             regenerate=dict(type="str", choices=list(REGENERATE), default="never"),
             rotate=dict(type="str", choices=["none", "intermediates", "root_begin", "root_switch", "root_finish"], default="none"),
+            vault_password_file=dict(type="path", fallback=(env_fallback, ["ANSIBLE_VAULT_PASSWORD_FILE"])),
             **{"import": dict(type="dict", options=dict(
                 root=dict(type="dict", options=dict(certificate=dict(type="path", required=True), private_key=dict(type="path"))),
                 intermediates=dict(type="dict"),
@@ -225,11 +245,13 @@ def main():
     if CaFolder is None:
         module.fail_json(msg=missing_required_lib("meshwright", reason="to keep the mesh CA on the controller"))
     try:
-        before = CaFolder(module.params["path"]).report()
-        folder = CaFolder(module.params["path"], check_mode=module.check_mode)
+        vault = Vault.from_file(module.params["vault_password_file"]) if module.params["vault_password_file"] else None
+        # Reading every certificate and key first: a key the password does not open fails here, before any write.
+        before = CaFolder(module.params["path"], vault=vault).report()
+        folder = CaFolder(module.params["path"], check_mode=module.check_mode, vault=vault)
         changes = run(module, folder)
         report = folder.report()
-    except CaError as error:
+    except (CaError, VaultError) as error:
         module.fail_json(msg=str(error))
     for change in changes:
         for warning in change.warnings:

@@ -39,6 +39,11 @@ options:
     description: The intermediate CA (site) that signs CSRs that name none.
     type: str
     default: default
+  vault_password_file:
+    description: The vault password file of a CA whose keys are ansible-vault encrypted (M(mesh_ca)'s
+      O(mesh_ca#module:vault_password_file)); the key is decrypted in memory only. Without it, the environment's
+      C(ANSIBLE_VAULT_PASSWORD_FILE).
+    type: path
 extends_documentation_fragment:
   - action_common_attributes
 attributes:
@@ -97,12 +102,13 @@ bundle:
   type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 try:
     from meshwright.compile.proxy import UnknownProxy
     from meshwright.deliver.bundle import RenderError, load_mesh
     from meshwright.pki.ca_folder import CaError, CaFolder
+    from meshwright.pki.vault import Vault, VaultError
     from meshwright.pki.identity import sign_proxy_csr
     from meshwright.pki.info import describe, first_certificate
     from meshwright.pki.workload import CsrRefused
@@ -128,13 +134,18 @@ def main():
             mesh=dict(type="list", elements="path", required=True),
             csrs=dict(type="dict", required=True),
             intermediate=dict(type="str", default="default"),
+            vault_password_file=dict(type="path", fallback=(env_fallback, ["ANSIBLE_VAULT_PASSWORD_FILE"])),
         ),
         supports_check_mode=True,
     )
     if CaFolder is None:
         module.fail_json(msg=missing_required_lib("meshwright", reason="to sign with the mesh CA on the controller"))
     wanted = requests(module)
-    folder = CaFolder(module.params["ca_dir"])
+    try:
+        vault = Vault.from_file(module.params["vault_password_file"]) if module.params["vault_password_file"] else None
+    except VaultError as error:
+        module.fail_json(msg=str(error))
+    folder = CaFolder(module.params["ca_dir"], vault=vault)
     chains = {}
     try:
         mesh = load_mesh(module.params["mesh"]) if wanted else None

@@ -10,6 +10,8 @@
 ```
 
 Keys are 0600 in 0700 folders and never leave this module except as objects to sign with.
+With a vault (meshwright.pki.vault: a password), every key file is ansible-vault encrypted at
+rest and decrypted in memory only; plaintext keys found then are encrypted in place.
 Each file is replaced by rename, the certificate after its key, and a certificate is only
 used with the key it was issued for, so an interrupted write is found, not trusted.
 
@@ -37,6 +39,7 @@ from cryptography.x509.oid import NameOID
 from meshwright.pki.bundle import trust_bundle
 from meshwright.pki.ca import Authority, certificate_pem, make_intermediate, make_root, private_key_pem
 from meshwright.pki.info import fingerprint, not_after, not_before, serial_hex
+from meshwright.pki.vault import Vault, VaultError, is_encrypted
 
 ROOT, NEXT_ROOT, PREVIOUS_ROOT, INTERMEDIATES = "root", "root-next", "root-previous", "intermediates"
 CERT_FILE, KEY_FILE = "cert.pem", "key.pem"
@@ -139,10 +142,11 @@ def _write_file(path: str, content: bytes, mode: int) -> None:
 
 
 class CaFolder:
-    def __init__(self, path: str, check_mode: bool = False, now: datetime.datetime | None = None):
+    def __init__(self, path: str, check_mode: bool = False, now: datetime.datetime | None = None, vault: Vault | None = None):
         self.path = path
         self.check_mode = check_mode
         self.now = _now(now)
+        self.vault = vault  # keys are encrypted at rest with it when set
         # In check mode nothing is written: what would be written is kept here instead, so
         # later steps of the same call see it.
         self._pending: dict[str, tuple[x509.Certificate, object] | None] = {}
@@ -164,12 +168,29 @@ class CaFolder:
             return None
         try:
             with open(os.path.join(folder, KEY_FILE), "rb") as handle:
-                key = _load_key(handle.read(), os.path.join(folder, KEY_FILE))
+                key = self._open_key(handle.read(), os.path.join(folder, KEY_FILE))
         except FileNotFoundError:
             key = None
         if key is not None and not key_matches(certificate, key):
             raise CaError(f"{folder}: {KEY_FILE} is not the key of {CERT_FILE} (an interrupted write?): restore both from a backup or import them")
         return certificate, key
+
+    def _open_key(self, data: bytes, what: str):
+        """A private key from PEM, decrypted in memory when it is vault-encrypted."""
+        if is_encrypted(data):
+            if self.vault is None:
+                raise CaError(f"{what} is encrypted with ansible-vault: give its vault password file (mesh_ca_vault_password_file, "
+                              "the modules' vault_password_file, or ANSIBLE_VAULT_PASSWORD_FILE)")
+            try:
+                data = self.vault.decrypt(data, what)
+            except VaultError as error:
+                raise CaError(str(error)) from None
+        return _load_key(data, what)
+
+    def _key_bytes(self, key) -> bytes:
+        """What a key file holds: the PEM, vault-encrypted when there is a vault."""
+        pem = private_key_pem(key)
+        return self.vault.encrypt(pem) if self.vault is not None else pem
 
     def root(self) -> Authority | None:
         stored = self._read(ROOT)
@@ -232,7 +253,7 @@ class CaFolder:
             path = os.path.join(path, part)
             os.chmod(path, 0o700)
         if key is not None:
-            _write_file(os.path.join(folder, KEY_FILE), private_key_pem(key), 0o600)
+            _write_file(os.path.join(folder, KEY_FILE), self._key_bytes(key), 0o600)
         elif os.path.exists(os.path.join(folder, KEY_FILE)):
             os.unlink(os.path.join(folder, KEY_FILE))
         _write_file(os.path.join(folder, CERT_FILE), certificate_pem(certificate), 0o644)
@@ -332,7 +353,7 @@ class CaFolder:
         one only with regenerate partial_idempotence or always."""
         changes = Changes()
         certificate = _load_certificate(certificate_pem_, "root certificate")
-        key = _load_key(key_pem, "root key") if key_pem else None
+        key = self._open_key(key_pem, "root key") if key_pem else None
         if key is not None and not key_matches(certificate, key):
             raise CaError("the root key is not the key of the root certificate")
         if not issued_by(certificate, certificate):
@@ -357,7 +378,7 @@ class CaFolder:
         """Take an existing intermediate for a site; it must be issued by the current root."""
         changes = Changes()
         certificate = _load_certificate(certificate_pem_, f"intermediate {name!r} certificate")
-        key = _load_key(key_pem, f"intermediate {name!r} key")
+        key = self._open_key(key_pem, f"intermediate {name!r} key")
         if not key_matches(certificate, key):
             raise CaError(f"the key of intermediate {name!r} is not the key of its certificate")
         root = self.root()
@@ -370,6 +391,27 @@ class CaFolder:
             raise CaError(f"another intermediate {name!r} exists at {self.path}: it is not replaced by accident (regenerate: partial_idempotence replaces it)")
         self._store(f"{INTERMEDIATES}/{name}", certificate, key)
         changes.actions.append(f"import intermediate CA {name!r}")
+        return changes
+
+    def encrypt_keys(self) -> Changes:
+        """With a vault, encrypt every key still stored in plaintext, in place (the same key:
+        nothing else changes). Every key is read, and so checked, before this runs."""
+        changes = Changes()
+        if self.vault is None:
+            return changes
+        names = [ROOT, NEXT_ROOT, PREVIOUS_ROOT] + [f"{INTERMEDIATES}/{name}" for name in self.intermediate_names()]
+        for name in names:
+            path = os.path.join(self._folder(name), KEY_FILE)
+            if name in self._pending or not os.path.exists(path):
+                continue  # written in this call (already encrypted), or no key here
+            with open(path, "rb") as handle:
+                data = handle.read()
+            if is_encrypted(data):
+                continue
+            key = self._open_key(data, path)
+            if not self.check_mode:
+                _write_file(path, self._key_bytes(key), 0o600)
+            changes.actions.append(f"encrypt the key of {name} with ansible-vault")
         return changes
 
     def rotate_intermediates(self, names: list[str]) -> Changes:
