@@ -6,6 +6,7 @@ Standard library only: shipped to hosts as Ansible module_utils.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 
@@ -116,7 +117,7 @@ class SystemdUnit:
                     actions.append("disable")
                 actions += ["remove unit file", "daemon-reload"]
             return actions
-        actions = []
+        actions = ["give the log file to its user"] if self._log_file_foreign() else []
         changed = read_text(self.config_path) != self.desired_config(state)
         if changed:
             actions += ["write unit file", "daemon-reload"]
@@ -135,6 +136,27 @@ class SystemdUnit:
             actions.append("enable" if enabled else "disable")
         return actions
 
+    def _log_file_foreign(self) -> bool:
+        """Whether the log file is missing or not the service user's: systemd opens it as root,
+        but a process that reopens its stdout (Envoy's access log at /dev/stdout) needs it as
+        its own."""
+        if not (self.spec.log_file and self.spec.user):
+            return False
+        try:
+            account, status = pwd.getpwnam(self.spec.user), os.stat(self.spec.log_file)
+        except (KeyError, FileNotFoundError):
+            return True
+        return (status.st_uid, status.st_gid) != (account.pw_uid, account.pw_gid)
+
+    def _give_log_file_to_user(self) -> None:
+        try:
+            account = pwd.getpwnam(self.spec.user)
+        except KeyError:
+            raise ServiceError(f"the service's user {self.spec.user!r} does not exist on this host") from None
+        os.makedirs(os.path.dirname(self.spec.log_file), exist_ok=True)
+        os.close(os.open(self.spec.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
+        os.chown(self.spec.log_file, account.pw_uid, account.pw_gid)
+
     def ensure(self, state: str, check_mode: bool) -> list[str]:
         actions = self.plan(state)
         if check_mode:
@@ -143,7 +165,9 @@ class SystemdUnit:
             # systemd opens the log file but makes no folder for it (the unit would fail, 209/STDOUT).
             os.makedirs(os.path.dirname(self.spec.log_file), exist_ok=True)
         for action in actions:
-            if action == "write unit file":
+            if action == "give the log file to its user":
+                self._give_log_file_to_user()
+            elif action == "write unit file":
                 write_atomic(self.config_path, self.desired_config(state))
             elif action == "remove unit file":
                 os.unlink(self.config_path)
