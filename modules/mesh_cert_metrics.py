@@ -29,8 +29,9 @@ options:
     type: path
     required: true
   proxies:
-    description: Proxy ID to its M(mesh_cert_info) result. Results without C(certificate) (a skipped task, for a proxy
-      without identity) are left out.
+    description:
+      - Proxy ID to its M(mesh_cert_info) result. Results without C(certificate) (a skipped task, for a proxy
+        without identity) are left out.
     type: dict
     required: true
 extends_documentation_fragment:
@@ -42,7 +43,7 @@ attributes:
     details: Says whether the file would change; writes nothing.
   diff_mode:
     support: full
-    details: The file's text before and after (no secrets: certificates are public).
+    details: The file's text before and after (certificates are public; no secret is in it).
   platform:
     platforms: posix
 author:
