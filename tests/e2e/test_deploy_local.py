@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import signal
 import subprocess
 import threading
@@ -367,6 +368,32 @@ def test_an_invalid_mesh_stops_before_any_host_is_touched(lab):
         assert processes_under(lab.state) == before_processes
     finally:
         open(path, "w").write(original)
+
+
+def test_a_config_envoy_rejects_fails_the_gate_and_the_next_deploy_passes(lab):
+    """`envoy --mode validate` accepts a gateway listener on a port another process holds; the
+    running Envoy rejects it. The deploy fails naming the proxy, the gateway keeps serving its
+    old listeners, and once the port is free and the mesh put back, the next deploy passes."""
+    path = os.path.join(lab.mesh, "gateway.yaml")
+    original = open(path).read()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 18099))
+    holder.listen()
+    try:
+        open(path, "w").write(original.replace(
+            "    bind: 127.0.0.1\n    hosts: [\"*\"]\n",
+            "    bind: 127.0.0.1\n    hosts: [\"*\"]\n  - port: {number: 18099, name: http-extra, protocol: HTTP}\n"
+            "    bind: 127.0.0.1\n    hosts: [\"*\"]\n", 1))
+        assert open(path).read() != original
+        run = lab.deploy()
+        assert run.returncode != 0, run
+        assert "ingress: proxy ingress.default rejected 1 config update(s) that its Envoy had validated" in " ".join(run.output.split()), run
+        assert get("/payment")[0] == 200
+    finally:
+        holder.close()
+        open(path, "w").write(original)
+    run = lab.deploy()
+    assert run.returncode == 0, run
 
 
 def local_inventory_copy(tmp_path, change) -> str:
