@@ -188,6 +188,137 @@ def test_inbound_chains_pick_the_app_by_original_destination_port(tmp_path):
     assert passthrough["upstream_bind_config"]["source_address"]["address"] == "127.0.0.6"
 
 
+STOCK = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: stock, namespace: shop}
+        spec:
+          hosts: [stock.shop.svc.cluster.local]
+          location: MESH_INTERNAL
+          resolution: STATIC
+          ports:
+          - {number: 80, name: http, protocol: HTTP}
+          - {number: 6379, name: tcp-cache, protocol: TCP, targetPort: 6380}
+          workloadSelector: {labels: {app: stock}}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: stock-admin, namespace: shop}
+        spec:
+          hosts: [stock-admin.shop.svc.cluster.local]
+          location: MESH_INTERNAL
+          resolution: STATIC
+          ports: [{number: 9000, name: grpc-admin, protocol: GRPC}]
+          workloadSelector: {labels: {app: stock}}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata:
+          name: stock-1
+          namespace: shop
+          annotations: {sidecar.istio.io/interceptionMode: REDIRECT}
+        spec: {address: 10.0.4.1, ports: {http: 8080}, labels: {app: stock}, serviceAccount: stock}
+"""
+
+
+IDENTITY = """
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {name: mesh}
+        spec:
+          certificates: {dir: ../certs}
+"""
+
+
+def inbound_of(mesh, proxy_id: str) -> tuple[list[dict], dict[str, dict]]:
+    """virtualInbound's filter chains, and the proxy's clusters by name."""
+    config = compile_proxy(mesh, find_proxy(mesh, proxy_id))
+    listener = next(listener for listener in config.listeners if listener["name"] == "virtualInbound")
+    return listener["filter_chains"], {cluster["name"]: cluster for cluster in config.clusters}
+
+
+def app_address(cluster: dict) -> dict:
+    return cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+
+
+def test_without_sidecar_ingress_inbound_chains_come_from_the_services_selecting_the_workload(tmp_path):
+    mesh = load(tmp_path, STOCK)
+    chains, clusters = inbound_of(mesh, "stock-1.shop")
+    # Service port 80 reaches the WorkloadEntry's named port http (8080), 6379 its targetPort
+    # 6380, 9000 (another service selecting it) itself; the app is on loopback at that port.
+    ports = sorted({c["filter_chain_match"]["destination_port"] for c in chains if "destination_port" in c.get("filter_chain_match", {})})
+    assert ports == [6380, 8080, 9000]
+    for port in ports:
+        assert app_address(clusters[f"inbound|{port}||"]) == {"address": "127.0.0.1", "port_value": port}
+    by_port = {c["filter_chain_match"]["destination_port"]: c["filters"][-1] for c in chains if "destination_port" in c.get("filter_chain_match", {})}
+    assert by_port[8080]["typed_config"]["rds"]["route_config_name"] == "inbound|8080||"
+    assert by_port[6380]["typed_config"]["cluster"] == "inbound|6380||"
+    # gRPC reaches its app over HTTP/2.
+    assert "typed_extension_protocol_options" in clusters["inbound|9000||"]
+    assert "typed_extension_protocol_options" not in clusters["inbound|8080||"]
+    # Anything else still passes through.
+    assert chains[-1]["filters"][-1]["typed_config"]["cluster"] == "InboundPassthroughCluster"
+
+
+def test_derived_inbound_chains_follow_peer_authentication_and_authorization(tmp_path):
+    mesh = load(tmp_path, STOCK, IDENTITY, """
+        apiVersion: security.istio.io/v1
+        kind: PeerAuthentication
+        metadata: {name: stock, namespace: shop}
+        spec:
+          selector: {matchLabels: {app: stock}}
+          mtls: {mode: STRICT}
+          portLevelMtls: {6380: {mode: DISABLE}}
+        ---
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: stock, namespace: shop}
+        spec:
+          selector: {matchLabels: {app: stock}}
+          action: ALLOW
+          rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/orders]}}]}]
+        """)
+    chains, _ = inbound_of(mesh, "stock-1.shop")
+    on_port = {}
+    for chain in chains:
+        on_port.setdefault(chain.get("filter_chain_match", {}).get("destination_port"), []).append(chain)
+    # STRICT: one chain, mTLS only; the port DISABLE'd: one plaintext chain.
+    assert len(on_port[8080]) == 1 and on_port[8080][0]["transport_socket"]["name"] == "envoy.transport_sockets.tls"
+    assert len(on_port[6380]) == 1 and "transport_socket" not in on_port[6380][0]
+    # The AuthorizationPolicy guards both: an HTTP RBAC filter, a network one for TCP.
+    http_filters = on_port[8080][0]["filters"][-1]["typed_config"]["http_filters"]
+    assert "envoy.filters.http.rbac" in [f["name"] for f in http_filters]
+    assert on_port[6380][0]["filters"][0]["name"] == "envoy.filters.network.rbac"
+
+
+def test_clients_reach_a_capturing_workload_without_sidecar_ingress_with_auto_mtls(tmp_path):
+    mesh = load(tmp_path, STOCK, IDENTITY)
+    config = compile_proxy(mesh, find_proxy(mesh, "orders.shop"))
+    cluster = next(c for c in config.clusters if c["name"] == "outbound|80||stock.shop.svc.cluster.local")
+    assert cluster["transport_socket_matches"][0]["name"] == "tlsMode-istio"
+    # payments-1 neither captures nor has Sidecar ingress: plaintext, as before.
+    payments = next(c for c in config.clusters if c["name"] == "outbound|80||payments.shop.svc.cluster.local")
+    assert "transport_socket_matches" not in payments
+
+
+def test_sidecar_ingress_takes_precedence_over_the_services_ports(tmp_path):
+    mesh = load(tmp_path, STOCK, """
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: stock, namespace: shop}
+        spec:
+          workloadSelector: {labels: {app: stock}}
+          ingress:
+          - port: {number: 8080, protocol: HTTP, name: http}
+            defaultEndpoint: 127.0.0.1:3000
+        """)
+    chains, clusters = inbound_of(mesh, "stock-1.shop")
+    ports = {c["filter_chain_match"]["destination_port"] for c in chains if "destination_port" in c.get("filter_chain_match", {})}
+    assert ports == {8080}
+    assert app_address(clusters["inbound|8080||"]) == {"address": "127.0.0.1", "port_value": 3000}
+    assert "inbound|6380||" not in clusters
+
+
 CAPTURING_CLIENT = """
         apiVersion: networking.istio.io/v1
         kind: WorkloadEntry

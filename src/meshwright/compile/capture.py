@@ -8,10 +8,14 @@ TCP to 15001 and inbound TCP to 15006; the proxy's own traffic (its uid) is left
   port) or `<VIP>_<port>` (TCP: one service). Those listeners bind no socket. Anything else
   goes to PassthroughCluster (outboundTrafficPolicy ALLOW_ANY, Istio's default) or to
   BlackHoleCluster (REGISTRY_ONLY).
-- virtualInbound (0.0.0.0:15006, original_dst filter): one filter chain per Sidecar ingress
-  port, matched on the original destination port, to the app (defaultEndpoint), with mTLS as
-  PeerAuthentication says; other ports pass through to the original destination, sent from
-  127.0.0.6 (Istio's address, which the rules let through).
+- virtualInbound (0.0.0.0:15006, original_dst filter): one filter chain per workload port,
+  matched on the original destination port, with mTLS and authorization as for any inbound
+  listener. The ports are the Sidecar's ingress entries (to their defaultEndpoint) where it
+  has any; else, as Istio does, the ports of the services that select the workload, each
+  service port mapped through the WorkloadEntry's `ports` (or targetPort) to the port the app
+  listens on, at 127.0.0.1:<that port> (cluster `inbound|<port>||`). Other ports pass through
+  to the original destination, sent from 127.0.0.6 (Istio's address, which the rules let
+  through).
 
 Apps reach services by name: each service has a VIP, its ServiceEntry's first address or
 one allocated from 240.240.0.0/16 (Istio's auto allocation range), and the host maps the
@@ -30,8 +34,8 @@ from meshwright.compile.listeners import http_connection_manager, listener, tcp_
 from meshwright.compile.mtls import MESH_ALPN, inbound_filter_chains
 from meshwright.compile.peer_authentication import PERMISSIVE, STRICT, mtls_mode
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_PORT, STATS_PORT, Proxy
-from meshwright.compile.scope import services_in_scope
-from meshwright.compile.sidecar import inbound_entries, tcp_destinations
+from meshwright.compile.scope import services_in_scope, sidecar_for, workload_service_ports
+from meshwright.compile.sidecar import inbound_entries, inbound_port, tcp_destinations
 from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration
 from meshwright.model.mesh import Mesh, is_wildcard_host
 from meshwright.registry.model import Service
@@ -164,13 +168,18 @@ def _passthrough_chains(mode: str, chain: dict) -> list[dict]:
 def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
     """(listeners, route configs, clusters) for captured inbound traffic."""
     chains, routes, clusters = [], [], [_original_dst_cluster(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH_SOURCE)]
-    for entry, entry_chains, entry_routes, entry_clusters in inbound_entries(mesh, proxy):
-        for chain in entry_chains:
-            chain["filter_chain_match"] = {"destination_port": entry["port"]["number"], **chain.get("filter_chain_match", {})}
+    sidecar = sidecar_for(mesh, proxy)
+    if sidecar and sidecar.spec.get("ingress"):
+        ports = [(entry["port"]["number"], *rest) for entry, *rest in inbound_entries(mesh, proxy)]
+    else:
+        ports = [(number, *inbound_port(mesh, proxy, number, protocol, "127.0.0.1", number)) for number, protocol in workload_service_ports(mesh, proxy.id)]
+    for number, port_chains, port_routes, port_clusters in ports:
+        for chain in port_chains:
+            chain["filter_chain_match"] = {"destination_port": number, **chain.get("filter_chain_match", {})}
             chains.append(chain)
-        routes.extend(entry_routes)
-        clusters.extend(entry_clusters)
-    # Ports without an ingress entry: to the original destination, under the workload's
+        routes.extend(port_routes)
+        clusters.extend(port_clusters)
+    # Ports the workload does not serve in the mesh: to the original destination, under its
     # mTLS mode and authorization like any other inbound traffic.
     passthrough = authorize_chain(mesh, proxy.namespace, proxy.labels, {"filters": [tcp_proxy(INBOUND_PASSTHROUGH, [(INBOUND_PASSTHROUGH, 100)])]})
     chains.extend(_passthrough_chains(mtls_mode(mesh, proxy.namespace, proxy.labels, 0), passthrough))

@@ -15,7 +15,7 @@ import copy
 
 from meshwright.compile.envoy_values import DOWNSTREAM_TLS, TYPE_PREFIX, UPSTREAM_TLS, typed
 from meshwright.compile.peer_authentication import DISABLE, PERMISSIVE, STRICT, mtls_mode
-from meshwright.compile.scope import sidecar_for_workload
+from meshwright.compile.scope import inbound_ports
 from meshwright.compile.secrets import DEFAULT_SECRET, ROOT_SECRET, sds_secret_config
 from meshwright.model.mesh import Mesh
 from meshwright.pki.spiffe import spiffe_id
@@ -84,24 +84,15 @@ def _endpoint_namespace(endpoint: Endpoint, service: Service) -> str:
     return endpoint.workload.rsplit(".", 1)[1] if endpoint.workload else service.namespace
 
 
-def _sidecar_inbound_ports(mesh: Mesh, namespace: str, labels: tuple) -> frozenset[int]:
-    """Ports on which a workload's sidecar has an inbound listener (its Sidecar's ingress)."""
-
-    def compute():
-        sidecar = sidecar_for_workload(mesh, namespace, dict(labels))
-        return frozenset(entry["port"]["number"] for entry in (sidecar.spec.get("ingress") or [])) if sidecar else frozenset()
-
-    return mesh.memo(("sidecar-inbound-ports", namespace, labels), compute)
-
-
 def accepts_mtls(mesh: Mesh, service: Service, endpoint: Endpoint, port: ServicePort) -> bool:
     """Whether an endpoint is a sidecar that takes mTLS on the port clients reach it at:
-    a WorkloadEntry whose Sidecar listens there and whose PeerAuthentication allows it."""
+    a WorkloadEntry whose Sidecar listens there (or that captures without Sidecar ingress)
+    and whose PeerAuthentication allows it."""
     if not endpoint.workload:
         return False
     namespace = _endpoint_namespace(endpoint, service)
     number = endpoint.port_for(port)
-    if number not in _sidecar_inbound_ports(mesh, namespace, endpoint.labels):
+    if number not in inbound_ports(mesh, namespace, dict(endpoint.labels), endpoint.workload):
         return False
     return mtls_mode(mesh, namespace, endpoint.labels, number) != DISABLE
 

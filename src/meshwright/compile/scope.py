@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshwright.compile.proxy import Proxy
+from meshwright.compile.proxy import INTERCEPTION_ANNOTATION, REDIRECT, Proxy
 from meshwright.model.mesh import Mesh, host_matches, is_wildcard_host, labels_match
 from meshwright.model.resource import Resource
 from meshwright.registry.model import Service
@@ -25,6 +25,42 @@ def sidecar_for_workload(mesh: Mesh, namespace: str, labels: dict) -> Resource |
         elif labels_match(selector, labels):
             selected = selected or sidecar
     return selected or default
+
+
+def workload_service_ports(mesh: Mesh, workload: str) -> list[tuple[int, str]]:
+    """(port, protocol) a WorkloadEntry's app serves for the services that select it
+    (workload: its name.namespace): each service port through the entry's named port or the
+    targetPort, as Istio maps them. Where services share a port, the first by hostname names it."""
+
+    def compute():
+        ports: dict[int, str] = {}
+        for service in mesh.registry.sorted():
+            for endpoint in service.endpoints:
+                if endpoint.workload == workload:
+                    for port in service.ports:
+                        ports.setdefault(endpoint.port_for(port), port.protocol)
+        return sorted(ports.items())
+
+    return mesh.memo(("workload-service-ports", workload), compute)
+
+
+def inbound_ports(mesh: Mesh, namespace: str, labels: dict, workload: str) -> frozenset[int]:
+    """Ports on which a workload's sidecar has an inbound listener: its Sidecar's ingress
+    ports; with iptables capture and no Sidecar ingress, those of the services selecting it
+    (compile/capture.py). workload: the WorkloadEntry's name.namespace ("" for none)."""
+
+    def compute():
+        sidecar = sidecar_for_workload(mesh, namespace, labels)
+        ingress = frozenset(entry["port"]["number"] for entry in (sidecar.spec.get("ingress") or [])) if sidecar else frozenset()
+        if ingress or not workload:
+            return ingress
+        name = workload.rsplit(".", 1)[0]
+        entry = mesh.find("WorkloadEntry", namespace, name)
+        if entry is None or entry.annotations.get(INTERCEPTION_ANNOTATION) != REDIRECT:
+            return ingress
+        return frozenset(port for port, _ in workload_service_ports(mesh, workload))
+
+    return mesh.memo(("inbound-ports", namespace, tuple(sorted(labels.items())), workload), compute)
 
 
 def egress_host_matches(pattern: str, service: Service, proxy_namespace: str) -> bool:

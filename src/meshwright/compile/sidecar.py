@@ -27,25 +27,30 @@ def inbound_entries(mesh: Mesh, proxy: Proxy) -> list[tuple[dict, list, list, li
     sidecar = sidecar_for(mesh, proxy)
     for entry in (sidecar.spec.get("ingress") or []) if sidecar else []:
         port = entry["port"]
-        number = port["number"]
         app_address, app_port = entry["defaultEndpoint"].rsplit(":", 1)
-        cluster = inbound_cluster_name(number)
-        clusters = [static_cluster(cluster, app_address.strip("[]"), int(app_port), http2=port["protocol"] in ("HTTP2", "GRPC"))]
-        routes = []
-        if port["protocol"] in ("HTTP", "HTTP2", "GRPC"):
-            route_name = f"inbound|{number}||"
-            routes.append(route_configuration(route_name, [{
-                "name": f"inbound|http|{number}",
-                "domains": ["*"],
-                "routes": [{"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}],
-            }]))
-            chain = {"filters": [http_connection_manager(f"inbound_{number}", route_name)]}
-        else:
-            chain = {"filters": [tcp_proxy(f"inbound_{number}", [(cluster, 100)])]}
-        chain = authorize_chain(mesh, proxy.namespace, proxy.labels, chain)
-        mode = mtls_mode(mesh, proxy.namespace, proxy.labels, number)
-        out.append((entry, inbound_filter_chains(mode, chain), routes, clusters))
+        out.append((entry, *inbound_port(mesh, proxy, port["number"], port["protocol"], app_address.strip("[]"), int(app_port))))
     return out
+
+
+def inbound_port(mesh: Mesh, proxy: Proxy, number: int, protocol: str, app_address: str, app_port: int) -> tuple[list, list, list]:
+    """(filter chains, route configs, clusters) for traffic to port `number` of the workload,
+    handed to its app at app_address:app_port under the workload's mTLS and authorization."""
+    cluster = inbound_cluster_name(number)
+    clusters = [static_cluster(cluster, app_address, app_port, http2=protocol in ("HTTP2", "GRPC"))]
+    routes = []
+    if protocol in ("HTTP", "HTTP2", "GRPC"):
+        route_name = f"inbound|{number}||"
+        routes.append(route_configuration(route_name, [{
+            "name": f"inbound|http|{number}",
+            "domains": ["*"],
+            "routes": [{"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}],
+        }]))
+        chain = {"filters": [http_connection_manager(f"inbound_{number}", route_name)]}
+    else:
+        chain = {"filters": [tcp_proxy(f"inbound_{number}", [(cluster, 100)])]}
+    chain = authorize_chain(mesh, proxy.namespace, proxy.labels, chain)
+    mode = mtls_mode(mesh, proxy.namespace, proxy.labels, number)
+    return inbound_filter_chains(mode, chain), routes, clusters
 
 
 def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:

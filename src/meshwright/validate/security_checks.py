@@ -4,7 +4,7 @@ policy governs a workload is never ambiguous, port-level settings name ports tha
 from __future__ import annotations
 
 from meshwright.compile.peer_authentication import selector_of
-from meshwright.compile.scope import sidecar_for_workload
+from meshwright.compile.scope import inbound_ports
 from meshwright.model.mesh import ROOT_NAMESPACE, Mesh, labels_match
 from meshwright.model.resource import Resource
 from meshwright.validate.problems import Problems
@@ -37,9 +37,8 @@ def selected_workloads(mesh: Mesh, policy: Resource) -> list[Resource]:
     return [w for w in mesh.of_kind("WorkloadEntry") if w.namespace == policy.namespace and selector is not None and labels_match(selector, w.spec.get("labels") or {})]
 
 
-def _inbound_ports(mesh: Mesh, workload: Resource) -> set[int]:
-    sidecar = sidecar_for_workload(mesh, workload.namespace, workload.spec.get("labels") or {})
-    return {entry["port"]["number"] for entry in (sidecar.spec.get("ingress") or [])} if sidecar else set()
+def _inbound_ports(mesh: Mesh, workload: Resource) -> frozenset[int]:
+    return inbound_ports(mesh, workload.namespace, workload.spec.get("labels") or {}, f"{workload.name}.{workload.namespace}")
 
 
 def check_peer_authentication(mesh: Mesh, resource: Resource, problems: Problems) -> None:
@@ -70,7 +69,7 @@ def check_peer_authentication(mesh: Mesh, resource: Resource, problems: Problems
         for port in spec.get("portLevelMtls") or {}:
             if port not in ports:
                 listed = ", ".join(str(p) for p in sorted(ports)) or "none"
-                problems.add(resource, ("spec", "portLevelMtls", port), f"no workload this policy selects has an inbound port {port} (their Sidecar ingress ports: {listed})")
+                problems.add(resource, ("spec", "portLevelMtls", port), f"no workload this policy selects has an inbound port {port} (their inbound ports: {listed})")
 
 
 def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problems) -> None:
