@@ -111,13 +111,14 @@ class Backend:
 class Envoy:
     """A real Envoy running a rendered proxy config."""
 
-    def __init__(self, config_dir: str, admin_port: int):
+    def __init__(self, config_dir: str, admin_port: int, wrapper: tuple[str, ...] = ()):
+        """wrapper: a command that execs Envoy (such as `ip netns exec NAME setpriv ...`)."""
         self.config_dir = config_dir
         self.admin_port = admin_port
         self.log_path = os.path.join(config_dir, "envoy.log")
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [ENVOY, "-c", os.path.join(config_dir, "bootstrap.yaml"), "-l", "warning",
+            [*wrapper, ENVOY, "-c", os.path.join(config_dir, "bootstrap.yaml"), "-l", "warning",
              "--use-dynamic-base-id", "--base-id-path", os.path.join(config_dir, "base-id"),
              "--drain-time-s", "1", "--parent-shutdown-time-s", "2"],
             stdout=self.log, stderr=subprocess.STDOUT,

@@ -6,7 +6,8 @@
 #   stop:  removes both, leaving every other rule and line as it was.
 # Run by meshwright-capture.service at boot (before the network) and by the envoy_proxy role.
 set -eu
-dir=/etc/meshwright/capture
+# MESHWRIGHT_CAPTURE_DIR: another folder (tests/integration/test_capture_netns.py), never set by the role.
+dir="${MESHWRIGHT_CAPTURE_DIR:-/etc/meshwright/capture}"
 begin="# BEGIN meshwright capture"
 end="# END meshwright capture"
 chains="MESHWRIGHT_INBOUND MESHWRIGHT_IN_REDIRECT MESHWRIGHT_OUTPUT MESHWRIGHT_REDIRECT"
