@@ -11,7 +11,7 @@ venv="${VENV:-$root/.venv}"
 command="${MOLECULE_COMMAND:-test}"
 scenarios=("$@")
 if [ "${#scenarios[@]}" -eq 0 ]; then
-  scenarios=(default ssh upgrade capture)
+  scenarios=(default ssh capture upgrade rotation)
 fi
 
 if [ ! -t 1 ]; then
