@@ -354,6 +354,12 @@ def test_an_app_calls_a_service_by_name_through_both_sidecars_over_mtls(hosts):
     assert grown(before[1], counters(payment, *payment_stats)) == dict.fromkeys(payment_stats, 1)
 
 
+def test_apps_in_the_services_namespace_call_it_by_its_short_names(hosts):
+    for name in ("payment-service", "payment-service.default", "payment-service.default.svc"):
+        answer = hosts.call("http", f"http://{name}/pay")
+        assert answer["status"] == 200 and answer["body"]["app"] == "payment-app", (name, answer)
+
+
 def test_other_destinations_pass_through_both_sidecars(hosts):
     order, payment = hosts.envoys["order-1.default"], hosts.envoys["payment-1.default"]
     before = counters(order, "cluster:PassthroughCluster:upstream_cx_total"), counters(payment, "cluster:InboundPassthroughCluster:upstream_cx_total")

@@ -117,12 +117,44 @@ def test_only_proxies_that_capture_get_capture_settings(tmp_path):
         "outbound_port": 15001,
         "inbound_port": 15006,
         "exclude_inbound_ports": [15000, 15001, 15006, 15021, 15090],
+        # Each FQDN, and the names Kubernetes DNS search paths resolve for an app in the
+        # proxy's namespace (shop): <name>.shop.svc, <name>.shop and <name>.
         "hosts": {
+            "audit": "240.240.0.2",
+            "audit.shop": "240.240.0.2",
+            "audit.shop.svc": "240.240.0.2",
             "audit.shop.svc.cluster.local": "240.240.0.2",
+            "db": "240.240.0.1",
+            "db.shop": "240.240.0.1",
+            "db.shop.svc": "240.240.0.1",
             "db.shop.svc.cluster.local": "240.240.0.1",
+            "payments": "240.240.0.3",
+            "payments.shop": "240.240.0.3",
+            "payments.shop.svc": "240.240.0.3",
             "payments.shop.svc.cluster.local": "240.240.0.3",
         },
     }
+
+
+def test_short_names_only_for_the_proxys_namespace_and_never_over_a_hostname(tmp_path):
+    mesh = load(tmp_path, CAPTURING_CLIENT, """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: legacy-db, namespace: default}
+        spec:
+          hosts: [db.shop]
+          location: MESH_EXTERNAL
+          resolution: STATIC
+          ports: [{number: 5432, name: tcp, protocol: TCP}]
+          endpoints: [{address: 10.0.9.2}]
+        """)
+    hosts = capture_settings(mesh, find_proxy(mesh, "capturer.default"))["hosts"]
+    # From namespace default, shop's services answer to <name>.shop(.svc) but not <name>.
+    assert hosts["payments.shop"] == hosts["payments.shop.svc"] == hosts["payments.shop.svc.cluster.local"]
+    assert "payments" not in hosts and "audit" not in hosts
+    # A service whose hostname is db.shop keeps that name; db.shop.svc.cluster.local keeps its own.
+    assert hosts["db.shop"] != hosts["db.shop.svc.cluster.local"]
+    assert hosts["db.shop"] == service_addresses(mesh)["db.shop"]
 
 
 def test_capturing_sidecar_listens_on_15001_and_15006_and_hands_over_by_destination(tmp_path):
@@ -416,3 +448,25 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_capture_mistakes_are_named(tmp_path, case):
     check_case(tmp_path, case)
+
+
+TWO_DATABASES = """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {{name: reports-db, namespace: shop}}
+        spec:
+          hosts: [reports-db.shop.svc.cluster.local]
+          addresses: [{address}]
+          location: MESH_EXTERNAL
+          resolution: STATIC
+          ports: [{{number: 5432, name: tcp, protocol: TCP}}]
+          endpoints: [{{address: 10.0.9.3}}]
+"""
+
+
+def test_tcp_services_share_a_port_at_different_vips_but_not_at_one(tmp_path):
+    mesh = load(tmp_path, TWO_DATABASES.format(address="240.240.9.9"))
+    assert {"240.240.0.1_5432", "240.240.9.9_5432"} <= set(listeners_of(mesh, "orders.shop"))
+    (tmp_path / "mesh.yaml").write_text("---\n".join([MESH, textwrap.dedent(TWO_DATABASES.format(address="240.240.0.1"))]))
+    _, problems = validate_mesh(load_paths([str(tmp_path / "mesh.yaml")]))
+    assert any("240.240.0.1:5432 clash" in str(problem) and "orders.shop" in str(problem) for problem in problems), problems

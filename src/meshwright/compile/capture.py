@@ -19,7 +19,8 @@ TCP to 15001 and inbound TCP to 15006; the proxy's own traffic (its uid) is left
 
 Apps reach services by name: each service has a VIP, its ServiceEntry's first address or
 one allocated from 240.240.0.0/16 (Istio's auto allocation range), and the host maps the
-name to it (/etc/hosts). The VIP is never routed: the rules redirect it to 15001 first.
+name to it (/etc/hosts), with the short forms Kubernetes DNS would resolve. The VIP is never
+routed: the rules redirect it to 15001 first.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from meshwright.compile.peer_authentication import PERMISSIVE, STRICT, mtls_mode
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_PORT, STATS_PORT, Proxy
 from meshwright.compile.scope import services_in_scope, sidecar_for, workload_service_ports
 from meshwright.compile.sidecar import inbound_entries, inbound_port, tcp_destinations
-from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration
+from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration, service_names
 from meshwright.model.mesh import Mesh, is_wildcard_host
 from meshwright.registry.model import Service
 
@@ -98,8 +99,20 @@ def capture_settings(mesh: Mesh, proxy: Proxy) -> dict | None:
         "outbound_port": proxy.port(OUTBOUND_PORT),
         "inbound_port": proxy.port(INBOUND_CAPTURE_PORT),
         "exclude_inbound_ports": sorted(own),
-        "hosts": {s.hostname: addresses[s.hostname] for s in services_in_scope(mesh, proxy) if s.hostname in addresses},
+        "hosts": _host_names(mesh, proxy, addresses),
     }
+
+
+def _host_names(mesh: Mesh, proxy: Proxy, addresses: dict[str, str]) -> dict[str, str]:
+    """name -> VIP for the services in the proxy's scope: each hostname, and the shorter
+    names Kubernetes DNS would resolve for an app in the proxy's namespace (the same names
+    its routes take in Host). A hostname of its own always wins over another's short name."""
+    scoped = [s for s in services_in_scope(mesh, proxy) if s.hostname in addresses]
+    names = {s.hostname: addresses[s.hostname] for s in scoped}
+    for service in scoped:
+        for name in service_names(service, proxy.namespace):
+            names.setdefault(name, addresses[service.hostname])
+    return dict(sorted(names.items()))
 
 
 def _not_bound(out: dict) -> dict:

@@ -8,18 +8,25 @@ from meshwright.model.mesh import CLUSTER_DOMAIN, Mesh
 from meshwright.registry.model import Service, ServicePort
 
 
-def service_domains(service: Service, port: ServicePort, proxy: Proxy, listener_port: int) -> list[str]:
-    """Names a client may put in Host for this service: the FQDN, with the port, and the
-    short Kubernetes-style forms for services in the client's own namespace."""
+def service_names(service: Service, client_namespace: str) -> list[str]:
+    """Names a client in client_namespace may call this service by, as Kubernetes DNS search
+    paths give them: the FQDN; for <name>.<namespace>.svc.cluster.local hosts also
+    <name>.<namespace>.svc and <name>.<namespace>, and <name> alone in the same namespace."""
     names = [service.hostname]
     suffix = f".{service.namespace}.{CLUSTER_DOMAIN}"
     if service.hostname.endswith(suffix):
         short = service.hostname[: -len(suffix)]
         names += [f"{short}.{service.namespace}.svc", f"{short}.{service.namespace}"]
-        if service.namespace == proxy.namespace:
+        if service.namespace == client_namespace:
             names.append(short)
+    return names
+
+
+def service_domains(service: Service, port: ServicePort, proxy: Proxy, listener_port: int) -> list[str]:
+    """Names a client may put in Host for this service: its names (service_names), each also
+    with the port."""
     domains = []
-    for name in names:
+    for name in service_names(service, proxy.namespace):
         domains.append(name)
         domains.append(f"{name}:{port.number}")
         if listener_port != port.number:

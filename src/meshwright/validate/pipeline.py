@@ -60,8 +60,18 @@ def check_proxy_config(config: ProxyConfig) -> list[str]:
                 name = resource.get("name") or resource.get("cluster_name")
                 messages.append(f"{kind[:-1]} {name}: Envoy rejects it: {error}")
     bound: dict[int, str] = {proxy.port(ADMIN_PORT): "admin", proxy.port(HEALTH_PORT): "health", proxy.port(STATS_PORT): "stats"}
+    handed: dict[tuple[str, int], str] = {}
     for listener in config.listeners:
-        port = listener["address"]["socket_address"]["port_value"]
+        address = listener["address"]["socket_address"]
+        port = address["port_value"]
+        if listener.get("bind_to_port") is False:
+            # Under capture, listeners that virtualOutbound hands connections to bind nothing:
+            # TCP services may share a port at different VIPs, not at the same one.
+            key = (address["address"], port)
+            if key in handed:
+                messages.append(f"{key[0]}:{port} clash: listeners {listener['name']} and {handed[key]} both take its connections")
+            handed[key] = listener["name"]
+            continue
         if port in bound:
             messages.append(f"port {port} clash: listener {listener['name']} and {bound[port]} both bind it")
         bound[port] = f"listener {listener['name']}"
