@@ -428,6 +428,31 @@ CASES = [
         "Sidecar/default/capturer", "spec.ingress[0].port.number", ("port 15006 is the inbound capture port",),
     ),
     Case(
+        "a service port served on the proxy's own port",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: api, namespace: default}
+        spec:
+          hosts: [api.default.svc.cluster.local]
+          resolution: STATIC
+          ports: [{number: 80, name: http, protocol: HTTP}]
+          workloadSelector: {labels: {app: capturer}}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata:
+          name: capturer
+          namespace: default
+          annotations: {sidecar.istio.io/interceptionMode: REDIRECT}
+        spec:
+          address: 10.0.0.9
+          labels: {app: capturer}
+          ports: {http: 15090}  #!
+        """,
+        "WorkloadEntry/default/capturer", "spec.ports", ("port 15090 is its stats port",),
+    ),
+    Case(
         "an IPv6 service address",
         """
         apiVersion: networking.istio.io/v1

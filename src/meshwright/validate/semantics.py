@@ -9,7 +9,7 @@ from meshwright.compile.proxy import (
     ADMIN_PORT, HEALTH_PORT, INBOUND_CAPTURE_PORT, INTERCEPTION_ANNOTATION, NONE, OUTBOUND_PORT, PORT_OFFSET_ANNOTATION, REDIRECT,
     STATS_PORT, list_proxies,
 )
-from meshwright.compile.scope import sidecar_for
+from meshwright.compile.scope import sidecar_for, workload_service_ports
 from meshwright.model.mesh import Mesh, resolve_host
 from meshwright.model.resource import Resource
 from meshwright.validate.problems import Problems, format_path
@@ -176,6 +176,13 @@ def check_capture(mesh: Mesh, problems: Problems) -> None:
             problems.add(workload, ("metadata", "annotations", INTERCEPTION_ANNOTATION), f"{proxy.id} is a gateway ({', '.join(proxy.gateways)} selects it): a gateway listens on its servers' ports, only sidecars capture with iptables")
             continue
         sidecar = sidecar_for(mesh, proxy)
+        if not (sidecar and sidecar.spec.get("ingress")):
+            # Its inbound ports come from the services selecting it: none may be its own.
+            own = _proxy_ports(proxy, outbound=True)
+            for port, _ in workload_service_ports(mesh, proxy.id):
+                if port in own:
+                    workload = mesh.find("WorkloadEntry", proxy.namespace, proxy.name)
+                    problems.add(workload, ("spec", "ports"), f"proxy {proxy.id} captures with iptables and serves its services' ports, but port {port} is its {own[port]} port (never captured): map the service port to another port of the app")
         for index, entry in enumerate((sidecar.spec.get("egress") or []) if sidecar else []):
             if "port" in entry:
                 problems.add(sidecar, ("spec", "egress", index, "port"), f"proxy {proxy.id} captures with iptables (interceptionMode REDIRECT): its outbound traffic is routed by destination, so egress entries name hosts only (remove port and bind)")
