@@ -234,7 +234,7 @@ def main():
             intermediates=dict(type="list", elements="str", default=[]),
             regenerate=dict(type="str", choices=list(REGENERATE), default="never"),
             rotate=dict(type="str", choices=["none", "intermediates", "root_begin", "root_switch", "root_finish"], default="none"),
-            vault_password_file=dict(type="path", fallback=(env_fallback, ["ANSIBLE_VAULT_PASSWORD_FILE"])),
+            vault_password_file=dict(type="path", no_log=False, fallback=(env_fallback, ["ANSIBLE_VAULT_PASSWORD_FILE"])),  # a path, not the secret
             **{"import": dict(type="dict", options=dict(
                 root=dict(type="dict", options=dict(certificate=dict(type="path", required=True), private_key=dict(type="path"))),
                 intermediates=dict(type="dict"),

@@ -134,7 +134,7 @@ def main():
             mesh=dict(type="list", elements="path", required=True),
             csrs=dict(type="dict", required=True),
             intermediate=dict(type="str", default="default"),
-            vault_password_file=dict(type="path", fallback=(env_fallback, ["ANSIBLE_VAULT_PASSWORD_FILE"])),
+            vault_password_file=dict(type="path", no_log=False, fallback=(env_fallback, ["ANSIBLE_VAULT_PASSWORD_FILE"])),  # a path, not the secret
         ),
         supports_check_mode=True,
     )

@@ -179,24 +179,35 @@ def run(*argv: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
 
 
+# Run in a process of its own: importing Ansible's controller side into the test process would
+# make the module tests' warnings print instead of landing in their results.
+ROLE_FILES = r"""
+import json, os, sys
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+
+role, proxy, settings = sys.argv[1], sys.argv[2], json.load(sys.stdin)
+loader = DataLoader()
+variables = {
+    **loader.load_from_file(os.path.join(role, "defaults", "main.yml"), trusted_as_template=True),
+    **loader.load_from_file(os.path.join(role, "vars", "main.yml"), trusted_as_template=True),
+    "ansible_managed": "Ansible managed", "envoy_proxy_name": proxy, "envoy_proxy_bundle": {"capture": settings},
+}
+templar = Templar(loader=loader, variables=variables)
+with open(os.path.join(role, "templates", "capture.rules.j2")) as handle:
+    rules = templar.template(trust_as_template(handle.read()))
+tasks = loader.load_from_file(os.path.join(role, "tasks", "capture.yml"), trusted_as_template=True)
+hosts_task = next(task for task in tasks if task["name"] == "Write the service names and their VIPs")
+json.dump([rules, templar.template(hosts_task["ansible.builtin.copy"]["content"])], sys.stdout)
+"""
+
+
 def role_files(settings: dict, proxy: str) -> tuple[str, str]:
     """(iptables.rules, hosts) as the envoy_proxy role writes them for this bundle's capture
     settings: its template and its task's content, rendered by Ansible with the role's vars."""
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar, trust_as_template
-
-    loader = DataLoader()
-    variables = {
-        **loader.load_from_file(os.path.join(ROLE, "defaults", "main.yml"), trusted_as_template=True),
-        **loader.load_from_file(os.path.join(ROLE, "vars", "main.yml"), trusted_as_template=True),
-        "ansible_managed": "Ansible managed", "envoy_proxy_name": proxy, "envoy_proxy_bundle": {"capture": settings},
-    }
-    templar = Templar(loader=loader, variables=variables)
-    with open(os.path.join(ROLE, "templates", "capture.rules.j2")) as handle:
-        rules = templar.template(trust_as_template(handle.read()))
-    tasks = loader.load_from_file(os.path.join(ROLE, "tasks", "capture.yml"), trusted_as_template=True)
-    hosts_task = next(task for task in tasks if task["name"] == "Write the service names and their VIPs")
-    return rules, templar.template(hosts_task["ansible.builtin.copy"]["content"])
+    rendered = run(sys.executable, "-c", ROLE_FILES, ROLE, proxy, input=json.dumps(settings))
+    rules, hosts = json.loads(rendered.stdout)
+    return rules, hosts
 
 
 class Hosts:
