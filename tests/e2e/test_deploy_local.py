@@ -428,6 +428,12 @@ def test_an_unreachable_host_fails_alone(lab, tmp_path):
 
 
 def test_uninstall_leaves_nothing_behind(lab):
+    """Also when a host's supervisord was killed outright: its proxy and app, orphaned, still run."""
+    supervisors = [pid for pid, command in processes_under(os.path.join(lab.state, "payment-2")).items() if "supervisord" in command]
+    assert len(supervisors) == 1
+    os.kill(supervisors[0], signal.SIGKILL)
+    time.sleep(0.5)
+    assert any("envoy" in command for command in processes_under(os.path.join(lab.state, "payment-2")).values())
     run = lab.uninstall()
     assert run.returncode == 0, run
     assert processes_under(lab.state) == {}
