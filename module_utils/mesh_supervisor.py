@@ -9,10 +9,12 @@ Standard library only: shipped to hosts as Ansible module_utils.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import http.client
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import time
@@ -163,6 +165,8 @@ class SupervisorProgram:
                 actions.append("remove program file")
             if up and not self._other_programs():
                 actions.append("stop supervisord")
+            if not up and self._orphans():
+                actions.append("stop orphaned processes")
             return actions
 
         actions = []
@@ -188,6 +192,32 @@ class SupervisorProgram:
         elif state == "stopped" and running:
             actions.append("stop")
         return actions
+
+    def _orphans(self) -> list[int]:
+        """The program's processes that outlived their supervisord (killed outright, it stops
+        none): supervisord marks each program's environment with its socket and the name."""
+        marks = {f"SUPERVISOR_SERVER_URL=unix://{self.socket}".encode(), f"SUPERVISOR_PROCESS_NAME={self.spec.name}".encode()}
+        pids = []
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    environment = set(handle.read().split(b"\0"))
+            except OSError:  # not a process, gone, or not ours to read
+                continue
+            if entry.isdigit() and marks <= environment:
+                pids.append(int(entry))
+        return sorted(pids)
+
+    def _stop_orphans(self, timeout: float = 15) -> None:
+        for signal_number in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self._orphans():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal_number)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and not all(_gone(pid) for pid in self._orphans()):
+                time.sleep(0.1)
+            if all(_gone(pid) for pid in self._orphans()):
+                return
 
     def _loaded_differs(self) -> bool:
         """Whether supervisord runs an older version of the program file (a reread, as
@@ -245,6 +275,8 @@ class SupervisorProgram:
             os.unlink(self.config_path)
         elif action == "stop supervisord":
             self._stop_daemon()
+        elif action == "stop orphaned processes":
+            self._stop_orphans()
 
     def _stop_daemon(self) -> None:
         pid = self._rpc().getPID()

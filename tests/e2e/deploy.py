@@ -29,9 +29,6 @@ class PlaybookRun:
     def __str__(self) -> str:
         return self.output[-6000:]
 
-    # pytest shows a non-string assertion message by its repr: show the run's output.
-    __repr__ = __str__
-
 
 def run_playbook(playbook: str, extra_vars: dict, *args: str, inventory: str = "inventories/local", timeout: float = 600) -> PlaybookRun:
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1",

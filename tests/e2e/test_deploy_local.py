@@ -272,8 +272,8 @@ def test_order_service_spans_reach_the_trace_collector(lab):
 
 def test_second_deploy_reports_no_change(lab):
     run = lab.deploy()
-    assert run.returncode == 0, run
-    assert run.changed() == {host: 0 for host in HOSTS}, run
+    assert run.returncode == 0, str(run)
+    assert run.changed() == {host: 0 for host in HOSTS}, str(run)
 
 
 def test_check_diff_shows_a_virtual_service_edit_and_changes_nothing(lab):
@@ -283,11 +283,11 @@ def test_check_diff_shows_a_virtual_service_edit_and_changes_nothing(lab):
     try:
         open(path, "w").write(original.replace("prefix: /payment", "prefix: /pay"))
         run = lab.deploy("--check", "--diff")
-        assert run.returncode == 0, run
+        assert run.returncode == 0, str(run)
         assert run.changed()["ingress"] > 0
-        assert all(run.changed()[host] == 0 for host in HOSTS if host != "ingress"), run
-        assert re.search(r"^\+\+\+ after: .*/rds-http\.8080\.yaml$", run.output, re.M), run
-        assert re.search(r"^-\s+prefix: /payment$", run.output, re.M) and re.search(r"^\+\s+prefix: /pay$", run.output, re.M), run
+        assert all(run.changed()[host] == 0 for host in HOSTS if host != "ingress"), str(run)
+        assert re.search(r"^\+\+\+ after: .*/rds-http\.8080\.yaml$", run.output, re.M), str(run)
+        assert re.search(r"^-\s+prefix: /payment$", run.output, re.M) and re.search(r"^\+\s+prefix: /pay$", run.output, re.M), str(run)
         assert snapshot(lab.state) == before
     finally:
         open(path, "w").write(original)
@@ -298,10 +298,10 @@ def test_hand_edited_config_is_shown_and_put_back(lab):
     original = open(path).read()
     open(path, "w").write(original.replace("stat_prefix: inbound_15406", "stat_prefix: edited_by_hand"))
     run = lab.deploy("--check", "--diff", "--limit", "payment-1")
-    assert run.returncode == 0, run
+    assert run.returncode == 0, str(run)
     assert "edited_by_hand" in run.output
     run = lab.deploy("--limit", "payment-1")
-    assert run.returncode == 0, run
+    assert run.returncode == 0, str(run)
     assert open(path).read() == original
 
 
@@ -316,7 +316,7 @@ def test_a_killed_proxy_runs_again_after_the_next_deploy(lab):
     [victim] = proxy_pids(lab, "payment-2")
     os.kill(victim, signal.SIGKILL)
     run = lab.deploy("--limit", "payment-2")
-    assert run.returncode == 0, run
+    assert run.returncode == 0, str(run)
     [pid] = proxy_pids(lab, "payment-2")
     assert pid != victim
     wait_for_bucket()
@@ -342,9 +342,9 @@ def test_a_host_whose_processes_all_died_is_repaired_by_the_next_deploy(lab):
         time.sleep(0.2)
     assert host_processes() == {}
     run = lab.deploy()
-    assert run.returncode == 0, run
-    assert run.changed()["payment-2"] > 0, run
-    assert all(run.changed()[host] == 0 for host in HOSTS if host != "payment-2"), run
+    assert run.returncode == 0, str(run)
+    assert run.changed()["payment-2"] > 0, str(run)
+    assert all(run.changed()[host] == 0 for host in HOSTS if host != "payment-2"), str(run)
     assert len(proxy_pids(lab, "payment-2")) == 1
     # LEAST_REQUEST picks between two idle hosts at random: 4 requests all land on one of them
     # once in 8 runs, 12 (under the gateway's 5/s limit on /payment, paced) once in 2048.
@@ -386,14 +386,14 @@ def test_a_config_envoy_rejects_fails_the_gate_and_the_next_deploy_passes(lab):
             "    bind: 127.0.0.1\n    hosts: [\"*\"]\n", 1))
         assert open(path).read() != original
         run = lab.deploy()
-        assert run.returncode != 0, run
-        assert "ingress: proxy ingress.default rejected 1 config update(s) that its Envoy had validated" in " ".join(run.output.split()), run
+        assert run.returncode != 0, str(run)
+        assert re.search(r"ingress: proxy ingress\.default rejected \d+ config update\(s\) that its Envoy had validated", " ".join(run.output.split())), str(run)
         assert get("/payment")[0] == 200
     finally:
         holder.close()
         open(path, "w").write(original)
     run = lab.deploy()
-    assert run.returncode == 0, run
+    assert run.returncode == 0, str(run)
 
 
 def local_inventory_copy(tmp_path, change) -> str:
@@ -411,7 +411,7 @@ def test_an_invalid_inventory_stops_before_any_host_is_touched(lab, tmp_path):
     inventory = local_inventory_copy(tmp_path, lambda hosts: hosts["order-2"].update(mesh_proxy="order-1.default"))
     run = lab.deploy(inventory=inventory)
     assert run.returncode != 0
-    assert "order-1.default is set for order-1, order-2" in run.output, run
+    assert "order-1.default is set for order-1, order-2" in run.output, str(run)
     assert snapshot(lab.state) == before_files
     assert processes_under(lab.state) == before_processes
 
@@ -421,22 +421,27 @@ def test_an_unreachable_host_fails_alone(lab, tmp_path):
     inventory = local_inventory_copy(tmp_path, lambda hosts: hosts["payment-2"].update(unreachable))
     run = lab.deploy(inventory=inventory)
     assert run.returncode != 0
-    assert run.recap["payment-2"]["unreachable"] == 1, run
-    assert all(run.recap[host]["failed"] == 0 and run.recap[host]["unreachable"] == 0 for host in HOSTS if host != "payment-2"), run
+    assert run.recap["payment-2"]["unreachable"] == 1, str(run)
+    assert all(run.recap[host]["failed"] == 0 and run.recap[host]["unreachable"] == 0 for host in HOSTS if host != "payment-2"), str(run)
     wait_for_bucket()
     assert get("/order")[0] == 200
 
 
 def test_uninstall_leaves_nothing_behind(lab):
     """Also when a host's supervisord was killed outright: its proxy and app, orphaned, still run."""
-    supervisors = [pid for pid, command in processes_under(os.path.join(lab.state, "payment-2")).items() if "supervisord" in command]
+    def payment_2_processes() -> dict[int, str]:
+        app = {pid: command for pid, command in processes_under("--instance payment-2").items() if "mesh_app.py" in command}
+        return {**processes_under(os.path.join(lab.state, "payment-2")), **app}
+
+    supervisors = [pid for pid, command in payment_2_processes().items() if "supervisord" in command]
     assert len(supervisors) == 1
     os.kill(supervisors[0], signal.SIGKILL)
     time.sleep(0.5)
-    assert any("envoy" in command for command in processes_under(os.path.join(lab.state, "payment-2")).values())
+    orphans = payment_2_processes().values()
+    assert any("envoy" in command for command in orphans) and any("mesh_app.py" in command for command in orphans)
     run = lab.uninstall()
-    assert run.returncode == 0, run
-    assert processes_under(lab.state) == {}
+    assert run.returncode == 0, str(run)
+    assert processes_under(lab.state) == {} and payment_2_processes() == {}
     leftovers = [os.path.join(folder, name) for folder, _, names in os.walk(lab.state) for name in names]
     assert leftovers == []
     assert [name for name in os.listdir(lab.state)] == [] if os.path.isdir(lab.state) else True

@@ -194,7 +194,7 @@ def test_forced_workload_rotation_under_load_fails_no_request(lab):
     before = all_serials()
     with Load() as load:
         run = lab.rotate(force=True)
-    assert run.returncode == 0, run
+    assert run.returncode == 0, str(run)
     assert load.kept_up() and load.sent > 100 and load.failures == [], (load.sent, load.elapsed, load.failures[:5])
     after = all_serials()
     assert all(after[host] != before[host] for host in ADMIN), (before, after)
@@ -210,7 +210,7 @@ def test_intermediate_rotation_under_load_reissues_every_workload(lab):
     before, old_intermediate = all_serials(), intermediate_serial(chain)
     with Load() as load:
         run = lab.rotate(rotate="intermediate")
-    assert run.returncode == 0, run
+    assert run.returncode == 0, str(run)
     assert load.kept_up() and load.sent > 100 and load.failures == [], (load.sent, load.elapsed, load.failures[:5])
     after = all_serials()
     assert all(after[host] != before[host] for host in ADMIN), (before, after)
@@ -222,7 +222,7 @@ def test_root_rotation_under_load_ends_with_only_the_new_root_trusted(lab):
     before = all_serials()
     with Load() as load:
         run = lab.rotate(rotate="root")
-    assert run.returncode == 0, run
+    assert run.returncode == 0, str(run)
     assert load.kept_up() and load.sent > 100 and load.failures == [], (load.sent, load.elapsed, load.failures[:5])
     after = all_serials()
     assert all(after[host] != before[host] for host in ADMIN), (before, after)
@@ -232,8 +232,8 @@ def test_root_rotation_under_load_ends_with_only_the_new_root_trusted(lab):
     assert sorted(os.listdir(lab.ca)) == ["intermediates", "root"]
     # A plain rotate-certs afterwards: nothing is due, nothing changes.
     run = lab.rotate()
-    assert run.returncode == 0, run
-    assert all(count == 0 for count in run.changed().values()), run
+    assert run.returncode == 0, str(run)
+    assert all(count == 0 for count in run.changed().values()), str(run)
     assert all_serials() == after
 
 
@@ -243,7 +243,7 @@ def test_a_root_rotation_interrupted_after_its_first_step_resumes(lab):
     begun = run_module("mesh_ca", path=lab.ca, intermediates=["local"], rotate="root_begin")
     assert begun["rotation"] == "root_begun"
     run = lab.rotate(rotate="root")
-    assert run.returncode == 0, run
+    assert run.returncode == 0, str(run)
     roots = {host: envoy_certs(host)[1] for host in ADMIN}
     assert all(trusted == [begun["next_root"]["serial"]] for trusted in roots.values()), roots
 
@@ -251,7 +251,7 @@ def test_a_root_rotation_interrupted_after_its_first_step_resumes(lab):
 def test_cert_report_shows_every_proxy_using_its_certificate(lab, tmp_path):
     report_file = str(tmp_path / "certs.json")
     run = run_playbook("cert-report.yml", dict(lab.extra_vars, report_file=report_file, warn_days=31))
-    assert run.returncode == 0, run
+    assert run.returncode == 0, str(run)
     report = json.load(open(report_file))
     serials = all_serials()
     assert set(report) == {"ingress.default", "order-1.default", "order-2.default", "payment-1.default", "payment-2.default"}
@@ -262,4 +262,4 @@ def test_cert_report_shows_every_proxy_using_its_certificate(lab, tmp_path):
         assert info["certificate"]["spiffe_id"].startswith("spiffe://cluster.local/ns/default/sa/")
         # 30-day certificates are under the 31-day threshold asked for: each is flagged.
         assert len(info["alerts"]) == 1 and "expires in" in info["alerts"][0]
-    assert re.search(r"payment-1\.default\s+spiffe://cluster.local/ns/default/sa/payment-service\s+\w{12}\.\.\s+\d{4}-\d\d-\d\d\s+[\d.]+\s+yes", run.output), run
+    assert re.search(r"payment-1\.default\s+spiffe://cluster.local/ns/default/sa/payment-service\s+\w{12}\.\.\s+\d{4}-\d\d-\d\d\s+[\d.]+\s+yes", run.output), str(run)

@@ -105,7 +105,7 @@ def test_an_unsupported_version_is_refused_before_any_proxy_is_touched(lab):
 
 def test_check_mode_shows_the_plan_and_touches_nothing(lab):
     run = run_playbook("upgrade.yml", UPGRADE, "--check", inventory=lab.inventory)
-    assert run.returncode == 0, run
+    assert run.returncode == 0, str(run)
     assert "Envoy 1.40.0: 4 proxies in 4 batches (canary: app-1; site_b 1/1: app-2; site_a 1/2: gateway; site_a 2/2: app-0)" in run.output
     assert lab.proxies() == {host: (OLD_VERSION, 0) for host in lab.hosts}
     assert all(lab.installed(host) == [OLD_VERSION] for host in lab.hosts)
@@ -126,7 +126,7 @@ def test_a_proxy_whose_config_is_not_the_mesh_config_stops_the_upgrade_before_it
             handle.write(original)
     assert run.returncode != 0
     assert ("app-2: the config of proxy app-2.default differs from what the mesh config gives it (bootstrap.yaml): "
-            "deploy it first") in run.output, run
+            "deploy it first") in run.output, str(run)
     assert lab.proxies() == {host: (OLD_VERSION, 0) for host in lab.hosts}
 
 
@@ -137,9 +137,9 @@ def test_a_canary_that_fails_its_gate_is_rolled_back_and_the_run_stops(lab):
     restarters = lab.restarters()
     lab.write(host_vars={CANARY: {"upgrade_gate_min_requests": 100000}}, group_vars=SITES)
     run, load = lab.upgrade(UPGRADE)
-    assert run.returncode != 0, run
+    assert run.returncode != 0, str(run)
     assert ("upgrade to Envoy 1.40.0 stopped at batch canary (site site_b): app-1 (app-1.default) failed its gate: "
-            in run.output), run
+            in run.output), str(run)
     assert "fewer than upgrade_gate_min_requests 100000" in run.output
     assert "The batch went back to the version it ran: app-1 on 1.39.3, ready. No later batch was touched (3 proxies left)" in run.output
     # The canary went to 1.40.0 and back (two hot restarts); the others were not touched.
@@ -156,7 +156,7 @@ def test_after_the_fix_the_upgrade_completes_without_a_failed_request(lab):
     restarters = lab.restarters()
     lab.write(group_vars=SITES)
     run, load = lab.upgrade(UPGRADE)
-    assert run.returncode == 0, run
+    assert run.returncode == 0, str(run)
     assert "Envoy 1.40.0: 4 proxies in 4 batches (canary: app-1; site_b 1/1: app-2; site_a 1/2: gateway; site_a 2/2: app-0)" in run.output
     assert lab.versions() == {host: NEW_VERSION for host in lab.hosts}
     assert lab.restarters() == restarters
@@ -166,9 +166,9 @@ def test_after_the_fix_the_upgrade_completes_without_a_failed_request(lab):
 
 def test_a_second_run_finds_every_proxy_on_the_target_and_changes_nothing(lab):
     run = run_playbook("upgrade.yml", UPGRADE, inventory=lab.inventory)
-    assert run.returncode == 0, run
+    assert run.returncode == 0, str(run)
     assert f"already on it: {', '.join(['app-1', 'app-2', 'gateway', 'app-0'])}" in run.output
-    assert set(run.changed().values()) == {0}, run
+    assert set(run.changed().values()) == {0}, str(run)
 
 
 def test_a_downgrade_works_the_same_way_and_prunes_when_asked(lab):
@@ -176,7 +176,7 @@ def test_a_downgrade_works_the_same_way_and_prunes_when_asked(lab):
     failed request; with upgrade_keep_previous false the version left behind is removed."""
     restarters = lab.restarters()
     run, load = lab.upgrade({"envoy_version": OLD_VERSION, "upgrade_gate_window": 1, "upgrade_keep_previous": False})
-    assert run.returncode == 0, run
+    assert run.returncode == 0, str(run)
     assert lab.versions() == {host: OLD_VERSION for host in lab.hosts}
     assert lab.restarters() == restarters
     assert all(lab.installed(host) == [OLD_VERSION] for host in lab.hosts)
@@ -186,5 +186,5 @@ def test_a_downgrade_works_the_same_way_and_prunes_when_asked(lab):
 def test_a_deploy_after_the_upgrades_changes_nothing(lab):
     """The inventory asks for 1.39.3, which every proxy runs again: the deploy is a no-op."""
     run = run_playbook("deploy.yml", {}, inventory=lab.inventory)
-    assert run.returncode == 0, run
-    assert set(run.changed().values()) == {0}, run
+    assert run.returncode == 0, str(run)
+    assert set(run.changed().values()) == {0}, str(run)
