@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ansible.module_utils.mesh_pki_csr import key_matches_certificate, make_csr, make_private_key
 from ansible.module_utils.mesh_pki_info import (bundle_fingerprint, certificates_in, describe, fingerprint,
                                                 first_certificate, serial_hex)
-from ansible.module_utils.mesh_pki_store import CHAIN_FILE, KEY_FILE, ROOTS_FILE, write_workload_certificates
+from ansible.module_utils.mesh_pki_store import CHAIN_FILE, KEY_FILE, ROOTS_FILE, owned_by, write_workload_certificates
 
 PENDING_DIR = "..pending"
 
@@ -139,19 +139,13 @@ class CertsDir:
                 if check_mode:  # signed for a key check mode made in memory only: it would be installed
                     return True
                 raise
-        if (key, chain, roots) == (self.key, self.chain, self.roots) and self._links_in_place() and self._owned_by(owner):
+        if (key, chain, roots) == (self.key, self.chain, self.roots) and self._links_in_place() and owned_by(os.path.join(self.path, KEY_FILE), owner):
             return False
         if not check_mode:
             write_workload_certificates(self.path, key, chain, roots, owner)
             if os.path.isdir(os.path.dirname(self.pending_path)) and key == self.pending_key:
                 shutil.rmtree(os.path.dirname(self.pending_path))
         return True
-
-    def _owned_by(self, owner: tuple[int, int] | None) -> bool:
-        if owner is None:
-            return True
-        status = os.stat(os.path.join(self.path, KEY_FILE))
-        return (status.st_uid, status.st_gid) == owner
 
     def _links_in_place(self) -> bool:
         return all(os.path.islink(os.path.join(self.path, name)) for name in (KEY_FILE, CHAIN_FILE, ROOTS_FILE))

@@ -54,7 +54,8 @@ def current_version(certs_dir: str) -> str:
     return os.readlink(link) if os.path.islink(link) else ""
 
 
-def _owned_by(path: str, owner: tuple[int, int] | None) -> bool:
+def owned_by(path: str, owner: tuple[int, int] | None) -> bool:
+    """Whether path belongs to owner (uid, gid); None: any owner will do."""
     if owner is None:
         return True
     status = os.stat(path)
@@ -73,7 +74,7 @@ def write_workload_certificates(certs_dir: str, key_pem: bytes, chain_pem: bytes
     links_ok = all(os.path.islink(os.path.join(certs_dir, name)) and os.readlink(os.path.join(certs_dir, name)) == os.path.join(DATA_LINK, name) for name in contents)
     if current_version(certs_dir) == version and links_ok:
         files = [os.path.join(certs_dir, version, name) for name in contents]
-        if all(_owned_by(path, owner) for path in files):
+        if all(owned_by(path, owner) for path in files):
             return False
         for path in files:  # the same contents for another user: give them over in place
             os.chown(path, *owner)
