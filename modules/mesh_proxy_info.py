@@ -12,8 +12,8 @@ description:
   - Reads the Envoy admin interface of a proxy on the host (C(/ready), C(/server_info),
     C(/clusters?format=json), C(/stats)) and returns what a health gate needs.
   - With O(window), it also counts the requests the proxy completes over that many seconds, and the 5xx among
-    them (its C(downstream_rq_completed) and C(downstream_rq_5xx) stats): an upgrade's health gate.
-  - After a hot restart the new Envoy takes the admin port over from the old one: O(wait_version) and
+    them (its C(downstream_rq_completed) and C(downstream_rq_5xx) stats), for an upgrade's health gate.
+  - After a hot restart the new Envoy takes the admin port over from the old one; O(wait_version) and
     O(wait_restart_epoch) wait until the Envoy that answers is the new one.
   - Read-only; it never changes anything. When nothing answers, it returns O(ready=false) rather than failing,
     so that a play can decide (C(assert), C(until)).

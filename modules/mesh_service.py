@@ -16,10 +16,12 @@ description:
     supervisord is started when its socket does not answer and stopped when its last program is removed.
   - Nothing changes when the unit or program file is identical and the process is in the asked state.
     A changed unit or program file restarts a running process. A process that is not running is started again.
-  - V(reloaded) sends SIGHUP to the running process instead of restarting it: for a program that reloads on
+  - V(reloaded) sends SIGHUP to the running process instead of restarting it, for a program that reloads on
     SIGHUP, such as the C(envoy-restarter) of the envoy_proxy role (an Envoy hot restart).
   - With O(ready_url), after a start or restart it waits until the URL answers HTTP 200 and fails with the end
     of the process's log otherwise.
+  - Under systemd with O(user) and O(log_file), the log file belongs to that user (systemd opens it as root, but
+    a process that reopens its stdout, as Envoy does for an access log at C(/dev/stdout), needs it as its own).
   - Runs on the host; needs only the Python standard library (and supervisord, for that manager).
 options:
   name:
@@ -40,7 +42,9 @@ options:
       - V(started) and V(stopped) are idempotent; V(restarted) always restarts.
       - V(reloaded) sends SIGHUP to the main process when it runs from an unchanged unit or program file;
         otherwise it does what V(started) does (start it, or restart it on the changed file).
-      - V(absent) stops the process and removes its unit or program file.
+      - V(absent) stops the process and removes its unit or program file. Under supervisord, processes of the
+        program that outlived a supervisord killed outright (found by the C(SUPERVISOR_*) marks in their
+        environment) are stopped too.
     type: str
     choices: [started, stopped, restarted, reloaded, absent]
     default: started
