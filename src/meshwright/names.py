@@ -1,0 +1,35 @@
+"""Names that become paths, SPIFFE IDs, /etc/hosts lines, shell words or Envoy strings:
+one definition of each shape, as Kubernetes and Istio define them, matched with
+`fullmatch` (never `$`, which lets a trailing newline through).
+
+Standard library only: host-side code ships this file as it is.
+"""
+
+from __future__ import annotations
+
+import re
+
+# RFC 1123 label as Kubernetes checks it (namespaces, service accounts, sites): at most 63 characters.
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# RFC 1123 subdomain (resource names, trust domains): dot-separated labels, at most 253 characters.
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*")
+# A host as Istio takes it in ServiceEntry/VirtualService hosts: a DNS name (letters of either
+# case, digits, '-', '_' as some real names have), optionally led by "*." or the bare "*".
+_HOST_LABEL = r"[A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9_])?"
+_HOST = re.compile(rf"(\*|(\*\.)?{_HOST_LABEL}(\.{_HOST_LABEL})*\.?)")
+
+LABEL_HELP = "a DNS-1123 label (at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit)"
+SUBDOMAIN_HELP = "a DNS-1123 name (lower-case labels of letters, digits and '-', joined by '.', at most 253 characters)"
+HOST_HELP = "a DNS name or a wildcard ('*' or '*.example.com'): letters, digits, '-', '_' and '.' only"
+
+
+def is_label(text: object) -> bool:
+    return isinstance(text, str) and _LABEL.fullmatch(text) is not None
+
+
+def is_subdomain(text: object) -> bool:
+    return isinstance(text, str) and len(text) <= 253 and _SUBDOMAIN.fullmatch(text) is not None
+
+
+def is_host(text: object) -> bool:
+    return isinstance(text, str) and len(text) <= 253 and _HOST.fullmatch(text) is not None
