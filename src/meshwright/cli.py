@@ -23,6 +23,12 @@ def _print_problems(problems) -> None:
     print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found; nothing was written.", file=sys.stderr)
 
 
+def _print_warnings(mesh) -> None:
+    """Warnings do not fail validation, but are always shown."""
+    for warning in mesh.warnings:
+        print(warning, file=sys.stderr)
+
+
 def _envoy_for(args) -> str | None:
     if args.envoy == "none":
         return None
@@ -42,6 +48,7 @@ def cmd_validate(args) -> int:
     if problems:
         _print_problems(problems)
         return EXIT_INVALID
+    _print_warnings(mesh)
     envoy = _envoy_for(args)
     if envoy:
         for proxy in list_proxies(mesh):
@@ -60,6 +67,7 @@ def cmd_render(args) -> int:
     if problems:
         _print_problems(problems)
         return EXIT_INVALID
+    _print_warnings(mesh)
     try:
         proxy = find_proxy(mesh, args.proxy)
     except UnknownProxy as error:

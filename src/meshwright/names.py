@@ -33,3 +33,18 @@ def is_subdomain(text: object) -> bool:
 
 def is_host(text: object) -> bool:
     return isinstance(text, str) and len(text) <= 253 and _HOST.fullmatch(text) is not None
+
+
+# The namespace: a DNS-1123 label, "." (the resource's own) or "*" (any); the host as is_host.
+NAMESPACED_HOST_HELP = "namespace/host (./host, */host, ns/*)"
+
+
+def is_namespaced_host(text: object, namespace_required: bool = True) -> bool:
+    """Istio's "namespace/host" of Gateway servers and Sidecar egress ("./host", "*/host",
+    "ns/*"); without namespace_required a bare host is taken too (Gateway: any namespace)."""
+    if not isinstance(text, str):
+        return False
+    if "/" not in text:
+        return not namespace_required and is_host(text)
+    namespace, host = text.split("/", 1)
+    return (namespace in (".", "*") or is_label(namespace)) and is_host(host)

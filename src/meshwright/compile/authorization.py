@@ -9,6 +9,11 @@ A policy applies to the workloads its selector picks in its namespace; without s
 the whole namespace; in the root namespace (istio-system) to every namespace. Principals
 are the SPIFFE IDs of client certificates, so they need mTLS.
 
+Trust domains, as Istio: a principal `<td>/ns/<ns>/sa/<sa>` whose trust domain is
+`cluster.local` (a pointer to the mesh's own), the mesh's trustDomain or one of its
+trustDomainAliases matches that workload in every one of them (the trust domain and each
+alias). A principal in any other trust domain is kept as written (validation warns).
+
 On TCP listeners only the connection is known: an ALLOW rule that needs HTTP fields (paths,
 methods, request headers) matches nothing there, and a DENY rule is applied without them
 (it denies more), as Istio does.
@@ -45,6 +50,51 @@ def policies_for(mesh: Mesh, namespace: str, labels: tuple) -> list[Resource]:
         return chosen
 
     return mesh.memo(("authorization-policies", namespace, labels), compute)
+
+
+# --- trust domains ------------------------------------------------------------------------
+
+LOCAL_TRUST_DOMAIN = "cluster.local"
+
+
+def wildcard_matches(pattern: str, value: str) -> bool:
+    """Istio's "*", "prefix*" and "*suffix" values (string_matcher's rule, in Python)."""
+    if pattern == "*":
+        return bool(value)
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return value.endswith(pattern[1:])
+    return pattern == value
+
+
+def principal_trust_domain(principal: str) -> str | None:
+    """The trust domain a principal enforces: None when it does not name one (not of the
+    form td/ns/x/sa/y, or td is "*"), as Istio's isTrustDomainBeingEnforced."""
+    parts = principal.split("/")
+    if len(parts) != 5 or parts[0] == "*":
+        return None
+    return parts[0]
+
+
+def is_mesh_trust_domain(trust_domain: str, trust_domains: tuple[str, ...]) -> bool:
+    """cluster.local, or (a pattern of) the mesh's trust domain or one of its aliases."""
+    return trust_domain == LOCAL_TRUST_DOMAIN or any(wildcard_matches(trust_domain, td) for td in trust_domains)
+
+
+def with_trust_domain_aliases(principals: list[str], trust_domains: tuple[str, ...]) -> list[str]:
+    """Istio's ReplaceTrustDomainAliases: each principal in the mesh's trust domains becomes
+    one per trust domain (a wildcard trust domain that matches one is kept as written)."""
+    out: list[str] = []
+    for principal in principals:
+        trust_domain = principal_trust_domain(principal)
+        if trust_domain is None or not is_mesh_trust_domain(trust_domain, trust_domains):
+            out.append(principal)
+            continue
+        rest = principal.split("/", 1)[1]
+        for td in trust_domains:
+            out.append(principal if "*" in trust_domain and wildcard_matches(trust_domain, td) else f"{td}/{rest}")
+    return list(dict.fromkeys(out))
 
 
 # --- values -> Envoy matchers -------------------------------------------------------------
@@ -130,8 +180,13 @@ def _field(values: list[str] | None, negated: list[str] | None, make, kind: str)
 
 # --- rules --------------------------------------------------------------------------------
 
-def _source(source: dict) -> dict:
-    ids = _field(source.get("principals"), source.get("notPrincipals"), _principal, "ids")
+def _principals(values: list[str] | None, trust_domains: tuple[str, ...]) -> list[str] | None:
+    return with_trust_domain_aliases(values, trust_domains) if values else values
+
+
+def _source(source: dict, trust_domains: tuple[str, ...]) -> dict:
+    principals, negated = (_principals(source.get(f), trust_domains) for f in ("principals", "notPrincipals"))
+    ids = _field(principals, negated, _principal, "ids")
     ids += _field(source.get("namespaces"), source.get("notNamespaces"), _namespace, "ids")
     return _all_of(ids, "ids")
 
@@ -145,12 +200,12 @@ def _operation(operation: dict, http: bool) -> dict:
     return _all_of(rules, "rules")
 
 
-def _condition(condition: dict, http: bool) -> tuple[str, list[dict]]:
+def _condition(condition: dict, http: bool, trust_domains: tuple[str, ...]) -> tuple[str, list[dict]]:
     """("ids" or "rules", matchers) of a when condition."""
     key = condition["key"]
     values, negated = condition.get("values"), condition.get("notValues")
     if key == "source.principal":
-        return "ids", _field(values, negated, _principal, "ids")
+        return "ids", _field(_principals(values, trust_domains), _principals(negated, trust_domains), _principal, "ids")
     if key == "source.namespace":
         return "ids", _field(values, negated, _namespace, "ids")
     if key == "destination.port":
@@ -169,21 +224,21 @@ def needs_http(rule: dict) -> bool:
     )
 
 
-def envoy_policy(rule: dict, http: bool) -> dict:
+def envoy_policy(rule: dict, http: bool, trust_domains: tuple[str, ...] = (LOCAL_TRUST_DOMAIN,)) -> dict:
     """One Istio rule -> one Envoy RBAC policy: any of its sources, any of its operations,
-    and all of its conditions."""
+    and all of its conditions (trust_domains: the mesh's, then its aliases)."""
     principals, permissions = [], []
     if rule.get("from"):
-        principals.append(_any_of([_source(entry["source"]) for entry in rule["from"]], "ids"))
+        principals.append(_any_of([_source(entry["source"], trust_domains) for entry in rule["from"]], "ids"))
     if rule.get("to"):
         permissions.append(_any_of([_operation(entry["operation"], http) for entry in rule["to"]], "rules"))
     for condition in rule.get("when") or []:
-        kind, matchers = _condition(condition, http)
+        kind, matchers = _condition(condition, http, trust_domains)
         (principals if kind == "ids" else permissions).extend(matchers)
     return {"permissions": [_all_of(permissions, "rules")], "principals": [_all_of(principals, "ids")]}
 
 
-def rbac_rules(policies: list[Resource], action: str, http: bool) -> dict | None:
+def rbac_rules(policies: list[Resource], action: str, http: bool, trust_domains: tuple[str, ...]) -> dict | None:
     """Envoy RBAC rules of the policies with one action; None when none has that action."""
     chosen = [p for p in policies if p.spec.get("action", "ALLOW") == action]
     if not chosen:
@@ -193,27 +248,27 @@ def rbac_rules(policies: list[Resource], action: str, http: bool) -> dict | None
         for index, rule in enumerate(policy.spec.get("rules") or []):
             if not http and needs_http(rule) and action == "ALLOW":
                 continue  # matches nothing on TCP
-            envoy_policies[f"ns[{policy.namespace}]-policy[{policy.name}]-rule[{index}]"] = envoy_policy(rule, http)
+            envoy_policies[f"ns[{policy.namespace}]-policy[{policy.name}]-rule[{index}]"] = envoy_policy(rule, http, trust_domains)
     if action == "DENY" and not envoy_policies:
         return None  # a DENY policy without rules denies nothing
     # An ALLOW policy without rules (Istio's allow-nothing) leaves the rules empty: all denied.
     return {"action": action, "policies": envoy_policies}
 
 
-def http_rbac_filters(policies: list[Resource]) -> list[dict]:
+def http_rbac_filters(policies: list[Resource], trust_domains: tuple[str, ...]) -> list[dict]:
     filters = []
     for action in ACTIONS:
-        rules = rbac_rules(policies, action, http=True)
+        rules = rbac_rules(policies, action, True, trust_domains)
         if rules is not None:
             config = typed(HTTP_RBAC, rules=rules, rules_stat_prefix=action.lower())
             filters.append({"name": HTTP_RBAC_FILTER, "typed_config": config})
     return filters
 
 
-def network_rbac_filters(policies: list[Resource], stat_prefix: str) -> list[dict]:
+def network_rbac_filters(policies: list[Resource], stat_prefix: str, trust_domains: tuple[str, ...]) -> list[dict]:
     filters = []
     for action in ACTIONS:
-        rules = rbac_rules(policies, action, http=False)
+        rules = rbac_rules(policies, action, False, trust_domains)
         if rules is not None:
             config = typed(NETWORK_RBAC, rules=rules, stat_prefix=f"{stat_prefix}.{action.lower()}")
             filters.append({"name": NETWORK_RBAC_FILTER, "typed_config": config})
@@ -230,7 +285,7 @@ def authorize_chain(mesh: Mesh, namespace: str, labels: tuple, chain: dict) -> d
     main = filters[-1]
     if main["name"] == HCM_FILTER:
         manager = main["typed_config"]
-        manager["http_filters"] = http_rbac_filters(policies) + manager["http_filters"]
+        manager["http_filters"] = http_rbac_filters(policies, mesh.settings.trust_domains) + manager["http_filters"]
         return chain
-    chain["filters"] = filters[:-1] + network_rbac_filters(policies, main["typed_config"]["stat_prefix"]) + [main]
+    chain["filters"] = filters[:-1] + network_rbac_filters(policies, main["typed_config"]["stat_prefix"], mesh.settings.trust_domains) + [main]
     return chain

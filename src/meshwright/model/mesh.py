@@ -23,6 +23,8 @@ class MeshSettings:
     """MeshConfig with defaults applied."""
 
     trust_domain: str = "cluster.local"
+    # Istio's trustDomainAliases: former trust domains whose principals mean the mesh's own.
+    trust_domain_aliases: tuple[str, ...] = ()
     envoy_version: str = "1.40.0"
     default_mtls_mode: str = "PERMISSIVE"
     access_log_file: str = ""
@@ -38,10 +40,16 @@ class MeshSettings:
         """Whether proxies have workload certificates (and so mTLS and principals exist)."""
         return bool(self.certificates_dir)
 
+    @property
+    def trust_domains(self) -> tuple[str, ...]:
+        """The mesh's trust domain, then its aliases (Istio's trust domain bundle)."""
+        return tuple(dict.fromkeys((self.trust_domain, *self.trust_domain_aliases)))
+
     @classmethod
     def from_spec(cls, spec: dict) -> "MeshSettings":
         return cls(
             trust_domain=spec.get("trustDomain", cls.trust_domain),
+            trust_domain_aliases=tuple(spec.get("trustDomainAliases") or ()),
             envoy_version=spec.get("envoyVersion", cls.envoy_version),
             default_mtls_mode=spec.get("defaultMtlsMode", cls.default_mtls_mode),
             access_log_file=spec.get("accessLogFile", cls.access_log_file),
@@ -124,6 +132,8 @@ class Mesh:
     sidecar_virtual_services_by_host: dict[str, list[Resource]] = field(default_factory=dict)
     # Answers that compile modules derive from the mesh and reuse for every proxy (see memo).
     derived: dict = field(default_factory=dict, compare=False, repr=False)
+    # Validation warnings (problems that do not stop it), for the caller to print.
+    warnings: list = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def build(cls, resources: list[Resource]) -> "Mesh":

@@ -6,6 +6,7 @@ not act on. Names and structure follow istio.io/latest/docs/reference/config.
 
 from __future__ import annotations
 
+from meshwright import names
 from meshwright.validate import security_api
 from meshwright.validate.shape import (
     Address, Any, Bool, Duration, Enum, Int, ListOf, MapOf, Number, Obj, Port, Regex, Str,
@@ -37,6 +38,11 @@ METRICS_HINT = (
 )
 
 PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "TCP")
+
+# Names that end up in SPIFFE IDs, file names and /etc/hosts lines (meshwright.names).
+host = Str(valid=names.is_host, pattern_help=names.HOST_HELP)
+label = Str(valid=names.is_label, pattern_help=names.LABEL_HELP)
+subdomain = Str(valid=names.is_subdomain, pattern_help=names.SUBDOMAIN_HELP)
 PROTOCOL_HINTS = {p: "TLS origination is set by a DestinationRule (tls.mode SIMPLE)" for p in ("HTTPS", "TLS")}
 
 string_match = Obj(
@@ -64,7 +70,7 @@ port_selector = Obj("a port selector", {"number": Port()}, required=("number",))
 
 destination = Obj(
     "a destination",
-    {"host": Str(non_empty=True), "subset": Str(non_empty=True), "port": port_selector},
+    {"host": host, "subset": Str(non_empty=True), "port": port_selector},
     required=("host",),
 )
 
@@ -183,7 +189,7 @@ tcp_route = Obj(
 virtual_service = Obj(
     "a VirtualService spec",
     {
-        "hosts": ListOf(Str(non_empty=True), min_items=1),
+        "hosts": ListOf(host, min_items=1),
         "gateways": ListOf(Str(non_empty=True)),
         "http": ListOf(http_route),
         "tcp": ListOf(tcp_route),
@@ -290,7 +296,7 @@ traffic_policy = Obj(
 destination_rule = Obj(
     "a DestinationRule spec",
     {
-        "host": Str(non_empty=True),
+        "host": host,
         "trafficPolicy": traffic_policy,
         "subsets": ListOf(Obj("a subset", {"name": Str(non_empty=True), "labels": MapOf(Str()), "trafficPolicy": traffic_policy}, required=("name",))),
     },
@@ -307,7 +313,7 @@ workload_entry = Obj(
         "network": Str(),
         "locality": Str(pattern=r"^[^/]+(/[^/]+){0,2}$", pattern_help="a locality region[/zone[/subzone]]"),
         "weight": Int(1, 1000000),
-        "serviceAccount": Str(non_empty=True),
+        "serviceAccount": label,
     },
     required=("address",),
 )
@@ -323,7 +329,7 @@ workload_selector = Obj("a workload selector", {"labels": MapOf(Str())}, require
 service_entry = Obj(
     "a ServiceEntry spec",
     {
-        "hosts": ListOf(Str(non_empty=True), min_items=1),
+        "hosts": ListOf(host, min_items=1),
         "ports": ListOf(service_port, min_items=1),
         "location": Enum(
             "MESH_EXTERNAL", "MESH_INTERNAL",
@@ -344,7 +350,7 @@ gateway_server = Obj(
     {
         "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "TCP"), "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
         "bind": Address(),
-        "hosts": ListOf(Str(non_empty=True), min_items=1),
+        "hosts": ListOf(Str(valid=lambda text: names.is_namespaced_host(text, namespace_required=False), pattern_help=f"a host (a DNS name or a wildcard) or {names.NAMESPACED_HOST_HELP}"), min_items=1),
         "name": Str(),
         "tls": Obj(
             "server TLS settings",
@@ -395,7 +401,7 @@ sidecar = Obj(
                     "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS), "name": Str(non_empty=True)}, required=("number", "protocol")),
                     "bind": Address(),
                     "captureMode": Enum("NONE", hints=CAPTURE_HINTS),
-                    "hosts": ListOf(Str(pattern=r"^[^/]+/[^/]+$", pattern_help="namespace/host (./host, */host, ns/*)"), min_items=1),
+                    "hosts": ListOf(Str(valid=names.is_namespaced_host, pattern_help=names.NAMESPACED_HOST_HELP), min_items=1),
                 },
                 required=("hosts",),
             )
@@ -473,7 +479,7 @@ extension_provider = Obj(
         "name": Str(non_empty=True),
         "zipkin": Obj(
             "a Zipkin provider",
-            {"service": collector_service, "port": Port(), "path": Str(pattern=r"^/", pattern_help="a path starting with /")},
+            {"service": collector_service, "port": Port(), "path": Str(pattern=r"/\S*", pattern_help="a path starting with /, without spaces")},
             required=("service", "port"),
         ),
         "opentelemetry": Obj(
@@ -506,7 +512,10 @@ extension_provider = Obj(
 mesh_config = Obj(
     "a MeshConfig spec",
     {
-        "trustDomain": Str(pattern=r"^[a-z0-9.-]+$", pattern_help="a trust domain (lower-case DNS name)"),
+        "trustDomain": Str(valid=names.is_subdomain, pattern_help="a trust domain: " + names.SUBDOMAIN_HELP),
+        # Former trust domains of the mesh (Istio's trust domain migration): a principal in
+        # one of them, or in cluster.local, means the same workload in every one of them.
+        "trustDomainAliases": ListOf(Str(valid=names.is_subdomain, pattern_help="a trust domain: " + names.SUBDOMAIN_HELP)),
         "envoyVersion": Str(pattern=r"^\d+\.\d+\.\d+$", pattern_help="an Envoy version such as 1.40.0"),
         "defaultMtlsMode": Enum("STRICT", "PERMISSIVE", "DISABLE"),
         # Where captured traffic to no known service goes (sidecars with iptables capture).
@@ -606,8 +615,8 @@ KINDS = {
 metadata = Obj(
     "metadata",
     {
-        "name": Str(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", pattern_help="a DNS-1123 name (lower case letters, digits, '-' and '.')"),
-        "namespace": Str(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", pattern_help="a DNS-1123 label"),
+        "name": subdomain,
+        "namespace": label,
         "labels": MapOf(Str()),
         "annotations": MapOf(Str()),
     },

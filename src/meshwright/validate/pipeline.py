@@ -21,7 +21,8 @@ from meshwright.validate.telemetry import check_telemetry_conflicts, collector_p
 
 
 def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
-    """Checks 1-3. Returns the mesh only when there is no problem."""
+    """Checks 1-3. Returns the mesh only when there is no error; its warnings then are in
+    mesh.warnings (with errors, warnings come with them in the list)."""
     problems = Problems()
     problems.extend(loaded.problems)
     sound = [checked for checked in (check_shape(r, problems) for r in loaded.resources) if checked]
@@ -33,7 +34,10 @@ def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
     for resource in mesh.resources:
         check_semantics(resource, problems)
         check_references(mesh, resource, problems)
-    return (None if problems else mesh), problems.sorted()
+    if problems:
+        return None, problems.sorted()
+    mesh.warnings = problems.sorted()
+    return mesh, []
 
 
 def _routed_clusters(route_config: dict) -> list[tuple[str, str]]:
@@ -115,4 +119,4 @@ def validate_mesh(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
     if mesh is None:
         return None, problems
     problems = validate_proxies(mesh)
-    return (None if problems else mesh), problems
+    return (None, sorted(problems + mesh.warnings)) if problems else (mesh, [])

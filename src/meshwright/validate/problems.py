@@ -1,4 +1,7 @@
-"""The one error type of validation: where (file, line, resource, field path) and what."""
+"""The one error type of validation: where (file, line, resource, field path) and what.
+
+A problem is an error (the mesh does not validate) or a warning: printed, prefixed
+"warning:", but the mesh still validates (validate_resources keeps them apart)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ def format_path(path: tuple) -> str:
     return out
 
 
+ERROR, WARNING = "error", "warning"
+
+
 @dataclass(frozen=True, order=True)
 class Problem:
     file: str
@@ -25,6 +31,11 @@ class Problem:
     resource: str  # "Kind/namespace/name", or "" for file-level problems
     path: tuple
     message: str
+    severity: str = "error"  # ERROR or WARNING
+
+    @property
+    def is_warning(self) -> bool:
+        return self.severity == WARNING
 
     def __str__(self) -> str:
         parts = [f"{self.file}:{self.line}"]
@@ -32,7 +43,7 @@ class Problem:
             parts.append(self.resource)
         if self.path:
             parts.append(format_path(self.path))
-        parts.append(self.message)
+        parts.append(("warning: " if self.is_warning else "") + self.message)
         return ": ".join(parts)
 
 
@@ -42,17 +53,21 @@ class Problems:
     def __init__(self) -> None:
         self.items: list[Problem] = []
 
-    def add(self, resource, path: tuple, message: str) -> None:
+    def add(self, resource, path: tuple, message: str, severity: str = ERROR) -> None:
         """A problem at path of resource; a path into the pruned resource that later checks
         see is reported as the path of that field in the document as written."""
         path = original_path({"spec": resource.spec, "metadata": resource.metadata}, tuple(path))
-        self.items.append(Problem(resource.source.file, resource.line_of(path), resource.ref, path, message))
+        self.items.append(Problem(resource.source.file, resource.line_of(path), resource.ref, path, message, severity))
+
+    def warn(self, resource, path: tuple, message: str) -> None:
+        self.add(resource, path, message, WARNING)
 
     def extend(self, problems) -> None:
         self.items.extend(problems)
 
     def __bool__(self) -> bool:
-        return bool(self.items)
+        """Whether there is an error (warnings alone do not fail validation)."""
+        return any(not p.is_warning for p in self.items)
 
     def sorted(self) -> list[Problem]:
         return sorted(set(self.items), key=lambda p: (p.file, p.line, p.resource, format_path(p.path), p.message))

@@ -6,6 +6,7 @@ Fields meshwright does not act on are errors with a hint, never ignored (docs/se
 
 from __future__ import annotations
 
+from meshwright import names
 from meshwright.validate.shape import Duration, Enum, ListOf, MapOf, Obj, PortMapOf, Str
 
 SECURITY_VERSIONS = ("security.istio.io/v1", "security.istio.io/v1beta1")
@@ -38,10 +39,31 @@ peer_authentication = Obj(
 # and header values; nothing else may contain "*".
 _wildcard = Str(pattern=r"^(\*|\*?[^*]+|[^*]+\*)$", pattern_help="a value with at most a leading or trailing '*'")
 _values = ListOf(_wildcard, min_items=1)
+NAMESPACE_VALUE_HELP = f"a namespace ({names.LABEL_HELP}), '*', or one with a leading or trailing '*'"
+
+
+def is_namespace_value(text: object) -> bool:
+    """A namespace in a rule: a DNS-1123 label, "*", or a label's prefix or suffix with "*"."""
+    if not isinstance(text, str) or text == "*":
+        return text == "*"
+    core = text[1:] if text.startswith("*") else text[:-1] if text.endswith("*") else None
+    if core is None:
+        return names.is_label(text)
+    return bool(core) and "*" not in core and names.is_label(core.strip("-") or "x") and len(core) <= 63
+
+
+_namespaces = ListOf(Str(valid=is_namespace_value, pattern_help=NAMESPACE_VALUE_HELP), min_items=1)
+SOURCE_FIELDS = ("principals", "notPrincipals", "namespaces", "notNamespaces")
+OPERATION_FIELDS = ("paths", "notPaths", "methods", "notMethods", "ports", "notPorts")
+# Istio refuses an empty source or operation ("`from.source` must not be empty"): it would
+# match every caller or request and turn an ALLOW rule into allow-all.
+EMPTY_HELP = "an empty {} matches {}, which would make an ALLOW rule allow everything (Istio refuses it); to match {}, leave out the '{}' of the rule"
 
 source = Obj(
     "a rule source",
-    {"principals": _values, "notPrincipals": _values, "namespaces": _values, "notNamespaces": _values},
+    {"principals": _values, "notPrincipals": _values, "namespaces": _namespaces, "notNamespaces": _namespaces},
+    required_any_of=(SOURCE_FIELDS,),
+    empty_help=EMPTY_HELP.format("source", "any caller", "any caller", "from"),
     hints={
         "requestPrincipals": JWT_HINT, "notRequestPrincipals": JWT_HINT,
         "ipBlocks": IP_HINT, "notIpBlocks": IP_HINT, "remoteIpBlocks": IP_HINT, "notRemoteIpBlocks": IP_HINT,
@@ -58,6 +80,8 @@ operation = Obj(
         "methods": ListOf(_method, min_items=1), "notMethods": ListOf(_method, min_items=1),
         "ports": ListOf(_port, min_items=1), "notPorts": ListOf(_port, min_items=1),
     },
+    required_any_of=(OPERATION_FIELDS,),
+    empty_help=EMPTY_HELP.format("operation", "any request", "any request", "to"),
     hints={"hosts": HOSTS_HINT, "notHosts": HOSTS_HINT},
 )
 

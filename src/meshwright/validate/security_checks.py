@@ -3,11 +3,15 @@ policy governs a workload is never ambiguous, port-level settings name ports tha
 
 from __future__ import annotations
 
-from meshwright.compile.peer_authentication import selector_of
-from meshwright.compile.scope import inbound_ports
+from meshwright.compile.authorization import is_mesh_trust_domain, principal_trust_domain
+from meshwright.compile.authorization import policies_for
+from meshwright.compile.peer_authentication import STRICT, mtls_mode, selector_of
+from meshwright.compile.proxy import INTERCEPTION_ANNOTATION, REDIRECT, list_proxies
+from meshwright.compile.scope import inbound_ports, workload_service_ports
 from meshwright.model.mesh import ROOT_NAMESPACE, Mesh, labels_match
 from meshwright.model.resource import Resource
 from meshwright.validate.problems import Problems
+from meshwright.validate.security_api import NAMESPACE_VALUE_HELP, is_namespace_value
 
 IDENTITY_HINT = (
     "turn on workload identity with `certificates: {}` in the MeshConfig, and give every proxy "
@@ -72,6 +76,18 @@ def check_peer_authentication(mesh: Mesh, resource: Resource, problems: Problems
                 problems.add(resource, ("spec", "portLevelMtls", port), f"no workload this policy selects has an inbound port {port} (their inbound ports: {listed})")
 
 
+def check_principal_trust_domain(mesh: Mesh, resource: Resource, path: tuple, principal: str, problems: Problems) -> None:
+    """A principal in a trust domain that is not the mesh's (nor cluster.local, nor an alias)
+    matches only callers with certificates from another mesh: legal, but likely a mistake."""
+    trust_domain = principal_trust_domain(principal)
+    if trust_domain is not None and not is_mesh_trust_domain(trust_domain, mesh.settings.trust_domains):
+        known = ", ".join(dict.fromkeys(("cluster.local",) + mesh.settings.trust_domains))
+        problems.warn(resource, path, (
+            f"principal {principal} is in trust domain {trust_domain}, which is not this mesh's ({known}): "
+            "it matches only callers from that trust domain; if it is a former name of this mesh, add it to the MeshConfig's trustDomainAliases"
+        ))
+
+
 def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     for index, rule in enumerate(resource.spec.get("rules") or []):
         path = ("spec", "rules", index)
@@ -82,8 +98,11 @@ def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problem
                     problems.add(resource, path + ("from", from_index, "source", field), f"{field} match the mTLS identity of the caller, which needs workload certificates: {IDENTITY_HINT}")
             for field in ("principals", "notPrincipals"):
                 for value_index, value in enumerate(source.get(field) or []):
+                    value_path = path + ("from", from_index, "source", field, value_index)
                     if value.startswith("spiffe://"):
-                        problems.add(resource, path + ("from", from_index, "source", field, value_index), f"write principals without spiffe:// ({value[len('spiffe://'):]}), as Istio does")
+                        problems.add(resource, value_path, f"write principals without spiffe:// ({value[len('spiffe://'):]}), as Istio does")
+                    else:
+                        check_principal_trust_domain(mesh, resource, value_path, value, problems)
         for to_index, entry in enumerate(rule.get("to") or []):
             for field in ("ports", "notPorts"):
                 for value_index, value in enumerate(entry["operation"].get(field) or []):
@@ -93,11 +112,99 @@ def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problem
             key = condition["key"]
             if key.startswith("source.") and not mesh.settings.identity_enabled:
                 problems.add(resource, path + ("when", when_index, "key"), f"{key} is the mTLS identity of the caller, which needs workload certificates: {IDENTITY_HINT}")
+            if key == "source.principal":
+                for field in ("values", "notValues"):
+                    for value_index, value in enumerate(condition.get(field) or []):
+                        check_principal_trust_domain(mesh, resource, path + ("when", when_index, field, value_index), value, problems)
+            if key == "source.namespace":
+                for field in ("values", "notValues"):
+                    for value_index, value in enumerate(condition.get(field) or []):
+                        if not is_namespace_value(value):
+                            problems.add(resource, path + ("when", when_index, field, value_index), f"{value!r} is not {NAMESPACE_VALUE_HELP}")
             if key == "destination.port":
                 for field in ("values", "notValues"):
                     for value_index, value in enumerate(condition.get(field) or []):
                         if not value.isdigit() or not 1 <= int(value) <= 65535:
                             problems.add(resource, path + ("when", when_index, field, value_index), f"{value!r} is not a port number (1 to 65535)")
+
+
+# --- policies must be enforced somewhere ------------------------------------------------------
+
+ENFORCE_HINT = (
+    "add a Sidecar ingress listener for it (ingress: [{port: {number, protocol}, defaultEndpoint: 127.0.0.1:APP_PORT}]) "
+    f"and have clients use that port, or capture the workload's traffic with the WorkloadEntry annotation {INTERCEPTION_ANNOTATION}: {REDIRECT}"
+)
+
+
+def sidecar_workloads(mesh: Mesh) -> list[Resource]:
+    """The WorkloadEntries whose proxy is a sidecar (a gateway's listeners are its servers)."""
+
+    def compute():
+        sidecars = {(p.namespace, p.name) for p in list_proxies(mesh) if p.kind == "sidecar"}
+        return [w for w in mesh.of_kind("WorkloadEntry") if (w.namespace, w.name) in sidecars]
+
+    return mesh.memo(("sidecar-workloads",), compute)
+
+
+def bypassed_ports(mesh: Mesh, workload: Resource) -> tuple[bool, list[int]]:
+    """(whether the workload's proxy has any inbound listener, the ports its services send
+    to its app that no inbound listener takes: clients reach the app there directly). Under
+    capture every inbound connection goes through the proxy."""
+    if workload.annotations.get(INTERCEPTION_ANNOTATION) == REDIRECT:
+        return True, []
+    inbound = _inbound_ports(mesh, workload)
+    served = [port for port, _ in workload_service_ports(mesh, f"{workload.name}.{workload.namespace}")]
+    return bool(inbound), [port for port in served if port not in inbound]
+
+
+def _workload_labels(workload: Resource) -> tuple:
+    return tuple(sorted((workload.spec.get("labels") or {}).items()))
+
+
+def _report_unenforced(resource: Resource, workload: Resource, selected: bool, has_inbound: bool, ports: list[int], what: str, problems: Problems) -> None:
+    """what: the policy's effect, for the message ("STRICT mTLS", "authorization")."""
+    path = ("spec", "selector") if selected else ("metadata", "name")
+    name = f"WorkloadEntry {workload.namespace}/{workload.name}"
+    if selected and not has_inbound:
+        problems.add(resource, path, f"{what} is enforced nowhere on {name}: its proxy has no inbound listener, so clients reach its app directly: {ENFORCE_HINT}")
+    elif ports:
+        listed = ", ".join(str(p) for p in ports)
+        problems.add(resource, path, f"{what} is not enforced on port {listed} of {name}: its services send traffic there, where its proxy has no inbound listener, so clients reach its app directly: {ENFORCE_HINT}")
+
+
+def _applies_to(mesh: Mesh, policy: Resource, workload: Resource) -> bool:
+    if policy.kind == "AuthorizationPolicy":
+        return policy in policies_for(mesh, workload.namespace, _workload_labels(workload))
+    selector = selector_of(policy)
+    if selector is not None:
+        return workload.namespace == policy.namespace and labels_match(selector, workload.spec.get("labels") or {})
+    return policy.namespace in (ROOT_NAMESPACE, workload.namespace)
+
+
+def check_enforced(mesh: Mesh, policy: Resource, problems: Problems) -> None:
+    """A STRICT PeerAuthentication or an AuthorizationPolicy must apply where traffic passes
+    the proxy: a workload it selects needs an inbound listener, and every port its services
+    send to must have one (else clients reach the app straight, in plaintext, unchecked)."""
+    if policy.kind == "PeerAuthentication" and not mesh.settings.identity_enabled:
+        return  # STRICT is refused without certificates already
+    selected = (policy.spec.get("selector") or None) is not None
+    for workload in sidecar_workloads(mesh):
+        if not _applies_to(mesh, policy, workload):
+            continue
+        has_inbound, ports = bypassed_ports(mesh, workload)
+        if policy.kind == "PeerAuthentication":
+            labels = _workload_labels(workload)
+            ports = [port for port in ports if mtls_mode(mesh, workload.namespace, labels, port) == STRICT]
+            if not _sets_strict(policy) or (not ports and mtls_mode(mesh, workload.namespace, labels, 0) != STRICT):
+                continue
+            _report_unenforced(policy, workload, selected, has_inbound, ports, "STRICT mTLS", problems)
+        else:
+            _report_unenforced(policy, workload, selected, has_inbound, ports, "this authorization policy", problems)
+
+
+def _sets_strict(policy: Resource) -> bool:
+    modes = [(policy.spec.get("mtls") or {}).get("mode")] + [(s or {}).get("mode") for s in (policy.spec.get("portLevelMtls") or {}).values()]
+    return STRICT in modes
 
 
 def check_security(mesh: Mesh, resource: Resource, problems: Problems) -> None:
@@ -108,3 +215,5 @@ def check_security(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     }
     if resource.kind in checks:
         checks[resource.kind](mesh, resource, problems)
+    if resource.kind in ("PeerAuthentication", "AuthorizationPolicy"):
+        check_enforced(mesh, resource, problems)

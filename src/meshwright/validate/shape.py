@@ -31,7 +31,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 def parse_duration(text: str) -> float:
     """Istio duration ("500ms", "1.5s", "2m", "1h") to seconds; ValueError if malformed."""
-    match = _DURATION.match(text.strip()) if isinstance(text, str) else None
+    match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
     if not match:
         raise ValueError(text)
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
@@ -91,8 +91,12 @@ class Any(Schema):
 class Str(Schema):
     description = "a string"
 
-    def __init__(self, pattern: str | None = None, pattern_help: str = "", non_empty: bool = False):
+    def __init__(self, pattern: str | None = None, pattern_help: str = "", non_empty: bool = False, valid: Callable[[str], bool] | None = None):
+        """pattern: a regex the whole value must match (fullmatch: "$" would let a trailing
+        newline through); valid: a predicate instead (meshwright.names); pattern_help: what
+        either expects, for the message."""
         self.pattern = re.compile(pattern) if pattern else None
+        self.valid = valid
         self.pattern_help = pattern_help
         self.non_empty = non_empty
 
@@ -101,7 +105,7 @@ class Str(Schema):
             return f"expected {self.description}, got {type_name(value)} {value!r}"
         if self.non_empty and not value:
             return "must not be empty"
-        if self.pattern and not self.pattern.match(value):
+        if (self.pattern and not self.pattern.fullmatch(value)) or (self.valid and not self.valid(value)):
             return f"{value!r} is not {self.pattern_help or 'valid'}"
         return None
 
@@ -296,7 +300,7 @@ class Obj(Schema):
 
     required: fields that must be present. one_of: groups of which at most one field may be
     set; required_one_of: groups of which exactly one must be; required_any_of: groups of
-    which at least one must be. hints: field name -> message
+    which at least one must be (empty_help: why, added to that message). hints: field name -> message
     for fields that are not valid here but that people write, saying what to do instead.
     """
 
@@ -309,6 +313,7 @@ class Obj(Schema):
         required_one_of: tuple[tuple[str, ...], ...] = (),
         required_any_of: tuple[tuple[str, ...], ...] = (),
         hints: dict[str, str] | None = None,
+        empty_help: str = "",
     ):
         self.name = name
         self.fields = fields if fields is not None else {}
@@ -317,6 +322,7 @@ class Obj(Schema):
         self.required_one_of = required_one_of
         self.required_any_of = required_any_of
         self.hints = hints or {}
+        self.empty_help = empty_help
 
     @property
     def description(self):
@@ -358,7 +364,7 @@ class Obj(Schema):
                 valid = False
         for group in self.required_any_of:
             if not any(key in value for key in group):
-                complain(path, f"{self.name} needs at least one of {', '.join(group)}")
+                complain(path, f"{self.name} needs at least one of {', '.join(group)}" + (f": {self.empty_help}" if self.empty_help else ""))
                 valid = False
         if not valid or any(key not in out for key in self.required):
             return INVALID
