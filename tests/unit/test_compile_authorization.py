@@ -110,3 +110,56 @@ def test_tcp_listener_gets_network_rbac_with_http_fields_handled_as_istio(tmp_pa
     assert deny["stat_prefix"] == "inbound_9000.deny" and allow["stat_prefix"] == "inbound_9000.allow"
     assert deny["rules"]["policies"]["ns[default]-policy[deny-delete]-rule[0]"]["permissions"] == [{"destination_port": 8080}]
     assert allow["rules"] == {"action": "ALLOW", "policies": {}}
+
+
+def mesh_config(trust_domain: str, aliases: list[str]) -> str:
+    return f"apiVersion: meshwright.io/v1alpha1\nkind: MeshConfig\nmetadata: {{name: mesh}}\nspec:\n  certificates: {{}}\n  trustDomain: {trust_domain}\n  trustDomainAliases: {aliases}\n"
+
+
+TRUST_DOMAIN_POLICY = policy("td", """\
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/frontend, old.example/ns/a/sa/b, other.example/ns/c/sa/d, "*/ns/e/sa/f", "*local/ns/g/sa/h"], notPrincipals: [example.org/ns/i/sa/j]}}]
+  - when: [{key: source.principal, values: [cluster.local/ns/k/sa/l]}]
+""")
+
+
+def principal_names(matcher: dict) -> list:
+    """The principal_name matchers in an Envoy principal, in order."""
+    if "authenticated" in matcher:
+        return [matcher["authenticated"]["principal_name"]]
+    for key in ("or_ids", "and_ids"):
+        if key in matcher:
+            return [name for item in matcher[key]["ids"] for name in principal_names(item)]
+    return principal_names(matcher["not_id"]) if "not_id" in matcher else []
+
+
+def test_principals_in_the_mesh_trust_domains_match_in_all_of_them(tmp_path):
+    """Istio's trust domain aliases: cluster.local, the trust domain and every alias mean the
+    mesh's own, and each such principal matches in the trust domain and every alias; a
+    principal elsewhere, or whose trust domain is '*', is kept as written; a wildcard trust
+    domain that matches one is kept for it."""
+    mesh = load_mesh(tmp_path, mesh_config("example.org", ["old.example", "cluster.local"]), TRUST_DOMAIN_POLICY, identity=False)
+    [deny, *_] = http_filters(compiled(mesh, "server-1.default"), 8080)
+    policies = deny["typed_config"]["rules"]["policies"]
+    first = principal_names(policies["ns[default]-policy[td]-rule[0]"]["principals"][0])
+    assert first == [
+        {"exact": "spiffe://example.org/ns/default/sa/frontend"}, {"exact": "spiffe://old.example/ns/default/sa/frontend"},
+        {"exact": "spiffe://cluster.local/ns/default/sa/frontend"},
+        {"exact": "spiffe://example.org/ns/a/sa/b"}, {"exact": "spiffe://old.example/ns/a/sa/b"}, {"exact": "spiffe://cluster.local/ns/a/sa/b"},
+        {"exact": "spiffe://other.example/ns/c/sa/d"},
+        {"suffix": "/ns/e/sa/f"},
+        {"exact": "spiffe://example.org/ns/g/sa/h"}, {"exact": "spiffe://old.example/ns/g/sa/h"}, {"suffix": "local/ns/g/sa/h"},
+        {"exact": "spiffe://example.org/ns/i/sa/j"}, {"exact": "spiffe://old.example/ns/i/sa/j"}, {"exact": "spiffe://cluster.local/ns/i/sa/j"},
+    ]
+    second = principal_names(policies["ns[default]-policy[td]-rule[1]"]["principals"][0])
+    assert second == [{"exact": f"spiffe://{td}/ns/k/sa/l"} for td in ("example.org", "old.example", "cluster.local")]
+
+
+def test_cluster_local_means_the_mesh_trust_domain(tmp_path):
+    """Without aliases, cluster.local in a principal is the mesh's trust domain (only)."""
+    mesh = load_mesh(tmp_path, mesh_config("example.org", []), TRUST_DOMAIN_POLICY, identity=False)
+    [deny, *_] = http_filters(compiled(mesh, "server-1.default"), 8080)
+    names = principal_names(deny["typed_config"]["rules"]["policies"]["ns[default]-policy[td]-rule[1]"]["principals"][0])
+    assert names == [{"exact": "spiffe://example.org/ns/k/sa/l"}]
