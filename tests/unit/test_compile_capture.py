@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from meshwright.compile.build import compile_proxy
-from meshwright.compile.capture import capture_settings, service_addresses
+from meshwright.compile.capture import capture_settings, checked_host_names, service_addresses
 from meshwright.compile.proxy import find_proxy
 from meshwright.model.load import load_paths
 from meshwright.validate.pipeline import validate_mesh
@@ -495,3 +495,13 @@ def test_tcp_services_share_a_port_at_different_vips_but_not_at_one(tmp_path):
     (tmp_path / "mesh.yaml").write_text("---\n".join([MESH, textwrap.dedent(TWO_DATABASES.format(address="240.240.0.1"))]))
     _, problems = validate_mesh(load_paths([str(tmp_path / "mesh.yaml")]))
     assert any("240.240.0.1:5432 clash" in str(problem) and "orders.shop" in str(problem) for problem in problems), problems
+
+
+def test_host_names_for_etc_hosts_are_checked_again():
+    """Validation refuses hosts with a newline or space; the /etc/hosts map checks them again
+    (a name there must never become a second line), and a wildcard, which no resolver looks
+    up, never gets there."""
+    assert checked_host_names({"db.shop": "240.240.0.1"}) == {"db.shop": "240.240.0.1"}
+    for bad in ("evil.example.com\n10.9.9.9 bank.example.com", "a b", "db.shop\n", ""):
+        with pytest.raises(ValueError, match="refusing to map"):
+            checked_host_names({bad: "240.240.0.1"})

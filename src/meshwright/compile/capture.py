@@ -39,6 +39,7 @@ from meshwright.compile.scope import services_in_scope, sidecar_for, workload_se
 from meshwright.compile.sidecar import inbound_entries, inbound_port, tcp_destinations
 from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration, service_names
 from meshwright.model.mesh import Mesh, is_wildcard_host
+from meshwright.names import is_host
 from meshwright.registry.model import Service
 
 PASSTHROUGH, BLACKHOLE, INBOUND_PASSTHROUGH = "PassthroughCluster", "BlackHoleCluster", "InboundPassthroughCluster"
@@ -112,7 +113,17 @@ def _host_names(mesh: Mesh, proxy: Proxy, addresses: dict[str, str]) -> dict[str
     for service in scoped:
         for name in service_names(service, proxy.namespace):
             names.setdefault(name, addresses[service.hostname])
-    return dict(sorted(names.items()))
+    # A wildcard is no name a resolver looks up: /etc/hosts cannot hold it.
+    return checked_host_names({name: vip for name, vip in sorted(names.items()) if not is_wildcard_host(name)})
+
+
+def checked_host_names(names: dict[str, str]) -> dict[str, str]:
+    """Every name is a DNS name (validation refused others already; checked again here because
+    a newline or space in one would write extra /etc/hosts lines on the host)."""
+    bad = sorted(name for name in names if not is_host(name))
+    if bad:
+        raise ValueError(f"refusing to map {bad[0]!r} in /etc/hosts: not a DNS name")
+    return names
 
 
 def _not_bound(out: dict) -> dict:
