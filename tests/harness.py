@@ -116,7 +116,10 @@ class Envoy:
         self.config_dir = config_dir
         self.admin_port = admin_port
         self.log_path = os.path.join(config_dir, "envoy.log")
-        self.log = open(self.log_path, "w")
+        # Append mode: an access log to /dev/stdout opens this file again, and both must
+        # write at its end, not over each other.
+        open(self.log_path, "w").close()
+        self.log = open(self.log_path, "a")
         self.process = subprocess.Popen(
             [*wrapper, ENVOY, "-c", os.path.join(config_dir, "bootstrap.yaml"), "-l", "warning",
              "--use-dynamic-base-id", "--base-id-path", os.path.join(config_dir, "base-id"),

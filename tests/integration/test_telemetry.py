@@ -33,7 +33,7 @@ spec:
     zipkin: {{service: 127.0.0.1, port: {collector}}}
   - name: json-log
     envoyFileAccessLog:
-      path: {access_log}
+      path: /dev/stdout
       logFormat: {{labels: {{}}}}
 ---
 apiVersion: networking.istio.io/v1
@@ -161,13 +161,12 @@ class Chain:
     def __init__(self, lab, collector, telemetry: str):
         self.reviews_app = lab.backend("reviews", "reviews-v1")
         self.ledger_app = lab.backend("ledger", "ledger-1")
-        self.access_log = lab.tmp_path / "access.log"
         self.client_offset = free_offset()
         self.reviews_offset = free_offset()
         while abs(self.reviews_offset - self.client_offset) < 100:
             self.reviews_offset = free_offset()
         lab.write_mesh(MESH.format(
-            reviews=REVIEWS, ledger=LEDGER, collector=collector.port, access_log=self.access_log,
+            reviews=REVIEWS, ledger=LEDGER, collector=collector.port,
             client_offset=self.client_offset, reviews_offset=self.reviews_offset,
             reviews_inbound=free_port(), reviews_app=self.reviews_app.port, ledger_app=self.ledger_app.port,
         ) + telemetry)
@@ -189,10 +188,11 @@ def wait_until(predicate, timeout: float, interval: float = 0.1):
         time.sleep(interval)
 
 
-def access_log_lines(path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def access_log_lines(envoy) -> list[dict]:
+    """The JSON access log lines an Envoy wrote to its stdout (its log, where Envoy's own
+    lines start with '[')."""
+    with open(envoy.log_path) as handle:
+        return [json.loads(line) for line in handle if line.startswith("{")]
 
 
 def test_access_log_json_lines_only_for_selected_workloads(lab, collector):
@@ -222,8 +222,9 @@ spec:
     # Envoy flushes log files every 10 s (--file-flush-interval-msec), and when it stops.
     chain.client.stop()
     chain.reviews.stop()
-    lines = access_log_lines(chain.access_log)
+    lines = access_log_lines(chain.client)
     assert len(lines) == 5, lines
+    assert access_log_lines(chain.reviews) == []
     for line in lines:
         assert line["method"] == "GET" and line["path"] == "/reviews/1" and line["response_code"] == 200
         assert line["authority"] == f"{REVIEWS}:9080"

@@ -34,7 +34,7 @@ spec:
   - name: otel
     opentelemetry: {service: 10.1.2.3, port: 4317}
   - name: json-log
-    envoyFileAccessLog: {path: /var/log/mesh/access.log, logFormat: {labels: {code: "%RESPONSE_CODE%"}}}
+    envoyFileAccessLog: {path: /var/log/meshwright/access.log, logFormat: {labels: {code: "%RESPONSE_CODE%"}}}
   - name: text-log
     envoyFileAccessLog: {path: /dev/stdout, logFormat: {text: "%REQ(:METHOD)% %RESPONSE_CODE%"}}
 """

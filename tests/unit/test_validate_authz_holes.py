@@ -9,6 +9,8 @@ import textwrap
 import pytest
 
 from meshwright.cli import main
+from meshwright.compile.telemetry import access_log
+from meshwright.model.providers import FILE_ACCESS_LOG, Provider
 from meshwright.model.load import load_paths
 from meshwright.validate.pipeline import validate_mesh
 from tests.unit.security_mesh import IDENTITY, WORKLOADS
@@ -371,3 +373,44 @@ def test_warnings_come_with_errors(tmp_path):
     assert mesh is None
     assert [p.severity for p in problems].count("warning") == 2
     assert any("'a/b' is not a DNS-1123 label" in str(p) for p in problems)
+
+
+def access_log_case(name: str, field: str, value: str, path: str) -> Case:
+    body = f"accessLogFile: {value}  #!" if field == "accessLogFile" else (
+        f"extensionProviders:\n          - name: file\n            envoyFileAccessLog:\n              path: {value}  #!"
+    )
+    return Case(name, f"""
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {{name: mesh}}
+        spec:
+          {body}
+        """, "MeshConfig/default/mesh", path, ("is not /dev/stdout, /dev/stderr or a file under /var/log/meshwright/",))
+
+
+PROVIDER_PATH = "spec.extensionProviders[0].envoyFileAccessLog.path"
+ACCESS_LOG_PATHS = [
+    access_log_case("provider path in /etc/cron.d", "provider", "/etc/cron.d/meshwright", PROVIDER_PATH),
+    access_log_case("provider path escaping the log folder", "provider", "/var/log/meshwright/../../../etc/cron.d/x", PROVIDER_PATH),
+    access_log_case("provider path relative", "provider", "access.log", PROVIDER_PATH),
+    access_log_case("provider path with a trailing newline", "provider", '"/var/log/meshwright/a.log\\n"', PROVIDER_PATH),
+    access_log_case("accessLogFile in /tmp", "accessLogFile", "/tmp/access.log", "spec.accessLogFile"),
+    access_log_case("accessLogFile as the log folder's parent", "accessLogFile", "/var/log/meshwright/..", "spec.accessLogFile"),
+]
+
+
+@pytest.mark.parametrize("case", ACCESS_LOG_PATHS, ids=str)
+def test_access_log_path_outside_the_log_folder_is_refused(tmp_path, case):
+    check_case(tmp_path, case)
+
+
+@pytest.mark.parametrize("path", ["/dev/stdout", "/dev/stderr", "/var/log/meshwright/access.log", "/var/log/meshwright/shop/orders-1.json"])
+def test_access_log_paths_in_the_log_folder_or_standard_streams_are_valid(tmp_path, path):
+    mesh_config = f"apiVersion: meshwright.io/v1alpha1\nkind: MeshConfig\nmetadata: {{name: mesh}}\nspec:\n  accessLogFile: {path}\n"
+    mesh, problems = validate(tmp_path, BASE, mesh_config)
+    assert problems == [] and mesh is not None
+
+
+def test_the_compiler_refuses_an_access_log_path_validation_would_refuse():
+    with pytest.raises(ValueError, match="refusing access log path '/etc/cron.d/x'"):
+        access_log(Provider("file", FILE_ACCESS_LOG, path="/etc/cron.d/x"))

@@ -24,7 +24,9 @@ from meshwright.compile.clusters import outbound_cluster_name, static_cluster
 from meshwright.compile.envoy_values import FILE_ACCESS_LOG, HCM_FILTER, OPENTELEMETRY_CONFIG, TCP_PROXY_FILTER, ZIPKIN_CONFIG, typed
 from meshwright.compile.proxy import Proxy
 from meshwright.model.mesh import ROOT_NAMESPACE, Mesh, labels_match
-from meshwright.model.providers import ACCESS_LOGGING, METRICS, OPENTELEMETRY, PROMETHEUS, SIGNAL_TYPES, TRACING, ZIPKIN, Provider
+from meshwright.model.providers import (
+    ACCESS_LOG_PATH_HELP, ACCESS_LOGGING, METRICS, OPENTELEMETRY, PROMETHEUS, SIGNAL_TYPES, TRACING, ZIPKIN, Provider, is_access_log_path,
+)
 from meshwright.model.resource import Resource
 
 # Istio's default sampling when no Telemetry sets randomSamplingPercentage (percent).
@@ -163,6 +165,8 @@ def effective_telemetry(mesh: Mesh, proxy: Proxy) -> ProxyTelemetry:
 
 
 def access_log(provider: Provider) -> dict:
+    if not is_access_log_path(provider.path):  # validation refused it already: checked at both ends
+        raise ValueError(f"refusing access log path {provider.path!r}: expected {ACCESS_LOG_PATH_HELP}")
     if provider.encoding == "JSON":
         log_format: dict = {"json_format": dict(provider.labels or ACCESS_LOG_JSON)}
     else:

@@ -12,6 +12,7 @@ Without `defaultProviders`, Istio's defaults apply: metrics by `prometheus`, acc
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 ZIPKIN, OPENTELEMETRY, FILE_ACCESS_LOG, PROMETHEUS = "zipkin", "opentelemetry", "envoyFileAccessLog", "prometheus"
@@ -23,6 +24,19 @@ ACCESS_LOGGING, TRACING, METRICS = "accessLogging", "tracing", "metrics"
 SIGNAL_TYPES = {ACCESS_LOGGING: (FILE_ACCESS_LOG,), TRACING: (ZIPKIN, OPENTELEMETRY), METRICS: (PROMETHEUS,)}
 
 ZIPKIN_PATH = "/api/v2/spans"
+
+# Where Envoy may write access logs. Envoy opens the path as its own user (root where no
+# proxy user is set), so a mesh config must not name any other file (/etc/cron.d/...):
+# the standard streams, or a file under the proxy's log folder on real hosts (the role's
+# <prefix>/var/log/meshwright with prefix "/"). No segment may start with "." (no "..").
+ACCESS_LOG_STREAMS = ("/dev/stdout", "/dev/stderr")
+ACCESS_LOG_DIR = "/var/log/meshwright"
+_ACCESS_LOG_FILE = re.compile(re.escape(ACCESS_LOG_DIR) + r"(/[A-Za-z0-9_][A-Za-z0-9._-]*)+")
+ACCESS_LOG_PATH_HELP = f"/dev/stdout, /dev/stderr or a file under {ACCESS_LOG_DIR}/ (letters, digits, '.', '_', '-'; no '..')"
+
+
+def is_access_log_path(path: object) -> bool:
+    return isinstance(path, str) and (path in ACCESS_LOG_STREAMS or _ACCESS_LOG_FILE.fullmatch(path) is not None)
 BUILTIN_PROMETHEUS, BUILTIN_ENVOY = "prometheus", "envoy"
 
 

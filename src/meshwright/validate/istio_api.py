@@ -7,6 +7,7 @@ not act on. Names and structure follow istio.io/latest/docs/reference/config.
 from __future__ import annotations
 
 from meshwright import names
+from meshwright.model.providers import ACCESS_LOG_PATH_HELP, is_access_log_path
 from meshwright.validate import security_api
 from meshwright.validate.shape import (
     Address, Any, Bool, Duration, Enum, Int, ListOf, MapOf, Number, Obj, Port, Regex, Str,
@@ -491,7 +492,7 @@ extension_provider = Obj(
         "envoyFileAccessLog": Obj(
             "a file access log provider",
             {
-                "path": Str(non_empty=True),
+                "path": Str(valid=is_access_log_path, pattern_help=ACCESS_LOG_PATH_HELP),
                 "logFormat": Obj("a log format", {"text": Str(non_empty=True), "labels": MapOf(Str())}, required_one_of=(("text", "labels"),)),
             },
             required=("path",),
@@ -521,7 +522,8 @@ mesh_config = Obj(
         # Where captured traffic to no known service goes (sidecars with iptables capture).
         "outboundTrafficPolicy": Obj("an outbound traffic policy", {"mode": Enum("ALLOW_ANY", "REGISTRY_ONLY")}),
         "certificates": security_api.certificates,
-        "accessLogFile": Str(),
+        # "" (no access log unless a provider says so) or where the built-in `envoy` provider writes.
+        "accessLogFile": Str(valid=lambda path: path == "" or is_access_log_path(path), pattern_help=ACCESS_LOG_PATH_HELP),
         "accessLogEncoding": Enum("TEXT", "JSON"),
         "extensionProviders": ListOf(extension_provider),
         "defaultProviders": Obj(
