@@ -389,3 +389,49 @@ def test_permissive_takes_plaintext_and_mtls_on_one_port(tmp_path):
         assert permissive.app.count == 1
     finally:
         permissive.close()
+
+
+def tls12_client(mesh, cipher: str, name: str, server_hostname_check: bool = False) -> ssl.SSLContext:
+    """A mesh client (client's certificate) that offers only TLS 1.2 and one cipher suite."""
+    key = csr.make_private_key()
+    context = tls_client(mesh, sign_csr(csr.make_csr(key, CLIENT_ID), CLIENT_ID, mesh.site), key, name)
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(cipher + ":@SECLEVEL=0")
+    return context
+
+
+@pytest.mark.parametrize("cipher", ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA"])
+def test_tls_refuses_cbc_sha1_suites(mesh, cipher):
+    """Istio's TLS parameters on the inbound mTLS listener and the gateway's TLS server: a
+    TLS 1.2 client offering only a CBC-SHA1 suite fails the handshake (Envoy's defaults
+    accepted it); the same client with ECDHE-ECDSA-AES128-GCM-SHA256 gets through."""
+    with pytest.raises(ssl.SSLError):
+        mtls_get(mesh.inbound, tls12_client(mesh, cipher, f"cbc-{cipher}"))
+    gateway = ssl.create_default_context(cafile=os.path.join(mesh.root_dir, "shop.pem"))
+    gateway.minimum_version = gateway.maximum_version = ssl.TLSVersion.TLSv1_2
+    gateway.set_ciphers(cipher + ":@SECLEVEL=0")
+    with pytest.raises(ssl.SSLError):
+        gateway.wrap_socket(socket.create_connection(("127.0.0.1", mesh.https), timeout=10), server_hostname="shop.example.com").close()
+    status, _, peer = mtls_get(mesh.inbound, tls12_client(mesh, "ECDHE-ECDSA-AES128-GCM-SHA256", f"gcm-{cipher}"))
+    assert (status, peer) == (200, SERVER_ID)
+
+
+def test_mesh_mtls_negotiates_tls_1_3(mesh):
+    """TLS 1.3 is allowed on both sides: a client that asks for it gets it from the server
+    sidecar, and the client sidecar (Envoy's clients stop at TLS 1.2 unless told otherwise)
+    speaks TLS 1.3 to it."""
+    client = mesh.envoys["client.default"]
+    cluster = "outbound|80||server.default.svc.cluster.local"
+    status, _, _ = call_server(mesh, "client.default")
+    assert status == 200
+    # Every handshake of the client sidecar with the server (this one or earlier) was TLS 1.3.
+    assert cluster_stat(client, cluster, "ssl.versions.TLSv1.3") >= 1
+    assert cluster_stat(client, cluster, "ssl.versions.TLSv1.2") == 0
+    key = csr.make_private_key()
+    context = tls_client(mesh, sign_csr(csr.make_csr(key, CLIENT_ID), CLIENT_ID, mesh.site), key, "tls13")
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    connection = context.wrap_socket(socket.create_connection(("127.0.0.1", mesh.inbound), timeout=10))
+    try:
+        assert connection.version() == "TLSv1.3"
+    finally:
+        connection.close()

@@ -6,7 +6,7 @@ import ipaddress
 
 from meshwright.compile.endpoints import load_assignment
 from meshwright.compile.envoy_values import (
-    ADS, HTTP_PROTOCOL_OPTIONS, MAX_UINT32, UPSTREAM_TLS, duration, socket_address, typed,
+    ADS, HTTP_PROTOCOL_OPTIONS, MAX_UINT32, UPSTREAM_TLS, duration, socket_address, tls_params, typed,
 )
 from meshwright.compile.mtls import apply_mesh_tls, auto_mtls_endpoints
 from meshwright.model.mesh import Mesh
@@ -117,7 +117,7 @@ def _upstream_tls(tls: dict, host: str, port: ServicePort) -> dict:
     certificate is checked against caCertificates and, without subjectAltNames, against the
     name the proxy asks for (Istio's auto SAN validation), unless insecureSkipVerify."""
     sni = tls.get("sni", host)
-    context: dict = {"common_tls_context": {}, "sni": sni}
+    context: dict = {"common_tls_context": {"tls_params": tls_params()}, "sni": sni}
     common = context["common_tls_context"]
     if tls["mode"] == "MUTUAL":
         common["tls_certificates"] = [{"certificate_chain": {"filename": tls["clientCertificate"]}, "private_key": {"filename": tls["privateKey"]}}]

@@ -17,6 +17,23 @@ CORS = TYPE_PREFIX + "envoy.extensions.filters.http.cors.v3.Cors"
 CORS_POLICY = TYPE_PREFIX + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
 UPSTREAM_TLS = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 DOWNSTREAM_TLS = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+# Istio's TLS parameters, on every TLS context (both sides, mesh mTLS, gateways and
+# DestinationRule TLS): TLS 1.2 or 1.3; for 1.2 only ECDHE with AES-GCM or ChaCha20 (Envoy's
+# defaults would accept CBC-SHA1 suites, and clients would stop at TLS 1.2). The list
+# does not apply to TLS 1.3, whose suites are all AEAD.
+TLS_CIPHER_SUITES = (
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+)
+
+
+def tls_params() -> dict:
+    """A fresh TlsParameters (callers may add to the context that holds it)."""
+    return {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3", "cipher_suites": list(TLS_CIPHER_SUITES)}
 HTTP_PROTOCOL_OPTIONS = TYPE_PREFIX + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS_INSPECTOR = TYPE_PREFIX + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 FILE_ACCESS_LOG = TYPE_PREFIX + "envoy.extensions.access_loggers.file.v3.FileAccessLog"

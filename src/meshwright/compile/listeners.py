@@ -6,7 +6,7 @@ from __future__ import annotations
 from meshwright.compile.clusters import ADS
 from meshwright.compile.envoy_values import (
     CORS, CORS_FILTER, DOWNSTREAM_TLS, FAULT, FAULT_FILTER, HCM_FILTER, HTTP_CONNECTION_MANAGER, ROUTER,
-    ROUTER_FILTER, TCP_PROXY, TCP_PROXY_FILTER, TLS_INSPECTOR, TLS_INSPECTOR_FILTER, socket_address, typed,
+    ROUTER_FILTER, TCP_PROXY, TCP_PROXY_FILTER, TLS_INSPECTOR, TLS_INSPECTOR_FILTER, socket_address, tls_params, typed,
 )
 
 
@@ -71,6 +71,7 @@ def listener(address: str, port: int, filter_chains: list[dict], direction: str)
 def downstream_tls(tls: dict) -> dict:
     context: dict = {
         "common_tls_context": {
+            "tls_params": tls_params(),
             "tls_certificates": [{"certificate_chain": {"filename": tls["serverCertificate"]}, "private_key": {"filename": tls["privateKey"]}}],
             "alpn_protocols": ["h2", "http/1.1"],
         }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 
-from meshwright.compile.envoy_values import DOWNSTREAM_TLS, TYPE_PREFIX, UPSTREAM_TLS, typed
+from meshwright.compile.envoy_values import DOWNSTREAM_TLS, TYPE_PREFIX, UPSTREAM_TLS, tls_params, typed
 from meshwright.compile.peer_authentication import DISABLE, PERMISSIVE, STRICT, mtls_mode
 from meshwright.compile.scope import inbound_ports
 from meshwright.compile.secrets import DEFAULT_SECRET, ROOT_SECRET, sds_secret_config
@@ -43,6 +43,7 @@ def upstream_mtls_socket(subject_alt_names: list[str], sni: str) -> dict:
         default_context["match_typed_subject_alt_names"] = [{"san_type": "URI", "matcher": {"exact": name}} for name in subject_alt_names]
     context = {
         "common_tls_context": {
+            "tls_params": tls_params(),
             "tls_certificate_sds_secret_configs": [sds_secret_config(DEFAULT_SECRET)],
             "combined_validation_context": {
                 "default_validation_context": default_context,
@@ -60,6 +61,7 @@ def inbound_mtls_socket() -> dict:
     context = {
         "require_client_certificate": True,
         "common_tls_context": {
+            "tls_params": tls_params(),
             "tls_certificate_sds_secret_configs": [sds_secret_config(DEFAULT_SECRET)],
             "validation_context_sds_secret_config": sds_secret_config(ROOT_SECRET),
         },
