@@ -136,14 +136,21 @@ ENFORCE_HINT = (
 )
 
 
-def sidecar_workloads(mesh: Mesh) -> list[Resource]:
-    """The WorkloadEntries whose proxy is a sidecar (a gateway's listeners are its servers)."""
+def sidecar_workloads(mesh: Mesh, namespace: str) -> list[Resource]:
+    """The WorkloadEntries whose proxy is a sidecar (a gateway's listeners are its servers)
+    that a policy in namespace can apply to: those of the namespace, all for the root one."""
 
     def compute():
         sidecars = {(p.namespace, p.name) for p in list_proxies(mesh) if p.kind == "sidecar"}
-        return [w for w in mesh.of_kind("WorkloadEntry") if (w.namespace, w.name) in sidecars]
+        by_namespace: dict[str, list[Resource]] = {ROOT_NAMESPACE: []}
+        for workload in mesh.of_kind("WorkloadEntry"):
+            if (workload.namespace, workload.name) in sidecars:
+                by_namespace.setdefault(workload.namespace, []).append(workload)
+                if workload.namespace != ROOT_NAMESPACE:
+                    by_namespace[ROOT_NAMESPACE].append(workload)
+        return by_namespace
 
-    return mesh.memo(("sidecar-workloads",), compute)
+    return mesh.memo(("sidecar-workloads",), compute).get(namespace, [])
 
 
 def bypassed_ports(mesh: Mesh, workload: Resource) -> tuple[bool, list[int]]:
@@ -188,7 +195,7 @@ def check_enforced(mesh: Mesh, policy: Resource, problems: Problems) -> None:
     if policy.kind == "PeerAuthentication" and not mesh.settings.identity_enabled:
         return  # STRICT is refused without certificates already
     selected = (policy.spec.get("selector") or None) is not None
-    for workload in sidecar_workloads(mesh):
+    for workload in sidecar_workloads(mesh, policy.namespace):
         if not _applies_to(mesh, policy, workload):
             continue
         has_inbound, ports = bypassed_ports(mesh, workload)
