@@ -35,7 +35,8 @@ def is_host(text: object) -> bool:
     return isinstance(text, str) and len(text) <= 253 and _HOST.fullmatch(text) is not None
 
 
-# The namespace: a DNS-1123 label, "." (the resource's own) or "*" (any); the host as is_host.
+# The namespace: a DNS-1123 label, "." (the resource's own), "*" (any) or "~" (Istio's
+# "no namespace": imports nothing); the host as is_host.
 NAMESPACED_HOST_HELP = "namespace/host (./host, */host, ns/*)"
 
 
@@ -47,4 +48,4 @@ def is_namespaced_host(text: object, namespace_required: bool = True) -> bool:
     if "/" not in text:
         return not namespace_required and is_host(text)
     namespace, host = text.split("/", 1)
-    return (namespace in (".", "*") or is_label(namespace)) and is_host(host)
+    return (namespace in (".", "*", "~") or is_label(namespace)) and is_host(host)
