@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from meshwright import names
 from meshwright.cli import main
 from meshwright.compile.telemetry import access_log
 from meshwright.model.providers import FILE_ACCESS_LOG, Provider
@@ -414,3 +415,12 @@ def test_access_log_paths_in_the_log_folder_or_standard_streams_are_valid(tmp_pa
 def test_the_compiler_refuses_an_access_log_path_validation_would_refuse():
     with pytest.raises(ValueError, match="refusing access log path '/etc/cron.d/x'"):
         access_log(Provider("file", FILE_ACCESS_LOG, path="/etc/cron.d/x"))
+
+
+@pytest.mark.parametrize("text, required, expected", [
+    ("./reviews.default.svc.cluster.local", True, True), ("*/*", True, True), ("shop/*.example.com", True, True), ("~/*", True, True),
+    ("shop.example.com", False, True), ("shop.example.com", True, False), ("Shop/x", True, False),
+    ("./a b", True, False), ("./a\n", True, False), ("ns\n/a", True, False), ("../x/y", True, False),
+])
+def test_namespaced_hosts(text, required, expected):
+    assert names.is_namespaced_host(text, namespace_required=required) is expected
