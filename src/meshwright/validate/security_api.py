@@ -49,7 +49,8 @@ def is_namespace_value(text: object) -> bool:
     core = text[1:] if text.startswith("*") else text[:-1] if text.endswith("*") else None
     if core is None:
         return names.is_label(text)
-    return bool(core) and "*" not in core and names.is_label(core.strip("-") or "x") and len(core) <= 63
+    return bool(core) and names.is_label(f"x{core}x")  # a piece of a label: letters, digits, '-'
+
 
 
 _namespaces = ListOf(Str(valid=is_namespace_value, pattern_help=NAMESPACE_VALUE_HELP), min_items=1)

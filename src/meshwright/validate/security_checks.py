@@ -3,8 +3,7 @@ policy governs a workload is never ambiguous, port-level settings name ports tha
 
 from __future__ import annotations
 
-from meshwright.compile.authorization import is_mesh_trust_domain, principal_trust_domain
-from meshwright.compile.authorization import policies_for
+from meshwright.compile.authorization import is_mesh_trust_domain, policies_for, principal_trust_domain
 from meshwright.compile.peer_authentication import STRICT, mtls_mode, selector_of
 from meshwright.compile.proxy import INTERCEPTION_ANNOTATION, REDIRECT, list_proxies
 from meshwright.compile.scope import inbound_ports, workload_service_ports
@@ -169,7 +168,7 @@ def _workload_labels(workload: Resource) -> tuple:
 
 
 def _report_unenforced(resource: Resource, workload: Resource, selected: bool, has_inbound: bool, ports: list[int], what: str, problems: Problems) -> None:
-    """what: the policy's effect, for the message ("STRICT mTLS", "authorization")."""
+    """what: the policy's effect, for the message ("STRICT mTLS", "this authorization policy")."""
     path = ("spec", "selector") if selected else ("metadata", "name")
     name = f"WorkloadEntry {workload.namespace}/{workload.name}"
     if selected and not has_inbound:
@@ -199,14 +198,17 @@ def check_enforced(mesh: Mesh, policy: Resource, problems: Problems) -> None:
         if not _applies_to(mesh, policy, workload):
             continue
         has_inbound, ports = bypassed_ports(mesh, workload)
+        what = "this authorization policy"
         if policy.kind == "PeerAuthentication":
+            if not _sets_strict(policy):
+                return
+            # Only where STRICT is the mode in effect (a more specific policy may lift it).
             labels = _workload_labels(workload)
             ports = [port for port in ports if mtls_mode(mesh, workload.namespace, labels, port) == STRICT]
-            if not _sets_strict(policy) or (not ports and mtls_mode(mesh, workload.namespace, labels, 0) != STRICT):
+            if not ports and mtls_mode(mesh, workload.namespace, labels, 0) != STRICT:
                 continue
-            _report_unenforced(policy, workload, selected, has_inbound, ports, "STRICT mTLS", problems)
-        else:
-            _report_unenforced(policy, workload, selected, has_inbound, ports, "this authorization policy", problems)
+            what = "STRICT mTLS"
+        _report_unenforced(policy, workload, selected, has_inbound, ports, what, problems)
 
 
 def _sets_strict(policy: Resource) -> bool:
