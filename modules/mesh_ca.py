@@ -32,7 +32,9 @@ options:
     type: str
     default: cluster.local
   intermediates:
-    description: Sites that need an intermediate CA (made when missing).
+    description:
+      - Sites that need an intermediate CA (made when missing). Each is a DNS-1123 label (it names the
+        intermediate's folder); anything else, such as C(../root), is refused before anything is read or written.
     type: list
     elements: str
     default: []
@@ -81,6 +83,13 @@ options:
       - Keys in O(import) may be vault-encrypted with the same password.
       - M(mesh_workload_sign) needs the same password to sign.
     type: path
+  lock_timeout:
+    description:
+      - One run at a time in the CA folder - the module holds an exclusive lock (C(.meshwright.lock) in O(path),
+        which names the holder - pid, host, command). A second run waits up to this many seconds, then fails
+        naming the holder.
+    type: float
+    default: 300
 extends_documentation_fragment:
   - action_common_attributes
 attributes:
@@ -235,6 +244,7 @@ def main():
             regenerate=dict(type="str", choices=list(REGENERATE), default="never"),
             rotate=dict(type="str", choices=["none", "intermediates", "root_begin", "root_switch", "root_finish"], default="none"),
             vault_password_file=dict(type="path", no_log=False, fallback=(env_fallback, ["ANSIBLE_VAULT_PASSWORD_FILE"])),  # a path, not the secret
+            lock_timeout=dict(type="float", default=300.0),
             **{"import": dict(type="dict", options=dict(
                 root=dict(type="dict", options=dict(certificate=dict(type="path", required=True), private_key=dict(type="path"))),
                 intermediates=dict(type="dict"),
@@ -247,10 +257,11 @@ def main():
     try:
         vault = Vault.from_file(module.params["vault_password_file"]) if module.params["vault_password_file"] else None
         # Reading every certificate and key first: a key the password does not open fails here, before any write.
-        before = CaFolder(module.params["path"], vault=vault).report()
         folder = CaFolder(module.params["path"], check_mode=module.check_mode, vault=vault)
-        changes = run(module, folder)
-        report = folder.report()
+        with folder.locked(module.params["lock_timeout"]):
+            before = CaFolder(module.params["path"], vault=vault).report()
+            changes = run(module, folder)
+            report = folder.report()
     except (CaError, VaultError) as error:
         module.fail_json(msg=str(error))
     for change in changes:

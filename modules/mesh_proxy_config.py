@@ -110,6 +110,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mesh_config_dir import ConfigDir
+from ansible.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock
 from ansible.module_utils.mesh_envoy_binary import EnvoyBinaryError, validate_config
 
 
@@ -153,6 +154,7 @@ def main():
             envoy=dict(type="path"),
             dir_mode=dict(type="raw"),
             validate=dict(type="str", choices=["changed", "always"], default="changed"),
+            lock_timeout=dict(type="float", default=DEFAULT_TIMEOUT),
         ),
         required_by={"envoy": "validation_bootstrap"},
         add_file_common_args=True,
@@ -168,7 +170,11 @@ def main():
     diff = config_dir.diffs() if module._diff else None
     if config_dir.changed and not module.check_mode:
         try:
-            config_dir.write()
+            # One run at a time in the folder: two deploys at once would interleave the files.
+            with folder_lock(config_dir.path, module.params["lock_timeout"], 0o755):
+                config_dir.write()
+        except FolderLocked as error:
+            module.fail_json(msg=str(error))
         except OSError as error:
             module.fail_json(msg=f"cannot write {config_dir.path}: {error}")
     changed = set_attributes(module, config_dir, config_dir.changed)

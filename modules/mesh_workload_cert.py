@@ -80,6 +80,7 @@ import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mesh_workload_identity import CertsDir, IdentityError, certificate_summary
+from ansible.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock
 
 
 def main():
@@ -89,9 +90,22 @@ def main():
             chain=dict(type="str"),
             bundle=dict(type="str", required=True),
             owner=dict(type="str"),
+            lock_timeout=dict(type="float", default=DEFAULT_TIMEOUT),
         ),
         supports_check_mode=True,
     )
+    if module.check_mode:
+        install(module)
+        return
+    # One run at a time in the certs folder (another deploy or rotation waits, then fails naming the holder).
+    try:
+        with folder_lock(module.params["certs_dir"], module.params["lock_timeout"], 0o755):
+            install(module)
+    except FolderLocked as error:
+        module.fail_json(msg=str(error))
+
+
+def install(module):
     certs = CertsDir(module.params["certs_dir"])
     now = datetime.datetime.now(datetime.timezone.utc)
     chain = module.params["chain"].encode() if module.params["chain"] else None

@@ -95,6 +95,7 @@ import datetime
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mesh_workload_identity import CertsDir
 from ansible.module_utils.mesh_pki_csr import make_csr
+from ansible.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock
 
 
 def main():
@@ -106,9 +107,22 @@ def main():
             bundle=dict(type="str"),
             renew=dict(type="str", choices=["due", "always"], default="due"),
             new_key=dict(type="bool", default=False),
+            lock_timeout=dict(type="float", default=DEFAULT_TIMEOUT),
         ),
         supports_check_mode=True,
     )
+    if module.check_mode:
+        request(module)
+        return
+    # One run at a time in the certs folder (another deploy or rotation waits, then fails naming the holder).
+    try:
+        with folder_lock(module.params["certs_dir"], module.params["lock_timeout"], 0o755):
+            request(module)
+    except FolderLocked as error:
+        module.fail_json(msg=str(error))
+
+
+def request(module):
     params = module.params
     if not params["spiffe_id"].startswith("spiffe://"):
         module.fail_json(msg=f"spiffe_id must be a SPIFFE ID (spiffe://...), not {params['spiffe_id']!r}")

@@ -14,8 +14,14 @@ description:
   - The identity a proxy may have comes from the mesh config, never from the request - the namespace and service
     account of its WorkloadEntry (or, for a standalone gateway, its Gateway). A CSR asking for any other SPIFFE ID,
     or not signed by its own key, or not ECDSA P-256, fails the task with the reason and signs nothing.
+  - With O(plan) (what M(mesh_render) returns as C(identities) when given the inventory's hosts), O(csrs) are keyed
+    by inventory host name, and each host is signed only for the proxy and site the plan gives it. A host missing
+    from the plan, claiming another proxy or site than the plan's, or sending a CSR for another SPIFFE ID or one
+    not signed by its own key is refused, with the host named - whatever facts the host returned.
   - The lifetime is the MeshConfig's C(certificates.workloadCertTtl) (30 days by default), never past the
-    intermediate's own expiry.
+    intermediate's or the root's expiry; an expired intermediate or root signs nothing (renew it with M(mesh_ca)).
+  - Site names must be DNS-1123 labels (a site is a folder of the CA).
+  - Holds the CA folder's lock while it reads the CA (see M(mesh_ca)'s O(mesh_ca#module:lock_timeout)).
   - Runs on the controller with the Python that has the C(meshwright) package.
 requirements:
   - meshwright (on the controller)
@@ -31,10 +37,22 @@ options:
     required: true
   csrs:
     description:
-      - Proxy ID (C(name.namespace)) to its CSR, either the PEM text (signed by O(intermediate)) or
-        C({csr, intermediate}) to name the site's intermediate per proxy.
+      - Without O(plan) - proxy ID (C(name.namespace)) to its CSR, either the PEM text (signed by O(intermediate))
+        or C({csr, intermediate}) to name the site's intermediate per proxy.
+      - With O(plan) - inventory host name to its CSR, the PEM text or C({csr, proxy, intermediate}) where
+        C(proxy) and C(intermediate) are what the host claims (each must equal the plan's).
     type: dict
     required: true
+  plan:
+    description:
+      - Inventory host name to C({proxy, site, spiffe_id}), built on the controller from the inventory and the
+        mesh before any host ran a task (M(mesh_render)'s C(identities), registered). The SPIFFE ID must still be
+        the one the mesh gives the proxy.
+    type: dict
+  lock_timeout:
+    description: Seconds to wait for another run holding the CA folder's lock before failing (naming the holder).
+    type: float
+    default: 300
   intermediate:
     description: The intermediate CA (site) that signs CSRs that name none.
     type: str
@@ -76,7 +94,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 chains:
-  description: Proxy ID to its signed certificate.
+  description: Proxy ID (with O(plan) - inventory host name) to its signed certificate.
   returned: success
   type: dict
   contains:
@@ -96,6 +114,9 @@ chains:
     intermediate:
       description: The site whose intermediate signed it.
       type: str
+    proxy:
+      description: The proxy it was signed for.
+      type: str
 bundle:
   description: The trust bundle that goes with the chains (PEM).
   returned: success
@@ -107,24 +128,85 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_requ
 try:
     from meshwright.compile.proxy import UnknownProxy
     from meshwright.deliver.bundle import RenderError, load_mesh
-    from meshwright.pki.ca_folder import CaError, CaFolder
+    from meshwright.pki.ca_folder import CaError, CaFolder, check_site
     from meshwright.pki.vault import Vault, VaultError
-    from meshwright.pki.identity import sign_proxy_csr
+    from meshwright.pki.identity import proxy_spiffe_id, sign_proxy_csr
     from meshwright.pki.info import describe, first_certificate
     from meshwright.pki.workload import CsrRefused
 except ImportError:
     CaFolder = None
 
 
+class Request:
+    """One CSR to sign: under key (proxy ID, or inventory host with a plan), for proxy at site."""
+
+    def __init__(self, key, proxy, csr, site, spiffe_id=None):
+        self.key, self.proxy, self.csr, self.site, self.spiffe_id = key, proxy, csr, site, spiffe_id
+
+    @property
+    def who(self):
+        return f"host {self.key} (proxy {self.proxy}, site {self.site})" if self.spiffe_id is not None else self.key
+
+
+def _entry(module, key, entry):
+    """(csr, claimed proxy, claimed site) of one csrs entry."""
+    if isinstance(entry, dict):
+        csr, proxy, site = entry.get("csr"), entry.get("proxy"), entry.get("intermediate")
+    else:
+        csr, proxy, site = entry, None, None
+    if not csr:
+        module.fail_json(msg=f"csrs.{key}: no CSR given")
+    return str(csr), proxy, site
+
+
 def requests(module):
-    """(proxy, csr PEM, intermediate) for each entry of csrs."""
+    """A Request for each entry of csrs (without a plan: keyed by proxy ID)."""
     out = []
     for proxy, entry in sorted(module.params["csrs"].items()):
-        csr, site = (entry.get("csr"), entry.get("intermediate")) if isinstance(entry, dict) else (entry, None)
-        if not csr:
-            module.fail_json(msg=f"csrs.{proxy}: no CSR given")
-        out.append((str(proxy), str(csr), str(site or module.params["intermediate"])))
+        csr, _, site = _entry(module, proxy, entry)
+        out.append(Request(str(proxy), str(proxy), csr, str(site or module.params["intermediate"])))
     return out
+
+
+def planned_requests(module):
+    """A Request for each host of csrs, for the proxy and site the plan gives it; a host that is
+    not in the plan or claims anything else is refused, named."""
+    plan, out = module.params["plan"], []
+    for host, entry in sorted(module.params["csrs"].items()):
+        host = str(host)
+        csr, proxy, site = _entry(module, host, entry)
+        planned = plan.get(host)
+        if not isinstance(planned, dict) or not planned.get("proxy") or not planned.get("spiffe_id"):
+            module.fail_json(msg=f"refused to sign the CSR of host {host}: the signing plan (made from the inventory) gives it no identity", host=host)
+        planned_site = str(planned.get("site") or "default")
+        if (proxy is not None and str(proxy) != planned["proxy"]) or (site is not None and str(site) != planned_site):
+            module.fail_json(msg=f"refused to sign the CSR of host {host}: it claims proxy {proxy} at site {site}, but the inventory gives it "
+                                 f"proxy {planned['proxy']} at site {planned_site} (a host's facts never choose its identity)", host=host)
+        out.append(Request(host, str(planned["proxy"]), csr, planned_site, str(planned["spiffe_id"])))
+    return out
+
+
+def sign_all(module, folder, mesh, wanted):
+    """Request key -> its chain and summary; fails naming the first request refused."""
+    chains = {}
+    for request in wanted:
+        try:
+            check_site(request.site)
+        except CaError as error:
+            module.fail_json(msg=f"refused to sign the CSR of {request.who}: {error}", proxy=request.proxy, host=request.key)
+        issuer = folder.intermediate(request.site)  # CaError (no such site, no key, expired...) as it is
+        try:
+            expected = proxy_spiffe_id(mesh, request.proxy)
+            if request.spiffe_id is not None and request.spiffe_id != expected:
+                raise CsrRefused(f"the plan gives it {request.spiffe_id}, but the mesh config gives proxy {request.proxy} {expected} "
+                                 "(the mesh changed since the plan was made: run the playbook again)")
+            chain = sign_proxy_csr(mesh, request.proxy, request.csr.encode(), issuer, folder.now)
+        except CsrRefused as error:
+            module.fail_json(msg=f"refused to sign the CSR of {request.who}: {error}", proxy=request.proxy, host=request.key)
+        info = describe(first_certificate(chain), folder.now)
+        chains[request.key] = dict(chain=chain.decode(), spiffe_id=info.spiffe_id, serial=info.serial,
+                                   not_after=info.not_after.isoformat(), intermediate=request.site, proxy=request.proxy)
+    return chains
 
 
 def main():
@@ -135,29 +217,25 @@ def main():
             csrs=dict(type="dict", required=True),
             intermediate=dict(type="str", default="default"),
             vault_password_file=dict(type="path", no_log=False, fallback=(env_fallback, ["ANSIBLE_VAULT_PASSWORD_FILE"])),  # a path, not the secret
+            plan=dict(type="dict"),
+            lock_timeout=dict(type="float", default=300.0),
         ),
         supports_check_mode=True,
     )
     if CaFolder is None:
         module.fail_json(msg=missing_required_lib("meshwright", reason="to sign with the mesh CA on the controller"))
-    wanted = requests(module)
+    wanted = planned_requests(module) if module.params["plan"] is not None else requests(module)
     try:
         vault = Vault.from_file(module.params["vault_password_file"]) if module.params["vault_password_file"] else None
     except VaultError as error:
         module.fail_json(msg=str(error))
-    folder = CaFolder(module.params["ca_dir"], vault=vault)
-    chains = {}
+    # It only reads the CA (check mode for the folder: nothing is ever made, not even a missing folder).
+    folder = CaFolder(module.params["ca_dir"], check_mode=True, vault=vault)
     try:
         mesh = load_mesh(module.params["mesh"]) if wanted else None
-        for proxy, csr, site in wanted:
-            try:
-                chain = sign_proxy_csr(mesh, proxy, csr.encode(), folder.intermediate(site))
-            except CsrRefused as error:
-                module.fail_json(msg=f"refused to sign the CSR of {proxy}: {error}", proxy=proxy)
-            info = describe(first_certificate(chain), folder.now)
-            chains[proxy] = dict(chain=chain.decode(), spiffe_id=info.spiffe_id, serial=info.serial,
-                                 not_after=info.not_after.isoformat(), intermediate=site)
-        bundle = folder.bundle().decode()
+        with folder.locked(module.params["lock_timeout"]):
+            chains = sign_all(module, folder, mesh, wanted)
+            bundle = folder.bundle().decode()
     except (CaError, UnknownProxy) as error:
         module.fail_json(msg=str(error))
     except RenderError as error:

@@ -24,6 +24,7 @@ and finish (root-previous is dropped once no proxy uses the old chain).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
@@ -37,9 +38,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from meshwright.pki.bundle import trust_bundle
+from meshwright.pki.folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock
 from meshwright.pki.ca import Authority, certificate_pem, make_intermediate, make_root, private_key_pem
 from meshwright.pki.info import fingerprint, not_after, not_before, serial_hex
 from meshwright.pki.vault import Vault, VaultError, is_encrypted
+from meshwright.names import LABEL_HELP, is_label
 
 ROOT, NEXT_ROOT, PREVIOUS_ROOT, INTERMEDIATES = "root", "root-next", "root-previous", "intermediates"
 CERT_FILE, KEY_FILE = "cert.pem", "key.pem"
@@ -48,6 +51,14 @@ REGENERATE = ("never", "fail", "partial_idempotence", "always")
 
 class CaError(Exception):
     """The CA folder cannot do what was asked (the message says why and what to do)."""
+
+
+def check_site(name: object) -> str:
+    """A site (intermediate) name, which becomes a folder under intermediates/: a DNS-1123
+    label, so that '../root' or 'a/b' can never name another folder."""
+    if not is_label(name):
+        raise CaError(f"site {name!r}: a site (intermediate) name must be {LABEL_HELP}")
+    return name
 
 
 @dataclass
@@ -141,6 +152,19 @@ def _write_file(path: str, content: bytes, mode: int) -> None:
         raise
 
 
+def _aside(folder: str) -> str:
+    """Where a folder's old content waits while a new one is renamed into its place."""
+    return os.path.join(os.path.dirname(folder), f".{os.path.basename(folder)}.replaced")
+
+
+def _fsync_folder(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class CaFolder:
     def __init__(self, path: str, check_mode: bool = False, now: datetime.datetime | None = None, vault: Vault | None = None):
         self.path = path
@@ -150,6 +174,19 @@ class CaFolder:
         # In check mode nothing is written: what would be written is kept here instead, so
         # later steps of the same call see it.
         self._pending: dict[str, tuple[x509.Certificate, object] | None] = {}
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float = DEFAULT_TIMEOUT):
+        """Hold the CA folder's lock (one run at a time); CaError naming the holder when another
+        run keeps it past timeout. Check mode on a folder that does not exist makes nothing."""
+        if self.check_mode and not os.path.isdir(self.path):
+            yield
+            return
+        try:
+            with folder_lock(self.path, timeout):
+                yield
+        except FolderLocked as error:
+            raise CaError(f"the mesh CA: {error}") from None
 
     # --- reading -------------------------------------------------------------------------
 
@@ -161,6 +198,8 @@ class CaFolder:
         if name in self._pending:
             return self._pending[name]
         folder = self._folder(name)
+        if not os.path.isdir(folder) and os.path.isdir(_aside(folder)):
+            folder = _aside(folder)  # a replacement stopped between its two renames: the old pair
         try:
             with open(os.path.join(folder, CERT_FILE), "rb") as handle:
                 certificate = _load_certificate(handle.read(), os.path.join(folder, CERT_FILE))
@@ -206,12 +245,16 @@ class CaFolder:
 
     def intermediate_names(self) -> list[str]:
         folder = self._folder(INTERMEDIATES)
-        on_disk = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        entries = os.listdir(folder) if os.path.isdir(folder) else []
+        # Sites are DNS-1123 labels; ".<site>.replaced" is one whose replacement was interrupted.
+        on_disk = [entry[1:-len(".replaced")] if entry.startswith(".") and entry.endswith(".replaced") else entry for entry in entries]
+        on_disk = [entry for entry in on_disk if is_label(entry)]
         pending = [name.split("/", 1)[1] for name in self._pending if name.startswith(INTERMEDIATES + "/")]
         return sorted({*on_disk, *pending})
 
     def intermediate(self, name: str) -> Authority:
         """The site's intermediate, with the root above it, ready to sign."""
+        check_site(name)
         stored = self._read(f"{INTERMEDIATES}/{name}")
         root = self.root()
         if stored is None:
@@ -241,22 +284,39 @@ class CaFolder:
     # --- writing -------------------------------------------------------------------------
 
     def _store(self, name: str, certificate: x509.Certificate, key) -> None:
+        """Key and certificate into a new folder, which then replaces name's by rename: an
+        interruption leaves the old pair or the new pair, never a key without its certificate."""
         if self.check_mode:
             self._pending[name] = (certificate, key)
             return
-        folder = self._folder(name)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        # makedirs gives only the last folder its mode: every folder down to it is 0700.
-        path = self.path
-        os.chmod(path, 0o700)
-        for part in name.split("/"):
-            path = os.path.join(path, part)
-            os.chmod(path, 0o700)
-        if key is not None:
-            _write_file(os.path.join(folder, KEY_FILE), self._key_bytes(key), 0o600)
-        elif os.path.exists(os.path.join(folder, KEY_FILE)):
-            os.unlink(os.path.join(folder, KEY_FILE))
-        _write_file(os.path.join(folder, CERT_FILE), certificate_pem(certificate), 0o644)
+        target = self._folder(name)
+        parent = os.path.dirname(target)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        os.chmod(self.path, 0o700)
+        os.chmod(parent, 0o700)  # makedirs gives only the last folder its mode
+        staging = tempfile.mkdtemp(dir=parent, prefix=f".new-{os.path.basename(target)}-")  # 0700
+        try:
+            if key is not None:
+                _write_file(os.path.join(staging, KEY_FILE), self._key_bytes(key), 0o600)
+            _write_file(os.path.join(staging, CERT_FILE), certificate_pem(certificate), 0o644)
+            _fsync_folder(staging)
+            self._swap_in(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _swap_in(self, staging: str, target: str) -> None:
+        """Rename staging to target; the old target waits aside (and is read, should this stop
+        halfway) until the new one is in place."""
+        aside = _aside(target)
+        if os.path.isdir(target):
+            if os.path.isdir(aside):
+                shutil.rmtree(aside)
+            os.replace(target, aside)
+        os.replace(staging, target)
+        _fsync_folder(os.path.dirname(target))
+        if os.path.isdir(aside):
+            shutil.rmtree(aside)
 
     def _move(self, source: str, target: str) -> None:
         if self.check_mode:
@@ -317,6 +377,8 @@ class CaFolder:
         otherwise handled by the regenerate policy."""
         if regenerate not in REGENERATE:
             raise CaError(f"regenerate must be one of {', '.join(REGENERATE)}")
+        for name in intermediates:
+            check_site(name)
         changes = Changes()
         root = self.root()
         if self._decide("the root CA", root is not None, self._root_problems(root, trust_domain) if root else [], regenerate, changes):
@@ -376,6 +438,7 @@ class CaFolder:
 
     def import_intermediate(self, name: str, certificate_pem_: bytes, key_pem: bytes, regenerate: str = "never") -> Changes:
         """Take an existing intermediate for a site; it must be issued by the current root."""
+        check_site(name)
         changes = Changes()
         certificate = _load_certificate(certificate_pem_, f"intermediate {name!r} certificate")
         key = self._open_key(key_pem, f"intermediate {name!r} key")
@@ -417,6 +480,8 @@ class CaFolder:
     def rotate_intermediates(self, names: list[str]) -> Changes:
         """A new intermediate for each site, from the current root (its workloads need new
         certificates; the old ones stay valid until they expire, the root being the same)."""
+        for name in names:
+            check_site(name)
         changes = Changes()
         root = self._require_root()
         for name in names:
@@ -445,6 +510,8 @@ class CaFolder:
         """Step 2: root-next becomes the root, the old root stays trusted as root-previous, and
         every intermediate is reissued from the new root. Run again, it reissues only
         intermediates still from the old root."""
+        for name in intermediates:
+            check_site(name)
         changes = Changes()
         if self.next_root() is not None:
             if self.root() is not None:
