@@ -214,10 +214,10 @@ def run(module, folder):
     import_material(module, folder, changes)
     # A root switch goes first: an interrupted one leaves no root until it is resumed.
     if rotate == "root_switch":
-        changes.append(folder.switch_root(names))
+        changes.append(folder.switch_root(names, params["trust_domain"]))
     changes.append(folder.ensure(params["trust_domain"], names, params["regenerate"]))
     if rotate == "intermediates":
-        changes.append(folder.rotate_intermediates(names))
+        changes.append(folder.rotate_intermediates(names, params["trust_domain"]))
     elif rotate == "root_begin":
         changes.append(folder.begin_root_rotation(params["trust_domain"]))
     elif rotate == "root_finish":

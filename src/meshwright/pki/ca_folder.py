@@ -39,8 +39,8 @@ from cryptography.x509.oid import NameOID
 
 from meshwright.pki.bundle import trust_bundle
 from meshwright.pki.folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock
-from meshwright.pki.ca import Authority, certificate_pem, make_intermediate, make_root, private_key_pem
-from meshwright.pki.info import fingerprint, not_after, not_before, serial_hex
+from meshwright.pki.ca import Authority, AuthorityExpired, certificate_pem, make_intermediate, make_root, private_key_pem
+from meshwright.pki.info import fingerprint, needs_renewal, not_after, not_before, renewal_time, serial_hex
 from meshwright.pki.vault import Vault, VaultError, is_encrypted
 from meshwright.names import LABEL_HELP, is_label
 
@@ -99,6 +99,15 @@ def issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
 def _organization(certificate: x509.Certificate) -> str:
     values = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     return values[0].value if values else ""
+
+
+def permitted_trust_domains(certificate: x509.Certificate) -> list[str]:
+    """The URI hosts (trust domains) a CA's name constraints permit, [] without constraints."""
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return []
+    return sorted(name.value for name in constraints.permitted_subtrees or [] if isinstance(name, x509.UniformResourceIdentifier))
 
 
 def _common_name(certificate: x509.Certificate) -> str:
@@ -265,7 +274,12 @@ class CaFolder:
             raise CaError(f"intermediate {name!r} at {self.path} has no private key: it cannot sign")
         if root is None or not issued_by(certificate, root.certificate):
             raise CaError(f"intermediate {name!r} at {self.path} was not issued by the current root: reissue it (mesh_ca regenerate: partial_idempotence)")
-        return Authority(certificate, key, (root.certificate,))
+        authority = Authority(certificate, key, (root.certificate,))
+        try:
+            authority.check_can_sign(self.now)
+        except AuthorityExpired as error:
+            raise CaError(f"intermediate {name!r} at {self.path}: {error}") from None
+        return authority
 
     def bundle(self) -> bytes:
         """The roots every proxy trusts now: the root, and root-next or root-previous during a rotation."""
@@ -352,9 +366,19 @@ class CaFolder:
             problems.append("it was not issued by the current root")
         if _common_name(certificate) != name:
             problems.append(f"its common name is {_common_name(certificate)!r}, not {name!r}")
-        if not_after(certificate) <= self.now:
-            problems.append(f"it expired on {not_after(certificate).isoformat()}")
         return problems
+
+    def _intermediate_renewal(self, certificate: x509.Certificate, trust_domain: str) -> str | None:
+        """Why an intermediate is renewed whatever the regenerate policy (as workload
+        certificates are): expired, past two thirds of its life, or not yet limited by name
+        constraints to the mesh's trust domain. None when it is fine."""
+        if not_after(certificate) <= self.now:
+            return f"it expired on {not_after(certificate).isoformat()}"
+        if needs_renewal(certificate, self.now):
+            return f"past two thirds of its life ({renewal_time(certificate).isoformat()})"
+        if permitted_trust_domains(certificate) != [trust_domain]:
+            return f"it is not limited to trust domain {trust_domain!r} by name constraints"
+        return None
 
     def _decide(self, what: str, exists: bool, problems: list[str], regenerate: str, changes: Changes) -> bool:
         """Whether to (re)make `what`, by the regenerate policy; CaError for `fail`."""
@@ -388,11 +412,14 @@ class CaFolder:
             root = make_root(trust_domain, now=self.now)
             self._store(ROOT, root.certificate, root.key)
             changes.actions.append(f"make root CA ({'replacing the old one: every proxy needs new certificates' if replacing else 'new'})")
+        if root is not None and needs_renewal(root.certificate, self.now) and not_after(root.certificate) > self.now:
+            changes.warnings.append(f"the root CA at {self.path} is past two thirds of its life (it expires on {not_after(root.certificate).isoformat()}): "
+                                    "rotate it (rotate-certs.yml -e rotate=root)")
         for name in intermediates:
-            self._ensure_intermediate(name, root, regenerate, changes)
+            self._ensure_intermediate(name, root, trust_domain, regenerate, changes)
         return changes
 
-    def _ensure_intermediate(self, name: str, root: Authority, regenerate: str, changes: Changes) -> None:
+    def _ensure_intermediate(self, name: str, root: Authority, trust_domain: str, regenerate: str, changes: Changes) -> None:
         stored = self._read(f"{INTERMEDIATES}/{name}")
         problems = self._intermediate_problems(name, stored, root) if stored else []
         if regenerate == "never" and "it was not issued by the current root" in problems:
@@ -400,13 +427,32 @@ class CaFolder:
             raise CaError(f"intermediate {name!r} at {self.path} was not issued by the current root; "
                           "regenerate: partial_idempotence reissues it (its workloads then need new certificates)")
         if self._decide(f"intermediate {name!r}", stored is not None, problems, regenerate, changes):
-            self._make_intermediate(name, root)
+            self._make_intermediate(name, root, trust_domain)
             changes.actions.append(f"make intermediate CA {name!r}")
+            return
+        if stored is not None:
+            self._renew_intermediate(name, stored[0], root, trust_domain, changes)
 
-    def _make_intermediate(self, name: str, root: Authority) -> None:
+    def _renew_intermediate(self, name: str, certificate: x509.Certificate, root: Authority, trust_domain: str, changes: Changes) -> None:
+        reason = self._intermediate_renewal(certificate, trust_domain)
+        if reason is None:
+            return
+        if root.key is None:
+            changes.warnings.append(f"intermediate {name!r} at {self.path} needs renewing ({reason}), but the root's key is not here: "
+                                    "import a new intermediate signed by the root")
+            return
+        self._make_intermediate(name, root, trust_domain)
+        changes.actions.append(f"renew intermediate CA {name!r} ({reason}; its workloads renew their certificates)")
+
+    def _make_intermediate(self, name: str, root: Authority, trust_domain: str | None) -> None:
+        """A new intermediate for site name, limited by name constraints to the SPIFFE IDs of
+        trust_domain (the root's organization when None)."""
         if root.key is None:
             raise CaError(f"the root CA at {self.path} has no private key here (imported without it): import intermediate {name!r} signed by it")
-        intermediate = make_intermediate(root, name, now=self.now)
+        try:
+            intermediate = make_intermediate(root, name, now=self.now, trust_domains=[trust_domain or _organization(root.certificate)])
+        except AuthorityExpired as error:
+            raise CaError(f"the root CA at {self.path}: {error}") from None
         self._store(f"{INTERMEDIATES}/{name}", intermediate.certificate, intermediate.key)
 
     def import_root(self, certificate_pem_: bytes, key_pem: bytes | None, regenerate: str = "never") -> Changes:
@@ -477,7 +523,7 @@ class CaFolder:
             changes.actions.append(f"encrypt the key of {name} with ansible-vault")
         return changes
 
-    def rotate_intermediates(self, names: list[str]) -> Changes:
+    def rotate_intermediates(self, names: list[str], trust_domain: str | None = None) -> Changes:
         """A new intermediate for each site, from the current root (its workloads need new
         certificates; the old ones stay valid until they expire, the root being the same)."""
         for name in names:
@@ -485,7 +531,7 @@ class CaFolder:
         changes = Changes()
         root = self._require_root()
         for name in names:
-            self._make_intermediate(name, root)
+            self._make_intermediate(name, root, trust_domain)
             changes.actions.append(f"make intermediate CA {name!r} (rotation)")
         return changes
 
@@ -506,7 +552,7 @@ class CaFolder:
             changes.actions.append("make the next root CA (trusted beside the current one)")
         return changes
 
-    def switch_root(self, intermediates: list[str]) -> Changes:
+    def switch_root(self, intermediates: list[str], trust_domain: str | None = None) -> Changes:
         """Step 2: root-next becomes the root, the old root stays trusted as root-previous, and
         every intermediate is reissued from the new root. Run again, it reissues only
         intermediates still from the old root."""
@@ -524,7 +570,7 @@ class CaFolder:
         for name in sorted(set(intermediates) | set(self.intermediate_names())):
             stored = self._read(f"{INTERMEDIATES}/{name}")
             if stored is None or not issued_by(stored[0], root.certificate):
-                self._make_intermediate(name, root)
+                self._make_intermediate(name, root, trust_domain)
                 changes.actions.append(f"make intermediate CA {name!r} from the new root")
         return changes
 
