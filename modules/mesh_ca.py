@@ -83,6 +83,18 @@ options:
       - Keys in O(import) may be vault-encrypted with the same password.
       - M(mesh_workload_sign) needs the same password to sign.
     type: path
+  hosts_trust:
+    description:
+      - Inventory host name to the trust bundle (PEM) its proxy has installed already, read from the hosts before
+        anything changes (the mesh_ca role reads them).
+      - When a host trusts none of the roots this CA holds (root, next or previous root), the CA folder looks lost
+        or is another mesh's, and the module fails naming the hosts before anything is written, rather than make a
+        new root and move the proxies to it one by one (breaking mTLS between them mid-run), unless O(new_root).
+    type: dict
+  new_root:
+    description: Go on although hosts trust roots this CA does not hold (a new root on purpose, see O(hosts_trust)).
+    type: bool
+    default: false
   lock_timeout:
     description:
       - One run at a time in the CA folder - the module holds an exclusive lock (C(.meshwright.lock) in O(path),
@@ -210,6 +222,7 @@ def import_material(module, folder, changes):
 def run(module, folder):
     params = module.params
     rotate, names = params["rotate"], params["intermediates"]
+    folder.check_hosts_trust({str(host): str(bundle).encode() for host, bundle in (params["hosts_trust"] or {}).items()}, params["new_root"])
     changes = [folder.encrypt_keys()]
     import_material(module, folder, changes)
     # A root switch goes first: an interrupted one leaves no root until it is resumed.
@@ -245,6 +258,8 @@ def main():
             rotate=dict(type="str", choices=["none", "intermediates", "root_begin", "root_switch", "root_finish"], default="none"),
             vault_password_file=dict(type="path", no_log=False, fallback=(env_fallback, ["ANSIBLE_VAULT_PASSWORD_FILE"])),  # a path, not the secret
             lock_timeout=dict(type="float", default=300.0),
+            hosts_trust=dict(type="dict"),
+            new_root=dict(type="bool", default=False),
             **{"import": dict(type="dict", options=dict(
                 root=dict(type="dict", options=dict(certificate=dict(type="path", required=True), private_key=dict(type="path"))),
                 intermediates=dict(type="dict"),

@@ -283,6 +283,28 @@ def test_a_second_run_on_the_ca_or_a_certs_folder_fails_naming_the_holder(ca, tm
     assert run_module("mesh_ca", path=ca, intermediates=["local"], lock_timeout=0.3)["changed"] is False
 
 
+def test_a_lost_ca_folder_is_refused_when_hosts_trust_another_root(ca, tmp_path):
+    """Issue 10 item 14: hosts hold certificates from the CA at `ca`; its folder is lost (a
+    new, empty path). Making a new root then is refused, naming the hosts, unless asked for."""
+    bundle = run_module("mesh_ca", path=ca)["bundle"]
+    lost = str(tmp_path / "lost")
+    refused = run_module("mesh_ca", path=lost, intermediates=["local"], hosts_trust={"payment-1": bundle, "order-1": bundle, "fresh": ""})
+    assert refused["failed"], refused
+    assert refused["msg"].startswith(f"the mesh CA at {lost} has no root CA, but hosts already hold certificates from a mesh CA (order-1 trusts ")
+    assert "the CA folder looks lost" in refused["msg"] and "-e mesh_ca_new_root=true (mesh_ca new_root: true)" in refused["msg"]
+    assert "fresh" not in refused["msg"] and not os.path.exists(os.path.join(lost, "root"))
+    other = str(tmp_path / "other")
+    run_module("mesh_ca", path=other, intermediates=["local"])
+    foreign = run_module("mesh_ca", path=other, intermediates=["local"], hosts_trust={"payment-1": bundle})
+    assert foreign["failed"] and f"the mesh CA at {other} holds none of the roots they trust" in foreign["msg"]
+    asked = run_module("mesh_ca", path=lost, intermediates=["local"], hosts_trust={"payment-1": bundle}, new_root=True)
+    assert asked["changed"] and asked["actions"][0] == "make root CA (new)"
+    # Hosts that trust the CA's root (also beside another, as during a root rotation) are fine.
+    both = bundle + run_module("mesh_ca", path=other)["bundle"]
+    assert not run_module("mesh_ca", path=other, intermediates=["local"], hosts_trust={"payment-1": both}).get("failed")
+    assert not run_module("mesh_ca", path=ca, intermediates=["local"], hosts_trust={"payment-1": bundle}).get("failed")
+
+
 def install_new(ca: str, certs: str, proxy: str, spiffe_id: str, **csr_options) -> dict:
     made = csr_for(certs, spiffe_id, **csr_options)
     signed = sign(ca, {proxy: made["csr"]})

@@ -40,7 +40,7 @@ from cryptography.x509.oid import NameOID
 from meshwright.pki.bundle import trust_bundle
 from meshwright.pki.folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock
 from meshwright.pki.ca import Authority, AuthorityExpired, certificate_pem, make_intermediate, make_root, private_key_pem
-from meshwright.pki.info import fingerprint, needs_renewal, not_after, not_before, renewal_time, serial_hex
+from meshwright.pki.info import certificates_in, fingerprint, needs_renewal, not_after, not_before, renewal_time, serial_hex
 from meshwright.pki.vault import Vault, VaultError, is_encrypted
 from meshwright.names import LABEL_HELP, is_label
 
@@ -393,6 +393,35 @@ class CaFolder:
             changes.warnings.append(f"{reason}; kept as it is (regenerate: never)")
             return False
         return True
+
+    # --- what the hosts trust already ------------------------------------------------------
+
+    def _held_root_fingerprints(self) -> set[str]:
+        held = [self.root(), self.next_root(), self.previous_root()]
+        return {fingerprint(r.certificate if isinstance(r, Authority) else r) for r in held if r is not None}
+
+    def check_hosts_trust(self, bundles: dict[str, bytes], new_root: bool = False) -> None:
+        """CaError when a host already trusts roots of which this folder holds none: the CA
+        folder was lost (or is another mesh's), and going on would make a new root and move
+        hosts to it one by one, breaking mTLS between them. new_root: the user asks for that."""
+        held = self._held_root_fingerprints()
+        strangers = {}
+        for host, bundle in sorted(bundles.items()):
+            try:
+                roots = {fingerprint(c) for c in certificates_in(bundle)}
+            except ValueError:
+                roots = {"(unreadable bundle)"}
+            if roots and not roots & held:
+                strangers[host] = sorted(roots)
+        if not strangers or new_root:
+            return
+        named = "; ".join(f"{host} trusts {', '.join(root[:16] for root in roots)}" for host, roots in list(strangers.items())[:5])
+        more = f" and {len(strangers) - 5} more" if len(strangers) > 5 else ""
+        state = "has no root CA" if not held else "holds none of the roots they trust"
+        raise CaError(f"the mesh CA at {self.path} {state}, but hosts already hold certificates from a mesh CA ({named}{more}): "
+                      "the CA folder looks lost (or belongs to another mesh). Restore it from its backup and run again; to move every "
+                      "proxy to a new root on purpose (mTLS between proxies that have it and those that do not yet fails until the run "
+                      "ends), run with -e mesh_ca_new_root=true (mesh_ca new_root: true)")
 
     # --- operations ----------------------------------------------------------------------
 
