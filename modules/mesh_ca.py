@@ -17,6 +17,11 @@ description:
     AES256) and decrypted in memory only; keys found in plaintext are encrypted in place (reported as changed
     once). A password that does not open a key is an error naming the file, before anything is written.
   - Existing material is handled by O(regenerate), careful by default - a root is never replaced by accident.
+  - Whatever O(regenerate) says, an intermediate is renewed (new key, signed by the root) once it is past two thirds
+    of its life, expired, or not limited to the trust domain by a URI name constraint (C(spiffe://<trust domain>)
+    only); its workloads then renew their certificates. A root past two thirds of its life is a warning.
+  - Each root or intermediate is written into a new folder renamed into place - an interruption leaves the old key
+    and certificate or the new ones, never a mix. One run at a time - see O(lock_timeout).
   - O(rotate) runs one step of a rotation. Each step can be run again after an interruption; rotate-certs.yml
     runs them in order with the proxies' certificates in between.
   - Runs on the controller with the Python that has the C(meshwright) package.

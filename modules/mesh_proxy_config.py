@@ -46,6 +46,13 @@ options:
   dir_mode:
     description: Mode of O(config_dir), for example C("0755").
     type: raw
+  lock_timeout:
+    description:
+      - One run at a time in the folder - the module holds an exclusive lock on C(.meshwright.lock) in it (the
+        holder writes its pid, host and command there; not in check mode). A second run waits up to this many
+        seconds, then fails naming the holder.
+    type: float
+    default: 300
 extends_documentation_fragment:
   - action_common_attributes
   - files

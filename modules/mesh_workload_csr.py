@@ -42,6 +42,13 @@ options:
     description: Make a new key for the request instead of reusing the installed one (key rotation).
     type: bool
     default: false
+  lock_timeout:
+    description:
+      - One run at a time in the folder - the module holds an exclusive lock on C(.meshwright.lock) in it (the
+        holder writes its pid, host and command there; not in check mode). A second run waits up to this many
+        seconds, then fails naming the holder.
+    type: float
+    default: 300
 extends_documentation_fragment:
   - action_common_attributes
 attributes:
