@@ -202,13 +202,19 @@ class CaFolder:
     def _folder(self, name: str) -> str:
         return os.path.join(self.path, name)
 
+    def _on_disk(self, name: str) -> str:
+        """The folder that holds name's pair: its own, or the old one set aside by a
+        replacement that stopped between its two renames."""
+        folder = self._folder(name)
+        if not os.path.isdir(folder) and os.path.isdir(_aside(folder)):
+            return _aside(folder)
+        return folder
+
     def _read(self, name: str) -> tuple[x509.Certificate, object] | None:
         """(certificate, key or None) stored under name, None when there is no certificate."""
         if name in self._pending:
             return self._pending[name]
-        folder = self._folder(name)
-        if not os.path.isdir(folder) and os.path.isdir(_aside(folder)):
-            folder = _aside(folder)  # a replacement stopped between its two renames: the old pair
+        folder = self._on_disk(name)
         try:
             with open(os.path.join(folder, CERT_FILE), "rb") as handle:
                 certificate = _load_certificate(handle.read(), os.path.join(folder, CERT_FILE))
@@ -339,7 +345,7 @@ class CaFolder:
             return
         if os.path.exists(self._folder(target)):
             shutil.rmtree(self._folder(target))
-        os.replace(self._folder(source), self._folder(target))
+        os.replace(self._on_disk(source), self._folder(target))
 
     def _remove(self, name: str) -> None:
         if self.check_mode:
