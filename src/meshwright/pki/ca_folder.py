@@ -12,8 +12,15 @@
 Keys are 0600 in 0700 folders and never leave this module except as objects to sign with.
 With a vault (meshwright.pki.vault: a password), every key file is ansible-vault encrypted at
 rest and decrypted in memory only; plaintext keys found then are encrypted in place.
-Each file is replaced by rename, the certificate after its key, and a certificate is only
-used with the key it was issued for, so an interrupted write is found, not trusted.
+A root or intermediate is written, key and certificate, into a new folder that then replaces
+the old one by rename (the old one waits aside as `.<name>.replaced` until then, and is what is
+read should a run stop between the two renames): an interruption leaves the old pair or the
+new pair, never a key without its certificate. `locked()` keeps other runs out meanwhile.
+Site names are DNS-1123 labels (`check_site`): a site is a folder here, and '../root' is not one.
+
+Intermediates are limited by a URI name constraint to the trust domain's SPIFFE IDs and renewed
+at two thirds of their life (or once expired), whatever the regenerate policy; an expired
+intermediate or root signs nothing.
 
 What to do with material that exists already is the caller's choice (`Regenerate`), careful
 by default: a root is never replaced by accident. A root rotation is three steps that can each
