@@ -101,3 +101,24 @@ def test_without_forged_facts_each_host_gets_its_own_identity(tmp_path):
         leaf = x509.load_pem_x509_certificate((tmp_path / host / "certs" / "cert-chain.pem").read_bytes())
         sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [f"spiffe://cluster.local/ns/default/sa/{account}"]
+
+
+ROLE_PLAYBOOK = """\
+- name: The mesh_ca role with a site that is a path
+  hosts: localhost
+  gather_facts: false
+  roles:
+    - role: mesh_ca
+"""
+
+
+def test_the_mesh_ca_role_refuses_a_site_that_is_a_path_before_the_module_runs(tmp_path):
+    (tmp_path / "play.yml").write_text(ROLE_PLAYBOOK)
+    extra = {"mesh_ca_dir": str(tmp_path / "ca"), "mesh_ca_intermediates": ["local", "../root", "a\n"], "ansible_python_interpreter": sys.executable}
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    run = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                          str(tmp_path / "play.yml"), "-e", json.dumps(extra)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-4000:]
+    assert "site names (mesh_site, mesh_ca_intermediates) must be DNS-1123 labels" in output and '"../root", "a\\n"' in output, output[-4000:]
+    assert not (tmp_path / "ca").exists()
