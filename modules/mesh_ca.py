@@ -196,7 +196,7 @@ actions:
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 try:
-    from meshwright.pki.ca_folder import REGENERATE, CaError, CaFolder
+    from meshwright.pki.ca_folder import REGENERATE, CaError, CaFolder, check_site
     from meshwright.pki.vault import Vault, VaultError
 except ImportError:
     CaFolder = None
@@ -275,6 +275,9 @@ def main():
     if CaFolder is None:
         module.fail_json(msg=missing_required_lib("meshwright", reason="to keep the mesh CA on the controller"))
     try:
+        # Site names are folders of the CA: checked before the folder is even locked.
+        for name in module.params["intermediates"] + sorted(((module.params["import"] or {}).get("intermediates") or {})):
+            check_site(name)
         vault = Vault.from_file(module.params["vault_password_file"]) if module.params["vault_password_file"] else None
         # Reading every certificate and key first: a key the password does not open fails here, before any write.
         folder = CaFolder(module.params["path"], check_mode=module.check_mode, vault=vault)

@@ -258,6 +258,9 @@ def test_mesh_ca_refuses_a_site_that_is_a_path(ca, tmp_path):
         refused = run_module("mesh_ca", path=ca, intermediates=[site])
         assert refused["failed"] and refused["msg"].startswith(f"site {site!r}: a site (intermediate) name must be a DNS-1123 label")
     assert sorted(os.listdir(ca)) == [".meshwright.lock", "intermediates", "root"] and not (tmp_path / "x").exists()
+    fresh = str(tmp_path / "fresh")
+    refused = run_module("mesh_ca", path=fresh, intermediates=["../root"], **{"import": {"intermediates": {"../x": {"certificate": "/c", "private_key": "/k"}}}})
+    assert refused["failed"] and refused["msg"].startswith("site '../root'") and not os.path.exists(fresh)
 
 
 def test_a_second_run_on_the_ca_or_a_certs_folder_fails_naming_the_holder(ca, tmp_path):
