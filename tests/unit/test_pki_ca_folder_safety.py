@@ -169,6 +169,15 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
         pass
 
 
+def test_a_lock_file_that_is_a_link_is_refused_not_followed(tmp_path):
+    target = tmp_path / "elsewhere"
+    os.symlink(target, tmp_path / LOCK_FILE)
+    with pytest.raises(FolderLocked, match=f"cannot take the lock {tmp_path / LOCK_FILE}: "):
+        with folder_lock(str(tmp_path), timeout=0.2):
+            pass
+    assert not target.exists()
+
+
 def test_the_lock_is_held_for_the_whole_block(tmp_path):
     with folder_lock(str(tmp_path)):
         with pytest.raises(FolderLocked):

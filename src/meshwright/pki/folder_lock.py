@@ -26,7 +26,7 @@ _POLL = 0.1
 
 
 class FolderLocked(Exception):
-    """Another run held the folder's lock for longer than the timeout."""
+    """Another run held the folder's lock for longer than the timeout (or it cannot be taken)."""
 
 
 def _holder(fd: int) -> str:
@@ -58,9 +58,13 @@ def _acquire(fd: int, path: str, timeout: float) -> None:
 @contextlib.contextmanager
 def folder_lock(folder: str, timeout: float = DEFAULT_TIMEOUT, create_mode: int = 0o700):
     """Hold the folder's lock for the block (the folder is made, create_mode, if missing)."""
-    os.makedirs(folder, mode=create_mode, exist_ok=True)
     path = os.path.join(folder, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.makedirs(folder, mode=create_mode, exist_ok=True)
+        # Never through a symbolic link: the lock file is written to.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise FolderLocked(f"cannot take the lock {path}: {error.strerror or error}") from None
     try:
         _acquire(fd, path, timeout)
         os.ftruncate(fd, 0)
