@@ -45,8 +45,8 @@ options:
   lock_timeout:
     description:
       - One run at a time in the folder - the module holds an exclusive lock on C(.meshwright.lock) in it (the
-        holder writes its pid, host and command there; not in check mode). A second run waits up to this many
-        seconds, then fails naming the holder.
+        holder writes its pid, host and command there; check mode only waits for a writer and changes nothing).
+        A second run waits up to this many seconds, then fails naming the holder.
     type: float
     default: 300
 extends_documentation_fragment:
@@ -102,7 +102,7 @@ import datetime
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mesh_workload_identity import CertsDir
 from ansible.module_utils.mesh_pki_csr import make_csr
-from ansible.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock
+from ansible.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock, folder_read_lock
 
 
 def main():
@@ -118,12 +118,11 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if module.check_mode:
-        request(module)
-        return
-    # One run at a time in the certs folder (another deploy or rotation waits, then fails naming the holder).
+    # One run at a time in the certs folder (another deploy or rotation waits, then fails naming
+    # the holder); check mode waits for a writer but makes and changes nothing.
+    certs_dir, timeout = module.params["certs_dir"], module.params["lock_timeout"]
     try:
-        with folder_lock(module.params["certs_dir"], module.params["lock_timeout"], 0o755):
+        with folder_read_lock(certs_dir, timeout) if module.check_mode else folder_lock(certs_dir, timeout, 0o755):
             request(module)
     except FolderLocked as error:
         module.fail_json(msg=str(error))

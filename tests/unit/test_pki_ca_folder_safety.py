@@ -15,7 +15,7 @@ from cryptography import x509
 from meshwright.pki import ca, csr, workload
 from meshwright.pki import ca_folder as ca_folder_module
 from meshwright.pki.ca_folder import CaError, CaFolder, permitted_trust_domains
-from meshwright.pki.folder_lock import LOCK_FILE, FolderLocked, folder_lock
+from meshwright.pki.folder_lock import LOCK_FILE, FolderLocked, folder_lock, folder_read_lock
 
 NOW = datetime.datetime(2026, 3, 1, 12, 0, tzinfo=datetime.timezone.utc)
 DAY = datetime.timedelta(days=1)
@@ -156,6 +156,20 @@ def test_a_second_run_waits_then_fails_naming_the_holder(made):
         holder.join(30)
     with folder_at(made).locked(timeout=0.5):  # released when its holder is done
         assert os.stat(made / LOCK_FILE).st_mode & 0o777 == 0o600
+
+
+def test_check_mode_waits_for_a_writer_shares_with_readers_and_changes_nothing(made, tmp_path):
+    with folder_lock(str(made)):
+        note = (made / LOCK_FILE).read_bytes()
+        with pytest.raises(CaError, match="is locked by another meshwright run"):
+            with folder_at(made, check_mode=True).locked(timeout=0.2):
+                pass
+    with folder_at(made, check_mode=True).locked(timeout=0.2), folder_read_lock(str(made), timeout=0.2):
+        pass  # readers do not wait for each other
+    assert (made / LOCK_FILE).read_bytes() == note
+    with folder_at(tmp_path / "none", check_mode=True).locked(timeout=0.2):
+        pass
+    assert not (tmp_path / "none").exists()
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from meshwright.pki.bundle import trust_bundle
-from meshwright.pki.folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock
+from meshwright.pki.folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock, folder_read_lock
 from meshwright.pki.ca import Authority, AuthorityExpired, certificate_pem, make_intermediate, make_root, private_key_pem
 from meshwright.pki.info import certificates_in, fingerprint, needs_renewal, not_after, not_before, renewal_time, serial_hex
 from meshwright.pki.vault import Vault, VaultError, is_encrypted
@@ -193,13 +193,11 @@ class CaFolder:
 
     @contextlib.contextmanager
     def locked(self, timeout: float = DEFAULT_TIMEOUT):
-        """Hold the CA folder's lock (one run at a time); CaError naming the holder when another
-        run keeps it past timeout. Check mode on a folder that does not exist makes nothing."""
-        if self.check_mode and not os.path.isdir(self.path):
-            yield
-            return
+        """Hold the CA folder's lock (one writer at a time); CaError naming the holder when
+        another run keeps it past timeout. In check mode (and for signing, which only reads) a
+        shared lock that changes nothing: it waits for a writer, not for other readers."""
         try:
-            with folder_lock(self.path, timeout):
+            with (folder_read_lock(self.path, timeout) if self.check_mode else folder_lock(self.path, timeout)):
                 yield
         except FolderLocked as error:
             raise CaError(f"the mesh CA: {error}") from None

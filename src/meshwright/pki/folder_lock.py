@@ -40,11 +40,11 @@ def _describe_self() -> str:
     return f"pid {os.getpid()} on {socket.gethostname()}: {command}"
 
 
-def _acquire(fd: int, path: str, timeout: float) -> None:
+def _acquire(fd: int, path: str, timeout: float, mode: int) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
             return
         except OSError as error:
             if error.errno not in (errno.EAGAIN, errno.EACCES):
@@ -66,9 +66,29 @@ def folder_lock(folder: str, timeout: float = DEFAULT_TIMEOUT, create_mode: int 
     except OSError as error:
         raise FolderLocked(f"cannot take the lock {path}: {error.strerror or error}") from None
     try:
-        _acquire(fd, path, timeout)
+        _acquire(fd, path, timeout, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, _describe_self().encode() + b"\n", 0)
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def folder_read_lock(folder: str, timeout: float = DEFAULT_TIMEOUT):
+    """For a run that only reads (check mode, signing): wait while a writer holds the folder,
+    share it with other readers, and change nothing - no folder or lock file is made, and the
+    holder's note is left as it is. Nothing to wait for when there is no lock file."""
+    path = os.path.join(folder, LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield None
+        return
+    except OSError as error:
+        raise FolderLocked(f"cannot take the lock {path}: {error.strerror or error}") from None
+    try:
+        _acquire(fd, path, timeout, fcntl.LOCK_SH)
+        yield path
+    finally:
+        os.close(fd)
