@@ -104,7 +104,7 @@ options:
     description:
       - One run at a time in the CA folder - the module holds an exclusive lock (C(.meshwright.lock) in O(path),
         which names the holder - pid, host, command). A second run waits up to this many seconds, then fails
-        naming the holder.
+        naming the holder. Check mode takes a shared lock instead - it waits for a writer and changes nothing.
     type: float
     default: 300
 extends_documentation_fragment:

@@ -21,7 +21,8 @@ description:
   - The lifetime is the MeshConfig's C(certificates.workloadCertTtl) (30 days by default), never past the
     intermediate's or the root's expiry; an expired intermediate or root signs nothing (renew it with M(mesh_ca)).
   - Site names must be DNS-1123 labels (a site is a folder of the CA).
-  - Holds the CA folder's lock while it reads the CA (see M(mesh_ca)'s O(mesh_ca#module:lock_timeout)).
+  - Holds a shared lock on the CA folder while it reads the CA - it waits while M(mesh_ca) writes, not for other
+    readers, and changes nothing (see M(mesh_ca)'s O(mesh_ca#module:lock_timeout)).
   - Runs on the controller with the Python that has the C(meshwright) package.
 requirements:
   - meshwright (on the controller)
