@@ -95,13 +95,18 @@ new_key:
   description: Whether a new private key was made (in check mode, would be).
   returned: always
   type: bool
+public_key_sha256:
+  description: SHA-256 (hex) of the DER public key the CSR is for - the key this host holds; M(mesh_workload_sign)
+    refuses a CSR whose key is not this one.
+  returned: when a CSR is returned
+  type: str
 """
 
 import datetime
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mesh_workload_identity import CertsDir
-from ansible.module_utils.mesh_pki_csr import make_csr
+from ansible.module_utils.mesh_pki_csr import key_pem_public_sha256, make_csr
 from ansible.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock, folder_read_lock
 
 
@@ -146,7 +151,8 @@ def request(module):
         key, made = certs.key_for_request(params["new_key"], module.check_mode)
     except OSError as error:
         module.fail_json(msg=f"cannot write the new key in {certs.path}: {error}")
-    module.exit_json(changed=made, csr=make_csr(key, params["spiffe_id"]).decode(), reason=reason, new_key=made)
+    module.exit_json(changed=made, csr=make_csr(key, params["spiffe_id"]).decode(), reason=reason, new_key=made,
+                     public_key_sha256=key_pem_public_sha256(key))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ options:
         or C({csr, intermediate}) to name the site's intermediate per proxy.
       - With O(plan) - inventory host name to its CSR, the PEM text or C({csr, proxy, intermediate}) where
         C(proxy) and C(intermediate) are what the host claims (each must equal the plan's).
+      - An entry may carry C(public_key_sha256), M(mesh_workload_csr)'s digest of the key the host holds - a CSR
+        for another key is refused.
     type: dict
     required: true
   plan:
@@ -134,6 +136,8 @@ try:
     from meshwright.pki.identity import proxy_spiffe_id, sign_proxy_csr
     from meshwright.pki.info import describe, first_certificate
     from meshwright.pki.workload import CsrRefused
+    from meshwright.pki.csr import public_key_sha256
+    from cryptography import x509
 except ImportError:
     CaFolder = None
 
@@ -141,8 +145,9 @@ except ImportError:
 class Request:
     """One CSR to sign: under key (proxy ID, or inventory host with a plan), for proxy at site."""
 
-    def __init__(self, key, proxy, csr, site, spiffe_id=None):
+    def __init__(self, key, proxy, csr, site, spiffe_id=None, public_key=None):
         self.key, self.proxy, self.csr, self.site, self.spiffe_id = key, proxy, csr, site, spiffe_id
+        self.public_key = public_key  # the SHA-256 of the key the host says it holds, if it says
 
     @property
     def who(self):
@@ -150,22 +155,22 @@ class Request:
 
 
 def _entry(module, key, entry):
-    """(csr, claimed proxy, claimed site) of one csrs entry."""
+    """(csr, claimed proxy, claimed site, claimed public key digest) of one csrs entry."""
     if isinstance(entry, dict):
-        csr, proxy, site = entry.get("csr"), entry.get("proxy"), entry.get("intermediate")
+        csr, proxy, site, public_key = entry.get("csr"), entry.get("proxy"), entry.get("intermediate"), entry.get("public_key_sha256")
     else:
-        csr, proxy, site = entry, None, None
+        csr, proxy, site, public_key = entry, None, None, None
     if not csr:
         module.fail_json(msg=f"csrs.{key}: no CSR given")
-    return str(csr), proxy, site
+    return str(csr), proxy, site, public_key
 
 
 def requests(module):
     """A Request for each entry of csrs (without a plan: keyed by proxy ID)."""
     out = []
     for proxy, entry in sorted(module.params["csrs"].items()):
-        csr, _, site = _entry(module, proxy, entry)
-        out.append(Request(str(proxy), str(proxy), csr, str(site or module.params["intermediate"])))
+        csr, _, site, public_key = _entry(module, proxy, entry)
+        out.append(Request(str(proxy), str(proxy), csr, str(site or module.params["intermediate"]), public_key=public_key))
     return out
 
 
@@ -175,7 +180,7 @@ def planned_requests(module):
     plan, out = module.params["plan"], []
     for host, entry in sorted(module.params["csrs"].items()):
         host = str(host)
-        csr, proxy, site = _entry(module, host, entry)
+        csr, proxy, site, public_key = _entry(module, host, entry)
         planned = plan.get(host)
         if not isinstance(planned, dict) or not planned.get("proxy") or not planned.get("spiffe_id"):
             module.fail_json(msg=f"refused to sign the CSR of host {host}: the signing plan (made from the inventory) gives it no identity", host=host)
@@ -183,8 +188,20 @@ def planned_requests(module):
         if (proxy is not None and str(proxy) != planned["proxy"]) or (site is not None and str(site) != planned_site):
             module.fail_json(msg=f"refused to sign the CSR of host {host}: it claims proxy {proxy} at site {site}, but the inventory gives it "
                                  f"proxy {planned['proxy']} at site {planned_site} (a host's facts never choose its identity)", host=host)
-        out.append(Request(host, str(planned["proxy"]), csr, planned_site, str(planned["spiffe_id"])))
+        out.append(Request(host, str(planned["proxy"]), csr, planned_site, str(planned["spiffe_id"]), public_key))
     return out
+
+
+def check_public_key(request):
+    """CsrRefused when the host says it holds another key than the one its CSR is for."""
+    if request.public_key is None:
+        return
+    try:
+        in_csr = public_key_sha256(x509.load_pem_x509_csr(request.csr.encode()).public_key())
+    except ValueError:
+        return  # not a CSR: check_csr says so
+    if in_csr != str(request.public_key):
+        raise CsrRefused(f"the CSR is for the public key {in_csr[:16]}..., not the key the host reports holding ({str(request.public_key)[:16]}...)")
 
 
 def sign_all(module, folder, mesh, wanted):
@@ -201,6 +218,7 @@ def sign_all(module, folder, mesh, wanted):
             if request.spiffe_id is not None and request.spiffe_id != expected:
                 raise CsrRefused(f"the plan gives it {request.spiffe_id}, but the mesh config gives proxy {request.proxy} {expected} "
                                  "(the mesh changed since the plan was made: run the playbook again)")
+            check_public_key(request)
             chain = sign_proxy_csr(mesh, request.proxy, request.csr.encode(), issuer, folder.now)
         except CsrRefused as error:
             module.fail_json(msg=f"refused to sign the CSR of {request.who}: {error}", proxy=request.proxy, host=request.key)

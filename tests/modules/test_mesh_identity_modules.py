@@ -227,12 +227,18 @@ def test_sign_with_the_inventory_plan_refuses_what_a_host_claims_beyond_it(ca, t
     forged = sign_planned(ca, {"payment-1": tampered(own)})
     assert forged["failed"] and forged["msg"] == ("refused to sign the CSR of host payment-1 (proxy payment-1.default, site local): "
                                                   "the CSR's signature does not verify with its own public key")
+    other_key = csr_for(str(tmp_path / "own2"), PAYMENT_ID)
+    swapped = sign_planned(ca, {"payment-1": {"csr": own, "public_key_sha256": other_key["public_key_sha256"]}})
+    assert swapped["failed"] and swapped["msg"].startswith("refused to sign the CSR of host payment-1 (proxy payment-1.default, site local): "
+                                                           "the CSR is for the public key ")
+    assert f"not the key the host reports holding ({other_key['public_key_sha256'][:16]}...)" in swapped["msg"]
     stranger = sign_planned(ca, {"intruder": own})
     assert stranger["failed"] and stranger["msg"] == "refused to sign the CSR of host intruder: the signing plan (made from the inventory) gives it no identity"
     rooted = sign_planned(ca, {"payment-1": own}, plan={"payment-1": dict(PLAN["payment-1"], site="../root")})
     assert rooted["failed"] and rooted["msg"].startswith("refused to sign the CSR of host payment-1 (proxy payment-1.default, site ../root): "
                                                          "site '../root': a site (intermediate) name must be a DNS-1123 label")
-    signed = sign_planned(ca, {"payment-1": {"csr": own, "proxy": "payment-1.default", "intermediate": "local"}})
+    own_key = csr_for(str(tmp_path / "own"), PAYMENT_ID)["public_key_sha256"]  # the same pending key again
+    signed = sign_planned(ca, {"payment-1": {"csr": own, "proxy": "payment-1.default", "intermediate": "local", "public_key_sha256": own_key}})
     assert not signed.get("failed"), signed
     assert list(signed["chains"]) == ["payment-1"] and signed["chains"]["payment-1"]["spiffe_id"] == PAYMENT_ID
     assert signed["chains"]["payment-1"]["proxy"] == "payment-1.default"
