@@ -133,75 +133,21 @@ try:
     from meshwright.deliver.bundle import RenderError, load_mesh
     from meshwright.pki.ca_folder import CaError, CaFolder, check_site
     from meshwright.pki.vault import Vault, VaultError
-    from meshwright.pki.identity import proxy_spiffe_id, sign_proxy_csr
+    from meshwright.pki.identity import check_request, planned_requests, proxy_requests, sign_proxy_csr
     from meshwright.pki.info import describe, first_certificate
     from meshwright.pki.workload import CsrRefused
-    from meshwright.pki.csr import public_key_sha256
-    from cryptography import x509
 except ImportError:
     CaFolder = None
 
 
-class Request:
-    """One CSR to sign: under key (proxy ID, or inventory host with a plan), for proxy at site."""
-
-    def __init__(self, key, proxy, csr, site, spiffe_id=None, public_key=None):
-        self.key, self.proxy, self.csr, self.site, self.spiffe_id = key, proxy, csr, site, spiffe_id
-        self.public_key = public_key  # the SHA-256 of the key the host says it holds, if it says
-
-    @property
-    def who(self):
-        return f"host {self.key} (proxy {self.proxy}, site {self.site})" if self.spiffe_id is not None else self.key
-
-
-def _entry(module, key, entry):
-    """(csr, claimed proxy, claimed site, claimed public key digest) of one csrs entry."""
-    if isinstance(entry, dict):
-        csr, proxy, site, public_key = entry.get("csr"), entry.get("proxy"), entry.get("intermediate"), entry.get("public_key_sha256")
-    else:
-        csr, proxy, site, public_key = entry, None, None, None
-    if not csr:
-        module.fail_json(msg=f"csrs.{key}: no CSR given")
-    return str(csr), proxy, site, public_key
-
-
 def requests(module):
-    """A Request for each entry of csrs (without a plan: keyed by proxy ID)."""
-    out = []
-    for proxy, entry in sorted(module.params["csrs"].items()):
-        csr, _, site, public_key = _entry(module, proxy, entry)
-        out.append(Request(str(proxy), str(proxy), csr, str(site or module.params["intermediate"]), public_key=public_key))
-    return out
-
-
-def planned_requests(module):
-    """A Request for each host of csrs, for the proxy and site the plan gives it; a host that is
-    not in the plan or claims anything else is refused, named."""
-    plan, out = module.params["plan"], []
-    for host, entry in sorted(module.params["csrs"].items()):
-        host = str(host)
-        csr, proxy, site, public_key = _entry(module, host, entry)
-        planned = plan.get(host)
-        if not isinstance(planned, dict) or not planned.get("proxy") or not planned.get("spiffe_id"):
-            module.fail_json(msg=f"refused to sign the CSR of host {host}: the signing plan (made from the inventory) gives it no identity", host=host)
-        planned_site = str(planned.get("site") or "default")
-        if (proxy is not None and str(proxy) != planned["proxy"]) or (site is not None and str(site) != planned_site):
-            module.fail_json(msg=f"refused to sign the CSR of host {host}: it claims proxy {proxy} at site {site}, but the inventory gives it "
-                                 f"proxy {planned['proxy']} at site {planned_site} (a host's facts never choose its identity)", host=host)
-        out.append(Request(host, str(planned["proxy"]), csr, planned_site, str(planned["spiffe_id"]), public_key))
-    return out
-
-
-def check_public_key(request):
-    """CsrRefused when the host says it holds another key than the one its CSR is for."""
-    if request.public_key is None:
-        return
+    """The requests to sign: keyed by inventory host against the plan when there is one."""
     try:
-        in_csr = public_key_sha256(x509.load_pem_x509_csr(request.csr.encode()).public_key())
-    except ValueError:
-        return  # not a CSR: check_csr says so
-    if in_csr != str(request.public_key):
-        raise CsrRefused(f"the CSR is for the public key {in_csr[:16]}..., not the key the host reports holding ({str(request.public_key)[:16]}...)")
+        if module.params["plan"] is not None:
+            return planned_requests(module.params["csrs"], module.params["plan"])
+        return proxy_requests(module.params["csrs"], module.params["intermediate"])
+    except CsrRefused as error:
+        module.fail_json(msg=str(error), host=getattr(error, "host", None))
 
 
 def sign_all(module, folder, mesh, wanted):
@@ -214,11 +160,7 @@ def sign_all(module, folder, mesh, wanted):
             module.fail_json(msg=f"refused to sign the CSR of {request.who}: {error}", proxy=request.proxy, host=request.key)
         issuer = folder.intermediate(request.site)  # CaError (no such site, no key, expired...) as it is
         try:
-            expected = proxy_spiffe_id(mesh, request.proxy)
-            if request.spiffe_id is not None and request.spiffe_id != expected:
-                raise CsrRefused(f"the plan gives it {request.spiffe_id}, but the mesh config gives proxy {request.proxy} {expected} "
-                                 "(the mesh changed since the plan was made: run the playbook again)")
-            check_public_key(request)
+            check_request(mesh, request)
             chain = sign_proxy_csr(mesh, request.proxy, request.csr.encode(), issuer, folder.now)
         except CsrRefused as error:
             module.fail_json(msg=f"refused to sign the CSR of {request.who}: {error}", proxy=request.proxy, host=request.key)
@@ -243,7 +185,7 @@ def main():
     )
     if CaFolder is None:
         module.fail_json(msg=missing_required_lib("meshwright", reason="to sign with the mesh CA on the controller"))
-    wanted = planned_requests(module) if module.params["plan"] is not None else requests(module)
+    wanted = requests(module)
     try:
         vault = Vault.from_file(module.params["vault_password_file"]) if module.params["vault_password_file"] else None
     except VaultError as error:
