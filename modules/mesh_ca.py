@@ -17,6 +17,11 @@ description:
     AES256) and decrypted in memory only; keys found in plaintext are encrypted in place (reported as changed
     once). A password that does not open a key is an error naming the file, before anything is written.
   - Existing material is handled by O(regenerate), careful by default - a root is never replaced by accident.
+  - Whatever O(regenerate) says, an intermediate is renewed (new key, signed by the root) once it is past two thirds
+    of its life, expired, or not limited to the trust domain by a URI name constraint (C(spiffe://<trust domain>)
+    only); its workloads then renew their certificates. A root past two thirds of its life is a warning.
+  - Each root or intermediate is written into a new folder renamed into place - an interruption leaves the old key
+    and certificate or the new ones, never a mix. One run at a time - see O(lock_timeout).
   - O(rotate) runs one step of a rotation. Each step can be run again after an interruption; rotate-certs.yml
     runs them in order with the proxies' certificates in between.
   - Runs on the controller with the Python that has the C(meshwright) package.
@@ -32,7 +37,9 @@ options:
     type: str
     default: cluster.local
   intermediates:
-    description: Sites that need an intermediate CA (made when missing).
+    description:
+      - Sites that need an intermediate CA (made when missing). Each is a DNS-1123 label (it names the
+        intermediate's folder); anything else, such as C(../root), is refused before anything is read or written.
     type: list
     elements: str
     default: []
@@ -81,6 +88,25 @@ options:
       - Keys in O(import) may be vault-encrypted with the same password.
       - M(mesh_workload_sign) needs the same password to sign.
     type: path
+  hosts_trust:
+    description:
+      - Inventory host name to the trust bundle (PEM) its proxy has installed already, read from the hosts before
+        anything changes (the mesh_ca role reads them).
+      - When a host trusts none of the roots this CA holds (root, next or previous root), the CA folder looks lost
+        or is another mesh's, and the module fails naming the hosts before anything is written, rather than make a
+        new root and move the proxies to it one by one (breaking mTLS between them mid-run), unless O(new_root).
+    type: dict
+  new_root:
+    description: Go on although hosts trust roots this CA does not hold (a new root on purpose, see O(hosts_trust)).
+    type: bool
+    default: false
+  lock_timeout:
+    description:
+      - One run at a time in the CA folder - the module holds an exclusive lock (C(.meshwright.lock) in O(path),
+        which names the holder - pid, host, command). A second run waits up to this many seconds, then fails
+        naming the holder. Check mode takes a shared lock instead - it waits for a writer and changes nothing.
+    type: float
+    default: 300
 extends_documentation_fragment:
   - action_common_attributes
 attributes:
@@ -170,7 +196,7 @@ actions:
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 try:
-    from meshwright.pki.ca_folder import REGENERATE, CaError, CaFolder
+    from meshwright.pki.ca_folder import REGENERATE, CaError, CaFolder, check_site
     from meshwright.pki.vault import Vault, VaultError
 except ImportError:
     CaFolder = None
@@ -201,14 +227,15 @@ def import_material(module, folder, changes):
 def run(module, folder):
     params = module.params
     rotate, names = params["rotate"], params["intermediates"]
+    folder.check_hosts_trust({str(host): str(bundle).encode() for host, bundle in (params["hosts_trust"] or {}).items()}, params["new_root"])
     changes = [folder.encrypt_keys()]
     import_material(module, folder, changes)
     # A root switch goes first: an interrupted one leaves no root until it is resumed.
     if rotate == "root_switch":
-        changes.append(folder.switch_root(names))
+        changes.append(folder.switch_root(names, params["trust_domain"]))
     changes.append(folder.ensure(params["trust_domain"], names, params["regenerate"]))
     if rotate == "intermediates":
-        changes.append(folder.rotate_intermediates(names))
+        changes.append(folder.rotate_intermediates(names, params["trust_domain"]))
     elif rotate == "root_begin":
         changes.append(folder.begin_root_rotation(params["trust_domain"]))
     elif rotate == "root_finish":
@@ -235,6 +262,9 @@ def main():
             regenerate=dict(type="str", choices=list(REGENERATE), default="never"),
             rotate=dict(type="str", choices=["none", "intermediates", "root_begin", "root_switch", "root_finish"], default="none"),
             vault_password_file=dict(type="path", no_log=False, fallback=(env_fallback, ["ANSIBLE_VAULT_PASSWORD_FILE"])),  # a path, not the secret
+            lock_timeout=dict(type="float", default=300.0),
+            hosts_trust=dict(type="dict"),
+            new_root=dict(type="bool", default=False),
             **{"import": dict(type="dict", options=dict(
                 root=dict(type="dict", options=dict(certificate=dict(type="path", required=True), private_key=dict(type="path"))),
                 intermediates=dict(type="dict"),
@@ -245,12 +275,16 @@ def main():
     if CaFolder is None:
         module.fail_json(msg=missing_required_lib("meshwright", reason="to keep the mesh CA on the controller"))
     try:
+        # Site names are folders of the CA: checked before the folder is even locked.
+        for name in module.params["intermediates"] + sorted(((module.params["import"] or {}).get("intermediates") or {})):
+            check_site(name)
         vault = Vault.from_file(module.params["vault_password_file"]) if module.params["vault_password_file"] else None
         # Reading every certificate and key first: a key the password does not open fails here, before any write.
-        before = CaFolder(module.params["path"], vault=vault).report()
         folder = CaFolder(module.params["path"], check_mode=module.check_mode, vault=vault)
-        changes = run(module, folder)
-        report = folder.report()
+        with folder.locked(module.params["lock_timeout"]):
+            before = CaFolder(module.params["path"], vault=vault).report()
+            changes = run(module, folder)
+            report = folder.report()
     except (CaError, VaultError) as error:
         module.fail_json(msg=str(error))
     for change in changes:

@@ -46,6 +46,13 @@ options:
   dir_mode:
     description: Mode of O(config_dir), for example C("0755").
     type: raw
+  lock_timeout:
+    description:
+      - One run at a time in the folder - the module holds an exclusive lock on C(.meshwright.lock) in it (the
+        holder writes its pid, host and command there; not in check mode). A second run waits up to this many
+        seconds, then fails naming the holder.
+    type: float
+    default: 300
 extends_documentation_fragment:
   - action_common_attributes
   - files
@@ -110,6 +117,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mesh_config_dir import ConfigDir
+from ansible.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock
 from ansible.module_utils.mesh_envoy_binary import EnvoyBinaryError, validate_config
 
 
@@ -153,6 +161,7 @@ def main():
             envoy=dict(type="path"),
             dir_mode=dict(type="raw"),
             validate=dict(type="str", choices=["changed", "always"], default="changed"),
+            lock_timeout=dict(type="float", default=DEFAULT_TIMEOUT),
         ),
         required_by={"envoy": "validation_bootstrap"},
         add_file_common_args=True,
@@ -168,7 +177,11 @@ def main():
     diff = config_dir.diffs() if module._diff else None
     if config_dir.changed and not module.check_mode:
         try:
-            config_dir.write()
+            # One run at a time in the folder: two deploys at once would interleave the files.
+            with folder_lock(config_dir.path, module.params["lock_timeout"], 0o755):
+                config_dir.write()
+        except FolderLocked as error:
+            module.fail_json(msg=str(error))
         except OSError as error:
             module.fail_json(msg=f"cannot write {config_dir.path}: {error}")
     changed = set_attributes(module, config_dir, config_dir.changed)

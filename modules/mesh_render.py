@@ -31,6 +31,18 @@ options:
       - The folder is written into the bootstrap (Envoy watches it), so it must be the path on the host.
     type: dict
     required: true
+  hosts:
+    description:
+      - Inventory host name to the proxy it runs (C(name.namespace), as in O(proxies)); the result's RV(identities) is
+        then the signing plan - which identity each host may be given, and by which site's intermediate.
+      - Build it from the inventory in the first play, before any task runs on a host, and register the result -
+        registered variables outrank the facts a host's modules return, so no host can change the plan afterwards.
+    type: dict
+  sites:
+    description:
+      - Inventory host name to its site (the intermediate CA that signs its certificate); hosts left out are in
+        site C(default). Each must be a DNS-1123 label (a site name is a folder of the CA).
+    type: dict
   format:
     description: Format of the files Envoy reads.
     type: str
@@ -110,6 +122,13 @@ proxies:
       files: {"bootstrap.yaml": "...", "lds.yaml": "...", "cds.yaml": "..."}
       validation_bootstrap: "..."
       ports: {"admin": 15100, "health": 15121, "stats": 15190}
+identities:
+  description:
+    - With O(hosts) - inventory host name to C(proxy), C(site) and C(spiffe_id) (null when the mesh has no identity),
+      the plan M(mesh_workload_sign) signs against (its O(mesh_workload_sign#module:plan)).
+  returned: success, when O(hosts) is given
+  type: dict
+  sample: {"payment-1": {"proxy": "payment-1.default", "site": "eu-west", "spiffe_id": "spiffe://cluster.local/ns/default/sa/payment-service"}}
 problems:
   description: "Every problem in the mesh config, as C(FILE:LINE: Kind/namespace/name: field.path: message)."
   returned: failure, when the mesh config is invalid
@@ -122,8 +141,27 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
     from meshwright.deliver.bundle import RenderError, bundle_mesh
+    from meshwright.names import LABEL_HELP, is_label
 except ImportError:
     bundle_mesh = None
+
+
+def identity_plan(module, bundles):
+    """Host -> {proxy, site, spiffe_id}: what each host may be signed for (from the inventory and the mesh)."""
+    sites = {str(host): site for host, site in (module.params["sites"] or {}).items()}
+    plan = {}
+    for host, proxy in sorted((module.params["hosts"] or {}).items()):
+        host, proxy, site = str(host), str(proxy), sites.get(str(host)) or "default"
+        if proxy not in bundles:
+            module.fail_json(msg=f"hosts.{host}: proxy {proxy!r} is not one of the rendered proxies (proxies)")
+        if not is_label(site):
+            module.fail_json(msg=f"sites.{host}: site {site!r} must be {LABEL_HELP}")
+        identity = bundles[proxy].identity
+        plan[host] = dict(proxy=proxy, site=site, spiffe_id=identity["spiffe_id"] if identity else None)
+    unknown = sorted(set(sites) - set(plan))
+    if unknown:
+        module.fail_json(msg=f"sites names hosts that are not in hosts: {', '.join(unknown)}")
+    return plan
 
 
 def main():
@@ -131,6 +169,8 @@ def main():
         argument_spec=dict(
             mesh=dict(type="list", elements="path", required=True),
             proxies=dict(type="dict", required=True),
+            hosts=dict(type="dict"),
+            sites=dict(type="dict"),
             format=dict(type="str", choices=["yaml", "json"], default="yaml"),
         ),
         supports_check_mode=True,
@@ -148,7 +188,10 @@ def main():
                     identity=b.identity, capture=b.capture)
         for proxy, b in bundles.items()
     }
-    module.exit_json(changed=False, proxies=proxies)
+    result = dict(changed=False, proxies=proxies)
+    if module.params["hosts"] is not None:
+        result["identities"] = identity_plan(module, bundles)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,13 @@ options:
         Files already in place for another owner are given over without being rewritten.
       - Default - the user the module runs as.
     type: str
+  lock_timeout:
+    description:
+      - One run at a time in the folder - the module holds an exclusive lock on C(.meshwright.lock) in it (the
+        holder writes its pid, host and command there; check mode only waits for a writer and changes nothing).
+        A second run waits up to this many seconds, then fails naming the holder.
+    type: float
+    default: 300
 extends_documentation_fragment:
   - action_common_attributes
 attributes:
@@ -80,6 +87,7 @@ import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mesh_workload_identity import CertsDir, IdentityError, certificate_summary
+from ansible.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock, folder_read_lock
 
 
 def main():
@@ -89,9 +97,21 @@ def main():
             chain=dict(type="str"),
             bundle=dict(type="str", required=True),
             owner=dict(type="str"),
+            lock_timeout=dict(type="float", default=DEFAULT_TIMEOUT),
         ),
         supports_check_mode=True,
     )
+    # One run at a time in the certs folder (another deploy or rotation waits, then fails naming
+    # the holder); check mode waits for a writer but makes and changes nothing.
+    certs_dir, timeout = module.params["certs_dir"], module.params["lock_timeout"]
+    try:
+        with folder_read_lock(certs_dir, timeout) if module.check_mode else folder_lock(certs_dir, timeout, 0o755):
+            install(module)
+    except FolderLocked as error:
+        module.fail_json(msg=str(error))
+
+
+def install(module):
     certs = CertsDir(module.params["certs_dir"])
     now = datetime.datetime.now(datetime.timezone.utc)
     chain = module.params["chain"].encode() if module.params["chain"] else None

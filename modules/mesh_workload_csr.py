@@ -42,6 +42,13 @@ options:
     description: Make a new key for the request instead of reusing the installed one (key rotation).
     type: bool
     default: false
+  lock_timeout:
+    description:
+      - One run at a time in the folder - the module holds an exclusive lock on C(.meshwright.lock) in it (the
+        holder writes its pid, host and command there; check mode only waits for a writer and changes nothing).
+        A second run waits up to this many seconds, then fails naming the holder.
+    type: float
+    default: 300
 extends_documentation_fragment:
   - action_common_attributes
 attributes:
@@ -88,13 +95,19 @@ new_key:
   description: Whether a new private key was made (in check mode, would be).
   returned: always
   type: bool
+public_key_sha256:
+  description: SHA-256 (hex) of the DER public key the CSR is for - the key this host holds; M(mesh_workload_sign)
+    refuses a CSR whose key is not this one.
+  returned: when a CSR is returned
+  type: str
 """
 
 import datetime
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mesh_workload_identity import CertsDir
-from ansible.module_utils.mesh_pki_csr import make_csr
+from ansible.module_utils.mesh_pki_csr import key_pem_public_sha256, make_csr
+from ansible.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock, folder_read_lock
 
 
 def main():
@@ -106,9 +119,21 @@ def main():
             bundle=dict(type="str"),
             renew=dict(type="str", choices=["due", "always"], default="due"),
             new_key=dict(type="bool", default=False),
+            lock_timeout=dict(type="float", default=DEFAULT_TIMEOUT),
         ),
         supports_check_mode=True,
     )
+    # One run at a time in the certs folder (another deploy or rotation waits, then fails naming
+    # the holder); check mode waits for a writer but makes and changes nothing.
+    certs_dir, timeout = module.params["certs_dir"], module.params["lock_timeout"]
+    try:
+        with folder_read_lock(certs_dir, timeout) if module.check_mode else folder_lock(certs_dir, timeout, 0o755):
+            request(module)
+    except FolderLocked as error:
+        module.fail_json(msg=str(error))
+
+
+def request(module):
     params = module.params
     if not params["spiffe_id"].startswith("spiffe://"):
         module.fail_json(msg=f"spiffe_id must be a SPIFFE ID (spiffe://...), not {params['spiffe_id']!r}")
@@ -126,7 +151,8 @@ def main():
         key, made = certs.key_for_request(params["new_key"], module.check_mode)
     except OSError as error:
         module.fail_json(msg=f"cannot write the new key in {certs.path}: {error}")
-    module.exit_json(changed=made, csr=make_csr(key, params["spiffe_id"]).decode(), reason=reason, new_key=made)
+    module.exit_json(changed=made, csr=make_csr(key, params["spiffe_id"]).decode(), reason=reason, new_key=made,
+                     public_key_sha256=key_pem_public_sha256(key))
 
 
 if __name__ == "__main__":

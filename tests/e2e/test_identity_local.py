@@ -229,7 +229,7 @@ def test_root_rotation_under_load_ends_with_only_the_new_root_trusted(lab):
     roots = {host: envoy_certs(host)[1] for host in ADMIN}
     [new_root] = roots["ingress"]
     assert new_root != old_root and all(trusted == [new_root] for trusted in roots.values()), roots
-    assert sorted(os.listdir(lab.ca)) == ["intermediates", "root"]
+    assert sorted(os.listdir(lab.ca)) == [".meshwright.lock", "intermediates", "root"]
     # A plain rotate-certs afterwards: nothing is due, nothing changes.
     run = lab.rotate()
     assert run.returncode == 0, str(run)
@@ -263,3 +263,29 @@ def test_cert_report_shows_every_proxy_using_its_certificate(lab, tmp_path):
         # 30-day certificates are under the 31-day threshold asked for: each is flagged.
         assert len(info["alerts"]) == 1 and "expires in" in info["alerts"][0]
     assert re.search(r"payment-1\.default\s+spiffe://cluster.local/ns/default/sa/payment-service\s+\w{12}\.\.\s+\d{4}-\d\d-\d\d\s+[\d.]+\s+yes", run.output), str(run)
+
+
+def test_a_lost_ca_folder_is_refused_before_any_host_changes_unless_a_new_root_is_asked_for(lab):
+    """Issue 10 item 14: with the CA folder gone, deploy used to make a new root silently and
+    move hosts to it one by one. It now stops in its first play, naming the hosts, and every
+    proxy keeps its certificate; -e mesh_ca_new_root=true makes the new root on purpose."""
+    import shutil
+    before = all_serials()
+    _, [old_root] = envoy_certs("payment-1")
+    lost = lab.ca + ".lost"
+    os.rename(lab.ca, lost)
+    try:
+        run = lab.deploy()
+        assert run.returncode != 0, str(run)
+        assert f"the mesh CA at {lab.ca} has no root CA, but hosts already hold certificates from a mesh CA" in run.output, str(run)
+        assert "the CA folder looks lost" in run.output and "-e mesh_ca_new_root=true" in run.output, str(run)
+        assert "payment-1 trusts" in run.output, str(run)
+        assert all_serials() == before
+        assert not os.path.exists(os.path.join(lab.ca, "root"))
+        run = lab.deploy("-e", "mesh_ca_new_root=true")
+        assert run.returncode == 0, str(run)
+        after = all_serials()
+        assert all(after[host] != before[host] for host in ADMIN), (before, after)
+        assert all(envoy_certs(host)[1] != [old_root] for host in ADMIN)
+    finally:
+        shutil.rmtree(lost, ignore_errors=True)

@@ -192,6 +192,128 @@ def test_sign_refuses_a_csr_for_another_identity(ca, tmp_path):
     assert missing["failed"] and "no intermediate 'elsewhere'" in missing["msg"]
 
 
+PLAN = {"payment-1": {"proxy": "payment-1.default", "site": "local", "spiffe_id": PAYMENT_ID},
+        "order-1": {"proxy": "order-1.default", "site": "local", "spiffe_id": ORDER_ID}}
+
+
+def sign_planned(ca: str, csrs: dict, plan: dict = PLAN) -> dict:
+    return run_module("mesh_workload_sign", ca_dir=ca, mesh=[SEED], csrs=csrs, plan=plan)
+
+
+def tampered(csr_pem: str) -> str:
+    """The CSR with one bit of its self-signature flipped (no proof that it holds the key)."""
+    import base64
+    body = "".join(line for line in csr_pem.splitlines() if "-----" not in line)
+    der = bytearray(base64.b64decode(body))
+    der[-1] ^= 0x01
+    encoded = base64.b64encode(bytes(der)).decode()
+    return "-----BEGIN CERTIFICATE REQUEST-----\n" + "\n".join(encoded[i:i + 64] for i in range(0, len(encoded), 64)) + "\n-----END CERTIFICATE REQUEST-----\n"
+
+
+def test_sign_with_the_inventory_plan_refuses_what_a_host_claims_beyond_it(ca, tmp_path):
+    """Issue 10 item 4: the host payment-1 returns facts making it order-1.default at site
+    '../root' (the root's own folder). Signing goes by the plan made from the inventory before
+    any host ran a task: every such request is refused with the host named; its own identity is
+    signed, keyed by the host."""
+    own = csr_for(str(tmp_path / "own"), PAYMENT_ID)["csr"]
+    other = csr_for(str(tmp_path / "other"), ORDER_ID)["csr"]
+    claims = sign_planned(ca, {"payment-1": {"csr": other, "proxy": "order-1.default", "intermediate": "../root"}})
+    assert claims["failed"] and claims["host"] == "payment-1" and "chains" not in claims
+    assert claims["msg"] == ("refused to sign the CSR of host payment-1: it claims proxy order-1.default at site ../root, but the inventory "
+                             "gives it proxy payment-1.default at site local (a host's facts never choose its identity)")
+    asks = sign_planned(ca, {"payment-1": {"csr": other, "proxy": "payment-1.default", "intermediate": "local"}})
+    assert asks["failed"] and asks["msg"] == (f"refused to sign the CSR of host payment-1 (proxy payment-1.default, site local): the CSR asks for "
+                                              f"{ORDER_ID}, but this workload's identity is {PAYMENT_ID} (from its WorkloadEntry's namespace and serviceAccount)")
+    forged = sign_planned(ca, {"payment-1": tampered(own)})
+    assert forged["failed"] and forged["msg"] == ("refused to sign the CSR of host payment-1 (proxy payment-1.default, site local): "
+                                                  "the CSR's signature does not verify with its own public key")
+    other_key = csr_for(str(tmp_path / "own2"), PAYMENT_ID)
+    swapped = sign_planned(ca, {"payment-1": {"csr": own, "public_key_sha256": other_key["public_key_sha256"]}})
+    assert swapped["failed"] and swapped["msg"].startswith("refused to sign the CSR of host payment-1 (proxy payment-1.default, site local): "
+                                                           "the CSR is for the public key ")
+    assert f"not the key the host reports holding ({other_key['public_key_sha256'][:16]}...)" in swapped["msg"]
+    stranger = sign_planned(ca, {"intruder": own})
+    assert stranger["failed"] and stranger["msg"] == "refused to sign the CSR of host intruder: the signing plan (made from the inventory) gives it no identity"
+    rooted = sign_planned(ca, {"payment-1": own}, plan={"payment-1": dict(PLAN["payment-1"], site="../root")})
+    assert rooted["failed"] and rooted["msg"].startswith("refused to sign the CSR of host payment-1 (proxy payment-1.default, site ../root): "
+                                                         "site '../root': a site (intermediate) name must be a DNS-1123 label")
+    own_key = csr_for(str(tmp_path / "own"), PAYMENT_ID)["public_key_sha256"]  # the same pending key again
+    signed = sign_planned(ca, {"payment-1": {"csr": own, "proxy": "payment-1.default", "intermediate": "local", "public_key_sha256": own_key}})
+    assert not signed.get("failed"), signed
+    assert list(signed["chains"]) == ["payment-1"] and signed["chains"]["payment-1"]["spiffe_id"] == PAYMENT_ID
+    assert signed["chains"]["payment-1"]["proxy"] == "payment-1.default"
+
+
+def test_render_makes_the_signing_plan_from_the_inventory(tmp_path):
+    proxies = {"payment-1.default": "/srv/payment-1/proxy", "ingress.default": "/srv/ingress/proxy"}
+    rendered = run_module("mesh_render", mesh=[SEED], proxies=proxies, hosts={"payment-1": "payment-1.default", "edge": "ingress.default"},
+                          sites={"payment-1": "eu-west"})
+    assert rendered["identities"] == {
+        "edge": {"proxy": "ingress.default", "site": "default", "spiffe_id": "spiffe://cluster.local/ns/default/sa/ingress-service-account"},
+        "payment-1": {"proxy": "payment-1.default", "site": "eu-west", "spiffe_id": PAYMENT_ID},
+    }
+    bad = run_module("mesh_render", mesh=[SEED], proxies=proxies, hosts={"payment-1": "payment-1.default"}, sites={"payment-1": "../root"})
+    assert bad["failed"] and bad["msg"] == ("sites.payment-1: site '../root' must be a DNS-1123 label (at most 63 lower-case letters, digits "
+                                            "and '-', starting and ending with a letter or digit)")
+    unknown = run_module("mesh_render", mesh=[SEED], proxies=proxies, hosts={"payment-1": "order-1.default"})
+    assert unknown["failed"] and unknown["msg"] == "hosts.payment-1: proxy 'order-1.default' is not one of the rendered proxies (proxies)"
+
+
+def test_mesh_ca_refuses_a_site_that_is_a_path(ca, tmp_path):
+    for site in ("../root", "../../x"):
+        refused = run_module("mesh_ca", path=ca, intermediates=[site])
+        assert refused["failed"] and refused["msg"].startswith(f"site {site!r}: a site (intermediate) name must be a DNS-1123 label")
+    assert sorted(os.listdir(ca)) == [".meshwright.lock", "intermediates", "root"] and not (tmp_path / "x").exists()
+    fresh = str(tmp_path / "fresh")
+    refused = run_module("mesh_ca", path=fresh, intermediates=["../root"], **{"import": {"intermediates": {"../x": {"certificate": "/c", "private_key": "/k"}}}})
+    assert refused["failed"] and refused["msg"].startswith("site '../root'") and not os.path.exists(fresh)
+
+
+def test_a_second_run_on_the_ca_or_a_certs_folder_fails_naming_the_holder(ca, tmp_path):
+    """Two deploys at once: the second waits for the lock, then fails saying who holds it."""
+    certs = str(tmp_path / "certs")
+    os.makedirs(certs)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); from meshwright.pki.folder_lock import folder_lock\n"
+                               "with folder_lock(sys.argv[2]), folder_lock(sys.argv[3]):\n    print('held', flush=True); time.sleep(60)",
+                               os.path.join(ROOT, "src"), ca, certs], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        ca_run = run_module("mesh_ca", path=ca, intermediates=["local"], lock_timeout=0.3)
+        assert ca_run["failed"] and f"{ca} is locked by another meshwright run (pid {holder.pid} on " in ca_run["msg"], ca_run
+        signing = run_module("mesh_workload_sign", ca_dir=ca, mesh=[SEED], csrs={}, lock_timeout=0.3)
+        assert signing["failed"] and f"{ca} is locked by another meshwright run (pid {holder.pid} on " in signing["msg"]
+        csr_run = run_module("mesh_workload_csr", certs_dir=certs, spiffe_id=PAYMENT_ID, lock_timeout=0.3)
+        assert csr_run["failed"] and f"{certs} is locked by another meshwright run (pid {holder.pid} on " in csr_run["msg"]
+        cert_run = run_module("mesh_workload_cert", certs_dir=certs, bundle="x", lock_timeout=0.3)
+        assert cert_run["failed"] and "waited 0.3 s" in cert_run["msg"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_module("mesh_ca", path=ca, intermediates=["local"], lock_timeout=0.3)["changed"] is False
+
+
+def test_a_lost_ca_folder_is_refused_when_hosts_trust_another_root(ca, tmp_path):
+    """Issue 10 item 14: hosts hold certificates from the CA at `ca`; its folder is lost (a
+    new, empty path). Making a new root then is refused, naming the hosts, unless asked for."""
+    bundle = run_module("mesh_ca", path=ca)["bundle"]
+    lost = str(tmp_path / "lost")
+    refused = run_module("mesh_ca", path=lost, intermediates=["local"], hosts_trust={"payment-1": bundle, "order-1": bundle, "fresh": ""})
+    assert refused["failed"], refused
+    assert refused["msg"].startswith(f"the mesh CA at {lost} has no root CA, but hosts already hold certificates from a mesh CA (order-1 trusts ")
+    assert "the CA folder looks lost" in refused["msg"] and "-e mesh_ca_new_root=true (mesh_ca new_root: true)" in refused["msg"]
+    assert "fresh" not in refused["msg"] and not os.path.exists(os.path.join(lost, "root"))
+    other = str(tmp_path / "other")
+    run_module("mesh_ca", path=other, intermediates=["local"])
+    foreign = run_module("mesh_ca", path=other, intermediates=["local"], hosts_trust={"payment-1": bundle})
+    assert foreign["failed"] and f"the mesh CA at {other} holds none of the roots they trust" in foreign["msg"]
+    asked = run_module("mesh_ca", path=lost, intermediates=["local"], hosts_trust={"payment-1": bundle}, new_root=True)
+    assert asked["changed"] and asked["actions"][0] == "make root CA (new)"
+    # Hosts that trust the CA's root (also beside another, as during a root rotation) are fine.
+    both = bundle + run_module("mesh_ca", path=other)["bundle"]
+    assert not run_module("mesh_ca", path=other, intermediates=["local"], hosts_trust={"payment-1": both}).get("failed")
+    assert not run_module("mesh_ca", path=ca, intermediates=["local"], hosts_trust={"payment-1": bundle}).get("failed")
+
+
 def install_new(ca: str, certs: str, proxy: str, spiffe_id: str, **csr_options) -> dict:
     made = csr_for(certs, spiffe_id, **csr_options)
     signed = sign(ca, {proxy: made["csr"]})

@@ -51,6 +51,8 @@ def write_config(bundle: dict, config_dir: str, check: bool = False, **extra) ->
 def read_dir(path: str) -> dict[str, str]:
     out = {}
     for name in sorted(os.listdir(path)):
+        if name == ".meshwright.lock":  # the folder's lock (one run at a time), not config
+            continue
         with open(os.path.join(path, name)) as handle:
             out[name] = handle.read()
     return out

@@ -22,6 +22,10 @@ INTERMEDIATE_LIFETIME = datetime.timedelta(days=730)
 CLOCK_SKEW = datetime.timedelta(minutes=1)
 
 
+class AuthorityExpired(ValueError):
+    """The CA that would sign (or one above it) is expired: nothing it signs would verify."""
+
+
 @dataclass(frozen=True)
 class Authority:
     """A CA: its certificate and key, and the certificates above it (nearest first, ending
@@ -39,6 +43,19 @@ class Authority:
         """The CA certificates a certificate it signs is sent with: itself and any
         intermediates above it, never the root (peers have the root in their trust bundle)."""
         return [self.certificate, *self.parents[:-1]] if self.parents else []
+
+    def expiry(self) -> datetime.datetime:
+        """When the first of its chain (itself and the CAs above it) expires: what it signs
+        must not outlive that."""
+        return min(c.not_valid_after_utc for c in (self.certificate, *self.parents))
+
+    def check_can_sign(self, now: datetime.datetime) -> None:
+        """AuthorityExpired naming the expired CA when it or one above it has expired."""
+        for certificate in (self.certificate, *self.parents):
+            if certificate.not_valid_after_utc <= now:
+                what = "it" if certificate is self.certificate else f"the CA above it ({certificate.subject.rfc4514_string()})"
+                raise AuthorityExpired(f"the issuing CA {self.certificate.subject.rfc4514_string()} cannot sign: {what} expired on "
+                                       f"{certificate.not_valid_after_utc.isoformat()} (renew it: mesh_ca, or rotate-certs.yml)")
 
     def certificate_pem(self) -> bytes:
         return certificate_pem(self.certificate)
@@ -80,7 +97,8 @@ def _ca_certificate(subject: x509.Name, key, issuer: Authority | None, lifetime:
     start = now - CLOCK_SKEW
     end = now + lifetime
     if issuer is not None:
-        end = min(end, issuer.certificate.not_valid_after_utc)  # never outlive the issuer
+        issuer.check_can_sign(now)
+        end = min(end, issuer.expiry())  # never outlive the issuer or the CAs above it
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

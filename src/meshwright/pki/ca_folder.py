@@ -12,8 +12,15 @@
 Keys are 0600 in 0700 folders and never leave this module except as objects to sign with.
 With a vault (meshwright.pki.vault: a password), every key file is ansible-vault encrypted at
 rest and decrypted in memory only; plaintext keys found then are encrypted in place.
-Each file is replaced by rename, the certificate after its key, and a certificate is only
-used with the key it was issued for, so an interrupted write is found, not trusted.
+A root or intermediate is written, key and certificate, into a new folder that then replaces
+the old one by rename (the old one waits aside as `.<name>.replaced` until then, and is what is
+read should a run stop between the two renames): an interruption leaves the old pair or the
+new pair, never a key without its certificate. `locked()` keeps other runs out meanwhile.
+Site names are DNS-1123 labels (`check_site`): a site is a folder here, and '../root' is not one.
+
+Intermediates are limited by a URI name constraint to the trust domain's SPIFFE IDs and renewed
+at two thirds of their life (or once expired), whatever the regenerate policy; an expired
+intermediate or root signs nothing.
 
 What to do with material that exists already is the caller's choice (`Regenerate`), careful
 by default: a root is never replaced by accident. A root rotation is three steps that can each
@@ -24,6 +31,7 @@ and finish (root-previous is dropped once no proxy uses the old chain).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
@@ -37,9 +45,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from meshwright.pki.bundle import trust_bundle
-from meshwright.pki.ca import Authority, certificate_pem, make_intermediate, make_root, private_key_pem
-from meshwright.pki.info import fingerprint, not_after, not_before, serial_hex
+from meshwright.pki.folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock, folder_read_lock
+from meshwright.pki.ca import Authority, AuthorityExpired, certificate_pem, make_intermediate, make_root, private_key_pem
+from meshwright.pki.info import certificates_in, fingerprint, needs_renewal, not_after, not_before, renewal_time, serial_hex
 from meshwright.pki.vault import Vault, VaultError, is_encrypted
+from meshwright.names import LABEL_HELP, is_label
 
 ROOT, NEXT_ROOT, PREVIOUS_ROOT, INTERMEDIATES = "root", "root-next", "root-previous", "intermediates"
 CERT_FILE, KEY_FILE = "cert.pem", "key.pem"
@@ -48,6 +58,14 @@ REGENERATE = ("never", "fail", "partial_idempotence", "always")
 
 class CaError(Exception):
     """The CA folder cannot do what was asked (the message says why and what to do)."""
+
+
+def check_site(name: object) -> str:
+    """A site (intermediate) name, which becomes a folder under intermediates/: a DNS-1123
+    label, so that '../root' or 'a/b' can never name another folder."""
+    if not is_label(name):
+        raise CaError(f"site {name!r}: a site (intermediate) name must be {LABEL_HELP}")
+    return name
 
 
 @dataclass
@@ -88,6 +106,15 @@ def issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
 def _organization(certificate: x509.Certificate) -> str:
     values = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     return values[0].value if values else ""
+
+
+def permitted_trust_domains(certificate: x509.Certificate) -> list[str]:
+    """The URI hosts (trust domains) a CA's name constraints permit, [] without constraints."""
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return []
+    return sorted(name.value for name in constraints.permitted_subtrees or [] if isinstance(name, x509.UniformResourceIdentifier))
 
 
 def _common_name(certificate: x509.Certificate) -> str:
@@ -141,6 +168,19 @@ def _write_file(path: str, content: bytes, mode: int) -> None:
         raise
 
 
+def _aside(folder: str) -> str:
+    """Where a folder's old content waits while a new one is renamed into its place."""
+    return os.path.join(os.path.dirname(folder), f".{os.path.basename(folder)}.replaced")
+
+
+def _fsync_folder(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class CaFolder:
     def __init__(self, path: str, check_mode: bool = False, now: datetime.datetime | None = None, vault: Vault | None = None):
         self.path = path
@@ -151,16 +191,35 @@ class CaFolder:
         # later steps of the same call see it.
         self._pending: dict[str, tuple[x509.Certificate, object] | None] = {}
 
+    @contextlib.contextmanager
+    def locked(self, timeout: float = DEFAULT_TIMEOUT):
+        """Hold the CA folder's lock (one writer at a time); CaError naming the holder when
+        another run keeps it past timeout. In check mode (and for signing, which only reads) a
+        shared lock that changes nothing: it waits for a writer, not for other readers."""
+        try:
+            with (folder_read_lock(self.path, timeout) if self.check_mode else folder_lock(self.path, timeout)):
+                yield
+        except FolderLocked as error:
+            raise CaError(f"the mesh CA: {error}") from None
+
     # --- reading -------------------------------------------------------------------------
 
     def _folder(self, name: str) -> str:
         return os.path.join(self.path, name)
 
+    def _on_disk(self, name: str) -> str:
+        """The folder that holds name's pair: its own, or the old one set aside by a
+        replacement that stopped between its two renames."""
+        folder = self._folder(name)
+        if not os.path.isdir(folder) and os.path.isdir(_aside(folder)):
+            return _aside(folder)
+        return folder
+
     def _read(self, name: str) -> tuple[x509.Certificate, object] | None:
         """(certificate, key or None) stored under name, None when there is no certificate."""
         if name in self._pending:
             return self._pending[name]
-        folder = self._folder(name)
+        folder = self._on_disk(name)
         try:
             with open(os.path.join(folder, CERT_FILE), "rb") as handle:
                 certificate = _load_certificate(handle.read(), os.path.join(folder, CERT_FILE))
@@ -206,12 +265,16 @@ class CaFolder:
 
     def intermediate_names(self) -> list[str]:
         folder = self._folder(INTERMEDIATES)
-        on_disk = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        entries = os.listdir(folder) if os.path.isdir(folder) else []
+        # Sites are DNS-1123 labels; ".<site>.replaced" is one whose replacement was interrupted.
+        on_disk = [entry[1:-len(".replaced")] if entry.startswith(".") and entry.endswith(".replaced") else entry for entry in entries]
+        on_disk = [entry for entry in on_disk if is_label(entry)]
         pending = [name.split("/", 1)[1] for name in self._pending if name.startswith(INTERMEDIATES + "/")]
         return sorted({*on_disk, *pending})
 
     def intermediate(self, name: str) -> Authority:
         """The site's intermediate, with the root above it, ready to sign."""
+        check_site(name)
         stored = self._read(f"{INTERMEDIATES}/{name}")
         root = self.root()
         if stored is None:
@@ -222,7 +285,12 @@ class CaFolder:
             raise CaError(f"intermediate {name!r} at {self.path} has no private key: it cannot sign")
         if root is None or not issued_by(certificate, root.certificate):
             raise CaError(f"intermediate {name!r} at {self.path} was not issued by the current root: reissue it (mesh_ca regenerate: partial_idempotence)")
-        return Authority(certificate, key, (root.certificate,))
+        authority = Authority(certificate, key, (root.certificate,))
+        try:
+            authority.check_can_sign(self.now)
+        except AuthorityExpired as error:
+            raise CaError(f"intermediate {name!r} at {self.path}: {error}") from None
+        return authority
 
     def bundle(self) -> bytes:
         """The roots every proxy trusts now: the root, and root-next or root-previous during a rotation."""
@@ -241,22 +309,39 @@ class CaFolder:
     # --- writing -------------------------------------------------------------------------
 
     def _store(self, name: str, certificate: x509.Certificate, key) -> None:
+        """Key and certificate into a new folder, which then replaces name's by rename: an
+        interruption leaves the old pair or the new pair, never a key without its certificate."""
         if self.check_mode:
             self._pending[name] = (certificate, key)
             return
-        folder = self._folder(name)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        # makedirs gives only the last folder its mode: every folder down to it is 0700.
-        path = self.path
-        os.chmod(path, 0o700)
-        for part in name.split("/"):
-            path = os.path.join(path, part)
-            os.chmod(path, 0o700)
-        if key is not None:
-            _write_file(os.path.join(folder, KEY_FILE), self._key_bytes(key), 0o600)
-        elif os.path.exists(os.path.join(folder, KEY_FILE)):
-            os.unlink(os.path.join(folder, KEY_FILE))
-        _write_file(os.path.join(folder, CERT_FILE), certificate_pem(certificate), 0o644)
+        target = self._folder(name)
+        parent = os.path.dirname(target)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        os.chmod(self.path, 0o700)
+        os.chmod(parent, 0o700)  # makedirs gives only the last folder its mode
+        staging = tempfile.mkdtemp(dir=parent, prefix=f".new-{os.path.basename(target)}-")  # 0700
+        try:
+            if key is not None:
+                _write_file(os.path.join(staging, KEY_FILE), self._key_bytes(key), 0o600)
+            _write_file(os.path.join(staging, CERT_FILE), certificate_pem(certificate), 0o644)
+            _fsync_folder(staging)
+            self._swap_in(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _swap_in(self, staging: str, target: str) -> None:
+        """Rename staging to target; the old target waits aside (and is read, should this stop
+        halfway) until the new one is in place."""
+        aside = _aside(target)
+        if os.path.isdir(target):
+            if os.path.isdir(aside):
+                shutil.rmtree(aside)
+            os.replace(target, aside)
+        os.replace(staging, target)
+        _fsync_folder(os.path.dirname(target))
+        if os.path.isdir(aside):
+            shutil.rmtree(aside)
 
     def _move(self, source: str, target: str) -> None:
         if self.check_mode:
@@ -265,7 +350,7 @@ class CaFolder:
             return
         if os.path.exists(self._folder(target)):
             shutil.rmtree(self._folder(target))
-        os.replace(self._folder(source), self._folder(target))
+        os.replace(self._on_disk(source), self._folder(target))
 
     def _remove(self, name: str) -> None:
         if self.check_mode:
@@ -292,9 +377,19 @@ class CaFolder:
             problems.append("it was not issued by the current root")
         if _common_name(certificate) != name:
             problems.append(f"its common name is {_common_name(certificate)!r}, not {name!r}")
-        if not_after(certificate) <= self.now:
-            problems.append(f"it expired on {not_after(certificate).isoformat()}")
         return problems
+
+    def _intermediate_renewal(self, certificate: x509.Certificate, trust_domain: str) -> str | None:
+        """Why an intermediate is renewed whatever the regenerate policy (as workload
+        certificates are): expired, past two thirds of its life, or not yet limited by name
+        constraints to the mesh's trust domain. None when it is fine."""
+        if not_after(certificate) <= self.now:
+            return f"it expired on {not_after(certificate).isoformat()}"
+        if needs_renewal(certificate, self.now):
+            return f"past two thirds of its life ({renewal_time(certificate).isoformat()})"
+        if permitted_trust_domains(certificate) != [trust_domain]:
+            return f"it is not limited to trust domain {trust_domain!r} by name constraints"
+        return None
 
     def _decide(self, what: str, exists: bool, problems: list[str], regenerate: str, changes: Changes) -> bool:
         """Whether to (re)make `what`, by the regenerate policy; CaError for `fail`."""
@@ -310,6 +405,35 @@ class CaFolder:
             return False
         return True
 
+    # --- what the hosts trust already ------------------------------------------------------
+
+    def _held_root_fingerprints(self) -> set[str]:
+        held = [self.root(), self.next_root(), self.previous_root()]
+        return {fingerprint(r.certificate if isinstance(r, Authority) else r) for r in held if r is not None}
+
+    def check_hosts_trust(self, bundles: dict[str, bytes], new_root: bool = False) -> None:
+        """CaError when a host already trusts roots of which this folder holds none: the CA
+        folder was lost (or is another mesh's), and going on would make a new root and move
+        hosts to it one by one, breaking mTLS between them. new_root: the user asks for that."""
+        held = self._held_root_fingerprints()
+        strangers = {}
+        for host, bundle in sorted(bundles.items()):
+            try:
+                roots = {fingerprint(c) for c in certificates_in(bundle)}
+            except ValueError:
+                roots = {"(unreadable bundle)"}
+            if roots and not roots & held:
+                strangers[host] = sorted(roots)
+        if not strangers or new_root:
+            return
+        named = "; ".join(f"{host} trusts {', '.join(root[:16] for root in roots)}" for host, roots in list(strangers.items())[:5])
+        more = f" and {len(strangers) - 5} more" if len(strangers) > 5 else ""
+        state = "has no root CA" if not held else "holds none of the roots they trust"
+        raise CaError(f"the mesh CA at {self.path} {state}, but hosts already hold certificates from a mesh CA ({named}{more}): "
+                      "the CA folder looks lost (or belongs to another mesh). Restore it from its backup and run again; to move every "
+                      "proxy to a new root on purpose (mTLS between proxies that have it and those that do not yet fails until the run "
+                      "ends), run with -e mesh_ca_new_root=true (mesh_ca new_root: true)")
+
     # --- operations ----------------------------------------------------------------------
 
     def ensure(self, trust_domain: str, intermediates: list[str], regenerate: str = "never") -> Changes:
@@ -317,6 +441,8 @@ class CaFolder:
         otherwise handled by the regenerate policy."""
         if regenerate not in REGENERATE:
             raise CaError(f"regenerate must be one of {', '.join(REGENERATE)}")
+        for name in intermediates:
+            check_site(name)
         changes = Changes()
         root = self.root()
         if self._decide("the root CA", root is not None, self._root_problems(root, trust_domain) if root else [], regenerate, changes):
@@ -326,11 +452,14 @@ class CaFolder:
             root = make_root(trust_domain, now=self.now)
             self._store(ROOT, root.certificate, root.key)
             changes.actions.append(f"make root CA ({'replacing the old one: every proxy needs new certificates' if replacing else 'new'})")
+        if root is not None and needs_renewal(root.certificate, self.now) and not_after(root.certificate) > self.now:
+            changes.warnings.append(f"the root CA at {self.path} is past two thirds of its life (it expires on {not_after(root.certificate).isoformat()}): "
+                                    "rotate it (rotate-certs.yml -e rotate=root)")
         for name in intermediates:
-            self._ensure_intermediate(name, root, regenerate, changes)
+            self._ensure_intermediate(name, root, trust_domain, regenerate, changes)
         return changes
 
-    def _ensure_intermediate(self, name: str, root: Authority, regenerate: str, changes: Changes) -> None:
+    def _ensure_intermediate(self, name: str, root: Authority, trust_domain: str, regenerate: str, changes: Changes) -> None:
         stored = self._read(f"{INTERMEDIATES}/{name}")
         problems = self._intermediate_problems(name, stored, root) if stored else []
         if regenerate == "never" and "it was not issued by the current root" in problems:
@@ -338,13 +467,32 @@ class CaFolder:
             raise CaError(f"intermediate {name!r} at {self.path} was not issued by the current root; "
                           "regenerate: partial_idempotence reissues it (its workloads then need new certificates)")
         if self._decide(f"intermediate {name!r}", stored is not None, problems, regenerate, changes):
-            self._make_intermediate(name, root)
+            self._make_intermediate(name, root, trust_domain)
             changes.actions.append(f"make intermediate CA {name!r}")
+            return
+        if stored is not None:
+            self._renew_intermediate(name, stored[0], root, trust_domain, changes)
 
-    def _make_intermediate(self, name: str, root: Authority) -> None:
+    def _renew_intermediate(self, name: str, certificate: x509.Certificate, root: Authority, trust_domain: str, changes: Changes) -> None:
+        reason = self._intermediate_renewal(certificate, trust_domain)
+        if reason is None:
+            return
+        if root.key is None:
+            changes.warnings.append(f"intermediate {name!r} at {self.path} needs renewing ({reason}), but the root's key is not here: "
+                                    "import a new intermediate signed by the root")
+            return
+        self._make_intermediate(name, root, trust_domain)
+        changes.actions.append(f"renew intermediate CA {name!r} ({reason}; its workloads renew their certificates)")
+
+    def _make_intermediate(self, name: str, root: Authority, trust_domain: str | None) -> None:
+        """A new intermediate for site name, limited by name constraints to the SPIFFE IDs of
+        trust_domain (the root's organization when None)."""
         if root.key is None:
             raise CaError(f"the root CA at {self.path} has no private key here (imported without it): import intermediate {name!r} signed by it")
-        intermediate = make_intermediate(root, name, now=self.now)
+        try:
+            intermediate = make_intermediate(root, name, now=self.now, trust_domains=[trust_domain or _organization(root.certificate)])
+        except AuthorityExpired as error:
+            raise CaError(f"the root CA at {self.path}: {error}") from None
         self._store(f"{INTERMEDIATES}/{name}", intermediate.certificate, intermediate.key)
 
     def import_root(self, certificate_pem_: bytes, key_pem: bytes | None, regenerate: str = "never") -> Changes:
@@ -376,6 +524,7 @@ class CaFolder:
 
     def import_intermediate(self, name: str, certificate_pem_: bytes, key_pem: bytes, regenerate: str = "never") -> Changes:
         """Take an existing intermediate for a site; it must be issued by the current root."""
+        check_site(name)
         changes = Changes()
         certificate = _load_certificate(certificate_pem_, f"intermediate {name!r} certificate")
         key = self._open_key(key_pem, f"intermediate {name!r} key")
@@ -414,13 +563,15 @@ class CaFolder:
             changes.actions.append(f"encrypt the key of {name} with ansible-vault")
         return changes
 
-    def rotate_intermediates(self, names: list[str]) -> Changes:
+    def rotate_intermediates(self, names: list[str], trust_domain: str | None = None) -> Changes:
         """A new intermediate for each site, from the current root (its workloads need new
         certificates; the old ones stay valid until they expire, the root being the same)."""
+        for name in names:
+            check_site(name)
         changes = Changes()
         root = self._require_root()
         for name in names:
-            self._make_intermediate(name, root)
+            self._make_intermediate(name, root, trust_domain)
             changes.actions.append(f"make intermediate CA {name!r} (rotation)")
         return changes
 
@@ -441,10 +592,12 @@ class CaFolder:
             changes.actions.append("make the next root CA (trusted beside the current one)")
         return changes
 
-    def switch_root(self, intermediates: list[str]) -> Changes:
+    def switch_root(self, intermediates: list[str], trust_domain: str | None = None) -> Changes:
         """Step 2: root-next becomes the root, the old root stays trusted as root-previous, and
         every intermediate is reissued from the new root. Run again, it reissues only
         intermediates still from the old root."""
+        for name in intermediates:
+            check_site(name)
         changes = Changes()
         if self.next_root() is not None:
             if self.root() is not None:
@@ -457,7 +610,7 @@ class CaFolder:
         for name in sorted(set(intermediates) | set(self.intermediate_names())):
             stored = self._read(f"{INTERMEDIATES}/{name}")
             if stored is None or not issued_by(stored[0], root.certificate):
-                self._make_intermediate(name, root)
+                self._make_intermediate(name, root, trust_domain)
                 changes.actions.append(f"make intermediate CA {name!r} from the new root")
         return changes
 

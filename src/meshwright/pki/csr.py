@@ -7,6 +7,8 @@ import of the rest of meshwright, so Ansible module_utils can ship this very fil
 
 from __future__ import annotations
 
+import hashlib
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -39,3 +41,14 @@ def key_matches_certificate(key_pem: bytes, certificate_pem: bytes) -> bool:
     certificate = x509.load_pem_x509_certificate(certificate_pem)
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     return key.public_key().public_bytes(serialization.Encoding.DER, public) == certificate.public_key().public_bytes(serialization.Encoding.DER, public)
+
+
+def public_key_sha256(public_key) -> str:
+    """SHA-256 of a public key's DER SubjectPublicKeyInfo, lower-case hex: what a host says its
+    key is, and what the controller compares with the key in the CSR."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def key_pem_public_sha256(key_pem: bytes) -> str:
+    return public_key_sha256(serialization.load_pem_private_key(key_pem, password=None).public_key())

@@ -58,10 +58,12 @@ def check_csr(csr_pem: bytes, expected_spiffe_id: str) -> x509.CertificateSignin
 def sign_csr(csr_pem: bytes, expected_spiffe_id: str, issuer: Authority, lifetime: datetime.timedelta = DEFAULT_LIFETIME,
              now: datetime.datetime | None = None) -> bytes:
     """The workload's certificate chain (PEM: the leaf, then the issuer's CA certificates up
-    to but not including the root). Raises CsrRefused when the CSR is not for expected_spiffe_id."""
+    to but not including the root). Raises CsrRefused when the CSR is not for expected_spiffe_id,
+    AuthorityExpired when the issuer or a CA above it has expired."""
     csr = check_csr(csr_pem, expected_spiffe_id)
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    not_after = min(now + lifetime, issuer.certificate.not_valid_after_utc)
+    issuer.check_can_sign(now)  # AuthorityExpired: what it signed would not verify
+    not_after = min(now + lifetime, issuer.expiry())  # never past the intermediate's or the root's expiry
     leaf = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))

@@ -1,0 +1,1 @@
+../src/meshwright/pki/folder_lock.py
