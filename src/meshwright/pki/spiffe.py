@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
     return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
 
