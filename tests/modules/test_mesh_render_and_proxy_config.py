@@ -49,8 +49,9 @@ def write_config(bundle: dict, config_dir: str, check: bool = False, **extra) ->
 
 
 def read_dir(path: str) -> dict[str, str]:
+    """The folder's files, but for the manifest of what the render wrote."""
     out = {}
-    for name in sorted(os.listdir(path)):
+    for name in sorted(set(os.listdir(path)) - {".meshwright-files"}):
         with open(os.path.join(path, name)) as handle:
             out[name] = handle.read()
     return out

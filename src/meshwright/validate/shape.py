@@ -186,8 +186,9 @@ class Bool(Schema):
 class Duration(Schema):
     description = "a duration such as 500ms, 1.5s, 2m or 1h"
 
-    def __init__(self, minimum_seconds: float = 0.0):
+    def __init__(self, minimum_seconds: float = 0.0, maximum: tuple[float, str] | None = None):
         self.minimum_seconds = minimum_seconds
+        self.maximum = maximum  # (seconds, how the limit reads: "2160h (90 days, Istio's cap)")
 
     def problem(self, value):
         try:
@@ -196,7 +197,13 @@ class Duration(Schema):
             return f"{value!r} is not {self.description}"
         if seconds < self.minimum_seconds:
             return f"{value!r} is too short: at least {self.minimum_seconds:g}s"
+        if self.maximum and seconds > self.maximum[0]:
+            return f"{_short(value)!r} is too long: at most {self.maximum[1]}"
         return None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-10:]}"
 
 
 class Enum(Schema):
