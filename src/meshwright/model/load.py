@@ -176,8 +176,8 @@ def _read_regular_file(path: str, budget: _Budget) -> bytes:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise _Refused(f"cannot read: {_file_kind(info.st_mode)}; only regular files are read")
-        data = handle.read(budget.bytes_left + 1)
-    if len(data) > budget.bytes_left:
+        data = handle.read(budget.bytes_left + 1) if info.st_size <= budget.bytes_left else b""
+    if info.st_size > budget.bytes_left or len(data) > budget.bytes_left:
         limit = budget.limits[MAX_INPUT_MB.variable]
         raise _Refused(MAX_INPUT_MB.exceeded(f"the mesh config is larger than {limit} MB in all", limit), stop_all=True)
     budget.bytes_left -= len(data)
@@ -201,9 +201,11 @@ def _decode(data: bytes) -> str:
     return text
 
 
-def _documents(text: str, budget: _Budget):
-    """(first line, text) of each document of a stream, within the size and count limits."""
+def _documents(text: str, budget: _Budget) -> list[tuple[int, str]]:
+    """(first line, text) of each document of a stream, all within the size and count limits
+    (checked before any is parsed)."""
     starts = [0] + [match.start() for match in _DOCUMENT_MARKER.finditer(text) if match.start() > 0]
+    documents = []
     line = 1
     for index, start in enumerate(starts):
         end = starts[index + 1] if index + 1 < len(starts) else len(text)
@@ -216,8 +218,9 @@ def _documents(text: str, budget: _Budget):
             if len(chunk) > budget.document_bytes // 4 and len(chunk.encode()) > budget.document_bytes:
                 limit = budget.limits[MAX_DOCUMENT_KB.variable]
                 raise _Refused(MAX_DOCUMENT_KB.exceeded(f"the document at line {line} is larger than {limit} KB", limit), line)
-            yield line, chunk
+            documents.append((line, chunk))
         line += chunk.count("\n")
+    return documents
 
 
 def _load_file(path: str, budget: _Budget, result: LoadResult) -> None:
@@ -228,7 +231,7 @@ def _load_file(path: str, budget: _Budget, result: LoadResult) -> None:
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             line = first_line + mark.line if mark else first_line
-            raise _Refused(f"not valid YAML: {getattr(error, 'problem', None) or error}", line) from None
+            raise _Refused(f"not valid YAML: {getattr(error, 'problem', None) or error}{_hint(error)}", line) from None
         except RecursionError:
             raise _Refused("not valid YAML: nested too deeply", first_line) from None
         if node is not None:
@@ -236,6 +239,12 @@ def _load_file(path: str, budget: _Budget, result: LoadResult) -> None:
                 _load_document(path, node, first_line - 1, budget.depth, result)
             except _Refused as refused:
                 result.problems.append(Problem(path, refused.line, "", refused.path, str(refused)))
+
+
+def _hint(error: yaml.YAMLError) -> str:
+    if "alias" in str(getattr(error, "context", "") or ""):
+        return " (a '*' that starts a value starts a YAML alias: quote wildcards, as in \"*.example.com\")"
+    return ""
 
 
 def _load_document(path: str, node: yaml.Node, line_offset: int, depth: int, result: LoadResult) -> None:
@@ -290,7 +299,10 @@ class _DocumentReader:
 
     def value(self, node: yaml.Node, path: tuple, depth: int) -> object:
         if id(node) in self.seen:
-            raise _Refused(f"YAML aliases (*name) are not accepted: write the value anchored at line {self.line(node)} out in full", self.lines.get(path, self.line(node)), path)
+            # The alias is not in the composed document, only what it names: point at the
+            # field (or the list) that holds it.
+            line = self.lines.get(path) or self.lines.get(path[:-1]) or self.line(node)
+            raise _Refused(f"YAML aliases (*name) are not accepted: write the value anchored at line {self.line(node)} out in full", line, path)
         self.seen.add(id(node))
         self.lines[path] = self.line(node)
         if depth > self.max_depth:

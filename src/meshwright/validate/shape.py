@@ -11,6 +11,7 @@ put in the wrong place, saying how to express the intent instead.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import re
 from typing import Callable
@@ -35,6 +36,13 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(text)
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@functools.lru_cache(maxsize=4096)
+def close_matches(word: str, possibilities: tuple[str, ...]) -> list[str]:
+    """The did-you-mean of a misspelling; remembered, since a generated config repeats its
+    mistakes thousands of times and difflib is slow."""
+    return difflib.get_close_matches(word, possibilities, n=1, cutoff=0.6)
 
 
 def type_name(value: object) -> str:
@@ -219,7 +227,7 @@ class Enum(Schema):
         if value in self.values and type(value) is type(self.values[0]):
             return None
         message = f"{value!r} is not valid: expected {self.description}"
-        close = difflib.get_close_matches(str(value), [str(v) for v in self.values], n=1, cutoff=0.6)
+        close = close_matches(str(value), tuple(str(v) for v in self.values))
         if close:
             message += f" (did you mean {close[0]}?)"
         if value in self.hints:
@@ -374,7 +382,7 @@ class Obj(Schema):
     def unknown_field_message(self, key) -> str:
         known = sorted(self.fields)
         message = f"unknown field {key!r} in {self.name}"
-        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        close = close_matches(str(key), tuple(known))
         if close:
             message += f" (did you mean {close[0]!r}?)"
         else:
