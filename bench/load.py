@@ -56,7 +56,7 @@ def write_estate(services: int, folder: str) -> tuple[int, int]:
     """(documents, bytes) written."""
     documents = size = 0
     for name, docs in sorted(estate_documents(services).items()):
-        text = yaml.safe_dump_all(docs, sort_keys=False)
+        text = yaml.dump_all(docs, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
         with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
             handle.write(text)
         documents += len(docs)
