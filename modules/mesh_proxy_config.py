@@ -10,10 +10,10 @@ module: mesh_proxy_config
 short_description: Write a proxy's config files, checked by the host's Envoy first
 description:
   - Writes the files of one proxy (as M(mesh_render) returns them) into O(config_dir), the folder its Envoy
-    watches. Files are replaced by atomic rename, referenced files first (endpoints, routes, clusters, listeners,
-    bootstrap), so Envoy never reads a half-written or dangling config.
-  - Only files whose bytes differ are written; managed files that are no longer rendered (old C(rds-*), C(eds-*))
-    are removed. Other files in the folder are left alone.
+    watches. Files are replaced by atomic rename in the order of the xDS protocol (secrets and endpoints, clusters,
+    routes, listeners, bootstrap), so Envoy never reads a half-written or dangling config.
+  - Only files whose bytes differ are written. The names written are kept in C(.meshwright-files) in the folder;
+    files listed there that are no longer rendered are removed. Other files in the folder are left alone.
   - With O(envoy), the host's own Envoy runs C(envoy --mode validate) on O(validation_bootstrap) in a scratch
     folder before anything is swapped in. When Envoy rejects it, the task fails with Envoy's message and
     writes nothing.
@@ -106,7 +106,7 @@ changed_files:
   elements: str
   sample: ["cds.yaml", "eds-outbound_9080__reviews.default.svc.cluster.local-4ce76f50.yaml"]
 removed_files:
-  description: Managed files removed because they are no longer rendered (or that would be, in check mode).
+  description: Files of the last write (listed in C(.meshwright-files)) removed because they are no longer rendered (or that would be, in check mode).
   returned: always
   type: list
   elements: str

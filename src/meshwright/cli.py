@@ -8,13 +8,19 @@ import sys
 import tempfile
 
 from meshwright.compile.proxy import UnknownProxy, find_proxy, list_proxies
-from meshwright.deliver.bundle import ProxyBundle, bundle_proxy
+from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_files
 from meshwright.model.load import load_paths
-from meshwright.validate.envoy_binary import envoy_validate, find_envoy
+from meshwright.model.mesh import config_dir_problem
+from meshwright.validate.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
 from meshwright.validate.pipeline import validate_mesh
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+EXIT_INTERNAL = 3
+
+
+class UsageError(Exception):
+    """An argument that cannot be used (exit 2)."""
 
 
 def _print_problems(problems) -> None:
@@ -32,28 +38,36 @@ def _print_warnings(mesh) -> None:
 def _envoy_for(args) -> str | None:
     if args.envoy == "none":
         return None
-    return args.envoy or find_envoy()
+    if args.envoy:
+        problem = check_envoy_binary(args.envoy)
+        if problem:
+            raise UsageError(f"--envoy: {problem} (give an Envoy binary, or 'none' to skip envoy --mode validate)")
+        return args.envoy
+    return find_envoy()
 
 
-def _check_with_envoy(envoy: str, bundle: ProxyBundle) -> str | None:
+def _check_with_envoy(envoy: str, bundle: ProxyBundle, timeout: float) -> str | None:
     with tempfile.TemporaryDirectory(prefix="meshwright-validate-") as scratch:
         bootstrap_path = os.path.join(scratch, "validate.yaml")
         with open(bootstrap_path, "w", encoding="utf-8") as handle:
             handle.write(bundle.validation_bootstrap)
-        return envoy_validate(envoy, bootstrap_path)
+        try:
+            return envoy_validate(envoy, bootstrap_path, timeout)
+        except EnvoyBinaryError as error:
+            raise UsageError(f"--envoy: {error}") from None
 
 
 def cmd_validate(args) -> int:
+    envoy = _envoy_for(args)
     mesh, problems = validate_mesh(load_paths(args.paths))
     if problems:
         _print_problems(problems)
         return EXIT_INVALID
     _print_warnings(mesh)
-    envoy = _envoy_for(args)
     if envoy:
         for proxy in list_proxies(mesh):
             with tempfile.TemporaryDirectory(prefix="meshwright-render-") as scratch:
-                error = _check_with_envoy(envoy, bundle_proxy(mesh, proxy.id, scratch))
+                error = _check_with_envoy(envoy, bundle_proxy(mesh, proxy.id, scratch, check_dirs=False), args.envoy_timeout)
             if error:
                 print(f"proxy {proxy.id}: envoy --mode validate rejects its config:\n{error}", file=sys.stderr)
                 return EXIT_INVALID
@@ -62,7 +76,21 @@ def cmd_validate(args) -> int:
     return EXIT_OK
 
 
+def _out_dir(args) -> str:
+    """--out as an absolute path; UsageError when it names something that is not a folder."""
+    out_dir = os.path.abspath(args.out)
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError(f"--out {args.out}: not a directory")
+    if args.config_dir is not None:
+        problem = config_dir_problem(args.config_dir)
+        if problem:
+            raise UsageError(f"--config-dir: {problem}")
+    return out_dir
+
+
 def cmd_render(args) -> int:
+    out_dir = _out_dir(args)
+    envoy = _envoy_for(args)
     mesh, problems = validate_mesh(load_paths(args.mesh))
     if problems:
         _print_problems(problems)
@@ -71,29 +99,45 @@ def cmd_render(args) -> int:
     try:
         proxy = find_proxy(mesh, args.proxy)
     except UnknownProxy as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    out_dir = os.path.abspath(args.out)
-    bundle = bundle_proxy(mesh, proxy.id, args.config_dir or out_dir, args.format)
-    envoy = _envoy_for(args)
+        raise UsageError(str(error)) from None
+    try:
+        bundle = bundle_proxy(mesh, proxy.id, args.config_dir or out_dir, args.format)
+    except RenderError as error:
+        print(f"error: {error}; nothing was written.", file=sys.stderr)
+        return EXIT_INVALID
     if envoy:
-        error = _check_with_envoy(envoy, bundle)
+        error = _check_with_envoy(envoy, bundle, args.envoy_timeout)
         if error:
             print(f"proxy {proxy.id}: envoy --mode validate rejects its config; nothing was written:\n{error}", file=sys.stderr)
             return EXIT_INVALID
-    changed = write_files(out_dir, bundle.files)
+    try:
+        changed = write_files(out_dir, bundle.files)
+    except OSError as error:
+        raise UsageError(f"--out {args.out}: cannot write there: {error.strerror or error}") from None
     print(f"{proxy.id}: {len(bundle.files)} files in {out_dir}, {len(changed)} changed")
     return EXIT_OK
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 3600")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshwright", description="Istio API mesh config -> Envoy config, checked.")
     commands = parser.add_subparsers(dest="command", required=True)
     envoy_help = "Envoy binary for `--mode validate` (default: the one beside this Python, else on PATH; 'none' to skip)"
+    timeout_help = f"seconds `envoy --mode validate` may take per proxy before it is stopped (default {DEFAULT_TIMEOUT:g})"
 
     validate = commands.add_parser("validate", help="check mesh config; exit 0 when valid, 1 with the problems when not")
     validate.add_argument("paths", nargs="+", help="YAML files or directories")
     validate.add_argument("--envoy", help=envoy_help)
+    validate.add_argument("--envoy-timeout", type=_seconds, default=DEFAULT_TIMEOUT, help=timeout_help)
     validate.set_defaults(func=cmd_validate)
 
     render = commands.add_parser("render", help="write one proxy's bootstrap and config files")
@@ -101,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--proxy", required=True, help="a WorkloadEntry's or Gateway's name.namespace")
     render.add_argument("--out", required=True, help="directory to write into (created if missing)")
     render.add_argument("--format", choices=("yaml", "json"), default="yaml")
-    render.add_argument("--config-dir", help="where the files will live on the proxy's host (default: --out)")
+    render.add_argument("--config-dir", help="where the files will live on the proxy's host, an absolute path (default: --out)")
     render.add_argument("--envoy", help=envoy_help)
+    render.add_argument("--envoy-timeout", type=_seconds, default=DEFAULT_TIMEOUT, help=timeout_help)
     render.set_defaults(func=cmd_render)
     return parser
 
@@ -113,7 +158,17 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return EXIT_USAGE if exit_.code else EXIT_OK
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; a render writes each file by rename, so every file is whole", file=sys.stderr)
+        return 130
+    except Exception as error:  # the last resort: a bug must not print a traceback as if it were the answer
+        print(f"internal error (a bug in meshwright, please report it): {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import os
 
 from meshwright.cli import main
 from meshwright.compile.proxy import list_proxies
+from meshwright.deliver.file_set import MANIFEST, read_manifest
 from meshwright.model.load import load_paths
 from meshwright.validate.pipeline import validate_mesh
 
@@ -43,9 +44,11 @@ def render(mesh_paths: list[str], proxy: str, out_dir: str) -> dict[str, bytes]:
         code = main(argv)
     assert code == 0, f"render {proxy} exited {code}:\n{stderr.getvalue()}"
     files = {}
-    for name in sorted(os.listdir(out_dir)):
+    for name in sorted(set(os.listdir(out_dir)) - {MANIFEST}):
         with open(os.path.join(out_dir, name), "rb") as handle:
             files[name] = handle.read()
+    # The manifest is the render's own bookkeeping: the names of exactly these files.
+    assert read_manifest(out_dir) == sorted(files), f"{out_dir}/{MANIFEST} does not list the files rendered"
     return files
 
 

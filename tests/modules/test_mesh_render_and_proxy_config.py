@@ -49,10 +49,10 @@ def write_config(bundle: dict, config_dir: str, check: bool = False, **extra) ->
 
 
 def read_dir(path: str) -> dict[str, str]:
+    """The folder's config files."""
     out = {}
-    for name in sorted(os.listdir(path)):
-        if name == ".meshwright.lock":  # the folder's lock (one run at a time), not config
-            continue
+    # the manifest of what the render wrote and the folder's lock (one run at a time) are not config
+    for name in sorted(set(os.listdir(path)) - {".meshwright-files", ".meshwright.lock"}):
         with open(os.path.join(path, name)) as handle:
             out[name] = handle.read()
     return out
@@ -186,3 +186,35 @@ def test_owner_and_modes_are_kept(tmp_path):
     fixed = write_config(bundle, config_dir, **modes)
     assert fixed["changed"] is True and fixed["changed_files"] == []
     assert stat.S_IMODE(os.stat(lds).st_mode) == 0o640
+
+
+def test_files_are_written_in_xds_order_and_only_its_own_are_removed(tmp_path, monkeypatch):
+    """The host side writes as the CLI does: secrets, clusters, routes, listeners, bootstrap (seen
+    in the order of the renames); a user's rds-my-notes.yaml in the folder is never removed."""
+    config_dir = str(tmp_path / "frontend")
+    os.makedirs(config_dir)
+    (tmp_path / "frontend" / "rds-my-notes.yaml").write_text("my notes")
+    identity_mesh = tmp_path / "identity.yaml"
+    identity_mesh.write_text(open(BASIC).read().replace("  accessLogFile: /dev/stdout\n", "  accessLogFile: /dev/stdout\n  certificates: {}\n"))
+    renamed = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda source, target: (renamed.append(os.path.basename(target)), real_replace(source, target)))
+    written = write_config(render(str(identity_mesh), config_dir), config_dir)
+    assert written["changed"] is True, written
+    assert [name for name in renamed if not name.startswith(".")] == [
+        "sds-default.yaml", "sds-rootca.yaml", "cds.yaml", "rds-15301.yaml", "lds.yaml", "bootstrap.yaml"]
+
+    v1_mesh = tmp_path / "mesh.yaml"
+    v1_mesh.write_text(only_v1(open(BASIC).read()))
+    applied = write_config(render(str(v1_mesh), config_dir), config_dir)
+    assert "sds-default.yaml" in applied["removed_files"] and "rds-my-notes.yaml" not in applied["removed_files"]
+    assert read_dir(config_dir)["rds-my-notes.yaml"] == "my notes"
+
+
+def test_a_certificates_folder_outside_the_root_fails_the_render(tmp_path):
+    """The host modules write keys where the bundle says: never outside the config dir's parent."""
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text(open(BASIC).read().replace("  accessLogFile: /dev/stdout\n", "  accessLogFile: /dev/stdout\n  certificates: {dir: /etc/ssl}\n"))
+    result = run_module("mesh_render", mesh=[str(mesh)], proxies={PROXY: "/etc/meshwright/proxy"})
+    assert result.get("failed") is True
+    assert "certificates.dir '/etc/ssl' is /etc/ssl, outside /etc/meshwright" in result["msg"]

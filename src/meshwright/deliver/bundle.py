@@ -17,7 +17,7 @@ from meshwright.compile.capture import capture_settings
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, find_proxy, list_proxies
 from meshwright.deliver.files import certificates_dir, render_files, serialize
 from meshwright.model.load import load_paths
-from meshwright.model.mesh import Mesh
+from meshwright.model.mesh import Mesh, certificates_dir_problem, config_dir_problem
 from meshwright.pki.spiffe import spiffe_id
 from meshwright.validate.envoy_binary import validation_bootstrap
 from meshwright.validate.pipeline import validate_mesh
@@ -62,7 +62,21 @@ def load_mesh(paths: list[str]) -> Mesh:
     return mesh
 
 
-def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml") -> ProxyBundle:
+def check_config_dir(mesh: Mesh, config_dir: str) -> None:
+    """RenderError when the config directory, or the certificates folder the MeshConfig puts
+    beside it, is not where a proxy's files may go (docs/security.md)."""
+    problem = config_dir_problem(config_dir)
+    if not problem and mesh.settings.identity_enabled:
+        problem = certificates_dir_problem(config_dir, mesh.settings.certificates_dir)
+    if problem:
+        raise RenderError(problem)
+
+
+def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml", check_dirs: bool = True) -> ProxyBundle:
+    """The proxy's bundle for config_dir on its host (check_dirs=False for a scratch folder
+    that only `envoy --mode validate` sees)."""
+    if check_dirs:
+        check_config_dir(mesh, config_dir)
     proxy = find_proxy(mesh, proxy_id)
     config = compile_proxy(mesh, proxy)
     files = render_files(config, mesh.settings, config_dir, fmt)

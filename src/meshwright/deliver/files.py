@@ -66,7 +66,8 @@ def serialize(document: dict, fmt: str) -> str:
 
 def certificates_dir(settings: MeshSettings, config_dir: str) -> str:
     """Where the proxy's certificates are on its host: the MeshConfig's certificates.dir,
-    relative to the config directory unless absolute."""
+    relative to the config directory unless absolute (inside the config directory's parent:
+    model.mesh.certificates_dir_problem, checked before rendering)."""
     return os.path.normpath(os.path.join(config_dir, settings.certificates_dir))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 from dataclasses import dataclass, field
 
 from meshwright.model.providers import TelemetryProviders, providers_from_spec
@@ -66,6 +67,28 @@ def _certificate_settings(certificates: dict | None) -> dict:
     if "workloadCertTtl" in certificates:
         settings["workload_cert_lifetime"] = datetime.timedelta(seconds=parse_duration(certificates["workloadCertTtl"]))
     return settings
+
+
+def config_dir_problem(config_dir: str) -> str | None:
+    """Why a proxy's config directory (a path on its host) is not acceptable, or None."""
+    if not os.path.isabs(config_dir) or os.path.normpath(config_dir) != config_dir:
+        return f"the config directory {config_dir!r} must be an absolute path without '.' or '..' parts"
+    return None
+
+
+def certificates_dir_problem(config_dir: str, certificates_dir: str) -> str | None:
+    """Why certificates.dir, resolved against a proxy's config directory, is not acceptable:
+    it must name a folder inside the config directory's parent (the meshwright root, such as
+    /etc/meshwright for /etc/meshwright/proxy), and that root must not be /."""
+    root = os.path.dirname(config_dir)
+    if root == "/":
+        return (f"the config directory {config_dir} is directly under /: with certificates.dir its parent is the root "
+                "that holds the certificates, so use a folder such as /etc/meshwright/proxy")
+    resolved = os.path.normpath(os.path.join(config_dir, certificates_dir))
+    if not resolved.startswith(root + "/"):
+        return (f"certificates.dir {certificates_dir!r} is {resolved}, outside {root} (the parent of the config directory "
+                f"{config_dir}): name a folder inside it, such as {DEFAULT_CERTIFICATES_DIR}")
+    return None
 
 
 def resolve_host(host: str, namespace: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -16,12 +17,48 @@ def find_envoy() -> str | None:
     return shutil.which("envoy")
 
 
-def envoy_validate(envoy: str, bootstrap_path: str, timeout: float = 60) -> str | None:
-    """None when Envoy accepts the bootstrap, else the reason it gives."""
-    result = subprocess.run(
-        [envoy, "--mode", "validate", "-c", bootstrap_path, "-l", "error", "--disable-hot-restart"],
-        capture_output=True, text=True, timeout=timeout,
-    )
+class EnvoyBinaryError(Exception):
+    """The Envoy binary could not be run, or did not answer in time."""
+
+
+DEFAULT_TIMEOUT = 60.0
+
+
+def check_envoy_binary(envoy: str) -> str | None:
+    """Why envoy cannot be run (missing, a directory, not executable), or None."""
+    if not os.path.exists(envoy):
+        return f"{envoy} does not exist"
+    if not os.path.isfile(envoy):
+        return f"{envoy} is not a file"
+    if not os.access(envoy, os.X_OK):
+        return f"{envoy} is not executable"
+    return None
+
+
+def _run_bounded(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run argv in its own process group; past the timeout the whole group is killed (a shell
+    wrapper's children too), so a hung binary cannot hang meshwright."""
+    try:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, errors="replace", start_new_session=True)
+    except OSError as error:
+        raise EnvoyBinaryError(f"cannot run {argv[0]}: {error.strerror or error}") from None
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        for pipe in (process.stdout, process.stderr):
+            pipe.close()
+        raise EnvoyBinaryError(f"{argv[0]} did not finish `--mode validate` within {timeout:g} s "
+                               "(it was stopped; give more time with --envoy-timeout)") from None
+    return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+
+def envoy_validate(envoy: str, bootstrap_path: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
+    """None when Envoy accepts the bootstrap, else the reason it gives. EnvoyBinaryError when
+    the binary cannot be run or does not finish within timeout seconds."""
+    result = _run_bounded([envoy, "--mode", "validate", "-c", bootstrap_path, "-l", "error", "--disable-hot-restart"], timeout)
     if result.returncode == 0:
         return None
     lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]

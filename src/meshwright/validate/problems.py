@@ -24,6 +24,12 @@ def format_path(path: tuple) -> str:
 ERROR, WARNING = "error", "warning"
 
 
+def _printable(text: str) -> str:
+    """A file or resource name with a newline or other control character, shown escaped, so
+    that it cannot pass for another line of the report."""
+    return text if text.isprintable() else ascii(text)
+
+
 @dataclass(frozen=True, order=True)
 class Problem:
     file: str
@@ -38,9 +44,9 @@ class Problem:
         return self.severity == WARNING
 
     def __str__(self) -> str:
-        parts = [f"{self.file}:{self.line}"]
+        parts = [f"{_printable(self.file)}:{self.line}"]
         if self.resource:
-            parts.append(self.resource)
+            parts.append(_printable(self.resource))
         if self.path:
             parts.append(format_path(self.path))
         parts.append(("warning: " if self.is_warning else "") + self.message)

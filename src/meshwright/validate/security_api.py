@@ -21,7 +21,8 @@ certificates = Obj(
         # Where each proxy's cert-chain.pem, key.pem and root-cert.pem are: relative to its
         # config directory, or absolute.
         "dir": Str(non_empty=True),
-        "workloadCertTtl": Duration(minimum_seconds=3600),
+        # Istio caps workload certificate lifetimes at 90 days (MAX_WORKLOAD_CERT_TTL).
+        "workloadCertTtl": Duration(minimum_seconds=3600, maximum=(90 * 86400, "2160h (90 days, as Istio caps it)")),
     },
 )
 

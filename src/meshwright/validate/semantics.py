@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 
 from meshwright.compile.envoy_versions import envoy_version_problem
 from meshwright.compile.proxy import (
@@ -10,7 +11,7 @@ from meshwright.compile.proxy import (
     STATS_PORT, list_proxies,
 )
 from meshwright.compile.scope import sidecar_for, workload_service_ports
-from meshwright.model.mesh import Mesh, resolve_host
+from meshwright.model.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, resolve_host
 from meshwright.model.resource import Resource
 from meshwright.validate.problems import Problems, format_path
 
@@ -168,6 +169,8 @@ def _proxy_ports(proxy, outbound: bool) -> dict[int, str]:
 def check_capture(mesh: Mesh, problems: Problems) -> None:
     """iptables capture (interceptionMode REDIRECT) is for sidecars, whose outbound traffic
     is then routed by destination: their Sidecar's egress entries give hosts, not ports."""
+    if not _port_offsets_are_valid(mesh):
+        return  # the proxies' ports are unknown; check_annotations reports why
     for proxy in list_proxies(mesh):
         if not proxy.captures:
             continue
@@ -193,7 +196,7 @@ def check_listener_ports(mesh: Mesh, problems: Problems) -> None:
     share a port with each other, nor with the proxy's own ports (admin, health, stats, and
     the outbound listener when no egress entry has a port); a Gateway's servers must not take
     its proxy's own ports either (servers that share a port share its listener)."""
-    if not all(_port_offset_is_valid(r) for r in mesh.of_kind("WorkloadEntry") + mesh.of_kind("Gateway")):
+    if not _port_offsets_are_valid(mesh):
         return  # the proxies' ports are unknown; check_annotations reports why
     proxies = list_proxies(mesh)
     for sidecar in mesh.of_kind("Sidecar"):
@@ -228,6 +231,11 @@ def check_listener_ports(mesh: Mesh, problems: Problems) -> None:
                     problems.add(gateway, ("spec", "servers", index, "port", "number"), f"port {number} is the {own[number]} port of proxy {proxy.id} (port offset {proxy.port_offset}): choose another port")
 
 
+def _port_offsets_are_valid(mesh: Mesh) -> bool:
+    """Whether every proxy's ports are known (list_proxies reads the offsets as numbers)."""
+    return all(_port_offset_is_valid(r) for r in mesh.of_kind("WorkloadEntry") + mesh.of_kind("Gateway"))
+
+
 def _port_offset_is_valid(resource: Resource) -> bool:
     value = resource.annotations.get(PORT_OFFSET_ANNOTATION)
     return value is None or (isinstance(value, str) and value.isdigit() and int(value) <= 50000)
@@ -243,11 +251,20 @@ def check_annotations(resource: Resource, problems: Problems) -> None:
         problems.add(resource, ("metadata", "annotations", INTERCEPTION_ANNOTATION), f"{mode!r}: expected {expected}")
 
 
+_SOME_CONFIG_DIR = "/meshwright-root/proxy"  # any config directory two levels deep
+
+
 def check_mesh_config(resource: Resource, problems: Problems) -> None:
     version = (resource.spec or {}).get("envoyVersion")
     problem = envoy_version_problem(version) if version is not None else None
     if problem:
         problems.add(resource, ("spec", "envoyVersion"), problem)
+    certificates_dir = ((resource.spec or {}).get("certificates") or {}).get("dir")
+    if isinstance(certificates_dir, str) and not os.path.isabs(certificates_dir):
+        # A relative folder can be checked now (an absolute one when a proxy is rendered).
+        if certificates_dir_problem(_SOME_CONFIG_DIR, certificates_dir):
+            problems.add(resource, ("spec", "certificates", "dir"), f"{certificates_dir!r} leaves the meshwright root (the parent of "
+                         f"each proxy's config directory): name a folder inside it, such as {DEFAULT_CERTIFICATES_DIR}")
 
 
 def check_semantics(resource: Resource, problems: Problems) -> None:

@@ -11,6 +11,7 @@ put in the wrong place, saying how to express the intent instead.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import re
 from typing import Callable
@@ -35,6 +36,13 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(text)
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@functools.lru_cache(maxsize=4096)
+def close_matches(word: str, possibilities: tuple[str, ...]) -> list[str]:
+    """The did-you-mean of a misspelling; remembered, since a generated config repeats its
+    mistakes thousands of times and difflib is slow."""
+    return difflib.get_close_matches(word, possibilities, n=1, cutoff=0.6)
 
 
 def type_name(value: object) -> str:
@@ -190,8 +198,9 @@ class Bool(Schema):
 class Duration(Schema):
     description = "a duration such as 500ms, 1.5s, 2m or 1h"
 
-    def __init__(self, minimum_seconds: float = 0.0):
+    def __init__(self, minimum_seconds: float = 0.0, maximum: tuple[float, str] | None = None):
         self.minimum_seconds = minimum_seconds
+        self.maximum = maximum  # (seconds, how the limit reads: "2160h (90 days, Istio's cap)")
 
     def problem(self, value):
         try:
@@ -200,7 +209,13 @@ class Duration(Schema):
             return f"{value!r} is not {self.description}"
         if seconds < self.minimum_seconds:
             return f"{value!r} is too short: at least {self.minimum_seconds:g}s"
+        if self.maximum and seconds > self.maximum[0]:
+            return f"{_short(value)!r} is too long: at most {self.maximum[1]}"
         return None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-10:]}"
 
 
 class Enum(Schema):
@@ -216,7 +231,7 @@ class Enum(Schema):
         if value in self.values and type(value) is type(self.values[0]):
             return None
         message = f"{value!r} is not valid: expected {self.description}"
-        close = difflib.get_close_matches(str(value), [str(v) for v in self.values], n=1, cutoff=0.6)
+        close = close_matches(str(value), tuple(str(v) for v in self.values))
         if close:
             message += f" (did you mean {close[0]}?)"
         if value in self.hints:
@@ -373,7 +388,7 @@ class Obj(Schema):
     def unknown_field_message(self, key) -> str:
         known = sorted(self.fields)
         message = f"unknown field {key!r} in {self.name}"
-        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+        close = close_matches(str(key), tuple(known))
         if close:
             message += f" (did you mean {close[0]!r}?)"
         else:
