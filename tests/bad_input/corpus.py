@@ -260,6 +260,12 @@ CASES: list[Case] = [
     Case("name-with-shell", workload(name='"$(reboot)"'), "'$(reboot)' is not a DNS-1123 name"),
     Case("name-with-rtl-override", workload(name='"ex\u202etra"'), "is not a DNS-1123 name", where="ex\\u202etra"),
     Case("namespace-unicode", workload(namespace="d\u00e9fault"), "is not a DNS-1123 label"),
+    Case("service-account-path", workload(account="x/ns/prod/sa/admin"), "'x/ns/prod/sa/admin' is not a DNS-1123 label"),
+    Case("service-account-newline", workload(account='"front\\nend"'), "is not a DNS-1123 label", where="spec.serviceAccount"),
+    Case("host-with-newline", edited_base("hosts: [reviews.default.svc.cluster.local]", 'hosts: ["reviews.default.svc.cluster.local\\n1.2.3.4 evil"]'),
+         "is not a DNS name or a wildcard", where="spec.hosts[0]"),
+    Case("host-with-space", edited_base("hosts: [reviews.default.svc.cluster.local]", 'hosts: ["reviews evil"]'), "is not a DNS name or a wildcard"),
+    Case("access-log-into-cron", edited_base("accessLogFile: /dev/stdout", "accessLogFile: /etc/cron.d/x"), "/var/log/meshwright/", where="accessLogFile"),
     Case("kind-homoglyph", write_text(WORKLOAD.replace("kind: WorkloadEntry", "kind: WorkloadEntr\u0443").format(
         name="x", namespace="default", labels="{}", account="x")), "did you mean WorkloadEntry?"),
     # --- numbers and values
