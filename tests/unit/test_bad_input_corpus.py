@@ -80,7 +80,9 @@ def run_case(case: Case, command: str, folder: str) -> Run:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("corpus")
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    # One run per core: the time limit is each run's wall time, which runs in excess of the
+    # cores would stretch.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         futures = {(case.name, command): pool.submit(run_case, case, command, str(root / f"{case.name}-{command}")) for case, command in RUNS}
         return {key: future.result() for key, future in futures.items()}
 

@@ -111,7 +111,7 @@ EMPTY_AND_NAMES = [
         metadata: {name: forged, namespace: "prod\\n"}  #!
         spec: {address: 10.0.0.8}
         """,
-        "WorkloadEntry/prod\n/forged", "metadata.namespace", ("'prod\\n' is not a DNS-1123 label",),
+        "'WorkloadEntry/prod\\n/forged'", "metadata.namespace", ("'prod\\n' is not a DNS-1123 label",),
     ),
     Case(
         "policy namespace with SPIFFE ID parts",
