@@ -2,7 +2,7 @@
 """Run Envoy so that it can be hot restarted: the process a service manager (systemd,
 supervisord) keeps running in place of Envoy itself. Standard library only.
 
-    envoy-restarter --base-id-path FILE -- ENVOY [ENVOY ARGS...]
+    envoy-restarter --base-id-path FILE [--socket-path PATH] -- ENVOY [ENVOY ARGS...]
 
 It starts ENVOY with restart epoch 0 and a dynamic base ID (written to FILE). On SIGHUP it
 starts the next epoch with the same base ID: the new Envoy takes the listen sockets over from
@@ -10,7 +10,13 @@ the old one, which drains its connections and exits (Envoy's hot restart, the pr
 Envoy's own restarter/hot-restarter.py). ENVOY is run by path each time, so a path through a
 `current` link starts whatever version the link points to then. A SIGHUP that comes while an
 older epoch is still draining waits until only one Envoy runs (Envoy restarts from one parent
-at a time). SIGTERM and SIGINT go to every Envoy; it exits when the last one has.
+at a time). SIGTERM and SIGINT go to every Envoy; it exits when the last one has. SIGUSR1
+goes to every Envoy, which reopens its access logs (log rotation), as Envoy's restarter does.
+
+The Envoys of two epochs talk over Unix sockets named after PATH (default: `hot-restart` beside
+FILE), never over Envoy's default abstract socket, which any local user could reach: PATH's
+folder must be the proxy user's own (no access for group or others), or the restarter refuses
+to start.
 
 As in Envoy's restarter, an Envoy that exits with an error takes the others down with it and
 the restarter exits with that status, so that the service manager starts the proxy afresh.
@@ -25,7 +31,7 @@ import subprocess
 import sys
 import time
 
-HANDLED = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+HANDLED = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1}
 
 
 def log(message: str) -> None:
@@ -33,9 +39,10 @@ def log(message: str) -> None:
 
 
 class Restarter:
-    def __init__(self, command: list[str], base_id_path: str):
+    def __init__(self, command: list[str], base_id_path: str, socket_path: str):
         self.command = command
         self.base_id_path = base_id_path
+        self.socket_path = socket_path
         self.children: list[tuple[int, subprocess.Popen]] = []  # (epoch, process), oldest first
         self.epoch = -1
         self.pending_restart = False
@@ -55,6 +62,7 @@ class Restarter:
                 log(f"no hot restart: epoch 0 has not written its base ID yet ({error})")
                 return
             args = ["--restart-epoch", str(self.epoch), "--base-id", base_id]
+        args += ["--socket-path", self.socket_path, "--socket-mode", "600"]
         # The children must not inherit this process's blocked signals.
         process = subprocess.Popen(self.command + args, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED))
         self.children.append((self.epoch, process))
@@ -118,25 +126,48 @@ class Restarter:
                 self.stopping = True
                 self.pending_restart = False
                 self.signal_all(signum)
+            elif signum == signal.SIGUSR1:
+                log("SIGUSR1: every Envoy reopens its access logs")
+                self.signal_all(signum)
             self.reap()
         self.remove_shared_memory()
         return self.status
 
 
+def private_folder_problem(folder: str) -> str | None:
+    """Why the hot restart sockets may not live in this folder (None when they may)."""
+    try:
+        status = os.stat(folder)
+    except OSError as error:
+        return f"{folder}: {error.strerror}"
+    if status.st_uid != os.geteuid():
+        return f"{folder} belongs to uid {status.st_uid}, not to this proxy's user (uid {os.geteuid()})"
+    if status.st_mode & 0o077:
+        return f"{folder} has mode {status.st_mode & 0o777:04o}: other users could reach the hot restart socket (want 0700)"
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-id-path", required=True, help="where epoch 0 writes the base ID the later epochs use")
+    parser.add_argument("--socket-path", help="the hot restart sockets' name prefix, in a folder of the proxy user's own "
+                        "(default: hot-restart beside --base-id-path)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- ENVOY [ARGS...]")
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the Envoy command after --")
-    os.makedirs(os.path.dirname(os.path.abspath(args.base_id_path)), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.base_id_path)), mode=0o700, exist_ok=True)
+    socket_path = os.path.abspath(args.socket_path or os.path.join(os.path.dirname(args.base_id_path), "hot-restart"))
+    problem = private_folder_problem(os.path.dirname(socket_path))
+    if problem:
+        log(f"refusing to start: {problem}")
+        return 1
     # Epoch 0 writes the base ID; a stale file from an earlier run must not be read before that.
     if os.path.exists(args.base_id_path):
         os.unlink(args.base_id_path)
     started = time.monotonic()
-    status = Restarter(command, args.base_id_path).run()
+    status = Restarter(command, args.base_id_path, socket_path).run()
     log(f"exiting with status {status} after {time.monotonic() - started:.0f} s")
     return status
 
