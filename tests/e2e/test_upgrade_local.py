@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 
 from tests.constant_load import ConstantLoad
-from tests.e2e.deploy import BIN, run_playbook
+from tests.e2e.deploy import BIN, remove_state_folder, run_playbook, state_folder
 from tests.e2e.estate import GATEWAY_PORT, NEW_VERSION, OLD_VERSION, Estate
 
 UPGRADE = {"envoy_version": NEW_VERSION, "envoy_source": "binary", "envoy_binary": os.path.join(BIN, "envoy"), "upgrade_gate_window": 1}
@@ -70,8 +70,8 @@ class Lab(Estate):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    estate = Lab(str(tmp_path_factory.mktemp("upgrade")), 3)
+def lab():
+    estate = Lab(state_folder("upgrade"), 3)
     estate.write(group_vars=SITES)
     try:
         run = run_playbook("deploy.yml", {}, inventory=estate.inventory)
@@ -85,6 +85,7 @@ def lab(tmp_path_factory):
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        remove_state_folder(estate.folder)
 
 
 def test_the_estate_runs_the_old_version_and_serves(lab):
