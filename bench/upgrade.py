@@ -100,6 +100,7 @@ def playbook(name: str, estate: Estate, extra: dict, forks: int, times: str | No
 
 def measure(size: int, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="meshwright-bench-upgrade-") as folder:
+        os.chmod(folder, 0o755)  # run by root, the proxies run as meshwright-proxy and read below it
         estate = Estate(folder, size - 1)
         estate.write(group_vars={"envoy_proxy_source": "binary", "envoy_proxy_binary": old_binary()})
         try:

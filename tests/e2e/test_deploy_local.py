@@ -91,7 +91,8 @@ def snapshot(root: str) -> dict[str, str]:
     for folder, _, files in os.walk(root):
         for name in files:
             path = os.path.join(folder, name)
-            if name.endswith((".log", ".sock", ".pid")) or "supervisor" in path and name.endswith(".log"):
+            # Not sockets (supervisord's, Envoy's hot restart sockets in the proxy's state folder).
+            if not os.path.isfile(path) or name.endswith((".log", ".pid")) or "supervisor" in path and name.endswith(".log"):
                 continue
             with open(path, "rb") as handle:
                 out[path] = hashlib.sha256(handle.read()).hexdigest()
