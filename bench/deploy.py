@@ -77,6 +77,7 @@ def playbook(name: str, inventory: str, extra: dict, forks: int) -> tuple[float,
 
 def measure(label: str, inventory: str, mesh_paths: list[str], forks: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="meshwright-bench-deploy-") as state:
+        os.chmod(state, 0o755)  # run by root, the proxies run as meshwright-proxy and read below it
         extra = {"meshwright_root": ROOT, "meshwright_state_root": state, "mesh_config_paths": mesh_paths}
         first, _ = playbook("deploy.yml", inventory, extra, forks)
         rerun, recap = playbook("deploy.yml", inventory, extra, forks)

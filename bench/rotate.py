@@ -116,6 +116,7 @@ def raw_crypto_seconds(count: int) -> float:
 
 def measure(size: int, forks: int, base_offset: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="meshwright-bench-rotate-") as folder:
+        os.chmod(folder, 0o755)  # run by root, the proxies run as meshwright-proxy and read below it
         mesh, inventory = estate_with_identity(size, folder, base_offset)
         state = os.path.join(folder, "state")
         extra = {"meshwright_root": ROOT, "meshwright_state_root": state, "mesh_config_paths": [mesh], "mesh_probe_urls": []}

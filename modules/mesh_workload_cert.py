@@ -17,6 +17,8 @@ description:
   - Without O(chain), the installed key and chain stay and only the trust bundle changes (root rotation).
   - Nothing is written when the folder already holds exactly this.
   - Runs on the host; needs the standard library and python3-cryptography.
+requirements:
+  - cryptography >= 38 on the host (Debian and Ubuntu - python3-cryptography)
 options:
   certs_dir:
     description: The proxy's certificates folder.
@@ -86,8 +88,15 @@ import datetime
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.mesh_workload_identity import CertsDir, IdentityError, certificate_summary
+from ansible.module_utils.mesh_cryptography import cryptography_import_traceback, fail_without_cryptography
 from ansible.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock, folder_read_lock
+
+try:
+    from ansible.module_utils.mesh_workload_identity import CertsDir, IdentityError, certificate_summary
+except ImportError as import_error:  # no python3-cryptography on the host: main() says so
+    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = False, cryptography_import_traceback(import_error)
+else:
+    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = True, None
 
 
 def main():
@@ -101,6 +110,8 @@ def main():
         ),
         supports_check_mode=True,
     )
+    if not HAS_CRYPTOGRAPHY:
+        fail_without_cryptography(module, CRYPTOGRAPHY_IMPORT_ERROR)
     # One run at a time in the certs folder (another deploy or rotation waits, then fails naming
     # the holder); check mode waits for a writer but makes and changes nothing.
     certs_dir, timeout = module.params["certs_dir"], module.params["lock_timeout"]

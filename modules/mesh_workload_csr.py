@@ -18,6 +18,8 @@ description:
     C(<certs_dir>/..pending/key.pem) (C(0600)) until M(mesh_workload_cert) installs it with its certificate, so Envoy
     keeps using the current pair until then.
   - Runs on the host; needs the standard library and python3-cryptography (Debian's 38 is enough).
+requirements:
+  - cryptography >= 38 on the host (Debian and Ubuntu - python3-cryptography)
 options:
   certs_dir:
     description: The proxy's certificates folder (what M(mesh_render) returns as C(identity.certs_dir)).
@@ -105,9 +107,16 @@ public_key_sha256:
 import datetime
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.mesh_workload_identity import CertsDir
-from ansible.module_utils.mesh_pki_csr import key_pem_public_sha256, make_csr
+from ansible.module_utils.mesh_cryptography import cryptography_import_traceback, fail_without_cryptography
 from ansible.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock, folder_read_lock
+
+try:
+    from ansible.module_utils.mesh_workload_identity import CertsDir
+    from ansible.module_utils.mesh_pki_csr import key_pem_public_sha256, make_csr
+except ImportError as import_error:  # no python3-cryptography on the host: main() says so
+    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = False, cryptography_import_traceback(import_error)
+else:
+    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = True, None
 
 
 def main():
@@ -123,6 +132,8 @@ def main():
         ),
         supports_check_mode=True,
     )
+    if not HAS_CRYPTOGRAPHY:
+        fail_without_cryptography(module, CRYPTOGRAPHY_IMPORT_ERROR)
     # One run at a time in the certs folder (another deploy or rotation waits, then fails naming
     # the holder); check mode waits for a writer but makes and changes nothing.
     certs_dir, timeout = module.params["certs_dir"], module.params["lock_timeout"]

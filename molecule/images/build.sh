@@ -15,7 +15,7 @@ PACKAGES=(
   systemd systemd-sysv dbus
   python3 python3-cryptography
   openssh-server sudo
-  iproute2 iptables procps curl ca-certificates
+  iproute2 iptables procps curl ca-certificates logrotate
 )
 
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -36,3 +38,21 @@ def run_playbook(playbook: str, extra_vars: dict, *args: str, inventory: str = "
     command = [os.path.join(BIN, "ansible-playbook"), "-i", os.path.join(ROOT, inventory), os.path.join(ROOT, "playbooks", playbook),
                "-e", json.dumps(extra_vars), *args]
     return PlaybookRun(subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout))
+
+
+def proxy_user() -> str:
+    """The proxies' user, as inventories/local chooses it: the connecting user (empty), or the
+    role's meshwright-proxy where the tests run as root (proxies never run as root)."""
+    return "meshwright-proxy" if os.geteuid() == 0 else ""
+
+
+def state_folder(name: str) -> str:
+    """A folder for a deploy's state that the proxies' user can enter (pytest's own temporary
+    folders are private to the user running the tests). remove_state_folder removes it."""
+    path = tempfile.mkdtemp(prefix=f"mw-{name}-")
+    os.chmod(path, 0o755)
+    return path
+
+
+def remove_state_folder(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)

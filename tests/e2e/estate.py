@@ -17,6 +17,8 @@ import subprocess
 import sys
 import zipfile
 
+from tests.e2e.deploy import proxy_user
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GATEWAY_PORT = 28080
 FIRST_OFFSET = 11000
@@ -118,6 +120,9 @@ class Estate:
             "mesh_prefix": os.path.join(self.state, "{{ inventory_hostname }}"),
             "mesh_config_dir": "{{ mesh_prefix }}/etc/meshwright/proxy",
             "demo_app_script": os.path.join(ROOT, "examples", "apps", "mesh_app.py"),
+            # As inventories/local: the connecting user, or meshwright-proxy where that is root.
+            "envoy_proxy_user": proxy_user(),
+            "envoy_proxy_python": "/usr/bin/python3" if proxy_user() else "{{ ansible_playbook_python }}",
             # The estate starts on the old version, from its wheel (as a real estate would).
             "envoy_proxy_version": OLD_VERSION,
             "envoy_proxy_source": "wheel",

@@ -15,6 +15,7 @@ import shutil
 import socket
 import signal
 import subprocess
+import pathlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from tests.e2e.deploy import ROOT, run_playbook
+from tests.e2e.deploy import ROOT, remove_state_folder, run_playbook, state_folder
 
 GATEWAY_PORT = 8080
 ORDER_1_STATS = 15290
@@ -90,7 +91,8 @@ def snapshot(root: str) -> dict[str, str]:
     for folder, _, files in os.walk(root):
         for name in files:
             path = os.path.join(folder, name)
-            if name.endswith((".log", ".sock", ".pid")) or "supervisor" in path and name.endswith(".log"):
+            # Not sockets (supervisord's, Envoy's hot restart sockets in the proxy's state folder).
+            if not os.path.isfile(path) or name.endswith((".log", ".pid")) or "supervisor" in path and name.endswith(".log"):
                 continue
             with open(path, "rb") as handle:
                 out[path] = hashlib.sha256(handle.read()).hexdigest()
@@ -136,9 +138,10 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab():
     collector = SpanCollector(ZIPKIN_PORT)
-    mesh_lab = Lab(tmp_path_factory.mktemp("deploy"))
+    folder = state_folder("deploy")
+    mesh_lab = Lab(pathlib.Path(folder))
     mesh_lab.collector = collector
     run = mesh_lab.deploy()
     try:
@@ -153,6 +156,7 @@ def lab(tmp_path_factory):
             except ProcessLookupError:
                 pass
         collector.close()
+        remove_state_folder(folder)
 
 
 def wait_for_bucket():

@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import socket
+import pathlib
 import threading
 import time
 import urllib.request
@@ -25,7 +26,7 @@ import urllib.request
 import pytest
 from cryptography import x509
 
-from tests.e2e.deploy import run_playbook
+from tests.e2e.deploy import remove_state_folder, run_playbook, state_folder
 from tests.e2e.test_deploy_local import Lab, get, processes_under
 from tests.modules.conftest import run_module
 
@@ -49,9 +50,10 @@ class IdentityLab(Lab):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab():
     # A short folder name: supervisord's socket path must fit AF_UNIX's 108 bytes.
-    mesh_lab = IdentityLab(tmp_path_factory.mktemp("id"))
+    folder = state_folder("id")
+    mesh_lab = IdentityLab(pathlib.Path(folder))
     run = mesh_lab.deploy()
     try:
         assert run.returncode == 0, f"deploy failed:\n{run}"
@@ -63,6 +65,7 @@ def lab(tmp_path_factory):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        remove_state_folder(folder)
 
 
 def admin_json(port: int, path: str) -> dict:

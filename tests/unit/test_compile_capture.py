@@ -163,13 +163,37 @@ def test_capturing_sidecar_listens_on_15001_and_15006_and_hands_over_by_destinat
     outbound = listeners["virtualOutbound"]
     assert outbound["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 15001}
     assert outbound["use_original_dst"] is True
-    assert outbound["filter_chains"][0]["filters"][0]["typed_config"]["cluster"] == "PassthroughCluster"
+    assert outbound["filter_chains"][-1]["filters"][0]["typed_config"]["cluster"] == "PassthroughCluster"
     # The per-destination listeners bind nothing: only virtualOutbound's hand-over reaches them.
     assert listeners["0.0.0.0_80"]["bind_to_port"] is False
     assert listeners["240.240.0.1_5432"]["bind_to_port"] is False
     inbound = listeners["virtualInbound"]
     assert inbound["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 15006}
     assert inbound["listener_filters"][0]["name"] == "envoy.filters.listener.original_dst"
+
+
+@pytest.mark.parametrize("offset", [0, 200])
+def test_a_connection_to_a_capture_port_itself_goes_to_the_black_hole(tmp_path, offset):
+    """Istio's virtualOutbound-blackhole and virtualInbound-blackhole: a connection whose original
+    destination is the capture port (made to it directly, not redirected) would otherwise be
+    passed through to that same port again, in a loop. With a port offset, the offset ports."""
+    annotation = f', meshwright.io/port-offset: "{offset}"' if offset else ""
+    mesh = load(tmp_path) if not offset else load(tmp_path, f"""
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata:
+          name: orders-2
+          namespace: shop
+          annotations: {{sidecar.istio.io/interceptionMode: REDIRECT{annotation}}}
+        spec: {{address: 10.0.1.2, labels: {{app: orders}}}}
+        """)
+    listeners = listeners_of(mesh, "orders-2.shop" if offset else "orders.shop")
+    for name, port in (("virtualOutbound", 15001 + offset), ("virtualInbound", 15006 + offset)):
+        chains = listeners[name]["filter_chains"]
+        black_hole = [chain for chain in chains if chain.get("filter_chain_match", {}).get("destination_port") == port]
+        assert [chain["name"] for chain in black_hole] == [f"{name}-blackhole"]
+        assert black_hole[0]["filters"][0]["typed_config"]["cluster"] == "BlackHoleCluster"
+    assert "BlackHoleCluster" in {cluster["name"] for cluster in compile_proxy(mesh, find_proxy(mesh, "orders.shop")).clusters}
 
 
 def test_a_sidecar_without_the_annotation_keeps_its_explicit_listener(tmp_path):
@@ -194,7 +218,7 @@ def test_registry_only_sends_unknown_destinations_to_the_black_hole(tmp_path):
         """)
     config = compile_proxy(mesh, find_proxy(mesh, "orders.shop"))
     outbound = next(listener for listener in config.listeners if listener["name"] == "virtualOutbound")
-    assert outbound["filter_chains"][0]["filters"][0]["typed_config"]["cluster"] == "BlackHoleCluster"
+    assert outbound["filter_chains"][-1]["filters"][0]["typed_config"]["cluster"] == "BlackHoleCluster"
     last_host = next(r for r in config.routes if r["name"] == "80")["virtual_hosts"][-1]
     assert last_host["routes"][0]["direct_response"] == {"status": 502}
 
@@ -211,7 +235,7 @@ def test_inbound_chains_pick_the_app_by_original_destination_port(tmp_path):
             defaultEndpoint: 127.0.0.1:8080
         """)
     config = compile_proxy(mesh, find_proxy(mesh, "orders.shop"))
-    chains = next(listener for listener in config.listeners if listener["name"] == "virtualInbound")["filter_chains"]
+    chains, _ = inbound_of(mesh, "orders.shop")
     assert chains[0]["filter_chain_match"] == {"destination_port": 9080}
     assert chains[-1]["filters"][-1]["typed_config"]["cluster"] == "InboundPassthroughCluster"
     app = next(c for c in config.clusters if c["name"] == "inbound|9080||")
@@ -263,10 +287,11 @@ IDENTITY = """
 
 
 def inbound_of(mesh, proxy_id: str) -> tuple[list[dict], dict[str, dict]]:
-    """virtualInbound's filter chains, and the proxy's clusters by name."""
+    """virtualInbound's filter chains but its black hole chain, and the proxy's clusters by name."""
     config = compile_proxy(mesh, find_proxy(mesh, proxy_id))
     listener = next(listener for listener in config.listeners if listener["name"] == "virtualInbound")
-    return listener["filter_chains"], {cluster["name"]: cluster for cluster in config.clusters}
+    chains = [chain for chain in listener["filter_chains"] if chain.get("name") != "virtualInbound-blackhole"]
+    return chains, {cluster["name"]: cluster for cluster in config.clusters}
 
 
 def app_address(cluster: dict) -> dict:

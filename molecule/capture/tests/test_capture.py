@@ -55,6 +55,10 @@ def test_sidecar_hosts_redirect_tcp_to_the_proxy_except_its_own(mesh_hosts):
         for port in (22, 15021, 15090):
             assert f"-A MESHWRIGHT_INBOUND -p tcp -m tcp --dport {port} -j RETURN" in rules, (name, port)
         assert host.user("meshwright-proxy").uid == 1337
+        # The proxy captures IPv4 only: TCP over IPv6 is refused, not let around the mesh.
+        rules6 = host.check_output("ip6tables -S")
+        assert "-A MESHWRIGHT_IPV6_OUTPUT -p tcp -j REJECT --reject-with tcp-reset" in rules6, rules6
+        assert "-A MESHWRIGHT_IPV6_INPUT -p tcp -m tcp --dport 22 -j RETURN" in rules6, rules6
     # The gateway does not capture: no rules there.
     assert "MESHWRIGHT" not in mesh_hosts["gateway"].check_output("iptables -t nat -S")
 
@@ -146,3 +150,9 @@ def test_uninstall_leaves_iptables_as_before_the_deploy(mesh_hosts, playbook):
     assert normalized_iptables(payment) == before
     assert "meshwright" not in payment.file("/etc/hosts").content_string
     assert not payment.file("/etc/systemd/system/meshwright-capture.service").exists
+    assert "MESHWRIGHT" not in payment.check_output("ip6tables -S")
+    # What deploy made and marked as its own is gone: its folders, its policy, its user.
+    for path in ("/etc/meshwright", "/opt/meshwright", "/var/lib/meshwright", "/var/log/meshwright",
+                 "/etc/logrotate.d/meshwright-proxy"):
+        assert not payment.file(path).exists, path
+    assert not payment.user("meshwright-proxy").exists

@@ -76,6 +76,25 @@ def test_proxy_runs_as_its_own_user(host):
     assert uids and set(uids) == {str(PROXY_UID)}, f"envoy runs as uid {uids}"
 
 
+def test_hot_restart_sockets_are_private_to_the_proxy_user(host):
+    """Envoy's hot restart sockets are files in the proxy's state folder, which only its user
+    may enter; none is in the abstract namespace, where any local user could reach it."""
+    state = host.file("/var/lib/meshwright/proxy")
+    assert (state.user, state.mode) == (PROXY_USER, 0o700)
+    sockets = host.check_output("cat /proc/net/unix")
+    assert "/var/lib/meshwright/proxy/hot-restart_" in sockets
+    assert "@envoy_domain_socket" not in sockets
+
+
+def test_the_proxy_logs_have_a_rotation_policy(host):
+    """/etc/logrotate.d/meshwright-proxy rotates the proxy's logs, and logrotate accepts it."""
+    policy = host.file("/etc/logrotate.d/meshwright-proxy")
+    assert (policy.user, policy.mode) == ("root", 0o644)
+    checked = host.run("logrotate --debug /etc/logrotate.d/meshwright-proxy")
+    assert checked.rc == 0, checked.stderr
+    assert "/var/log/meshwright/*.log" in checked.stdout + checked.stderr
+
+
 def test_workload_key_is_private_to_the_proxy_user(host):
     """The workload key (made on this host) is 0600 and owned by the proxy's user; the chain and
     the trust bundle beside it are readable, not writable, by others."""

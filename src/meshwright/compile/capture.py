@@ -16,6 +16,10 @@ TCP to 15001 and inbound TCP to 15006; the proxy's own traffic (its uid) is left
   listens on, at 127.0.0.1:<that port> (cluster `inbound|<port>||`). Other ports pass through
   to the original destination, sent from 127.0.0.6 (Istio's address, which the rules let
   through).
+- Both have Istio's black hole chain (`virtualOutbound-blackhole`, `virtualInbound-blackhole`):
+  a connection whose original destination is the capture port itself (one made to 15001 or
+  15006 directly, not redirected) goes to BlackHoleCluster. Passed through, it would come back
+  to the same port, again and again (the proxy's own connections are never redirected).
 
 Apps reach services by name: each service has a VIP, its ServiceEntry's first address or
 one allocated from 240.240.0.0/16 (Istio's auto allocation range), and the host maps the
@@ -126,6 +130,12 @@ def checked_host_names(names: dict[str, str]) -> dict[str, str]:
     return names
 
 
+def _black_hole_chain(name: str, port: int) -> dict:
+    """Istio's guard against a loop: a connection to the capture port itself goes nowhere."""
+    return {"name": f"{name}-blackhole", "filter_chain_match": {"destination_port": port},
+            "filters": [tcp_proxy(BLACKHOLE, [(BLACKHOLE, 100)])]}
+
+
 def _not_bound(out: dict) -> dict:
     """A listener that only takes connections handed over by virtualOutbound."""
     out["bind_to_port"] = False
@@ -149,7 +159,8 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
         "address": socket_address("0.0.0.0", proxy.port(OUTBOUND_PORT)),
         "use_original_dst": True,
         "traffic_direction": "OUTBOUND",
-        "filter_chains": [{"name": f"{VIRTUAL_OUTBOUND}-catchall-tcp", "filters": [tcp_proxy(fallback, [(fallback, 100)])]}],
+        "filter_chains": [_black_hole_chain(VIRTUAL_OUTBOUND, proxy.port(OUTBOUND_PORT)),
+                          {"name": f"{VIRTUAL_OUTBOUND}-catchall-tcp", "filters": [tcp_proxy(fallback, [(fallback, 100)])]}],
     }]
     routes = []
     http_ports = sorted({p.number for s in services for p in s.ports if p.is_http})
@@ -190,8 +201,10 @@ def _passthrough_chains(mode: str, chain: dict) -> list[dict]:
 
 
 def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
-    """(listeners, route configs, clusters) for captured inbound traffic."""
-    chains, routes, clusters = [], [], [_original_dst_cluster(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH_SOURCE)]
+    """(listeners, route configs, clusters) for captured inbound traffic (BlackHoleCluster,
+    which its black hole chain names, comes with the outbound clusters)."""
+    chains = [_black_hole_chain(VIRTUAL_INBOUND, proxy.port(INBOUND_CAPTURE_PORT))]
+    routes, clusters = [], [_original_dst_cluster(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH_SOURCE)]
     sidecar = sidecar_for(mesh, proxy)
     if sidecar and sidecar.spec.get("ingress"):
         ports = [(entry["port"]["number"], *rest) for entry, *rest in inbound_entries(mesh, proxy)]
