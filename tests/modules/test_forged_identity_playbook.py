@@ -78,7 +78,10 @@ def play(tmp_path, forge: bool) -> subprocess.CompletedProcess:
     (tmp_path / "library").mkdir(exist_ok=True)
     (tmp_path / "library" / "forge_facts.py").write_text(FORGE_MODULE)
     extra = {"forge": forge, "mesh_config_paths": [SEED], "mesh_ca_dir": str(tmp_path / "ca"), "ansible_python_interpreter": sys.executable,
-             "mesh_config_dir": "{{ '%s/' ~ inventory_hostname ~ '/proxy' }}" % tmp_path}
+             "mesh_config_dir": "{{ '%s/' ~ inventory_hostname ~ '/proxy' }}" % tmp_path,
+             # Only the identity phase runs (no preflight, no proxy user made): the certificates
+             # stay the connecting user's.
+             "envoy_proxy_user": ""}
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     return subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(tmp_path / "hosts.ini"),
                            str(tmp_path / "play.yml"), "-e", json.dumps(extra)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
