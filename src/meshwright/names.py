@@ -18,8 +18,14 @@ _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _HOST_LABEL = r"[A-Za-z0-9_]([-A-Za-z0-9_]{0,61}[A-Za-z0-9_])?"
 _HOST = re.compile(rf"(\*|(\*\.)?{_HOST_LABEL}(\.{_HOST_LABEL})*\.?)")
 
+# Kubernetes label keys ([prefix/]name) and values (empty, or up to 63 of these characters).
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+
 LABEL_HELP = "a DNS-1123 label (at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit)"
 SUBDOMAIN_HELP = "a DNS-1123 name (lower-case labels of letters, digits and '-', joined by '.', at most 253 characters)"
+LABEL_KEY_HELP = "a label key: an optional DNS-1123 prefix and '/', then up to 63 letters, digits, '-', '_' and '.'"
+LABEL_VALUE_HELP = "a label value: empty, or up to 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
 HOST_HELP = "a DNS name or a wildcard ('*' or '*.example.com'): letters, digits, '-', '_' and '.' only"
 
 
@@ -49,3 +55,15 @@ def is_namespaced_host(text: object, namespace_required: bool = True) -> bool:
         return not namespace_required and is_host(text)
     namespace, host = text.split("/", 1)
     return (namespace in (".", "*", "~") or is_label(namespace)) and is_host(host)
+
+
+def is_label_key(text: object) -> bool:
+    """A Kubernetes label key: `name` or `prefix/name`, the prefix a DNS-1123 name."""
+    if not isinstance(text, str):
+        return False
+    prefix, _, name = text.rpartition("/")
+    return (not prefix or is_subdomain(prefix)) and _LABEL_NAME.fullmatch(name) is not None
+
+
+def is_label_value(text: object) -> bool:
+    return isinstance(text, str) and _LABEL_VALUE.fullmatch(text) is not None

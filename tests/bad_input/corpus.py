@@ -266,6 +266,8 @@ CASES: list[Case] = [
          "is not a DNS name or a wildcard", where="spec.hosts[0]"),
     Case("host-with-space", edited_base("hosts: [reviews.default.svc.cluster.local]", 'hosts: ["reviews evil"]'), "is not a DNS name or a wildcard"),
     Case("access-log-into-cron", edited_base("accessLogFile: /dev/stdout", "accessLogFile: /etc/cron.d/x"), "/var/log/meshwright/", where="accessLogFile"),
+    Case("label-value-newline", workload(labels='{app: "extra\\n1.2.3.4 evil"}'), "is not a label value", where="spec.labels.app"),
+    Case("label-key-shell", workload(labels='{"$(id)": x}'), "'$(id)' is not a label key"),
     Case("kind-homoglyph", write_text(WORKLOAD.replace("kind: WorkloadEntry", "kind: WorkloadEntr\u0443").format(
         name="x", namespace="default", labels="{}", account="x")), "did you mean WorkloadEntry?"),
     # --- numbers and values

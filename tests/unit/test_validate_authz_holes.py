@@ -94,6 +94,26 @@ EMPTY_AND_NAMES = [
         "WorkloadEntry/default/forged", "spec.serviceAccount", ("'x/ns/prod/sa/admin' is not a DNS-1123 label",),
     ),
     Case(
+        "label value with a newline",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata: {name: labelled, namespace: default}
+        spec: {address: 10.0.0.8, labels: {app: "web\\nx"}}  #!
+        """,
+        "WorkloadEntry/default/labelled", "spec.labels.app", ("'web\\nx' is not a label value",),
+    ),
+    Case(
+        "label key with a space",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata: {name: spaced, namespace: default}
+        spec: {address: 10.0.0.8, labels: {"my app": web}}  #!
+        """,
+        "WorkloadEntry/default/spaced", "spec.labels.my app", ("'my app' is not a label key",),
+    ),
+    Case(
         "service account with a trailing newline",
         """
         apiVersion: networking.istio.io/v1

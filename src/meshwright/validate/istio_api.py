@@ -10,7 +10,7 @@ from meshwright import names
 from meshwright.model.providers import ACCESS_LOG_PATH_HELP, is_access_log_path
 from meshwright.validate import security_api
 from meshwright.validate.shape import (
-    Address, Any, Bool, Duration, Enum, Int, ListOf, MapOf, Number, Obj, Port, Regex, Str,
+    Address, Any, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str,
 )
 
 NETWORKING_VERSIONS = ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3")
@@ -98,7 +98,7 @@ http_match = Obj(
         "queryParams": MapOf(presence_or_string_match),
         "withoutHeaders": MapOf(presence_or_string_match),
         "ignoreUriCase": Bool(),
-        "sourceLabels": MapOf(Str()),
+        "sourceLabels": Labels(),
     },
 )
 
@@ -181,7 +181,7 @@ http_route = Obj(
 tcp_route = Obj(
     "a TCP route",
     {
-        "match": ListOf(Obj("a TCP match", {"port": Port(), "sourceLabels": MapOf(Str())})),
+        "match": ListOf(Obj("a TCP match", {"port": Port(), "sourceLabels": Labels()})),
         "route": ListOf(Obj("a route destination", {"destination": destination, "weight": Int(0, 100)}, required=("destination",)), min_items=1),
     },
     required=("route",),
@@ -299,7 +299,7 @@ destination_rule = Obj(
     {
         "host": host,
         "trafficPolicy": traffic_policy,
-        "subsets": ListOf(Obj("a subset", {"name": Str(non_empty=True), "labels": MapOf(Str()), "trafficPolicy": traffic_policy}, required=("name",))),
+        "subsets": ListOf(Obj("a subset", {"name": Str(non_empty=True), "labels": Labels(), "trafficPolicy": traffic_policy}, required=("name",))),
     },
     required=("host",),
     hints=_policy_hints,
@@ -310,7 +310,7 @@ workload_entry = Obj(
     {
         "address": Str(non_empty=True),
         "ports": MapOf(Port()),
-        "labels": MapOf(Str()),
+        "labels": Labels(),
         "network": Str(),
         "locality": Str(pattern=r"^[^/]+(/[^/]+){0,2}$", pattern_help="a locality region[/zone[/subzone]]"),
         "weight": Int(1, 1000000),
@@ -325,7 +325,7 @@ service_port = Obj(
     required=("number", "name"),
 )
 
-workload_selector = Obj("a workload selector", {"labels": MapOf(Str())}, required=("labels",))
+workload_selector = Obj("a workload selector", {"labels": Labels()}, required=("labels",))
 
 service_entry = Obj(
     "a ServiceEntry spec",
@@ -370,7 +370,7 @@ gateway_server = Obj(
 
 gateway = Obj(
     "a Gateway spec",
-    {"selector": MapOf(Str()), "servers": ListOf(gateway_server, min_items=1)},
+    {"selector": Labels(), "servers": ListOf(gateway_server, min_items=1)},
     required=("servers",),
 )
 
@@ -548,7 +548,7 @@ TELEMETRY_MATCH_HINT = (
 telemetry = Obj(
     "a Telemetry spec",
     {
-        "selector": Obj("a workload selector", {"matchLabels": MapOf(Str())}, required=("matchLabels",)),
+        "selector": Obj("a workload selector", {"matchLabels": Labels()}, required=("matchLabels",)),
         "accessLogging": ListOf(
             Obj(
                 "an access logging entry",
@@ -619,7 +619,7 @@ metadata = Obj(
     {
         "name": subdomain,
         "namespace": label,
-        "labels": MapOf(Str()),
+        "labels": Labels(),
         "annotations": MapOf(Str()),
     },
     required=("name",),

@@ -7,7 +7,7 @@ Fields meshwright does not act on are errors with a hint, never ignored (docs/se
 from __future__ import annotations
 
 from meshwright import names
-from meshwright.validate.shape import Duration, Enum, ListOf, MapOf, Obj, PortMapOf, Str
+from meshwright.validate.shape import Duration, Enum, Labels, ListOf, Obj, PortMapOf, Str
 
 SECURITY_VERSIONS = ("security.istio.io/v1", "security.istio.io/v1beta1")
 
@@ -28,7 +28,7 @@ certificates = Obj(
 
 mtls_mode = Enum("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
 mtls = Obj("mutual TLS settings", {"mode": mtls_mode})
-match_labels = Obj("a workload selector", {"matchLabels": MapOf(Str())}, required=("matchLabels",))
+match_labels = Obj("a workload selector", {"matchLabels": Labels()}, required=("matchLabels",))
 
 peer_authentication = Obj(
     "a PeerAuthentication spec",

@@ -16,6 +16,8 @@ import ipaddress
 import re
 from typing import Callable
 
+from meshwright import names
+
 Report = Callable[[tuple, str], None]
 
 
@@ -295,6 +297,21 @@ class MapOf(Schema):
             if checked is not INVALID:
                 out[kept] = checked
         return out
+
+
+class Labels(MapOf):
+    """Kubernetes labels (a workload's, a selector's): keys and values as Kubernetes checks
+    them, so that a newline or a space never reaches a label Envoy or a host sees."""
+
+    keys = "label keys"
+
+    def __init__(self):
+        super().__init__(Str(valid=names.is_label_value, pattern_help=names.LABEL_VALUE_HELP))
+
+    def key(self, key):
+        if not names.is_label_key(key):
+            return None, f"{key!r} is not {names.LABEL_KEY_HELP}"
+        return key, None
 
 
 class PortMapOf(MapOf):
