@@ -17,6 +17,8 @@ description:
     C(meshwright) package (set C(ansible_python_interpreter) to the virtualenv's Python for that task)."
   - "When the mesh config is invalid, the task fails with every problem found, each as
     C(FILE:LINE: Kind/namespace/name: field.path: message)."
+  - "Warnings of validation (problems that do not stop it, such as a principal in a trust domain that is not the
+    mesh's) are shown as Ansible warnings, in the same form."
 requirements:
   - meshwright (on the controller)
 options:
@@ -140,10 +142,10 @@ problems:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    from meshwright.deliver.bundle import RenderError, bundle_mesh
+    from meshwright.deliver.bundle import RenderError, bundle_proxies, load_mesh
     from meshwright.names import LABEL_HELP, is_label
 except ImportError:
-    bundle_mesh = None
+    load_mesh = None
 
 
 def identity_plan(module, bundles):
@@ -175,12 +177,13 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if bundle_mesh is None:
+    if load_mesh is None:
         module.fail_json(msg=missing_required_lib("meshwright", reason="to render the mesh on the controller "
                                                   "(set ansible_python_interpreter to the Python that has it)"))
     config_dirs = {str(proxy): str(folder) for proxy, folder in module.params["proxies"].items()}
     try:
-        bundles = bundle_mesh(module.params["mesh"], config_dirs, module.params["format"])
+        mesh = load_mesh(module.params["mesh"])
+        bundles = bundle_proxies(mesh, config_dirs, module.params["format"])
     except RenderError as error:
         module.fail_json(msg=str(error), problems=[str(problem) for problem in error.problems])
     proxies = {
@@ -188,6 +191,8 @@ def main():
                     identity=b.identity, capture=b.capture)
         for proxy, b in bundles.items()
     }
+    for warning in mesh.warnings:  # problems that do not stop the run (a principal in another trust domain)
+        module.warn(str(warning))
     result = dict(changed=False, proxies=proxies)
     if module.params["hosts"] is not None:
         result["identities"] = identity_plan(module, bundles)

@@ -218,3 +218,31 @@ def test_a_certificates_folder_outside_the_root_fails_the_render(tmp_path):
     result = run_module("mesh_render", mesh=[str(mesh)], proxies={PROXY: "/etc/meshwright/proxy"})
     assert result.get("failed") is True
     assert "certificates.dir '/etc/ssl' is /etc/ssl, outside /etc/meshwright" in result["msg"]
+
+
+FOREIGN_PRINCIPAL = """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-foreign, namespace: default}
+spec:
+  selector: {matchLabels: {app: payment-service}}
+  action: DENY
+  rules:
+  - from:
+    - source: {principals: [other.example/ns/default/sa/intruder]}
+"""
+
+
+def test_render_shows_validation_warnings_as_ansible_warnings(tmp_path):
+    """A principal in a trust domain that is not the mesh's renders (it is valid Istio), and the
+    playbook's output says so."""
+    import shutil
+
+    mesh = tmp_path / "mesh"
+    shutil.copytree(os.path.join(ROOT, "examples", "seed", "mesh"), mesh)
+    (mesh / "foreign.yaml").write_text(FOREIGN_PRINCIPAL)
+    result = run_module("mesh_render", mesh=[str(mesh)], proxies={"payment-1.default": str(tmp_path / "proxy")})
+    assert not result.get("failed"), result
+    shown = [str(warning) for warning in result.get("warnings", [])]  # Ansible 2.19 returns them structured
+    assert any("foreign.yaml:9: AuthorizationPolicy/default/deny-foreign" in warning and "other.example" in warning
+               for warning in shown), shown

@@ -92,7 +92,11 @@ def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml", 
 
 def bundle_mesh(paths: list[str], config_dirs: dict[str, str], fmt: str = "yaml") -> dict[str, ProxyBundle]:
     """Bundles of the proxies named in config_dirs (proxy id -> config dir on its host)."""
-    mesh = load_mesh(paths)
+    return bundle_proxies(load_mesh(paths), config_dirs, fmt)
+
+
+def bundle_proxies(mesh: Mesh, config_dirs: dict[str, str], fmt: str = "yaml") -> dict[str, ProxyBundle]:
+    """bundle_mesh for a mesh already loaded (whose warnings the caller shows)."""
     known = {p.id for p in list_proxies(mesh)}
     unknown = sorted(set(config_dirs) - known)
     if unknown:
