@@ -19,7 +19,7 @@ import shutil
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ansible.module_utils.mesh_pki_csr import key_matches_certificate, make_csr, make_private_key
+from ansible.module_utils.mesh_pki_csr import key_matches_certificate, make_private_key
 from ansible.module_utils.mesh_pki_info import (bundle_fingerprint, certificates_in, describe, fingerprint,
                                                 first_certificate, serial_hex)
 from ansible.module_utils.mesh_pki_store import CHAIN_FILE, KEY_FILE, ROOTS_FILE, owned_by, write_workload_certificates

@@ -14,7 +14,6 @@ import re
 import shutil
 import socket
 import signal
-import subprocess
 import pathlib
 import threading
 import time

@@ -3,7 +3,6 @@ backends started; everything stopped at the end of the test."""
 
 from __future__ import annotations
 
-import os
 import textwrap
 
 import pytest

@@ -27,7 +27,6 @@ YAML_SUFFIXES = (".yaml", ".yml")
 DEFAULT_NAMESPACE = "default"
 
 
-
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """libyaml's parser where PyYAML has it (the pure-Python one otherwise), with a resolver
     that types a plain scalar as a string at once when no implicit type can start with its
@@ -41,7 +40,6 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
                 return _STR
             return super().resolve(kind, value, implicit)
         return _MAP if kind is yaml.MappingNode else _SEQ
-
 
 
 @dataclass(frozen=True)
