@@ -41,7 +41,9 @@ def document(kind: str, name: str, namespace: str, spec: dict, api_version: str 
 def spread(services: int, count: int) -> list[int]:
     """count service indexes spread evenly over the estate and its namespaces (all of them when it is smaller)."""
     step = max(services // count, 1)
-    return sorted({(k * step + k) % services for k in range(min(count, services))})
+    # One index in each block of step services, shifted by k within its block so that a step
+    # that is a multiple of the namespaces still lands in different namespaces.
+    return [k * step + k % step for k in range(min(count, services))]
 
 
 def workload_name(index: int, replica: int) -> str:

@@ -77,3 +77,17 @@ def test_the_command_line_writes_the_folder_and_refuses_a_bad_size(tmp_path, cap
     assert "5 services, 16 proxies, 35 documents" in capsys.readouterr().out
     assert main(["zero", str(tmp_path / "other")]) == 2
     assert "usage: estate.py N OUTDIR" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("services", [4, 12, 100, 1_000])
+def test_every_sidecar_names_ten_different_services_of_the_estate(tmp_path, services):
+    """The ten are spread over the estate and its namespaces whatever N is (12 once folded two onto one)."""
+    write_estate(services, tmp_path)
+    sidecars = [resource for resource in load_paths([str(tmp_path / "sidecars.yaml")]).resources]
+    assert len(sidecars) == min(services, 10)
+    for sidecar in sidecars:
+        (egress,) = sidecar.spec["egress"]
+        assert len(set(egress["hosts"])) == min(services, 10)
+        assert all(int(host.split("/svc-")[1].split(".")[0]) < services for host in egress["hosts"])
+    if services >= 100:
+        assert len({host.split("/")[0] for host in egress["hosts"]}) == 10
