@@ -11,8 +11,9 @@ peak resident memory (wait4's ru_maxrss):
             (a proxy that sees every service; validation included);
 - envoy:    with --envoy, also `meshwright validate DIR` with Envoy's `--mode validate`.
 A run that passes --timeout is stopped and shows "timeout"; one that fails shows "exit N".
-"growth" is validate's time per (services + proxies) over the previous size's: about 1 when
-it grows linearly, about 10 when it grows with proxies x services.
+"peak MB" is the larger of validate's and render's. "ms/unit" is validate's milliseconds per
+(services + proxies); "growth" is that over the previous size's: about 1 when validate grows
+linearly, about the ratio of the sizes when it grows with proxies x services.
 
 Targets (issue #11, 10,000 services, 2-core machine), PASS/MISS on rows of 10,000 services
 or more, "-" on smaller ones: validate <= 15 s, peak <= 2 GB, validate <= 10x the floor;
