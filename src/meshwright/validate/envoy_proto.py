@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
+import json
 import pkgutil
 
 from google.protobuf import json_format
@@ -64,6 +66,32 @@ def check_resource(type_name: str, resource: dict) -> str | None:
     except json_format.ParseError as error:
         return str(error)
     return None
+
+
+def resource_digest(type_name: str, resource: dict) -> str | None:
+    """SHA-256 of the type and the resource's deterministic JSON serialization; None when the
+    resource is not plain JSON data (then it is checked on its own, never shared)."""
+    try:
+        text = json.dumps(resource, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return hashlib.sha256(f"{type_name}\n{text}".encode()).hexdigest()
+
+
+class ResourceVerdicts:
+    """check_resource by content, for one run: proxies of one scope share most of their
+    resources, and the same bytes get the same verdict, so each distinct one is parsed once."""
+
+    def __init__(self) -> None:
+        self._verdicts: dict[str, str | None] = {}
+
+    def check(self, type_name: str, resource: dict) -> str | None:
+        key = resource_digest(type_name, resource)
+        if key is None:
+            return check_resource(type_name, resource)
+        if key not in self._verdicts:
+            self._verdicts[key] = check_resource(type_name, resource)
+        return self._verdicts[key]
 
 
 TYPES = {
