@@ -105,3 +105,12 @@ def test_a_rejection_of_one_proxy_keeps_its_message(tmp_path, monkeypatch, capsy
     assert cli.main(["validate", str(tmp_path)]) == 1
     first = list_proxies(mesh)[0].id
     assert capsys.readouterr().err == f"proxy {first}: envoy --mode validate rejects its config:\nerror: bad listener\n"
+
+
+def test_verdicts_beyond_the_limit_drop_the_least_recently_used(monkeypatch):
+    parsed = []
+    monkeypatch.setattr(envoy_proto, "check_resource", lambda type_name, resource: parsed.append(resource["name"]))
+    verdicts = envoy_proto.ResourceVerdicts(limit=2)
+    for name in ["shared", "a", "shared", "b", "shared", "a"]:
+        verdicts.check("T", {"name": name})
+    assert parsed == ["shared", "a", "b", "a"]  # "shared" stays; "a" was dropped for "b"
