@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import tempfile
@@ -57,6 +58,24 @@ def _check_with_envoy(envoy: str, bundle: ProxyBundle, timeout: float) -> str | 
             raise UsageError(f"--envoy: {error}") from None
 
 
+def _envoy_rejection(mesh, envoy: str, timeout: float) -> tuple[list[str], str] | None:
+    """The first config Envoy rejects, with every proxy whose validation bootstrap is those
+    same bytes; None when it accepts them all. Envoy gives the same verdict on the same bytes,
+    so it runs once per distinct bootstrap, not once per proxy."""
+    verdicts: dict[str, str | None] = {}
+    rejected, sharing = None, []
+    for proxy in list_proxies(mesh):
+        with tempfile.TemporaryDirectory(prefix="meshwright-render-") as scratch:
+            bundle = bundle_proxy(mesh, proxy.id, scratch, check_dirs=False)
+        digest = hashlib.sha256(bundle.validation_bootstrap.encode()).hexdigest()
+        if digest not in verdicts and rejected is None:
+            verdicts[digest] = _check_with_envoy(envoy, bundle, timeout)
+            rejected = digest if verdicts[digest] else None
+        if digest == rejected:
+            sharing.append(proxy.id)
+    return (sharing, verdicts[rejected]) if rejected else None
+
+
 def cmd_validate(args) -> int:
     envoy = _envoy_for(args)
     mesh, problems = validate_mesh(load_paths(args.paths))
@@ -65,12 +84,13 @@ def cmd_validate(args) -> int:
         return EXIT_INVALID
     _print_warnings(mesh)
     if envoy:
-        for proxy in list_proxies(mesh):
-            with tempfile.TemporaryDirectory(prefix="meshwright-render-") as scratch:
-                error = _check_with_envoy(envoy, bundle_proxy(mesh, proxy.id, scratch, check_dirs=False), args.envoy_timeout)
-            if error:
-                print(f"proxy {proxy.id}: envoy --mode validate rejects its config:\n{error}", file=sys.stderr)
-                return EXIT_INVALID
+        rejection = _envoy_rejection(mesh, envoy, args.envoy_timeout)
+        if rejection:
+            proxy_ids, error = rejection
+            who = f"proxy {proxy_ids[0]}: envoy --mode validate rejects its config" if len(proxy_ids) == 1 else (
+                f"proxies {', '.join(proxy_ids)}: envoy --mode validate rejects the config they share")
+            print(f"{who}:\n{error}", file=sys.stderr)
+            return EXIT_INVALID
     count = len(mesh.resources)
     print(f"{count} resource{'s' if count != 1 else ''} valid" + ("" if envoy else " (no Envoy binary found: skipped envoy --mode validate)"))
     return EXIT_OK

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import collections
 import functools
+import hashlib
 import importlib
+import json
 import pkgutil
 
 from google.protobuf import json_format
@@ -64,6 +67,39 @@ def check_resource(type_name: str, resource: dict) -> str | None:
     except json_format.ParseError as error:
         return str(error)
     return None
+
+
+def resource_digest(type_name: str, resource: dict) -> bytes | None:
+    """SHA-256 of the type and the resource's deterministic JSON serialization; None when the
+    resource is not plain JSON data (then it is checked on its own, never shared)."""
+    try:
+        text = json.dumps(resource, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return hashlib.sha256(f"{type_name}\n{text}".encode()).digest()  # 32 bytes: half a hex key's memory
+
+
+class ResourceVerdicts:
+    """check_resource by content, for one run: proxies of one scope share most of their
+    resources, and the same bytes get the same verdict, so each distinct one is parsed once.
+    The least recently used verdicts are dropped beyond `limit`: what proxies share is seen
+    again and again and stays; what is one proxy's own would only cost memory."""
+
+    def __init__(self, limit: int = 1 << 17) -> None:
+        self._verdicts: collections.OrderedDict[bytes, str | None] = collections.OrderedDict()
+        self._limit = limit
+
+    def check(self, type_name: str, resource: dict) -> str | None:
+        key = resource_digest(type_name, resource)
+        if key is None:
+            return check_resource(type_name, resource)
+        if key in self._verdicts:
+            self._verdicts.move_to_end(key)
+            return self._verdicts[key]
+        verdict = self._verdicts[key] = check_resource(type_name, resource)
+        if len(self._verdicts) > self._limit:
+            self._verdicts.popitem(last=False)
+        return verdict
 
 
 TYPES = {

@@ -12,7 +12,7 @@ from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, list_p
 from meshwright.compile.scope import sidecar_for
 from meshwright.model.load import LoadResult
 from meshwright.model.mesh import Mesh
-from meshwright.validate.envoy_proto import TYPES, check_resource
+from meshwright.validate.envoy_proto import TYPES, ResourceVerdicts
 from meshwright.validate.problems import Problem, Problems
 from meshwright.validate.references import check_references
 from meshwright.validate.semantics import check_capture, check_conflicts, check_duplicates, check_listener_ports, check_semantics
@@ -53,13 +53,15 @@ def _routed_clusters(route_config: dict) -> list[tuple[str, str]]:
     return pairs
 
 
-def check_proxy_config(config: ProxyConfig) -> list[str]:
-    """Problems of one compiled proxy, as messages naming the Envoy resource."""
+def check_proxy_config(config: ProxyConfig, verdicts: ResourceVerdicts | None = None) -> list[str]:
+    """Problems of one compiled proxy, as messages naming the Envoy resource. Give the run's
+    verdicts to parse a resource that other proxies share only once."""
+    verdicts = verdicts or ResourceVerdicts()
     messages = []
     proxy = config.proxy
     for kind in ("listeners", "routes", "clusters", "endpoints"):
         for resource in getattr(config, kind):
-            error = check_resource(TYPES[kind], resource)
+            error = verdicts.check(TYPES[kind], resource)
             if error:
                 name = resource.get("name") or resource.get("cluster_name")
                 messages.append(f"{kind[:-1]} {name}: Envoy rejects it: {error}")
@@ -93,10 +95,11 @@ def validate_proxies(mesh: Mesh) -> list[Problem]:
     """Check 4, for every proxy; problems point at the resource that defines the proxy, or,
     for a route to a host the proxy does not import, at its Sidecar's egress hosts."""
     problems = []
+    verdicts = ResourceVerdicts()
     for proxy in list_proxies(mesh):
         source = mesh.find("WorkloadEntry", proxy.namespace, proxy.name) or mesh.find("Gateway", proxy.namespace, proxy.name)
         config = compile_proxy(mesh, proxy)
-        for message in check_proxy_config(config):
+        for message in check_proxy_config(config, verdicts):
             problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: {message}"))
         sidecar = sidecar_for(mesh, proxy) if proxy.kind == "sidecar" else None
         for virtual_host, cluster in missing_clusters(config):

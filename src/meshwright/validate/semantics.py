@@ -199,6 +199,11 @@ def check_listener_ports(mesh: Mesh, problems: Problems) -> None:
     if not _port_offsets_are_valid(mesh):
         return  # the proxies' ports are unknown; check_annotations reports why
     proxies = list_proxies(mesh)
+    # Each proxy's Sidecar looked up once (not once per Sidecar): linear in Sidecars + proxies.
+    proxies_of: dict[int, list] = {}
+    for proxy in proxies:
+        if proxy.kind == "sidecar":
+            proxies_of.setdefault(id(sidecar_for(mesh, proxy)), []).append(proxy)
     for sidecar in mesh.of_kind("Sidecar"):
         listeners = []  # (field path, port number)
         for direction in ("ingress", "egress"):
@@ -212,9 +217,7 @@ def check_listener_ports(mesh: Mesh, problems: Problems) -> None:
             else:
                 first[number] = path
         outbound = not any(path[1] == "egress" for path, _ in listeners)
-        for proxy in proxies:
-            if proxy.kind != "sidecar" or sidecar_for(mesh, proxy) is not sidecar:
-                continue
+        for proxy in proxies_of.get(id(sidecar), []):
             own = _proxy_ports(proxy, outbound)
             for path, number in listeners:
                 if number in own:
