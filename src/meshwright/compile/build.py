@@ -1,7 +1,11 @@
-"""compile_proxy: the Envoy resources of one proxy, from the mesh. A pure function."""
+"""compile_proxy: the Envoy resources of one proxy, from the mesh. A pure function.
+
+Proxies of one class (compile/proxy_class.py) share one compiled config, built once per
+mesh; each gets its own stat names on top, and a proxy that EnvoyFilters patch its own copy."""
 
 from __future__ import annotations
 
+import copy
 import gc
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -10,8 +14,9 @@ from meshwright.compile import capture, gateway, sidecar
 from meshwright.compile.clusters import service_clusters
 from meshwright.compile.envoyfilter import Patchable, apply_envoy_filters
 from meshwright.compile.proxy import Proxy
+from meshwright.compile.proxy_class import class_key
 from meshwright.compile.scope import services_in_scope
-from meshwright.compile.telemetry import ProxyTelemetry, apply_telemetry, effective_telemetry
+from meshwright.compile.telemetry import ProxyTelemetry, apply_telemetry, effective_telemetry, with_stat_names
 from meshwright.model.mesh import Mesh
 
 
@@ -42,13 +47,51 @@ def cyclic_collector_paused():
             gc.enable()
 
 
+@dataclass(frozen=True)
+class ClassConfig:
+    """What every proxy of one class shares (compile/proxy_class.py), each list sorted by
+    name. Other proxies hold the same objects: never changed once built."""
+
+    resources: Patchable  # every listener, route and cluster with its EnvoyFilter patch context
+    listeners: list[dict]
+    routes: list[dict]
+    clusters: list[dict]
+    endpoints: list[dict]
+    telemetry: ProxyTelemetry
+
+
+def class_config(mesh: Mesh, proxy: Proxy, key: tuple | None) -> ClassConfig:
+    """The config of the proxy's class (key: proxy_class.class_key), compiled once per mesh
+    and class; a proxy without a class gets its own."""
+    if key is None:
+        return _compile_class(mesh, proxy)
+    return mesh.memo(("proxy-class", key), lambda: _compile_class(mesh, proxy))
+
+
 def compile_proxy(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
     """The Envoy resources of one proxy: the same mesh and proxy give the same output."""
     with cyclic_collector_paused():
-        return _compile_proxy(mesh, proxy)
+        key = class_key(mesh, proxy)
+        shared = class_config(mesh, proxy, key)
+        if key is not None:
+            return ProxyConfig(proxy, shared.listeners, shared.routes, with_stat_names(mesh, proxy, shared.telemetry, shared.clusters),
+                               shared.endpoints, shared.telemetry)
+        # EnvoyFilters patch resources in place, after the stat names: on this proxy's own copy.
+        items = [(context, kind, with_stat_names(mesh, proxy, shared.telemetry, [resource])[0] if kind == "cluster" else resource)
+                 for context, kind, resource in shared.resources.items]
+        resources = Patchable(copy.deepcopy(items))
+        apply_envoy_filters(mesh, proxy, resources)
+        return ProxyConfig(proxy, _by_name(resources.listeners()), _by_name(resources.routes()), _by_name(resources.clusters()),
+                           shared.endpoints, shared.telemetry)
 
 
-def _compile_proxy(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
+def _by_name(resources: list[dict]) -> list[dict]:
+    return sorted(resources, key=lambda r: r["name"])
+
+
+def _compile_class(mesh: Mesh, proxy: Proxy) -> ClassConfig:
+    """Everything of the proxy's config that its class shares: all but stat names and
+    EnvoyFilter patches."""
     resources = Patchable()
     if proxy.kind == "gateway":
         listeners, routes = gateway.gateway_listeners(mesh, proxy)
@@ -72,13 +115,12 @@ def _compile_proxy(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
         resources.add(outbound_context, [], [], clusters)
         endpoints.extend(assignments)
     telemetry = effective_telemetry(mesh, proxy)
-    apply_telemetry(mesh, proxy, telemetry, resources.items)  # before EnvoyFilters, which may patch it
-    apply_envoy_filters(mesh, proxy, resources)
-    return ProxyConfig(
-        proxy=proxy,
-        listeners=sorted(resources.listeners(), key=lambda r: r["name"]),
-        routes=sorted(resources.routes(), key=lambda r: r["name"]),
-        clusters=sorted(resources.clusters(), key=lambda r: r["name"]),
+    apply_telemetry(proxy, telemetry, resources.items)  # before EnvoyFilters, which may patch it
+    return ClassConfig(
+        resources=resources,
+        listeners=_by_name(resources.listeners()),
+        routes=_by_name(resources.routes()),
+        clusters=_by_name(resources.clusters()),
         endpoints=sorted(endpoints, key=lambda r: r["cluster_name"]),
         telemetry=telemetry,
     )

@@ -10,8 +10,8 @@ specific one (providers, disabled, randomSamplingPercentage, disableSpanReportin
 it does not set is inherited.
 
 `apply_telemetry` writes the result into the proxy's resources: access logs on every HTTP
-connection manager and TCP proxy, tracing on every HTTP connection manager, and Istio's
-labels into the stat names of its clusters (`alt_stat_name`), which the bootstrap's
+connection manager and TCP proxy, tracing on every HTTP connection manager; `with_stat_names`
+puts Istio's labels into the stat names of its clusters (`alt_stat_name`), which the bootstrap's
 `stats_config` (`stats_config`, below) turns into Prometheus labels on /stats/prometheus.
 """
 
@@ -266,19 +266,32 @@ def cluster_labels(mesh: Mesh, proxy: Proxy, cluster: str) -> list[tuple[str, st
     return []
 
 
-def apply_telemetry(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, items: list[tuple[str, str, dict]]) -> None:
-    """Write a proxy's telemetry into its resources: items are (patch context, kind,
-    resource) as compile.envoyfilter.Patchable holds them."""
+def apply_telemetry(proxy: Proxy, telemetry: ProxyTelemetry, items: list[tuple[str, str, dict]]) -> None:
+    """Write a proxy's access logs and tracing into its listeners: items are (patch context,
+    kind, resource) as compile.envoyfilter.Patchable holds them. What it writes is the same
+    for every proxy of a class (compile/proxy_class.py); stat names, which are not, come
+    from with_stat_names."""
+    if not telemetry.access_logs and telemetry.tracing is None:
+        return
     for _context, kind, resource in items:
-        if kind == "listener":
-            for chain in resource["filter_chains"]:
-                for network_filter in chain["filters"]:
-                    config = network_filter["typed_config"]
-                    if network_filter["name"] in (HCM_FILTER, TCP_PROXY_FILTER) and telemetry.access_logs:
-                        config["access_log"] = [access_log(provider) for provider in telemetry.access_logs]
-                    if network_filter["name"] == HCM_FILTER and telemetry.tracing is not None:
-                        config["tracing"] = http_tracing(telemetry.tracing, proxy)
-        elif kind == "cluster" and telemetry.metrics:
-            labels = cluster_labels(mesh, proxy, resource["name"])
-            if labels:
-                resource["alt_stat_name"] = cluster_stat_name(resource["name"], labels)
+        if kind != "listener":
+            continue
+        for chain in resource["filter_chains"]:
+            for network_filter in chain["filters"]:
+                config = network_filter["typed_config"]
+                if network_filter["name"] in (HCM_FILTER, TCP_PROXY_FILTER) and telemetry.access_logs:
+                    config["access_log"] = [access_log(provider) for provider in telemetry.access_logs]
+                if network_filter["name"] == HCM_FILTER and telemetry.tracing is not None:
+                    config["tracing"] = http_tracing(telemetry.tracing, proxy)
+
+
+def with_stat_names(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, clusters: list[dict]) -> list[dict]:
+    """The clusters, each mesh cluster a copy whose stat name carries Istio's labels of this
+    proxy (the originals may be shared with other proxies: they are not changed)."""
+    if not telemetry.metrics:
+        return clusters
+    out = []
+    for cluster in clusters:
+        labels = cluster_labels(mesh, proxy, cluster["name"])
+        out.append({**cluster, "alt_stat_name": cluster_stat_name(cluster["name"], labels)} if labels else cluster)
+    return out
