@@ -9,6 +9,7 @@ import sys
 import tempfile
 
 from meshwright.compile.proxy import UnknownProxy, find_proxy, list_proxies
+from meshwright.compile.proxy_class import proxy_classes
 from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_files
 from meshwright.model.load import load_paths
@@ -59,20 +60,21 @@ def _check_with_envoy(envoy: str, bundle: ProxyBundle, timeout: float) -> str | 
 
 
 def _envoy_rejection(mesh, envoy: str, timeout: float) -> tuple[list[str], str] | None:
-    """The first config Envoy rejects, with every proxy whose validation bootstrap is those
-    same bytes; None when it accepts them all. Envoy gives the same verdict on the same bytes,
-    so it runs once per distinct bootstrap, not once per proxy."""
+    """The first config Envoy rejects, with every proxy that shares it; None when it accepts
+    them all. Envoy runs once per distinct validation bootstrap of a class's first proxy: the
+    proxies of a class (compile/proxy_class.py) differ only in names and stat names, which
+    Envoy takes as they come, and the same bytes get the same verdict."""
     verdicts: dict[str, str | None] = {}
     rejected, sharing = None, []
-    for proxy in list_proxies(mesh):
+    for proxies in proxy_classes(mesh, list_proxies(mesh)):
         with tempfile.TemporaryDirectory(prefix="meshwright-render-") as scratch:
-            bundle = bundle_proxy(mesh, proxy.id, scratch, check_dirs=False)
+            bundle = bundle_proxy(mesh, proxies[0].id, scratch, check_dirs=False)
         digest = hashlib.sha256(bundle.validation_bootstrap.encode()).hexdigest()
         if digest not in verdicts and rejected is None:
             verdicts[digest] = _check_with_envoy(envoy, bundle, timeout)
             rejected = digest if verdicts[digest] else None
         if digest == rejected:
-            sharing.append(proxy.id)
+            sharing += [proxy.id for proxy in proxies]
     return (sharing, verdicts[rejected]) if rejected else None
 
 

@@ -11,6 +11,7 @@ from google.protobuf import json_format
 from meshwright import cli
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import list_proxies
+from meshwright.compile.proxy_class import proxy_classes
 from meshwright.model.load import load_paths
 from meshwright.validate import envoy_proto
 from meshwright.validate.envoy_proto import TYPES
@@ -34,10 +35,10 @@ def load_mesh(tmp_path):
     return mesh
 
 
-def distinct_and_total(mesh) -> tuple[int, int]:
-    """Distinct (type, content) resources over every proxy, and all of them counted per proxy."""
+def distinct_and_total(mesh, proxies=None) -> tuple[int, int]:
+    """Distinct (type, content) resources over the proxies (all by default), and all of them counted per proxy."""
     seen, total = set(), 0
-    for proxy in list_proxies(mesh):
+    for proxy in proxies or list_proxies(mesh):
         config = compile_proxy(mesh, proxy)
         for kind in ("listeners", "routes", "clusters", "endpoints"):
             for resource in getattr(config, kind):
@@ -54,7 +55,10 @@ def test_a_fragment_two_proxies_share_is_parsed_once(tmp_path, monkeypatch):
     parse = json_format.ParseDict
     monkeypatch.setattr(json_format, "ParseDict", lambda *args, **kwargs: calls.append(1) or parse(*args, **kwargs))
     assert validate_proxies(mesh) == []
-    assert len(calls) == distinct
+    # The two clients are one class, checked once through its first proxy.
+    classes = proxy_classes(mesh, list_proxies(mesh))
+    assert len(classes) < len(list_proxies(mesh))
+    assert len(calls) == distinct_and_total(mesh, [proxies[0] for proxies in classes])[0] < distinct
 
 
 def test_a_bad_shared_fragment_is_reported_for_each_proxy_that_has_it(tmp_path, monkeypatch):
@@ -92,15 +96,17 @@ def test_envoy_runs_once_for_proxies_with_the_same_bootstrap_and_names_them_all(
     assert capsys.readouterr().err == "proxies client.default, client-b.default: envoy --mode validate rejects the config they share:\nerror: bad listener\n"
 
 
-def test_envoy_runs_for_each_distinct_bootstrap(tmp_path, monkeypatch, capsys):
+def test_envoy_runs_once_per_class_of_proxies(tmp_path, monkeypatch, capsys):
     mesh = load_mesh(tmp_path)
     runs = fake_envoy(monkeypatch, None)
     assert cli.main(["validate", str(tmp_path)]) == 0
-    assert len(runs) == len(set(runs)) == len(list_proxies(mesh))  # these two differ (node id)
+    # The two clients are one class: their bootstraps differ only in names (node id, stat names).
+    assert len(runs) == len(set(runs)) == len(proxy_classes(mesh, list_proxies(mesh))) == len(list_proxies(mesh)) - 1
 
 
 def test_a_rejection_of_one_proxy_keeps_its_message(tmp_path, monkeypatch, capsys):
-    mesh = load_mesh(tmp_path)
+    (tmp_path / "mesh.yaml").write_text(BASE)  # every proxy a class of its own
+    mesh, _ = validate_mesh(load_paths([str(tmp_path)]))
     fake_envoy(monkeypatch, "error: bad listener")
     assert cli.main(["validate", str(tmp_path)]) == 1
     first = list_proxies(mesh)[0].id

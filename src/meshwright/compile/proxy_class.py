@@ -72,3 +72,13 @@ def class_key(mesh: Mesh, proxy: Proxy) -> tuple | None:
     labels = tuple((key, value) for key, value in proxy.labels if key in keys)
     ports = tuple(workload_service_ports(mesh, proxy.id)) if proxy.captures else ()
     return (proxy.kind, proxy.namespace, proxy.interception, proxy.port_offset, proxy.locality, proxy.gateways, labels, ports)
+
+
+def proxy_classes(mesh: Mesh, proxies: list[Proxy]) -> list[list[Proxy]]:
+    """The proxies grouped by class, each group in the given order and the groups in the
+    order of their first proxy; a proxy without a class is a group of its own."""
+    groups: dict[tuple, list[Proxy]] = {}
+    for proxy in proxies:
+        key = class_key(mesh, proxy)
+        groups.setdefault(("class", key) if key is not None else ("own", proxy.id), []).append(proxy)
+    return list(groups.values())

@@ -1,14 +1,17 @@
 """validate_mesh: every check, in order, with all problems collected.
 
 1. shape of every document; 2. duplicates and conflicts; 3. references and semantics, on
-what is sound of each resource (shape checks prune what they reported); 4. every proxy compiled, and its resources checked by
-Envoy's protos, for port clashes, and for consistency (every route's cluster exists).
+what is sound of each resource (shape checks prune what they reported); 4. every class of proxies compiled, and its resources
+checked by Envoy's protos, for port clashes, and for consistency (every route's cluster exists).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from meshwright.compile.build import ProxyConfig, compile_proxy
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, list_proxies
+from meshwright.compile.proxy_class import proxy_classes
 from meshwright.compile.scope import sidecar_for
 from meshwright.model.load import LoadResult
 from meshwright.model.mesh import Mesh
@@ -92,29 +95,42 @@ def missing_clusters(config: ProxyConfig) -> list[tuple[str, str]]:
 
 
 def validate_proxies(mesh: Mesh) -> list[Problem]:
-    """Check 4, for every proxy; problems point at the resource that defines the proxy, or,
-    for a route to a host the proxy does not import, at its Sidecar's egress hosts."""
+    """Check 4, once per class of proxies (compile/proxy_class.py: its proxies' configs differ
+    only in stat names, which no check reads), each problem reported for every proxy of the
+    class. Problems point at the resource that defines the proxy, or, for a route to a host
+    the proxy does not import, at its Sidecar's egress hosts."""
     problems = []
     verdicts = ResourceVerdicts()
-    for proxy in list_proxies(mesh):
-        source = mesh.find("WorkloadEntry", proxy.namespace, proxy.name) or mesh.find("Gateway", proxy.namespace, proxy.name)
-        config = compile_proxy(mesh, proxy)
-        for message in check_proxy_config(config, verdicts):
-            problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: {message}"))
-        sidecar = sidecar_for(mesh, proxy) if proxy.kind == "sidecar" else None
-        for virtual_host, cluster in missing_clusters(config):
-            host = cluster.split("|")[-1]
-            service = mesh.registry.get(host)
-            if sidecar is not None and sidecar.spec.get("egress") and service is not None:
-                path = ("spec", "egress")
-                problems.append(Problem(sidecar.source.file, sidecar.line_of(path), sidecar.ref, path, (
-                    f"proxy {proxy.id}: the routes of {virtual_host} send traffic to {host} ({cluster}), "
-                    f"which these egress hosts do not import: add \"{service.namespace}/{host}\" to them"
-                )))
-            else:
-                problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: the routes of {virtual_host} send traffic to {cluster}, which this proxy does not have"))
-        problems.extend(collector_problems(mesh, config))
+    for proxies in proxy_classes(mesh, list_proxies(mesh)):
+        config = compile_proxy(mesh, proxies[0])
+        messages = check_proxy_config(config, verdicts)
+        missing = missing_clusters(config)
+        for proxy in proxies:
+            problems += _proxy_problems(mesh, replace(config, proxy=proxy), messages, missing)
     return sorted(problems)
+
+
+def _proxy_problems(mesh: Mesh, config: ProxyConfig, messages: list[str], missing: list[tuple[str, str]]) -> list[Problem]:
+    """The problems of one proxy, whose config check found messages and missing clusters."""
+    proxy = config.proxy
+    problems = []
+    source = mesh.find("WorkloadEntry", proxy.namespace, proxy.name) or mesh.find("Gateway", proxy.namespace, proxy.name)
+    for message in messages:
+        problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: {message}"))
+    sidecar = sidecar_for(mesh, proxy) if proxy.kind == "sidecar" else None
+    for virtual_host, cluster in missing:
+        host = cluster.split("|")[-1]
+        service = mesh.registry.get(host)
+        if sidecar is not None and sidecar.spec.get("egress") and service is not None:
+            path = ("spec", "egress")
+            problems.append(Problem(sidecar.source.file, sidecar.line_of(path), sidecar.ref, path, (
+                f"proxy {proxy.id}: the routes of {virtual_host} send traffic to {host} ({cluster}), "
+                f"which these egress hosts do not import: add \"{service.namespace}/{host}\" to them"
+            )))
+        else:
+            problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: the routes of {virtual_host} send traffic to {cluster}, which this proxy does not have"))
+    problems.extend(collector_problems(mesh, config))
+    return problems
 
 
 def validate_mesh(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
