@@ -85,6 +85,17 @@ def compile_proxy(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
                            shared.endpoints, shared.telemetry)
 
 
+def shared_config(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
+    """The proxy's config but its stat names: for a proxy of a class, what every proxy of the
+    class has (the same objects); for a proxy without one, compile_proxy's."""
+    with cyclic_collector_paused():
+        key = class_key(mesh, proxy)
+        if key is None:
+            return compile_proxy(mesh, proxy)
+        shared = class_config(mesh, proxy, key)
+        return ProxyConfig(proxy, shared.listeners, shared.routes, shared.clusters, shared.endpoints, shared.telemetry)
+
+
 def _by_name(resources: list[dict]) -> list[dict]:
     return sorted(resources, key=lambda r: r["name"])
 

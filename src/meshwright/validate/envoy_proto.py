@@ -8,6 +8,7 @@ import functools
 import hashlib
 import importlib
 import json
+import re
 import pkgutil
 
 from google.protobuf import json_format
@@ -69,19 +70,31 @@ def check_resource(type_name: str, resource: dict) -> str | None:
     return None
 
 
+# Fields that are proto strings (or lists of them) wherever Envoy's config protos have them
+# (tests/unit/test_envoy_proto_shapes.py checks that), as is the name of every resource
+# (not every nested "name": a SocketOption's is a number): any text parses there, so a
+# resource's verdict does not depend on their values, only on everything else.
+FREE_TEXT_FIELDS = ("cluster_name", "service_name", "alt_stat_name", "sni", "stat_prefix", "address", "cluster", "domains")
+# In compact JSON: such a field's string, or its list of strings.
+_FREE_TEXT = re.compile(r'"(%s)":(?:"(?:[^"\\]|\\.)*"|\[(?:"(?:[^"\\]|\\.)*",?)*\])' % "|".join(FREE_TEXT_FIELDS))
+
+
 def resource_digest(type_name: str, resource: dict) -> bytes | None:
-    """SHA-256 of the type and the resource's deterministic JSON serialization; None when the
-    resource is not plain JSON data (then it is checked on its own, never shared)."""
+    """SHA-256 of the type and the resource's shape: its deterministic JSON with the text of
+    FREE_TEXT_FIELDS and its name taken out, so two clusters that differ only in names and addresses share
+    it. None when the resource is not plain JSON data (then it is checked on its own)."""
     try:
-        text = json.dumps(resource, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        text = json.dumps({**resource, "name": ""} if "name" in resource else resource, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
         return None
-    return hashlib.sha256(f"{type_name}\n{text}".encode()).digest()  # 32 bytes: half a hex key's memory
+    shape = _FREE_TEXT.sub(r'"\1":_', text)
+    return hashlib.sha256(f"{type_name}\n{shape}".encode()).digest()  # 32 bytes: half a hex key's memory
 
 
 class ResourceVerdicts:
-    """check_resource by content, for one run: proxies of one scope share most of their
-    resources, and the same bytes get the same verdict, so each distinct one is parsed once.
+    """check_resource by shape, for one run: classes of proxies share most of their
+    resources, services' clusters differ mostly in names, and the same shape gets the same
+    verdict, so each distinct shape is parsed once.
     The least recently used verdicts are dropped beyond `limit`: what proxies share is seen
     again and again and stays; what is one proxy's own would only cost memory."""
 

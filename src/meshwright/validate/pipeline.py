@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from meshwright.compile.build import ProxyConfig, compile_proxy
+from meshwright.compile.build import ProxyConfig, shared_config
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
 from meshwright.compile.scope import sidecar_for
@@ -95,14 +95,14 @@ def missing_clusters(config: ProxyConfig) -> list[tuple[str, str]]:
 
 
 def validate_proxies(mesh: Mesh) -> list[Problem]:
-    """Check 4, once per class of proxies (compile/proxy_class.py: its proxies' configs differ
-    only in stat names, which no check reads), each problem reported for every proxy of the
-    class. Problems point at the resource that defines the proxy, or, for a route to a host
+    """Check 4, once per class of proxies (compile/proxy_class.py), on the config its proxies
+    share: they differ only in stat names, strings made of names validation checked. Each
+    problem is reported for every proxy of the class. Problems point at the resource that defines the proxy, or, for a route to a host
     the proxy does not import, at its Sidecar's egress hosts."""
     problems = []
     verdicts = ResourceVerdicts()
     for proxies in proxy_classes(mesh, list_proxies(mesh)):
-        config = compile_proxy(mesh, proxies[0])
+        config = shared_config(mesh, proxies[0])
         messages = check_proxy_config(config, verdicts)
         missing = missing_clusters(config)
         for proxy in proxies:

@@ -1,0 +1,78 @@
+"""Verdicts by shape (validate/envoy_proto.py): the fields whose text is taken out of a
+resource's shape must parse whatever their text is, in every Envoy message meshwright's
+config may hold; and resources that differ in anything else get their own verdict."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from google.protobuf.descriptor import FieldDescriptor
+
+from meshwright.compile.build import compile_proxy
+from meshwright.compile.proxy import list_proxies
+from meshwright.model.load import load_paths
+from meshwright.validate import envoy_proto
+from meshwright.validate.envoy_proto import FREE_TEXT_FIELDS, TYPES, ResourceVerdicts, resource_digest
+from meshwright.validate.pipeline import validate_resources
+from tests.golden.golden import CASES_DIR, case_names
+
+# A message given a string fails to parse whatever the string, except these, which read text.
+TEXT_READING_MESSAGES = ("google.protobuf.",)
+
+
+def _messages(descriptor):
+    yield descriptor
+    for nested in descriptor.nested_types:
+        yield from _messages(nested)
+
+
+def loaded_envoy_messages():
+    """Every message of the Envoy proto modules imported once the golden cases are checked."""
+    for case in case_names():
+        mesh, _ = validate_resources(load_paths([os.path.join(CASES_DIR, case, "mesh.yaml")]))
+        for proxy in list_proxies(mesh):
+            config = compile_proxy(mesh, proxy)
+            for kind in ("listeners", "routes", "clusters", "endpoints"):
+                for resource in getattr(config, kind):
+                    assert envoy_proto.check_resource(TYPES[kind], resource) is None
+    for name, module in list(sys.modules.items()):
+        if name.startswith("envoy.") and name.endswith("_pb2"):
+            for message in module.DESCRIPTOR.message_types_by_name.values():
+                yield from _messages(message)
+
+
+def test_free_text_fields_parse_whatever_their_text():
+    checked = 0
+    for message in loaded_envoy_messages():
+        for field in message.fields:
+            if field.name not in FREE_TEXT_FIELDS:
+                continue
+            checked += 1
+            where = f"{message.full_name}.{field.name}"
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                # Text there is always an error (a message wants an object), but for
+                # google.protobuf types, which read text (a Duration, a StringValue).
+                assert field.message_type.full_name == "google.protobuf.StringValue" or not field.message_type.full_name.startswith(TEXT_READING_MESSAGES), where
+            else:
+                assert field.type == FieldDescriptor.TYPE_STRING, where
+    assert checked > 20
+
+
+def test_every_resource_name_is_text():
+    for type_name in TYPES.values():
+        message = envoy_proto.message_class(type_name).DESCRIPTOR
+        if "name" in message.fields_by_name:
+            assert message.fields_by_name["name"].type == FieldDescriptor.TYPE_STRING, type_name
+
+
+def test_resources_that_differ_only_in_free_text_share_a_verdict_and_others_do_not():
+    cluster = {"name": "outbound|80||a", "type": "EDS", "connect_timeout": "10s", "eds_cluster_config": {"service_name": "outbound|80||a", "eds_config": {"ads": {}}}}
+    renamed = {**cluster, "name": "outbound|80||b", "eds_cluster_config": {**cluster["eds_cluster_config"], "service_name": "outbound|80||b"}}
+    slower = {**cluster, "connect_timeout": "11s"}
+    kind = TYPES["clusters"]
+    assert resource_digest(kind, cluster) == resource_digest(kind, renamed)
+    assert resource_digest(kind, cluster) != resource_digest(kind, slower)
+    bad = {**cluster, "connect_timeout": "ten seconds"}
+    verdicts = ResourceVerdicts()
+    assert [verdicts.check(kind, r) is None for r in (cluster, renamed, bad)] == [True, True, False]
