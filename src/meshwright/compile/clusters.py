@@ -187,10 +187,17 @@ def apply_policy(cluster: dict, policy: dict, port: ServicePort, host: str) -> N
 
 
 def service_clusters(mesh: Mesh, proxy, service: Service) -> tuple[list[dict], list[dict]]:
-    """Clusters of one service (every port, plain and per subset) and their endpoints (EDS)."""
-    clusters, assignments = [], []
-    # One rule lookup per service; each subset's endpoints are selected once, for every port.
+    """Clusters of one service (every port, plain and per subset) and their endpoints (EDS),
+    built once per mesh for what they depend on: the DestinationRule that applies in the
+    proxy's namespace, its locality and whether it is a gateway. Shared: never changed."""
     rule = mesh.destination_rule_for(service.hostname, proxy.namespace)
+    key = ("service-clusters", service.hostname, rule.ref if rule else None, proxy.locality, proxy.kind == "gateway")
+    return mesh.memo(key, lambda: _service_clusters(mesh, proxy, service, rule))
+
+
+def _service_clusters(mesh: Mesh, proxy, service: Service, rule: Resource | None) -> tuple[list[dict], list[dict]]:
+    clusters, assignments = [], []
+    # Each subset's endpoints are selected once, for every port.
     subsets = [""] + [entry["name"] for entry in (rule.spec.get("subsets") or [] if rule else [])]
     endpoints_of = {subset: [e for e in service.endpoints if e.matches(subset_labels(rule, subset))] for subset in subsets}
     for port in service.ports:

@@ -95,14 +95,28 @@ class ResourceVerdicts:
     """check_resource by shape, for one run: classes of proxies share most of their
     resources, services' clusters differ mostly in names, and the same shape gets the same
     verdict, so each distinct shape is parsed once.
+    A resource object met again (classes hold the same objects: compiled config is never
+    changed once built) is not even serialized again.
     The least recently used verdicts are dropped beyond `limit`: what proxies share is seen
     again and again and stays; what is one proxy's own would only cost memory."""
 
     def __init__(self, limit: int = 1 << 17) -> None:
         self._verdicts: collections.OrderedDict[bytes, str | None] = collections.OrderedDict()
+        # id -> (the object, which keeps its id from being reused, and its verdict)
+        self._seen: collections.OrderedDict[tuple[str, int], tuple[dict, str | None]] = collections.OrderedDict()
         self._limit = limit
 
     def check(self, type_name: str, resource: dict) -> str | None:
+        seen = self._seen.get((type_name, id(resource)))
+        if seen is not None:
+            return seen[1]
+        verdict = self._check(type_name, resource)
+        self._seen[(type_name, id(resource))] = (resource, verdict)
+        if len(self._seen) > self._limit:
+            self._seen.popitem(last=False)
+        return verdict
+
+    def _check(self, type_name: str, resource: dict) -> str | None:
         key = resource_digest(type_name, resource)
         if key is None:
             return check_resource(type_name, resource)

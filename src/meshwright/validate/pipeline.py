@@ -113,7 +113,9 @@ def validate_proxies(mesh: Mesh) -> list[Problem]:
 def _proxy_problems(mesh: Mesh, config: ProxyConfig, messages: list[str], missing: list[tuple[str, str]]) -> list[Problem]:
     """The problems of one proxy, whose config check found messages and missing clusters."""
     proxy = config.proxy
-    problems = []
+    problems = collector_problems(mesh, config)
+    if not messages and not missing:
+        return problems
     source = mesh.find("WorkloadEntry", proxy.namespace, proxy.name) or mesh.find("Gateway", proxy.namespace, proxy.name)
     for message in messages:
         problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: {message}"))
@@ -129,7 +131,6 @@ def _proxy_problems(mesh: Mesh, config: ProxyConfig, messages: list[str], missin
             )))
         else:
             problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: the routes of {virtual_host} send traffic to {cluster}, which this proxy does not have"))
-    problems.extend(collector_problems(mesh, config))
     return problems
 
 
