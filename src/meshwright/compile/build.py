@@ -12,7 +12,7 @@ from meshwright.compile.envoyfilter import Patchable, apply_envoy_filters
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.scope import services_in_scope
 from meshwright.compile.telemetry import ProxyTelemetry, apply_telemetry, effective_telemetry
-from meshwright.model.mesh import Mesh
+from meshwright.mesh import Mesh
 
 
 @dataclass

@@ -26,7 +26,7 @@ from meshwright.compile.bootstrap import compile_bootstrap
 from meshwright.compile.build import ProxyConfig
 from meshwright.compile.envoy_values import CLUSTER, HCM_FILTER, LISTENER, ROUTE_CONFIGURATION
 from meshwright.compile.secrets import SECRET, secret_references, workload_secrets
-from meshwright.model.mesh import MeshSettings
+from meshwright.mesh import MeshSettings
 
 BOOTSTRAP = "bootstrap"
 
