@@ -35,12 +35,12 @@ import json
 import sys
 import time
 
+from meshwright.check.pipeline import validate_resources
 from meshwright.compile.build import ProxyConfig, compile_proxy
 from meshwright.compile.proxy import find_proxy
+from meshwright.mesh import Mesh
 from meshwright.model.load import LoadResult
-from meshwright.model.mesh import Mesh
 from meshwright.model.resource import Resource, Source
-from meshwright.validate.pipeline import validate_resources
 
 SIZES = (100, 1_000, 10_000)
 NAMESPACES = 10

@@ -131,9 +131,9 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_requ
 try:
     from meshwright.compile.proxy import UnknownProxy
     from meshwright.deliver.bundle import RenderError, load_mesh
+    from meshwright.deliver.identity import check_request, planned_requests, proxy_requests, sign_proxy_csr
     from meshwright.pki.ca_folder import CaError, CaFolder, check_site
     from meshwright.pki.vault import Vault, VaultError
-    from meshwright.pki.identity import check_request, planned_requests, proxy_requests, sign_proxy_csr
     from meshwright.pki.info import describe, first_certificate
     from meshwright.pki.workload import CsrRefused
 except ImportError:

@@ -18,8 +18,8 @@ import threading
 import time
 import urllib.request
 
+from meshwright.check.envoy_binary import find_envoy
 from meshwright.cli import main as meshwright_main
-from meshwright.validate.envoy_binary import find_envoy
 
 ENVOY = find_envoy()
 

@@ -8,14 +8,14 @@ import os
 import sys
 import tempfile
 
+from meshwright.check.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
+from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.proxy import UnknownProxy, find_proxy, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
 from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_files
+from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
-from meshwright.model.mesh import config_dir_problem
-from meshwright.validate.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
-from meshwright.validate.pipeline import validate_mesh
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 EXIT_INTERNAL = 3

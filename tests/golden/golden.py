@@ -11,11 +11,11 @@ import contextlib
 import io
 import os
 
+from meshwright.check.pipeline import validate_mesh
 from meshwright.cli import main
 from meshwright.compile.proxy import list_proxies
 from meshwright.deliver.file_set import MANIFEST, read_manifest
 from meshwright.model.load import load_paths
-from meshwright.validate.pipeline import validate_mesh
 
 CASES_DIR = os.path.join(os.path.dirname(__file__), "cases")
 UPDATE = os.environ.get("MESHWRIGHT_UPDATE_GOLDEN") == "1"

@@ -11,12 +11,13 @@ import shutil
 import pytest
 import yaml
 
+from meshwright.check.envoy_binary import envoy_validate, find_envoy
+from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import list_proxies
 from meshwright.deliver.files import render_files, serialize
+from meshwright.deliver.validation_bootstrap import validation_bootstrap
 from meshwright.model.load import load_paths
-from meshwright.validate.envoy_binary import envoy_validate, find_envoy, validation_bootstrap
-from meshwright.validate.pipeline import validate_mesh
 from tests.golden.golden import CASES_DIR, CONFIG_DIR, UPDATE, case_names, render_all
 
 # TLS files named by the cases live on proxies' hosts; for `envoy --mode validate` (which

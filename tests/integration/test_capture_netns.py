@@ -34,8 +34,8 @@ import pytest
 
 from meshwright.deliver.bundle import bundle_mesh, load_mesh
 from meshwright.deliver.file_set import write_atomic
+from meshwright.deliver.identity import proxy_spiffe_id, sign_proxy_csr
 from meshwright.pki import bundle, ca, csr, store
-from meshwright.pki.identity import proxy_spiffe_id, sign_proxy_csr
 from tests.harness import Envoy
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("iptables-restore") or not shutil.which("setpriv"),

@@ -25,8 +25,8 @@ from cryptography.x509.oid import NameOID
 
 from meshwright.deliver.bundle import load_mesh
 from meshwright.deliver.file_set import write_atomic
+from meshwright.deliver.identity import proxy_spiffe_id, sign_proxy_csr
 from meshwright.pki import bundle, ca, csr, info, store
-from meshwright.pki.identity import proxy_spiffe_id, sign_proxy_csr
 from meshwright.pki.workload import sign_csr
 from tests.harness import Backend, Envoy, free_offset, free_port, render, request
 

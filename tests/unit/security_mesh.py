@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import textwrap
 
+from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import find_proxy
 from meshwright.model.load import load_paths
-from meshwright.validate.pipeline import validate_mesh
 
 IDENTITY = """\
 apiVersion: meshwright.io/v1alpha1

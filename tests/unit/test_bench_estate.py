@@ -11,10 +11,10 @@ from collections import Counter
 
 import pytest
 
+from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import find_proxy, list_proxies
 from meshwright.model.load import load_paths
-from meshwright.validate.pipeline import validate_mesh
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
 from estate import GATEWAY, main, proxy_names, write_estate  # noqa: E402  bench/estate.py

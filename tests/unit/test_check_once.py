@@ -8,13 +8,13 @@ from types import SimpleNamespace
 from google.protobuf import json_format
 
 from meshwright import cli
+from meshwright.check import envoy_proto
+from meshwright.check.envoy_proto import TYPES
+from meshwright.check.pipeline import validate_mesh, validate_proxies
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import list_proxies
 from meshwright.compile.proxy_class import proxy_classes
 from meshwright.model.load import load_paths
-from meshwright.validate import envoy_proto
-from meshwright.validate.envoy_proto import TYPES
-from meshwright.validate.pipeline import validate_mesh, validate_proxies
 from tests.unit.validation_cases import BASE
 
 # Two proxies of one scope (same labels, same namespace): their outbound config is shared.

@@ -8,11 +8,11 @@ import textwrap
 
 import pytest
 
+from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.capture import capture_settings, checked_host_names, service_addresses
 from meshwright.compile.proxy import find_proxy
 from meshwright.model.load import load_paths
-from meshwright.validate.pipeline import validate_mesh
 from tests.unit.validation_cases import Case, check_case
 
 MESH = """\

@@ -9,10 +9,10 @@ import os
 
 import yaml
 
+from meshwright.check.envoy_proto import check_resource
 from meshwright.compile.envoy_values import ADS
 from meshwright.compile.secrets import secret_references
 from meshwright.deliver.files import render_files
-from meshwright.validate.envoy_proto import check_resource
 from tests.unit.security_mesh import cluster_named, compiled, load_mesh
 
 HTTP_CLUSTER = "outbound|80||server.default.svc.cluster.local"

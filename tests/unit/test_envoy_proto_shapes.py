@@ -12,9 +12,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import list_proxies
 from meshwright.model.load import load_paths
-from meshwright.validate import envoy_proto
-from meshwright.validate.envoy_proto import FREE_TEXT_FIELDS, TYPES, ResourceVerdicts, resource_digest
-from meshwright.validate.pipeline import validate_resources
+from meshwright.check import envoy_proto
+from meshwright.check.envoy_proto import FREE_TEXT_FIELDS, TYPES, ResourceVerdicts, resource_digest
+from meshwright.check.pipeline import validate_resources
 from tests.golden.golden import CASES_DIR, case_names
 
 # A message given a string fails to parse whatever the string, except these, which read text.

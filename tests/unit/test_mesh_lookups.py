@@ -20,7 +20,7 @@ import pytest
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import find_proxy
 from meshwright.compile.scope import services_for_hosts
-from meshwright.model.mesh import Mesh, host_matches, host_patterns, resolve_host
+from meshwright.mesh import Mesh, host_matches, host_patterns, resolve_host
 from meshwright.model.resource import Resource, Source
 
 

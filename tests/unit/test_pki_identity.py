@@ -8,8 +8,8 @@ import datetime
 import pytest
 
 from meshwright.compile.proxy import UnknownProxy
+from meshwright.deliver.identity import proxy_spiffe_id, sign_proxy_csr
 from meshwright.pki import ca, csr, info
-from meshwright.pki.identity import proxy_spiffe_id, sign_proxy_csr
 from meshwright.pki.workload import CsrRefused
 from tests.unit.security_mesh import load_mesh
 

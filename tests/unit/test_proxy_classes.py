@@ -16,7 +16,7 @@ from meshwright.compile.proxy import find_proxy, list_proxies
 from meshwright.compile.proxy_class import NO_PROXY_SELECTORS, PROXY_SELECTORS, class_key
 from meshwright.model.load import load_paths
 from meshwright.validate.istio_api import KINDS
-from meshwright.validate.pipeline import validate_resources
+from meshwright.check.pipeline import validate_resources
 from tests.golden.golden import CASES_DIR, case_names
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))

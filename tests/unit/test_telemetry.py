@@ -14,12 +14,12 @@ import textwrap
 
 import pytest
 
+from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.bootstrap import compile_bootstrap
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import find_proxy
 from meshwright.compile.telemetry import cluster_stat_name, effective_telemetry, stats_config
 from meshwright.model.load import load_paths
-from meshwright.validate.pipeline import validate_mesh
 from tests.unit.validation_cases import BASE, Case, check_case
 
 PROVIDERS = """\

@@ -9,11 +9,11 @@ import textwrap
 import pytest
 
 from meshwright import names
+from meshwright.check.pipeline import validate_mesh
 from meshwright.cli import main
 from meshwright.compile.telemetry import access_log
-from meshwright.model.providers import FILE_ACCESS_LOG, Provider
 from meshwright.model.load import load_paths
-from meshwright.validate.pipeline import validate_mesh
+from meshwright.model.providers import FILE_ACCESS_LOG, Provider
 from tests.unit.security_mesh import IDENTITY, WORKLOADS
 from tests.unit.validation_cases import BASE, Case, check_case
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
+from meshwright.check.pipeline import validate_mesh
 from meshwright.model.load import load_paths
-from meshwright.validate.pipeline import validate_mesh
-from meshwright.validate.problems import Problem
+from meshwright.problems import Problem
 
 MARK = "#!"
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 
 from meshwright.compile.envoy_values import HCM_FILTER, TYPE_PREFIX, typed
-from meshwright.model.mesh import ROOT_NAMESPACE, Mesh, labels_match
+from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
 from meshwright.model.resource import Resource
 
 HTTP_RBAC = TYPE_PREFIX + "envoy.extensions.filters.http.rbac.v3.RBAC"

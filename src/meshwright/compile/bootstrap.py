@@ -7,7 +7,7 @@ from meshwright.compile.clusters import static_cluster
 from meshwright.compile.envoy_values import HCM_FILTER, HTTP_CONNECTION_MANAGER, ROUTER, ROUTER_FILTER, socket_address, typed
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, Proxy
 from meshwright.compile.telemetry import ProxyTelemetry, collector_clusters, stats_config
-from meshwright.model.mesh import MeshSettings
+from meshwright.mesh import MeshSettings
 
 ADMIN_CLUSTER = "admin"
 DOWNSTREAM_CONNECTIONS = "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"

@@ -17,7 +17,7 @@ from meshwright.compile.proxy import Proxy
 from meshwright.compile.proxy_class import class_key
 from meshwright.compile.scope import services_in_scope
 from meshwright.compile.telemetry import ProxyTelemetry, apply_telemetry, effective_telemetry, with_stat_names
-from meshwright.model.mesh import Mesh
+from meshwright.mesh import Mesh
 
 
 @dataclass

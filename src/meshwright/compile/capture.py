@@ -42,7 +42,7 @@ from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, INBOUND_CAPTURE_PO
 from meshwright.compile.scope import services_in_scope, sidecar_for, workload_service_ports
 from meshwright.compile.sidecar import inbound_entries, inbound_port, tcp_destinations
 from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration, service_names
-from meshwright.model.mesh import Mesh, is_wildcard_host
+from meshwright.mesh import Mesh, is_wildcard_host
 from meshwright.names import is_host
 from meshwright.registry.model import Service
 

@@ -9,7 +9,7 @@ from meshwright.compile.envoy_values import (
     ADS, HTTP_PROTOCOL_OPTIONS, MAX_UINT32, UPSTREAM_TLS, duration, socket_address, tls_params, typed,
 )
 from meshwright.compile.mtls import apply_mesh_tls, auto_mtls_endpoints
-from meshwright.model.mesh import Mesh
+from meshwright.mesh import Mesh
 from meshwright.model.resource import Resource
 from meshwright.registry.model import Service, ServicePort
 

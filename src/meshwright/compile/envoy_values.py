@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshwright.validate.shape import parse_duration
+from meshwright.model.duration import parse_duration
 
 TYPE_PREFIX = "type.googleapis.com/"
 LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from meshwright.compile.envoy_values import HCM_FILTER, ROUTER_FILTER
 from meshwright.compile.proxy import Proxy
-from meshwright.model.mesh import ROOT_NAMESPACE, Mesh, labels_match
+from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
 
 # EnvoyFilters in the root namespace without a workloadSelector apply to every proxy; with
 # one, to the workloads it selects in any namespace (Istio's root namespace rules).

@@ -8,7 +8,7 @@ from meshwright.compile.listeners import downstream_tls, http_connection_manager
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.routes import destination_cluster, virtual_service_routes
 from meshwright.compile.virtual_hosts import route_configuration
-from meshwright.model.mesh import Mesh, host_matches
+from meshwright.mesh import Mesh, host_matches
 from meshwright.model.resource import Resource
 
 GATEWAY = "GATEWAY"

@@ -17,7 +17,7 @@ from meshwright.compile.envoy_values import DOWNSTREAM_TLS, TYPE_PREFIX, UPSTREA
 from meshwright.compile.peer_authentication import DISABLE, PERMISSIVE, STRICT, mtls_mode
 from meshwright.compile.scope import inbound_ports
 from meshwright.compile.secrets import DEFAULT_SECRET, ROOT_SECRET, sds_secret_config
-from meshwright.model.mesh import Mesh
+from meshwright.mesh import Mesh
 from meshwright.pki.spiffe import spiffe_id
 from meshwright.registry.model import Endpoint, Service, ServicePort
 

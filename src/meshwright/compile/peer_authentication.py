@@ -8,7 +8,7 @@ Without workload certificates (MeshConfig `certificates` unset) every port is pl
 
 from __future__ import annotations
 
-from meshwright.model.mesh import ROOT_NAMESPACE, Mesh, labels_match
+from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
 from meshwright.model.resource import Resource
 
 STRICT, PERMISSIVE, DISABLE, UNSET = "STRICT", "PERMISSIVE", "DISABLE", "UNSET"

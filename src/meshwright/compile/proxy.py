@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshwright.model.mesh import Mesh, labels_match
+from meshwright.mesh import Mesh, labels_match
 from meshwright.model.resource import Resource
 
 PORT_OFFSET_ANNOTATION = "meshwright.io/port-offset"

@@ -18,7 +18,7 @@ from meshwright.compile.envoyfilter import envoy_filters_for
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.scope import workload_service_ports
 from meshwright.compile.telemetry import effective_telemetry
-from meshwright.model.mesh import Mesh
+from meshwright.mesh import Mesh
 from meshwright.model.providers import OPENTELEMETRY
 
 # Where each kind selects proxies by label: paths into its spec ("*" walks a list).

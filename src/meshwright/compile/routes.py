@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 
-from meshwright.compile.clusters import outbound_cluster_name
+from meshwright.compile.clusters import effective_policy, outbound_cluster_name
 from meshwright.compile.envoy_values import (
     CORS_FILTER, CORS_POLICY, FAULT, FAULT_FILTER, duration, fractional_percent, string_match, typed,
 )
 from meshwright.compile.proxy import Proxy
-from meshwright.model.mesh import Mesh, labels_match, resolve_host
+from meshwright.mesh import Mesh, labels_match, resolve_host
 from meshwright.model.resource import Resource
 
 # Istio's default retry policy when a route sets none.
@@ -123,8 +123,6 @@ def header_matcher(name: str, match: dict) -> dict:
 def hash_policy(mesh: Mesh, host: str, namespace: str, subset: str, port: int | None) -> dict | None:
     """The consistentHash of the DestinationRule traffic policy that applies to a destination
     (subset and port level included) -> a route hash_policy (Envoy hashes on the route)."""
-    from meshwright.compile.clusters import effective_policy
-
     policy = effective_policy(mesh, host, namespace, subset, port)
     consistent = (policy.get("loadBalancer") or {}).get("consistentHash")
     if not consistent:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from meshwright.compile.proxy import INTERCEPTION_ANNOTATION, REDIRECT, Proxy
-from meshwright.model.mesh import Mesh, host_matches, is_wildcard_host, labels_match
+from meshwright.mesh import Mesh, host_matches, is_wildcard_host, labels_match
 from meshwright.model.resource import Resource
 from meshwright.registry.model import Service
 

@@ -13,10 +13,10 @@ from meshwright.compile.listeners import http_connection_manager, listener, tcp_
 from meshwright.compile.mtls import inbound_filter_chains
 from meshwright.compile.peer_authentication import mtls_mode
 from meshwright.compile.proxy import OUTBOUND_PORT, Proxy
-from meshwright.compile.scope import services_for_hosts, services_in_scope, sidecar_for
 from meshwright.compile.routes import destination_cluster
+from meshwright.compile.scope import services_for_hosts, services_in_scope, sidecar_for
 from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration
-from meshwright.model.mesh import Mesh
+from meshwright.mesh import Mesh
 
 INBOUND, OUTBOUND = "SIDECAR_INBOUND", "SIDECAR_OUTBOUND"
 

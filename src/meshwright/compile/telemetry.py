@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from meshwright.compile.clusters import outbound_cluster_name, static_cluster
 from meshwright.compile.envoy_values import FILE_ACCESS_LOG, HCM_FILTER, OPENTELEMETRY_CONFIG, TCP_PROXY_FILTER, ZIPKIN_CONFIG, typed
 from meshwright.compile.proxy import Proxy
-from meshwright.model.mesh import ROOT_NAMESPACE, Mesh, labels_match
+from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
 from meshwright.model.providers import (
     ACCESS_LOG_PATH_HELP, ACCESS_LOGGING, METRICS, OPENTELEMETRY, PROMETHEUS, SIGNAL_TYPES, TRACING, ZIPKIN, Provider, is_access_log_path,
 )

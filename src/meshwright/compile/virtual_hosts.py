@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.routes import default_route, virtual_service_routes
-from meshwright.model.mesh import CLUSTER_DOMAIN, Mesh
+from meshwright.mesh import CLUSTER_DOMAIN, Mesh
 from meshwright.registry.model import Service, ServicePort
 
 

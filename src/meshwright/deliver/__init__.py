@@ -1,1 +1,2 @@
-"""Delivery of compiled config to Envoy: files Envoy watches (and, later, an xDS server)."""
+"""Delivery of compiled config and identities to proxies: files Envoy watches (and, later,
+an xDS server), and the signed certificate of each proxy's own SPIFFE ID (identity.py)."""

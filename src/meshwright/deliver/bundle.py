@@ -12,16 +12,16 @@ from dataclasses import dataclass
 
 import yaml
 
+from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.capture import capture_settings
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, find_proxy, list_proxies
 from meshwright.deliver.files import certificates_dir, render_files, serialize
+from meshwright.deliver.validation_bootstrap import validation_bootstrap
+from meshwright.mesh import Mesh, certificates_dir_problem, config_dir_problem
 from meshwright.model.load import load_paths
-from meshwright.model.mesh import Mesh, certificates_dir_problem, config_dir_problem
 from meshwright.pki.spiffe import spiffe_id
-from meshwright.validate.envoy_binary import validation_bootstrap
-from meshwright.validate.pipeline import validate_mesh
-from meshwright.validate.problems import Problem
+from meshwright.problems import Problem
 
 
 class RenderError(Exception):

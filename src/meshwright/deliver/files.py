@@ -26,7 +26,7 @@ from meshwright.compile.bootstrap import compile_bootstrap
 from meshwright.compile.build import ProxyConfig
 from meshwright.compile.envoy_values import CLUSTER, HCM_FILTER, LISTENER, ROUTE_CONFIGURATION
 from meshwright.compile.secrets import SECRET, secret_references, workload_secrets
-from meshwright.model.mesh import MeshSettings
+from meshwright.mesh import MeshSettings
 
 BOOTSTRAP = "bootstrap"
 
@@ -67,7 +67,7 @@ def serialize(document: dict, fmt: str) -> str:
 def certificates_dir(settings: MeshSettings, config_dir: str) -> str:
     """Where the proxy's certificates are on its host: the MeshConfig's certificates.dir,
     relative to the config directory unless absolute (inside the config directory's parent:
-    model.mesh.certificates_dir_problem, checked before rendering)."""
+    mesh.certificates_dir_problem, checked before rendering)."""
     return os.path.normpath(os.path.join(config_dir, settings.certificates_dir))
 
 

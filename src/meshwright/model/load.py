@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from meshwright.model.resource import Resource, Source
-from meshwright.validate.problems import Problem
+from meshwright.problems import Problem
 
 YAML_SUFFIXES = (".yaml", ".yml")
 DEFAULT_NAMESPACE = "default"

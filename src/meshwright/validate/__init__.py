@@ -1,1 +1,3 @@
-"""Validation of mesh config: shape, references, semantics, then Envoy's own view."""
+"""Validation of mesh config as written: shape, references, semantics. Above the compiler
+(it asks which resources select which proxy); the checks of compiled output are
+meshwright.check."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from meshwright.model.mesh import Mesh, resolve_host
+from meshwright.mesh import Mesh, resolve_host
 from meshwright.model.resource import Resource
-from meshwright.validate.problems import Problems
+from meshwright.problems import Problems
 from meshwright.validate.security_checks import check_istio_mutual, check_security
 from meshwright.validate.telemetry import check_mesh_config, check_telemetry
 

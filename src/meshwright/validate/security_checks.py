@@ -7,9 +7,9 @@ from meshwright.compile.authorization import is_mesh_trust_domain, policies_for,
 from meshwright.compile.peer_authentication import STRICT, mtls_mode, selector_of
 from meshwright.compile.proxy import INTERCEPTION_ANNOTATION, REDIRECT, list_proxies
 from meshwright.compile.scope import inbound_ports, workload_service_ports
-from meshwright.model.mesh import ROOT_NAMESPACE, Mesh, labels_match
+from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
 from meshwright.model.resource import Resource
-from meshwright.validate.problems import Problems
+from meshwright.problems import Problems
 from meshwright.validate.security_api import NAMESPACE_VALUE_HELP, is_namespace_value
 
 IDENTITY_HINT = (

@@ -11,9 +11,9 @@ from meshwright.compile.proxy import (
     STATS_PORT, list_proxies,
 )
 from meshwright.compile.scope import sidecar_for, workload_service_ports
-from meshwright.model.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, resolve_host
+from meshwright.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, resolve_host
 from meshwright.model.resource import Resource
-from meshwright.validate.problems import Problems, format_path
+from meshwright.problems import Problems, format_path
 
 ROUTE_OPERATIONS = {
     "HTTP_FILTER": ("INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "ADD", "REMOVE", "MERGE"),

@@ -17,6 +17,8 @@ import re
 from typing import Callable
 
 from meshwright import names
+from meshwright.model.duration import parse_duration
+from meshwright.problems import PrunedList
 
 Report = Callable[[tuple, str], None]
 
@@ -27,17 +29,6 @@ class _Invalid:
 
 
 INVALID = _Invalid()
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Istio duration ("500ms", "1.5s", "2m", "1h") to seconds; ValueError if malformed."""
-    match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
-    if not match:
-        raise ValueError(text)
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -51,28 +42,6 @@ def type_name(value: object) -> str:
     if value is None:
         return "null"
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}.get(type(value), type(value).__name__)
-
-
-class PrunedList(list):
-    """A list with invalid items left out, remembering where each kept item was written, so
-    that later checks report paths (and lines) of the document as written."""
-
-    def __init__(self, items: list, original_indexes: list[int]):
-        super().__init__(items)
-        self.original_indexes = original_indexes
-
-
-def original_path(root: object, path: tuple) -> tuple:
-    """A path into pruned values (root) -> the same field's path in the document as written."""
-    out = []
-    value = root
-    for part in path:
-        out.append(value.original_indexes[part] if isinstance(value, PrunedList) and isinstance(part, int) else part)
-        try:
-            value = value[part]
-        except (KeyError, IndexError, TypeError):
-            value = None
-    return tuple(out)
 
 
 class Schema:

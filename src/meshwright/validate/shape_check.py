@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from meshwright.model.resource import Resource
+from meshwright.problems import Problems
 from meshwright.validate.istio_api import KINDS, document
-from meshwright.validate.problems import Problems
 from meshwright.validate.shape import INVALID, Enum
 
 

@@ -1,5 +1,5 @@
-"""Checks of telemetry config: the MeshConfig's providers, Telemetry resources, and whether
-each proxy can reach its trace collector.
+"""Checks of telemetry config: the MeshConfig's providers and Telemetry resources (whether
+each compiled proxy can reach its trace collector is check/collectors.py).
 
 Providers that a Telemetry or defaultProviders names must exist and serve that signal; a
 Telemetry entry uses what meshwright compiles (one entry per signal, one tracing provider,
@@ -10,12 +10,11 @@ of Istio's precedence (compile/telemetry.py).
 from __future__ import annotations
 
 from meshwright.compile.proxy import list_proxies
-from meshwright.compile.scope import sidecar_for
 from meshwright.compile.telemetry import selector_of
-from meshwright.model.mesh import Mesh, labels_match
+from meshwright.mesh import Mesh, labels_match
 from meshwright.model.providers import ACCESS_LOGGING, METRICS, OPENTELEMETRY, SIGNAL_TYPES, TRACING
 from meshwright.model.resource import Resource
-from meshwright.validate.problems import Problem, Problems
+from meshwright.problems import Problems
 
 SIGNALS = (ACCESS_LOGGING, TRACING, METRICS)
 PROVIDER_EXAMPLES = {
@@ -118,23 +117,3 @@ def check_telemetry_conflicts(mesh: Mesh, problems: Problems) -> None:
         matched = [t for t in selecting if t.namespace == proxy.namespace and labels_match(selector_of(t), proxy.label_map)]
         for telemetry in matched[1:]:
             problems.add(telemetry, ("spec", "selector"), f"{matched[0].ref} also selects proxy {proxy.id}: one Telemetry may select a workload; merge them")
-
-
-def collector_problems(mesh: Mesh, config) -> list[Problem]:
-    """A proxy that traces to a mesh service must have that service's cluster: its Sidecar's
-    egress hosts must import the collector."""
-    tracing = config.telemetry.tracing
-    if tracing is None or tracing.dedicated or any(c["name"] == tracing.cluster for c in config.clusters):
-        return []
-    proxy = config.proxy
-    service = mesh.registry.get(tracing.provider.host)
-    message = (
-        f"proxy {proxy.id} reports spans to {service.hostname} (provider {tracing.provider.name!r}), "
-        f"which it does not import"
-    )
-    sidecar = sidecar_for(mesh, proxy) if proxy.kind == "sidecar" else None
-    if sidecar is not None and sidecar.spec.get("egress"):
-        path = ("spec", "egress")
-        return [Problem(sidecar.source.file, sidecar.line_of(path), sidecar.ref, path, f"{message}: add \"{service.namespace}/{service.hostname}\" to these egress hosts")]
-    source = mesh.find("WorkloadEntry", proxy.namespace, proxy.name) or mesh.find("Gateway", proxy.namespace, proxy.name)
-    return [Problem(source.source.file, source.source.line, source.ref, (), message)]

@@ -9,10 +9,10 @@ import datetime
 from cryptography import x509
 
 from meshwright.compile.proxy import find_proxy
-from meshwright.model.mesh import Mesh
+from meshwright.mesh import Mesh
 from meshwright.pki.ca import Authority
-from meshwright.pki.spiffe import spiffe_id
 from meshwright.pki.csr import public_key_sha256
+from meshwright.pki.spiffe import spiffe_id
 from meshwright.pki.workload import CsrRefused, sign_csr
 
 

@@ -1,4 +1,7 @@
-"""The whole mesh as the compiler sees it: resources by kind, the registry, mesh settings."""
+"""The whole mesh as the compiler sees it: resources by kind, the registry, mesh settings.
+
+A layer of its own above model and registry: it joins the resources with the services the
+registry makes of them."""
 
 from __future__ import annotations
 
@@ -6,11 +9,11 @@ import datetime
 import os
 from dataclasses import dataclass, field
 
+from meshwright.model.duration import parse_duration
 from meshwright.model.providers import TelemetryProviders, providers_from_spec
 from meshwright.model.resource import Resource
 from meshwright.registry.inventory import services_from_entries
 from meshwright.registry.model import Registry
-from meshwright.validate.shape import parse_duration
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 DEFAULT_CERTIFICATES_DIR = "../certs"

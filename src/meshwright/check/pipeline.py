@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from meshwright.check.collectors import collector_problems
+from meshwright.check.envoy_proto import TYPES, ResourceVerdicts
 from meshwright.compile.build import ProxyConfig, shared_config
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
 from meshwright.compile.scope import sidecar_for
+from meshwright.mesh import Mesh
 from meshwright.model.load import LoadResult
-from meshwright.model.mesh import Mesh
-from meshwright.validate.envoy_proto import TYPES, ResourceVerdicts
-from meshwright.validate.problems import Problem, Problems
+from meshwright.problems import Problem, Problems
 from meshwright.validate.references import check_references
 from meshwright.validate.semantics import check_capture, check_conflicts, check_duplicates, check_listener_ports, check_semantics
 from meshwright.validate.shape_check import check_shape
-from meshwright.validate.telemetry import check_telemetry_conflicts, collector_problems
+from meshwright.validate.telemetry import check_telemetry_conflicts
 
 
 def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:

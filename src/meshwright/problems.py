@@ -1,13 +1,14 @@
 """The one error type of validation: where (file, line, resource, field path) and what.
 
 A problem is an error (the mesh does not validate) or a warning: printed, prefixed
-"warning:", but the mesh still validates (validate_resources keeps them apart)."""
+"warning:", but the mesh still validates (validate_resources keeps them apart).
+
+A leaf of the package (standard library only): loading, input validation, the checks of
+compiled output and delivery all report through it, so it imports none of them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from meshwright.validate.shape import original_path
 
 
 def format_path(path: tuple) -> str:
@@ -22,6 +23,28 @@ def format_path(path: tuple) -> str:
 
 
 ERROR, WARNING = "error", "warning"
+
+
+class PrunedList(list):
+    """A list with invalid items left out, remembering where each kept item was written, so
+    that later checks report paths (and lines) of the document as written."""
+
+    def __init__(self, items: list, original_indexes: list[int]):
+        super().__init__(items)
+        self.original_indexes = original_indexes
+
+
+def original_path(root: object, path: tuple) -> tuple:
+    """A path into pruned values (root) -> the same field's path in the document as written."""
+    out = []
+    value = root
+    for part in path:
+        out.append(value.original_indexes[part] if isinstance(value, PrunedList) and isinstance(part, int) else part)
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            value = None
+    return tuple(out)
 
 
 def _printable(text: str) -> str:
