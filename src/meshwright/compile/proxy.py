@@ -106,8 +106,8 @@ def list_proxies(mesh: Mesh) -> list[Proxy]:
 
 
 def find_proxy(mesh: Mesh, proxy_id: str) -> Proxy:
-    for proxy in list_proxies(mesh):
-        if proxy.id == proxy_id:
-            return proxy
+    by_id = mesh.memo(("proxies-by-id",), lambda: {proxy.id: proxy for proxy in list_proxies(mesh)})
+    if proxy_id in by_id:
+        return by_id[proxy_id]
     known = ", ".join(p.id for p in list_proxies(mesh)) or "none"
     raise UnknownProxy(f"no proxy named {proxy_id!r}: a proxy is a WorkloadEntry's or a Gateway's name.namespace (known: {known})")

@@ -55,3 +55,23 @@ def secret_references(resource) -> list[dict]:
         for item in resource:
             found += secret_references(item)
     return found
+
+
+def with_secret_references(value, replace):
+    """value with every SDS secret config (see secret_references) r replaced by replace(r),
+    copying only the mappings and lists on the way to one: the rest is the same objects,
+    which other proxies may share (compiled config is never changed in place)."""
+    if isinstance(value, dict):
+        if "sds_config" in value and "name" in value:
+            return replace(value)
+        out = None
+        for key, item in value.items():
+            new = with_secret_references(item, replace)
+            if new is not item:
+                out = out if out is not None else dict(value)
+                out[key] = new
+        return value if out is None else out
+    if isinstance(value, list):
+        items = [with_secret_references(item, replace) for item in value]
+        return value if all(new is old for new, old in zip(items, value)) else items
+    return value

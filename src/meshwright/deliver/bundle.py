@@ -7,13 +7,14 @@ the host can check the config with its own Envoy before swapping it in.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
 from meshwright.check.pipeline import validate_mesh
-from meshwright.compile.build import compile_proxy
+from meshwright.compile.build import ProxyConfig, compile_proxy
 from meshwright.compile.capture import capture_settings
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, find_proxy, list_proxies
 from meshwright.deliver.files import certificates_dir, render_files, serialize
@@ -37,7 +38,8 @@ class ProxyBundle:
     proxy: str
     kind: str  # sidecar or gateway
     files: dict[str, str]
-    validation_bootstrap: str
+    # (compiled config, bootstrap) that validation_bootstrap is made of, when asked for
+    validation_source: tuple[ProxyConfig, dict] = field(repr=False, compare=False)
     ports: dict[str, int]  # admin, health, stats: where to reach the running proxy
     # With mesh identity on: {spiffe_id, certs_dir} (the certificate it needs and where its
     # Envoy reads it); None when the mesh has no certificates (plaintext).
@@ -45,6 +47,12 @@ class ProxyBundle:
     # With iptables capture (interceptionMode REDIRECT): the capture ports, the proxy's own
     # ports and service name -> VIP for the host (compile/capture.py); None without.
     capture: dict | None = None
+
+    @functools.cached_property
+    def validation_bootstrap(self) -> str:
+        """The whole config as one static bootstrap, for `envoy --mode validate`: made only
+        when asked for (it is as big as all the files together)."""
+        return serialize(validation_bootstrap(*self.validation_source), "yaml")
 
     @property
     def digest(self) -> str:
@@ -86,7 +94,7 @@ def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml", 
     if mesh.settings.identity_enabled:
         identity = {"spiffe_id": spiffe_id(mesh.settings.trust_domain, proxy.namespace, proxy.service_account),
                     "certs_dir": certificates_dir(mesh.settings, config_dir)}
-    return ProxyBundle(proxy.id, proxy.kind, files, serialize(validation_bootstrap(config, bootstrap), "yaml"), ports, identity,
+    return ProxyBundle(proxy.id, proxy.kind, files, (config, bootstrap), ports, identity,
                        capture_settings(mesh, proxy))
 
 

@@ -25,22 +25,28 @@ import yaml
 from meshwright.compile.bootstrap import compile_bootstrap
 from meshwright.compile.build import ProxyConfig
 from meshwright.compile.envoy_values import CLUSTER, HCM_FILTER, LISTENER, ROUTE_CONFIGURATION
-from meshwright.compile.secrets import SECRET, secret_references, workload_secrets
+from meshwright.compile.secrets import SECRET, with_secret_references, workload_secrets
 from meshwright.mesh import MeshSettings
 
 BOOTSTRAP = "bootstrap"
-# libyaml's emitter when PyYAML has it (the same text, many times faster on big files).
-_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _YamlDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's emitter when PyYAML has it: the same text, faster
+    """Never anchors and aliases: compiled config shares objects between resources (they are
+    never changed), and each file spells every resource out whole, as Envoy's users read it."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
 
 
 def with_inline_endpoints(clusters: list[dict], endpoints: list[dict]) -> list[dict]:
-    """Copies of the clusters where each EDS cluster is STATIC with its load assignment."""
+    """The clusters, each EDS cluster a copy that is STATIC with its load assignment (the
+    others, and what the copies hold, are the same objects: shared, never changed)."""
     assignments = {e["cluster_name"]: e for e in endpoints}
     out = []
     for cluster in clusters:
-        cluster = copy.deepcopy(cluster)
         if cluster.get("type") == "EDS":
-            del cluster["eds_cluster_config"]
+            cluster = {key: value for key, value in cluster.items() if key != "eds_cluster_config"}
             cluster["type"] = "STATIC"
             cluster["load_assignment"] = assignments.get(cluster["name"], {"cluster_name": cluster["name"], "endpoints": []})
         out.append(cluster)
@@ -63,7 +69,7 @@ def path_source(config_dir: str, filename: str) -> dict:
 def serialize(document: dict, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(document, indent=2, sort_keys=True) + "\n"
-    return yaml.dump(document, Dumper=_YAML_DUMPER, sort_keys=True, default_flow_style=False, width=1000)
+    return yaml.dump(document, Dumper=_YamlDumper, sort_keys=True, default_flow_style=False, width=1000)
 
 
 def certificates_dir(settings: MeshSettings, config_dir: str) -> str:
@@ -98,9 +104,12 @@ def render_files(config: ProxyConfig, settings: MeshSettings, config_dir: str, f
                 if network_filter["name"] == HCM_FILTER and "rds" in network_filter["typed_config"]:
                     rds = network_filter["typed_config"]["rds"]
                     rds["config_source"] = path_source(config_dir, f"{_file_stem('rds', rds['route_config_name'])}.{ext}")
-    clusters = with_inline_endpoints(config.clusters, config.endpoints)
-    for reference in secret_references(listeners + clusters):
-        reference["sds_config"] = path_source(config_dir, _secret_file(reference["name"], ext))
+
+    def sds_from_file(reference: dict) -> dict:
+        return {**reference, "sds_config": path_source(config_dir, _secret_file(reference["name"], ext))}
+
+    listeners = with_secret_references(listeners, sds_from_file)
+    clusters = with_secret_references(with_inline_endpoints(config.clusters, config.endpoints), sds_from_file)
     files.update(secret_files(settings, config_dir, ext))
     for route in config.routes:
         files[f"{_file_stem('rds', route['name'])}.{ext}"] = {"resources": [{"@type": ROUTE_CONFIGURATION, **route}]}

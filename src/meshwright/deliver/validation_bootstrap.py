@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 
 from meshwright.compile.envoy_values import HCM_FILTER
-from meshwright.compile.secrets import DEFAULT_SECRET, secret_references
+from meshwright.compile.secrets import DEFAULT_SECRET, with_secret_references
 from meshwright.deliver.files import with_inline_endpoints
 from meshwright.deliver.placeholder_secrets import placeholder_secret
 
@@ -23,8 +23,15 @@ def validation_bootstrap(config, bootstrap: dict) -> dict:
                 manager = network_filter["typed_config"]
                 if network_filter["name"] == HCM_FILTER and "rds" in manager:
                     manager["route_config"] = routes[manager.pop("rds")["route_config_name"]]
-    clusters = with_inline_endpoints(config.clusters, config.endpoints)
-    secrets = _static_secrets(listeners + clusters)
+    names: set[str] = set()
+
+    def static(reference: dict) -> dict:
+        names.add(reference["name"])
+        return {key: value for key, value in reference.items() if key != "sds_config"}
+
+    listeners = with_secret_references(listeners, static)
+    clusters = with_secret_references(with_inline_endpoints(config.clusters, config.endpoints), static)
+    secrets = _static_secrets(names)
     out = copy.deepcopy(bootstrap)
     out.pop("dynamic_resources", None)
     out["static_resources"]["listeners"] += listeners
@@ -34,11 +41,7 @@ def validation_bootstrap(config, bootstrap: dict) -> dict:
     return out
 
 
-def _static_secrets(resources: list[dict]) -> list[dict]:
-    """SDS secret references made static (no sds_config), with stand-in secrets of those
-    names: the proxy's certificate files may not exist where the config is checked."""
-    names = set()
-    for reference in secret_references(resources):
-        del reference["sds_config"]
-        names.add(reference["name"])
+def _static_secrets(names: set[str]) -> list[dict]:
+    """Stand-ins for the secrets of these names, which references name without an SDS
+    config: the proxy's certificate files may not exist where the config is checked."""
     return [placeholder_secret(name, "tls_certificate" if name == DEFAULT_SECRET else "validation_context") for name in sorted(names)]
