@@ -42,16 +42,23 @@ def workload_service_ports(mesh: Mesh, workload: str) -> list[tuple[int, str]]:
     (workload: its name.namespace): each service port through the entry's named port or the
     targetPort, as Istio maps them. Where services share a port, the first by hostname names it."""
 
+    return sorted(_service_ports_by_workload(mesh).get(workload, {}).items())
+
+
+def _service_ports_by_workload(mesh: Mesh) -> dict[str, dict[int, str]]:
+    """Workload (name.namespace) -> {port its app serves: protocol}, from one pass over the
+    services in hostname order (the first service to claim a port names its protocol)."""
+
     def compute():
-        ports: dict[int, str] = {}
+        index: dict[str, dict[int, str]] = {}
         for service in mesh.registry.sorted():
             for endpoint in service.endpoints:
-                if endpoint.workload == workload:
-                    for port in service.ports:
-                        ports.setdefault(endpoint.port_for(port), port.protocol)
-        return sorted(ports.items())
+                ports = index.setdefault(endpoint.workload, {})
+                for port in service.ports:
+                    ports.setdefault(endpoint.port_for(port), port.protocol)
+        return index
 
-    return mesh.memo(("workload-service-ports", workload), compute)
+    return mesh.memo(("service-ports-by-workload",), compute)
 
 
 def inbound_ports(mesh: Mesh, namespace: str, labels: dict, workload: str) -> frozenset[int]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from meshwright.model.providers import TelemetryProviders, providers_from_spec
 from meshwright.model.resource import Resource
+from meshwright.model.selection import LabelIndex, labels_match, namespace_of, workload_labels  # noqa: F401  compile modules import labels_match from here
 from meshwright.registry.inventory import services_from_entries
 from meshwright.registry.model import Registry
 from meshwright.validate.shape import parse_duration
@@ -139,10 +140,6 @@ def index_by_host(resources: list[Resource], hosts_of) -> dict[str, list[Resourc
     return index
 
 
-def labels_match(selector: dict, labels: dict) -> bool:
-    return all(labels.get(key) == value for key, value in selector.items())
-
-
 @dataclass
 class Mesh:
     resources: list[Resource]
@@ -183,7 +180,19 @@ class Mesh:
         return self.by_kind.get(kind, [])
 
     def find(self, kind: str, namespace: str, name: str) -> Resource | None:
-        return next((r for r in self.of_kind(kind) if r.namespace == namespace and r.name == name), None)
+        return self.memo(("by-key",), self._index_by_key).get((kind, namespace, name))
+
+    def _index_by_key(self) -> dict[tuple[str, str, str], Resource]:
+        """(kind, namespace, name) -> the first such resource in mesh order."""
+        index: dict[tuple[str, str, str], Resource] = {}
+        for resource in self.resources:
+            index.setdefault((resource.kind, resource.namespace, resource.name), resource)
+        return index
+
+    def selected_workloads(self, namespace: str, selector: dict) -> list[Resource]:
+        """The WorkloadEntries of namespace whose labels selector matches, in mesh order."""
+        index = self.memo(("workloads-by-label",), lambda: LabelIndex(self.of_kind("WorkloadEntry"), namespace_of, workload_labels))
+        return index.select(namespace, selector)
 
     def destination_rule_for(self, hostname: str, namespace: str) -> Resource | None:
         """The DestinationRule for a host: exact host first, then the most specific wildcard;
