@@ -1,0 +1,70 @@
+"""Checks 1-3 (validate_resources, Mesh.build included) and list_proxies do work linear in the
+estate's size (issue #11): for the estate of bench/estate.py with 4x the services, no line of
+meshwright runs, and no function is called, more than about 4x as often. Work that pairs every resource with every other (a selector
+tried on every WorkloadEntry, a lookup scanning every service per workload) runs 16x as often.
+Counting, not timing, keeps the test exact on a busy machine."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+
+import meshwright
+from meshwright.compile.proxy import list_proxies
+from meshwright.model.load import load_paths
+from meshwright.validate.pipeline import validate_resources
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
+from estate import write_estate  # noqa: E402  bench/estate.py
+
+MESHWRIGHT = os.path.dirname(meshwright.__file__)
+SMALL = 50
+LINEAR_GROWTH = 4.4  # linear work grows 4x (a little less with fixed costs); quadratic 16x
+FIXED_COST = 20  # lines run fewer times than this at 4x the size are fixed costs, not growth
+
+
+def executions(work) -> Counter:
+    """How often work() runs each line of meshwright (a loop of N steps counts N, calls or not)
+    and calls each Python function (a generator counts each item it yields)."""
+    counts: Counter = Counter()
+
+    def line(frame, event, arg):
+        if event == "line":
+            counts[f"{frame.f_code.co_filename}:{frame.f_lineno}"] += 1
+        return line
+
+    def call(frame, event, arg):
+        code = frame.f_code
+        counts[f"{code.co_filename}:{code.co_firstlineno} {code.co_qualname}"] += 1
+        return line if code.co_filename.startswith(MESHWRIGHT) else None
+
+    before = sys.gettrace()
+    sys.settrace(call)
+    try:
+        work()
+    finally:
+        sys.settrace(before)
+    return counts
+
+
+def checks_of_estate(folder, services: int) -> Counter:
+    write_estate(services, str(folder))
+    loaded = load_paths([str(folder)])
+
+    def checks():
+        mesh, problems = validate_resources(loaded)
+        assert problems == []
+        list_proxies(mesh)
+
+    return executions(checks)
+
+
+def test_checks_1_to_3_run_no_line_more_than_4x_as_often_for_4x_the_services(tmp_path):
+    small = checks_of_estate(tmp_path / "small", SMALL)
+    large = checks_of_estate(tmp_path / "large", 4 * SMALL)
+    outgrown = {name: f"{small[name]} -> {runs}" for name, runs in large.items() if runs >= FIXED_COST and runs > LINEAR_GROWTH * small[name]}
+    assert outgrown == {}
+    # The estate grew, and what is counted is the work: selectors matched against labels.
+    assert sum(large.values()) > 3.5 * sum(small.values())
+    assert any(name.endswith(" labels_match") and runs >= 3 * 4 * SMALL for name, runs in large.items())
