@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 
 from meshwright.compile.envoy_values import HCM_FILTER, TYPE_PREFIX, typed
-from meshwright.model.mesh import ROOT_NAMESPACE, Mesh, labels_match
+from meshwright.model.mesh import Mesh, labels_match
 from meshwright.model.resource import Resource
 
 HTTP_RBAC = TYPE_PREFIX + "envoy.extensions.filters.http.rbac.v3.RBAC"
@@ -41,9 +41,7 @@ def policies_for(mesh: Mesh, namespace: str, labels: tuple) -> list[Resource]:
     def compute():
         label_map = dict(labels)
         chosen = []
-        for policy in mesh.of_kind("AuthorizationPolicy"):
-            if policy.namespace not in (namespace, ROOT_NAMESPACE):
-                continue
+        for policy in mesh.in_namespace_or_root("AuthorizationPolicy", namespace):
             selector = (policy.spec.get("selector") or {}).get("matchLabels")
             if selector is None or labels_match(selector, label_map):
                 chosen.append(policy)

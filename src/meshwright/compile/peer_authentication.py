@@ -28,7 +28,7 @@ def governing_policies(mesh: Mesh, namespace: str, labels: tuple) -> tuple[Resou
     def compute():
         mesh_wide = namespace_wide = workload = None
         label_map = dict(labels)
-        for policy in mesh.of_kind("PeerAuthentication"):
+        for policy in mesh.in_namespace_or_root("PeerAuthentication", namespace):
             selector = selector_of(policy)
             if selector is None and policy.namespace == ROOT_NAMESPACE:
                 mesh_wide = mesh_wide or policy

@@ -16,25 +16,13 @@ def sidecar_for(mesh: Mesh, proxy: Proxy) -> Resource | None:
 def sidecar_for_workload(mesh: Mesh, namespace: str, labels: dict) -> Resource | None:
     """The Sidecar of a workload: one selecting it in its namespace, else the namespace's default."""
     selected, default = None, None
-    for sidecar in _sidecars_by_namespace(mesh).get(namespace, ()):
+    for sidecar in mesh.in_namespace("Sidecar", namespace):
         selector = (sidecar.spec.get("workloadSelector") or {}).get("labels")
         if selector is None:
             default = default or sidecar
         elif labels_match(selector, labels):
             selected = selected or sidecar
     return selected or default
-
-
-def _sidecars_by_namespace(mesh: Mesh) -> dict[str, list[Resource]]:
-    """Sidecars per namespace, in mesh order: a proxy's lookup reads its namespace's only."""
-
-    def compute():
-        index: dict[str, list[Resource]] = {}
-        for sidecar in mesh.of_kind("Sidecar"):
-            index.setdefault(sidecar.namespace, []).append(sidecar)
-        return index
-
-    return mesh.memo(("sidecars-by-namespace",), compute)
 
 
 def workload_service_ports(mesh: Mesh, workload: str) -> list[tuple[int, str]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from meshwright.model.providers import TelemetryProviders, providers_from_spec
 from meshwright.model.resource import Resource
-from meshwright.model.selection import LabelIndex, labels_match, namespace_of, workload_labels  # noqa: F401  compile modules import labels_match from here
+from meshwright.model.selection import LabelIndex, labels_match, namespace_of, workload_labels  # noqa: F401  modules import labels_match from here
 from meshwright.registry.inventory import services_from_entries
 from meshwright.registry.model import Registry
 from meshwright.validate.shape import parse_duration
@@ -140,6 +140,13 @@ def index_by_host(resources: list[Resource], hosts_of) -> dict[str, list[Resourc
     return index
 
 
+def _index_by_namespace(resources: list[Resource]) -> dict[str, list[Resource]]:
+    index: dict[str, list[Resource]] = {}
+    for resource in resources:
+        index.setdefault(resource.namespace, []).append(resource)
+    return index
+
+
 @dataclass
 class Mesh:
     resources: list[Resource]
@@ -150,6 +157,8 @@ class Mesh:
     # indexes, built once here, instead of scanning every resource on every lookup.
     destination_rules_by_host: dict[str, list[Resource]] = field(default_factory=dict)
     sidecar_virtual_services_by_host: dict[str, list[Resource]] = field(default_factory=dict)
+    # Selectors read the WorkloadEntries that carry their labels (selected_workloads).
+    workloads_by_label: LabelIndex[Resource] = field(default_factory=lambda: LabelIndex([], namespace_of, workload_labels))
     # Answers that compile modules derive from the mesh and reuse for every proxy (see memo).
     derived: dict = field(default_factory=dict, compare=False, repr=False)
     # Validation warnings (problems that do not stop it), for the caller to print.
@@ -163,12 +172,13 @@ class Mesh:
             by_kind.setdefault(resource.kind, []).append(resource)
         mesh_configs = by_kind.get("MeshConfig", [])
         settings = MeshSettings.from_spec(mesh_configs[0].spec) if mesh_configs else MeshSettings()
-        registry = services_from_entries(by_kind.get("ServiceEntry", []), by_kind.get("WorkloadEntry", []))
+        workloads = LabelIndex(by_kind.get("WorkloadEntry", []), namespace_of, workload_labels)
+        registry = services_from_entries(by_kind.get("ServiceEntry", []), workloads)
         destination_rules = index_by_host(by_kind.get("DestinationRule", []), lambda rule: [rule.spec["host"]])
         sidecar_virtual_services = index_by_host(
             [vs for vs in by_kind.get("VirtualService", []) if applies_to_sidecars(vs)], lambda vs: vs.spec["hosts"]
         )
-        return cls(ordered, settings, registry, by_kind, destination_rules, sidecar_virtual_services)
+        return cls(ordered, settings, registry, by_kind, destination_rules, sidecar_virtual_services, workloads)
 
     def memo(self, key: tuple, compute):
         """compute() once per mesh for key (a mesh does not change once built)."""
@@ -189,10 +199,19 @@ class Mesh:
             index.setdefault((resource.kind, resource.namespace, resource.name), resource)
         return index
 
+    def in_namespace(self, kind: str, namespace: str) -> list[Resource]:
+        """The resources of a kind in one namespace, in mesh order: what a workload's lookup of
+        its policies reads, instead of every policy of the mesh."""
+        return self.memo(("by-namespace", kind), lambda: _index_by_namespace(self.of_kind(kind))).get(namespace, [])
+
+    def in_namespace_or_root(self, kind: str, namespace: str) -> list[Resource]:
+        """The resources of a kind in the root namespace and in namespace, in mesh order: the
+        policies that can apply to a workload of namespace."""
+        return [r for ns in sorted({ROOT_NAMESPACE, namespace}) for r in self.in_namespace(kind, ns)]
+
     def selected_workloads(self, namespace: str, selector: dict) -> list[Resource]:
         """The WorkloadEntries of namespace whose labels selector matches, in mesh order."""
-        index = self.memo(("workloads-by-label",), lambda: LabelIndex(self.of_kind("WorkloadEntry"), namespace_of, workload_labels))
-        return index.select(namespace, selector)
+        return self.workloads_by_label.select(namespace, selector)
 
     def destination_rule_for(self, hostname: str, namespace: str) -> Resource | None:
         """The DestinationRule for a host: exact host first, then the most specific wildcard;

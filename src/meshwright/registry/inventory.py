@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from meshwright.model.resource import Resource
-from meshwright.model.selection import LabelIndex, namespace_of, workload_labels
+from meshwright.model.selection import LabelIndex
 from meshwright.registry.model import Endpoint, Registry, Service, ServicePort
 
 
@@ -19,11 +19,10 @@ def endpoint_from_spec(spec: dict, workload: str = "") -> Endpoint:
     )
 
 
-def services_from_entries(service_entries: list[Resource], workload_entries: list[Resource]) -> Registry:
-    """One Service per ServiceEntry host; endpoints inline or selected among WorkloadEntries."""
+def services_from_entries(service_entries: list[Resource], workloads: LabelIndex[Resource]) -> Registry:
+    """One Service per ServiceEntry host; endpoints inline or selected among WorkloadEntries
+    (workloads: indexed by label, in (namespace, name) order, the order of the endpoints)."""
     registry = Registry()
-    # A selector matches WorkloadEntries of its ServiceEntry's namespace (Istio's rule).
-    workloads = LabelIndex(sorted(workload_entries, key=lambda r: (r.namespace, r.name)), namespace_of, workload_labels)
     for entry in sorted(service_entries, key=lambda r: (r.namespace, r.name)):
         spec = entry.spec
         ports = tuple(
@@ -32,6 +31,7 @@ def services_from_entries(service_entries: list[Resource], workload_entries: lis
         )
         if "workloadSelector" in spec:
             selector = spec["workloadSelector"]["labels"]
+            # Istio's rule: a selector matches WorkloadEntries of its ServiceEntry's namespace.
             endpoints = tuple(endpoint_from_spec(w.spec, f"{w.name}.{w.namespace}") for w in workloads.select(entry.namespace, selector))
         else:
             endpoints = tuple(endpoint_from_spec(e) for e in spec.get("endpoints", []))

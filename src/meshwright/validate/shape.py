@@ -75,6 +75,14 @@ def original_path(root: object, path: tuple) -> tuple:
     return tuple(out)
 
 
+def _kept_as_is(value: dict, out: dict) -> dict:
+    """value itself when checking kept every field of it as it was, else out: a sound
+    document is not copied (the mesh of a large estate then holds it once)."""
+    if len(out) == len(value) and all(out.get(key, INVALID) is item for key, item in value.items()):
+        return value
+    return out
+
+
 class Schema:
     description = "a value"
 
@@ -262,7 +270,7 @@ class ListOf(Schema):
             return INVALID
         if len(kept) < len(items):
             return PrunedList(kept, [index for index, item in enumerate(items) if item is not INVALID])
-        return kept
+        return value if all(item is original for item, original in zip(kept, value)) else kept
 
 
 class MapOf(Schema):
@@ -296,7 +304,7 @@ class MapOf(Schema):
             checked = self.value.check(item, path + (key,), report)
             if checked is not INVALID:
                 out[kept] = checked
-        return out
+        return _kept_as_is(value, out)
 
 
 class Labels(MapOf):
@@ -400,7 +408,7 @@ class Obj(Schema):
                 valid = False
         if not valid or any(key not in out for key in self.required):
             return INVALID
-        return out
+        return _kept_as_is(value, out)
 
     def unknown_field_message(self, key) -> str:
         known = sorted(self.fields)

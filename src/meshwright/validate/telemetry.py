@@ -111,11 +111,11 @@ def check_telemetry_conflicts(mesh: Mesh, problems: Problems) -> None:
             first = namespace_wide.setdefault(telemetry.namespace, telemetry)
             if first is not telemetry:
                 problems.add(telemetry, ("spec",), f"namespace {telemetry.namespace} already has a Telemetry without selector ({first.ref}): merge them")
-    selecting = [t for t in mesh.of_kind("Telemetry") if selector_of(t) is not None]
-    if not selecting:
+    if all(selector_of(t) is None for t in mesh.of_kind("Telemetry")):
         return
     for proxy in list_proxies(mesh):
-        matched = [t for t in selecting if t.namespace == proxy.namespace and labels_match(selector_of(t), proxy.label_map)]
+        selecting = [t for t in mesh.in_namespace("Telemetry", proxy.namespace) if selector_of(t) is not None]
+        matched = [t for t in selecting if labels_match(selector_of(t), proxy.label_map)]
         for telemetry in matched[1:]:
             problems.add(telemetry, ("spec", "selector"), f"{matched[0].ref} also selects proxy {proxy.id}: one Telemetry may select a workload; merge them")
 
