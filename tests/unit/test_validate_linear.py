@@ -10,13 +10,16 @@ import os
 import sys
 from collections import Counter
 
+import pytest
+import yaml
+
 import meshwright
 from meshwright.compile.proxy import list_proxies
 from meshwright.model.load import load_paths
 from meshwright.validate.pipeline import validate_resources
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
-from estate import write_estate  # noqa: E402  bench/estate.py
+from estate import document, service_name, write_estate  # noqa: E402  bench/estate.py
 
 MESHWRIGHT = os.path.dirname(meshwright.__file__)
 SMALL = 50
@@ -48,21 +51,41 @@ def executions(work) -> Counter:
     return counts
 
 
-def checks_of_estate(folder, services: int) -> Counter:
+def policy_documents(services: int) -> list[dict]:
+    """Per service, what selects its workloads besides its ServiceEntry: a STRICT
+    PeerAuthentication, an AuthorizationPolicy and a Telemetry (policies as many as services)."""
+    documents = []
+    for index in range(services):
+        name, namespace = service_name(index)
+        selector = {"matchLabels": {"app": name}}
+        documents += [
+            document("PeerAuthentication", name, namespace, {"selector": selector, "mtls": {"mode": "STRICT"}}, "security.istio.io/v1"),
+            document("AuthorizationPolicy", name, namespace, {
+                "selector": selector, "action": "ALLOW", "rules": [{"from": [{"source": {"namespaces": [namespace]}}]}],
+            }, "security.istio.io/v1"),
+            document("Telemetry", name, namespace, {"selector": selector, "metrics": [{"overrides": [{"disabled": False}]}]}, "telemetry.istio.io/v1"),
+        ]
+    return documents
+
+
+def checks_of_estate(folder, services: int, policies: bool) -> Counter:
     write_estate(services, str(folder))
+    if policies:
+        (folder / "policies.yaml").write_text(yaml.safe_dump_all(policy_documents(services)))
     loaded = load_paths([str(folder)])
 
     def checks():
         mesh, problems = validate_resources(loaded)
-        assert problems == []
+        assert [str(problem) for problem in problems] == []
         list_proxies(mesh)
 
     return executions(checks)
 
 
-def test_checks_1_to_3_run_no_line_more_than_4x_as_often_for_4x_the_services(tmp_path):
-    small = checks_of_estate(tmp_path / "small", SMALL)
-    large = checks_of_estate(tmp_path / "large", 4 * SMALL)
+@pytest.mark.parametrize("policies", [False, True], ids=["estate", "estate-with-a-policy-per-service"])
+def test_checks_1_to_3_run_no_line_more_than_4x_as_often_for_4x_the_services(tmp_path, policies):
+    small = checks_of_estate(tmp_path / "small", SMALL, policies)
+    large = checks_of_estate(tmp_path / "large", 4 * SMALL, policies)
     outgrown = {name: f"{small[name]} -> {runs}" for name, runs in large.items() if runs >= FIXED_COST and runs > LINEAR_GROWTH * small[name]}
     assert outgrown == {}
     # The estate grew, and what is counted is the work: selectors matched against labels.

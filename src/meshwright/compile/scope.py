@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from meshwright.compile.proxy import INTERCEPTION_ANNOTATION, REDIRECT, Proxy
-from meshwright.model.mesh import Mesh, host_matches, is_wildcard_host, labels_match
+from meshwright.model.mesh import Mesh, host_matches, is_wildcard_host
 from meshwright.model.resource import Resource
 from meshwright.registry.model import Service
 
@@ -15,14 +15,8 @@ def sidecar_for(mesh: Mesh, proxy: Proxy) -> Resource | None:
 
 def sidecar_for_workload(mesh: Mesh, namespace: str, labels: dict) -> Resource | None:
     """The Sidecar of a workload: one selecting it in its namespace, else the namespace's default."""
-    selected, default = None, None
-    for sidecar in mesh.in_namespace("Sidecar", namespace):
-        selector = (sidecar.spec.get("workloadSelector") or {}).get("labels")
-        if selector is None:
-            default = default or sidecar
-        elif labels_match(selector, labels):
-            selected = selected or sidecar
-    return selected or default
+    candidates = mesh.selecting("Sidecar", namespace, labels) + mesh.without_selector("Sidecar", namespace)
+    return candidates[0] if candidates else None
 
 
 def workload_service_ports(mesh: Mesh, workload: str) -> list[tuple[int, str]]:

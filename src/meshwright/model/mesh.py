@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from meshwright.model.providers import TelemetryProviders, providers_from_spec
 from meshwright.model.resource import Resource
-from meshwright.model.selection import LabelIndex, labels_match, namespace_of, workload_labels  # noqa: F401  modules import labels_match from here
+from meshwright.model.selection import LabelIndex, SelectorIndex, labels_match, namespace_of, workload_labels  # noqa: F401  modules import labels_match from here
 from meshwright.registry.inventory import services_from_entries
 from meshwright.registry.model import Registry
 from meshwright.validate.shape import parse_duration
@@ -140,11 +140,11 @@ def index_by_host(resources: list[Resource], hosts_of) -> dict[str, list[Resourc
     return index
 
 
-def _index_by_namespace(resources: list[Resource]) -> dict[str, list[Resource]]:
-    index: dict[str, list[Resource]] = {}
-    for resource in resources:
-        index.setdefault(resource.namespace, []).append(resource)
-    return index
+def workload_selector(resource: Resource) -> dict | None:
+    """The labels a policy selects workloads by; None when it applies to its whole namespace."""
+    if resource.kind in ("Sidecar", "EnvoyFilter"):
+        return (resource.spec.get("workloadSelector") or {}).get("labels")
+    return (resource.spec.get("selector") or {}).get("matchLabels")
 
 
 @dataclass
@@ -199,15 +199,16 @@ class Mesh:
             index.setdefault((resource.kind, resource.namespace, resource.name), resource)
         return index
 
-    def in_namespace(self, kind: str, namespace: str) -> list[Resource]:
-        """The resources of a kind in one namespace, in mesh order: what a workload's lookup of
-        its policies reads, instead of every policy of the mesh."""
-        return self.memo(("by-namespace", kind), lambda: _index_by_namespace(self.of_kind(kind))).get(namespace, [])
+    def selecting(self, kind: str, namespace: str, labels: dict) -> list[Resource]:
+        """The resources of a kind in namespace whose workload selector matches labels, in mesh order."""
+        return self._selectors(kind).selecting(namespace, labels)
 
-    def in_namespace_or_root(self, kind: str, namespace: str) -> list[Resource]:
-        """The resources of a kind in the root namespace and in namespace, in mesh order: the
-        policies that can apply to a workload of namespace."""
-        return [r for ns in sorted({ROOT_NAMESPACE, namespace}) for r in self.in_namespace(kind, ns)]
+    def without_selector(self, kind: str, namespace: str) -> list[Resource]:
+        """The resources of a kind in namespace that have no workload selector, in mesh order."""
+        return self._selectors(kind).without_selector(namespace)
+
+    def _selectors(self, kind: str) -> SelectorIndex[Resource]:
+        return self.memo(("selectors", kind), lambda: SelectorIndex(self.of_kind(kind), namespace_of, workload_selector))
 
     def selected_workloads(self, namespace: str, selector: dict) -> list[Resource]:
         """The WorkloadEntries of namespace whose labels selector matches, in mesh order."""

@@ -69,8 +69,7 @@ def check_peer_authentication(mesh: Mesh, resource: Resource, problems: Problems
     if spec.get("portLevelMtls") and selector is None:
         problems.add(resource, ("spec", "portLevelMtls"), "portLevelMtls needs a selector: Istio applies port-level modes only to the workloads a policy selects")
     if selector is None:
-        others = [p for p in mesh.in_namespace("PeerAuthentication", resource.namespace) if p.name < resource.name]
-        earlier = [p for p in others if selector_of(p) is None]
+        earlier = [p for p in mesh.without_selector("PeerAuthentication", resource.namespace) if p.name < resource.name]
         if earlier:
             scope = "the mesh-wide" if resource.namespace == ROOT_NAMESPACE else f"namespace {resource.namespace}'s"
             problems.add(resource, ("metadata", "name"), f"{earlier[0].ref} is already {scope} PeerAuthentication (Istio applies only the oldest): merge them into one")
@@ -205,10 +204,10 @@ def _candidate_workloads(mesh: Mesh, policy: Resource) -> list[Resource]:
     its namespace (an AuthorizationPolicy's in the root namespace picks in every one), else all
     of its namespace's (every one's for the root namespace)."""
     selector = (policy.spec.get("selector") or {}).get("matchLabels")
-    scope = sidecar_workloads(mesh, policy.namespace)
     if selector is None or (policy.kind == "AuthorizationPolicy" and policy.namespace == ROOT_NAMESPACE):
-        return scope
-    sidecars = {id(workload) for workload in scope}
+        return sidecar_workloads(mesh, policy.namespace)
+    # The root namespace's list holds every sidecar workload.
+    sidecars = mesh.memo(("sidecar-workload-ids",), lambda: {id(w) for w in sidecar_workloads(mesh, ROOT_NAMESPACE)})
     return [workload for workload in mesh.selected_workloads(policy.namespace, selector) if id(workload) in sidecars]
 
 

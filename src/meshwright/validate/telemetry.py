@@ -12,7 +12,7 @@ from __future__ import annotations
 from meshwright.compile.proxy import list_proxies
 from meshwright.compile.scope import sidecar_for
 from meshwright.compile.telemetry import selector_of
-from meshwright.model.mesh import Mesh, labels_match
+from meshwright.model.mesh import Mesh
 from meshwright.model.providers import ACCESS_LOGGING, METRICS, OPENTELEMETRY, SIGNAL_TYPES, TRACING
 from meshwright.model.resource import Resource
 from meshwright.validate.problems import Problem, Problems
@@ -114,8 +114,7 @@ def check_telemetry_conflicts(mesh: Mesh, problems: Problems) -> None:
     if all(selector_of(t) is None for t in mesh.of_kind("Telemetry")):
         return
     for proxy in list_proxies(mesh):
-        selecting = [t for t in mesh.in_namespace("Telemetry", proxy.namespace) if selector_of(t) is not None]
-        matched = [t for t in selecting if labels_match(selector_of(t), proxy.label_map)]
+        matched = mesh.selecting("Telemetry", proxy.namespace, proxy.label_map)
         for telemetry in matched[1:]:
             problems.add(telemetry, ("spec", "selector"), f"{matched[0].ref} also selects proxy {proxy.id}: one Telemetry may select a workload; merge them")
 
