@@ -363,6 +363,7 @@ class Obj(Schema):
         self.required_any_of = required_any_of
         self.hints = hints or {}
         self.empty_help = empty_help
+        self._at_most_one = one_of + required_one_of
 
     @property
     def description(self):
@@ -372,7 +373,8 @@ class Obj(Schema):
         if not isinstance(value, dict):
             report(path, f"expected {self.name} (a mapping), got {type_name(value)} {value!r}")
             return INVALID
-        unknown = [key for key in value if key not in self.fields]
+        # (A sound mapping, the usual case, is checked without building what it does not need.)
+        unknown = [] if value.keys() <= self.fields.keys() else [key for key in value if key not in self.fields]
         for key in unknown:
             report(path + (key,), self.unknown_field_message(key))
         out = {}
@@ -385,7 +387,7 @@ class Obj(Schema):
         # as a whole, and its missing fields would only repeat that, so they are not reported.
         # A mapping with a mistyped field is kept (without it) when it is sound otherwise, so
         # what it holds is still checked.
-        if any(key in self.hints for key in unknown):
+        if unknown and any(key in self.hints for key in unknown):
             return INVALID
         complain = report if not unknown else (lambda path, message: None)
         valid = True
@@ -393,7 +395,7 @@ class Obj(Schema):
             if key not in value:
                 complain(path, f"missing required field {key!r} of {self.name}")
                 valid = False
-        for group in self.one_of + self.required_one_of:
+        for group in self._at_most_one:
             present = [key for key in group if key in value]
             if len(present) > 1:
                 complain(path, f"set only one of {', '.join(group)} (found {', '.join(present)})")
