@@ -6,6 +6,7 @@ Counting, not timing, keeps the test exact on a busy machine."""
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections import Counter
@@ -91,3 +92,20 @@ def test_checks_1_to_3_run_no_line_more_than_4x_as_often_for_4x_the_services(tmp
     # The estate grew, and what is counted is the work: selectors matched against labels.
     assert sum(large.values()) > 3.5 * sum(small.values())
     assert any(name.endswith(" labels_match") and runs >= 3 * 4 * SMALL for name, runs in large.items())
+
+
+def test_validation_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    """validate_resources freezes the loaded objects while it runs (validate/collector.py): none
+    stays frozen after it, and objects someone else froze stay frozen."""
+    write_estate(5, str(tmp_path))
+    loaded = load_paths([str(tmp_path)])
+    assert gc.get_freeze_count() == 0
+    validate_resources(loaded)
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        validate_resources(loaded)
+        assert gc.get_freeze_count() == frozen > 0
+    finally:
+        gc.unfreeze()
