@@ -17,6 +17,7 @@ import yaml
 import meshwright
 from meshwright.compile.proxy import list_proxies
 from meshwright.model.load import load_paths
+from meshwright.validate import pipeline, semantics
 from meshwright.validate.pipeline import validate_resources
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
@@ -94,18 +95,22 @@ def test_checks_1_to_3_run_no_line_more_than_4x_as_often_for_4x_the_services(tmp
     assert any(name.endswith(" labels_match") and runs >= 3 * 4 * SMALL for name, runs in large.items())
 
 
-def test_validation_leaves_the_garbage_collector_as_it_found_it(tmp_path):
-    """validate_resources freezes the loaded objects while it runs (validate/collector.py): none
-    stays frozen after it, and objects someone else froze stay frozen."""
+def test_validation_pauses_the_garbage_collector_and_leaves_it_as_it_found_it(tmp_path, monkeypatch):
+    """validate_resources pauses the cyclic collector while its checks run (compile/build.py's
+    cyclic_collector_paused): it is on again after, and stays off where the caller turned it off."""
     write_estate(5, str(tmp_path))
     loaded = load_paths([str(tmp_path)])
-    assert gc.get_freeze_count() == 0
-    validate_resources(loaded)
-    assert gc.get_freeze_count() == 0
-    gc.freeze()
+    collector_on = []
+
+    def check_conflicts(mesh, problems):
+        collector_on.append(gc.isenabled())
+        semantics.check_conflicts(mesh, problems)
+
+    monkeypatch.setattr(pipeline, "check_conflicts", check_conflicts)
+    assert validate_resources(loaded)[1] == [] and gc.isenabled()
+    gc.disable()
     try:
-        frozen = gc.get_freeze_count()
-        validate_resources(loaded)
-        assert gc.get_freeze_count() == frozen > 0
+        assert validate_resources(loaded)[1] == [] and not gc.isenabled()
     finally:
-        gc.unfreeze()
+        gc.enable()
+    assert collector_on == [False, False]

@@ -7,12 +7,11 @@ Envoy's protos, for port clashes, and for consistency (every route's cluster exi
 
 from __future__ import annotations
 
-from meshwright.compile.build import ProxyConfig, compile_proxy
+from meshwright.compile.build import ProxyConfig, compile_proxy, cyclic_collector_paused
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, list_proxies
 from meshwright.compile.scope import sidecar_for
 from meshwright.model.load import LoadResult
 from meshwright.model.mesh import Mesh
-from meshwright.validate.collector import sparing_loaded_objects
 from meshwright.validate.envoy_proto import TYPES, ResourceVerdicts
 from meshwright.validate.problems import Problem, Problems
 from meshwright.validate.references import check_references
@@ -21,7 +20,7 @@ from meshwright.validate.shape_check import check_shape
 from meshwright.validate.telemetry import check_telemetry_conflicts, collector_problems
 
 
-@sparing_loaded_objects
+@cyclic_collector_paused()  # the checks make no reference cycles; the collector's passes would walk every loaded object
 def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
     """Checks 1-3. Returns the mesh only when there is no error; its warnings then are in
     mesh.warnings (with errors, warnings come with them in the list)."""
