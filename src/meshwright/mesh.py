@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from meshwright.model.duration import parse_duration
 from meshwright.model.providers import TelemetryProviders, providers_from_spec
 from meshwright.model.resource import Resource
+from meshwright.model.selection import LabelIndex, SelectorIndex, labels_match, namespace_of, workload_labels  # noqa: F401  modules import labels_match from here
 from meshwright.registry.inventory import services_from_entries
 from meshwright.registry.model import Registry
 
@@ -142,8 +143,13 @@ def index_by_host(resources: list[Resource], hosts_of) -> dict[str, list[Resourc
     return index
 
 
-def labels_match(selector: dict, labels: dict) -> bool:
-    return all(labels.get(key) == value for key, value in selector.items())
+def workload_selector(resource: Resource) -> dict | None:
+    """The labels a Sidecar or EnvoyFilter (workloadSelector.labels) or a PeerAuthentication,
+    AuthorizationPolicy or Telemetry (selector.matchLabels) selects workloads by; None when it
+    applies to its whole namespace."""
+    if resource.kind in ("Sidecar", "EnvoyFilter"):
+        return (resource.spec.get("workloadSelector") or {}).get("labels")
+    return (resource.spec.get("selector") or {}).get("matchLabels")
 
 
 @dataclass
@@ -156,6 +162,8 @@ class Mesh:
     # indexes, built once here, instead of scanning every resource on every lookup.
     destination_rules_by_host: dict[str, list[Resource]] = field(default_factory=dict)
     sidecar_virtual_services_by_host: dict[str, list[Resource]] = field(default_factory=dict)
+    # Selectors read the WorkloadEntries that carry their labels (selected_workloads).
+    workloads_by_label: LabelIndex[Resource] = field(default_factory=lambda: LabelIndex([], namespace_of, workload_labels))
     # Answers that compile modules derive from the mesh and reuse for every proxy (see memo).
     derived: dict = field(default_factory=dict, compare=False, repr=False)
     # Validation warnings (problems that do not stop it), for the caller to print.
@@ -169,12 +177,13 @@ class Mesh:
             by_kind.setdefault(resource.kind, []).append(resource)
         mesh_configs = by_kind.get("MeshConfig", [])
         settings = MeshSettings.from_spec(mesh_configs[0].spec) if mesh_configs else MeshSettings()
-        registry = services_from_entries(by_kind.get("ServiceEntry", []), by_kind.get("WorkloadEntry", []))
+        workloads = LabelIndex(by_kind.get("WorkloadEntry", []), namespace_of, workload_labels)
+        registry = services_from_entries(by_kind.get("ServiceEntry", []), workloads)
         destination_rules = index_by_host(by_kind.get("DestinationRule", []), lambda rule: [rule.spec["host"]])
         sidecar_virtual_services = index_by_host(
             [vs for vs in by_kind.get("VirtualService", []) if applies_to_sidecars(vs)], lambda vs: vs.spec["hosts"]
         )
-        return cls(ordered, settings, registry, by_kind, destination_rules, sidecar_virtual_services)
+        return cls(ordered, settings, registry, by_kind, destination_rules, sidecar_virtual_services, workloads)
 
     def memo(self, key: tuple, compute):
         """compute() once per mesh for key (a mesh does not change once built)."""
@@ -186,7 +195,29 @@ class Mesh:
         return self.by_kind.get(kind, [])
 
     def find(self, kind: str, namespace: str, name: str) -> Resource | None:
-        return next((r for r in self.of_kind(kind) if r.namespace == namespace and r.name == name), None)
+        return self.memo(("by-key",), self._index_by_key).get((kind, namespace, name))
+
+    def _index_by_key(self) -> dict[tuple[str, str, str], Resource]:
+        """(kind, namespace, name) -> the first such resource in mesh order."""
+        index: dict[tuple[str, str, str], Resource] = {}
+        for resource in self.resources:
+            index.setdefault((resource.kind, resource.namespace, resource.name), resource)
+        return index
+
+    def selecting(self, kind: str, namespace: str, labels: dict) -> list[Resource]:
+        """The resources of a kind in namespace whose workload selector matches labels, in mesh order."""
+        return self._selectors(kind).selecting(namespace, labels)
+
+    def without_selector(self, kind: str, namespace: str) -> list[Resource]:
+        """The resources of a kind in namespace that have no workload selector, in mesh order."""
+        return self._selectors(kind).without_selector(namespace)
+
+    def _selectors(self, kind: str) -> SelectorIndex[Resource]:
+        return self.memo(("selectors", kind), lambda: SelectorIndex(self.of_kind(kind), namespace_of, workload_selector))
+
+    def selected_workloads(self, namespace: str, selector: dict) -> list[Resource]:
+        """The WorkloadEntries of namespace whose labels selector matches, in mesh order."""
+        return self.workloads_by_label.select(namespace, selector)
 
     def destination_rule_for(self, hostname: str, namespace: str) -> Resource | None:
         """The DestinationRule for a host: exact host first, then the most specific wildcard;

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from meshwright.check.collectors import collector_problems
 from meshwright.check.envoy_proto import TYPES, ResourceVerdicts
-from meshwright.compile.build import ProxyConfig, shared_config
+from meshwright.compile.build import ProxyConfig, cyclic_collector_paused, shared_config
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
 from meshwright.compile.scope import sidecar_for
@@ -24,6 +24,7 @@ from meshwright.validate.shape_check import check_shape
 from meshwright.validate.telemetry import check_telemetry_conflicts
 
 
+@cyclic_collector_paused()  # the checks make no reference cycles; the collector's passes would walk every loaded object
 def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
     """Checks 1-3. Returns the mesh only when there is no error; its warnings then are in
     mesh.warnings (with errors, warnings come with them in the list)."""

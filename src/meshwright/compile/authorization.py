@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 
 from meshwright.compile.envoy_values import HCM_FILTER, TYPE_PREFIX, typed
-from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
+from meshwright.mesh import ROOT_NAMESPACE, Mesh
 from meshwright.model.resource import Resource
 
 HTTP_RBAC = TYPE_PREFIX + "envoy.extensions.filters.http.rbac.v3.RBAC"
@@ -39,15 +39,12 @@ def policies_for(mesh: Mesh, namespace: str, labels: tuple) -> list[Resource]:
     """The AuthorizationPolicies that apply to a workload, in (namespace, name) order."""
 
     def compute():
-        label_map = dict(labels)
-        chosen = []
-        for policy in mesh.of_kind("AuthorizationPolicy"):
-            if policy.namespace not in (namespace, ROOT_NAMESPACE):
-                continue
-            selector = (policy.spec.get("selector") or {}).get("matchLabels")
-            if selector is None or labels_match(selector, label_map):
-                chosen.append(policy)
-        return chosen
+        chosen = [
+            policy
+            for policy_namespace in {namespace, ROOT_NAMESPACE}
+            for policy in mesh.without_selector("AuthorizationPolicy", policy_namespace) + mesh.selecting("AuthorizationPolicy", policy_namespace, dict(labels))
+        ]
+        return sorted(chosen, key=lambda policy: (policy.namespace, policy.name))
 
     return mesh.memo(("authorization-policies", namespace, labels), compute)
 

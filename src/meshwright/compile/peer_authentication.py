@@ -8,7 +8,7 @@ Without workload certificates (MeshConfig `certificates` unset) every port is pl
 
 from __future__ import annotations
 
-from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
+from meshwright.mesh import ROOT_NAMESPACE, Mesh
 from meshwright.model.resource import Resource
 
 STRICT, PERMISSIVE, DISABLE, UNSET = "STRICT", "PERMISSIVE", "DISABLE", "UNSET"
@@ -26,19 +26,12 @@ def governing_policies(mesh: Mesh, namespace: str, labels: tuple) -> tuple[Resou
     reports as ambiguous."""
 
     def compute():
-        mesh_wide = namespace_wide = workload = None
-        label_map = dict(labels)
-        for policy in mesh.of_kind("PeerAuthentication"):
-            selector = selector_of(policy)
-            if selector is None and policy.namespace == ROOT_NAMESPACE:
-                mesh_wide = mesh_wide or policy
-            if policy.namespace != namespace:
-                continue
-            if selector is None:
-                namespace_wide = namespace_wide or policy
-            elif labels_match(selector, label_map):
-                workload = workload or policy
-        return mesh_wide, namespace_wide, workload
+        levels = (
+            mesh.without_selector("PeerAuthentication", ROOT_NAMESPACE),
+            mesh.without_selector("PeerAuthentication", namespace),
+            mesh.selecting("PeerAuthentication", namespace, dict(labels)),
+        )
+        return tuple(policies[0] if policies else None for policies in levels)
 
     return mesh.memo(("peer-authentication", namespace, labels), compute)
 

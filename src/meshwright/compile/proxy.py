@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshwright.mesh import Mesh, labels_match
+from meshwright.mesh import Mesh
 from meshwright.model.resource import Resource
 
 PORT_OFFSET_ANNOTATION = "meshwright.io/port-offset"
@@ -59,18 +59,27 @@ def port_offset_of(resource: Resource) -> int:
     return int(resource.annotations.get(PORT_OFFSET_ANNOTATION, "0"))
 
 
-def _gateway_selects(gateway: Resource, workload: Resource) -> bool:
-    selector = gateway.spec.get("selector") or {}
-    return bool(selector) and gateway.namespace == workload.namespace and labels_match(selector, workload.spec.get("labels") or {})
+def _gateways_by_workload(mesh: Mesh) -> dict[int, list[Resource]]:
+    """id(WorkloadEntry) -> the Gateways whose selector picks it (in its namespace), in mesh order."""
+    served: dict[int, list[Resource]] = {}
+    for gateway in mesh.of_kind("Gateway"):
+        selector = gateway.spec.get("selector") or {}
+        for workload in mesh.selected_workloads(gateway.namespace, selector) if selector else ():
+            served.setdefault(id(workload), []).append(gateway)
+    return served
 
 
 def list_proxies(mesh: Mesh) -> list[Proxy]:
     """Every proxy: one per WorkloadEntry, and one per Gateway that selects no WorkloadEntry."""
-    gateways = mesh.of_kind("Gateway")
-    workloads = mesh.of_kind("WorkloadEntry")
+    return list(mesh.memo(("proxies",), lambda: _proxies(mesh)))
+
+
+def _proxies(mesh: Mesh) -> list[Proxy]:
+    """list_proxies, computed once per mesh (validation and compilation ask many times)."""
+    gateways_of = _gateways_by_workload(mesh)
     proxies = []
-    for workload in workloads:
-        served = tuple(f"{g.namespace}/{g.name}" for g in gateways if _gateway_selects(g, workload))
+    for workload in mesh.of_kind("WorkloadEntry"):
+        served = tuple(f"{g.namespace}/{g.name}" for g in gateways_of.get(id(workload), ()))
         spec = workload.spec
         proxies.append(
             Proxy(
@@ -86,8 +95,9 @@ def list_proxies(mesh: Mesh) -> list[Proxy]:
                 interception=workload.annotations.get(INTERCEPTION_ANNOTATION, NONE),
             )
         )
-    for gateway in gateways:
-        if any(_gateway_selects(gateway, w) for w in workloads):
+    serving = {id(gateway) for gateways in gateways_of.values() for gateway in gateways}
+    for gateway in mesh.of_kind("Gateway"):
+        if id(gateway) in serving:
             continue
         proxies.append(
             Proxy(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from meshwright.compile.proxy import INTERCEPTION_ANNOTATION, REDIRECT, Proxy
-from meshwright.mesh import Mesh, host_matches, is_wildcard_host, labels_match
+from meshwright.mesh import Mesh, host_matches, is_wildcard_host
 from meshwright.model.resource import Resource
 from meshwright.registry.model import Service
 
@@ -15,26 +15,8 @@ def sidecar_for(mesh: Mesh, proxy: Proxy) -> Resource | None:
 
 def sidecar_for_workload(mesh: Mesh, namespace: str, labels: dict) -> Resource | None:
     """The Sidecar of a workload: one selecting it in its namespace, else the namespace's default."""
-    selected, default = None, None
-    for sidecar in _sidecars_by_namespace(mesh).get(namespace, ()):
-        selector = (sidecar.spec.get("workloadSelector") or {}).get("labels")
-        if selector is None:
-            default = default or sidecar
-        elif labels_match(selector, labels):
-            selected = selected or sidecar
-    return selected or default
-
-
-def _sidecars_by_namespace(mesh: Mesh) -> dict[str, list[Resource]]:
-    """Sidecars per namespace, in mesh order: a proxy's lookup reads its namespace's only."""
-
-    def compute():
-        index: dict[str, list[Resource]] = {}
-        for sidecar in mesh.of_kind("Sidecar"):
-            index.setdefault(sidecar.namespace, []).append(sidecar)
-        return index
-
-    return mesh.memo(("sidecars-by-namespace",), compute)
+    candidates = mesh.selecting("Sidecar", namespace, labels) + mesh.without_selector("Sidecar", namespace)
+    return candidates[0] if candidates else None
 
 
 def workload_service_ports(mesh: Mesh, workload: str) -> list[tuple[int, str]]:
@@ -42,16 +24,23 @@ def workload_service_ports(mesh: Mesh, workload: str) -> list[tuple[int, str]]:
     (workload: its name.namespace): each service port through the entry's named port or the
     targetPort, as Istio maps them. Where services share a port, the first by hostname names it."""
 
+    return sorted(_service_ports_by_workload(mesh).get(workload, {}).items())
+
+
+def _service_ports_by_workload(mesh: Mesh) -> dict[str, dict[int, str]]:
+    """Workload (name.namespace) -> {port its app serves: protocol}, from one pass over the
+    services in hostname order (the first service to claim a port names its protocol)."""
+
     def compute():
-        ports: dict[int, str] = {}
+        index: dict[str, dict[int, str]] = {}
         for service in mesh.registry.sorted():
             for endpoint in service.endpoints:
-                if endpoint.workload == workload:
-                    for port in service.ports:
-                        ports.setdefault(endpoint.port_for(port), port.protocol)
-        return sorted(ports.items())
+                ports = index.setdefault(endpoint.workload, {})
+                for port in service.ports:
+                    ports.setdefault(endpoint.port_for(port), port.protocol)
+        return index
 
-    return mesh.memo(("workload-service-ports", workload), compute)
+    return mesh.memo(("service-ports-by-workload",), compute)
 
 
 def inbound_ports(mesh: Mesh, namespace: str, labels: dict, workload: str) -> frozenset[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from meshwright.model.resource import Resource
+from meshwright.model.selection import LabelIndex
 from meshwright.registry.model import Endpoint, Registry, Service, ServicePort
 
 
@@ -18,10 +19,10 @@ def endpoint_from_spec(spec: dict, workload: str = "") -> Endpoint:
     )
 
 
-def services_from_entries(service_entries: list[Resource], workload_entries: list[Resource]) -> Registry:
-    """One Service per ServiceEntry host; endpoints inline or selected among WorkloadEntries."""
+def services_from_entries(service_entries: list[Resource], workloads: LabelIndex[Resource]) -> Registry:
+    """One Service per ServiceEntry host; endpoints inline or selected among WorkloadEntries
+    (workloads: indexed by label, in (namespace, name) order, the order of the endpoints)."""
     registry = Registry()
-    workloads = sorted(workload_entries, key=lambda r: (r.namespace, r.name))
     for entry in sorted(service_entries, key=lambda r: (r.namespace, r.name)):
         spec = entry.spec
         ports = tuple(
@@ -30,11 +31,8 @@ def services_from_entries(service_entries: list[Resource], workload_entries: lis
         )
         if "workloadSelector" in spec:
             selector = spec["workloadSelector"]["labels"]
-            endpoints = tuple(
-                endpoint_from_spec(w.spec, f"{w.name}.{w.namespace}")
-                for w in workloads
-                if w.namespace == entry.namespace and endpoint_from_spec(w.spec).matches(selector)
-            )
+            # Istio's rule: a selector matches WorkloadEntries of its ServiceEntry's namespace.
+            endpoints = tuple(endpoint_from_spec(w.spec, f"{w.name}.{w.namespace}") for w in workloads.select(entry.namespace, selector))
         else:
             endpoints = tuple(endpoint_from_spec(e) for e in spec.get("endpoints", []))
         resolution = spec.get("resolution", "NONE")

@@ -37,7 +37,20 @@ def check_mesh_config_security(mesh: Mesh, resource: Resource, problems: Problem
 def selected_workloads(mesh: Mesh, policy: Resource) -> list[Resource]:
     """The WorkloadEntries a PeerAuthentication's selector picks in its namespace."""
     selector = selector_of(policy)
-    return [w for w in mesh.of_kind("WorkloadEntry") if w.namespace == policy.namespace and selector is not None and labels_match(selector, w.spec.get("labels") or {})]
+    return mesh.selected_workloads(policy.namespace, selector) if selector is not None else []
+
+
+def first_selecting_policy(mesh: Mesh, workload: Resource) -> Resource | None:
+    """The first PeerAuthentication by name whose selector picks a workload (Istio applies it)."""
+
+    def compute():
+        first: dict[int, Resource] = {}
+        for policy in mesh.of_kind("PeerAuthentication"):
+            for selected in selected_workloads(mesh, policy):
+                first.setdefault(id(selected), policy)
+        return first
+
+    return mesh.memo(("first-selecting-peer-authentication",), compute).get(id(workload))
 
 
 def _inbound_ports(mesh: Mesh, workload: Resource) -> frozenset[int]:
@@ -55,18 +68,17 @@ def check_peer_authentication(mesh: Mesh, resource: Resource, problems: Problems
     selector = selector_of(resource)
     if spec.get("portLevelMtls") and selector is None:
         problems.add(resource, ("spec", "portLevelMtls"), "portLevelMtls needs a selector: Istio applies port-level modes only to the workloads a policy selects")
-    others = [p for p in mesh.of_kind("PeerAuthentication") if p.namespace == resource.namespace and p.name < resource.name]
     if selector is None:
-        earlier = [p for p in others if selector_of(p) is None]
+        earlier = [p for p in mesh.without_selector("PeerAuthentication", resource.namespace) if p.name < resource.name]
         if earlier:
             scope = "the mesh-wide" if resource.namespace == ROOT_NAMESPACE else f"namespace {resource.namespace}'s"
             problems.add(resource, ("metadata", "name"), f"{earlier[0].ref} is already {scope} PeerAuthentication (Istio applies only the oldest): merge them into one")
         return
     workloads = selected_workloads(mesh, resource)
     for workload in workloads:
-        earlier = [p for p in others if selector_of(p) is not None and workload in selected_workloads(mesh, p)]
-        if earlier:
-            problems.add(resource, ("spec", "selector"), f"WorkloadEntry {workload.namespace}/{workload.name} is already selected by {earlier[0].ref} (Istio applies only the oldest): give each workload one PeerAuthentication")
+        first = first_selecting_policy(mesh, workload)
+        if first is not resource:
+            problems.add(resource, ("spec", "selector"), f"WorkloadEntry {workload.namespace}/{workload.name} is already selected by {first.ref} (Istio applies only the oldest): give each workload one PeerAuthentication")
     if workloads:
         ports = set().union(*(_inbound_ports(mesh, w) for w in workloads))
         for port in spec.get("portLevelMtls") or {}:
@@ -187,6 +199,18 @@ def _applies_to(mesh: Mesh, policy: Resource, workload: Resource) -> bool:
     return policy.namespace in (ROOT_NAMESPACE, workload.namespace)
 
 
+def _candidate_workloads(mesh: Mesh, policy: Resource) -> list[Resource]:
+    """The sidecar workloads a policy may apply to, in mesh order: those its selector picks in
+    its namespace (an AuthorizationPolicy's in the root namespace picks in every one), else all
+    of its namespace's (every one's for the root namespace)."""
+    selector = (policy.spec.get("selector") or {}).get("matchLabels")
+    if selector is None or (policy.kind == "AuthorizationPolicy" and policy.namespace == ROOT_NAMESPACE):
+        return sidecar_workloads(mesh, policy.namespace)
+    # The root namespace's list holds every sidecar workload.
+    sidecars = mesh.memo(("sidecar-workload-ids",), lambda: {id(w) for w in sidecar_workloads(mesh, ROOT_NAMESPACE)})
+    return [workload for workload in mesh.selected_workloads(policy.namespace, selector) if id(workload) in sidecars]
+
+
 def check_enforced(mesh: Mesh, policy: Resource, problems: Problems) -> None:
     """A STRICT PeerAuthentication or an AuthorizationPolicy must apply where traffic passes
     the proxy: a workload it selects needs an inbound listener, and every port its services
@@ -194,7 +218,7 @@ def check_enforced(mesh: Mesh, policy: Resource, problems: Problems) -> None:
     if policy.kind == "PeerAuthentication" and not mesh.settings.identity_enabled:
         return  # STRICT is refused without certificates already
     selected = (policy.spec.get("selector") or None) is not None
-    for workload in sidecar_workloads(mesh, policy.namespace):
+    for workload in _candidate_workloads(mesh, policy):
         if not _applies_to(mesh, policy, workload):
             continue
         has_inbound, ports = bypassed_ports(mesh, workload)

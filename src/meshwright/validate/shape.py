@@ -44,6 +44,14 @@ def type_name(value: object) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}.get(type(value), type(value).__name__)
 
 
+def _kept_as_is(value: dict, out: dict) -> dict:
+    """value itself when checking kept every field of it as it was, else out: a sound
+    document is not copied (the mesh of a large estate then holds it once)."""
+    if len(out) == len(value) and all(out.get(key, INVALID) is item for key, item in value.items()):
+        return value
+    return out
+
+
 class Schema:
     description = "a value"
 
@@ -231,7 +239,7 @@ class ListOf(Schema):
             return INVALID
         if len(kept) < len(items):
             return PrunedList(kept, [index for index, item in enumerate(items) if item is not INVALID])
-        return kept
+        return value if all(item is original for item, original in zip(kept, value)) else kept
 
 
 class MapOf(Schema):
@@ -265,7 +273,7 @@ class MapOf(Schema):
             checked = self.value.check(item, path + (key,), report)
             if checked is not INVALID:
                 out[kept] = checked
-        return out
+        return _kept_as_is(value, out)
 
 
 class Labels(MapOf):
@@ -324,6 +332,7 @@ class Obj(Schema):
         self.required_any_of = required_any_of
         self.hints = hints or {}
         self.empty_help = empty_help
+        self._at_most_one = one_of + required_one_of
 
     @property
     def description(self):
@@ -333,7 +342,8 @@ class Obj(Schema):
         if not isinstance(value, dict):
             report(path, f"expected {self.name} (a mapping), got {type_name(value)} {value!r}")
             return INVALID
-        unknown = [key for key in value if key not in self.fields]
+        # (A sound mapping, the usual case, is checked without building what it does not need.)
+        unknown = [] if value.keys() <= self.fields.keys() else [key for key in value if key not in self.fields]
         for key in unknown:
             report(path + (key,), self.unknown_field_message(key))
         out = {}
@@ -346,7 +356,7 @@ class Obj(Schema):
         # as a whole, and its missing fields would only repeat that, so they are not reported.
         # A mapping with a mistyped field is kept (without it) when it is sound otherwise, so
         # what it holds is still checked.
-        if any(key in self.hints for key in unknown):
+        if unknown and any(key in self.hints for key in unknown):
             return INVALID
         complain = report if not unknown else (lambda path, message: None)
         valid = True
@@ -354,7 +364,7 @@ class Obj(Schema):
             if key not in value:
                 complain(path, f"missing required field {key!r} of {self.name}")
                 valid = False
-        for group in self.one_of + self.required_one_of:
+        for group in self._at_most_one:
             present = [key for key in group if key in value]
             if len(present) > 1:
                 complain(path, f"set only one of {', '.join(group)} (found {', '.join(present)})")
@@ -369,7 +379,7 @@ class Obj(Schema):
                 valid = False
         if not valid or any(key not in out for key in self.required):
             return INVALID
-        return out
+        return _kept_as_is(value, out)
 
     def unknown_field_message(self, key) -> str:
         known = sorted(self.fields)

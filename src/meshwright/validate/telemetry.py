@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from meshwright.compile.proxy import list_proxies
 from meshwright.compile.telemetry import selector_of
-from meshwright.mesh import Mesh, labels_match
+from meshwright.mesh import Mesh
 from meshwright.model.providers import ACCESS_LOGGING, METRICS, OPENTELEMETRY, SIGNAL_TYPES, TRACING
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems
@@ -110,10 +110,9 @@ def check_telemetry_conflicts(mesh: Mesh, problems: Problems) -> None:
             first = namespace_wide.setdefault(telemetry.namespace, telemetry)
             if first is not telemetry:
                 problems.add(telemetry, ("spec",), f"namespace {telemetry.namespace} already has a Telemetry without selector ({first.ref}): merge them")
-    selecting = [t for t in mesh.of_kind("Telemetry") if selector_of(t) is not None]
-    if not selecting:
+    if all(selector_of(t) is None for t in mesh.of_kind("Telemetry")):
         return
     for proxy in list_proxies(mesh):
-        matched = [t for t in selecting if t.namespace == proxy.namespace and labels_match(selector_of(t), proxy.label_map)]
+        matched = mesh.selecting("Telemetry", proxy.namespace, proxy.label_map)
         for telemetry in matched[1:]:
             problems.add(telemetry, ("spec", "selector"), f"{matched[0].ref} also selects proxy {proxy.id}: one Telemetry may select a workload; merge them")

@@ -1,0 +1,81 @@
+"""Label selection without scanning, both ways: the workloads a selector picks in a namespace
+(LabelIndex), and the policies whose selectors pick a workload (SelectorIndex).
+
+A selector matches a workload when every one of its labels is among the workload's (Istio's
+and Kubernetes' rule; an empty selector matches everything). Checking every selector against
+every workload grows with their product; the indexes file items once by namespace and label,
+so that a lookup reads only the candidates that share a label with it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+Item = TypeVar("Item")
+
+
+def namespace_of(resource) -> str:
+    return resource.namespace
+
+
+def workload_labels(workload) -> dict:
+    """A WorkloadEntry's labels."""
+    return workload.spec.get("labels") or {}
+
+
+def labels_match(selector: dict, labels: dict) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+class LabelIndex(Generic[Item]):
+    """Items (in the order given) by namespace and by (namespace, label key, label value)."""
+
+    def __init__(self, items: list[Item], namespace_of: Callable[[Item], str], labels_of: Callable[[Item], dict]):
+        self._labels_of = labels_of
+        self._by_namespace: dict[str, list[Item]] = {}
+        self._by_label: dict[tuple[str, str, str], list[Item]] = {}
+        for item in items:
+            namespace = namespace_of(item)
+            self._by_namespace.setdefault(namespace, []).append(item)
+            for key, value in labels_of(item).items():
+                self._by_label.setdefault((namespace, key, value), []).append(item)
+
+    def select(self, namespace: str, selector: dict) -> list[Item]:
+        """The items of namespace whose labels selector matches, in the order given."""
+        if not selector:
+            return list(self._by_namespace.get(namespace, ()))
+        candidates = min((self._by_label.get((namespace, key, value), ()) for key, value in selector.items()), key=len)
+        return [item for item in candidates if labels_match(selector, self._labels_of(item))]
+
+
+class SelectorIndex(Generic[Item]):
+    """Items (in the order given) that select workloads of their namespace; selector_of gives an
+    item's selector, None for one that applies to the whole namespace."""
+
+    def __init__(self, items: list[Item], namespace_of: Callable[[Item], str], selector_of: Callable[[Item], dict | None]):
+        self._selector_of = selector_of
+        self._without_selector: dict[str, list[Item]] = {}
+        # Each selecting item filed once: under its first label, or as matching everything.
+        self._by_label: dict[tuple, list[tuple[int, Item]]] = {}
+        for position, item in enumerate(items):
+            namespace, selector = namespace_of(item), selector_of(item)
+            if selector is None:
+                self._without_selector.setdefault(namespace, []).append(item)
+            else:
+                first = next(iter(selector.items()), None)
+                self._by_label.setdefault((namespace, first), []).append((position, item))
+
+    def without_selector(self, namespace: str) -> list[Item]:
+        """The items of namespace that have no selector, in the order given."""
+        return self._without_selector.get(namespace, [])
+
+    def selecting(self, namespace: str, labels: dict) -> list[Item]:
+        """The items of namespace whose selector matches labels, in the order given."""
+        candidates = list(self._by_label.get((namespace, None), ()))
+        for label in labels.items():
+            candidates += self._by_label.get((namespace, label), ())
+        return [item for _, item in sorted(candidates, key=_position) if labels_match(self._selector_of(item), labels)]
+
+
+def _position(candidate: tuple) -> int:
+    return candidate[0]
