@@ -80,11 +80,13 @@ _FREE_TEXT = re.compile(r'"(%s)":(?:"(?:[^"\\]|\\.)*"|\[(?:"(?:[^"\\]|\\.)*",?)*
 
 
 def resource_digest(type_name: str, resource: dict) -> bytes | None:
-    """SHA-256 of the type and the resource's shape: its deterministic JSON with the text of
+    """SHA-256 of the type and the resource's shape: its compact JSON with the text of
     FREE_TEXT_FIELDS and its name taken out, so two clusters that differ only in names and addresses share
     it. None when the resource is not plain JSON data (then it is checked on its own)."""
     try:
-        text = json.dumps({**resource, "name": ""} if "name" in resource else resource, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        # Keys in the order they were made: the same code makes the same order, and two orders
+        # of one resource would only cost a second parse (equal text is equal content).
+        text = json.dumps({**resource, "name": ""} if "name" in resource else resource, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
         return None
     shape = _FREE_TEXT.sub(r'"\1":_', text)
