@@ -76,12 +76,16 @@ def playbook(name: str, inventory: str, extra: dict, forks: int) -> tuple[float,
 
 
 def measure(label: str, inventory: str, mesh_paths: list[str], forks: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="meshwright-bench-deploy-") as state:
+    # A short folder name: Envoy's hot restart sockets live below it, and a Unix socket's path
+    # holds at most 107 bytes.
+    with tempfile.TemporaryDirectory(prefix="mw-bench-") as state:
         os.chmod(state, 0o755)  # run by root, the proxies run as meshwright-proxy and read below it
         extra = {"meshwright_root": ROOT, "meshwright_state_root": state, "mesh_config_paths": mesh_paths}
-        first, _ = playbook("deploy.yml", inventory, extra, forks)
-        rerun, recap = playbook("deploy.yml", inventory, extra, forks)
-        playbook("uninstall.yml", inventory, extra, forks)
+        try:
+            first, _ = playbook("deploy.yml", inventory, extra, forks)
+            rerun, recap = playbook("deploy.yml", inventory, extra, forks)
+        finally:  # no proxy left running, even when a deploy failed
+            playbook("uninstall.yml", inventory, extra, forks)
     changed = sum(c for _, c in recap.values())
     tasks = sum(ok for ok, _ in recap.values())
     started = time.perf_counter()
@@ -97,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = [measure("seed demo", os.path.join(ROOT, "inventories", "local"), [os.path.join(ROOT, "examples", "seed", "mesh")], args.forks)]
     for size in [int(s) for s in args.sizes.split(",") if s]:
-        with tempfile.TemporaryDirectory(prefix="meshwright-bench-estate-") as folder:
+        with tempfile.TemporaryDirectory(prefix="mw-bench-estate-") as folder:
             mesh, inventory = estate(size, folder)
             rows.append(measure(f"{size} hosts", inventory, [mesh], args.forks))
     print(f"\nDeploy wall time on this machine (ansible-playbook, forks {args.forks}, local connection)\n")
