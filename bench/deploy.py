@@ -76,12 +76,16 @@ def playbook(name: str, inventory: str, extra: dict, forks: int) -> tuple[float,
 
 
 def measure(label: str, inventory: str, mesh_paths: list[str], forks: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="meshwright-bench-deploy-") as state:
+    # A short folder name: Envoy's hot restart sockets live below it, and a Unix socket's path
+    # holds at most 107 bytes.
+    with tempfile.TemporaryDirectory(prefix="mw-bench-") as state:
         os.chmod(state, 0o755)  # run by root, the proxies run as meshwright-proxy and read below it
         extra = {"meshwright_root": ROOT, "meshwright_state_root": state, "mesh_config_paths": mesh_paths}
-        first, _ = playbook("deploy.yml", inventory, extra, forks)
-        rerun, recap = playbook("deploy.yml", inventory, extra, forks)
-        playbook("uninstall.yml", inventory, extra, forks)
+        try:
+            first, _ = playbook("deploy.yml", inventory, extra, forks)
+            rerun, recap = playbook("deploy.yml", inventory, extra, forks)
+        finally:  # no proxy left running, even when a deploy failed
+            playbook("uninstall.yml", inventory, extra, forks)
     changed = sum(c for _, c in recap.values())
     tasks = sum(ok for ok, _ in recap.values())
     started = time.perf_counter()
@@ -90,22 +94,25 @@ def measure(label: str, inventory: str, mesh_paths: list[str], forks: int) -> di
     return {"label": label, "hosts": len(recap), "first": first, "rerun": rerun, "changed": changed, "render": render, "per_task_ms": 1000 * rerun / max(tasks, 1)}
 
 
+def print_row(row: dict) -> None:
+    share = 100 * row["rerun"] / row["first"]
+    print(f"{row['label']:<12} {row['hosts']:>5} {row['first']:>8.1f} {row['rerun']:>9.1f} {share:>8.0f}% {row['changed']:>8} {row['render']:>9.2f} "
+          f"{row['per_task_ms']:>13.0f} {'PASS' if share < 50 else 'MISS':>5}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,25,50")
     parser.add_argument("--forks", type=int, default=10)
     args = parser.parse_args()
-    rows = [measure("seed demo", os.path.join(ROOT, "inventories", "local"), [os.path.join(ROOT, "examples", "seed", "mesh")], args.forks)]
-    for size in [int(s) for s in args.sizes.split(",") if s]:
-        with tempfile.TemporaryDirectory(prefix="meshwright-bench-estate-") as folder:
-            mesh, inventory = estate(size, folder)
-            rows.append(measure(f"{size} hosts", inventory, [mesh], args.forks))
+    # Each row as soon as it is measured: the 50-host row alone takes minutes.
     print(f"\nDeploy wall time on this machine (ansible-playbook, forks {args.forks}, local connection)\n")
-    print(f"{'estate':<12} {'hosts':>5} {'first s':>8} {'re-run s':>9} {'re-run %':>9} {'changed':>8} {'render s':>9} {'ms/host-task':>13} {'<50%':>5}")
-    for row in rows:
-        share = 100 * row["rerun"] / row["first"]
-        print(f"{row['label']:<12} {row['hosts']:>5} {row['first']:>8.1f} {row['rerun']:>9.1f} {share:>8.0f}% {row['changed']:>8} {row['render']:>9.2f} "
-              f"{row['per_task_ms']:>13.0f} {'PASS' if share < 50 else 'MISS':>5}")
+    print(f"{'estate':<12} {'hosts':>5} {'first s':>8} {'re-run s':>9} {'re-run %':>9} {'changed':>8} {'render s':>9} {'ms/host-task':>13} {'<50%':>5}", flush=True)
+    print_row(measure("seed demo", os.path.join(ROOT, "inventories", "local"), [os.path.join(ROOT, "examples", "seed", "mesh")], args.forks))
+    for size in [int(s) for s in args.sizes.split(",") if s]:
+        with tempfile.TemporaryDirectory(prefix="mw-bench-estate-") as folder:
+            mesh, inventory = estate(size, folder)
+            print_row(measure(f"{size} hosts", inventory, [mesh], args.forks))
 
 
 if __name__ == "__main__":

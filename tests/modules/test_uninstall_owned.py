@@ -119,3 +119,27 @@ def test_uninstall_removes_the_proxy_user_it_made_and_keeps_one_that_was_there(t
             if user_exists(user):
                 subprocess.run(["userdel", user], check=False)
             subprocess.run(["groupdel", user], check=False, capture_output=True)
+
+
+def test_a_second_deploy_leaves_the_proxy_user_alone_and_mends_one_changed_by_hand(tmp_path):
+    """The user and group tasks (one host at a time) run only when the user is not as the role
+    makes it: a second deploy skips them; a shell changed by hand is put back."""
+    user = f"mw-again-{str(os.getpid())[-5:]}"
+    prefix = tmp_path / user
+    settings = {"mesh_prefix": str(prefix), "mesh_config_dir": str(prefix / "etc" / "meshwright" / "proxy"),
+                "envoy_proxy_user": user, "envoy_proxy_uid": 1903}
+    try:
+        role_step(tmp_path, "owned_folders", **settings)
+        assert "Create the proxy's user" in role_step(tmp_path, "user", **settings)
+        again = role_step(tmp_path, "user", **settings)
+        assert "changed=0" in again and "Create the proxy's user" not in again, again
+        subprocess.run(["usermod", "--shell", "/bin/bash", user], check=True)
+        mended = role_step(tmp_path, "user", **settings)
+        assert "changed=1" in mended, mended
+        assert pwd.getpwnam(user).pw_shell == "/usr/sbin/nologin"
+        role_step(tmp_path, "remove_owned", **settings)
+        assert not user_exists(user)
+    finally:
+        if user_exists(user):
+            subprocess.run(["userdel", user], check=False)
+        subprocess.run(["groupdel", user], check=False, capture_output=True)
