@@ -25,9 +25,32 @@ from estate import write_estate  # noqa: E402  bench/estate.py
 LOCALITIES = ("region-a/zone-0", "region-a/zone-1", "region-b/zone-0")
 
 
-def estate_mesh(tmp_path, services: int = 12) -> Mesh:
+# An EnvoyFilter on the estate's gateway: a proxy with a config of its own (no class).
+GATEWAY_FILTER = """
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: gateway-ratelimit, namespace: istio-system}
+spec:
+  workloadSelector: {labels: {istio: ingressgateway}}
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match: {context: GATEWAY, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager}}}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          value: {stat_prefix: http_local_rate_limiter}
+"""
+
+
+def estate_mesh(tmp_path, services: int = 12, gateway_filter: bool = False) -> Mesh:
     folder = str(tmp_path / "estate")
     write_estate(services, folder)
+    if gateway_filter:
+        (tmp_path / "estate" / "gateway-filter.yaml").write_text(GATEWAY_FILTER)
     mesh, problems = validate_mesh(load_paths([folder]))
     assert [str(p) for p in problems] == []
     return mesh
@@ -88,13 +111,15 @@ def sidecar_edit(rng: random.Random, mesh: Mesh) -> dict:
 EDITS = (workload_edit, workload_edit, virtual_service_edit, sidecar_edit)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_edits_report_what_full_compiles_differ_in(tmp_path, seed):
+@pytest.mark.parametrize("seed, gateway_filter", [(1, False), (2, True), (3, False), (4, True)])
+def test_random_edits_report_what_full_compiles_differ_in(tmp_path, seed, gateway_filter):
     """A run of random edits, each applied to the estate the last one left: the changes
     reported are the difference between compiling every proxy before and after, and the
-    new estate's versions are those of that full compile and of an estate built afresh."""
+    new estate's versions are those of that full compile and of an estate built afresh.
+    With gateway_filter, the gateway is a proxy without a class (EnvoyFilters patch it)."""
     rng = random.Random(seed)
-    estate = compile_estate(estate_mesh(tmp_path))
+    estate = compile_estate(estate_mesh(tmp_path, gateway_filter=gateway_filter))
+    assert (estate.group_of["ingress.istio-system"][0] == "own") == gateway_filter
     before = full_versions(estate.mesh)
     kinds_seen = set()
     for _ in range(8):

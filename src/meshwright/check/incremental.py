@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from meshwright.check.envoy_proto import TYPES, check_resource
 from meshwright.check.pipeline import validate_mesh
-from meshwright.compile.incremental import Changes, CompiledEstate, recompiled, with_workload_endpoints
+from meshwright.compile.incremental import Changes, CompiledEstate, assignment_named, recompiled, with_workload_endpoints
 from meshwright.model.load import DEFAULT_NAMESPACE, LoadResult
 from meshwright.model.resource import Resource, Source
 from meshwright.problems import MeshConfigError, Problems
@@ -62,9 +62,7 @@ def _endpoints_refused(changes: Changes, estate: CompiledEstate, resource: Resou
             if name in checked:
                 continue
             checked.add(name)
-            group = estate.groups[estate.group_of[proxy_id]]
-            assignment = next(a for a in group.config.endpoints if a["cluster_name"] == name)
-            error = check_resource(TYPES["endpoints"], assignment)
+            error = check_resource(TYPES["endpoints"], assignment_named(estate, proxy_id, name))
             if error:
                 problems.add(resource, ("spec",), f"proxy {proxy_id}: endpoint {name}: Envoy rejects it: {error}")
     if problems:

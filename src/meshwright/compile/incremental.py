@@ -180,6 +180,7 @@ def compile_estate(mesh: Mesh) -> CompiledEstate:
             group_of[proxy.id] = key
             members.setdefault(key, []).append(proxy.id)
         groups = {key: Group(key, config, shared.versions(config), tuple(members[key])) for key, config in configs.items()}
+        _workload_index(mesh), _services_of_workload(mesh)  # what the fast path looks up, ready before the first change
         return CompiledEstate(mesh, proxies, group_of, groups, _groups_seeing(groups))
 
 
@@ -305,15 +306,25 @@ def _mesh_with_workload(mesh: Mesh, workload: Resource, services: list[Service],
                                derived=derived)
 
 
+def _assignment_index(endpoints: list[dict], name: str) -> int:
+    """Where a cluster's load assignment is in a config's endpoints (sorted by cluster name)."""
+    index = bisect.bisect_left(endpoints, name, key=lambda r: r["cluster_name"])
+    if index == len(endpoints) or endpoints[index]["cluster_name"] != name:
+        raise LookupError(name)
+    return index
+
+
+def assignment_named(estate: CompiledEstate, proxy_id: str, name: str) -> dict:
+    """A proxy's load assignment of one cluster (LookupError when it has none)."""
+    endpoints = estate.groups[estate.group_of[proxy_id]].config.endpoints
+    return endpoints[_assignment_index(endpoints, name)]
+
+
 def _replaced_assignments(config: ClassConfig, assignments: list[dict]) -> list[dict]:
-    """The class's endpoints (sorted by cluster name) with some assignments replaced."""
+    """The class's endpoints with some assignments replaced."""
     endpoints = list(config.endpoints)
     for assignment in assignments:
-        name = assignment["cluster_name"]
-        index = bisect.bisect_left(endpoints, name, key=lambda r: r["cluster_name"])
-        if index == len(endpoints) or endpoints[index]["cluster_name"] != name:
-            raise LookupError(name)
-        endpoints[index] = assignment
+        endpoints[_assignment_index(endpoints, assignment["cluster_name"])] = assignment
     return endpoints
 
 
@@ -354,7 +365,8 @@ def _endpoint_update(estate: CompiledEstate, mesh: Mesh, workload: Resource, ser
         if not group.is_class:
             moved.append(key[1])  # a proxy of its own: compiled again below
             continue
-        updated = _class_with_endpoints(mesh, proxies[group.members[0]], group, services)
+        seen = [service for service in services if key in estate.groups_seeing.get(service.hostname, ())]
+        updated = _class_with_endpoints(mesh, proxies[group.members[0]], group, seen)
         if updated is None:
             return None
         groups[key], diff = updated
@@ -367,16 +379,14 @@ def _endpoint_update(estate: CompiledEstate, mesh: Mesh, workload: Resource, ser
         changes[proxy_id] = diff
         if not diff:
             del changes[proxy_id]
-    return new, dict(sorted(changes.items()))
+    return new, changes
 
 
 def _class_with_endpoints(mesh: Mesh, proxy: Proxy, group: Group, services: list[Service]) -> tuple[Group, dict] | None:
-    """The class's group with the services' load assignments compiled again, and the diff of
-    its endpoints; None when a cluster would change too."""
+    """The class's group with the load assignments of the services (those it sees) compiled
+    again, and the diff of its endpoints; None when a cluster would change too."""
     assignments = []
     for service in services:
-        if not any(_host_of(name) == service.hostname for name in (group.versions["endpoints"])):
-            continue
         clusters, service_assignments = service_clusters(mesh, proxy, service)
         if any(digest(cluster) != group.versions["clusters"].get(cluster["name"]) for cluster in clusters):
             return None
