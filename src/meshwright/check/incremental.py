@@ -54,17 +54,20 @@ def _checked(estate: CompiledEstate, resource: Resource) -> Resource:
 
 
 def _endpoints_refused(changes: Changes, estate: CompiledEstate, resource: Resource) -> None:
-    """Envoy's protos on the load assignments the fast path made (validation's check 4)."""
+    """Envoy's protos on the load assignments the fast path made (validation's check 4),
+    each once: the proxies of a class share their diff."""
+    seen_diffs: set[int] = set()
     checked: set[str] = set()
     problems = Problems()
     for proxy_id, kinds in changes.items():
-        for name in kinds.get("endpoints", {}):
-            if name in checked:
-                continue
+        if id(kinds) in seen_diffs:
+            continue
+        seen_diffs.add(id(kinds))
+        for name in kinds.get("endpoints", {}).keys() - checked:
             checked.add(name)
             error = check_resource(TYPES["endpoints"], assignment_named(estate, proxy_id, name))
             if error:
-                problems.add(resource, ("spec",), f"proxy {proxy_id}: endpoint {name}: Envoy rejects it: {error}")
+                problems.add(resource, ("spec", "address"), f"proxy {proxy_id}: endpoint {name}: Envoy rejects it: {error}")
     if problems:
         raise ChangeRefused(problems.sorted())
 
