@@ -108,7 +108,15 @@ def sidecar_edit(rng: random.Random, mesh: Mesh) -> dict:
     return edited(sidecar, lambda spec: spec["egress"][0]["hosts"].pop(index))
 
 
-EDITS = (workload_edit, workload_edit, virtual_service_edit, sidecar_edit)
+def telemetry_edit(rng: random.Random, mesh: Mesh) -> dict:
+    """Metrics turned off in a namespace (the stat names of its proxies' clusters go), or on
+    again where they were off."""
+    namespace = rng.choice(sorted({w.namespace for w in mesh.of_kind("WorkloadEntry")}))
+    return {"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry", "metadata": {"name": "no-metrics", "namespace": namespace},
+            "spec": {"metrics": [{"overrides": [{"disabled": mesh.find("Telemetry", namespace, "no-metrics") is None}]}]}}
+
+
+EDITS = (workload_edit, workload_edit, virtual_service_edit, sidecar_edit, telemetry_edit)
 
 
 @pytest.mark.parametrize("seed, gateway_filter", [(1, False), (2, True), (3, False), (4, True)])

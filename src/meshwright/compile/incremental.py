@@ -198,10 +198,10 @@ def versions_diff(old: Versions, new: Versions) -> dict[str, dict[str, str | Non
     return {kind: names for kind, names in diff.items() if names}
 
 
-def _stat_identity(mesh: Mesh, proxy: Proxy) -> tuple:
-    """What a proxy's stat names read of it besides its class: its name and labels and the
-    services it serves (compile/telemetry.py cluster_labels)."""
-    return (proxy.name, proxy.namespace, proxy.labels, tuple(services_served(mesh, proxy)))
+def _stat_identity(mesh: Mesh, proxy: Proxy, group: Group) -> tuple:
+    """What a proxy's stat names are made of besides a cluster's name (compile/telemetry.py
+    with_stat_names): whether its class has metrics, its name and labels, the services it serves."""
+    return (group.config.telemetry.metrics, proxy.name, proxy.namespace, proxy.labels, tuple(services_served(mesh, proxy)))
 
 
 def estate_changes(old: CompiledEstate, new: CompiledEstate) -> Changes:
@@ -219,7 +219,7 @@ def estate_changes(old: CompiledEstate, new: CompiledEstate) -> Changes:
             if old_group.versions is new_group.versions and old.proxies[proxy_id] == proxy:
                 continue
             same_stats = old_group.is_class and new_group.is_class and \
-                _stat_identity(old.mesh, old.proxies[proxy_id]) == _stat_identity(new.mesh, proxy)
+                _stat_identity(old.mesh, old.proxies[proxy_id], old_group) == _stat_identity(new.mesh, proxy, new_group)
             if same_stats:
                 pair = (old_key, new_key)
                 if pair not in class_diffs:
@@ -366,7 +366,8 @@ def _endpoint_update(estate: CompiledEstate, mesh: Mesh, workload: Resource, ser
             moved.append(key[1])  # a proxy of its own: compiled again below
             continue
         seen = [service for service in services if key in estate.groups_seeing.get(service.hostname, ())]
-        updated = _class_with_endpoints(mesh, proxies[group.members[0]], group, seen)
+        # Any proxy of the class compiles it, as it was in it: the changed proxy may be leaving it.
+        updated = _class_with_endpoints(mesh, estate.proxies[group.members[0]], group, seen)
         if updated is None:
             return None
         groups[key], diff = updated
