@@ -116,7 +116,13 @@ def telemetry_edit(rng: random.Random, mesh: Mesh) -> dict:
             "spec": {"metrics": [{"overrides": [{"disabled": mesh.find("Telemetry", namespace, "no-metrics") is None}]}]}}
 
 
-EDITS = (workload_edit, workload_edit, virtual_service_edit, sidecar_edit, telemetry_edit)
+def destination_rule_edit(rng: random.Random, mesh: Mesh) -> dict:
+    """A DestinationRule's outlier detection retuned: its clusters change (stat names kept)."""
+    rule = rng.choice(mesh.of_kind("DestinationRule"))
+    return edited(rule, lambda spec: spec["trafficPolicy"]["outlierDetection"].update(consecutive5xxErrors=rng.randrange(1, 50)))
+
+
+EDITS = (workload_edit, workload_edit, virtual_service_edit, sidecar_edit, telemetry_edit, destination_rule_edit)
 
 
 @pytest.mark.parametrize("seed, gateway_filter", [(1, False), (2, True), (3, False), (4, True)])
@@ -130,8 +136,10 @@ def test_random_edits_report_what_full_compiles_differ_in(tmp_path, seed, gatewa
     assert (estate.group_of["ingress.istio-system"][0] == "own") == gateway_filter
     before = full_versions(estate.mesh)
     kinds_seen = set()
-    for _ in range(8):
-        change = rng.choice(EDITS)(rng, estate.mesh)
+    plan = list(EDITS) + [rng.choice(EDITS) for _ in range(3)]  # every kind of edit, in a random order
+    rng.shuffle(plan)
+    for make_edit in plan:
+        change = make_edit(rng, estate.mesh)
         estate, changes = apply(estate, change)
         after = full_versions(estate.mesh)
         assert changes == expected_changes(before, after), change["metadata"]
@@ -140,7 +148,7 @@ def test_random_edits_report_what_full_compiles_differ_in(tmp_path, seed, gatewa
         assert {proxy: rebuilt.versions(proxy) for proxy in rebuilt.proxies} == after
         kinds_seen.update(kind for diff in changes.values() for kind in diff)
         before = after
-    assert "endpoints" in kinds_seen
+    assert {"routes", "clusters", "endpoints"} <= kinds_seen
 
 
 def test_an_address_change_reports_the_endpoints_of_the_proxies_that_see_the_service(tmp_path):

@@ -223,8 +223,8 @@ def estate_changes(old: CompiledEstate, new: CompiledEstate) -> Changes:
             if same_stats:
                 pair = (old_key, new_key)
                 if pair not in class_diffs:
-                    class_diffs[pair] = versions_diff(old_group.versions, new_group.versions)
-                diff = _for_proxy(new, proxy, new_group, class_diffs[pair])
+                    class_diffs[pair] = _class_diff(old_group, new_group)
+                diff = _for_proxy(new.mesh, proxy, new_group, *class_diffs[pair])
             else:
                 diff = versions_diff(old.versions(proxy_id), new.versions(proxy_id))
         if diff:
@@ -234,14 +234,19 @@ def estate_changes(old: CompiledEstate, new: CompiledEstate) -> Changes:
     return dict(sorted(changes.items()))
 
 
-def _for_proxy(estate: CompiledEstate, proxy: Proxy, group: Group, class_diff: dict) -> dict:
+def _class_diff(old: Group, new: Group) -> tuple[dict, list[dict]]:
+    """The diff of two classes' shared versions, and new's clusters among it."""
+    diff = versions_diff(old.versions, new.versions)
+    changed = diff.get("clusters", {})
+    return diff, [cluster for cluster in new.config.clusters if cluster["name"] in changed]
+
+
+def _for_proxy(mesh: Mesh, proxy: Proxy, group: Group, class_diff: dict, clusters: list[dict]) -> dict:
     """A class's diff as one proxy of it sees it: changed clusters carry its stat names."""
-    changed = class_diff.get("clusters")
-    if not changed:
+    if "clusters" not in class_diff:
         return class_diff
-    clusters = [c for c in group.config.clusters if c["name"] in changed]
-    versions = _proxy_cluster_versions(estate.mesh, proxy, group, clusters)
-    return {**class_diff, "clusters": {name: versions.get(name) for name in changed}}
+    versions = _proxy_cluster_versions(mesh, proxy, group, clusters)
+    return {**class_diff, "clusters": {name: versions.get(name) for name in class_diff["clusters"]}}
 
 
 def recompiled(estate: CompiledEstate, mesh: Mesh) -> tuple[CompiledEstate, Changes]:
