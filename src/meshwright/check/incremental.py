@@ -9,6 +9,8 @@ problems and the estate is left as it was.
 
 from __future__ import annotations
 
+import copy
+
 from meshwright.check.envoy_proto import TYPES, check_resource
 from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.incremental import Changes, CompiledEstate, assignment_named, recompiled, with_workload_endpoints
@@ -33,7 +35,7 @@ def _text(value) -> str:
 def resource_from_document(document: dict, source: str = "<change>") -> Resource:
     """An Istio API document (as YAML gives it) as the loader makes it; source names it in
     problems. What it is not (a mapping with apiVersion, kind, metadata, spec) validation says."""
-    document = document if isinstance(document, dict) else {}
+    document = copy.deepcopy(document) if isinstance(document, dict) else {}  # the caller's dict stays the caller's
     metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
     spec = document.get("spec") if isinstance(document.get("spec"), dict) else {}
     return Resource(_text(document.get("apiVersion")), _text(document.get("kind")), _text(metadata.get("name")),
