@@ -48,7 +48,7 @@ INLINE_ENDPOINT_RESOLUTIONS = ("DNS", "DNS_ROUND_ROBIN")
 # path replaces for the services it changes. Anything else is left to be computed again.
 ENDPOINT_INDEPENDENT_MEMOS = frozenset((
     "selected-label-keys", "sidecars-by-namespace", "workload-service-ports", "inbound-ports",
-    "peer-authentication", "authorization-policies", "telemetry", "service-addresses",
+    "peer-authentication", "authorization-policies", "telemetry", "service-addresses", "incremental",
 ))
 
 Versions = dict[str, dict[str, str]]  # kind -> resource name -> version
@@ -82,10 +82,12 @@ def config_versions(config) -> Versions:
 
 class _SharedDigests:
     """Versions of resources that many classes hold (the services' clusters are shared
-    objects): each object hashed once. Holds the objects, so that ids stay theirs."""
+    objects): each object hashed once, and classes that hold the same objects of a kind get
+    one dict of their versions. Holds the objects, so that ids stay theirs."""
 
     def __init__(self) -> None:
         self.seen: dict[int, tuple[dict, str]] = {}
+        self.tables: dict[tuple, dict[str, str]] = {}
 
     def version(self, resource: dict) -> str:
         known = self.seen.get(id(resource))
@@ -94,7 +96,13 @@ class _SharedDigests:
         return known[1]
 
     def versions(self, config) -> Versions:
-        return {kind: {resource_name(r): self.version(r) for r in getattr(config, kind)} for kind in KINDS}
+        return {kind: self.table(getattr(config, kind)) for kind in KINDS}
+
+    def table(self, resources: list[dict]) -> dict[str, str]:
+        identity = tuple(map(id, resources))
+        if identity not in self.tables:
+            self.tables[identity] = {resource_name(r): self.version(r) for r in resources}
+        return self.tables[identity]
 
 
 @dataclass(frozen=True)
@@ -304,9 +312,12 @@ def _mesh_with_workload(mesh: Mesh, workload: Resource, services: list[Service],
     registry = Registry(dict(mesh.registry.services))
     for service in services:
         registry.add(service)
-    derived = {key: value for key, value in mesh.derived.items()
-               if key[0] in ENDPOINT_INDEPENDENT_MEMOS or key[0] == "proxy-class" or key[0] == "incremental"
-               or (key[0] == "service-clusters" and key[1] not in stale_hosts)}
+    # Tables of answers no endpoint decides are shared: what either mesh adds to them holds
+    # for both. The services' clusters are copied without those of the changed services; the
+    # classes' configs copied, to be replaced for the classes that see them.
+    derived = {kind: table for kind, table in mesh.derived.items() if kind in ENDPOINT_INDEPENDENT_MEMOS}
+    derived["service-clusters"] = {key: value for key, value in mesh.derived.get("service-clusters", {}).items() if key[0] not in stale_hosts}
+    derived["proxy-class"] = dict(mesh.derived.get("proxy-class", {}))
     return dataclasses.replace(mesh, resources=resources, registry=registry, by_kind={**mesh.by_kind, "WorkloadEntry": workloads},
                                derived=derived)
 
@@ -365,20 +376,26 @@ def _endpoint_update(estate: CompiledEstate, mesh: Mesh, workload: Resource, ser
             moved.append(workload_id)
     groups = dict(estate.groups)
     changes: Changes = {}
+    # Classes that held the same load assignments (the same variants of every service) share
+    # their endpoints and versions: each such set is updated once.
+    updates: dict[int, tuple[list[dict], dict[str, str], dict] | None] = {}
     for key in dict.fromkeys(key for service in services for key in estate.groups_seeing.get(service.hostname, ())):
         group = estate.groups[key]
         if not group.is_class:
             moved.append(key[1])  # a proxy of its own: compiled again below
             continue
-        seen = [service for service in services if key in estate.groups_seeing.get(service.hostname, ())]
-        # Any proxy of the class compiles it, as it was in it: the changed proxy may be leaving it.
-        updated = _class_with_endpoints(mesh, estate.proxies[group.members[0]], group, seen)
-        if updated is None:
+        shared = group.versions["endpoints"]
+        if id(shared) not in updates:
+            seen = [service for service in services if key in estate.groups_seeing.get(service.hostname, ())]
+            # Any proxy of the class compiles it, as it was in it: the changed proxy may be leaving it.
+            updates[id(shared)] = _class_endpoints(mesh, estate.proxies[group.members[0]], group, seen)
+        if updates[id(shared)] is None:
             return None
-        groups[key], diff = updated
-        mesh.derived[("proxy-class", key[1])] = groups[key].config
-        if diff:
-            changes.update(dict.fromkeys(group.members, {"endpoints": diff}))
+        endpoints, versions, diff = updates[id(shared)]
+        config = dataclasses.replace(group.config, endpoints=endpoints)
+        groups[key] = Group(key, config, {**group.versions, "endpoints": versions}, group.members)
+        mesh.derived["proxy-class"][(key[1],)] = config
+        changes.update(dict.fromkeys(group.members, diff) if diff["endpoints"] else ())
     new = _regrouped(CompiledEstate(mesh, proxies, estate.group_of, groups, estate.groups_seeing), moved)
     for proxy_id in moved:
         diff = versions_diff(estate.versions(proxy_id), new.versions(proxy_id))
@@ -388,9 +405,10 @@ def _endpoint_update(estate: CompiledEstate, mesh: Mesh, workload: Resource, ser
     return new, changes
 
 
-def _class_with_endpoints(mesh: Mesh, proxy: Proxy, group: Group, services: list[Service]) -> tuple[Group, dict] | None:
-    """The class's group with the load assignments of the services (those it sees) compiled
-    again, and the diff of its endpoints; None when a cluster would change too."""
+def _class_endpoints(mesh: Mesh, proxy: Proxy, group: Group, services: list[Service]) -> tuple[list[dict], dict[str, str], dict] | None:
+    """The class's endpoints with the load assignments of the services (those it sees)
+    compiled again, their versions, and the diff {"endpoints": {name: version}}; None when a
+    cluster would change too."""
     assignments = []
     for service in services:
         clusters, service_assignments = service_clusters(mesh, proxy, service)
@@ -401,11 +419,9 @@ def _class_with_endpoints(mesh: Mesh, proxy: Proxy, group: Group, services: list
         endpoints = _replaced_assignments(group.config, assignments)
     except LookupError:
         return None
-    versions = {resource_name(a): digest(a) for a in assignments}
-    diff = {name: version for name, version in versions.items() if group.versions["endpoints"][name] != version}
-    new_versions = {**group.versions, "endpoints": {**group.versions["endpoints"], **diff}} if diff else group.versions
-    config = dataclasses.replace(group.config, endpoints=endpoints)
-    return Group(group.key, config, new_versions, group.members), diff
+    old = group.versions["endpoints"]
+    diff = {name: version for name, version in ((resource_name(a), digest(a)) for a in assignments) if old[name] != version}
+    return endpoints, {**old, **diff} if diff else old, {"endpoints": diff}
 
 
 def _regrouped(new: CompiledEstate, proxy_ids: list[str]) -> CompiledEstate:
