@@ -6,7 +6,8 @@ a gateway) is read from /tmp/est/N when it is there (never written to) or writte
 scratch folder; then, each timed with time.perf_counter:
 - load:     load_paths of the folder;
 - validate: validate_mesh (the mesh built, every class of proxies compiled and checked);
-- estate:   compile_estate (every proxy's config, each shared resource hashed once);
+- estate:   compile_estate (every proxy's config, each shared resource hashed once), then
+            gc.freeze() as a control plane keeping the estate does (docs/architecture.md);
 - change:   apply of a WorkloadEntry whose address changed, on the estate the previous
             change left, --changes times over workloads spread through the estate: the
             median and the slowest. "proxies" is how many proxies the median change
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import os
 import resource
 import statistics
@@ -93,6 +95,10 @@ def measure(services: int, changes: int, with_edit: bool) -> dict:
     if mesh is None:
         raise SystemExit(f"{folder} does not validate: {problems[0]}")
     estate, row["estate"] = timed(lambda: compile_estate(mesh))
+    # What a control plane does with an estate it keeps: its objects leave the cyclic
+    # collector's generations, whose full passes would otherwise walk them all (seconds at
+    # 10,000 services) at whatever moment allocations trigger one, a change included.
+    gc.freeze()
     runs, kinds = [], set()
     for number, index in enumerate(spread(services, changes)):
         document = address_change(estate.mesh, index, number % 3, number)
