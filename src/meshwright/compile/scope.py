@@ -5,7 +5,7 @@ from __future__ import annotations
 from meshwright.compile.proxy import INTERCEPTION_ANNOTATION, REDIRECT, Proxy
 from meshwright.mesh import Mesh, host_matches, is_wildcard_host, labels_match
 from meshwright.model.resource import Resource
-from meshwright.registry.model import Service
+from meshwright.registry.model import Endpoint, Service
 
 
 def sidecar_for(mesh: Mesh, proxy: Proxy) -> Resource | None:
@@ -44,14 +44,27 @@ def workload_service_ports(mesh: Mesh, workload: str) -> list[tuple[int, str]]:
 
     def compute():
         ports: dict[int, str] = {}
-        for service in mesh.registry.sorted():
-            for endpoint in service.endpoints:
-                if endpoint.workload == workload:
-                    for port in service.ports:
-                        ports.setdefault(endpoint.port_for(port), port.protocol)
+        for service, endpoint in _workload_endpoints(mesh).get(workload, ()):
+            for port in service.ports:
+                ports.setdefault(endpoint.port_for(port), port.protocol)
         return sorted(ports.items())
 
     return mesh.memo(("workload-service-ports", workload), compute)
+
+
+def _workload_endpoints(mesh: Mesh) -> dict[str, list[tuple[Service, Endpoint]]]:
+    """Workload ("name.namespace") -> (service, its endpoint) of the services selecting it, by
+    hostname: found in one pass over the registry, not one per workload."""
+
+    def compute():
+        index: dict[str, list[tuple[Service, Endpoint]]] = {}
+        for service in mesh.registry.sorted():
+            for endpoint in service.endpoints:
+                if endpoint.workload:
+                    index.setdefault(endpoint.workload, []).append((service, endpoint))
+        return index
+
+    return mesh.memo(("workload-endpoints",), compute)
 
 
 def inbound_ports(mesh: Mesh, namespace: str, labels: dict, workload: str) -> frozenset[int]:
