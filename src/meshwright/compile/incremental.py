@@ -49,6 +49,7 @@ INLINE_ENDPOINT_RESOLUTIONS = ("DNS", "DNS_ROUND_ROBIN")
 ENDPOINT_INDEPENDENT_MEMOS = frozenset((
     "selected-label-keys", "sidecars-by-namespace", "workload-service-ports", "inbound-ports",
     "peer-authentication", "authorization-policies", "telemetry", "service-addresses", "incremental",
+    "service-ports-by-workload",  # main's index of workload_service_ports (ports only)
 ))
 
 Versions = dict[str, dict[str, str]]  # kind -> resource name -> version
