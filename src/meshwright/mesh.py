@@ -164,8 +164,10 @@ class Mesh:
     sidecar_virtual_services_by_host: dict[str, list[Resource]] = field(default_factory=dict)
     # Selectors read the WorkloadEntries that carry their labels (selected_workloads).
     workloads_by_label: LabelIndex[Resource] = field(default_factory=lambda: LabelIndex([], namespace_of, workload_labels))
-    # Answers that compile modules derive from the mesh and reuse for every proxy (see memo).
-    derived: dict = field(default_factory=dict, compare=False, repr=False)
+    # Answers that compile modules derive from the mesh and reuse for every proxy (see memo),
+    # in one table per kind (a key's first item), so that a mesh made from this one by a
+    # small change (compile/incremental.py) can take over whole tables its change leaves valid.
+    derived: dict[str, dict] = field(default_factory=dict, compare=False, repr=False)
     # Validation warnings (problems that do not stop it), for the caller to print.
     warnings: list = field(default_factory=list, compare=False, repr=False)
 
@@ -186,10 +188,15 @@ class Mesh:
         return cls(ordered, settings, registry, by_kind, destination_rules, sidecar_virtual_services, workloads)
 
     def memo(self, key: tuple, compute):
-        """compute() once per mesh for key (a mesh does not change once built)."""
-        if key not in self.derived:
-            self.derived[key] = compute()
-        return self.derived[key]
+        """compute() once per mesh for key (a mesh does not change once built); key[0]
+        names the kind of answer."""
+        table = self.derived.get(key[0])
+        if table is None:
+            table = self.derived[key[0]] = {}
+        rest = key[1:]
+        if rest not in table:
+            table[rest] = compute()
+        return table[rest]
 
     def of_kind(self, kind: str) -> list[Resource]:
         return self.by_kind.get(kind, [])

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from meshwright.model.resource import Resource, Source
+from meshwright.problems import Problems
+from meshwright.validate.semantics import check_workload_entry
 from tests.unit.validation_cases import Case, check_case
 
 VS = "VirtualService/default/reviews"
@@ -414,9 +417,29 @@ CASES = [
         """,
         "ServiceEntry/default/details", "spec.ports[1].number", ("port number 9080 is used twice",),
     ),
+    Case(
+        "a WorkloadEntry address that is neither an IP nor a hostname",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: WorkloadEntry
+        metadata: {name: vm-1, namespace: default}
+        spec:
+          address: "10.0.0.9:8080"  #!
+          labels: {app: vm}
+        """,
+        "WorkloadEntry/default/vm-1", "spec.address", ("'10.0.0.9:8080' is not an IP address or a hostname",),
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_semantic_problem(tmp_path, case):
     check_case(tmp_path, case)
+
+
+@pytest.mark.parametrize("address", ["10.0.0.9", "fd00::9", "vm-1.example.com", "vm-1"])
+def test_a_workload_entry_address_is_an_ip_or_a_hostname(address):
+    problems = Problems()
+    workload = Resource("networking.istio.io/v1", "WorkloadEntry", "vm-1", "default", {}, {"address": address}, Source("mesh.yaml", 1))
+    check_workload_entry(workload, problems)
+    assert problems.items == []

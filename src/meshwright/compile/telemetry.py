@@ -248,10 +248,14 @@ def _services_by_workload(mesh: Mesh) -> dict[str, list[tuple[str, frozenset[int
     return index
 
 
+def services_served(mesh: Mesh, proxy: Proxy) -> list[tuple[str, frozenset[int]]]:
+    """(service hostname, the ports it serves it on) of the services a proxy's workload serves."""
+    return mesh.memo(("telemetry", "services by workload"), lambda: _services_by_workload(mesh)).get(proxy.id, [])
+
+
 def _inbound_service(mesh: Mesh, proxy: Proxy, port: int) -> str:
     """The service this workload serves on an inbound port, when exactly one does."""
-    served = mesh.memo(("telemetry", "services by workload"), lambda: _services_by_workload(mesh))
-    hosts = sorted({host for host, ports in served.get(proxy.id, []) if port in ports})
+    hosts = sorted({host for host, ports in services_served(mesh, proxy) if port in ports})
     return hosts[0] if len(hosts) == 1 else ""
 
 

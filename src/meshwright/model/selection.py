@@ -9,6 +9,7 @@ so that a lookup reads only the candidates that share a label with it.
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -31,7 +32,7 @@ class LabelIndex(Generic[Item]):
     """Items (in the order given) by namespace and by (namespace, label key, label value)."""
 
     def __init__(self, items: list[Item], namespace_of: Callable[[Item], str], labels_of: Callable[[Item], dict]):
-        self._labels_of = labels_of
+        self._labels_of, self._namespace_of = labels_of, namespace_of
         self._by_namespace: dict[str, list[Item]] = {}
         self._by_label: dict[tuple[str, str, str], list[Item]] = {}
         for item in items:
@@ -39,6 +40,17 @@ class LabelIndex(Generic[Item]):
             self._by_namespace.setdefault(namespace, []).append(item)
             for key, value in labels_of(item).items():
                 self._by_label.setdefault((namespace, key, value), []).append(item)
+
+    def replaced(self, old: Item, new: Item) -> "LabelIndex[Item]":
+        """A copy with old swapped for new, which has old's namespace and labels (only the
+        lists that hold old are copied)."""
+        namespace = self._namespace_of(old)
+        out = copy.copy(self)
+        out._by_namespace, out._by_label = dict(self._by_namespace), dict(self._by_label)
+        lists = [(out._by_namespace, namespace)] + [(out._by_label, (namespace, key, value)) for key, value in self._labels_of(old).items()]
+        for table, key in lists:
+            table[key] = [new if item is old else item for item in table[key]]
+        return out
 
     def select(self, namespace: str, selector: dict) -> list[Item]:
         """The items of namespace whose labels selector matches, in the order given."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 
 from meshwright.compile.envoy_versions import envoy_version_problem
 from meshwright.compile.proxy import (
@@ -92,6 +93,16 @@ def check_service_entry(resource: Resource, problems: Problems) -> None:
         for index, host in enumerate(spec["hosts"]):
             if "*" in host and not spec.get("endpoints"):
                 problems.add(resource, ("spec", "hosts", index), "a wildcard host cannot be resolved by DNS: give endpoints or use resolution NONE")
+
+
+# A DNS name (RFC 1123 labels, no wildcard): what a WorkloadEntry's address may be besides an IP.
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+def check_workload_entry(resource: Resource, problems: Problems) -> None:
+    address = resource.spec["address"]
+    if not _is_ip(address) and not _HOSTNAME.match(address):
+        problems.add(resource, ("spec", "address"), f"{address!r} is not an IP address or a hostname")
 
 
 def check_envoy_filter(resource: Resource, problems: Problems) -> None:
@@ -279,5 +290,7 @@ def check_semantics(resource: Resource, problems: Problems) -> None:
         check_http_routes(resource, problems)
     elif resource.kind == "ServiceEntry":
         check_service_entry(resource, problems)
+    elif resource.kind == "WorkloadEntry":
+        check_workload_entry(resource, problems)
     elif resource.kind == "EnvoyFilter":
         check_envoy_filter(resource, problems)

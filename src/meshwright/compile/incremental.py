@@ -1,0 +1,463 @@
+"""The compiled estate and its incremental recompile: what changed, for which proxies.
+
+A CompiledEstate holds a mesh, its proxies and the version of every Envoy resource of every
+proxy (docs/architecture.md, "Incremental recompile"). A version is the SHA-256 of the
+resource's deterministic JSON, so equal resources have equal versions whoever compiled them.
+Proxies of one class (compile/proxy_class.py) share their listeners, routes, endpoints and
+clusters but for the clusters' stat names: each shared resource is hashed once per estate,
+and a proxy's cluster version joins the shared cluster's digest with its own stat name
+(resource_version does the same for a cluster as compile_proxy returns it).
+
+Two ways to a new estate:
+- with_workload_endpoints: a WorkloadEntry whose address, weight or locality changed and
+  nothing else. The services selecting it get the new endpoint, only their load assignments
+  are recompiled (once per DestinationRule/locality/gateway variant in use) and reported, as
+  changed endpoints, for the proxies whose class sees those services;
+- recompiled: any other change, from a new mesh; proxies are compared class by class.
+Both report {proxy id: {kind: {name: new version, or None when removed}}}, changes only.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from meshwright.compile.build import ClassConfig, class_config, compile_proxy, cyclic_collector_paused
+from meshwright.compile.clusters import service_clusters
+from meshwright.compile.proxy import Proxy, list_proxies
+from meshwright.compile.proxy_class import class_key
+from meshwright.compile.telemetry import services_served, with_stat_names
+from meshwright.mesh import Mesh
+from meshwright.model.resource import Resource
+from meshwright.registry.inventory import endpoint_from_spec
+from meshwright.registry.model import Registry, Service
+
+KINDS = ("listeners", "routes", "clusters", "endpoints")
+STAT_NAME = "alt_stat_name"
+# The WorkloadEntry fields that change only its endpoint in the services selecting it (and
+# the locality, its own proxy's class): anything else takes the full recompile.
+ENDPOINT_FIELDS = frozenset(("address", "weight", "locality"))
+# Resolutions whose clusters carry their endpoints inline (no EDS): a change there is a
+# cluster change, for the full recompile.
+INLINE_ENDPOINT_RESOLUTIONS = ("DNS", "DNS_ROUND_ROBIN")
+# What compile modules memoize on a mesh (Mesh.memo) that no endpoint's address, weight or
+# locality decides, besides the services' clusters and the classes' configs, which the fast
+# path replaces for the services it changes. Anything else is left to be computed again.
+ENDPOINT_INDEPENDENT_MEMOS = frozenset((
+    "selected-label-keys", "sidecars-by-namespace", "workload-service-ports", "inbound-ports",
+    "peer-authentication", "authorization-policies", "telemetry", "service-addresses", "incremental",
+    "service-ports-by-workload",  # main's index of workload_service_ports (ports only)
+))
+
+Versions = dict[str, dict[str, str]]  # kind -> resource name -> version
+Changes = dict[str, dict[str, dict[str, str | None]]]  # proxy id -> kind -> name -> version or None
+
+
+def digest(resource: dict) -> str:
+    return hashlib.sha256(json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _with_stat_name(shared_digest: str, stat_name: str) -> str:
+    return hashlib.sha256(f"{shared_digest}\n{stat_name}".encode()).hexdigest()
+
+
+def resource_name(resource: dict) -> str:
+    return resource["name"] if "name" in resource else resource["cluster_name"]
+
+
+def resource_version(resource: dict) -> str:
+    """The version of one Envoy resource: the SHA-256 of its JSON; a cluster with a stat
+    name joins the digest of the rest with its stat name (what proxies of a class share)."""
+    if STAT_NAME not in resource:
+        return digest(resource)
+    return _with_stat_name(digest({k: v for k, v in resource.items() if k != STAT_NAME}), resource[STAT_NAME])
+
+
+def config_versions(config) -> Versions:
+    """Versions of every resource of a compiled config (a ProxyConfig or ClassConfig)."""
+    return {kind: {resource_name(r): resource_version(r) for r in getattr(config, kind)} for kind in KINDS}
+
+
+class _SharedDigests:
+    """Versions of resources that many classes hold (the services' clusters are shared
+    objects): each object hashed once, and classes that hold the same objects of a kind get
+    one dict of their versions. Holds the objects, so that ids stay theirs."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple[dict, str]] = {}
+        self.tables: dict[tuple, dict[str, str]] = {}
+
+    def version(self, resource: dict) -> str:
+        known = self.seen.get(id(resource))
+        if known is None:
+            known = self.seen[id(resource)] = (resource, resource_version(resource))
+        return known[1]
+
+    def versions(self, config) -> Versions:
+        return {kind: self.table(getattr(config, kind)) for kind in KINDS}
+
+    def table(self, resources: list[dict]) -> dict[str, str]:
+        identity = tuple(map(id, resources))
+        if identity not in self.tables:
+            self.tables[identity] = {resource_name(r): self.version(r) for r in resources}
+        return self.tables[identity]
+
+
+@dataclass(frozen=True)
+class Group:
+    """Proxies that share one compiled config: a class, or one proxy without a class
+    (EnvoyFilters patch it), whose config then holds its stat names already."""
+
+    key: tuple  # ("class", class key) or ("own", proxy id)
+    config: object  # ClassConfig for a class, the proxy's ProxyConfig otherwise
+    versions: Versions
+    members: tuple[str, ...]  # proxy ids, in estate order
+
+    @property
+    def is_class(self) -> bool:
+        return self.key[0] == "class"
+
+
+@dataclass(frozen=True)
+class CompiledEstate:
+    """A mesh compiled for every proxy, with the version of each resource. Never changed:
+    with_workload_endpoints and recompiled return new estates."""
+
+    mesh: Mesh
+    proxies: dict[str, Proxy]  # by id, in list_proxies order
+    group_of: dict[str, tuple]  # proxy id -> group key
+    groups: dict[tuple, Group]
+    # Service hostname -> keys of the groups whose endpoints include its clusters.
+    groups_seeing: dict[str, tuple[tuple, ...]]
+
+    def versions(self, proxy_id: str) -> Versions:
+        """Every resource of a proxy and its version, as resource_version gives them for
+        compile_proxy's output."""
+        group = self.groups[self.group_of[proxy_id]]
+        if not group.is_class:
+            return group.versions
+        clusters = _proxy_cluster_versions(self.mesh, self.proxies[proxy_id], group, group.config.clusters)
+        return {**group.versions, "clusters": clusters}
+
+
+def _proxy_cluster_versions(mesh: Mesh, proxy: Proxy, group: Group, clusters: list[dict]) -> dict[str, str]:
+    """The versions of some of a class's clusters as this proxy has them (its stat names)."""
+    shared = group.versions["clusters"]
+    out = {}
+    for cluster in with_stat_names(mesh, proxy, group.config.telemetry, clusters):
+        name = cluster["name"]
+        out[name] = _with_stat_name(shared[name], cluster[STAT_NAME]) if STAT_NAME in cluster else shared[name]
+    return out
+
+
+def _group_key(mesh: Mesh, proxy: Proxy) -> tuple:
+    key = class_key(mesh, proxy)
+    return ("class", key) if key is not None else ("own", proxy.id)
+
+
+def _group_config(mesh: Mesh, proxy: Proxy, key: tuple):
+    return class_config(mesh, proxy, key[1]) if key[0] == "class" else compile_proxy(mesh, proxy)
+
+
+def _host_of(cluster_name: str) -> str:
+    return cluster_name.rsplit("|", 1)[-1]
+
+
+def _groups_seeing(groups: dict[tuple, Group]) -> dict[str, tuple[tuple, ...]]:
+    seeing: dict[str, list[tuple]] = {}
+    for key, group in groups.items():
+        for host in dict.fromkeys(_host_of(name) for name in group.versions["endpoints"]):
+            seeing.setdefault(host, []).append(key)
+    return {host: tuple(keys) for host, keys in seeing.items()}
+
+
+def compile_estate(mesh: Mesh) -> CompiledEstate:
+    """Every proxy of a (validated) mesh compiled, class by class, with its versions."""
+    with cyclic_collector_paused():
+        shared = _SharedDigests()
+        proxies = {proxy.id: proxy for proxy in list_proxies(mesh)}
+        group_of: dict[str, tuple] = {}
+        members: dict[tuple, list[str]] = {}
+        configs: dict[tuple, object] = {}
+        for proxy in proxies.values():
+            key = _group_key(mesh, proxy)
+            if key not in configs:
+                configs[key] = _group_config(mesh, proxy, key)
+            group_of[proxy.id] = key
+            members.setdefault(key, []).append(proxy.id)
+        groups = {key: Group(key, config, shared.versions(config), tuple(members[key])) for key, config in configs.items()}
+        _workload_index(mesh), _services_of_workload(mesh)  # what the fast path looks up, ready before the first change
+        return CompiledEstate(mesh, proxies, group_of, groups, _groups_seeing(groups))
+
+
+def _kind_diff(old: dict[str, str], new: dict[str, str]) -> dict[str, str | None]:
+    if old is new or old == new:
+        return {}
+    diff: dict[str, str | None] = {name: version for name, version in new.items() if old.get(name) != version}
+    diff.update((name, None) for name in old if name not in new)
+    return diff
+
+
+def versions_diff(old: Versions, new: Versions) -> dict[str, dict[str, str | None]]:
+    """{kind: {name: new version or None}} of what differs, kinds without change left out."""
+    diff = {kind: _kind_diff(old.get(kind, {}), new.get(kind, {})) for kind in KINDS}
+    return {kind: names for kind, names in diff.items() if names}
+
+
+def _stat_identity(mesh: Mesh, proxy: Proxy, group: Group) -> tuple:
+    """What a proxy's stat names are made of besides a cluster's name (compile/telemetry.py
+    with_stat_names): whether its class has metrics, its name and labels, the services it serves."""
+    return (group.config.telemetry.metrics, proxy.name, proxy.namespace, proxy.labels, tuple(services_served(mesh, proxy)))
+
+
+def estate_changes(old: CompiledEstate, new: CompiledEstate) -> Changes:
+    """What changed for each proxy between two estates: compared class by class (a class's
+    diff is computed once for all its proxies); a proxy that changed class or stat names, or
+    has none, resource by resource."""
+    changes: Changes = {}
+    class_diffs: dict[tuple, dict] = {}
+    for proxy_id, proxy in new.proxies.items():
+        old_key, new_key = old.group_of.get(proxy_id), new.group_of[proxy_id]
+        if old_key is None:
+            diff = versions_diff({}, new.versions(proxy_id))
+        else:
+            old_group, new_group = old.groups[old_key], new.groups[new_key]
+            if old_group.versions is new_group.versions and old.proxies[proxy_id] == proxy:
+                continue
+            same_stats = old_group.is_class and new_group.is_class and \
+                _stat_identity(old.mesh, old.proxies[proxy_id], old_group) == _stat_identity(new.mesh, proxy, new_group)
+            if same_stats:
+                pair = (old_key, new_key)
+                if pair not in class_diffs:
+                    class_diffs[pair] = _class_diff(old_group, new_group)
+                diff = _for_proxy(new.mesh, proxy, new_group, *class_diffs[pair])
+            else:
+                diff = versions_diff(old.versions(proxy_id), new.versions(proxy_id))
+        if diff:
+            changes[proxy_id] = diff
+    for proxy_id in old.proxies.keys() - new.proxies.keys():
+        changes[proxy_id] = {kind: dict.fromkeys(names) for kind, names in old.versions(proxy_id).items() if names}
+    return dict(sorted(changes.items()))
+
+
+def _class_diff(old: Group, new: Group) -> tuple[dict, list[dict]]:
+    """The diff of two classes' shared versions, and new's clusters among it."""
+    diff = versions_diff(old.versions, new.versions)
+    changed = diff.get("clusters", {})
+    return diff, [cluster for cluster in new.config.clusters if cluster["name"] in changed]
+
+
+def _for_proxy(mesh: Mesh, proxy: Proxy, group: Group, class_diff: dict, clusters: list[dict]) -> dict:
+    """A class's diff as one proxy of it sees it: changed clusters carry its stat names."""
+    if "clusters" not in class_diff:
+        return class_diff
+    versions = _proxy_cluster_versions(mesh, proxy, group, clusters)
+    return {**class_diff, "clusters": {name: versions.get(name) for name in class_diff["clusters"]}}
+
+
+def recompiled(estate: CompiledEstate, mesh: Mesh) -> tuple[CompiledEstate, Changes]:
+    """The estate of a new (validated) mesh, and what changed for each proxy."""
+    new = compile_estate(mesh)
+    return new, estate_changes(estate, new)
+
+
+# The fast path: one WorkloadEntry's endpoint changed.
+
+def endpoint_only_change(old: Resource, new: Resource) -> bool:
+    """Whether a WorkloadEntry's new version differs only in ENDPOINT_FIELDS."""
+
+    def rest(resource: Resource) -> dict:
+        return {k: v for k, v in resource.spec.items() if k not in ENDPOINT_FIELDS}
+
+    return (old.kind == new.kind == "WorkloadEntry" and old.api_version == new.api_version and
+            old.metadata == new.metadata and rest(old) == rest(new))
+
+
+def _workload_index(mesh: Mesh) -> dict[tuple[str, str], int]:
+    """(namespace, name) -> index of a WorkloadEntry in the mesh's list of them."""
+    return mesh.memo(("incremental", "workload index"),
+                     lambda: {(w.namespace, w.name): i for i, w in enumerate(mesh.of_kind("WorkloadEntry"))})
+
+
+def _services_of_workload(mesh: Mesh) -> dict[str, tuple[str, ...]]:
+    """Workload ("name.namespace") -> hostnames of the services it is an endpoint of."""
+
+    def compute():
+        index: dict[str, list[str]] = {}
+        for service in mesh.registry.services.values():
+            for endpoint in service.endpoints:
+                if endpoint.workload:
+                    index.setdefault(endpoint.workload, []).append(service.hostname)
+        return {workload: tuple(sorted(hosts)) for workload, hosts in index.items()}
+
+    return mesh.memo(("incremental", "services of workload"), compute)
+
+
+def _with_endpoint(service: Service, workload: str, spec: dict) -> Service:
+    endpoints = tuple(endpoint_from_spec(spec, workload) if e.workload == workload else e for e in service.endpoints)
+    return dataclasses.replace(service, endpoints=endpoints)
+
+
+def _mesh_with_workload(mesh: Mesh, workload: Resource, services: list[Service], stale_hosts: set[str]) -> Mesh:
+    """The mesh with one WorkloadEntry replaced and the services selecting it updated; of
+    what is memoized on it, only what does not read their endpoints is kept."""
+    position = _workload_index(mesh)[(workload.namespace, workload.name)]
+    old = mesh.of_kind("WorkloadEntry")[position]
+    workloads = list(mesh.of_kind("WorkloadEntry"))
+    workloads[position] = workload
+    resources = list(mesh.resources)
+    resources[bisect.bisect_left(resources, old.key, key=lambda r: r.key)] = workload  # Mesh.build sorts them so
+    registry = Registry(dict(mesh.registry.services))
+    for service in services:
+        registry.add(service)
+    # Tables of answers no endpoint decides are shared: what either mesh adds to them holds
+    # for both. The services' clusters are copied without those of the changed services; the
+    # classes' configs copied, to be replaced for the classes that see them.
+    derived = {kind: table for kind, table in mesh.derived.items() if kind in ENDPOINT_INDEPENDENT_MEMOS}
+    derived["service-clusters"] = {key: value for key, value in mesh.derived.get("service-clusters", {}).items() if key[0] not in stale_hosts}
+    derived["proxy-class"] = dict(mesh.derived.get("proxy-class", {}))
+    return dataclasses.replace(mesh, resources=resources, registry=registry, by_kind={**mesh.by_kind, "WorkloadEntry": workloads},
+                               workloads_by_label=mesh.workloads_by_label.replaced(old, workload), derived=derived)
+
+
+def _assignment_index(endpoints: list[dict], name: str) -> int:
+    """Where a cluster's load assignment is in a config's endpoints (sorted by cluster name)."""
+    index = bisect.bisect_left(endpoints, name, key=lambda r: r["cluster_name"])
+    if index == len(endpoints) or endpoints[index]["cluster_name"] != name:
+        raise LookupError(name)
+    return index
+
+
+def assignment_named(estate: CompiledEstate, proxy_id: str, name: str) -> dict:
+    """A proxy's load assignment of one cluster (LookupError when it has none)."""
+    endpoints = estate.groups[estate.group_of[proxy_id]].config.endpoints
+    return endpoints[_assignment_index(endpoints, name)]
+
+
+def _replaced_assignments(config: ClassConfig, assignments: list[dict]) -> list[dict]:
+    """The class's endpoints with some assignments replaced."""
+    endpoints = list(config.endpoints)
+    for assignment in assignments:
+        endpoints[_assignment_index(endpoints, assignment["cluster_name"])] = assignment
+    return endpoints
+
+
+def with_workload_endpoints(estate: CompiledEstate, workload: Resource) -> tuple[CompiledEstate, Changes] | None:
+    """The estate with a WorkloadEntry's new address, weight or locality (workload: its new
+    version, validated), and the changes: the load assignments of the services selecting it,
+    for the proxies that see them. None when the change is not that (another field changed,
+    a service resolves by DNS, a cluster would change): recompile instead."""
+    mesh = estate.mesh
+    position = _workload_index(mesh).get((workload.namespace, workload.name))
+    if position is None or not endpoint_only_change(mesh.of_kind("WorkloadEntry")[position], workload):
+        return None
+    workload_id = f"{workload.name}.{workload.namespace}"
+    hosts = _services_of_workload(mesh).get(workload_id, ())
+    services = [_with_endpoint(mesh.registry.services[host], workload_id, workload.spec) for host in hosts]
+    if any(service.resolution in INLINE_ENDPOINT_RESOLUTIONS for service in services):
+        return None
+    with cyclic_collector_paused():
+        new_mesh = _mesh_with_workload(mesh, workload, services, set(hosts))
+        return _endpoint_update(estate, new_mesh, workload, services)
+
+
+def _endpoint_update(estate: CompiledEstate, mesh: Mesh, workload: Resource, services: list[Service]) -> tuple[CompiledEstate, Changes] | None:
+    workload_id = f"{workload.name}.{workload.namespace}"
+    proxies, moved = estate.proxies, []
+    old_proxy = estate.proxies.get(workload_id)
+    if old_proxy is not None:
+        # Only its address and locality can differ (its labels did not change, so neither
+        # did its kind); a new locality is another class.
+        proxy = dataclasses.replace(old_proxy, address=workload.spec["address"], locality=workload.spec.get("locality", ""))
+        proxies = {**estate.proxies, workload_id: proxy}
+        if proxy.locality != old_proxy.locality:
+            moved.append(workload_id)
+    groups = dict(estate.groups)
+    changes: Changes = {}
+    # Classes that held the same load assignments (the same variants of every service) share
+    # their endpoints and versions: each such set is updated once.
+    updates: dict[int, tuple[list[dict], dict[str, str], dict] | None] = {}
+    for key in dict.fromkeys(key for service in services for key in estate.groups_seeing.get(service.hostname, ())):
+        group = estate.groups[key]
+        if not group.is_class:
+            moved.append(key[1])  # a proxy of its own: compiled again below
+            continue
+        shared = group.versions["endpoints"]
+        if id(shared) not in updates:
+            seen = [service for service in services if key in estate.groups_seeing.get(service.hostname, ())]
+            # Any proxy of the class compiles it, as it was in it: the changed proxy may be leaving it.
+            updates[id(shared)] = _class_endpoints(mesh, estate.proxies[group.members[0]], group, seen)
+        if updates[id(shared)] is None:
+            return None
+        endpoints, versions, diff = updates[id(shared)]
+        config = dataclasses.replace(group.config, endpoints=endpoints)
+        groups[key] = Group(key, config, {**group.versions, "endpoints": versions}, group.members)
+        mesh.derived["proxy-class"][(key[1],)] = config
+        changes.update(dict.fromkeys(group.members, diff) if diff["endpoints"] else ())
+    new = _regrouped(CompiledEstate(mesh, proxies, estate.group_of, groups, estate.groups_seeing), moved)
+    for proxy_id in moved:
+        diff = versions_diff(estate.versions(proxy_id), new.versions(proxy_id))
+        changes[proxy_id] = diff
+        if not diff:
+            del changes[proxy_id]
+    return new, changes
+
+
+def _class_endpoints(mesh: Mesh, proxy: Proxy, group: Group, services: list[Service]) -> tuple[list[dict], dict[str, str], dict] | None:
+    """The class's endpoints with the load assignments of the services (those it sees)
+    compiled again, their versions, and the diff {"endpoints": {name: version}}; None when a
+    cluster would change too."""
+    assignments = []
+    for service in services:
+        clusters, service_assignments = service_clusters(mesh, proxy, service)
+        if any(digest(cluster) != group.versions["clusters"].get(cluster["name"]) for cluster in clusters):
+            return None
+        assignments += service_assignments
+    try:
+        endpoints = _replaced_assignments(group.config, assignments)
+    except LookupError:
+        return None
+    old = group.versions["endpoints"]
+    diff = {name: version for name, version in ((resource_name(a), digest(a)) for a in assignments) if old[name] != version}
+    return endpoints, {**old, **diff} if diff else old, {"endpoints": diff}
+
+
+def _regrouped(new: CompiledEstate, proxy_ids: list[str]) -> CompiledEstate:
+    """new with these proxies' groups found again (a proxy's class may have changed) and
+    the configs of proxies without a class compiled again on new's mesh."""
+    if not proxy_ids:
+        return new
+    group_of, groups = dict(new.group_of), dict(new.groups)
+    for proxy_id in proxy_ids:
+        proxy = new.proxies[proxy_id]
+        old_key, key = group_of[proxy_id], _group_key(new.mesh, proxy)
+        if key == old_key and key[0] == "class":
+            continue
+        if old_key != key:
+            left = tuple(p for p in groups[old_key].members if p != proxy_id)
+            groups[old_key] = dataclasses.replace(groups[old_key], members=left)
+        if key in groups and key[0] == "class":
+            members = set(groups[key].members) | {proxy_id}
+            groups[key] = dataclasses.replace(groups[key], members=tuple(p for p in new.proxies if p in members))
+        else:
+            config = _group_config(new.mesh, proxy, key)
+            groups[key] = Group(key, config, _SharedDigests().versions(config), (proxy_id,))
+        group_of[proxy_id] = key
+    groups = {key: group for key, group in groups.items() if group.members}
+    return dataclasses.replace(new, group_of=group_of, groups=groups, groups_seeing=_seeing_updated(new, groups))
+
+
+def _seeing_updated(old: CompiledEstate, groups: dict[tuple, Group]) -> dict[str, tuple[tuple, ...]]:
+    """groups_seeing for groups: old's, with the groups that are new or changed config
+    looked at again."""
+    dropped = {key for key in old.groups if key not in groups or groups[key].config is not old.groups[key].config}
+    added = {key: group for key, group in groups.items() if key in dropped or key not in old.groups}
+    if not dropped and not added:
+        return old.groups_seeing
+    seeing = {host: [key for key in keys if key not in dropped] for host, keys in old.groups_seeing.items()}
+    for host, keys in _groups_seeing(added).items():
+        seeing.setdefault(host, []).extend(keys)
+    return {host: tuple(keys) for host, keys in seeing.items() if keys}

@@ -1,0 +1,225 @@
+"""Incremental recompile (compile/incremental.py, check/incremental.py apply): what apply
+reports is exactly what full compiles before and after the change differ in, and an
+endpoint change reports endpoints only."""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import sys
+
+import pytest
+
+from meshwright.check.incremental import ChangeRefused, apply
+from meshwright.check.pipeline import validate_mesh
+from meshwright.compile.build import compile_proxy
+from meshwright.compile.incremental import compile_estate, config_versions, versions_diff
+from meshwright.compile.proxy import list_proxies
+from meshwright.mesh import Mesh
+from meshwright.model.load import load_paths
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
+from estate import write_estate  # noqa: E402  bench/estate.py
+
+LOCALITIES = ("region-a/zone-0", "region-a/zone-1", "region-b/zone-0")
+
+
+# An EnvoyFilter on the estate's gateway: a proxy with a config of its own (no class).
+GATEWAY_FILTER = """
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: gateway-ratelimit, namespace: istio-system}
+spec:
+  workloadSelector: {labels: {istio: ingressgateway}}
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match: {context: GATEWAY, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager}}}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          value: {stat_prefix: http_local_rate_limiter}
+"""
+
+
+def estate_mesh(tmp_path, services: int = 12, gateway_filter: bool = False) -> Mesh:
+    folder = str(tmp_path / "estate")
+    write_estate(services, folder)
+    if gateway_filter:
+        (tmp_path / "estate" / "gateway-filter.yaml").write_text(GATEWAY_FILTER)
+    mesh, problems = validate_mesh(load_paths([folder]))
+    assert [str(p) for p in problems] == []
+    return mesh
+
+
+def full_versions(mesh: Mesh) -> dict:
+    """Every proxy compiled in a mesh built afresh from the same resources (nothing reused)."""
+    fresh = Mesh.build(list(mesh.resources))
+    return {proxy.id: config_versions(compile_proxy(fresh, proxy)) for proxy in list_proxies(fresh)}
+
+
+def expected_changes(before: dict, after: dict) -> dict:
+    changes = {proxy: versions_diff(before.get(proxy, {}), versions) for proxy, versions in after.items()}
+    changes.update({proxy: {kind: dict.fromkeys(names) for kind, names in versions.items() if names}
+                    for proxy, versions in before.items() if proxy not in after})
+    return {proxy: diff for proxy, diff in sorted(changes.items()) if diff}
+
+
+def edited(resource, edit) -> dict:
+    document = copy.deepcopy(resource.document)
+    edit(document["spec"])
+    return document
+
+
+def workload_edit(rng: random.Random, mesh: Mesh) -> dict:
+    """A WorkloadEntry's new address, sometimes its weight or locality too."""
+    workload = rng.choice(mesh.of_kind("WorkloadEntry"))
+
+    def edit(spec):
+        spec["address"] = f"10.{rng.randrange(100, 200)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        if rng.random() < 0.3:
+            spec["weight"] = rng.randrange(1, 5)
+        if rng.random() < 0.3:
+            spec["locality"] = rng.choice(LOCALITIES)
+
+    return edited(workload, edit)
+
+
+def virtual_service_edit(rng: random.Random, mesh: Mesh) -> dict:
+    """A new split of a VirtualService's weighted route."""
+    service = rng.choice([vs for vs in mesh.of_kind("VirtualService") if any(len(r.get("route", [])) == 2 for r in vs.spec.get("http", []))])
+    weight = rng.randrange(1, 100)
+
+    def edit(spec):
+        route = next(r for r in spec["http"] if len(r.get("route", [])) == 2)
+        route["route"][0]["weight"], route["route"][1]["weight"] = weight, 100 - weight
+
+    return edited(service, edit)
+
+
+def sidecar_edit(rng: random.Random, mesh: Mesh) -> dict:
+    """A Sidecar with one egress host less."""
+    sidecar = rng.choice([s for s in mesh.of_kind("Sidecar") if len(s.spec["egress"][0]["hosts"]) > 1])
+    index = rng.randrange(len(sidecar.spec["egress"][0]["hosts"]))
+    return edited(sidecar, lambda spec: spec["egress"][0]["hosts"].pop(index))
+
+
+def telemetry_edit(rng: random.Random, mesh: Mesh) -> dict:
+    """Metrics turned off in a namespace (the stat names of its proxies' clusters go), or on
+    again where they were off."""
+    namespace = rng.choice(sorted({w.namespace for w in mesh.of_kind("WorkloadEntry")}))
+    return {"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry", "metadata": {"name": "no-metrics", "namespace": namespace},
+            "spec": {"metrics": [{"overrides": [{"disabled": mesh.find("Telemetry", namespace, "no-metrics") is None}]}]}}
+
+
+def destination_rule_edit(rng: random.Random, mesh: Mesh) -> dict:
+    """A DestinationRule's outlier detection retuned: its clusters change (stat names kept)."""
+    rule = rng.choice(mesh.of_kind("DestinationRule"))
+    return edited(rule, lambda spec: spec["trafficPolicy"]["outlierDetection"].update(consecutive5xxErrors=rng.randrange(1, 50)))
+
+
+EDITS = (workload_edit, workload_edit, virtual_service_edit, sidecar_edit, telemetry_edit, destination_rule_edit)
+
+
+@pytest.mark.parametrize("seed, gateway_filter", [(1, False), (2, True), (3, False), (4, True)])
+def test_random_edits_report_what_full_compiles_differ_in(tmp_path, seed, gateway_filter):
+    """A run of random edits, each applied to the estate the last one left: the changes
+    reported are the difference between compiling every proxy before and after, and the
+    new estate's versions are those of that full compile and of an estate built afresh.
+    With gateway_filter, the gateway is a proxy without a class (EnvoyFilters patch it)."""
+    rng = random.Random(seed)
+    estate = compile_estate(estate_mesh(tmp_path, gateway_filter=gateway_filter))
+    assert (estate.group_of["ingress.istio-system"][0] == "own") == gateway_filter
+    before = full_versions(estate.mesh)
+    kinds_seen = set()
+    plan = list(EDITS) + [rng.choice(EDITS) for _ in range(3)]  # every kind of edit, in a random order
+    rng.shuffle(plan)
+    for make_edit in plan:
+        change = make_edit(rng, estate.mesh)
+        estate, changes = apply(estate, change)
+        after = full_versions(estate.mesh)
+        assert changes == expected_changes(before, after), change["metadata"]
+        assert {proxy: estate.versions(proxy) for proxy in estate.proxies} == after
+        rebuilt = compile_estate(Mesh.build(list(estate.mesh.resources)))
+        assert {proxy: rebuilt.versions(proxy) for proxy in rebuilt.proxies} == after
+        kinds_seen.update(kind for diff in changes.values() for kind in diff)
+        before = after
+    assert {"routes", "clusters", "endpoints"} <= kinds_seen
+
+
+def test_an_address_change_reports_the_endpoints_of_the_proxies_that_see_the_service(tmp_path):
+    mesh = estate_mesh(tmp_path)
+    estate = compile_estate(mesh)
+    workload = mesh.find("WorkloadEntry", "ns-1", "svc-00001-2")  # version v1
+    new, changes = apply(estate, edited(workload, lambda spec: spec.update(address="10.200.0.7")))
+    host = "svc-00001.ns-1.svc.cluster.local"
+    seeing = {proxy.id for proxy in list_proxies(mesh)
+              if any(a["cluster_name"].endswith(host) for a in compile_proxy(mesh, proxy).endpoints)}
+    assert set(changes) == seeing
+    assert len(seeing) < len(estate.proxies)  # scoped proxies that do not import it are left alone
+    for diff in changes.values():
+        assert list(diff) == ["endpoints"]
+        # The plain cluster and subset v1 hold the workload; v2's endpoints are as they were.
+        assert sorted(diff["endpoints"]) == sorted([f"outbound|8080||{host}", f"outbound|8080|v1|{host}"])
+    endpoints = {a["cluster_name"]: a for a in compile_proxy(new.mesh, new.proxies["ingress.istio-system"]).endpoints}
+    addresses = [e["endpoint"]["address"]["socket_address"]["address"] for group in endpoints[f"outbound|8080|v1|{host}"]["endpoints"]
+                 for e in group["lb_endpoints"]]
+    assert "10.200.0.7" in addresses
+
+
+def test_a_virtual_service_edit_reports_routes(tmp_path):
+    mesh = estate_mesh(tmp_path)
+    estate = compile_estate(mesh)
+    service = mesh.find("VirtualService", "ns-0", "svc-00010")
+
+    def edit(spec):
+        spec["http"][1]["route"][0]["weight"], spec["http"][1]["route"][1]["weight"] = 50, 50
+
+    _, changes = apply(estate, edited(service, edit))
+    assert changes
+    assert {kind for diff in changes.values() for kind in diff} == {"routes"}
+
+
+def test_an_address_that_is_no_address_is_refused_and_the_estate_kept(tmp_path):
+    mesh = estate_mesh(tmp_path)
+    estate = compile_estate(mesh)
+    versions = {proxy: estate.versions(proxy) for proxy in estate.proxies}
+    workload = mesh.find("WorkloadEntry", "ns-1", "svc-00001-2")
+    with pytest.raises(ChangeRefused) as refused:
+        apply(estate, edited(workload, lambda spec: spec.update(address="10.0.0.1; rm -rf /")), source="api/WorkloadEntry")
+    assert str(refused.value) == "api/WorkloadEntry:1: WorkloadEntry/ns-1/svc-00001-2: spec.address: '10.0.0.1; rm -rf /' is not an IP address or a hostname"
+    assert {proxy: estate.versions(proxy) for proxy in estate.proxies} == versions
+    assert estate.mesh.find("WorkloadEntry", "ns-1", "svc-00001-2").spec["address"] == workload.spec["address"]
+
+
+def test_removing_a_resource_that_is_not_there_is_refused(tmp_path):
+    estate = compile_estate(estate_mesh(tmp_path, services=2))
+    document = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "nothing", "namespace": "ns-0"}}
+    with pytest.raises(ChangeRefused, match="there is no VirtualService/ns-0/nothing to remove"):
+        apply(estate, document, removed=True)
+
+
+def test_removing_a_workload_reports_its_proxy_gone_and_its_endpoints_changed(tmp_path):
+    mesh = estate_mesh(tmp_path)
+    estate = compile_estate(mesh)
+    before = full_versions(mesh)
+    workload = mesh.find("WorkloadEntry", "ns-1", "svc-00001-2")
+    new, changes = apply(estate, workload.document, removed=True)
+    assert "svc-00001-2.ns-1" not in new.proxies
+    assert set(changes["svc-00001-2.ns-1"]) == {"listeners", "routes", "clusters", "endpoints"}
+    assert all(version is None for names in changes["svc-00001-2.ns-1"].values() for version in names.values())
+    assert changes == expected_changes(before, full_versions(new.mesh))
+
+
+def test_a_label_index_with_one_item_swapped_selects_the_new_item_and_leaves_the_old_index_alone():
+    from meshwright.model.selection import LabelIndex
+
+    old, other, new = {"ns": "a", "labels": {"app": "x"}, "v": 1}, {"ns": "a", "labels": {"app": "y"}, "v": 1}, {"ns": "a", "labels": {"app": "x"}, "v": 2}
+    index = LabelIndex([old, other], lambda item: item["ns"], lambda item: item["labels"])
+    swapped = index.replaced(old, new)
+    assert swapped.select("a", {"app": "x"})[0] is new and swapped.select("a", {})[0] is new
+    assert index.select("a", {"app": "x"})[0] is old and index.select("a", {}) == [old, other]
