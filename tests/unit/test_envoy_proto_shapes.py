@@ -13,7 +13,7 @@ from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import list_proxies
 from meshwright.model.load import load_paths
 from meshwright.check import envoy_proto
-from meshwright.check.envoy_proto import FREE_TEXT_FIELDS, TYPES, ResourceVerdicts, resource_digest
+from meshwright.check.envoy_proto import FREE_TEXT_FIELDS, FREE_TEXT_FIRST_FIELDS, TYPES, ResourceVerdicts, resource_digest
 from meshwright.check.pipeline import validate_resources
 from tests.golden.golden import CASES_DIR, case_names
 
@@ -57,6 +57,18 @@ def test_free_text_fields_parse_whatever_their_text():
             else:
                 assert field.type == FieldDescriptor.TYPE_STRING, where
     assert checked > 20
+
+
+def test_free_text_first_fields_are_text_in_every_message_their_outer_field_holds():
+    checked = 0
+    for message in loaded_envoy_messages():
+        for outer, inner in FREE_TEXT_FIRST_FIELDS:
+            field = message.fields_by_name.get(outer)
+            if field is None or field.type != FieldDescriptor.TYPE_MESSAGE or inner not in field.message_type.fields_by_name:
+                continue
+            checked += 1
+            assert field.message_type.fields_by_name[inner].type == FieldDescriptor.TYPE_STRING, f"{message.full_name}.{outer}.{inner}"
+    assert checked > 0
 
 
 def test_every_resource_name_is_text():

@@ -75,8 +75,12 @@ def check_resource(type_name: str, resource: dict) -> str | None:
 # (not every nested "name": a SocketOption's is a number): any text parses there, so a
 # resource's verdict does not depend on their values, only on everything else.
 FREE_TEXT_FIELDS = ("cluster_name", "service_name", "alt_stat_name", "sni", "stat_prefix", "address", "cluster", "domains")
+# (field, its first field) pairs where the inner field is text in every message the outer one
+# may hold, the SPIFFE ID in a peer's subject alt name matcher: `"matcher":{"exact":...`.
+FREE_TEXT_FIRST_FIELDS = (("matcher", "exact"),)
 # In compact JSON: such a field's string, or its list of strings.
-_FREE_TEXT = re.compile(r'"(%s)":(?:"(?:[^"\\]|\\.)*"|\[(?:"(?:[^"\\]|\\.)*",?)*\])' % "|".join(FREE_TEXT_FIELDS))
+_FREE_TEXT = re.compile(r'"(%s)":(?:"(?:[^"\\]|\\.)*"|\[(?:"(?:[^"\\]|\\.)*",?)*\])' % "|".join(
+    FREE_TEXT_FIELDS + tuple(f'{outer}":\\{{"{inner}' for outer, inner in FREE_TEXT_FIRST_FIELDS)))
 
 
 def resource_digest(type_name: str, resource: dict) -> bytes | None:

@@ -96,6 +96,7 @@ def missing_clusters(config: ProxyConfig) -> list[tuple[str, str]]:
     return sorted(pair for pair in pairs if pair[1] not in clusters)
 
 
+@cyclic_collector_paused()  # as compiling: checks make trees, and the collector's passes would walk the whole estate
 def validate_proxies(mesh: Mesh) -> list[Problem]:
     """Check 4, once per class of proxies (compile/proxy_class.py), on the config its proxies
     share: they differ only in stat names, strings made of names validation checked. Each

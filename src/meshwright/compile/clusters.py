@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
 from meshwright.compile.endpoints import load_assignment
 from meshwright.compile.envoy_values import (
@@ -186,17 +187,49 @@ def apply_policy(cluster: dict, policy: dict, port: ServicePort, host: str) -> N
         cluster["typed_extension_protocol_options"] = options
 
 
+# Resolutions whose clusters carry their endpoints inline (no EDS): their clusters depend on
+# the proxy's locality, as load assignments do.
+INLINE_ENDPOINT_RESOLUTIONS = ("DNS", "DNS_ROUND_ROBIN")
+
+
+@dataclass(frozen=True)
+class _EdsCluster:
+    """What a load assignment of one EDS cluster is made of, but the proxy's locality."""
+
+    name: str
+    endpoints: list
+    port: ServicePort
+    policy: dict
+    mtls: frozenset
+
+
+@dataclass(frozen=True)
+class _ServicePlan:
+    clusters: list[dict]
+    eds: list[_EdsCluster]
+
+
 def service_clusters(mesh: Mesh, proxy, service: Service) -> tuple[list[dict], list[dict]]:
     """Clusters of one service (every port, plain and per subset) and their endpoints (EDS),
     built once per mesh for what they depend on: the DestinationRule that applies in the
-    proxy's namespace, its locality and whether it is a gateway. Shared: never changed."""
+    proxy's namespace, and, only where they read it, the proxy's locality (load assignments,
+    inline endpoints) and whether it is a gateway (original-destination services). Proxies of
+    every locality share the same cluster objects. Shared: never changed."""
     rule = mesh.destination_rule_for(service.hostname, proxy.namespace)
-    key = ("service-clusters", service.hostname, rule.ref if rule else None, proxy.locality, proxy.kind == "gateway")
-    return mesh.memo(key, lambda: _service_clusters(mesh, proxy, service, rule))
+    rule_ref = rule.ref if rule else None
+    inline = service.resolution in INLINE_ENDPOINT_RESOLUTIONS
+    gateway = proxy.kind == "gateway" and service.resolution == "NONE" and not service.endpoints
+    # Every key starts with the hostname: compile/incremental.py drops a changed service's entries by it.
+    plan_key = ("service-clusters", service.hostname, rule_ref, proxy.locality if inline else None, gateway, "plan")
+    plan = mesh.memo(plan_key, lambda: _service_plan(mesh, proxy, service, rule, gateway))
+    key = ("service-clusters", service.hostname, rule_ref, proxy.locality, gateway)
+    return mesh.memo(key, lambda: (plan.clusters, [
+        load_assignment(eds.name, eds.endpoints, eds.port, proxy.locality, eds.policy, eds.mtls) for eds in plan.eds
+    ]))
 
 
-def _service_clusters(mesh: Mesh, proxy, service: Service, rule: Resource | None) -> tuple[list[dict], list[dict]]:
-    clusters, assignments = [], []
+def _service_plan(mesh: Mesh, proxy, service: Service, rule: Resource | None, gateway: bool) -> _ServicePlan:
+    clusters, eds = [], []
     # Each subset's endpoints are selected once, for every port.
     subsets = [""] + [entry["name"] for entry in (rule.spec.get("subsets") or [] if rule else [])]
     endpoints_of = {subset: [e for e in service.endpoints if e.matches(subset_labels(rule, subset))] for subset in subsets}
@@ -208,7 +241,7 @@ def _service_clusters(mesh: Mesh, proxy, service: Service, rule: Resource | None
             # Endpoints auto mTLS reaches with mTLS: tagged in the load assignment.
             tagged = auto_mtls_endpoints(mesh, service, port, policy).intersection(endpoints)
             cluster: dict = {"name": name}
-            if service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+            if service.resolution in INLINE_ENDPOINT_RESOLUTIONS:
                 cluster["type"] = "STRICT_DNS" if service.resolution == "DNS" else "LOGICAL_DNS"
                 cluster["dns_lookup_family"] = "V4_ONLY"
                 if not endpoints:
@@ -217,17 +250,17 @@ def _service_clusters(mesh: Mesh, proxy, service: Service, rule: Resource | None
                     cluster["load_assignment"] = load_assignment(name, endpoints, port, proxy.locality, policy, tagged)
             # A gateway never forwards to the original destination (that would be itself):
             # Istio gives it an EDS cluster instead.
-            elif service.resolution == "NONE" and not service.endpoints and proxy.kind != "gateway":
+            elif service.resolution == "NONE" and not service.endpoints and not gateway:
                 cluster["type"] = "ORIGINAL_DST"
                 cluster["lb_policy"] = "CLUSTER_PROVIDED"
             else:
                 cluster["type"] = "EDS"
                 cluster["eds_cluster_config"] = {"eds_config": ADS, "service_name": name}
-                assignments.append(load_assignment(name, endpoints, port, proxy.locality, policy, tagged))
+                eds.append(_EdsCluster(name, endpoints, port, policy, tagged))
             apply_policy(cluster, policy, port, service.hostname)
             apply_mesh_tls(cluster, mesh, service, port, subset, policy, tagged)
             clusters.append(cluster)
-    return clusters, assignments
+    return _ServicePlan(clusters, eds)
 
 
 def static_cluster(name: str, address: str, port: int, http2: bool = False) -> dict:

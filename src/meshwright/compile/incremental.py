@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass
 
 from meshwright.compile.build import ClassConfig, class_config, compile_proxy, cyclic_collector_paused
-from meshwright.compile.clusters import service_clusters
+from meshwright.compile.clusters import INLINE_ENDPOINT_RESOLUTIONS, service_clusters
 from meshwright.compile.proxy import Proxy, list_proxies
 from meshwright.compile.proxy_class import class_key
 from meshwright.compile.telemetry import services_served, with_stat_names
@@ -40,9 +40,6 @@ STAT_NAME = "alt_stat_name"
 # The WorkloadEntry fields that change only its endpoint in the services selecting it (and
 # the locality, its own proxy's class): anything else takes the full recompile.
 ENDPOINT_FIELDS = frozenset(("address", "weight", "locality"))
-# Resolutions whose clusters carry their endpoints inline (no EDS): a change there is a
-# cluster change, for the full recompile.
-INLINE_ENDPOINT_RESOLUTIONS = ("DNS", "DNS_ROUND_ROBIN")
 # What compile modules memoize on a mesh (Mesh.memo) that no endpoint's address, weight or
 # locality decides, besides the services' clusters and the classes' configs, which the fast
 # path replaces for the services it changes. Anything else is left to be computed again.
@@ -50,6 +47,7 @@ ENDPOINT_INDEPENDENT_MEMOS = frozenset((
     "selected-label-keys", "sidecars-by-namespace", "workload-service-ports", "inbound-ports",
     "peer-authentication", "authorization-policies", "telemetry", "service-addresses", "incremental",
     "service-ports-by-workload",  # main's index of workload_service_ports (ports only)
+    "outbound-virtual-host", "rules-depend-on-namespace",
 ))
 
 Versions = dict[str, dict[str, str]]  # kind -> resource name -> version

@@ -292,7 +292,7 @@ def translate_http_route(mesh: Mesh, proxy: Proxy, virtual_service: Resource, in
         elif len(applicable) > 1:
             route_name = f"{route_name}.{match_index}"
         # Each route owns its action: EnvoyFilter patches change one route, not its siblings.
-        routes.append({"name": route_name, "match": route_match(match), **copy.deepcopy(base)})
+        routes.append({"name": route_name, "match": route_match(match), **(copy.deepcopy(base) if match_index else base)})
     return routes
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.routes import default_route, virtual_service_routes
 from meshwright.mesh import CLUSTER_DOMAIN, Mesh
+from meshwright.model.resource import Resource
 from meshwright.registry.model import Service, ServicePort
 
 
@@ -44,19 +45,50 @@ def http_port_for_listener(service: Service, listener_port: int) -> ServicePort 
 
 
 def outbound_virtual_hosts(mesh: Mesh, proxy: Proxy, services: list[Service], listener_port: int) -> list[dict]:
+    """The virtual hosts of an outbound HTTP listener, one per service it serves; a domain an
+    earlier service took is left out of a later one's."""
     hosts, taken = [], set()
     for service in services:
         port = http_port_for_listener(service, listener_port)
         if port is None:
             continue
-        domains = [d for d in service_domains(service, port, proxy, listener_port) if d not in taken]
-        taken.update(domains)
-        virtual_service = mesh.sidecar_virtual_service_for(service.hostname)
-        routes = virtual_service_routes(mesh, proxy, virtual_service) if virtual_service else []
-        if not virtual_service:
-            routes = [default_route(mesh, proxy, service, port)]
-        hosts.append({"name": f"{service.hostname}:{port.number}", "domains": domains, "routes": routes})
+        host = outbound_virtual_host(mesh, proxy, service, port, listener_port)
+        if not taken.isdisjoint(host["domains"]):
+            host = {**host, "domains": [d for d in host["domains"] if d not in taken]}
+        taken.update(host["domains"])
+        hosts.append(host)
     return hosts
+
+
+def outbound_virtual_host(mesh: Mesh, proxy: Proxy, service: Service, port: ServicePort, listener_port: int) -> dict:
+    """A service's virtual host, built once per mesh for what it reads of the proxy: whether
+    the proxy shares the service's namespace (the short name), the labels its VirtualService's
+    sourceLabels name, and the proxy's namespace only where DestinationRules in several
+    namespaces make the rule (its consistent hash) depend on it. Shared: never changed."""
+    virtual_service = mesh.sidecar_virtual_service_for(service.hostname)
+    label_keys = _source_label_keys(virtual_service) if virtual_service else frozenset()
+    key = (
+        "outbound-virtual-host", service.hostname, port.number, listener_port, service.namespace == proxy.namespace,
+        proxy.namespace if _rules_depend_on_namespace(mesh) else None, tuple((k, v) for k, v in proxy.labels if k in label_keys),
+    )
+
+    def build() -> dict:
+        routes = virtual_service_routes(mesh, proxy, virtual_service) if virtual_service else [default_route(mesh, proxy, service, port)]
+        return {"name": f"{service.hostname}:{port.number}", "domains": service_domains(service, port, proxy, listener_port), "routes": routes}
+
+    return mesh.memo(key, build)
+
+
+def _source_label_keys(virtual_service: Resource) -> frozenset[str]:
+    return frozenset(key for http in virtual_service.spec.get("http") or [] for match in http.get("match") or [] for key in match.get("sourceLabels") or {})
+
+
+def _rules_depend_on_namespace(mesh: Mesh) -> bool:
+    """Whether some host has DestinationRules in several namespaces: then the one a client
+    gets depends on the client's namespace (Mesh.destination_rule_for)."""
+    return mesh.memo(("rules-depend-on-namespace",), lambda: any(
+        len({rule.namespace for rule in rules}) > 1 for rules in mesh.destination_rules_by_host.values()
+    ))
 
 
 def route_configuration(name: str, virtual_hosts: list[dict]) -> dict:
