@@ -20,23 +20,14 @@ import json
 import os
 import re
 
-import yaml
-
 from meshwright.compile.bootstrap import compile_bootstrap
 from meshwright.compile.build import ProxyConfig
 from meshwright.compile.envoy_values import CLUSTER, HCM_FILTER, LISTENER, ROUTE_CONFIGURATION
 from meshwright.compile.secrets import SECRET, with_secret_references, workload_secrets
+from meshwright.deliver.yaml_text import yaml_text
 from meshwright.mesh import MeshSettings
 
 BOOTSTRAP = "bootstrap"
-
-
-class _YamlDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's emitter when PyYAML has it: the same text, faster
-    """Never anchors and aliases: compiled config shares objects between resources (they are
-    never changed), and each file spells every resource out whole, as Envoy's users read it."""
-
-    def ignore_aliases(self, data) -> bool:
-        return True
 
 
 def with_inline_endpoints(clusters: list[dict], endpoints: list[dict]) -> list[dict]:
@@ -69,7 +60,7 @@ def path_source(config_dir: str, filename: str) -> dict:
 def serialize(document: dict, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(document, indent=2, sort_keys=True) + "\n"
-    return yaml.dump(document, Dumper=_YamlDumper, sort_keys=True, default_flow_style=False, width=1000)
+    return yaml_text(document)
 
 
 def certificates_dir(settings: MeshSettings, config_dir: str) -> str:
