@@ -201,23 +201,6 @@ CASES = [
         "DestinationRule/default/ratings", "spec.trafficPolicy.tls", ("tls.mode MUTUAL needs clientCertificate",),
     ),
     Case(
-        "TLS origination without a CA to check the server",
-        """
-        apiVersion: networking.istio.io/v1
-        kind: DestinationRule
-        metadata: {name: ratings, namespace: default}
-        spec:
-          host: ratings
-          trafficPolicy:
-            portLevelSettings:
-            - port: {number: 9080}
-              tls:  #!
-                mode: SIMPLE
-        """,
-        "DestinationRule/default/ratings", "spec.trafficPolicy.portLevelSettings[0].tls",
-        ("tls.mode SIMPLE needs caCertificates to check the server's certificate", "/etc/ssl/certs/ca-certificates.crt", "or insecureSkipVerify: true"),
-    ),
-    Case(
         "HTTPS gateway server without TLS settings",
         """
         apiVersion: networking.istio.io/v1

@@ -52,8 +52,11 @@ def outbound_virtual_hosts(mesh: Mesh, proxy: Proxy, services: list[Service], li
         domains = [d for d in service_domains(service, port, proxy, listener_port) if d not in taken]
         taken.update(domains)
         virtual_service = mesh.sidecar_virtual_service_for(service.hostname)
-        routes = virtual_service_routes(mesh, proxy, virtual_service) if virtual_service else []
-        if not virtual_service:
+        # A VirtualService with only tcp or tls routes leaves the service's HTTP ports to
+        # their default route, as in Istio.
+        if virtual_service and virtual_service.spec.get("http"):
+            routes = virtual_service_routes(mesh, proxy, virtual_service)
+        else:
             routes = [default_route(mesh, proxy, service, port)]
         hosts.append({"name": f"{service.hostname}:{port.number}", "domains": domains, "routes": routes})
     return hosts
