@@ -238,6 +238,64 @@ CASES = [
         ("proxy client.default", "the routes of reviews.default.svc.cluster.local:9080 send traffic to ratings.default.svc.cluster.local",
          "which these egress hosts do not import", 'add "default/ratings.default.svc.cluster.local" to them'),
     ),
+    Case(
+        "tls route for a name that is not one of the VirtualService's hosts",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          tls:
+          - match:
+            - sniHosts:
+              - api.example.com  #!
+            route:
+            - destination: {host: reviews}
+        """,
+        VS, "spec.tls[0].match[0].sniHosts[0]", ("'api.example.com' is not one of the VirtualService's hosts (reviews)",),
+    ),
+    Case(
+        "tls route at a gateway",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: egress, namespace: default}
+        spec:
+          selector: {istio: egressgateway}
+          servers:
+          - port: {number: 443, name: tls, protocol: HTTPS}
+            hosts: ["*"]
+            tls: {mode: SIMPLE, serverCertificate: /etc/certs/cert.pem, privateKey: /etc/certs/key.pem}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          gateways: [egress]
+          tls:
+          - match:  #!
+            - sniHosts: [reviews]
+            route:
+            - destination: {host: reviews}
+        """,
+        VS, "spec.tls[0]", ("tls routes at a gateway are not supported by meshwright yet (bind this VirtualService to sidecars only",),
+    ),
+    Case(
+        "TLS egress listener whose hosts have no TLS port",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: client, namespace: default}
+        spec:
+          egress:
+          - port: {number: 9443, protocol: TLS, name: tls}
+            hosts:  #!
+            - ./reviews.default.svc.cluster.local
+        """,
+        "Sidecar/default/client", "spec.egress[0].hosts", ("a TLS egress listener passes TLS through to services chosen by SNI", "no service with a port of protocol HTTPS or TLS"),
+    ),
 ]
 
 

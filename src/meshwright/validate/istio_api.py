@@ -100,6 +100,8 @@ http_match = Obj(
         "withoutHeaders": MapOf(presence_or_string_match),
         "ignoreUriCase": Bool(),
         "sourceLabels": Labels(),
+        "port": Unsupported("a route applies to every port of its hosts: route without a port match, or send port 80 to the "
+                            "server's TLS port with the ServiceEntry port's targetPort (docs/traffic.md#egress-to-external-hosts-over-tls)"),
     },
 )
 
