@@ -225,12 +225,15 @@ def _original_dst_cluster(name: str, source: str | None = None) -> dict:
 
 def _passthrough_chains(mode: str, chain: dict) -> list[dict]:
     """As inbound_filter_chains, but under PERMISSIVE only mesh clients (Istio's ALPN) are
-    taken as mTLS: other TLS, such as HTTPS to an app's own port, passes through untouched."""
+    taken as mTLS: other TLS, such as HTTPS to an app's own port, passes through untouched.
+    That TLS needs a chain of its own: Envoy narrows the chains to those of the connection's
+    transport protocol before it looks at ALPN, and never goes back to a chain without one."""
     if mode != PERMISSIVE:
         return inbound_filter_chains(mode, chain)
     mtls = inbound_filter_chains(STRICT, copy.deepcopy(chain))[0]
     mtls["filter_chain_match"] = {"transport_protocol": "tls", "application_protocols": MESH_ALPN}
-    return [mtls, chain]
+    other_tls = {"filter_chain_match": {"transport_protocol": "tls"}, **copy.deepcopy(chain)}
+    return [mtls, other_tls, chain]
 
 
 def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
