@@ -296,6 +296,29 @@ CASES = [
         """,
         "Sidecar/default/client", "spec.egress[0].hosts", ("a TLS egress listener passes TLS through to services chosen by SNI", "no service with a port of protocol HTTPS or TLS"),
     ),
+    Case(
+        "TLS egress listener to a host of resolution NONE (it would connect to itself)",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: wikipedia, namespace: default}
+        spec:
+          hosts: ["*.wikipedia.org"]
+          resolution: NONE
+          ports: [{number: 443, name: https, protocol: HTTPS}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: client, namespace: default}
+        spec:
+          egress:
+          - port: {number: 9443, protocol: TLS, name: tls}
+            hosts:  #!
+            - "./*.wikipedia.org"
+        """,
+        "Sidecar/default/client", "spec.egress[0].hosts",
+        ("*.wikipedia.org has resolution NONE", "the listener itself", "Give ServiceEntry/default/wikipedia endpoints or resolution DNS"),
+    ),
 ]
 
 

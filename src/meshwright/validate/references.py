@@ -91,11 +91,20 @@ def check_sidecar(mesh: Mesh, resource: Resource, problems: Problems) -> None:
         if protocol not in TLS_PROTOCOLS:
             continue
         services = [s for s in mesh.registry.sorted() if any(egress_host_matches(h, s, resource.namespace) for h in entry["hosts"])]
-        if not any(port.is_tls for service in services for port in service.ports):
+        tls_services = [s for s in services if any(port.is_tls for port in s.ports)]
+        if not tls_services:
             problems.add(resource, ("spec", "egress", index, "hosts"), (
                 f"a {protocol} egress listener passes TLS through to services chosen by SNI, but these hosts name no service "
                 "with a port of protocol HTTPS or TLS: declare one with a ServiceEntry, or use protocol HTTP or TCP"
             ))
+        for service in tls_services:
+            if service.resolution == "NONE" and not service.endpoints:
+                # Its cluster sends to the original destination, which here is the listener itself.
+                problems.add(resource, ("spec", "egress", index, "hosts"), (
+                    f"{service.hostname} has resolution NONE, whose destination is the address the app connected to: through this "
+                    f"listener, the listener itself. Give {service.source} endpoints or resolution DNS, or capture the app's traffic "
+                    "with iptables (sidecar.istio.io/interceptionMode: REDIRECT)"
+                ))
 
 
 def check_destination_rule(mesh: Mesh, resource: Resource, problems: Problems) -> None:
