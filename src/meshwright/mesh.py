@@ -18,6 +18,9 @@ from meshwright.registry.model import Registry
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 DEFAULT_CERTIFICATES_DIR = "../certs"
+# The system's trust store (Debian's bundle): what TLS origination trusts when a
+# DestinationRule names no caCertificates, as Istio's proxies do.
+DEFAULT_SYSTEM_CA_CERTIFICATES = "/etc/ssl/certs/ca-certificates.crt"
 # Istio's root namespace: Telemetry and EnvoyFilter resources here without a selector apply
 # to every proxy of the mesh.
 ROOT_NAMESPACE = "istio-system"
@@ -39,6 +42,7 @@ class MeshSettings:
     certificates_dir: str = ""
     workload_cert_lifetime: datetime.timedelta = datetime.timedelta(days=30)
     telemetry: TelemetryProviders = field(default_factory=lambda: providers_from_spec({}))
+    system_ca_certificates: str = DEFAULT_SYSTEM_CA_CERTIFICATES
 
     @property
     def identity_enabled(self) -> bool:
@@ -61,6 +65,7 @@ class MeshSettings:
             access_log_encoding=spec.get("accessLogEncoding", cls.access_log_encoding),
             **_certificate_settings(spec.get("certificates")),
             telemetry=providers_from_spec(spec),
+            system_ca_certificates=spec.get("systemCaCertificates", cls.system_ca_certificates),
         )
 
 

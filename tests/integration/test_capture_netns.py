@@ -5,8 +5,9 @@ machine).
 - order host (10.77.0.1): order-1's sidecar; its "app" is a process (uid 0) that calls the
   payment service by name, as an app of a captured host does.
 - payment host (10.77.0.2): payment-1's sidecar, its app on 127.0.0.1:9080 only (reachable
-  through the sidecar alone), a plain HTTP server on 0.0.0.0:8000 (no mesh port) and an
-  SSH-like banner on 0.0.0.0:22; over IPv6 (fd77::2, the order host is fd77::1), the plain
+  through the sidecar alone), a plain HTTP server on 0.0.0.0:8000 (no mesh port), an HTTPS
+  server on 0.0.0.0:443 standing in for external hosts *.wiki.test (a certificate from a CA
+  made for the test), and an SSH-like banner on 0.0.0.0:22; over IPv6 (fd77::2, the order host is fd77::1), the plain
   server on [fd77::2]:8000 and the banner on [fd77::2]:22.
 
 Each host gets what the envoy_proxy role ships: the nat rules rendered by Ansible's own
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime
 import json
 import os
 import shutil
@@ -31,6 +33,10 @@ import tempfile
 import time
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from meshwright.deliver.bundle import bundle_mesh, load_mesh
 from meshwright.deliver.file_set import write_atomic
@@ -84,6 +90,16 @@ metadata:
   annotations: {{sidecar.istio.io/interceptionMode: REDIRECT}}
 spec: {{address: 10.77.0.1, labels: {{app: order}}, serviceAccount: order}}
 ---
+# Istio's wildcard egress: any *.wiki.test name over TLS, to the address the app connected to.
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: wiki, namespace: default}}
+spec:
+  hosts: ["*.wiki.test"]
+  location: MESH_EXTERNAL
+  resolution: NONE
+  ports: [{{number: 443, name: https, protocol: HTTPS}}]
+---
 # Port 9080 takes mTLS only: a plaintext caller is turned away; other ports pass through.
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -97,7 +113,7 @@ spec:
 # The payment host's processes: "http:NAME:HOST:PORT" answers JSON naming itself and the
 # peer it saw; "banner:NAME:HOST:PORT" writes one SSH-like line with the peer.
 APPS = r"""
-import http.server, json, socket, socketserver, sys, threading
+import http.server, json, os, socket, socketserver, ssl, sys, threading
 
 class Http(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -119,6 +135,14 @@ class Banner(socketserver.BaseRequestHandler):
 class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = daemon_threads = True
 
+class TlsServer(Server):
+    def get_request(self):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(os.environ["TLS_CERT"], os.environ["TLS_KEY"])
+        sock, address = self.socket.accept()
+        sock.settimeout(5)
+        return context.wrap_socket(sock, server_side=True), address
+
 class Server6(Server):
     address_family = socket.AF_INET6
 
@@ -129,19 +153,26 @@ class Server6(Server):
 for spec in sys.argv[1:]:
     kind, name, address = spec.split(":", 2)
     host, port = address.rsplit(":", 1)
-    server = (Server6 if ":" in host else Server)((host, int(port)), Http if kind == "http" else Banner)
+    server_class = Server6 if ":" in host else TlsServer if kind == "https" else Server
+    server = server_class((host, int(port)), Banner if kind == "banner" else Http)
     server.name = name
     threading.Thread(target=server.serve_forever, daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()
 """
 
-# An app of the order host: one HTTP GET (no proxy from the environment) or one banner read.
+# An app of the order host: one HTTP GET (no proxy from the environment), one banner read, or
+# a TLS handshake (SNI and CA file after the target) that reports the server's certificate.
 CLIENT = r"""
-import json, socket, sys, urllib.error, urllib.request
+import json, socket, ssl, sys, urllib.error, urllib.request
 kind, target = sys.argv[1:3]
 try:
-    if kind == "http":
+    if kind == "tls":
+        host, port = target.rsplit(":", 1)
+        context = ssl.create_default_context(cafile=sys.argv[4])
+        with context.wrap_socket(socket.create_connection((host, int(port)), timeout=5), server_hostname=sys.argv[3]) as sock:
+            out = {"certificate": dict(item[0] for item in sock.getpeercert()["subject"])["commonName"]}
+    elif kind == "http":
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(target, timeout=5) as response:
             out = {"status": response.status, "body": json.loads(response.read())}
@@ -151,7 +182,7 @@ try:
             out = {"banner": sock.recv(200).decode().strip()}
 except urllib.error.HTTPError as error:
     out = {"status": error.code}
-except OSError as error:
+except (OSError, ssl.SSLError) as error:
     out = {"error": repr(error)}
 print(json.dumps(out))
 """
@@ -221,6 +252,27 @@ def role_files(settings: dict, proxy: str) -> tuple[str, str, str]:
     rendered = run(sys.executable, "-c", ROLE_FILES, ROLE, proxy, input=json.dumps(settings))
     rules, rules6, hosts = json.loads(rendered.stdout)
     return rules, rules6, hosts
+
+
+def external_tls_files(directory: str) -> tuple[str, str, str]:
+    """(CA, certificate, key) files for the *.wiki.test server, from a CA made for the test."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "external test CA")])
+
+    def signed(subject, public_key, extension, critical):
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name).public_key(public_key)
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+                .not_valid_after(now + datetime.timedelta(hours=1)).add_extension(extension, critical=critical).sign(ca_key, hashes.SHA256()))
+
+    ca_cert = signed(ca_name, ca_key.public_key(), x509.BasicConstraints(ca=True, path_length=None), True)
+    cert = signed(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wiki-server")]), key.public_key(), x509.SubjectAlternativeName([x509.DNSName("*.wiki.test")]), False)
+    paths = [os.path.join(directory, name) for name in ("wiki-ca.pem", "wiki.pem", "wiki-key.pem")]
+    for path, content in zip(paths, (ca_cert.public_bytes(serialization.Encoding.PEM), cert.public_bytes(serialization.Encoding.PEM),
+                                     key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))):
+        with open(path, "wb") as handle:
+            handle.write(content)
+    return paths[0], paths[1], paths[2]
 
 
 class Hosts:
@@ -303,18 +355,19 @@ class Hosts:
             env={**os.environ, "MESHWRIGHT_CAPTURE_DIR": capture_dir})
 
     def start_apps(self) -> None:
+        self.tls_ca, cert, key = external_tls_files(self.root)
         self.apps = subprocess.Popen(
             ["ip", "netns", "exec", self.payment_ns, sys.executable, "-c", APPS,
              "http:payment-app:127.0.0.1:9080", "http:plain-web:0.0.0.0:8000", "banner:ssh:0.0.0.0:22",
-             f"http:plain-web6:{PAYMENT_ADDRESS6}:8000", f"banner:ssh6:{PAYMENT_ADDRESS6}:22"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             "https:wiki:0.0.0.0:443", f"http:plain-web6:{PAYMENT_ADDRESS6}:8000", f"banner:ssh6:{PAYMENT_ADDRESS6}:22"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "TLS_CERT": cert, "TLS_KEY": key})
         line = self.apps.stdout.readline()
         assert line.strip() == "ready", line + self.apps.stdout.read()
 
-    def call(self, kind: str, target: str, uid: int = 0) -> dict:
+    def call(self, kind: str, target: str, *args: str, uid: int = 0) -> dict:
         """One call from an app (uid 0, or another) on the order host."""
         as_user = ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups") if uid else ()
-        done = run("ip", "netns", "exec", self.order_ns, *as_user, sys.executable, "-I", "-c", CLIENT, kind, target)
+        done = run("ip", "netns", "exec", self.order_ns, *as_user, sys.executable, "-I", "-c", CLIENT, kind, target, *args)
         return json.loads(done.stdout)
 
     def iptables(self, netns: str) -> str:
@@ -483,6 +536,25 @@ def test_a_captured_host_refuses_tcp_over_ipv6_but_to_ssh(hosts):
         assert hosts.call("banner", f"{PAYMENT_ADDRESS6}:22") == {"banner": f"SSH-2.0-ssh6 {ORDER_ADDRESS6}"}
     finally:
         hosts.ip6tables(hosts.order_ns, "-D", "MESHWRIGHT_IPV6_OUTPUT", "1")
+
+
+def test_tls_to_a_wildcard_host_passes_through_by_sni(hosts):
+    """Istio's "Egress using Wildcard Hosts" under capture: the app connects to an external
+    server's address (as its own DNS gave it) with a *.wiki.test name. The order sidecar hands
+    the connection to 0.0.0.0_443, picks the wildcard's chain by SNI and passes it, untouched,
+    to that address: the app does TLS with the server itself and sees its certificate. A name
+    the mesh does not know on that port passes through as before (ALLOW_ANY)."""
+    order = hosts.envoys["order-1.default"]
+    stats = ("listener.0.0.0.0_443.downstream_cx_total", "cluster:outbound|443||*.wiki.test:upstream_cx_total", "cluster:PassthroughCluster:upstream_cx_total")
+    before = counters(order, *stats)
+
+    answer = hosts.call("tls", f"{PAYMENT_ADDRESS}:443", "en.wiki.test", hosts.tls_ca)
+
+    assert answer == {"certificate": "wiki-server"}, answer
+    assert grown(before, counters(order, *stats)) == {stats[0]: 1, stats[1]: 1, stats[2]: 0}
+    before = counters(order, *stats)
+    assert "error" in hosts.call("tls", f"{PAYMENT_ADDRESS}:443", "elsewhere.example", hosts.tls_ca)  # the name is not on the certificate
+    assert grown(before, counters(order, *stats)) == {stats[0]: 1, stats[1]: 0, stats[2]: 1}
 
 
 def test_registry_only_sends_unknown_destinations_to_the_black_hole(hosts):

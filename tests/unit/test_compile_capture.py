@@ -530,3 +530,37 @@ def test_host_names_for_etc_hosts_are_checked_again():
     for bad in ("evil.example.com\n10.9.9.9 bank.example.com", "a b", "db.shop\n", ""):
         with pytest.raises(ValueError, match="refusing to map"):
             checked_host_names({bad: "240.240.0.1"})
+
+
+WILDCARD_HTTPS = """
+    apiVersion: networking.istio.io/v1
+    kind: ServiceEntry
+    metadata: {name: wikipedia, namespace: shop}
+    spec:
+      hosts: ["*.wikipedia.org"]
+      location: MESH_EXTERNAL
+      resolution: NONE
+      ports: [{number: 443, name: https, protocol: HTTPS}, {number: 80, name: tls-on-80, protocol: TLS}]
+    """
+
+
+@pytest.mark.parametrize("policy, fallback", [("ALLOW_ANY", "PassthroughCluster"), ("REGISTRY_ONLY", "BlackHoleCluster")])
+def test_tls_to_hosts_without_a_vip_is_told_apart_by_sni_on_the_ports_listener(tmp_path, policy, fallback):
+    """Istio's wildcard egress: *.wikipedia.org (resolution NONE: no VIP) on 0.0.0.0_443 by
+    SNI to its original destination; other connections there go where unknown ones go. On
+    port 80, which HTTP services share, the SNI chain and a TLS fallback come before HTTP."""
+    mesh = load(tmp_path, WILDCARD_HTTPS, f"""
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {{name: mesh}}
+        spec: {{outboundTrafficPolicy: {{mode: {policy}}}}}
+        """)
+    listeners = listeners_of(mesh, "orders.shop")
+    chains = listeners["0.0.0.0_443"]["filter_chains"]
+    assert [c.get("filter_chain_match") for c in chains] == [{"server_names": ["*.wikipedia.org"]}, None]
+    assert [c["filters"][0]["typed_config"]["cluster"] for c in chains] == ["outbound|443||*.wikipedia.org", fallback]
+    assert listeners["0.0.0.0_443"]["listener_filters"][0]["name"] == "envoy.filters.listener.tls_inspector"
+    on_80 = listeners["0.0.0.0_80"]["filter_chains"]
+    assert [c.get("filter_chain_match") for c in on_80] == [{"server_names": ["*.wikipedia.org"]}, {"transport_protocol": "tls"}, None]
+    assert on_80[1]["filters"][0]["typed_config"]["cluster"] == fallback
+    assert on_80[2]["filters"][0]["name"] == "envoy.filters.network.http_connection_manager"

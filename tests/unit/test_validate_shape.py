@@ -186,19 +186,22 @@ CASES = [
         ("'STATIK' is not valid: expected one of NONE, STATIC, DNS, DNS_ROUND_ROBIN", "(did you mean STATIC?)"),
     ),
     Case(
-        "bad enum with a hint: protocol HTTPS on a service port",
+        "a field meshwright does not support yet: a tls match's destinationSubnets",
         """
         apiVersion: networking.istio.io/v1
-        kind: ServiceEntry
+        kind: VirtualService
         metadata: {name: api, namespace: default}
         spec:
-          hosts: [api.example.com]
-          ports:
-          - {number: 443, name: https, protocol: HTTPS}  #!
-          resolution: DNS
+          hosts: [reviews]
+          tls:
+          - match:
+            - sniHosts: [reviews]
+              destinationSubnets: [10.0.0.0/8]  #!
+            route:
+            - destination: {host: reviews}
         """,
-        "ServiceEntry/default/api", "spec.ports[0].protocol",
-        ("'HTTPS' is not valid: expected one of HTTP, HTTP2, GRPC, TCP", "TLS origination is set by a DestinationRule (tls.mode SIMPLE)"),
+        "VirtualService/default/api", "spec.tls[0].match[0].destinationSubnets",
+        ("destinationSubnets is not supported by meshwright yet (match by sniHosts and port",),
     ),
     Case(
         "bad enum: load balancer",

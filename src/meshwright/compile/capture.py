@@ -40,7 +40,8 @@ from meshwright.compile.mtls import MESH_ALPN, inbound_filter_chains
 from meshwright.compile.peer_authentication import PERMISSIVE, STRICT, mtls_mode
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_PORT, STATS_PORT, Proxy
 from meshwright.compile.scope import services_in_scope, sidecar_for, workload_service_ports
-from meshwright.compile.sidecar import inbound_entries, inbound_port, tcp_destinations
+from meshwright.compile.sidecar import inbound_entries, inbound_port
+from meshwright.compile.tls_routing import service_tls_chains, tcp_destinations
 from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration, service_names
 from meshwright.mesh import Mesh, is_wildcard_host
 from meshwright.names import is_host
@@ -163,13 +164,19 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
                           {"name": f"{VIRTUAL_OUTBOUND}-catchall-tcp", "filters": [tcp_proxy(fallback, [(fallback, 100)])]}],
     }]
     routes = []
+    # TLS ports of services without a VIP (resolution NONE, wildcard hosts): told apart by SNI
+    # on the port's 0.0.0.0 listener, as Istio does; other connections there pass through.
+    sni_chains = _sni_chains_without_vip(mesh, proxy, services, addresses)
     http_ports = sorted({p.number for s in services for p in s.ports if p.is_http})
     for number in http_ports:
         on_port = [s for s in services if (s.port(number) and s.port(number).is_http)]
         name = str(number)
         routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, on_port, number) + [_catch_all_route(mesh)]))
-        chain = {"filters": [http_connection_manager(f"outbound_0.0.0.0_{number}", name)]}
-        listeners.append(_not_bound(listener("0.0.0.0", number, [chain], "OUTBOUND")))
+        chains = _with_fallback(sni_chains.pop(number, []), fallback, {"transport_protocol": "tls"})
+        chains.append({"filters": [http_connection_manager(f"outbound_0.0.0.0_{number}", name)]})
+        listeners.append(_not_bound(listener("0.0.0.0", number, chains, "OUTBOUND")))
+    for number, chains in sorted(sni_chains.items()):
+        listeners.append(_not_bound(listener("0.0.0.0", number, _with_fallback(chains, fallback, {}), "OUTBOUND")))
     for service in services:
         if service.hostname not in addresses:
             continue
@@ -177,10 +184,36 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
             if port.is_http:
                 continue
             vip = addresses[service.hostname]
-            chain = {"filters": [tcp_proxy(f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, service.hostname, port.number))]}
-            listeners.append(_not_bound(listener(vip, port.number, [chain], "OUTBOUND")))
+            if port.is_tls:
+                chains = service_tls_chains(mesh, proxy, service, port, set(), by_name=False)
+            else:
+                chains = [{"filters": [tcp_proxy(f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, service.hostname, port.number))]}]
+            listeners.append(_not_bound(listener(vip, port.number, chains, "OUTBOUND")))
     clusters = [_original_dst_cluster(PASSTHROUGH), {"name": BLACKHOLE, "type": "STATIC", "connect_timeout": DEFAULT_CONNECT_TIMEOUT}]
     return listeners, routes, clusters
+
+
+def _sni_chains_without_vip(mesh: Mesh, proxy: Proxy, services: list[Service], addresses: dict[str, str]) -> dict[int, list[dict]]:
+    """port -> SNI chains of the TLS ports of services that have no VIP."""
+    chains: dict[int, list[dict]] = {}
+    taken: dict[int, set[str]] = {}
+    for service in services:
+        if service.hostname in addresses:
+            continue
+        for port in service.ports:
+            if port.is_tls:
+                chains.setdefault(port.number, []).extend(service_tls_chains(mesh, proxy, service, port, taken.setdefault(port.number, set())))
+    return chains
+
+
+def _with_fallback(chains: list[dict], fallback: str, match: dict) -> list[dict]:
+    """SNI chains, then one for connections no name of theirs matches (none without chains)."""
+    if not chains:
+        return chains
+    last = {"name": f"{VIRTUAL_OUTBOUND}-unmatched-tls" if match else f"{VIRTUAL_OUTBOUND}-unmatched", "filters": [tcp_proxy(fallback, [(fallback, 100)])]}
+    if match:
+        last["filter_chain_match"] = match
+    return chains + [last]
 
 
 def _original_dst_cluster(name: str, source: str | None = None) -> dict:
@@ -192,12 +225,15 @@ def _original_dst_cluster(name: str, source: str | None = None) -> dict:
 
 def _passthrough_chains(mode: str, chain: dict) -> list[dict]:
     """As inbound_filter_chains, but under PERMISSIVE only mesh clients (Istio's ALPN) are
-    taken as mTLS: other TLS, such as HTTPS to an app's own port, passes through untouched."""
+    taken as mTLS: other TLS, such as HTTPS to an app's own port, passes through untouched.
+    That TLS needs a chain of its own: Envoy narrows the chains to those of the connection's
+    transport protocol before it looks at ALPN, and never goes back to a chain without one."""
     if mode != PERMISSIVE:
         return inbound_filter_chains(mode, chain)
     mtls = inbound_filter_chains(STRICT, copy.deepcopy(chain))[0]
     mtls["filter_chain_match"] = {"transport_protocol": "tls", "application_protocols": MESH_ALPN}
-    return [mtls, chain]
+    other_tls = {"filter_chain_match": {"transport_protocol": "tls"}, **copy.deepcopy(chain)}
+    return [mtls, other_tls, chain]
 
 
 def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:

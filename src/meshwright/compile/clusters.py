@@ -113,10 +113,11 @@ def _san_type(name: str) -> str:
         return "DNS"
 
 
-def _upstream_tls(tls: dict, host: str, port: ServicePort) -> dict:
+def _upstream_tls(tls: dict, host: str, port: ServicePort, system_ca: str) -> dict:
     """DestinationRule tls (SIMPLE or MUTUAL) -> an UpstreamTlsContext. The server's
-    certificate is checked against caCertificates and, without subjectAltNames, against the
-    name the proxy asks for (Istio's auto SAN validation), unless insecureSkipVerify."""
+    certificate is checked against caCertificates (else the system's trust store, system_ca,
+    as Istio does) and, without subjectAltNames, against the name the proxy asks for (Istio's
+    auto SAN validation), unless insecureSkipVerify."""
     sni = tls.get("sni", host)
     context: dict = {"common_tls_context": {"tls_params": tls_params()}, "sni": sni}
     common = context["common_tls_context"]
@@ -125,7 +126,7 @@ def _upstream_tls(tls: dict, host: str, port: ServicePort) -> dict:
     if not tls.get("insecureSkipVerify"):
         names = tls.get("subjectAltNames") or [sni]
         common["validation_context"] = {
-            "trusted_ca": {"filename": tls["caCertificates"]},
+            "trusted_ca": {"filename": tls.get("caCertificates", system_ca)},
             "match_typed_subject_alt_names": [{"san_type": _san_type(name), "matcher": {"exact": name}} for name in names],
         }
     if port.protocol in ("HTTP2", "GRPC"):
@@ -152,7 +153,7 @@ def _http_protocol_options(port: ServicePort, pool: dict) -> dict | None:
     return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(HTTP_PROTOCOL_OPTIONS, **options)}
 
 
-def apply_policy(cluster: dict, policy: dict, port: ServicePort, host: str) -> None:
+def apply_policy(cluster: dict, policy: dict, port: ServicePort, host: str, system_ca: str) -> None:
     """DestinationRule traffic policy -> fields of one Envoy cluster."""
     pool = policy.get("connectionPool") or {}
     tcp = pool.get("tcp") or {}
@@ -181,7 +182,7 @@ def apply_policy(cluster: dict, policy: dict, port: ServicePort, host: str) -> N
         cluster.setdefault("common_lb_config", {})["healthy_panic_threshold"] = {"value": policy["outlierDetection"].get("minHealthPercent", 0)}
     tls = policy.get("tls") or {}
     if tls.get("mode") in ("SIMPLE", "MUTUAL"):
-        cluster["transport_socket"] = _upstream_tls(tls, host, port)
+        cluster["transport_socket"] = _upstream_tls(tls, host, port, system_ca)
     options = _http_protocol_options(port, pool) if port.is_http else None
     if options:
         cluster["typed_extension_protocol_options"] = options
@@ -257,7 +258,7 @@ def _service_plan(mesh: Mesh, proxy, service: Service, rule: Resource | None, ga
                 cluster["type"] = "EDS"
                 cluster["eds_cluster_config"] = {"eds_config": ADS, "service_name": name}
                 eds.append(_EdsCluster(name, endpoints, port, policy, tagged))
-            apply_policy(cluster, policy, port, service.hostname)
+            apply_policy(cluster, policy, port, service.hostname, mesh.settings.system_ca_certificates)
             apply_mesh_tls(cluster, mesh, service, port, subset, policy, tagged)
             clusters.append(cluster)
     return _ServicePlan(clusters, eds)

@@ -29,7 +29,7 @@ PROXY_SELECTORS = {
     "AuthorizationPolicy": (("selector", "matchLabels"),),
     "PeerAuthentication": (("selector", "matchLabels"),),
     "Telemetry": (("selector", "matchLabels"),),
-    "VirtualService": (("http", "*", "match", "*", "sourceLabels"), ("tcp", "*", "match", "*", "sourceLabels")),
+    "VirtualService": tuple((kind, "*", "match", "*", "sourceLabels") for kind in ("http", "tcp", "tls")),
 }
 # Kinds whose selectors pick endpoints or nothing: they never tell two proxies apart.
 NO_PROXY_SELECTORS = ("ServiceEntry", "WorkloadEntry", "DestinationRule", "MeshConfig")

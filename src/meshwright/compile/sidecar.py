@@ -8,15 +8,16 @@ an entry, an HTTP listener on 127.0.0.1:15001 that routes every service in scope
 from __future__ import annotations
 
 from meshwright.compile.authorization import authorize_chain
-from meshwright.compile.clusters import inbound_cluster_name, outbound_cluster_name, static_cluster
+from meshwright.compile.clusters import inbound_cluster_name, static_cluster
 from meshwright.compile.listeners import http_connection_manager, listener, tcp_proxy
 from meshwright.compile.mtls import inbound_filter_chains
 from meshwright.compile.peer_authentication import mtls_mode
 from meshwright.compile.proxy import OUTBOUND_PORT, Proxy
-from meshwright.compile.routes import destination_cluster
 from meshwright.compile.scope import services_for_hosts, services_in_scope, sidecar_for
+from meshwright.compile.tls_routing import tcp_destinations, tls_listener_chains
 from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration
 from meshwright.mesh import Mesh
+from meshwright.registry.model import TLS_PROTOCOLS
 
 INBOUND, OUTBOUND = "SIDECAR_INBOUND", "SIDECAR_OUTBOUND"
 
@@ -63,16 +64,6 @@ def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
     return listeners, routes, clusters
 
 
-def tcp_destinations(mesh: Mesh, hostname: str, port: int) -> list[tuple[str, int]]:
-    virtual_service = mesh.sidecar_virtual_service_for(hostname)
-    for route in (virtual_service.spec.get("tcp") or []) if virtual_service else []:
-        ports = [m["port"] for m in route.get("match") or [] if "port" in m]
-        if ports and port not in ports:
-            continue
-        return [(destination_cluster(mesh, d["destination"], virtual_service.namespace), d.get("weight", 100)) for d in route["route"]]
-    return [(outbound_cluster_name(port, "", hostname), 100)]
-
-
 def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
     """(listeners, route configs) for outbound traffic."""
     sidecar = sidecar_for(mesh, proxy)
@@ -91,12 +82,14 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
         if entry["port"]["protocol"] in ("HTTP", "HTTP2", "GRPC"):
             name = str(number)
             routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, services, number)))
-            chain = {"filters": [http_connection_manager(f"outbound_{number}", name)]}
+            chains = [{"filters": [http_connection_manager(f"outbound_{number}", name)]}]
+        elif entry["port"]["protocol"] in TLS_PROTOCOLS:
+            chains = tls_listener_chains(mesh, proxy, services, number)
         else:
             # A TCP listener has no Host header: it carries the one service its hosts name.
             service = services[0]
             port = service.port(number) or service.ports[0]
-            chain = {"filters": [tcp_proxy(f"outbound_{number}", tcp_destinations(mesh, service.hostname, port.number))]}
-        listeners.append(listener(bind, number, [chain], "OUTBOUND"))
+            chains = [{"filters": [tcp_proxy(f"outbound_{number}", tcp_destinations(mesh, service.hostname, port.number))]}]
+        listeners.append(listener(bind, number, chains, "OUTBOUND"))
     return listeners, routes
 

@@ -73,7 +73,12 @@ def outbound_virtual_host(mesh: Mesh, proxy: Proxy, service: Service, port: Serv
     )
 
     def build() -> dict:
-        routes = virtual_service_routes(mesh, proxy, virtual_service) if virtual_service else [default_route(mesh, proxy, service, port)]
+        # A VirtualService with only tcp or tls routes leaves the service's HTTP ports to
+        # their default route, as in Istio.
+        if virtual_service and virtual_service.spec.get("http"):
+            routes = virtual_service_routes(mesh, proxy, virtual_service)
+        else:
+            routes = [default_route(mesh, proxy, service, port)]
         return {"name": f"{service.hostname}:{port.number}", "domains": service_domains(service, port, proxy, listener_port), "routes": routes}
 
     return mesh.memo(key, build)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")
+# TLS the sidecar does not terminate: routed by the SNI of the client's ClientHello.
+TLS_PROTOCOLS = ("HTTPS", "TLS")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,10 @@ class ServicePort:
     @property
     def is_http(self) -> bool:
         return self.protocol in HTTP_PROTOCOLS
+
+    @property
+    def is_tls(self) -> bool:
+        return self.protocol in TLS_PROTOCOLS
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from meshwright import names
 from meshwright.model.providers import ACCESS_LOG_PATH_HELP, is_access_log_path
 from meshwright.validate import security_api
 from meshwright.validate.shape import (
-    Address, Any, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str,
+    Address, Any, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str, Unsupported,
 )
 
 NETWORKING_VERSIONS = ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3")
@@ -39,12 +39,13 @@ METRICS_HINT = (
 )
 
 PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "TCP")
+# TLS the sidecar passes through, routed by SNI (on ServiceEntry ports and Sidecar egress listeners).
+TLS_PROTOCOLS = ("HTTPS", "TLS")
 
 # Names that end up in SPIFFE IDs, file names and /etc/hosts lines (meshwright.names).
 host = Str(valid=names.is_host, pattern_help=names.HOST_HELP)
 label = Str(valid=names.is_label, pattern_help=names.LABEL_HELP)
 subdomain = Str(valid=names.is_subdomain, pattern_help=names.SUBDOMAIN_HELP)
-PROTOCOL_HINTS = {p: "TLS origination is set by a DestinationRule (tls.mode SIMPLE)" for p in ("HTTPS", "TLS")}
 
 string_match = Obj(
     "a string match (exact, prefix or regex)",
@@ -99,6 +100,8 @@ http_match = Obj(
         "withoutHeaders": MapOf(presence_or_string_match),
         "ignoreUriCase": Bool(),
         "sourceLabels": Labels(),
+        "port": Unsupported("a route applies to every port of its hosts: route without a port match, or send port 80 to the "
+                            "server's TLS port with the ServiceEntry port's targetPort (docs/traffic.md#egress-to-external-hosts-over-tls)"),
     },
 )
 
@@ -178,6 +181,28 @@ http_route = Obj(
     hints={"rateLimit": RATE_LIMIT_HINT, "weight": "A weight belongs to each entry of route."},
 )
 
+tls_match = Obj(
+    "a TLS match",
+    {
+        "sniHosts": ListOf(host, min_items=1),
+        "port": Port(),
+        "sourceLabels": Labels(),
+        "destinationSubnets": Unsupported("match by sniHosts and port; connections are told apart by the name the client asks for"),
+        "sourceNamespace": Unsupported("match clients by sourceLabels, or scope them with a Sidecar's egress hosts"),
+        "gateways": Unsupported("tls routes apply to sidecars only: leave gateways out of the match"),
+    },
+    required=("sniHosts",),
+)
+
+tls_route = Obj(
+    "a TLS route",
+    {
+        "match": ListOf(tls_match, min_items=1),
+        "route": ListOf(Obj("a route destination", {"destination": destination, "weight": Int(0, 100)}, required=("destination",)), min_items=1),
+    },
+    required=("match", "route"),
+)
+
 tcp_route = Obj(
     "a TCP route",
     {
@@ -194,9 +219,10 @@ virtual_service = Obj(
         "gateways": ListOf(Str(non_empty=True)),
         "http": ListOf(http_route),
         "tcp": ListOf(tcp_route),
+        "tls": ListOf(tls_route),
     },
     required=("hosts",),
-    required_any_of=(("http", "tcp"),),
+    required_any_of=(("http", "tcp", "tls"),),
     hints={"rateLimit": RATE_LIMIT_HINT},
 )
 
@@ -321,7 +347,7 @@ workload_entry = Obj(
 
 service_port = Obj(
     "a service port",
-    {"number": Port(), "protocol": Enum(*PROTOCOLS, hints=PROTOCOL_HINTS), "name": Str(non_empty=True), "targetPort": Port()},
+    {"number": Port(), "protocol": Enum(*PROTOCOLS, *TLS_PROTOCOLS), "name": Str(non_empty=True), "targetPort": Port()},
     required=("number", "name"),
 )
 
@@ -399,7 +425,7 @@ sidecar = Obj(
             Obj(
                 "a sidecar egress listener",
                 {
-                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS), "name": Str(non_empty=True)}, required=("number", "protocol")),
+                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS, *TLS_PROTOCOLS), "name": Str(non_empty=True)}, required=("number", "protocol")),
                     "bind": Address(),
                     "captureMode": Enum("NONE", hints=CAPTURE_HINTS),
                     "hosts": ListOf(Str(valid=names.is_namespaced_host, pattern_help=names.NAMESPACED_HOST_HELP), min_items=1),
@@ -525,6 +551,9 @@ mesh_config = Obj(
         # "" (no access log unless a provider says so) or where the built-in `envoy` provider writes.
         "accessLogFile": Str(valid=lambda path: path == "" or is_access_log_path(path), pattern_help=ACCESS_LOG_PATH_HELP),
         "accessLogEncoding": Enum("TEXT", "JSON"),
+        # The CA bundle on the proxies' hosts that TLS origination trusts when a DestinationRule
+        # names no caCertificates (Istio uses the system's trust store).
+        "systemCaCertificates": Str(pattern=r"/\S+", pattern_help="an absolute path without spaces, such as /etc/ssl/certs/ca-certificates.crt"),
         "extensionProviders": ListOf(extension_provider),
         "defaultProviders": Obj(
             "default providers",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from meshwright.mesh import Mesh, resolve_host
+from meshwright.compile.scope import egress_host_matches
+from meshwright.mesh import Mesh, host_matches, resolve_host
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems
+from meshwright.registry.model import TLS_PROTOCOLS
 from meshwright.validate.security_checks import check_istio_mutual, check_security
 from meshwright.validate.telemetry import check_mesh_config, check_telemetry
 
@@ -59,6 +61,50 @@ def check_virtual_service(mesh: Mesh, resource: Resource, problems: Problems) ->
     for index, tcp in enumerate(spec.get("tcp") or []):
         for route_index, entry in enumerate(tcp["route"]):
             _check_destination(mesh, resource, ("spec", "tcp", index, "route", route_index, "destination"), entry["destination"], problems)
+    _check_tls_routes(mesh, resource, problems)
+
+
+def _check_tls_routes(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """tls routes are for sidecars; each sniHost is one of the VirtualService's hosts (or
+    under one of its wildcards), as Istio requires; destinations exist."""
+    spec = resource.spec
+    gateways = [g for g in spec.get("gateways") or [] if g != "mesh"]
+    hosts = [resolve_host(h, resource.namespace) for h in spec["hosts"]]
+    for index, tls in enumerate(spec.get("tls") or []):
+        path = ("spec", "tls", index)
+        if gateways:
+            problems.add(resource, path, "tls routes at a gateway are not supported by meshwright yet "
+                         "(bind this VirtualService to sidecars only: gateways [mesh] or none, with a Sidecar egress listener of protocol TLS)")
+        for match_index, match in enumerate(tls["match"]):
+            for name_index, name in enumerate(match["sniHosts"]):
+                if not any(host_matches(host, resolve_host(name, resource.namespace)) for host in hosts):
+                    problems.add(resource, path + ("match", match_index, "sniHosts", name_index),
+                                 f"{name!r} is not one of the VirtualService's hosts ({', '.join(spec['hosts'])}): sniHosts must be among them")
+        for route_index, entry in enumerate(tls["route"]):
+            _check_destination(mesh, resource, path + ("route", route_index, "destination"), entry["destination"], problems)
+
+
+def check_sidecar(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """A TLS egress listener routes by SNI to services with a TLS port: its hosts need one."""
+    for index, entry in enumerate(resource.spec.get("egress") or []):
+        protocol = (entry.get("port") or {}).get("protocol")
+        if protocol not in TLS_PROTOCOLS:
+            continue
+        services = [s for s in mesh.registry.sorted() if any(egress_host_matches(h, s, resource.namespace) for h in entry["hosts"])]
+        tls_services = [s for s in services if any(port.is_tls for port in s.ports)]
+        if not tls_services:
+            problems.add(resource, ("spec", "egress", index, "hosts"), (
+                f"a {protocol} egress listener passes TLS through to services chosen by SNI, but these hosts name no service "
+                "with a port of protocol HTTPS or TLS: declare one with a ServiceEntry, or use protocol HTTP or TCP"
+            ))
+        for service in tls_services:
+            if service.resolution == "NONE" and not service.endpoints:
+                # Its cluster sends to the original destination, which here is the listener itself.
+                problems.add(resource, ("spec", "egress", index, "hosts"), (
+                    f"{service.hostname} has resolution NONE, whose destination is the address the app connected to: through this "
+                    f"listener, the listener itself. Give {service.source} endpoints or resolution DNS, or capture the app's traffic "
+                    "with iptables (sidecar.istio.io/interceptionMode: REDIRECT)"
+                ))
 
 
 def check_destination_rule(mesh: Mesh, resource: Resource, problems: Problems) -> None:
@@ -82,12 +128,6 @@ def check_destination_rule(mesh: Mesh, resource: Resource, problems: Problems) -
                 for field in ("clientCertificate", "privateKey"):
                     if field not in tls:
                         problems.add(resource, layer_path + ("tls",), f"tls.mode MUTUAL needs {field} (a file path on the proxy's host)")
-            if tls.get("mode") in ("SIMPLE", "MUTUAL") and "caCertificates" not in tls and not tls.get("insecureSkipVerify"):
-                # Istio falls back to the system's roots, whose file differs between hosts.
-                problems.add(resource, layer_path + ("tls",), (
-                    f"tls.mode {tls['mode']} needs caCertificates to check the server's certificate: the CA file on the proxy's host "
-                    "(the system's roots: /etc/ssl/certs/ca-certificates.crt on Debian), or insecureSkipVerify: true"
-                ))
             if tls.get("mode") == "ISTIO_MUTUAL":
                 check_istio_mutual(mesh, resource, layer_path + ("tls",), tls, problems)
 
@@ -108,7 +148,7 @@ def check_gateway(mesh: Mesh, resource: Resource, problems: Problems) -> None:
 def check_references(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     checks = {
         "VirtualService": check_virtual_service, "DestinationRule": check_destination_rule, "Gateway": check_gateway,
-        "Telemetry": check_telemetry, "MeshConfig": check_mesh_config,
+        "Telemetry": check_telemetry, "MeshConfig": check_mesh_config, "Sidecar": check_sidecar,
     }
     if resource.kind in checks:
         checks[resource.kind](mesh, resource, problems)

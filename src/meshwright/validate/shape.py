@@ -68,6 +68,18 @@ class Schema:
         raise NotImplementedError
 
 
+class Unsupported(Schema):
+    """A field of the Istio API that meshwright does not act on yet: refused, whatever its
+    value, with the house message and what to do instead."""
+
+    def __init__(self, instead: str):
+        self.instead = instead
+
+    def check(self, value, path, report):
+        report(path, f"{path[-1]} is not supported by meshwright yet ({self.instead})")
+        return INVALID
+
+
 class Any(Schema):
     description = "any value"
 
