@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from meshwright.check.pipeline import validate_mesh
+from meshwright.collector import cyclic_collector_paused
 from meshwright.compile.build import ProxyConfig, compile_proxy
 from meshwright.compile.capture import capture_settings
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, find_proxy, list_proxies
@@ -80,6 +81,7 @@ def check_config_dir(mesh: Mesh, config_dir: str) -> None:
         raise RenderError(problem)
 
 
+@cyclic_collector_paused()  # rendering makes trees and text, no cycles: the collector would walk the whole mesh
 def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml", check_dirs: bool = True) -> ProxyBundle:
     """The proxy's bundle for config_dir on its host (check_dirs=False for a scratch folder
     that only `envoy --mode validate` sees)."""
@@ -103,6 +105,7 @@ def bundle_mesh(paths: list[str], config_dirs: dict[str, str], fmt: str = "yaml"
     return bundle_proxies(load_mesh(paths), config_dirs, fmt)
 
 
+@cyclic_collector_paused()
 def bundle_proxies(mesh: Mesh, config_dirs: dict[str, str], fmt: str = "yaml") -> dict[str, ProxyBundle]:
     """bundle_mesh for a mesh already loaded (whose warnings the caller shows)."""
     known = {p.id for p in list_proxies(mesh)}
