@@ -90,3 +90,17 @@ def test_traffic_shifting_80_20_over_500_requests(lab):
     share_v2 = 100 * seen["v2"] / 500
     assert 15 <= share_v2 <= 25, f"v2 got {share_v2:.1f}% of 500 requests, expected 20 +- 5"
     assert seen["v1"] + seen["v2"] == 500
+
+
+def test_relative_weights_1_and_3_send_three_quarters_to_v2(lab):
+    """Istio's weights are relative (weight / sum): 1 and 3 are 25% and 75%."""
+    envoy, port = start(lab, 1, 3)
+    seen = versions(port, 400)
+    share_v2 = 100 * seen["v2"] / 400
+    assert 68 <= share_v2 <= 82, f"v2 got {share_v2:.1f}% of 400 requests, expected 75 +- 7"
+    assert seen["v1"] + seen["v2"] == 400
+
+
+def test_weight_0_beside_a_weighted_destination_gets_nothing(lab):
+    envoy, port = start(lab, 7, 0)
+    assert versions(port, 40) == {"v1": 40}

@@ -24,24 +24,7 @@ spec:
 
 CASES = [
     Case(
-        "weights that sum to 90",
-        """
-        apiVersion: networking.istio.io/v1
-        kind: VirtualService
-        metadata: {name: reviews, namespace: default}
-        spec:
-          hosts: [reviews]
-          http:
-          - route:  #!
-            - destination: {host: reviews, subset: v1}
-              weight: 70
-            - destination: {host: reviews, subset: v2}
-              weight: 20
-        """,
-        VS, "spec.http[0].route", ("weights must sum to 100, they sum to 90 (70 + 20)",),
-    ),
-    Case(
-        "a weight missing on one of two destinations",
+        "several destinations, every weight 0 (Istio: total destination weight = 0)",
         """
         apiVersion: networking.istio.io/v1
         kind: VirtualService
@@ -53,13 +36,13 @@ CASES = [
             - destination: {host: reviews, subset: v1}
           - route:  #!
             - destination: {host: reviews, subset: v1}
-              weight: 50
+              weight: 0
             - destination: {host: reviews, subset: v2}
         """,
-        VS, "spec.http[1].route", ("weights must sum to 100, they sum to 50 (50 + 0)",),
+        VS, "spec.http[1].route", ("every destination has weight 0 (0 + 0)", "weight / sum of the weights"),
     ),
     Case(
-        "a single destination weighted below 100",
+        "TCP weights beyond what Envoy can add up",
         """
         apiVersion: networking.istio.io/v1
         kind: VirtualService
@@ -68,10 +51,11 @@ CASES = [
           hosts: [db]
           tcp:
           - route:  #!
-            - destination: {host: db}
-              weight: 10
+            - {destination: {host: db}, weight: 2147483647}
+            - {destination: {host: db}, weight: 2147483647}
+            - {destination: {host: db}, weight: 2}
         """,
-        "VirtualService/default/db", "spec.tcp[0].route", ("weights must sum to 100, they sum to 10 (10)",),
+        "VirtualService/default/db", "spec.tcp[0].route", ("weights sum to 4294967296, more than Envoy can add up",),
     ),
     Case(
         "a rewrite on a redirect (Istio rejects it)",

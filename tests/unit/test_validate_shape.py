@@ -85,7 +85,7 @@ CASES = [
             - destination: {host: reviews, subset: v1}
               weight: "100"  #!
         """,
-        VS, "spec.http[0].route[0].weight", ("expected an integer from 0 to 100", "got string '100'"),
+        VS, "spec.http[0].route[0].weight", ("expected an integer from 0 to 2147483647", "got string '100'"),
     ),
     Case(
         "wrong type: a boolean as a string",
@@ -359,7 +359,7 @@ CASES = [
         VS, "spec.http[0].mirrorPercentage.value", ("-5 is out of range: expected a number from 0 to 100",),
     ),
     Case(
-        "weight above 100",
+        "a negative weight (Istio: weight < 0)",
         """
         apiVersion: networking.istio.io/v1
         kind: VirtualService
@@ -369,9 +369,9 @@ CASES = [
           http:
           - route:
             - destination: {host: reviews}
-              weight: 120  #!
+              weight: -20  #!
         """,
-        VS, "spec.http[0].route[0].weight", ("120 is out of range: expected an integer from 0 to 100",),
+        VS, "spec.http[0].route[0].weight", ("-20 is out of range: expected an integer from 0 to 2147483647",),
     ),
     Case(
         "port number out of range",

@@ -13,7 +13,7 @@ from meshwright.compile.listeners import http_connection_manager, listener, tcp_
 from meshwright.compile.mtls import inbound_filter_chains
 from meshwright.compile.peer_authentication import mtls_mode
 from meshwright.compile.proxy import OUTBOUND_PORT, Proxy
-from meshwright.compile.routes import destination_cluster
+from meshwright.compile.routes import destination_cluster, weighted_destinations
 from meshwright.compile.scope import services_for_hosts, services_in_scope, sidecar_for
 from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration
 from meshwright.mesh import Mesh
@@ -69,7 +69,7 @@ def tcp_destinations(mesh: Mesh, hostname: str, port: int) -> list[tuple[str, in
         ports = [m["port"] for m in route.get("match") or [] if "port" in m]
         if ports and port not in ports:
             continue
-        return [(destination_cluster(mesh, d["destination"], virtual_service.namespace), d.get("weight", 100)) for d in route["route"]]
+        return [(destination_cluster(mesh, entry["destination"], virtual_service.namespace), weight) for entry, weight in weighted_destinations(route["route"])]
     return [(outbound_cluster_name(port, "", hostname), 100)]
 
 

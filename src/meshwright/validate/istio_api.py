@@ -75,13 +75,16 @@ destination = Obj(
     required=("host",),
 )
 
+# Relative (a destination gets weight / sum of the weights); an int32, as Istio's field.
+weight = Int(0, 2**31 - 1)
+
 http_route_destination = Obj(
     "a route destination",
-    {"destination": destination, "weight": Int(0, 100), "headers": headers},
+    {"destination": destination, "weight": weight, "headers": headers},
     required=("destination",),
     hints={
         "route": "Routes do not nest: list destinations under one route and give each a weight "
-        "(weights sum to 100). A weight splits traffic, it does not limit it. " + RATE_LIMIT_HINT,
+        "(relative: each gets weight / sum of the weights). A weight splits traffic, it does not limit it. " + RATE_LIMIT_HINT,
         "percent": "Weights are integers on each destination (weight: 80). " + RATE_LIMIT_HINT,
         "rateLimit": RATE_LIMIT_HINT,
     },
@@ -182,7 +185,7 @@ tcp_route = Obj(
     "a TCP route",
     {
         "match": ListOf(Obj("a TCP match", {"port": Port(), "sourceLabels": Labels()})),
-        "route": ListOf(Obj("a route destination", {"destination": destination, "weight": Int(0, 100)}, required=("destination",)), min_items=1),
+        "route": ListOf(Obj("a route destination", {"destination": destination, "weight": weight}, required=("destination",)), min_items=1),
     },
     required=("route",),
 )

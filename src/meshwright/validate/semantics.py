@@ -33,16 +33,29 @@ def _is_ip(text: str) -> bool:
         return False
 
 
+# Envoy adds the weights of a route's clusters into a 32-bit unsigned integer.
+MAX_TOTAL_WEIGHT = 2**32 - 1
+
+
 def check_weights(resource: Resource, problems: Problems) -> None:
+    """Weights are relative, as in Istio: a destination gets weight / sum of the weights, and
+    a single destination all the traffic. Several destinations all of weight 0 send it
+    nowhere (Istio refuses them too); a sum other than 100 is valid, but was Istio's rule
+    before and is often a slip (80 + 30), so it is shown as a warning with the shares."""
     for kind in ("http", "tcp"):
         for index, route in enumerate(resource.spec.get(kind) or []):
             destinations = route.get("route") or []
-            if len(destinations) < 2 and all(d.get("weight", 100) == 100 for d in destinations):
+            if len(destinations) < 2:
                 continue
-            total = sum(d.get("weight", 0) for d in destinations)
-            if total != 100:
-                weights = " + ".join(str(d.get("weight", 0)) for d in destinations)
-                problems.add(resource, ("spec", kind, index, "route"), f"weights must sum to 100, they sum to {total} ({weights})")
+            weights = [d.get("weight", 0) for d in destinations]
+            total, shown, path = sum(weights), " + ".join(str(w) for w in weights), ("spec", kind, index, "route")
+            if total == 0:
+                problems.add(resource, path, f"every destination has weight 0 ({shown}), so no traffic could go anywhere: give the destinations weights (relative: each gets weight / sum of the weights)")
+            elif total > MAX_TOTAL_WEIGHT:
+                problems.add(resource, path, f"weights sum to {total}, more than Envoy can add up ({MAX_TOTAL_WEIGHT}): use smaller weights in the same proportions")
+            elif total != 100:
+                shares = ", ".join(f"{100 * w / total:.3g}%" for w in weights)
+                problems.warn(resource, path, f"weights sum to {total} ({shown}), not 100: they are relative, so the destinations get {shares} of the traffic")
 
 
 # Fields of an HTTP route that a redirect leaves without effect (Istio rejects the first two
