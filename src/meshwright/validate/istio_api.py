@@ -38,6 +38,7 @@ METRICS_HINT = (
     "per workload with a Telemetry (metrics: [{overrides: [{disabled: true}]}]) (docs/telemetry.md)"
 )
 
+# Protocol names are read in any case, as Istio's protocol.Parse does (tcp, Http2).
 PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "TCP")
 
 # Names that end up in SPIFFE IDs, file names and /etc/hosts lines (meshwright.names).
@@ -324,7 +325,7 @@ workload_entry = Obj(
 
 service_port = Obj(
     "a service port",
-    {"number": Port(), "protocol": Enum(*PROTOCOLS, hints=PROTOCOL_HINTS), "name": Str(non_empty=True), "targetPort": Port()},
+    {"number": Port(), "protocol": Enum(*PROTOCOLS, hints=PROTOCOL_HINTS, fold_case=True), "name": Str(non_empty=True), "targetPort": Port()},
     required=("number", "name"),
 )
 
@@ -352,7 +353,7 @@ service_entry = Obj(
 gateway_server = Obj(
     "a gateway server",
     {
-        "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "TCP"), "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
+        "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
         "bind": Address(),
         "hosts": ListOf(Str(valid=lambda text: names.is_namespaced_host(text, namespace_required=False), pattern_help=f"a host (a DNS name or a wildcard) or {names.NAMESPACED_HOST_HELP}"), min_items=1),
         "name": Str(),
@@ -390,7 +391,7 @@ sidecar = Obj(
             Obj(
                 "a sidecar ingress listener",
                 {
-                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS), "name": Str(non_empty=True)}, required=("number", "protocol")),
+                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS, fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol")),
                     "bind": Address(),
                     "defaultEndpoint": Str(pattern=r"^(127\.0\.0\.1|0\.0\.0\.0|\[::1\]|[0-9.]+):\d+$", pattern_help="an endpoint IP:PORT (127.0.0.1:8080)"),
                     "captureMode": Enum("NONE", hints=CAPTURE_HINTS),
@@ -402,7 +403,7 @@ sidecar = Obj(
             Obj(
                 "a sidecar egress listener",
                 {
-                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS), "name": Str(non_empty=True)}, required=("number", "protocol")),
+                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS, fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol")),
                     "bind": Address(),
                     "captureMode": Enum("NONE", hints=CAPTURE_HINTS),
                     "hosts": ListOf(Str(valid=names.is_namespaced_host, pattern_help=names.NAMESPACED_HOST_HELP), min_items=1),

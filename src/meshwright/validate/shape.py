@@ -198,23 +198,36 @@ def _short(text: str) -> str:
 
 
 class Enum(Schema):
-    def __init__(self, *values, hints: dict[str, str] | None = None):
+    """One of values. fold_case: the values are upper-case names that may be written in any
+    case (Istio parses protocol names so: tcp, Http2); the value kept is the upper-case one,
+    which later checks and the compiler compare."""
+
+    def __init__(self, *values, hints: dict[str, str] | None = None, fold_case: bool = False):
         self.values = values
         self.hints = hints or {}
+        self.fold_case = fold_case
 
     @property
     def description(self):
-        return "one of " + ", ".join(str(v) for v in self.values)
+        return "one of " + ", ".join(str(v) for v in self.values) + (" (in any case)" if self.fold_case else "")
+
+    def _key(self, value):
+        return value.upper() if self.fold_case and isinstance(value, str) else value
+
+    def check(self, value, path, report):
+        checked = super().check(value, path, report)
+        return checked if checked is INVALID else self._key(checked)
 
     def problem(self, value):
-        if value in self.values and type(value) is type(self.values[0]):
+        key = self._key(value)
+        if key in self.values and type(key) is type(self.values[0]):
             return None
         message = f"{value!r} is not valid: expected {self.description}"
-        close = close_matches(str(value), tuple(str(v) for v in self.values))
+        close = close_matches(str(key), tuple(str(v) for v in self.values))
         if close:
             message += f" (did you mean {close[0]}?)"
-        if value in self.hints:
-            message += ". " + self.hints[value]
+        if key in self.hints:
+            message += ". " + self.hints[key]
         return message
 
 
