@@ -10,7 +10,7 @@ from meshwright import names
 from meshwright.model.providers import ACCESS_LOG_PATH_HELP, is_access_log_path
 from meshwright.validate import security_api
 from meshwright.validate.shape import (
-    Address, Any, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str,
+    Address, AddressOrRange, Any, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str,
 )
 
 NETWORKING_VERSIONS = ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3")
@@ -343,8 +343,8 @@ service_entry = Obj(
         "resolution": Enum("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"),
         "endpoints": ListOf(workload_entry),
         "workloadSelector": workload_selector,
-        # Virtual IPs: used by sidecars with iptables capture (compile/capture.py).
-        "addresses": ListOf(Address()),
+        # Virtual IPs and CIDR ranges: used by sidecars with iptables capture (compile/capture.py).
+        "addresses": ListOf(AddressOrRange()),
     },
     required=("hosts", "ports"),
     one_of=(("endpoints", "workloadSelector"),),

@@ -11,10 +11,12 @@ from meshwright.compile.proxy import (
     ADMIN_PORT, HEALTH_PORT, INBOUND_CAPTURE_PORT, INTERCEPTION_ANNOTATION, NONE, OUTBOUND_PORT, PORT_OFFSET_ANNOTATION, REDIRECT,
     STATS_PORT, list_proxies,
 )
+from meshwright.compile.capture import address_ranges
 from meshwright.compile.scope import sidecar_for, workload_service_ports
 from meshwright.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, resolve_host
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems, format_path
+from meshwright.registry.model import HTTP_PROTOCOLS
 
 ROUTE_OPERATIONS = {
     "HTTP_FILTER": ("INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "ADD", "REMOVE", "MERGE"),
@@ -100,7 +102,7 @@ def check_service_entry(resource: Resource, problems: Problems) -> None:
         # Envoy's LOGICAL_DNS cluster connects to one name; Istio refuses more, as here.
         problems.add(resource, ("spec", "endpoints"), "resolution DNS_ROUND_ROBIN takes at most one endpoint: use DNS to balance over several names")
     for index, address in enumerate(spec.get("addresses") or []):
-        if ipaddress.ip_address(address).version != 4:
+        if ipaddress.ip_network(address, strict=False).version != 4:
             problems.add(resource, ("spec", "addresses", index), f"{address} is not an IPv4 address: iptables capture redirects IPv4 only")
     if resolution in ("DNS", "DNS_ROUND_ROBIN"):
         for index, host in enumerate(spec["hosts"]):
@@ -170,6 +172,7 @@ def check_conflicts(mesh: Mesh, problems: Problems) -> None:
             rules[key] = rule
     for extra in mesh.of_kind("MeshConfig")[1:]:
         problems.add(extra, ("metadata", "name"), f"only one MeshConfig is allowed ({mesh.of_kind('MeshConfig')[0].ref} is the first)")
+    check_address_ranges(mesh, problems)
     defaults: dict[str, Resource] = {}
     for sidecar in mesh.of_kind("Sidecar"):
         if "workloadSelector" in sidecar.spec:
@@ -178,6 +181,23 @@ def check_conflicts(mesh: Mesh, problems: Problems) -> None:
             problems.add(sidecar, ("spec",), f"namespace {sidecar.namespace} already has a Sidecar without workloadSelector ({defaults[sidecar.namespace].ref})")
         else:
             defaults[sidecar.namespace] = sidecar
+
+
+def check_address_ranges(mesh: Mesh, problems: Problems) -> None:
+    """A destination range (a CIDR among a ServiceEntry's addresses, or an address after the
+    first) picks a TCP port's traffic for one service: under capture, two services claiming
+    the same range on the same port would be two identical filter chain matches."""
+    owners: dict[tuple, Resource] = {}
+    for entry in mesh.of_kind("ServiceEntry"):
+        given = entry.spec.get("addresses") or []
+        ranges = address_ranges(given)
+        tcp_ports = [p["number"] for p in entry.spec["ports"] if p.get("protocol", "TCP") not in HTTP_PROTOCOLS]
+        for index, address in enumerate(given):
+            network = ipaddress.ip_network(address, strict=False)
+            for number in tcp_ports if network in ranges else ():
+                first = owners.setdefault((number, network), entry)
+                if first is not entry:
+                    problems.add(entry, ("spec", "addresses", index), f"{network} on TCP port {number} already belongs to {first.ref}: a destination range picks one service's traffic")
 
 
 def _proxy_ports(proxy, outbound: bool) -> dict[int, str]:

@@ -123,6 +123,22 @@ class Address(Schema):
         return None
 
 
+class AddressOrRange(Schema):
+    """An IP address or a CIDR range (10.0.0.0/16); host bits may be set (192.192.192.192/24),
+    as Istio and Go's ParseCIDR allow."""
+
+    description = "an IP address or a CIDR range"
+
+    def problem(self, value):
+        if not isinstance(value, str):
+            return f"expected {self.description}, got {type_name(value)}"
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"{value!r} is not {self.description}"
+        return None
+
+
 class Int(Schema):
     def __init__(self, minimum: int | None = None, maximum: int | None = None):
         self.minimum, self.maximum = minimum, maximum
