@@ -273,7 +273,39 @@ CASES = [
             route:
             - destination: {host: reviews}
         """,
-        VS, "spec.http[0].match[0].uri.regex", ("regex '/api/([a-z+' does not compile",),
+        VS, "spec.http[0].match[0].uri.regex", ("regex '/api/([a-z+' is not valid RE2", "missing ]: [a-z+"),
+    ),
+    Case(
+        "a lookahead (Python's re has it, RE2 and so Envoy do not)",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - match:
+            - uri: {regex: "/api/(?!internal).*"}  #!
+            route:
+            - destination: {host: reviews}
+        """,
+        VS, "spec.http[0].match[0].uri.regex", ("is not valid RE2, Envoy's regex syntax", "invalid perl operator: (?!"),
+    ),
+    Case(
+        "a regex too large for Envoy (RE2 program size over 100)",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews}
+            rewrite:
+              uriRegexRewrite: {match: "^/(abc|def){1,30}$", rewrite: /}  #!
+        """,
+        VS, "spec.http[0].rewrite.uriRegexRewrite.match", ("too large for Envoy: its RE2 program size is", "refuses more than 100"),
     ),
     Case(
         "bad regex in a header match",
@@ -291,7 +323,7 @@ CASES = [
             route:
             - destination: {host: reviews}
         """,
-        VS, "spec.http[0].match[0].headers.x-user.regex", ("regex '*admin' does not compile",),
+        VS, "spec.http[0].match[0].headers.x-user.regex", ("regex '*admin' is not valid RE2", "no argument for repetition operator"),
     ),
     Case(
         "a string match with two kinds",
