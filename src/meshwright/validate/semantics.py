@@ -173,6 +173,7 @@ def check_conflicts(mesh: Mesh, problems: Problems) -> None:
     for extra in mesh.of_kind("MeshConfig")[1:]:
         problems.add(extra, ("metadata", "name"), f"only one MeshConfig is allowed ({mesh.of_kind('MeshConfig')[0].ref} is the first)")
     check_address_ranges(mesh, problems)
+    check_networks(mesh, problems)
     defaults: dict[str, Resource] = {}
     for sidecar in mesh.of_kind("Sidecar"):
         if "workloadSelector" in sidecar.spec:
@@ -198,6 +199,34 @@ def check_address_ranges(mesh: Mesh, problems: Problems) -> None:
                 first = owners.setdefault((number, network), entry)
                 if first is not entry:
                     problems.add(entry, ("spec", "addresses", index), f"{network} on TCP port {number} already belongs to {first.ref}: a destination range picks one service's traffic")
+
+
+def _named_networks(mesh: Mesh) -> list[tuple[Resource, tuple, str]]:
+    """(resource, field path, network) of every workload that names its network: the
+    WorkloadEntries and the ServiceEntries' inline endpoints."""
+    named = [(we, ("spec", "network"), we.spec["network"]) for we in mesh.of_kind("WorkloadEntry") if we.spec.get("network")]
+    for entry in mesh.of_kind("ServiceEntry"):
+        for index, endpoint in enumerate(entry.spec.get("endpoints") or []):
+            if endpoint.get("network"):
+                named.append((entry, ("spec", "endpoints", index, "network"), endpoint["network"]))
+    return named
+
+
+def check_networks(mesh: Mesh, problems: Problems) -> None:
+    """One network (named the same everywhere, or not named) is the mesh meshwright makes, so
+    `network` changes nothing then. Workloads on several networks reach each other only through
+    east-west gateways (Istio's multi-network), which meshwright does not make: refused,
+    never ignored."""
+    named = _named_networks(mesh)
+    networks = sorted({network for _, _, network in named})
+    if len(networks) < 2:
+        return
+    for resource, path, network in named:
+        problems.add(resource, path, (
+            f"network is not supported by meshwright yet across several networks (this mesh names {', '.join(networks)}): "
+            "workloads on different networks reach each other through east-west gateways, which meshwright does not make; "
+            "put every workload on one network (one name for all, or none)"
+        ))
 
 
 def _proxy_ports(proxy, outbound: bool) -> dict[int, str]:
