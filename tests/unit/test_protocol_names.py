@@ -9,7 +9,9 @@ import re
 
 import pytest
 
+from meshwright.check.pipeline import validate_mesh
 from meshwright.cli import main
+from meshwright.model.load import load_paths
 from tests.golden.golden import CASES_DIR, case_names, render_all
 from tests.unit.validation_cases import BASE
 
@@ -49,3 +51,38 @@ def test_a_wrong_protocol_name_is_reported_as_written(tmp_path, capsys):
         f"{tmp_path / 'case.yaml'}:6: ServiceEntry/default/cache: spec.ports[0].protocol: "
         "'tpc' is not valid: expected one of HTTP, HTTP2, GRPC, TCP (in any case) (did you mean TCP?)"
     )
+
+
+SERVICE_ENTRY = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: external, namespace: default}}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{{number: 443, name: tls, protocol: {protocol}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  servers:
+  - port: {{number: 8443, name: tls, protocol: {protocol}}}
+    hosts: [api.example.com]
+    tls: {{mode: SIMPLE, serverCertificate: /etc/certs/edge.pem, privateKey: /etc/certs/edge-key.pem}}
+"""
+
+
+@pytest.mark.parametrize("protocol", ["HTTPS", "TLS"])
+def test_tls_protocol_names_get_the_same_verdict_in_any_case(tmp_path, protocol):
+    """`https` and `tls` are what HTTPS and TLS are, accepted or refused alike (the message
+    quoting the name as written)."""
+    verdicts = {}
+    for written in (protocol, protocol.lower(), protocol.capitalize()):
+        folder = tmp_path / written
+        folder.mkdir()
+        (folder / "mesh.yaml").write_text(SERVICE_ENTRY.format(protocol=written))
+        _, problems = validate_mesh(load_paths([str(folder)]))
+        verdicts[written] = [(p.line, p.resource, p.path, p.message.replace(repr(written), repr(protocol))) for p in problems]
+    assert verdicts[protocol.lower()] == verdicts[protocol] == verdicts[protocol.capitalize()]
