@@ -231,6 +231,10 @@ class Mesh:
         """The WorkloadEntries of namespace whose labels selector matches, in mesh order."""
         return self.workloads_by_label.select(namespace, selector)
 
+    def selected_workloads_in_every_namespace(self, selector: dict) -> list[Resource]:
+        """The WorkloadEntries of every namespace whose labels selector matches."""
+        return self.workloads_by_label.select_in_every_namespace(selector)
+
     def destination_rule_for(self, hostname: str, namespace: str) -> Resource | None:
         """The DestinationRule for a host: exact host first, then the most specific wildcard;
         a rule in the client's namespace wins over one elsewhere (Istio's lookup order)."""

@@ -163,3 +163,21 @@ def test_cluster_local_means_the_mesh_trust_domain(tmp_path):
     [deny, *_] = http_filters(compiled(mesh, "server-1.default"), 8080)
     names = principal_names(deny["typed_config"]["rules"]["policies"]["ns[default]-policy[td]-rule[1]"]["principals"][0])
     assert names == [{"exact": "spiffe://example.org/ns/k/sa/l"}]
+
+
+def test_path_templates_become_envoy_uri_templates(tmp_path):
+    """Istio's translation: a path with {*} or {**} is Envoy's URI template ({*} -> *,
+    {**} -> **); other paths stay url_path matchers."""
+    mesh = load_mesh(tmp_path, policy("templates", """\
+  selector: {matchLabels: {app: server}}
+  rules:
+  - to: [{operation: {paths: ["/api/{*}/status", "/files/{**}", /healthz]}}]
+"""))
+    [allow] = [f for f in http_filters(compiled(mesh, "server-1.default"), 8080) if f["name"] == "envoy.filters.http.rbac"]
+    rule = allow["typed_config"]["rules"]["policies"]["ns[default]-policy[templates]-rule[0]"]
+    template = "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig"
+    assert rule["permissions"] == [{"or_rules": {"rules": [
+        {"uri_template": {"name": "uri-template", "typed_config": {"@type": template, "path_template": "/api/*/status"}}},
+        {"uri_template": {"name": "uri-template", "typed_config": {"@type": template, "path_template": "/files/**"}}},
+        {"url_path": {"path": {"exact": "/healthz"}}},
+    ]}}]

@@ -171,6 +171,34 @@ CASES_WITH_IDENTITY = [
         AP + "p", "spec.rules[0].to[0].operation.ports[0]", ("expected a string",),
     ),
     Case(
+        "a path template with {**} before another operator (Istio refuses it)",
+        """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: default}
+        spec:
+          rules:
+          - to:
+            - operation:
+                paths: ["/api/{**}/items/{*}"]  #!
+        """,
+        AP + "p", "spec.rules[0].to[0].operation.paths[0]", ("not a valid path template: {**} must be its last operator",),
+    ),
+    Case(
+        "braces that are no template operator",
+        """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: default}
+        spec:
+          rules:
+          - to:
+            - operation:
+                notPaths: ["/api/{id}/items"]  #!
+        """,
+        AP + "p", "spec.rules[0].to[0].operation.notPaths[0]", ("'{' and '}' appear only in {*} and {**}",),
+    ),
+    Case(
         "wildcard in the middle",
         """
         apiVersion: security.istio.io/v1

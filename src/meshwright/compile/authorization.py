@@ -33,6 +33,9 @@ HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
 NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
 ACTIONS = ("DENY", "ALLOW")  # the order Envoy evaluates them in
 HTTP_ONLY_OPERATION_FIELDS = ("paths", "notPaths", "methods", "notMethods")
+URI_TEMPLATE = TYPE_PREFIX + "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig"
+# Istio's path template operators: one path segment, and any number of them (last only).
+MATCH_ONE_TEMPLATE, MATCH_ANY_TEMPLATE = "{*}", "{**}"
 
 
 def policies_for(mesh: Mesh, namespace: str, labels: tuple) -> list[Resource]:
@@ -151,7 +154,16 @@ def _namespace(value: str) -> dict:
     return {"authenticated": {"principal_name": _namespace_regex(value)}}
 
 
+def is_path_template(value: str) -> bool:
+    """Whether a rule's path is a template (`/api/{*}/status`, `/files/{**}`), as Istio reads it."""
+    return MATCH_ONE_TEMPLATE in value or MATCH_ANY_TEMPLATE in value
+
+
 def _path(value: str) -> dict:
+    if is_path_template(value):
+        # Istio's translation: Envoy's URI template matcher, with {*} -> * and {**} -> **.
+        template = value.replace(MATCH_ANY_TEMPLATE, "**").replace(MATCH_ONE_TEMPLATE, "*")
+        return {"uri_template": {"name": "uri-template", "typed_config": typed(URI_TEMPLATE, path_template=template)}}
     return {"url_path": {"path": string_matcher(value)}}
 
 

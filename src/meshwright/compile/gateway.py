@@ -6,7 +6,7 @@ from __future__ import annotations
 from meshwright.compile.authorization import authorize_chain
 from meshwright.compile.listeners import downstream_tls, http_connection_manager, listener, tcp_proxy
 from meshwright.compile.proxy import Proxy
-from meshwright.compile.routes import destination_cluster, virtual_service_routes
+from meshwright.compile.routes import destination_cluster, virtual_service_routes, weighted_destinations
 from meshwright.compile.virtual_hosts import route_configuration
 from meshwright.mesh import Mesh, host_matches
 from meshwright.model.resource import Resource
@@ -66,7 +66,7 @@ def _tcp_clusters(mesh: Mesh, gateway_id: str, port: int) -> list[tuple[str, int
         for route in virtual_service.spec.get("tcp") or []:
             ports = [m["port"] for m in route.get("match") or [] if "port" in m]
             if not ports or port in ports:
-                return [(destination_cluster(mesh, d["destination"], virtual_service.namespace), d.get("weight", 100)) for d in route["route"]]
+                return [(destination_cluster(mesh, entry["destination"], virtual_service.namespace), weight) for entry, weight in weighted_destinations(route["route"])]
     return []
 
 

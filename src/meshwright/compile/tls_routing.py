@@ -12,7 +12,7 @@ from __future__ import annotations
 from meshwright.compile.clusters import outbound_cluster_name
 from meshwright.compile.listeners import tcp_proxy
 from meshwright.compile.proxy import Proxy
-from meshwright.compile.routes import destination_cluster
+from meshwright.compile.routes import destination_cluster, weighted_destinations
 from meshwright.mesh import Mesh, host_matches, labels_match, resolve_host
 from meshwright.registry.model import Service, ServicePort
 

@@ -10,7 +10,7 @@ from meshwright import names
 from meshwright.model.providers import ACCESS_LOG_PATH_HELP, is_access_log_path
 from meshwright.validate import security_api
 from meshwright.validate.shape import (
-    Address, Any, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str, Unsupported,
+    Address, AddressOrRange, Any, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str, Unsupported,
 )
 
 NETWORKING_VERSIONS = ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3")
@@ -38,6 +38,7 @@ METRICS_HINT = (
     "per workload with a Telemetry (metrics: [{overrides: [{disabled: true}]}]) (docs/telemetry.md)"
 )
 
+# Protocol names are read in any case, as Istio's protocol.Parse does (tcp, Http2).
 PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "TCP")
 # TLS the sidecar passes through, routed by SNI (on ServiceEntry ports and Sidecar egress listeners).
 TLS_PROTOCOLS = ("HTTPS", "TLS")
@@ -76,13 +77,16 @@ destination = Obj(
     required=("host",),
 )
 
+# Relative (a destination gets weight / sum of the weights); an int32, as Istio's field.
+weight = Int(0, 2**31 - 1)
+
 http_route_destination = Obj(
     "a route destination",
-    {"destination": destination, "weight": Int(0, 100), "headers": headers},
+    {"destination": destination, "weight": weight, "headers": headers},
     required=("destination",),
     hints={
         "route": "Routes do not nest: list destinations under one route and give each a weight "
-        "(weights sum to 100). A weight splits traffic, it does not limit it. " + RATE_LIMIT_HINT,
+        "(relative: each gets weight / sum of the weights). A weight splits traffic, it does not limit it. " + RATE_LIMIT_HINT,
         "percent": "Weights are integers on each destination (weight: 80). " + RATE_LIMIT_HINT,
         "rateLimit": RATE_LIMIT_HINT,
     },
@@ -207,7 +211,7 @@ tcp_route = Obj(
     "a TCP route",
     {
         "match": ListOf(Obj("a TCP match", {"port": Port(), "sourceLabels": Labels()})),
-        "route": ListOf(Obj("a route destination", {"destination": destination, "weight": Int(0, 100)}, required=("destination",)), min_items=1),
+        "route": ListOf(Obj("a route destination", {"destination": destination, "weight": weight}, required=("destination",)), min_items=1),
     },
     required=("route",),
 )
@@ -347,7 +351,7 @@ workload_entry = Obj(
 
 service_port = Obj(
     "a service port",
-    {"number": Port(), "protocol": Enum(*PROTOCOLS, *TLS_PROTOCOLS), "name": Str(non_empty=True), "targetPort": Port()},
+    {"number": Port(), "protocol": Enum(*PROTOCOLS, *TLS_PROTOCOLS, fold_case=True), "name": Str(non_empty=True), "targetPort": Port()},
     required=("number", "name"),
 )
 
@@ -365,8 +369,8 @@ service_entry = Obj(
         "resolution": Enum("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"),
         "endpoints": ListOf(workload_entry),
         "workloadSelector": workload_selector,
-        # Virtual IPs: used by sidecars with iptables capture (compile/capture.py).
-        "addresses": ListOf(Address()),
+        # Virtual IPs and CIDR ranges: used by sidecars with iptables capture (compile/capture.py).
+        "addresses": ListOf(AddressOrRange()),
     },
     required=("hosts", "ports"),
     one_of=(("endpoints", "workloadSelector"),),
@@ -375,7 +379,7 @@ service_entry = Obj(
 gateway_server = Obj(
     "a gateway server",
     {
-        "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "TCP"), "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
+        "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
         "bind": Address(),
         "hosts": ListOf(Str(valid=lambda text: names.is_namespaced_host(text, namespace_required=False), pattern_help=f"a host (a DNS name or a wildcard) or {names.NAMESPACED_HOST_HELP}"), min_items=1),
         "name": Str(),
@@ -413,7 +417,7 @@ sidecar = Obj(
             Obj(
                 "a sidecar ingress listener",
                 {
-                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS), "name": Str(non_empty=True)}, required=("number", "protocol")),
+                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS, fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol")),
                     "bind": Address(),
                     "defaultEndpoint": Str(pattern=r"^(127\.0\.0\.1|0\.0\.0\.0|\[::1\]|[0-9.]+):\d+$", pattern_help="an endpoint IP:PORT (127.0.0.1:8080)"),
                     "captureMode": Enum("NONE", hints=CAPTURE_HINTS),
@@ -425,7 +429,7 @@ sidecar = Obj(
             Obj(
                 "a sidecar egress listener",
                 {
-                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS, *TLS_PROTOCOLS), "name": Str(non_empty=True)}, required=("number", "protocol")),
+                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS, *TLS_PROTOCOLS, fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol")),
                     "bind": Address(),
                     "captureMode": Enum("NONE", hints=CAPTURE_HINTS),
                     "hosts": ListOf(Str(valid=names.is_namespaced_host, pattern_help=names.NAMESPACED_HOST_HELP), min_items=1),

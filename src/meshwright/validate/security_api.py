@@ -6,8 +6,11 @@ Fields meshwright does not act on are errors with a hint, never ignored (docs/se
 
 from __future__ import annotations
 
+import re
+
 from meshwright import names
-from meshwright.validate.shape import Duration, Enum, Labels, ListOf, Obj, PortMapOf, Str
+from meshwright.compile.authorization import MATCH_ANY_TEMPLATE, MATCH_ONE_TEMPLATE, is_path_template
+from meshwright.validate.shape import Duration, Enum, Labels, ListOf, Obj, PortMapOf, Schema, Str, type_name
 
 SECURITY_VERSIONS = ("security.istio.io/v1", "security.istio.io/v1beta1")
 
@@ -54,6 +57,45 @@ def is_namespace_value(text: object) -> bool:
 
 
 
+# A literal segment of a path template: RFC 3986 pchar, as Istio checks it.
+_TEMPLATE_LITERAL = re.compile(r"[a-zA-Z0-9\-._~%!$&'()+,;:@=]+")
+
+
+def path_template_problem(path: str) -> str | None:
+    """What is wrong with a path template, as Istio's CheckValidPathTemplate sees it: each
+    segment is {*}, {**} (the last operator) or a literal without '{', '}' or '*'."""
+    segments = path.strip("/").split("/")
+    for index, segment in enumerate(segments):
+        if segment == MATCH_ANY_TEMPLATE and any(s in (MATCH_ONE_TEMPLATE, MATCH_ANY_TEMPLATE) for s in segments[index + 1:]):
+            return f"{path!r} is not a valid path template: {MATCH_ANY_TEMPLATE} must be its last operator"
+        if segment in (MATCH_ONE_TEMPLATE, MATCH_ANY_TEMPLATE):
+            continue
+        if not _TEMPLATE_LITERAL.fullmatch(segment):
+            return (f"{path!r} is not a valid path template: segment {segment!r} must be {MATCH_ONE_TEMPLATE}, {MATCH_ANY_TEMPLATE} "
+                    "or letters, digits and -._~%!$&'()+,;:@= (no '{', '}' or '*' beside them)")
+    if not path.startswith("/"):
+        return f"{path!r} is not a valid path template: it starts with '/'"
+    return None
+
+
+class PathValue(Schema):
+    """A rule's path: a value with at most a leading or trailing '*', or a path template with
+    {*} (one segment) and {**} (any number of segments, last), as Istio allows."""
+
+    description = "a path"
+
+    def problem(self, value):
+        if not isinstance(value, str):
+            return f"expected {self.description}, got {type_name(value)} {value!r}"
+        if is_path_template(value):
+            return path_template_problem(value)
+        if "{" in value or "}" in value:
+            return f"{value!r} is not a path Istio takes: '{{' and '}}' appear only in {MATCH_ONE_TEMPLATE} and {MATCH_ANY_TEMPLATE}"
+        problem = _wildcard.problem(value)
+        return problem and problem + f" (or a path template: /api/{MATCH_ONE_TEMPLATE}/status, /files/{MATCH_ANY_TEMPLATE})"
+
+
+_paths = ListOf(PathValue(), min_items=1)
 _namespaces = ListOf(Str(valid=is_namespace_value, pattern_help=NAMESPACE_VALUE_HELP), min_items=1)
 SOURCE_FIELDS = ("principals", "notPrincipals", "namespaces", "notNamespaces")
 OPERATION_FIELDS = ("paths", "notPaths", "methods", "notMethods", "ports", "notPorts")
@@ -78,7 +120,7 @@ _port = Str(pattern=r"^\d{1,5}$", pattern_help='a port number as a string ("8080
 operation = Obj(
     "a rule operation",
     {
-        "paths": _values, "notPaths": _values,
+        "paths": _paths, "notPaths": _paths,
         "methods": ListOf(_method, min_items=1), "notMethods": ListOf(_method, min_items=1),
         "ports": ListOf(_port, min_items=1), "notPorts": ListOf(_port, min_items=1),
     },
