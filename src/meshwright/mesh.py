@@ -157,6 +157,30 @@ def workload_selector(resource: Resource) -> dict | None:
     return (resource.spec.get("selector") or {}).get("matchLabels")
 
 
+def rule_selector(rule: Resource) -> dict | None:
+    """The labels a DestinationRule's workloadSelector.matchLabels picks clients by, or None."""
+    return (rule.spec.get("workloadSelector") or {}).get("matchLabels")
+
+
+def exported_to(resource: Resource, namespace: str) -> bool:
+    """Whether a resource's exportTo makes it visible in namespace: none given, or "*", means
+    every namespace; "." its own; "~" none; else the namespaces named (Istio's visibility)."""
+    export_to = resource.spec.get("exportTo")
+    if not export_to:
+        return True
+    return "*" in export_to or namespace in export_to or ("." in export_to and namespace == resource.namespace)
+
+
+def destination_rule_applies(rule: Resource, namespace: str, labels: dict) -> bool:
+    """Whether a DestinationRule applies to a client in namespace with labels: exported to
+    the namespace, and, with a workloadSelector, only to the client workloads it picks in its
+    own namespace (Istio does not export such rules)."""
+    if not exported_to(rule, namespace):
+        return False
+    selector = rule_selector(rule)
+    return selector is None or (rule.namespace == namespace and labels_match(selector, labels))
+
+
 @dataclass
 class Mesh:
     resources: list[Resource]
@@ -235,14 +259,21 @@ class Mesh:
         """The WorkloadEntries of every namespace whose labels selector matches."""
         return self.workloads_by_label.select_in_every_namespace(selector)
 
-    def destination_rule_for(self, hostname: str, namespace: str) -> Resource | None:
-        """The DestinationRule for a host: exact host first, then the most specific wildcard;
-        a rule in the client's namespace wins over one elsewhere (Istio's lookup order)."""
+    def destination_rule_for(self, hostname: str, namespace: str, labels: dict | None = None) -> Resource | None:
+        """The DestinationRule for a host that a client in namespace with labels gets: exact
+        host first, then the most specific wildcard; among the rules visible to the client
+        (destination_rule_applies), one in its own namespace wins over one elsewhere, and
+        there one whose workloadSelector picks the client over one without (Istio's order).
+        labels None: the rule a client no selector picks gets (validation's view)."""
         for pattern in host_patterns(hostname):
-            rules = self.destination_rules_by_host.get(pattern)
+            rules = [rule for rule in self.destination_rules_by_host.get(pattern, ()) if destination_rule_applies(rule, namespace, labels or {})]
             if rules:
-                return min(rules, key=lambda rule: (rule.namespace != namespace, rule.namespace, rule.name))
+                return min(rules, key=lambda rule: (rule.namespace != namespace, rule_selector(rule) is None, rule.namespace, rule.name))
         return None
+
+    def destination_rules_in_namespace(self, hostname: str, namespace: str) -> list[Resource]:
+        """Every DestinationRule of namespace for a host (pattern match), selectors or not."""
+        return [rule for pattern in host_patterns(hostname) for rule in self.destination_rules_by_host.get(pattern, ()) if rule.namespace == namespace]
 
     def sidecar_virtual_service_for(self, hostname: str) -> Resource | None:
         """The VirtualService that routes a host for sidecars: the first, in (namespace, name)

@@ -54,9 +54,9 @@ def rule_policy(rule: Resource | None, subset: str, port: int | None) -> dict:
     return merged
 
 
-def effective_policy(mesh: Mesh, host: str, namespace: str, subset: str, port: int | None) -> dict:
-    """The traffic policy that applies to traffic from namespace to a subset and port of host."""
-    return rule_policy(mesh.destination_rule_for(host, namespace), subset, port)
+def effective_policy(mesh: Mesh, host: str, client, subset: str, port: int | None) -> dict:
+    """The traffic policy that applies to traffic from a client proxy to a subset and port of host."""
+    return rule_policy(mesh.destination_rule_for(host, client.namespace, client.label_map), subset, port)
 
 
 def subset_labels(rule: Resource | None, subset: str) -> dict:
@@ -99,6 +99,13 @@ def _outlier_detection(outlier: dict) -> dict:
         out["base_ejection_time"] = duration(outlier["baseEjectionTime"])
     if "maxEjectionPercent" in outlier:
         out["max_ejection_percent"] = outlier["maxEjectionPercent"]
+    # Local-origin errors (connect failures, timeouts, resets) counted apart from the
+    # upstream's own 5xx; Envoy's consecutive_local_origin_failure counts them.
+    if outlier.get("splitExternalLocalOriginErrors"):
+        out["split_external_local_origin_errors"] = True
+    if "consecutiveLocalOriginFailures" in outlier:
+        out["consecutive_local_origin_failure"] = outlier["consecutiveLocalOriginFailures"]
+        out["enforcing_consecutive_local_origin_failure"] = 100 if outlier["consecutiveLocalOriginFailures"] else 0
     return out
 
 
@@ -134,23 +141,81 @@ def _upstream_tls(tls: dict, host: str, port: ServicePort, system_ca: str) -> di
     return {"name": "envoy.transport_sockets.tls", "typed_config": typed(UPSTREAM_TLS, **context)}
 
 
+def _http2_options(http: dict) -> dict:
+    return {"max_concurrent_streams": http["maxConcurrentStreams"]} if "maxConcurrentStreams" in http else {}
+
+
+def _upstream_protocol(port: ServicePort, http: dict) -> dict:
+    """Which HTTP the cluster speaks upstream: the client's own (useClientProtocol), HTTP/2
+    for HTTP2 and GRPC ports and for HTTP ports whose h2UpgradePolicy is UPGRADE, else
+    HTTP/1.1 (Istio's DEFAULT is DO_NOT_UPGRADE)."""
+    if http.get("useClientProtocol"):
+        return {"use_downstream_protocol_config": {"http_protocol_options": {}, "http2_protocol_options": _http2_options(http)}}
+    if port.protocol in ("HTTP2", "GRPC") or http.get("h2UpgradePolicy") == "UPGRADE":
+        return {"explicit_http_config": {"http2_protocol_options": _http2_options(http)}}
+    return {"explicit_http_config": {"http_protocol_options": {}}}
+
+
 def _http_protocol_options(port: ServicePort, pool: dict) -> dict | None:
-    http = pool.get("http") or {}
+    http, tcp = pool.get("http") or {}, pool.get("tcp") or {}
     common: dict = {}
     if "idleTimeout" in http:
         common["idle_timeout"] = duration(http["idleTimeout"])
+    if "maxConnectionDuration" in tcp:
+        common["max_connection_duration"] = duration(tcp["maxConnectionDuration"])
     if http.get("maxRequestsPerConnection"):
         common["max_requests_per_connection"] = http["maxRequestsPerConnection"]
-    options: dict = {}
-    if common:
-        options["common_http_protocol_options"] = common
-    if port.protocol in ("HTTP2", "GRPC"):
-        options["explicit_http_config"] = {"http2_protocol_options": {}}
-    elif common:
-        options["explicit_http_config"] = {"http_protocol_options": {}}
-    if not options:
+    protocol = _upstream_protocol(port, http)
+    # HTTP/1.1 with nothing else set is Envoy's default: no options at all.
+    if not common and protocol == {"explicit_http_config": {"http_protocol_options": {}}}:
         return None
+    options: dict = {"common_http_protocol_options": common} if common else {}
+    options.update(protocol)
     return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(HTTP_PROTOCOL_OPTIONS, **options)}
+
+
+def _slow_start(balancer: dict) -> dict | None:
+    """Istio's warmup (or its older warmupDurationSecs) -> Envoy's slow start: a new endpoint's
+    weight grows from minimumPercent to full over the window, at the given aggression."""
+    if "warmupDurationSecs" in balancer:
+        return {"slow_start_window": duration(balancer["warmupDurationSecs"])}
+    warmup = balancer.get("warmup")
+    if warmup is None:
+        return None
+    config: dict = {"slow_start_window": duration(warmup["duration"])}
+    if "aggression" in warmup:
+        config["aggression"] = {"default_value": warmup["aggression"], "runtime_key": "upstream.warmup_aggression"}
+    if "minimumPercent" in warmup:
+        config["min_weight_percent"] = {"value": warmup["minimumPercent"]}
+    return config
+
+
+def _apply_consistent_hash(cluster: dict, consistent: dict) -> None:
+    """RING_HASH (Istio's default, ringHash or the older minimumRingSize) or MAGLEV; the route
+    says what is hashed (compile/routes.py hash_policy)."""
+    if "maglev" in consistent:
+        cluster["lb_policy"] = "MAGLEV"
+        if "tableSize" in consistent["maglev"]:
+            cluster["maglev_lb_config"] = {"table_size": str(consistent["maglev"]["tableSize"])}
+        return
+    cluster["lb_policy"] = "RING_HASH"
+    ring_size = (consistent.get("ringHash") or {}).get("minimumRingSize", consistent.get("minimumRingSize"))
+    if ring_size is not None:
+        cluster["ring_hash_lb_config"] = {"minimum_ring_size": str(ring_size)}
+
+
+def _apply_load_balancer(cluster: dict, balancer: dict) -> None:
+    if "consistentHash" in balancer:
+        _apply_consistent_hash(cluster, balancer["consistentHash"])
+    else:
+        cluster["lb_policy"] = SIMPLE_LB[balancer.get("simple", "LEAST_REQUEST")]
+        slow_start = _slow_start(balancer)
+        if slow_start is not None:
+            # Validation refuses warmup with RANDOM (Envoy has no slow start there).
+            config_field = "round_robin_lb_config" if cluster["lb_policy"] == "ROUND_ROBIN" else "least_request_lb_config"
+            cluster[config_field] = {"slow_start_config": slow_start}
+    if (balancer.get("localityLbSetting") or {}).get("distribute"):
+        cluster["common_lb_config"] = {"locality_weighted_lb_config": {}}
 
 
 def apply_policy(cluster: dict, policy: dict, port: ServicePort, host: str, system_ca: str) -> None:
@@ -166,15 +231,7 @@ def apply_policy(cluster: dict, policy: dict, port: ServicePort, host: str, syst
             for key, field in (("keepalive_probes", "probes"), ("keepalive_time", "time"), ("keepalive_interval", "interval")) if field in keepalive
         }}
     if cluster["type"] != "ORIGINAL_DST":
-        balancer = policy.get("loadBalancer") or {}
-        if "consistentHash" in balancer:
-            cluster["lb_policy"] = "RING_HASH"
-            if "minimumRingSize" in balancer["consistentHash"]:
-                cluster["ring_hash_lb_config"] = {"minimum_ring_size": str(balancer["consistentHash"]["minimumRingSize"])}
-        else:
-            cluster["lb_policy"] = SIMPLE_LB[balancer.get("simple", "LEAST_REQUEST")]
-        if (balancer.get("localityLbSetting") or {}).get("distribute"):
-            cluster["common_lb_config"] = {"locality_weighted_lb_config": {}}
+        _apply_load_balancer(cluster, policy.get("loadBalancer") or {})
     if "outlierDetection" in policy:
         cluster["outlier_detection"] = _outlier_detection(policy["outlierDetection"])
         # Istio's minHealthPercent defaults to 0, where Envoy's panic threshold is 50%:
@@ -212,11 +269,11 @@ class _ServicePlan:
 
 def service_clusters(mesh: Mesh, proxy, service: Service) -> tuple[list[dict], list[dict]]:
     """Clusters of one service (every port, plain and per subset) and their endpoints (EDS),
-    built once per mesh for what they depend on: the DestinationRule that applies in the
-    proxy's namespace, and, only where they read it, the proxy's locality (load assignments,
+    built once per mesh for what they depend on: the DestinationRule that applies to the
+    proxy (its namespace, and its labels where a rule's workloadSelector reads them), and, only where they read it, the proxy's locality (load assignments,
     inline endpoints) and whether it is a gateway (original-destination services). Proxies of
     every locality share the same cluster objects. Shared: never changed."""
-    rule = mesh.destination_rule_for(service.hostname, proxy.namespace)
+    rule = mesh.destination_rule_for(service.hostname, proxy.namespace, proxy.label_map)
     rule_ref = rule.ref if rule else None
     inline = service.resolution in INLINE_ENDPOINT_RESOLUTIONS
     gateway = proxy.kind == "gateway" and service.resolution == "NONE" and not service.endpoints

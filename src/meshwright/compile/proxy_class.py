@@ -29,10 +29,12 @@ PROXY_SELECTORS = {
     "AuthorizationPolicy": (("selector", "matchLabels"),),
     "PeerAuthentication": (("selector", "matchLabels"),),
     "Telemetry": (("selector", "matchLabels"),),
+    # A rule's workloadSelector picks the clients it applies to (Mesh.destination_rule_for).
+    "DestinationRule": (("workloadSelector", "matchLabels"),),
     "VirtualService": tuple((kind, "*", "match", "*", "sourceLabels") for kind in ("http", "tcp", "tls")),
 }
 # Kinds whose selectors pick endpoints or nothing: they never tell two proxies apart.
-NO_PROXY_SELECTORS = ("ServiceEntry", "WorkloadEntry", "DestinationRule", "MeshConfig")
+NO_PROXY_SELECTORS = ("ServiceEntry", "WorkloadEntry", "MeshConfig")
 
 
 def _values_at(value, path: tuple[str, ...]) -> list:

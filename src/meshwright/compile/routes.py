@@ -120,15 +120,17 @@ def header_matcher(name: str, match: dict) -> dict:
     return {"name": name, "string_match": string_match(match)}
 
 
-def hash_policy(mesh: Mesh, host: str, namespace: str, subset: str, port: int | None) -> dict | None:
+def hash_policy(mesh: Mesh, host: str, client: Proxy, subset: str, port: int | None) -> dict | None:
     """The consistentHash of the DestinationRule traffic policy that applies to a destination
     (subset and port level included) -> a route hash_policy (Envoy hashes on the route)."""
-    policy = effective_policy(mesh, host, namespace, subset, port)
+    policy = effective_policy(mesh, host, client, subset, port)
     consistent = (policy.get("loadBalancer") or {}).get("consistentHash")
     if not consistent:
         return None
     if "httpHeaderName" in consistent:
         return {"header": {"header_name": consistent["httpHeaderName"]}}
+    if "httpQueryParameterName" in consistent:
+        return {"query_parameter": {"name": consistent["httpQueryParameterName"]}}
     if "httpCookie" in consistent:
         cookie = consistent["httpCookie"]
         out = {"name": cookie["name"]}
@@ -140,11 +142,11 @@ def hash_policy(mesh: Mesh, host: str, namespace: str, subset: str, port: int | 
     return {"connection_properties": {"source_ip": True}}
 
 
-def destination_hash_policy(mesh: Mesh, destination: dict, namespace: str, client_namespace: str) -> dict | None:
-    """namespace: the VirtualService's (short hosts are relative to it); client_namespace:
-    the proxy's (its DestinationRule lookup prefers rules there, as clusters do)."""
+def destination_hash_policy(mesh: Mesh, destination: dict, namespace: str, client: Proxy) -> dict | None:
+    """namespace: the VirtualService's (short hosts are relative to it); client: the proxy
+    (its namespace and labels choose its DestinationRule, as for its clusters)."""
     host = resolve_host(destination["host"], namespace)
-    return hash_policy(mesh, host, client_namespace, destination.get("subset", ""), destination_port(mesh, destination, namespace))
+    return hash_policy(mesh, host, client, destination.get("subset", ""), destination_port(mesh, destination, namespace))
 
 
 def retry_policy(retries: dict | None, consistent_hash: bool = False) -> dict:
@@ -185,7 +187,7 @@ def weighted_destinations(destinations: list[dict]) -> list[tuple[dict, int]]:
     return [(entry, entry["weight"]) for entry in destinations if entry.get("weight")]
 
 
-def route_action(mesh: Mesh, http: dict, namespace: str, client_namespace: str) -> dict:
+def route_action(mesh: Mesh, http: dict, namespace: str, client: Proxy) -> dict:
     served = weighted_destinations(http["route"])
     action: dict = {}
     hashing = []
@@ -203,7 +205,7 @@ def route_action(mesh: Mesh, http: dict, namespace: str, client_namespace: str) 
             clusters.append(weighted)
         action["weighted_clusters"] = {"clusters": clusters}
     for entry, _ in served:
-        policy = destination_hash_policy(mesh, entry["destination"], namespace, client_namespace)
+        policy = destination_hash_policy(mesh, entry["destination"], namespace, client)
         if policy and policy not in hashing:
             hashing.append(policy)
     action["timeout"] = duration(http["timeout"]) if "timeout" in http else "0s"
@@ -250,7 +252,8 @@ def fault_config(fault: dict) -> dict:
     out: dict = {}
     if "delay" in fault:
         delay = fault["delay"]
-        out["delay"] = {"fixed_delay": duration(delay["fixedDelay"]), "percentage": fractional_percent(delay.get("percentage", {"value": 100})["value"])}
+        share = delay["percent"] if "percent" in delay else delay.get("percentage", {"value": 100})["value"]
+        out["delay"] = {"fixed_delay": duration(delay["fixedDelay"]), "percentage": fractional_percent(share)}
     if "abort" in fault:
         abort = fault["abort"]
         out["abort"] = {"http_status": abort["httpStatus"], "percentage": fractional_percent(abort.get("percentage", {"value": 100})["value"])}
@@ -281,7 +284,7 @@ def translate_http_route(mesh: Mesh, proxy: Proxy, virtual_service: Resource, in
     if "redirect" in http:
         base["redirect"] = redirect_action(http["redirect"])
     else:
-        base["route"] = route_action(mesh, http, namespace, proxy.namespace)
+        base["route"] = route_action(mesh, http, namespace, proxy)
     _apply_headers(base, http.get("headers") or {})
     served = weighted_destinations(http.get("route") or [])
     if len(served) == 1:
@@ -309,7 +312,7 @@ def default_route(mesh: Mesh, proxy: Proxy, service, port) -> dict:
     """The route of a service no VirtualService routes: everything to its cluster, hashed as
     its DestinationRule says (Istio keeps consistent hashing without a VirtualService)."""
     action: dict = {"cluster": outbound_cluster_name(port.number, "", service.hostname), "timeout": "0s", "retry_policy": retry_policy(None)}
-    hashing = hash_policy(mesh, service.hostname, proxy.namespace, "", port.number)
+    hashing = hash_policy(mesh, service.hostname, proxy, "", port.number)
     if hashing:
         action["hash_policy"] = [hashing]
     return {"name": "default", "match": {"prefix": "/"}, "route": action}

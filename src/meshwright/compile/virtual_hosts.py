@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.routes import default_route, virtual_service_routes
-from meshwright.mesh import CLUSTER_DOMAIN, Mesh
+from meshwright.mesh import CLUSTER_DOMAIN, Mesh, rule_selector
 from meshwright.model.resource import Resource
 from meshwright.registry.model import Service, ServicePort
 
@@ -63,13 +63,15 @@ def outbound_virtual_hosts(mesh: Mesh, proxy: Proxy, services: list[Service], li
 def outbound_virtual_host(mesh: Mesh, proxy: Proxy, service: Service, port: ServicePort, listener_port: int) -> dict:
     """A service's virtual host, built once per mesh for what it reads of the proxy: whether
     the proxy shares the service's namespace (the short name), the labels its VirtualService's
-    sourceLabels name, and the proxy's namespace only where DestinationRules in several
-    namespaces make the rule (its consistent hash) depend on it. Shared: never changed."""
+    sourceLabels name, and the proxy's namespace and the labels DestinationRules' workloadSelectors
+    name only where they make the rule (its consistent hash) depend on them. Shared: never changed."""
     virtual_service = mesh.sidecar_virtual_service_for(service.hostname)
     label_keys = _source_label_keys(virtual_service) if virtual_service else frozenset()
+    rule_label_keys = _rule_selector_keys(mesh)
     key = (
         "outbound-virtual-host", service.hostname, port.number, listener_port, service.namespace == proxy.namespace,
-        proxy.namespace if _rules_depend_on_namespace(mesh) else None, tuple((k, v) for k, v in proxy.labels if k in label_keys),
+        proxy.namespace if _rules_depend_on_namespace(mesh) else None,
+        tuple((k, v) for k, v in proxy.labels if k in label_keys or k in rule_label_keys),
     )
 
     def build() -> dict:
@@ -89,10 +91,18 @@ def _source_label_keys(virtual_service: Resource) -> frozenset[str]:
 
 
 def _rules_depend_on_namespace(mesh: Mesh) -> bool:
-    """Whether some host has DestinationRules in several namespaces: then the one a client
-    gets depends on the client's namespace (Mesh.destination_rule_for)."""
+    """Whether the DestinationRule a client gets may depend on its namespace: some host has
+    rules in several namespaces, or a rule is exported to some namespaces only, or selects
+    clients (Mesh.destination_rule_for)."""
     return mesh.memo(("rules-depend-on-namespace",), lambda: any(
         len({rule.namespace for rule in rules}) > 1 for rules in mesh.destination_rules_by_host.values()
+    ) or any("exportTo" in rule.spec or "workloadSelector" in rule.spec for rule in mesh.of_kind("DestinationRule")))
+
+
+def _rule_selector_keys(mesh: Mesh) -> frozenset[str]:
+    """The label keys DestinationRules' workloadSelectors name."""
+    return mesh.memo(("rule-selector-keys",), lambda: frozenset(
+        key for rule in mesh.of_kind("DestinationRule") for key in (rule_selector(rule) or {})
     ))
 
 

@@ -147,7 +147,13 @@ http_retry = Obj(
 fault = Obj(
     "a fault injection",
     {
-        "delay": Obj("a fault delay", {"fixedDelay": Duration(minimum_seconds=0.001), "percentage": percent}, required=("fixedDelay",)),
+        # percent: the deprecated integer form of percentage.value (Istio's timeouts task uses it).
+        "delay": Obj(
+            "a fault delay",
+            {"fixedDelay": Duration(minimum_seconds=0.001), "percentage": percent, "percent": Int(0, 100)},
+            required=("fixedDelay",),
+            one_of=(("percentage", "percent"),),
+        ),
         "abort": Obj("a fault abort", {"httpStatus": Int(200, 599), "percentage": percent}, required=("httpStatus",)),
     },
     required_any_of=(("delay", "abort"),),
@@ -230,6 +236,9 @@ virtual_service = Obj(
     hints={"rateLimit": RATE_LIMIT_HINT},
 )
 
+# Envoy's Maglev table: a prime number of entries, at most 5000011 (cluster.proto).
+MAGLEV_MAX_TABLE_SIZE = 5000011
+
 load_balancer = Obj(
     "load balancer settings",
     {
@@ -240,9 +249,14 @@ load_balancer = Obj(
                 "httpHeaderName": Str(non_empty=True),
                 "httpCookie": Obj("a hash cookie", {"name": Str(non_empty=True), "path": Str(), "ttl": Duration()}, required=("name",)),
                 "useSourceIp": Bool(),
+                "httpQueryParameterName": Str(non_empty=True),
+                "ringHash": Obj("ring hash settings", {"minimumRingSize": Int(1, 8388608)}),
+                "maglev": Obj("Maglev settings", {"tableSize": Int(1, MAGLEV_MAX_TABLE_SIZE)}),
+                # Deprecated: ringHash.minimumRingSize.
                 "minimumRingSize": Int(1, 8388608),
             },
-            required_one_of=(("httpHeaderName", "httpCookie", "useSourceIp"),),
+            required_one_of=(("httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName"),),
+            one_of=(("ringHash", "maglev"), ("minimumRingSize", "maglev"), ("minimumRingSize", "ringHash")),
         ),
         "localityLbSetting": Obj(
             "locality load balancer settings",
@@ -250,11 +264,23 @@ load_balancer = Obj(
                 "enabled": Bool(),
                 "distribute": ListOf(Obj("a locality distribution", {"from": Str(non_empty=True), "to": MapOf(Int(0, 100))}, required=("from", "to"))),
                 "failover": ListOf(Obj("a locality failover", {"from": Str(non_empty=True), "to": Str(non_empty=True)}, required=("from", "to"))),
+                "failoverPriority": Unsupported(
+                    "endpoints are ordered by locality only: use failover (from region to region), or split clients with "
+                    "subsets and a VirtualService's sourceLabels"
+                ),
             },
             one_of=(("distribute", "failover"),),
         ),
+        # Envoy's slow start: a new endpoint's share of traffic grows over the window.
+        "warmup": Obj(
+            "warmup settings",
+            {"duration": Duration(minimum_seconds=0.001), "minimumPercent": Number(0, 100), "aggression": Number(1, 1000000)},
+            required=("duration",),
+        ),
+        # Deprecated: warmup.duration.
+        "warmupDurationSecs": Duration(minimum_seconds=0.001),
     },
-    one_of=(("simple", "consistentHash"),),
+    one_of=(("simple", "consistentHash"), ("warmup", "warmupDurationSecs"), ("warmup", "consistentHash"), ("warmupDurationSecs", "consistentHash")),
 )
 
 connection_pool = Obj(
@@ -266,6 +292,8 @@ connection_pool = Obj(
                 "maxConnections": Int(1),
                 "connectTimeout": Duration(minimum_seconds=0.001),
                 "tcpKeepalive": Obj("TCP keepalive", {"probes": Int(1), "time": Duration(minimum_seconds=1), "interval": Duration(minimum_seconds=1)}),
+                "maxConnectionDuration": Duration(minimum_seconds=0.001),
+                "idleTimeout": Duration(minimum_seconds=0.001),
             },
         ),
         "http": Obj(
@@ -276,6 +304,9 @@ connection_pool = Obj(
                 "maxRequestsPerConnection": Int(0),
                 "maxRetries": Int(0),
                 "idleTimeout": Duration(minimum_seconds=0.001),
+                "h2UpgradePolicy": Enum("DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"),
+                "useClientProtocol": Bool(),
+                "maxConcurrentStreams": Int(1, 2**31 - 1),
             },
         ),
     },
@@ -290,6 +321,8 @@ outlier_detection = Obj(
         "baseEjectionTime": Duration(minimum_seconds=0.001),
         "maxEjectionPercent": Int(0, 100),
         "minHealthPercent": Int(0, 100),
+        "splitExternalLocalOriginErrors": Bool(),
+        "consecutiveLocalOriginFailures": Int(0),
     },
 )
 
@@ -324,10 +357,16 @@ traffic_policy = Obj(
     hints=_policy_hints,
 )
 
+# Istio's visibility: "*" every namespace, "." the resource's own, "~" none, or namespaces.
+export_to = ListOf(Str(valid=lambda text: text in ("*", ".", "~") or names.is_label(text), pattern_help="'*', '.', '~' or a namespace (" + names.LABEL_HELP + ")"))
+
 destination_rule = Obj(
     "a DestinationRule spec",
     {
         "host": host,
+        # The client workloads of the rule's namespace it applies to (Mesh.destination_rule_for).
+        "workloadSelector": Obj("a workload selector", {"matchLabels": Labels()}, required=("matchLabels",)),
+        "exportTo": export_to,
         "trafficPolicy": traffic_policy,
         "subsets": ListOf(Obj("a subset", {"name": Str(non_empty=True), "labels": Labels(), "trafficPolicy": traffic_policy}, required=("name",))),
     },

@@ -13,7 +13,7 @@ from meshwright.compile.proxy import (
 )
 from meshwright.compile.capture import address_ranges
 from meshwright.compile.scope import sidecar_for, workload_service_ports
-from meshwright.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, resolve_host
+from meshwright.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, resolve_host, rule_selector
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems, format_path
 from meshwright.registry.model import HTTP_PROTOCOLS
@@ -165,9 +165,12 @@ def check_conflicts(mesh: Mesh, problems: Problems) -> None:
                 owners[resolved] = vs
     rules: dict[tuple, Resource] = {}
     for rule in mesh.of_kind("DestinationRule"):
-        key = (rule.namespace, resolve_host(rule.spec["host"], rule.namespace))
+        # Rules of one host and namespace may differ by the clients they select.
+        selector = tuple(sorted((rule_selector(rule) or {}).items()))
+        key = (rule.namespace, resolve_host(rule.spec["host"], rule.namespace), selector)
         if key in rules:
-            problems.add(rule, ("spec", "host"), f"{key[1]} already has {rules[key].ref} in namespace {key[0]}: merge them")
+            picks = " for the same workloadSelector" if selector else ""
+            problems.add(rule, ("spec", "host"), f"{key[1]} already has {rules[key].ref} in namespace {key[0]}{picks}: merge them")
         else:
             rules[key] = rule
     for extra in mesh.of_kind("MeshConfig")[1:]:
@@ -343,6 +346,36 @@ def check_mesh_config(resource: Resource, problems: Problems) -> None:
                          f"each proxy's config directory): name a folder inside it, such as {DEFAULT_CERTIFICATES_DIR}")
 
 
+def _traffic_policies(spec: dict) -> list[tuple[tuple, dict]]:
+    """(path, policy) of a DestinationRule's traffic policies: top level, subsets, and the
+    port-level settings of each."""
+    found = []
+    tops = [(("spec", "trafficPolicy"), spec.get("trafficPolicy"))]
+    tops += [(("spec", "subsets", i, "trafficPolicy"), subset.get("trafficPolicy")) for i, subset in enumerate(spec.get("subsets") or [])]
+    for path, policy in tops:
+        if policy:
+            found.append((path, policy))
+            found += [(path + ("portLevelSettings", i), port) for i, port in enumerate(policy.get("portLevelSettings") or [])]
+    return found
+
+
+def _is_prime(number: int) -> bool:
+    return number > 1 and all(number % divisor for divisor in range(2, int(number ** 0.5) + 1))
+
+
+def check_destination_rule(resource: Resource, problems: Problems) -> None:
+    """What Envoy would refuse or not act on: slow start exists for ROUND_ROBIN and
+    LEAST_REQUEST only; a Maglev table has a prime size."""
+    for path, policy in _traffic_policies(resource.spec):
+        balancer = policy.get("loadBalancer") or {}
+        warmup = next((key for key in ("warmup", "warmupDurationSecs") if key in balancer), None)
+        if warmup and balancer.get("simple") == "RANDOM":
+            problems.add(resource, path + ("loadBalancer", warmup), f"{warmup} needs simple ROUND_ROBIN or LEAST_REQUEST (Envoy has no slow start for RANDOM)")
+        size = ((balancer.get("consistentHash") or {}).get("maglev") or {}).get("tableSize")
+        if size is not None and not _is_prime(size):
+            problems.add(resource, path + ("loadBalancer", "consistentHash", "maglev", "tableSize"), f"tableSize {size} is not a prime number (Envoy's Maglev needs one, such as 65537)")
+
+
 def check_semantics(resource: Resource, problems: Problems) -> None:
     check_annotations(resource, problems)
     if resource.kind == "MeshConfig":
@@ -356,3 +389,5 @@ def check_semantics(resource: Resource, problems: Problems) -> None:
         check_workload_entry(resource, problems)
     elif resource.kind == "EnvoyFilter":
         check_envoy_filter(resource, problems)
+    elif resource.kind == "DestinationRule":
+        check_destination_rule(resource, problems)
