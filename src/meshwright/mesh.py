@@ -271,10 +271,6 @@ class Mesh:
                 return min(rules, key=lambda rule: (rule.namespace != namespace, rule_selector(rule) is None, rule.namespace, rule.name))
         return None
 
-    def destination_rules_in_namespace(self, hostname: str, namespace: str) -> list[Resource]:
-        """Every DestinationRule of namespace for a host (pattern match), selectors or not."""
-        return [rule for pattern in host_patterns(hostname) for rule in self.destination_rules_by_host.get(pattern, ()) if rule.namespace == namespace]
-
     def sidecar_virtual_service_for(self, hostname: str) -> Resource | None:
         """The VirtualService that routes a host for sidecars: the first, in (namespace, name)
         order, with a host that matches it (validation allows one per host)."""

@@ -43,7 +43,7 @@ from meshwright.compile.peer_authentication import PERMISSIVE, STRICT, mtls_mode
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_PORT, STATS_PORT, Proxy
 from meshwright.compile.scope import services_in_scope, sidecar_for, workload_service_ports
 from meshwright.compile.sidecar import inbound_entries, inbound_port
-from meshwright.compile.tls_routing import service_tls_chains, tcp_destinations
+from meshwright.compile.tls_routing import outbound_tcp_proxy, service_tls_chains, tcp_destinations
 from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration, service_names
 from meshwright.mesh import Mesh, is_wildcard_host
 from meshwright.names import is_host
@@ -211,7 +211,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
             if port.is_tls:
                 chains = service_tls_chains(mesh, proxy, service, port, set(), by_name=False)
             else:
-                chains = [{"filters": [tcp_proxy(f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, service.hostname, port.number))]}]
+                chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, service.hostname, port.number))]}]
             if ranges:
                 ranged.setdefault(port.number, []).extend(
                     {**copy.deepcopy(chain), "filter_chain_match": {**chain.get("filter_chain_match", {}), "prefix_ranges": ranges}} for chain in chains

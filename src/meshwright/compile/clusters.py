@@ -23,6 +23,12 @@ def outbound_cluster_name(port: int, subset: str, host: str) -> str:
     return f"outbound|{port}|{subset}|{host}"
 
 
+def parse_outbound_cluster_name(name: str) -> tuple[int, str, str] | None:
+    """(port, subset, host) of an outbound cluster's name, else None."""
+    parts = name.split("|", 3)
+    return (int(parts[1]), parts[2], parts[3]) if len(parts) == 4 and parts[0] == "outbound" else None
+
+
 def inbound_cluster_name(port: int) -> str:
     return f"inbound|{port}||"
 
@@ -65,6 +71,32 @@ def subset_labels(rule: Resource | None, subset: str) -> dict:
         if entry["name"] == subset:
             return entry.get("labels") or {}
     return {}
+
+
+def _tcp_limits(policy: dict) -> dict:
+    tcp = (policy.get("connectionPool") or {}).get("tcp") or {}
+    limits = {}
+    if "idleTimeout" in tcp:
+        limits["idle_timeout"] = duration(tcp["idleTimeout"])
+    if "maxConnectionDuration" in tcp:
+        limits["max_downstream_connection_duration"] = duration(tcp["maxConnectionDuration"])
+    return limits
+
+
+def tcp_connection_limits(mesh: Mesh, client, cluster_names: list[str]) -> dict:
+    """The TcpProxy fields a client's DestinationRules give connections to clusters (TCP and
+    TLS ports): connectionPool.tcp idleTimeout and maxConnectionDuration, as Istio sets them on
+    the tcp_proxy. A connection split over several clusters gets a limit only where their
+    policies agree on it (one tcp_proxy holds one value)."""
+    per_cluster = []
+    for name in cluster_names:
+        parsed = parse_outbound_cluster_name(name)
+        if parsed is None:
+            return {}
+        port, subset, host = parsed
+        per_cluster.append(_tcp_limits(effective_policy(mesh, host, client, subset, port)))
+    first = per_cluster[0] if per_cluster else {}
+    return {key: value for key, value in first.items() if all(other.get(key) == value for other in per_cluster)}
 
 
 def _circuit_breakers(pool: dict) -> dict:

@@ -4,9 +4,10 @@ VirtualServices bound to them."""
 from __future__ import annotations
 
 from meshwright.compile.authorization import authorize_chain
-from meshwright.compile.listeners import downstream_tls, http_connection_manager, listener, tcp_proxy
+from meshwright.compile.listeners import downstream_tls, http_connection_manager, listener
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.routes import destination_cluster, virtual_service_routes, weighted_destinations
+from meshwright.compile.tls_routing import outbound_tcp_proxy
 from meshwright.compile.virtual_hosts import route_configuration
 from meshwright.mesh import Mesh, host_matches
 from meshwright.model.resource import Resource
@@ -88,7 +89,7 @@ def gateway_listeners(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
                 clusters = _tcp_clusters(mesh, gateway_id, number)
                 if not clusters:
                     continue
-                chain = {"filters": [tcp_proxy(f"gateway_{number}", clusters)]}
+                chain = {"filters": [outbound_tcp_proxy(mesh, proxy, f"gateway_{number}", clusters)]}
             else:
                 route_name = f"https.{number}.{server.get('name') or port['name']}.{name}.{namespace}" if terminates_tls else f"http.{number}"
                 existing = next((r for r in routes if r["name"] == route_name), None)

@@ -44,9 +44,10 @@ def http_connection_manager(stat_prefix: str, route_config_name: str, gateway: b
     return {"name": HCM_FILTER, "typed_config": typed(HTTP_CONNECTION_MANAGER, **manager)}
 
 
-def tcp_proxy(stat_prefix: str, clusters: list[tuple[str, int]]) -> dict:
-    """clusters: (name, weight); one cluster routes all, several split by weight."""
-    proxy: dict = {"stat_prefix": stat_prefix}
+def tcp_proxy(stat_prefix: str, clusters: list[tuple[str, int]], limits: dict | None = None) -> dict:
+    """clusters: (name, weight); one cluster routes all, several split by weight. limits:
+    further TcpProxy fields (idle_timeout, max_downstream_connection_duration)."""
+    proxy: dict = {"stat_prefix": stat_prefix, **(limits or {})}
     if len(clusters) == 1:
         proxy["cluster"] = clusters[0][0]
     else:

@@ -14,7 +14,7 @@ from meshwright.compile.mtls import inbound_filter_chains
 from meshwright.compile.peer_authentication import mtls_mode
 from meshwright.compile.proxy import OUTBOUND_PORT, Proxy
 from meshwright.compile.scope import services_for_hosts, services_in_scope, sidecar_for
-from meshwright.compile.tls_routing import tcp_destinations, tls_listener_chains
+from meshwright.compile.tls_routing import outbound_tcp_proxy, tcp_destinations, tls_listener_chains
 from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration
 from meshwright.mesh import Mesh
 from meshwright.registry.model import TLS_PROTOCOLS
@@ -89,7 +89,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
             # A TCP listener has no Host header: it carries the one service its hosts name.
             service = services[0]
             port = service.port(number) or service.ports[0]
-            chains = [{"filters": [tcp_proxy(f"outbound_{number}", tcp_destinations(mesh, service.hostname, port.number))]}]
+            chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound_{number}", tcp_destinations(mesh, service.hostname, port.number))]}]
         listeners.append(listener(bind, number, chains, "OUTBOUND"))
     return listeners, routes
 

@@ -9,7 +9,7 @@ ClientHello first (compile/listeners.listener adds it for chains matched by serv
 
 from __future__ import annotations
 
-from meshwright.compile.clusters import outbound_cluster_name
+from meshwright.compile.clusters import outbound_cluster_name, tcp_connection_limits
 from meshwright.compile.listeners import tcp_proxy
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.routes import destination_cluster, weighted_destinations
@@ -67,9 +67,14 @@ def tls_routes(mesh: Mesh, proxy: Proxy, service: Service, port: int) -> list[tu
     return out
 
 
-def sni_chain(server_names: list[str] | None, clusters: list[tuple[str, int]]) -> dict:
+def outbound_tcp_proxy(mesh: Mesh, proxy: Proxy, stat_prefix: str, clusters: list[tuple[str, int]]) -> dict:
+    """A tcp_proxy to clusters with the connection limits the proxy's DestinationRules give."""
+    return tcp_proxy(stat_prefix, clusters, tcp_connection_limits(mesh, proxy, [name for name, _ in clusters]))
+
+
+def sni_chain(mesh: Mesh, proxy: Proxy, server_names: list[str] | None, clusters: list[tuple[str, int]]) -> dict:
     """A chain passing the TLS connection, untouched, to clusters; server_names None: any name."""
-    chain: dict = {"filters": [tcp_proxy(clusters[0][0], clusters)]}
+    chain: dict = {"filters": [outbound_tcp_proxy(mesh, proxy, clusters[0][0], clusters)]}
     if server_names is not None:
         chain["filter_chain_match"] = {"server_names": server_names}
     return chain
@@ -83,10 +88,10 @@ def service_tls_chains(mesh: Mesh, proxy: Proxy, service: Service, port: Service
         fresh = [name for name in dict.fromkeys(names) if name not in taken]
         taken.update(fresh)
         if fresh and clusters:
-            chains.append(sni_chain(fresh, clusters))
+            chains.append(sni_chain(mesh, proxy, fresh, clusters))
     if not by_name or service.hostname not in taken:
         taken.add(service.hostname)
-        chains.append(sni_chain([service.hostname] if by_name else None, tcp_destinations(mesh, service.hostname, port.number)))
+        chains.append(sni_chain(mesh, proxy, [service.hostname] if by_name else None, tcp_destinations(mesh, service.hostname, port.number)))
     return chains
 
 

@@ -29,10 +29,9 @@ def _check_destination(mesh: Mesh, resource: Resource, path: tuple, destination:
         problems.add(resource, path, f"{host} has several ports ({ports}): name one with port.number")
     subset = destination.get("subset")
     if subset:
+        # The rule of clients no workloadSelector picks: every client routed here needs the subset.
         rule = mesh.destination_rule_for(host, resource.namespace)
-        # Rules that select clients by workloadSelector define subsets for those clients.
-        rules = ([rule] if rule else []) + [r for r in mesh.destination_rules_in_namespace(host, resource.namespace) if r is not rule]
-        defined = list(dict.fromkeys(s["name"] for r in rules for s in (r.spec.get("subsets") or [])))
+        defined = [s["name"] for s in (rule.spec.get("subsets") or [])] if rule else []
         if subset not in defined:
             if rule is None:
                 where = f"no DestinationRule exists for {host}: add one with subsets: [{{name: {subset}, labels: {{version: {subset}}}}}]"
