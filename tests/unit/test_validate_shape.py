@@ -39,10 +39,10 @@ CASES = [
           host: ratings
           trafficPolicy:
             loadBalancer:
-              warmup: 30s  #!
+              strategy: 30s  #!
         """,
-        "DestinationRule/default/ratings", "spec.trafficPolicy.loadBalancer.warmup",
-        ("unknown field 'warmup' in load balancer settings", "expected one of: consistentHash, localityLbSetting, simple"),
+        "DestinationRule/default/ratings", "spec.trafficPolicy.loadBalancer.strategy",
+        ("unknown field 'strategy' in load balancer settings", "expected one of: consistentHash, localityLbSetting, simple, warmup, warmupDurationSecs"),
     ),
     Case(
         "unknown top-level field",

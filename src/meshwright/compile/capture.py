@@ -112,7 +112,12 @@ def address_ranges(given: list[str]) -> list[ipaddress.IPv4Network]:
     return sorted(set(networks), key=lambda n: (n.version, int(n.network_address), n.prefixlen))
 
 
-def outbound_traffic_policy(mesh: Mesh) -> str:
+def outbound_traffic_policy(mesh: Mesh, proxy: Proxy) -> str:
+    """Where captured traffic to no known service goes: the proxy's Sidecar's
+    outboundTrafficPolicy, else the MeshConfig's, else ALLOW_ANY (Istio's order)."""
+    sidecar = sidecar_for(mesh, proxy)
+    if sidecar is not None and "outboundTrafficPolicy" in sidecar.spec:
+        return sidecar.spec["outboundTrafficPolicy"].get("mode", ALLOW_ANY)
     configs = mesh.of_kind("MeshConfig")
     policy = (configs[0].spec.get("outboundTrafficPolicy") or {}) if configs else {}
     return policy.get("mode", ALLOW_ANY)
@@ -168,9 +173,9 @@ def _not_bound(out: dict) -> dict:
     return out
 
 
-def _catch_all_route(mesh: Mesh) -> dict:
+def _catch_all_route(mesh: Mesh, proxy: Proxy) -> dict:
     """Istio's last virtual host: unknown Host names pass through, or get 502 (REGISTRY_ONLY)."""
-    if outbound_traffic_policy(mesh) == REGISTRY_ONLY:
+    if outbound_traffic_policy(mesh, proxy) == REGISTRY_ONLY:
         return {"name": "block_all", "domains": ["*"], "routes": [{"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}}]}
     return {"name": "allow_any", "domains": ["*"], "routes": [{"name": "allow_any", "match": {"prefix": "/"}, "route": {"cluster": PASSTHROUGH, "timeout": "0s"}}]}
 
@@ -179,7 +184,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
     """(listeners, route configs, clusters) for captured outbound traffic."""
     services = services_in_scope(mesh, proxy)
     addresses = service_addresses(mesh)
-    fallback = BLACKHOLE if outbound_traffic_policy(mesh) == REGISTRY_ONLY else PASSTHROUGH
+    fallback = BLACKHOLE if outbound_traffic_policy(mesh, proxy) == REGISTRY_ONLY else PASSTHROUGH
     listeners = [{
         "name": VIRTUAL_OUTBOUND,
         "address": socket_address("0.0.0.0", proxy.port(OUTBOUND_PORT)),
@@ -196,7 +201,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
     for number in http_ports:
         on_port = [s for s in services if (s.port(number) and s.port(number).is_http)]
         name = str(number)
-        routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, on_port, number) + [_catch_all_route(mesh)]))
+        routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, on_port, number) + [_catch_all_route(mesh, proxy)]))
         chains = _with_fallback(sni_chains.pop(number, []), fallback, {"transport_protocol": "tls"})
         chains.append({"filters": [http_connection_manager(f"outbound_0.0.0.0_{number}", name)]})
         listeners.append(_not_bound(listener("0.0.0.0", number, chains, "OUTBOUND")))

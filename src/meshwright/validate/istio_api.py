@@ -448,10 +448,20 @@ CAPTURE_HINTS = {
     "annotation sidecar.istio.io/interceptionMode: REDIRECT" for m in ("DEFAULT", "IPTABLES")
 }
 
+# Where captured traffic to no known service goes (compile/capture.py outbound_traffic_policy).
+outbound_traffic_policy = Obj(
+    "an outbound traffic policy",
+    {
+        "mode": Enum("ALLOW_ANY", "REGISTRY_ONLY"),
+        "egressProxy": Unsupported("declare the external hosts with ServiceEntries: REGISTRY_ONLY lets only those through"),
+    },
+)
+
 sidecar = Obj(
     "a Sidecar spec",
     {
         "workloadSelector": workload_selector,
+        "outboundTrafficPolicy": outbound_traffic_policy,
         "ingress": ListOf(
             Obj(
                 "a sidecar ingress listener",
@@ -589,7 +599,7 @@ mesh_config = Obj(
         "envoyVersion": Str(pattern=r"^\d+\.\d+\.\d+$", pattern_help="an Envoy version such as 1.40.0"),
         "defaultMtlsMode": Enum("STRICT", "PERMISSIVE", "DISABLE"),
         # Where captured traffic to no known service goes (sidecars with iptables capture).
-        "outboundTrafficPolicy": Obj("an outbound traffic policy", {"mode": Enum("ALLOW_ANY", "REGISTRY_ONLY")}),
+        "outboundTrafficPolicy": outbound_traffic_policy,
         "certificates": security_api.certificates,
         # "" (no access log unless a provider says so) or where the built-in `envoy` provider writes.
         "accessLogFile": Str(valid=lambda path: path == "" or is_access_log_path(path), pattern_help=ACCESS_LOG_PATH_HELP),

@@ -242,11 +242,27 @@ def _proxy_ports(proxy, outbound: bool) -> dict[int, str]:
     return ports
 
 
+def check_sidecar_outbound_traffic_policy(mesh: Mesh, problems: Problems) -> None:
+    """A Sidecar's outboundTrafficPolicy decides where captured traffic to unknown
+    destinations goes: a warning when no proxy it governs captures (explicit listeners carry
+    only the services their egress hosts import, whatever the mode)."""
+    governed: dict[tuple, bool] = {}
+    for proxy in list_proxies(mesh):
+        sidecar = sidecar_for(mesh, proxy)
+        if sidecar is not None:
+            governed[sidecar.key] = governed.get(sidecar.key, False) or proxy.captures
+    for sidecar in mesh.of_kind("Sidecar"):
+        if "outboundTrafficPolicy" in sidecar.spec and not governed.get(sidecar.key, False):
+            problems.warn(sidecar, ("spec", "outboundTrafficPolicy"), "no proxy of this Sidecar captures with iptables (interceptionMode REDIRECT): "
+                          "its explicit listeners carry only the services its egress hosts import, so the mode changes nothing")
+
+
 def check_capture(mesh: Mesh, problems: Problems) -> None:
     """iptables capture (interceptionMode REDIRECT) is for sidecars, whose outbound traffic
     is then routed by destination: their Sidecar's egress entries give hosts, not ports."""
     if not _port_offsets_are_valid(mesh):
         return  # the proxies' ports are unknown; check_annotations reports why
+    check_sidecar_outbound_traffic_policy(mesh, problems)
     for proxy in list_proxies(mesh):
         if not proxy.captures:
             continue
