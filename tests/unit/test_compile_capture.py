@@ -296,6 +296,88 @@ def test_registry_only_sends_unknown_destinations_to_the_black_hole(tmp_path):
     assert last_host["routes"][0]["direct_response"] == {"status": 502}
 
 
+def unknown_destinations(mesh, proxy_id: str) -> tuple[str, dict]:
+    """(cluster of virtualOutbound's catch-all chain, the route of port 80's last virtual host)."""
+    config = compile_proxy(mesh, find_proxy(mesh, proxy_id))
+    outbound = next(listener for listener in config.listeners if listener["name"] == "virtualOutbound")
+    last_host = next(r for r in config.routes if r["name"] == "80")["virtual_hosts"][-1]
+    return outbound["filter_chains"][-1]["filters"][0]["typed_config"]["cluster"], last_host["routes"][0]
+
+
+SECOND_CAPTURING_CLIENT = """
+    apiVersion: networking.istio.io/v1
+    kind: WorkloadEntry
+    metadata:
+      name: reports
+      namespace: shop
+      annotations: {sidecar.istio.io/interceptionMode: REDIRECT}
+    spec: {address: 10.0.1.2, labels: {app: reports}}
+    """
+
+
+def test_a_sidecars_outbound_traffic_policy_overrides_the_mesh_for_its_workloads(tmp_path):
+    """The mesh allows any destination; a Sidecar selecting orders makes it REGISTRY_ONLY,
+    and reports (same namespace, not selected) keeps the mesh's ALLOW_ANY."""
+    mesh = load(tmp_path, SECOND_CAPTURING_CLIENT, """
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {name: mesh}
+        spec: {outboundTrafficPolicy: {mode: ALLOW_ANY}}
+        """, """
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: orders, namespace: shop}
+        spec:
+          workloadSelector: {labels: {app: orders}}
+          outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+        """)
+    cluster, route = unknown_destinations(mesh, "orders.shop")
+    assert cluster == "BlackHoleCluster" and route["direct_response"] == {"status": 502}
+    cluster, route = unknown_destinations(mesh, "reports.shop")
+    assert cluster == "PassthroughCluster" and route["route"]["cluster"] == "PassthroughCluster"
+
+
+def test_a_namespaces_sidecar_may_allow_any_where_the_mesh_is_registry_only(tmp_path):
+    mesh = load(tmp_path, """
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {name: mesh}
+        spec: {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}
+        """, """
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: default, namespace: shop}
+        spec: {outboundTrafficPolicy: {mode: ALLOW_ANY}}
+        """)
+    assert unknown_destinations(mesh, "orders.shop")[0] == "PassthroughCluster"
+
+
+def test_an_outbound_traffic_policy_no_capturing_proxy_reads_is_a_warning(tmp_path):
+    (tmp_path / "mesh.yaml").write_text("---\n".join([MESH, textwrap.dedent("""
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: payments, namespace: shop}
+        spec:
+          workloadSelector: {labels: {app: payments}}
+          outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+        """)]))
+    mesh, problems = validate_mesh(load_paths([str(tmp_path / "mesh.yaml")]))
+    assert problems == [] and [p.severity for p in mesh.warnings] == ["warning"]
+    assert "Sidecar/shop/payments: spec.outboundTrafficPolicy: warning: no proxy of this Sidecar captures with iptables" in str(mesh.warnings[0])
+
+
+def test_egress_proxy_is_refused_with_what_to_do_instead(tmp_path):
+    (tmp_path / "mesh.yaml").write_text("---\n".join([MESH, textwrap.dedent("""
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: default, namespace: shop}
+        spec:
+          outboundTrafficPolicy: {mode: REGISTRY_ONLY, egressProxy: {host: egress.example.com}}
+        """)]))
+    _, problems = validate_mesh(load_paths([str(tmp_path / "mesh.yaml")]))
+    assert [p.message for p in problems] == ["egressProxy is not supported by meshwright yet (declare the external hosts with ServiceEntries: REGISTRY_ONLY lets only those through)"]
+
+
 def test_inbound_chains_pick_the_app_by_original_destination_port(tmp_path):
     mesh = load(tmp_path, """
         apiVersion: networking.istio.io/v1
