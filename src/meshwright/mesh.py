@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from meshwright.model.duration import parse_duration
 from meshwright.model.providers import TelemetryProviders, providers_from_spec
 from meshwright.model.resource import Resource
+from meshwright.model.workload_group import with_workload_groups
 from meshwright.model.selection import LabelIndex, SelectorIndex, labels_match, namespace_of, workload_labels  # noqa: F401  modules import labels_match from here
 from meshwright.registry.inventory import services_from_entries
 from meshwright.registry.model import Registry
@@ -202,7 +203,8 @@ class Mesh:
 
     @classmethod
     def build(cls, resources: list[Resource]) -> "Mesh":
-        ordered = sorted(resources, key=lambda r: (r.kind, r.namespace, r.name))
+        # WorkloadEntries of a WorkloadGroup take what they leave out from its template.
+        ordered = sorted(with_workload_groups(resources), key=lambda r: (r.kind, r.namespace, r.name))
         by_kind: dict[str, list[Resource]] = {}
         for resource in ordered:
             by_kind.setdefault(resource.kind, []).append(resource)

@@ -33,6 +33,7 @@ from meshwright.compile.proxy_class import class_key
 from meshwright.compile.telemetry import services_served, with_stat_names
 from meshwright.mesh import Mesh
 from meshwright.model.resource import Resource
+from meshwright.model.workload_group import GROUP_ANNOTATION
 from meshwright.registry.inventory import endpoint_from_spec
 from meshwright.registry.model import Registry, Service
 
@@ -271,7 +272,8 @@ def endpoint_only_change(old: Resource, new: Resource) -> bool:
     def rest(resource: Resource) -> dict:
         return {k: v for k, v in resource.spec.items() if k not in ENDPOINT_FIELDS}
 
-    return (old.kind == new.kind == "WorkloadEntry" and old.api_version == new.api_version and
+    # An entry of a WorkloadGroup may take its locality and weight from the group (Mesh.build).
+    return (old.kind == new.kind == "WorkloadEntry" and old.api_version == new.api_version and GROUP_ANNOTATION not in new.annotations and
             old.metadata == new.metadata and rest(old) == rest(new))
 
 

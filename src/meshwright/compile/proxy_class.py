@@ -34,7 +34,7 @@ PROXY_SELECTORS = {
     "VirtualService": tuple((kind, "*", "match", "*", "sourceLabels") for kind in ("http", "tcp", "tls")),
 }
 # Kinds whose selectors pick endpoints or nothing: they never tell two proxies apart.
-NO_PROXY_SELECTORS = ("ServiceEntry", "WorkloadEntry", "MeshConfig")
+NO_PROXY_SELECTORS = ("ServiceEntry", "WorkloadEntry", "WorkloadGroup", "MeshConfig")
 
 
 def _values_at(value, path: tuple[str, ...]) -> list:

@@ -388,6 +388,25 @@ workload_entry = Obj(
     required=("address",),
 )
 
+# A WorkloadEntry without address and labels (model/workload_group.py): the labels are the
+# group's spec.metadata.labels, the address each entry's own.
+workload_group = Obj(
+    "a WorkloadGroup spec",
+    {
+        "metadata": Obj("the metadata of the group's entries", {"labels": Labels(), "annotations": MapOf(Str())}),
+        "template": Obj(
+            "a WorkloadEntry template",
+            {key: value for key, value in workload_entry.fields.items() if key not in ("address", "labels")},
+            hints={
+                "address": "each WorkloadEntry of the group gives its own address",
+                "labels": "the labels of the group's entries are spec.metadata.labels",
+            },
+        ),
+        "probe": Unsupported("meshwright does not probe VM workloads: Envoy's outlier detection (a DestinationRule's outlierDetection) takes failing endpoints out"),
+    },
+    required=("template",),
+)
+
 service_port = Obj(
     "a service port",
     {"number": Port(), "protocol": Enum(*PROTOCOLS, *TLS_PROTOCOLS, fold_case=True), "name": Str(non_empty=True), "targetPort": Port()},
@@ -688,6 +707,7 @@ KINDS = {
     "DestinationRule": (NETWORKING_VERSIONS, destination_rule),
     "ServiceEntry": (NETWORKING_VERSIONS, service_entry),
     "WorkloadEntry": (NETWORKING_VERSIONS, workload_entry),
+    "WorkloadGroup": (NETWORKING_VERSIONS, workload_group),
     "Gateway": (NETWORKING_VERSIONS, gateway),
     "Sidecar": (NETWORKING_VERSIONS, sidecar),
     "EnvoyFilter": (NETWORKING_VERSIONS, envoy_filter),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from meshwright.compile.scope import egress_host_matches
 from meshwright.mesh import Mesh, host_matches, resolve_host
 from meshwright.model.resource import Resource
+from meshwright.model.workload_group import GROUP_ANNOTATION, group_of
 from meshwright.problems import Problems
 from meshwright.registry.model import TLS_PROTOCOLS
 from meshwright.validate.security_checks import check_istio_mutual, check_security
@@ -146,10 +147,26 @@ def check_gateway(mesh: Mesh, resource: Resource, problems: Problems) -> None:
                     problems.add(resource, ("spec", "servers", index, "tls"), f"tls.mode {tls['mode']} needs {field} (a file path on the gateway's host)")
 
 
+def check_workload_group_member(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """A WorkloadEntry's group (annotation istio.io/autoRegistrationGroup) is a WorkloadGroup of its namespace."""
+    group = group_of(resource)
+    if group is not None and mesh.find("WorkloadGroup", resource.namespace, group) is None:
+        problems.add(resource, ("metadata", "annotations", GROUP_ANNOTATION),
+                     f"WorkloadGroup {resource.namespace}/{group} does not exist (a WorkloadEntry's group is in its own namespace)")
+
+
+def check_workload_group(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """A group no WorkloadEntry names changes nothing: meshwright does not auto-register VMs."""
+    if not any(group_of(entry) == resource.name for entry in mesh.of_kind("WorkloadEntry") if entry.namespace == resource.namespace):
+        problems.warn(resource, ("spec", "template"), "no WorkloadEntry names this group, so its template makes nothing: meshwright does not "
+                      f"auto-register VMs; write each VM's WorkloadEntry (its address) with the annotation {GROUP_ANNOTATION}: {resource.name}")
+
+
 def check_references(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     checks = {
         "VirtualService": check_virtual_service, "DestinationRule": check_destination_rule, "Gateway": check_gateway,
         "Telemetry": check_telemetry, "MeshConfig": check_mesh_config, "Sidecar": check_sidecar,
+        "WorkloadEntry": check_workload_group_member, "WorkloadGroup": check_workload_group,
     }
     if resource.kind in checks:
         checks[resource.kind](mesh, resource, problems)
