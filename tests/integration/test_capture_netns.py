@@ -341,9 +341,10 @@ class Hosts:
     def config_dir(self, proxy: str) -> str:
         return os.path.join(self.root, proxy, "config")
 
-    def write_mesh(self, policy: str) -> None:
+    def write_mesh(self, policy: str, extra: str = "") -> None:
+        """The mesh with the MeshConfig's outboundTrafficPolicy, and extra documents."""
         with open(self.mesh_path, "w") as handle:
-            handle.write(MESH.format(policy=policy))
+            handle.write(MESH.format(policy=policy) + extra)
 
     def render(self, proxies: tuple[str, ...] = ("order-1.default", "payment-1.default")) -> dict:
         """The bundles mesh_render ships, written where each proxy's Envoy watches them."""
@@ -602,6 +603,42 @@ def test_registry_only_sends_unknown_destinations_to_the_black_hole(hosts):
     assert hosts.call("http", f"http://{PAYMENT}/pay")["status"] == 200
     # A destination in a ServiceEntry's range is the mesh's: it still goes through.
     assert hosts.call("http", f"http://{PAYMENT_ADDRESS}:2222/")["body"]["app"] == "legacy"
+
+
+ORDER_REGISTRY_ONLY = """
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: order, namespace: default}
+spec:
+  workloadSelector: {labels: {app: order}}
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"""
+
+
+def call_until(hosts, target: str, blocked: bool) -> dict:
+    """Envoy picks new listeners up from its watched directory: call until it has."""
+    deadline = time.monotonic() + 10
+    while ("error" in (answer := hosts.call("http", target))) != blocked and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return answer
+
+
+def test_a_sidecars_registry_only_overrides_the_meshs_allow_any(hosts):
+    """The mesh allows any destination (the plain server on 8000 answers); a Sidecar that
+    selects the order workload makes it REGISTRY_ONLY: the same call goes to the black hole,
+    while the mesh's own service still answers."""
+    order = hosts.envoys["order-1.default"]
+    hosts.write_mesh("ALLOW_ANY")
+    hosts.render(("order-1.default",))
+    assert "error" not in call_until(hosts, f"http://{PAYMENT_ADDRESS}:8000/", blocked=False)
+    blackholed = order.cluster_stat("BlackHoleCluster", "upstream_cx_none_healthy")
+    hosts.write_mesh("ALLOW_ANY", ORDER_REGISTRY_ONLY)
+    hosts.render(("order-1.default",))
+    assert "error" in call_until(hosts, f"http://{PAYMENT_ADDRESS}:8000/", blocked=True)
+    assert order.cluster_stat("BlackHoleCluster", "upstream_cx_none_healthy") > blackholed
+    assert hosts.call("http", f"http://{PAYMENT_ADDRESS}:80/")["status"] == 502
+    assert hosts.call("http", f"http://{PAYMENT}/pay")["status"] == 200
 
 
 def test_stopping_capture_removes_the_rules_and_names_it_added(hosts):
