@@ -480,7 +480,8 @@ sidecar = Obj(
     "a Sidecar spec",
     {
         "workloadSelector": workload_selector,
-        "outboundTrafficPolicy": outbound_traffic_policy,
+        # mode given: Istio's enum would read a missing one as REGISTRY_ONLY, the MeshConfig's default here is ALLOW_ANY.
+        "outboundTrafficPolicy": Obj(outbound_traffic_policy.name, outbound_traffic_policy.fields, required=("mode",)),
         "ingress": ListOf(
             Obj(
                 "a sidecar ingress listener",

@@ -246,13 +246,16 @@ def check_sidecar_outbound_traffic_policy(mesh: Mesh, problems: Problems) -> Non
     """A Sidecar's outboundTrafficPolicy decides where captured traffic to unknown
     destinations goes: a warning when no proxy it governs captures (explicit listeners carry
     only the services their egress hosts import, whatever the mode)."""
+    setting = [sidecar for sidecar in mesh.of_kind("Sidecar") if "outboundTrafficPolicy" in sidecar.spec]
+    if not setting:
+        return
     governed: dict[tuple, bool] = {}
     for proxy in list_proxies(mesh):
         sidecar = sidecar_for(mesh, proxy)
         if sidecar is not None:
             governed[sidecar.key] = governed.get(sidecar.key, False) or proxy.captures
-    for sidecar in mesh.of_kind("Sidecar"):
-        if "outboundTrafficPolicy" in sidecar.spec and not governed.get(sidecar.key, False):
+    for sidecar in setting:
+        if not governed.get(sidecar.key, False):
             problems.warn(sidecar, ("spec", "outboundTrafficPolicy"), "no proxy of this Sidecar captures with iptables (interceptionMode REDIRECT): "
                           "its explicit listeners carry only the services its egress hosts import, so the mode changes nothing")
 
