@@ -366,6 +366,18 @@ def test_an_outbound_traffic_policy_no_capturing_proxy_reads_is_a_warning(tmp_pa
     assert "Sidecar/shop/payments: spec.outboundTrafficPolicy: warning: no proxy of this Sidecar captures with iptables" in str(mesh.warnings[0])
 
 
+def test_a_sidecars_outbound_traffic_policy_names_its_mode(tmp_path):
+    """Istio's enum reads a missing mode as REGISTRY_ONLY, the opposite of the mesh's default: never guessed."""
+    (tmp_path / "mesh.yaml").write_text("---\n".join([MESH, textwrap.dedent("""
+        apiVersion: networking.istio.io/v1
+        kind: Sidecar
+        metadata: {name: default, namespace: shop}
+        spec: {outboundTrafficPolicy: {}}
+        """)]))
+    _, problems = validate_mesh(load_paths([str(tmp_path / "mesh.yaml")]))
+    assert len(problems) == 1 and "Sidecar/shop/default: spec.outboundTrafficPolicy" in str(problems[0]) and "mode" in problems[0].message
+
+
 def test_egress_proxy_is_refused_with_what_to_do_instead(tmp_path):
     (tmp_path / "mesh.yaml").write_text("---\n".join([MESH, textwrap.dedent("""
         apiVersion: networking.istio.io/v1
