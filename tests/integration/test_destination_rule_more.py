@@ -1,7 +1,8 @@
 """DestinationRule fields past the basics, on real Envoy with real traffic: consistent hash on
 a query parameter (ring hash and Maglev) keeps a user on one endpoint; a rule's
 workloadSelector gives that hashing to the client it picks only; tcp idleTimeout closes an
-idle TCP connection; the deprecated fault delay.percent delays requests.
+idle TCP connection; local-origin errors (a refused connection) eject an endpoint; the
+deprecated fault delay.percent delays requests.
 
 Four instances of `catalog` on 127.0.0.1 (one port each); two clients, `frontend` and
 `batch`, each an Envoy with explicit listeners (a Sidecar's egress on free ports)."""
@@ -173,3 +174,34 @@ spec:
     client.instance_for("/")
     assert time.monotonic() - started >= 0.5
     assert client.envoy.stat("http.outbound_" + str(client.http_port) + ".fault.delays_injected") == 1
+
+
+def test_local_origin_failures_eject_an_endpoint_that_refuses_connections(lab):
+    """One instance's port is closed: with splitExternalLocalOriginErrors and
+    consecutiveLocalOriginFailures 1, its first refused connection ejects it (counted as a
+    local-origin ejection); retries (Istio's default, on connect-failure) answer every call."""
+    lab.catalog = [lab.backend("catalog", "catalog-0")]
+    closed = free_port()
+    client = Client(lab, "frontend", rule("""\
+metadata: {name: catalog, namespace: shop}
+spec:
+  host: catalog
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection:
+      splitExternalLocalOriginErrors: true
+      consecutiveLocalOriginFailures: 1
+      interval: 1s
+      baseEjectionTime: 30s
+      maxEjectionPercent: 100
+"""))
+    # The second endpoint: a port nothing listens on.
+    lab.write_mesh(open(lab.mesh_path).read().replace("  endpoints:\n", f"  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {closed}}}}}\n", 1))
+    lab.rerender("frontend.shop")
+    cluster = "outbound|8080||catalog.shop.svc.cluster.local"
+    deadline = time.monotonic() + 10
+    while client.envoy.stat(f"cluster.{cluster}.membership_total") != 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [client.instance_for("/") for _ in range(6)] == ["catalog-0"] * 6
+    assert client.envoy.cluster_stat(cluster, "outlier_detection.ejections_enforced_consecutive_local_origin_failure") == 1
+    assert client.envoy.cluster_stat(cluster, "upstream_cx_connect_fail") == 1
