@@ -24,7 +24,7 @@ TRICKY_STRINGS = [
     "2001-12-14", "2001-12-14t21:59:43.10-05:00", "1:20", "190:20:30", "<<", "=", "@type", "'quoted'", '"double"', "a: b",
     "a:b", "a:", ":a", "- a", "-a", "-", "? a", "?a", "# c", "a #c", "a#c", "*alias", "&anchor", "!tag", "|", ">", "%", "`",
     "{a}", "[a]", "a,b", "a, b", "ünïcödé", "tab\there", "line\nbreak", "trailing ", " leading", "\x00nul", "\u2028", "a\\b",
-    "spiffe://cluster.local/ns/default/sa/frontend", "/api/v1/*", "*", "*.example.com", "^/api/(.*)$", "%{x}",
+    "spiffe://cluster.local/ns/default/sa/frontend", "10.0.0.1", "127.0.0.1", "1.2.3", "1.2", "10.0.0.1.5", "1000.0.0.1", "::1", "fd00::1", "/api/v1/*", "*", "*.example.com", "^/api/(.*)$", "%{x}",
     "x" * 200, "word " * 150, "é" * 300, ("a" * 99 + " ") * 12, "a" * 1200, "a/b" * 400,
 ]
 TRICKY_KEYS = ["a", "name", "@type", "on", "y", "1", "a b", "a:b", "k" * 99, "k" * 100, "k" * 127, "k" * 128, "k" * 200, "é", "null", ""]

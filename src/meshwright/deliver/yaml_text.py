@@ -34,6 +34,8 @@ WIDTH = 1000
 # a bool or null (the starting letters exclude numbers, dates and the rest).
 _PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./|;=+@:-]*(?<!:)\Z")
 _RESOLVED_WORDS = frozenset(("y", "n", "yes", "no", "true", "false", "on", "off", "null"))
+# IPv4 addresses: four numbers read as no number, date or time, so PyYAML writes them plain.
+_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}\Z")
 # Longest string not of _PLAIN this module writes itself.
 _LONGEST = 512
 _CACHE_LIMIT = 1 << 18
@@ -65,7 +67,7 @@ _keys: dict[str, str] = {}
 def _string(value: str) -> str:
     text = _strings.get(value)
     if text is None:
-        if _PLAIN.match(value) and value.lower() not in _RESOLVED_WORDS:
+        if _PLAIN.match(value) and value.lower() not in _RESOLVED_WORDS or _IPV4.match(value):
             text = value
         elif len(value) > _LONGEST:
             raise _Unsure(value)
@@ -112,9 +114,8 @@ def _mapping(mapping: dict, indent: int, first: str, lines: list[str]) -> None:
     sequence item put before it), the others with spaces."""
     pad = " " * indent
     prefix = first
-    for key in sorted(mapping):
-        value = mapping[key]
-        head = f"{prefix}{_key(key)}:"
+    for key, value in sorted(mapping.items()):  # keys are distinct: values are never compared
+        head = f"{prefix}{_keys.get(key) or _key(key)}:"
         prefix = pad
         if type(value) is dict and value:
             lines.append(head)
