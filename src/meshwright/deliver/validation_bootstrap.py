@@ -7,14 +7,16 @@ from __future__ import annotations
 import copy
 
 from meshwright.compile.envoy_values import HCM_FILTER
-from meshwright.compile.secrets import DEFAULT_SECRET, with_secret_references
+from meshwright.compile.secrets import DEFAULT_SECRET, secret_names, with_secret_references
 from meshwright.deliver.files import with_inline_endpoints
 from meshwright.deliver.placeholder_secrets import placeholder_secret
 
 
-def validation_bootstrap(config, bootstrap: dict) -> dict:
+def validation_bootstrap(config, bootstrap: dict, memos: tuple[dict, dict] | None = None) -> dict:
     """The proxy's whole config as static resources (routes and endpoints inlined), so that
-    `envoy --mode validate`, which does not read dynamic sources, checks all of it."""
+    `envoy --mode validate`, which does not read dynamic sources, checks all of it. memos: a
+    run's (deliver.files.RenderCache.memo), for the clusters' fields other proxies
+    share: their secret references made static, and the names of those secrets."""
     routes = {r["name"]: r for r in config.routes}
     listeners = copy.deepcopy(config.listeners)
     for listener in listeners:
@@ -27,10 +29,12 @@ def validation_bootstrap(config, bootstrap: dict) -> dict:
 
     def static(reference: dict) -> dict:
         names.add(reference["name"])
-        return {key: value for key, value in reference.items() if key != "sds_config"}
+        return _without_sds_config(reference)
 
     listeners = with_secret_references(listeners, static)
-    clusters = with_secret_references(with_inline_endpoints(config.clusters, config.endpoints), static)
+    clusters = with_inline_endpoints(config.clusters, config.endpoints)
+    names |= secret_names(clusters, memos[1] if memos else None)
+    clusters = with_secret_references(clusters, _without_sds_config, memos[0] if memos else None)
     secrets = _static_secrets(names)
     out = copy.deepcopy(bootstrap)
     out.pop("dynamic_resources", None)
@@ -39,6 +43,11 @@ def validation_bootstrap(config, bootstrap: dict) -> dict:
     if secrets:
         out["static_resources"]["secrets"] = secrets
     return out
+
+
+def _without_sds_config(reference: dict) -> dict:
+    """A secret reference that names a static secret (the SDS config taken out)."""
+    return {key: value for key, value in reference.items() if key != "sds_config"}
 
 
 def _static_secrets(names: set[str]) -> list[dict]:
