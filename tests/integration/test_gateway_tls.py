@@ -9,8 +9,10 @@ from CAs made for the test and local TLS servers on 127.0.0.1 as the backends:
 - OPTIONAL_MUTUAL takes a client without a certificate, and refuses a wrong one;
 - minProtocolVersion TLSV1_3 refuses a TLS 1.2 client;
 - a server of protocol TLS terminates TLS and forwards the bytes by a tcp route;
-- an HTTP server with httpsRedirect answers 301 to the https URL.
-All share one port where they are TLS, told apart by SNI.
+- an HTTP server with httpsRedirect answers 301 to the https URL;
+- ISTIO_MUTUAL presents the gateway's certificate from the mesh CA and takes the client
+  mesh identity subjectAltNames names, nothing else.
+The first six share one port where they are TLS, told apart by SNI.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ import ssl
 
 import pytest
 
+from meshwright.deliver.bundle import load_mesh
+from meshwright.deliver.identity import sign_proxy_csr
+from meshwright.pki import bundle, ca, csr, store
+from meshwright.pki.workload import sign_csr
 from tests.harness import free_offset, free_port, request
 from tests.integration.conftest import MeshLab
 from tests.integration.test_egress_tls import LocalCa, TlsServer
@@ -279,3 +285,112 @@ def test_https_redirect_answers_301_with_the_https_url(edge):
     status, _, headers = request(edge.http_port, "/status/200?x=1", host="httpbin.example.com")
     assert (status, headers["location"]) == (301, "https://httpbin.example.com/status/200?x=1")
     assert edge.httpbin.count == before
+
+
+MESH_IDENTITY = """
+apiVersion: meshwright.io/v1alpha1
+kind: MeshConfig
+metadata: {{name: mesh}}
+spec:
+  certificates: {{dir: ../certs}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: httpbin, namespace: default}}
+spec:
+  hosts: [httpbin.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8000, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {httpbin}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: internal
+  namespace: istio-system
+  annotations: {{meshwright.io/port-offset: "{offset}"}}
+spec:
+  selector: {{istio: internalgateway}}
+  servers:
+  - port: {{number: {https_port}, name: https, protocol: HTTPS}}
+    bind: 127.0.0.1
+    hosts: [internal.example.com]
+    tls: {{mode: ISTIO_MUTUAL, subjectAltNames: ["{frontend}"]}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: httpbin, namespace: default}}
+spec:
+  hosts: [internal.example.com]
+  gateways: [istio-system/internal]
+  http:
+  - route:
+    - destination: {{host: httpbin.default.svc.cluster.local}}
+"""
+FRONTEND_ID = "spiffe://cluster.local/ns/shop/sa/frontend"
+# A standalone gateway's identity: its namespace and the service account Istio's install gives it.
+GATEWAY_ID = "spiffe://cluster.local/ns/istio-system/sa/internal-service-account"
+
+
+@pytest.fixture
+def istio_mutual(lab, tmp_path):
+    """A gateway whose ISTIO_MUTUAL server presents its certificate from the mesh CA and
+    takes only the frontend's; returns (its port, the mesh CA's site, the roots' file)."""
+    root = ca.make_root("cluster.local")
+    site = ca.make_intermediate(root, "site-a", trust_domains=["cluster.local"])
+    httpbin = lab.backend("httpbin", "httpbin-1")
+    offset, https_port = free_offset(), free_port()
+    lab.write_mesh(MESH_IDENTITY.format(httpbin=httpbin.port, offset=offset, https_port=https_port, frontend=FRONTEND_ID))
+    key = csr.make_private_key()
+    chain = sign_proxy_csr(load_mesh([lab.mesh_path]), "internal.istio-system", csr.make_csr(key, GATEWAY_ID), site)
+    store.write_workload_certificates(str(tmp_path / "certs"), key, chain, bundle.trust_bundle(root.certificate_pem()))
+    lab.proxy("internal.istio-system", 15000 + offset)
+    roots = tmp_path / "roots.pem"
+    roots.write_bytes(root.certificate_pem())
+    return https_port, site, str(roots)
+
+
+def mesh_client(tmp_path, site, spiffe_id: str) -> tuple[str, str]:
+    """A certificate for spiffe_id from the mesh CA, and its key: (certificate chain, key) files."""
+    key = csr.make_private_key()
+    chain = sign_csr(csr.make_csr(key, spiffe_id), spiffe_id, site)
+    name = spiffe_id.rsplit("/", 1)[-1]
+    chain_path, key_path = tmp_path / f"{name}-chain.pem", tmp_path / f"{name}-key.pem"
+    chain_path.write_bytes(chain)
+    key_path.write_bytes(key)
+    return str(chain_path), str(key_path)
+
+
+def mesh_get(port: int, roots: str, client: tuple[str, str] | None) -> tuple[int, str]:
+    """GET / to internal.example.com over mTLS -> (status, the gateway certificate's URI SAN)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False  # a mesh certificate names a SPIFFE ID, checked by the caller
+    context.load_verify_locations(roots)
+    if client:
+        context.load_cert_chain(*client)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="internal.example.com")
+        peer = dict(connection.sock.getpeercert()["subjectAltName"]).get("URI", "")
+        connection.request("GET", "/", headers={"Host": "internal.example.com"})
+        response = connection.getresponse()
+        response.read()
+        return response.status, peer
+    finally:
+        connection.close()
+
+
+def test_istio_mutual_takes_the_mesh_identity_it_names(istio_mutual, tmp_path):
+    """The gateway presents its own mesh certificate (its SPIFFE ID); the frontend's mesh
+    certificate gets in; another workload's, no certificate, or the right name from a CA
+    outside the mesh are refused."""
+    port, site, roots = istio_mutual
+    assert mesh_get(port, roots, mesh_client(tmp_path, site, FRONTEND_ID)) == (200, GATEWAY_ID)
+    with pytest.raises(REFUSED):
+        mesh_get(port, roots, mesh_client(tmp_path, site, "spiffe://cluster.local/ns/shop/sa/intruder"))
+    with pytest.raises(REFUSED):
+        mesh_get(port, roots, None)
+    rogue = ca.make_root("cluster.local", common_name="rogue root")
+    with pytest.raises(REFUSED):
+        mesh_get(port, roots, mesh_client(tmp_path, rogue, FRONTEND_ID))
