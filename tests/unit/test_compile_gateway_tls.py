@@ -77,6 +77,10 @@ def compile_mesh(tmp_path, text: str):
     return mesh
 
 
+def warnings_of(mesh) -> list[str]:
+    return [str(w).split(": ", 2)[2] for w in mesh.warnings]
+
+
 def sni_routes(mesh, proxy_id: str, listener_name: str) -> list[tuple[list[str], str]]:
     """(server names, cluster) of each chain of a listener of the proxy."""
     config = compile_proxy(mesh, find_proxy(mesh, proxy_id))
@@ -86,6 +90,7 @@ def sni_routes(mesh, proxy_id: str, listener_name: str) -> list[tuple[list[str],
 
 def test_a_match_for_the_mesh_routes_sidecars_and_a_match_for_the_gateway_routes_it(tmp_path):
     mesh = compile_mesh(tmp_path, EGRESS)
+    assert warnings_of(mesh) == []
     sidecar = sni_routes(mesh, "client.default", "127.0.0.1_9443")
     assert (["edition.cnn.com"], "outbound|443||istio-egressgateway.istio-system.svc.cluster.local") in sidecar
     assert (["edition.cnn.com"], "outbound|443||edition.cnn.com") not in sidecar
@@ -106,3 +111,6 @@ def test_servers_of_one_port_naming_one_host_give_it_to_the_first(tmp_path):
     chains = sni_routes(mesh, "egress.default", "0.0.0.0_443")
     assert [names for names, _ in chains] == [["edition.cnn.com"], ["www.cnn.com"]]
     assert chains[0][1] == "outbound|443||edition.cnn.com"
+    assert warnings_of(mesh) == [
+        "spec.servers[1].hosts[0]: warning: servers[0] also takes 'edition.cnn.com' on port 443: connections for it go to that server (the first), none to this one"
+    ]

@@ -229,9 +229,28 @@ def _check_cipher_suites(resource: Resource, path: tuple, tls: dict, problems: P
                           f"(known: {', '.join(SERVER_CIPHER_SUITES)})")
 
 
+def _check_shared_names(resource: Resource, problems: Problems) -> None:
+    """TLS servers of one port are told apart by SNI: a host two of them name goes to the
+    first (as Istio does); said, as a warning, at the later one."""
+    first: dict[tuple, int] = {}
+    for index, server in enumerate(resource.spec["servers"]):
+        if "mode" not in (server.get("tls") or {}):
+            continue
+        address = (server.get("bind", "0.0.0.0"), server["port"]["number"])
+        for host_index, host in enumerate(server["hosts"]):
+            name = host.split("/")[-1]
+            earlier = first.setdefault(address + (name,), index)
+            if earlier != index:
+                problems.warn(resource, ("spec", "servers", index, "hosts", host_index), (
+                    f"servers[{earlier}] also takes {name!r} on port {address[1]}: connections for it go to that server "
+                    "(the first), none to this one"
+                ))
+
+
 def check_gateway(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     for index, server in enumerate(resource.spec["servers"]):
         _check_server_tls(mesh, resource, index, server, problems)
+    _check_shared_names(resource, problems)
 
 
 def check_references(mesh: Mesh, resource: Resource, problems: Problems) -> None:
