@@ -4,8 +4,8 @@ from CAs made for the test and local TLS servers on 127.0.0.1 as the backends:
 
 - PASSTHROUGH: the SNI picks the backend (VirtualService tls routes bound to the gateway), the
   client completes TLS with that backend's own certificate; an unknown name gets nothing;
-- MUTUAL refuses a client without a certificate, with one from another CA, or with one whose
-  subjectAltNames are not the server's; it accepts one signed by its CA;
+- MUTUAL refuses a client without a certificate, with one from another CA, with one whose
+  name is not among subjectAltNames, or with one caCrl revokes; it accepts one signed by its CA;
 - OPTIONAL_MUTUAL takes a client without a certificate, and refuses a wrong one;
 - minProtocolVersion TLSV1_3 refuses a TLS 1.2 client;
 - a server of protocol TLS terminates TLS and forwards the bytes by a tcp route;
@@ -17,12 +17,15 @@ The first six share one port where they are TLS, told apart by SNI.
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import json
 import socket
 import ssl
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from meshwright.deliver.bundle import load_mesh
 from meshwright.deliver.identity import sign_proxy_csr
@@ -92,6 +95,7 @@ spec:
       serverCertificate: {partners_cert}
       privateKey: {partners_key}
       caCertificates: {client_ca}
+      caCrl: {client_crl}
       subjectAltNames: [client.partners.example.com]
   - port: {{number: {https_port}, name: https-public, protocol: HTTPS}}
     bind: 127.0.0.1
@@ -153,6 +157,20 @@ spec:
 REFUSED = (ssl.SSLError, ConnectionError)
 
 
+def revocation_list(ca: LocalCa, certificate_path: str, path) -> str:
+    """A CRL of ca revoking the certificate in certificate_path; its file."""
+    with open(certificate_path, "rb") as handle:
+        revoked = x509.load_pem_x509_certificate(handle.read())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    entry = x509.RevokedCertificateBuilder().serial_number(revoked.serial_number).revocation_date(now - datetime.timedelta(minutes=1)).build()
+    crl = (
+        x509.CertificateRevocationListBuilder().issuer_name(ca.name).last_update(now - datetime.timedelta(minutes=1))
+        .next_update(now + datetime.timedelta(hours=1)).add_revoked_certificate(entry).sign(ca.key, hashes.SHA256())
+    )
+    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return str(path)
+
+
 class Edge:
     """The running gateway: its ports, the CAs, the backends."""
 
@@ -176,11 +194,14 @@ class Edge:
         certificates = {}
         for label in ("modern", "partners", "public", "db"):
             certificates[f"{label}_cert"], certificates[f"{label}_key"] = self.server_ca.issue(label, [f"{label}.example.com"])
+        self.revoked_client = self.client_ca.issue("client-revoked", ["client.partners.example.com"])
+        client_crl = revocation_list(self.client_ca, self.revoked_client[0], tmp_path_factory.mktemp("crl") / "client-crl.pem")
         offset = free_offset()
         self.http_port, self.https_port, self.tls_port = free_port(), free_port(), free_port()
         self.lab.write_mesh(MESH.format(
             httpbin=self.httpbin.port, nginx=self.nginx.port, legacy=self.legacy.port, offset=offset,
-            http_port=self.http_port, https_port=self.https_port, tls_port=self.tls_port, client_ca=self.client_ca.path, **certificates,
+            http_port=self.http_port, https_port=self.https_port, tls_port=self.tls_port, client_ca=self.client_ca.path,
+            client_crl=client_crl, **certificates,
         ))
         self.envoy = self.lab.proxy("edge.istio-system", 15000 + offset)
 
@@ -240,12 +261,14 @@ def test_mutual_accepts_a_client_certificate_signed_by_its_ca(edge):
     assert (status, body["service"], common_name) == (200, "httpbin", "partners")
 
 
-@pytest.mark.parametrize("who", ["no certificate", "another CA", "another name"])
+@pytest.mark.parametrize("who", ["no certificate", "another CA", "another name", "revoked"])
 def test_mutual_refuses_a_client_without_the_right_certificate(edge, who):
-    """No certificate, one from a CA the server does not trust, or one from its CA whose
-    name is not among subjectAltNames: the handshake fails and no request reaches httpbin."""
+    """No certificate, one from a CA the server does not trust, one from its CA whose name is
+    not among subjectAltNames, or one caCrl revokes: the handshake fails and no request
+    reaches httpbin."""
     client = {
         "no certificate": None,
+        "revoked": edge.revoked_client,
         "another CA": edge.stranger_ca.issue("client-stranger", ["client.partners.example.com"]),
         "another name": edge.client_ca.issue("client-other", ["other.partners.example.com"]),
     }[who]
