@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from meshwright.compile.envoy_values import SERVER_CIPHER_SUITES, is_cipher_suite
 from meshwright.compile.scope import egress_host_matches
 from meshwright.mesh import Mesh, host_matches, resolve_host
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems
 from meshwright.registry.model import TLS_PROTOCOLS
-from meshwright.compile.envoy_values import SERVER_CIPHER_SUITES, is_cipher_suite
 from meshwright.validate.security_checks import IDENTITY_HINT, check_istio_mutual, check_security
 from meshwright.validate.telemetry import check_mesh_config, check_telemetry
 
@@ -173,18 +173,24 @@ AUTO_PASSTHROUGH_HINT = (
 )
 
 
-def _check_server_tls(mesh: Mesh, resource: Resource, index: int, server: dict, problems: Problems) -> None:
-    """A server's tls against its protocol and mode (Istio's rules, plus: no field is ignored)."""
-    tls = server.get("tls") or {}
-    protocol, mode = server["port"]["protocol"], tls.get("mode")
-    path = ("spec", "servers", index, "tls")
+def _mode_fits_protocol(resource: Resource, path: tuple, protocol: str, mode: str | None, problems: Problems) -> bool:
+    """HTTPS and TLS servers need a mode; plain ones may not have one."""
     if protocol in TLS_PROTOCOLS and mode is None:
         problems.add(resource, path, f"{ARTICLE[protocol]} {protocol} server needs tls.mode: SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL "
                      "(the gateway terminates TLS), or PASSTHROUGH (VirtualService tls routes pick the backend by SNI)")
-        return
+        return False
     if protocol not in TLS_PROTOCOLS and mode is not None:
         problems.add(resource, path + ("mode",), f"{ARTICLE[protocol]} {protocol} server is plain text: tls.mode needs protocol HTTPS or TLS "
                      "(httpsRedirect alone is what an HTTP server may have)")
+        return False
+    return True
+
+
+def _check_server_tls(mesh: Mesh, resource: Resource, index: int, server: dict, problems: Problems) -> None:
+    """A server's tls against its protocol and mode (Istio's rules, plus: no field is ignored)."""
+    tls = server.get("tls") or {}
+    mode, path = tls.get("mode"), ("spec", "servers", index, "tls")
+    if not _mode_fits_protocol(resource, path, server["port"]["protocol"], mode, problems):
         return
     for field, instead in SECRET_FIELDS.items():
         if field in tls:
@@ -192,27 +198,36 @@ def _check_server_tls(mesh: Mesh, resource: Resource, index: int, server: dict, 
     if mode == "AUTO_PASSTHROUGH":
         problems.add(resource, path + ("mode",), f"AUTO_PASSTHROUGH is not supported by meshwright yet ({AUTO_PASSTHROUGH_HINT})")
     elif mode == "PASSTHROUGH":
-        for field in HANDSHAKE_FIELDS:
-            if field in tls:
-                problems.add(resource, path + (field,), f"{field} has no use with mode PASSTHROUGH (the backend makes the TLS handshake): remove it")
+        _refuse_fields(resource, path, tls, HANDSHAKE_FIELDS, "{field} has no use with mode PASSTHROUGH (the backend makes the TLS handshake): remove it", problems)
     elif mode == "ISTIO_MUTUAL":
         if not mesh.settings.identity_enabled:
             problems.add(resource, path + ("mode",), f"ISTIO_MUTUAL needs workload certificates: {IDENTITY_HINT}")
-        for field in ("serverCertificate", "privateKey", "caCertificates"):
-            if field in tls:
-                problems.add(resource, path + (field,), f"ISTIO_MUTUAL uses the gateway's certificate from the mesh CA: remove {field} (or use mode MUTUAL with your own files)")
-    elif mode in TERMINATING_MODES and not any(field in tls for field in SECRET_FIELDS):
+        _refuse_fields(resource, path, tls, ("serverCertificate", "privateKey", "caCertificates"),
+                       "ISTIO_MUTUAL uses the gateway's certificate from the mesh CA: remove {field} (or use mode MUTUAL with your own files)", problems)
+    elif mode in TERMINATING_MODES:
+        _check_certificate_files(resource, path, tls, problems)
+    _check_protocol_versions(resource, path, tls, problems)
+    _check_cipher_suites(resource, path, tls, problems)
+
+
+def _refuse_fields(resource: Resource, path: tuple, tls: dict, fields: tuple, message: str, problems: Problems) -> None:
+    for field in fields:
+        if field in tls:
+            problems.add(resource, path + (field,), message.format(field=field))
+
+
+def _check_certificate_files(resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
+    """SIMPLE, MUTUAL, OPTIONAL_MUTUAL: the gateway's certificate files, the clients' CA when it
+    asks for their certificates, and no client checks when it does not."""
+    mode = tls["mode"]
+    if not any(field in tls for field in SECRET_FIELDS):
         needed = ["serverCertificate", "privateKey"] + (["caCertificates"] if mode in MUTUAL_MODES else [])
         for field in needed:
             if field not in tls:
                 problems.add(resource, path, f"tls.mode {mode} needs {field} (a file path on the gateway's host)")
     if mode == "SIMPLE":
-        for field in ("caCertificates",) + CLIENT_CHECK_FIELDS:
-            if field in tls:
-                problems.add(resource, path + (field,), f"{field} checks clients' certificates, which mode SIMPLE does not ask for: "
-                             "use mode MUTUAL (or OPTIONAL_MUTUAL), or remove it")
-    _check_protocol_versions(resource, path, tls, problems)
-    _check_cipher_suites(resource, path, tls, problems)
+        _refuse_fields(resource, path, tls, ("caCertificates",) + CLIENT_CHECK_FIELDS, "{field} checks clients' certificates, which mode SIMPLE "
+                       "does not ask for: use mode MUTUAL (or OPTIONAL_MUTUAL), or remove it", problems)
 
 
 def _check_protocol_versions(resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
