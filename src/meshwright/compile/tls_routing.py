@@ -61,6 +61,8 @@ def tls_routes(mesh: Mesh, proxy: Proxy, service: Service, port: int) -> list[tu
         for match in route["match"]:
             if match.get("port", port) != port or not labels_match(match.get("sourceLabels") or {}, proxy.label_map):
                 continue
+            if match.get("gateways") and "mesh" not in match["gateways"]:
+                continue  # a match for gateways only
             names = _names_for_service(match["sniHosts"], virtual_service.namespace, service)
             if names:
                 out.append((names, route_destinations(mesh, route, virtual_service.namespace)))

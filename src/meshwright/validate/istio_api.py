@@ -42,6 +42,8 @@ METRICS_HINT = (
 PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "TCP")
 # TLS the sidecar passes through, routed by SNI (on ServiceEntry ports and Sidecar egress listeners).
 TLS_PROTOCOLS = ("HTTPS", "TLS")
+# Istio's ServerTLSSettings.TLSProtocol.
+SERVER_TLS_VERSIONS = ("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")
 
 # Names that end up in SPIFFE IDs, file names and /etc/hosts lines (meshwright.names).
 host = Str(valid=names.is_host, pattern_help=names.HOST_HELP)
@@ -193,7 +195,9 @@ tls_match = Obj(
         "sourceLabels": Labels(),
         "destinationSubnets": Unsupported("match by sniHosts and port; connections are told apart by the name the client asks for"),
         "sourceNamespace": Unsupported("match clients by sourceLabels, or scope them with a Sidecar's egress hosts"),
-        "gateways": Unsupported("tls routes apply to sidecars only: leave gateways out of the match"),
+        # The gateways the match applies at ("mesh": the sidecars); none: every one the
+        # VirtualService is bound to.
+        "gateways": ListOf(Str(non_empty=True)),
     },
     required=("sniHosts",),
 )
@@ -376,24 +380,38 @@ service_entry = Obj(
     one_of=(("endpoints", "workloadSelector"),),
 )
 
+server_tls = Obj(
+    "server TLS settings",
+    {
+        # AUTO_PASSTHROUGH is accepted here and refused with its reason by validate/references.py.
+        "mode": Enum("PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"),
+        "serverCertificate": Str(non_empty=True),
+        "privateKey": Str(non_empty=True),
+        "caCertificates": Str(non_empty=True),
+        "caCrl": Str(non_empty=True),
+        "httpsRedirect": Bool(),
+        "subjectAltNames": ListOf(Str(non_empty=True), min_items=1),
+        "verifyCertificateSpki": ListOf(Str(non_empty=True), min_items=1),
+        "verifyCertificateHash": ListOf(Str(non_empty=True), min_items=1),
+        "minProtocolVersion": Enum(*SERVER_TLS_VERSIONS),
+        "maxProtocolVersion": Enum(*SERVER_TLS_VERSIONS),
+        "cipherSuites": ListOf(Str(non_empty=True)),
+        # Kept by the shape check and refused by validate/references.py, which then does not
+        # also ask for the files they stand for.
+        "credentialName": Any(),
+        "credentialNames": Any(),
+        "tlsCertificates": Any(),
+    },
+)
+
 gateway_server = Obj(
     "a gateway server",
     {
-        "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
+        "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS", fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
         "bind": Address(),
         "hosts": ListOf(Str(valid=lambda text: names.is_namespaced_host(text, namespace_required=False), pattern_help=f"a host (a DNS name or a wildcard) or {names.NAMESPACED_HOST_HELP}"), min_items=1),
         "name": Str(),
-        "tls": Obj(
-            "server TLS settings",
-            {
-                "mode": Enum("SIMPLE", "MUTUAL"),
-                "serverCertificate": Str(non_empty=True),
-                "privateKey": Str(non_empty=True),
-                "caCertificates": Str(non_empty=True),
-                "httpsRedirect": Bool(),
-            },
-            hints={"credentialName": "Kubernetes secrets are not read: give file paths in serverCertificate and privateKey"},
-        ),
+        "tls": server_tls,
     },
     required=("port", "hosts"),
 )
