@@ -6,14 +6,15 @@ Fields meshwright does not act on are errors with a hint, never ignored (docs/se
 
 from __future__ import annotations
 
+import ipaddress
+import re
+
 from meshwright import names
 from meshwright.validate.shape import Duration, Enum, Labels, ListOf, Obj, PortMapOf, Str
 
 SECURITY_VERSIONS = ("security.istio.io/v1", "security.istio.io/v1beta1")
 
 JWT_HINT = "request authentication (JWT) is not supported: match callers by their mTLS identity with principals or namespaces"
-IP_HINT = "IP blocks are not supported: match callers by their mTLS identity with principals or namespaces"
-HOSTS_HINT = "hosts are not supported in rules: an AuthorizationPolicy applies to the workloads its selector picks; match paths, methods and ports"
 
 certificates = Obj(
     "workload certificate settings",
@@ -55,21 +56,50 @@ def is_namespace_value(text: object) -> bool:
 
 
 _namespaces = ListOf(Str(valid=is_namespace_value, pattern_help=NAMESPACE_VALUE_HELP), min_items=1)
-SOURCE_FIELDS = ("principals", "notPrincipals", "namespaces", "notNamespaces")
-OPERATION_FIELDS = ("paths", "notPaths", "methods", "notMethods", "ports", "notPorts")
+IP_BLOCK_HELP = "an IP address or a CIDR block (10.1.2.3, 10.1.0.0/16, fd00::/8)"
+SERVICE_ACCOUNT_HELP = f"a service account, NAME or NAMESPACE/NAME ({names.LABEL_HELP}s, no wildcards)"
+
+
+def is_ip_block(text: object) -> bool:
+    """An address or ADDRESS/LENGTH, as Istio's ValidateIPs (no zone, no netmask form)."""
+    if not isinstance(text, str) or "%" in text:
+        return False
+    address, slash, length = text.partition("/")
+    if slash and not re.fullmatch(r"[0-9]{1,3}", length):
+        return False
+    try:
+        ipaddress.ip_network(text, strict=False) if slash else ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def is_service_account_value(text: object) -> bool:
+    """NAME or NAMESPACE/NAME, both DNS-1123 labels (they become part of a SPIFFE ID regex)."""
+    return isinstance(text, str) and text.count("/") <= 1 and all(names.is_label(part) for part in text.split("/"))
+
+
+_ip_blocks = ListOf(Str(valid=is_ip_block, pattern_help=IP_BLOCK_HELP), min_items=1)
+_service_accounts = ListOf(Str(valid=is_service_account_value, pattern_help=SERVICE_ACCOUNT_HELP), min_items=1)
+SOURCE_FIELDS = (
+    "principals", "notPrincipals", "namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts",
+    "ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks",
+)
+OPERATION_FIELDS = ("paths", "notPaths", "methods", "notMethods", "ports", "notPorts", "hosts", "notHosts")
 # Istio refuses an empty source or operation ("`from.source` must not be empty"): it would
 # match every caller or request and turn an ALLOW rule into allow-all.
 EMPTY_HELP = "an empty {} matches {}, which would make an ALLOW rule allow everything (Istio refuses it); to match {}, leave out the '{}' of the rule"
 
 source = Obj(
     "a rule source",
-    {"principals": _values, "notPrincipals": _values, "namespaces": _namespaces, "notNamespaces": _namespaces},
+    {
+        "principals": _values, "notPrincipals": _values, "namespaces": _namespaces, "notNamespaces": _namespaces,
+        "serviceAccounts": _service_accounts, "notServiceAccounts": _service_accounts,
+        "ipBlocks": _ip_blocks, "notIpBlocks": _ip_blocks, "remoteIpBlocks": _ip_blocks, "notRemoteIpBlocks": _ip_blocks,
+    },
     required_any_of=(SOURCE_FIELDS,),
     empty_help=EMPTY_HELP.format("source", "any caller", "any caller", "from"),
-    hints={
-        "requestPrincipals": JWT_HINT, "notRequestPrincipals": JWT_HINT,
-        "ipBlocks": IP_HINT, "notIpBlocks": IP_HINT, "remoteIpBlocks": IP_HINT, "notRemoteIpBlocks": IP_HINT,
-    },
+    hints={"requestPrincipals": JWT_HINT, "notRequestPrincipals": JWT_HINT},
 )
 
 _method = Str(pattern=r"^(\*|[A-Z]+)$", pattern_help="an HTTP method in upper case (GET, POST, ...)")
@@ -78,20 +108,26 @@ _port = Str(pattern=r"^\d{1,5}$", pattern_help='a port number as a string ("8080
 operation = Obj(
     "a rule operation",
     {
+        "hosts": _values, "notHosts": _values,
         "paths": _values, "notPaths": _values,
         "methods": ListOf(_method, min_items=1), "notMethods": ListOf(_method, min_items=1),
         "ports": ListOf(_port, min_items=1), "notPorts": ListOf(_port, min_items=1),
     },
     required_any_of=(OPERATION_FIELDS,),
     empty_help=EMPTY_HELP.format("operation", "any request", "any request", "to"),
-    hints={"hosts": HOSTS_HINT, "notHosts": HOSTS_HINT},
 )
 
-CONDITION_KEYS = "request.headers[NAME], source.principal, source.namespace or destination.port"
+# The when keys of Istio's "Authorization Policy Conditions" that meshwright compiles.
+PLAIN_CONDITION_KEYS = (
+    "source.ip", "remote.ip", "source.principal", "source.namespace", "source.serviceAccount",
+    "destination.ip", "destination.port", "connection.sni",
+)
+CONDITION_KEYS = "request.headers[NAME], " + ", ".join(PLAIN_CONDITION_KEYS)
+IP_CONDITION_KEYS = ("source.ip", "remote.ip", "destination.ip")
 condition = Obj(
     "a rule condition",
     {
-        "key": Str(pattern=r"^(request\.headers\[[^\]]+\]|source\.principal|source\.namespace|destination\.port)$", pattern_help=f"a supported key: {CONDITION_KEYS}"),
+        "key": Str(pattern=r"request\.headers\[[^\]]+\]|" + "|".join(re.escape(key) for key in PLAIN_CONDITION_KEYS), pattern_help=f"a supported key: {CONDITION_KEYS}"),
         "values": _values,
         "notValues": _values,
     },

@@ -10,14 +10,15 @@ from meshwright.compile.scope import inbound_ports, workload_service_ports
 from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems
-from meshwright.validate.security_api import NAMESPACE_VALUE_HELP, is_namespace_value
+from meshwright.validate.security_api import IP_BLOCK_HELP, IP_CONDITION_KEYS, NAMESPACE_VALUE_HELP, SERVICE_ACCOUNT_HELP, is_ip_block, is_namespace_value, is_service_account_value
 
 IDENTITY_HINT = (
     "turn on workload identity with `certificates: {}` in the MeshConfig, and give every proxy "
     "its certificate from the mesh CA (docs/security.md)"
 )
 ISTIO_MUTUAL_FILES = ("clientCertificate", "privateKey", "caCertificates")
-SOURCE_IDENTITY_FIELDS = ("principals", "notPrincipals", "namespaces", "notNamespaces")
+SOURCE_IDENTITY_FIELDS = ("principals", "notPrincipals", "namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts")
+IDENTITY_CONDITION_KEYS = ("source.principal", "source.namespace", "source.serviceAccount")
 
 
 def check_istio_mutual(mesh: Mesh, resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
@@ -99,11 +100,38 @@ def check_principal_trust_domain(mesh: Mesh, resource: Resource, path: tuple, pr
         ))
 
 
+def check_host_ports(resource: Resource, path: tuple, operation: dict, problems: Problems) -> None:
+    """Istio matches hosts exactly as written, port included: a host that a DENY policy lists
+    (or an ALLOW policy excludes) without a port lets "host:port" through. Legal; warned."""
+    field = "hosts" if resource.spec.get("action", "ALLOW") == "DENY" else "notHosts"
+    for value_index, value in enumerate(operation.get(field) or []):
+        if ":" not in value and not value.endswith("*"):
+            # A leading "*" is a suffix match: "*.example.org:*" would be a literal suffix.
+            fix = f"add '{value}:PORT' for each port clients use" if value.startswith("*") else f"add '{value}:*' to match it on every port"
+            problems.warn(resource, path + (field, value_index), (
+                f"{value} matches only a Host header without a port (Istio compares hosts as written): "
+                f"a request for {value}:PORT is not matched; {fix}"
+            ))
+
+
+def check_values(resource: Resource, path: tuple, values: list, valid, help_text: str, problems: Problems) -> None:
+    for value_index, value in enumerate(values or []):
+        if not valid(value):
+            problems.add(resource, path + (value_index,), f"{value!r} is not {help_text}")
+
+
 def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     for index, rule in enumerate(resource.spec.get("rules") or []):
         path = ("spec", "rules", index)
         for from_index, entry in enumerate(rule.get("from") or []):
             source = entry["source"]
+            accounts = [f for f in ("serviceAccounts", "notServiceAccounts") if f in source]
+            others = [f for f in ("principals", "notPrincipals", "namespaces", "notNamespaces") if f in source]
+            if accounts and others:
+                problems.add(resource, path + ("from", from_index, "source", accounts[0]), (
+                    f"{accounts[0]} cannot be set with {others[0]} in one source (Istio refuses it): "
+                    "write the service account as a principal instead (cluster.local/ns/NAMESPACE/sa/NAME)"
+                ))
             for field in SOURCE_IDENTITY_FIELDS:
                 if field in source and not mesh.settings.identity_enabled:
                     problems.add(resource, path + ("from", from_index, "source", field), f"{field} match the mTLS identity of the caller, which needs workload certificates: {IDENTITY_HINT}")
@@ -115,13 +143,14 @@ def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problem
                     else:
                         check_principal_trust_domain(mesh, resource, value_path, value, problems)
         for to_index, entry in enumerate(rule.get("to") or []):
+            check_host_ports(resource, path + ("to", to_index, "operation"), entry["operation"], problems)
             for field in ("ports", "notPorts"):
                 for value_index, value in enumerate(entry["operation"].get(field) or []):
                     if not 1 <= int(value) <= 65535:
                         problems.add(resource, path + ("to", to_index, "operation", field, value_index), f"{value} is not a port number (1 to 65535)")
         for when_index, condition in enumerate(rule.get("when") or []):
             key = condition["key"]
-            if key.startswith("source.") and not mesh.settings.identity_enabled:
+            if key in IDENTITY_CONDITION_KEYS and not mesh.settings.identity_enabled:
                 problems.add(resource, path + ("when", when_index, "key"), f"{key} is the mTLS identity of the caller, which needs workload certificates: {IDENTITY_HINT}")
             if key == "source.principal":
                 for field in ("values", "notValues"):
@@ -132,6 +161,12 @@ def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problem
                     for value_index, value in enumerate(condition.get(field) or []):
                         if not is_namespace_value(value):
                             problems.add(resource, path + ("when", when_index, field, value_index), f"{value!r} is not {NAMESPACE_VALUE_HELP}")
+            for field in ("values", "notValues"):
+                field_path = path + ("when", when_index, field)
+                if key in IP_CONDITION_KEYS:
+                    check_values(resource, field_path, condition.get(field), is_ip_block, IP_BLOCK_HELP, problems)
+                if key == "source.serviceAccount":
+                    check_values(resource, field_path, condition.get(field), is_service_account_value, SERVICE_ACCOUNT_HELP, problems)
             if key == "destination.port":
                 for field in ("values", "notValues"):
                     for value_index, value in enumerate(condition.get(field) or []):
