@@ -167,7 +167,7 @@ CASES_WITH_IDENTITY = [
         AP + "p", "spec.rules[0].when[0].notValues[0]", ("'10.0.0.300' is not an IP address or a CIDR block",),
     ),
     Case(
-        "JWT principals",
+        "a request principal without subject",
         """
         apiVersion: security.istio.io/v1
         kind: AuthorizationPolicy
@@ -176,9 +176,92 @@ CASES_WITH_IDENTITY = [
           rules:
           - from:
             - source:
-                requestPrincipals: ["*"]  #!
+                requestPrincipals:
+                - issuer.example  #!
         """,
-        AP + "p", "spec.rules[0].from[0].source.requestPrincipals", ("JWT", "not supported"),
+        AP + "p", "spec.rules[0].from[0].source.requestPrincipals[0]", ("ISSUER/SUBJECT",),
+    ),
+    Case(
+        "a JWKS fetched over https",
+        """
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt, namespace: default}
+        spec:
+          jwtRules:
+          - issuer: issuer.example
+            jwksUri: https://issuer.example/jwks.json  #!
+        """,
+        "RequestAuthentication/default/jwt", "spec.jwtRules[0].jwksUri", ("over http(s) is not supported by meshwright yet", "file:///PATH"),
+    ),
+    Case(
+        "a JWKS file with a relative path",
+        """
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt, namespace: default}
+        spec:
+          jwtRules:
+          - issuer: issuer.example
+            jwksUri: file://../jwks.json  #!
+        """,
+        "RequestAuthentication/default/jwt", "spec.jwtRules[0].jwksUri", ("is not a file:///ABSOLUTE/PATH",),
+    ),
+    Case(
+        "inline jwks that is no key set",
+        """
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt, namespace: default}
+        spec:
+          jwtRules:
+          - issuer: issuer.example
+            jwks: '{"keys": []}'  #!
+        """,
+        "RequestAuthentication/default/jwt", "spec.jwtRules[0].jwks", ("not a JSON Web Key Set",),
+    ),
+    Case(
+        "a JWKS fetch timeout",
+        """
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt, namespace: default}
+        spec:
+          jwtRules:
+          - issuer: issuer.example
+            jwks: '{"keys": [{"kty": "EC"}]}'
+            timeout: 5s  #!
+        """,
+        "RequestAuthentication/default/jwt", "spec.jwtRules[0].timeout", ("timeout is not supported by meshwright yet",),
+    ),
+    Case(
+        "a request authentication no inbound listener enforces",
+        """
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt, namespace: default}
+        spec:
+          selector:  #!
+            matchLabels: {app: client}
+          jwtRules:
+          - issuer: issuer.example
+            jwks: '{"keys": [{"kty": "EC"}]}'
+        """,
+        "RequestAuthentication/default/jwt", "spec.selector", ("this request authentication is enforced nowhere on WorkloadEntry default/client",),
+    ),
+    Case(
+        "a claim key without brackets",
+        """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: default}
+        spec:
+          rules:
+          - when:
+            - key: request.auth.claims  #!
+              values: [a]
+        """,
+        AP + "p", "spec.rules[0].when[0].key", ("request.auth.claims[NAME]",),
     ),
     Case(
         "CUSTOM action",
@@ -204,7 +287,7 @@ CASES_WITH_IDENTITY = [
             - key: destination.labels[version]  #!
               values: [v1]
         """,
-        AP + "p", "spec.rules[0].when[0].key", ("request.headers[NAME], source.ip, remote.ip", "connection.sni"),
+        AP + "p", "spec.rules[0].when[0].key", ("request.headers[NAME], request.auth.claims[NAME]", "source.ip, remote.ip", "connection.sni"),
     ),
     Case(
         "port as a number",

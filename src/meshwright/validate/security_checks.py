@@ -3,7 +3,11 @@ policy governs a workload is never ambiguous, port-level settings name ports tha
 
 from __future__ import annotations
 
-from meshwright.compile.authorization import is_mesh_trust_domain, policies_for, principal_trust_domain
+import json
+import re
+
+from meshwright.compile.authorization import is_mesh_trust_domain, principal_trust_domain
+from meshwright.compile.request_authentication import FILE_SCHEME, policies_of_kind
 from meshwright.compile.peer_authentication import STRICT, mtls_mode, selector_of
 from meshwright.compile.proxy import INTERCEPTION_ANNOTATION, REDIRECT, list_proxies
 from meshwright.compile.scope import inbound_ports, workload_service_ports
@@ -19,6 +23,9 @@ IDENTITY_HINT = (
 ISTIO_MUTUAL_FILES = ("clientCertificate", "privateKey", "caCertificates")
 SOURCE_IDENTITY_FIELDS = ("principals", "notPrincipals", "namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts")
 IDENTITY_CONDITION_KEYS = ("source.principal", "source.namespace", "source.serviceAccount")
+# Kinds whose selector in the root namespace picks workloads of every namespace (Istio's).
+MESH_WIDE_SELECTOR_KINDS = ("AuthorizationPolicy", "RequestAuthentication")
+REQUEST_PRINCIPAL_HELP = "a request principal: ISSUER/SUBJECT (the token's iss and sub claims), '*', or one with a leading or trailing '*'"
 
 
 def check_istio_mutual(mesh: Mesh, resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
@@ -148,8 +155,14 @@ def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problem
                 for value_index, value in enumerate(entry["operation"].get(field) or []):
                     if not 1 <= int(value) <= 65535:
                         problems.add(resource, path + ("to", to_index, "operation", field, value_index), f"{value} is not a port number (1 to 65535)")
+        for from_index, entry in enumerate(rule.get("from") or []):
+            for field in ("requestPrincipals", "notRequestPrincipals"):
+                check_values(resource, path + ("from", from_index, "source", field), entry["source"].get(field), is_request_principal, REQUEST_PRINCIPAL_HELP, problems)
         for when_index, condition in enumerate(rule.get("when") or []):
             key = condition["key"]
+            if key == "request.auth.principal":
+                for field in ("values", "notValues"):
+                    check_values(resource, path + ("when", when_index, field), condition.get(field), is_request_principal, REQUEST_PRINCIPAL_HELP, problems)
             if key in IDENTITY_CONDITION_KEYS and not mesh.settings.identity_enabled:
                 problems.add(resource, path + ("when", when_index, "key"), f"{key} is the mTLS identity of the caller, which needs workload certificates: {IDENTITY_HINT}")
             if key == "source.principal":
@@ -172,6 +185,51 @@ def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problem
                     for value_index, value in enumerate(condition.get(field) or []):
                         if not value.isdigit() or not 1 <= int(value) <= 65535:
                             problems.add(resource, path + ("when", when_index, field, value_index), f"{value!r} is not a port number (1 to 65535)")
+
+
+def is_request_principal(value: str) -> bool:
+    """Istio splits a request principal at its last "/" into issuer and subject; without a
+    "/" (and without a wildcard) the subject would be empty and match no token."""
+    return "/" in value or "*" in value
+
+
+# --- RequestAuthentication ------------------------------------------------------------------
+
+HTTP_JWKS_HINT = "put the keys inline in jwks, or in a file on the proxies' hosts named by jwksUri: file:///PATH"
+
+
+def is_jwks(text: str) -> bool:
+    """A JSON Web Key Set: {"keys": [{"kty": ..., ...}, ...]} with at least one key."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return False
+    keys = document.get("keys") if isinstance(document, dict) else None
+    return isinstance(keys, list) and bool(keys) and all(isinstance(key, dict) and isinstance(key.get("kty"), str) for key in keys)
+
+
+def check_jwks_uri(resource: Resource, path: tuple, uri: str, problems: Problems) -> None:
+    """file:///ABSOLUTE/PATH (read by Envoy on the proxy's host); http(s) is Istio's fetch,
+    not supported yet; anything else is an error."""
+    if uri.startswith(("http://", "https://")):
+        problems.add(resource, path, f"jwksUri {uri} over http(s) is not supported by meshwright yet ({HTTP_JWKS_HINT})")
+        return
+    file_path = uri[len(FILE_SCHEME):] if uri.startswith(FILE_SCHEME) else ""
+    if not file_path.startswith("/") or not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", file_path) or "/../" in file_path + "/" or "/./" in file_path + "/":
+        problems.add(resource, path, f"{uri!r} is not a file:///ABSOLUTE/PATH (segments of letters, digits, '.', '_', '-'; no '.' or '..' segments)")
+
+
+def check_request_authentication(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    issuers: dict[str, int] = {}
+    for index, rule in enumerate(resource.spec.get("jwtRules") or []):
+        path = ("spec", "jwtRules", index)
+        if "jwksUri" in rule:
+            check_jwks_uri(resource, path + ("jwksUri",), rule["jwksUri"], problems)
+        if "jwks" in rule and not is_jwks(rule["jwks"]):
+            problems.add(resource, path + ("jwks",), 'jwks is not a JSON Web Key Set ({"keys": [{"kty": ...}, ...]} with at least one key)')
+        if rule["issuer"] in issuers:
+            problems.add(resource, path + ("issuer",), f"issuer {rule['issuer']} has a rule already (jwtRules[{issuers[rule['issuer']]}]): give each issuer one rule")
+        issuers.setdefault(rule["issuer"], index)
 
 
 # --- policies must be enforced somewhere ------------------------------------------------------
@@ -226,8 +284,8 @@ def _report_unenforced(resource: Resource, workload: Resource, selected: bool, h
 
 
 def _applies_to(mesh: Mesh, policy: Resource, workload: Resource) -> bool:
-    if policy.kind == "AuthorizationPolicy":
-        return policy in policies_for(mesh, workload.namespace, _workload_labels(workload))
+    if policy.kind in MESH_WIDE_SELECTOR_KINDS:
+        return policy in policies_of_kind(mesh, policy.kind, workload.namespace, _workload_labels(workload))
     selector = selector_of(policy)
     if selector is not None:
         return workload.namespace == policy.namespace and labels_match(selector, workload.spec.get("labels") or {})
@@ -239,7 +297,7 @@ def _candidate_workloads(mesh: Mesh, policy: Resource) -> list[Resource]:
     its namespace (an AuthorizationPolicy's in the root namespace picks in every one), else all
     of its namespace's (every one's for the root namespace)."""
     selector = (policy.spec.get("selector") or {}).get("matchLabels")
-    if selector is None or (policy.kind == "AuthorizationPolicy" and policy.namespace == ROOT_NAMESPACE):
+    if selector is None or (policy.kind in MESH_WIDE_SELECTOR_KINDS and policy.namespace == ROOT_NAMESPACE):
         return sidecar_workloads(mesh, policy.namespace)
     # The root namespace's list holds every sidecar workload.
     sidecars = mesh.memo(("sidecar-workload-ids",), lambda: {id(w) for w in sidecar_workloads(mesh, ROOT_NAMESPACE)})
@@ -257,7 +315,7 @@ def check_enforced(mesh: Mesh, policy: Resource, problems: Problems) -> None:
         if not _applies_to(mesh, policy, workload):
             continue
         has_inbound, ports = bypassed_ports(mesh, workload)
-        what = "this authorization policy"
+        what = "this request authentication" if policy.kind == "RequestAuthentication" else "this authorization policy"
         if policy.kind == "PeerAuthentication":
             if not _sets_strict(policy):
                 return
@@ -280,8 +338,9 @@ def check_security(mesh: Mesh, resource: Resource, problems: Problems) -> None:
         "MeshConfig": check_mesh_config_security,
         "PeerAuthentication": check_peer_authentication,
         "AuthorizationPolicy": check_authorization_policy,
+        "RequestAuthentication": check_request_authentication,
     }
     if resource.kind in checks:
         checks[resource.kind](mesh, resource, problems)
-    if resource.kind in ("PeerAuthentication", "AuthorizationPolicy"):
+    if resource.kind in ("PeerAuthentication",) + MESH_WIDE_SELECTOR_KINDS:
         check_enforced(mesh, resource, problems)
