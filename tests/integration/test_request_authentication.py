@@ -5,7 +5,8 @@ The server sidecar has two JWT rules: issuer https://issuer.example (an ES256 ke
 (an RS256 key in a file named by `jwksUri: file://...`, the token in header x-jwt or query
 parameter `token`, forwarded to the app). An AuthorizationPolicy lets in /a/* for
 https://issuer.example principals whose `groups` claim holds `admins`, /b/* for
-issuer-b.example/alice, and /open/* for anyone.
+issuer-b.example/alice, and /open/* and /strict/* for anyone; a DENY policy refuses /strict/*
+to requests without a request principal (Istio's way to require a token).
 
 Istio's semantics: an invalid token (bad signature, expired, unknown issuer) is refused by
 the JWT filter with 401 whatever the path (one for another audience with Envoy's 403); a request without a token passes the JWT filter and is
@@ -80,7 +81,17 @@ spec:
     when: [{{key: "request.auth.claims[groups]", values: [admins]}}]
   - from: [{{source: {{requestPrincipals: [{issuer_b}/alice]}}}}]
     to: [{{operation: {{paths: ["/b/*"]}}}}]
-  - to: [{{operation: {{paths: ["/open/*"]}}}}]
+  - to: [{{operation: {{paths: ["/open/*", "/strict/*"]}}}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: strict-needs-a-token, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: server}}}}
+  action: DENY
+  rules:
+  - from: [{{source: {{notRequestPrincipals: ["*"]}}}}]
+    to: [{{operation: {{paths: ["/strict/*"]}}}}]
 """
 
 
@@ -233,3 +244,13 @@ def test_issuer_b_keys_from_a_file_token_from_a_header_or_a_parameter(server):
     assert server.get(f"/b/orders?token={alice}") == 200
     assert server.get("/b/orders", headers={"x-jwt": bob}) == 403
     assert server.get("/b/orders", headers={"x-jwt": alice[:-4] + "AAAA"}) == 401
+
+
+def test_a_deny_policy_on_not_request_principals_requires_a_token(server):
+    """Istio's "require a token": DENY notRequestPrincipals ["*"] refuses /strict/* without a
+    token (403 from the DENY filter) and lets a valid token of either issuer in."""
+    denied = server.envoy.stat(f"http.inbound_{server.inbound}.rbac.deny.denied")
+    assert server.get("/strict/orders") == 403
+    assert server.envoy.stat(f"http.inbound_{server.inbound}.rbac.deny.denied") == denied + 1
+    assert server.get("/strict/orders", server.a_token(groups=[])) == 200
+    assert server.get("/strict/orders", headers={"x-jwt": token(server.key_b, iss=ISSUER_B, sub="bob")}) == 200
