@@ -178,6 +178,12 @@ CASES_WITH_IDENTITY = [
             - source:
                 requestPrincipals:
                 - issuer.example  #!
+        ---
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt, namespace: default}
+        spec:
+          jwtRules: [{issuer: issuer.example, jwks: '{"keys": [{"kty": "EC"}]}'}]
         """,
         AP + "p", "spec.rules[0].from[0].source.requestPrincipals[0]", ("ISSUER/SUBJECT",),
     ),
@@ -440,3 +446,42 @@ def test_address_conditions_need_no_identity(tmp_path):
         "AuthorizationPolicy/default/p: spec.rules[1].from[0].source.serviceAccounts: serviceAccounts match the mTLS identity of the caller, which needs workload certificates: "
         + problems[0].message.split("workload certificates: ", 1)[1]
     ]
+
+
+def test_jwt_fields_without_request_authentication_are_warned(tmp_path):
+    """A rule on request principals for workloads no RequestAuthentication applies to matches
+    no request (no JWT is validated there): validation passes and warns, naming a workload;
+    with a RequestAuthentication that selects them, no warning."""
+    need_jwt = """
+    apiVersion: security.istio.io/v1
+    kind: AuthorizationPolicy
+    metadata: {name: p, namespace: default}
+    spec:
+      selector: {matchLabels: {app: server}}
+      rules:
+      - to: [{operation: {paths: [/a]}}]
+      - from: [{source: {requestPrincipals: ["*"]}}]
+    """
+    jwt = """
+    apiVersion: security.istio.io/v1
+    kind: RequestAuthentication
+    metadata: {name: jwt, namespace: default}
+    spec:
+      selector: {matchLabels: {app: server}}
+      jwtRules: [{issuer: a.example, jwks: '{"keys": [{"kty": "EC"}]}'}]
+    """
+    warnings = []
+    for case, texts in {"without": [need_jwt], "with": [need_jwt, jwt]}.items():
+        directory = tmp_path / case
+        directory.mkdir()
+        for index, text in enumerate([WITH_IDENTITY] + texts):
+            (directory / f"{index}.yaml").write_text(textwrap.dedent(text))
+        mesh, errors = validate_mesh(load_paths([str(directory)]))
+        assert not errors
+        warnings.append([str(w).split(": ", 1)[1] for w in mesh.warnings])
+    assert warnings[0] == [
+        "AuthorizationPolicy/default/p: spec.rules[1].from[0].source.requestPrincipals: warning: no RequestAuthentication applies to "
+        "WorkloadEntry default/server-1, so its requests carry no validated JWT and match no request principal or request.auth condition: "
+        "add a RequestAuthentication that selects it"
+    ]
+    assert warnings[1] == []

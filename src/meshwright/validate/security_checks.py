@@ -127,7 +127,39 @@ def check_values(resource: Resource, path: tuple, values: list, valid, help_text
             problems.add(resource, path + (value_index,), f"{value!r} is not {help_text}")
 
 
+def jwt_field_path(rule: dict) -> tuple | None:
+    """The path (in the rule) of its first field that reads the request's JWT, or None."""
+    for from_index, entry in enumerate(rule.get("from") or []):
+        for field in ("requestPrincipals", "notRequestPrincipals"):
+            if field in entry["source"]:
+                return ("from", from_index, "source", field)
+    for when_index, condition in enumerate(rule.get("when") or []):
+        if condition["key"].startswith("request.auth."):
+            return ("when", when_index, "key")
+    return None
+
+
+def check_jwt_fields_have_a_token(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """Request principals and request.auth.* read the JWT a RequestAuthentication validates:
+    on a workload that none applies to, no request has one (legal, as in Istio; warned)."""
+    paths = [(index, jwt_field_path(rule)) for index, rule in enumerate(resource.spec.get("rules") or [])]
+    paths = [(index, path) for index, path in paths if path is not None]
+    if not paths:
+        return
+    for workload in _candidate_workloads(mesh, resource):
+        labels = _workload_labels(workload)
+        # (a pure client, without inbound listener, is reached by no request)
+        if _applies_to(mesh, resource, workload) and bypassed_ports(mesh, workload)[0] and not policies_of_kind(mesh, "RequestAuthentication", workload.namespace, labels):
+            index, path = paths[0]
+            problems.warn(resource, ("spec", "rules", index) + path, (
+                f"no RequestAuthentication applies to WorkloadEntry {workload.namespace}/{workload.name}, so its requests carry no "
+                "validated JWT and match no request principal or request.auth condition: add a RequestAuthentication that selects it"
+            ))
+            return
+
+
 def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    check_jwt_fields_have_a_token(mesh, resource, problems)
     for index, rule in enumerate(resource.spec.get("rules") or []):
         path = ("spec", "rules", index)
         for from_index, entry in enumerate(rule.get("from") or []):
