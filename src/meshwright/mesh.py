@@ -150,8 +150,8 @@ def index_by_host(resources: list[Resource], hosts_of) -> dict[str, list[Resourc
 
 def workload_selector(resource: Resource) -> dict | None:
     """The labels a Sidecar or EnvoyFilter (workloadSelector.labels) or a PeerAuthentication,
-    AuthorizationPolicy or Telemetry (selector.matchLabels) selects workloads by; None when it
-    applies to its whole namespace."""
+    AuthorizationPolicy, RequestAuthentication or Telemetry (selector.matchLabels) selects
+    workloads by; None when it applies to its whole namespace."""
     if resource.kind in ("Sidecar", "EnvoyFilter"):
         return (resource.spec.get("workloadSelector") or {}).get("labels")
     return (resource.spec.get("selector") or {}).get("matchLabels")
