@@ -30,6 +30,16 @@ TLS_CIPHER_SUITES = (
     "ECDHE-RSA-CHACHA20-POLY1305",
 )
 
+# gRPC status names in code order (Istio's abort grpcStatus; Envoy takes the code).
+GRPC_STATUS_CODES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+)
+# Istio's limit on a direct response's body, which route configurations raise Envoy's (4 KB) to.
+DIRECT_RESPONSE_MAX_BYTES = 1024 * 1024
+ENVOY_DIRECT_RESPONSE_BODY_BYTES = 4096
+
 
 def tls_params() -> dict:
     """A fresh TlsParameters (callers may add to the context that holds it)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from meshwright.compile.authorization import authorize_chain
 from meshwright.compile.listeners import downstream_tls, http_connection_manager, listener, tcp_proxy
 from meshwright.compile.proxy import Proxy
-from meshwright.compile.routes import destination_cluster, virtual_service_routes
+from meshwright.compile.routes import MESH_GATEWAY, RouteContext, destination_cluster, qualified_gateway, virtual_service_routes
 from meshwright.compile.virtual_hosts import route_configuration
 from meshwright.mesh import Mesh, host_matches
 from meshwright.model.resource import Resource
@@ -16,7 +16,7 @@ GATEWAY = "GATEWAY"
 
 def _bound_gateways(virtual_service: Resource) -> list[str]:
     """"namespace/name" of every Gateway a VirtualService names (short names: its namespace)."""
-    return [g if "/" in g else f"{virtual_service.namespace}/{g}" for g in virtual_service.spec.get("gateways") or [] if g != "mesh"]
+    return [qualified_gateway(g, virtual_service.namespace) for g in virtual_service.spec.get("gateways") or [] if g != MESH_GATEWAY]
 
 
 def _served_hosts(server_hosts: list[str], gateway_namespace: str, virtual_service: Resource) -> list[str]:
@@ -44,12 +44,17 @@ def _virtual_hosts(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> l
     EnvoyFilter vhost matches use); the routes of every VirtualService serving a host, in
     mesh order."""
     port = server["port"]["number"]
+    context = RouteContext(frozenset({gateway_id}), port, tls=(server.get("tls") or {}).get("mode") in ("SIMPLE", "MUTUAL"))
     routes_by_host: dict[str, list] = {}
     for virtual_service in mesh.of_kind("VirtualService"):
         if gateway_id not in _bound_gateways(virtual_service) or not virtual_service.spec.get("http"):
             continue
-        for hostname in _served_hosts(server["hosts"], gateway_id.split("/")[0], virtual_service):
-            routes_by_host.setdefault(hostname, []).extend(virtual_service_routes(mesh, proxy, virtual_service))
+        routes = virtual_service_routes(mesh, proxy, virtual_service, context)
+        if not routes:
+            continue  # no match applies here (port, gateways, source): Istio leaves the VirtualService out
+        for index, hostname in enumerate(_served_hosts(server["hosts"], gateway_id.split("/")[0], virtual_service)):
+            # Each host owns its routes: EnvoyFilter patches change one, not its siblings.
+            routes_by_host.setdefault(hostname, []).extend(routes if index == 0 else virtual_service_routes(mesh, proxy, virtual_service, context))
     hosts = []
     for hostname in sorted(routes_by_host):
         host: dict = {"name": f"{hostname}:{port}", "domains": ["*"] if hostname == "*" else [hostname, f"{hostname}:{port}"], "routes": routes_by_host[hostname]}
@@ -93,7 +98,7 @@ def gateway_listeners(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
                 route_name = f"https.{number}.{server.get('name') or port['name']}.{name}.{namespace}" if terminates_tls else f"http.{number}"
                 existing = next((r for r in routes if r["name"] == route_name), None)
                 if existing is None:
-                    routes.append(route_configuration(route_name, _virtual_hosts(mesh, proxy, gateway_id, server)))
+                    routes.append(route_configuration(route_name, _virtual_hosts(mesh, proxy, gateway_id, server), mesh))
                 else:
                     existing["virtual_hosts"] += _virtual_hosts(mesh, proxy, gateway_id, server)
                     continue

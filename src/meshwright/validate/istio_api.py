@@ -7,10 +7,11 @@ not act on. Names and structure follow istio.io/latest/docs/reference/config.
 from __future__ import annotations
 
 from meshwright import names
+from meshwright.compile.envoy_values import DIRECT_RESPONSE_MAX_BYTES, GRPC_STATUS_CODES
 from meshwright.model.providers import ACCESS_LOG_PATH_HELP, is_access_log_path
 from meshwright.validate import security_api
 from meshwright.validate.shape import (
-    Address, Any, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str, Unsupported,
+    Address, Any, Base64, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str, Unsupported,
 )
 
 NETWORKING_VERSIONS = ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3")
@@ -100,8 +101,12 @@ http_match = Obj(
         "withoutHeaders": MapOf(presence_or_string_match),
         "ignoreUriCase": Bool(),
         "sourceLabels": Labels(),
-        "port": Unsupported("a route applies to every port of its hosts: route without a port match, or send port 80 to the "
-                            "server's TLS port with the ServiceEntry port's targetPort (docs/traffic.md#egress-to-external-hosts-over-tls)"),
+        # Where the match applies (Istio's sourceMatchHTTP): the port of the host addressed (a
+        # gateway server's port), the gateways ("mesh": sidecars), the client's namespace.
+        "port": Port(),
+        "gateways": ListOf(Str(non_empty=True)),
+        "sourceNamespace": label,
+        "scheme": string_match,
     },
 )
 
@@ -111,9 +116,27 @@ http_redirect = Obj(
         "uri": Str(),
         "authority": Str(),
         "port": Port(),
+        "derivePort": Enum("FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"),
         "scheme": Enum("http", "https"),
         "redirectCode": Enum(301, 302, 303, 307, 308),
     },
+    one_of=(("port", "derivePort"),),
+)
+
+http_direct_response = Obj(
+    "a direct response",
+    {
+        "status": Int(200, 599),
+        "body": Obj(
+            "a response body",
+            {
+                "string": Str(valid=lambda text: len(text.encode()) <= DIRECT_RESPONSE_MAX_BYTES, pattern_help="a body of at most 1 MB (Istio's limit)"),
+                "bytes": Base64(max_bytes=DIRECT_RESPONSE_MAX_BYTES),
+            },
+            required_one_of=(("string", "bytes"),),
+        ),
+    },
+    required=("status",),
 )
 
 http_rewrite = Obj(
@@ -136,6 +159,8 @@ http_retry = Obj(
             pattern_help="a comma-separated list of retry conditions (5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, or status codes)",
         ),
         "retryRemoteLocalities": Bool(),
+        "retryIgnorePreviousHosts": Bool(),
+        "backoff": Duration(minimum_seconds=0.001),
     },
     required=("attempts",),
 )
@@ -144,7 +169,16 @@ fault = Obj(
     "a fault injection",
     {
         "delay": Obj("a fault delay", {"fixedDelay": Duration(minimum_seconds=0.001), "percentage": percent}, required=("fixedDelay",)),
-        "abort": Obj("a fault abort", {"httpStatus": Int(200, 599), "percentage": percent}, required=("httpStatus",)),
+        "abort": Obj(
+            "a fault abort",
+            {
+                "httpStatus": Int(200, 599),
+                "grpcStatus": Enum(*GRPC_STATUS_CODES),
+                "http2Error": Unsupported("abort with an httpStatus or a grpcStatus"),
+                "percentage": percent,
+            },
+            required_one_of=(("httpStatus", "grpcStatus"),),
+        ),
     },
     required_any_of=(("delay", "abort"),),
 )
@@ -168,16 +202,19 @@ http_route = Obj(
         "match": ListOf(http_match),
         "route": ListOf(http_route_destination, min_items=1),
         "redirect": http_redirect,
+        "directResponse": http_direct_response,
         "rewrite": http_rewrite,
         "timeout": Duration(),
         "retries": http_retry,
         "fault": fault,
         "mirror": destination,
         "mirrorPercentage": percent,
+        "mirrors": ListOf(Obj("a mirror policy", {"destination": destination, "percentage": percent}, required=("destination",))),
         "corsPolicy": cors_policy,
         "headers": headers,
     },
-    required_one_of=(("route", "redirect"),),
+    required_one_of=(("route", "redirect", "directResponse"),),
+    one_of=(("mirror", "mirrors"),),
     hints={"rateLimit": RATE_LIMIT_HINT, "weight": "A weight belongs to each entry of route."},
 )
 

@@ -58,10 +58,27 @@ def check_virtual_service(mesh: Mesh, resource: Resource, problems: Problems) ->
             _check_destination(mesh, resource, ("spec", "http", index, "route", route_index, "destination"), entry["destination"], problems)
         if "mirror" in http:
             _check_destination(mesh, resource, ("spec", "http", index, "mirror"), http["mirror"], problems)
+        for mirror_index, mirror in enumerate(http.get("mirrors") or []):
+            _check_destination(mesh, resource, ("spec", "http", index, "mirrors", mirror_index, "destination"), mirror["destination"], problems)
+        _check_match_gateways(mesh, resource, index, problems)
     for index, tcp in enumerate(spec.get("tcp") or []):
         for route_index, entry in enumerate(tcp["route"]):
             _check_destination(mesh, resource, ("spec", "tcp", index, "route", route_index, "destination"), entry["destination"], problems)
     _check_tls_routes(mesh, resource, problems)
+
+
+def _check_match_gateways(mesh: Mesh, resource: Resource, index: int, problems: Problems) -> None:
+    """A match's gateways exist; one the VirtualService is not bound to (its gateways, by
+    default mesh) is allowed, as in Istio, with a warning: the match never applies there."""
+    bound = {name if name == "mesh" or "/" in name else f"{resource.namespace}/{name}" for name in resource.spec.get("gateways") or ["mesh"]}
+    for match_index, match in enumerate(resource.spec["http"][index].get("match") or []):
+        for gateway_index, name in enumerate(match.get("gateways") or []):
+            path = ("spec", "http", index, "match", match_index, "gateways", gateway_index)
+            qualified = name if name == "mesh" or "/" in name else f"{resource.namespace}/{name}"
+            if qualified != "mesh" and mesh.find("Gateway", *qualified.split("/", 1)) is None:
+                problems.add(resource, path, f"gateway {qualified} does not exist (define a Gateway, or use 'mesh' for sidecars)")
+            elif qualified not in bound:
+                problems.warn(resource, path, f"{qualified} is not one of this VirtualService's gateways ({', '.join(sorted(bound))}): the match never applies there")
 
 
 def _check_tls_routes(mesh: Mesh, resource: Resource, problems: Problems) -> None:

@@ -54,18 +54,26 @@ NOT_WITH_REDIRECT = {
     "retries": "a redirect is answered by the proxy: nothing is retried",
     "mirror": "a redirect is answered by the proxy: nothing is mirrored",
     "mirrorPercentage": "a redirect is answered by the proxy: nothing is mirrored",
+    "mirrors": "a redirect is answered by the proxy: nothing is mirrored",
+}
+# The same for a direct response (the proxy answers; nothing is forwarded).
+NOT_WITH_DIRECT_RESPONSE = {
+    field: why.replace("a redirect answers the client itself", "a direct response answers the client itself").replace("a redirect is", "a direct response is")
+    for field, why in NOT_WITH_REDIRECT.items() if field != "fault"
 }
 
 
 def check_http_routes(resource: Resource, problems: Problems) -> None:
     for index, http in enumerate(resource.spec.get("http") or []):
         path = ("spec", "http", index)
-        if "redirect" in http:
-            for field, why in NOT_WITH_REDIRECT.items():
+        answered = "redirect" if "redirect" in http else "directResponse" if "directResponse" in http else None
+        if answered:
+            for field, why in (NOT_WITH_REDIRECT if answered == "redirect" else NOT_WITH_DIRECT_RESPONSE).items():
                 if field in http:
-                    problems.add(resource, path + (field,), f"{field} cannot be used with redirect: {why}")
+                    problems.add(resource, path + (field,), f"{field} cannot be used with {answered}: {why}")
         elif "mirrorPercentage" in http and "mirror" not in http:
-            problems.add(resource, path + ("mirrorPercentage",), "mirrorPercentage without mirror: name the destination to mirror to in mirror")
+            problems.add(resource, path + ("mirrorPercentage",), "mirrorPercentage without mirror: name the destination to mirror to in mirror"
+                         + (" (each entry of mirrors has its own percentage)" if "mirrors" in http else ""))
 
 
 def check_service_entry(resource: Resource, problems: Problems) -> None:

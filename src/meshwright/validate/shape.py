@@ -10,6 +10,8 @@ put in the wrong place, saying how to express the intent instead.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import functools
 import ipaddress
@@ -119,6 +121,24 @@ class Regex(Schema):
             re.compile(value)
         except re.error as error:
             return f"regex {value!r} does not compile: {error}"
+        return None
+
+
+class Base64(Schema):
+    description = "base64-encoded bytes"
+
+    def __init__(self, max_bytes: int | None = None):
+        self.max_bytes = max_bytes
+
+    def problem(self, value):
+        if not isinstance(value, str):
+            return f"expected {self.description}, got {type_name(value)}"
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except binascii.Error as error:
+            return f"{_short(value)!r} is not base64: {error}"
+        if self.max_bytes is not None and len(decoded) > self.max_bytes:
+            return f"{len(decoded)} bytes is too long: at most {self.max_bytes}"
         return None
 
 
