@@ -177,7 +177,7 @@ fault = Obj(
                 "http2Error": Unsupported("abort with an httpStatus or a grpcStatus"),
                 "percentage": percent,
             },
-            required_one_of=(("httpStatus", "grpcStatus"),),
+            required_one_of=(("httpStatus", "grpcStatus", "http2Error"),),
         ),
     },
     required_any_of=(("delay", "abort"),),

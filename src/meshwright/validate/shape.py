@@ -135,8 +135,8 @@ class Base64(Schema):
             return f"expected {self.description}, got {type_name(value)}"
         try:
             decoded = base64.b64decode(value, validate=True)
-        except binascii.Error as error:
-            return f"{_short(value)!r} is not base64: {error}"
+        except binascii.Error:
+            return f"{_short(value)!r} is not base64 (A-Z, a-z, 0-9, + and /, padded with = to a multiple of 4 characters)"
         if self.max_bytes is not None and len(decoded) > self.max_bytes:
             return f"{len(decoded)} bytes is too long: at most {self.max_bytes}"
         return None
