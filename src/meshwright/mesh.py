@@ -133,6 +133,25 @@ def host_patterns(hostname: str) -> list[str]:
     return list(dict.fromkeys(patterns))  # a wildcard hostname is also its own first pattern
 
 
+def exported_to(resource: Resource, namespace: str) -> bool:
+    """Whether a resource with exportTo is visible to proxies in namespace: exportTo unset or
+    "*" exports it everywhere, "." to its own namespace, a name to that namespace."""
+    export = resource.spec.get("exportTo")
+    if not export or "*" in export:
+        return True
+    return namespace in {resource.namespace if name == "." else name for name in export}
+
+
+def exports_overlap(first: Resource, second: Resource) -> bool:
+    """Whether some namespace sees both resources (exported_to)."""
+    def namespaces(resource):
+        export = resource.spec.get("exportTo")
+        return None if not export or "*" in export else {resource.namespace if name == "." else name for name in export}
+
+    a, b = namespaces(first), namespaces(second)
+    return a is None or b is None or not a.isdisjoint(b)
+
+
 def applies_to_sidecars(virtual_service: Resource) -> bool:
     """A VirtualService routes for sidecars when it names no gateway, or the reserved "mesh"."""
     gateways = virtual_service.spec.get("gateways")
@@ -240,8 +259,9 @@ class Mesh:
                 return min(rules, key=lambda rule: (rule.namespace != namespace, rule.namespace, rule.name))
         return None
 
-    def sidecar_virtual_service_for(self, hostname: str) -> Resource | None:
-        """The VirtualService that routes a host for sidecars: the first, in (namespace, name)
-        order, with a host that matches it (validation allows one per host)."""
-        candidates = [vs for pattern in host_patterns(hostname) for vs in self.sidecar_virtual_services_by_host.get(pattern, [])]
+    def sidecar_virtual_service_for(self, hostname: str, namespace: str) -> Resource | None:
+        """The VirtualService that routes a host for sidecars in namespace: the first, in
+        (namespace, name) order, exported to that namespace with a host that matches it
+        (validation allows one per host and namespace that sees it)."""
+        candidates = [vs for pattern in host_patterns(hostname) for vs in self.sidecar_virtual_services_by_host.get(pattern, []) if exported_to(vs, namespace)]
         return min(candidates, key=lambda vs: (vs.namespace, vs.name)) if candidates else None

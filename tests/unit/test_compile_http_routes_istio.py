@@ -245,3 +245,48 @@ def test_a_match_for_a_gateway_the_virtual_service_is_not_bound_to_is_a_warning(
         """)
     assert lines == ["VirtualService/shop/web: spec.http.0.match.0.gateways.0: warning: istio-system/ingress is not one of this "
                      "VirtualService's gateways (mesh): the match never applies there"]
+
+
+def exported_virtual_service(name: str, namespace: str, export_to: str, body: str, gateways: str = "") -> str:
+    return textwrap.dedent(f"""\
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {{name: {name}, namespace: {namespace}}}
+        spec:
+          hosts: [web.shop.svc.cluster.local]
+          exportTo: {export_to}
+        """) + (f"  gateways: {gateways}\n" if gateways else "") + f"  http:\n  - directResponse: {{status: 200, body: {{string: {body}}}}}\n"
+
+
+def test_export_to_gives_each_namespace_the_virtual_service_exported_to_it(tmp_path):
+    mesh = compile_mesh(
+        tmp_path,
+        exported_virtual_service("web", "shop", '[".", istio-system]', "shop", "[mesh, istio-system/ingress]"),
+        exported_virtual_service("web-for-partners", "partners", '["."]', "partners"),
+    )
+    bodies = {proxy: [r.get("direct_response", {}).get("body") for r in routes_of(mesh, proxy, "15001")]
+              for proxy in ("outsider.others", "storefront.shop", "partner.partners")}
+    assert bodies == {
+        "outsider.others": [None],  # sees neither: the default route
+        "storefront.shop": [{"inline_string": "shop"}],
+        "partner.partners": [{"inline_string": "partners"}],
+    }
+    gateway = routes_of(mesh, "ingress.istio-system", "http.8000", "web.shop.svc.cluster.local:")
+    assert [r["direct_response"]["body"] for r in gateway] == [{"inline_string": "shop"}]
+
+
+def test_a_virtual_service_not_exported_to_the_gateways_namespace_does_not_route_there(tmp_path):
+    mesh = compile_mesh(tmp_path, exported_virtual_service("web", "shop", '["."]', "shop", "[mesh, istio-system/ingress]"))
+    config = compile_proxy(mesh, find_proxy(mesh, "ingress.istio-system"))
+    assert [h["name"] for r in config.routes for h in r["virtual_hosts"]] == []
+
+
+def test_two_virtual_services_one_namespace_sees_are_a_conflict(tmp_path):
+    lines = [line for line in problem_lines(tmp_path, "- route: [{destination: {host: web.shop.svc.cluster.local, port: {number: 80}}}]\n")
+             if "already routed" in line]
+    assert lines == []  # one VirtualService alone
+    _, problems = validated(tmp_path, exported_virtual_service("web", "shop", '[".", partners]', "shop"),
+                            exported_virtual_service("web-for-partners", "partners", '["."]', "partners"))
+    assert [f"{p.resource}: {p.message}" for p in problems] == [
+        "VirtualService/shop/web: web.shop.svc.cluster.local is already routed by VirtualService/partners/web-for-partners: "
+        "merge the routes into one VirtualService, or export them to different namespaces (exportTo)"]

@@ -187,7 +187,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
             if port.is_tls:
                 chains = service_tls_chains(mesh, proxy, service, port, set(), by_name=False)
             else:
-                chains = [{"filters": [tcp_proxy(f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, service.hostname, port.number))]}]
+                chains = [{"filters": [tcp_proxy(f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, service.hostname, port.number, proxy.namespace))]}]
             listeners.append(_not_bound(listener(vip, port.number, chains, "OUTBOUND")))
     clusters = [_original_dst_cluster(PASSTHROUGH), {"name": BLACKHOLE, "type": "STATIC", "connect_timeout": DEFAULT_CONNECT_TIMEOUT}]
     return listeners, routes, clusters

@@ -8,10 +8,15 @@ from meshwright.compile.listeners import downstream_tls, http_connection_manager
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.routes import MESH_GATEWAY, RouteContext, destination_cluster, qualified_gateway, virtual_service_routes
 from meshwright.compile.virtual_hosts import route_configuration
-from meshwright.mesh import Mesh, host_matches
+from meshwright.mesh import Mesh, exported_to, host_matches
 from meshwright.model.resource import Resource
 
 GATEWAY = "GATEWAY"
+
+
+def _gateway_virtual_services(mesh: Mesh, proxy: Proxy, gateway_id: str) -> list[Resource]:
+    """The VirtualServices bound to a Gateway that are exported to the gateway proxy's namespace."""
+    return [vs for vs in mesh.of_kind("VirtualService") if gateway_id in _bound_gateways(vs) and exported_to(vs, proxy.namespace)]
 
 
 def _bound_gateways(virtual_service: Resource) -> list[str]:
@@ -46,8 +51,8 @@ def _virtual_hosts(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> l
     port = server["port"]["number"]
     context = RouteContext(frozenset({gateway_id}), port, tls=(server.get("tls") or {}).get("mode") in ("SIMPLE", "MUTUAL"))
     routes_by_host: dict[str, list] = {}
-    for virtual_service in mesh.of_kind("VirtualService"):
-        if gateway_id not in _bound_gateways(virtual_service) or not virtual_service.spec.get("http"):
+    for virtual_service in _gateway_virtual_services(mesh, proxy, gateway_id):
+        if not virtual_service.spec.get("http"):
             continue
         routes = virtual_service_routes(mesh, proxy, virtual_service, context)
         if not routes:
@@ -64,10 +69,8 @@ def _virtual_hosts(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> l
     return hosts
 
 
-def _tcp_clusters(mesh: Mesh, gateway_id: str, port: int) -> list[tuple[str, int]]:
-    for virtual_service in mesh.of_kind("VirtualService"):
-        if gateway_id not in _bound_gateways(virtual_service):
-            continue
+def _tcp_clusters(mesh: Mesh, proxy: Proxy, gateway_id: str, port: int) -> list[tuple[str, int]]:
+    for virtual_service in _gateway_virtual_services(mesh, proxy, gateway_id):
         for route in virtual_service.spec.get("tcp") or []:
             ports = [m["port"] for m in route.get("match") or [] if "port" in m]
             if not ports or port in ports:
@@ -90,7 +93,7 @@ def gateway_listeners(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
             tls = server.get("tls") or {}
             terminates_tls = tls.get("mode") in ("SIMPLE", "MUTUAL")
             if port["protocol"] == "TCP":
-                clusters = _tcp_clusters(mesh, gateway_id, number)
+                clusters = _tcp_clusters(mesh, proxy, gateway_id, number)
                 if not clusters:
                     continue
                 chain = {"filters": [tcp_proxy(f"gateway_{number}", clusters)]}

@@ -89,7 +89,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
             # A TCP listener has no Host header: it carries the one service its hosts name.
             service = services[0]
             port = service.port(number) or service.ports[0]
-            chains = [{"filters": [tcp_proxy(f"outbound_{number}", tcp_destinations(mesh, service.hostname, port.number))]}]
+            chains = [{"filters": [tcp_proxy(f"outbound_{number}", tcp_destinations(mesh, service.hostname, port.number, proxy.namespace))]}]
         listeners.append(listener(bind, number, chains, "OUTBOUND"))
     return listeners, routes
 

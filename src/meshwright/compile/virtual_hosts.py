@@ -67,11 +67,13 @@ def outbound_virtual_host(mesh: Mesh, proxy: Proxy, service: Service, port: Serv
     sourceLabels name, and the proxy's namespace where DestinationRules in several namespaces
     make the rule (its consistent hash) depend on it or the VirtualService matches on
     sourceNamespace. Shared: never changed."""
-    virtual_service = mesh.sidecar_virtual_service_for(service.hostname)
+    virtual_service = mesh.sidecar_virtual_service_for(service.hostname, proxy.namespace)
     label_keys = _source_label_keys(virtual_service) if virtual_service else frozenset()
     reads_namespace = _rules_depend_on_namespace(mesh) or (virtual_service is not None and _matches_source_namespace(virtual_service))
     key = (
-        "outbound-virtual-host", service.hostname, port.number, listener_port, service.namespace == proxy.namespace,
+        # Which VirtualService (exportTo may show proxies of different namespaces different ones).
+        "outbound-virtual-host", service.hostname, virtual_service.key if virtual_service else None,
+        port.number, listener_port, service.namespace == proxy.namespace,
         proxy.namespace if reads_namespace else None, tuple((k, v) for k, v in proxy.labels if k in label_keys),
     )
 

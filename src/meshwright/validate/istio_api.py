@@ -257,6 +257,8 @@ virtual_service = Obj(
         "http": ListOf(http_route),
         "tcp": ListOf(tcp_route),
         "tls": ListOf(tls_route),
+        # Namespaces whose proxies see it ("." its own, "*" all; all when unset).
+        "exportTo": ListOf(Str(pattern=r"\.|\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?", pattern_help='".", "*" or a namespace name'), min_items=1),
     },
     required=("hosts",),
     required_any_of=(("http", "tcp", "tls"),),

@@ -12,7 +12,7 @@ from meshwright.compile.proxy import (
     STATS_PORT, list_proxies,
 )
 from meshwright.compile.scope import sidecar_for, workload_service_ports
-from meshwright.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, resolve_host
+from meshwright.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, exports_overlap, resolve_host
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems, format_path
 
@@ -146,16 +146,19 @@ def check_duplicates(resources: list[Resource], problems: Problems) -> list[Reso
 def check_conflicts(mesh: Mesh, problems: Problems) -> None:
     """One VirtualService per host for sidecars, one DestinationRule per host and namespace,
     one MeshConfig, one default Sidecar per namespace."""
-    owners: dict[str, Resource] = {}
+    owners: dict[str, list[Resource]] = {}
     for vs in mesh.of_kind("VirtualService"):
         if vs.spec.get("gateways") and "mesh" not in vs.spec["gateways"]:
             continue
         for index, host in enumerate(vs.spec["hosts"]):
             resolved = resolve_host(host, vs.namespace)
-            if resolved in owners:
-                problems.add(vs, ("spec", "hosts", index), f"{resolved} is already routed by {owners[resolved].ref}: merge the routes into one VirtualService")
+            # Two may route one host when no namespace sees both (exportTo).
+            other = next((owner for owner in owners.get(resolved, []) if exports_overlap(owner, vs)), None)
+            if other is not None:
+                problems.add(vs, ("spec", "hosts", index), f"{resolved} is already routed by {other.ref}: merge the routes into one VirtualService"
+                             + (", or export them to different namespaces (exportTo)" if vs.spec.get("exportTo") or other.spec.get("exportTo") else ""))
             else:
-                owners[resolved] = vs
+                owners.setdefault(resolved, []).append(vs)
     rules: dict[tuple, Resource] = {}
     for rule in mesh.of_kind("DestinationRule"):
         key = (rule.namespace, resolve_host(rule.spec["host"], rule.namespace))
