@@ -108,14 +108,27 @@ spec:
 WEB = "web.shop.svc.cluster.local"
 
 
-def start(lab, proxies: tuple[str, ...]):
+PARTNERS_OWN = """
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: partners}}
+spec:
+  hosts: [web.shop.svc.cluster.local]
+  exportTo: ["."]
+  http:
+  - directResponse: {{status: 200, body: {{string: "the partners' own route"}}}}
+"""
+
+
+def start(lab, proxies: tuple[str, ...], mesh: str = MESH):
     """The backends, the mesh, and Envoy for each proxy named; {proxy: port to call}."""
     web, shadow_a, shadow_b = lab.backend("web", "web-1"), lab.backend("shadow-a", "a-1"), lab.backend("shadow-b", "b-1")
     offsets = {"storefront": free_offset()}
     offsets["partner"] = free_offset((offsets["storefront"],))
     offsets["edge"] = free_offset((offsets["storefront"], offsets["partner"]))
     ports = {"admin_port": free_port(), "public_port": free_port()}
-    lab.write_mesh(MESH.format(web=web.port, shadow_a=shadow_a.port, shadow_b=shadow_b.port, **offsets, **ports))
+    lab.write_mesh(mesh.format(web=web.port, shadow_a=shadow_a.port, shadow_b=shadow_b.port, **offsets, **ports))
     for proxy in proxies:
         lab.proxy(proxy, 15000 + offsets[proxy.split(".")[0]])
     calls = {"storefront.shop": 15001 + offsets["storefront"], "partner.partners": 15001 + offsets["partner"]}
@@ -164,3 +177,15 @@ def test_source_namespace_scheme_grpc_abort_and_mirrors_at_sidecars(lab):
     assert [r["path"] for r in web.requests] == ["/preview", "/admin", "/old"]  # the aborted call never reached web
     assert [r["path"] for r in shadow_a.requests] == [r["path"] for r in shadow_b.requests] == [r["path"] for r in web.requests]
     assert {r["headers"]["host"] for r in shadow_a.requests} == {f"{WEB}-shadow"}
+
+
+def test_export_to_gives_each_namespace_its_own_virtual_service(lab):
+    """shop's VirtualService exported to shop and the gateway's namespace only; partners route
+    web with their own, exported to themselves."""
+    mesh = MESH.replace("  gateways: [mesh, istio-system/edge]\n", "  gateways: [mesh, istio-system/edge]\n  exportTo: [., istio-system]\n") + PARTNERS_OWN
+    calls, _, (web, _, _) = start(lab, ("storefront.shop", "partner.partners"), mesh)
+    status, body, _ = request(calls["partner.partners"], "/preview", host=WEB)
+    assert (status, text(body)) == (200, "the partners' own route")
+    status, body, _ = request(calls["storefront.shop"], "/preview", host=WEB)
+    assert (status, text(body)) == (200, "preview for shop")
+    assert web.count == 0

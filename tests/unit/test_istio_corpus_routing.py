@@ -35,7 +35,7 @@ def test_every_document_is_accepted(name):
 
 
 def test_the_corpus_holds_the_routing_documents():
-    assert len(DOCUMENTS) == 7
+    assert len(DOCUMENTS) == 8
 
 
 def test_kubernetes_objects_beside_the_istio_resources_are_skipped_with_warnings():
