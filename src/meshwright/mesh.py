@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from meshwright.model.duration import parse_duration
 from meshwright.model.providers import TelemetryProviders, providers_from_spec
-from meshwright.model.resource import Resource
+from meshwright.model.delegation import merged_virtual_services
+from meshwright.model.resource import Resource, exported_to  # noqa: F401  modules import exported_to from here
 from meshwright.model.selection import LabelIndex, SelectorIndex, labels_match, namespace_of, workload_labels  # noqa: F401  modules import labels_match from here
 from meshwright.registry.inventory import services_from_entries
 from meshwright.registry.model import Registry
@@ -133,15 +134,6 @@ def host_patterns(hostname: str) -> list[str]:
     return list(dict.fromkeys(patterns))  # a wildcard hostname is also its own first pattern
 
 
-def exported_to(resource: Resource, namespace: str) -> bool:
-    """Whether a resource with exportTo is visible to proxies in namespace: exportTo unset or
-    "*" exports it everywhere, "." to its own namespace, a name to that namespace."""
-    export = resource.spec.get("exportTo")
-    if not export or "*" in export:
-        return True
-    return namespace in {resource.namespace if name == "." else name for name in export}
-
-
 def exports_overlap(first: Resource, second: Resource) -> bool:
     """Whether some namespace sees both resources (exported_to)."""
     def namespaces(resource):
@@ -201,6 +193,10 @@ class Mesh:
         by_kind: dict[str, list[Resource]] = {}
         for resource in ordered:
             by_kind.setdefault(resource.kind, []).append(resource)
+        if "VirtualService" in by_kind:
+            # Proxies see roots with their delegates' routes merged in (validation reads
+            # each VirtualService as written, in resources).
+            by_kind["VirtualService"] = merged_virtual_services(by_kind["VirtualService"])
         mesh_configs = by_kind.get("MeshConfig", [])
         settings = MeshSettings.from_spec(mesh_configs[0].spec) if mesh_configs else MeshSettings()
         workloads = LabelIndex(by_kind.get("WorkloadEntry", []), namespace_of, workload_labels)

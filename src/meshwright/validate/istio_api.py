@@ -212,8 +212,10 @@ http_route = Obj(
         "mirrors": ListOf(Obj("a mirror policy", {"destination": destination, "percentage": percent}, required=("destination",))),
         "corsPolicy": cors_policy,
         "headers": headers,
+        # The routes of a delegate VirtualService (one without hosts) take what this one matches.
+        "delegate": Obj("a delegate", {"name": subdomain, "namespace": label}, required=("name",)),
     },
-    required_one_of=(("route", "redirect", "directResponse"),),
+    required_one_of=(("route", "redirect", "directResponse", "delegate"),),
     one_of=(("mirror", "mirrors"),),
     hints={"rateLimit": RATE_LIMIT_HINT, "weight": "A weight belongs to each entry of route."},
 )
@@ -260,7 +262,7 @@ virtual_service = Obj(
         # Namespaces whose proxies see it ("." its own, "*" all; all when unset).
         "exportTo": ListOf(Str(pattern=r"\.|\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?", pattern_help='".", "*" or a namespace name'), min_items=1),
     },
-    required=("hosts",),
+    # Without hosts, a delegate: its http routes serve the roots that delegate to it.
     required_any_of=(("http", "tcp", "tls"),),
     hints={"rateLimit": RATE_LIMIT_HINT},
 )

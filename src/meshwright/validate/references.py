@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from meshwright.compile.scope import egress_host_matches
 from meshwright.mesh import Mesh, host_matches, resolve_host
-from meshwright.model.resource import Resource
+from meshwright.model.delegation import delegate_key, is_delegate
+from meshwright.model.resource import Resource, exported_to
 from meshwright.problems import Problems
 from meshwright.registry.model import TLS_PROTOCOLS
 from meshwright.validate.security_checks import check_istio_mutual, check_security
@@ -49,7 +50,7 @@ def check_virtual_service(mesh: Mesh, resource: Resource, problems: Problems) ->
         if mesh.find("Gateway", namespace, gateway_name) is None:
             problems.add(resource, ("spec", "gateways", index), f"gateway {namespace}/{gateway_name} does not exist (define a Gateway, or use 'mesh' for sidecars)")
     if not gateways or "mesh" in gateways:
-        for index, host in enumerate(spec["hosts"]):
+        for index, host in enumerate(spec.get("hosts") or []):
             resolved = resolve_host(host, resource.namespace)
             if "*" not in resolved and mesh.registry.get(resolved) is None:
                 problems.add(resource, ("spec", "hosts", index), f"{resolved!r} is not a service of the mesh: {SERVICE_HINT}")
@@ -61,10 +62,37 @@ def check_virtual_service(mesh: Mesh, resource: Resource, problems: Problems) ->
         for mirror_index, mirror in enumerate(http.get("mirrors") or []):
             _check_destination(mesh, resource, ("spec", "http", index, "mirrors", mirror_index, "destination"), mirror["destination"], problems)
         _check_match_gateways(mesh, resource, index, problems)
+        if "delegate" in http:
+            _check_delegate(mesh, resource, index, problems)
     for index, tcp in enumerate(spec.get("tcp") or []):
         for route_index, entry in enumerate(tcp["route"]):
             _check_destination(mesh, resource, ("spec", "tcp", index, "route", route_index, "destination"), entry["destination"], problems)
     _check_tls_routes(mesh, resource, problems)
+    if is_delegate(resource):
+        _check_delegate_used(mesh, resource, problems)
+
+
+def _check_delegate_used(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """A delegate no VirtualService delegates to routes nothing: said, not failed."""
+    roots = mesh.memo(("delegates-named",), lambda: {
+        delegate_key(http, vs.namespace) for vs in mesh.resources if vs.kind == "VirtualService" for http in vs.spec.get("http") or [] if "delegate" in http
+    })
+    if (resource.namespace, resource.name) not in roots:
+        problems.warn(resource, ("metadata", "name"), "no VirtualService delegates to this one (it has no hosts): it routes nothing")
+
+
+def _check_delegate(mesh: Mesh, resource: Resource, index: int, problems: Problems) -> None:
+    """The delegate an http route names exists, is a delegate (no hosts) and is exported to
+    the root's namespace (Istio ignores the route otherwise; meshwright ignores nothing)."""
+    namespace, name = delegate_key(resource.spec["http"][index], resource.namespace)
+    delegate = mesh.find("VirtualService", namespace, name)
+    path = ("spec", "http", index, "delegate")
+    if delegate is None:
+        problems.add(resource, path, f"VirtualService {namespace}/{name} does not exist (define it, without hosts, with the http routes to delegate to)")
+    elif not is_delegate(delegate):
+        problems.add(resource, path, f"VirtualService {namespace}/{name} has hosts: a delegate has none (it routes only what its roots hand it)")
+    elif not exported_to(delegate, resource.namespace):
+        problems.add(resource, path, f"VirtualService {namespace}/{name} is not exported to namespace {resource.namespace} (add it to the delegate's exportTo)")
 
 
 def _check_match_gateways(mesh: Mesh, resource: Resource, index: int, problems: Problems) -> None:
@@ -86,7 +114,7 @@ def _check_tls_routes(mesh: Mesh, resource: Resource, problems: Problems) -> Non
     under one of its wildcards), as Istio requires; destinations exist."""
     spec = resource.spec
     gateways = [g for g in spec.get("gateways") or [] if g != "mesh"]
-    hosts = [resolve_host(h, resource.namespace) for h in spec["hosts"]]
+    hosts = [resolve_host(h, resource.namespace) for h in spec.get("hosts") or []]
     for index, tls in enumerate(spec.get("tls") or []):
         path = ("spec", "tls", index)
         if gateways:

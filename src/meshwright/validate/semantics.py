@@ -76,6 +76,28 @@ def check_http_routes(resource: Resource, problems: Problems) -> None:
                          + (" (each entry of mirrors has its own percentage)" if "mirrors" in http else ""))
 
 
+# What a delegate VirtualService (no hosts) cannot hold, as Istio validates it.
+NOT_IN_DELEGATE = {
+    "gateways": "a delegate takes the gateways of the VirtualServices that delegate to it",
+    "tcp": "only http routes are delegated",
+    "tls": "only http routes are delegated",
+}
+
+
+def check_delegate_shape(resource: Resource, problems: Problems) -> None:
+    """A VirtualService without hosts is a delegate: http routes only, none delegating further."""
+    if resource.spec.get("hosts"):
+        return
+    for field in ("gateways", "tcp", "tls"):
+        if field in resource.spec:
+            problems.add(resource, ("spec", field), f"{field} cannot be used in a delegate VirtualService (one without hosts): {NOT_IN_DELEGATE[field]}")
+    if not resource.spec.get("http"):
+        problems.add(resource, ("spec",), "a VirtualService without hosts is a delegate and needs http routes (or give it hosts)")
+    for index, http in enumerate(resource.spec.get("http") or []):
+        if "delegate" in http:
+            problems.add(resource, ("spec", "http", index, "delegate"), "a delegate VirtualService cannot delegate further (Istio delegates one level)")
+
+
 def check_service_entry(resource: Resource, problems: Problems) -> None:
     spec = resource.spec
     for field in ("name", "number"):
@@ -150,7 +172,7 @@ def check_conflicts(mesh: Mesh, problems: Problems) -> None:
     for vs in mesh.of_kind("VirtualService"):
         if vs.spec.get("gateways") and "mesh" not in vs.spec["gateways"]:
             continue
-        for index, host in enumerate(vs.spec["hosts"]):
+        for index, host in enumerate(vs.spec.get("hosts") or []):
             resolved = resolve_host(host, vs.namespace)
             # Two may route one host when no namespace sees both (exportTo).
             other = next((owner for owner in owners.get(resolved, []) if exports_overlap(owner, vs)), None)
@@ -299,6 +321,7 @@ def check_semantics(resource: Resource, problems: Problems) -> None:
     if resource.kind == "VirtualService":
         check_weights(resource, problems)
         check_http_routes(resource, problems)
+        check_delegate_shape(resource, problems)
     elif resource.kind == "ServiceEntry":
         check_service_entry(resource, problems)
     elif resource.kind == "WorkloadEntry":
