@@ -35,7 +35,7 @@ def test_every_document_is_accepted(name):
 
 
 def test_the_corpus_holds_the_routing_documents():
-    assert len(DOCUMENTS) == 8
+    assert len(DOCUMENTS) == 9
 
 
 def test_kubernetes_objects_beside_the_istio_resources_are_skipped_with_warnings():
@@ -73,3 +73,12 @@ def test_mirrors_grpc_abort_retries_and_derive_port_compile():
     redirect = sleep_routes(accepted("redirect-derive-port.yaml"), "ratings.prod.svc.cluster.local:9080")[0]
     assert redirect["redirect"]["port_redirect"] == 9080
     assert redirect["match"]["headers"] == [{"name": ":scheme", "string_match": {"exact": "http"}}]
+
+
+def test_delegated_routes_sit_under_the_root_match():
+    routes = sleep_routes(accepted("delegate.yaml"), "reviews.default.svc.cluster.local:9080")
+    assert [(r["match"], r["route"]["cluster"]) for r in routes] == [
+        ({"prefix": "/productpage/v1/"}, "outbound|9080||ratings.prod.svc.cluster.local"),
+        ({"prefix": "/productpage"}, "outbound|9080||reviews.default.svc.cluster.local"),
+        ({"prefix": "/"}, "outbound|9080||reviews.default.svc.cluster.local"),
+    ]
