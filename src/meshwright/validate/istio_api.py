@@ -262,7 +262,9 @@ virtual_service = Obj(
         # Namespaces whose proxies see it ("." its own, "*" all; all when unset).
         "exportTo": ListOf(Str(pattern=r"\.|\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?", pattern_help='".", "*" or a namespace name'), min_items=1),
     },
-    # Without hosts, a delegate: its http routes serve the roots that delegate to it.
+    # Without hosts, a delegate: its http routes serve the roots that delegate to it (hosts
+    # written but not valid leave no VirtualService to check further, not a delegate).
+    essential=("hosts",),
     required_any_of=(("http", "tcp", "tls"),),
     hints={"rateLimit": RATE_LIMIT_HINT},
 )

@@ -343,6 +343,8 @@ class Obj(Schema):
     set; required_one_of: groups of which exactly one must be; required_any_of: groups of
     which at least one must be (empty_help: why, added to that message). hints: field name -> message
     for fields that are not valid here but that people write, saying what to do instead.
+    essential: optional fields that, written but not valid, leave the mapping unsound as a
+    whole (as a missing required field does): without them it would mean something else.
     """
 
     def __init__(
@@ -355,6 +357,7 @@ class Obj(Schema):
         required_any_of: tuple[tuple[str, ...], ...] = (),
         hints: dict[str, str] | None = None,
         empty_help: str = "",
+        essential: tuple[str, ...] = (),
     ):
         self.name = name
         self.fields = fields if fields is not None else {}
@@ -364,6 +367,7 @@ class Obj(Schema):
         self.required_any_of = required_any_of
         self.hints = hints or {}
         self.empty_help = empty_help
+        self.essential = essential
         self._at_most_one = one_of + required_one_of
 
     @property
@@ -409,7 +413,7 @@ class Obj(Schema):
             if not any(key in value for key in group):
                 complain(path, f"{self.name} needs at least one of {', '.join(group)}" + (f": {self.empty_help}" if self.empty_help else ""))
                 valid = False
-        if not valid or any(key not in out for key in self.required):
+        if not valid or any(key not in out for key in self.required) or any(key in value and key not in out for key in self.essential):
             return INVALID
         return _kept_as_is(value, out)
 
