@@ -97,7 +97,8 @@ spec:
     fault: {{abort: {{grpcStatus: UNAVAILABLE}}}}
     route:
     - destination: {{host: web.shop.svc.cluster.local}}
-  - route:
+  - match: [{{statPrefix: web-default}}]
+    route:
     - destination: {{host: web.shop.svc.cluster.local}}
     mirrors:
     - destination: {{host: shadow-a.shop.svc.cluster.local}}
@@ -123,6 +124,7 @@ spec:
 
 def start(lab, proxies: tuple[str, ...], mesh: str = MESH):
     """The backends, the mesh, and Envoy for each proxy named; {proxy: port to call}."""
+    lab.envoy_of = {}
     web, shadow_a, shadow_b = lab.backend("web", "web-1"), lab.backend("shadow-a", "a-1"), lab.backend("shadow-b", "b-1")
     offsets = {"storefront": free_offset()}
     offsets["partner"] = free_offset((offsets["storefront"],))
@@ -130,7 +132,7 @@ def start(lab, proxies: tuple[str, ...], mesh: str = MESH):
     ports = {"admin_port": free_port(), "public_port": free_port()}
     lab.write_mesh(mesh.format(web=web.port, shadow_a=shadow_a.port, shadow_b=shadow_b.port, **offsets, **ports))
     for proxy in proxies:
-        lab.proxy(proxy, 15000 + offsets[proxy.split(".")[0]])
+        lab.envoy_of[proxy] = lab.proxy(proxy, 15000 + offsets[proxy.split(".")[0]])
     calls = {"storefront.shop": 15001 + offsets["storefront"], "partner.partners": 15001 + offsets["partner"]}
     return calls, ports, (web, shadow_a, shadow_b)
 
@@ -177,6 +179,9 @@ def test_source_namespace_scheme_grpc_abort_and_mirrors_at_sidecars(lab):
     assert [r["path"] for r in web.requests] == ["/preview", "/admin", "/old"]  # the aborted call never reached web
     assert [r["path"] for r in shadow_a.requests] == [r["path"] for r in shadow_b.requests] == [r["path"] for r in web.requests]
     assert {r["headers"]["host"] for r in shadow_a.requests} == {f"{WEB}-shadow"}
+    # The default route's own statistics, under its statPrefix.
+    counted = {name: value for name, value in lab.envoy_of["storefront.shop"].stats().items() if ".route.web-default.upstream_rq_completed" in name}
+    assert list(counted.values()) == [2], counted  # /admin and /old from storefront
 
 
 def test_export_to_gives_each_namespace_its_own_virtual_service(lab):

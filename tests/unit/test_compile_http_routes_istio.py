@@ -290,3 +290,23 @@ def test_two_virtual_services_one_namespace_sees_are_a_conflict(tmp_path):
     assert [f"{p.resource}: {p.message}" for p in problems] == [
         "VirtualService/shop/web: web.shop.svc.cluster.local is already routed by VirtualService/partners/web-for-partners: "
         "merge the routes into one VirtualService, or export them to different namespaces (exportTo)"]
+
+
+OLDER_AND_SMALLER_FIELDS = """\
+- match: [{uri: {prefix: /api}, statPrefix: api}]
+  route: [{destination: {host: web.shop.svc.cluster.local, port: {number: 80}}}]
+  mirror: {host: shadow-a.shop.svc.cluster.local}
+  mirrorPercent: 20
+  corsPolicy:
+    allowOrigins: [{exact: "https://shop.example.com"}]
+    unmatchedPreflights: IGNORE
+"""
+
+
+def test_stat_prefix_unmatched_preflights_and_the_deprecated_mirror_percent(tmp_path):
+    mesh, problems = validated(tmp_path, web_virtual_service(OLDER_AND_SMALLER_FIELDS))
+    assert problems == [] and [w.message for w in mesh.warnings] == ["mirrorPercent is deprecated (Istio): write mirrorPercentage: {value: N}"]
+    route = routes_of(mesh, "storefront.shop", "15001")[0]
+    assert route["stat_prefix"] == "api"
+    assert route["route"]["request_mirror_policies"][0]["runtime_fraction"]["default_value"] == {"numerator": 200000, "denominator": "MILLION"}
+    assert route["typed_per_filter_config"]["envoy.filters.http.cors"]["forward_not_matching_preflights"] is False

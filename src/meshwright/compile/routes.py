@@ -259,7 +259,8 @@ def route_action(mesh: Mesh, http: dict, namespace: str, client_namespace: str) 
         authority = authority_rewrite(destinations[0].get("headers") or {})
     if authority:
         action["host_rewrite_literal"] = authority
-    mirrors = [(http["mirror"], http.get("mirrorPercentage"))] if "mirror" in http else []
+    percentage = http.get("mirrorPercentage") or ({"value": http["mirrorPercent"]} if "mirrorPercent" in http else None)
+    mirrors = [(http["mirror"], percentage)] if "mirror" in http else []
     mirrors += [(entry["destination"], entry.get("percentage")) for entry in http.get("mirrors") or []]
     policies = [mirror_policy(mesh, target, percentage, namespace) for target, percentage in mirrors]
     if any(policies):
@@ -339,6 +340,8 @@ def cors_config(cors: dict) -> dict:
         out["max_age"] = str(int(duration(cors["maxAge"])[:-1].split(".")[0]))
     if "allowCredentials" in cors:
         out["allow_credentials"] = cors["allowCredentials"]
+    if "unmatchedPreflights" in cors:
+        out["forward_not_matching_preflights"] = cors["unmatchedPreflights"] == "FORWARD"
     return typed(CORS_POLICY, **out)
 
 
@@ -375,7 +378,10 @@ def translate_http_route(mesh: Mesh, proxy: Proxy, virtual_service: Resource, in
         elif len(applicable) > 1:
             route_name = f"{route_name}.{match_index}"
         # Each route owns its action: EnvoyFilter patches change one route, not its siblings.
-        routes.append({"name": route_name, "match": route_match(match), **(copy.deepcopy(base) if match_index else base)})
+        route = {"name": route_name, "match": route_match(match), **(copy.deepcopy(base) if match_index else base)}
+        if "statPrefix" in match:
+            route["stat_prefix"] = match["statPrefix"]
+        routes.append(route)
     return routes
 
 

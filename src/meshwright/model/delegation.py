@@ -15,7 +15,7 @@ import dataclasses
 from meshwright.model.resource import Resource, exported_to
 
 # Fields of the root route a delegate route takes when it does not set them (Istio's list).
-INHERITED = ("rewrite", "directResponse", "timeout", "retries", "fault", "mirror", "mirrorPercentage", "corsPolicy", "mirrors", "headers")
+INHERITED = ("rewrite", "directResponse", "timeout", "retries", "fault", "mirror", "mirrorPercent", "mirrorPercentage", "corsPolicy", "mirrors", "headers")
 _STRING_MATCHES = ("uri", "scheme", "method", "authority")
 _MAP_MATCHES = ("headers", "withoutHeaders", "queryParams")
 
@@ -100,7 +100,7 @@ def merge_match(root: dict, delegate: dict) -> dict:
     name = _joined_name(root.get("name", ""), delegate.get("name", ""))
     if name:
         out["name"] = name
-    for field in (*_STRING_MATCHES, "port", "sourceNamespace"):
+    for field in (*_STRING_MATCHES, "port", "sourceNamespace", "statPrefix"):
         if field not in out and field in root:
             out[field] = root[field]
     for field in (*_MAP_MATCHES, "sourceLabels"):

@@ -107,6 +107,8 @@ http_match = Obj(
         "gateways": ListOf(Str(non_empty=True)),
         "sourceNamespace": label,
         "scheme": string_match,
+        # The route's statistics prefix (vhost.<virtual host>.route.<statPrefix>.*).
+        "statPrefix": Str(non_empty=True),
     },
 )
 
@@ -192,6 +194,9 @@ cors_policy = Obj(
         "exposeHeaders": ListOf(Str(non_empty=True)),
         "maxAge": Duration(),
         "allowCredentials": Bool(),
+        # Preflight requests from origins the policy does not allow: passed on (FORWARD,
+        # Envoy's default) or answered without CORS headers (IGNORE).
+        "unmatchedPreflights": Enum("FORWARD", "IGNORE"),
     },
 )
 
@@ -209,6 +214,7 @@ http_route = Obj(
         "fault": fault,
         "mirror": destination,
         "mirrorPercentage": percent,
+        "mirrorPercent": Int(0, 100),  # deprecated in Istio for mirrorPercentage; still read, with a warning
         "mirrors": ListOf(Obj("a mirror policy", {"destination": destination, "percentage": percent}, required=("destination",))),
         "corsPolicy": cors_policy,
         "headers": headers,

@@ -54,6 +54,7 @@ NOT_WITH_REDIRECT = {
     "retries": "a redirect is answered by the proxy: nothing is retried",
     "mirror": "a redirect is answered by the proxy: nothing is mirrored",
     "mirrorPercentage": "a redirect is answered by the proxy: nothing is mirrored",
+    "mirrorPercent": "a redirect is answered by the proxy: nothing is mirrored",
     "mirrors": "a redirect is answered by the proxy: nothing is mirrored",
 }
 # The same for a direct response (the proxy answers; nothing is forwarded).
@@ -71,9 +72,15 @@ def check_http_routes(resource: Resource, problems: Problems) -> None:
             for field, why in (NOT_WITH_REDIRECT if answered == "redirect" else NOT_WITH_DIRECT_RESPONSE).items():
                 if field in http:
                     problems.add(resource, path + (field,), f"{field} cannot be used with {answered}: {why}")
-        elif "mirrorPercentage" in http and "mirror" not in http:
-            problems.add(resource, path + ("mirrorPercentage",), "mirrorPercentage without mirror: name the destination to mirror to in mirror"
-                         + (" (each entry of mirrors has its own percentage)" if "mirrors" in http else ""))
+        else:
+            for field in ("mirrorPercentage", "mirrorPercent"):
+                if field in http and "mirror" not in http:
+                    problems.add(resource, path + (field,), f"{field} without mirror: name the destination to mirror to in mirror"
+                                 + (" (each entry of mirrors has its own percentage)" if "mirrors" in http else ""))
+        if "mirrorPercent" in http:
+            problems.warn(resource, path + ("mirrorPercent",), "mirrorPercent is deprecated (Istio): write mirrorPercentage: {value: N}")
+            if "mirrorPercentage" in http:
+                problems.add(resource, path + ("mirrorPercent",), "set only one of mirrorPercentage, mirrorPercent")
 
 
 # What a delegate VirtualService (no hosts) cannot hold, as Istio validates it.
