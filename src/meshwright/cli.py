@@ -10,6 +10,7 @@ import tempfile
 
 from meshwright.check.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
 from meshwright.check.pipeline import validate_mesh
+from meshwright.collector import cyclic_collector_paused
 from meshwright.compile.proxy import UnknownProxy, find_proxy, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
 from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
@@ -181,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return EXIT_USAGE if exit_.code else EXIT_OK
     try:
-        return args.func(args)
+        # One pause for the whole command: the pauses of its steps would each end in a pass
+        # of the collector over everything they built.
+        with cyclic_collector_paused():
+            return args.func(args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -161,8 +161,8 @@ def index_by_host(resources: list[Resource], hosts_of) -> dict[str, list[Resourc
 
 def workload_selector(resource: Resource) -> dict | None:
     """The labels a Sidecar or EnvoyFilter (workloadSelector.labels) or a PeerAuthentication,
-    AuthorizationPolicy or Telemetry (selector.matchLabels) selects workloads by; None when it
-    applies to its whole namespace."""
+    AuthorizationPolicy, RequestAuthentication or Telemetry (selector.matchLabels) selects
+    workloads by; None when it applies to its whole namespace."""
     if resource.kind in ("Sidecar", "EnvoyFilter"):
         return (resource.spec.get("workloadSelector") or {}).get("labels")
     return (resource.spec.get("selector") or {}).get("matchLabels")
@@ -245,6 +245,10 @@ class Mesh:
     def selected_workloads(self, namespace: str, selector: dict) -> list[Resource]:
         """The WorkloadEntries of namespace whose labels selector matches, in mesh order."""
         return self.workloads_by_label.select(namespace, selector)
+
+    def selected_workloads_in_every_namespace(self, selector: dict) -> list[Resource]:
+        """The WorkloadEntries of every namespace whose labels selector matches."""
+        return self.workloads_by_label.select_in_every_namespace(selector)
 
     def destination_rule_for(self, hostname: str, namespace: str) -> Resource | None:
         """The DestinationRule for a host: exact host first, then the most specific wildcard;

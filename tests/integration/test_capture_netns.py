@@ -54,6 +54,7 @@ ORDER_ADDRESS, PAYMENT_ADDRESS = "10.77.0.1", "10.77.0.2"
 ORDER_ADDRESS6, PAYMENT_ADDRESS6 = "fd77::1", "fd77::2"
 PAYMENT = "payment-service.default.svc.cluster.local"
 PAYMENT_CLUSTER = f"outbound|80||{PAYMENT}"
+LEGACY_CLUSTER = "outbound|2222||legacy.example.com"
 
 MESH = """
 apiVersion: meshwright.io/v1alpha1
@@ -72,6 +73,18 @@ spec:
   resolution: STATIC
   ports: [{{number: 80, name: http, protocol: HTTP}}]
   workloadSelector: {{labels: {{app: payment}}}}
+---
+# A legacy TCP service (its app speaks HTTP, carried as TCP) known by its addresses only (a CIDR range, as Istio's external MongoDB
+# example): a connection to any address of 10.77.0.0/24 on 2222 is its.
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: legacy-banner, namespace: default}}
+spec:
+  hosts: [legacy.example.com]
+  addresses: [10.77.0.0/24]
+  location: MESH_EXTERNAL
+  resolution: NONE
+  ports: [{{number: 2222, name: tcp-legacy, protocol: tcp}}]
 ---
 # No Sidecar: payment-1's inbound port (9080) comes from the service's port named http.
 apiVersion: networking.istio.io/v1
@@ -358,7 +371,7 @@ class Hosts:
         self.tls_ca, cert, key = external_tls_files(self.root)
         self.apps = subprocess.Popen(
             ["ip", "netns", "exec", self.payment_ns, sys.executable, "-c", APPS,
-             "http:payment-app:127.0.0.1:9080", "http:plain-web:0.0.0.0:8000", "banner:ssh:0.0.0.0:22",
+             "http:payment-app:127.0.0.1:9080", "http:plain-web:0.0.0.0:8000", "banner:ssh:0.0.0.0:22", "http:legacy:0.0.0.0:2222",
              "https:wiki:0.0.0.0:443", f"http:plain-web6:{PAYMENT_ADDRESS6}:8000", f"banner:ssh6:{PAYMENT_ADDRESS6}:22"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "TLS_CERT": cert, "TLS_KEY": key})
         line = self.apps.stdout.readline()
@@ -462,6 +475,23 @@ def test_other_destinations_pass_through_both_sidecars(hosts):
     assert answer["body"]["app"] == "plain-web" and answer["body"]["peer"] == "127.0.0.6"
     assert grown(before[0], counters(order, "cluster:PassthroughCluster:upstream_cx_total")) == {"cluster:PassthroughCluster:upstream_cx_total": 1}
     assert grown(before[1], counters(payment, "cluster:InboundPassthroughCluster:upstream_cx_total")) == {"cluster:InboundPassthroughCluster:upstream_cx_total": 1}
+
+
+def test_a_service_picked_by_its_cidr_range_carries_tcp_to_an_address_in_it(hosts):
+    """legacy.example.com has no VIP and no name on the host: an app connects to an address
+    of its range (10.77.0.0/24) on its port, and the order sidecar takes it as that service's
+    (its cluster, not PassthroughCluster), on to the address the app chose."""
+    order = hosts.envoys["order-1.default"]
+    stats = (f"cluster:{LEGACY_CLUSTER}:upstream_cx_total", "cluster:PassthroughCluster:upstream_cx_total")
+    before = counters(order, *stats)
+
+    answer = hosts.call("http", f"http://{PAYMENT_ADDRESS}:2222/")
+
+    # The payment host's sidecar passed it on to the app from 127.0.0.6 (no mesh port there).
+    # (Client-first: a server-first protocol would wait on the PERMISSIVE TLS detection, as in Istio.)
+    assert answer["status"] == 200 and answer["body"]["app"] == "legacy" and answer["body"]["peer"] == "127.0.0.6", answer
+    assert "legacy.example.com" not in hosts.bundles["order-1.default"].capture["hosts"]
+    assert grown(before, counters(order, *stats)) == {stats[0]: 1, stats[1]: 0}
 
 
 def test_ssh_stays_uncaptured_on_the_host_it_reaches(hosts):
@@ -570,6 +600,8 @@ def test_registry_only_sends_unknown_destinations_to_the_black_hole(hosts):
     # Unknown Host names on a mesh HTTP port get 502; the mesh's own service still answers.
     assert hosts.call("http", f"http://{PAYMENT_ADDRESS}:80/")["status"] == 502
     assert hosts.call("http", f"http://{PAYMENT}/pay")["status"] == 200
+    # A destination in a ServiceEntry's range is the mesh's: it still goes through.
+    assert hosts.call("http", f"http://{PAYMENT_ADDRESS}:2222/")["body"]["app"] == "legacy"
 
 
 def test_stopping_capture_removes_the_rules_and_names_it_added(hosts):

@@ -48,7 +48,7 @@ spec:
   http:
   - match:
     - headers:
-        end-user: {{exact: jason}}
+        end-user: {user_match}
     route:
     - destination: {{host: reviews, subset: v2}}
   - route:
@@ -59,11 +59,11 @@ spec:
 """
 
 
-def start(lab, v1_weight=100, v2_weight=0):
+def start(lab, v1_weight=100, v2_weight=0, user_match="{exact: jason}"):
     v1 = lab.backend("reviews", "reviews-v1", "v1")
     v2 = lab.backend("reviews", "reviews-v2", "v2")
     offset = free_offset()
-    lab.write_mesh(MESH.format(v1=v1.port, v2=v2.port, offset=offset, v1_weight=v1_weight, v2_weight=v2_weight))
+    lab.write_mesh(MESH.format(v1=v1.port, v2=v2.port, offset=offset, v1_weight=v1_weight, v2_weight=v2_weight, user_match=user_match))
     envoy = lab.proxy("client.default", 15000 + offset)
     return envoy, 15001 + offset
 
@@ -90,3 +90,24 @@ def test_traffic_shifting_80_20_over_500_requests(lab):
     share_v2 = 100 * seen["v2"] / 500
     assert 15 <= share_v2 <= 25, f"v2 got {share_v2:.1f}% of 500 requests, expected 20 +- 5"
     assert seen["v1"] + seen["v2"] == 500
+
+
+def test_relative_weights_1_and_3_send_three_quarters_to_v2(lab):
+    """Istio's weights are relative (weight / sum): 1 and 3 are 25% and 75%."""
+    envoy, port = start(lab, 1, 3)
+    seen = versions(port, 400)
+    share_v2 = 100 * seen["v2"] / 400
+    assert 68 <= share_v2 <= 82, f"v2 got {share_v2:.1f}% of 400 requests, expected 75 +- 7"
+    assert seen["v1"] + seen["v2"] == 400
+
+
+def test_weight_0_beside_a_weighted_destination_gets_nothing(lab):
+    envoy, port = start(lab, 7, 0)
+    assert versions(port, 40) == {"v1": 40}
+
+
+def test_an_re2_regex_with_a_unicode_class_matches_in_envoy(lab):
+    """`\\pL` (any letter) is RE2, Envoy's regex syntax (Python's re has no such class)."""
+    envoy, port = start(lab, user_match=r"{regex: '\pL+'}")
+    assert versions(port, 5, {"end-user": "jason"}) == {"v2": 5}
+    assert versions(port, 5, {"end-user": "j4son"}) == {"v1": 5}

@@ -21,9 +21,9 @@ spec:
     timout: 5s
   - route:
     - destination: {host: reviews, subset: v1}
-      weight: 60
+      weight: 0
     - destination: {host: reviews, subset: v2}
-      weight: 30
+      weight: 0
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule

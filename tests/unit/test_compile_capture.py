@@ -172,6 +172,79 @@ def test_capturing_sidecar_listens_on_15001_and_15006_and_hands_over_by_destinat
     assert inbound["listener_filters"][0]["name"] == "envoy.filters.listener.original_dst"
 
 
+MONGO_RANGE = """
+    apiVersion: networking.istio.io/v1
+    kind: ServiceEntry
+    metadata: {name: external-svc-mongocluster, namespace: shop}
+    spec:
+      hosts: [mymongodb.somedomain]
+      addresses: [192.192.192.192/24]
+      ports: [{number: 27018, name: mongodb, protocol: MONGO}]
+      location: MESH_EXTERNAL
+      resolution: STATIC
+      endpoints: [{address: 2.2.2.2}, {address: 3.3.3.3}]
+    """
+
+
+def test_a_cidr_range_picks_a_tcp_ports_traffic_by_destination(tmp_path):
+    """Istio's external MongoDB example, but TCP: any address of 192.192.192.0/24 on 27018 is
+    the service's (a prefix match in 0.0.0.0_27018); other destinations on that port go where
+    the unknown go. A range is no VIP: no name maps to it."""
+    mesh = load(tmp_path, MONGO_RANGE.replace("protocol: MONGO", "protocol: tcp"))
+    listeners = listeners_of(mesh, "orders.shop")
+    assert "mymongodb.somedomain" not in service_addresses(mesh)
+    assert "mymongodb.somedomain" not in capture_settings(mesh, find_proxy(mesh, "orders.shop"))["hosts"]
+    ranged = listeners["0.0.0.0_27018"]
+    assert ranged["bind_to_port"] is False
+    first, rest = ranged["filter_chains"]
+    assert first["filter_chain_match"] == {"prefix_ranges": [{"address_prefix": "192.192.192.0", "prefix_len": 24}]}
+    assert first["filters"][0]["typed_config"]["cluster"] == "outbound|27018||mymongodb.somedomain"
+    assert "filter_chain_match" not in rest and rest["filters"][0]["typed_config"]["cluster"] == "PassthroughCluster"
+
+
+def test_a_range_on_an_http_port_joins_that_ports_listener_and_extra_addresses_are_ranges(tmp_path):
+    mesh = load(tmp_path, """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: legacy, namespace: shop}
+        spec:
+          hosts: [legacy.shop.svc.cluster.local]
+          addresses: [10.200.0.0/16, 240.240.9.9, 10.201.0.7]
+          ports: [{number: 80, name: tcp, protocol: TCP}]
+          location: MESH_INTERNAL
+          resolution: STATIC
+          endpoints: [{address: 10.0.7.1}]
+        """)
+    listeners = listeners_of(mesh, "orders.shop")
+    # The VIP is the first single address; the range and the address after it pick by destination.
+    assert service_addresses(mesh)["legacy.shop.svc.cluster.local"] == "240.240.9.9"
+    assert "240.240.9.9_80" in listeners
+    http, legacy = listeners["0.0.0.0_80"]["filter_chains"]
+    assert "filter_chain_match" not in http  # payments and audit, by Host: the rest of the port
+    assert legacy["filter_chain_match"]["prefix_ranges"] == [
+        {"address_prefix": "10.200.0.0", "prefix_len": 16}, {"address_prefix": "10.201.0.7", "prefix_len": 32}]
+
+
+def test_two_services_cannot_claim_one_range_on_one_tcp_port(tmp_path):
+    check_case(tmp_path, Case(
+        "one range, two services",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: mongo-b, namespace: shop}
+        spec:
+          hosts: [other-mongo.example.com]
+          addresses:
+          - 192.192.192.7/24  #!
+          ports: [{number: 27018, name: tcp, protocol: TCP}]
+          location: MESH_EXTERNAL
+          resolution: NONE
+        """,
+        "ServiceEntry/shop/mongo-b", "spec.addresses[0]",
+        ("192.192.192.0/24 on TCP port 27018 already belongs to ServiceEntry/shop/external-svc-mongocluster",),
+    ), base=MESH + "---\n" + textwrap.dedent(MONGO_RANGE).replace("MONGO", "TCP"))
+
+
 @pytest.mark.parametrize("offset", [0, 200])
 def test_a_connection_to_a_capture_port_itself_goes_to_the_black_hole(tmp_path, offset):
     """Istio's virtualOutbound-blackhole and virtualInbound-blackhole: a connection whose original

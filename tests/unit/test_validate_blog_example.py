@@ -48,7 +48,7 @@ def test_nested_route_with_weight_and_percent_says_how_to_split_and_limit(report
     line = _only(report[1], f"{EXAMPLE}:29: VirtualService/default/order-service: spec.http[0].route[1].route: ")
     assert "unknown field 'route' in a route destination" in line
     assert "Routes do not nest" in line
-    assert "give each a weight (weights sum to 100)" in line
+    assert "give each a weight (relative: each gets weight / sum of the weights)" in line
     assert "does not limit it" in line
     assert "local rate limit" in line and "envoy.filters.http.local_ratelimit" in line
 

@@ -97,8 +97,8 @@ def test_checks_1_to_3_run_no_line_more_than_4x_as_often_for_4x_the_services(tmp
 
 
 def test_validation_pauses_the_garbage_collector_and_leaves_it_as_it_found_it(tmp_path, monkeypatch):
-    """validate_resources pauses the cyclic collector while its checks run (compile/build.py's
-    cyclic_collector_paused): it is on again after, and stays off where the caller turned it off."""
+    """validate_resources pauses the cyclic collector while its checks run (meshwright/
+    collector.py's cyclic_collector_paused): it is on again after, and stays off where the caller turned it off."""
     write_estate(5, str(tmp_path))
     loaded = load_paths([str(tmp_path)])
     collector_on = []

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import pytest
 
+from meshwright.check.pipeline import validate_mesh
+from meshwright.model.load import load_paths
 from meshwright.model.resource import Resource, Source
 from meshwright.problems import Problems
 from meshwright.validate.semantics import check_workload_entry
-from tests.unit.validation_cases import Case, check_case
+from tests.unit.validation_cases import BASE, Case, check_case
 
 VS = "VirtualService/default/reviews"
 SIDECAR = """
@@ -24,24 +26,7 @@ spec:
 
 CASES = [
     Case(
-        "weights that sum to 90",
-        """
-        apiVersion: networking.istio.io/v1
-        kind: VirtualService
-        metadata: {name: reviews, namespace: default}
-        spec:
-          hosts: [reviews]
-          http:
-          - route:  #!
-            - destination: {host: reviews, subset: v1}
-              weight: 70
-            - destination: {host: reviews, subset: v2}
-              weight: 20
-        """,
-        VS, "spec.http[0].route", ("weights must sum to 100, they sum to 90 (70 + 20)",),
-    ),
-    Case(
-        "a weight missing on one of two destinations",
+        "several destinations, every weight 0 (Istio: total destination weight = 0)",
         """
         apiVersion: networking.istio.io/v1
         kind: VirtualService
@@ -53,13 +38,13 @@ CASES = [
             - destination: {host: reviews, subset: v1}
           - route:  #!
             - destination: {host: reviews, subset: v1}
-              weight: 50
+              weight: 0
             - destination: {host: reviews, subset: v2}
         """,
-        VS, "spec.http[1].route", ("weights must sum to 100, they sum to 50 (50 + 0)",),
+        VS, "spec.http[1].route", ("every destination has weight 0 (0 + 0)", "weight / sum of the weights"),
     ),
     Case(
-        "a single destination weighted below 100",
+        "TCP weights beyond what Envoy can add up",
         """
         apiVersion: networking.istio.io/v1
         kind: VirtualService
@@ -68,10 +53,11 @@ CASES = [
           hosts: [db]
           tcp:
           - route:  #!
-            - destination: {host: db}
-              weight: 10
+            - {destination: {host: db}, weight: 2147483647}
+            - {destination: {host: db}, weight: 2147483647}
+            - {destination: {host: db}, weight: 2}
         """,
-        "VirtualService/default/db", "spec.tcp[0].route", ("weights must sum to 100, they sum to 10 (10)",),
+        "VirtualService/default/db", "spec.tcp[0].route", ("weights sum to 4294967296, more than Envoy can add up",),
     ),
     Case(
         "a rewrite on a redirect (Istio rejects it)",
@@ -443,3 +429,38 @@ def test_a_workload_entry_address_is_an_ip_or_a_hostname(address):
     workload = Resource("networking.istio.io/v1", "WorkloadEntry", "vm-1", "default", {}, {"address": address}, Source("mesh.yaml", 1))
     check_workload_entry(workload, problems)
     assert problems.items == []
+
+
+NETWORK_ENTRY = """
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: {name}, namespace: default}}
+spec: {{address: {address}, labels: {{app: {name}}}{network}}}
+"""
+
+
+def test_one_network_named_everywhere_or_nowhere_is_accepted(tmp_path):
+    """network names the one network meshwright makes: harmless, so accepted."""
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "case.yaml").write_text("---".join([
+        NETWORK_ENTRY.format(name="vm-1", address="10.0.0.5", network=", network: vm-network"),
+        NETWORK_ENTRY.format(name="vm-2", address="10.0.0.6", network=""),
+    ]))
+    mesh, problems = validate_mesh(load_paths([str(tmp_path)]))
+    assert problems == [] and mesh is not None
+
+
+def test_workloads_on_several_networks_are_refused_not_ignored(tmp_path):
+    (tmp_path / "base.yaml").write_text(BASE)
+    (tmp_path / "case.yaml").write_text("---".join([
+        NETWORK_ENTRY.format(name="vm-1", address="10.0.0.5", network=", network: network1"),
+        NETWORK_ENTRY.format(name="vm-2", address="10.0.0.6", network=", network: network2"),
+    ]))
+    _, problems = validate_mesh(load_paths([str(tmp_path)]))
+    shown = [str(p) for p in problems]
+    assert len(shown) == 2, "\n".join(shown)
+    case = tmp_path / "case.yaml"
+    assert shown[0].startswith(f"{case}:5: WorkloadEntry/default/vm-1: spec.network: network is not supported by meshwright yet")
+    assert shown[1].startswith(f"{case}:10: WorkloadEntry/default/vm-2: spec.network: network is not supported by meshwright yet")
+    assert "(this mesh names network1, network2)" in shown[0] and "east-west gateways" in shown[0]
+    assert shown[0].endswith("put every workload on one network (one name for all, or none)")

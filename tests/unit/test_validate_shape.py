@@ -85,7 +85,7 @@ CASES = [
             - destination: {host: reviews, subset: v1}
               weight: "100"  #!
         """,
-        VS, "spec.http[0].route[0].weight", ("expected an integer from 0 to 100", "got string '100'"),
+        VS, "spec.http[0].route[0].weight", ("expected an integer from 0 to 2147483647", "got string '100'"),
     ),
     Case(
         "wrong type: a boolean as a string",
@@ -276,7 +276,39 @@ CASES = [
             route:
             - destination: {host: reviews}
         """,
-        VS, "spec.http[0].match[0].uri.regex", ("regex '/api/([a-z+' does not compile",),
+        VS, "spec.http[0].match[0].uri.regex", ("regex '/api/([a-z+' is not valid RE2", "missing ]: [a-z+"),
+    ),
+    Case(
+        "a lookahead (Python's re has it, RE2 and so Envoy do not)",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - match:
+            - uri: {regex: "/api/(?!internal).*"}  #!
+            route:
+            - destination: {host: reviews}
+        """,
+        VS, "spec.http[0].match[0].uri.regex", ("is not valid RE2, Envoy's regex syntax", "invalid perl operator: (?!"),
+    ),
+    Case(
+        "a regex too large for Envoy (RE2 program size over 100)",
+        """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: reviews, namespace: default}
+        spec:
+          hosts: [reviews]
+          http:
+          - route:
+            - destination: {host: reviews}
+            rewrite:
+              uriRegexRewrite: {match: "^/(abc|def){1,30}$", rewrite: /}  #!
+        """,
+        VS, "spec.http[0].rewrite.uriRegexRewrite.match", ("too large for Envoy: its RE2 program size is", "refuses more than 100"),
     ),
     Case(
         "bad regex in a header match",
@@ -294,7 +326,7 @@ CASES = [
             route:
             - destination: {host: reviews}
         """,
-        VS, "spec.http[0].match[0].headers.x-user.regex", ("regex '*admin' does not compile",),
+        VS, "spec.http[0].match[0].headers.x-user.regex", ("regex '*admin' is not valid RE2", "no argument for repetition operator"),
     ),
     Case(
         "a string match with two kinds",
@@ -362,7 +394,7 @@ CASES = [
         VS, "spec.http[0].mirrorPercentage.value", ("-5 is out of range: expected a number from 0 to 100",),
     ),
     Case(
-        "weight above 100",
+        "a negative weight (Istio: weight < 0)",
         """
         apiVersion: networking.istio.io/v1
         kind: VirtualService
@@ -372,9 +404,9 @@ CASES = [
           http:
           - route:
             - destination: {host: reviews}
-              weight: 120  #!
+              weight: -20  #!
         """,
-        VS, "spec.http[0].route[0].weight", ("120 is out of range: expected an integer from 0 to 100",),
+        VS, "spec.http[0].route[0].weight", ("-20 is out of range: expected an integer from 0 to 2147483647",),
     ),
     Case(
         "port number out of range",

@@ -11,7 +11,8 @@ from dataclasses import replace
 
 from meshwright.check.collectors import collector_problems
 from meshwright.check.envoy_proto import TYPES, ResourceVerdicts
-from meshwright.compile.build import ProxyConfig, cyclic_collector_paused, shared_config
+from meshwright.collector import cyclic_collector_paused
+from meshwright.compile.build import ProxyConfig, shared_config
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
 from meshwright.compile.scope import sidecar_for

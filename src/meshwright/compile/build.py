@@ -6,10 +6,9 @@ mesh; each gets its own stat names on top, and a proxy that EnvoyFilters patch i
 from __future__ import annotations
 
 import copy
-import gc
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from meshwright.collector import cyclic_collector_paused
 from meshwright.compile import capture, gateway, sidecar
 from meshwright.compile.clusters import service_clusters
 from meshwright.compile.envoyfilter import Patchable, apply_envoy_filters
@@ -30,21 +29,6 @@ class ProxyConfig:
     clusters: list[dict] = field(default_factory=list)
     endpoints: list[dict] = field(default_factory=list)
     telemetry: ProxyTelemetry = field(default_factory=ProxyTelemetry)  # also read by the bootstrap
-
-
-@contextmanager
-def cyclic_collector_paused():
-    """Compiling builds trees of dicts and lists, which hold no reference cycles, so the
-    cyclic garbage collector finds nothing in them; but each of its full passes walks every
-    object alive (the mesh and the output so far), and in a large mesh those passes cost
-    more than the compile. Reference counting frees memory as usual meanwhile."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,12 @@ TCP to 15001 and inbound TCP to 15006; the proxy's own traffic (its uid) is left
   15006 directly, not redirected) goes to BlackHoleCluster. Passed through, it would come back
   to the same port, again and again (the proxy's own connections are never redirected).
 
-Apps reach services by name: each service has a VIP, its ServiceEntry's first address or
-one allocated from 240.240.0.0/16 (Istio's auto allocation range), and the host maps the
+Apps reach services by name: each service has a VIP, its ServiceEntry's first single address
+or one allocated from 240.240.0.0/16 (Istio's auto allocation range), and the host maps the
 name to it (/etc/hosts), with the short forms Kubernetes DNS would resolve. The VIP is never
-routed: the rules redirect it to 15001 first.
+routed: the rules redirect it to 15001 first. CIDR ranges among a ServiceEntry's addresses
+(and addresses after the first) pick its TCP ports' traffic by destination, as in Istio: a
+chain matching those prefixes in the port's `0.0.0.0_<port>` listener.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import ipaddress
 from meshwright.compile.authorization import authorize_chain
 from meshwright.compile.clusters import DEFAULT_CONNECT_TIMEOUT
 from meshwright.compile.envoy_values import TYPE_PREFIX, socket_address, typed
-from meshwright.compile.listeners import http_connection_manager, listener, tcp_proxy
+from meshwright.compile.listeners import http_connection_manager, listener, listener_name, tcp_proxy
 from meshwright.compile.mtls import MESH_ALPN, inbound_filter_chains
 from meshwright.compile.peer_authentication import PERMISSIVE, STRICT, mtls_mode
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_PORT, STATS_PORT, Proxy
@@ -58,17 +60,19 @@ ALLOW_ANY, REGISTRY_ONLY = "ALLOW_ANY", "REGISTRY_ONLY"
 
 def service_addresses(mesh: Mesh) -> dict[str, str]:
     """hostname -> VIP for every service of the mesh (the same on every proxy): its
-    ServiceEntry's first address, else the next free one of 240.240.0.0/16 in hostname order
-    (x.x.x.0 and x.x.x.255 skipped, as Istio does). Wildcard hosts and resolution NONE
-    services without addresses get none: their traffic passes through to where it was sent."""
+    ServiceEntry's first single address, else the next free one of 240.240.0.0/16 in hostname
+    order (x.x.x.0 and x.x.x.255 skipped, as Istio does). Wildcard hosts, resolution NONE
+    services without addresses and services given CIDR ranges only get none: their traffic
+    passes through to where it was sent, or is picked by its range (address_ranges)."""
 
     def compute():
         addresses, wanting = {}, []
         for service in mesh.registry.sorted():
-            given = _given_addresses(mesh, service)
-            if given:
-                addresses[service.hostname] = given[0]
-            elif not is_wildcard_host(service.hostname) and service.resolution != "NONE":
+            given = given_addresses(mesh, service)
+            vip = virtual_ip(given)
+            if vip:
+                addresses[service.hostname] = vip
+            elif not given and not is_wildcard_host(service.hostname) and service.resolution != "NONE":
                 wanting.append(service.hostname)
         taken = set(addresses.values())
         free = (str(a) for a in AUTO_ALLOCATE_RANGE.hosts() if a.packed[-1] not in (0, 255) and str(a) not in taken)
@@ -78,13 +82,34 @@ def service_addresses(mesh: Mesh) -> dict[str, str]:
     return mesh.memo(("service-addresses",), compute)
 
 
-def _given_addresses(mesh: Mesh, service: Service) -> list[str]:
+def given_addresses(mesh: Mesh, service: Service) -> list[str]:
+    """The `addresses` of the ServiceEntry that defines the service (IPs and CIDR ranges)."""
     kind, _, rest = service.source.partition("/")
     if kind != "ServiceEntry":
         return []
     namespace, name = rest.split("/", 1)
     entry = mesh.find("ServiceEntry", namespace, name)
     return list(entry.spec.get("addresses") or []) if entry else []
+
+
+def _is_single_address(address: str) -> bool:
+    return ipaddress.ip_network(address, strict=False).num_addresses == 1
+
+
+def virtual_ip(given: list[str]) -> str | None:
+    """The first single address (an IP, or a /32) of a ServiceEntry's addresses: the VIP its
+    names map to."""
+    single = next((a for a in given if _is_single_address(a)), None)
+    return single.split("/")[0] if single else None
+
+
+def address_ranges(given: list[str]) -> list[ipaddress.IPv4Network]:
+    """The networks a ServiceEntry's addresses select by destination besides its VIP (CIDR
+    ranges, and single addresses after the first), as Istio matches them: a connection to any
+    address in them, on one of the service's TCP ports, is the service's."""
+    vip = virtual_ip(given)
+    networks = [ipaddress.ip_network(a, strict=False) for a in given if a.split("/")[0] != vip]
+    return sorted(set(networks), key=lambda n: (n.version, int(n.network_address), n.prefixlen))
 
 
 def outbound_traffic_policy(mesh: Mesh) -> str:
@@ -177,18 +202,23 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
         listeners.append(_not_bound(listener("0.0.0.0", number, chains, "OUTBOUND")))
     for number, chains in sorted(sni_chains.items()):
         listeners.append(_not_bound(listener("0.0.0.0", number, _with_fallback(chains, fallback, {}), "OUTBOUND")))
+    ranged: dict[int, list[dict]] = {}
     for service in services:
-        if service.hostname not in addresses:
-            continue
+        ranges = [{"address_prefix": str(n.network_address), "prefix_len": n.prefixlen} for n in address_ranges(given_addresses(mesh, service))]
         for port in service.ports:
-            if port.is_http:
+            if port.is_http or not (ranges or service.hostname in addresses):
                 continue
-            vip = addresses[service.hostname]
             if port.is_tls:
                 chains = service_tls_chains(mesh, proxy, service, port, set(), by_name=False)
             else:
                 chains = [{"filters": [tcp_proxy(f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, service.hostname, port.number, proxy.namespace))]}]
-            listeners.append(_not_bound(listener(vip, port.number, chains, "OUTBOUND")))
+            if ranges:
+                ranged.setdefault(port.number, []).extend(
+                    {**copy.deepcopy(chain), "filter_chain_match": {**chain.get("filter_chain_match", {}), "prefix_ranges": ranges}} for chain in chains
+                )
+            if service.hostname in addresses:
+                listeners.append(_not_bound(listener(addresses[service.hostname], port.number, chains, "OUTBOUND")))
+    listeners += _range_listeners(listeners, ranged, fallback)
     clusters = [_original_dst_cluster(PASSTHROUGH), {"name": BLACKHOLE, "type": "STATIC", "connect_timeout": DEFAULT_CONNECT_TIMEOUT}]
     return listeners, routes, clusters
 
@@ -214,6 +244,23 @@ def _with_fallback(chains: list[dict], fallback: str, match: dict) -> list[dict]
     if match:
         last["filter_chain_match"] = match
     return chains + [last]
+
+
+def _range_listeners(listeners: list[dict], ranged: dict[int, list[dict]], fallback: str) -> list[dict]:
+    """The chains of services picked by destination range go into the port's `0.0.0.0_<port>`
+    listener (Envoy prefers the longest matching prefix; the HTTP chain there, without one,
+    takes the rest); a port with no such listener gets one whose other connections go where
+    virtualOutbound sends the unknown. Returns the listeners made."""
+    made = []
+    by_name = {item["name"]: item for item in listeners}
+    for number, chains in sorted(ranged.items()):
+        existing = by_name.get(listener_name("0.0.0.0", number))
+        if existing:
+            existing["filter_chains"] += chains
+        else:
+            rest = {"filters": [tcp_proxy(fallback, [(fallback, 100)])]}
+            made.append(_not_bound(listener("0.0.0.0", number, chains + [rest], "OUTBOUND")))
+    return made
 
 
 def _original_dst_cluster(name: str, source: str | None = None) -> dict:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from meshwright.compile.endpoints import load_assignment
 from meshwright.compile.envoy_values import (
-    ADS, HTTP_PROTOCOL_OPTIONS, MAX_UINT32, UPSTREAM_TLS, duration, socket_address, tls_params, typed,
+    ADS, HTTP_PROTOCOL_OPTIONS, MAX_UINT32, UPSTREAM_TLS, duration, socket_address, subject_alt_name_matchers, tls_params, typed,
 )
 from meshwright.compile.mtls import apply_mesh_tls, auto_mtls_endpoints
 from meshwright.mesh import Mesh
@@ -102,17 +101,6 @@ def _outlier_detection(outlier: dict) -> dict:
     return out
 
 
-def _san_type(name: str) -> str:
-    """Istio's subjectAltNames match any kind of SAN; Envoy's typed matchers name the kind."""
-    if "://" in name:
-        return "URI"
-    try:
-        ipaddress.ip_address(name)
-        return "IP_ADDRESS"
-    except ValueError:
-        return "DNS"
-
-
 def _upstream_tls(tls: dict, host: str, port: ServicePort, system_ca: str) -> dict:
     """DestinationRule tls (SIMPLE or MUTUAL) -> an UpstreamTlsContext. The server's
     certificate is checked against caCertificates (else the system's trust store, system_ca,
@@ -127,7 +115,7 @@ def _upstream_tls(tls: dict, host: str, port: ServicePort, system_ca: str) -> di
         names = tls.get("subjectAltNames") or [sni]
         common["validation_context"] = {
             "trusted_ca": {"filename": tls.get("caCertificates", system_ca)},
-            "match_typed_subject_alt_names": [{"san_type": _san_type(name), "matcher": {"exact": name}} for name in names],
+            "match_typed_subject_alt_names": subject_alt_name_matchers(names),
         }
     if port.protocol in ("HTTP2", "GRPC"):
         common["alpn_protocols"] = ["h2"]

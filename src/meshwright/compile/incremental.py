@@ -25,7 +25,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from meshwright.compile.build import ClassConfig, class_config, compile_proxy, cyclic_collector_paused
+from meshwright.collector import cyclic_collector_paused
+from meshwright.compile.build import ClassConfig, class_config, compile_proxy
 from meshwright.compile.clusters import INLINE_ENDPOINT_RESOLUTIONS, service_clusters
 from meshwright.compile.proxy import Proxy, list_proxies
 from meshwright.compile.proxy_class import class_key

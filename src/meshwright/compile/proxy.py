@@ -60,11 +60,14 @@ def port_offset_of(resource: Resource) -> int:
 
 
 def _gateways_by_workload(mesh: Mesh) -> dict[int, list[Resource]]:
-    """id(WorkloadEntry) -> the Gateways whose selector picks it (in its namespace), in mesh order."""
+    """id(WorkloadEntry) -> the Gateways whose selector picks it, in mesh order. A selector
+    picks gateway workloads in any namespace, as Istio's does by default
+    (PILOT_SCOPE_GATEWAY_TO_NAMESPACE=false): a Gateway in `bookinfo` selecting
+    `istio: ingressgateway` is served by the ingress gateway in `istio-system`."""
     served: dict[int, list[Resource]] = {}
     for gateway in mesh.of_kind("Gateway"):
         selector = gateway.spec.get("selector") or {}
-        for workload in mesh.selected_workloads(gateway.namespace, selector) if selector else ():
+        for workload in mesh.selected_workloads_in_every_namespace(selector) if selector else ():
             served.setdefault(id(workload), []).append(gateway)
     return served
 

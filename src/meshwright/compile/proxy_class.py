@@ -27,6 +27,7 @@ PROXY_SELECTORS = {
     "EnvoyFilter": (("workloadSelector", "labels"),),
     "Gateway": (("selector",),),
     "AuthorizationPolicy": (("selector", "matchLabels"),),
+    "RequestAuthentication": (("selector", "matchLabels"),),
     "PeerAuthentication": (("selector", "matchLabels"),),
     "Telemetry": (("selector", "matchLabels"),),
     "VirtualService": tuple((kind, "*", "match", "*", "sourceLabels") for kind in ("http", "tcp", "tls")),

@@ -221,30 +221,38 @@ def retry_policy(retries: dict | None, consistent_hash: bool = False) -> dict:
     return policy
 
 
+def weighted_destinations(destinations: list[dict]) -> list[tuple[dict, int]]:
+    """Istio's relative weights -> (route entry, weight) of the destinations that get traffic:
+    a single destination gets all of it whatever its weight; of several, one of weight 0 (or
+    none) gets nothing and the others weight / sum of the weights (Envoy sums them itself)."""
+    if len(destinations) == 1:
+        return [(destinations[0], 100)]
+    return [(entry, entry["weight"]) for entry in destinations if entry.get("weight")]
+
+
 def route_action(mesh: Mesh, http: dict, namespace: str, client_namespace: str) -> dict:
-    destinations = http["route"]
+    served = weighted_destinations(http["route"])
     action: dict = {}
     hashing = []
-    if len(destinations) == 1:
-        action["cluster"] = destination_cluster(mesh, destinations[0]["destination"], namespace)
+    if len(served) == 1:
+        # One destination left (Istio's rewrite to a single cluster): its headers go on the route.
+        action["cluster"] = destination_cluster(mesh, served[0][0]["destination"], namespace)
     else:
         clusters = []
-        for entry in destinations:
-            if not entry.get("weight"):
-                continue  # Istio leaves out destinations of weight 0
-            weighted = {"name": destination_cluster(mesh, entry["destination"], namespace), "weight": entry["weight"]}
+        for entry, weight in served:
+            weighted = {"name": destination_cluster(mesh, entry["destination"], namespace), "weight": weight}
             _apply_headers(weighted, entry.get("headers") or {})
             authority = authority_rewrite(entry.get("headers") or {})
             if authority:
                 weighted["host_rewrite_literal"] = authority
             clusters.append(weighted)
         action["weighted_clusters"] = {"clusters": clusters}
-    for entry in destinations:
-        policy = destination_hash_policy(mesh, entry["destination"], namespace, client_namespace) if entry.get("weight", 100) or len(destinations) == 1 else None
+    for entry, _ in served:
+        policy = destination_hash_policy(mesh, entry["destination"], namespace, client_namespace)
         if policy and policy not in hashing:
             hashing.append(policy)
     action["timeout"] = duration(http["timeout"]) if "timeout" in http else "0s"
-    retries = retry_policy(http.get("retries"), consistent_hash=len(destinations) == 1 and bool(hashing))
+    retries = retry_policy(http.get("retries"), consistent_hash=len(served) == 1 and bool(hashing))
     if retries:
         action["retry_policy"] = retries
     rewrite = http.get("rewrite") or {}
@@ -255,8 +263,8 @@ def route_action(mesh: Mesh, http: dict, namespace: str, client_namespace: str) 
     # The host: rewrite.authority, else a request header operation on :authority/Host (of
     # the route, else of its only destination).
     authority = rewrite.get("authority") or authority_rewrite(http.get("headers") or {})
-    if not authority and len(destinations) == 1:
-        authority = authority_rewrite(destinations[0].get("headers") or {})
+    if not authority and len(served) == 1:
+        authority = authority_rewrite(served[0][0].get("headers") or {})
     if authority:
         action["host_rewrite_literal"] = authority
     percentage = http.get("mirrorPercentage") or ({"value": http["mirrorPercent"]} if "mirrorPercent" in http else None)
@@ -361,8 +369,9 @@ def translate_http_route(mesh: Mesh, proxy: Proxy, virtual_service: Resource, in
     else:
         base["route"] = route_action(mesh, http, namespace, proxy.namespace)
     _apply_headers(base, http.get("headers") or {})
-    if len(http.get("route") or []) == 1:
-        _apply_headers(base, http["route"][0].get("headers") or {})
+    served = weighted_destinations(http.get("route") or [])
+    if len(served) == 1:
+        _apply_headers(base, served[0][0].get("headers") or {})
     per_filter = {}
     if "fault" in http:
         per_filter[FAULT_FILTER] = fault_config(http["fault"])

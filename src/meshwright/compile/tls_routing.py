@@ -12,7 +12,7 @@ from __future__ import annotations
 from meshwright.compile.clusters import outbound_cluster_name
 from meshwright.compile.listeners import tcp_proxy
 from meshwright.compile.proxy import Proxy
-from meshwright.compile.routes import destination_cluster
+from meshwright.compile.routes import destination_cluster, weighted_destinations
 from meshwright.mesh import Mesh, host_matches, labels_match, resolve_host
 from meshwright.registry.model import Service, ServicePort
 
@@ -62,6 +62,8 @@ def tls_routes(mesh: Mesh, proxy: Proxy, service: Service, port: int) -> list[tu
         for match in route["match"]:
             if match.get("port", port) != port or not labels_match(match.get("sourceLabels") or {}, proxy.label_map):
                 continue
+            if match.get("gateways") and "mesh" not in match["gateways"]:
+                continue  # a match for gateways only
             names = _names_for_service(match["sniHosts"], virtual_service.namespace, service)
             if names:
                 out.append((names, route_destinations(mesh, route, virtual_service.namespace)))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from meshwright.collector import cyclic_collector_paused
 from meshwright.model.resource import Resource, Source
 from meshwright.problems import Problem
 
@@ -115,6 +116,7 @@ def _budget() -> _Budget | Problem:
                    values[MAX_DOCUMENT_KB.variable] * 1024, values[MAX_DEPTH.variable], values)
 
 
+@cyclic_collector_paused()  # documents are trees: the collector's passes would walk everything loaded so far
 def load_paths(paths: list[str]) -> LoadResult:
     """Load every YAML document under paths (files, or directories walked in sorted order)."""
     result = LoadResult()

@@ -60,6 +60,12 @@ class LabelIndex(Generic[Item]):
         return [item for item in candidates if labels_match(selector, self._labels_of(item))]
 
 
+    def select_in_every_namespace(self, selector: dict) -> list[Item]:
+        """The items of every namespace whose labels selector matches, by namespace, then in
+        the order given."""
+        return [item for namespace in sorted(self._by_namespace) for item in self.select(namespace, selector)]
+
+
 class SelectorIndex(Generic[Item]):
     """Items (in the order given) that select workloads of their namespace; selector_of gives an
     item's selector, None for one that applies to the whole namespace."""

@@ -11,7 +11,7 @@ from meshwright.compile.envoy_values import DIRECT_RESPONSE_MAX_BYTES, GRPC_STAT
 from meshwright.model.providers import ACCESS_LOG_PATH_HELP, is_access_log_path
 from meshwright.validate import security_api
 from meshwright.validate.shape import (
-    Address, Any, Base64, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str, Unsupported,
+    Address, AddressOrRange, Any, Base64, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str, Unsupported,
 )
 
 NETWORKING_VERSIONS = ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3")
@@ -39,9 +39,12 @@ METRICS_HINT = (
     "per workload with a Telemetry (metrics: [{overrides: [{disabled: true}]}]) (docs/telemetry.md)"
 )
 
+# Protocol names are read in any case, as Istio's protocol.Parse does (tcp, Http2).
 PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "TCP")
 # TLS the sidecar passes through, routed by SNI (on ServiceEntry ports and Sidecar egress listeners).
 TLS_PROTOCOLS = ("HTTPS", "TLS")
+# Istio's ServerTLSSettings.TLSProtocol.
+SERVER_TLS_VERSIONS = ("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")
 
 # Names that end up in SPIFFE IDs, file names and /etc/hosts lines (meshwright.names).
 host = Str(valid=names.is_host, pattern_help=names.HOST_HELP)
@@ -77,13 +80,16 @@ destination = Obj(
     required=("host",),
 )
 
+# Relative (a destination gets weight / sum of the weights); an int32, as Istio's field.
+weight = Int(0, 2**31 - 1)
+
 http_route_destination = Obj(
     "a route destination",
-    {"destination": destination, "weight": Int(0, 100), "headers": headers},
+    {"destination": destination, "weight": weight, "headers": headers},
     required=("destination",),
     hints={
         "route": "Routes do not nest: list destinations under one route and give each a weight "
-        "(weights sum to 100). A weight splits traffic, it does not limit it. " + RATE_LIMIT_HINT,
+        "(relative: each gets weight / sum of the weights). A weight splits traffic, it does not limit it. " + RATE_LIMIT_HINT,
         "percent": "Weights are integers on each destination (weight: 80). " + RATE_LIMIT_HINT,
         "rateLimit": RATE_LIMIT_HINT,
     },
@@ -234,7 +240,9 @@ tls_match = Obj(
         "sourceLabels": Labels(),
         "destinationSubnets": Unsupported("match by sniHosts and port; connections are told apart by the name the client asks for"),
         "sourceNamespace": Unsupported("match clients by sourceLabels, or scope them with a Sidecar's egress hosts"),
-        "gateways": Unsupported("tls routes apply to sidecars only: leave gateways out of the match"),
+        # The gateways the match applies at ("mesh": the sidecars); none: every one the
+        # VirtualService is bound to.
+        "gateways": ListOf(Str(non_empty=True)),
     },
     required=("sniHosts",),
 )
@@ -252,7 +260,7 @@ tcp_route = Obj(
     "a TCP route",
     {
         "match": ListOf(Obj("a TCP match", {"port": Port(), "sourceLabels": Labels()})),
-        "route": ListOf(Obj("a route destination", {"destination": destination, "weight": Int(0, 100)}, required=("destination",)), min_items=1),
+        "route": ListOf(Obj("a route destination", {"destination": destination, "weight": weight}, required=("destination",)), min_items=1),
     },
     required=("route",),
 )
@@ -396,7 +404,7 @@ workload_entry = Obj(
 
 service_port = Obj(
     "a service port",
-    {"number": Port(), "protocol": Enum(*PROTOCOLS, *TLS_PROTOCOLS), "name": Str(non_empty=True), "targetPort": Port()},
+    {"number": Port(), "protocol": Enum(*PROTOCOLS, *TLS_PROTOCOLS, fold_case=True), "name": Str(non_empty=True), "targetPort": Port()},
     required=("number", "name"),
 )
 
@@ -414,31 +422,45 @@ service_entry = Obj(
         "resolution": Enum("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"),
         "endpoints": ListOf(workload_entry),
         "workloadSelector": workload_selector,
-        # Virtual IPs: used by sidecars with iptables capture (compile/capture.py).
-        "addresses": ListOf(Address()),
+        # Virtual IPs and CIDR ranges: used by sidecars with iptables capture (compile/capture.py).
+        "addresses": ListOf(AddressOrRange()),
     },
     required=("hosts", "ports"),
     one_of=(("endpoints", "workloadSelector"),),
 )
 
+server_tls = Obj(
+    "server TLS settings",
+    {
+        # AUTO_PASSTHROUGH is accepted here and refused with its reason by validate/references.py.
+        "mode": Enum("PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"),
+        "serverCertificate": Str(non_empty=True),
+        "privateKey": Str(non_empty=True),
+        "caCertificates": Str(non_empty=True),
+        "caCrl": Str(non_empty=True),
+        "httpsRedirect": Bool(),
+        "subjectAltNames": ListOf(Str(non_empty=True), min_items=1),
+        "verifyCertificateSpki": ListOf(Str(non_empty=True), min_items=1),
+        "verifyCertificateHash": ListOf(Str(non_empty=True), min_items=1),
+        "minProtocolVersion": Enum(*SERVER_TLS_VERSIONS),
+        "maxProtocolVersion": Enum(*SERVER_TLS_VERSIONS),
+        "cipherSuites": ListOf(Str(non_empty=True)),
+        # Kept by the shape check and refused by validate/references.py, which then does not
+        # also ask for the files they stand for.
+        "credentialName": Any(),
+        "credentialNames": Any(),
+        "tlsCertificates": Any(),
+    },
+)
+
 gateway_server = Obj(
     "a gateway server",
     {
-        "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "TCP"), "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
+        "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS", fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
         "bind": Address(),
         "hosts": ListOf(Str(valid=lambda text: names.is_namespaced_host(text, namespace_required=False), pattern_help=f"a host (a DNS name or a wildcard) or {names.NAMESPACED_HOST_HELP}"), min_items=1),
         "name": Str(),
-        "tls": Obj(
-            "server TLS settings",
-            {
-                "mode": Enum("SIMPLE", "MUTUAL"),
-                "serverCertificate": Str(non_empty=True),
-                "privateKey": Str(non_empty=True),
-                "caCertificates": Str(non_empty=True),
-                "httpsRedirect": Bool(),
-            },
-            hints={"credentialName": "Kubernetes secrets are not read: give file paths in serverCertificate and privateKey"},
-        ),
+        "tls": server_tls,
     },
     required=("port", "hosts"),
 )
@@ -462,7 +484,7 @@ sidecar = Obj(
             Obj(
                 "a sidecar ingress listener",
                 {
-                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS), "name": Str(non_empty=True)}, required=("number", "protocol")),
+                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS, fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol")),
                     "bind": Address(),
                     "defaultEndpoint": Str(pattern=r"^(127\.0\.0\.1|0\.0\.0\.0|\[::1\]|[0-9.]+):\d+$", pattern_help="an endpoint IP:PORT (127.0.0.1:8080)"),
                     "captureMode": Enum("NONE", hints=CAPTURE_HINTS),
@@ -474,7 +496,7 @@ sidecar = Obj(
             Obj(
                 "a sidecar egress listener",
                 {
-                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS, *TLS_PROTOCOLS), "name": Str(non_empty=True)}, required=("number", "protocol")),
+                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS, *TLS_PROTOCOLS, fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol")),
                     "bind": Address(),
                     "captureMode": Enum("NONE", hints=CAPTURE_HINTS),
                     "hosts": ListOf(Str(valid=names.is_namespaced_host, pattern_help=names.NAMESPACED_HOST_HELP), min_items=1),

@@ -11,10 +11,12 @@ from meshwright.compile.proxy import (
     ADMIN_PORT, HEALTH_PORT, INBOUND_CAPTURE_PORT, INTERCEPTION_ANNOTATION, NONE, OUTBOUND_PORT, PORT_OFFSET_ANNOTATION, REDIRECT,
     STATS_PORT, list_proxies,
 )
+from meshwright.compile.capture import address_ranges
 from meshwright.compile.scope import sidecar_for, workload_service_ports
 from meshwright.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, exports_overlap, resolve_host
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems, format_path
+from meshwright.registry.model import HTTP_PROTOCOLS
 
 ROUTE_OPERATIONS = {
     "HTTP_FILTER": ("INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "ADD", "REMOVE", "MERGE"),
@@ -33,16 +35,29 @@ def _is_ip(text: str) -> bool:
         return False
 
 
+# Envoy adds the weights of a route's clusters into a 32-bit unsigned integer.
+MAX_TOTAL_WEIGHT = 2**32 - 1
+
+
 def check_weights(resource: Resource, problems: Problems) -> None:
+    """Weights are relative, as in Istio: a destination gets weight / sum of the weights, and
+    a single destination all the traffic. Several destinations all of weight 0 send it
+    nowhere (Istio refuses them too); a sum other than 100 is valid, but was Istio's rule
+    before and is often a slip (80 + 30), so it is shown as a warning with the shares."""
     for kind in ("http", "tcp"):
         for index, route in enumerate(resource.spec.get(kind) or []):
             destinations = route.get("route") or []
-            if len(destinations) < 2 and all(d.get("weight", 100) == 100 for d in destinations):
+            if len(destinations) < 2:
                 continue
-            total = sum(d.get("weight", 0) for d in destinations)
-            if total != 100:
-                weights = " + ".join(str(d.get("weight", 0)) for d in destinations)
-                problems.add(resource, ("spec", kind, index, "route"), f"weights must sum to 100, they sum to {total} ({weights})")
+            weights = [d.get("weight", 0) for d in destinations]
+            total, shown, path = sum(weights), " + ".join(str(w) for w in weights), ("spec", kind, index, "route")
+            if total == 0:
+                problems.add(resource, path, f"every destination has weight 0 ({shown}), so no traffic could go anywhere: give the destinations weights (relative: each gets weight / sum of the weights)")
+            elif total > MAX_TOTAL_WEIGHT:
+                problems.add(resource, path, f"weights sum to {total}, more than Envoy can add up ({MAX_TOTAL_WEIGHT}): use smaller weights in the same proportions")
+            elif total != 100:
+                shares = ", ".join(f"{100 * w / total:.3g}%" for w in weights)
+                problems.warn(resource, path, f"weights sum to {total} ({shown}), not 100: they are relative, so the destinations get {shares} of the traffic")
 
 
 # Fields of an HTTP route that a redirect leaves without effect (Istio rejects the first two
@@ -124,7 +139,7 @@ def check_service_entry(resource: Resource, problems: Problems) -> None:
         # Envoy's LOGICAL_DNS cluster connects to one name; Istio refuses more, as here.
         problems.add(resource, ("spec", "endpoints"), "resolution DNS_ROUND_ROBIN takes at most one endpoint: use DNS to balance over several names")
     for index, address in enumerate(spec.get("addresses") or []):
-        if ipaddress.ip_address(address).version != 4:
+        if ipaddress.ip_network(address, strict=False).version != 4:
             problems.add(resource, ("spec", "addresses", index), f"{address} is not an IPv4 address: iptables capture redirects IPv4 only")
     if resolution in ("DNS", "DNS_ROUND_ROBIN"):
         for index, host in enumerate(spec["hosts"]):
@@ -197,6 +212,8 @@ def check_conflicts(mesh: Mesh, problems: Problems) -> None:
             rules[key] = rule
     for extra in mesh.of_kind("MeshConfig")[1:]:
         problems.add(extra, ("metadata", "name"), f"only one MeshConfig is allowed ({mesh.of_kind('MeshConfig')[0].ref} is the first)")
+    check_address_ranges(mesh, problems)
+    check_networks(mesh, problems)
     defaults: dict[str, Resource] = {}
     for sidecar in mesh.of_kind("Sidecar"):
         if "workloadSelector" in sidecar.spec:
@@ -205,6 +222,51 @@ def check_conflicts(mesh: Mesh, problems: Problems) -> None:
             problems.add(sidecar, ("spec",), f"namespace {sidecar.namespace} already has a Sidecar without workloadSelector ({defaults[sidecar.namespace].ref})")
         else:
             defaults[sidecar.namespace] = sidecar
+
+
+def check_address_ranges(mesh: Mesh, problems: Problems) -> None:
+    """A destination range (a CIDR among a ServiceEntry's addresses, or an address after the
+    first) picks a TCP port's traffic for one service: under capture, two services claiming
+    the same range on the same port would be two identical filter chain matches."""
+    owners: dict[tuple, Resource] = {}
+    for entry in mesh.of_kind("ServiceEntry"):
+        given = entry.spec.get("addresses") or []
+        ranges = address_ranges(given)
+        tcp_ports = [p["number"] for p in entry.spec["ports"] if p.get("protocol", "TCP") not in HTTP_PROTOCOLS]
+        for index, address in enumerate(given):
+            network = ipaddress.ip_network(address, strict=False)
+            for number in tcp_ports if network in ranges else ():
+                first = owners.setdefault((number, network), entry)
+                if first is not entry:
+                    problems.add(entry, ("spec", "addresses", index), f"{network} on TCP port {number} already belongs to {first.ref}: a destination range picks one service's traffic")
+
+
+def _named_networks(mesh: Mesh) -> list[tuple[Resource, tuple, str]]:
+    """(resource, field path, network) of every workload that names its network: the
+    WorkloadEntries and the ServiceEntries' inline endpoints."""
+    named = [(we, ("spec", "network"), we.spec["network"]) for we in mesh.of_kind("WorkloadEntry") if we.spec.get("network")]
+    for entry in mesh.of_kind("ServiceEntry"):
+        for index, endpoint in enumerate(entry.spec.get("endpoints") or []):
+            if endpoint.get("network"):
+                named.append((entry, ("spec", "endpoints", index, "network"), endpoint["network"]))
+    return named
+
+
+def check_networks(mesh: Mesh, problems: Problems) -> None:
+    """One network (named the same everywhere, or not named) is the mesh meshwright makes, so
+    `network` changes nothing then. Workloads on several networks reach each other only through
+    east-west gateways (Istio's multi-network), which meshwright does not make: refused,
+    never ignored."""
+    named = _named_networks(mesh)
+    networks = sorted({network for _, _, network in named})
+    if len(networks) < 2:
+        return
+    for resource, path, network in named:
+        problems.add(resource, path, (
+            f"network is not supported by meshwright yet across several networks (this mesh names {', '.join(networks)}): "
+            "workloads on different networks reach each other through east-west gateways, which meshwright does not make; "
+            "put every workload on one network (one name for all, or none)"
+        ))
 
 
 def _proxy_ports(proxy, outbound: bool) -> dict[int, str]:

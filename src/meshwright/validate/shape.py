@@ -18,6 +18,8 @@ import ipaddress
 import re
 from typing import Callable
 
+import re2
+
 from meshwright import names
 from meshwright.model.duration import parse_duration
 from meshwright.problems import PrunedList
@@ -111,6 +113,27 @@ class Str(Schema):
         return None
 
 
+# Envoy's regex engine is RE2: \pL is a class there, lookaround is not (Python's re differs
+# both ways). Errors come back as exceptions, not also as lines on stderr.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+# Envoy refuses a regex whose compiled RE2 program is larger (its default error level). The
+# sizes Envoy reports are those of the pattern's bytes compiled as Latin-1 (\pL+: 12, not
+# the 1201 of a UTF-8 program), measured against Envoy 1.40: so they are computed here.
+ENVOY_MAX_PROGRAM_SIZE = 100
+_PROGRAM_SIZE_OPTIONS = re2.Options()
+_PROGRAM_SIZE_OPTIONS.log_errors = False
+_PROGRAM_SIZE_OPTIONS.encoding = re2.Options.Encoding.LATIN1
+
+
+def _envoy_program_size(pattern: str) -> int | None:
+    """The RE2 program size Envoy gives the pattern (None where it cannot be told here)."""
+    try:
+        return re2.compile(pattern.encode(), options=_PROGRAM_SIZE_OPTIONS).programsize
+    except re2.error:
+        return None
+
+
 class Regex(Schema):
     description = "a regular expression (RE2)"
 
@@ -118,9 +141,13 @@ class Regex(Schema):
         if not isinstance(value, str):
             return f"expected {self.description}, got {type_name(value)}"
         try:
-            re.compile(value)
-        except re.error as error:
-            return f"regex {value!r} does not compile: {error}"
+            re2.compile(value, options=_RE2_OPTIONS)
+        except re2.error as error:
+            reason = error.args[0].decode(errors="replace") if error.args and isinstance(error.args[0], bytes) else str(error)
+            return f"regex {value!r} is not valid RE2, Envoy's regex syntax: {reason} (github.com/google/re2/wiki/Syntax)"
+        size = _envoy_program_size(value)
+        if size is not None and size > ENVOY_MAX_PROGRAM_SIZE:
+            return f"regex {value!r} is too large for Envoy: its RE2 program size is {size}, Envoy refuses more than {ENVOY_MAX_PROGRAM_SIZE} (use fewer repetitions or alternatives)"
         return None
 
 
@@ -152,6 +179,22 @@ class Address(Schema):
             ipaddress.ip_address(value)
         except ValueError:
             return f"{value!r} is not an IP address"
+        return None
+
+
+class AddressOrRange(Schema):
+    """An IP address or a CIDR range (10.0.0.0/16); host bits may be set (192.192.192.192/24),
+    as Istio and Go's ParseCIDR allow."""
+
+    description = "an IP address or a CIDR range"
+
+    def problem(self, value):
+        if not isinstance(value, str):
+            return f"expected {self.description}, got {type_name(value)}"
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"{value!r} is not {self.description}"
         return None
 
 
@@ -230,23 +273,36 @@ def _short(text: str) -> str:
 
 
 class Enum(Schema):
-    def __init__(self, *values, hints: dict[str, str] | None = None):
+    """One of values. fold_case: the values are upper-case names that may be written in any
+    case (Istio parses protocol names so: tcp, Http2); the value kept is the upper-case one,
+    which later checks and the compiler compare."""
+
+    def __init__(self, *values, hints: dict[str, str] | None = None, fold_case: bool = False):
         self.values = values
         self.hints = hints or {}
+        self.fold_case = fold_case
 
     @property
     def description(self):
-        return "one of " + ", ".join(str(v) for v in self.values)
+        return "one of " + ", ".join(str(v) for v in self.values) + (" (in any case)" if self.fold_case else "")
+
+    def _key(self, value):
+        return value.upper() if self.fold_case and isinstance(value, str) else value
+
+    def check(self, value, path, report):
+        checked = super().check(value, path, report)
+        return checked if checked is INVALID else self._key(checked)
 
     def problem(self, value):
-        if value in self.values and type(value) is type(self.values[0]):
+        key = self._key(value)
+        if key in self.values and type(key) is type(self.values[0]):
             return None
         message = f"{value!r} is not valid: expected {self.description}"
-        close = close_matches(str(value), tuple(str(v) for v in self.values))
+        close = close_matches(str(key), tuple(str(v) for v in self.values))
         if close:
             message += f" (did you mean {close[0]}?)"
-        if value in self.hints:
-            message += ". " + self.hints[value]
+        if key in self.hints:
+            message += ". " + self.hints[key]
         return message
 
 
