@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from meshwright.model.duration import parse_duration
 from meshwright.model.providers import TelemetryProviders, providers_from_spec
-from meshwright.model.resource import Resource
+from meshwright.model.delegation import merged_virtual_services
+from meshwright.model.resource import Resource, exported_to  # noqa: F401  modules import exported_to from here
 from meshwright.model.selection import LabelIndex, SelectorIndex, labels_match, namespace_of, workload_labels  # noqa: F401  modules import labels_match from here
 from meshwright.registry.inventory import services_from_entries
 from meshwright.registry.model import Registry
@@ -133,6 +134,16 @@ def host_patterns(hostname: str) -> list[str]:
     return list(dict.fromkeys(patterns))  # a wildcard hostname is also its own first pattern
 
 
+def exports_overlap(first: Resource, second: Resource) -> bool:
+    """Whether some namespace sees both resources (exported_to)."""
+    def namespaces(resource):
+        export = resource.spec.get("exportTo")
+        return None if not export or "*" in export else {resource.namespace if name == "." else name for name in export}
+
+    a, b = namespaces(first), namespaces(second)
+    return a is None or b is None or not a.isdisjoint(b)
+
+
 def applies_to_sidecars(virtual_service: Resource) -> bool:
     """A VirtualService routes for sidecars when it names no gateway, or the reserved "mesh"."""
     gateways = virtual_service.spec.get("gateways")
@@ -182,6 +193,10 @@ class Mesh:
         by_kind: dict[str, list[Resource]] = {}
         for resource in ordered:
             by_kind.setdefault(resource.kind, []).append(resource)
+        if "VirtualService" in by_kind:
+            # Proxies see roots with their delegates' routes merged in (validation reads
+            # each VirtualService as written, in resources).
+            by_kind["VirtualService"] = merged_virtual_services(by_kind["VirtualService"])
         mesh_configs = by_kind.get("MeshConfig", [])
         settings = MeshSettings.from_spec(mesh_configs[0].spec) if mesh_configs else MeshSettings()
         workloads = LabelIndex(by_kind.get("WorkloadEntry", []), namespace_of, workload_labels)
@@ -244,8 +259,9 @@ class Mesh:
                 return min(rules, key=lambda rule: (rule.namespace != namespace, rule.namespace, rule.name))
         return None
 
-    def sidecar_virtual_service_for(self, hostname: str) -> Resource | None:
-        """The VirtualService that routes a host for sidecars: the first, in (namespace, name)
-        order, with a host that matches it (validation allows one per host)."""
-        candidates = [vs for pattern in host_patterns(hostname) for vs in self.sidecar_virtual_services_by_host.get(pattern, [])]
+    def sidecar_virtual_service_for(self, hostname: str, namespace: str) -> Resource | None:
+        """The VirtualService that routes a host for sidecars in namespace: the first, in
+        (namespace, name) order, exported to that namespace with a host that matches it
+        (validation allows one per host and namespace that sees it)."""
+        candidates = [vs for pattern in host_patterns(hostname) for vs in self.sidecar_virtual_services_by_host.get(pattern, []) if exported_to(vs, namespace)]
         return min(candidates, key=lambda vs: (vs.namespace, vs.name)) if candidates else None

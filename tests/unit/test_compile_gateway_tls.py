@@ -1,6 +1,7 @@
 """Gateway TLS in compiled config: tls matches narrowed by `gateways` (the sidecars' half and
-the egress gateway's half of Istio's egress gateway task), and servers of one port that name
-the same host (the first takes it: Envoy refuses two chains with the same match)."""
+the egress gateway's half of Istio's egress gateway task), servers of one port that name
+the same host (the first takes it: Envoy refuses two chains with the same match), and
+passthrough routes only from VirtualServices exported to the gateway proxy's namespace."""
 
 from __future__ import annotations
 
@@ -114,3 +115,24 @@ def test_servers_of_one_port_naming_one_host_give_it_to_the_first(tmp_path):
     assert warnings_of(mesh) == [
         "spec.servers[1].hosts[0]: warning: servers[0] also takes 'edition.cnn.com' on port 443: connections for it go to that server (the first), none to this one"
     ]
+
+
+def _egress_gateway_in_istio_system(export_to: str) -> str:
+    """EGRESS with its Gateway in istio-system (its standalone proxy's namespace) and the
+    VirtualService, in default, exported as export_to says."""
+    return (EGRESS.replace("metadata: {name: egress, namespace: default}", "metadata: {name: egress, namespace: istio-system}")
+            .replace("gateways: [mesh, egress]", f"gateways: [mesh, istio-system/egress]\n  exportTo: {export_to}")
+            .replace("{gateways: [egress],", "{gateways: [istio-system/egress],"))
+
+
+def test_passthrough_routes_only_from_virtual_services_exported_to_the_gateways_namespace(tmp_path):
+    """exportTo ["."] keeps the VirtualService's tls routes from a gateway proxy in another
+    namespace (nothing to pass through: no listener); exported there, they route it."""
+    (tmp_path / "hidden").mkdir()
+    (tmp_path / "shown").mkdir()
+    hidden = compile_mesh(tmp_path / "hidden", _egress_gateway_in_istio_system('["."]'))
+    listeners = compile_proxy(hidden, find_proxy(hidden, "egress.istio-system")).listeners
+    assert "0.0.0.0_443" not in [l["name"] for l in listeners]
+    assert (["edition.cnn.com"], "outbound|443||istio-egressgateway.istio-system.svc.cluster.local") in sni_routes(hidden, "client.default", "127.0.0.1_9443")
+    shown = compile_mesh(tmp_path / "shown", _egress_gateway_in_istio_system('[".", istio-system]'))
+    assert sni_routes(shown, "egress.istio-system", "0.0.0.0_443") == [(["edition.cnn.com"], "outbound|443||edition.cnn.com")]

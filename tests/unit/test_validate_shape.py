@@ -435,16 +435,6 @@ CASES = [
         "VirtualServise/default/reviews", "kind", ("unknown kind: 'VirtualServise' is not valid", "(did you mean VirtualService?)"),
     ),
     Case(
-        "Kubernetes kind that meshwright does not read",
-        """
-        apiVersion: v1
-        kind: ConfigMap  #!
-        metadata: {name: settings, namespace: default}
-        spec: {}
-        """,
-        "ConfigMap/default/settings", "kind", ("unknown kind: 'ConfigMap' is not valid: expected one of AuthorizationPolicy, DestinationRule, EnvoyFilter, Gateway",),
-    ),
-    Case(
         "unknown apiVersion",
         """
         apiVersion: networking.istio.io/v2  #!

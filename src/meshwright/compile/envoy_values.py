@@ -32,6 +32,16 @@ TLS_CIPHER_SUITES = (
     "ECDHE-RSA-CHACHA20-POLY1305",
 )
 
+# gRPC status names in code order (Istio's abort grpcStatus; Envoy takes the code).
+GRPC_STATUS_CODES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+)
+# Istio's limit on a direct response's body, which route configurations raise Envoy's (4 KB) to.
+DIRECT_RESPONSE_MAX_BYTES = 1024 * 1024
+ENVOY_DIRECT_RESPONSE_BODY_BYTES = 4096
+
 
 # The suites a Gateway server's cipherSuites may name (Istio's list of valid suites, which
 # Envoy's BoringSSL knows); "[A|B]" is a group of equal preference.

@@ -7,18 +7,23 @@ from meshwright.compile.authorization import authorize_chain
 from meshwright.compile.gateway_tls import server_tls_socket
 from meshwright.compile.listeners import http_connection_manager, listener, tcp_proxy
 from meshwright.compile.proxy import Proxy
-from meshwright.compile.routes import destination_cluster, virtual_service_routes, weighted_destinations
+from meshwright.compile.routes import MESH_GATEWAY, RouteContext, destination_cluster, qualified_gateway, virtual_service_routes, weighted_destinations
 from meshwright.compile.tls_routing import route_destinations, sni_chain
 from meshwright.compile.virtual_hosts import route_configuration
-from meshwright.mesh import Mesh, host_matches
+from meshwright.mesh import Mesh, exported_to, host_matches
 from meshwright.model.resource import Resource
 
 GATEWAY = "GATEWAY"
 
 
+def _gateway_virtual_services(mesh: Mesh, proxy: Proxy, gateway_id: str) -> list[Resource]:
+    """The VirtualServices bound to a Gateway that are exported to the gateway proxy's namespace."""
+    return [vs for vs in mesh.of_kind("VirtualService") if gateway_id in _bound_gateways(vs) and exported_to(vs, proxy.namespace)]
+
+
 def _gateway_ids(names: list[str], namespace: str) -> list[str]:
     """"namespace/name" of every Gateway named (short names: in namespace); "mesh" left out."""
-    return [g if "/" in g else f"{namespace}/{g}" for g in names if g != "mesh"]
+    return [qualified_gateway(g, namespace) for g in names if g != MESH_GATEWAY]
 
 
 def _bound_gateways(virtual_service: Resource) -> list[str]:
@@ -52,12 +57,17 @@ def _virtual_hosts(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> l
     EnvoyFilter vhost matches use); the routes of every VirtualService serving a host, in
     mesh order."""
     port = server["port"]["number"]
+    context = RouteContext(frozenset({gateway_id}), port, tls="mode" in (server.get("tls") or {}))
     routes_by_host: dict[str, list] = {}
-    for virtual_service in mesh.of_kind("VirtualService"):
-        if gateway_id not in _bound_gateways(virtual_service) or not virtual_service.spec.get("http"):
+    for virtual_service in _gateway_virtual_services(mesh, proxy, gateway_id):
+        if not virtual_service.spec.get("http"):
             continue
-        for hostname in _served_hosts(server["hosts"], gateway_id.split("/")[0], virtual_service):
-            routes_by_host.setdefault(hostname, []).extend(virtual_service_routes(mesh, proxy, virtual_service))
+        routes = virtual_service_routes(mesh, proxy, virtual_service, context)
+        if not routes:
+            continue  # no match applies here (port, gateways, source): Istio leaves the VirtualService out
+        for index, hostname in enumerate(_served_hosts(server["hosts"], gateway_id.split("/")[0], virtual_service)):
+            # Each host owns its routes: EnvoyFilter patches change one, not its siblings.
+            routes_by_host.setdefault(hostname, []).extend(routes if index == 0 else virtual_service_routes(mesh, proxy, virtual_service, context))
     hosts = []
     for hostname in sorted(routes_by_host):
         host: dict = {"name": f"{hostname}:{port}", "domains": ["*"] if hostname == "*" else [hostname, f"{hostname}:{port}"], "routes": routes_by_host[hostname]}
@@ -67,10 +77,8 @@ def _virtual_hosts(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> l
     return hosts
 
 
-def _tcp_clusters(mesh: Mesh, gateway_id: str, port: int) -> list[tuple[str, int]]:
-    for virtual_service in mesh.of_kind("VirtualService"):
-        if gateway_id not in _bound_gateways(virtual_service):
-            continue
+def _tcp_clusters(mesh: Mesh, proxy: Proxy, gateway_id: str, port: int) -> list[tuple[str, int]]:
+    for virtual_service in _gateway_virtual_services(mesh, proxy, gateway_id):
         for route in virtual_service.spec.get("tcp") or []:
             ports = [m["port"] for m in route.get("match") or [] if "port" in m]
             if not ports or port in ports:
@@ -85,14 +93,13 @@ def _match_applies_here(match: dict, virtual_service: Resource, gateway_id: str)
     return not named or gateway_id in _gateway_ids(named, virtual_service.namespace)
 
 
-def _passthrough_chains(mesh: Mesh, gateway_id: str, server: dict) -> list[dict]:
-    """One chain per tls route match of the VirtualServices bound to the gateway, for the
-    sniHosts the server serves, passing the connection untouched to the route's backends."""
+def _passthrough_chains(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> list[dict]:
+    """One chain per tls route match of the VirtualServices bound to the gateway (and exported
+    to its proxy's namespace), for the sniHosts the server serves, passing the connection
+    untouched to the route's backends."""
     number = server["port"]["number"]
     chains = []
-    for virtual_service in mesh.of_kind("VirtualService"):
-        if gateway_id not in _bound_gateways(virtual_service):
-            continue
+    for virtual_service in _gateway_virtual_services(mesh, proxy, gateway_id):
         for route in virtual_service.spec.get("tls") or []:
             for match in route["match"]:
                 if match.get("port", number) != number or not _match_applies_here(match, virtual_service, gateway_id):
@@ -117,7 +124,7 @@ def _terminating_chain(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict, 
     port, tls = server["port"], server.get("tls") or {}
     number = port["number"]
     if port["protocol"] in ("TCP", "TLS"):
-        clusters = _tcp_clusters(mesh, gateway_id, number)
+        clusters = _tcp_clusters(mesh, proxy, gateway_id, number)
         if not clusters:
             return None
         chain: dict = {"filters": [tcp_proxy(f"gateway_{number}", clusters)]}
@@ -127,7 +134,7 @@ def _terminating_chain(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict, 
         if existing is not None:
             existing["virtual_hosts"] += _virtual_hosts(mesh, proxy, gateway_id, server)
             return None
-        routes.append(route_configuration(route_name, _virtual_hosts(mesh, proxy, gateway_id, server)))
+        routes.append(route_configuration(route_name, _virtual_hosts(mesh, proxy, gateway_id, server), mesh))
         chain = {"filters": [http_connection_manager(f"gateway_{number}", route_name, gateway=True)]}
     if "mode" in tls:
         chain["transport_socket"] = server_tls_socket(tls, http=port["protocol"] != "TLS")
@@ -166,7 +173,7 @@ def gateway_listeners(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
         for server in gateway.spec["servers"]:
             address = (server.get("bind", "0.0.0.0"), server["port"]["number"])
             if (server.get("tls") or {}).get("mode") == "PASSTHROUGH":
-                chains = _passthrough_chains(mesh, gateway_id, server)
+                chains = _passthrough_chains(mesh, proxy, gateway_id, server)
             else:
                 chain = _terminating_chain(mesh, proxy, gateway_id, server, routes)
                 chains = [chain] if chain is not None else []

@@ -7,10 +7,11 @@ not act on. Names and structure follow istio.io/latest/docs/reference/config.
 from __future__ import annotations
 
 from meshwright import names
+from meshwright.compile.envoy_values import DIRECT_RESPONSE_MAX_BYTES, GRPC_STATUS_CODES
 from meshwright.model.providers import ACCESS_LOG_PATH_HELP, is_access_log_path
 from meshwright.validate import security_api
 from meshwright.validate.shape import (
-    Address, AddressOrRange, Any, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str, Unsupported,
+    Address, AddressOrRange, Any, Base64, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str, Unsupported,
 )
 
 NETWORKING_VERSIONS = ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3")
@@ -106,8 +107,14 @@ http_match = Obj(
         "withoutHeaders": MapOf(presence_or_string_match),
         "ignoreUriCase": Bool(),
         "sourceLabels": Labels(),
-        "port": Unsupported("a route applies to every port of its hosts: route without a port match, or send port 80 to the "
-                            "server's TLS port with the ServiceEntry port's targetPort (docs/traffic.md#egress-to-external-hosts-over-tls)"),
+        # Where the match applies (Istio's sourceMatchHTTP): the port of the host addressed (a
+        # gateway server's port), the gateways ("mesh": sidecars), the client's namespace.
+        "port": Port(),
+        "gateways": ListOf(Str(non_empty=True)),
+        "sourceNamespace": label,
+        "scheme": string_match,
+        # The route's statistics prefix (vhost.<virtual host>.route.<statPrefix>.*).
+        "statPrefix": Str(non_empty=True),
     },
 )
 
@@ -117,9 +124,27 @@ http_redirect = Obj(
         "uri": Str(),
         "authority": Str(),
         "port": Port(),
+        "derivePort": Enum("FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"),
         "scheme": Enum("http", "https"),
         "redirectCode": Enum(301, 302, 303, 307, 308),
     },
+    one_of=(("port", "derivePort"),),
+)
+
+http_direct_response = Obj(
+    "a direct response",
+    {
+        "status": Int(200, 599),
+        "body": Obj(
+            "a response body",
+            {
+                "string": Str(valid=lambda text: len(text.encode()) <= DIRECT_RESPONSE_MAX_BYTES, pattern_help="a body of at most 1 MB (Istio's limit)"),
+                "bytes": Base64(max_bytes=DIRECT_RESPONSE_MAX_BYTES),
+            },
+            required_one_of=(("string", "bytes"),),
+        ),
+    },
+    required=("status",),
 )
 
 http_rewrite = Obj(
@@ -142,6 +167,8 @@ http_retry = Obj(
             pattern_help="a comma-separated list of retry conditions (5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, or status codes)",
         ),
         "retryRemoteLocalities": Bool(),
+        "retryIgnorePreviousHosts": Bool(),
+        "backoff": Duration(minimum_seconds=0.001),
     },
     required=("attempts",),
 )
@@ -150,7 +177,16 @@ fault = Obj(
     "a fault injection",
     {
         "delay": Obj("a fault delay", {"fixedDelay": Duration(minimum_seconds=0.001), "percentage": percent}, required=("fixedDelay",)),
-        "abort": Obj("a fault abort", {"httpStatus": Int(200, 599), "percentage": percent}, required=("httpStatus",)),
+        "abort": Obj(
+            "a fault abort",
+            {
+                "httpStatus": Int(200, 599),
+                "grpcStatus": Enum(*GRPC_STATUS_CODES),
+                "http2Error": Unsupported("abort with an httpStatus or a grpcStatus"),
+                "percentage": percent,
+            },
+            required_one_of=(("httpStatus", "grpcStatus", "http2Error"),),
+        ),
     },
     required_any_of=(("delay", "abort"),),
 )
@@ -164,6 +200,9 @@ cors_policy = Obj(
         "exposeHeaders": ListOf(Str(non_empty=True)),
         "maxAge": Duration(),
         "allowCredentials": Bool(),
+        # Preflight requests from origins the policy does not allow: passed on (FORWARD,
+        # Envoy's default) or answered without CORS headers (IGNORE).
+        "unmatchedPreflights": Enum("FORWARD", "IGNORE"),
     },
 )
 
@@ -174,16 +213,22 @@ http_route = Obj(
         "match": ListOf(http_match),
         "route": ListOf(http_route_destination, min_items=1),
         "redirect": http_redirect,
+        "directResponse": http_direct_response,
         "rewrite": http_rewrite,
         "timeout": Duration(),
         "retries": http_retry,
         "fault": fault,
         "mirror": destination,
         "mirrorPercentage": percent,
+        "mirrorPercent": Int(0, 100),  # deprecated in Istio for mirrorPercentage; still read, with a warning
+        "mirrors": ListOf(Obj("a mirror policy", {"destination": destination, "percentage": percent}, required=("destination",))),
         "corsPolicy": cors_policy,
         "headers": headers,
+        # The routes of a delegate VirtualService (one without hosts) take what this one matches.
+        "delegate": Obj("a delegate", {"name": subdomain, "namespace": label}, required=("name",)),
     },
-    required_one_of=(("route", "redirect"),),
+    required_one_of=(("route", "redirect", "directResponse", "delegate"),),
+    one_of=(("mirror", "mirrors"),),
     hints={"rateLimit": RATE_LIMIT_HINT, "weight": "A weight belongs to each entry of route."},
 )
 
@@ -228,8 +273,12 @@ virtual_service = Obj(
         "http": ListOf(http_route),
         "tcp": ListOf(tcp_route),
         "tls": ListOf(tls_route),
+        # Namespaces whose proxies see it ("." its own, "*" all; all when unset).
+        "exportTo": ListOf(Str(pattern=r"\.|\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?", pattern_help='".", "*" or a namespace name'), min_items=1),
     },
-    required=("hosts",),
+    # Without hosts, a delegate: its http routes serve the roots that delegate to it (hosts
+    # written but not valid leave no VirtualService to check further, not a delegate).
+    essential=("hosts",),
     required_any_of=(("http", "tcp", "tls"),),
     hints={"rateLimit": RATE_LIMIT_HINT},
 )

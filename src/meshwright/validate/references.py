@@ -5,7 +5,8 @@ from __future__ import annotations
 from meshwright.compile.envoy_values import SERVER_CIPHER_SUITES, is_cipher_suite
 from meshwright.compile.scope import egress_host_matches
 from meshwright.mesh import Mesh, host_matches, resolve_host
-from meshwright.model.resource import Resource
+from meshwright.model.delegation import delegate_key, is_delegate
+from meshwright.model.resource import Resource, exported_to
 from meshwright.problems import Problems
 from meshwright.registry.model import TLS_PROTOCOLS
 from meshwright.validate.security_checks import IDENTITY_HINT, check_istio_mutual, check_security
@@ -49,7 +50,7 @@ def _check_gateway_names(mesh: Mesh, resource: Resource, path: tuple, gateways: 
             problems.add(resource, path + (index,), f"gateway {namespace}/{gateway_name} does not exist (define a Gateway, or use 'mesh' for sidecars)")
 
 
-def _check_match_gateways(mesh: Mesh, resource: Resource, path: tuple, names: list[str], problems: Problems) -> None:
+def _check_tls_match_gateways(mesh: Mesh, resource: Resource, path: tuple, names: list[str], problems: Problems) -> None:
     """A match's gateways narrow where it applies: each must be one the VirtualService is
     bound to (meshwright does not widen a VirtualService's reach from inside a match)."""
     bound = resource.spec.get("gateways") or ["mesh"]
@@ -69,7 +70,7 @@ def check_virtual_service(mesh: Mesh, resource: Resource, problems: Problems) ->
     gateways = spec.get("gateways") or []
     _check_gateway_names(mesh, resource, ("spec", "gateways"), gateways, problems)
     if not gateways or "mesh" in gateways:
-        for index, host in enumerate(spec["hosts"]):
+        for index, host in enumerate(spec.get("hosts") or []):
             resolved = resolve_host(host, resource.namespace)
             if "*" not in resolved and mesh.registry.get(resolved) is None:
                 problems.add(resource, ("spec", "hosts", index), f"{resolved!r} is not a service of the mesh: {SERVICE_HINT}")
@@ -78,25 +79,69 @@ def check_virtual_service(mesh: Mesh, resource: Resource, problems: Problems) ->
             _check_destination(mesh, resource, ("spec", "http", index, "route", route_index, "destination"), entry["destination"], problems)
         if "mirror" in http:
             _check_destination(mesh, resource, ("spec", "http", index, "mirror"), http["mirror"], problems)
+        for mirror_index, mirror in enumerate(http.get("mirrors") or []):
+            _check_destination(mesh, resource, ("spec", "http", index, "mirrors", mirror_index, "destination"), mirror["destination"], problems)
+        _check_http_match_gateways(mesh, resource, index, problems)
+        if "delegate" in http:
+            _check_delegate(mesh, resource, index, problems)
     for index, tcp in enumerate(spec.get("tcp") or []):
         for route_index, entry in enumerate(tcp["route"]):
             _check_destination(mesh, resource, ("spec", "tcp", index, "route", route_index, "destination"), entry["destination"], problems)
     _check_tls_routes(mesh, resource, problems)
+    if is_delegate(resource):
+        _check_delegate_used(mesh, resource, problems)
+
+
+def _check_delegate_used(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """A delegate no VirtualService delegates to routes nothing: said, not failed."""
+    roots = mesh.memo(("delegates-named",), lambda: {
+        delegate_key(http, vs.namespace) for vs in mesh.resources if vs.kind == "VirtualService" for http in vs.spec.get("http") or [] if "delegate" in http
+    })
+    if (resource.namespace, resource.name) not in roots:
+        problems.warn(resource, ("metadata", "name"), "no VirtualService delegates to this one (it has no hosts): it routes nothing")
+
+
+def _check_delegate(mesh: Mesh, resource: Resource, index: int, problems: Problems) -> None:
+    """The delegate an http route names exists, is a delegate (no hosts) and is exported to
+    the root's namespace (Istio ignores the route otherwise; meshwright ignores nothing)."""
+    namespace, name = delegate_key(resource.spec["http"][index], resource.namespace)
+    delegate = mesh.find("VirtualService", namespace, name)
+    path = ("spec", "http", index, "delegate")
+    if delegate is None:
+        problems.add(resource, path, f"VirtualService {namespace}/{name} does not exist (define it, without hosts, with the http routes to delegate to)")
+    elif not is_delegate(delegate):
+        problems.add(resource, path, f"VirtualService {namespace}/{name} has hosts: a delegate has none (it routes only what its roots hand it)")
+    elif not exported_to(delegate, resource.namespace):
+        problems.add(resource, path, f"VirtualService {namespace}/{name} is not exported to namespace {resource.namespace} (add it to the delegate's exportTo)")
+
+
+def _check_http_match_gateways(mesh: Mesh, resource: Resource, index: int, problems: Problems) -> None:
+    """A match's gateways exist; one the VirtualService is not bound to (its gateways, by
+    default mesh) is allowed, as in Istio, with a warning: the match never applies there."""
+    bound = {_qualified_gateway(name, resource.namespace) for name in resource.spec.get("gateways") or ["mesh"]}
+    for match_index, match in enumerate(resource.spec["http"][index].get("match") or []):
+        for gateway_index, name in enumerate(match.get("gateways") or []):
+            path = ("spec", "http", index, "match", match_index, "gateways", gateway_index)
+            qualified = _qualified_gateway(name, resource.namespace)
+            if qualified != "mesh" and mesh.find("Gateway", *qualified.split("/", 1)) is None:
+                problems.add(resource, path, f"gateway {qualified} does not exist (define a Gateway, or use 'mesh' for sidecars)")
+            elif qualified not in bound:
+                problems.warn(resource, path, f"{qualified} is not one of this VirtualService's gateways ({', '.join(sorted(bound))}): the match never applies there")
 
 
 def _check_tls_routes(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     """Each sniHost is one of the VirtualService's hosts (or under one of its wildcards), as
     Istio requires; the gateways a match names exist; destinations exist."""
     spec = resource.spec
-    hosts = [resolve_host(h, resource.namespace) for h in spec["hosts"]]
+    hosts = [resolve_host(h, resource.namespace) for h in spec.get("hosts") or []]
     for index, tls in enumerate(spec.get("tls") or []):
         path = ("spec", "tls", index)
         for match_index, match in enumerate(tls["match"]):
-            _check_match_gateways(mesh, resource, path + ("match", match_index, "gateways"), match.get("gateways") or [], problems)
+            _check_tls_match_gateways(mesh, resource, path + ("match", match_index, "gateways"), match.get("gateways") or [], problems)
             for name_index, name in enumerate(match["sniHosts"]):
                 if not any(host_matches(host, resolve_host(name, resource.namespace)) for host in hosts):
                     problems.add(resource, path + ("match", match_index, "sniHosts", name_index),
-                                 f"{name!r} is not one of the VirtualService's hosts ({', '.join(spec['hosts'])}): sniHosts must be among them")
+                                 f"{name!r} is not one of the VirtualService's hosts ({', '.join(spec.get('hosts') or [])}): sniHosts must be among them")
         for route_index, entry in enumerate(tls["route"]):
             _check_destination(mesh, resource, path + ("route", route_index, "destination"), entry["destination"], problems)
 

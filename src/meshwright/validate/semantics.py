@@ -13,7 +13,7 @@ from meshwright.compile.proxy import (
 )
 from meshwright.compile.capture import address_ranges
 from meshwright.compile.scope import sidecar_for, workload_service_ports
-from meshwright.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, resolve_host
+from meshwright.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, exports_overlap, resolve_host
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems, format_path
 from meshwright.registry.model import HTTP_PROTOCOLS
@@ -69,18 +69,55 @@ NOT_WITH_REDIRECT = {
     "retries": "a redirect is answered by the proxy: nothing is retried",
     "mirror": "a redirect is answered by the proxy: nothing is mirrored",
     "mirrorPercentage": "a redirect is answered by the proxy: nothing is mirrored",
+    "mirrorPercent": "a redirect is answered by the proxy: nothing is mirrored",
+    "mirrors": "a redirect is answered by the proxy: nothing is mirrored",
+}
+# The same for a direct response (the proxy answers; nothing is forwarded).
+NOT_WITH_DIRECT_RESPONSE = {
+    field: why.replace("a redirect answers the client itself", "a direct response answers the client itself").replace("a redirect is", "a direct response is")
+    for field, why in NOT_WITH_REDIRECT.items() if field != "fault"
 }
 
 
 def check_http_routes(resource: Resource, problems: Problems) -> None:
     for index, http in enumerate(resource.spec.get("http") or []):
         path = ("spec", "http", index)
-        if "redirect" in http:
-            for field, why in NOT_WITH_REDIRECT.items():
+        answered = "redirect" if "redirect" in http else "directResponse" if "directResponse" in http else None
+        if answered:
+            for field, why in (NOT_WITH_REDIRECT if answered == "redirect" else NOT_WITH_DIRECT_RESPONSE).items():
                 if field in http:
-                    problems.add(resource, path + (field,), f"{field} cannot be used with redirect: {why}")
-        elif "mirrorPercentage" in http and "mirror" not in http:
-            problems.add(resource, path + ("mirrorPercentage",), "mirrorPercentage without mirror: name the destination to mirror to in mirror")
+                    problems.add(resource, path + (field,), f"{field} cannot be used with {answered}: {why}")
+        else:
+            for field in ("mirrorPercentage", "mirrorPercent"):
+                if field in http and "mirror" not in http:
+                    problems.add(resource, path + (field,), f"{field} without mirror: name the destination to mirror to in mirror"
+                                 + (" (each entry of mirrors has its own percentage)" if "mirrors" in http else ""))
+        if "mirrorPercent" in http:
+            problems.warn(resource, path + ("mirrorPercent",), "mirrorPercent is deprecated (Istio): write mirrorPercentage: {value: N}")
+            if "mirrorPercentage" in http:
+                problems.add(resource, path + ("mirrorPercent",), "set only one of mirrorPercentage, mirrorPercent")
+
+
+# What a delegate VirtualService (no hosts) cannot hold, as Istio validates it.
+NOT_IN_DELEGATE = {
+    "gateways": "a delegate takes the gateways of the VirtualServices that delegate to it",
+    "tcp": "only http routes are delegated",
+    "tls": "only http routes are delegated",
+}
+
+
+def check_delegate_shape(resource: Resource, problems: Problems) -> None:
+    """A VirtualService without hosts is a delegate: http routes only, none delegating further."""
+    if resource.spec.get("hosts"):
+        return
+    for field in ("gateways", "tcp", "tls"):
+        if field in resource.spec:
+            problems.add(resource, ("spec", field), f"{field} cannot be used in a delegate VirtualService (one without hosts): {NOT_IN_DELEGATE[field]}")
+    if not resource.spec.get("http"):
+        problems.add(resource, ("spec",), "a VirtualService without hosts is a delegate and needs http routes (or give it hosts)")
+    for index, http in enumerate(resource.spec.get("http") or []):
+        if "delegate" in http:
+            problems.add(resource, ("spec", "http", index, "delegate"), "a delegate VirtualService cannot delegate further (Istio delegates one level)")
 
 
 def check_service_entry(resource: Resource, problems: Problems) -> None:
@@ -153,16 +190,19 @@ def check_duplicates(resources: list[Resource], problems: Problems) -> list[Reso
 def check_conflicts(mesh: Mesh, problems: Problems) -> None:
     """One VirtualService per host for sidecars, one DestinationRule per host and namespace,
     one MeshConfig, one default Sidecar per namespace."""
-    owners: dict[str, Resource] = {}
+    owners: dict[str, list[Resource]] = {}
     for vs in mesh.of_kind("VirtualService"):
         if vs.spec.get("gateways") and "mesh" not in vs.spec["gateways"]:
             continue
-        for index, host in enumerate(vs.spec["hosts"]):
+        for index, host in enumerate(vs.spec.get("hosts") or []):
             resolved = resolve_host(host, vs.namespace)
-            if resolved in owners:
-                problems.add(vs, ("spec", "hosts", index), f"{resolved} is already routed by {owners[resolved].ref}: merge the routes into one VirtualService")
+            # Two may route one host when no namespace sees both (exportTo).
+            other = next((owner for owner in owners.get(resolved, []) if exports_overlap(owner, vs)), None)
+            if other is not None:
+                problems.add(vs, ("spec", "hosts", index), f"{resolved} is already routed by {other.ref}: merge the routes into one VirtualService"
+                             + (", or export them to different namespaces (exportTo)" if vs.spec.get("exportTo") or other.spec.get("exportTo") else ""))
             else:
-                owners[resolved] = vs
+                owners.setdefault(resolved, []).append(vs)
     rules: dict[tuple, Resource] = {}
     for rule in mesh.of_kind("DestinationRule"):
         key = (rule.namespace, resolve_host(rule.spec["host"], rule.namespace))
@@ -350,6 +390,7 @@ def check_semantics(resource: Resource, problems: Problems) -> None:
     if resource.kind == "VirtualService":
         check_weights(resource, problems)
         check_http_routes(resource, problems)
+        check_delegate_shape(resource, problems)
     elif resource.kind == "ServiceEntry":
         check_service_entry(resource, problems)
     elif resource.kind == "WorkloadEntry":
