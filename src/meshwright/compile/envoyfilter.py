@@ -146,7 +146,7 @@ def _managers(resources: Patchable, context: str, listener_match: dict):
 def _patch_named_list(items: list, operation: str, value: dict, anchor: str | None, last: str | None = None) -> None:
     """Istio's operations on a list of named filters (HTTP, network, listener filters);
     anchor: the name the match gives (subFilter, filter or listener filter); last: a filter
-    that must stay last (the router, the HCM), so ADD goes before it."""
+    that must stay last (the router, a terminal network filter), so ADD goes before it."""
     names = [item["name"] for item in items]
     if operation == "REMOVE":
         items[:] = [item for item in items if item["name"] != anchor]
@@ -313,7 +313,10 @@ def _apply_filter_chain(patch: Patch, resources: Patchable) -> None:
 def _apply_network_filter(patch: Patch, resources: Patchable) -> None:
     anchor = _set((patch.listener.get("filterChain") or {}).get("filter") or {}, "name")
     for _, chain in _chains(resources, patch.context, patch.listener):
-        _patch_named_list(chain["filters"], patch.operation, patch.fresh_value(), anchor)
+        # The last network filter is the terminal one (the HTTP connection manager, TCP proxy):
+        # Envoy refuses a filter after it, so ADD goes before it, as HTTP filters before the router.
+        terminal = chain["filters"][-1]["name"] if chain["filters"] else None
+        _patch_named_list(chain["filters"], patch.operation, patch.fresh_value(), anchor, last=terminal)
 
 
 def _apply_listener_filter(patch: Patch, resources: Patchable) -> None:
@@ -371,7 +374,7 @@ APPLY = {
 }
 
 
-def _proxy_matches(match: dict, envoy_version: str) -> bool:
+def proxy_version_matches(match: dict, envoy_version: str) -> bool:
     """match.proxy.proxyVersion: an RE2 regex searched in the Envoy version the proxies run
     (the MeshConfig's envoyVersion), as Istio searches its proxies' version."""
     version = _set(match.get("proxy") or {}, "proxyVersion")
@@ -394,6 +397,6 @@ def envoy_filters_for(mesh: Mesh, proxy: Proxy) -> list:
 def apply_envoy_filters(mesh: Mesh, proxy: Proxy, resources: Patchable) -> None:
     for envoy_filter in envoy_filters_for(mesh, proxy):
         for patch in envoy_filter.spec["configPatches"]:
-            if _proxy_matches(patch.get("match") or {}, mesh.settings.envoy_version):
+            if proxy_version_matches(patch.get("match") or {}, mesh.settings.envoy_version):
                 parsed = Patch.of(patch)
                 APPLY[parsed.apply_to](parsed, resources)
