@@ -410,3 +410,45 @@ def test_a_proxy_version_no_proxy_has_is_warned_about(tmp_path):
     mesh, problems = validate_mesh(load_paths([str(tmp_path)]))
     assert problems == [] and [w.is_warning for w in mesh.warnings] == [True]
     assert "spec.configPatches[0].match.proxy.proxyVersion: warning: '^1\\.2[0-9].*' does not match 1.40.0, the Envoy version" in str(mesh.warnings[0])
+
+
+CAPTURED = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: stock, namespace: shop}
+spec:
+  hosts: [stock.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}, {number: 6379, name: tcp-cache, protocol: TCP}]
+  workloadSelector: {labels: {app: stock}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: stock-1
+  namespace: shop
+  annotations: {sidecar.istio.io/interceptionMode: REDIRECT}
+spec: {address: 10.0.4.1, labels: {app: stock}}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: patch, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: stock}}
+  configPatches:
+  - applyTo: FILTER_CHAIN
+    match: {context: SIDECAR_INBOUND, listener: {portNumber: 6379}}
+    patch: {operation: MERGE, value: {transport_socket_connect_timeout: 7s}}
+"""
+
+
+def test_a_port_number_selects_the_chains_of_virtual_inbound_by_destination_port(tmp_path):
+    """With iptables capture every inbound port is a chain of virtualInbound (15006): the
+    port number picks the chains for that destination port, as in Istio."""
+    mesh = compile_mesh(tmp_path, CAPTURED)
+    listener = by_name(config(mesh, "stock-1.shop").listeners)["virtualInbound"]
+    patched_ports = {chain["filter_chain_match"].get("destination_port") for chain in listener["filter_chains"]
+                     if "transport_socket_connect_timeout" in chain}
+    assert patched_ports == {6379}
+    assert any(chain.get("filter_chain_match", {}).get("destination_port") == 80 for chain in listener["filter_chains"])
