@@ -452,3 +452,25 @@ def test_a_port_number_selects_the_chains_of_virtual_inbound_by_destination_port
                      if "transport_socket_connect_timeout" in chain}
     assert patched_ports == {6379}
     assert any(chain.get("filter_chain_match", {}).get("destination_port") == 80 for chain in listener["filter_chains"])
+
+
+def test_routes_are_inserted_beside_the_matched_route_and_removed(tmp_path):
+    health = '{name: health, match: {path: /healthz}, direct_response: {status: 200}}'
+    mesh = patched(tmp_path, f"""\
+    - applyTo: HTTP_ROUTE
+      match: {{context: GATEWAY, routeConfiguration: {{vhost: {{name: "shop.example.com:80"}}}}}}
+      patch: {{operation: INSERT_FIRST, value: {health}}}
+    - applyTo: HTTP_ROUTE
+      match: {{context: GATEWAY, routeConfiguration: {{vhost: {{name: "shop.example.com:80", route: {{name: health}}}}}}}}
+      patch: {{operation: INSERT_AFTER, value: {{name: ready, match: {{path: /ready}}, direct_response: {{status: 204}}}}}}
+    - applyTo: HTTP_ROUTE
+      match: {{context: GATEWAY, routeConfiguration: {{vhost: {{name: "bookinfo.example.com:80", route: {{action: ROUTE}}}}}}}}
+      patch: {{operation: REMOVE}}
+    - applyTo: HTTP_ROUTE
+      match: {{context: GATEWAY, routeConfiguration: {{vhost: {{name: "bookinfo.example.com:80"}}}}}}
+      patch: {{operation: ADD, value: {{name: gone, match: {{prefix: /}}, direct_response: {{status: 410}}}}}}
+    """, GATEWAY_PATCH)
+    vhosts = by_name(config(mesh, "ingress.istio-system").routes[0]["virtual_hosts"])
+    shop = vhosts["shop.example.com:80"]["routes"]
+    assert [r.get("name") for r in shop[:2]] == ["health", "ready"] and "route" in shop[2]
+    assert vhosts["bookinfo.example.com:80"]["routes"] == [{"name": "gone", "match": {"prefix": "/"}, "direct_response": {"status": 410}}]

@@ -265,20 +265,20 @@ CASES = [
         "WorkloadEntry/default/web", "metadata.annotations.meshwright.io/port-offset", ("'+100' is not a port offset: expected a whole number from 0 to 50000",),
     ),
     Case(
-        "EnvoyFilter operation that meshwright does not apply to routes",
+        "EnvoyFilter operation that Istio ignores on route configurations",
         """
         apiVersion: networking.istio.io/v1alpha3
         kind: EnvoyFilter
         metadata: {name: tweak, namespace: default}
         spec:
           configPatches:
-          - applyTo: HTTP_ROUTE
-            match: {routeConfiguration: {vhost: {name: "reviews.default.svc.cluster.local:9080"}}}
+          - applyTo: ROUTE_CONFIGURATION
+            match: {routeConfiguration: {portNumber: 9080}}
             patch:
-              operation: INSERT_FIRST  #!
+              operation: ADD  #!
               value: {name: first}
         """,
-        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.operation", ("INSERT_FIRST is not supported on HTTP_ROUTE: use MERGE",),
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.operation", ("ADD is not supported on ROUTE_CONFIGURATION: use MERGE or MERGE_AND_REPLACE_LIST",),
     ),
     Case(
         "EnvoyFilter replacing a cluster (REPLACE is for filters)",

@@ -354,12 +354,28 @@ def _apply_virtual_host(patch: Patch, resources: Patchable) -> None:
 
 
 def _apply_http_route(patch: Patch, resources: Patchable) -> None:
+    """Istio's route patches: MERGE and REMOVE act on every matched route; INSERT_BEFORE and
+    INSERT_AFTER place the route beside the first matched one (the first route without a
+    route match); INSERT_FIRST and ADD put it first and last (last is after Istio's catch-all
+    routes, as in Istio: a route there may never match)."""
     route_match = (patch.route_configuration.get("vhost") or {}).get("route") or {}
     for _, vhost in _vhosts(resources, patch.context, patch.route_configuration):
-        for route in vhost["routes"]:
-            if _route_matches(route, route_match):
-                patch.merge_into(route)
+        routes = vhost["routes"]
+        matched = [index for index, route in enumerate(routes) if _route_matches(route, route_match)]
+        if patch.operation in _MERGES:
+            for index in matched:
+                patch.merge_into(routes[index])
+        elif patch.operation == "REMOVE":
+            vhost["routes"] = [route for index, route in enumerate(routes) if index not in matched]
+        elif patch.operation == "INSERT_FIRST":
+            routes.insert(0, patch.fresh_value())
+        elif patch.operation == "ADD":
+            routes.append(patch.fresh_value())
+        elif matched:
+            routes.insert(matched[0] + (patch.operation == "INSERT_AFTER"), patch.fresh_value())
 
+
+_MERGES = ("MERGE", "MERGE_AND_REPLACE_LIST")
 
 APPLY = {
     "LISTENER": _apply_listener,
