@@ -8,9 +8,15 @@ gateway as in Istio's "Enabling Rate Limits using Envoy" task.
   the backend through it. And the global rate limit filter of the task, sending to an ADDed
   rate limit service cluster that nobody serves, with `failure_mode_deny`: requests are
   refused, which shows the filter consults that cluster.
+- NETWORK_FILTER INSERT_BEFORE the connection manager: a connection rate limit closes the
+  third connection.
 """
 
 from __future__ import annotations
+
+import http.client
+
+import pytest
 
 from tests.harness import free_offset, free_port, request
 
@@ -263,3 +269,45 @@ def test_added_clusters_carry_traffic_and_the_global_rate_limit_filter_calls_its
     # the error on the cluster of the route it guarded.
     assert envoy.stat("cluster.rate_limit_cluster.upstream_cx_connect_fail") >= 1
     assert envoy.cluster_stat("outbound|9080||productpage.default.svc.cluster.local", "ratelimit.error") == 1
+
+
+# A connection limit before the HTTP connection manager (NETWORK_FILTER INSERT_BEFORE, named
+# by filterChain.filter.name): 2 connections a minute on the gateway's port.
+CONNECTION_LIMIT = """
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: connection-rate, namespace: istio-system}
+spec:
+  workloadSelector:
+    labels: {istio: ingressgateway}
+  configPatches:
+  - applyTo: NETWORK_FILTER
+    match:
+      context: GATEWAY
+      listener:
+        filterChain:
+          filter: {name: envoy.filters.network.http_connection_manager}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.network.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit
+          stat_prefix: gateway_connections
+          token_bucket: {max_tokens: 2, tokens_per_fill: 2, fill_interval: 60s}
+"""
+
+
+def test_a_network_filter_inserted_before_the_connection_manager_limits_connections(lab):
+    """Each request is a new connection: two are served, the third is closed by the network
+    filter before any HTTP is read, and never reaches the app."""
+    port = free_port()
+    envoy, app = start(lab, port, CONNECTION_LIMIT)
+
+    assert statuses(port, "/productpage", "bookinfo.example.com", 2) == [200, 200]
+    with pytest.raises((http.client.HTTPException, ConnectionError)):
+        request(port, "/productpage", host="bookinfo.example.com")
+    assert app.count == 2
+    limited = {name: value for name, value in envoy.stats().items() if "gateway_connections" in name and name.endswith("rate_limited")}
+    assert list(limited.values()) == [1], limited
