@@ -507,30 +507,46 @@ sidecar = Obj(
     },
 )
 
-SUPPORTED_APPLY_TO = ("HTTP_FILTER", "HTTP_ROUTE", "CLUSTER", "LISTENER")
+SUPPORTED_APPLY_TO = (
+    "LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER", "ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE", "CLUSTER",
+)
+# Valid Istio that meshwright refuses (validate/semantics.py says why, in the house message).
+REFUSED_APPLY_TO = ("BOOTSTRAP", "EXTENSION_CONFIG")
+PATCH_OPERATIONS = ("MERGE", "MERGE_AND_REPLACE_LIST", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "REPLACE")
 
 envoy_filter_patch = Obj(
     "an EnvoyFilter config patch",
     {
-        "applyTo": Enum(
-            *SUPPORTED_APPLY_TO,
-            hints={
-                other: f"meshwright applies patches to {', '.join(SUPPORTED_APPLY_TO)} only"
-                for other in ("LISTENER_FILTER", "FILTER_CHAIN", "NETWORK_FILTER", "ROUTE_CONFIGURATION", "VIRTUAL_HOST", "EXTENSION_CONFIG", "BOOTSTRAP")
-            },
-        ),
+        "applyTo": Enum(*SUPPORTED_APPLY_TO, *REFUSED_APPLY_TO),
         "match": Obj(
             "a patch match",
             {
                 "context": Enum("ANY", "SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"),
+                "proxy": Obj(
+                    "a proxy match",
+                    {
+                        "proxyVersion": Regex(),
+                        "metadata": Unsupported("meshwright's proxies send no Istio node metadata: select workloads with the "
+                                                "EnvoyFilter's workloadSelector"),
+                    },
+                ),
                 "listener": Obj(
                     "a listener match",
                     {
                         "portNumber": Port(),
+                        "portName": Unsupported("Istio does not act on it either: match the listener by portNumber"),
                         "name": Str(),
+                        "listenerFilter": Str(),
                         "filterChain": Obj(
                             "a filter chain match",
-                            {"filter": Obj("a filter match", {"name": Str(), "subFilter": Obj("a sub-filter match", {"name": Str()})})},
+                            {
+                                "name": Str(),
+                                "sni": Str(),
+                                "transportProtocol": Enum("", "raw_buffer", "tls"),
+                                "applicationProtocols": Str(),
+                                "destinationPort": Port(),
+                                "filter": Obj("a filter match", {"name": Str(), "subFilter": Obj("a sub-filter match", {"name": Str()})}),
+                            },
                         ),
                     },
                 ),
@@ -538,10 +554,16 @@ envoy_filter_patch = Obj(
                     "a route configuration match",
                     {
                         "portNumber": Port(),
+                        "portName": Str(),
+                        "gateway": Str(),
                         "name": Str(),
                         "vhost": Obj(
                             "a virtual host match",
-                            {"name": Str(), "route": Obj("a route match", {"name": Str(), "action": Enum("ANY", "ROUTE", "REDIRECT", "DIRECT_RESPONSE")})},
+                            {
+                                "name": Str(),
+                                "domainName": Str(),
+                                "route": Obj("a route match", {"name": Str(), "action": Enum("ANY", "ROUTE", "REDIRECT", "DIRECT_RESPONSE")}),
+                            },
                         ),
                     },
                 ),
@@ -551,7 +573,12 @@ envoy_filter_patch = Obj(
         ),
         "patch": Obj(
             "a patch",
-            {"operation": Enum("MERGE", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST"), "value": Any()},
+            {
+                "operation": Enum(*PATCH_OPERATIONS),
+                "value": Any(),
+                "filterClass": Unsupported("place the filter by name: INSERT_BEFORE or INSERT_AFTER with "
+                                           "match.listener.filterChain.filter.subFilter.name"),
+            },
             required=("operation",),
         ),
     },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from meshwright.compile.envoy_values import SERVER_CIPHER_SUITES, is_cipher_suite
+from meshwright.compile.envoyfilter import proxy_version_matches
 from meshwright.compile.scope import egress_host_matches
 from meshwright.mesh import Mesh, host_matches, resolve_host
 from meshwright.model.delegation import delegate_key, is_delegate
@@ -313,8 +314,21 @@ def check_gateway(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     _check_shared_names(resource, problems)
 
 
+def check_envoy_filter(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """A proxyVersion no proxy of the mesh has: the patch would do nothing, silently."""
+    version = mesh.settings.envoy_version
+    for index, patch in enumerate(resource.spec["configPatches"]):
+        match = patch.get("match") or {}
+        if not proxy_version_matches(match, version):
+            problems.warn(resource, ("spec", "configPatches", index, "match", "proxy", "proxyVersion"),
+                          f"'{match['proxy']['proxyVersion']}' does not match {version}, the Envoy version of this mesh's proxies "
+                          "(MeshConfig envoyVersion), so the patch applies to none: meshwright matches proxyVersion against the "
+                          "Envoy version, as its proxies have no Istio version")
+
+
 def check_references(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     checks = {
+        "EnvoyFilter": check_envoy_filter,
         "VirtualService": check_virtual_service, "DestinationRule": check_destination_rule, "Gateway": check_gateway,
         "Telemetry": check_telemetry, "MeshConfig": check_mesh_config, "Sidecar": check_sidecar,
     }

@@ -18,13 +18,42 @@ from meshwright.model.resource import Resource
 from meshwright.problems import Problems, format_path
 from meshwright.registry.model import HTTP_PROTOCOLS
 
-ROUTE_OPERATIONS = {
-    "HTTP_FILTER": ("INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "ADD", "REMOVE", "MERGE"),
-    "HTTP_ROUTE": ("MERGE",),
-    "CLUSTER": ("MERGE",),
-    "LISTENER": ("MERGE",),
+_MERGES = ("MERGE", "MERGE_AND_REPLACE_LIST")
+_WHOLE = ("ADD", "REMOVE", *_MERGES)
+_INSERTS = ("INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "ADD", "REMOVE")
+# The operations Istio acts on per applyTo (it ignores the others silently; meshwright refuses them).
+PATCH_OPERATIONS = {
+    "LISTENER": _WHOLE,
+    "FILTER_CHAIN": _WHOLE,
+    "NETWORK_FILTER": (*_INSERTS, "MERGE", "REPLACE"),
+    "LISTENER_FILTER": _INSERTS,
+    "HTTP_FILTER": (*_INSERTS, "MERGE", "REPLACE"),
+    "ROUTE_CONFIGURATION": _MERGES,
+    "VIRTUAL_HOST": _WHOLE,
+    "HTTP_ROUTE": (*_MERGES, "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "ADD", "REMOVE"),
+    "CLUSTER": _WHOLE,
 }
-MATCH_FIELD = {"HTTP_FILTER": "listener", "LISTENER": "listener", "HTTP_ROUTE": "routeConfiguration", "CLUSTER": "cluster"}
+MATCH_FIELD = {
+    **dict.fromkeys(("LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER"), "listener"),
+    **dict.fromkeys(("ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE"), "routeConfiguration"),
+    "CLUSTER": "cluster",
+}
+# The filter a relative operation acts on, per applyTo: (what it is, operations, where the match names it).
+PATCH_ANCHORS = {
+    "HTTP_FILTER": ("an HTTP filter", ("REMOVE", "INSERT_AFTER", "MERGE", "REPLACE"), ("listener", "filterChain", "filter", "subFilter", "name")),
+    "NETWORK_FILTER": ("a network filter", ("REMOVE", "MERGE", "REPLACE"), ("listener", "filterChain", "filter", "name")),
+    "LISTENER_FILTER": ("a listener filter", ("REMOVE",), ("listener", "listenerFilter")),
+}
+# Valid Istio meshwright refuses, and why: (what to do instead).
+REFUSED_APPLY_TO = {
+    "BOOTSTRAP": "the bootstrap holds the paths of the config files, the admin address and the node identity that delivery "
+                 "and hot reload depend on, and Envoy rereads it only on a restart, so a patch could break a proxy that then "
+                 "cannot be fixed by a reload: patch LISTENER or CLUSTER, or set mesh-wide settings in the MeshConfig",
+    "EXTENSION_CONFIG": "meshwright delivers config as files and serves no extension config discovery (ECDS): put the "
+                        "filter's whole config in an HTTP_FILTER or NETWORK_FILTER patch",
+}
+# ADDed objects Envoy and the compiler find by name.
+NAMED_ADDS = ("LISTENER", "CLUSTER", "VIRTUAL_HOST", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER")
 
 
 def _is_ip(text: str) -> bool:
@@ -157,21 +186,33 @@ def check_workload_entry(resource: Resource, problems: Problems) -> None:
         problems.add(resource, ("spec", "address"), f"{address!r} is not an IP address or a hostname")
 
 
+def _dig(value: dict, keys: tuple):
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
 def check_envoy_filter(resource: Resource, problems: Problems) -> None:
     for index, patch in enumerate(resource.spec["configPatches"]):
         path = ("spec", "configPatches", index)
         apply_to, operation = patch["applyTo"], patch["patch"]["operation"]
-        if operation not in ROUTE_OPERATIONS[apply_to]:
-            problems.add(resource, path + ("patch", "operation"), f"{operation} is not supported on {apply_to}: use {' or '.join(ROUTE_OPERATIONS[apply_to])}")
+        if apply_to in REFUSED_APPLY_TO:
+            problems.add(resource, path + ("applyTo",), f"{apply_to} is not supported by meshwright yet ({REFUSED_APPLY_TO[apply_to]})")
+            continue
+        if operation not in PATCH_OPERATIONS[apply_to]:
+            problems.add(resource, path + ("patch", "operation"), f"{operation} is not supported on {apply_to}: use {' or '.join(PATCH_OPERATIONS[apply_to])}")
         match = patch.get("match") or {}
         for field in ("listener", "routeConfiguration", "cluster"):
             if field in match and field != MATCH_FIELD[apply_to]:
                 problems.add(resource, path + ("match", field), f"{apply_to} patches match on {MATCH_FIELD[apply_to]}, not {field}")
-        if operation != "REMOVE" and not isinstance(patch["patch"].get("value"), dict):
+        value = patch["patch"].get("value")
+        if operation != "REMOVE" and not isinstance(value, dict):
             problems.add(resource, path + ("patch",), f"{operation} needs a value (a mapping in Envoy's field names)")
-        sub_filter = (((match.get("listener") or {}).get("filterChain") or {}).get("filter") or {}).get("subFilter")
-        if apply_to == "HTTP_FILTER" and operation in ("REMOVE", "INSERT_AFTER", "MERGE") and not sub_filter:
-            problems.add(resource, path + ("match",), f"{operation} of an HTTP filter needs match.listener.filterChain.filter.subFilter.name")
+        elif operation in ("ADD", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "REPLACE") and apply_to in NAMED_ADDS and not value.get("name"):
+            problems.add(resource, path + ("patch", "value"), f"{operation} of a {apply_to} needs value.name: Envoy tells them apart by name")
+        noun, anchored, where = PATCH_ANCHORS.get(apply_to, ("", (), ()))
+        if operation in anchored and not _dig(match, where):
+            problems.add(resource, path + ("match",), f"{operation} of {noun} needs match.{'.'.join(where)}")
 
 
 def check_duplicates(resources: list[Resource], problems: Problems) -> list[Resource]:
