@@ -76,7 +76,8 @@ def test_defaults_without_any_telemetry_are_istios(tmp_path):
     (accessLogFile is empty), no tracing."""
     settings = effective(mesh_of(tmp_path), "client.default")
     assert settings.metrics is True
-    assert settings.access_logs == () and settings.tracing is None
+    assert settings.client.access_logs == settings.server.access_logs == ()
+    assert settings.tracings == ()
 
 
 def test_workload_beats_namespace_beats_root_field_by_field(tmp_path):
@@ -88,7 +89,7 @@ def test_workload_beats_namespace_beats_root_field_by_field(tmp_path):
         telemetry("namespace", "default", "tracing: [{randomSamplingPercentage: 50}]\n"),
         telemetry("reviews", "default", "selector: {matchLabels: {app: reviews}}\ntracing: [{providers: [{name: otel}]}]\n"),
     )
-    reviews, client, edge = (effective(mesh, p).tracing for p in ("reviews-v1.default", "client.default", "gateway-0.edge"))
+    reviews, client, edge = (effective(mesh, p).client.tracing for p in ("reviews-v1.default", "client.default", "gateway-0.edge"))
     assert (reviews.provider.name, reviews.sampling) == ("otel", 50.0)
     assert (client.provider.name, client.sampling) == ("zipkin", 50.0)
     assert (edge.provider.name, edge.sampling) == ("zipkin", 5.0)
@@ -98,7 +99,7 @@ def test_selector_only_applies_in_its_own_namespace(tmp_path):
     """A selector matches workloads of the Telemetry's namespace only (Istio); in the root
     namespace it is not mesh-wide."""
     mesh = mesh_of(tmp_path, telemetry("edge-logs", "istio-system", "selector: {matchLabels: {app: edge}}\naccessLogging: [{providers: [{name: json-log}]}]\n"))
-    assert effective(mesh, "gateway-0.edge").access_logs == ()
+    assert effective(mesh, "gateway-0.edge").client.access_logs == ()
 
 
 def test_disabled_turns_off_what_a_less_specific_level_turned_on(tmp_path):
@@ -107,9 +108,9 @@ def test_disabled_turns_off_what_a_less_specific_level_turned_on(tmp_path):
         telemetry("logs", "default", "accessLogging: [{providers: [{name: json-log}, {name: text-log}]}]\n"),
         telemetry("quiet", "default", "selector: {matchLabels: {app: reviews}}\naccessLogging: [{disabled: true}]\nmetrics: [{overrides: [{disabled: true}]}]\n"),
     )
-    assert [p.name for p in effective(mesh, "client.default").access_logs] == ["json-log", "text-log"]
+    assert [log.provider.name for log in effective(mesh, "client.default").server.access_logs] == ["json-log", "text-log"]
     reviews = effective(mesh, "reviews-v1.default")
-    assert reviews.access_logs == () and reviews.metrics is False
+    assert reviews.client.access_logs == reviews.server.access_logs == () and reviews.metrics is False
 
 
 def test_disable_span_reporting_turns_tracing_off(tmp_path):
@@ -118,8 +119,8 @@ def test_disable_span_reporting_turns_tracing_off(tmp_path):
         telemetry("mesh-default", "istio-system", "tracing: [{providers: [{name: zipkin}]}]\n"),
         telemetry("reviews", "default", "selector: {matchLabels: {app: reviews}}\ntracing: [{disableSpanReporting: true}]\n"),
     )
-    assert effective(mesh, "reviews-v1.default").tracing is None
-    assert effective(mesh, "client.default").tracing.sampling == 1.0  # Istio's default sampling
+    assert effective(mesh, "reviews-v1.default").tracings == ()
+    assert effective(mesh, "client.default").server.tracing.sampling == 1.0  # Istio's default sampling
 
 
 def test_default_providers_and_the_builtin_envoy_access_log(tmp_path):
@@ -133,8 +134,8 @@ def test_default_providers_and_the_builtin_envoy_access_log(tmp_path):
     mesh, problems = validate_mesh(load_paths([str(tmp_path)]))
     assert not problems
     settings = effective(mesh, "client.default")
-    assert [(p.name, p.path, p.encoding) for p in settings.access_logs] == [("envoy", "/dev/stdout", "TEXT")]
-    assert settings.metrics is False and settings.tracing.provider.name == "zipkin"
+    assert [(log.provider.name, log.provider.path, log.provider.encoding) for log in settings.client.access_logs] == [("envoy", "/dev/stdout", "TEXT")]
+    assert settings.metrics is False and settings.client.tracing.provider.name == "zipkin"
 
 
 # --- compiled config -------------------------------------------------------------------
@@ -303,20 +304,21 @@ CASES = [
         TELEMETRY, "spec.targetRefs", ("unknown field 'targetRefs'", "Gateway API", "selector.matchLabels"),
     ),
     Case(
-        "access logging match mode",
+        "two access logging entries for the same mode",
         """
         apiVersion: telemetry.istio.io/v1
         kind: Telemetry
         metadata: {name: t, namespace: default}
         spec:
           accessLogging:
+          - providers: [{name: json-log}]
           - match: {mode: SERVER}  #!
-            providers: [{name: json-log}]
+            disabled: true
         """,
-        TELEMETRY, "spec.accessLogging[0].match", ("match (CLIENT or SERVER mode) is not supported",),
+        TELEMETRY, "spec.accessLogging[1]", ("entries 0 and 1 both apply to inbound (SERVER) traffic", "one accessLogging entry per direction"),
     ),
     Case(
-        "metrics override of one metric",
+        "a metric Envoy's cluster stats do not have",
         """
         apiVersion: telemetry.istio.io/v1
         kind: Telemetry
@@ -324,13 +326,14 @@ CASES = [
         spec:
           metrics:
           - overrides:
-            - match: {metric: REQUEST_COUNT}  #!
+            - match:
+                metric: REQUEST_SIZE  #!
               disabled: true
         """,
-        TELEMETRY, "spec.metrics[0].overrides[0].match", ("turn them all off", "not one metric or one mode"),
+        TELEMETRY, "spec.metrics[0].overrides[0].match.metric", ("REQUEST_SIZE is not supported by meshwright yet", "no request size", "REQUEST_COUNT"),
     ),
     Case(
-        "metrics tagOverrides",
+        "tagOverrides with a per-request value",
         """
         apiVersion: telemetry.istio.io/v1
         kind: Telemetry
@@ -338,9 +341,68 @@ CASES = [
         spec:
           metrics:
           - overrides:
-            - tagOverrides: {request_host: {value: request.host}}  #!
+            - tagOverrides:
+                request_host:
+                  value: request.host  #!
         """,
-        TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides", ("tagOverrides are not supported",),
+        TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides.request_host.value", ("value 'request.host' is not supported by meshwright yet", "CEL string literal", "access log"),
+    ),
+    Case(
+        "tagOverrides of one metric",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          metrics:
+          - overrides:
+            - match: {metric: REQUEST_COUNT}
+              tagOverrides:  #!
+                team: {value: "'payments'"}
+        """,
+        TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides", ("tagOverrides is not supported by meshwright yet for one metric (REQUEST_COUNT)", "ALL_METRICS"),
+    ),
+    Case(
+        "tagOverrides value with a semicolon",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          metrics:
+          - overrides:
+            - tagOverrides:
+                team:
+                  value: "'a;b'"  #!
+        """,
+        TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides.team.value", ("must not contain ';'",),
+    ),
+    Case(
+        "useRequestIdForTraceSampling",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          tracing:
+          - useRequestIdForTraceSampling: true  #!
+        """,
+        TELEMETRY, "spec.tracing[0].useRequestIdForTraceSampling", ("useRequestIdForTraceSampling is not supported by meshwright yet",),
+    ),
+    Case(
+        "a custom tag with two sources",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          tracing:
+          - customTags:
+              team:  #!
+                literal: {value: payments}
+                header: {name: x-team}
+        """,
+        TELEMETRY, "spec.tracing[0].customTags.team", ("literal", "header"),
     ),
     Case(
         "two entries in one list",
