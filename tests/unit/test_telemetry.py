@@ -206,16 +206,151 @@ def test_without_metrics_no_stats_listener_and_plain_stat_names(tmp_path):
     assert "stats_config" not in bootstrap
 
 
+# --- directions (match.mode), filters, custom tags, metrics overrides ------------------
+
+REVIEWS_SIDECAR = """\
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reviews, namespace: default}
+spec:
+  workloadSelector: {labels: {app: reviews}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    bind: 127.0.0.1
+    defaultEndpoint: 127.0.0.1:8080
+"""
+
+
+def listeners_by_direction(config) -> dict[str, dict]:
+    """The HTTP connection manager of the proxy's inbound and outbound listener."""
+    out = {}
+    for listener in config.listeners:
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        out["inbound" if listener["name"].startswith("inbound") or listener["name"].startswith("127.0.0.1_9080") else "outbound"] = manager
+    return out
+
+
+def test_match_mode_gives_each_direction_its_own_access_log_and_tracing(tmp_path):
+    """CLIENT entries apply to the outbound listener, SERVER ones to the inbound listener
+    (Istio's workload mode); a CLIENT_AND_SERVER entry in the namespace is overridden per
+    direction by the workload's entries, field by field."""
+    mesh = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
+        accessLogging: [{providers: [{name: json-log}]}]
+        tracing: [{providers: [{name: zipkin}], randomSamplingPercentage: 10}]
+        """), telemetry("reviews", "default", """\
+        selector: {matchLabels: {app: reviews}}
+        accessLogging:
+        - match: {mode: CLIENT}
+          disabled: true
+        - match: {mode: SERVER}
+          providers: [{name: text-log}]
+          filter: {expression: "response.code >= 500"}
+        tracing:
+        - match: {mode: SERVER}
+          randomSamplingPercentage: 100
+        """))
+    settings = effective(mesh, "reviews-v1.default")
+    assert settings.client.access_logs == ()
+    assert [(log.provider.name, log.filter) for log in settings.server.access_logs] == [("text-log", "response.code >= 500")]
+    assert (settings.client.tracing.sampling, settings.server.tracing.sampling) == (10.0, 100.0)
+    config = compile_proxy(mesh, find_proxy(mesh, "reviews-v1.default"))
+    managers = {l["name"]: l["filter_chains"][0]["filters"][0]["typed_config"] for l in config.listeners}
+    inbound = next(m for name, m in managers.items() if m["stat_prefix"].startswith("inbound"))
+    outbound = next(m for name, m in managers.items() if not m["stat_prefix"].startswith("inbound"))
+    assert "access_log" not in outbound
+    (log,) = inbound["access_log"]
+    assert log["filter"] == {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter", "expression": "response.code >= 500"},
+    }}
+    assert (outbound["tracing"]["random_sampling"], inbound["tracing"]["random_sampling"]) == ({"value": 10.0}, {"value": 100.0})
+    # The client is not selected: both of its directions log with the namespace's provider, unfiltered.
+    client = effective(mesh, "client.default")
+    assert [(log.provider.name, log.filter) for log in client.client.access_logs] == [("json-log", "")]
+
+
+def test_a_filter_is_the_most_specific_entrys_own(tmp_path):
+    """An entry that applies replaces the filter of a less specific one, even without a
+    filter of its own (Istio keeps an access log's settings per entry)."""
+    mesh = mesh_of(tmp_path, telemetry("ns", "default", """\
+        accessLogging: [{providers: [{name: json-log}], filter: {expression: "response.code >= 400"}}]
+        """), telemetry("reviews", "default", """\
+        selector: {matchLabels: {app: reviews}}
+        accessLogging: [{providers: [{name: text-log}]}]
+        """))
+    assert [log.filter for log in effective(mesh, "client.default").client.access_logs] == ["response.code >= 400"]
+    assert [(log.provider.name, log.filter) for log in effective(mesh, "reviews-v1.default").client.access_logs] == [("text-log", "")]
+
+
+def test_custom_tags_become_envoys_and_add_up_across_levels(tmp_path):
+    mesh = mesh_of(tmp_path, telemetry("mesh", "istio-system", """\
+        tracing:
+        - providers: [{name: zipkin}]
+          customTags:
+            cluster: {literal: {value: east}}
+            team: {literal: {value: platform}}
+        """), telemetry("ns", "default", """\
+        tracing:
+        - customTags:
+            team: {environment: {name: TEAM, defaultValue: unknown}}
+            user: {header: {name: x-user}}
+        """))
+    config = compile_proxy(mesh, find_proxy(mesh, "client.default"))
+    tracing = config.listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]["tracing"]
+    assert tracing["custom_tags"] == [
+        {"tag": "cluster", "literal": {"value": "east"}},
+        {"tag": "team", "environment": {"name": "TEAM", "default_value": "unknown"}},
+        {"tag": "user", "request_header": {"name": "x-user"}},
+    ]
+
+
+def test_metrics_overrides_per_direction_metric_and_tag(tmp_path):
+    """SERVER metrics off: inbound clusters keep plain stat names; CLIENT tagOverrides: a
+    literal UPSERT adds a label (and its stats tag), REMOVE drops one; REQUEST_DURATION off:
+    the bootstrap's stats_matcher leaves out the outbound clusters' upstream_rq_time."""
+    mesh = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
+        metrics:
+        - overrides:
+          - match: {mode: SERVER}
+            disabled: true
+          - match: {mode: CLIENT}
+            tagOverrides:
+              team: {value: "'storefront'"}
+              source_app: {operation: REMOVE}
+          - match: {metric: REQUEST_DURATION, mode: CLIENT}
+            disabled: true
+        """))
+    proxy = find_proxy(mesh, "reviews-v1.default")
+    config = compile_proxy(mesh, proxy)
+    names = {c["name"]: c.get("alt_stat_name") for c in config.clusters}
+    assert names["inbound|9080||"] is None
+    assert names["outbound|9080||ratings.default.svc.cluster.local"] == (
+        "outbound|9080||ratings.default.svc.cluster.local;reporter=source;source_workload=reviews-v1;"
+        "source_workload_namespace=default;source_version=v1;destination_service=ratings.default.svc.cluster.local;"
+        "destination_port=9080;team=storefront;"
+    )
+    stats = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})["stats_config"]
+    team = next(tag for tag in stats["stats_tags"] if tag["tag_name"] == "team")
+    assert extract_tags("cluster." + names["outbound|9080||ratings.default.svc.cluster.local"] + ".upstream_rq_200", stats)[1]["team"] == "storefront"
+    assert team["regex"].endswith("team=([^;]*);")
+    (excluded,) = stats["stats_matcher"]["exclusion_list"]["patterns"]
+    pattern = re.compile(excluded["safe_regex"]["regex"])
+    outbound = "cluster." + names["outbound|9080||ratings.default.svc.cluster.local"]
+    assert pattern.search(outbound + ".upstream_rq_time") and pattern.search(outbound + ".external_upstream_rq_time")
+    assert not pattern.search(outbound + ".upstream_rq_200") and not pattern.search("cluster.inbound|9080||.upstream_rq_time")
+
+
 # --- stat names and tags ----------------------------------------------------------------
 
 
-def extract_tags(stat_name: str) -> tuple[str, dict]:
+def extract_tags(stat_name: str, config: dict | None = None) -> tuple[str, dict]:
     """What Envoy's tag extraction does with stats_config's regexes: the first tag extractor
     of a name that matches gives its value (group 2, else 1); the characters of group 1 are
     removed from the name. (Envoy runs these regexes as ECMAScript std::regex; these use
     nothing that Python's re reads differently.)"""
     tags, removed = {}, set()
-    for tag in stats_config()["stats_tags"]:
+    for tag in (config or stats_config())["stats_tags"]:
         if "regex" not in tag or tag["tag_name"] in tags:
             continue
         match = re.search(tag["regex"], stat_name)

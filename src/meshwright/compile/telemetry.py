@@ -110,7 +110,7 @@ class Tracing:
     sampling: float  # percent of requests without a sampling decision that are traced
     cluster: str  # where spans go: a mesh service's outbound cluster, or a dedicated one
     dedicated: bool  # True: the bootstrap defines the cluster (collector_clusters)
-    custom_tags: tuple[tuple[str, dict], ...] = ()  # (tag, Istio's literal/environment/header), by tag
+    custom_tags: tuple[tuple[str, str, str, str], ...] = ()  # (tag, literal/environment/header, value or name, default), by tag
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,7 @@ def _direction(mesh: Mesh, layers: list[Resource], mode: str) -> Direction:
     tracing = None
     if tracers and not tracing_settings.get("disableSpanReporting"):
         cluster, dedicated = _collector(mesh, tracers[0])
-        tags = tuple(sorted(tracing_settings.get("customTags", {}).items()))
+        tags = tuple(custom_tag_source(tag, spec) for tag, spec in sorted(tracing_settings.get("customTags", {}).items()))
         tracing = Tracing(tracers[0], float(tracing_settings.get("randomSamplingPercentage", DEFAULT_SAMPLING)), cluster, dedicated, tags)
     metrics_settings = _merged(layers, METRICS, mode)
     metrics = None
@@ -313,18 +313,24 @@ def http_tracing(tracing: Tracing, proxy: Proxy) -> dict:
     # span (the listener's direction), the inbound side's its SERVER child.
     config = {"random_sampling": {"value": tracing.sampling}, "provider": tracer}
     if tracing.custom_tags:
-        config["custom_tags"] = [custom_tag(tag, spec) for tag, spec in tracing.custom_tags]
+        config["custom_tags"] = [custom_tag(*source) for source in tracing.custom_tags]
     return config
 
 
-def custom_tag(tag: str, spec: dict) -> dict:
-    """Istio's customTags entry as Envoy's: a literal value, an environment variable of the
-    proxy or a request header, each with its default."""
-    if "literal" in spec:
-        return {"tag": tag, "literal": {"value": spec["literal"]["value"]}}
-    source = spec.get("environment") or spec["header"]
-    kind = "environment" if "environment" in spec else "request_header"
-    return {"tag": tag, kind: {"name": source["name"], **({"default_value": source["defaultValue"]} if source.get("defaultValue") else {})}}
+def custom_tag_source(tag: str, spec: dict) -> tuple[str, str, str, str]:
+    """Istio's customTags entry: (tag, kind, literal value or variable/header name, default)."""
+    kind = next(k for k in ("literal", "environment", "header") if k in spec)
+    source = spec[kind]
+    return (tag, kind, source["value"] if kind == "literal" else source["name"], source.get("defaultValue", ""))
+
+
+def custom_tag(tag: str, kind: str, name: str, default: str) -> dict:
+    """A span tag as Envoy's: a literal value, an environment variable of the proxy or a
+    request header, each with its default."""
+    if kind == "literal":
+        return {"tag": tag, "literal": {"value": name}}
+    source = {"name": name, **({"default_value": default} if default else {})}
+    return {"tag": tag, "environment" if kind == "environment" else "request_header": source}
 
 
 def collector_clusters(telemetry: ProxyTelemetry) -> list[dict]:
