@@ -492,10 +492,26 @@ CASES = [
           metrics:
           - overrides:
             - match: {metric: REQUEST_COUNT}
-              tagOverrides:  #!
-                team: {value: "'payments'"}
+              tagOverrides:
+                team: {value: "'payments'"}  #!
         """,
-        TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides", ("tagOverrides is not supported by meshwright yet for one metric (REQUEST_COUNT)", "ALL_METRICS"),
+        TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides.team", ("tagOverrides is not supported by meshwright yet for one metric (REQUEST_COUNT)", "ALL_METRICS"),
+    ),
+    Case(
+        "REMOVE of a label the stats carry, for one metric",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          metrics:
+          - overrides:
+            - match: {metric: REQUEST_COUNT, mode: CLIENT_AND_SERVER}
+              tagOverrides:
+                grpc_response_status: {operation: REMOVE}
+                source_app: {operation: REMOVE}  #!
+        """,
+        TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides.source_app", ("not supported by meshwright yet for one metric (REQUEST_COUNT)",),
     ),
     Case(
         "tagOverrides value with a semicolon",

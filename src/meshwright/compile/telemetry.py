@@ -220,7 +220,9 @@ def _merge_overrides(merged: dict, overrides: list[dict], mode: str) -> None:
                 merged["disabled"] = override["disabled"]
             else:
                 merged.setdefault("metrics_off", {})[metric] = override["disabled"]
-        for label, tag in (override.get("tagOverrides") or {}).items():
+        # Of one metric, only REMOVE of a label meshwright's stats never carry (validation):
+        # nothing to do, the metric already lacks it.
+        for label, tag in (override.get("tagOverrides") or {}).items() if metric == "ALL_METRICS" else ():
             merged.setdefault("tags", {})[label] = None if tag.get("operation") == "REMOVE" else cel_string_literal(tag.get("value", ""))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from meshwright.compile.proxy import list_proxies
 import re
 
-from meshwright.compile.telemetry import CLIENT, METRIC_STATS, MODES, applies_to, cel_string_literal, selector_of
+from meshwright.compile.telemetry import CLIENT, MESH_LABELS, METRIC_STATS, MODES, applies_to, cel_string_literal, selector_of
 from meshwright.mesh import Mesh
 from meshwright.model.providers import ACCESS_LOGGING, METRICS, OPENTELEMETRY, SIGNAL_TYPES, TRACING
 from meshwright.model.resource import Resource
@@ -122,11 +122,14 @@ def _check_override(resource: Resource, path: tuple, override: dict, problems: P
     if "disabled" not in override and "tagOverrides" not in override:
         problems.add(resource, path, "an override needs disabled (true: off, false: on) or tagOverrides")
     tags = override.get("tagOverrides") or {}
-    if tags and metric != "ALL_METRICS":
-        problems.add(resource, path + ("tagOverrides",), (
-            f"tagOverrides is not supported by meshwright yet for one metric ({metric}) (the labels are those of "
-            "a cluster's stat name, shared by all its metrics: override them with match.metric ALL_METRICS or without match.metric)"
-        ))
+    if metric != "ALL_METRICS":
+        carried = _labels_carried(resource)
+        for label, tag in tags.items():
+            if tag.get("operation", "UPSERT") == "UPSERT" or label in carried:
+                problems.add(resource, path + ("tagOverrides", label), (
+                    f"tagOverrides is not supported by meshwright yet for one metric ({metric}) (the labels are those of "
+                    "a cluster's stat name, shared by all its metrics: override them with match.metric ALL_METRICS or without match.metric)"
+                ))
         return
     for label, tag in tags.items():
         tag_path = path + ("tagOverrides", label)
@@ -134,6 +137,19 @@ def _check_override(resource: Resource, path: tuple, override: dict, problems: P
             problems.add(resource, tag_path, f"{label!r} is not a label name (letters, digits and '_', not starting with a digit)")
         elif tag.get("operation", "UPSERT") == "UPSERT":
             _check_tag_value(resource, tag_path, tag, problems)
+
+
+def _labels_carried(resource: Resource) -> set[str]:
+    """The labels of meshwright's cluster stats: Istio's that it puts in stat names, Envoy's
+    response code and cluster name, and those this Telemetry adds."""
+    added = {
+        label
+        for entry in resource.spec.get(METRICS) or []
+        for override in entry.get("overrides") or []
+        for label, tag in (override.get("tagOverrides") or {}).items()
+        if tag.get("operation", "UPSERT") == "UPSERT"
+    }
+    return {*MESH_LABELS, "cluster_name", "response_code", "response_code_class", *added}
 
 
 def _check_tag_value(resource: Resource, path: tuple, tag: dict, problems: Problems) -> None:
