@@ -732,3 +732,26 @@ spec:
         "proxy client.default reports spans to ratings.default.svc.cluster.local (provider 'zipkin'), which it does not import: "
         "add \"default/ratings.default.svc.cluster.local\" to these egress hosts",
     )]
+
+
+def test_a_cel_filter_envoy_cannot_parse_is_reported_at_its_telemetry(tmp_path, capsys):
+    """`meshwright validate` has Envoy parse the access log filters: a bad one is named at
+    its file, line and field, a good one beside it is not."""
+    from meshwright.cli import main
+
+    (tmp_path / "mesh.yaml").write_text(TELEMETRY_BASE + WORKLOADS + telemetry("logs", "default", """\
+        accessLogging:
+        - providers: [{name: json-log}]
+          filter:
+            expression: "response.code >="
+        """) + telemetry("edge", "edge", """\
+        accessLogging:
+        - providers: [{name: json-log}]
+          filter: {expression: "response.code >= 500 && request.method == 'GET'"}
+        """))
+    code = main(["validate", str(tmp_path / "mesh.yaml")])
+    out, err = capsys.readouterr()
+    assert code == 1
+    (line,) = [line for line in err.splitlines() if "CEL" in line]
+    assert re.match(r".*/mesh\.yaml:\d+: Telemetry/default/logs: spec\.accessLogging\[0\]\.filter\.expression: Envoy cannot parse the CEL expression 'response.code >=': .*Syntax error", line), line
+    assert "edge" not in err
