@@ -251,9 +251,11 @@ def _collector(mesh: Mesh, provider: Provider) -> tuple[str, bool]:
 
 
 def effective_telemetry(mesh: Mesh, proxy: Proxy) -> ProxyTelemetry:
-    """What this proxy logs, traces and measures, in each direction, and with which providers."""
+    """What this proxy logs, traces and measures, in each direction, and with which providers.
+    The layers decide it all: proxies under the same Telemetry resources share one answer."""
     layers = telemetry_layers(mesh, proxy)
-    return ProxyTelemetry(*(_direction(mesh, layers, mode) for mode in MODES))
+    key = ("effective telemetry", *(layer.ref for layer in layers))
+    return mesh.memo(key, lambda: ProxyTelemetry(*(_direction(mesh, layers, mode) for mode in MODES)))
 
 
 def _direction(mesh: Mesh, layers: list[Resource], mode: str) -> Direction:
