@@ -755,3 +755,25 @@ def test_a_cel_filter_envoy_cannot_parse_is_reported_at_its_telemetry(tmp_path, 
     (line,) = [line for line in err.splitlines() if "CEL" in line]
     assert re.match(r".*/mesh\.yaml:\d+: Telemetry/default/logs: spec\.accessLogging\[0\]\.filter\.expression: Envoy cannot parse the CEL expression 'response.code >=': .*Syntax error", line), line
     assert "edge" not in err
+
+
+GATEWAY = """\
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*/reviews.default.svc.cluster.local"]
+"""
+
+
+@pytest.mark.parametrize("mode, logged", [("CLIENT", True), ("SERVER", False), ("CLIENT_AND_SERVER", True)])
+def test_a_gateways_listeners_are_client_mode(tmp_path, mode, logged):
+    """As in Istio, a gateway's listeners count as CLIENT: a SERVER-only entry leaves them alone."""
+    mesh = mesh_of(tmp_path, GATEWAY, telemetry("mesh", "istio-system", f"accessLogging: [{{match: {{mode: {mode}}}, providers: [{{name: json-log}}]}}]\n"))
+    config = compile_proxy(mesh, find_proxy(mesh, "ingress.istio-system"))
+    (listener,) = config.listeners
+    assert ("access_log" in listener["filter_chains"][0]["filters"][0]["typed_config"]) is logged
