@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 
+from meshwright.check.cel_expressions import check_cel_expressions
 from meshwright.check.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
 from meshwright.check.pipeline import validate_mesh
 from meshwright.collector import cyclic_collector_paused
@@ -17,6 +18,7 @@ from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_files
 from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
+from meshwright.problems import Problems
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 EXIT_INTERNAL = 3
@@ -87,6 +89,11 @@ def cmd_validate(args) -> int:
         return EXIT_INVALID
     _print_warnings(mesh)
     if envoy:
+        cel = Problems()
+        check_cel_expressions(mesh, envoy, args.envoy_timeout, cel)
+        if cel.items:
+            _print_problems(cel.items)
+            return EXIT_INVALID
         rejection = _envoy_rejection(mesh, envoy, args.envoy_timeout)
         if rejection:
             proxy_ids, error = rejection

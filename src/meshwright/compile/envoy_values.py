@@ -87,6 +87,7 @@ def _san_type(name: str) -> str:
 HTTP_PROTOCOL_OPTIONS = TYPE_PREFIX + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS_INSPECTOR = TYPE_PREFIX + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 FILE_ACCESS_LOG = TYPE_PREFIX + "envoy.extensions.access_loggers.file.v3.FileAccessLog"
+CEL_ACCESS_LOG_FILTER = TYPE_PREFIX + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 ZIPKIN_CONFIG = TYPE_PREFIX + "envoy.config.trace.v3.ZipkinConfig"
 OPENTELEMETRY_CONFIG = TYPE_PREFIX + "envoy.config.trace.v3.OpenTelemetryConfig"
 

@@ -667,10 +667,19 @@ mesh_config = Obj(
     },
 )
 
-TELEMETRY_MATCH_HINT = (
-    "match (CLIENT or SERVER mode) is not supported: an entry applies to both the proxy's "
-    "inbound and outbound traffic"
+# Istio's workload mode: CLIENT (a sidecar's outbound listeners, a gateway's), SERVER (a
+# sidecar's inbound listeners) or both (compile/telemetry.py).
+workload_mode = Obj("a workload mode selector", {"mode": Enum("CLIENT_AND_SERVER", "CLIENT", "SERVER")})
+# What stat names can carry: a label with a value fixed per cluster (compile/telemetry.py).
+TAG_VALUE_HELP = (
+    "a value for every request of a cluster: a CEL string literal such as \"'v1'\", whose stat "
+    "name carries it as the label (for a per-request value, log it in an access log instead)"
 )
+METRIC_NAMES = (
+    "ALL_METRICS", "REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE", "TCP_OPENED_CONNECTIONS",
+    "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES", "TCP_RECEIVED_BYTES", "GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES",
+)
+custom_tag_source = Obj("a custom tag source", {"name": Str(non_empty=True), "defaultValue": Str()}, required=("name",))
 
 telemetry = Obj(
     "a Telemetry spec",
@@ -679,18 +688,33 @@ telemetry = Obj(
         "accessLogging": ListOf(
             Obj(
                 "an access logging entry",
-                {"providers": ListOf(provider_ref), "disabled": Bool()},
-                hints={"match": TELEMETRY_MATCH_HINT, "filter": "filter (a CEL expression) is not supported: every request is logged"},
+                {
+                    "providers": ListOf(provider_ref),
+                    "disabled": Bool(),
+                    "match": workload_mode,
+                    "filter": Obj("an access log filter", {"expression": Str(non_empty=True)}, required=("expression",)),
+                },
             )
         ),
         "tracing": ListOf(
             Obj(
                 "a tracing entry",
-                {"providers": ListOf(provider_ref), "randomSamplingPercentage": Number(0, 100), "disableSpanReporting": Bool()},
-                hints={
-                    "match": TELEMETRY_MATCH_HINT,
-                    "customTags": "customTags are not supported: spans carry Envoy's standard tags",
-                    "useRequestIdForTraceSampling": "useRequestIdForTraceSampling is not supported",
+                {
+                    "providers": ListOf(provider_ref),
+                    "randomSamplingPercentage": Number(0, 100),
+                    "disableSpanReporting": Bool(),
+                    "match": workload_mode,
+                    "customTags": MapOf(Obj(
+                        "a custom tag",
+                        {
+                            "literal": Obj("a literal tag", {"value": Str()}, required=("value",)),
+                            "environment": custom_tag_source,
+                            "header": custom_tag_source,
+                        },
+                        required_one_of=(("literal", "environment", "header"),),
+                    )),
+                    "useRequestIdForTraceSampling": Unsupported("the sampling decision is random, or the one a request carries in its trace headers"),
+                    "enableIstioTags": Unsupported("spans carry Envoy's standard tags and the customTags you list"),
                 },
             )
         ),
@@ -706,18 +730,21 @@ telemetry = Obj(
                                 "match": Obj(
                                     "a metric selector",
                                     {
-                                        "metric": Enum("ALL_METRICS", "REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE", "TCP_OPENED_CONNECTIONS", "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES", "TCP_RECEIVED_BYTES", "GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES"),
+                                        "metric": Enum(*METRIC_NAMES),
                                         "mode": Enum("CLIENT_AND_SERVER", "CLIENT", "SERVER"),
+                                        "customMetric": Unsupported("metrics are Envoy's cluster stats; select one with match.metric (docs/telemetry.md)"),
                                     },
-                                    hints={"customMetric": "custom metrics are not supported"},
                                 ),
                                 "disabled": Bool(),
+                                "tagOverrides": MapOf(Obj(
+                                    "a tag override",
+                                    {"operation": Enum("UPSERT", "REMOVE"), "value": Str()},
+                                )),
                             },
-                            hints={"tagOverrides": "tagOverrides are not supported: the labels are fixed (docs/telemetry.md)"},
                         )
                     ),
+                    "reportingInterval": Unsupported("Prometheus scrapes the stats port at the interval it is configured with"),
                 },
-                hints={"reportingInterval": "reportingInterval is not supported: Prometheus scrapes the stats port when it likes"},
             )
         ),
     },
