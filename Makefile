@@ -29,12 +29,13 @@ $(BIN)/molecule: pyproject.toml $(BIN)/meshwright
 molecule: $(BIN)/molecule
 	VENV=$(abspath $(VENV)) molecule/run.sh $(SCENARIOS)
 
-## make bench: compile, load, validate/render of an estate, incremental recompile, deploy, data-plane and upgrade benchmarks
+## make bench: compile, load, validate/render of an estate, rendering every proxy, incremental recompile, deploy, data-plane and upgrade benchmarks
 ## (tables with ratios; dataplane needs h2load)
 bench: venv
 	$(BIN)/python bench/compile.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/validate_estate.py
+	$(BIN)/python bench/render_all.py
 	$(BIN)/python bench/incremental.py
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/dataplane.py

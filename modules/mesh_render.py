@@ -142,6 +142,7 @@ problems:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
+    from meshwright.collector import cyclic_collector_paused
     from meshwright.deliver.bundle import RenderError, bundle_proxies, load_mesh
     from meshwright.names import LABEL_HELP, is_label
 except ImportError:
@@ -182,8 +183,11 @@ def main():
                                                   "(set ansible_python_interpreter to the Python that has it)"))
     config_dirs = {str(proxy): str(folder) for proxy, folder in module.params["proxies"].items()}
     try:
-        mesh = load_mesh(module.params["mesh"])
-        bundles = bundle_proxies(mesh, config_dirs, module.params["format"])
+        # One pause for loading and rendering: each step's own pause would end in a pass of
+        # the collector over everything built so far.
+        with cyclic_collector_paused():
+            mesh = load_mesh(module.params["mesh"])
+            bundles = bundle_proxies(mesh, config_dirs, module.params["format"])
     except RenderError as error:
         module.fail_json(msg=str(error), problems=[str(problem) for problem in error.problems])
     proxies = {

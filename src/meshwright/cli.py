@@ -8,14 +8,17 @@ import os
 import sys
 import tempfile
 
+from meshwright.check.cel_expressions import check_cel_expressions
 from meshwright.check.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
 from meshwright.check.pipeline import validate_mesh
+from meshwright.collector import cyclic_collector_paused
 from meshwright.compile.proxy import UnknownProxy, find_proxy, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
 from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_files
 from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
+from meshwright.problems import Problems
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 EXIT_INTERNAL = 3
@@ -86,6 +89,11 @@ def cmd_validate(args) -> int:
         return EXIT_INVALID
     _print_warnings(mesh)
     if envoy:
+        cel = Problems()
+        check_cel_expressions(mesh, envoy, args.envoy_timeout, cel)
+        if cel.items:
+            _print_problems(cel.items)
+            return EXIT_INVALID
         rejection = _envoy_rejection(mesh, envoy, args.envoy_timeout)
         if rejection:
             proxy_ids, error = rejection
@@ -181,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return EXIT_USAGE if exit_.code else EXIT_OK
     try:
-        return args.func(args)
+        # One pause for the whole command: the pauses of its steps would each end in a pass
+        # of the collector over everything they built.
+        with cyclic_collector_paused():
+            return args.func(args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from meshwright.model.duration import parse_duration
 from meshwright.model.providers import TelemetryProviders, providers_from_spec
-from meshwright.model.resource import Resource
+from meshwright.model.delegation import merged_virtual_services
+from meshwright.model.resource import Resource, exported_to  # noqa: F401  modules import exported_to from here
 from meshwright.model.workload_group import with_workload_groups
 from meshwright.model.selection import LabelIndex, SelectorIndex, labels_match, namespace_of, workload_labels  # noqa: F401  modules import labels_match from here
 from meshwright.registry.inventory import services_from_entries
@@ -134,6 +135,16 @@ def host_patterns(hostname: str) -> list[str]:
     return list(dict.fromkeys(patterns))  # a wildcard hostname is also its own first pattern
 
 
+def exports_overlap(first: Resource, second: Resource) -> bool:
+    """Whether some namespace sees both resources (exported_to)."""
+    def namespaces(resource):
+        export = resource.spec.get("exportTo")
+        return None if not export or "*" in export else {resource.namespace if name == "." else name for name in export}
+
+    a, b = namespaces(first), namespaces(second)
+    return a is None or b is None or not a.isdisjoint(b)
+
+
 def applies_to_sidecars(virtual_service: Resource) -> bool:
     """A VirtualService routes for sidecars when it names no gateway, or the reserved "mesh"."""
     gateways = virtual_service.spec.get("gateways")
@@ -151,8 +162,8 @@ def index_by_host(resources: list[Resource], hosts_of) -> dict[str, list[Resourc
 
 def workload_selector(resource: Resource) -> dict | None:
     """The labels a Sidecar or EnvoyFilter (workloadSelector.labels) or a PeerAuthentication,
-    AuthorizationPolicy or Telemetry (selector.matchLabels) selects workloads by; None when it
-    applies to its whole namespace."""
+    AuthorizationPolicy, RequestAuthentication or Telemetry (selector.matchLabels) selects
+    workloads by; None when it applies to its whole namespace."""
     if resource.kind in ("Sidecar", "EnvoyFilter"):
         return (resource.spec.get("workloadSelector") or {}).get("labels")
     return (resource.spec.get("selector") or {}).get("matchLabels")
@@ -161,15 +172,6 @@ def workload_selector(resource: Resource) -> dict | None:
 def rule_selector(rule: Resource) -> dict | None:
     """The labels a DestinationRule's workloadSelector.matchLabels picks clients by, or None."""
     return (rule.spec.get("workloadSelector") or {}).get("matchLabels")
-
-
-def exported_to(resource: Resource, namespace: str) -> bool:
-    """Whether a resource's exportTo makes it visible in namespace: none given, or "*", means
-    every namespace; "." its own; "~" none; else the namespaces named (Istio's visibility)."""
-    export_to = resource.spec.get("exportTo")
-    if not export_to:
-        return True
-    return "*" in export_to or namespace in export_to or ("." in export_to and namespace == resource.namespace)
 
 
 def destination_rule_applies(rule: Resource, namespace: str, labels: dict) -> bool:
@@ -208,6 +210,10 @@ class Mesh:
         by_kind: dict[str, list[Resource]] = {}
         for resource in ordered:
             by_kind.setdefault(resource.kind, []).append(resource)
+        if "VirtualService" in by_kind:
+            # Proxies see roots with their delegates' routes merged in (validation reads
+            # each VirtualService as written, in resources).
+            by_kind["VirtualService"] = merged_virtual_services(by_kind["VirtualService"])
         mesh_configs = by_kind.get("MeshConfig", [])
         settings = MeshSettings.from_spec(mesh_configs[0].spec) if mesh_configs else MeshSettings()
         workloads = LabelIndex(by_kind.get("WorkloadEntry", []), namespace_of, workload_labels)
@@ -273,8 +279,9 @@ class Mesh:
                 return min(rules, key=lambda rule: (rule.namespace != namespace, rule_selector(rule) is None, rule.namespace, rule.name))
         return None
 
-    def sidecar_virtual_service_for(self, hostname: str) -> Resource | None:
-        """The VirtualService that routes a host for sidecars: the first, in (namespace, name)
-        order, with a host that matches it (validation allows one per host)."""
-        candidates = [vs for pattern in host_patterns(hostname) for vs in self.sidecar_virtual_services_by_host.get(pattern, [])]
+    def sidecar_virtual_service_for(self, hostname: str, namespace: str) -> Resource | None:
+        """The VirtualService that routes a host for sidecars in namespace: the first, in
+        (namespace, name) order, exported to that namespace with a host that matches it
+        (validation allows one per host and namespace that sees it)."""
+        candidates = [vs for pattern in host_patterns(hostname) for vs in self.sidecar_virtual_services_by_host.get(pattern, []) if exported_to(vs, namespace)]
         return min(candidates, key=lambda vs: (vs.namespace, vs.name)) if candidates else None

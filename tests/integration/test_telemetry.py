@@ -158,8 +158,8 @@ def collector():
 
 
 class Chain:
-    def __init__(self, lab, collector, telemetry: str):
-        self.reviews_app = lab.backend("reviews", "reviews-v1")
+    def __init__(self, lab, collector, telemetry: str, reviews_behaviour=None):
+        self.reviews_app = lab.backend("reviews", "reviews-v1", behaviour=reviews_behaviour)
         self.ledger_app = lab.backend("ledger", "ledger-1")
         self.client_offset = free_offset()
         self.reviews_offset = free_offset()
@@ -350,3 +350,80 @@ def test_prometheus_stats_carry_istio_labels_on_both_sides(lab, collector):
     )
     assert [value for _, value in served] == [7], served
     assert not find(server, "envoy_cluster_upstream_rq", reporter="source", destination_service=REVIEWS)
+
+
+def failing_on_fail_path(handler, count):
+    """The reviews app answers 500 on /fail, 200 elsewhere."""
+    return (500, {"error": "failed"}) if handler.path.startswith("/fail") else None
+
+
+def test_access_log_cel_filter_and_server_mode_log_only_served_errors(lab, collector):
+    """Istio's "Envoy Access Logs" task with a filter: a SERVER-mode entry with the CEL
+    expression `response.code >= 500` logs, on the reviews proxy's inbound side only, the
+    requests that failed; the client's outbound side (CLIENT) logs nothing."""
+    chain = Chain(lab, collector, """
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: errors-only, namespace: default}
+spec:
+  accessLogging:
+  - match: {mode: SERVER}
+    providers: [{name: json-log}]
+    filter:
+      expression: response.code >= 500
+""", reviews_behaviour=failing_on_fail_path)
+    chain.call(5)
+    for _ in range(3):
+        status, _, _ = request(15001 + chain.client_offset, "/fail/1", host=f"{REVIEWS}:9080")
+        assert status == 500
+    assert chain.reviews_app.count == 8
+    assert chain.reviews.stat("filesystem.write_buffered") == 3
+    assert chain.client.stat("filesystem.write_buffered") == 0
+    chain.client.stop()
+    chain.reviews.stop()
+    lines = access_log_lines(chain.reviews)
+    assert [(line["path"], line["response_code"]) for line in lines] == [("/fail/1", 500)] * 3
+    assert all(line["upstream_cluster"] == "inbound|{}||".format(line["upstream_cluster"].split("|")[1]) for line in lines)
+    assert access_log_lines(chain.client) == []
+
+
+REQUEST_TIME = re.compile(r"envoy_cluster_upstream_rq_time(?:_bucket|_sum|_count)?")
+
+
+def test_metrics_overrides_tag_overrides_and_modes_on_the_stats_port(lab, collector):
+    """Istio's "Customizing Istio Metrics" task, as meshwright's stat names can carry it: a
+    CLIENT tagOverride adds a label with a literal value and removes source_app; REQUEST_DURATION
+    turned off leaves no request-time histogram on outbound clusters; SERVER metrics off
+    leaves the server's inbound stats without Istio's labels."""
+    chain = Chain(lab, collector, """
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: metrics, namespace: default}
+spec:
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {mode: CLIENT}
+      tagOverrides:
+        team: {value: "'storefront'"}
+        source_app: {operation: REMOVE}
+    - match: {metric: REQUEST_DURATION, mode: CLIENT}
+      disabled: true
+    - match: {mode: SERVER}
+      disabled: true
+""")
+    chain.call(4)
+    client = prometheus_samples(15090 + chain.client_offset)
+    calls = find(client, "envoy_cluster_upstream_rq", reporter="source", source_workload="client", destination_service=REVIEWS, response_code="200")
+    assert [value for _, value in calls] == [4], calls
+    assert calls[0][0]["team"] == "storefront" and "source_app" not in calls[0][0]
+    assert not [name for name, labels, _ in client if REQUEST_TIME.fullmatch(name) and labels.get("destination_service") == REVIEWS]
+    assert find(client, "envoy_cluster_upstream_cx_total", destination_service=REVIEWS, team="storefront")
+    server = prometheus_samples(15090 + chain.reviews_offset)
+    assert not find(server, "envoy_cluster_upstream_rq", reporter="destination")
+    served = [value for name, labels, value in server if name == "envoy_cluster_upstream_rq" and labels.get("response_code") == "200" and labels.get("cluster_name", "").startswith("inbound")]
+    assert served == [4], served
+    # REQUEST_DURATION is off for CLIENT only: the server's inbound clusters keep the histogram.
+    assert [name for name, labels, _ in server if REQUEST_TIME.fullmatch(name) and labels.get("cluster_name", "").startswith("inbound")]

@@ -41,7 +41,7 @@ def distinct_and_total(mesh, proxies=None) -> tuple[int, int]:
         config = compile_proxy(mesh, proxy)
         for kind in ("listeners", "routes", "clusters", "endpoints"):
             for resource in getattr(config, kind):
-                seen.add(envoy_proto.resource_digest(TYPES[kind], resource))
+                seen.add(envoy_proto.resource_shape(TYPES[kind], resource))
                 total += 1
     return len(seen), total
 
@@ -111,10 +111,11 @@ def test_a_rejection_of_one_proxy_keeps_its_message(tmp_path, monkeypatch, capsy
     assert capsys.readouterr().err == f"proxy {first}: envoy --mode validate rejects its config:\nerror: bad listener\n"
 
 
-def test_verdicts_beyond_the_limit_drop_the_least_recently_used(monkeypatch):
+def test_verdicts_beyond_the_limit_are_dropped_and_found_again(monkeypatch):
     parsed = []
     monkeypatch.setattr(envoy_proto, "check_resource", lambda type_name, resource: parsed.append(resource["connect_timeout"]))
     verdicts = envoy_proto.ResourceVerdicts(limit=2)
     for name in ["shared", "a", "shared", "b", "shared", "a"]:
         verdicts.check("T", {"connect_timeout": name})
-    assert parsed == ["shared", "a", "b", "a"]  # "shared" stays; "a" was dropped for "b"
+    # At the limit the table is emptied: "b" emptied it, so "shared" and then "a" are parsed again.
+    assert parsed == ["shared", "a", "b", "shared", "a"]

@@ -181,3 +181,88 @@ def test_path_templates_become_envoy_uri_templates(tmp_path):
         {"uri_template": {"name": "uri-template", "typed_config": {"@type": template, "path_template": "/files/**"}}},
         {"url_path": {"path": {"exact": "/healthz"}}},
     ]}}]
+
+
+SOURCES_AND_CONDITIONS = policy("by-address", """\
+  selector: {matchLabels: {app: server}}
+  action: DENY
+  rules:
+  - from:
+    - source: {ipBlocks: [10.1.0.0/16, 10.2.3.4], notIpBlocks: [10.1.2.0/24]}
+    - source: {remoteIpBlocks: ["fd00::/8"], notRemoteIpBlocks: [10.9.9.9]}
+    - source: {serviceAccounts: [client, shop/web], notServiceAccounts: [default/server]}
+    to: [{operation: {hosts: [Orders.example, "*.example.org", "api.example:*"], notHosts: ["*"]}}]
+    when:
+    - {key: source.ip, values: [10.3.0.0/16]}
+    - {key: remote.ip, notValues: [10.4.0.1]}
+    - {key: destination.ip, values: [10.0.0.1]}
+    - {key: connection.sni, values: ["*.svc.cluster.local"]}
+    - {key: source.serviceAccount, values: [client]}
+""")
+
+
+def by_address_policy(config, port: int) -> dict:
+    filters = listener_on(config, port)["filter_chains"][0]["filters"]
+    if port == 9000:
+        return filters[0]["typed_config"]["rules"]["policies"]["ns[default]-policy[by-address]-rule[0]"]
+    return filters[-1]["typed_config"]["http_filters"][0]["typed_config"]["rules"]["policies"]["ns[default]-policy[by-address]-rule[0]"]
+
+
+def test_addresses_service_accounts_hosts_and_conditions(tmp_path):
+    """As Istio: ipBlocks and source.ip are the peer's address (direct_remote_ip), remoteIpBlocks
+    and remote.ip the original client's (remote_ip), a lone address is a /32 (/128); service
+    accounts are NAME (in the policy's namespace) or NAMESPACE/NAME inside the SPIFFE ID of any
+    trust domain; hosts match :authority ignoring case; destination.ip and connection.sni
+    are the connection's."""
+    mesh = load_mesh(tmp_path, SOURCES_AND_CONDITIONS)
+    envoy_policy = by_address_policy(compiled(mesh, "server-1.default"), 8080)
+    account = "spiffe://.+/ns/{}/(.+/|)sa/{}(/.+)?"
+    assert envoy_policy["principals"] == [{"and_ids": {"ids": [
+        {"or_ids": {"ids": [
+            {"and_ids": {"ids": [
+                {"or_ids": {"ids": [{"direct_remote_ip": {"address_prefix": "10.1.0.0", "prefix_len": 16}}, {"direct_remote_ip": {"address_prefix": "10.2.3.4", "prefix_len": 32}}]}},
+                {"not_id": {"direct_remote_ip": {"address_prefix": "10.1.2.0", "prefix_len": 24}}},
+            ]}},
+            {"and_ids": {"ids": [
+                {"remote_ip": {"address_prefix": "fd00::", "prefix_len": 8}},
+                {"not_id": {"remote_ip": {"address_prefix": "10.9.9.9", "prefix_len": 32}}},
+            ]}},
+            {"and_ids": {"ids": [
+                {"or_ids": {"ids": [
+                    {"authenticated": {"principal_name": {"safe_regex": {"regex": account.format("default", "client")}}}},
+                    {"authenticated": {"principal_name": {"safe_regex": {"regex": account.format("shop", "web")}}}},
+                ]}},
+                {"not_id": {"authenticated": {"principal_name": {"safe_regex": {"regex": account.format("default", "server")}}}}},
+            ]}},
+        ]}},
+        {"direct_remote_ip": {"address_prefix": "10.3.0.0", "prefix_len": 16}},
+        {"not_id": {"remote_ip": {"address_prefix": "10.4.0.1", "prefix_len": 32}}},
+        {"authenticated": {"principal_name": {"safe_regex": {"regex": account.format("default", "client")}}}},
+    ]}}]
+    assert envoy_policy["permissions"] == [{"and_rules": {"rules": [
+        {"or_rules": {"rules": [
+            {"header": {"name": ":authority", "string_match": {"exact": "Orders.example", "ignore_case": True}}},
+            {"header": {"name": ":authority", "string_match": {"suffix": ".example.org", "ignore_case": True}}},
+            {"header": {"name": ":authority", "string_match": {"prefix": "api.example:", "ignore_case": True}}},
+        ]}},
+        {"not_rule": {"header": {"name": ":authority", "present_match": True}}},
+        {"destination_ip": {"address_prefix": "10.0.0.1", "prefix_len": 32}},
+        {"requested_server_name": {"suffix": ".svc.cluster.local"}},
+    ]}}]
+
+
+def test_hosts_are_http_only_and_addresses_work_on_tcp(tmp_path):
+    """On TCP 9000 the DENY rule loses its hosts (it denies more, as Istio) and keeps every
+    address, service account, destination.ip and SNI matcher; an ALLOW rule with hosts
+    matches nothing there."""
+    allow_hosts = policy("allow-hosts", "  selector: {matchLabels: {app: server}}\n  rules:\n  - to: [{operation: {hosts: [orders.example]}}]\n")
+    mesh = load_mesh(tmp_path, SOURCES_AND_CONDITIONS, allow_hosts)
+    config = compiled(mesh, "server-1.default")
+    http_policy, tcp_policy = by_address_policy(config, 8080), by_address_policy(config, 9000)
+    assert tcp_policy["principals"] == http_policy["principals"]
+    assert tcp_policy["permissions"] == [{"and_rules": {"rules": [
+        {"destination_ip": {"address_prefix": "10.0.0.1", "prefix_len": 32}},
+        {"requested_server_name": {"suffix": ".svc.cluster.local"}},
+    ]}}]
+    allow = listener_on(config, 9000)["filter_chains"][0]["filters"][1]["typed_config"]
+    assert allow["rules"] == {"action": "ALLOW", "policies": {}}

@@ -13,7 +13,7 @@ from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import list_proxies
 from meshwright.model.load import load_paths
 from meshwright.check import envoy_proto
-from meshwright.check.envoy_proto import FREE_TEXT_FIELDS, FREE_TEXT_FIRST_FIELDS, TYPES, ResourceVerdicts, resource_digest
+from meshwright.check.envoy_proto import FREE_TEXT_FIELDS, FREE_TEXT_FIRST_FIELDS, TYPES, ResourceVerdicts, resource_shape
 from meshwright.check.pipeline import validate_resources
 from tests.golden.golden import CASES_DIR, case_names
 
@@ -83,8 +83,8 @@ def test_resources_that_differ_only_in_free_text_share_a_verdict_and_others_do_n
     renamed = {**cluster, "name": "outbound|80||b", "eds_cluster_config": {**cluster["eds_cluster_config"], "service_name": "outbound|80||b"}}
     slower = {**cluster, "connect_timeout": "11s"}
     kind = TYPES["clusters"]
-    assert resource_digest(kind, cluster) == resource_digest(kind, renamed)
-    assert resource_digest(kind, cluster) != resource_digest(kind, slower)
+    assert resource_shape(kind, cluster) == resource_shape(kind, renamed)
+    assert resource_shape(kind, cluster) != resource_shape(kind, slower)
     bad = {**cluster, "connect_timeout": "ten seconds"}
     verdicts = ResourceVerdicts()
     assert [verdicts.check(kind, r) is None for r in (cluster, renamed, bad)] == [True, True, False]

@@ -223,3 +223,12 @@ def test_a_label_index_with_one_item_swapped_selects_the_new_item_and_leaves_the
     swapped = index.replaced(old, new)
     assert swapped.select("a", {"app": "x"})[0] is new and swapped.select("a", {})[0] is new
     assert index.select("a", {"app": "x"})[0] is old and index.select("a", {}) == [old, other]
+
+
+def test_a_kubernetes_object_changes_nothing_as_validation_skips_it(tmp_path):
+    estate = compile_estate(estate_mesh(tmp_path, services=2))
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "svc-00000", "namespace": "ns-0"}, "spec": {"replicas": 2}}
+    assert apply(estate, deployment) == (estate, {})
+    assert apply(estate, deployment, removed=True) == (estate, {})
+    with pytest.raises(ChangeRefused, match="unknown kind: 'Nope'"):
+        apply(estate, {**deployment, "apiVersion": "networking.istio.io/v1", "kind": "Nope"})

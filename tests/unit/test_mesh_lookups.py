@@ -121,10 +121,25 @@ def test_sidecars_use_the_virtual_service_that_names_the_host_and_not_gateway_on
         virtual_service("c-wildcard", ["*.example.com"]),
         virtual_service("d-short-and-long", ["ratings", "ratings.default.svc.cluster.local"]),
     ])
-    assert mesh.sidecar_virtual_service_for("reviews.default.svc.cluster.local").name == "b-reviews"
-    assert mesh.sidecar_virtual_service_for("api.example.com").name == "c-wildcard"
-    assert mesh.sidecar_virtual_service_for("ratings.default.svc.cluster.local").name == "d-short-and-long"
-    assert mesh.sidecar_virtual_service_for("details.default.svc.cluster.local") is None
+    assert mesh.sidecar_virtual_service_for("reviews.default.svc.cluster.local", "default").name == "b-reviews"
+    assert mesh.sidecar_virtual_service_for("api.example.com", "default").name == "c-wildcard"
+    assert mesh.sidecar_virtual_service_for("ratings.default.svc.cluster.local", "default").name == "d-short-and-long"
+    assert mesh.sidecar_virtual_service_for("details.default.svc.cluster.local", "default") is None
+
+
+def test_sidecars_see_the_virtual_services_exported_to_their_namespace():
+    def virtual_service(name, namespace, export_to=None):
+        spec = {"hosts": ["reviews.default.svc.cluster.local"], "http": [{"route": [{"destination": {"host": "reviews.default.svc.cluster.local"}}]}]}
+        if export_to is not None:
+            spec["exportTo"] = export_to
+        return resource("VirtualService", name, namespace, spec)
+
+    mesh = Mesh.build([virtual_service("own", "default", ["."]), virtual_service("for-shop", "team", ["shop", "istio-system"])])
+    found = {namespace: getattr(mesh.sidecar_virtual_service_for("reviews.default.svc.cluster.local", namespace), "name", None)
+             for namespace in ("default", "shop", "istio-system", "team", "other")}
+    assert found == {"default": "own", "shop": "for-shop", "istio-system": "for-shop", "team": None, "other": None}
+    everywhere = Mesh.build([virtual_service("all", "team", ["*"])])
+    assert everywhere.sidecar_virtual_service_for("reviews.default.svc.cluster.local", "other").name == "all"
 
 
 def test_egress_hosts_import_named_services_and_wildcards_in_hostname_order():

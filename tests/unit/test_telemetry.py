@@ -76,7 +76,8 @@ def test_defaults_without_any_telemetry_are_istios(tmp_path):
     (accessLogFile is empty), no tracing."""
     settings = effective(mesh_of(tmp_path), "client.default")
     assert settings.metrics is True
-    assert settings.access_logs == () and settings.tracing is None
+    assert settings.client.access_logs == settings.server.access_logs == ()
+    assert settings.tracings == ()
 
 
 def test_workload_beats_namespace_beats_root_field_by_field(tmp_path):
@@ -88,7 +89,7 @@ def test_workload_beats_namespace_beats_root_field_by_field(tmp_path):
         telemetry("namespace", "default", "tracing: [{randomSamplingPercentage: 50}]\n"),
         telemetry("reviews", "default", "selector: {matchLabels: {app: reviews}}\ntracing: [{providers: [{name: otel}]}]\n"),
     )
-    reviews, client, edge = (effective(mesh, p).tracing for p in ("reviews-v1.default", "client.default", "gateway-0.edge"))
+    reviews, client, edge = (effective(mesh, p).client.tracing for p in ("reviews-v1.default", "client.default", "gateway-0.edge"))
     assert (reviews.provider.name, reviews.sampling) == ("otel", 50.0)
     assert (client.provider.name, client.sampling) == ("zipkin", 50.0)
     assert (edge.provider.name, edge.sampling) == ("zipkin", 5.0)
@@ -98,7 +99,7 @@ def test_selector_only_applies_in_its_own_namespace(tmp_path):
     """A selector matches workloads of the Telemetry's namespace only (Istio); in the root
     namespace it is not mesh-wide."""
     mesh = mesh_of(tmp_path, telemetry("edge-logs", "istio-system", "selector: {matchLabels: {app: edge}}\naccessLogging: [{providers: [{name: json-log}]}]\n"))
-    assert effective(mesh, "gateway-0.edge").access_logs == ()
+    assert effective(mesh, "gateway-0.edge").client.access_logs == ()
 
 
 def test_disabled_turns_off_what_a_less_specific_level_turned_on(tmp_path):
@@ -107,9 +108,9 @@ def test_disabled_turns_off_what_a_less_specific_level_turned_on(tmp_path):
         telemetry("logs", "default", "accessLogging: [{providers: [{name: json-log}, {name: text-log}]}]\n"),
         telemetry("quiet", "default", "selector: {matchLabels: {app: reviews}}\naccessLogging: [{disabled: true}]\nmetrics: [{overrides: [{disabled: true}]}]\n"),
     )
-    assert [p.name for p in effective(mesh, "client.default").access_logs] == ["json-log", "text-log"]
+    assert [log.provider.name for log in effective(mesh, "client.default").server.access_logs] == ["json-log", "text-log"]
     reviews = effective(mesh, "reviews-v1.default")
-    assert reviews.access_logs == () and reviews.metrics is False
+    assert reviews.client.access_logs == reviews.server.access_logs == () and reviews.metrics is False
 
 
 def test_disable_span_reporting_turns_tracing_off(tmp_path):
@@ -118,8 +119,8 @@ def test_disable_span_reporting_turns_tracing_off(tmp_path):
         telemetry("mesh-default", "istio-system", "tracing: [{providers: [{name: zipkin}]}]\n"),
         telemetry("reviews", "default", "selector: {matchLabels: {app: reviews}}\ntracing: [{disableSpanReporting: true}]\n"),
     )
-    assert effective(mesh, "reviews-v1.default").tracing is None
-    assert effective(mesh, "client.default").tracing.sampling == 1.0  # Istio's default sampling
+    assert effective(mesh, "reviews-v1.default").tracings == ()
+    assert effective(mesh, "client.default").server.tracing.sampling == 1.0  # Istio's default sampling
 
 
 def test_default_providers_and_the_builtin_envoy_access_log(tmp_path):
@@ -133,8 +134,8 @@ def test_default_providers_and_the_builtin_envoy_access_log(tmp_path):
     mesh, problems = validate_mesh(load_paths([str(tmp_path)]))
     assert not problems
     settings = effective(mesh, "client.default")
-    assert [(p.name, p.path, p.encoding) for p in settings.access_logs] == [("envoy", "/dev/stdout", "TEXT")]
-    assert settings.metrics is False and settings.tracing.provider.name == "zipkin"
+    assert [(log.provider.name, log.provider.path, log.provider.encoding) for log in settings.client.access_logs] == [("envoy", "/dev/stdout", "TEXT")]
+    assert settings.metrics is False and settings.client.tracing.provider.name == "zipkin"
 
 
 # --- compiled config -------------------------------------------------------------------
@@ -205,16 +206,151 @@ def test_without_metrics_no_stats_listener_and_plain_stat_names(tmp_path):
     assert "stats_config" not in bootstrap
 
 
+# --- directions (match.mode), filters, custom tags, metrics overrides ------------------
+
+REVIEWS_SIDECAR = """\
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reviews, namespace: default}
+spec:
+  workloadSelector: {labels: {app: reviews}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    bind: 127.0.0.1
+    defaultEndpoint: 127.0.0.1:8080
+"""
+
+
+def listeners_by_direction(config) -> dict[str, dict]:
+    """The HTTP connection manager of the proxy's inbound and outbound listener."""
+    out = {}
+    for listener in config.listeners:
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        out["inbound" if listener["name"].startswith("inbound") or listener["name"].startswith("127.0.0.1_9080") else "outbound"] = manager
+    return out
+
+
+def test_match_mode_gives_each_direction_its_own_access_log_and_tracing(tmp_path):
+    """CLIENT entries apply to the outbound listener, SERVER ones to the inbound listener
+    (Istio's workload mode); a CLIENT_AND_SERVER entry in the namespace is overridden per
+    direction by the workload's entries, field by field."""
+    mesh = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
+        accessLogging: [{providers: [{name: json-log}]}]
+        tracing: [{providers: [{name: zipkin}], randomSamplingPercentage: 10}]
+        """), telemetry("reviews", "default", """\
+        selector: {matchLabels: {app: reviews}}
+        accessLogging:
+        - match: {mode: CLIENT}
+          disabled: true
+        - match: {mode: SERVER}
+          providers: [{name: text-log}]
+          filter: {expression: "response.code >= 500"}
+        tracing:
+        - match: {mode: SERVER}
+          randomSamplingPercentage: 100
+        """))
+    settings = effective(mesh, "reviews-v1.default")
+    assert settings.client.access_logs == ()
+    assert [(log.provider.name, log.filter) for log in settings.server.access_logs] == [("text-log", "response.code >= 500")]
+    assert (settings.client.tracing.sampling, settings.server.tracing.sampling) == (10.0, 100.0)
+    config = compile_proxy(mesh, find_proxy(mesh, "reviews-v1.default"))
+    managers = {l["name"]: l["filter_chains"][0]["filters"][0]["typed_config"] for l in config.listeners}
+    inbound = next(m for name, m in managers.items() if m["stat_prefix"].startswith("inbound"))
+    outbound = next(m for name, m in managers.items() if not m["stat_prefix"].startswith("inbound"))
+    assert "access_log" not in outbound
+    (log,) = inbound["access_log"]
+    assert log["filter"] == {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter", "expression": "response.code >= 500"},
+    }}
+    assert (outbound["tracing"]["random_sampling"], inbound["tracing"]["random_sampling"]) == ({"value": 10.0}, {"value": 100.0})
+    # The client is not selected: both of its directions log with the namespace's provider, unfiltered.
+    client = effective(mesh, "client.default")
+    assert [(log.provider.name, log.filter) for log in client.client.access_logs] == [("json-log", "")]
+
+
+def test_a_filter_is_the_most_specific_entrys_own(tmp_path):
+    """An entry that applies replaces the filter of a less specific one, even without a
+    filter of its own (Istio keeps an access log's settings per entry)."""
+    mesh = mesh_of(tmp_path, telemetry("ns", "default", """\
+        accessLogging: [{providers: [{name: json-log}], filter: {expression: "response.code >= 400"}}]
+        """), telemetry("reviews", "default", """\
+        selector: {matchLabels: {app: reviews}}
+        accessLogging: [{providers: [{name: text-log}]}]
+        """))
+    assert [log.filter for log in effective(mesh, "client.default").client.access_logs] == ["response.code >= 400"]
+    assert [(log.provider.name, log.filter) for log in effective(mesh, "reviews-v1.default").client.access_logs] == [("text-log", "")]
+
+
+def test_custom_tags_become_envoys_and_add_up_across_levels(tmp_path):
+    mesh = mesh_of(tmp_path, telemetry("mesh", "istio-system", """\
+        tracing:
+        - providers: [{name: zipkin}]
+          customTags:
+            cluster: {literal: {value: east}}
+            team: {literal: {value: platform}}
+        """), telemetry("ns", "default", """\
+        tracing:
+        - customTags:
+            team: {environment: {name: TEAM, defaultValue: unknown}}
+            user: {header: {name: x-user}}
+        """))
+    config = compile_proxy(mesh, find_proxy(mesh, "client.default"))
+    tracing = config.listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]["tracing"]
+    assert tracing["custom_tags"] == [
+        {"tag": "cluster", "literal": {"value": "east"}},
+        {"tag": "team", "environment": {"name": "TEAM", "default_value": "unknown"}},
+        {"tag": "user", "request_header": {"name": "x-user"}},
+    ]
+
+
+def test_metrics_overrides_per_direction_metric_and_tag(tmp_path):
+    """SERVER metrics off: inbound clusters keep plain stat names; CLIENT tagOverrides: a
+    literal UPSERT adds a label (and its stats tag), REMOVE drops one; REQUEST_DURATION off:
+    the bootstrap's stats_matcher leaves out the outbound clusters' upstream_rq_time."""
+    mesh = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
+        metrics:
+        - overrides:
+          - match: {mode: SERVER}
+            disabled: true
+          - match: {mode: CLIENT}
+            tagOverrides:
+              team: {value: "'storefront'"}
+              source_app: {operation: REMOVE}
+          - match: {metric: REQUEST_DURATION, mode: CLIENT}
+            disabled: true
+        """))
+    proxy = find_proxy(mesh, "reviews-v1.default")
+    config = compile_proxy(mesh, proxy)
+    names = {c["name"]: c.get("alt_stat_name") for c in config.clusters}
+    assert names["inbound|9080||"] is None
+    assert names["outbound|9080||ratings.default.svc.cluster.local"] == (
+        "outbound|9080||ratings.default.svc.cluster.local;reporter=source;source_workload=reviews-v1;"
+        "source_workload_namespace=default;source_version=v1;destination_service=ratings.default.svc.cluster.local;"
+        "destination_port=9080;team=storefront;"
+    )
+    stats = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})["stats_config"]
+    team = next(tag for tag in stats["stats_tags"] if tag["tag_name"] == "team")
+    assert extract_tags("cluster." + names["outbound|9080||ratings.default.svc.cluster.local"] + ".upstream_rq_200", stats)[1]["team"] == "storefront"
+    assert team["regex"].endswith("team=([^;]*);")
+    (excluded,) = stats["stats_matcher"]["exclusion_list"]["patterns"]
+    pattern = re.compile(excluded["safe_regex"]["regex"])
+    outbound = "cluster." + names["outbound|9080||ratings.default.svc.cluster.local"]
+    assert pattern.search(outbound + ".upstream_rq_time") and pattern.search(outbound + ".external_upstream_rq_time")
+    assert not pattern.search(outbound + ".upstream_rq_200") and not pattern.search("cluster.inbound|9080||.upstream_rq_time")
+
+
 # --- stat names and tags ----------------------------------------------------------------
 
 
-def extract_tags(stat_name: str) -> tuple[str, dict]:
+def extract_tags(stat_name: str, config: dict | None = None) -> tuple[str, dict]:
     """What Envoy's tag extraction does with stats_config's regexes: the first tag extractor
     of a name that matches gives its value (group 2, else 1); the characters of group 1 are
     removed from the name. (Envoy runs these regexes as ECMAScript std::regex; these use
     nothing that Python's re reads differently.)"""
     tags, removed = {}, set()
-    for tag in stats_config()["stats_tags"]:
+    for tag in (config or stats_config())["stats_tags"]:
         if "regex" not in tag or tag["tag_name"] in tags:
             continue
         match = re.search(tag["regex"], stat_name)
@@ -303,20 +439,21 @@ CASES = [
         TELEMETRY, "spec.targetRefs", ("unknown field 'targetRefs'", "Gateway API", "selector.matchLabels"),
     ),
     Case(
-        "access logging match mode",
+        "two access logging entries for the same mode",
         """
         apiVersion: telemetry.istio.io/v1
         kind: Telemetry
         metadata: {name: t, namespace: default}
         spec:
           accessLogging:
+          - providers: [{name: json-log}]
           - match: {mode: SERVER}  #!
-            providers: [{name: json-log}]
+            disabled: true
         """,
-        TELEMETRY, "spec.accessLogging[0].match", ("match (CLIENT or SERVER mode) is not supported",),
+        TELEMETRY, "spec.accessLogging[1]", ("entries 0 and 1 both apply to inbound (SERVER) traffic", "one accessLogging entry per direction"),
     ),
     Case(
-        "metrics override of one metric",
+        "a metric Envoy's cluster stats do not have",
         """
         apiVersion: telemetry.istio.io/v1
         kind: Telemetry
@@ -324,13 +461,14 @@ CASES = [
         spec:
           metrics:
           - overrides:
-            - match: {metric: REQUEST_COUNT}  #!
+            - match:
+                metric: REQUEST_SIZE  #!
               disabled: true
         """,
-        TELEMETRY, "spec.metrics[0].overrides[0].match", ("turn them all off", "not one metric or one mode"),
+        TELEMETRY, "spec.metrics[0].overrides[0].match.metric", ("REQUEST_SIZE is not supported by meshwright yet", "no request size", "REQUEST_COUNT"),
     ),
     Case(
-        "metrics tagOverrides",
+        "tagOverrides with a per-request value",
         """
         apiVersion: telemetry.istio.io/v1
         kind: Telemetry
@@ -338,9 +476,84 @@ CASES = [
         spec:
           metrics:
           - overrides:
-            - tagOverrides: {request_host: {value: request.host}}  #!
+            - tagOverrides:
+                request_host:
+                  value: request.host  #!
         """,
-        TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides", ("tagOverrides are not supported",),
+        TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides.request_host.value", ("value 'request.host' is not supported by meshwright yet", "CEL string literal", "access log"),
+    ),
+    Case(
+        "tagOverrides of one metric",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          metrics:
+          - overrides:
+            - match: {metric: REQUEST_COUNT}
+              tagOverrides:
+                team: {value: "'payments'"}  #!
+        """,
+        TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides.team", ("tagOverrides is not supported by meshwright yet for one metric (REQUEST_COUNT)", "ALL_METRICS"),
+    ),
+    Case(
+        "REMOVE of a label the stats carry, for one metric",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          metrics:
+          - overrides:
+            - match: {metric: REQUEST_COUNT, mode: CLIENT_AND_SERVER}
+              tagOverrides:
+                grpc_response_status: {operation: REMOVE}
+                source_app: {operation: REMOVE}  #!
+        """,
+        TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides.source_app", ("not supported by meshwright yet for one metric (REQUEST_COUNT)",),
+    ),
+    Case(
+        "tagOverrides value with a semicolon",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          metrics:
+          - overrides:
+            - tagOverrides:
+                team:
+                  value: "'a;b'"  #!
+        """,
+        TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides.team.value", ("must not contain ';'",),
+    ),
+    Case(
+        "useRequestIdForTraceSampling",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          tracing:
+          - useRequestIdForTraceSampling: true  #!
+        """,
+        TELEMETRY, "spec.tracing[0].useRequestIdForTraceSampling", ("useRequestIdForTraceSampling is not supported by meshwright yet",),
+    ),
+    Case(
+        "a custom tag with two sources",
+        """
+        apiVersion: telemetry.istio.io/v1
+        kind: Telemetry
+        metadata: {name: t, namespace: default}
+        spec:
+          tracing:
+          - customTags:
+              team:  #!
+                literal: {value: payments}
+                header: {name: x-team}
+        """,
+        TELEMETRY, "spec.tracing[0].customTags.team", ("literal", "header"),
     ),
     Case(
         "two entries in one list",
@@ -519,3 +732,48 @@ spec:
         "proxy client.default reports spans to ratings.default.svc.cluster.local (provider 'zipkin'), which it does not import: "
         "add \"default/ratings.default.svc.cluster.local\" to these egress hosts",
     )]
+
+
+def test_a_cel_filter_envoy_cannot_parse_is_reported_at_its_telemetry(tmp_path, capsys):
+    """`meshwright validate` has Envoy parse the access log filters: a bad one is named at
+    its file, line and field, a good one beside it is not."""
+    from meshwright.cli import main
+
+    (tmp_path / "mesh.yaml").write_text(TELEMETRY_BASE + WORKLOADS + telemetry("logs", "default", """\
+        accessLogging:
+        - providers: [{name: json-log}]
+          filter:
+            expression: "response.code >="
+        """) + telemetry("edge", "edge", """\
+        accessLogging:
+        - providers: [{name: json-log}]
+          filter: {expression: "response.code >= 500 && request.method == 'GET'"}
+        """))
+    code = main(["validate", str(tmp_path / "mesh.yaml")])
+    out, err = capsys.readouterr()
+    assert code == 1
+    (line,) = [line for line in err.splitlines() if "CEL" in line]
+    assert re.match(r".*/mesh\.yaml:\d+: Telemetry/default/logs: spec\.accessLogging\[0\]\.filter\.expression: Envoy cannot parse the CEL expression 'response.code >=': .*Syntax error", line), line
+    assert "edge" not in err
+
+
+GATEWAY = """\
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*/reviews.default.svc.cluster.local"]
+"""
+
+
+@pytest.mark.parametrize("mode, logged", [("CLIENT", True), ("SERVER", False), ("CLIENT_AND_SERVER", True)])
+def test_a_gateways_listeners_are_client_mode(tmp_path, mode, logged):
+    """As in Istio, a gateway's listeners count as CLIENT: a SERVER-only entry leaves them alone."""
+    mesh = mesh_of(tmp_path, GATEWAY, telemetry("mesh", "istio-system", f"accessLogging: [{{match: {{mode: {mode}}}, providers: [{{name: json-log}}]}}]\n"))
+    config = compile_proxy(mesh, find_proxy(mesh, "ingress.istio-system"))
+    (listener,) = config.listeners
+    assert ("access_log" in listener["filter_chains"][0]["filters"][0]["typed_config"]) is logged

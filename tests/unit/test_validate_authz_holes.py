@@ -11,7 +11,7 @@ import pytest
 from meshwright import names
 from meshwright.check.pipeline import validate_mesh
 from meshwright.cli import main
-from meshwright.compile.telemetry import access_log
+from meshwright.compile.telemetry import AccessLog, access_log
 from meshwright.model.load import load_paths
 from meshwright.model.providers import FILE_ACCESS_LOG, Provider
 from tests.unit.security_mesh import IDENTITY, WORKLOADS
@@ -434,7 +434,7 @@ def test_access_log_paths_in_the_log_folder_or_standard_streams_are_valid(tmp_pa
 
 def test_the_compiler_refuses_an_access_log_path_validation_would_refuse():
     with pytest.raises(ValueError, match="refusing access log path '/etc/cron.d/x'"):
-        access_log(Provider("file", FILE_ACCESS_LOG, path="/etc/cron.d/x"))
+        access_log(AccessLog(Provider("file", FILE_ACCESS_LOG, path="/etc/cron.d/x")))
 
 
 @pytest.mark.parametrize("text, required, expected", [

@@ -115,3 +115,19 @@ def test_validation_pauses_the_garbage_collector_and_leaves_it_as_it_found_it(tm
     finally:
         gc.enable()
     assert collector_on == [False, False]
+
+
+def test_check_4_runs_no_line_more_than_4x_as_often_for_4x_the_services(tmp_path):
+    """Check 4 (validate_proxies) compiles and checks each class of proxies once: in this
+    estate the classes stay the same as it grows, so nothing in it may pair every proxy with
+    every service (a set of all a proxy's clusters built per proxy, not per class)."""
+    counts = []
+    for name, services in (("small", SMALL), ("large", 4 * SMALL)):
+        write_estate(services, str(tmp_path / name))
+        mesh, problems = validate_resources(load_paths([str(tmp_path / name)]))
+        assert [str(problem) for problem in problems] == []
+        counts.append(executions(lambda: pipeline.validate_proxies(mesh)))
+    small, large = counts
+    outgrown = {name: f"{small[name]} -> {runs}" for name, runs in large.items() if runs >= FIXED_COST and runs > LINEAR_GROWTH * small[name]}
+    assert outgrown == {}
+    assert sum(large.values()) > 2.5 * sum(small.values())  # the work grew (each distinct shape is parsed once: fixed)

@@ -212,7 +212,7 @@ CASES = [
           - port: {number: 443, name: https, protocol: HTTPS}  #!
             hosts: ["*"]
         """,
-        "Gateway/default/ingress", "spec.servers[0].tls", ("an HTTPS server needs tls.mode SIMPLE",),
+        "Gateway/default/ingress", "spec.servers[0].tls", ("an HTTPS server needs tls.mode: SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL", "or PASSTHROUGH"),
     ),
     Case(
         "route to a host outside the Sidecar's egress scope",
@@ -254,33 +254,6 @@ CASES = [
             - destination: {host: reviews}
         """,
         VS, "spec.tls[0].match[0].sniHosts[0]", ("'api.example.com' is not one of the VirtualService's hosts (reviews)",),
-    ),
-    Case(
-        "tls route at a gateway",
-        """
-        apiVersion: networking.istio.io/v1
-        kind: Gateway
-        metadata: {name: egress, namespace: default}
-        spec:
-          selector: {istio: egressgateway}
-          servers:
-          - port: {number: 443, name: tls, protocol: HTTPS}
-            hosts: ["*"]
-            tls: {mode: SIMPLE, serverCertificate: /etc/certs/cert.pem, privateKey: /etc/certs/key.pem}
-        ---
-        apiVersion: networking.istio.io/v1
-        kind: VirtualService
-        metadata: {name: reviews, namespace: default}
-        spec:
-          hosts: [reviews]
-          gateways: [egress]
-          tls:
-          - match:  #!
-            - sniHosts: [reviews]
-            route:
-            - destination: {host: reviews}
-        """,
-        VS, "spec.tls[0]", ("tls routes at a gateway are not supported by meshwright yet (bind this VirtualService to sidecars only",),
     ),
     Case(
         "TLS egress listener whose hosts have no TLS port",

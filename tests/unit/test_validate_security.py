@@ -4,10 +4,14 @@ Istio fields are refused with a hint, and which policy governs a workload is nev
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
+from meshwright.check.pipeline import validate_mesh
+from meshwright.model.load import load_paths
 from tests.unit.security_mesh import IDENTITY, WORKLOADS
-from tests.unit.validation_cases import Case, check_case
+from tests.unit.validation_cases import Case, check_case, validate_texts
 
 WITH_IDENTITY = IDENTITY + "---\n" + WORKLOADS
 PA, AP, DR = "PeerAuthentication/default/", "AuthorizationPolicy/default/", "DestinationRule/default/server"
@@ -103,7 +107,7 @@ CASES_WITH_IDENTITY = [
         AP + "p", "spec.rules[0].from[0].source.principals[0]", ("without spiffe://", "cluster.local/ns/default/sa/client"),
     ),
     Case(
-        "ipBlocks",
+        "ipBlocks with something that is no address",
         """
         apiVersion: security.istio.io/v1
         kind: AuthorizationPolicy
@@ -112,12 +116,13 @@ CASES_WITH_IDENTITY = [
           rules:
           - from:
             - source:
-                ipBlocks: [10.0.0.0/8]  #!
+                ipBlocks:
+                - 10.0.0.0/255.0.0.0  #!
         """,
-        AP + "p", "spec.rules[0].from[0].source.ipBlocks", ("IP blocks are not supported",),
+        AP + "p", "spec.rules[0].from[0].source.ipBlocks[0]", ("'10.0.0.0/255.0.0.0' is not an IP address or a CIDR block",),
     ),
     Case(
-        "JWT principals",
+        "serviceAccounts beside principals",
         """
         apiVersion: security.istio.io/v1
         kind: AuthorizationPolicy
@@ -126,9 +131,143 @@ CASES_WITH_IDENTITY = [
           rules:
           - from:
             - source:
-                requestPrincipals: ["*"]  #!
+                principals: [cluster.local/ns/default/sa/client]
+                serviceAccounts: [client]  #!
         """,
-        AP + "p", "spec.rules[0].from[0].source.requestPrincipals", ("JWT", "not supported"),
+        AP + "p", "spec.rules[0].from[0].source.serviceAccounts", ("cannot be set with principals", "Istio refuses it"),
+    ),
+    Case(
+        "a service account with a wildcard",
+        """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: default}
+        spec:
+          rules:
+          - from:
+            - source:
+                notServiceAccounts:
+                - "shop/*"  #!
+        """,
+        AP + "p", "spec.rules[0].from[0].source.notServiceAccounts[0]", ("NAME or NAMESPACE/NAME", "no wildcards"),
+    ),
+    Case(
+        "a source.ip condition value that is no address",
+        """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: default}
+        spec:
+          rules:
+          - when:
+            - key: source.ip
+              notValues:
+              - 10.0.0.300  #!
+        """,
+        AP + "p", "spec.rules[0].when[0].notValues[0]", ("'10.0.0.300' is not an IP address or a CIDR block",),
+    ),
+    Case(
+        "a request principal without subject",
+        """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: default}
+        spec:
+          rules:
+          - from:
+            - source:
+                requestPrincipals:
+                - issuer.example  #!
+        ---
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt, namespace: default}
+        spec:
+          jwtRules: [{issuer: issuer.example, jwks: '{"keys": [{"kty": "EC"}]}'}]
+        """,
+        AP + "p", "spec.rules[0].from[0].source.requestPrincipals[0]", ("ISSUER/SUBJECT",),
+    ),
+    Case(
+        "a JWKS fetched over https",
+        """
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt, namespace: default}
+        spec:
+          jwtRules:
+          - issuer: issuer.example
+            jwksUri: https://issuer.example/jwks.json  #!
+        """,
+        "RequestAuthentication/default/jwt", "spec.jwtRules[0].jwksUri", ("over http(s) is not supported by meshwright yet", "file:///PATH"),
+    ),
+    Case(
+        "a JWKS file with a relative path",
+        """
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt, namespace: default}
+        spec:
+          jwtRules:
+          - issuer: issuer.example
+            jwksUri: file://../jwks.json  #!
+        """,
+        "RequestAuthentication/default/jwt", "spec.jwtRules[0].jwksUri", ("is not a file:///ABSOLUTE/PATH",),
+    ),
+    Case(
+        "inline jwks that is no key set",
+        """
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt, namespace: default}
+        spec:
+          jwtRules:
+          - issuer: issuer.example
+            jwks: '{"keys": []}'  #!
+        """,
+        "RequestAuthentication/default/jwt", "spec.jwtRules[0].jwks", ("not a JSON Web Key Set",),
+    ),
+    Case(
+        "a JWKS fetch timeout",
+        """
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt, namespace: default}
+        spec:
+          jwtRules:
+          - issuer: issuer.example
+            jwks: '{"keys": [{"kty": "EC"}]}'
+            timeout: 5s  #!
+        """,
+        "RequestAuthentication/default/jwt", "spec.jwtRules[0].timeout", ("timeout is not supported by meshwright yet",),
+    ),
+    Case(
+        "a request authentication no inbound listener enforces",
+        """
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {name: jwt, namespace: default}
+        spec:
+          selector:  #!
+            matchLabels: {app: client}
+          jwtRules:
+          - issuer: issuer.example
+            jwks: '{"keys": [{"kty": "EC"}]}'
+        """,
+        "RequestAuthentication/default/jwt", "spec.selector", ("this request authentication is enforced nowhere on WorkloadEntry default/client",),
+    ),
+    Case(
+        "a claim key without brackets",
+        """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: default}
+        spec:
+          rules:
+          - when:
+            - key: request.auth.claims  #!
+              values: [a]
+        """,
+        AP + "p", "spec.rules[0].when[0].key", ("request.auth.claims[NAME]",),
     ),
     Case(
         "CUSTOM action",
@@ -151,10 +290,10 @@ CASES_WITH_IDENTITY = [
         spec:
           rules:
           - when:
-            - key: source.ip  #!
-              values: [10.0.0.1]
+            - key: destination.labels[version]  #!
+              values: [v1]
         """,
-        AP + "p", "spec.rules[0].when[0].key", ("request.headers[NAME], source.principal, source.namespace or destination.port",),
+        AP + "p", "spec.rules[0].when[0].key", ("request.headers[NAME], request.auth.claims[NAME]", "source.ip, remote.ip", "connection.sni"),
     ),
     Case(
         "port as a number",
@@ -290,3 +429,87 @@ def test_security_problem_with_identity(tmp_path, case):
 @pytest.mark.parametrize("case", CASES_WITHOUT_IDENTITY, ids=str)
 def test_security_problem_without_identity(tmp_path, case):
     check_case(tmp_path, case)
+
+
+def test_hosts_without_port_in_a_deny_policy_are_warned(tmp_path):
+    """Istio compares hosts as written: a DENY on `orders.example` does not match a request for
+    `orders.example:8080`. Validation passes and warns, naming the value and the fix (a
+    suffix match cannot take ":*": its ports are listed)."""
+    deny = """
+    apiVersion: security.istio.io/v1
+    kind: AuthorizationPolicy
+    metadata: {name: p, namespace: default}
+    spec:
+      action: DENY
+      rules:
+      - to: [{operation: {hosts: [orders.example, "orders.example:*", "*.example.org"]}}]
+    """
+    for name, text in {"base.yaml": WITH_IDENTITY, "case.yaml": deny}.items():
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    mesh, errors = validate_mesh(load_paths([str(tmp_path)]))
+    problems = mesh.warnings
+    assert not errors and [p.is_warning for p in problems] == [True, True]
+    assert "AuthorizationPolicy/default/p: spec.rules[0].to[0].operation.hosts[0]: warning: orders.example matches only a Host header without a port" in str(problems[0])
+    assert "add 'orders.example:*' to match it on every port" in str(problems[0])
+    assert "hosts[2]: warning: *.example.org matches only a Host header without a port" in str(problems[1])
+    assert "add '*.example.org:PORT' for each port clients use" in str(problems[1])
+
+
+def test_address_conditions_need_no_identity(tmp_path):
+    """ipBlocks, remoteIpBlocks, hosts and the address keys work without workload
+    certificates (they are not the mTLS identity); service accounts need them."""
+    by_address = """
+    apiVersion: security.istio.io/v1
+    kind: AuthorizationPolicy
+    metadata: {name: p, namespace: default}
+    spec:
+      rules:
+      - from: [{source: {ipBlocks: [127.0.0.1], remoteIpBlocks: [10.0.0.0/8]}}]
+        to: [{operation: {hosts: ["a.example:*"]}}]
+        when: [{key: source.ip, values: [127.0.0.1]}, {key: destination.ip, values: ["::1"]}, {key: connection.sni, values: [a.example]}]
+      - from: [{source: {serviceAccounts: [client]}}]
+    """
+    problems = validate_texts(tmp_path, {"base.yaml": WORKLOADS, "case.yaml": by_address})
+    assert [str(p).split(": ", 1)[1] for p in problems] == [
+        "AuthorizationPolicy/default/p: spec.rules[1].from[0].source.serviceAccounts: serviceAccounts match the mTLS identity of the caller, which needs workload certificates: "
+        + problems[0].message.split("workload certificates: ", 1)[1]
+    ]
+
+
+def test_jwt_fields_without_request_authentication_are_warned(tmp_path):
+    """A rule on request principals for workloads no RequestAuthentication applies to matches
+    no request (no JWT is validated there): validation passes and warns, naming a workload;
+    with a RequestAuthentication that selects them, no warning."""
+    need_jwt = """
+    apiVersion: security.istio.io/v1
+    kind: AuthorizationPolicy
+    metadata: {name: p, namespace: default}
+    spec:
+      selector: {matchLabels: {app: server}}
+      rules:
+      - to: [{operation: {paths: [/a]}}]
+      - from: [{source: {requestPrincipals: ["*"]}}]
+    """
+    jwt = """
+    apiVersion: security.istio.io/v1
+    kind: RequestAuthentication
+    metadata: {name: jwt, namespace: default}
+    spec:
+      selector: {matchLabels: {app: server}}
+      jwtRules: [{issuer: a.example, jwks: '{"keys": [{"kty": "EC"}]}'}]
+    """
+    warnings = []
+    for case, texts in {"without": [need_jwt], "with": [need_jwt, jwt]}.items():
+        directory = tmp_path / case
+        directory.mkdir()
+        for index, text in enumerate([WITH_IDENTITY] + texts):
+            (directory / f"{index}.yaml").write_text(textwrap.dedent(text))
+        mesh, errors = validate_mesh(load_paths([str(directory)]))
+        assert not errors
+        warnings.append([str(w).split(": ", 1)[1] for w in mesh.warnings])
+    assert warnings[0] == [
+        "AuthorizationPolicy/default/p: spec.rules[1].from[0].source.requestPrincipals: warning: no RequestAuthentication applies to "
+        "WorkloadEntry default/server-1, so its requests carry no validated JWT and match no request principal or request.auth condition: "
+        "add a RequestAuthentication that selects it"
+    ]
+    assert warnings[1] == []

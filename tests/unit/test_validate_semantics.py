@@ -265,23 +265,23 @@ CASES = [
         "WorkloadEntry/default/web", "metadata.annotations.meshwright.io/port-offset", ("'+100' is not a port offset: expected a whole number from 0 to 50000",),
     ),
     Case(
-        "EnvoyFilter operation that meshwright does not apply to routes",
+        "EnvoyFilter operation that Istio ignores on route configurations",
         """
         apiVersion: networking.istio.io/v1alpha3
         kind: EnvoyFilter
         metadata: {name: tweak, namespace: default}
         spec:
           configPatches:
-          - applyTo: HTTP_ROUTE
-            match: {routeConfiguration: {vhost: {name: "reviews.default.svc.cluster.local:9080"}}}
+          - applyTo: ROUTE_CONFIGURATION
+            match: {routeConfiguration: {portNumber: 9080}}
             patch:
-              operation: INSERT_FIRST  #!
+              operation: ADD  #!
               value: {name: first}
         """,
-        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.operation", ("INSERT_FIRST is not supported on HTTP_ROUTE: use MERGE",),
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.operation", ("ADD is not supported on ROUTE_CONFIGURATION: use MERGE or MERGE_AND_REPLACE_LIST",),
     ),
     Case(
-        "EnvoyFilter removing a cluster",
+        "EnvoyFilter replacing a cluster (REPLACE is for filters)",
         """
         apiVersion: networking.istio.io/v1alpha3
         kind: EnvoyFilter
@@ -291,9 +291,88 @@ CASES = [
           - applyTo: CLUSTER
             match: {cluster: {service: ratings.default.svc.cluster.local}}
             patch:
-              operation: REMOVE  #!
+              operation: REPLACE  #!
+              value: {name: x}
         """,
-        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.operation", ("REMOVE is not supported on CLUSTER: use MERGE",),
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.operation", ('REPLACE is not supported on CLUSTER: use ADD or REMOVE or MERGE or MERGE_AND_REPLACE_LIST',),
+    ),
+    Case(
+        "EnvoyFilter BOOTSTRAP patch",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: BOOTSTRAP  #!
+            patch:
+              operation: MERGE
+              value: {overload_manager: {refresh_interval: 1s}}
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].applyTo", ('BOOTSTRAP is not supported by meshwright yet (the bootstrap holds the paths of the config files', 'Envoy rereads it only on a restart'),
+    ),
+    Case(
+        "EnvoyFilter EXTENSION_CONFIG patch",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: EXTENSION_CONFIG  #!
+            patch:
+              operation: ADD
+              value: {name: my-wasm}
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].applyTo", ('EXTENSION_CONFIG is not supported by meshwright yet (', 'no extension config discovery (ECDS)'),
+    ),
+    Case(
+        "EnvoyFilter cluster ADD without a name",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: CLUSTER
+            patch:
+              operation: ADD
+              value: {type: STRICT_DNS, connect_timeout: 1s}  #!
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.value", ('ADD of a CLUSTER needs value.name: Envoy tells them apart by name',),
+    ),
+    Case(
+        "EnvoyFilter network filter removal that names no filter",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: NETWORK_FILTER
+            match:  #!
+              listener: {portNumber: 9080}
+            patch:
+              operation: REMOVE
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].match", ('REMOVE of a network filter needs match.listener.filterChain.filter.name',),
+    ),
+    Case(
+        "EnvoyFilter virtual host patch matched on a listener",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: VIRTUAL_HOST
+            match:
+              listener: {portNumber: 9080}  #!
+            patch:
+              operation: MERGE
+              value: {rate_limits: []}
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].match.listener", ('VIRTUAL_HOST patches match on routeConfiguration, not listener',),
     ),
     Case(
         "EnvoyFilter match on the wrong kind of object",

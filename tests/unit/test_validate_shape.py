@@ -435,16 +435,6 @@ CASES = [
         "VirtualServise/default/reviews", "kind", ("unknown kind: 'VirtualServise' is not valid", "(did you mean VirtualService?)"),
     ),
     Case(
-        "Kubernetes kind that meshwright does not read",
-        """
-        apiVersion: v1
-        kind: ConfigMap  #!
-        metadata: {name: settings, namespace: default}
-        spec: {}
-        """,
-        "ConfigMap/default/settings", "kind", ("unknown kind: 'ConfigMap' is not valid: expected one of AuthorizationPolicy, DestinationRule, EnvoyFilter, Gateway",),
-    ),
-    Case(
         "unknown apiVersion",
         """
         apiVersion: networking.istio.io/v2  #!
@@ -502,20 +492,19 @@ CASES = [
         "DestinationRule/default/ratings", "spec.subsets[0].name", ("duplicate key",),
     ),
     Case(
-        "EnvoyFilter applyTo that meshwright does not patch",
+        "EnvoyFilter applyTo that Istio does not have",
         """
         apiVersion: networking.istio.io/v1alpha3
         kind: EnvoyFilter
         metadata: {name: tweak, namespace: default}
         spec:
           configPatches:
-          - applyTo: NETWORK_FILTER  #!
+          - applyTo: HTTP_FILTERS  #!
             patch:
               operation: MERGE
-              value: {name: envoy.filters.network.tcp_proxy}
+              value: {name: envoy.filters.http.router}
         """,
-        "EnvoyFilter/default/tweak", "spec.configPatches[0].applyTo",
-        ("'NETWORK_FILTER' is not valid: expected one of HTTP_FILTER, HTTP_ROUTE, CLUSTER, LISTENER", "meshwright applies patches to HTTP_FILTER, HTTP_ROUTE, CLUSTER, LISTENER only"),
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].applyTo", ("'HTTP_FILTERS' is not valid", "(did you mean HTTP_FILTER?)"),
     ),
     Case(
         "EnvoyFilter operation that does not exist",
@@ -527,11 +516,84 @@ CASES = [
           configPatches:
           - applyTo: CLUSTER
             patch:
-              operation: REPLACE  #!
+              operation: UPSERT  #!
               value: {connect_timeout: 1s}
         """,
         "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.operation",
-        ("'REPLACE' is not valid: expected one of MERGE, ADD, REMOVE, INSERT_BEFORE, INSERT_AFTER, INSERT_FIRST",),
+        ("'UPSERT' is not valid: expected one of MERGE, MERGE_AND_REPLACE_LIST, ADD, REMOVE, INSERT_BEFORE, INSERT_AFTER, INSERT_FIRST, REPLACE",),
+    ),
+    Case(
+        "EnvoyFilter listener portName, which Istio does not implement either",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: LISTENER
+            match:
+              listener:
+                portName: http  #!
+            patch:
+              operation: MERGE
+              value: {per_connection_buffer_limit_bytes: 1024}
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].match.listener.portName",
+        ("portName is not supported by meshwright yet (Istio does not act on it either: match the listener by portNumber)",),
+    ),
+    Case(
+        "EnvoyFilter proxy metadata match",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: CLUSTER
+            match:
+              proxy:
+                metadata: {ISTIO_VERSION: "1.20"}  #!
+            patch:
+              operation: MERGE
+              value: {connect_timeout: 1s}
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].match.proxy.metadata",
+        ("metadata is not supported by meshwright yet (meshwright's proxies send no Istio node metadata",),
+    ),
+    Case(
+        "EnvoyFilter proxyVersion that is not RE2",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: CLUSTER
+            match:
+              proxy:
+                proxyVersion: '^1\\.(?=4)'  #!
+            patch:
+              operation: MERGE
+              value: {connect_timeout: 1s}
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].match.proxy.proxyVersion", ("is not valid RE2",),
+    ),
+    Case(
+        "EnvoyFilter filterClass",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: HTTP_FILTER
+            patch:
+              operation: ADD
+              filterClass: AUTHZ  #!
+              value: {name: envoy.filters.http.lua}
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.filterClass",
+        ("filterClass is not supported by meshwright yet (place the filter by name: INSERT_BEFORE or INSERT_AFTER",),
     ),
     Case(
         "Sidecar captureMode IPTABLES (capture is chosen per workload by annotation)",

@@ -24,8 +24,9 @@ TRICKY_STRINGS = [
     "2001-12-14", "2001-12-14t21:59:43.10-05:00", "1:20", "190:20:30", "<<", "=", "@type", "'quoted'", '"double"', "a: b",
     "a:b", "a:", ":a", "- a", "-a", "-", "? a", "?a", "# c", "a #c", "a#c", "*alias", "&anchor", "!tag", "|", ">", "%", "`",
     "{a}", "[a]", "a,b", "a, b", "ünïcödé", "tab\there", "line\nbreak", "trailing ", " leading", "\x00nul", "\u2028", "a\\b",
-    "spiffe://cluster.local/ns/default/sa/frontend", "/api/v1/*", "*", "*.example.com", "^/api/(.*)$", "%{x}",
-    "x" * 200, "word " * 150, "é" * 300, ("a" * 99 + " ") * 12, "a" * 1200, "a/b" * 400,
+    "spiffe://cluster.local/ns/default/sa/frontend", "10.0.0.1", "127.0.0.1", "1.2.3", "1.2", "10.0.0.1.5", "1000.0.0.1", "::1", "fd00::1", "/api/v1/*", "*", "*.example.com", "^/api/(.*)$", "%{x}",
+    "x" * 200, "word " * 150, "-----BEGIN CERTIFICATE-----\nMIIB\nabc==\n-----END CERTIFICATE-----\n", "a\n\nb", "a\n", "\n", " a\nb ",
+    "it's\na 'quote'", "tab\t\nx", "ü\nx", "é" * 300, ("a" * 99 + " ") * 12, "a" * 1200, "a/b" * 400,
 ]
 TRICKY_KEYS = ["a", "name", "@type", "on", "y", "1", "a b", "a:b", "k" * 99, "k" * 100, "k" * 127, "k" * 128, "k" * 200, "é", "null", ""]
 SCALARS = [0, 1, -7, 4294967295, 10 ** 20, 0.5, 1e17, -2.25, 1e-07, float("inf"), True, False, None, {}, []]

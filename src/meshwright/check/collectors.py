@@ -11,9 +11,14 @@ from meshwright.problems import Problem
 def collector_problems(mesh: Mesh, config) -> list[Problem]:
     """A proxy that traces to a mesh service must have that service's cluster: its Sidecar's
     egress hosts must import the collector."""
-    tracing = config.telemetry.tracing
-    if tracing is None or tracing.dedicated or any(c["name"] == tracing.cluster for c in config.clusters):
+    tracings = [t for t in config.telemetry.tracings if not t.dedicated]
+    if not tracings:  # most proxies: no set of their (maybe 30,000) cluster names to build
         return []
+    clusters = {c["name"] for c in config.clusters}
+    missing = [t for t in tracings if t.cluster not in clusters]
+    if not missing:
+        return []
+    tracing = missing[0]
     proxy = config.proxy
     service = mesh.registry.get(tracing.provider.host)
     message = (

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import collections
 import functools
-import hashlib
 import importlib
 import json
 import re
@@ -83,18 +81,20 @@ _FREE_TEXT = re.compile(r'"(%s)":(?:"(?:[^"\\]|\\.)*"|\[(?:"(?:[^"\\]|\\.)*",?)*
     FREE_TEXT_FIELDS + tuple(f'{outer}":\\{{"{inner}' for outer, inner in FREE_TEXT_FIRST_FIELDS)))
 
 
-def resource_digest(type_name: str, resource: dict) -> bytes | None:
-    """SHA-256 of the type and the resource's shape: its compact JSON with the text of
-    FREE_TEXT_FIELDS and its name taken out, so two clusters that differ only in names and addresses share
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def resource_shape(type_name: str, resource: dict) -> str | None:
+    """The type and the resource's shape: its compact JSON with the text of FREE_TEXT_FIELDS
+    and its name taken out, so two clusters that differ only in names and addresses share
     it. None when the resource is not plain JSON data (then it is checked on its own)."""
     try:
         # Keys in the order they were made: the same code makes the same order, and two orders
         # of one resource would only cost a second parse (equal text is equal content).
-        text = json.dumps({**resource, "name": ""} if "name" in resource else resource, separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode({**resource, "name": ""} if "name" in resource else resource)
     except (TypeError, ValueError):
         return None
-    shape = _FREE_TEXT.sub(r'"\1":_', text)
-    return hashlib.sha256(f"{type_name}\n{shape}".encode()).digest()  # 32 bytes: half a hex key's memory
+    return type_name + "\n" + _FREE_TEXT.sub(r'"\1":_', text)
 
 
 class ResourceVerdicts:
@@ -103,35 +103,34 @@ class ResourceVerdicts:
     verdict, so each distinct shape is parsed once.
     A resource object met again (classes hold the same objects: compiled config is never
     changed once built) is not even serialized again.
-    The least recently used verdicts are dropped beyond `limit`: what proxies share is seen
-    again and again and stays; what is one proxy's own would only cost memory."""
+    Beyond `limit` entries a table is emptied: what proxies share is met again soon and
+    comes back; what was one proxy's own would only cost memory."""
 
     def __init__(self, limit: int = 1 << 17) -> None:
-        self._verdicts: collections.OrderedDict[bytes, str | None] = collections.OrderedDict()
-        # id -> (the object, which keeps its id from being reused, and its verdict)
-        self._seen: collections.OrderedDict[tuple[str, int], tuple[dict, str | None]] = collections.OrderedDict()
+        self._verdicts: dict[str, str | None] = {}  # shape -> verdict
+        # id -> (the object, which keeps its id from being reused, its type and its verdict)
+        self._seen: dict[int, tuple[dict, str, str | None]] = {}
         self._limit = limit
 
     def check(self, type_name: str, resource: dict) -> str | None:
-        seen = self._seen.get((type_name, id(resource)))
-        if seen is not None:
-            return seen[1]
+        seen = self._seen.get(id(resource))
+        if seen is not None and seen[1] == type_name:
+            return seen[2]
         verdict = self._check(type_name, resource)
-        self._seen[(type_name, id(resource))] = (resource, verdict)
-        if len(self._seen) > self._limit:
-            self._seen.popitem(last=False)
+        if len(self._seen) >= self._limit:
+            self._seen.clear()
+        self._seen[id(resource)] = (resource, type_name, verdict)
         return verdict
 
     def _check(self, type_name: str, resource: dict) -> str | None:
-        key = resource_digest(type_name, resource)
-        if key is None:
+        shape = resource_shape(type_name, resource)
+        if shape is None:
             return check_resource(type_name, resource)
-        if key in self._verdicts:
-            self._verdicts.move_to_end(key)
-            return self._verdicts[key]
-        verdict = self._verdicts[key] = check_resource(type_name, resource)
-        if len(self._verdicts) > self._limit:
-            self._verdicts.popitem(last=False)
+        if shape in self._verdicts:
+            return self._verdicts[shape]
+        if len(self._verdicts) >= self._limit:
+            self._verdicts.clear()
+        verdict = self._verdicts[shape] = check_resource(type_name, resource)
         return verdict
 
 

@@ -19,7 +19,7 @@ from meshwright.model.resource import Resource, Source
 from meshwright.problems import MeshConfigError, Problems
 from meshwright.validate.references import check_references
 from meshwright.validate.semantics import check_semantics
-from meshwright.validate.shape_check import check_shape
+from meshwright.validate.shape_check import check_shape, is_kubernetes_object
 
 __all__ = ["ChangeRefused", "apply", "resource_from_document"]
 
@@ -81,6 +81,8 @@ def apply(estate: CompiledEstate, document: dict, removed: bool = False, source:
     Raises ChangeRefused (problems naming source, the resource and the field) when the
     change does not validate; estate itself is never changed."""
     resource = resource_from_document(document, source)
+    if is_kubernetes_object(resource):
+        return estate, {}  # a Deployment, a Service...: not mesh config, as validation skips it
     if not removed:
         resource = _checked(estate, resource)
         fast = with_workload_endpoints(estate, resource)

@@ -21,7 +21,7 @@ from meshwright.model.load import LoadResult
 from meshwright.problems import Problem, Problems
 from meshwright.validate.references import check_references
 from meshwright.validate.semantics import check_capture, check_conflicts, check_duplicates, check_listener_ports, check_semantics
-from meshwright.validate.shape_check import check_shape
+from meshwright.validate.shape_check import check_shape, skip_kubernetes_objects
 from meshwright.validate.telemetry import check_telemetry_conflicts
 
 
@@ -31,7 +31,7 @@ def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
     mesh.warnings (with errors, warnings come with them in the list)."""
     problems = Problems()
     problems.extend(loaded.problems)
-    sound = [checked for checked in (check_shape(r, problems) for r in loaded.resources) if checked]
+    sound = [checked for checked in (check_shape(r, problems) for r in skip_kubernetes_objects(loaded.resources, problems)) if checked]
     mesh = Mesh.build(check_duplicates(sound, problems))
     check_conflicts(mesh, problems)
     check_telemetry_conflicts(mesh, problems)

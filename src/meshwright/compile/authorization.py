@@ -14,17 +14,30 @@ Trust domains, as Istio: a principal `<td>/ns/<ns>/sa/<sa>` whose trust domain i
 trustDomainAliases matches that workload in every one of them (the trust domain and each
 alias). A principal in any other trust domain is kept as written (validation warns).
 
+Addresses, as Istio: `ipBlocks` and the `source.ip` condition are the direct peer's address
+(Envoy's direct_remote_ip), `remoteIpBlocks` and `remote.ip` the original client's (Envoy's
+remote_ip: from X-Forwarded-For where the listener trusts it, else the peer's). Operation
+`hosts` match the Host header without regard to case, exactly as written (a port included:
+"example.com:*" for any port).
+
+Request principals and `request.auth.*` conditions match the payload of the request's JWT,
+which the JWT filter of a RequestAuthentication (compile/request_authentication.py) keeps in
+its dynamic metadata: a request principal is "<iss>/<sub>", a claim matches when it is the
+value or a list holding it. A request without a (valid) token has no payload: it matches none.
+
 On TCP listeners only the connection is known: an ALLOW rule that needs HTTP fields (paths,
-methods, request headers) matches nothing there, and a DENY rule is applied without them
-(it denies more), as Istio does.
+methods, hosts, request headers, request principals, request.auth.*) matches nothing there,
+and a DENY rule is applied without them (it denies more), as Istio does.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from meshwright.compile.envoy_values import HCM_FILTER, TYPE_PREFIX, typed
-from meshwright.mesh import ROOT_NAMESPACE, Mesh
+from meshwright.compile.request_authentication import JWT_FILTER, PAYLOAD_KEY, jwt_filter, policies_of_kind
+from meshwright.mesh import Mesh
 from meshwright.model.resource import Resource
 
 HTTP_RBAC = TYPE_PREFIX + "envoy.extensions.filters.http.rbac.v3.RBAC"
@@ -32,7 +45,9 @@ NETWORK_RBAC = TYPE_PREFIX + "envoy.extensions.filters.network.rbac.v3.RBAC"
 HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
 NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
 ACTIONS = ("DENY", "ALLOW")  # the order Envoy evaluates them in
-HTTP_ONLY_OPERATION_FIELDS = ("paths", "notPaths", "methods", "notMethods")
+HTTP_ONLY_OPERATION_FIELDS = ("paths", "notPaths", "methods", "notMethods", "hosts", "notHosts")
+HTTP_ONLY_SOURCE_FIELDS = ("requestPrincipals", "notRequestPrincipals")
+HTTP_ONLY_CONDITION_PREFIXES = ("request.headers[", "request.auth.")
 URI_TEMPLATE = TYPE_PREFIX + "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig"
 # Istio's path template operators: one path segment, and any number of them (last only).
 MATCH_ONE_TEMPLATE, MATCH_ANY_TEMPLATE = "{*}", "{**}"
@@ -40,16 +55,7 @@ MATCH_ONE_TEMPLATE, MATCH_ANY_TEMPLATE = "{*}", "{**}"
 
 def policies_for(mesh: Mesh, namespace: str, labels: tuple) -> list[Resource]:
     """The AuthorizationPolicies that apply to a workload, in (namespace, name) order."""
-
-    def compute():
-        chosen = [
-            policy
-            for policy_namespace in {namespace, ROOT_NAMESPACE}
-            for policy in mesh.without_selector("AuthorizationPolicy", policy_namespace) + mesh.selecting("AuthorizationPolicy", policy_namespace, dict(labels))
-        ]
-        return sorted(chosen, key=lambda policy: (policy.namespace, policy.name))
-
-    return mesh.memo(("authorization-policies", namespace, labels), compute)
+    return policies_of_kind(mesh, "AuthorizationPolicy", namespace, labels)
 
 
 # --- trust domains ------------------------------------------------------------------------
@@ -177,14 +183,115 @@ def _port(value: str) -> dict:
     return {"destination_port": int(value)}
 
 
+def _host(value: str) -> dict:
+    """The Host header (:authority), case-insensitive as Istio matches it (RFC 4343)."""
+    if value == "*":
+        return {"header": {"name": ":authority", "present_match": True}}
+    return {"header": {"name": ":authority", "string_match": {**string_matcher(value), "ignore_case": True}}}
+
+
+def _cidr(value: str) -> dict:
+    """An address or CIDR block as Envoy's CidrRange (a lone address: /32 or /128)."""
+    interface = ipaddress.ip_interface(value)
+    return {"address_prefix": str(interface.ip), "prefix_len": interface.network.prefixlen}
+
+
+def _direct_remote_ip(value: str) -> dict:
+    return {"direct_remote_ip": _cidr(value)}
+
+
+def _remote_ip(value: str) -> dict:
+    return {"remote_ip": _cidr(value)}
+
+
+def _destination_ip(value: str) -> dict:
+    return {"destination_ip": _cidr(value)}
+
+
+def _server_name(value: str) -> dict:
+    return {"requested_server_name": string_matcher(value)}
+
+
+def service_account_regex(value: str, policy_namespace: str) -> str:
+    """Istio's serviceAccounts value, NAME (in the policy's namespace) or NAMESPACE/NAME, as a
+    regex on the SPIFFE ID: any trust domain, and extra segments only as whole segments."""
+    namespace, _, name = value.rpartition("/")
+    return f"spiffe://.+/ns/{re.escape(namespace or policy_namespace)}/(.+/|)sa/{re.escape(name)}(/.+)?"
+
+
+def _service_account(policy_namespace: str):
+    return lambda value: {"authenticated": {"principal_name": {"safe_regex": {"regex": service_account_regex(value, policy_namespace)}}}}
+
+
 def _field(values: list[str] | None, negated: list[str] | None, make, kind: str) -> list[dict]:
     """Matchers of an Istio field and its not-field: any of values, and none of negated."""
+    return _grouped(values, negated, lambda group: _any_of([make(v) for v in group], kind), kind)
+
+
+def _grouped(values: list[str] | None, negated: list[str] | None, make_group, kind: str) -> list[dict]:
+    """As _field, for fields whose values make one matcher together (JWT claims)."""
     out = []
     if values:
-        out.append(_any_of([make(v) for v in values], kind))
+        out.append(make_group(values))
     if negated:
-        out.append(_negated(_any_of([make(v) for v in negated], kind), kind))
+        out.append(_negated(make_group(negated), kind))
     return out
+
+
+# --- JWT payload (the JWT filter's dynamic metadata) ----------------------------------------
+
+ANY_VALUE = {"safe_regex": {"regex": ".+"}}
+
+
+def _payload_matcher(claims: list[str], value: dict) -> dict:
+    """A claim of the token's payload (claims: its path, nested claims in order) and a value matcher."""
+    path = [{"key": PAYLOAD_KEY}] + [{"key": claim} for claim in claims]
+    return {"metadata": {"filter": JWT_FILTER, "path": path, "value": value}}
+
+
+def _claim_values(values: list[str]) -> dict:
+    """Istio's: the claim is one of values, or a list holding one of them."""
+    matchers = [{"string_match": string_matcher(v)} for v in values]
+    one_of = matchers[0] if len(matchers) == 1 else {"or_match": {"value_matchers": matchers}}
+    return {"or_match": {"value_matchers": [{"list_match": {"one_of": one_of}}, one_of]}}
+
+
+def _claim(claims: list[str]):
+    return lambda values: _payload_matcher(claims, _claim_values(values))
+
+
+def _issuer_and_subject(value: str) -> tuple[dict, dict]:
+    """Istio's request principal "<iss>/<sub>" (split at the last "/", the issuer may be a
+    URL) with its wildcards, as matchers of the iss and sub claims."""
+    issuer, slash, subject = value.rpartition("/")
+    if not slash:
+        issuer, subject = value, ""
+    if value == "*":
+        return ANY_VALUE, ANY_VALUE
+    if value.startswith("*"):
+        if not slash:
+            return ANY_VALUE, {"suffix": value[1:]}
+        return (ANY_VALUE if issuer == "*" else {"suffix": issuer[1:]}), {"exact": subject}
+    if value.endswith("*"):
+        if not slash:
+            return {"prefix": value[:-1]}, ANY_VALUE
+        return {"exact": issuer}, (ANY_VALUE if subject == "*" else {"prefix": subject[:-1]})
+    return {"exact": issuer}, {"exact": subject}
+
+
+def _request_principal(value: str) -> dict:
+    issuer, subject = _issuer_and_subject(value)
+    claims = [_payload_matcher([claim], {"string_match": matcher}) for claim, matcher in (("iss", issuer), ("sub", subject))]
+    return {"and_ids": {"ids": claims}}
+
+
+def _request_principals(values: list[str]) -> dict:
+    return _any_of([_request_principal(v) for v in values], "ids")
+
+
+def claim_path(key: str) -> list[str]:
+    """request.auth.claims[a][b] -> ["a", "b"]."""
+    return key[len("request.auth.claims["):-1].split("][")
 
 
 # --- rules --------------------------------------------------------------------------------
@@ -193,56 +300,97 @@ def _principals(values: list[str] | None, trust_domains: tuple[str, ...]) -> lis
     return with_trust_domain_aliases(values, trust_domains) if values else values
 
 
-def _source(source: dict, trust_domains: tuple[str, ...]) -> dict:
+def _source(source: dict, http: bool, trust_domains: tuple[str, ...], policy_namespace: str) -> dict:
     principals, negated = (_principals(source.get(f), trust_domains) for f in ("principals", "notPrincipals"))
     ids = _field(principals, negated, _principal, "ids")
+    if http:
+        ids += _grouped(source.get("requestPrincipals"), source.get("notRequestPrincipals"), _request_principals, "ids")
     ids += _field(source.get("namespaces"), source.get("notNamespaces"), _namespace, "ids")
+    ids += _field(source.get("serviceAccounts"), source.get("notServiceAccounts"), _service_account(policy_namespace), "ids")
+    ids += _field(source.get("ipBlocks"), source.get("notIpBlocks"), _direct_remote_ip, "ids")
+    ids += _field(source.get("remoteIpBlocks"), source.get("notRemoteIpBlocks"), _remote_ip, "ids")
     return _all_of(ids, "ids")
 
 
 def _operation(operation: dict, http: bool) -> dict:
     rules = []
     if http:
+        rules += _field(operation.get("hosts"), operation.get("notHosts"), _host, "rules")
         rules += _field(operation.get("paths"), operation.get("notPaths"), _path, "rules")
         rules += _field(operation.get("methods"), operation.get("notMethods"), lambda m: _header(":method", m), "rules")
     rules += _field(operation.get("ports"), operation.get("notPorts"), _port, "rules")
     return _all_of(rules, "rules")
 
 
-def _condition(condition: dict, http: bool, trust_domains: tuple[str, ...]) -> tuple[str, list[dict]]:
+# when keys -> (the side of the Envoy policy, the matcher of one value); source.principal,
+# source.serviceAccount and request.headers[...] are built apart (they need more than the value).
+CONDITION_MATCHERS = {
+    "source.namespace": ("ids", _namespace),
+    "source.ip": ("ids", _direct_remote_ip),
+    "remote.ip": ("ids", _remote_ip),
+    "destination.ip": ("rules", _destination_ip),
+    "destination.port": ("rules", _port),
+    "connection.sni": ("rules", _server_name),
+}
+
+
+# request.auth.* keys -> the payload claims they read (request.auth.claims[...] names its own).
+JWT_CONDITION_CLAIMS = {"request.auth.audiences": ["aud"], "request.auth.presenter": ["azp"]}
+
+
+def is_http_only_condition(key: str) -> bool:
+    return key.startswith(HTTP_ONLY_CONDITION_PREFIXES)
+
+
+def _http_condition(key: str, values: list[str] | None, negated: list[str] | None) -> tuple[str, list[dict]]:
+    if key == "request.auth.principal":
+        return "ids", _grouped(values, negated, _request_principals, "ids")
+    if key in JWT_CONDITION_CLAIMS:
+        return "ids", _grouped(values, negated, _claim(JWT_CONDITION_CLAIMS[key]), "ids")
+    if key.startswith("request.auth.claims["):
+        return "ids", _grouped(values, negated, _claim(claim_path(key)), "ids")
+    name = key[len("request.headers["):-1]
+    return "rules", _field(values, negated, lambda v: _header(name, v), "rules")
+
+
+def _condition(condition: dict, http: bool, trust_domains: tuple[str, ...], policy_namespace: str) -> tuple[str, list[dict]]:
     """("ids" or "rules", matchers) of a when condition."""
     key = condition["key"]
     values, negated = condition.get("values"), condition.get("notValues")
     if key == "source.principal":
         return "ids", _field(_principals(values, trust_domains), _principals(negated, trust_domains), _principal, "ids")
-    if key == "source.namespace":
-        return "ids", _field(values, negated, _namespace, "ids")
-    if key == "destination.port":
-        return "rules", _field(values, negated, _port, "rules")
+    if key == "source.serviceAccount":
+        return "ids", _field(values, negated, _service_account(policy_namespace), "ids")
+    if key in CONDITION_MATCHERS:
+        kind, make = CONDITION_MATCHERS[key]
+        return kind, _field(values, negated, make, kind)
     if not http:
         return "rules", []
-    name = key[len("request.headers["):-1]
-    return "rules", _field(values, negated, lambda v: _header(name, v), "rules")
+    return _http_condition(key, values, negated)
 
 
 def needs_http(rule: dict) -> bool:
     """Whether a rule names anything only an HTTP request has."""
     operations = [to["operation"] for to in rule.get("to") or []]
-    return any(field in operation for operation in operations for field in HTTP_ONLY_OPERATION_FIELDS) or any(
-        condition["key"].startswith("request.headers[") for condition in rule.get("when") or []
+    sources = [entry["source"] for entry in rule.get("from") or []]
+    return (
+        any(field in operation for operation in operations for field in HTTP_ONLY_OPERATION_FIELDS)
+        or any(field in source for source in sources for field in HTTP_ONLY_SOURCE_FIELDS)
+        or any(is_http_only_condition(condition["key"]) for condition in rule.get("when") or [])
     )
 
 
-def envoy_policy(rule: dict, http: bool, trust_domains: tuple[str, ...] = (LOCAL_TRUST_DOMAIN,)) -> dict:
+def envoy_policy(rule: dict, http: bool, trust_domains: tuple[str, ...] = (LOCAL_TRUST_DOMAIN,), policy_namespace: str = "default") -> dict:
     """One Istio rule -> one Envoy RBAC policy: any of its sources, any of its operations,
-    and all of its conditions (trust_domains: the mesh's, then its aliases)."""
+    and all of its conditions (trust_domains: the mesh's, then its aliases; policy_namespace:
+    where a service account named without namespace is)."""
     principals, permissions = [], []
     if rule.get("from"):
-        principals.append(_any_of([_source(entry["source"], trust_domains) for entry in rule["from"]], "ids"))
+        principals.append(_any_of([_source(entry["source"], http, trust_domains, policy_namespace) for entry in rule["from"]], "ids"))
     if rule.get("to"):
         permissions.append(_any_of([_operation(entry["operation"], http) for entry in rule["to"]], "rules"))
     for condition in rule.get("when") or []:
-        kind, matchers = _condition(condition, http, trust_domains)
+        kind, matchers = _condition(condition, http, trust_domains, policy_namespace)
         (principals if kind == "ids" else permissions).extend(matchers)
     return {"permissions": [_all_of(permissions, "rules")], "principals": [_all_of(principals, "ids")]}
 
@@ -257,7 +405,7 @@ def rbac_rules(policies: list[Resource], action: str, http: bool, trust_domains:
         for index, rule in enumerate(policy.spec.get("rules") or []):
             if not http and needs_http(rule) and action == "ALLOW":
                 continue  # matches nothing on TCP
-            envoy_policies[f"ns[{policy.namespace}]-policy[{policy.name}]-rule[{index}]"] = envoy_policy(rule, http, trust_domains)
+            envoy_policies[f"ns[{policy.namespace}]-policy[{policy.name}]-rule[{index}]"] = envoy_policy(rule, http, trust_domains, policy.namespace)
     if action == "DENY" and not envoy_policies:
         return None  # a DENY policy without rules denies nothing
     # An ALLOW policy without rules (Istio's allow-nothing) leaves the rules empty: all denied.
@@ -285,16 +433,18 @@ def network_rbac_filters(policies: list[Resource], stat_prefix: str, trust_domai
 
 
 def authorize_chain(mesh: Mesh, namespace: str, labels: tuple, chain: dict) -> dict:
-    """The filter chain with the workload's RBAC filters: first among an HTTP connection
-    manager's HTTP filters, or before a TCP chain's proxy filter."""
+    """The filter chain with the workload's JWT and RBAC filters: first among an HTTP
+    connection manager's HTTP filters (JWT first, whose payload RBAC reads), or the RBAC
+    filters before a TCP chain's proxy filter."""
     policies = policies_for(mesh, namespace, labels)
-    if not policies:
-        return chain
     filters = chain["filters"]
     main = filters[-1]
     if main["name"] == HCM_FILTER:
+        jwt = jwt_filter(mesh, namespace, labels)
         manager = main["typed_config"]
-        manager["http_filters"] = http_rbac_filters(policies, mesh.settings.trust_domains) + manager["http_filters"]
+        manager["http_filters"] = ([jwt] if jwt else []) + http_rbac_filters(policies, mesh.settings.trust_domains) + manager["http_filters"]
+        return chain
+    if not policies:
         return chain
     chain["filters"] = filters[:-1] + network_rbac_filters(policies, main["typed_config"]["stat_prefix"], mesh.settings.trust_domains) + [main]
     return chain

@@ -57,5 +57,5 @@ def compile_bootstrap(proxy: Proxy, settings: MeshSettings, telemetry: ProxyTele
         }]},
     }
     if telemetry.metrics:
-        bootstrap["stats_config"] = stats_config()
+        bootstrap["stats_config"] = stats_config(telemetry)
     return bootstrap

@@ -201,7 +201,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
     for number in http_ports:
         on_port = [s for s in services if (s.port(number) and s.port(number).is_http)]
         name = str(number)
-        routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, on_port, number) + [_catch_all_route(mesh, proxy)]))
+        routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, on_port, number) + [_catch_all_route(mesh, proxy)], mesh))
         chains = _with_fallback(sni_chains.pop(number, []), fallback, {"transport_protocol": "tls"})
         chains.append({"filters": [http_connection_manager(f"outbound_0.0.0.0_{number}", name)]})
         listeners.append(_not_bound(listener("0.0.0.0", number, chains, "OUTBOUND")))
@@ -216,7 +216,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
             if port.is_tls:
                 chains = service_tls_chains(mesh, proxy, service, port, set(), by_name=False)
             else:
-                chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, service.hostname, port.number))]}]
+                chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, service.hostname, port.number, proxy.namespace))]}]
             if ranges:
                 ranged.setdefault(port.number, []).extend(
                     {**copy.deepcopy(chain), "filter_chain_match": {**chain.get("filter_chain_match", {}), "prefix_ranges": ranges}} for chain in chains

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from meshwright.compile.endpoints import load_assignment
 from meshwright.compile.envoy_values import (
-    ADS, HTTP_PROTOCOL_OPTIONS, MAX_UINT32, UPSTREAM_TLS, duration, socket_address, tls_params, typed,
+    ADS, HTTP_PROTOCOL_OPTIONS, MAX_UINT32, UPSTREAM_TLS, duration, socket_address, subject_alt_name_matchers, tls_params, typed,
 )
 from meshwright.compile.mtls import apply_mesh_tls, auto_mtls_endpoints
 from meshwright.mesh import Mesh
@@ -141,17 +140,6 @@ def _outlier_detection(outlier: dict) -> dict:
     return out
 
 
-def _san_type(name: str) -> str:
-    """Istio's subjectAltNames match any kind of SAN; Envoy's typed matchers name the kind."""
-    if "://" in name:
-        return "URI"
-    try:
-        ipaddress.ip_address(name)
-        return "IP_ADDRESS"
-    except ValueError:
-        return "DNS"
-
-
 def _upstream_tls(tls: dict, host: str, port: ServicePort, system_ca: str) -> dict:
     """DestinationRule tls (SIMPLE or MUTUAL) -> an UpstreamTlsContext. The server's
     certificate is checked against caCertificates (else the system's trust store, system_ca,
@@ -166,7 +154,7 @@ def _upstream_tls(tls: dict, host: str, port: ServicePort, system_ca: str) -> di
         names = tls.get("subjectAltNames") or [sni]
         common["validation_context"] = {
             "trusted_ca": {"filename": tls.get("caCertificates", system_ca)},
-            "match_typed_subject_alt_names": [{"san_type": _san_type(name), "matcher": {"exact": name}} for name in names],
+            "match_typed_subject_alt_names": subject_alt_name_matchers(names),
         }
     if port.protocol in ("HTTP2", "GRPC"):
         common["alpn_protocols"] = ["h2"]
@@ -302,9 +290,10 @@ class _ServicePlan:
 def service_clusters(mesh: Mesh, proxy, service: Service) -> tuple[list[dict], list[dict]]:
     """Clusters of one service (every port, plain and per subset) and their endpoints (EDS),
     built once per mesh for what they depend on: the DestinationRule that applies to the
-    proxy (its namespace, and its labels where a rule's workloadSelector reads them), and, only where they read it, the proxy's locality (load assignments,
-    inline endpoints) and whether it is a gateway (original-destination services). Proxies of
-    every locality share the same cluster objects. Shared: never changed."""
+    proxy (its namespace, and its labels where a rule's workloadSelector reads them), and,
+    only where they read it, the proxy's locality (load assignments, inline endpoints) and
+    whether it is a gateway (original-destination services). Proxies of every locality share
+    the same cluster objects. Shared: never changed."""
     rule = mesh.destination_rule_for(service.hostname, proxy.namespace, proxy.label_map)
     rule_ref = rule.ref if rule else None
     inline = service.resolution in INLINE_ENDPOINT_RESOLUTIONS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from meshwright.model.duration import parse_duration
 
 TYPE_PREFIX = "type.googleapis.com/"
@@ -30,13 +32,62 @@ TLS_CIPHER_SUITES = (
     "ECDHE-RSA-CHACHA20-POLY1305",
 )
 
+# gRPC status names in code order (Istio's abort grpcStatus; Envoy takes the code).
+GRPC_STATUS_CODES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+)
+# Istio's limit on a direct response's body, which route configurations raise Envoy's (4 KB) to.
+DIRECT_RESPONSE_MAX_BYTES = 1024 * 1024
+ENVOY_DIRECT_RESPONSE_BODY_BYTES = 4096
+
+
+# The suites a Gateway server's cipherSuites may name (Istio's list of valid suites, which
+# Envoy's BoringSSL knows); "[A|B]" is a group of equal preference.
+SERVER_CIPHER_SUITES = TLS_CIPHER_SUITES + (
+    "ECDHE-PSK-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-PSK-AES128-CBC-SHA",
+    "ECDHE-PSK-AES256-CBC-SHA",
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "AES256-SHA",
+)
+
+
+def is_cipher_suite(name: str) -> bool:
+    """A suite or an equal-preference group of suites ("[A|B]") Envoy accepts."""
+    members = name[1:-1].split("|") if name.startswith("[") and name.endswith("]") else [name]
+    return all(member in SERVER_CIPHER_SUITES for member in members)
+
 
 def tls_params() -> dict:
     """A fresh TlsParameters (callers may add to the context that holds it)."""
     return {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3", "cipher_suites": list(TLS_CIPHER_SUITES)}
+
+
+def subject_alt_name_matchers(names: list[str]) -> list[dict]:
+    """Istio's subjectAltNames match any kind of SAN; Envoy's typed matchers name the kind."""
+    return [{"san_type": _san_type(name), "matcher": {"exact": name}} for name in names]
+
+
+def _san_type(name: str) -> str:
+    if "://" in name:
+        return "URI"
+    try:
+        ipaddress.ip_address(name)
+        return "IP_ADDRESS"
+    except ValueError:
+        return "DNS"
 HTTP_PROTOCOL_OPTIONS = TYPE_PREFIX + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS_INSPECTOR = TYPE_PREFIX + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 FILE_ACCESS_LOG = TYPE_PREFIX + "envoy.extensions.access_loggers.file.v3.FileAccessLog"
+CEL_ACCESS_LOG_FILTER = TYPE_PREFIX + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 ZIPKIN_CONFIG = TYPE_PREFIX + "envoy.config.trace.v3.ZipkinConfig"
 OPENTELEMETRY_CONFIG = TYPE_PREFIX + "envoy.config.trace.v3.OpenTelemetryConfig"
 

@@ -4,29 +4,41 @@ VirtualServices bound to them."""
 from __future__ import annotations
 
 from meshwright.compile.authorization import authorize_chain
-from meshwright.compile.listeners import downstream_tls, http_connection_manager, listener
+from meshwright.compile.gateway_tls import server_tls_socket
+from meshwright.compile.listeners import http_connection_manager, listener
 from meshwright.compile.proxy import Proxy
-from meshwright.compile.routes import destination_cluster, virtual_service_routes, weighted_destinations
-from meshwright.compile.tls_routing import outbound_tcp_proxy
+from meshwright.compile.routes import MESH_GATEWAY, RouteContext, destination_cluster, qualified_gateway, virtual_service_routes, weighted_destinations
+from meshwright.compile.tls_routing import outbound_tcp_proxy, route_destinations, sni_chain
 from meshwright.compile.virtual_hosts import route_configuration
-from meshwright.mesh import Mesh, host_matches
+from meshwright.mesh import Mesh, exported_to, host_matches
 from meshwright.model.resource import Resource
 
 GATEWAY = "GATEWAY"
 
 
+def _gateway_virtual_services(mesh: Mesh, proxy: Proxy, gateway_id: str) -> list[Resource]:
+    """The VirtualServices bound to a Gateway that are exported to the gateway proxy's namespace."""
+    return [vs for vs in mesh.of_kind("VirtualService") if gateway_id in _bound_gateways(vs) and exported_to(vs, proxy.namespace)]
+
+
+def _gateway_ids(names: list[str], namespace: str) -> list[str]:
+    """"namespace/name" of every Gateway named (short names: in namespace); "mesh" left out."""
+    return [qualified_gateway(g, namespace) for g in names if g != MESH_GATEWAY]
+
+
 def _bound_gateways(virtual_service: Resource) -> list[str]:
-    """"namespace/name" of every Gateway a VirtualService names (short names: its namespace)."""
-    return [g if "/" in g else f"{virtual_service.namespace}/{g}" for g in virtual_service.spec.get("gateways") or [] if g != "mesh"]
+    """The Gateways a VirtualService is bound to."""
+    return _gateway_ids(virtual_service.spec.get("gateways") or [], virtual_service.namespace)
 
 
-def _served_hosts(server_hosts: list[str], gateway_namespace: str, virtual_service: Resource) -> list[str]:
+def _served_hosts(server_hosts: list[str], gateway_namespace: str, virtual_service: Resource, hosts: list[str] | None = None) -> list[str]:
     """The hosts a server serves for a VirtualService (Istio's server hosts "namespace/host":
     the namespace of the VirtualServices it accepts, "*" any, "." the Gateway's own). A VS host
     the server's pattern covers is served as is; a VS wildcard that covers a server host is
-    narrowed to that host (a server never answers for more than its hosts)."""
+    narrowed to that host (a server never answers for more than its hosts). hosts: the names
+    to serve (default: the VirtualService's hosts; a tls route's sniHosts)."""
     served = []
-    for host in virtual_service.spec["hosts"]:
+    for host in virtual_service.spec["hosts"] if hosts is None else hosts:
         for entry in server_hosts:
             namespace, pattern = entry.split("/", 1) if "/" in entry else ("*", entry)
             if namespace == ".":
@@ -45,12 +57,17 @@ def _virtual_hosts(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> l
     EnvoyFilter vhost matches use); the routes of every VirtualService serving a host, in
     mesh order."""
     port = server["port"]["number"]
+    context = RouteContext(frozenset({gateway_id}), port, tls="mode" in (server.get("tls") or {}))
     routes_by_host: dict[str, list] = {}
-    for virtual_service in mesh.of_kind("VirtualService"):
-        if gateway_id not in _bound_gateways(virtual_service) or not virtual_service.spec.get("http"):
+    for virtual_service in _gateway_virtual_services(mesh, proxy, gateway_id):
+        if not virtual_service.spec.get("http"):
             continue
-        for hostname in _served_hosts(server["hosts"], gateway_id.split("/")[0], virtual_service):
-            routes_by_host.setdefault(hostname, []).extend(virtual_service_routes(mesh, proxy, virtual_service))
+        routes = virtual_service_routes(mesh, proxy, virtual_service, context)
+        if not routes:
+            continue  # no match applies here (port, gateways, source): Istio leaves the VirtualService out
+        for index, hostname in enumerate(_served_hosts(server["hosts"], gateway_id.split("/")[0], virtual_service)):
+            # Each host owns its routes: EnvoyFilter patches change one, not its siblings.
+            routes_by_host.setdefault(hostname, []).extend(routes if index == 0 else virtual_service_routes(mesh, proxy, virtual_service, context))
     hosts = []
     for hostname in sorted(routes_by_host):
         host: dict = {"name": f"{hostname}:{port}", "domains": ["*"] if hostname == "*" else [hostname, f"{hostname}:{port}"], "routes": routes_by_host[hostname]}
@@ -60,10 +77,8 @@ def _virtual_hosts(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> l
     return hosts
 
 
-def _tcp_clusters(mesh: Mesh, gateway_id: str, port: int) -> list[tuple[str, int]]:
-    for virtual_service in mesh.of_kind("VirtualService"):
-        if gateway_id not in _bound_gateways(virtual_service):
-            continue
+def _tcp_clusters(mesh: Mesh, proxy: Proxy, gateway_id: str, port: int) -> list[tuple[str, int]]:
+    for virtual_service in _gateway_virtual_services(mesh, proxy, gateway_id):
         for route in virtual_service.spec.get("tcp") or []:
             ports = [m["port"] for m in route.get("match") or [] if "port" in m]
             if not ports or port in ports:
@@ -71,39 +86,98 @@ def _tcp_clusters(mesh: Mesh, gateway_id: str, port: int) -> list[tuple[str, int
     return []
 
 
+def _match_applies_here(match: dict, virtual_service: Resource, gateway_id: str) -> bool:
+    """A tls match naming gateways applies at those only (Istio: they override the
+    VirtualService's own list)."""
+    named = match.get("gateways")
+    return not named or gateway_id in _gateway_ids(named, virtual_service.namespace)
+
+
+def _passthrough_chains(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> list[dict]:
+    """One chain per tls route match of the VirtualServices bound to the gateway (and exported
+    to its proxy's namespace), for the sniHosts the server serves, passing the connection
+    untouched to the route's backends."""
+    number = server["port"]["number"]
+    chains = []
+    for virtual_service in _gateway_virtual_services(mesh, proxy, gateway_id):
+        for route in virtual_service.spec.get("tls") or []:
+            for match in route["match"]:
+                if match.get("port", number) != number or not _match_applies_here(match, virtual_service, gateway_id):
+                    continue
+                names = _served_hosts(server["hosts"], gateway_id.split("/")[0], virtual_service, match["sniHosts"])
+                clusters = route_destinations(mesh, route, virtual_service.namespace)
+                if names and clusters:
+                    chains.append(sni_chain(mesh, proxy, names, clusters))
+    return chains
+
+
+def _server_names(server: dict) -> list[str]:
+    """The SNI names that pick a TLS-terminating server: its hosts ("*": any)."""
+    return sorted(h.split("/")[-1] for h in server["hosts"] if h.split("/")[-1] != "*")
+
+
+def _terminating_chain(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict, routes: list) -> dict | None:
+    """The chain of a server that is plain or terminates TLS: HTTP routes or TCP routes
+    (protocol TCP, or TLS terminated), None when it has nothing to serve or when it shares
+    the route configuration of an earlier server (its virtual hosts join that one's)."""
+    namespace, name = gateway_id.split("/")
+    port, tls = server["port"], server.get("tls") or {}
+    number = port["number"]
+    if port["protocol"] in ("TCP", "TLS"):
+        clusters = _tcp_clusters(mesh, proxy, gateway_id, number)
+        if not clusters:
+            return None
+        chain: dict = {"filters": [outbound_tcp_proxy(mesh, proxy, f"gateway_{number}", clusters)]}
+    else:
+        route_name = f"https.{number}.{server.get('name') or port['name']}.{name}.{namespace}" if "mode" in tls else f"http.{number}"
+        existing = next((r for r in routes if r["name"] == route_name), None)
+        if existing is not None:
+            existing["virtual_hosts"] += _virtual_hosts(mesh, proxy, gateway_id, server)
+            return None
+        routes.append(route_configuration(route_name, _virtual_hosts(mesh, proxy, gateway_id, server), mesh))
+        chain = {"filters": [http_connection_manager(f"gateway_{number}", route_name, gateway=True)]}
+    if "mode" in tls:
+        chain["transport_socket"] = server_tls_socket(tls, http=port["protocol"] != "TLS")
+        if _server_names(server):
+            chain["filter_chain_match"] = {"server_names": _server_names(server)}
+    return chain
+
+
+def _without_taken_names(chains: list[dict], taken: set) -> list[dict]:
+    """chains less the SNI names earlier chains of the listener match (the first server or
+    route to name a host wins; Envoy refuses two chains with the same match); a chain left
+    with no name goes, and only the first chain without names stays."""
+    kept = []
+    for chain in chains:
+        names = (chain.get("filter_chain_match") or {}).get("server_names")
+        if names is None:
+            if None not in taken:
+                taken.add(None)
+                kept.append(chain)
+            continue
+        fresh = [n for n in names if n not in taken]
+        if fresh:
+            taken.update(fresh)
+            kept.append({**chain, "filter_chain_match": {**chain["filter_chain_match"], "server_names": fresh}})
+    return kept
+
+
 def gateway_listeners(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
     """(listeners, route configs): one listener per bind address and port, a filter chain per
-    TLS server (selected by SNI) or one plain chain."""
+    TLS server (selected by SNI) or per passthrough route, or one plain chain."""
     chains_by_address: dict[tuple[str, int], list] = {}
-    routes = []
+    taken_by_address: dict[tuple[str, int], set] = {}
+    routes: list = []
     for gateway_id in proxy.gateways:
-        namespace, name = gateway_id.split("/")
-        gateway = mesh.find("Gateway", namespace, name)
-        for index, server in enumerate(gateway.spec["servers"]):
-            port = server["port"]
-            number = port["number"]
-            bind = server.get("bind", "0.0.0.0")
-            tls = server.get("tls") or {}
-            terminates_tls = tls.get("mode") in ("SIMPLE", "MUTUAL")
-            if port["protocol"] == "TCP":
-                clusters = _tcp_clusters(mesh, gateway_id, number)
-                if not clusters:
-                    continue
-                chain = {"filters": [outbound_tcp_proxy(mesh, proxy, f"gateway_{number}", clusters)]}
+        gateway = mesh.find("Gateway", *gateway_id.split("/"))
+        for server in gateway.spec["servers"]:
+            address = (server.get("bind", "0.0.0.0"), server["port"]["number"])
+            if (server.get("tls") or {}).get("mode") == "PASSTHROUGH":
+                chains = _passthrough_chains(mesh, proxy, gateway_id, server)
             else:
-                route_name = f"https.{number}.{server.get('name') or port['name']}.{name}.{namespace}" if terminates_tls else f"http.{number}"
-                existing = next((r for r in routes if r["name"] == route_name), None)
-                if existing is None:
-                    routes.append(route_configuration(route_name, _virtual_hosts(mesh, proxy, gateway_id, server)))
-                else:
-                    existing["virtual_hosts"] += _virtual_hosts(mesh, proxy, gateway_id, server)
-                    continue
-                chain = {"filters": [http_connection_manager(f"gateway_{number}", route_name, gateway=True)]}
-            if terminates_tls:
-                chain["transport_socket"] = downstream_tls(tls)
-                sni = sorted(h.split("/")[-1] for h in server["hosts"] if h.split("/")[-1] != "*")
-                if sni:
-                    chain["filter_chain_match"] = {"server_names": sni}
-            chains_by_address.setdefault((bind, number), []).append(authorize_chain(mesh, proxy.namespace, proxy.labels, chain))
+                chain = _terminating_chain(mesh, proxy, gateway_id, server, routes)
+                chains = [chain] if chain is not None else []
+            for chain in _without_taken_names(chains, taken_by_address.setdefault(address, set())):
+                chains_by_address.setdefault(address, []).append(authorize_chain(mesh, proxy.namespace, proxy.labels, chain))
     listeners = [listener(bind, number, chains, "OUTBOUND") for (bind, number), chains in sorted(chains_by_address.items())]
     return listeners, routes

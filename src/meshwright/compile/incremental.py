@@ -49,7 +49,7 @@ ENDPOINT_INDEPENDENT_MEMOS = frozenset((
     "selected-label-keys", "sidecars-by-namespace", "workload-service-ports", "inbound-ports",
     "peer-authentication", "authorization-policies", "telemetry", "service-addresses", "incremental",
     "service-ports-by-workload",  # main's index of workload_service_ports (ports only)
-    "outbound-virtual-host", "rules-depend-on-namespace", "rule-selector-keys",
+    "outbound-virtual-host", "rules-depend-on-namespace", "rule-selector-keys", "large-direct-response",
 ))
 
 Versions = dict[str, dict[str, str]]  # kind -> resource name -> version

@@ -27,6 +27,7 @@ PROXY_SELECTORS = {
     "EnvoyFilter": (("workloadSelector", "labels"),),
     "Gateway": (("selector",),),
     "AuthorizationPolicy": (("selector", "matchLabels"),),
+    "RequestAuthentication": (("selector", "matchLabels"),),
     "PeerAuthentication": (("selector", "matchLabels"),),
     "Telemetry": (("selector", "matchLabels"),),
     # A rule's workloadSelector picks the clients it applies to (Mesh.destination_rule_for).
@@ -67,8 +68,7 @@ def class_key(mesh: Mesh, proxy: Proxy) -> tuple | None:
     read and change anything, stat names included), or OpenTelemetry spans name it."""
     if envoy_filters_for(mesh, proxy):
         return None
-    tracing = effective_telemetry(mesh, proxy).tracing
-    if tracing is not None and tracing.provider.type == OPENTELEMETRY:
+    if any(t.provider.type == OPENTELEMETRY for t in effective_telemetry(mesh, proxy).tracings):
         return None
     keys = selected_label_keys(mesh)
     labels = tuple((key, value) for key, value in proxy.labels if key in keys)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 from meshwright.compile.clusters import effective_policy, outbound_cluster_name
 from meshwright.compile.envoy_values import (
-    CORS_FILTER, CORS_POLICY, FAULT, FAULT_FILTER, duration, fractional_percent, string_match, typed,
+    CORS_FILTER, CORS_POLICY, FAULT, FAULT_FILTER, GRPC_STATUS_CODES, duration, fractional_percent, string_match, typed,
 )
 from meshwright.compile.proxy import Proxy
 from meshwright.mesh import Mesh, labels_match, resolve_host
@@ -17,6 +18,43 @@ DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriab
 PREVIOUS_HOSTS = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 PREVIOUS_PRIORITIES = "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
 REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}
+MESH_GATEWAY = "mesh"  # the gateway name that means the sidecars
+
+
+@dataclass(frozen=True)
+class RouteContext:
+    """Where HTTP routes are built, which decides the matches that apply (Istio's
+    sourceMatchHTTP and match.port): the gateways there ("mesh" for a sidecar, a gateway's
+    "namespace/name"), the port of the host addressed (a sidecar's service port, a gateway
+    server's port; also a redirect's derivePort FROM_REQUEST_PORT) and whether the listener
+    terminates TLS (a redirect's default scheme)."""
+
+    gateways: frozenset[str]
+    port: int
+    tls: bool = False
+
+
+def sidecar_context(port: int) -> RouteContext:
+    return RouteContext(frozenset({MESH_GATEWAY}), port)
+
+
+def qualified_gateway(name: str, namespace: str) -> str:
+    """A gateway name as written in a VirtualService ("mesh", "name" or "namespace/name")
+    -> "mesh" or "namespace/name" (short names are in the VirtualService's namespace)."""
+    return name if name == MESH_GATEWAY or "/" in name else f"{namespace}/{name}"
+
+
+def match_applies(match: dict, proxy: Proxy, context: RouteContext, namespace: str) -> bool:
+    """Whether a match of a VirtualService in namespace applies where routes are built: its
+    port is the host's port, and its gateways name one there, or else (Istio ignores them
+    when gateways are named) the proxy has its sourceLabels and is in its sourceNamespace."""
+    if match.get("port", context.port) != context.port:
+        return False
+    if "gateways" in match:
+        return any(qualified_gateway(name, namespace) in context.gateways for name in match["gateways"])
+    if not labels_match(match.get("sourceLabels") or {}, proxy.label_map):
+        return False
+    return match.get("sourceNamespace", proxy.namespace) == proxy.namespace
 
 
 def destination_port(mesh: Mesh, destination: dict, namespace: str) -> int | None:
@@ -90,7 +128,7 @@ def route_match(match: dict) -> dict:
     if ignore_case:
         out["case_sensitive"] = False
     headers = []
-    for pseudo, field in ((":method", "method"), (":authority", "authority")):
+    for pseudo, field in ((":method", "method"), (":authority", "authority"), (":scheme", "scheme")):
         if field in match:
             headers.append(header_matcher(pseudo, match[field]))
     for name, value in sorted((match.get("headers") or {}).items()):
@@ -170,11 +208,18 @@ def retry_policy(retries: dict | None, consistent_hash: bool = False) -> dict:
                 policy["retriable_status_codes"] = codes
     if not consistent_hash:
         policy["retry_host_predicate"] = [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": typed(PREVIOUS_HOSTS)}]
+    if retries is not None and "retryIgnorePreviousHosts" in retries:
+        # Istio: set, it decides alone whether retries avoid the hosts already tried.
+        policy.pop("retry_host_predicate", None)
+        if retries["retryIgnorePreviousHosts"]:
+            policy["retry_host_predicate"] = [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": typed(PREVIOUS_HOSTS)}]
     policy["host_selection_retry_max_attempts"] = "5"
     if retries is not None and "perTryTimeout" in retries:
         policy["per_try_timeout"] = duration(retries["perTryTimeout"])
     if retries is not None and retries.get("retryRemoteLocalities"):
         policy["retry_priority"] = {"name": "envoy.retry_priorities.previous_priorities", "typed_config": typed(PREVIOUS_PRIORITIES, update_frequency=2)}
+    if retries is not None and "backoff" in retries:
+        policy["retry_back_off"] = {"base_interval": duration(retries["backoff"])}
     return policy
 
 
@@ -224,27 +269,61 @@ def route_action(mesh: Mesh, http: dict, namespace: str, client: Proxy) -> dict:
         authority = authority_rewrite(served[0][0].get("headers") or {})
     if authority:
         action["host_rewrite_literal"] = authority
-    if "mirror" in http:
-        percent = http.get("mirrorPercentage", {"value": 100})["value"]
-        if percent > 0:  # Istio: an explicit 0% mirrors nothing
-            mirror = {"cluster": destination_cluster(mesh, http["mirror"], namespace), "runtime_fraction": {"default_value": fractional_percent(percent)}, "trace_sampled": False}
-            action["request_mirror_policies"] = [mirror]
+    percentage = http.get("mirrorPercentage") or ({"value": http["mirrorPercent"]} if "mirrorPercent" in http else None)
+    mirrors = [(http["mirror"], percentage)] if "mirror" in http else []
+    mirrors += [(entry["destination"], entry.get("percentage")) for entry in http.get("mirrors") or []]
+    policies = [mirror_policy(mesh, target, percentage, namespace) for target, percentage in mirrors]
+    if any(policies):
+        action["request_mirror_policies"] = [policy for policy in policies if policy]
     if hashing:
         action["hash_policy"] = hashing
     return action
 
 
-def redirect_action(redirect: dict) -> dict:
+def mirror_policy(mesh: Mesh, target: dict, percentage: dict | None, namespace: str) -> dict | None:
+    """A request mirror policy (mirror with mirrorPercentage, or an entry of mirrors): 100%
+    by default; Istio mirrors nothing at an explicit 0%."""
+    percent = (percentage or {"value": 100})["value"]
+    if percent <= 0:
+        return None
+    return {"cluster": destination_cluster(mesh, target, namespace), "runtime_fraction": {"default_value": fractional_percent(percent)}, "trace_sampled": False}
+
+
+def redirect_port(redirect: dict, context: RouteContext) -> int | None:
+    """The port a redirect names: its port, or with derivePort FROM_REQUEST_PORT the port the
+    routes are built for (Envoy cannot read the request's; Istio does the same). None: the
+    URL keeps no port; FROM_PROTOCOL_DEFAULT, and a scheme's default port, as Istio writes it."""
+    port = redirect.get("port") or (context.port if redirect.get("derivePort") == "FROM_REQUEST_PORT" else None)
+    scheme = redirect.get("scheme") or ("https" if context.tls else "http")
+    if (scheme, port) in (("http", 80), ("https", 443)):
+        return None
+    return port
+
+
+def redirect_action(redirect: dict, context: RouteContext) -> dict:
     out: dict = {}
     if "uri" in redirect:
         out["path_redirect"] = redirect["uri"]
     if "authority" in redirect:
         out["host_redirect"] = redirect["authority"]
-    if "port" in redirect:
-        out["port_redirect"] = redirect["port"]
+    port = redirect_port(redirect, context)
+    if port:
+        out["port_redirect"] = port
     if "scheme" in redirect:
         out["scheme_redirect"] = redirect["scheme"]
     out["response_code"] = REDIRECT_CODES[redirect.get("redirectCode", 301)]
+    return out
+
+
+def direct_response_action(response: dict) -> dict:
+    """Istio's directResponse: the status, and a body of text or bytes (base64, as Envoy's
+    JSON takes them too)."""
+    out: dict = {"status": response["status"]}
+    body = response.get("body") or {}
+    if "string" in body:
+        out["body"] = {"inline_string": body["string"]}
+    elif "bytes" in body:
+        out["body"] = {"inline_bytes": body["bytes"]}
     return out
 
 
@@ -256,7 +335,8 @@ def fault_config(fault: dict) -> dict:
         out["delay"] = {"fixed_delay": duration(delay["fixedDelay"]), "percentage": fractional_percent(share)}
     if "abort" in fault:
         abort = fault["abort"]
-        out["abort"] = {"http_status": abort["httpStatus"], "percentage": fractional_percent(abort.get("percentage", {"value": 100})["value"])}
+        code = {"http_status": abort["httpStatus"]} if "httpStatus" in abort else {"grpc_status": GRPC_STATUS_CODES.index(abort["grpcStatus"])}
+        out["abort"] = {**code, "percentage": fractional_percent(abort.get("percentage", {"value": 100})["value"])}
     return typed(FAULT, **out)
 
 
@@ -271,18 +351,24 @@ def cors_config(cors: dict) -> dict:
         out["max_age"] = str(int(duration(cors["maxAge"])[:-1].split(".")[0]))
     if "allowCredentials" in cors:
         out["allow_credentials"] = cors["allowCredentials"]
+    if "unmatchedPreflights" in cors:
+        out["forward_not_matching_preflights"] = cors["unmatchedPreflights"] == "FORWARD"
     return typed(CORS_POLICY, **out)
 
 
-def translate_http_route(mesh: Mesh, proxy: Proxy, virtual_service: Resource, index: int) -> list[dict]:
-    """One Istio HTTPRoute -> Envoy routes (one per match that applies to this proxy)."""
+def translate_http_route(mesh: Mesh, proxy: Proxy, virtual_service: Resource, index: int, context: RouteContext) -> list[dict]:
+    """One Istio HTTPRoute -> Envoy routes (one per match that applies to this proxy there)."""
     http = virtual_service.spec["http"][index]
     namespace = virtual_service.namespace
     matches = http.get("match") or [{}]
-    applicable = [m for m in matches if labels_match(m.get("sourceLabels") or {}, proxy.label_map)]
+    applicable = [m for m in matches if match_applies(m, proxy, context, namespace)]
+    if not applicable:
+        return []
     base: dict = {}
     if "redirect" in http:
-        base["redirect"] = redirect_action(http["redirect"])
+        base["redirect"] = redirect_action(http["redirect"], context)
+    elif "directResponse" in http:
+        base["direct_response"] = direct_response_action(http["directResponse"])
     else:
         base["route"] = route_action(mesh, http, namespace, proxy)
     _apply_headers(base, http.get("headers") or {})
@@ -304,7 +390,10 @@ def translate_http_route(mesh: Mesh, proxy: Proxy, virtual_service: Resource, in
         elif len(applicable) > 1:
             route_name = f"{route_name}.{match_index}"
         # Each route owns its action: EnvoyFilter patches change one route, not its siblings.
-        routes.append({"name": route_name, "match": route_match(match), **(copy.deepcopy(base) if match_index else base)})
+        route = {"name": route_name, "match": route_match(match), **(copy.deepcopy(base) if match_index else base)}
+        if "statPrefix" in match:
+            route["stat_prefix"] = match["statPrefix"]
+        routes.append(route)
     return routes
 
 
@@ -318,8 +407,10 @@ def default_route(mesh: Mesh, proxy: Proxy, service, port) -> dict:
     return {"name": "default", "match": {"prefix": "/"}, "route": action}
 
 
-def virtual_service_routes(mesh: Mesh, proxy: Proxy, virtual_service: Resource) -> list[dict]:
+def virtual_service_routes(mesh: Mesh, proxy: Proxy, virtual_service: Resource, context: RouteContext) -> list[dict]:
+    """The routes of a VirtualService's http section that apply to the proxy there; none
+    means the VirtualService does not route there (Istio then leaves it out)."""
     routes = []
     for index in range(len(virtual_service.spec.get("http") or [])):
-        routes.extend(translate_http_route(mesh, proxy, virtual_service, index))
+        routes.extend(translate_http_route(mesh, proxy, virtual_service, index, context))
     return routes

@@ -57,21 +57,52 @@ def secret_references(resource) -> list[dict]:
     return found
 
 
-def with_secret_references(value, replace):
+def secret_names(value, memo: dict | None = None, memo_depth: int = 2) -> frozenset[str]:
+    """The names of the SDS secret configs inside value; memo as with_secret_references's."""
+    if memo is not None and memo_depth == 0 and type(value) in (dict, list):
+        found = memo.get(id(value))
+        if found is None:
+            found = memo[id(value)] = (value, secret_names(value, None, -1))
+        return found[1]
+    names: frozenset[str] = frozenset()
+    if isinstance(value, dict):
+        if "sds_config" in value and "name" in value:
+            names = frozenset((value["name"],))
+        for item in value.values():
+            names |= secret_names(item, memo, memo_depth - 1)
+    elif isinstance(value, list):
+        for item in value:
+            names |= secret_names(item, memo, memo_depth - 1)
+    return names
+
+
+def with_secret_references(value, replace, memo: dict | None = None, memo_depth: int = 2):
     """value with every SDS secret config (see secret_references) r replaced by replace(r),
     copying only the mappings and lists on the way to one: the rest is the same objects,
-    which other proxies may share (compiled config is never changed in place)."""
+    which other proxies may share (compiled config is never changed in place). memo (id ->
+    (object, result)), kept by the caller for one replace, answers for the objects memo_depth
+    levels down that it meets again (in a list of resources: their fields' values, what
+    proxies share), so their insides are not walked again."""
+    if memo is not None and memo_depth == 0 and type(value) in (dict, list):
+        found = memo.get(id(value))
+        if found is None:
+            found = memo[id(value)] = (value, _with_secret_references(value, replace, memo, -1))
+        return found[1]
+    return _with_secret_references(value, replace, memo, memo_depth - 1)
+
+
+def _with_secret_references(value, replace, memo, memo_depth):
     if isinstance(value, dict):
         if "sds_config" in value and "name" in value:
             return replace(value)
         out = None
         for key, item in value.items():
-            new = with_secret_references(item, replace)
+            new = with_secret_references(item, replace, memo, memo_depth)
             if new is not item:
                 out = out if out is not None else dict(value)
                 out[key] = new
         return value if out is None else out
     if isinstance(value, list):
-        items = [with_secret_references(item, replace) for item in value]
+        items = [with_secret_references(item, replace, memo, memo_depth) for item in value]
         return value if all(new is old for new, old in zip(items, value)) else items
     return value

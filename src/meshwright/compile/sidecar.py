@@ -72,7 +72,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
     if not explicit:
         port = proxy.port(OUTBOUND_PORT)
         name = str(port)
-        routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, services_in_scope(mesh, proxy), port)))
+        routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, services_in_scope(mesh, proxy), port), mesh))
         chain = {"filters": [http_connection_manager(f"outbound_{port}", name)]}
         listeners.append(listener("127.0.0.1", port, [chain], "OUTBOUND"))
     for entry in explicit:
@@ -81,7 +81,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
         services = services_for_hosts(mesh, proxy, entry["hosts"])
         if entry["port"]["protocol"] in ("HTTP", "HTTP2", "GRPC"):
             name = str(number)
-            routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, services, number)))
+            routes.append(route_configuration(name, outbound_virtual_hosts(mesh, proxy, services, number), mesh))
             chains = [{"filters": [http_connection_manager(f"outbound_{number}", name)]}]
         elif entry["port"]["protocol"] in TLS_PROTOCOLS:
             chains = tls_listener_chains(mesh, proxy, services, number)
@@ -89,7 +89,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
             # A TCP listener has no Host header: it carries the one service its hosts name.
             service = services[0]
             port = service.port(number) or service.ports[0]
-            chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound_{number}", tcp_destinations(mesh, service.hostname, port.number))]}]
+            chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound_{number}", tcp_destinations(mesh, service.hostname, port.number, proxy.namespace))]}]
         listeners.append(listener(bind, number, chains, "OUTBOUND"))
     return listeners, routes
 

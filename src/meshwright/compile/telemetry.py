@@ -9,6 +9,10 @@ labels. A field that a more specific resource sets replaces the same field of a 
 specific one (providers, disabled, randomSamplingPercentage, disableSpanReporting); a field
 it does not set is inherited.
 
+Each signal is decided twice, once per direction (Istio's workload mode): CLIENT for the
+outbound listeners of a sidecar and every listener of a gateway, SERVER for a sidecar's
+inbound listeners. An entry with `match.mode` applies to its direction only.
+
 `apply_telemetry` writes the result into the proxy's resources: access logs on every HTTP
 connection manager and TCP proxy, tracing on every HTTP connection manager; `with_stat_names`
 puts Istio's labels into the stat names of its clusters (`alt_stat_name`), which the bootstrap's
@@ -21,8 +25,10 @@ import ipaddress
 from dataclasses import dataclass
 
 from meshwright.compile.clusters import outbound_cluster_name, static_cluster
-from meshwright.compile.envoy_values import FILE_ACCESS_LOG, HCM_FILTER, OPENTELEMETRY_CONFIG, TCP_PROXY_FILTER, ZIPKIN_CONFIG, typed
+from meshwright.compile.envoy_values import CEL_ACCESS_LOG_FILTER, FILE_ACCESS_LOG, HCM_FILTER, OPENTELEMETRY_CONFIG, TCP_PROXY_FILTER, ZIPKIN_CONFIG, typed
+from meshwright.compile.gateway import GATEWAY
 from meshwright.compile.proxy import Proxy
+from meshwright.compile.sidecar import INBOUND, OUTBOUND
 from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
 from meshwright.model.providers import (
     ACCESS_LOG_PATH_HELP, ACCESS_LOGGING, METRICS, OPENTELEMETRY, PROMETHEUS, SIGNAL_TYPES, TRACING, ZIPKIN, Provider, is_access_log_path,
@@ -78,19 +84,79 @@ ENVOY_DEFAULT_TAGS = (
 )
 
 
+# Istio's workload modes: the direction of a listener (CLIENT: the proxy calls out; SERVER:
+# it is called). A gateway's listeners are CLIENT, as in Istio.
+CLIENT, SERVER, CLIENT_AND_SERVER = "CLIENT", "SERVER", "CLIENT_AND_SERVER"
+MODES = (CLIENT, SERVER)
+MODE_OF_CONTEXT = {OUTBOUND: CLIENT, GATEWAY: CLIENT, INBOUND: SERVER}
+# Cluster directions (the first field of a mesh cluster's name) and the mode that reports them.
+MODE_OF_CLUSTER = {"outbound": CLIENT, "inbound": SERVER}
+
+# Istio's standard metrics that have an Envoy cluster stat of the same meaning, and the stat
+# names (after "cluster.<name>.") that carry them: a metric turned off is not recorded.
+METRIC_STATS = {
+    "REQUEST_COUNT": r"(?:external_|internal_)?upstream_rq(?:_total|_completed|_\d{3}|_\dxx)",
+    "REQUEST_DURATION": r"(?:external_|internal_)?upstream_rq_time",
+    "TCP_OPENED_CONNECTIONS": r"upstream_cx_total",
+    "TCP_CLOSED_CONNECTIONS": r"upstream_cx_destroy",
+    "TCP_SENT_BYTES": r"upstream_cx_tx_bytes_total",
+    "TCP_RECEIVED_BYTES": r"upstream_cx_rx_bytes_total",
+}
+
+
 @dataclass(frozen=True)
 class Tracing:
     provider: Provider
     sampling: float  # percent of requests without a sampling decision that are traced
     cluster: str  # where spans go: a mesh service's outbound cluster, or a dedicated one
     dedicated: bool  # True: the bootstrap defines the cluster (collector_clusters)
+    custom_tags: tuple[tuple[str, str, str, str], ...] = ()  # (tag, literal/environment/header, value or name, default), by tag
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    provider: Provider
+    filter: str = ""  # a CEL expression: only the requests (connections) for which it is true are logged
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """One direction's metrics: label overrides on its clusters' stat names (label, value;
+    None removes it) and the metrics turned off."""
+    tags: tuple[tuple[str, str | None], ...] = ()
+    disabled: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Direction:
+    access_logs: tuple[AccessLog, ...] = ()
+    tracing: Tracing | None = None
+    metrics: Metrics | None = None  # None: no metrics (plain stat names)
 
 
 @dataclass(frozen=True)
 class ProxyTelemetry:
-    access_logs: tuple[Provider, ...] = ()
-    tracing: Tracing | None = None
-    metrics: bool = False
+    client: Direction = Direction()
+    server: Direction = Direction()
+
+    def of(self, mode: str) -> Direction:
+        return self.client if mode == CLIENT else self.server
+
+    @property
+    def metrics(self) -> bool:
+        """The proxy serves metrics (its stats listener) when either direction has them."""
+        return self.client.metrics is not None or self.server.metrics is not None
+
+    @property
+    def tracings(self) -> tuple[Tracing, ...]:
+        """The distinct tracing settings of the two directions (one when they agree)."""
+        return tuple(dict.fromkeys(t for t in (self.client.tracing, self.server.tracing) if t is not None))
+
+    @property
+    def extra_labels(self) -> tuple[str, ...]:
+        """Labels that tagOverrides add to stat names, beyond Istio's (stats_config tags them)."""
+        added = (label for d in (self.client, self.server) if d.metrics for label, value in d.metrics.tags if value is not None)
+        return tuple(sorted({label for label in added if label not in MESH_LABELS}))
 
 
 def selector_of(telemetry: Resource) -> dict | None:
@@ -114,20 +180,59 @@ def telemetry_layers(mesh: Mesh, proxy: Proxy) -> list[Resource]:
     return [level[0] for level in (root, namespace, workload) if level]
 
 
-def _merged(layers: list[Resource], signal: str) -> dict:
-    """One signal's settings after the layers: each field from the most specific layer that
-    sets it (an empty providers list inherits, as in Istio)."""
+def applies_to(match: dict | None, mode: str) -> bool:
+    """Whether an entry (or metrics override) with this match applies to a direction."""
+    return (match or {}).get("mode", CLIENT_AND_SERVER) in (CLIENT_AND_SERVER, mode)
+
+
+def _merged(layers: list[Resource], signal: str, mode: str) -> dict:
+    """One signal's settings for one direction after the layers: each field from the most
+    specific entry that applies and sets it (an empty providers list inherits, as in Istio);
+    an access log's filter is the most specific applying entry's own (Istio), and custom
+    tags and metrics overrides add up, tag by tag."""
     merged: dict = {}
     for layer in layers:
         for entry in layer.spec.get(signal) or []:
+            if not applies_to(entry.get("match"), mode):
+                continue
+            if signal == ACCESS_LOGGING:
+                merged.pop("filter", None)
             for key, value in entry.items():
-                if key == "overrides":  # metrics: only the all-metrics on/off form is accepted
-                    flags = [o["disabled"] for o in value if "disabled" in o]
-                    if flags:
-                        merged["disabled"] = flags[-1]
-                elif key != "providers" or value:
+                if key == "overrides":
+                    _merge_overrides(merged, value, mode)
+                elif key == "customTags":
+                    merged["customTags"] = {**merged.get("customTags", {}), **value}
+                elif key != "match" and (key != "providers" or value):
                     merged[key] = value
     return merged
+
+
+def _merge_overrides(merged: dict, overrides: list[dict], mode: str) -> None:
+    """Metrics overrides of one direction, in order: all metrics on or off, one metric off
+    (or back on), tag overrides of all metrics (validation refuses what does not map)."""
+    for override in overrides:
+        match = override.get("match") or {}
+        if not applies_to(match, mode):
+            continue
+        metric = match.get("metric", "ALL_METRICS")
+        if "disabled" in override:
+            if metric == "ALL_METRICS":
+                merged["disabled"] = override["disabled"]
+            else:
+                merged.setdefault("metrics_off", {})[metric] = override["disabled"]
+        # Of one metric, only REMOVE of a label meshwright's stats never carry (validation):
+        # nothing to do, the metric already lacks it.
+        for label, tag in (override.get("tagOverrides") or {}).items() if metric == "ALL_METRICS" else ():
+            merged.setdefault("tags", {})[label] = None if tag.get("operation") == "REMOVE" else cel_string_literal(tag.get("value", ""))
+
+
+def cel_string_literal(expression: str) -> str | None:
+    """The string a CEL expression that is a plain string literal ('v1' or "v1") stands for,
+    else None (validation refuses other expressions: a stat name is fixed per cluster)."""
+    text = expression.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" and "\\" not in text and text[0] not in text[1:-1]:
+        return text[1:-1]
+    return None
 
 
 def _providers(mesh: Mesh, settings: dict, signal: str) -> tuple[Provider, ...]:
@@ -146,25 +251,39 @@ def _collector(mesh: Mesh, provider: Provider) -> tuple[str, bool]:
 
 
 def effective_telemetry(mesh: Mesh, proxy: Proxy) -> ProxyTelemetry:
-    """What this proxy logs, traces and measures, and with which providers."""
+    """What this proxy logs, traces and measures, in each direction, and with which providers.
+    The layers decide it all: proxies under the same Telemetry resources share one answer."""
     layers = telemetry_layers(mesh, proxy)
-    logging = _merged(layers, ACCESS_LOGGING)
-    access_logs = () if logging.get("disabled") else _providers(mesh, logging, ACCESS_LOGGING)
-    tracing_settings = _merged(layers, TRACING)
+    key = ("effective telemetry", *(layer.ref for layer in layers))
+    return mesh.memo(key, lambda: ProxyTelemetry(*(_direction(mesh, layers, mode) for mode in MODES)))
+
+
+def _direction(mesh: Mesh, layers: list[Resource], mode: str) -> Direction:
+    logging = _merged(layers, ACCESS_LOGGING, mode)
+    log_filter = (logging.get("filter") or {}).get("expression", "")
+    access_logs = () if logging.get("disabled") else tuple(AccessLog(p, log_filter) for p in _providers(mesh, logging, ACCESS_LOGGING))
+    tracing_settings = _merged(layers, TRACING, mode)
     tracers = _providers(mesh, tracing_settings, TRACING)
     tracing = None
     if tracers and not tracing_settings.get("disableSpanReporting"):
         cluster, dedicated = _collector(mesh, tracers[0])
-        tracing = Tracing(tracers[0], float(tracing_settings.get("randomSamplingPercentage", DEFAULT_SAMPLING)), cluster, dedicated)
-    metrics_settings = _merged(layers, METRICS)
-    metrics = not metrics_settings.get("disabled") and any(p.type == PROMETHEUS for p in _providers(mesh, metrics_settings, METRICS))
-    return ProxyTelemetry(access_logs, tracing, metrics)
+        tags = tuple(custom_tag_source(tag, spec) for tag, spec in sorted(tracing_settings.get("customTags", {}).items()))
+        tracing = Tracing(tracers[0], float(tracing_settings.get("randomSamplingPercentage", DEFAULT_SAMPLING)), cluster, dedicated, tags)
+    metrics_settings = _merged(layers, METRICS, mode)
+    metrics = None
+    if not metrics_settings.get("disabled") and any(p.type == PROMETHEUS for p in _providers(mesh, metrics_settings, METRICS)):
+        off = tuple(sorted(metric for metric, disabled in metrics_settings.get("metrics_off", {}).items() if disabled))
+        metrics = Metrics(tuple(sorted(metrics_settings.get("tags", {}).items())), off)
+    return Direction(access_logs, tracing, metrics)
 
 
 # --- Envoy configuration --------------------------------------------------------------
 
 
-def access_log(provider: Provider) -> dict:
+def access_log(log: AccessLog) -> dict:
+    """A file access log; with a filter, Envoy's CEL access log filter (the attributes of
+    Istio's expressions are Envoy's: response.code, request.headers, ...)."""
+    provider = log.provider
     if not is_access_log_path(provider.path):  # validation refused it already: checked at both ends
         raise ValueError(f"refusing access log path {provider.path!r}: expected {ACCESS_LOG_PATH_HELP}")
     if provider.encoding == "JSON":
@@ -172,7 +291,13 @@ def access_log(provider: Provider) -> dict:
     else:
         text = provider.text or ACCESS_LOG_TEXT
         log_format = {"text_format_source": {"inline_string": text if text.endswith("\n") else text + "\n"}}
-    return {"name": "envoy.access_loggers.file", "typed_config": typed(FILE_ACCESS_LOG, path=provider.path, log_format=log_format)}
+    config: dict = {"name": "envoy.access_loggers.file"}
+    if log.filter:
+        config["filter"] = {"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel", "typed_config": typed(CEL_ACCESS_LOG_FILTER, expression=log.filter),
+        }}
+    config["typed_config"] = typed(FILE_ACCESS_LOG, path=provider.path, log_format=log_format)
+    return config
 
 
 def http_tracing(tracing: Tracing, proxy: Proxy) -> dict:
@@ -190,39 +315,75 @@ def http_tracing(tracing: Tracing, proxy: Proxy) -> dict:
         )}
     # One span per proxy and request, as in Istio's traces: the outbound side's is a CLIENT
     # span (the listener's direction), the inbound side's its SERVER child.
-    return {"random_sampling": {"value": tracing.sampling}, "provider": tracer}
+    config = {"random_sampling": {"value": tracing.sampling}, "provider": tracer}
+    if tracing.custom_tags:
+        config["custom_tags"] = [custom_tag(*source) for source in tracing.custom_tags]
+    return config
+
+
+def custom_tag_source(tag: str, spec: dict) -> tuple[str, str, str, str]:
+    """Istio's customTags entry: (tag, kind, literal value or variable/header name, default)."""
+    kind = next(k for k in ("literal", "environment", "header") if k in spec)
+    source = spec[kind]
+    return (tag, kind, source["value"] if kind == "literal" else source["name"], source.get("defaultValue", ""))
+
+
+def custom_tag(tag: str, kind: str, name: str, default: str) -> dict:
+    """A span tag as Envoy's: a literal value, an environment variable of the proxy or a
+    request header, each with its default."""
+    if kind == "literal":
+        return {"tag": tag, "literal": {"value": name}}
+    source = {"name": name, **({"default_value": default} if default else {})}
+    return {"tag": tag, "environment" if kind == "environment" else "request_header": source}
 
 
 def collector_clusters(telemetry: ProxyTelemetry) -> list[dict]:
     """Bootstrap clusters of collectors that are not mesh services: an IP, or a name that
     DNS resolves (STRICT_DNS). OTLP is gRPC, so its cluster speaks HTTP/2."""
-    tracing = telemetry.tracing
-    if tracing is None or not tracing.dedicated:
-        return []
-    provider = tracing.provider
-    cluster = static_cluster(tracing.cluster, provider.host, provider.port, http2=provider.type == OPENTELEMETRY)
+    dedicated = {t.cluster: t.provider for t in telemetry.tracings if t.dedicated}
+    return [_collector_cluster(name, provider) for name, provider in dedicated.items()]
+
+
+def _collector_cluster(name: str, provider: Provider) -> dict:
+    cluster = static_cluster(name, provider.host, provider.port, http2=provider.type == OPENTELEMETRY)
     try:
         ipaddress.ip_address(provider.host)
     except ValueError:
         cluster["type"] = "STRICT_DNS"
         cluster["dns_lookup_family"] = "V4_ONLY"
-    return [cluster]
+    return cluster
 
 
-def stats_config() -> dict:
+def stats_config(telemetry: ProxyTelemetry | None = None) -> dict:
     """Tags that turn stat names into Prometheus labels: the mesh labels of cluster stat
-    names (cluster_stat_name), the response code, and Envoy's other default tags."""
+    names (cluster_stat_name) and those tagOverrides add, the response code, and Envoy's
+    other default tags; metrics turned off are not recorded (stats_matcher)."""
+    extra = telemetry.extra_labels if telemetry is not None else ()
     tags = [
         # A mesh cluster's name is what comes before its first ";"; another cluster's (admin,
         # a collector) what comes before the first dot, as in Envoy. The match ends at the
         # dot after the name, so that what remains is cluster.<stat>.
         {"tag_name": "cluster_name", "regex": r"^cluster\.(([^;]+(?=;)|[^;.]+)(?:;[^;=]+=[^;]*)*;?\.)"},
-        *({"tag_name": label, "regex": rf"^cluster\.[^;]*;(?:[^;]*;)*?{label}=([^;]*);"} for label in MESH_LABELS),
+        *({"tag_name": label, "regex": rf"^cluster\.[^;]*;(?:[^;]*;)*?{label}=([^;]*);"} for label in (*MESH_LABELS, *extra)),
         {"tag_name": "response_code", "regex": r"_rq(_(\d{3}))$"},
         {"tag_name": "response_code_class", "regex": r"_rq(_(\dxx))$"},
         *({"tag_name": name} for name in ENVOY_DEFAULT_TAGS),
     ]
-    return {"use_all_default_tags": False, "stats_tags": tags}
+    config = {"use_all_default_tags": False, "stats_tags": tags}
+    excluded = _metrics_off(telemetry) if telemetry is not None else []
+    if excluded:
+        config["stats_matcher"] = {"exclusion_list": {"patterns": [{"safe_regex": {"regex": regex}} for regex in excluded]}}
+    return config
+
+
+def _metrics_off(telemetry: ProxyTelemetry) -> list[str]:
+    """Regexes of the cluster stats of the metrics a direction turned off."""
+    out = []
+    for direction, mode in (("outbound", CLIENT), ("inbound", SERVER)):
+        metrics = telemetry.of(mode).metrics
+        for metric in metrics.disabled if metrics else ():
+            out.append(rf"^cluster\.{direction}\|.*\.{METRIC_STATS[metric]}$")
+    return out
 
 
 def cluster_stat_name(cluster: str, labels: list[tuple[str, str]]) -> str:
@@ -259,6 +420,18 @@ def _inbound_service(mesh: Mesh, proxy: Proxy, port: int) -> str:
     return hosts[0] if len(hosts) == 1 else ""
 
 
+def with_tag_overrides(labels: list[tuple[str, str]], tags: tuple[tuple[str, str | None], ...]) -> list[tuple[str, str]]:
+    """Istio's labels after tagOverrides: REMOVE drops a label, UPSERT sets its value (a new
+    label goes after Istio's)."""
+    values = dict(labels)
+    for label, value in tags:
+        if value is None:
+            values.pop(label, None)
+        else:
+            values[label] = value
+    return list(values.items())
+
+
 def cluster_labels(mesh: Mesh, proxy: Proxy, cluster: str) -> list[tuple[str, str]]:
     """Istio's labels for a cluster's stats: outbound clusters report as the source (this
     proxy calls destination_service), inbound ones as the destination (this proxy serves)."""
@@ -275,18 +448,17 @@ def apply_telemetry(proxy: Proxy, telemetry: ProxyTelemetry, items: list[tuple[s
     kind, resource) as compile.envoyfilter.Patchable holds them. What it writes is the same
     for every proxy of a class (compile/proxy_class.py); stat names, which are not, come
     from with_stat_names."""
-    if not telemetry.access_logs and telemetry.tracing is None:
-        return
-    for _context, kind, resource in items:
-        if kind != "listener":
+    for context, kind, resource in items:
+        direction = telemetry.of(MODE_OF_CONTEXT[context])
+        if kind != "listener" or (not direction.access_logs and direction.tracing is None):
             continue
         for chain in resource["filter_chains"]:
             for network_filter in chain["filters"]:
                 config = network_filter["typed_config"]
-                if network_filter["name"] in (HCM_FILTER, TCP_PROXY_FILTER) and telemetry.access_logs:
-                    config["access_log"] = [access_log(provider) for provider in telemetry.access_logs]
-                if network_filter["name"] == HCM_FILTER and telemetry.tracing is not None:
-                    config["tracing"] = http_tracing(telemetry.tracing, proxy)
+                if network_filter["name"] in (HCM_FILTER, TCP_PROXY_FILTER) and direction.access_logs:
+                    config["access_log"] = [access_log(log) for log in direction.access_logs]
+                if network_filter["name"] == HCM_FILTER and direction.tracing is not None:
+                    config["tracing"] = http_tracing(direction.tracing, proxy)
 
 
 def with_stat_names(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, clusters: list[dict]) -> list[dict]:
@@ -296,6 +468,8 @@ def with_stat_names(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, cluster
         return clusters
     out = []
     for cluster in clusters:
-        labels = cluster_labels(mesh, proxy, cluster["name"])
+        mode = MODE_OF_CLUSTER.get(cluster["name"].split("|", 1)[0])
+        metrics = telemetry.of(mode).metrics if mode else None
+        labels = with_tag_overrides(cluster_labels(mesh, proxy, cluster["name"]), metrics.tags) if metrics else []
         out.append({**cluster, "alt_stat_name": cluster_stat_name(cluster["name"], labels)} if labels else cluster)
     return out

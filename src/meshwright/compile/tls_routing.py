@@ -34,10 +34,11 @@ def route_destinations(mesh: Mesh, route: dict, namespace: str) -> list[tuple[st
     return [(destination_cluster(mesh, d["destination"], namespace), d["weight"]) for d in destinations if d.get("weight")]
 
 
-def tcp_destinations(mesh: Mesh, hostname: str, port: int) -> list[tuple[str, int]]:
-    """(cluster, weight) for a connection to a service port: the first of its VirtualService's
-    tcp routes that applies to the port, else the service's own cluster."""
-    virtual_service = mesh.sidecar_virtual_service_for(hostname)
+def tcp_destinations(mesh: Mesh, hostname: str, port: int, client_namespace: str) -> list[tuple[str, int]]:
+    """(cluster, weight) for a connection to a service port from a client in client_namespace:
+    the first of its VirtualService's tcp routes that applies to the port, else the service's
+    own cluster."""
+    virtual_service = mesh.sidecar_virtual_service_for(hostname, client_namespace)
     for route in (virtual_service.spec.get("tcp") or []) if virtual_service else []:
         ports = [m["port"] for m in route.get("match") or [] if "port" in m]
         if ports and port not in ports:
@@ -55,12 +56,14 @@ def _names_for_service(sni_hosts: list[str], namespace: str, service: Service) -
 def tls_routes(mesh: Mesh, proxy: Proxy, service: Service, port: int) -> list[tuple[list[str], list[tuple[str, int]]]]:
     """(SNI names, weighted clusters) of the VirtualService's tls routes for a service port,
     in order: each match that applies to the port and to this proxy (sourceLabels)."""
-    virtual_service = mesh.sidecar_virtual_service_for(service.hostname)
+    virtual_service = mesh.sidecar_virtual_service_for(service.hostname, proxy.namespace)
     out = []
     for route in (virtual_service.spec.get("tls") or []) if virtual_service else []:
         for match in route["match"]:
             if match.get("port", port) != port or not labels_match(match.get("sourceLabels") or {}, proxy.label_map):
                 continue
+            if match.get("gateways") and "mesh" not in match["gateways"]:
+                continue  # a match for gateways only
             names = _names_for_service(match["sniHosts"], virtual_service.namespace, service)
             if names:
                 out.append((names, route_destinations(mesh, route, virtual_service.namespace)))
@@ -91,7 +94,7 @@ def service_tls_chains(mesh: Mesh, proxy: Proxy, service: Service, port: Service
             chains.append(sni_chain(mesh, proxy, fresh, clusters))
     if not by_name or service.hostname not in taken:
         taken.add(service.hostname)
-        chains.append(sni_chain(mesh, proxy, [service.hostname] if by_name else None, tcp_destinations(mesh, service.hostname, port.number)))
+        chains.append(sni_chain(mesh, proxy, [service.hostname] if by_name else None, tcp_destinations(mesh, service.hostname, port.number, proxy.namespace)))
     return chains
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from meshwright.compile.proxy import Proxy
-from meshwright.compile.routes import default_route, virtual_service_routes
+from meshwright.compile.envoy_values import DIRECT_RESPONSE_MAX_BYTES, ENVOY_DIRECT_RESPONSE_BODY_BYTES
+from meshwright.compile.routes import default_route, sidecar_context, virtual_service_routes
 from meshwright.mesh import CLUSTER_DOMAIN, Mesh, rule_selector
 from meshwright.model.resource import Resource
 from meshwright.registry.model import Service, ServicePort
@@ -63,23 +64,27 @@ def outbound_virtual_hosts(mesh: Mesh, proxy: Proxy, services: list[Service], li
 def outbound_virtual_host(mesh: Mesh, proxy: Proxy, service: Service, port: ServicePort, listener_port: int) -> dict:
     """A service's virtual host, built once per mesh for what it reads of the proxy: whether
     the proxy shares the service's namespace (the short name), the labels its VirtualService's
-    sourceLabels name, and the proxy's namespace and the labels DestinationRules' workloadSelectors
-    name only where they make the rule (its consistent hash) depend on them. Shared: never changed."""
-    virtual_service = mesh.sidecar_virtual_service_for(service.hostname)
+    sourceLabels name and the labels DestinationRules' workloadSelectors name, and the proxy's
+    namespace where DestinationRules (in several namespaces, exported to some, or selecting
+    clients) make the rule (its consistent hash) depend on it or the VirtualService matches on
+    sourceNamespace. Shared: never changed."""
+    virtual_service = mesh.sidecar_virtual_service_for(service.hostname, proxy.namespace)
     label_keys = _source_label_keys(virtual_service) if virtual_service else frozenset()
     rule_label_keys = _rule_selector_keys(mesh)
+    reads_namespace = _rules_depend_on_namespace(mesh) or (virtual_service is not None and _matches_source_namespace(virtual_service))
     key = (
-        "outbound-virtual-host", service.hostname, port.number, listener_port, service.namespace == proxy.namespace,
-        proxy.namespace if _rules_depend_on_namespace(mesh) else None,
+        # Which VirtualService (exportTo may show proxies of different namespaces different ones).
+        "outbound-virtual-host", service.hostname, virtual_service.key if virtual_service else None,
+        port.number, listener_port, service.namespace == proxy.namespace,
+        proxy.namespace if reads_namespace else None,
         tuple((k, v) for k, v in proxy.labels if k in label_keys or k in rule_label_keys),
     )
 
     def build() -> dict:
-        # A VirtualService with only tcp or tls routes leaves the service's HTTP ports to
-        # their default route, as in Istio.
-        if virtual_service and virtual_service.spec.get("http"):
-            routes = virtual_service_routes(mesh, proxy, virtual_service)
-        else:
+        # A VirtualService with only tcp or tls routes, or none that apply to this proxy on
+        # this port, leaves the service's port to its default route, as in Istio.
+        routes = virtual_service_routes(mesh, proxy, virtual_service, sidecar_context(port.number)) if virtual_service else []
+        if not routes:
             routes = [default_route(mesh, proxy, service, port)]
         return {"name": f"{service.hostname}:{port.number}", "domains": service_domains(service, port, proxy, listener_port), "routes": routes}
 
@@ -88,6 +93,10 @@ def outbound_virtual_host(mesh: Mesh, proxy: Proxy, service: Service, port: Serv
 
 def _source_label_keys(virtual_service: Resource) -> frozenset[str]:
     return frozenset(key for http in virtual_service.spec.get("http") or [] for match in http.get("match") or [] for key in match.get("sourceLabels") or {})
+
+
+def _matches_source_namespace(virtual_service: Resource) -> bool:
+    return any("sourceNamespace" in match for http in virtual_service.spec.get("http") or [] for match in http.get("match") or [])
 
 
 def _rules_depend_on_namespace(mesh: Mesh) -> bool:
@@ -106,5 +115,23 @@ def _rule_selector_keys(mesh: Mesh) -> frozenset[str]:
     ))
 
 
-def route_configuration(name: str, virtual_hosts: list[dict]) -> dict:
-    return {"name": name, "virtual_hosts": virtual_hosts, "validate_clusters": False}
+def route_configuration(name: str, virtual_hosts: list[dict], mesh: Mesh | None = None) -> dict:
+    """mesh: the mesh whose VirtualServices the virtual hosts route (None: routes of none);
+    where one of them answers with a body larger than Envoy's default limit, the limit is
+    Istio's (1 MB)."""
+    out = {"name": name, "virtual_hosts": virtual_hosts, "validate_clusters": False}
+    if mesh is not None and _large_direct_response(mesh):
+        out["max_direct_response_body_size_bytes"] = DIRECT_RESPONSE_MAX_BYTES
+    return out
+
+
+def _large_direct_response(mesh: Mesh) -> bool:
+    """Whether a VirtualService of the mesh answers with a body larger than Envoy's default limit."""
+
+    def body_bytes(body: dict) -> int:
+        return len(body["string"].encode()) if "string" in body else len(body.get("bytes", "")) * 3 // 4
+
+    return mesh.memo(("large-direct-response",), lambda: any(
+        body_bytes((http.get("directResponse") or {}).get("body") or {}) > ENVOY_DIRECT_RESPONSE_BODY_BYTES
+        for virtual_service in mesh.of_kind("VirtualService") for http in virtual_service.spec.get("http") or []
+    ))

@@ -18,7 +18,7 @@ from meshwright.collector import cyclic_collector_paused
 from meshwright.compile.build import ProxyConfig, compile_proxy
 from meshwright.compile.capture import capture_settings
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, find_proxy, list_proxies
-from meshwright.deliver.files import certificates_dir, render_files, serialize
+from meshwright.deliver.files import RenderCache, certificates_dir, render_files, serialize
 from meshwright.deliver.validation_bootstrap import validation_bootstrap
 from meshwright.mesh import Mesh, certificates_dir_problem, config_dir_problem
 from meshwright.model.load import load_paths
@@ -48,12 +48,15 @@ class ProxyBundle:
     # With iptables capture (interceptionMode REDIRECT): the capture ports, the proxy's own
     # ports and service name -> VIP for the host (compile/capture.py); None without.
     capture: dict | None = None
+    # The run's, when it renders many proxies (deliver.files.RenderCache)
+    cache: RenderCache | None = field(default=None, repr=False, compare=False)
 
     @functools.cached_property
     def validation_bootstrap(self) -> str:
         """The whole config as one static bootstrap, for `envoy --mode validate`: made only
         when asked for (it is as big as all the files together)."""
-        return serialize(validation_bootstrap(*self.validation_source), "yaml")
+        memos = (self.cache.memo("static secrets"), self.cache.memo("secret names")) if self.cache else None
+        return serialize(validation_bootstrap(*self.validation_source, memos), "yaml", self.cache)
 
     @property
     def digest(self) -> str:
@@ -82,14 +85,15 @@ def check_config_dir(mesh: Mesh, config_dir: str) -> None:
 
 
 @cyclic_collector_paused()  # rendering makes trees and text, no cycles: the collector would walk the whole mesh
-def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml", check_dirs: bool = True) -> ProxyBundle:
+def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml", check_dirs: bool = True,
+                 cache: RenderCache | None = None) -> ProxyBundle:
     """The proxy's bundle for config_dir on its host (check_dirs=False for a scratch folder
-    that only `envoy --mode validate` sees)."""
+    that only `envoy --mode validate` sees). cache: the run's, when it renders many proxies."""
     if check_dirs:
         check_config_dir(mesh, config_dir)
     proxy = find_proxy(mesh, proxy_id)
     config = compile_proxy(mesh, proxy)
-    files = render_files(config, mesh.settings, config_dir, fmt)
+    files = render_files(config, mesh.settings, config_dir, fmt, cache)
     bootstrap = yaml.safe_load(files["bootstrap.json" if fmt == "json" else "bootstrap.yaml"])
     ports = {"admin": proxy.port(ADMIN_PORT), "health": proxy.port(HEALTH_PORT), "stats": proxy.port(STATS_PORT)}
     identity = None
@@ -97,7 +101,7 @@ def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml", 
         identity = {"spiffe_id": spiffe_id(mesh.settings.trust_domain, proxy.namespace, proxy.service_account),
                     "certs_dir": certificates_dir(mesh.settings, config_dir)}
     return ProxyBundle(proxy.id, proxy.kind, files, (config, bootstrap), ports, identity,
-                       capture_settings(mesh, proxy))
+                       capture_settings(mesh, proxy), cache)
 
 
 def bundle_mesh(paths: list[str], config_dirs: dict[str, str], fmt: str = "yaml") -> dict[str, ProxyBundle]:
@@ -112,4 +116,5 @@ def bundle_proxies(mesh: Mesh, config_dirs: dict[str, str], fmt: str = "yaml") -
     unknown = sorted(set(config_dirs) - known)
     if unknown:
         raise RenderError(f"no proxy named {', '.join(unknown)} in the mesh config (known: {', '.join(sorted(known)) or 'none'})")
-    return {proxy_id: bundle_proxy(mesh, proxy_id, config_dirs[proxy_id], fmt) for proxy_id in sorted(config_dirs)}
+    cache = RenderCache()  # proxies of a class share most of their config: each shared object is written once
+    return {proxy_id: bundle_proxy(mesh, proxy_id, config_dirs[proxy_id], fmt, cache=cache) for proxy_id in sorted(config_dirs)}

@@ -24,7 +24,7 @@ from meshwright.compile.bootstrap import compile_bootstrap
 from meshwright.compile.build import ProxyConfig
 from meshwright.compile.envoy_values import CLUSTER, HCM_FILTER, LISTENER, ROUTE_CONFIGURATION
 from meshwright.compile.secrets import SECRET, with_secret_references, workload_secrets
-from meshwright.deliver.yaml_text import yaml_text
+from meshwright.deliver.yaml_text import TextCache, yaml_text
 from meshwright.mesh import MeshSettings
 
 BOOTSTRAP = "bootstrap"
@@ -57,10 +57,28 @@ def path_source(config_dir: str, filename: str) -> dict:
     return {"resource_api_version": "V3", "path_config_source": {"path": os.path.join(config_dir, filename), "watched_directory": {"path": config_dir}}}
 
 
-def serialize(document: dict, fmt: str) -> str:
+class RenderCache:
+    """What one run that renders many proxies writes once: the text of the objects proxies
+    share (the values of their resources' fields) and, per config directory, those objects
+    with their secret references pointed at files."""
+
+    def __init__(self, limit: int = 1 << 18) -> None:
+        self.text = TextCache(limit)
+        self._memos: dict[tuple, dict] = {}
+        self._limit = limit
+
+    def memo(self, *key) -> dict:
+        """The run's memo for one walk of secret references (compile/secrets.py), by what it does."""
+        memo = self._memos.setdefault(key, {})
+        if len(memo) >= self._limit:  # the objects of many classes, or of proxies with folders of their own
+            memo.clear()
+        return memo
+
+
+def serialize(document: dict, fmt: str, cache: RenderCache | None = None) -> str:
     if fmt == "json":
         return json.dumps(document, indent=2, sort_keys=True) + "\n"
-    return yaml_text(document)
+    return yaml_text(document, cache.text if cache else None)
 
 
 def certificates_dir(settings: MeshSettings, config_dir: str) -> str:
@@ -83,9 +101,10 @@ def secret_files(settings: MeshSettings, config_dir: str, ext: str) -> dict[str,
     return {_secret_file(secret["name"], ext): {"resources": [{"@type": SECRET, **secret}]} for secret in secrets}
 
 
-def render_files(config: ProxyConfig, settings: MeshSettings, config_dir: str, fmt: str = "yaml") -> dict[str, str]:
+def render_files(config: ProxyConfig, settings: MeshSettings, config_dir: str, fmt: str = "yaml", cache: RenderCache | None = None) -> dict[str, str]:
     """filename -> content of every file of the proxy. config_dir is where the files will live
-    on the proxy's host (the paths the bootstrap and lds/cds point at)."""
+    on the proxy's host (the paths the bootstrap and lds/cds point at). cache: the run's, when
+    it renders many proxies."""
     ext = "json" if fmt == "json" else "yaml"
     files: dict[str, dict] = {}
     listeners = copy.deepcopy(config.listeners)
@@ -99,8 +118,9 @@ def render_files(config: ProxyConfig, settings: MeshSettings, config_dir: str, f
     def sds_from_file(reference: dict) -> dict:
         return {**reference, "sds_config": path_source(config_dir, _secret_file(reference["name"], ext))}
 
+    memo = cache.memo("sds from files", config_dir, ext) if cache else None
     listeners = with_secret_references(listeners, sds_from_file)
-    clusters = with_secret_references(with_inline_endpoints(config.clusters, config.endpoints), sds_from_file)
+    clusters = with_secret_references(with_inline_endpoints(config.clusters, config.endpoints), sds_from_file, memo)
     files.update(secret_files(settings, config_dir, ext))
     for route in config.routes:
         files[f"{_file_stem('rds', route['name'])}.{ext}"] = {"resources": [{"@type": ROUTE_CONFIGURATION, **route}]}
@@ -108,4 +128,4 @@ def render_files(config: ProxyConfig, settings: MeshSettings, config_dir: str, f
     files[f"cds.{ext}"] = {"resources": [{"@type": CLUSTER, **c} for c in clusters]}
     sources = {"lds": path_source(config_dir, f"lds.{ext}"), "cds": path_source(config_dir, f"cds.{ext}")}
     files[f"{BOOTSTRAP}.{ext}"] = compile_bootstrap(config.proxy, settings, config.telemetry, sources)
-    return {name: serialize(document, fmt) for name, document in sorted(files.items())}
+    return {name: serialize(document, fmt, cache) for name, document in sorted(files.items())}

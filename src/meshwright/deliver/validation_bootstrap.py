@@ -4,17 +4,22 @@ before the config is swapped in."""
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 
 from meshwright.compile.envoy_values import HCM_FILTER
-from meshwright.compile.secrets import DEFAULT_SECRET, with_secret_references
+from meshwright.compile.request_authentication import JWT_FILTER
+from meshwright.compile.secrets import DEFAULT_SECRET, secret_names, with_secret_references
 from meshwright.deliver.files import with_inline_endpoints
 from meshwright.deliver.placeholder_secrets import placeholder_secret
 
 
-def validation_bootstrap(config, bootstrap: dict) -> dict:
+def validation_bootstrap(config, bootstrap: dict, memos: tuple[dict, dict] | None = None) -> dict:
     """The proxy's whole config as static resources (routes and endpoints inlined), so that
-    `envoy --mode validate`, which does not read dynamic sources, checks all of it."""
+    `envoy --mode validate`, which does not read dynamic sources, checks all of it. memos: a
+    run's (deliver.files.RenderCache.memo), for the clusters' fields other proxies
+    share: their secret references made static, and the names of those secrets."""
     routes = {r["name"]: r for r in config.routes}
     listeners = copy.deepcopy(config.listeners)
     for listener in listeners:
@@ -23,14 +28,18 @@ def validation_bootstrap(config, bootstrap: dict) -> dict:
                 manager = network_filter["typed_config"]
                 if network_filter["name"] == HCM_FILTER and "rds" in manager:
                     manager["route_config"] = routes[manager.pop("rds")["route_config_name"]]
+                if network_filter["name"] == HCM_FILTER:
+                    _placeholder_jwks_files(manager["http_filters"])
     names: set[str] = set()
 
     def static(reference: dict) -> dict:
         names.add(reference["name"])
-        return {key: value for key, value in reference.items() if key != "sds_config"}
+        return _without_sds_config(reference)
 
     listeners = with_secret_references(listeners, static)
-    clusters = with_secret_references(with_inline_endpoints(config.clusters, config.endpoints), static)
+    clusters = with_inline_endpoints(config.clusters, config.endpoints)
+    names |= secret_names(clusters, memos[1] if memos else None)
+    clusters = with_secret_references(clusters, _without_sds_config, memos[0] if memos else None)
     secrets = _static_secrets(names)
     out = copy.deepcopy(bootstrap)
     out.pop("dynamic_resources", None)
@@ -41,7 +50,36 @@ def validation_bootstrap(config, bootstrap: dict) -> dict:
     return out
 
 
+def _without_sds_config(reference: dict) -> dict:
+    """A secret reference that names a static secret (the SDS config taken out)."""
+    return {key: value for key, value in reference.items() if key != "sds_config"}
+
+
 def _static_secrets(names: set[str]) -> list[dict]:
     """Stand-ins for the secrets of these names, which references name without an SDS
     config: the proxy's certificate files may not exist where the config is checked."""
     return [placeholder_secret(name, "tls_certificate" if name == DEFAULT_SECRET else "validation_context") for name in sorted(names)]
+
+
+def _coordinate(hex_digits: str) -> str:
+    return base64.urlsafe_b64encode(bytes.fromhex(hex_digits)).rstrip(b"=").decode()
+
+
+# A public key that is P-256's base point (private key 1): public, deterministic, never trusted.
+PLACEHOLDER_JWKS = json.dumps({"keys": [{
+    "kty": "EC", "crv": "P-256", "kid": "meshwright-validate-placeholder",
+    "x": _coordinate("6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296"),
+    "y": _coordinate("4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5"),
+}]}, sort_keys=True)
+
+
+def _placeholder_jwks_files(http_filters: list[dict]) -> None:
+    """JWKS files (RequestAuthentication's file:// jwksUri) live on the proxy's host and may
+    not exist where the config is checked; Envoy's validate mode reads them, so the check
+    uses inline stand-in keys (the file is read by the proxy itself)."""
+    for http_filter in http_filters:
+        if http_filter["name"] != JWT_FILTER:
+            continue
+        for provider in http_filter["typed_config"]["providers"].values():
+            if "filename" in provider["local_jwks"]:
+                provider["local_jwks"] = {"inline_string": PLACEHOLDER_JWKS}

@@ -34,6 +34,8 @@ WIDTH = 1000
 # a bool or null (the starting letters exclude numbers, dates and the rest).
 _PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./|;=+@:-]*(?<!:)\Z")
 _RESOLVED_WORDS = frozenset(("y", "n", "yes", "no", "true", "false", "on", "off", "null"))
+# IPv4 addresses: four numbers read as no number, date or time, so PyYAML writes them plain.
+_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}\Z")
 # Longest string not of _PLAIN this module writes itself.
 _LONGEST = 512
 _CACHE_LIMIT = 1 << 18
@@ -58,6 +60,30 @@ def _key_alone(key) -> str:
     return text[:-4]
 
 
+_multilines: dict[tuple[str, int], str] = {}
+
+
+def _multiline(value: str, indent: int) -> str:
+    """A string with line breaks as the value of a mapping at column indent: PyYAML writes
+    it on several lines, continued at that column, so it is asked with the same nesting."""
+    text = _multilines.get((value, indent))
+    if text is None:
+        if len(value) > 64 * _LONGEST or indent % 2:
+            raise _Unsure(value)
+        depth = indent // 2
+        document: dict = {"k": value}
+        for _ in range(depth):
+            document = {"a": document}
+        lines = yaml.dump(document, Dumper=_Dumper, default_flow_style=False, width=WIDTH).split("\n")[depth:-1]
+        if not lines[0].startswith(" " * indent + "k: ") or any(len(line) >= WIDTH - 8 - _LONGEST // 4 for line in lines):
+            raise _Unsure(value)
+        text = "\n".join(lines)[indent + 3:]
+        if len(_multilines) >= 1024:
+            _multilines.clear()
+        _multilines[(value, indent)] = text
+    return text
+
+
 _strings: dict[str, str] = {}
 _keys: dict[str, str] = {}
 
@@ -65,7 +91,7 @@ _keys: dict[str, str] = {}
 def _string(value: str) -> str:
     text = _strings.get(value)
     if text is None:
-        if _PLAIN.match(value) and value.lower() not in _RESOLVED_WORDS:
+        if _PLAIN.match(value) and value.lower() not in _RESOLVED_WORDS or _IPV4.match(value):
             text = value
         elif len(value) > _LONGEST:
             raise _Unsure(value)
@@ -107,45 +133,78 @@ def _scalar(value) -> str:
     raise _Unsure(value)
 
 
-def _mapping(mapping: dict, indent: int, first: str, lines: list[str]) -> None:
+def _mapping(mapping: dict, indent: int, first: str, lines: list[str], cache: TextCache | None = None, in_sequence: bool = False) -> None:
     """The mapping's keys at column indent; the first line starts with first (what a
-    sequence item put before it), the others with spaces."""
+    sequence item put before it), the others with spaces. in_sequence: the mapping is an item of a
+    sequence (a resource in its list): the values of its fields are what cache keeps."""
     pad = " " * indent
     prefix = first
-    for key in sorted(mapping):
-        value = mapping[key]
-        head = f"{prefix}{_key(key)}:"
+    for key, value in sorted(mapping.items()):  # keys are distinct: values are never compared
+        head = f"{prefix}{_keys.get(key) or _key(key)}:"
         prefix = pad
         if type(value) is dict and value:
             lines.append(head)
-            _mapping(value, indent + 2, pad + "  ", lines)
+            if cache is not None and in_sequence:
+                lines += cache.lines(value, indent + 2, _mapping)
+            else:
+                _mapping(value, indent + 2, pad + "  ", lines, cache)
         elif type(value) is list and value:
             lines.append(head)
-            _sequence(value, indent, pad, lines)  # PyYAML writes a mapping's sequences unindented
+            # PyYAML writes a mapping's sequences unindented
+            if cache is not None and in_sequence:
+                lines += cache.lines(value, indent, _sequence)
+            else:
+                _sequence(value, indent, pad, lines, cache)
         else:
-            lines.append(_line(f"{head} ", value))
+            lines.append(_line(f"{head} ", value, indent))
 
 
-def _sequence(sequence: list, indent: int, first: str, lines: list[str]) -> None:
+def _sequence(sequence: list, indent: int, first: str, lines: list[str], cache: TextCache | None = None) -> None:
     pad = " " * indent
     prefix = first
     for item in sequence:
         head = prefix + "- "
         prefix = pad
         if type(item) is dict and item:
-            _mapping(item, indent + 2, head, lines)
+            _mapping(item, indent + 2, head, lines, cache, in_sequence=True)
         elif type(item) is list and item:
-            _sequence(item, indent + 2, head, lines)
+            _sequence(item, indent + 2, head, lines, cache)
         else:
             lines.append(_line(head, item))
 
 
-def _line(head: str, value) -> str:
-    """head, then value: a scalar, or an empty mapping or sequence."""
+class TextCache:
+    """The lines of the values of resources' fields, by the object and its column, for one
+    run that writes many files: proxies of a class share those objects (compiled config is
+    never changed), so each is written once. Holds the objects, so no id is reused while it
+    is kept; emptied when it grows past `limit` entries."""
+
+    def __init__(self, limit: int = 1 << 18) -> None:
+        self._lines: dict[tuple[int, int], tuple[object, list[str]]] = {}
+        self._limit = limit
+
+    def lines(self, value, indent: int, write) -> list[str]:
+        key = (id(value), indent)
+        found = self._lines.get(key)
+        if found is None:
+            lines: list[str] = []
+            write(value, indent, " " * indent, lines)
+            if len(self._lines) >= self._limit:
+                self._lines.clear()
+            found = self._lines[key] = (value, lines)
+        return found[1]
+
+
+def _line(head: str, value, indent: int | None = None) -> str:
+    """head, then value: a scalar, or an empty mapping or sequence. indent: the column of
+    the mapping whose value it is (None for a sequence's item), where the lines of a
+    multi-line string continue."""
     if type(value) is dict:
         return head + "{}"
     if type(value) is list:
         return head + "[]"
+    if type(value) is str and "\n" in value and indent is not None:
+        return head + _multiline(value, indent)
     text = _scalar(value)
     # Past the width PyYAML wraps a scalar at its spaces, and a double-quoted one anywhere.
     if len(head) + len(text) >= WIDTH - 8 and (" " in text or text.startswith('"')):
@@ -157,13 +216,14 @@ def pyyaml_text(document) -> str:
     return yaml.dump(document, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=WIDTH)
 
 
-def yaml_text(document) -> str:
-    """document (a mapping of JSON's types) as the YAML text pyyaml_text gives, faster."""
+def yaml_text(document, cache: TextCache | None = None) -> str:
+    """document (a mapping of JSON's types) as the YAML text pyyaml_text gives, faster; with
+    a cache, the values of resources' fields it has seen are not written again."""
     if type(document) is not dict or not document:
         return pyyaml_text(document)
     lines: list[str] = []
     try:
-        _mapping(document, 0, "", lines)
+        _mapping(document, 0, "", lines, cache)
     except (_Unsure, TypeError):  # TypeError: keys that do not sort
         return pyyaml_text(document)
     lines.append("")

@@ -61,3 +61,12 @@ class Resource:
             except (KeyError, IndexError, TypeError):
                 return default
         return value
+
+
+def exported_to(resource: Resource, namespace: str) -> bool:
+    """Whether a resource with exportTo is visible to proxies in namespace: exportTo unset or
+    "*" exports it everywhere, "." to its own namespace, a name to that namespace."""
+    export = resource.spec.get("exportTo")
+    if not export or "*" in export:
+        return True
+    return namespace in {resource.namespace if name == "." else name for name in export}

@@ -7,10 +7,11 @@ not act on. Names and structure follow istio.io/latest/docs/reference/config.
 from __future__ import annotations
 
 from meshwright import names
+from meshwright.compile.envoy_values import DIRECT_RESPONSE_MAX_BYTES, GRPC_STATUS_CODES
 from meshwright.model.providers import ACCESS_LOG_PATH_HELP, is_access_log_path
 from meshwright.validate import security_api
 from meshwright.validate.shape import (
-    Address, AddressOrRange, Any, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str, Unsupported,
+    Address, AddressOrRange, Any, Base64, Bool, Duration, Enum, Int, Labels, ListOf, MapOf, Number, Obj, Port, Regex, Str, Unsupported,
 )
 
 NETWORKING_VERSIONS = ("networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3")
@@ -42,6 +43,8 @@ METRICS_HINT = (
 PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "TCP")
 # TLS the sidecar passes through, routed by SNI (on ServiceEntry ports and Sidecar egress listeners).
 TLS_PROTOCOLS = ("HTTPS", "TLS")
+# Istio's ServerTLSSettings.TLSProtocol.
+SERVER_TLS_VERSIONS = ("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")
 
 # Names that end up in SPIFFE IDs, file names and /etc/hosts lines (meshwright.names).
 host = Str(valid=names.is_host, pattern_help=names.HOST_HELP)
@@ -104,8 +107,14 @@ http_match = Obj(
         "withoutHeaders": MapOf(presence_or_string_match),
         "ignoreUriCase": Bool(),
         "sourceLabels": Labels(),
-        "port": Unsupported("a route applies to every port of its hosts: route without a port match, or send port 80 to the "
-                            "server's TLS port with the ServiceEntry port's targetPort (docs/traffic.md#egress-to-external-hosts-over-tls)"),
+        # Where the match applies (Istio's sourceMatchHTTP): the port of the host addressed (a
+        # gateway server's port), the gateways ("mesh": sidecars), the client's namespace.
+        "port": Port(),
+        "gateways": ListOf(Str(non_empty=True)),
+        "sourceNamespace": label,
+        "scheme": string_match,
+        # The route's statistics prefix (vhost.<virtual host>.route.<statPrefix>.*).
+        "statPrefix": Str(non_empty=True),
     },
 )
 
@@ -115,9 +124,27 @@ http_redirect = Obj(
         "uri": Str(),
         "authority": Str(),
         "port": Port(),
+        "derivePort": Enum("FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"),
         "scheme": Enum("http", "https"),
         "redirectCode": Enum(301, 302, 303, 307, 308),
     },
+    one_of=(("port", "derivePort"),),
+)
+
+http_direct_response = Obj(
+    "a direct response",
+    {
+        "status": Int(200, 599),
+        "body": Obj(
+            "a response body",
+            {
+                "string": Str(valid=lambda text: len(text.encode()) <= DIRECT_RESPONSE_MAX_BYTES, pattern_help="a body of at most 1 MB (Istio's limit)"),
+                "bytes": Base64(max_bytes=DIRECT_RESPONSE_MAX_BYTES),
+            },
+            required_one_of=(("string", "bytes"),),
+        ),
+    },
+    required=("status",),
 )
 
 http_rewrite = Obj(
@@ -140,6 +167,8 @@ http_retry = Obj(
             pattern_help="a comma-separated list of retry conditions (5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, or status codes)",
         ),
         "retryRemoteLocalities": Bool(),
+        "retryIgnorePreviousHosts": Bool(),
+        "backoff": Duration(minimum_seconds=0.001),
     },
     required=("attempts",),
 )
@@ -154,7 +183,16 @@ fault = Obj(
             required=("fixedDelay",),
             one_of=(("percentage", "percent"),),
         ),
-        "abort": Obj("a fault abort", {"httpStatus": Int(200, 599), "percentage": percent}, required=("httpStatus",)),
+        "abort": Obj(
+            "a fault abort",
+            {
+                "httpStatus": Int(200, 599),
+                "grpcStatus": Enum(*GRPC_STATUS_CODES),
+                "http2Error": Unsupported("abort with an httpStatus or a grpcStatus"),
+                "percentage": percent,
+            },
+            required_one_of=(("httpStatus", "grpcStatus", "http2Error"),),
+        ),
     },
     required_any_of=(("delay", "abort"),),
 )
@@ -168,6 +206,9 @@ cors_policy = Obj(
         "exposeHeaders": ListOf(Str(non_empty=True)),
         "maxAge": Duration(),
         "allowCredentials": Bool(),
+        # Preflight requests from origins the policy does not allow: passed on (FORWARD,
+        # Envoy's default) or answered without CORS headers (IGNORE).
+        "unmatchedPreflights": Enum("FORWARD", "IGNORE"),
     },
 )
 
@@ -178,16 +219,22 @@ http_route = Obj(
         "match": ListOf(http_match),
         "route": ListOf(http_route_destination, min_items=1),
         "redirect": http_redirect,
+        "directResponse": http_direct_response,
         "rewrite": http_rewrite,
         "timeout": Duration(),
         "retries": http_retry,
         "fault": fault,
         "mirror": destination,
         "mirrorPercentage": percent,
+        "mirrorPercent": Int(0, 100),  # deprecated in Istio for mirrorPercentage; still read, with a warning
+        "mirrors": ListOf(Obj("a mirror policy", {"destination": destination, "percentage": percent}, required=("destination",))),
         "corsPolicy": cors_policy,
         "headers": headers,
+        # The routes of a delegate VirtualService (one without hosts) take what this one matches.
+        "delegate": Obj("a delegate", {"name": subdomain, "namespace": label}, required=("name",)),
     },
-    required_one_of=(("route", "redirect"),),
+    required_one_of=(("route", "redirect", "directResponse", "delegate"),),
+    one_of=(("mirror", "mirrors"),),
     hints={"rateLimit": RATE_LIMIT_HINT, "weight": "A weight belongs to each entry of route."},
 )
 
@@ -199,7 +246,9 @@ tls_match = Obj(
         "sourceLabels": Labels(),
         "destinationSubnets": Unsupported("match by sniHosts and port; connections are told apart by the name the client asks for"),
         "sourceNamespace": Unsupported("match clients by sourceLabels, or scope them with a Sidecar's egress hosts"),
-        "gateways": Unsupported("tls routes apply to sidecars only: leave gateways out of the match"),
+        # The gateways the match applies at ("mesh": the sidecars); none: every one the
+        # VirtualService is bound to.
+        "gateways": ListOf(Str(non_empty=True)),
     },
     required=("sniHosts",),
 )
@@ -230,8 +279,12 @@ virtual_service = Obj(
         "http": ListOf(http_route),
         "tcp": ListOf(tcp_route),
         "tls": ListOf(tls_route),
+        # Namespaces whose proxies see it ("." its own, "*" all; all when unset).
+        "exportTo": ListOf(Str(pattern=r"\.|\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?", pattern_help='".", "*" or a namespace name'), min_items=1),
     },
-    required=("hosts",),
+    # Without hosts, a delegate: its http routes serve the roots that delegate to it (hosts
+    # written but not valid leave no VirtualService to check further, not a delegate).
+    essential=("hosts",),
     required_any_of=(("http", "tcp", "tls"),),
     hints={"rateLimit": RATE_LIMIT_HINT},
 )
@@ -434,24 +487,38 @@ service_entry = Obj(
     one_of=(("endpoints", "workloadSelector"),),
 )
 
+server_tls = Obj(
+    "server TLS settings",
+    {
+        # AUTO_PASSTHROUGH is accepted here and refused with its reason by validate/references.py.
+        "mode": Enum("PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"),
+        "serverCertificate": Str(non_empty=True),
+        "privateKey": Str(non_empty=True),
+        "caCertificates": Str(non_empty=True),
+        "caCrl": Str(non_empty=True),
+        "httpsRedirect": Bool(),
+        "subjectAltNames": ListOf(Str(non_empty=True), min_items=1),
+        "verifyCertificateSpki": ListOf(Str(non_empty=True), min_items=1),
+        "verifyCertificateHash": ListOf(Str(non_empty=True), min_items=1),
+        "minProtocolVersion": Enum(*SERVER_TLS_VERSIONS),
+        "maxProtocolVersion": Enum(*SERVER_TLS_VERSIONS),
+        "cipherSuites": ListOf(Str(non_empty=True)),
+        # Kept by the shape check and refused by validate/references.py, which then does not
+        # also ask for the files they stand for.
+        "credentialName": Any(),
+        "credentialNames": Any(),
+        "tlsCertificates": Any(),
+    },
+)
+
 gateway_server = Obj(
     "a gateway server",
     {
-        "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
+        "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS", fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
         "bind": Address(),
         "hosts": ListOf(Str(valid=lambda text: names.is_namespaced_host(text, namespace_required=False), pattern_help=f"a host (a DNS name or a wildcard) or {names.NAMESPACED_HOST_HELP}"), min_items=1),
         "name": Str(),
-        "tls": Obj(
-            "server TLS settings",
-            {
-                "mode": Enum("SIMPLE", "MUTUAL"),
-                "serverCertificate": Str(non_empty=True),
-                "privateKey": Str(non_empty=True),
-                "caCertificates": Str(non_empty=True),
-                "httpsRedirect": Bool(),
-            },
-            hints={"credentialName": "Kubernetes secrets are not read: give file paths in serverCertificate and privateKey"},
-        ),
+        "tls": server_tls,
     },
     required=("port", "hosts"),
 )
@@ -509,30 +576,46 @@ sidecar = Obj(
     },
 )
 
-SUPPORTED_APPLY_TO = ("HTTP_FILTER", "HTTP_ROUTE", "CLUSTER", "LISTENER")
+SUPPORTED_APPLY_TO = (
+    "LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER", "ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE", "CLUSTER",
+)
+# Valid Istio that meshwright refuses (validate/semantics.py says why, in the house message).
+REFUSED_APPLY_TO = ("BOOTSTRAP", "EXTENSION_CONFIG")
+PATCH_OPERATIONS = ("MERGE", "MERGE_AND_REPLACE_LIST", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "REPLACE")
 
 envoy_filter_patch = Obj(
     "an EnvoyFilter config patch",
     {
-        "applyTo": Enum(
-            *SUPPORTED_APPLY_TO,
-            hints={
-                other: f"meshwright applies patches to {', '.join(SUPPORTED_APPLY_TO)} only"
-                for other in ("LISTENER_FILTER", "FILTER_CHAIN", "NETWORK_FILTER", "ROUTE_CONFIGURATION", "VIRTUAL_HOST", "EXTENSION_CONFIG", "BOOTSTRAP")
-            },
-        ),
+        "applyTo": Enum(*SUPPORTED_APPLY_TO, *REFUSED_APPLY_TO),
         "match": Obj(
             "a patch match",
             {
                 "context": Enum("ANY", "SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"),
+                "proxy": Obj(
+                    "a proxy match",
+                    {
+                        "proxyVersion": Regex(),
+                        "metadata": Unsupported("meshwright's proxies send no Istio node metadata: select workloads with the "
+                                                "EnvoyFilter's workloadSelector"),
+                    },
+                ),
                 "listener": Obj(
                     "a listener match",
                     {
                         "portNumber": Port(),
+                        "portName": Unsupported("Istio does not act on it either: match the listener by portNumber"),
                         "name": Str(),
+                        "listenerFilter": Str(),
                         "filterChain": Obj(
                             "a filter chain match",
-                            {"filter": Obj("a filter match", {"name": Str(), "subFilter": Obj("a sub-filter match", {"name": Str()})})},
+                            {
+                                "name": Str(),
+                                "sni": Str(),
+                                "transportProtocol": Enum("", "raw_buffer", "tls"),
+                                "applicationProtocols": Str(),
+                                "destinationPort": Port(),
+                                "filter": Obj("a filter match", {"name": Str(), "subFilter": Obj("a sub-filter match", {"name": Str()})}),
+                            },
                         ),
                     },
                 ),
@@ -540,10 +623,16 @@ envoy_filter_patch = Obj(
                     "a route configuration match",
                     {
                         "portNumber": Port(),
+                        "portName": Str(),
+                        "gateway": Str(),
                         "name": Str(),
                         "vhost": Obj(
                             "a virtual host match",
-                            {"name": Str(), "route": Obj("a route match", {"name": Str(), "action": Enum("ANY", "ROUTE", "REDIRECT", "DIRECT_RESPONSE")})},
+                            {
+                                "name": Str(),
+                                "domainName": Str(),
+                                "route": Obj("a route match", {"name": Str(), "action": Enum("ANY", "ROUTE", "REDIRECT", "DIRECT_RESPONSE")}),
+                            },
                         ),
                     },
                 ),
@@ -553,7 +642,12 @@ envoy_filter_patch = Obj(
         ),
         "patch": Obj(
             "a patch",
-            {"operation": Enum("MERGE", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST"), "value": Any()},
+            {
+                "operation": Enum(*PATCH_OPERATIONS),
+                "value": Any(),
+                "filterClass": Unsupported("place the filter by name: INSERT_BEFORE or INSERT_AFTER with "
+                                           "match.listener.filterChain.filter.subFilter.name"),
+            },
             required=("operation",),
         ),
     },
@@ -642,10 +736,19 @@ mesh_config = Obj(
     },
 )
 
-TELEMETRY_MATCH_HINT = (
-    "match (CLIENT or SERVER mode) is not supported: an entry applies to both the proxy's "
-    "inbound and outbound traffic"
+# Istio's workload mode: CLIENT (a sidecar's outbound listeners, a gateway's), SERVER (a
+# sidecar's inbound listeners) or both (compile/telemetry.py).
+workload_mode = Obj("a workload mode selector", {"mode": Enum("CLIENT_AND_SERVER", "CLIENT", "SERVER")})
+# What stat names can carry: a label with a value fixed per cluster (compile/telemetry.py).
+TAG_VALUE_HELP = (
+    "a value for every request of a cluster: a CEL string literal such as \"'v1'\", whose stat "
+    "name carries it as the label (for a per-request value, log it in an access log instead)"
 )
+METRIC_NAMES = (
+    "ALL_METRICS", "REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE", "TCP_OPENED_CONNECTIONS",
+    "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES", "TCP_RECEIVED_BYTES", "GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES",
+)
+custom_tag_source = Obj("a custom tag source", {"name": Str(non_empty=True), "defaultValue": Str()}, required=("name",))
 
 telemetry = Obj(
     "a Telemetry spec",
@@ -654,18 +757,33 @@ telemetry = Obj(
         "accessLogging": ListOf(
             Obj(
                 "an access logging entry",
-                {"providers": ListOf(provider_ref), "disabled": Bool()},
-                hints={"match": TELEMETRY_MATCH_HINT, "filter": "filter (a CEL expression) is not supported: every request is logged"},
+                {
+                    "providers": ListOf(provider_ref),
+                    "disabled": Bool(),
+                    "match": workload_mode,
+                    "filter": Obj("an access log filter", {"expression": Str(non_empty=True)}, required=("expression",)),
+                },
             )
         ),
         "tracing": ListOf(
             Obj(
                 "a tracing entry",
-                {"providers": ListOf(provider_ref), "randomSamplingPercentage": Number(0, 100), "disableSpanReporting": Bool()},
-                hints={
-                    "match": TELEMETRY_MATCH_HINT,
-                    "customTags": "customTags are not supported: spans carry Envoy's standard tags",
-                    "useRequestIdForTraceSampling": "useRequestIdForTraceSampling is not supported",
+                {
+                    "providers": ListOf(provider_ref),
+                    "randomSamplingPercentage": Number(0, 100),
+                    "disableSpanReporting": Bool(),
+                    "match": workload_mode,
+                    "customTags": MapOf(Obj(
+                        "a custom tag",
+                        {
+                            "literal": Obj("a literal tag", {"value": Str()}, required=("value",)),
+                            "environment": custom_tag_source,
+                            "header": custom_tag_source,
+                        },
+                        required_one_of=(("literal", "environment", "header"),),
+                    )),
+                    "useRequestIdForTraceSampling": Unsupported("the sampling decision is random, or the one a request carries in its trace headers"),
+                    "enableIstioTags": Unsupported("spans carry Envoy's standard tags and the customTags you list"),
                 },
             )
         ),
@@ -681,18 +799,21 @@ telemetry = Obj(
                                 "match": Obj(
                                     "a metric selector",
                                     {
-                                        "metric": Enum("ALL_METRICS", "REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE", "TCP_OPENED_CONNECTIONS", "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES", "TCP_RECEIVED_BYTES", "GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES"),
+                                        "metric": Enum(*METRIC_NAMES),
                                         "mode": Enum("CLIENT_AND_SERVER", "CLIENT", "SERVER"),
+                                        "customMetric": Unsupported("metrics are Envoy's cluster stats; select one with match.metric (docs/telemetry.md)"),
                                     },
-                                    hints={"customMetric": "custom metrics are not supported"},
                                 ),
                                 "disabled": Bool(),
+                                "tagOverrides": MapOf(Obj(
+                                    "a tag override",
+                                    {"operation": Enum("UPSERT", "REMOVE"), "value": Str()},
+                                )),
                             },
-                            hints={"tagOverrides": "tagOverrides are not supported: the labels are fixed (docs/telemetry.md)"},
                         )
                     ),
+                    "reportingInterval": Unsupported("Prometheus scrapes the stats port at the interval it is configured with"),
                 },
-                hints={"reportingInterval": "reportingInterval is not supported: Prometheus scrapes the stats port when it likes"},
             )
         ),
     },

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from meshwright.compile.envoy_values import SERVER_CIPHER_SUITES, is_cipher_suite
+from meshwright.compile.envoyfilter import proxy_version_matches
 from meshwright.compile.scope import egress_host_matches
 from meshwright.mesh import Mesh, host_matches, resolve_host
-from meshwright.model.resource import Resource
+from meshwright.model.delegation import delegate_key, is_delegate
+from meshwright.model.resource import Resource, exported_to
 from meshwright.model.workload_group import GROUP_ANNOTATION, group_of
 from meshwright.problems import Problems
 from meshwright.registry.model import TLS_PROTOCOLS
-from meshwright.validate.security_checks import check_istio_mutual, check_security
+from meshwright.validate.security_checks import IDENTITY_HINT, check_istio_mutual, check_security
 from meshwright.validate.telemetry import check_mesh_config, check_telemetry
 
 SERVICE_HINT = "declare it with a ServiceEntry (hosts, ports, and endpoints or a workloadSelector)"
@@ -41,17 +44,36 @@ def _check_destination(mesh: Mesh, resource: Resource, path: tuple, destination:
             problems.add(resource, path + ("subset",), f"subset {subset!r} of {host} is not defined: {where}")
 
 
-def check_virtual_service(mesh: Mesh, resource: Resource, problems: Problems) -> None:
-    spec = resource.spec
-    gateways = spec.get("gateways") or []
+def _check_gateway_names(mesh: Mesh, resource: Resource, path: tuple, gateways: list[str], problems: Problems) -> None:
     for index, name in enumerate(gateways):
         if name == "mesh":
             continue
         namespace, gateway_name = name.split("/", 1) if "/" in name else (resource.namespace, name)
         if mesh.find("Gateway", namespace, gateway_name) is None:
-            problems.add(resource, ("spec", "gateways", index), f"gateway {namespace}/{gateway_name} does not exist (define a Gateway, or use 'mesh' for sidecars)")
+            problems.add(resource, path + (index,), f"gateway {namespace}/{gateway_name} does not exist (define a Gateway, or use 'mesh' for sidecars)")
+
+
+def _check_tls_match_gateways(mesh: Mesh, resource: Resource, path: tuple, names: list[str], problems: Problems) -> None:
+    """A match's gateways narrow where it applies: each must be one the VirtualService is
+    bound to (meshwright does not widen a VirtualService's reach from inside a match)."""
+    bound = resource.spec.get("gateways") or ["mesh"]
+    qualified = {_qualified_gateway(g, resource.namespace) for g in bound}
+    for index, name in enumerate(names):
+        if _qualified_gateway(name, resource.namespace) not in qualified:
+            problems.add(resource, path + (index,), f"{name!r} is not among the gateways this VirtualService is bound to ({', '.join(bound)}): "
+                         "add it to spec.gateways, or leave it out of the match")
+
+
+def _qualified_gateway(name: str, namespace: str) -> str:
+    return name if name == "mesh" or "/" in name else f"{namespace}/{name}"
+
+
+def check_virtual_service(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    spec = resource.spec
+    gateways = spec.get("gateways") or []
+    _check_gateway_names(mesh, resource, ("spec", "gateways"), gateways, problems)
     if not gateways or "mesh" in gateways:
-        for index, host in enumerate(spec["hosts"]):
+        for index, host in enumerate(spec.get("hosts") or []):
             resolved = resolve_host(host, resource.namespace)
             if "*" not in resolved and mesh.registry.get(resolved) is None:
                 problems.add(resource, ("spec", "hosts", index), f"{resolved!r} is not a service of the mesh: {SERVICE_HINT}")
@@ -60,28 +82,69 @@ def check_virtual_service(mesh: Mesh, resource: Resource, problems: Problems) ->
             _check_destination(mesh, resource, ("spec", "http", index, "route", route_index, "destination"), entry["destination"], problems)
         if "mirror" in http:
             _check_destination(mesh, resource, ("spec", "http", index, "mirror"), http["mirror"], problems)
+        for mirror_index, mirror in enumerate(http.get("mirrors") or []):
+            _check_destination(mesh, resource, ("spec", "http", index, "mirrors", mirror_index, "destination"), mirror["destination"], problems)
+        _check_http_match_gateways(mesh, resource, index, problems)
+        if "delegate" in http:
+            _check_delegate(mesh, resource, index, problems)
     for index, tcp in enumerate(spec.get("tcp") or []):
         for route_index, entry in enumerate(tcp["route"]):
             _check_destination(mesh, resource, ("spec", "tcp", index, "route", route_index, "destination"), entry["destination"], problems)
     _check_tls_routes(mesh, resource, problems)
+    if is_delegate(resource):
+        _check_delegate_used(mesh, resource, problems)
+
+
+def _check_delegate_used(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """A delegate no VirtualService delegates to routes nothing: said, not failed."""
+    roots = mesh.memo(("delegates-named",), lambda: {
+        delegate_key(http, vs.namespace) for vs in mesh.resources if vs.kind == "VirtualService" for http in vs.spec.get("http") or [] if "delegate" in http
+    })
+    if (resource.namespace, resource.name) not in roots:
+        problems.warn(resource, ("metadata", "name"), "no VirtualService delegates to this one (it has no hosts): it routes nothing")
+
+
+def _check_delegate(mesh: Mesh, resource: Resource, index: int, problems: Problems) -> None:
+    """The delegate an http route names exists, is a delegate (no hosts) and is exported to
+    the root's namespace (Istio ignores the route otherwise; meshwright ignores nothing)."""
+    namespace, name = delegate_key(resource.spec["http"][index], resource.namespace)
+    delegate = mesh.find("VirtualService", namespace, name)
+    path = ("spec", "http", index, "delegate")
+    if delegate is None:
+        problems.add(resource, path, f"VirtualService {namespace}/{name} does not exist (define it, without hosts, with the http routes to delegate to)")
+    elif not is_delegate(delegate):
+        problems.add(resource, path, f"VirtualService {namespace}/{name} has hosts: a delegate has none (it routes only what its roots hand it)")
+    elif not exported_to(delegate, resource.namespace):
+        problems.add(resource, path, f"VirtualService {namespace}/{name} is not exported to namespace {resource.namespace} (add it to the delegate's exportTo)")
+
+
+def _check_http_match_gateways(mesh: Mesh, resource: Resource, index: int, problems: Problems) -> None:
+    """A match's gateways exist; one the VirtualService is not bound to (its gateways, by
+    default mesh) is allowed, as in Istio, with a warning: the match never applies there."""
+    bound = {_qualified_gateway(name, resource.namespace) for name in resource.spec.get("gateways") or ["mesh"]}
+    for match_index, match in enumerate(resource.spec["http"][index].get("match") or []):
+        for gateway_index, name in enumerate(match.get("gateways") or []):
+            path = ("spec", "http", index, "match", match_index, "gateways", gateway_index)
+            qualified = _qualified_gateway(name, resource.namespace)
+            if qualified != "mesh" and mesh.find("Gateway", *qualified.split("/", 1)) is None:
+                problems.add(resource, path, f"gateway {qualified} does not exist (define a Gateway, or use 'mesh' for sidecars)")
+            elif qualified not in bound:
+                problems.warn(resource, path, f"{qualified} is not one of this VirtualService's gateways ({', '.join(sorted(bound))}): the match never applies there")
 
 
 def _check_tls_routes(mesh: Mesh, resource: Resource, problems: Problems) -> None:
-    """tls routes are for sidecars; each sniHost is one of the VirtualService's hosts (or
-    under one of its wildcards), as Istio requires; destinations exist."""
+    """Each sniHost is one of the VirtualService's hosts (or under one of its wildcards), as
+    Istio requires; the gateways a match names exist; destinations exist."""
     spec = resource.spec
-    gateways = [g for g in spec.get("gateways") or [] if g != "mesh"]
-    hosts = [resolve_host(h, resource.namespace) for h in spec["hosts"]]
+    hosts = [resolve_host(h, resource.namespace) for h in spec.get("hosts") or []]
     for index, tls in enumerate(spec.get("tls") or []):
         path = ("spec", "tls", index)
-        if gateways:
-            problems.add(resource, path, "tls routes at a gateway are not supported by meshwright yet "
-                         "(bind this VirtualService to sidecars only: gateways [mesh] or none, with a Sidecar egress listener of protocol TLS)")
         for match_index, match in enumerate(tls["match"]):
+            _check_tls_match_gateways(mesh, resource, path + ("match", match_index, "gateways"), match.get("gateways") or [], problems)
             for name_index, name in enumerate(match["sniHosts"]):
                 if not any(host_matches(host, resolve_host(name, resource.namespace)) for host in hosts):
                     problems.add(resource, path + ("match", match_index, "sniHosts", name_index),
-                                 f"{name!r} is not one of the VirtualService's hosts ({', '.join(spec['hosts'])}): sniHosts must be among them")
+                                 f"{name!r} is not one of the VirtualService's hosts ({', '.join(spec.get('hosts') or [])}): sniHosts must be among them")
         for route_index, entry in enumerate(tls["route"]):
             _check_destination(mesh, resource, path + ("route", route_index, "destination"), entry["destination"], problems)
 
@@ -134,17 +197,135 @@ def check_destination_rule(mesh: Mesh, resource: Resource, problems: Problems) -
                 check_istio_mutual(mesh, resource, layer_path + ("tls",), tls, problems)
 
 
+MUTUAL_MODES = ("MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
+TERMINATING_MODES = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
+# Fields that check the client's certificate: meaningful only when the gateway asks for one.
+CLIENT_CHECK_FIELDS = ("subjectAltNames", "verifyCertificateSpki", "verifyCertificateHash", "caCrl")
+# Everything that configures a TLS handshake the gateway makes itself (not with PASSTHROUGH).
+HANDSHAKE_FIELDS = ("serverCertificate", "privateKey", "caCertificates", "minProtocolVersion", "maxProtocolVersion", "cipherSuites") + CLIENT_CHECK_FIELDS
+CREDENTIAL_HINT = (
+    "Kubernetes secrets are not read: give file paths on the gateway's host in serverCertificate, "
+    "privateKey and caCertificates (docs/traffic.md#gateway)"
+)
+# Other ways to give the server's certificate; refused, and then the files are not asked for.
+SECRET_FIELDS = {
+    "credentialName": CREDENTIAL_HINT,
+    "credentialNames": CREDENTIAL_HINT,
+    "tlsCertificates": "give one certificate in serverCertificate and privateKey",
+}
+ARTICLE = {"HTTP": "an", "HTTPS": "an", "HTTP2": "an", "GRPC": "a", "TCP": "a", "TLS": "a"}
+AUTO_PASSTHROUGH_HINT = (
+    "AUTO_PASSTHROUGH serves Istio's multi-network east-west gateways, routing by the mesh's own SNI; "
+    "meshwright makes no east-west gateways (every workload is on one network): use PASSTHROUGH with "
+    "VirtualService tls routes, or SIMPLE/MUTUAL to terminate TLS at the gateway"
+)
+
+
+def _mode_fits_protocol(resource: Resource, path: tuple, protocol: str, mode: str | None, problems: Problems) -> bool:
+    """HTTPS and TLS servers need a mode; plain ones may not have one."""
+    if protocol in TLS_PROTOCOLS and mode is None:
+        problems.add(resource, path, f"{ARTICLE[protocol]} {protocol} server needs tls.mode: SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL "
+                     "(the gateway terminates TLS), or PASSTHROUGH (VirtualService tls routes pick the backend by SNI)")
+        return False
+    if protocol not in TLS_PROTOCOLS and mode is not None:
+        problems.add(resource, path + ("mode",), f"{ARTICLE[protocol]} {protocol} server is plain text: tls.mode needs protocol HTTPS or TLS "
+                     "(httpsRedirect alone is what an HTTP server may have)")
+        return False
+    return True
+
+
+def _check_server_tls(mesh: Mesh, resource: Resource, index: int, server: dict, problems: Problems) -> None:
+    """A server's tls against its protocol and mode (Istio's rules, plus: no field is ignored)."""
+    tls = server.get("tls") or {}
+    mode, path = tls.get("mode"), ("spec", "servers", index, "tls")
+    if not _mode_fits_protocol(resource, path, server["port"]["protocol"], mode, problems):
+        return
+    for field, instead in SECRET_FIELDS.items():
+        if field in tls:
+            problems.add(resource, path + (field,), f"{field} is not supported by meshwright yet ({instead})")
+    if mode == "AUTO_PASSTHROUGH":
+        problems.add(resource, path + ("mode",), f"AUTO_PASSTHROUGH is not supported by meshwright yet ({AUTO_PASSTHROUGH_HINT})")
+    elif mode == "PASSTHROUGH":
+        _refuse_fields(resource, path, tls, HANDSHAKE_FIELDS, "{field} has no use with mode PASSTHROUGH (the backend makes the TLS handshake): remove it", problems)
+    elif mode == "ISTIO_MUTUAL":
+        if not mesh.settings.identity_enabled:
+            problems.add(resource, path + ("mode",), f"ISTIO_MUTUAL needs workload certificates: {IDENTITY_HINT}")
+        _refuse_fields(resource, path, tls, ("serverCertificate", "privateKey", "caCertificates"),
+                       "ISTIO_MUTUAL uses the gateway's certificate from the mesh CA: remove {field} (or use mode MUTUAL with your own files)", problems)
+    elif mode in TERMINATING_MODES:
+        _check_certificate_files(resource, path, tls, problems)
+    _check_protocol_versions(resource, path, tls, problems)
+    _check_cipher_suites(resource, path, tls, problems)
+
+
+def _refuse_fields(resource: Resource, path: tuple, tls: dict, fields: tuple, message: str, problems: Problems) -> None:
+    for field in fields:
+        if field in tls:
+            problems.add(resource, path + (field,), message.format(field=field))
+
+
+def _check_certificate_files(resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
+    """SIMPLE, MUTUAL, OPTIONAL_MUTUAL: the gateway's certificate files, the clients' CA when it
+    asks for their certificates, and no client checks when it does not."""
+    mode = tls["mode"]
+    if not any(field in tls for field in SECRET_FIELDS):
+        needed = ["serverCertificate", "privateKey"] + (["caCertificates"] if mode in MUTUAL_MODES else [])
+        for field in needed:
+            if field not in tls:
+                problems.add(resource, path, f"tls.mode {mode} needs {field} (a file path on the gateway's host)")
+    if mode == "SIMPLE":
+        _refuse_fields(resource, path, tls, ("caCertificates",) + CLIENT_CHECK_FIELDS, "{field} checks clients' certificates, which mode SIMPLE "
+                       "does not ask for: use mode MUTUAL (or OPTIONAL_MUTUAL), or remove it", problems)
+
+
+def _check_protocol_versions(resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
+    low, high = tls.get("minProtocolVersion", "TLS_AUTO"), tls.get("maxProtocolVersion", "TLS_AUTO")
+    if "TLS_AUTO" not in (low, high) and low > high:
+        problems.add(resource, path + ("minProtocolVersion",), f"minProtocolVersion {low} is above maxProtocolVersion {high}")
+
+
+def _check_cipher_suites(resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
+    """Names Envoy does not know are dropped, with a warning, as Istio does."""
+    for cipher_index, name in enumerate(tls.get("cipherSuites") or []):
+        if not is_cipher_suite(name):
+            problems.warn(resource, path + ("cipherSuites", cipher_index), f"{name!r} is not a cipher suite Envoy knows: it is left out, as Istio does "
+                          f"(known: {', '.join(SERVER_CIPHER_SUITES)})")
+
+
+def _check_shared_names(resource: Resource, problems: Problems) -> None:
+    """TLS servers of one port are told apart by SNI: a host two of them name goes to the
+    first (as Istio does); said, as a warning, at the later one."""
+    first: dict[tuple, int] = {}
+    for index, server in enumerate(resource.spec["servers"]):
+        if "mode" not in (server.get("tls") or {}):
+            continue
+        address = (server.get("bind", "0.0.0.0"), server["port"]["number"])
+        for host_index, host in enumerate(server["hosts"]):
+            name = host.split("/")[-1]
+            earlier = first.setdefault(address + (name,), index)
+            if earlier != index:
+                problems.warn(resource, ("spec", "servers", index, "hosts", host_index), (
+                    f"servers[{earlier}] also takes {name!r} on port {address[1]}: connections for it go to that server "
+                    "(the first), none to this one"
+                ))
+
+
 def check_gateway(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     for index, server in enumerate(resource.spec["servers"]):
-        tls = server.get("tls") or {}
-        protocol = server["port"]["protocol"]
-        if protocol == "HTTPS" and tls.get("mode") not in ("SIMPLE", "MUTUAL"):
-            problems.add(resource, ("spec", "servers", index, "tls"), "an HTTPS server needs tls.mode SIMPLE (or MUTUAL) with serverCertificate and privateKey")
-        if tls.get("mode") in ("SIMPLE", "MUTUAL"):
-            needed = ["serverCertificate", "privateKey"] + (["caCertificates"] if tls["mode"] == "MUTUAL" else [])
-            for field in needed:
-                if field not in tls:
-                    problems.add(resource, ("spec", "servers", index, "tls"), f"tls.mode {tls['mode']} needs {field} (a file path on the gateway's host)")
+        _check_server_tls(mesh, resource, index, server, problems)
+    _check_shared_names(resource, problems)
+
+
+def check_envoy_filter(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """A proxyVersion no proxy of the mesh has: the patch would do nothing, silently."""
+    version = mesh.settings.envoy_version
+    for index, patch in enumerate(resource.spec["configPatches"]):
+        match = patch.get("match") or {}
+        if not proxy_version_matches(match, version):
+            problems.warn(resource, ("spec", "configPatches", index, "match", "proxy", "proxyVersion"),
+                          f"'{match['proxy']['proxyVersion']}' does not match {version}, the Envoy version of this mesh's proxies "
+                          "(MeshConfig envoyVersion), so the patch applies to none: meshwright matches proxyVersion against the "
+                          "Envoy version, as its proxies have no Istio version")
 
 
 def check_workload_group_member(mesh: Mesh, resource: Resource, problems: Problems) -> None:
@@ -164,6 +345,7 @@ def check_workload_group(mesh: Mesh, resource: Resource, problems: Problems) -> 
 
 def check_references(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     checks = {
+        "EnvoyFilter": check_envoy_filter,
         "VirtualService": check_virtual_service, "DestinationRule": check_destination_rule, "Gateway": check_gateway,
         "Telemetry": check_telemetry, "MeshConfig": check_mesh_config, "Sidecar": check_sidecar,
         "WorkloadEntry": check_workload_group_member, "WorkloadGroup": check_workload_group,

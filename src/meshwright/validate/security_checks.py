@@ -3,21 +3,29 @@ policy governs a workload is never ambiguous, port-level settings name ports tha
 
 from __future__ import annotations
 
-from meshwright.compile.authorization import is_mesh_trust_domain, policies_for, principal_trust_domain
+import json
+import re
+
+from meshwright.compile.authorization import is_mesh_trust_domain, principal_trust_domain
+from meshwright.compile.request_authentication import FILE_SCHEME, policies_of_kind
 from meshwright.compile.peer_authentication import STRICT, mtls_mode, selector_of
 from meshwright.compile.proxy import INTERCEPTION_ANNOTATION, REDIRECT, list_proxies
 from meshwright.compile.scope import inbound_ports, workload_service_ports
 from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems
-from meshwright.validate.security_api import NAMESPACE_VALUE_HELP, is_namespace_value
+from meshwright.validate.security_api import IP_BLOCK_HELP, IP_CONDITION_KEYS, NAMESPACE_VALUE_HELP, SERVICE_ACCOUNT_HELP, is_ip_block, is_namespace_value, is_service_account_value
 
 IDENTITY_HINT = (
     "turn on workload identity with `certificates: {}` in the MeshConfig, and give every proxy "
     "its certificate from the mesh CA (docs/security.md)"
 )
 ISTIO_MUTUAL_FILES = ("clientCertificate", "privateKey", "caCertificates")
-SOURCE_IDENTITY_FIELDS = ("principals", "notPrincipals", "namespaces", "notNamespaces")
+SOURCE_IDENTITY_FIELDS = ("principals", "notPrincipals", "namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts")
+IDENTITY_CONDITION_KEYS = ("source.principal", "source.namespace", "source.serviceAccount")
+# Kinds whose selector in the root namespace picks workloads of every namespace (Istio's).
+MESH_WIDE_SELECTOR_KINDS = ("AuthorizationPolicy", "RequestAuthentication")
+REQUEST_PRINCIPAL_HELP = "a request principal: ISSUER/SUBJECT (the token's iss and sub claims), '*', or one with a leading or trailing '*'"
 
 
 def check_istio_mutual(mesh: Mesh, resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
@@ -99,11 +107,70 @@ def check_principal_trust_domain(mesh: Mesh, resource: Resource, path: tuple, pr
         ))
 
 
+def check_host_ports(resource: Resource, path: tuple, operation: dict, problems: Problems) -> None:
+    """Istio matches hosts exactly as written, port included: a host that a DENY policy lists
+    (or an ALLOW policy excludes) without a port lets "host:port" through. Legal; warned."""
+    field = "hosts" if resource.spec.get("action", "ALLOW") == "DENY" else "notHosts"
+    for value_index, value in enumerate(operation.get(field) or []):
+        if ":" not in value and not value.endswith("*"):
+            # A leading "*" is a suffix match: "*.example.org:*" would be a literal suffix.
+            fix = f"add '{value}:PORT' for each port clients use" if value.startswith("*") else f"add '{value}:*' to match it on every port"
+            problems.warn(resource, path + (field, value_index), (
+                f"{value} matches only a Host header without a port (Istio compares hosts as written): "
+                f"a request for {value}:PORT is not matched; {fix}"
+            ))
+
+
+def check_values(resource: Resource, path: tuple, values: list, valid, help_text: str, problems: Problems) -> None:
+    for value_index, value in enumerate(values or []):
+        if not valid(value):
+            problems.add(resource, path + (value_index,), f"{value!r} is not {help_text}")
+
+
+def jwt_field_path(rule: dict) -> tuple | None:
+    """The path (in the rule) of its first field that reads the request's JWT, or None."""
+    for from_index, entry in enumerate(rule.get("from") or []):
+        for field in ("requestPrincipals", "notRequestPrincipals"):
+            if field in entry["source"]:
+                return ("from", from_index, "source", field)
+    for when_index, condition in enumerate(rule.get("when") or []):
+        if condition["key"].startswith("request.auth."):
+            return ("when", when_index, "key")
+    return None
+
+
+def check_jwt_fields_have_a_token(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """Request principals and request.auth.* read the JWT a RequestAuthentication validates:
+    on a workload that none applies to, no request has one (legal, as in Istio; warned)."""
+    paths = [(index, jwt_field_path(rule)) for index, rule in enumerate(resource.spec.get("rules") or [])]
+    paths = [(index, path) for index, path in paths if path is not None]
+    if not paths:
+        return
+    for workload in _candidate_workloads(mesh, resource):
+        labels = _workload_labels(workload)
+        # (a pure client, without inbound listener, is reached by no request)
+        if _applies_to(mesh, resource, workload) and bypassed_ports(mesh, workload)[0] and not policies_of_kind(mesh, "RequestAuthentication", workload.namespace, labels):
+            index, path = paths[0]
+            problems.warn(resource, ("spec", "rules", index) + path, (
+                f"no RequestAuthentication applies to WorkloadEntry {workload.namespace}/{workload.name}, so its requests carry no "
+                "validated JWT and match no request principal or request.auth condition: add a RequestAuthentication that selects it"
+            ))
+            return
+
+
 def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    check_jwt_fields_have_a_token(mesh, resource, problems)
     for index, rule in enumerate(resource.spec.get("rules") or []):
         path = ("spec", "rules", index)
         for from_index, entry in enumerate(rule.get("from") or []):
             source = entry["source"]
+            accounts = [f for f in ("serviceAccounts", "notServiceAccounts") if f in source]
+            others = [f for f in ("principals", "notPrincipals", "namespaces", "notNamespaces") if f in source]
+            if accounts and others:
+                problems.add(resource, path + ("from", from_index, "source", accounts[0]), (
+                    f"{accounts[0]} cannot be set with {others[0]} in one source (Istio refuses it): "
+                    "write the service account as a principal instead (cluster.local/ns/NAMESPACE/sa/NAME)"
+                ))
             for field in SOURCE_IDENTITY_FIELDS:
                 if field in source and not mesh.settings.identity_enabled:
                     problems.add(resource, path + ("from", from_index, "source", field), f"{field} match the mTLS identity of the caller, which needs workload certificates: {IDENTITY_HINT}")
@@ -115,13 +182,20 @@ def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problem
                     else:
                         check_principal_trust_domain(mesh, resource, value_path, value, problems)
         for to_index, entry in enumerate(rule.get("to") or []):
+            check_host_ports(resource, path + ("to", to_index, "operation"), entry["operation"], problems)
             for field in ("ports", "notPorts"):
                 for value_index, value in enumerate(entry["operation"].get(field) or []):
                     if not 1 <= int(value) <= 65535:
                         problems.add(resource, path + ("to", to_index, "operation", field, value_index), f"{value} is not a port number (1 to 65535)")
+        for from_index, entry in enumerate(rule.get("from") or []):
+            for field in ("requestPrincipals", "notRequestPrincipals"):
+                check_values(resource, path + ("from", from_index, "source", field), entry["source"].get(field), is_request_principal, REQUEST_PRINCIPAL_HELP, problems)
         for when_index, condition in enumerate(rule.get("when") or []):
             key = condition["key"]
-            if key.startswith("source.") and not mesh.settings.identity_enabled:
+            if key == "request.auth.principal":
+                for field in ("values", "notValues"):
+                    check_values(resource, path + ("when", when_index, field), condition.get(field), is_request_principal, REQUEST_PRINCIPAL_HELP, problems)
+            if key in IDENTITY_CONDITION_KEYS and not mesh.settings.identity_enabled:
                 problems.add(resource, path + ("when", when_index, "key"), f"{key} is the mTLS identity of the caller, which needs workload certificates: {IDENTITY_HINT}")
             if key == "source.principal":
                 for field in ("values", "notValues"):
@@ -132,11 +206,62 @@ def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problem
                     for value_index, value in enumerate(condition.get(field) or []):
                         if not is_namespace_value(value):
                             problems.add(resource, path + ("when", when_index, field, value_index), f"{value!r} is not {NAMESPACE_VALUE_HELP}")
+            for field in ("values", "notValues"):
+                field_path = path + ("when", when_index, field)
+                if key in IP_CONDITION_KEYS:
+                    check_values(resource, field_path, condition.get(field), is_ip_block, IP_BLOCK_HELP, problems)
+                if key == "source.serviceAccount":
+                    check_values(resource, field_path, condition.get(field), is_service_account_value, SERVICE_ACCOUNT_HELP, problems)
             if key == "destination.port":
                 for field in ("values", "notValues"):
                     for value_index, value in enumerate(condition.get(field) or []):
                         if not value.isdigit() or not 1 <= int(value) <= 65535:
                             problems.add(resource, path + ("when", when_index, field, value_index), f"{value!r} is not a port number (1 to 65535)")
+
+
+def is_request_principal(value: str) -> bool:
+    """Istio splits a request principal at its last "/" into issuer and subject; without a
+    "/" (and without a wildcard) the subject would be empty and match no token."""
+    return "/" in value or "*" in value
+
+
+# --- RequestAuthentication ------------------------------------------------------------------
+
+HTTP_JWKS_HINT = "put the keys inline in jwks, or in a file on the proxies' hosts named by jwksUri: file:///PATH"
+
+
+def is_jwks(text: str) -> bool:
+    """A JSON Web Key Set: {"keys": [{"kty": ..., ...}, ...]} with at least one key."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return False
+    keys = document.get("keys") if isinstance(document, dict) else None
+    return isinstance(keys, list) and bool(keys) and all(isinstance(key, dict) and isinstance(key.get("kty"), str) for key in keys)
+
+
+def check_jwks_uri(resource: Resource, path: tuple, uri: str, problems: Problems) -> None:
+    """file:///ABSOLUTE/PATH (read by Envoy on the proxy's host); http(s) is Istio's fetch,
+    not supported yet; anything else is an error."""
+    if uri.startswith(("http://", "https://")):
+        problems.add(resource, path, f"jwksUri {uri} over http(s) is not supported by meshwright yet ({HTTP_JWKS_HINT})")
+        return
+    file_path = uri[len(FILE_SCHEME):] if uri.startswith(FILE_SCHEME) else ""
+    if not file_path.startswith("/") or not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", file_path) or "/../" in file_path + "/" or "/./" in file_path + "/":
+        problems.add(resource, path, f"{uri!r} is not a file:///ABSOLUTE/PATH (segments of letters, digits, '.', '_', '-'; no '.' or '..' segments)")
+
+
+def check_request_authentication(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    issuers: dict[str, int] = {}
+    for index, rule in enumerate(resource.spec.get("jwtRules") or []):
+        path = ("spec", "jwtRules", index)
+        if "jwksUri" in rule:
+            check_jwks_uri(resource, path + ("jwksUri",), rule["jwksUri"], problems)
+        if "jwks" in rule and not is_jwks(rule["jwks"]):
+            problems.add(resource, path + ("jwks",), 'jwks is not a JSON Web Key Set ({"keys": [{"kty": ...}, ...]} with at least one key)')
+        if rule["issuer"] in issuers:
+            problems.add(resource, path + ("issuer",), f"issuer {rule['issuer']} has a rule already (jwtRules[{issuers[rule['issuer']]}]): give each issuer one rule")
+        issuers.setdefault(rule["issuer"], index)
 
 
 # --- policies must be enforced somewhere ------------------------------------------------------
@@ -191,8 +316,8 @@ def _report_unenforced(resource: Resource, workload: Resource, selected: bool, h
 
 
 def _applies_to(mesh: Mesh, policy: Resource, workload: Resource) -> bool:
-    if policy.kind == "AuthorizationPolicy":
-        return policy in policies_for(mesh, workload.namespace, _workload_labels(workload))
+    if policy.kind in MESH_WIDE_SELECTOR_KINDS:
+        return policy in policies_of_kind(mesh, policy.kind, workload.namespace, _workload_labels(workload))
     selector = selector_of(policy)
     if selector is not None:
         return workload.namespace == policy.namespace and labels_match(selector, workload.spec.get("labels") or {})
@@ -204,7 +329,7 @@ def _candidate_workloads(mesh: Mesh, policy: Resource) -> list[Resource]:
     its namespace (an AuthorizationPolicy's in the root namespace picks in every one), else all
     of its namespace's (every one's for the root namespace)."""
     selector = (policy.spec.get("selector") or {}).get("matchLabels")
-    if selector is None or (policy.kind == "AuthorizationPolicy" and policy.namespace == ROOT_NAMESPACE):
+    if selector is None or (policy.kind in MESH_WIDE_SELECTOR_KINDS and policy.namespace == ROOT_NAMESPACE):
         return sidecar_workloads(mesh, policy.namespace)
     # The root namespace's list holds every sidecar workload.
     sidecars = mesh.memo(("sidecar-workload-ids",), lambda: {id(w) for w in sidecar_workloads(mesh, ROOT_NAMESPACE)})
@@ -222,7 +347,7 @@ def check_enforced(mesh: Mesh, policy: Resource, problems: Problems) -> None:
         if not _applies_to(mesh, policy, workload):
             continue
         has_inbound, ports = bypassed_ports(mesh, workload)
-        what = "this authorization policy"
+        what = "this request authentication" if policy.kind == "RequestAuthentication" else "this authorization policy"
         if policy.kind == "PeerAuthentication":
             if not _sets_strict(policy):
                 return
@@ -245,8 +370,9 @@ def check_security(mesh: Mesh, resource: Resource, problems: Problems) -> None:
         "MeshConfig": check_mesh_config_security,
         "PeerAuthentication": check_peer_authentication,
         "AuthorizationPolicy": check_authorization_policy,
+        "RequestAuthentication": check_request_authentication,
     }
     if resource.kind in checks:
         checks[resource.kind](mesh, resource, problems)
-    if resource.kind in ("PeerAuthentication", "AuthorizationPolicy"):
+    if resource.kind in ("PeerAuthentication",) + MESH_WIDE_SELECTOR_KINDS:
         check_enforced(mesh, resource, problems)

@@ -13,18 +13,47 @@ from meshwright.compile.proxy import (
 )
 from meshwright.compile.capture import address_ranges
 from meshwright.compile.scope import sidecar_for, workload_service_ports
-from meshwright.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, resolve_host, rule_selector
+from meshwright.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, exports_overlap, resolve_host, rule_selector
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems, format_path
 from meshwright.registry.model import HTTP_PROTOCOLS
 
-ROUTE_OPERATIONS = {
-    "HTTP_FILTER": ("INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "ADD", "REMOVE", "MERGE"),
-    "HTTP_ROUTE": ("MERGE",),
-    "CLUSTER": ("MERGE",),
-    "LISTENER": ("MERGE",),
+_MERGES = ("MERGE", "MERGE_AND_REPLACE_LIST")
+_WHOLE = ("ADD", "REMOVE", *_MERGES)
+_INSERTS = ("INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "ADD", "REMOVE")
+# The operations Istio acts on per applyTo (it ignores the others silently; meshwright refuses them).
+PATCH_OPERATIONS = {
+    "LISTENER": _WHOLE,
+    "FILTER_CHAIN": _WHOLE,
+    "NETWORK_FILTER": (*_INSERTS, "MERGE", "REPLACE"),
+    "LISTENER_FILTER": _INSERTS,
+    "HTTP_FILTER": (*_INSERTS, "MERGE", "REPLACE"),
+    "ROUTE_CONFIGURATION": _MERGES,
+    "VIRTUAL_HOST": _WHOLE,
+    "HTTP_ROUTE": (*_MERGES, "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "ADD", "REMOVE"),
+    "CLUSTER": _WHOLE,
 }
-MATCH_FIELD = {"HTTP_FILTER": "listener", "LISTENER": "listener", "HTTP_ROUTE": "routeConfiguration", "CLUSTER": "cluster"}
+MATCH_FIELD = {
+    **dict.fromkeys(("LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER"), "listener"),
+    **dict.fromkeys(("ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE"), "routeConfiguration"),
+    "CLUSTER": "cluster",
+}
+# The filter a relative operation acts on, per applyTo: (what it is, operations, where the match names it).
+PATCH_ANCHORS = {
+    "HTTP_FILTER": ("an HTTP filter", ("REMOVE", "INSERT_AFTER", "MERGE", "REPLACE"), ("listener", "filterChain", "filter", "subFilter", "name")),
+    "NETWORK_FILTER": ("a network filter", ("REMOVE", "MERGE", "REPLACE"), ("listener", "filterChain", "filter", "name")),
+    "LISTENER_FILTER": ("a listener filter", ("REMOVE",), ("listener", "listenerFilter")),
+}
+# Valid Istio meshwright refuses, and why: (what to do instead).
+REFUSED_APPLY_TO = {
+    "BOOTSTRAP": "the bootstrap holds the paths of the config files, the admin address and the node identity that delivery "
+                 "and hot reload depend on, and Envoy rereads it only on a restart, so a patch could break a proxy that then "
+                 "cannot be fixed by a reload: patch LISTENER or CLUSTER, or set mesh-wide settings in the MeshConfig",
+    "EXTENSION_CONFIG": "meshwright delivers config as files and serves no extension config discovery (ECDS): put the "
+                        "filter's whole config in an HTTP_FILTER or NETWORK_FILTER patch",
+}
+# ADDed objects Envoy and the compiler find by name.
+NAMED_ADDS = ("LISTENER", "CLUSTER", "VIRTUAL_HOST", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER")
 
 
 def _is_ip(text: str) -> bool:
@@ -69,18 +98,55 @@ NOT_WITH_REDIRECT = {
     "retries": "a redirect is answered by the proxy: nothing is retried",
     "mirror": "a redirect is answered by the proxy: nothing is mirrored",
     "mirrorPercentage": "a redirect is answered by the proxy: nothing is mirrored",
+    "mirrorPercent": "a redirect is answered by the proxy: nothing is mirrored",
+    "mirrors": "a redirect is answered by the proxy: nothing is mirrored",
+}
+# The same for a direct response (the proxy answers; nothing is forwarded).
+NOT_WITH_DIRECT_RESPONSE = {
+    field: why.replace("a redirect answers the client itself", "a direct response answers the client itself").replace("a redirect is", "a direct response is")
+    for field, why in NOT_WITH_REDIRECT.items() if field != "fault"
 }
 
 
 def check_http_routes(resource: Resource, problems: Problems) -> None:
     for index, http in enumerate(resource.spec.get("http") or []):
         path = ("spec", "http", index)
-        if "redirect" in http:
-            for field, why in NOT_WITH_REDIRECT.items():
+        answered = "redirect" if "redirect" in http else "directResponse" if "directResponse" in http else None
+        if answered:
+            for field, why in (NOT_WITH_REDIRECT if answered == "redirect" else NOT_WITH_DIRECT_RESPONSE).items():
                 if field in http:
-                    problems.add(resource, path + (field,), f"{field} cannot be used with redirect: {why}")
-        elif "mirrorPercentage" in http and "mirror" not in http:
-            problems.add(resource, path + ("mirrorPercentage",), "mirrorPercentage without mirror: name the destination to mirror to in mirror")
+                    problems.add(resource, path + (field,), f"{field} cannot be used with {answered}: {why}")
+        else:
+            for field in ("mirrorPercentage", "mirrorPercent"):
+                if field in http and "mirror" not in http:
+                    problems.add(resource, path + (field,), f"{field} without mirror: name the destination to mirror to in mirror"
+                                 + (" (each entry of mirrors has its own percentage)" if "mirrors" in http else ""))
+        if "mirrorPercent" in http:
+            problems.warn(resource, path + ("mirrorPercent",), "mirrorPercent is deprecated (Istio): write mirrorPercentage: {value: N}")
+            if "mirrorPercentage" in http:
+                problems.add(resource, path + ("mirrorPercent",), "set only one of mirrorPercentage, mirrorPercent")
+
+
+# What a delegate VirtualService (no hosts) cannot hold, as Istio validates it.
+NOT_IN_DELEGATE = {
+    "gateways": "a delegate takes the gateways of the VirtualServices that delegate to it",
+    "tcp": "only http routes are delegated",
+    "tls": "only http routes are delegated",
+}
+
+
+def check_delegate_shape(resource: Resource, problems: Problems) -> None:
+    """A VirtualService without hosts is a delegate: http routes only, none delegating further."""
+    if resource.spec.get("hosts"):
+        return
+    for field in ("gateways", "tcp", "tls"):
+        if field in resource.spec:
+            problems.add(resource, ("spec", field), f"{field} cannot be used in a delegate VirtualService (one without hosts): {NOT_IN_DELEGATE[field]}")
+    if not resource.spec.get("http"):
+        problems.add(resource, ("spec",), "a VirtualService without hosts is a delegate and needs http routes (or give it hosts)")
+    for index, http in enumerate(resource.spec.get("http") or []):
+        if "delegate" in http:
+            problems.add(resource, ("spec", "http", index, "delegate"), "a delegate VirtualService cannot delegate further (Istio delegates one level)")
 
 
 def check_service_entry(resource: Resource, problems: Problems) -> None:
@@ -120,21 +186,33 @@ def check_workload_entry(resource: Resource, problems: Problems) -> None:
         problems.add(resource, ("spec", "address"), f"{address!r} is not an IP address or a hostname")
 
 
+def _dig(value: dict, keys: tuple):
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
 def check_envoy_filter(resource: Resource, problems: Problems) -> None:
     for index, patch in enumerate(resource.spec["configPatches"]):
         path = ("spec", "configPatches", index)
         apply_to, operation = patch["applyTo"], patch["patch"]["operation"]
-        if operation not in ROUTE_OPERATIONS[apply_to]:
-            problems.add(resource, path + ("patch", "operation"), f"{operation} is not supported on {apply_to}: use {' or '.join(ROUTE_OPERATIONS[apply_to])}")
+        if apply_to in REFUSED_APPLY_TO:
+            problems.add(resource, path + ("applyTo",), f"{apply_to} is not supported by meshwright yet ({REFUSED_APPLY_TO[apply_to]})")
+            continue
+        if operation not in PATCH_OPERATIONS[apply_to]:
+            problems.add(resource, path + ("patch", "operation"), f"{operation} is not supported on {apply_to}: use {' or '.join(PATCH_OPERATIONS[apply_to])}")
         match = patch.get("match") or {}
         for field in ("listener", "routeConfiguration", "cluster"):
             if field in match and field != MATCH_FIELD[apply_to]:
                 problems.add(resource, path + ("match", field), f"{apply_to} patches match on {MATCH_FIELD[apply_to]}, not {field}")
-        if operation != "REMOVE" and not isinstance(patch["patch"].get("value"), dict):
+        value = patch["patch"].get("value")
+        if operation != "REMOVE" and not isinstance(value, dict):
             problems.add(resource, path + ("patch",), f"{operation} needs a value (a mapping in Envoy's field names)")
-        sub_filter = (((match.get("listener") or {}).get("filterChain") or {}).get("filter") or {}).get("subFilter")
-        if apply_to == "HTTP_FILTER" and operation in ("REMOVE", "INSERT_AFTER", "MERGE") and not sub_filter:
-            problems.add(resource, path + ("match",), f"{operation} of an HTTP filter needs match.listener.filterChain.filter.subFilter.name")
+        elif operation in ("ADD", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "REPLACE") and apply_to in NAMED_ADDS and not value.get("name"):
+            problems.add(resource, path + ("patch", "value"), f"{operation} of a {apply_to} needs value.name: Envoy tells them apart by name")
+        noun, anchored, where = PATCH_ANCHORS.get(apply_to, ("", (), ()))
+        if operation in anchored and not _dig(match, where):
+            problems.add(resource, path + ("match",), f"{operation} of {noun} needs match.{'.'.join(where)}")
 
 
 def check_duplicates(resources: list[Resource], problems: Problems) -> list[Resource]:
@@ -153,16 +231,19 @@ def check_duplicates(resources: list[Resource], problems: Problems) -> list[Reso
 def check_conflicts(mesh: Mesh, problems: Problems) -> None:
     """One VirtualService per host for sidecars, one DestinationRule per host and namespace,
     one MeshConfig, one default Sidecar per namespace."""
-    owners: dict[str, Resource] = {}
+    owners: dict[str, list[Resource]] = {}
     for vs in mesh.of_kind("VirtualService"):
         if vs.spec.get("gateways") and "mesh" not in vs.spec["gateways"]:
             continue
-        for index, host in enumerate(vs.spec["hosts"]):
+        for index, host in enumerate(vs.spec.get("hosts") or []):
             resolved = resolve_host(host, vs.namespace)
-            if resolved in owners:
-                problems.add(vs, ("spec", "hosts", index), f"{resolved} is already routed by {owners[resolved].ref}: merge the routes into one VirtualService")
+            # Two may route one host when no namespace sees both (exportTo).
+            other = next((owner for owner in owners.get(resolved, []) if exports_overlap(owner, vs)), None)
+            if other is not None:
+                problems.add(vs, ("spec", "hosts", index), f"{resolved} is already routed by {other.ref}: merge the routes into one VirtualService"
+                             + (", or export them to different namespaces (exportTo)" if vs.spec.get("exportTo") or other.spec.get("exportTo") else ""))
             else:
-                owners[resolved] = vs
+                owners.setdefault(resolved, []).append(vs)
     rules: dict[tuple, Resource] = {}
     for rule in mesh.of_kind("DestinationRule"):
         # Rules of one host and namespace may differ by the clients they select.
@@ -402,6 +483,7 @@ def check_semantics(resource: Resource, problems: Problems) -> None:
     if resource.kind == "VirtualService":
         check_weights(resource, problems)
         check_http_routes(resource, problems)
+        check_delegate_shape(resource, problems)
     elif resource.kind == "ServiceEntry":
         check_service_entry(resource, problems)
     elif resource.kind == "WorkloadEntry":

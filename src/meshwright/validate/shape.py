@@ -10,6 +10,8 @@ put in the wrong place, saying how to express the intent instead.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import functools
 import ipaddress
@@ -146,6 +148,24 @@ class Regex(Schema):
         size = _envoy_program_size(value)
         if size is not None and size > ENVOY_MAX_PROGRAM_SIZE:
             return f"regex {value!r} is too large for Envoy: its RE2 program size is {size}, Envoy refuses more than {ENVOY_MAX_PROGRAM_SIZE} (use fewer repetitions or alternatives)"
+        return None
+
+
+class Base64(Schema):
+    description = "base64-encoded bytes"
+
+    def __init__(self, max_bytes: int | None = None):
+        self.max_bytes = max_bytes
+
+    def problem(self, value):
+        if not isinstance(value, str):
+            return f"expected {self.description}, got {type_name(value)}"
+        try:
+            decoded = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            return f"{_short(value)!r} is not base64 (A-Z, a-z, 0-9, + and /, padded with = to a multiple of 4 characters)"
+        if self.max_bytes is not None and len(decoded) > self.max_bytes:
+            return f"{len(decoded)} bytes is too long: at most {self.max_bytes}"
         return None
 
 
@@ -379,6 +399,8 @@ class Obj(Schema):
     set; required_one_of: groups of which exactly one must be; required_any_of: groups of
     which at least one must be (empty_help: why, added to that message). hints: field name -> message
     for fields that are not valid here but that people write, saying what to do instead.
+    essential: optional fields that, written but not valid, leave the mapping unsound as a
+    whole (as a missing required field does): without them it would mean something else.
     """
 
     def __init__(
@@ -391,6 +413,7 @@ class Obj(Schema):
         required_any_of: tuple[tuple[str, ...], ...] = (),
         hints: dict[str, str] | None = None,
         empty_help: str = "",
+        essential: tuple[str, ...] = (),
     ):
         self.name = name
         self.fields = fields if fields is not None else {}
@@ -400,6 +423,7 @@ class Obj(Schema):
         self.required_any_of = required_any_of
         self.hints = hints or {}
         self.empty_help = empty_help
+        self.essential = essential
         self._at_most_one = one_of + required_one_of
 
     @property
@@ -445,7 +469,7 @@ class Obj(Schema):
             if not any(key in value for key in group):
                 complain(path, f"{self.name} needs at least one of {', '.join(group)}" + (f": {self.empty_help}" if self.empty_help else ""))
                 valid = False
-        if not valid or any(key not in out for key in self.required):
+        if not valid or any(key not in out for key in self.required) or any(key in value and key not in out for key in self.essential):
             return INVALID
         return _kept_as_is(value, out)
 

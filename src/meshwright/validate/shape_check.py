@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems
@@ -31,3 +32,71 @@ def check_shape(resource: Resource, problems: Problems) -> Resource | None:
     if spec is INVALID:
         return None
     return dataclasses.replace(resource, spec=spec, metadata=checked["metadata"])
+
+
+# Kinds of Kubernetes' core group (apiVersion v1) that mesh config files carry beside Istio
+# resources (Istio's samples put a Service, a ServiceAccount and a Deployment next to them).
+CORE_KINDS = frozenset({
+    "ConfigMap", "Endpoints", "LimitRange", "Namespace", "Node", "PersistentVolume", "PersistentVolumeClaim", "Pod",
+    "PodTemplate", "ReplicationController", "ResourceQuota", "Secret", "Service", "ServiceAccount",
+})
+# Kubernetes' built-in groups without a dot in their name (the others are DNS names).
+SHORT_GROUPS = frozenset({"apps", "batch", "autoscaling", "policy"})
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+_VERSION = re.compile(r"v[1-9][0-9]*((alpha|beta)[1-9][0-9]*)?")
+
+
+def _api_group(api_version: str) -> tuple[str, str] | None:
+    """(group, version) of a Kubernetes apiVersion ("" for the core group), or None when it
+    is not one."""
+    group, _, version = api_version.rpartition("/")
+    return (group, version) if _VERSION.fullmatch(version) else None
+
+
+def is_kubernetes_object(resource: Resource) -> bool:
+    """Whether a document is a Kubernetes object that is not mesh config (a Deployment, a
+    Service...): never a kind meshwright reads, nor one of Istio's or meshwright's groups,
+    whose unknown kinds stay errors."""
+    parsed = _api_group(resource.api_version)
+    if parsed is None or not resource.kind or resource.kind in KINDS:
+        return False
+    group = parsed[0]
+    if group.endswith("istio.io") or group.endswith("meshwright.io") or group == GATEWAY_API_GROUP:
+        return False
+    if not group:
+        return resource.kind in CORE_KINDS
+    return "." in group or group in SHORT_GROUPS
+
+
+def skip_kubernetes_objects(resources: list[Resource], problems: Problems) -> list[Resource]:
+    """The resources without the Kubernetes objects that files mix in with mesh config: each
+    kind of them is noted once per file (a warning at its first object), not failed. Kinds
+    that are mesh config meshwright does not read yet are refused here."""
+    kept, skipped = [], {}
+    for resource in resources:
+        if _refused_kind(resource, problems):
+            continue
+        if is_kubernetes_object(resource):
+            skipped.setdefault((resource.source.file, resource.kind), []).append(resource)
+        else:
+            kept.append(resource)
+    for (_, kind), objects in skipped.items():
+        others = f" (and {len(objects) - 1} more {kind} in this file)" if len(objects) > 1 else ""
+        problems.warn(objects[0], ("kind",), f"{kind} ({objects[0].api_version}) is a Kubernetes object, not mesh config: skipped{others}")
+    return kept
+
+
+def _refused_kind(resource: Resource, problems: Problems) -> bool:
+    """Reports documents that hold mesh config in a form meshwright does not read: a Kubernetes
+    List (its items would be skipped unseen) and the Kubernetes Gateway API."""
+    parsed = _api_group(resource.api_version)
+    if parsed is None:
+        return False
+    if parsed[0] == "" and resource.kind == "List":
+        problems.add(resource, ("kind",), "a List is not read: write each of its items as a document of its own, separated by ---")
+        return True
+    if parsed[0] == GATEWAY_API_GROUP:
+        problems.add(resource, ("kind",), f"{resource.kind} of the Kubernetes Gateway API is not supported by meshwright yet "
+                     "(route with an Istio Gateway and VirtualServices bound to it, networking.istio.io)")
+        return True
+    return False

@@ -2,19 +2,22 @@
 each compiled proxy can reach its trace collector is check/collectors.py).
 
 Providers that a Telemetry or defaultProviders names must exist and serve that signal; a
-Telemetry entry uses what meshwright compiles (one entry per signal, one tracing provider,
-metrics overrides that turn all metrics off or on); at most one Telemetry applies per level
-of Istio's precedence (compile/telemetry.py).
+Telemetry entry uses what meshwright compiles (entries of one signal for different modes,
+one tracing provider, metrics overrides that map onto Envoy's cluster stats and their stat
+names); at most one Telemetry applies per level of Istio's precedence (compile/telemetry.py).
 """
 
 from __future__ import annotations
 
 from meshwright.compile.proxy import list_proxies
-from meshwright.compile.telemetry import selector_of
+import re
+
+from meshwright.compile.telemetry import CLIENT, MESH_LABELS, METRIC_STATS, MODES, applies_to, cel_string_literal, selector_of
 from meshwright.mesh import Mesh
 from meshwright.model.providers import ACCESS_LOGGING, METRICS, OPENTELEMETRY, SIGNAL_TYPES, TRACING
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems
+from meshwright.validate.istio_api import TAG_VALUE_HELP
 
 SIGNALS = (ACCESS_LOGGING, TRACING, METRICS)
 PROVIDER_EXAMPLES = {
@@ -74,31 +77,90 @@ def _check_collector(mesh: Mesh, resource: Resource, path: tuple, kind: str, col
         problems.add(resource, path + ("port",), f"spans go to OpenTelemetry over gRPC, but port {port.number} of {host} is {port.protocol}: declare it protocol GRPC in its ServiceEntry")
 
 
+# A Prometheus label name (a stat tag's name).
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
 def check_telemetry(mesh: Mesh, resource: Resource, problems: Problems) -> None:
-    """Providers exist and serve their signal; one entry per signal, one tracing provider;
-    metrics overrides turn all metrics off or on."""
+    """Providers exist and serve their signal; entries of one signal for different modes;
+    one tracing provider; metrics overrides that meshwright can carry out."""
     for signal in SIGNALS:
         entries = resource.spec.get(signal) or []
-        if len(entries) > 1:
-            problems.add(resource, ("spec", signal, 1), (
-                f"write one {signal} entry: without match (CLIENT or SERVER mode), entries would apply "
-                "to the same traffic; list several providers in one entry"
-            ))
+        _check_overlapping_entries(resource, signal, entries, problems)
         for index, entry in enumerate(entries):
             for provider_index, provider in enumerate(entry.get("providers") or []):
                 _check_provider_name(mesh, resource, ("spec", signal, index, "providers", provider_index, "name"), signal, provider["name"], problems)
             if signal == TRACING and len(entry.get("providers") or []) > 1:
-                problems.add(resource, ("spec", signal, index, "providers"), "name one tracing provider: a proxy reports its spans to one collector")
+                problems.add(resource, ("spec", signal, index, "providers"), "name one tracing provider: a proxy reports its spans to one collector (Istio's rule too)")
             for override_index, override in enumerate(entry.get("overrides") or []):
-                match = override.get("match") or {}
-                path = ("spec", signal, index, "overrides", override_index)
-                if match.get("metric", "ALL_METRICS") != "ALL_METRICS" or match.get("mode", "CLIENT_AND_SERVER") != "CLIENT_AND_SERVER":
-                    problems.add(resource, path + ("match",), (
-                        "metrics here are Envoy's stats with Istio's labels: an override can turn them all off "
-                        "or on for the selected workloads (overrides: [{disabled: true}]), not one metric or one mode"
-                    ))
-                elif "disabled" not in override:
-                    problems.add(resource, path, "an override needs disabled: true (metrics off) or false (on)")
+                _check_override(resource, ("spec", signal, index, "overrides", override_index), override, problems)
+
+
+def _check_overlapping_entries(resource: Resource, signal: str, entries: list[dict], problems: Problems) -> None:
+    """Two entries of a signal that apply to the same direction would depend on their order."""
+    for mode in MODES:
+        applying = [index for index, entry in enumerate(entries) if applies_to(entry.get("match"), mode)]
+        if len(applying) > 1:
+            what = "match.mode CLIENT and SERVER" if signal != METRICS else "overrides, each with its match.mode"
+            problems.add(resource, ("spec", signal, applying[1]), (
+                f"entries {applying[0]} and {applying[1]} both apply to {'outbound (CLIENT)' if mode == CLIENT else 'inbound (SERVER)'} traffic: "
+                f"write one {signal} entry per direction ({what}) and list several providers in one entry"
+            ))
+            return
+
+
+def _check_override(resource: Resource, path: tuple, override: dict, problems: Problems) -> None:
+    """A metrics override: a metric that is an Envoy cluster stat; tags for all metrics, with
+    values fixed per cluster (the labels of a cluster's stat name, compile/telemetry.py)."""
+    metric = (override.get("match") or {}).get("metric", "ALL_METRICS")
+    if metric != "ALL_METRICS" and metric not in METRIC_STATS:
+        problems.add(resource, path + ("match", "metric"), (
+            f"{metric} is not supported by meshwright yet (metrics are Envoy's cluster stats, which have no "
+            f"{metric.lower().replace('_', ' ')}: select one of {', '.join(METRIC_STATS)} or ALL_METRICS)"
+        ))
+        return
+    if "disabled" not in override and "tagOverrides" not in override:
+        problems.add(resource, path, "an override needs disabled (true: off, false: on) or tagOverrides")
+    tags = override.get("tagOverrides") or {}
+    if metric != "ALL_METRICS":
+        carried = _labels_carried(resource)
+        for label, tag in tags.items():
+            if tag.get("operation", "UPSERT") == "UPSERT" or label in carried:
+                problems.add(resource, path + ("tagOverrides", label), (
+                    f"tagOverrides is not supported by meshwright yet for one metric ({metric}) (the labels are those of "
+                    "a cluster's stat name, shared by all its metrics: override them with match.metric ALL_METRICS or without match.metric)"
+                ))
+        return
+    for label, tag in tags.items():
+        tag_path = path + ("tagOverrides", label)
+        if not LABEL_NAME.fullmatch(label):
+            problems.add(resource, tag_path, f"{label!r} is not a label name (letters, digits and '_', not starting with a digit)")
+        elif tag.get("operation", "UPSERT") == "UPSERT":
+            _check_tag_value(resource, tag_path, tag, problems)
+
+
+def _labels_carried(resource: Resource) -> set[str]:
+    """The labels of meshwright's cluster stats: Istio's that it puts in stat names, Envoy's
+    response code and cluster name, and those this Telemetry adds."""
+    added = {
+        label
+        for entry in resource.spec.get(METRICS) or []
+        for override in entry.get("overrides") or []
+        for label, tag in (override.get("tagOverrides") or {}).items()
+        if tag.get("operation", "UPSERT") == "UPSERT"
+    }
+    return {*MESH_LABELS, "cluster_name", "response_code", "response_code_class", *added}
+
+
+def _check_tag_value(resource: Resource, path: tuple, tag: dict, problems: Problems) -> None:
+    if "value" not in tag:
+        problems.add(resource, path, "UPSERT needs a value (a CEL expression)")
+        return
+    literal = cel_string_literal(tag["value"])
+    if literal is None:
+        problems.add(resource, path + ("value",), f"value {tag['value']!r} is not supported by meshwright yet ({TAG_VALUE_HELP})")
+    elif ";" in literal:
+        problems.add(resource, path + ("value",), f"a label value must not contain ';' (it ends a label in the stat name): {literal!r}")
 
 
 def check_telemetry_conflicts(mesh: Mesh, problems: Problems) -> None:

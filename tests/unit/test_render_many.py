@@ -1,0 +1,51 @@
+"""Rendering many proxies in one run (deliver.bundle.bundle_proxies, what mesh_render does)
+writes each object the proxies share once (deliver.files.RenderCache): every file, and every
+validation bootstrap, is byte-identical to rendering that proxy alone."""
+
+from __future__ import annotations
+
+import os
+import sys
+import zlib
+
+import pytest
+
+from meshwright.compile.proxy import list_proxies
+from meshwright.deliver import files
+from meshwright.deliver.bundle import bundle_proxies, bundle_proxy, load_mesh
+from tests.golden.golden import CASES_DIR, case_names
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
+from estate import write_estate  # noqa: E402  bench/estate.py
+
+
+def _assert_each_as_alone(paths: list[str], config_dir_of) -> int:
+    alone_mesh = load_mesh(paths)
+    together_mesh = load_mesh(paths)  # its own mesh: nothing memoized by the lone renders
+    config_dirs = {proxy.id: config_dir_of(proxy.id) for proxy in list_proxies(together_mesh)}
+    together = bundle_proxies(together_mesh, config_dirs)
+    for proxy_id, config_dir in config_dirs.items():
+        alone = bundle_proxy(alone_mesh, proxy_id, config_dir)
+        assert together[proxy_id].files == alone.files, proxy_id
+        assert together[proxy_id].validation_bootstrap == alone.validation_bootstrap, proxy_id
+    return len(config_dirs)
+
+
+@pytest.mark.parametrize("case", case_names())
+def test_every_golden_proxy_renders_as_alone(case):
+    assert _assert_each_as_alone([os.path.join(CASES_DIR, case, "mesh.yaml")], lambda proxy_id: "/etc/meshwright/envoy") >= 1
+
+
+def test_an_estate_with_shared_and_own_config_folders(tmp_path):
+    folder = str(tmp_path / "estate")
+    write_estate(12, folder)
+    # Half the proxies in one folder, half in folders of their own: both ways share what they can.
+    shared = lambda proxy_id: "/etc/meshwright/envoy" if zlib.crc32(proxy_id.encode()) % 2 else f"/srv/mesh/{proxy_id}"  # noqa: E731
+    assert _assert_each_as_alone([folder], shared) == 37
+
+
+def test_a_small_cache_that_empties_itself_still_renders_as_alone(tmp_path, monkeypatch):
+    folder = str(tmp_path / "estate")
+    write_estate(6, folder)
+    monkeypatch.setattr(files.RenderCache.__init__, "__defaults__", (7,))
+    assert _assert_each_as_alone([folder], lambda proxy_id: "/etc/meshwright/envoy") == 19
