@@ -77,7 +77,7 @@ options:
   changes_asked:
     description:
       - Changes the caller asks for whatever the host holds (a hot restart, a forced certificate renewal), by name;
-        each is drift (C(asked for: NAME)), so the host takes the full path.
+        each is drift (C(asked for) and the name), so the host takes the full path.
     type: list
     elements: str
     default: []
