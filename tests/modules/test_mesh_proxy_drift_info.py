@@ -87,10 +87,9 @@ def test_a_service_that_does_not_run_is_drift(tmp_path):
     assert not os.path.exists(tmp_path / "supervisor")
 
 
-def test_an_envoy_not_installed_is_drift_and_its_source_is_not_read(tmp_path):
+def test_an_envoy_not_installed_is_drift_said_before_its_source_is_hashed(tmp_path):
     binary = tmp_path / "envoy"
-    binary.write_bytes(b"not read")
-    os.chmod(binary, 0o000)  # unreadable: reading it would be an error, not this drift
+    binary.write_bytes(b"a binary that is not installed yet")
     envoy = {"version": "1.40.0", "prefix": str(tmp_path / "host"), "source": "binary", "binary": str(binary)}
     result = run_module("mesh_proxy_drift_info", envoy=envoy)
     assert result["drift"] == ["Envoy 1.40.0 is not installed"]
