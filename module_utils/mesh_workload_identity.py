@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import pwd
 import shutil
 
 from cryptography.exceptions import InvalidSignature
@@ -180,3 +181,20 @@ def envoy_certificates(admin) -> dict:
         for certificate in context.get("ca_cert") or []:
             ca_serials.add(certificate.get("serial_number", "").lower())
     return {"serials": sorted(serials - {""}), "ca_serials": sorted(ca_serials - {""}), "days_until_expiration": min(days) if days else None}
+
+
+def identity_drift(certs_dir: str, spiffe_id: str, issuer_pem: str | None, bundle_pem: str, owner: str | None,
+                   now: datetime.datetime) -> list[str]:
+    """What the role's identity phase would change (mesh_workload_csr's renewal decision, then
+    mesh_workload_cert with no new chain: the trust bundle, the links, the owner), or []."""
+    certs = CertsDir(certs_dir)
+    try:
+        reason = certs.renewal_reason(spiffe_id, issuer_pem, bundle_pem, now)
+        if reason:
+            return [f"certificate in {certs_dir}: {reason}"]
+        account = pwd.getpwnam(owner) if owner else None
+        if certs.install(None, bundle_pem.encode(), True, (account.pw_uid, account.pw_gid) if account else None):
+            return [f"trust bundle, links or owner in {certs_dir} differ"]
+    except (IdentityError, KeyError, OSError, ValueError) as error:
+        return [f"certificates in {certs_dir}: {error}"]
+    return []

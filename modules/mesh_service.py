@@ -164,35 +164,22 @@ log_tail:
   type: str
 """
 
-import os
-import shutil
-import sys
 import xmlrpc.client
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mesh_service_control import ServiceError, ServiceSpec, ensure_service
-from ansible.module_utils.mesh_supervisor import SupervisorProgram
-from ansible.module_utils.mesh_systemd import SystemdUnit, systemd_usable
+from ansible.module_utils.mesh_service_manager import ServiceManagerError, service_manager
 
 
-def service_manager(module, spec):
+def choose_manager(module, spec):
     params = module.params
-    manager = params["manager"]
-    if manager == "auto":
-        manager = "systemd" if systemd_usable() else "supervisord"
-    if manager == "systemd":
-        return SystemdUnit(spec, params["enabled"])
-    if not params["supervisor_dir"]:
-        module.fail_json(msg="supervisor_dir is required when supervisord manages the service (this host has no systemd)",
-                         manager=manager)
-    if any(char.isspace() for char in params["supervisor_dir"]):
-        module.fail_json(msg="supervisor_dir cannot hold spaces (supervisord's include list is space-separated)", manager=manager)
-    supervisord = params["supervisord"] or os.path.join(os.path.dirname(sys.executable), "supervisord")
-    if not os.access(supervisord, os.X_OK):
-        supervisord = shutil.which("supervisord") or supervisord
-    if spec.group:
+    try:
+        manager = service_manager(spec, params["manager"], params["enabled"], params["supervisor_dir"], params["supervisord"])
+    except ServiceManagerError as error:
+        module.fail_json(msg=str(error), manager=error.manager)
+    if spec.group and manager.name == "supervisord":
         module.warn("group is ignored under supervisord: the process gets the groups of its user")
-    return SupervisorProgram(spec, params["supervisor_dir"], supervisord)
+    return manager
 
 
 def main():
@@ -223,7 +210,7 @@ def main():
     problems = spec.problems(needs_command=params["state"] != "absent")
     if problems:
         module.fail_json(msg="; ".join(problems))
-    manager = service_manager(module, spec)
+    manager = choose_manager(module, spec)
     try:
         result = ensure_service(manager, params["state"], module.check_mode, params["ready_url"], params["ready_timeout"])
     except ServiceError as error:

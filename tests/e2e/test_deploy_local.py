@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import signal
 import pathlib
 import threading
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from tests.e2e.deploy import ROOT, remove_state_folder, run_playbook, state_folder
+from tests.e2e.deploy import BIN, ROOT, remove_state_folder, run_playbook, state_folder
 
 GATEWAY_PORT = 8080
 ORDER_1_STATS = 15290
@@ -277,6 +278,36 @@ def test_second_deploy_reports_no_change(lab):
     run = lab.deploy()
     assert run.returncode == 0, str(run)
     assert run.changed() == {host: 0 for host in HOSTS}, str(run)
+    # The fast path: every host found as rendered in one call, none ran the role's host tasks.
+    assert "TASK [envoy_proxy : Write the proxy's config" not in run.output, str(run)
+
+
+def supervisorctl(lab, host: str, *args: str) -> str:
+    conf = os.path.join(lab.state, host, "var", "lib", "meshwright", "supervisor", "supervisord.conf")
+    return subprocess.run([os.path.join(BIN, "supervisorctl"), "-c", conf, *args], capture_output=True, text=True).stdout
+
+
+def test_the_fast_path_repairs_an_edited_file_and_a_stopped_proxy(lab):
+    """A host not as rendered (a config file edited by hand, its proxy stopped) takes the full
+    path: the deploy puts the file back, starts the proxy and reports the change there only."""
+    path = lab.config_file("order-2", "lds.yaml")
+    original = open(path).read()
+    open(path, "w").write(original.replace("stat_prefix: inbound_15306", "stat_prefix: edited_by_hand"))
+    supervisorctl(lab, "order-2", "stop", "meshwright-proxy")
+    assert proxy_pids(lab, "order-2") == []
+    checked = lab.deploy("--check", "--diff")
+    assert checked.returncode == 0, str(checked)
+    assert checked.changed()["order-2"] > 0 and "edited_by_hand" in checked.output, str(checked)
+    assert proxy_pids(lab, "order-2") == [] and "edited_by_hand" in open(path).read()
+
+    run = lab.deploy()
+    assert run.returncode == 0, str(run)
+    assert run.changed()["order-2"] > 0, str(run)
+    assert all(run.changed()[host] == 0 for host in HOSTS if host != "order-2"), str(run)
+    assert open(path).read() == original
+    assert len(proxy_pids(lab, "order-2")) == 1
+    again = lab.deploy()
+    assert again.changed() == {host: 0 for host in HOSTS}, str(again)
 
 
 def test_check_diff_shows_a_virtual_service_edit_and_changes_nothing(lab):
