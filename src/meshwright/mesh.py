@@ -45,6 +45,8 @@ class MeshSettings:
     workload_cert_lifetime: datetime.timedelta = datetime.timedelta(days=30)
     telemetry: TelemetryProviders = field(default_factory=lambda: providers_from_spec({}))
     system_ca_certificates: str = DEFAULT_SYSTEM_CA_CERTIFICATES
+    # Gateway servers' credentialName NAME: the folder NAME here on the gateway's host ("": none).
+    credentials_dir: str = ""
 
     @property
     def identity_enabled(self) -> bool:
@@ -68,6 +70,7 @@ class MeshSettings:
             **_certificate_settings(spec.get("certificates")),
             telemetry=providers_from_spec(spec),
             system_ca_certificates=spec.get("systemCaCertificates", cls.system_ca_certificates),
+            credentials_dir=(spec.get("credentials") or {}).get("dir", cls.credentials_dir),
         )
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import find_proxy
@@ -136,3 +138,49 @@ def test_passthrough_routes_only_from_virtual_services_exported_to_the_gateways_
     assert (["edition.cnn.com"], "outbound|443||istio-egressgateway.istio-system.svc.cluster.local") in sni_routes(hidden, "client.default", "127.0.0.1_9443")
     shown = compile_mesh(tmp_path / "shown", _egress_gateway_in_istio_system('[".", istio-system]'))
     assert sni_routes(shown, "egress.istio-system", "0.0.0.0_443") == [(["edition.cnn.com"], "outbound|443||edition.cnn.com")]
+
+
+CREDENTIAL_GATEWAY = """\
+apiVersion: meshwright.io/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec: {credentials: {dir: /etc/meshwright/credentials}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [httpbin.example.com]
+    tls: SETTINGS
+"""
+
+
+def _transport_socket(tmp_path, tls: str) -> dict:
+    tmp_path.mkdir()
+    mesh = compile_mesh(tmp_path, CREDENTIAL_GATEWAY.replace("SETTINGS", tls))
+    config = compile_proxy(mesh, find_proxy(mesh, "ingress.istio-system"))
+    return config.listeners[0]["filter_chains"][0]["transport_socket"]
+
+
+@pytest.mark.parametrize("mode, files", [
+    ("SIMPLE", "serverCertificate: /etc/meshwright/credentials/httpbin-credential/tls.crt, "
+               "privateKey: /etc/meshwright/credentials/httpbin-credential/tls.key"),
+    ("MUTUAL", "serverCertificate: /etc/meshwright/credentials/httpbin-credential/tls.crt, "
+               "privateKey: /etc/meshwright/credentials/httpbin-credential/tls.key, "
+               "caCertificates: /etc/meshwright/credentials/httpbin-credential/ca.crt"),
+])
+def test_credential_name_compiles_to_the_files_of_its_folder(tmp_path, mode, files):
+    """credentialName NAME is the folder NAME of credentials.dir with the keys of a Kubernetes
+    TLS secret as files: the same TLS context as the file fields naming them."""
+    by_name = _transport_socket(tmp_path / "name", f"{{mode: {mode}, credentialName: httpbin-credential}}")
+    by_files = _transport_socket(tmp_path / "files", f"{{mode: {mode}, {files}}}")
+    assert by_name == by_files
+    common = by_name["typed_config"]["common_tls_context"]
+    assert common["tls_certificates"] == [{
+        "certificate_chain": {"filename": "/etc/meshwright/credentials/httpbin-credential/tls.crt"},
+        "private_key": {"filename": "/etc/meshwright/credentials/httpbin-credential/tls.key"},
+    }]
+    assert ("validation_context" in common) == (mode == "MUTUAL")

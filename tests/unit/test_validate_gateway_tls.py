@@ -17,6 +17,12 @@ from meshwright.model.load import load_paths
 from tests.unit.validation_cases import Case, check_case, validate_texts
 
 GATEWAY = "Gateway/default/ingress"
+CREDENTIALS_MESH_CONFIG = """
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {name: mesh}
+        spec: {credentials: {dir: /etc/meshwright/credentials}}
+        ---"""
 
 
 def gateway(server: str) -> str:
@@ -34,7 +40,7 @@ def gateway(server: str) -> str:
 
 CASES = [
     Case(
-        "credentialName: no Kubernetes secret store",
+        "credentialName without a credentials folder in the MeshConfig",
         gateway("""\
           - port: {number: 443, name: https, protocol: HTTPS}
             hosts: [bookinfo.example.com]
@@ -42,7 +48,51 @@ CASES = [
               mode: SIMPLE
               credentialName: bookinfo-credential  #!"""),
         GATEWAY, "spec.servers[0].tls.credentialName",
-        ("credentialName is not supported by meshwright yet (Kubernetes secrets are not read", "serverCertificate, privateKey and caCertificates"),
+        ("credentialName 'bookinfo-credential' needs a folder of credentials", "add `credentials: {dir: /etc/meshwright/credentials}`",
+         "DIR/NAME/tls.crt, DIR/NAME/tls.key"),
+    ),
+    Case(
+        "credentialName that is no Kubernetes secret name (it would leave the folder)",
+        CREDENTIALS_MESH_CONFIG + gateway("""\
+          - port: {number: 443, name: https, protocol: HTTPS}
+            hosts: [bookinfo.example.com]
+            tls:
+              mode: SIMPLE
+              credentialName: ../../etc/ssl  #!"""),
+        GATEWAY, "spec.servers[0].tls.credentialName", ("a Kubernetes secret name: a DNS-1123 name",),
+    ),
+    Case(
+        "credentialName beside the files it stands for",
+        CREDENTIALS_MESH_CONFIG + gateway("""\
+          - port: {number: 443, name: https, protocol: HTTPS}
+            hosts: [bookinfo.example.com]
+            tls:
+              mode: SIMPLE
+              credentialName: bookinfo-credential
+              serverCertificate: /etc/certs/bookinfo.pem  #!"""),
+        GATEWAY, "spec.servers[0].tls.serverCertificate", ("serverCertificate and credentialName both give the gateway's certificate: keep one",),
+    ),
+    Case(
+        "credentialNames: several credentials per server",
+        CREDENTIALS_MESH_CONFIG + gateway("""\
+          - port: {number: 443, name: https, protocol: HTTPS}
+            hosts: [bookinfo.example.com]
+            tls:
+              mode: SIMPLE
+              credentialNames: [bookinfo-rsa, bookinfo-ecdsa]  #!"""),
+        GATEWAY, "spec.servers[0].tls.credentialNames",
+        ("credentialNames is not supported by meshwright yet (give one credential in credentialName",),
+    ),
+    Case(
+        "a relative credentials folder",
+        """
+        apiVersion: meshwright.io/v1alpha1
+        kind: MeshConfig
+        metadata: {name: mesh}
+        spec:
+          credentials: {dir: credentials}  #!
+        """,
+        "MeshConfig/default/mesh", "spec.credentials.dir", ("an absolute path without spaces, such as /etc/meshwright/credentials",),
     ),
     Case(
         "tlsCertificates: several certificates per server",

@@ -137,7 +137,7 @@ def _terminating_chain(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict, 
         routes.append(route_configuration(route_name, _virtual_hosts(mesh, proxy, gateway_id, server), mesh))
         chain = {"filters": [http_connection_manager(f"gateway_{number}", route_name, gateway=True)]}
     if "mode" in tls:
-        chain["transport_socket"] = server_tls_socket(tls, http=port["protocol"] != "TLS")
+        chain["transport_socket"] = server_tls_socket(tls, http=port["protocol"] != "TLS", credentials_dir=mesh.settings.credentials_dir)
         if _server_names(server):
             chain["filter_chain_match"] = {"server_names": _server_names(server)}
     return chain

@@ -6,9 +6,16 @@ chains to caCertificates, OPTIONAL_MUTUAL checks one only when the client sends 
 ISTIO_MUTUAL presents the gateway's own certificate from the mesh CA and requires a client
 certificate from it. subjectAltNames, verifyCertificateSpki/Hash and caCrl narrow the client
 certificates accepted; min/maxProtocolVersion and cipherSuites replace the defaults.
+
+credentialName NAME (Istio's Kubernetes TLS secret) names the folder NAME in the MeshConfig's
+credentials.dir, holding the files `kubectl create secret tls/generic` gives the keys of:
+tls.crt, tls.key and, for the modes that check clients, ca.crt. It compiles to exactly what
+serverCertificate, privateKey and caCertificates naming those files compile to.
 """
 
 from __future__ import annotations
+
+import os
 
 from meshwright.compile.envoy_values import DOWNSTREAM_TLS, is_cipher_suite, subject_alt_name_matchers, tls_params, typed
 from meshwright.compile.secrets import DEFAULT_SECRET, ROOT_SECRET, sds_secret_config
@@ -18,6 +25,19 @@ ENVOY_TLS_VERSIONS = {"TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TL
 REQUIRED_CLIENT_CERTIFICATE = ("MUTUAL", "ISTIO_MUTUAL")
 CHECKED_CLIENT_CERTIFICATE = ("MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
 HTTP_ALPN = ["h2", "http/1.1"]
+# The keys of a Kubernetes TLS secret, as files of its folder.
+CREDENTIAL_FILES = {"serverCertificate": "tls.crt", "privateKey": "tls.key", "caCertificates": "ca.crt"}
+
+
+def credential_files(tls: dict, credentials_dir: str) -> dict:
+    """tls with its credentialName replaced by the file fields naming the credential's files."""
+    if "credentialName" not in tls:
+        return tls
+    folder = os.path.join(credentials_dir, tls["credentialName"])
+    files = {field: os.path.join(folder, name) for field, name in CREDENTIAL_FILES.items()}
+    if tls["mode"] not in CHECKED_CLIENT_CERTIFICATE:
+        del files["caCertificates"]
+    return {**{k: v for k, v in tls.items() if k != "credentialName"}, **files}
 
 
 def server_tls_params(tls: dict) -> dict:
@@ -63,9 +83,10 @@ def _certificates(tls: dict) -> dict:
     return out
 
 
-def server_tls_socket(tls: dict, http: bool) -> dict:
+def server_tls_socket(tls: dict, http: bool, credentials_dir: str = "") -> dict:
     """The transport socket of a server that terminates TLS (http: it serves HTTP, so it
-    offers h2 and http/1.1 by ALPN)."""
+    offers h2 and http/1.1 by ALPN; credentials_dir: the MeshConfig's, for credentialName)."""
+    tls = credential_files(tls, credentials_dir)
     common: dict = {"tls_params": server_tls_params(tls), **_certificates(tls)}
     if http:
         common["alpn_protocols"] = list(HTTP_ALPN)

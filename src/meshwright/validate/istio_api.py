@@ -503,8 +503,8 @@ server_tls = Obj(
         "minProtocolVersion": Enum(*SERVER_TLS_VERSIONS),
         "maxProtocolVersion": Enum(*SERVER_TLS_VERSIONS),
         "cipherSuites": ListOf(Str(non_empty=True)),
-        # Kept by the shape check and refused by validate/references.py, which then does not
-        # also ask for the files they stand for.
+        # Kept by the shape check and checked (credentialName) or refused by
+        # validate/references.py, which then does not also ask for the files they stand for.
         "credentialName": Any(),
         "credentialNames": Any(),
         "tlsCertificates": Any(),
@@ -715,6 +715,8 @@ mesh_config = Obj(
         # Where captured traffic to no known service goes (sidecars with iptables capture).
         "outboundTrafficPolicy": outbound_traffic_policy,
         "certificates": security_api.certificates,
+        # Where Gateway servers' credentialName folders are on the gateways' hosts.
+        "credentials": Obj("a credentials folder", {"dir": Str(pattern=r"/\S+", pattern_help="an absolute path without spaces, such as /etc/meshwright/credentials")}, required=("dir",)),
         # "" (no access log unless a provider says so) or where the built-in `envoy` provider writes.
         "accessLogFile": Str(valid=lambda path: path == "" or is_access_log_path(path), pattern_help=ACCESS_LOG_PATH_HELP),
         "accessLogEncoding": Enum("TEXT", "JSON"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from meshwright import names
 from meshwright.compile.envoy_values import SERVER_CIPHER_SUITES, is_cipher_suite
 from meshwright.compile.envoyfilter import proxy_version_matches
 from meshwright.compile.scope import egress_host_matches
@@ -202,17 +203,23 @@ TERMINATING_MODES = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
 # Fields that check the client's certificate: meaningful only when the gateway asks for one.
 CLIENT_CHECK_FIELDS = ("subjectAltNames", "verifyCertificateSpki", "verifyCertificateHash", "caCrl")
 # Everything that configures a TLS handshake the gateway makes itself (not with PASSTHROUGH).
-HANDSHAKE_FIELDS = ("serverCertificate", "privateKey", "caCertificates", "minProtocolVersion", "maxProtocolVersion", "cipherSuites") + CLIENT_CHECK_FIELDS
+HANDSHAKE_FIELDS = ("credentialName", "serverCertificate", "privateKey", "caCertificates", "minProtocolVersion", "maxProtocolVersion", "cipherSuites") + CLIENT_CHECK_FIELDS
 CREDENTIAL_HINT = (
-    "Kubernetes secrets are not read: give file paths on the gateway's host in serverCertificate, "
-    "privateKey and caCertificates (docs/traffic.md#gateway)"
+    "give one credential in credentialName (a folder in the MeshConfig's credentials.dir), or file paths on "
+    "the gateway's host in serverCertificate, privateKey and caCertificates (docs/traffic.md#gateway)"
 )
 # Other ways to give the server's certificate; refused, and then the files are not asked for.
 SECRET_FIELDS = {
-    "credentialName": CREDENTIAL_HINT,
     "credentialNames": CREDENTIAL_HINT,
     "tlsCertificates": "give one certificate in serverCertificate and privateKey",
 }
+# The files credentialName stands for (compile/gateway_tls.py credential_files).
+CREDENTIAL_FILE_FIELDS = ("serverCertificate", "privateKey", "caCertificates")
+CREDENTIALS_DIR_HINT = (
+    "add `credentials: {dir: /etc/meshwright/credentials}` (an absolute path on the gateways' hosts) to the MeshConfig: "
+    "credentialName NAME then means the files DIR/NAME/tls.crt, DIR/NAME/tls.key and, for MUTUAL and OPTIONAL_MUTUAL, "
+    "DIR/NAME/ca.crt (docs/traffic.md#gateway)"
+)
 ARTICLE = {"HTTP": "an", "HTTPS": "an", "HTTP2": "an", "GRPC": "a", "TCP": "a", "TLS": "a"}
 AUTO_PASSTHROUGH_HINT = (
     "AUTO_PASSTHROUGH serves Istio's multi-network east-west gateways, routing by the mesh's own SNI; "
@@ -250,10 +257,10 @@ def _check_server_tls(mesh: Mesh, resource: Resource, index: int, server: dict, 
     elif mode == "ISTIO_MUTUAL":
         if not mesh.settings.identity_enabled:
             problems.add(resource, path + ("mode",), f"ISTIO_MUTUAL needs workload certificates: {IDENTITY_HINT}")
-        _refuse_fields(resource, path, tls, ("serverCertificate", "privateKey", "caCertificates"),
+        _refuse_fields(resource, path, tls, ("credentialName", "serverCertificate", "privateKey", "caCertificates"),
                        "ISTIO_MUTUAL uses the gateway's certificate from the mesh CA: remove {field} (or use mode MUTUAL with your own files)", problems)
     elif mode in TERMINATING_MODES:
-        _check_certificate_files(resource, path, tls, problems)
+        _check_certificate_files(mesh, resource, path, tls, problems)
     _check_protocol_versions(resource, path, tls, problems)
     _check_cipher_suites(resource, path, tls, problems)
 
@@ -264,11 +271,25 @@ def _refuse_fields(resource: Resource, path: tuple, tls: dict, fields: tuple, me
             problems.add(resource, path + (field,), message.format(field=field))
 
 
-def _check_certificate_files(resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
+def _check_credential_name(mesh: Mesh, resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
+    """credentialName names a folder (so a Kubernetes secret name: no '/', no '..'), needs the
+    MeshConfig's credentials folder, and stands for the file fields."""
+    name = tls["credentialName"]
+    if not names.is_subdomain(name):
+        problems.add(resource, path + ("credentialName",), f"{name!r} is not a Kubernetes secret name: {names.SUBDOMAIN_HELP}")
+    elif not mesh.settings.credentials_dir:
+        problems.add(resource, path + ("credentialName",), f"credentialName {name!r} needs a folder of credentials: {CREDENTIALS_DIR_HINT}")
+    _refuse_fields(resource, path, tls, CREDENTIAL_FILE_FIELDS, "{field} and credentialName both give the gateway's certificate: "
+                   "keep one (credentialName's folder holds tls.crt, tls.key and ca.crt)", problems)
+
+
+def _check_certificate_files(mesh: Mesh, resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
     """SIMPLE, MUTUAL, OPTIONAL_MUTUAL: the gateway's certificate files, the clients' CA when it
     asks for their certificates, and no client checks when it does not."""
     mode = tls["mode"]
-    if not any(field in tls for field in SECRET_FIELDS):
+    if "credentialName" in tls:
+        _check_credential_name(mesh, resource, path, tls, problems)
+    elif not any(field in tls for field in SECRET_FIELDS):
         needed = ["serverCertificate", "privateKey"] + (["caCertificates"] if mode in MUTUAL_MODES else [])
         for field in needed:
             if field not in tls:
