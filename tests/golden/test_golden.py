@@ -112,7 +112,7 @@ def test_envoy_accepts_every_proxy(case, tmp_path, test_certs):
         config = compile_proxy(mesh, proxy)
         bootstrap = yaml.safe_load(render_files(config, mesh.settings, CONFIG_DIR.format(proxy=proxy.id))["bootstrap.yaml"])
         path = tmp_path / f"{proxy.id}.yaml"
-        path.write_text(serialize(_use_test_certs(validation_bootstrap(config, bootstrap), test_certs), "yaml"))
+        path.write_text(serialize(_use_test_certs(validation_bootstrap(config, bootstrap, credentials_dir=mesh.settings.credentials_dir), test_certs), "yaml"))
         error = envoy_validate(envoy, str(path))
         if error:
             rejected[proxy.id] = error

@@ -39,8 +39,8 @@ class ProxyBundle:
     proxy: str
     kind: str  # sidecar or gateway
     files: dict[str, str]
-    # (compiled config, bootstrap) that validation_bootstrap is made of, when asked for
-    validation_source: tuple[ProxyConfig, dict] = field(repr=False, compare=False)
+    # (compiled config, bootstrap, credentials dir) that validation_bootstrap is made of, when asked for
+    validation_source: tuple[ProxyConfig, dict, str] = field(repr=False, compare=False)
     ports: dict[str, int]  # admin, health, stats: where to reach the running proxy
     # With mesh identity on: {spiffe_id, certs_dir} (the certificate it needs and where its
     # Envoy reads it); None when the mesh has no certificates (plaintext).
@@ -56,7 +56,8 @@ class ProxyBundle:
         """The whole config as one static bootstrap, for `envoy --mode validate`: made only
         when asked for (it is as big as all the files together)."""
         memos = (self.cache.memo("static secrets"), self.cache.memo("secret names")) if self.cache else None
-        return serialize(validation_bootstrap(*self.validation_source, memos), "yaml", self.cache)
+        config, bootstrap, credentials_dir = self.validation_source
+        return serialize(validation_bootstrap(config, bootstrap, memos, credentials_dir), "yaml", self.cache)
 
     @property
     def digest(self) -> str:
@@ -100,7 +101,7 @@ def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml", 
     if mesh.settings.identity_enabled:
         identity = {"spiffe_id": spiffe_id(mesh.settings.trust_domain, proxy.namespace, proxy.service_account),
                     "certs_dir": certificates_dir(mesh.settings, config_dir)}
-    return ProxyBundle(proxy.id, proxy.kind, files, (config, bootstrap), ports, identity,
+    return ProxyBundle(proxy.id, proxy.kind, files, (config, bootstrap, mesh.settings.credentials_dir), ports, identity,
                        capture_settings(mesh, proxy), cache)
 
 

@@ -12,18 +12,21 @@ from meshwright.compile.envoy_values import HCM_FILTER
 from meshwright.compile.request_authentication import JWT_FILTER
 from meshwright.compile.secrets import DEFAULT_SECRET, secret_names, with_secret_references
 from meshwright.deliver.files import with_inline_endpoints
-from meshwright.deliver.placeholder_secrets import placeholder_secret
+from meshwright.deliver.placeholder_secrets import placeholder_pem, placeholder_secret
 
 
-def validation_bootstrap(config, bootstrap: dict, memos: tuple[dict, dict] | None = None) -> dict:
+def validation_bootstrap(config, bootstrap: dict, memos: tuple[dict, dict] | None = None, credentials_dir: str = "") -> dict:
     """The proxy's whole config as static resources (routes and endpoints inlined), so that
     `envoy --mode validate`, which does not read dynamic sources, checks all of it. memos: a
     run's (deliver.files.RenderCache.memo), for the clusters' fields other proxies
-    share: their secret references made static, and the names of those secrets."""
+    share: their secret references made static, and the names of those secrets.
+    credentials_dir: the MeshConfig's, whose files gateways' TLS contexts name."""
     routes = {r["name"]: r for r in config.routes}
     listeners = copy.deepcopy(config.listeners)
     for listener in listeners:
         for chain in listener["filter_chains"]:
+            if credentials_dir and "transport_socket" in chain:
+                _placeholder_credential_files(chain["transport_socket"]["typed_config"].get("common_tls_context") or {}, credentials_dir)
             for network_filter in chain["filters"]:
                 manager = network_filter["typed_config"]
                 if network_filter["name"] == HCM_FILTER and "rds" in manager:
@@ -83,3 +86,20 @@ def _placeholder_jwks_files(http_filters: list[dict]) -> None:
         for provider in http_filter["typed_config"]["providers"].values():
             if "filename" in provider["local_jwks"]:
                 provider["local_jwks"] = {"inline_string": PLACEHOLDER_JWKS}
+
+
+def _placeholder_credential_files(context: dict, credentials_dir: str) -> None:
+    """A gateway's credentialName files (compile/gateway_tls.py credential_files) are on its
+    host, in credentials_dir, and may not exist where the config is checked; Envoy's validate
+    mode reads them, so the check uses the stand-in certificate (the proxy reads the files)."""
+    certificate, key = placeholder_pem()
+
+    def stand_in(source: dict, pem: str) -> dict:
+        return {"inline_string": pem} if source.get("filename", "").startswith(credentials_dir.rstrip("/") + "/") else source
+
+    for pair in context.get("tls_certificates") or []:
+        pair["certificate_chain"] = stand_in(pair["certificate_chain"], certificate)
+        pair["private_key"] = stand_in(pair["private_key"], key)
+    validation = context.get("validation_context")
+    if validation and "trusted_ca" in validation:
+        validation["trusted_ca"] = stand_in(validation["trusted_ca"], certificate)
