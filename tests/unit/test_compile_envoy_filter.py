@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import find_proxy
@@ -474,3 +476,29 @@ def test_routes_are_inserted_beside_the_matched_route_and_removed(tmp_path):
     shop = vhosts["shop.example.com:80"]["routes"]
     assert [r.get("name") for r in shop[:2]] == ["health", "ready"] and "route" in shop[2]
     assert vhosts["bookinfo.example.com:80"]["routes"] == [{"name": "gone", "match": {"prefix": "/"}, "direct_response": {"status": 410}}]
+
+
+REMOVE_REVIEWS_CLUSTER = """\
+- applyTo: CLUSTER
+  match: {cluster: {name: "outbound|9080||reviews.default.svc.cluster.local"}}
+  patch: {operation: REMOVE}
+"""
+
+
+@pytest.mark.parametrize("header, proxy, virtual_hosts", [
+    (GATEWAY_PATCH, "ingress.istio-system", ["bookinfo.example.com:80", "shop.example.com:80"]),
+    (PATCHED, "reviews-1.default", ["reviews.default.svc.cluster.local:9080"]),  # its Sidecar imports reviews
+])
+def test_a_cluster_an_envoy_filter_removes_is_blamed_on_the_envoy_filter(tmp_path, header, proxy, virtual_hosts):
+    """Routes that send traffic to a cluster an EnvoyFilter removed: the problem points at the
+    EnvoyFilter, not at the proxy or its Sidecar's egress hosts (which do import the service)."""
+    (tmp_path / "0.yaml").write_text(MESH)
+    (tmp_path / "1.yaml").write_text(header + textwrap.indent(REMOVE_REVIEWS_CLUSTER, "  "))
+    _, problems = validate_mesh(load_paths([str(tmp_path)]))
+    namespace = header.split("namespace: ")[1].split("}")[0]
+    assert [str(p) for p in problems if not p.is_warning] == [
+        f"{tmp_path / '1.yaml'}:1: EnvoyFilter/{namespace}/patch: proxy {proxy}: the routes of {virtual_host} send traffic to "
+        f"outbound|9080||reviews.default.svc.cluster.local, which the EnvoyFilters patching this proxy (EnvoyFilter/{namespace}/patch) "
+        "remove or rename: keep the cluster, or patch the routes too"
+        for virtual_host in virtual_hosts
+    ]

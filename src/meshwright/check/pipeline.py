@@ -13,9 +13,10 @@ from meshwright.check.collectors import collector_problems
 from meshwright.check.envoy_proto import TYPES, ResourceVerdicts
 from meshwright.collector import cyclic_collector_paused
 from meshwright.compile.build import ProxyConfig, shared_config
+from meshwright.compile.envoyfilter import envoy_filters_for
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
-from meshwright.compile.scope import sidecar_for
+from meshwright.compile.scope import services_in_scope, sidecar_for
 from meshwright.mesh import Mesh
 from meshwright.model.load import LoadResult
 from meshwright.problems import Problem, Problems
@@ -124,10 +125,20 @@ def _proxy_problems(mesh: Mesh, config: ProxyConfig, messages: list[str], missin
     for message in messages:
         problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: {message}"))
     sidecar = sidecar_for(mesh, proxy) if proxy.kind == "sidecar" else None
+    # A cluster the proxy would have, missing: an EnvoyFilter patching it removed or renamed it.
+    filters = envoy_filters_for(mesh, proxy) if missing else []
+    in_scope = {s.hostname for s in services_in_scope(mesh, proxy)} if filters and proxy.kind == "sidecar" else set()
     for virtual_host, cluster in missing:
         host = cluster.split("|")[-1]
         service = mesh.registry.get(host)
-        if sidecar is not None and sidecar.spec.get("egress") and service is not None:
+        if filters and (proxy.kind != "sidecar" or host in in_scope):
+            first = filters[0]
+            named = ", ".join(f.ref for f in filters)
+            problems.append(Problem(first.source.file, first.source.line, first.ref, (), (
+                f"proxy {proxy.id}: the routes of {virtual_host} send traffic to {cluster}, which the EnvoyFilters "
+                f"patching this proxy ({named}) remove or rename: keep the cluster, or patch the routes too"
+            )))
+        elif sidecar is not None and sidecar.spec.get("egress") and service is not None:
             path = ("spec", "egress")
             problems.append(Problem(sidecar.source.file, sidecar.line_of(path), sidecar.ref, path, (
                 f"proxy {proxy.id}: the routes of {virtual_host} send traffic to {host} ({cluster}), "
