@@ -11,14 +11,12 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 
-import yaml
-
 from meshwright.check.pipeline import validate_mesh
 from meshwright.collector import cyclic_collector_paused
 from meshwright.compile.build import ProxyConfig, compile_proxy
 from meshwright.compile.capture import capture_settings
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, find_proxy, list_proxies
-from meshwright.deliver.files import RenderCache, certificates_dir, render_files, serialize
+from meshwright.deliver.files import RenderCache, bootstrap_document, certificates_dir, file_documents, serialize, serialize_files
 from meshwright.deliver.validation_bootstrap import validation_bootstrap
 from meshwright.mesh import Mesh, certificates_dir_problem, config_dir_problem
 from meshwright.model.load import load_paths
@@ -94,8 +92,9 @@ def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml", 
         check_config_dir(mesh, config_dir)
     proxy = find_proxy(mesh, proxy_id)
     config = compile_proxy(mesh, proxy)
-    files = render_files(config, mesh.settings, config_dir, fmt, cache)
-    bootstrap = yaml.safe_load(files["bootstrap.json" if fmt == "json" else "bootstrap.yaml"])
+    documents = file_documents(config, mesh.settings, config_dir, fmt, cache)
+    files = serialize_files(documents, fmt, cache)
+    bootstrap = bootstrap_document(documents, fmt)  # validation_bootstrap copies it: never changed
     ports = {"admin": proxy.port(ADMIN_PORT), "health": proxy.port(HEALTH_PORT), "stats": proxy.port(STATS_PORT)}
     identity = None
     if mesh.settings.identity_enabled:

@@ -105,6 +105,19 @@ def render_files(config: ProxyConfig, settings: MeshSettings, config_dir: str, f
     """filename -> content of every file of the proxy. config_dir is where the files will live
     on the proxy's host (the paths the bootstrap and lds/cds point at). cache: the run's, when
     it renders many proxies."""
+    return serialize_files(file_documents(config, settings, config_dir, fmt, cache), fmt, cache)
+
+
+def serialize_files(documents: dict[str, dict], fmt: str, cache: RenderCache | None = None) -> dict[str, str]:
+    return {name: serialize(document, fmt, cache) for name, document in sorted(documents.items())}
+
+
+def bootstrap_document(documents: dict[str, dict], fmt: str) -> dict:
+    return documents[f"{BOOTSTRAP}.{'json' if fmt == 'json' else 'yaml'}"]
+
+
+def file_documents(config: ProxyConfig, settings: MeshSettings, config_dir: str, fmt: str = "yaml", cache: RenderCache | None = None) -> dict[str, dict]:
+    """filename -> document of every file of the proxy, before serialization (render_files)."""
     ext = "json" if fmt == "json" else "yaml"
     files: dict[str, dict] = {}
     listeners = copy.deepcopy(config.listeners)
@@ -128,4 +141,4 @@ def render_files(config: ProxyConfig, settings: MeshSettings, config_dir: str, f
     files[f"cds.{ext}"] = {"resources": [{"@type": CLUSTER, **c} for c in clusters]}
     sources = {"lds": path_source(config_dir, f"lds.{ext}"), "cds": path_source(config_dir, f"cds.{ext}")}
     files[f"{BOOTSTRAP}.{ext}"] = compile_bootstrap(config.proxy, settings, config.telemetry, sources)
-    return {name: serialize(document, fmt, cache) for name, document in sorted(files.items())}
+    return files
