@@ -88,3 +88,25 @@ def test_resources_that_differ_only_in_free_text_share_a_verdict_and_others_do_n
     bad = {**cluster, "connect_timeout": "ten seconds"}
     verdicts = ResourceVerdicts()
     assert [verdicts.check(kind, r) is None for r in (cluster, renamed, bad)] == [True, True, False]
+
+
+def test_a_route_configuration_written_from_its_shared_virtual_hosts_has_the_shape_of_its_whole_text():
+    items: dict = {}
+    compared = 0
+    for case in case_names():
+        mesh, _ = validate_resources(load_paths([os.path.join(CASES_DIR, case, "mesh.yaml")]))
+        for proxy in list_proxies(mesh):
+            for route_config in compile_proxy(mesh, proxy).routes:
+                kind = TYPES["routes"]
+                assert resource_shape(kind, route_config, items) == resource_shape(kind, route_config)
+                compared += 1
+    assert compared > 20 and items, "the golden cases must have route configurations with virtual hosts"
+
+
+def test_a_bad_virtual_host_met_again_in_another_route_configuration_is_still_refused():
+    host = {"name": "a", "domains": ["a"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "c", "timeout": "soon"}}]}
+    verdicts = ResourceVerdicts()
+    kind = TYPES["routes"]
+    first = verdicts.check(kind, {"name": "80", "virtual_hosts": [host]})
+    again = verdicts.check(kind, {"name": "81", "virtual_hosts": [host, {"name": "b", "domains": ["b"]}]})
+    assert first and "timeout" in first and again and "timeout" in again
