@@ -17,6 +17,7 @@ from meshwright.compile.envoyfilter import envoy_filters_for
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
 from meshwright.compile.scope import services_in_scope, sidecar_for
+from meshwright.forked import available_workers, forked_map
 from meshwright.mesh import Mesh
 from meshwright.model.load import LoadResult
 from meshwright.problems import Problem, Problems
@@ -99,20 +100,54 @@ def missing_clusters(config: ProxyConfig) -> list[tuple[str, str]]:
 
 
 @cyclic_collector_paused()  # as compiling: checks make trees, and the collector's passes would walk the whole estate
-def validate_proxies(mesh: Mesh) -> list[Problem]:
+def validate_proxies(mesh: Mesh, workers: int | None = None) -> list[Problem]:
     """Check 4, once per class of proxies (compile/proxy_class.py), on the config its proxies
     share: they differ only in stat names, strings made of names validation checked. Each
     problem is reported for every proxy of the class. Problems point at the resource that defines the proxy, or, for a route to a host
-    the proxy does not import, at its Sidecar's egress hosts."""
+    the proxy does not import, at its Sidecar's egress hosts. A big mesh's classes are
+    checked in parts side by side, on as many cores as there are (workers: how many parts)."""
+    classes = proxy_classes(mesh, list_proxies(mesh))
+    parts = _balanced_parts(mesh, classes, workers or _workers_for(mesh, classes))
+    return sorted(problem for found in forked_map(lambda part: _classes_problems(mesh, part), parts) for problem in found)
+
+
+# Check 4 forks copies of the process (meshwright/forked.py) only when the classes see this
+# many services in all: below it, a fork costs more than it saves.
+PARALLEL_FROM = 5_000
+
+
+def _class_cost(mesh: Mesh, proxies: list) -> int:
+    """What compiling a class costs, about: the services its proxies see."""
+    proxy = proxies[0]
+    return len(services_in_scope(mesh, proxy)) if proxy.kind == "sidecar" else len(mesh.registry.sorted())
+
+
+def _workers_for(mesh: Mesh, classes: list[list]) -> int:
+    return available_workers() if sum(_class_cost(mesh, c) for c in classes) >= PARALLEL_FROM else 1
+
+
+def _balanced_parts(mesh: Mesh, classes: list[list], workers: int) -> list[list[list]]:
+    """The classes in parts of about equal cost: the costliest first, each to the part that
+    costs least so far."""
+    parts: list[list[list]] = [[] for _ in range(max(1, min(workers, len(classes))))]
+    costs = [0] * len(parts)
+    for proxies in sorted(classes, key=lambda c: -_class_cost(mesh, c)):
+        cheapest = costs.index(min(costs))
+        parts[cheapest].append(proxies)
+        costs[cheapest] += _class_cost(mesh, proxies)
+    return parts
+
+
+def _classes_problems(mesh: Mesh, classes: list[list]) -> list[Problem]:
     problems = []
     verdicts = ResourceVerdicts()
-    for proxies in proxy_classes(mesh, list_proxies(mesh)):
+    for proxies in classes:
         config = shared_config(mesh, proxies[0])
         messages = check_proxy_config(config, verdicts)
         missing = missing_clusters(config)
         for proxy in proxies:
             problems += _proxy_problems(mesh, replace(config, proxy=proxy), messages, missing)
-    return sorted(problems)
+    return problems
 
 
 def _proxy_problems(mesh: Mesh, config: ProxyConfig, messages: list[str], missing: list[tuple[str, str]]) -> list[Problem]:
