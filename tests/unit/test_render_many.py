@@ -11,9 +11,11 @@ import zlib
 import pytest
 
 from meshwright.compile.proxy import list_proxies
-from meshwright.deliver import files
+from meshwright.compile.proxy_class import proxy_classes
+from meshwright.deliver import class_template, files
 from meshwright.deliver.bundle import bundle_proxies, bundle_proxy, load_mesh
 from tests.golden.golden import CASES_DIR, case_names
+from tests.unit.validation_cases import BASE
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
 from estate import write_estate  # noqa: E402  bench/estate.py
@@ -49,3 +51,55 @@ def test_a_small_cache_that_empties_itself_still_renders_as_alone(tmp_path, monk
     write_estate(6, folder)
     monkeypatch.setattr(files.RenderCache.__init__, "__defaults__", (7,))
     assert _assert_each_as_alone([folder], lambda proxy_id: "/etc/meshwright/envoy") == 19
+
+
+def test_the_proxies_of_a_class_are_written_from_one_text(tmp_path, monkeypatch):
+    folder = str(tmp_path / "estate")
+    write_estate(12, folder)
+    mesh = load_mesh([folder])
+    written = []
+    write = class_template._class_text
+    monkeypatch.setattr(class_template, "_class_text", lambda *args: written.append(args[1].id) or write(*args))
+    bundles = bundle_proxies(mesh, {proxy.id: "/etc/meshwright/envoy" for proxy in list_proxies(mesh)})
+    classes = proxy_classes(mesh, list_proxies(mesh))
+    assert len(written) == len(classes) < len(bundles)
+    # Proxies of one class differ in their bootstrap and in the labels in their stat names.
+    first, second = next(c for c in classes if len(c) > 1)[:2]
+    a, b = (bundles[proxy.id].files["cds.yaml"].splitlines() for proxy in (first, second))
+    differ = [(x, y) for x, y in zip(a, b) if x != y]
+    assert len(a) == len(b) and differ and all(x.lstrip().startswith("alt_stat_name: ") for pair in differ for x in pair)
+    assert any(f"_workload={first.name};" in x and f"_workload={second.name};" in y for x, y in differ)
+
+
+def test_config_text_that_looks_like_a_token_is_not_replaced(tmp_path):
+    token = "@@meshwright-labels-outbound@@"
+    (tmp_path / "mesh.yaml").write_text(BASE + f"""\
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: client-b, namespace: default}}
+spec: {{address: 127.0.0.2, labels: {{app: client}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{{number: 443, name: https, protocol: HTTPS}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    portLevelSettings:
+    - port: {{number: 443}}
+      tls: {{mode: SIMPLE, sni: api.example.com, subjectAltNames: ["{token}"]}}
+""")
+    assert _assert_each_as_alone([str(tmp_path)], lambda proxy_id: "/etc/meshwright/envoy") == 2
+    mesh = load_mesh([str(tmp_path)])
+    bundles = bundle_proxies(mesh, {"client.default": "/etc/meshwright/envoy", "client-b.default": "/etc/meshwright/envoy"})
+    assert all(token in bundle.files["cds.yaml"] for bundle in bundles.values())

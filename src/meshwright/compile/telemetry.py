@@ -22,6 +22,7 @@ puts Istio's labels into the stat names of its clusters (`alt_stat_name`), which
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from meshwright.compile.clusters import outbound_cluster_name, static_cluster
@@ -387,7 +388,7 @@ def _metrics_off(telemetry: ProxyTelemetry) -> list[str]:
 
 
 def cluster_stat_name(cluster: str, labels: list[tuple[str, str]]) -> str:
-    return cluster + "".join(f";{label}={value}" for label, value in labels if value) + ";"
+    return cluster + _label_text(labels) + ";"
 
 
 def _workload_labels(proxy: Proxy, side: str) -> list[tuple[str, str]]:
@@ -468,8 +469,87 @@ def with_stat_names(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, cluster
         return clusters
     out = []
     for cluster in clusters:
-        mode = MODE_OF_CLUSTER.get(cluster["name"].split("|", 1)[0])
-        metrics = telemetry.of(mode).metrics if mode else None
-        labels = with_tag_overrides(cluster_labels(mesh, proxy, cluster["name"]), metrics.tags) if metrics else []
+        labels = _stat_labels(mesh, proxy, telemetry, cluster["name"])
         out.append({**cluster, "alt_stat_name": cluster_stat_name(cluster["name"], labels)} if labels else cluster)
     return out
+
+
+def _stat_labels(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, cluster: str) -> list[tuple[str, str]]:
+    mode = MODE_OF_CLUSTER.get(cluster.split("|", 1)[0])
+    metrics = telemetry.of(mode).metrics if mode else None
+    return with_tag_overrides(cluster_labels(mesh, proxy, cluster), metrics.tags) if metrics else []
+
+
+# Stat name templates: what with_stat_names gives every proxy of a class but for a token
+# where each proxy's own labels go (deliver/class_template.py writes a class's files once
+# and puts each proxy's labels in). The labels of the proxy's workload come right after
+# "reporter" and, on an inbound cluster, with the service the workload serves there.
+TOKEN_PREFIX, TOKEN_SUFFIX = "@@meshwright-labels-", "@@"
+_OWN_LABEL_COUNT = {"outbound": 4, "inbound": 5}
+# The characters of label values that every writer (YAML plain scalars, JSON) writes as they
+# are: a proxy whose own labels hold others is written on its own.
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9._-]*\Z")
+# A stat name this long may be wrapped or quoted by a writer: written whole, proxy by proxy.
+_LONGEST_TEMPLATE = 400
+
+
+def stat_name_template(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, clusters: list[dict]) -> tuple[list[dict], list[str]] | None:
+    """(the clusters of with_stat_names, with a token in place of the proxy's own labels, and
+    the tokens), the same for every proxy of its class; None when tagOverrides rewrite those
+    labels (each proxy is then written on its own)."""
+    if not telemetry.metrics:
+        return clusters, []
+    out, tokens = [], []
+    for cluster in clusters:
+        name = cluster["name"]
+        labels = _stat_labels(mesh, proxy, telemetry, name)
+        if not labels:
+            out.append(cluster)
+            continue
+        count = _own_label_count(labels, name)
+        if count is None:
+            return None
+        token = TOKEN_PREFIX + _token_key(name) + TOKEN_SUFFIX
+        tokens.append(token)
+        stat_name = name + _label_text(labels[:1]) + token + _label_text(labels[1 + count:]) + ";"
+        if len(stat_name) > _LONGEST_TEMPLATE:
+            return None
+        out.append({**cluster, "alt_stat_name": stat_name})
+    return out, sorted(set(tokens))
+
+
+def stat_name_values(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, tokens: list[str]) -> dict[str, str] | None:
+    """What each token of stat_name_template stands for in this proxy's stat names; None when
+    a value is not plain text (the proxy is then written on its own)."""
+    values = {}
+    for token in tokens:
+        direction, _, port = token[len(TOKEN_PREFIX):-len(TOKEN_SUFFIX)].partition("-")
+        cluster = f"outbound|{port}||" if direction == "outbound" else f"inbound|{port}||"
+        own = _stat_labels(mesh, proxy, telemetry, cluster)[1:1 + _OWN_LABEL_COUNT[direction]]
+        if not all(_PLAIN_VALUE.match(value) for _, value in own):
+            return None
+        values[token] = _label_text(own)
+    return values
+
+
+def _own_label_count(labels: list[tuple[str, str]], cluster: str) -> int | None:
+    """How many labels after "reporter" are the proxy's own (its workload's, and on an inbound
+    cluster the service it serves there); None when tagOverrides changed or moved them."""
+    direction = cluster.split("|", 1)[0]
+    side = "source" if direction == "outbound" else "destination"
+    expected = [f"{side}_workload", f"{side}_workload_namespace", f"{side}_app", f"{side}_version"]
+    if direction == "inbound":
+        expected.append("destination_service")
+    names = [label for label, _ in labels[1:1 + len(expected)]]
+    return len(expected) if labels[0][0] == "reporter" and names == expected else None
+
+
+def _token_key(cluster: str) -> str:
+    """What a proxy's own labels on a cluster depend on: its direction, and inbound its port
+    (the service served there)."""
+    direction, port = (cluster.split("|") + [""])[:2]
+    return "outbound" if direction == "outbound" else f"inbound-{port}"
+
+
+def _label_text(labels: list[tuple[str, str]]) -> str:
+    return "".join(f";{label}={value}" for label, value in labels if value)

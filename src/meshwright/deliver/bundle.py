@@ -10,13 +10,15 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 from meshwright.check.pipeline import validate_mesh
 from meshwright.collector import cyclic_collector_paused
-from meshwright.compile.build import ProxyConfig, compile_proxy
+from meshwright.compile.build import compile_proxy
 from meshwright.compile.capture import capture_settings
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, find_proxy, list_proxies
-from meshwright.deliver.files import RenderCache, bootstrap_document, certificates_dir, file_documents, serialize, serialize_files
+from meshwright.deliver.class_template import class_files
+from meshwright.deliver.files import RenderCache, bootstrap_file_name, certificates_dir, file_documents, serialize, serialize_files
 from meshwright.deliver.validation_bootstrap import validation_bootstrap
 from meshwright.mesh import Mesh, certificates_dir_problem, config_dir_problem
 from meshwright.model.load import load_paths
@@ -37,8 +39,8 @@ class ProxyBundle:
     proxy: str
     kind: str  # sidecar or gateway
     files: dict[str, str]
-    # (compiled config, bootstrap, credentials dir) that validation_bootstrap is made of, when asked for
-    validation_source: tuple[ProxyConfig, dict, str] = field(repr=False, compare=False)
+    # Writes the validation bootstrap, when asked for (it is as big as all the files together)
+    validation: Callable[[], str] = field(repr=False, compare=False)
     ports: dict[str, int]  # admin, health, stats: where to reach the running proxy
     # With mesh identity on: {spiffe_id, certs_dir} (the certificate it needs and where its
     # Envoy reads it); None when the mesh has no certificates (plaintext).
@@ -46,16 +48,11 @@ class ProxyBundle:
     # With iptables capture (interceptionMode REDIRECT): the capture ports, the proxy's own
     # ports and service name -> VIP for the host (compile/capture.py); None without.
     capture: dict | None = None
-    # The run's, when it renders many proxies (deliver.files.RenderCache)
-    cache: RenderCache | None = field(default=None, repr=False, compare=False)
 
     @functools.cached_property
     def validation_bootstrap(self) -> str:
-        """The whole config as one static bootstrap, for `envoy --mode validate`: made only
-        when asked for (it is as big as all the files together)."""
-        memos = (self.cache.memo("static secrets"), self.cache.memo("secret names")) if self.cache else None
-        config, bootstrap, credentials_dir = self.validation_source
-        return serialize(validation_bootstrap(config, bootstrap, memos, credentials_dir), "yaml", self.cache)
+        """The whole config as one static bootstrap, for `envoy --mode validate`."""
+        return self.validation()
 
     @property
     def digest(self) -> str:
@@ -91,17 +88,29 @@ def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml", 
     if check_dirs:
         check_config_dir(mesh, config_dir)
     proxy = find_proxy(mesh, proxy_id)
+    written = class_files(mesh, proxy, config_dir, fmt, cache, _validation_alone) if cache is not None else None
+    if written is not None:  # the proxy's class written once: its files are pieces of that text
+        return proxy_bundle(mesh, proxy, config_dir, *written)
+    documents = file_documents(compile_proxy(mesh, proxy), mesh.settings, config_dir, fmt, cache)
+    bootstrap = documents[bootstrap_file_name(fmt)]  # validation_bootstrap copies it: never changed
+    return proxy_bundle(mesh, proxy, config_dir, serialize_files(documents, fmt, cache),
+                        lambda: _validation_alone(mesh, proxy, bootstrap, cache))
+
+
+def _validation_alone(mesh: Mesh, proxy, bootstrap: dict, cache: RenderCache | None) -> str:
+    memos = (cache.memo("static secrets"), cache.memo("secret names")) if cache else None
     config = compile_proxy(mesh, proxy)
-    documents = file_documents(config, mesh.settings, config_dir, fmt, cache)
-    files = serialize_files(documents, fmt, cache)
-    bootstrap = bootstrap_document(documents, fmt)  # validation_bootstrap copies it: never changed
+    return serialize(validation_bootstrap(config, bootstrap, memos, mesh.settings.credentials_dir), "yaml", cache)
+
+
+def proxy_bundle(mesh: Mesh, proxy, config_dir: str, files: dict[str, str], validation: Callable[[], str]) -> ProxyBundle:
+    """The bundle of these files, with what a host needs to know of the proxy."""
     ports = {"admin": proxy.port(ADMIN_PORT), "health": proxy.port(HEALTH_PORT), "stats": proxy.port(STATS_PORT)}
     identity = None
     if mesh.settings.identity_enabled:
         identity = {"spiffe_id": spiffe_id(mesh.settings.trust_domain, proxy.namespace, proxy.service_account),
                     "certs_dir": certificates_dir(mesh.settings, config_dir)}
-    return ProxyBundle(proxy.id, proxy.kind, files, (config, bootstrap, mesh.settings.credentials_dir), ports, identity,
-                       capture_settings(mesh, proxy), cache)
+    return ProxyBundle(proxy.id, proxy.kind, files, validation, ports, identity, capture_settings(mesh, proxy))
 
 
 def bundle_mesh(paths: list[str], config_dirs: dict[str, str], fmt: str = "yaml") -> dict[str, ProxyBundle]:

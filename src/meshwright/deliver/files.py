@@ -57,6 +57,11 @@ def path_source(config_dir: str, filename: str) -> dict:
     return {"resource_api_version": "V3", "path_config_source": {"path": os.path.join(config_dir, filename), "watched_directory": {"path": config_dir}}}
 
 
+# Class texts a run keeps: a deploy renders into one directory per host role, so a few cover
+# every class that is being rendered.
+CLASS_TEXTS_KEPT = 32
+
+
 class RenderCache:
     """What one run that renders many proxies writes once: the text of the objects proxies
     share (the values of their resources' fields) and, per config directory, those objects
@@ -65,7 +70,17 @@ class RenderCache:
     def __init__(self, limit: int = 1 << 18) -> None:
         self.text = TextCache(limit)
         self._memos: dict[tuple, dict] = {}
+        self._class_texts: dict[tuple, object] = {}
         self._limit = limit
+
+    def class_text(self, key: tuple, write):
+        """The text of a class of proxies for one directory (deliver/class_template.py), written
+        once; a few are kept (each is as big as a proxy's files)."""
+        if key not in self._class_texts:
+            if len(self._class_texts) >= CLASS_TEXTS_KEPT:
+                self._class_texts.clear()
+            self._class_texts[key] = write()
+        return self._class_texts[key]
 
     def memo(self, *key) -> dict:
         """The run's memo for one walk of secret references (compile/secrets.py), by what it does."""
@@ -112,10 +127,6 @@ def serialize_files(documents: dict[str, dict], fmt: str, cache: RenderCache | N
     return {name: serialize(document, fmt, cache) for name, document in sorted(documents.items())}
 
 
-def bootstrap_document(documents: dict[str, dict], fmt: str) -> dict:
-    return documents[f"{BOOTSTRAP}.{'json' if fmt == 'json' else 'yaml'}"]
-
-
 def file_documents(config: ProxyConfig, settings: MeshSettings, config_dir: str, fmt: str = "yaml", cache: RenderCache | None = None) -> dict[str, dict]:
     """filename -> document of every file of the proxy, before serialization (render_files)."""
     ext = "json" if fmt == "json" else "yaml"
@@ -139,6 +150,17 @@ def file_documents(config: ProxyConfig, settings: MeshSettings, config_dir: str,
         files[f"{_file_stem('rds', route['name'])}.{ext}"] = {"resources": [{"@type": ROUTE_CONFIGURATION, **route}]}
     files[f"lds.{ext}"] = {"resources": [{"@type": LISTENER, **l} for l in listeners]}
     files[f"cds.{ext}"] = {"resources": [{"@type": CLUSTER, **c} for c in clusters]}
-    sources = {"lds": path_source(config_dir, f"lds.{ext}"), "cds": path_source(config_dir, f"cds.{ext}")}
-    files[f"{BOOTSTRAP}.{ext}"] = compile_bootstrap(config.proxy, settings, config.telemetry, sources)
+    name, bootstrap = bootstrap_file(config.proxy, config.telemetry, settings, config_dir, fmt)
+    files[name] = bootstrap
     return files
+
+
+def bootstrap_file_name(fmt: str) -> str:
+    return f"{BOOTSTRAP}.{'json' if fmt == 'json' else 'yaml'}"
+
+
+def bootstrap_file(proxy, telemetry, settings: MeshSettings, config_dir: str, fmt: str = "yaml") -> tuple[str, dict]:
+    """(file name, document) of the proxy's bootstrap, which points Envoy at its lds and cds files."""
+    ext = "json" if fmt == "json" else "yaml"
+    sources = {"lds": path_source(config_dir, f"lds.{ext}"), "cds": path_source(config_dir, f"cds.{ext}")}
+    return bootstrap_file_name(fmt), compile_bootstrap(proxy, settings, telemetry, sources)

@@ -21,6 +21,22 @@ def validation_bootstrap(config, bootstrap: dict, memos: tuple[dict, dict] | Non
     run's (deliver.files.RenderCache.memo), for the clusters' fields other proxies
     share: their secret references made static, and the names of those secrets.
     credentials_dir: the MeshConfig's, whose files gateways' TLS contexts name."""
+    return with_static_resources(bootstrap, *static_resources(config, memos, credentials_dir))
+
+
+def with_static_resources(bootstrap: dict, listeners: list[dict], clusters: list[dict], secrets: list[dict]) -> dict:
+    """The bootstrap without its dynamic sources, these resources after its own."""
+    out = copy.deepcopy(bootstrap)
+    out.pop("dynamic_resources", None)
+    out["static_resources"]["listeners"] += listeners
+    out["static_resources"]["clusters"] += clusters
+    if secrets:
+        out["static_resources"]["secrets"] = secrets
+    return out
+
+
+def static_resources(config, memos: tuple[dict, dict] | None = None, credentials_dir: str = "") -> tuple[list[dict], list[dict], list[dict]]:
+    """(listeners, clusters, secrets) of validation_bootstrap: the proxy's config made static."""
     routes = {r["name"]: r for r in config.routes}
     listeners = copy.deepcopy(config.listeners)
     for listener in listeners:
@@ -43,14 +59,7 @@ def validation_bootstrap(config, bootstrap: dict, memos: tuple[dict, dict] | Non
     clusters = with_inline_endpoints(config.clusters, config.endpoints)
     names |= secret_names(clusters, memos[1] if memos else None)
     clusters = with_secret_references(clusters, _without_sds_config, memos[0] if memos else None)
-    secrets = _static_secrets(names)
-    out = copy.deepcopy(bootstrap)
-    out.pop("dynamic_resources", None)
-    out["static_resources"]["listeners"] += listeners
-    out["static_resources"]["clusters"] += clusters
-    if secrets:
-        out["static_resources"]["secrets"] = secrets
-    return out
+    return listeners, clusters, _static_secrets(names)
 
 
 def _without_sds_config(reference: dict) -> dict:
