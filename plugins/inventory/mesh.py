@@ -108,7 +108,8 @@ from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
 try:
-    from meshwright.lifecycle.hosts import HostsError, load_mesh_for_hosts, mesh_hosts, site_problem
+    from meshwright.lifecycle.hosts import (KIND_GROUPS, PARENT_GROUP, HostsError, host_groups, host_variables, load_mesh_for_hosts,
+                                          mesh_hosts, site_problem)
     from meshwright.model.load import YAML_SUFFIXES
 except ImportError as error:
     MESHWRIGHT_IMPORT_ERROR = error
@@ -161,8 +162,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         (a fingerprint of their names, sizes and modification times); loaded otherwise."""
         fingerprint = self._fingerprint(mesh_paths)
         key = self.get_cache_key(path)
-        use_cache = self.get_option("cache") and cache
-        if use_cache:
+        if self.get_option("cache") and cache:
             try:
                 cached = self._cache[key]
             except KeyError:
@@ -175,15 +175,23 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return hosts
 
     def _load_hosts(self, mesh_paths):
+        """[name, groups, variables] of every host (plain data: what the cache keeps)."""
         try:
             mesh = load_mesh_for_hosts(mesh_paths)
             found = mesh_hosts(mesh, self.get_option("hostname"), self.get_option("site_from"), self.get_option("site_label") or "")
         except HostsError as error:
             raise AnsibleParserError(str(error)) from None
-        return [_host_record(host) for host in found]
+        use_address = self.get_option("use_address")
+        hosts = []
+        for host in found:
+            variables = host_variables(host)
+            if use_address and host.address:
+                variables["ansible_host"] = host.address
+            hosts.append([host.name, host_groups(host, self.get_option("label_groups")), variables])
+        return hosts
 
     def _fingerprint(self, mesh_paths):
-        options = [self.get_option(name) for name in ("hostname", "site_from", "site_label")]
+        options = [self.get_option(name) for name in ("hostname", "site_from", "site_label", "label_groups", "use_address")]
         files = []
         for path in mesh_paths:
             for name in _yaml_files(path):
@@ -193,38 +201,19 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _add_hosts(self, hosts, mesh_paths):
         inventory = self.inventory
-        for group in ("mesh", "mesh_gateways", "mesh_sidecars"):
-            inventory.add_group(group)
-        inventory.add_child("mesh", "mesh_gateways")
-        inventory.add_child("mesh", "mesh_sidecars")
-        inventory.set_variable("mesh", "mesh_config_paths", mesh_paths)
+        inventory.add_group(PARENT_GROUP)
+        for group in KIND_GROUPS.values():
+            inventory.add_child(PARENT_GROUP, inventory.add_group(group))
+        inventory.set_variable(PARENT_GROUP, "mesh_config_paths", mesh_paths)
         for name, value in self.get_option("connection_vars").items():
-            inventory.set_variable("mesh", str(name), value)
-        for host in hosts:
-            self._add_host(host)
-
-    def _add_host(self, host):
-        name = host["name"]
-        self.inventory.add_host(name, group="mesh_gateways" if host["kind"] == "gateway" else "mesh_sidecars")
-        variables = {
-            "mesh_proxy": host["proxy"],
-            "mesh_proxy_kind": host["kind"],
-            "mesh_namespace": host["namespace"],
-            "mesh_labels": host["labels"],
-            "mesh_service_account": host["service_account"],
-            "mesh_address": host["address"],
-        }
-        if host["site"]:
-            variables["mesh_site"] = host["site"]
-            self.inventory.add_child(self.inventory.add_group(self._sanitize_group_name(f"mesh_site_{host['site']}")), name)
-        if host["address"] and self.get_option("use_address"):
-            variables["ansible_host"] = host["address"]
-        for variable, value in variables.items():
-            self.inventory.set_variable(name, variable, value)
-        if self.get_option("label_groups"):
-            for key, value in host["labels"].items():
-                self.inventory.add_child(self.inventory.add_group(self._sanitize_group_name(f"mesh_label_{key}_{value}")), name)
-        self._construct(name)
+            inventory.set_variable(PARENT_GROUP, str(name), value)
+        for name, groups, variables in hosts:
+            inventory.add_host(name)
+            for group in groups:
+                inventory.add_child(inventory.add_group(self._sanitize_group_name(group)), name)
+            for variable, value in variables.items():
+                inventory.set_variable(name, variable, value)
+            self._construct(name)
 
     def _construct(self, name):
         """compose, groups and keyed_groups (Constructable); a composed mesh_site must be a site."""
@@ -236,12 +225,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         site = self.inventory.get_host(name).vars.get("mesh_site")
         if site is not None and site_problem(site):
             raise AnsibleParserError(f"host {name}: compose sets mesh_site to {site_problem(site)}")
-
-
-def _host_record(host):
-    """A host as plain data (what the cache keeps)."""
-    return {"name": host.name, "proxy": host.proxy, "kind": host.kind, "namespace": host.namespace, "address": host.address,
-            "labels": dict(host.labels), "service_account": host.service_account, "site": host.site}
 
 
 def _yaml_files(path):

@@ -81,6 +81,37 @@ def mesh_hosts(mesh: Mesh, hostname: str = "name", site_from: str = "none", site
     return hosts
 
 
+# The groups the playbooks run on: every host is in one of these, both children of mesh.
+PARENT_GROUP = "mesh"
+KIND_GROUPS = {"gateway": "mesh_gateways", "sidecar": "mesh_sidecars"}
+
+
+def host_variables(host: MeshHost) -> dict:
+    """The inventory variables of a host: its proxy and what the mesh config says of it."""
+    variables = {
+        "mesh_proxy": host.proxy,
+        "mesh_proxy_kind": host.kind,
+        "mesh_namespace": host.namespace,
+        "mesh_labels": dict(host.labels),
+        "mesh_service_account": host.service_account,
+        "mesh_address": host.address,
+    }
+    if host.site:
+        variables["mesh_site"] = host.site
+    return variables
+
+
+def host_groups(host: MeshHost, label_groups: bool) -> list[str]:
+    """The groups of a host (before an inventory makes them safe names): its kind's (or mesh's,
+    when the kind is not known), its site's, and with label_groups one per label."""
+    groups = [KIND_GROUPS.get(host.kind, PARENT_GROUP)]
+    if host.site:
+        groups.append(f"mesh_site_{host.site}")
+    if label_groups:
+        groups += [f"mesh_label_{key}_{value}" for key, value in host.labels]
+    return groups
+
+
 def _resource_of(mesh: Mesh, proxy: Proxy) -> Resource:
     """The WorkloadEntry a proxy runs beside, or the Gateway that is its own proxy."""
     return mesh.find("WorkloadEntry", proxy.namespace, proxy.name) or mesh.find("Gateway", proxy.namespace, proxy.name)
