@@ -384,7 +384,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         claims = tag_claims(instances, self.get_option("proxy_tag"), self.get_option("site_tag"), which)
         claims += output_claims(state_outputs(document), self.get_option("proxies_output"), instances, which)
         check_claims(claims)
-        mesh_paths = [os.path.join(folder, os.path.expanduser(p)) for p in self.get_option("mesh") or []]
+        mesh_paths = [os.path.abspath(os.path.join(folder, os.path.expanduser(p))) for p in self.get_option("mesh") or []]
         known = self._mesh_hosts(mesh_paths, claims) if mesh_paths else None
         hosts, names = [], {}
         for claim in sorted(claims, key=lambda c: c.proxy):

@@ -86,12 +86,10 @@ def hybrid(tmp_path):
     return tmp_path
 
 
-def test_the_local_demo_hosts_are_those_inventories_local_writes_by_hand(tmp_path):
+def test_the_example_gives_the_local_demo_hosts_inventories_local_writes_by_hand():
     handwritten = unwrap(json.loads(run_inventory(REPO / "inventories" / "local" / "hosts.yml", "yaml").stdout))
-    config = write_config(tmp_path, "local.meshwright.yml", mesh=[str(SEED_MESH)], use_address=False,
-                          connection_vars={"ansible_connection": "local"})
 
-    listing = inventory_list(config, "mesh")
+    listing = inventory_list(REPO / "examples" / "inventory" / "local.meshwright.yml", "mesh")
 
     for group in ("mesh_gateways", "mesh_sidecars"):
         assert group_hosts(listing, group) == group_hosts(handwritten, group)
@@ -100,6 +98,7 @@ def test_the_local_demo_hosts_are_those_inventories_local_writes_by_hand(tmp_pat
             assert host_vars(listing, host)["ansible_connection"] == "local"
             assert "ansible_host" not in host_vars(listing, host)
     assert sorted(listing["mesh"]["children"]) == ["mesh_gateways", "mesh_sidecars"]
+    assert group_hosts(listing, "namespace_default") == ["ingress", "order-1", "order-2", "payment-1", "payment-2"]
     assert host_vars(listing, "order-1")["mesh_config_paths"] == [str(SEED_MESH)]
 
 

@@ -273,3 +273,12 @@ def test_the_mesh_plugin_does_not_take_a_terraform_config(tmp_path):
 
     assert result.returncode != 0 and "Traceback" not in result.stderr
 
+
+
+def test_the_example_config_uses_only_the_plugin_options():
+    source = (REPO / "plugins" / "inventory" / "terraform.py").read_text()
+    documented = yaml.safe_load(source.split('DOCUMENTATION = r"""')[1].split('"""')[0])["options"]
+    example = yaml.safe_load((REPO / "examples" / "inventory" / "vms.terraform.yml").read_text())
+
+    assert example["plugin"] == "meshwright.mesh.terraform"
+    assert sorted(set(example) - set(documented)) == []
