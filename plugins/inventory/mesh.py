@@ -141,7 +141,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                                      f"Python that runs Ansible ({MESHWRIGHT_IMPORT_ERROR})")
         self._read_config_data(path)
         self._check_options(path)
-        mesh_paths = [os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(p))) for p in self.get_option("mesh")]
+        folder = os.path.dirname(os.path.abspath(path))
+        mesh_paths = [os.path.abspath(os.path.join(folder, os.path.expanduser(p))) for p in self.get_option("mesh")]
         hosts = self._cached_hosts(path, mesh_paths, cache)
         self._add_hosts(hosts, mesh_paths)
 
