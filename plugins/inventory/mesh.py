@@ -38,7 +38,7 @@ options:
       - Relative paths are relative to the folder of this configuration file.
     required: true
     type: list
-    elements: path
+    elements: str
   hostname:
     description:
       - C(name) names a host by its WorkloadEntry's (or Gateway's) name, as C(payment-1); two proxies of one name in

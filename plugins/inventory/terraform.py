@@ -43,13 +43,17 @@ options:
       - A Terraform state file (version 4) or a file holding C(terraform show -json) output.
       - Relative paths are relative to the folder of this configuration file. Exactly one of O(state) and
         O(project_path) is given.
-    type: path
+    type: str
   project_path:
-    description: A Terraform working directory (initialised); the plugin runs O(binary_path) C(show -json) there.
-    type: path
+    description:
+      - A Terraform working directory (initialised); the plugin runs O(binary_path) C(show -json) there.
+      - Relative paths are relative to the folder of this configuration file.
+    type: str
   binary_path:
-    description: The Terraform binary to run with O(project_path).
-    type: path
+    description:
+      - The Terraform binary to run with O(project_path). A bare name is looked up in E(PATH); a path with a C(/)
+        is relative to the folder of this configuration file.
+    type: str
     default: terraform
   timeout:
     description: Seconds C(terraform show -json) may take.
@@ -82,7 +86,7 @@ options:
       - Mesh config files or folders; every proxy the state names must be one of its proxies.
       - Relative paths are relative to the folder of this configuration file.
     type: list
-    elements: path
+    elements: str
   label_groups:
     description: With O(mesh), put each host in one group per label of its workload, C(mesh_label_<key>_<value>).
     type: bool
@@ -361,10 +365,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
                 raise AnsibleParserError(f"{state}: cannot read the Terraform state: {error}") from None
             return _parse_json(text, state), state
         project = os.path.join(folder, os.path.expanduser(self.get_option("project_path")))
-        return _parse_json(self._terraform_show(project), f"terraform show -json in {project}"), f"terraform show -json in {project}"
+        origin = f"terraform show -json in {project}"
+        return _parse_json(self._terraform_show(project, folder), origin), origin
 
-    def _terraform_show(self, project):
-        binary = self.get_option("binary_path")
+    def _terraform_show(self, project, folder):
+        binary = os.path.expanduser(self.get_option("binary_path"))
+        if "/" in binary:
+            binary = os.path.join(folder, binary)
         command = [binary, "show", "-json", "-no-color"]
         try:
             done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=self.get_option("timeout"),

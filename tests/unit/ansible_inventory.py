@@ -35,8 +35,9 @@ def run_inventory(source: Path, enabled: str, collections: Path | None = None, *
         env["ANSIBLE_INVENTORY_PLUGINS"] = str(PLUGINS)
     else:
         env["ANSIBLE_COLLECTIONS_PATH"] = str(collections)
-    # cwd: the source's folder, which has no ansible.cfg (the repository's would set an inventory)
-    return subprocess.run([str(ANSIBLE_INVENTORY), "-i", str(source), "--list", *args], cwd=source.parent, env=env,
+    # cwd: not the source's folder (relative paths in a config are relative to the config), and
+    # without an ansible.cfg (the repository's would add its inventory)
+    return subprocess.run([str(ANSIBLE_INVENTORY), "-i", str(source), "--list", *args], cwd="/", env=env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -80,6 +80,8 @@ def test_gcp_instances_of_a_module_by_metadata_joined_with_the_mesh_config(tmp_p
     assert payment_2["mesh_address"] == "127.0.0.1"
     assert payment_2["mesh_config_paths"] == [str(SEED_MESH)]
     assert group_hosts(listing, "mesh_label_app_payment_service") == ["payment-1", "payment-2"]
+    assert ("3 proxies of the mesh config have no machine in the Terraform state: ingress.default, order-1.default, "
+            "order-2.default") in " ".join(run_inventory(config, "terraform").stderr.split())
 
 
 def test_gcp_public_address_is_the_nat_ip(tmp_path):
@@ -114,14 +116,14 @@ def test_the_output_of_real_terraform_in_both_formats(tmp_path, name):
         proxy.split(".")[0]: entry["address"] for proxy, entry in outputs.items()}
 
 
-def stand_in_terraform(folder, output_file):
-    """An executable that answers `show -json -no-color` with a saved output, as terraform does,
-    and fails as terraform does for anything else."""
+def stand_in_terraform(folder, output_file, project):
+    """An executable that answers `show -json -no-color` in the project folder with a saved
+    output, as terraform does, and fails as terraform does for anything else."""
     binary = folder / "terraform"
     binary.write_text(f"""#!{sys.executable}
-import sys
-if sys.argv[1:] != ["show", "-json", "-no-color"]:
-    sys.exit("Error: unexpected arguments " + " ".join(sys.argv[1:]))
+import os, sys
+if sys.argv[1:] != ["show", "-json", "-no-color"] or os.getcwd() != {str(project)!r}:
+    sys.exit("Error: unexpected arguments " + " ".join(sys.argv[1:]) + " in " + os.getcwd())
 sys.stdout.write(open({str(output_file)!r}).read())
 """)
     binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
@@ -131,9 +133,10 @@ sys.stdout.write(open({str(output_file)!r}).read())
 def test_terraform_show_is_run_in_the_project_folder(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
-    binary = stand_in_terraform(tmp_path, STATES / "aws.show.json")
+    stand_in_terraform(tmp_path, STATES / "aws.show.json", project)
 
-    listing = inventory_list(write_config(tmp_path, project_path="project", binary_path=str(binary)), "terraform")
+    # binary_path with a "/" is relative to the config's folder, as project_path is
+    listing = inventory_list(write_config(tmp_path, project_path="project", binary_path="./terraform"), "terraform")
 
     assert group_hosts(listing, "mesh") == ["order-1", "order-2"]
 
