@@ -335,11 +335,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         self._check_options(path)
         folder = os.path.dirname(os.path.abspath(path))
         document, origin = self._state_document(folder)
+        mesh_paths = [os.path.abspath(os.path.join(folder, os.path.expanduser(p))) for p in self.get_option("mesh") or []]
         try:
-            hosts = self._hosts(document, origin, folder)
+            hosts = self._hosts(document, origin, mesh_paths)
         except (StateError, HostsError) as error:
             raise AnsibleParserError(str(error)) from None
-        self._add_hosts(hosts)
+        self._add_hosts(hosts, mesh_paths)
 
     def _check_options(self, path):
         if (self.get_option("state") is None) == (self.get_option("project_path") is None):
@@ -384,14 +385,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             raise AnsibleParserError(f"{project}: {binary} show -json failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
         return done.stdout
 
-    def _hosts(self, document, origin, folder):
+    def _hosts(self, document, origin, mesh_paths):
         """(name, groups, variables) of every machine the state maps to a proxy."""
         instances = state_instances(document, origin)
         which = self.get_option("address")
         claims = tag_claims(instances, self.get_option("proxy_tag"), self.get_option("site_tag"), which)
         claims += output_claims(state_outputs(document), self.get_option("proxies_output"), instances, which)
         check_claims(claims)
-        mesh_paths = [os.path.abspath(os.path.join(folder, os.path.expanduser(p))) for p in self.get_option("mesh") or []]
         known = self._mesh_hosts(mesh_paths, claims) if mesh_paths else None
         hosts, names = [], {}
         for claim in sorted(claims, key=lambda c: c.proxy):
@@ -407,7 +407,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             if claim.type:
                 variables["terraform_type"] = claim.type
             hosts.append((host.name, host_groups(host, known is not None and self.get_option("label_groups")), variables))
-        self._mesh_paths = mesh_paths
         return hosts
 
     def _mesh_hosts(self, mesh_paths, claims):
@@ -433,13 +432,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         # mesh_address stays the WorkloadEntry's (what other proxies dial); ansible_host is the state's.
         return replace(known[claim.proxy], name=hostname, site=claim.site)
 
-    def _add_hosts(self, hosts):
+    def _add_hosts(self, hosts, mesh_paths):
         inventory = self.inventory
         inventory.add_group(PARENT_GROUP)
-        if self._mesh_paths:
+        if mesh_paths:
             for group in KIND_GROUPS.values():
                 inventory.add_child(PARENT_GROUP, inventory.add_group(group))
-            inventory.set_variable(PARENT_GROUP, "mesh_config_paths", self._mesh_paths)
+            inventory.set_variable(PARENT_GROUP, "mesh_config_paths", mesh_paths)
         for name, value in self.get_option("connection_vars").items():
             inventory.set_variable(PARENT_GROUP, str(name), value)
         strict = self.get_option("strict")
