@@ -208,13 +208,18 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         inventory.set_variable(PARENT_GROUP, "mesh_config_paths", mesh_paths)
         for name, value in self.get_option("connection_vars").items():
             inventory.set_variable(PARENT_GROUP, str(name), value)
+        constructed = any(self.get_option(option) for option in ("compose", "groups", "keyed_groups"))
+        safe_names = {}
         for name, groups, variables in hosts:
             inventory.add_host(name)
             for group in groups:
-                inventory.add_child(inventory.add_group(self._sanitize_group_name(group)), name)
+                if group not in safe_names:
+                    safe_names[group] = inventory.add_group(self._sanitize_group_name(group))
+                inventory.add_child(safe_names[group], name)
             for variable, value in variables.items():
                 inventory.set_variable(name, variable, value)
-            self._construct(name)
+            if constructed:  # a host's variables with its magic ones are built for it: only when asked
+                self._construct(name)
 
     def _construct(self, name):
         """compose, groups and keyed_groups (Constructable); a composed mesh_site must be a site."""

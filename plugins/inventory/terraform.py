@@ -442,12 +442,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         for name, value in self.get_option("connection_vars").items():
             inventory.set_variable(PARENT_GROUP, str(name), value)
         strict = self.get_option("strict")
+        constructed = any(self.get_option(option) for option in ("compose", "groups", "keyed_groups"))
         for name, groups, variables in hosts:
             inventory.add_host(name)
             for group in groups:
                 inventory.add_child(inventory.add_group(self._sanitize_group_name(group)), name)
             for variable, value in variables.items():
                 inventory.set_variable(name, variable, value)
+            if not constructed:
+                continue
             composable = inventory.get_host(name).get_vars()
             self._set_composite_vars(self.get_option("compose"), composable, name, strict=strict)
             self._add_host_to_composed_groups(self.get_option("groups"), composable, name, strict=strict)
