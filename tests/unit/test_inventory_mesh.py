@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import textwrap
 
 import pytest
 import yaml
 
-from tests.unit.ansible_inventory import REPO, as_collection, group_hosts, host_vars, inventory_error, inventory_list, run_inventory, unwrap
+from tests.unit.ansible_inventory import ANSIBLE_INVENTORY, REPO, as_collection, group_hosts, host_vars, inventory_error, inventory_list, run_inventory, unwrap
 
 SEED_MESH = REPO / "examples" / "seed" / "mesh"
 
@@ -100,6 +101,29 @@ def test_the_example_gives_the_local_demo_hosts_inventories_local_writes_by_hand
     assert sorted(listing["mesh"]["children"]) == ["mesh_gateways", "mesh_sidecars"]
     assert group_hosts(listing, "namespace_default") == ["ingress", "order-1", "order-2", "payment-1", "payment-2"]
     assert host_vars(listing, "order-1")["mesh_config_paths"] == [str(SEED_MESH)]
+
+
+def plays_and_hosts(inventory) -> dict[str, list[str]]:
+    """`ansible-playbook playbooks/deploy.yml --list-hosts` with this inventory: play -> its hosts."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_INVENTORY_PLUGINS=str(REPO / "plugins" / "inventory"),
+               ANSIBLE_INVENTORY_ENABLED="mesh,yaml", ANSIBLE_INVENTORY_UNPARSED_FAILED="true", PYTHONWARNINGS="ignore")
+    result = subprocess.run([str(ANSIBLE_INVENTORY.parent / "ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / "deploy.yml"),
+                             "--list-hosts"], cwd="/", env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    plays, play = {}, None
+    for line in result.stdout.splitlines():
+        if line.strip().startswith("play #"):
+            play = plays.setdefault(line.strip(), [])
+        elif play is not None and line.startswith("      ") and line.strip():
+            play.append(line.strip())
+    return {name: sorted(hosts) for name, hosts in plays.items()}
+
+
+def test_the_deploy_playbook_runs_on_the_same_hosts_with_the_plugin_inventory():
+    from_plugin = plays_and_hosts(REPO / "examples" / "inventory" / "local.meshwright.yml")
+
+    assert from_plugin == plays_and_hosts(REPO / "inventories" / "local" / "hosts.yml")
+    assert len(from_plugin) >= 4 and all(from_plugin.values())
 
 
 def test_every_proxy_is_a_host_with_its_address_labels_site_and_groups(hybrid):
