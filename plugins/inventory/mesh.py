@@ -77,6 +77,7 @@ options:
 """
 
 EXAMPLES = r"""
+---
 # inventories/hybrid/meshwright.yml: the VMs of the mesh config in mesh/
 plugin: meshwright.mesh.mesh
 mesh: [mesh]
@@ -92,6 +93,7 @@ keyed_groups:
 compose:
   mesh_config_dir: "'/etc/meshwright/proxy'"
 
+---
 # The local demo, every proxy on this machine, hosts named as inventories/local names them
 plugin: meshwright.mesh.mesh
 mesh: [../../examples/seed/mesh]

@@ -98,6 +98,7 @@ options:
 """
 
 EXAMPLES = r"""
+---
 # inventories/aws/terraform.yml: instances tagged mesh_proxy = "payment-1.default", mesh_site = "eu-west"
 plugin: meshwright.mesh.terraform
 state: ../../terraform/terraform.tfstate
@@ -106,6 +107,7 @@ connection_vars:
   ansible_user: admin
   ansible_become: true
 
+---
 # Run terraform show -json in the working directory (libvirt domains mapped by an output):
 #   output "mesh_proxies" {
 #     value = { for name, vm in libvirt_domain.node : "${name}.default" => vm.network_interface[0].addresses[0] }
