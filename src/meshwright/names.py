@@ -67,3 +67,16 @@ def is_label_key(text: object) -> bool:
 
 def is_label_value(text: object) -> bool:
     return isinstance(text, str) and _LABEL_VALUE.fullmatch(text) is not None
+
+
+PROXY_ID_HELP = ("a proxy id: the name.namespace of a WorkloadEntry or Gateway (the name " + SUBDOMAIN_HELP
+                 + ", the namespace " + LABEL_HELP + ")")
+
+
+def is_proxy_id(text: object) -> bool:
+    """A proxy's id as the compiler names it (compile/proxy.py, Proxy.id): a resource name
+    (a DNS-1123 name, which may hold dots), '.', then its namespace (a DNS-1123 label)."""
+    if not isinstance(text, str) or "." not in text:
+        return False
+    name, namespace = text.rsplit(".", 1)
+    return is_subdomain(name) and is_label(namespace)

@@ -1,0 +1,6 @@
+module "vms" {
+  source = "./vms"
+}
+output "mesh_proxies" {
+  value = module.vms.proxies
+}
