@@ -11,6 +11,8 @@ why this bench does not go through Ansible). Columns:
   the class shares);
 - next ms: median for the others (the issue's target: <= 10 ms), and the same without the
   run's cache (baseline: every proxy written whole), measured in the same run;
+- worst ms: the median of the others in the class where it is highest (proxies that see every
+  service: their files are 24 MB of text each);
 - all s: CPU seconds for every proxy of the estate (the target at 1,000 services: <= 60 s),
   measured when --sample is 0, otherwise estimated from the sample (marked ~).
 - MB/proxy: the largest proxy's files plus its validation bootstrap.
@@ -42,7 +44,7 @@ folder, sample, cached = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "cache"
 with cyclic_collector_paused():
     mesh = load_mesh([folder])
     cache = RenderCache() if cached else None
-    first, others, total, proxies, largest = [], [], 0.0, 0, 0
+    first, others, total, proxies, largest, worst = [], [], 0.0, 0, 0, 0.0
     for group in proxy_classes(mesh, list_proxies(mesh)):
         rendered = group if sample == 0 else group[:sample]
         seconds = []
@@ -55,12 +57,14 @@ with cyclic_collector_paused():
             largest = max(largest, size)
         first.append(seconds[0])
         others += seconds[1:]
+        if len(seconds) > 1:
+            worst = max(worst, statistics.median(seconds[1:]))
         # Proxies not rendered cost as the median of their class's others.
         rest = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
         total += sum(seconds) + rest * (len(group) - len(rendered))
         proxies += len(group)
 print(json.dumps({"first": statistics.median(first), "next": statistics.median(others) if others else 0.0,
-                  "all": total, "proxies": proxies, "mb": largest / 1e6}))
+                  "all": total, "proxies": proxies, "mb": largest / 1e6, "worst": worst}))
 """
 
 
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1_000])
     parser.add_argument("--sample", type=int, default=6, help="proxies rendered per class (0: every proxy)")
     args = parser.parse_args(argv)
-    print(f"{'services':>8} {'proxies':>8} {'first ms':>9} {'next ms':>8} {'uncached':>9} {'ratio':>6} {'all s':>8} {'MB/proxy':>9}  <=10ms  <=60s")
+    print(f"{'services':>8} {'proxies':>8} {'first ms':>9} {'next ms':>8} {'uncached':>9} {'ratio':>6} {'worst ms':>9} {'all s':>8} {'MB/proxy':>9}  <=10ms  <=60s")
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="mw-render-all-") as folder:
             write_estate(size, folder)
@@ -85,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         ratio = baseline["next"] / cached["next"] if cached["next"] else float("inf")
         target = size >= 1_000
         print(f"{size:>8,} {cached['proxies']:>8,} {cached['first'] * 1000:>9.0f} {cached['next'] * 1000:>8.0f} {baseline['next'] * 1000:>9.0f} "
-              f"{ratio:>5.1f}x {estimated + format(cached['all'], '.1f'):>8} {cached['mb']:>9.1f}  "
-              f"{('PASS' if cached['next'] <= 0.010 else 'MISS') if target else '-':>6}  {('PASS' if cached['all'] <= 60 else 'MISS') if target else '-':>5}")
+              f"{ratio:>5.1f}x {cached['worst'] * 1000:>9.0f} {estimated + format(cached['all'], '.1f'):>8} {cached['mb']:>9.1f}  "
+              f"{('PASS' if cached['worst'] <= 0.010 else 'MISS') if target else '-':>6}  {('PASS' if cached['all'] <= 60 else 'MISS') if target else '-':>5}")
     return 0
 
 
