@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import threading
 from typing import Callable, TypeVar
 
 Part = TypeVar("Part")
@@ -23,8 +24,10 @@ MAX_WORKERS = 4
 
 
 def available_workers() -> int:
-    """The cores this process may run on, up to MAX_WORKERS (1 where fork is missing)."""
-    if not hasattr(os, "fork"):
+    """The cores this process may run on, up to MAX_WORKERS; 1 where fork is missing, or in a
+    process with other threads (Ansible's workers have them): a lock one of them holds at
+    the fork would stay held in the copy forever."""
+    if not hasattr(os, "fork") or threading.active_count() > 1:
         return 1
     try:
         cores = len(os.sched_getaffinity(0))

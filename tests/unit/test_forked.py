@@ -78,3 +78,18 @@ def test_a_big_mesh_is_split_and_a_small_one_is_not(tmp_path, monkeypatch):
     assert pipeline._workers_for(mesh, classes) == 2
     parts = pipeline._balanced_parts(mesh, classes, 2)
     assert len(parts) == 2 and sorted(p.id for part in parts for c in part for p in c) == sorted(p.id for p in list_proxies(mesh))
+
+
+def test_a_process_with_other_threads_does_not_fork():
+    import threading
+
+    from meshwright.forked import available_workers
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert available_workers() == 1
+    finally:
+        stop.set()
+        thread.join()
