@@ -292,6 +292,14 @@ virtual_service = Obj(
 # Envoy's Maglev table: a prime number of entries, at most 5000011 (cluster.proto).
 MAGLEV_MAX_TABLE_SIZE = 5000011
 
+FAILOVER_PRIORITY_HELP = "a label key, or key=value (" + names.LABEL_KEY_HELP + ")"
+
+
+def _is_failover_priority_label(text: str) -> bool:
+    key, separator, value = text.partition("=")
+    return names.is_label_key(key) and (not separator or (bool(value) and names.is_label_value(value)))
+
+
 load_balancer = Obj(
     "load balancer settings",
     {
@@ -317,12 +325,11 @@ load_balancer = Obj(
                 "enabled": Bool(),
                 "distribute": ListOf(Obj("a locality distribution", {"from": Str(non_empty=True), "to": MapOf(Int(0, 100))}, required=("from", "to"))),
                 "failover": ListOf(Obj("a locality failover", {"from": Str(non_empty=True), "to": Str(non_empty=True)}, required=("from", "to"))),
-                "failoverPriority": Unsupported(
-                    "endpoints are ordered by locality only: use failover (from region to region), or split clients with "
-                    "subsets and a VirtualService's sourceLabels"
-                ),
+                # Labels the client and the endpoints are compared on, in order ("key", or
+                # "key=value" to compare the endpoints with that value).
+                "failoverPriority": ListOf(Str(valid=_is_failover_priority_label, pattern_help=FAILOVER_PRIORITY_HELP), min_items=1),
             },
-            one_of=(("distribute", "failover"),),
+            one_of=(("distribute", "failover"), ("distribute", "failoverPriority")),
         ),
         # Envoy's slow start: a new endpoint's share of traffic grows over the window.
         "warmup": Obj(

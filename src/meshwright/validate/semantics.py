@@ -463,10 +463,30 @@ def _is_prime(number: int) -> bool:
     return number > 1 and all(number % divisor for divisor in range(2, int(number ** 0.5) + 1))
 
 
+# Labels Istio derives from a workload's locality: 'failover' already orders endpoints by them.
+LOCALITY_LABELS = ("topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone")
+
+
+def _check_failover_priority(resource: Resource, path: tuple, policy: dict, problems: Problems) -> None:
+    """Istio's rules: failover beside failoverPriority orders by locality itself, so the
+    locality's labels may not be named too; without outlier detection (the policy's, or a
+    subset's inherited from the top level) Envoy never fails over, so the field does nothing."""
+    settings = (policy.get("loadBalancer") or {}).get("localityLbSetting") or {}
+    labels = settings.get("failoverPriority") or []
+    where = path + ("loadBalancer", "localityLbSetting", "failoverPriority")
+    for index, label in enumerate(labels):
+        if settings.get("failover") and label in LOCALITY_LABELS:
+            problems.add(resource, where + (index,), f"{label} cannot be named beside failover, which orders endpoints by locality itself (Istio refuses it too)")
+    inherits = path[:2] == ("spec", "subsets") and len(path) == 4 and "outlierDetection" in (resource.spec.get("trafficPolicy") or {})
+    if labels and "outlierDetection" not in policy and not inherits:
+        problems.warn(resource, where, "failoverPriority needs outlierDetection in the same policy (else Envoy never leaves the first priority): it does nothing here")
+
+
 def check_destination_rule(resource: Resource, problems: Problems) -> None:
     """What Envoy would refuse or not act on: slow start exists for ROUND_ROBIN and
-    LEAST_REQUEST only; a Maglev table has a prime size."""
+    LEAST_REQUEST only; a Maglev table has a prime size; failoverPriority as Istio takes it."""
     for path, policy in _traffic_policies(resource.spec):
+        _check_failover_priority(resource, path, policy, problems)
         balancer = policy.get("loadBalancer") or {}
         warmup = next((key for key in ("warmup", "warmupDurationSecs") if key in balancer), None)
         if warmup and balancer.get("simple") == "RANDOM":
