@@ -106,15 +106,15 @@ CASES = [
         ("tlsCertificates is not supported by meshwright yet (give one certificate in serverCertificate and privateKey)",),
     ),
     Case(
-        "AUTO_PASSTHROUGH: there are no east-west gateways",
+        "AUTO_PASSTHROUGH with a certificate it would never use",
         gateway("""\
           - port: {number: 15443, name: tls, protocol: TLS}
             hosts: ["*.local"]
             tls:
-              mode: AUTO_PASSTHROUGH  #!"""),
-        GATEWAY, "spec.servers[0].tls.mode",
-        ("AUTO_PASSTHROUGH is not supported by meshwright yet (AUTO_PASSTHROUGH serves Istio's multi-network east-west gateways",
-         "use PASSTHROUGH with VirtualService tls routes"),
+              mode: AUTO_PASSTHROUGH
+              credentialName: eastwest-credential  #!"""),
+        GATEWAY, "spec.servers[0].tls.credentialName",
+        ("credentialName has no use with mode AUTO_PASSTHROUGH (the backend makes the TLS handshake): remove it",),
     ),
     Case(
         "PASSTHROUGH with a certificate it would never use",
@@ -204,7 +204,7 @@ CASES = [
         gateway("""\
           - port: {number: 9443, name: tls, protocol: TLS}  #!
             hosts: ["*"]"""),
-        GATEWAY, "spec.servers[0].tls", ("a TLS server needs tls.mode", "or PASSTHROUGH (VirtualService tls routes pick the backend by SNI)"),
+        GATEWAY, "spec.servers[0].tls", ("a TLS server needs tls.mode", "PASSTHROUGH (VirtualService tls routes pick the backend by SNI) or AUTO_PASSTHROUGH"),
     ),
     Case(
         "a tls match for a gateway the VirtualService is not bound to",

@@ -17,6 +17,7 @@ from meshwright.compile.proxy_class import class_key
 from meshwright.compile.scope import services_in_scope
 from meshwright.compile.telemetry import ProxyTelemetry, apply_telemetry, effective_telemetry, with_stat_names
 from meshwright.mesh import Mesh
+from meshwright.registry.model import Service
 
 
 @dataclass
@@ -84,6 +85,16 @@ def _by_name(resources: list[dict]) -> list[dict]:
     return sorted(resources, key=lambda r: r["name"])
 
 
+def proxy_service_clusters(mesh: Mesh, proxy: Proxy, service: Service) -> tuple[list[dict], list[dict]]:
+    """A service's clusters and load assignments on a proxy: its outbound clusters and, on a
+    gateway whose AUTO_PASSTHROUGH servers cover it, their SNI-DNAT copies."""
+    clusters, assignments = service_clusters(mesh, proxy, service)
+    if proxy.kind != "gateway":
+        return clusters, assignments
+    sni_clusters, sni_assignments = gateway.sni_dnat_clusters(mesh, proxy, service, clusters, assignments)
+    return (clusters + sni_clusters, assignments + sni_assignments) if sni_clusters else (clusters, assignments)
+
+
 def _compile_class(mesh: Mesh, proxy: Proxy) -> ClassConfig:
     """Everything of the proxy's config that its class shares: all but stat names and
     EnvoyFilter patches."""
@@ -106,7 +117,7 @@ def _compile_class(mesh: Mesh, proxy: Proxy) -> ClassConfig:
         outbound_context = sidecar.OUTBOUND
     endpoints = []
     for service in services:
-        clusters, assignments = service_clusters(mesh, proxy, service)
+        clusters, assignments = proxy_service_clusters(mesh, proxy, service)
         resources.add(outbound_context, [], [], clusters)
         endpoints.extend(assignments)
     telemetry = effective_telemetry(mesh, proxy)

@@ -497,7 +497,6 @@ service_entry = Obj(
 server_tls = Obj(
     "server TLS settings",
     {
-        # AUTO_PASSTHROUGH is accepted here and refused with its reason by validate/references.py.
         "mode": Enum("PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"),
         "serverCertificate": Str(non_empty=True),
         "privateKey": Str(non_empty=True),

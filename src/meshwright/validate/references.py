@@ -221,18 +221,12 @@ CREDENTIALS_DIR_HINT = (
     "DIR/NAME/ca.crt (docs/traffic.md#gateway)"
 )
 ARTICLE = {"HTTP": "an", "HTTPS": "an", "HTTP2": "an", "GRPC": "a", "TCP": "a", "TLS": "a"}
-AUTO_PASSTHROUGH_HINT = (
-    "AUTO_PASSTHROUGH serves Istio's multi-network east-west gateways, routing by the mesh's own SNI; "
-    "meshwright makes no east-west gateways (every workload is on one network): use PASSTHROUGH with "
-    "VirtualService tls routes, or SIMPLE/MUTUAL to terminate TLS at the gateway"
-)
-
-
 def _mode_fits_protocol(resource: Resource, path: tuple, protocol: str, mode: str | None, problems: Problems) -> bool:
     """HTTPS and TLS servers need a mode; plain ones may not have one."""
     if protocol in TLS_PROTOCOLS and mode is None:
         problems.add(resource, path, f"{ARTICLE[protocol]} {protocol} server needs tls.mode: SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL "
-                     "(the gateway terminates TLS), or PASSTHROUGH (VirtualService tls routes pick the backend by SNI)")
+                     "(the gateway terminates TLS), PASSTHROUGH (VirtualService tls routes pick the backend by SNI) or AUTO_PASSTHROUGH "
+                     "(the mesh's SNI, outbound_.PORT_.SUBSET_.HOST, picks the service)")
         return False
     if protocol not in TLS_PROTOCOLS and mode is not None:
         problems.add(resource, path + ("mode",), f"{ARTICLE[protocol]} {protocol} server is plain text: tls.mode needs protocol HTTPS or TLS "
@@ -250,10 +244,8 @@ def _check_server_tls(mesh: Mesh, resource: Resource, index: int, server: dict, 
     for field, instead in SECRET_FIELDS.items():
         if field in tls:
             problems.add(resource, path + (field,), f"{field} is not supported by meshwright yet ({instead})")
-    if mode == "AUTO_PASSTHROUGH":
-        problems.add(resource, path + ("mode",), f"AUTO_PASSTHROUGH is not supported by meshwright yet ({AUTO_PASSTHROUGH_HINT})")
-    elif mode == "PASSTHROUGH":
-        _refuse_fields(resource, path, tls, HANDSHAKE_FIELDS, "{field} has no use with mode PASSTHROUGH (the backend makes the TLS handshake): remove it", problems)
+    if mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH"):
+        _refuse_fields(resource, path, tls, HANDSHAKE_FIELDS, "{field} has no use with mode " + mode + " (the backend makes the TLS handshake): remove it", problems)
     elif mode == "ISTIO_MUTUAL":
         if not mesh.settings.identity_enabled:
             problems.add(resource, path + ("mode",), f"ISTIO_MUTUAL needs workload certificates: {IDENTITY_HINT}")
