@@ -545,7 +545,7 @@ outbound_traffic_policy = Obj(
     "an outbound traffic policy",
     {
         "mode": Enum("ALLOW_ANY", "REGISTRY_ONLY"),
-        "egressProxy": Unsupported("declare the external hosts with ServiceEntries: REGISTRY_ONLY lets only those through"),
+        "egressProxy": Unsupported("Istio's MeshConfig has no egressProxy: set it in a Sidecar's outboundTrafficPolicy (with mode ALLOW_ANY)"),
     },
 )
 
@@ -554,7 +554,8 @@ sidecar = Obj(
     {
         "workloadSelector": workload_selector,
         # mode given: Istio's enum would read a missing one as REGISTRY_ONLY, the MeshConfig's default here is ALLOW_ANY.
-        "outboundTrafficPolicy": Obj(outbound_traffic_policy.name, outbound_traffic_policy.fields, required=("mode",)),
+        # egressProxy: where its traffic to destinations the mesh does not know goes (ALLOW_ANY).
+        "outboundTrafficPolicy": Obj(outbound_traffic_policy.name, {**outbound_traffic_policy.fields, "egressProxy": destination}, required=("mode",)),
         "ingress": ListOf(
             Obj(
                 "a sidecar ingress listener",

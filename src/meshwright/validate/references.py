@@ -150,8 +150,31 @@ def _check_tls_routes(mesh: Mesh, resource: Resource, problems: Problems) -> Non
             _check_destination(mesh, resource, path + ("route", route_index, "destination"), entry["destination"], problems)
 
 
+def _check_egress_proxy(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """outboundTrafficPolicy.egressProxy as Istio takes it: with mode ALLOW_ANY only, a port
+    always, a service of the mesh (port, subset) that the Sidecar's egress hosts import (its
+    cluster must be on the proxy)."""
+    policy = resource.spec.get("outboundTrafficPolicy") or {}
+    egress_proxy = policy.get("egressProxy")
+    if egress_proxy is None:
+        return
+    path = ("spec", "outboundTrafficPolicy", "egressProxy")
+    if policy.get("mode") != "ALLOW_ANY":
+        problems.add(resource, path, "egressProxy takes the traffic ALLOW_ANY lets out (Istio's rule): with mode REGISTRY_ONLY "
+                     "nothing unknown leaves; set mode: ALLOW_ANY, or remove egressProxy")
+    _check_destination(mesh, resource, path, egress_proxy, problems)
+    service = mesh.registry.get(resolve_host(egress_proxy["host"], resource.namespace))
+    if "port" not in egress_proxy and service is not None and len(service.ports) == 1:  # several: _check_destination says so
+        problems.add(resource, path, f"egressProxy needs port.number (Istio's rule: {service.ports[0].number}, say)")
+    hosts = [h for entry in resource.spec.get("egress") or [] for h in entry["hosts"]]
+    if service is not None and hosts and not any(egress_host_matches(h, service, resource.namespace) for h in hosts):
+        problems.add(resource, path + ("host",), f"{service.hostname} is not among the Sidecar's egress hosts, so its proxies have no "
+                     f"cluster for it: add {service.namespace}/{service.hostname} to an egress entry's hosts")
+
+
 def check_sidecar(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     """A TLS egress listener routes by SNI to services with a TLS port: its hosts need one."""
+    _check_egress_proxy(mesh, resource, problems)
     for index, entry in enumerate(resource.spec.get("egress") or []):
         protocol = (entry.get("port") or {}).get("protocol")
         if protocol not in TLS_PROTOCOLS:

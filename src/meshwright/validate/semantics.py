@@ -327,7 +327,9 @@ def check_sidecar_outbound_traffic_policy(mesh: Mesh, problems: Problems) -> Non
     """A Sidecar's outboundTrafficPolicy decides where captured traffic to unknown
     destinations goes: a warning when no proxy it governs captures (explicit listeners carry
     only the services their egress hosts import, whatever the mode)."""
-    setting = [sidecar for sidecar in mesh.of_kind("Sidecar") if "outboundTrafficPolicy" in sidecar.spec]
+    # An egressProxy changes explicit listeners too (an unknown Host goes to it).
+    setting = [sidecar for sidecar in mesh.of_kind("Sidecar")
+               if "outboundTrafficPolicy" in sidecar.spec and "egressProxy" not in sidecar.spec["outboundTrafficPolicy"]]
     if not setting:
         return
     governed: dict[tuple, bool] = {}
