@@ -30,6 +30,7 @@ class ProxyConfig:
     clusters: list[dict] = field(default_factory=list)
     endpoints: list[dict] = field(default_factory=list)
     telemetry: ProxyTelemetry = field(default_factory=ProxyTelemetry)  # also read by the bootstrap
+    bootstrap_patches: tuple[dict, ...] = ()  # EnvoyFilter BOOTSTRAP values to merge into it, in order
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,9 @@ def compile_proxy(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
         items = [(context, kind, with_stat_names(mesh, proxy, shared.telemetry, [resource])[0] if kind == "cluster" else resource)
                  for context, kind, resource in shared.resources.items]
         resources = Patchable(copy.deepcopy(items))
-        apply_envoy_filters(mesh, proxy, resources)
+        bootstrap_patches = apply_envoy_filters(mesh, proxy, resources)
         return ProxyConfig(proxy, _by_name(resources.listeners()), _by_name(resources.routes()), _by_name(resources.clusters()),
-                           shared.endpoints, shared.telemetry)
+                           shared.endpoints, shared.telemetry, bootstrap_patches)
 
 
 def shared_config(mesh: Mesh, proxy: Proxy) -> ProxyConfig:

@@ -1,7 +1,11 @@
 """EnvoyFilter config patches, as Istio applies them: LISTENER, FILTER_CHAIN, NETWORK_FILTER,
 LISTENER_FILTER and HTTP_FILTER on listeners; ROUTE_CONFIGURATION, VIRTUAL_HOST and HTTP_ROUTE
-on route configs; CLUSTER (ADD, REMOVE, MERGE). Matches and operations read the way Istio's
-envoyfilter package reads them; validation (validate/semantics.py) refuses the rest.
+on route configs; CLUSTER (ADD, REMOVE, MERGE); BOOTSTRAP (MERGE, into the bootstrap the
+delivery writes: compile/bootstrap.py); EXTENSION_CONFIG (ADD), given to the filters that ask
+for it by extension config discovery as their typed_config, the static equivalent of Istio's
+ECDS (meshwright's config reloads from files: a changed extension config reloads the
+listeners that use it). Matches and operations read the way Istio's envoyfilter package reads
+them; validation (validate/semantics.py) refuses the rest.
 
 Patches apply in order of priority, root namespace first, name, and then list order, so the
 result is deterministic. They change the resources given in place: compile/build.py hands
@@ -410,9 +414,63 @@ def envoy_filters_for(mesh: Mesh, proxy: Proxy) -> list:
     return sorted(selected, key=lambda f: (f.spec.get("priority", 0), f.namespace != ROOT_NAMESPACE, f.name, f.namespace))
 
 
-def apply_envoy_filters(mesh: Mesh, proxy: Proxy, resources: Patchable) -> None:
+def _context_includes(context: str, proxy: Proxy) -> bool:
+    """Whether a patch of this context applies to the proxy itself (BOOTSTRAP, EXTENSION_CONFIG:
+    not a resource of one context)."""
+    return context == "ANY" or (context == GATEWAY) == (proxy.kind == "gateway")
+
+
+def apply_envoy_filters(mesh: Mesh, proxy: Proxy, resources: Patchable) -> tuple[dict, ...]:
+    """Patch the proxy's resources in place; returns the BOOTSTRAP patch values to merge into
+    its bootstrap, in order."""
+    bootstrap, extensions = [], {}
     for envoy_filter in envoy_filters_for(mesh, proxy):
         for patch in envoy_filter.spec["configPatches"]:
             if proxy_version_matches(patch.get("match") or {}, mesh.settings.envoy_version):
                 parsed = Patch.of(patch)
-                APPLY[parsed.apply_to](parsed, resources)
+                if parsed.apply_to == "BOOTSTRAP":
+                    if _context_includes(parsed.context, proxy):
+                        bootstrap.append(parsed.fresh_value())
+                elif parsed.apply_to == "EXTENSION_CONFIG":
+                    if _context_includes(parsed.context, proxy):
+                        extensions[parsed.value["name"]] = parsed.value  # a later one of a name replaces it
+                else:
+                    APPLY[parsed.apply_to](parsed, resources)
+    _give_extension_configs(resources, extensions)
+    return tuple(bootstrap)
+
+
+def merge_bootstrap_patches(bootstrap: dict, patches: tuple[dict, ...]) -> dict:
+    """The bootstrap with BOOTSTRAP patches merged in (Istio's MERGE: protobuf merge)."""
+    if not patches:
+        return bootstrap
+    patched = copy.deepcopy(bootstrap)
+    for value in patches:
+        merge(patched, value)
+    return patched
+
+
+def _filter_lists(resources: Patchable):
+    """Every list of filters of the proxy's listeners: listener, network and HTTP filters."""
+    for listener in resources.listeners():
+        yield listener.get("listener_filters") or []
+        for chain in listener["filter_chains"]:
+            yield chain["filters"]
+            for network_filter in chain["filters"]:
+                if network_filter["name"] == HCM_FILTER:
+                    yield network_filter.get("typed_config", {}).get("http_filters") or []
+
+
+def _give_extension_configs(resources: Patchable, extensions: dict[str, dict]) -> None:
+    """A filter that takes its config by extension config discovery (config_discovery) gets
+    the EXTENSION_CONFIG of its name as its typed_config (else its default_config); one that
+    gets neither keeps config_discovery, which the config check reports."""
+    for filters in _filter_lists(resources):
+        for index, item in enumerate(filters):
+            discovery = item.get("config_discovery")
+            if discovery is None:
+                continue
+            config = (extensions.get(item["name"]) or {}).get("typed_config") or discovery.get("default_config")
+            # Envoy takes an extension config only of a type the filter lists.
+            if config is not None and config.get("@type") in discovery.get("type_urls", [config.get("@type")]):
+                filters[index] = {**{k: v for k, v in item.items() if k != "config_discovery"}, "typed_config": copy.deepcopy(config)}

@@ -127,5 +127,5 @@ def render_files(config: ProxyConfig, settings: MeshSettings, config_dir: str, f
     files[f"lds.{ext}"] = {"resources": [{"@type": LISTENER, **l} for l in listeners]}
     files[f"cds.{ext}"] = {"resources": [{"@type": CLUSTER, **c} for c in clusters]}
     sources = {"lds": path_source(config_dir, f"lds.{ext}"), "cds": path_source(config_dir, f"cds.{ext}")}
-    files[f"{BOOTSTRAP}.{ext}"] = compile_bootstrap(config.proxy, settings, config.telemetry, sources)
+    files[f"{BOOTSTRAP}.{ext}"] = compile_bootstrap(config.proxy, settings, config.telemetry, sources, config.bootstrap_patches)
     return {name: serialize(document, fmt, cache) for name, document in sorted(files.items())}

@@ -585,15 +585,14 @@ sidecar = Obj(
 
 SUPPORTED_APPLY_TO = (
     "LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER", "ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE", "CLUSTER",
+    "BOOTSTRAP", "EXTENSION_CONFIG",
 )
-# Valid Istio that meshwright refuses (validate/semantics.py says why, in the house message).
-REFUSED_APPLY_TO = ("BOOTSTRAP", "EXTENSION_CONFIG")
 PATCH_OPERATIONS = ("MERGE", "MERGE_AND_REPLACE_LIST", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "REPLACE")
 
 envoy_filter_patch = Obj(
     "an EnvoyFilter config patch",
     {
-        "applyTo": Enum(*SUPPORTED_APPLY_TO, *REFUSED_APPLY_TO),
+        "applyTo": Enum(*SUPPORTED_APPLY_TO),
         "match": Obj(
             "a patch match",
             {

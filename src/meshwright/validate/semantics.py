@@ -32,6 +32,8 @@ PATCH_OPERATIONS = {
     "VIRTUAL_HOST": _WHOLE,
     "HTTP_ROUTE": (*_MERGES, "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "ADD", "REMOVE"),
     "CLUSTER": _WHOLE,
+    "BOOTSTRAP": ("MERGE",),
+    "EXTENSION_CONFIG": ("ADD",),
 }
 MATCH_FIELD = {
     **dict.fromkeys(("LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER"), "listener"),
@@ -44,16 +46,15 @@ PATCH_ANCHORS = {
     "NETWORK_FILTER": ("a network filter", ("REMOVE", "MERGE", "REPLACE"), ("listener", "filterChain", "filter", "name")),
     "LISTENER_FILTER": ("a listener filter", ("REMOVE",), ("listener", "listenerFilter")),
 }
-# Valid Istio meshwright refuses, and why: (what to do instead).
-REFUSED_APPLY_TO = {
-    "BOOTSTRAP": "the bootstrap holds the paths of the config files, the admin address and the node identity that delivery "
-                 "and hot reload depend on, and Envoy rereads it only on a restart, so a patch could break a proxy that then "
-                 "cannot be fixed by a reload: patch LISTENER or CLUSTER, or set mesh-wide settings in the MeshConfig",
-    "EXTENSION_CONFIG": "meshwright delivers config as files and serves no extension config discovery (ECDS): put the "
-                        "filter's whole config in an HTTP_FILTER or NETWORK_FILTER patch",
+# What a BOOTSTRAP patch may not change: the delivery's (where the config files are, the
+# admin address the roles and health checks use, the node identity the stats and xDS name).
+PROTECTED_BOOTSTRAP_FIELDS = {
+    "node": "the node's identity (id, cluster, metadata, locality) comes from the proxy's WorkloadEntry or Gateway",
+    "admin": "the admin address is 127.0.0.1 at the proxy's port 15000 (plus its port offset), which health checks and the roles use",
+    "dynamic_resources": "listeners and clusters come from the files meshwright delivers",
 }
 # ADDed objects Envoy and the compiler find by name.
-NAMED_ADDS = ("LISTENER", "CLUSTER", "VIRTUAL_HOST", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER")
+NAMED_ADDS = ("LISTENER", "CLUSTER", "VIRTUAL_HOST", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER", "EXTENSION_CONFIG")
 
 
 def _is_ip(text: str) -> bool:
@@ -192,20 +193,31 @@ def _dig(value: dict, keys: tuple):
     return value
 
 
+def _check_whole_proxy_patch(resource: Resource, path: tuple, apply_to: str, value: dict, problems: Problems) -> None:
+    """BOOTSTRAP keeps off what delivery depends on; EXTENSION_CONFIG is a whole
+    TypedExtensionConfig (name and typed_config)."""
+    if apply_to == "BOOTSTRAP":
+        for field, reason in PROTECTED_BOOTSTRAP_FIELDS.items():
+            if field in value:
+                problems.add(resource, path + (field,), f"a BOOTSTRAP patch may not change {field}: {reason}")
+    elif apply_to == "EXTENSION_CONFIG" and not isinstance(value.get("typed_config"), dict):
+        problems.add(resource, path, "an EXTENSION_CONFIG needs typed_config (with its @type): the config the filters named like it get")
+
+
 def check_envoy_filter(resource: Resource, problems: Problems) -> None:
     for index, patch in enumerate(resource.spec["configPatches"]):
         path = ("spec", "configPatches", index)
         apply_to, operation = patch["applyTo"], patch["patch"]["operation"]
-        if apply_to in REFUSED_APPLY_TO:
-            problems.add(resource, path + ("applyTo",), f"{apply_to} is not supported by meshwright yet ({REFUSED_APPLY_TO[apply_to]})")
-            continue
         if operation not in PATCH_OPERATIONS[apply_to]:
             problems.add(resource, path + ("patch", "operation"), f"{operation} is not supported on {apply_to}: use {' or '.join(PATCH_OPERATIONS[apply_to])}")
         match = patch.get("match") or {}
         for field in ("listener", "routeConfiguration", "cluster"):
-            if field in match and field != MATCH_FIELD[apply_to]:
-                problems.add(resource, path + ("match", field), f"{apply_to} patches match on {MATCH_FIELD[apply_to]}, not {field}")
+            if field in match and field != MATCH_FIELD.get(apply_to):
+                where = f"match on {MATCH_FIELD[apply_to]}" if apply_to in MATCH_FIELD else "match only on context and proxy (there is one per proxy)"
+                problems.add(resource, path + ("match", field), f"{apply_to} patches {where}, not {field}")
         value = patch["patch"].get("value")
+        if isinstance(value, dict):
+            _check_whole_proxy_patch(resource, path + ("patch", "value"), apply_to, value, problems)
         if operation != "REMOVE" and not isinstance(value, dict):
             problems.add(resource, path + ("patch",), f"{operation} needs a value (a mapping in Envoy's field names)")
         elif operation in ("ADD", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "REPLACE") and apply_to in NAMED_ADDS and not value.get("name"):
