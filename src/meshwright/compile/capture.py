@@ -225,7 +225,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
             if port.is_tls:
                 chains = service_tls_chains(mesh, proxy, service, port, set(), by_name=False)
             else:
-                chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, service.hostname, port.number, proxy.namespace))]}]
+                chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, proxy, service.hostname, port.number))]}]
             if ranges:
                 ranged.setdefault(port.number, []).extend(
                     {**copy.deepcopy(chain), "filter_chain_match": {**chain.get("filter_chain_match", {}), "prefix_ranges": ranges}} for chain in chains

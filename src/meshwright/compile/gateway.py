@@ -9,7 +9,9 @@ from meshwright.compile.gateway_tls import server_tls_socket
 from meshwright.compile.listeners import http_connection_manager, listener, tcp_proxy
 from meshwright.compile.mtls import mesh_sni
 from meshwright.compile.proxy import Proxy
-from meshwright.compile.routes import MESH_GATEWAY, RouteContext, destination_cluster, qualified_gateway, virtual_service_routes, weighted_destinations
+from meshwright.compile.routes import (
+    MESH_GATEWAY, RouteContext, destination_cluster, qualified_gateway, tcp_route_applies, virtual_service_routes, weighted_destinations,
+)
 from meshwright.compile.tls_routing import outbound_tcp_proxy, route_destinations, sni_chain
 from meshwright.compile.virtual_hosts import route_configuration
 from meshwright.mesh import Mesh, exported_to, host_matches
@@ -82,10 +84,12 @@ def _virtual_hosts(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> l
 
 
 def _tcp_clusters(mesh: Mesh, proxy: Proxy, gateway_id: str, port: int) -> list[tuple[str, int]]:
+    """The first tcp route of the VirtualServices bound to the gateway that applies on the
+    server's port (its matches' port, gateways, sourceLabels and sourceNamespace)."""
+    context = RouteContext(frozenset({gateway_id}), port)
     for virtual_service in _gateway_virtual_services(mesh, proxy, gateway_id):
         for route in virtual_service.spec.get("tcp") or []:
-            ports = [m["port"] for m in route.get("match") or [] if "port" in m]
-            if not ports or port in ports:
+            if tcp_route_applies(route, proxy, context, virtual_service.namespace):
                 return [(destination_cluster(mesh, entry["destination"], virtual_service.namespace), weight) for entry, weight in weighted_destinations(route["route"])]
     return []
 

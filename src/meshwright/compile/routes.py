@@ -57,6 +57,21 @@ def match_applies(match: dict, proxy: Proxy, context: RouteContext, namespace: s
     return match.get("sourceNamespace", proxy.namespace) == proxy.namespace
 
 
+def tcp_route_applies(route: dict, proxy: Proxy, context: RouteContext, namespace: str) -> bool:
+    """Whether a tcp route of a VirtualService in namespace applies where it is built: it has
+    no match, or one whose every field holds (Istio's matchTCP; unlike an HTTP match, naming
+    gateways does not set sourceLabels aside): the port, one of its gateways, the proxy's
+    sourceLabels and sourceNamespace."""
+    for match in route.get("match") or [{}]:
+        if match.get("port", context.port) != context.port:
+            continue
+        if "gateways" in match and not any(qualified_gateway(name, namespace) in context.gateways for name in match["gateways"]):
+            continue
+        if labels_match(match.get("sourceLabels") or {}, proxy.label_map) and match.get("sourceNamespace", proxy.namespace) == proxy.namespace:
+            return True
+    return False
+
+
 def destination_port(mesh: Mesh, destination: dict, namespace: str) -> int | None:
     """The service port a destination means: its port.number, or the service's only port."""
     if "port" in destination:

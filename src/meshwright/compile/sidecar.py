@@ -114,7 +114,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
             # A TCP listener has no Host header: it carries the one service its hosts name.
             service = services[0]
             port = service.port(number) or service.ports[0]
-            chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound_{number}", tcp_destinations(mesh, service.hostname, port.number, proxy.namespace))]}]
+            chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound_{number}", tcp_destinations(mesh, proxy, service.hostname, port.number))]}]
         listeners.append(listener(bind, number, chains, "OUTBOUND"))
     return listeners, routes
 

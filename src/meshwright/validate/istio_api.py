@@ -265,7 +265,10 @@ tls_route = Obj(
 tcp_route = Obj(
     "a TCP route",
     {
-        "match": ListOf(Obj("a TCP match", {"port": Port(), "sourceLabels": Labels()})),
+        # Istio's L4MatchAttributes: every field given must hold (compile/routes.py tcp_route_applies).
+        "match": ListOf(Obj("a TCP match", {"port": Port(), "sourceLabels": Labels(), "gateways": ListOf(Str(non_empty=True), min_items=1), "sourceNamespace": label,
+                                           "destinationSubnets": Unsupported("match by port, or give the addresses to a ServiceEntry: under iptables "
+                                                                             "capture its addresses pick the connections to them")})),
         "route": ListOf(Obj("a route destination", {"destination": destination, "weight": weight}, required=("destination",)), min_items=1),
     },
     required=("route",),

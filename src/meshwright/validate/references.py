@@ -55,7 +55,7 @@ def _check_gateway_names(mesh: Mesh, resource: Resource, path: tuple, gateways: 
 
 
 def _check_tls_match_gateways(mesh: Mesh, resource: Resource, path: tuple, names: list[str], problems: Problems) -> None:
-    """A match's gateways narrow where it applies: each must be one the VirtualService is
+    """A tls or tcp match's gateways narrow where it applies: each must be one the VirtualService is
     bound to (meshwright does not widen a VirtualService's reach from inside a match)."""
     bound = resource.spec.get("gateways") or ["mesh"]
     qualified = {_qualified_gateway(g, resource.namespace) for g in bound}
@@ -138,6 +138,9 @@ def _check_tls_routes(mesh: Mesh, resource: Resource, problems: Problems) -> Non
     Istio requires; the gateways a match names exist; destinations exist."""
     spec = resource.spec
     hosts = [resolve_host(h, resource.namespace) for h in spec.get("hosts") or []]
+    for index, tcp in enumerate(spec.get("tcp") or []):
+        for match_index, match in enumerate(tcp.get("match") or []):
+            _check_tls_match_gateways(mesh, resource, ("spec", "tcp", index, "match", match_index, "gateways"), match.get("gateways") or [], problems)
     for index, tls in enumerate(spec.get("tls") or []):
         path = ("spec", "tls", index)
         for match_index, match in enumerate(tls["match"]):
