@@ -512,11 +512,12 @@ server_tls = Obj(
         "minProtocolVersion": Enum(*SERVER_TLS_VERSIONS),
         "maxProtocolVersion": Enum(*SERVER_TLS_VERSIONS),
         "cipherSuites": ListOf(Str(non_empty=True)),
-        # Kept by the shape check and checked (credentialName) or refused by
-        # validate/references.py, which then does not also ask for the files they stand for.
+        # Checked by validate/references.py (a folder name; the MeshConfig's credentials.dir).
         "credentialName": Any(),
-        "credentialNames": Any(),
-        "tlsCertificates": Any(),
+        # Several certificates (Istio's RSA and ECDSA pair): credentials, or file pairs.
+        "credentialNames": ListOf(Any(), min_items=1),
+        "tlsCertificates": ListOf(Obj("a server certificate", {"serverCertificate": Str(non_empty=True), "privateKey": Str(non_empty=True),
+                                                               "caCertificates": Str(non_empty=True)}, required=("serverCertificate", "privateKey")), min_items=1),
     },
 )
 

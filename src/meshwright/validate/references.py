@@ -229,17 +229,12 @@ TERMINATING_MODES = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
 # Fields that check the client's certificate: meaningful only when the gateway asks for one.
 CLIENT_CHECK_FIELDS = ("subjectAltNames", "verifyCertificateSpki", "verifyCertificateHash", "caCrl")
 # Everything that configures a TLS handshake the gateway makes itself (not with PASSTHROUGH).
-HANDSHAKE_FIELDS = ("credentialName", "serverCertificate", "privateKey", "caCertificates", "minProtocolVersion", "maxProtocolVersion", "cipherSuites") + CLIENT_CHECK_FIELDS
-CREDENTIAL_HINT = (
-    "give one credential in credentialName (a folder in the MeshConfig's credentials.dir), or file paths on "
-    "the gateway's host in serverCertificate, privateKey and caCertificates (docs/traffic.md#gateway)"
-)
-# Other ways to give the server's certificate; refused, and then the files are not asked for.
-SECRET_FIELDS = {
-    "credentialNames": CREDENTIAL_HINT,
-    "tlsCertificates": "give one certificate in serverCertificate and privateKey",
-}
-# The files credentialName stands for (compile/gateway_tls.py credential_files).
+HANDSHAKE_FIELDS = ("credentialName", "credentialNames", "tlsCertificates", "serverCertificate", "privateKey", "caCertificates", "minProtocolVersion", "maxProtocolVersion", "cipherSuites") + CLIENT_CHECK_FIELDS
+# The ways to give the server's certificates (one of them, as Istio requires).
+CERTIFICATE_SOURCES = ("credentialName", "credentialNames", "tlsCertificates")
+# Envoy presents one certificate per key type: Istio's lists are an RSA and an ECDSA one.
+MAX_SERVER_CERTIFICATES = 2
+# The files a credential stands for (compile/gateway_tls.py server_certificates).
 CREDENTIAL_FILE_FIELDS = ("serverCertificate", "privateKey", "caCertificates")
 CREDENTIALS_DIR_HINT = (
     "add `credentials: {dir: /etc/meshwright/credentials}` (an absolute path on the gateways' hosts) to the MeshConfig: "
@@ -247,6 +242,8 @@ CREDENTIALS_DIR_HINT = (
     "DIR/NAME/ca.crt (docs/traffic.md#gateway)"
 )
 ARTICLE = {"HTTP": "an", "HTTPS": "an", "HTTP2": "an", "GRPC": "a", "TCP": "a", "TLS": "a"}
+
+
 def _mode_fits_protocol(resource: Resource, path: tuple, protocol: str, mode: str | None, problems: Problems) -> bool:
     """HTTPS and TLS servers need a mode; plain ones may not have one."""
     if protocol in TLS_PROTOCOLS and mode is None:
@@ -267,15 +264,12 @@ def _check_server_tls(mesh: Mesh, resource: Resource, index: int, server: dict, 
     mode, path = tls.get("mode"), ("spec", "servers", index, "tls")
     if not _mode_fits_protocol(resource, path, server["port"]["protocol"], mode, problems):
         return
-    for field, instead in SECRET_FIELDS.items():
-        if field in tls:
-            problems.add(resource, path + (field,), f"{field} is not supported by meshwright yet ({instead})")
     if mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH"):
         _refuse_fields(resource, path, tls, HANDSHAKE_FIELDS, "{field} has no use with mode " + mode + " (the backend makes the TLS handshake): remove it", problems)
     elif mode == "ISTIO_MUTUAL":
         if not mesh.settings.identity_enabled:
             problems.add(resource, path + ("mode",), f"ISTIO_MUTUAL needs workload certificates: {IDENTITY_HINT}")
-        _refuse_fields(resource, path, tls, ("credentialName", "serverCertificate", "privateKey", "caCertificates"),
+        _refuse_fields(resource, path, tls, ("credentialName", "credentialNames", "tlsCertificates", "serverCertificate", "privateKey", "caCertificates"),
                        "ISTIO_MUTUAL uses the gateway's certificate from the mesh CA: remove {field} (or use mode MUTUAL with your own files)", problems)
     elif mode in TERMINATING_MODES:
         _check_certificate_files(mesh, resource, path, tls, problems)
@@ -289,25 +283,50 @@ def _refuse_fields(resource: Resource, path: tuple, tls: dict, fields: tuple, me
             problems.add(resource, path + (field,), message.format(field=field))
 
 
-def _check_credential_name(mesh: Mesh, resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
-    """credentialName names a folder (so a Kubernetes secret name: no '/', no '..'), needs the
-    MeshConfig's credentials folder, and stands for the file fields."""
-    name = tls["credentialName"]
-    if not names.is_subdomain(name):
-        problems.add(resource, path + ("credentialName",), f"{name!r} is not a Kubernetes secret name: {names.SUBDOMAIN_HELP}")
-    elif not mesh.settings.credentials_dir:
-        problems.add(resource, path + ("credentialName",), f"credentialName {name!r} needs a folder of credentials: {CREDENTIALS_DIR_HINT}")
-    _refuse_fields(resource, path, tls, CREDENTIAL_FILE_FIELDS, "{field} and credentialName both give the gateway's certificate: "
-                   "keep one (credentialName's folder holds tls.crt, tls.key and ca.crt)", problems)
+def _check_credential_names(mesh: Mesh, resource: Resource, path: tuple, tls: dict, field: str, problems: Problems) -> None:
+    """credentialName or credentialNames: each names a folder (so a Kubernetes secret name: no
+    '/', no '..'), they need the MeshConfig's credentials folder, and stand for the file fields."""
+    given = tls[field] if field == "credentialNames" else [tls[field]]
+    for index, name in enumerate(given):
+        where = path + ((field, index) if field == "credentialNames" else (field,))
+        if not names.is_subdomain(name):
+            problems.add(resource, where, f"{name!r} is not a Kubernetes secret name: {names.SUBDOMAIN_HELP}")
+        elif not mesh.settings.credentials_dir:
+            problems.add(resource, where, f"{field} {name!r} needs a folder of credentials: {CREDENTIALS_DIR_HINT}")
+    _refuse_fields(resource, path, tls, CREDENTIAL_FILE_FIELDS, "{field} and " + field + " both give the gateway's certificate: "
+                   "keep one (a credential's folder holds tls.crt, tls.key and ca.crt)", problems)
+
+
+def _check_tls_certificates(resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
+    """tlsCertificates: file pairs instead of serverCertificate and privateKey; the clients'
+    CA (MUTUAL, OPTIONAL_MUTUAL) is one file, given once or the same in every entry."""
+    _refuse_fields(resource, path, tls, ("serverCertificate", "privateKey"), "{field} and tlsCertificates both give the gateway's "
+                   "certificate: keep one", problems)
+    authorities = {entry["caCertificates"] for entry in tls["tlsCertificates"] if "caCertificates" in entry} | (
+        {tls["caCertificates"]} if "caCertificates" in tls else set())
+    if len(authorities) > 1:
+        problems.add(resource, path + ("tlsCertificates",), f"the entries name different caCertificates ({', '.join(sorted(authorities))}): "
+                     "Envoy checks clients against one CA file: give it once, in tls.caCertificates")
+    elif tls["mode"] in MUTUAL_MODES and not authorities:
+        problems.add(resource, path, f"tls.mode {tls['mode']} needs caCertificates (a file path on the gateway's host)")
 
 
 def _check_certificate_files(mesh: Mesh, resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
-    """SIMPLE, MUTUAL, OPTIONAL_MUTUAL: the gateway's certificate files, the clients' CA when it
-    asks for their certificates, and no client checks when it does not."""
+    """SIMPLE, MUTUAL, OPTIONAL_MUTUAL: the gateway's certificates (one way of giving them), the
+    clients' CA when it asks for their certificates, and no client checks when it does not."""
     mode = tls["mode"]
-    if "credentialName" in tls:
-        _check_credential_name(mesh, resource, path, tls, problems)
-    elif not any(field in tls for field in SECRET_FIELDS):
+    sources = [field for field in CERTIFICATE_SOURCES if field in tls]
+    for field in sources[1:]:
+        problems.add(resource, path + (field,), f"{field} and {sources[0]} both give the gateway's certificate: keep one")
+    for field in ("credentialNames", "tlsCertificates"):
+        if len(tls.get(field) or []) > MAX_SERVER_CERTIFICATES:
+            problems.add(resource, path + (field,), f"{field} gives {len(tls[field])} certificates: Envoy presents one per key type, "
+                         "so at most 2 (an RSA and an ECDSA one, as Istio)")
+    if sources and sources[0] in ("credentialName", "credentialNames"):
+        _check_credential_names(mesh, resource, path, tls, sources[0], problems)
+    elif sources:
+        _check_tls_certificates(resource, path, tls, problems)
+    else:
         needed = ["serverCertificate", "privateKey"] + (["caCertificates"] if mode in MUTUAL_MODES else [])
         for field in needed:
             if field not in tls:
@@ -315,6 +334,10 @@ def _check_certificate_files(mesh: Mesh, resource: Resource, path: tuple, tls: d
     if mode == "SIMPLE":
         _refuse_fields(resource, path, tls, ("caCertificates",) + CLIENT_CHECK_FIELDS, "{field} checks clients' certificates, which mode SIMPLE "
                        "does not ask for: use mode MUTUAL (or OPTIONAL_MUTUAL), or remove it", problems)
+        for index, entry in enumerate(tls.get("tlsCertificates") or []):
+            if "caCertificates" in entry:
+                problems.add(resource, path + ("tlsCertificates", index, "caCertificates"), "caCertificates checks clients' certificates, "
+                             "which mode SIMPLE does not ask for: use mode MUTUAL (or OPTIONAL_MUTUAL), or remove it")
 
 
 def _check_protocol_versions(resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
