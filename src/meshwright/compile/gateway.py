@@ -10,7 +10,7 @@ from meshwright.compile.listeners import http_connection_manager, listener, tcp_
 from meshwright.compile.mtls import mesh_sni
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.routes import (
-    MESH_GATEWAY, RouteContext, destination_cluster, qualified_gateway, tcp_route_applies, virtual_service_routes, weighted_destinations,
+    MESH_GATEWAY, RouteContext, destination_cluster, l4_match_applies, qualified_gateway, tcp_route_applies, virtual_service_routes, weighted_destinations,
 )
 from meshwright.compile.tls_routing import outbound_tcp_proxy, route_destinations, sni_chain
 from meshwright.compile.virtual_hosts import route_configuration
@@ -94,13 +94,6 @@ def _tcp_clusters(mesh: Mesh, proxy: Proxy, gateway_id: str, port: int) -> list[
     return []
 
 
-def _match_applies_here(match: dict, virtual_service: Resource, gateway_id: str) -> bool:
-    """A tls match naming gateways applies at those only (Istio: they override the
-    VirtualService's own list)."""
-    named = match.get("gateways")
-    return not named or gateway_id in _gateway_ids(named, virtual_service.namespace)
-
-
 def _passthrough_chains(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> list[dict]:
     """One chain per tls route match of the VirtualServices bound to the gateway (and exported
     to its proxy's namespace), for the sniHosts the server serves, passing the connection
@@ -110,7 +103,7 @@ def _passthrough_chains(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict)
     for virtual_service in _gateway_virtual_services(mesh, proxy, gateway_id):
         for route in virtual_service.spec.get("tls") or []:
             for match in route["match"]:
-                if match.get("port", number) != number or not _match_applies_here(match, virtual_service, gateway_id):
+                if not l4_match_applies(match, proxy, RouteContext(frozenset({gateway_id}), number), virtual_service.namespace):
                     continue
                 names = _served_hosts(server["hosts"], gateway_id.split("/")[0], virtual_service, match["sniHosts"])
                 clusters = route_destinations(mesh, route, virtual_service.namespace)

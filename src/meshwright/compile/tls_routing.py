@@ -12,8 +12,8 @@ from __future__ import annotations
 from meshwright.compile.clusters import outbound_cluster_name, tcp_connection_limits
 from meshwright.compile.listeners import tcp_proxy
 from meshwright.compile.proxy import Proxy
-from meshwright.compile.routes import destination_cluster, sidecar_context, tcp_route_applies, weighted_destinations
-from meshwright.mesh import Mesh, host_matches, labels_match, resolve_host
+from meshwright.compile.routes import destination_cluster, l4_match_applies, sidecar_context, tcp_route_applies
+from meshwright.mesh import Mesh, host_matches, resolve_host
 from meshwright.registry.model import Service, ServicePort
 
 
@@ -53,15 +53,13 @@ def _names_for_service(sni_hosts: list[str], namespace: str, service: Service) -
 
 def tls_routes(mesh: Mesh, proxy: Proxy, service: Service, port: int) -> list[tuple[list[str], list[tuple[str, int]]]]:
     """(SNI names, weighted clusters) of the VirtualService's tls routes for a service port,
-    in order: each match that applies to the port and to this proxy (sourceLabels)."""
+    in order: each match that applies to the port and to this proxy (l4_match_applies)."""
     virtual_service = mesh.sidecar_virtual_service_for(service.hostname, proxy.namespace)
     out = []
     for route in (virtual_service.spec.get("tls") or []) if virtual_service else []:
         for match in route["match"]:
-            if match.get("port", port) != port or not labels_match(match.get("sourceLabels") or {}, proxy.label_map):
+            if not l4_match_applies(match, proxy, sidecar_context(port), virtual_service.namespace):
                 continue
-            if match.get("gateways") and "mesh" not in match["gateways"]:
-                continue  # a match for gateways only
             names = _names_for_service(match["sniHosts"], virtual_service.namespace, service)
             if names:
                 out.append((names, route_destinations(mesh, route, virtual_service.namespace)))

@@ -245,7 +245,7 @@ tls_match = Obj(
         "port": Port(),
         "sourceLabels": Labels(),
         "destinationSubnets": Unsupported("match by sniHosts and port; connections are told apart by the name the client asks for"),
-        "sourceNamespace": Unsupported("match clients by sourceLabels, or scope them with a Sidecar's egress hosts"),
+        "sourceNamespace": label,
         # The gateways the match applies at ("mesh": the sidecars); none: every one the
         # VirtualService is bound to.
         "gateways": ListOf(Str(non_empty=True)),
