@@ -1,7 +1,10 @@
-"""EnvoyFilter applyTo BOOTSTRAP and EXTENSION_CONFIG on real Envoy with real traffic: a
-BOOTSTRAP MERGE adds a runtime layer the running proxy reports (admin /runtime), and an
-inbound HTTP filter that asks for its config by extension config discovery gets the
-EXTENSION_CONFIG of its name: its Lua code adds a response header to every answer."""
+"""EnvoyFilter applyTo BOOTSTRAP and EXTENSION_CONFIG, and patch.filterClass, on real Envoy
+with real traffic: a BOOTSTRAP MERGE adds a runtime layer the running proxy reports (admin
+/runtime); an inbound HTTP filter that asks for its config by extension config discovery
+gets the EXTENSION_CONFIG of its name: its Lua code adds a response header to the answers;
+placed by filterClass AUTHZ after the authorization filter (whatever its INSERT_FIRST says),
+it never sees a request that authorization refuses: the /admin it would answer itself gets
+authorization's 403."""
 
 from __future__ import annotations
 
@@ -51,7 +54,8 @@ spec:
             name: envoy.filters.network.http_connection_manager
             subFilter: {{name: envoy.filters.http.router}}
     patch:
-      operation: INSERT_BEFORE
+      operation: INSERT_FIRST   # the class decides: after authorization
+      filterClass: AUTHZ
       value:
         name: mesh.served-by
         config_discovery:
@@ -66,9 +70,22 @@ spec:
           "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
           default_source_code:
             inline_string: |
+              function envoy_on_request(handle)
+                if handle:headers():get(":path") == "/admin" then
+                  handle:respond({{[":status"] = "200"}}, "answered by the filter")
+                end
+              end
               function envoy_on_response(handle)
                 handle:headers():add("x-served-by", "productpage-sidecar")
               end
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: deny-admin, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: productpage}}}}
+  action: DENY
+  rules: [{{to: [{{operation: {{paths: [/admin]}}}}]}}]
 """
 
 
@@ -93,3 +110,10 @@ def test_the_extension_config_runs_in_the_filter_that_asked_for_it(lab):
     assert (status, body["instance"]) == (200, "productpage-1")
     assert {k.lower(): v for k, v in headers.items()}["x-served-by"] == "productpage-sidecar"
     assert app.count == 1
+
+
+def test_filter_class_authz_runs_the_filter_after_authorization(lab):
+    _, inbound, app = start(lab)
+    status, body, _ = request(inbound, "/admin")
+    assert (status, body) == (403, {"raw": "RBAC: access denied"})
+    assert app.count == 0

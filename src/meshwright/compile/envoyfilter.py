@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 
 import re2
 
+from meshwright.compile.authorization import HTTP_RBAC_FILTER
 from meshwright.compile.capture import VIRTUAL_INBOUND, VIRTUAL_OUTBOUND
 from meshwright.compile.envoy_values import HCM_FILTER, ROUTER_FILTER
 from meshwright.compile.gateway import GATEWAY
 from meshwright.compile.proxy import Proxy
+from meshwright.compile.request_authentication import JWT_FILTER
 from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
 
 # EnvoyFilters in the root namespace without a workloadSelector apply to every proxy; with
@@ -255,12 +257,15 @@ class Patch:
     operation: str
     value: dict
     match: dict
+    filter_class: str | None = None  # AUTHN, AUTHZ, STATS: where an inserted HTTP filter goes
 
     @classmethod
     def of(cls, patch: dict) -> "Patch":
         match = patch.get("match") or {}
+        filter_class = patch["patch"].get("filterClass")
         return cls(patch["applyTo"], match.get("context", "ANY"), patch["patch"]["operation"],
-                   unwrap_typed_structs(patch["patch"].get("value") or {}), match)
+                   unwrap_typed_structs(patch["patch"].get("value") or {}), match,
+                   None if filter_class in (None, "UNSPECIFIED") else filter_class)
 
     @property
     def listener(self) -> dict:
@@ -333,11 +338,32 @@ def _apply_listener_filter(patch: Patch, resources: Patchable) -> None:
                 del listener["listener_filters"]
 
 
+def _after_last(names: list[str], name: str) -> int | None:
+    return max(index for index, each in enumerate(names) if each == name) + 1 if name in names else None
+
+
+def filter_class_index(http_filters: list[dict], filter_class: str) -> int:
+    """Where Istio's filterClass puts an HTTP filter: AUTHN after the authentication filters
+    (JWT), AUTHZ after the authorization ones (RBAC; else where AUTHN goes), STATS just before
+    the router (where Istio's stats filter is)."""
+    names = [item["name"] for item in http_filters]
+    authn = _after_last(names, JWT_FILTER) or 0
+    if filter_class == "AUTHN":
+        return authn
+    if filter_class == "AUTHZ":
+        return _after_last(names, HTTP_RBAC_FILTER) or authn
+    return names.index(ROUTER_FILTER) if ROUTER_FILTER in names else len(names)
+
+
 def _apply_http_filter(patch: Patch, resources: Patchable) -> None:
     filter_match = (patch.listener.get("filterChain") or {}).get("filter") or {}
     anchor = _set(filter_match.get("subFilter") or {}, "name")
     for manager in _managers(resources, patch.context, patch.listener):
-        _patch_named_list(manager["http_filters"], patch.operation, patch.fresh_value(), anchor, last=ROUTER_FILTER)
+        if patch.filter_class:
+            # Istio: the class decides the place, whatever the insert operation says.
+            manager["http_filters"].insert(filter_class_index(manager["http_filters"], patch.filter_class), patch.fresh_value())
+        else:
+            _patch_named_list(manager["http_filters"], patch.operation, patch.fresh_value(), anchor, last=ROUTER_FILTER)
 
 
 def _apply_route_configuration(patch: Patch, resources: Patchable) -> None:

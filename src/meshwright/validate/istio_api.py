@@ -655,8 +655,8 @@ envoy_filter_patch = Obj(
             {
                 "operation": Enum(*PATCH_OPERATIONS),
                 "value": Any(),
-                "filterClass": Unsupported("place the filter by name: INSERT_BEFORE or INSERT_AFTER with "
-                                           "match.listener.filterChain.filter.subFilter.name"),
+                # Where an inserted HTTP filter goes (compile/envoyfilter.py filter_class_index).
+                "filterClass": Enum("UNSPECIFIED", "AUTHN", "AUTHZ", "STATS"),
             },
             required=("operation",),
         ),

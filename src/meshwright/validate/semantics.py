@@ -53,6 +53,8 @@ PROTECTED_BOOTSTRAP_FIELDS = {
     "admin": "the admin address is 127.0.0.1 at the proxy's port 15000 (plus its port offset), which health checks and the roles use",
     "dynamic_resources": "listeners and clusters come from the files meshwright delivers",
 }
+# The operations that insert a filter, which filterClass then places instead (Istio's).
+FILTER_CLASS_OPERATIONS = ("ADD", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST")
 # ADDed objects Envoy and the compiler find by name.
 NAMED_ADDS = ("LISTENER", "CLUSTER", "VIRTUAL_HOST", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER", "EXTENSION_CONFIG")
 
@@ -222,8 +224,13 @@ def check_envoy_filter(resource: Resource, problems: Problems) -> None:
             problems.add(resource, path + ("patch",), f"{operation} needs a value (a mapping in Envoy's field names)")
         elif operation in ("ADD", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "REPLACE") and apply_to in NAMED_ADDS and not value.get("name"):
             problems.add(resource, path + ("patch", "value"), f"{operation} of a {apply_to} needs value.name: Envoy tells them apart by name")
+        filter_class = patch["patch"].get("filterClass", "UNSPECIFIED")
+        if filter_class != "UNSPECIFIED" and (apply_to != "HTTP_FILTER" or operation not in FILTER_CLASS_OPERATIONS):
+            problems.add(resource, path + ("patch", "filterClass"), f"filterClass places an HTTP filter that a patch inserts (applyTo HTTP_FILTER, "
+                         f"operation {', '.join(FILTER_CLASS_OPERATIONS)}), not {operation} of {apply_to}: remove it")
+            continue
         noun, anchored, where = PATCH_ANCHORS.get(apply_to, ("", (), ()))
-        if operation in anchored and not _dig(match, where):
+        if filter_class == "UNSPECIFIED" and operation in anchored and not _dig(match, where):
             problems.add(resource, path + ("match",), f"{operation} of {noun} needs match.{'.'.join(where)}")
 
 
