@@ -141,3 +141,29 @@ def test_an_extension_config_of_a_type_the_filter_does_not_list_is_reported(tmp_
     assert len(problems) == 1
     assert ("proxy productpage.default: listener 0.0.0.0_9080: filter mesh.lua takes its config by extension config discovery (ECDS), "
             "which meshwright does not serve: add an EXTENSION_CONFIG patch named mesh.lua") in str(problems[0])
+
+
+def test_proxy_metadata_picks_the_proxies_whose_node_metadata_has_the_values(tmp_path):
+    mesh, problems = validate(tmp_path, envoy_filter("""\
+        - applyTo: BOOTSTRAP
+          match: {proxy: {metadata: {NAME: details, NAMESPACE: default}}}
+          patch: {operation: MERGE, value: {stats_flush_interval: 10s}}
+        """, selector=""))
+    assert problems == [] and mesh.warnings == []
+    assert bootstrap(mesh, "details.default")["stats_flush_interval"] == "10s"
+    assert "stats_flush_interval" not in bootstrap(mesh, "productpage.default")
+
+
+def test_proxy_metadata_no_proxy_sends_is_a_warning(tmp_path):
+    mesh, problems = validate(tmp_path, envoy_filter("""\
+        - applyTo: BOOTSTRAP
+          match: {proxy: {metadata: {ISTIO_VERSION: "1.24.0"}}}
+          patch: {operation: MERGE, value: {stats_flush_interval: 10s}}
+        """))
+    assert problems == []
+    assert [str(w).split(": ", 1)[1] for w in mesh.warnings] == [
+        "EnvoyFilter/default/tweak: spec.configPatches[0].match.proxy.metadata.ISTIO_VERSION: warning: meshwright's proxies send no node "
+        "metadata ISTIO_VERSION (their string keys: NAMESPACE, NAME, SERVICE_ACCOUNT, TRUST_DOMAIN), so the patch applies to none: "
+        "select workloads with the EnvoyFilter's workloadSelector"
+    ]
+    assert "stats_flush_interval" not in bootstrap(mesh, "productpage.default")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from meshwright.compile.clusters import static_cluster
 from meshwright.compile.envoyfilter import merge_bootstrap_patches
 from meshwright.compile.envoy_values import HCM_FILTER, HTTP_CONNECTION_MANAGER, ROUTER, ROUTER_FILTER, socket_address, typed
-from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, Proxy
+from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, Proxy, node_metadata
 from meshwright.compile.telemetry import ProxyTelemetry, collector_clusters, stats_config
 from meshwright.mesh import MeshSettings
 
@@ -48,7 +48,7 @@ def compile_bootstrap(proxy: Proxy, settings: MeshSettings, telemetry: ProxyTele
         "node": {
             "id": f"{role}~{proxy.address}~{proxy.name}.{proxy.namespace}~{proxy.namespace}.svc.cluster.local",
             "cluster": f"{proxy.name}.{proxy.namespace}",
-            "metadata": {"NAMESPACE": proxy.namespace, "NAME": proxy.name, "LABELS": proxy.label_map, "SERVICE_ACCOUNT": proxy.service_account, "TRUST_DOMAIN": settings.trust_domain},
+            "metadata": node_metadata(proxy, settings.trust_domain),
             **({"locality": dict(zip(("region", "zone", "sub_zone"), proxy.locality.split("/")))} if proxy.locality else {}),
         },
         "admin": {"address": socket_address("127.0.0.1", proxy.port(ADMIN_PORT))},

@@ -23,7 +23,7 @@ from meshwright.compile.authorization import HTTP_RBAC_FILTER
 from meshwright.compile.capture import VIRTUAL_INBOUND, VIRTUAL_OUTBOUND
 from meshwright.compile.envoy_values import HCM_FILTER, ROUTER_FILTER
 from meshwright.compile.gateway import GATEWAY
-from meshwright.compile.proxy import Proxy
+from meshwright.compile.proxy import Proxy, node_metadata
 from meshwright.compile.request_authentication import JWT_FILTER
 from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
 
@@ -427,6 +427,15 @@ def proxy_version_matches(match: dict, envoy_version: str) -> bool:
     return version is None or re2.search(version, envoy_version) is not None
 
 
+def proxy_metadata_matches(match: dict, proxy: Proxy, trust_domain: str) -> bool:
+    """match.proxy.metadata: every key's value equals the string the proxy's node metadata
+    has for it (Istio's rule; a key the proxy does not send, or a map such as LABELS, never
+    matches)."""
+    wanted = (match.get("proxy") or {}).get("metadata") or {}
+    metadata = node_metadata(proxy, trust_domain)
+    return all(isinstance(metadata.get(key), str) and metadata[key] == value for key, value in wanted.items())
+
+
 def envoy_filters_for(mesh: Mesh, proxy: Proxy) -> list:
     selected = []
     for envoy_filter in mesh.of_kind("EnvoyFilter"):
@@ -452,7 +461,8 @@ def apply_envoy_filters(mesh: Mesh, proxy: Proxy, resources: Patchable) -> tuple
     bootstrap, extensions = [], {}
     for envoy_filter in envoy_filters_for(mesh, proxy):
         for patch in envoy_filter.spec["configPatches"]:
-            if proxy_version_matches(patch.get("match") or {}, mesh.settings.envoy_version):
+            match = patch.get("match") or {}
+            if proxy_version_matches(match, mesh.settings.envoy_version) and proxy_metadata_matches(match, proxy, mesh.settings.trust_domain):
                 parsed = Patch.of(patch)
                 if parsed.apply_to == "BOOTSTRAP":
                     if _context_includes(parsed.context, proxy):

@@ -605,8 +605,8 @@ envoy_filter_patch = Obj(
                     "a proxy match",
                     {
                         "proxyVersion": Regex(),
-                        "metadata": Unsupported("meshwright's proxies send no Istio node metadata: select workloads with the "
-                                                "EnvoyFilter's workloadSelector"),
+                        # Compared with the proxies' node metadata (compile/envoyfilter.py proxy_metadata_matches).
+                        "metadata": MapOf(Str()),
                     },
                 ),
                 "listener": Obj(

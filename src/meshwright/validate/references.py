@@ -5,6 +5,7 @@ from __future__ import annotations
 from meshwright import names
 from meshwright.compile.envoy_values import SERVER_CIPHER_SUITES, is_cipher_suite
 from meshwright.compile.envoyfilter import proxy_version_matches
+from meshwright.compile.proxy import NODE_METADATA_STRINGS
 from meshwright.compile.scope import egress_host_matches
 from meshwright.mesh import Mesh, host_matches, resolve_host
 from meshwright.model.delegation import delegate_key, is_delegate
@@ -388,6 +389,11 @@ def check_envoy_filter(mesh: Mesh, resource: Resource, problems: Problems) -> No
                           f"'{match['proxy']['proxyVersion']}' does not match {version}, the Envoy version of this mesh's proxies "
                           "(MeshConfig envoyVersion), so the patch applies to none: meshwright matches proxyVersion against the "
                           "Envoy version, as its proxies have no Istio version")
+        for key in ((match.get("proxy") or {}).get("metadata") or {}):
+            if key not in NODE_METADATA_STRINGS:
+                problems.warn(resource, ("spec", "configPatches", index, "match", "proxy", "metadata", key),
+                              f"meshwright's proxies send no node metadata {key} (their string keys: {', '.join(NODE_METADATA_STRINGS)}), "
+                              "so the patch applies to none: select workloads with the EnvoyFilter's workloadSelector")
 
 
 def check_workload_group_member(mesh: Mesh, resource: Resource, problems: Problems) -> None:
