@@ -341,6 +341,24 @@ def test_metrics_overrides_per_direction_metric_and_tag(tmp_path):
     assert not pattern.search(outbound + ".upstream_rq_200") and not pattern.search("cluster.inbound|9080||.upstream_rq_time")
 
 
+def test_turning_off_a_metric_no_cluster_stat_records_changes_nothing(tmp_path):
+    """Istio's overrides that turn off request and response sizes or gRPC message counts are
+    accepted: meshwright records none of them, so they are off already (the other metrics stay)."""
+    mesh = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
+        metrics:
+        - overrides:
+          - match: {metric: REQUEST_SIZE}
+            disabled: true
+          - match: {metric: GRPC_RESPONSE_MESSAGES, mode: SERVER}
+            disabled: true
+        """))
+    proxy = find_proxy(mesh, "reviews-v1.default")
+    config = compile_proxy(mesh, proxy)
+    stats = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})["stats_config"]
+    assert "stats_matcher" not in stats
+    assert config.telemetry.of("CLIENT").metrics is not None and config.telemetry.of("SERVER").metrics is not None
+
+
 # --- stat names and tags ----------------------------------------------------------------
 
 
@@ -453,7 +471,7 @@ CASES = [
         TELEMETRY, "spec.accessLogging[1]", ("entries 0 and 1 both apply to inbound (SERVER) traffic", "one accessLogging entry per direction"),
     ),
     Case(
-        "a metric Envoy's cluster stats do not have",
+        "a metric Envoy's cluster stats do not have, turned on",
         """
         apiVersion: telemetry.istio.io/v1
         kind: Telemetry
@@ -463,7 +481,7 @@ CASES = [
           - overrides:
             - match:
                 metric: REQUEST_SIZE  #!
-              disabled: true
+              disabled: false
         """,
         TELEMETRY, "spec.metrics[0].overrides[0].match.metric", ("REQUEST_SIZE is not supported by meshwright yet", "no request size", "REQUEST_COUNT"),
     ),

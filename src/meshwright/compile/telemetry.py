@@ -215,6 +215,8 @@ def _merge_overrides(merged: dict, overrides: list[dict], mode: str) -> None:
         if not applies_to(match, mode):
             continue
         metric = match.get("metric", "ALL_METRICS")
+        if metric not in METRIC_STATS and metric != "ALL_METRICS":
+            continue  # a metric no cluster stat records (request sizes, gRPC messages): off already
         if "disabled" in override:
             if metric == "ALL_METRICS":
                 merged["disabled"] = override["disabled"]

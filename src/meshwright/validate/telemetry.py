@@ -113,6 +113,8 @@ def _check_override(resource: Resource, path: tuple, override: dict, problems: P
     """A metrics override: a metric that is an Envoy cluster stat; tags for all metrics, with
     values fixed per cluster (the labels of a cluster's stat name, compile/telemetry.py)."""
     metric = (override.get("match") or {}).get("metric", "ALL_METRICS")
+    if metric != "ALL_METRICS" and metric not in METRIC_STATS and override.get("disabled") is True and not override.get("tagOverrides"):
+        return  # turning off a metric meshwright never records: what Istio's override asks for, already so
     if metric != "ALL_METRICS" and metric not in METRIC_STATS:
         problems.add(resource, path + ("match", "metric"), (
             f"{metric} is not supported by meshwright yet (metrics are Envoy's cluster stats, which have no "
