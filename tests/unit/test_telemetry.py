@@ -341,6 +341,25 @@ def test_metrics_overrides_per_direction_metric_and_tag(tmp_path):
     assert not pattern.search(outbound + ".upstream_rq_200") and not pattern.search("cluster.inbound|9080||.upstream_rq_time")
 
 
+def test_use_request_id_for_trace_sampling_false_makes_sampling_random(tmp_path):
+    """Envoy (and Istio) sample by the x-request-id by default; false asks Envoy's UUID request
+    id extension for a random decision, on the HTTP listeners of the direction it applies to."""
+    mesh = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
+        tracing:
+        - providers: [{name: zipkin}]
+          match: {mode: CLIENT}
+          useRequestIdForTraceSampling: false
+          enableIstioTags: false
+        - providers: [{name: zipkin}]
+          match: {mode: SERVER}
+        """))
+    config = compile_proxy(mesh, find_proxy(mesh, "reviews-v1.default"))
+    managers = {listener["traffic_direction"]: listener["filter_chains"][0]["filters"][0]["typed_config"] for listener in config.listeners}
+    assert managers["OUTBOUND"]["request_id_extension"] == {"typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig", "use_request_id_for_trace_sampling": False}}
+    assert "request_id_extension" not in managers["INBOUND"] and "tracing" in managers["INBOUND"]
+
+
 def test_turning_off_a_metric_no_cluster_stat_records_changes_nothing(tmp_path):
     """Istio's overrides that turn off request and response sizes or gRPC message counts are
     accepted: meshwright records none of them, so they are off already (the other metrics stay)."""
@@ -547,16 +566,16 @@ CASES = [
         TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides.team.value", ("must not contain ';'",),
     ),
     Case(
-        "useRequestIdForTraceSampling",
+        "enableIstioTags: true",
         """
         apiVersion: telemetry.istio.io/v1
         kind: Telemetry
         metadata: {name: t, namespace: default}
         spec:
           tracing:
-          - useRequestIdForTraceSampling: true  #!
+          - enableIstioTags: true  #!
         """,
-        TELEMETRY, "spec.tracing[0].useRequestIdForTraceSampling", ("useRequestIdForTraceSampling is not supported by meshwright yet",),
+        TELEMETRY, "spec.tracing[0].enableIstioTags", ("enableIstioTags is not supported by meshwright yet", "give those as customTags"),
     ),
     Case(
         "a custom tag with two sources",

@@ -794,8 +794,10 @@ telemetry = Obj(
                         },
                         required_one_of=(("literal", "environment", "header"),),
                     )),
-                    "useRequestIdForTraceSampling": Unsupported("the sampling decision is random, or the one a request carries in its trace headers"),
-                    "enableIstioTags": Unsupported("spans carry Envoy's standard tags and the customTags you list"),
+                    # false: a random sampling decision rather than one that follows x-request-id.
+                    "useRequestIdForTraceSampling": Bool(),
+                    # Refused when true (validate/telemetry.py): spans carry no istio.* tags.
+                    "enableIstioTags": Bool(),
                 },
             )
         ),

@@ -90,6 +90,9 @@ def check_telemetry(mesh: Mesh, resource: Resource, problems: Problems) -> None:
         for index, entry in enumerate(entries):
             for provider_index, provider in enumerate(entry.get("providers") or []):
                 _check_provider_name(mesh, resource, ("spec", signal, index, "providers", provider_index, "name"), signal, provider["name"], problems)
+            if signal == TRACING and entry.get("enableIstioTags") is True:
+                problems.add(resource, ("spec", signal, index, "enableIstioTags"), "enableIstioTags is not supported by meshwright yet (spans carry "
+                             "Envoy's standard tags and the customTags you list, no istio.* tags: give those as customTags, or set it to false)")
             if signal == TRACING and len(entry.get("providers") or []) > 1:
                 problems.add(resource, ("spec", signal, index, "providers"), "name one tracing provider: a proxy reports its spans to one collector (Istio's rule too)")
             for override_index, override in enumerate(entry.get("overrides") or []):
