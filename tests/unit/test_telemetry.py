@@ -360,6 +360,18 @@ def test_use_request_id_for_trace_sampling_false_makes_sampling_random(tmp_path)
     assert "request_id_extension" not in managers["INBOUND"] and "tracing" in managers["INBOUND"]
 
 
+def test_a_reporting_interval_is_a_warning_that_it_changes_nothing(tmp_path):
+    mesh = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
+        metrics:
+        - providers: [{name: prometheus}]
+          reportingInterval: 15s
+        """))
+    assert [str(w).split(": ", 2)[2] for w in mesh.warnings] == [
+        "spec.metrics[0].reportingInterval: warning: reportingInterval changes nothing here: Istio reports long connections' TCP metrics "
+        "at that interval, while meshwright's are Envoy counters, current as bytes flow, which Prometheus reads at each scrape"
+    ]
+
+
 def test_turning_off_a_metric_no_cluster_stat_records_changes_nothing(tmp_path):
     """Istio's overrides that turn off request and response sizes or gRPC message counts are
     accepted: meshwright records none of them, so they are off already (the other metrics stay)."""

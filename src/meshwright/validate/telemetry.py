@@ -95,6 +95,10 @@ def check_telemetry(mesh: Mesh, resource: Resource, problems: Problems) -> None:
                              "Envoy's standard tags and the customTags you list, no istio.* tags: give those as customTags, or set it to false)")
             if signal == TRACING and len(entry.get("providers") or []) > 1:
                 problems.add(resource, ("spec", signal, index, "providers"), "name one tracing provider: a proxy reports its spans to one collector (Istio's rule too)")
+            if "reportingInterval" in entry:
+                problems.warn(resource, ("spec", signal, index, "reportingInterval"), "reportingInterval changes nothing here: Istio reports "
+                              "long connections' TCP metrics at that interval, while meshwright's are Envoy counters, current as bytes "
+                              "flow, which Prometheus reads at each scrape")
             for override_index, override in enumerate(entry.get("overrides") or []):
                 _check_override(resource, ("spec", signal, index, "overrides", override_index), override, problems)
 
