@@ -14,6 +14,7 @@ from meshwright.compile.clusters import service_clusters
 from meshwright.compile.envoyfilter import Patchable, apply_envoy_filters
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.proxy_class import class_key
+from meshwright.compile.request_authentication import jwks_clusters
 from meshwright.compile.scope import services_in_scope
 from meshwright.compile.telemetry import ProxyTelemetry, apply_telemetry, effective_telemetry, with_stat_names
 from meshwright.mesh import Mesh
@@ -121,6 +122,8 @@ def _compile_class(mesh: Mesh, proxy: Proxy) -> ClassConfig:
         clusters, assignments = proxy_service_clusters(mesh, proxy, service)
         resources.add(outbound_context, [], [], clusters)
         endpoints.extend(assignments)
+    # Where Envoy fetches the http(s) JWKS of the RequestAuthentications that apply to the proxy.
+    resources.add(outbound_context, [], [], jwks_clusters(mesh, proxy.namespace, proxy.labels))
     telemetry = effective_telemetry(mesh, proxy)
     apply_telemetry(proxy, telemetry, resources.items)  # before EnvoyFilters, which may patch it
     return ClassConfig(

@@ -84,7 +84,7 @@ def _placeholder_jwks_files(http_filters: list[dict]) -> None:
         if http_filter["name"] != JWT_FILTER:
             continue
         for provider in http_filter["typed_config"]["providers"].values():
-            if "filename" in provider["local_jwks"]:
+            if "filename" in provider.get("local_jwks", {}):  # remote_jwks: fetched by the proxy, nothing to read here
                 provider["local_jwks"] = {"inline_string": PLACEHOLDER_JWKS}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+from meshwright import names
 from meshwright.compile.authorization import is_mesh_trust_domain, principal_trust_domain
 from meshwright.compile.request_authentication import FILE_SCHEME, policies_of_kind
 from meshwright.compile.peer_authentication import STRICT, mtls_mode, selector_of
@@ -227,7 +228,9 @@ def is_request_principal(value: str) -> bool:
 
 # --- RequestAuthentication ------------------------------------------------------------------
 
-HTTP_JWKS_HINT = "put the keys inline in jwks, or in a file on the proxies' hosts named by jwksUri: file:///PATH"
+# An http(s) jwksUri: a DNS name or IPv4 address, an optional port, a path (no user info,
+# query or fragment: they would not survive the cluster the keys are fetched through).
+_HTTP_JWKS_URI = re.compile(r"https?://(?P<host>[A-Za-z0-9.-]+)(:(?P<port>[0-9]{1,5}))?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
 
 
 def is_jwks(text: str) -> bool:
@@ -241,10 +244,13 @@ def is_jwks(text: str) -> bool:
 
 
 def check_jwks_uri(resource: Resource, path: tuple, uri: str, problems: Problems) -> None:
-    """file:///ABSOLUTE/PATH (read by Envoy on the proxy's host); http(s) is Istio's fetch,
-    not supported yet; anything else is an error."""
+    """file:///ABSOLUTE/PATH (read by Envoy on the proxy's host) or http(s)://HOST[:PORT]/PATH
+    (fetched by Envoy); anything else is an error."""
     if uri.startswith(("http://", "https://")):
-        problems.add(resource, path, f"jwksUri {uri} over http(s) is not supported by meshwright yet ({HTTP_JWKS_HINT})")
+        match = _HTTP_JWKS_URI.fullmatch(uri)
+        if not match or not names.is_host(match["host"]) or "*" in match["host"] or not 0 < int(match["port"] or 80) < 65536:
+            problems.add(resource, path, f"{uri!r} is not an http(s) URI Envoy can fetch: http(s)://HOST[:PORT]/PATH, HOST a DNS name or an "
+                         "IPv4 address (no user, query or fragment)")
         return
     file_path = uri[len(FILE_SCHEME):] if uri.startswith(FILE_SCHEME) else ""
     if not file_path.startswith("/") or not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", file_path) or "/../" in file_path + "/" or "/./" in file_path + "/":
@@ -257,6 +263,8 @@ def check_request_authentication(mesh: Mesh, resource: Resource, problems: Probl
         path = ("spec", "jwtRules", index)
         if "jwksUri" in rule:
             check_jwks_uri(resource, path + ("jwksUri",), rule["jwksUri"], problems)
+        if "timeout" in rule and not rule.get("jwksUri", "").startswith(("http://", "https://")):
+            problems.add(resource, path + ("timeout",), "timeout bounds fetching an http(s) jwksUri: this rule fetches none, remove it")
         if "jwks" in rule and not is_jwks(rule["jwks"]):
             problems.add(resource, path + ("jwks",), 'jwks is not a JSON Web Key Set ({"keys": [{"kty": ...}, ...]} with at least one key)')
         if rule["issuer"] in issuers:
