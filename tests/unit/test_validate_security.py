@@ -270,7 +270,7 @@ CASES_WITH_IDENTITY = [
         AP + "p", "spec.rules[0].when[0].key", ("request.auth.claims[NAME]",),
     ),
     Case(
-        "CUSTOM action",
+        "CUSTOM action without a provider",
         """
         apiVersion: security.istio.io/v1
         kind: AuthorizationPolicy
@@ -279,7 +279,33 @@ CASES_WITH_IDENTITY = [
           action: CUSTOM  #!
           rules: [{}]
         """,
-        AP + "p", "spec.action", ("external authorization (CUSTOM) is not supported",),
+        AP + "p", "spec.action", ("action CUSTOM needs provider.name, an external authorizer", "envoyExtAuthzHttp"),
+    ),
+    Case(
+        "CUSTOM action naming a provider the MeshConfig does not define",
+        """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: default}
+        spec:
+          action: CUSTOM
+          provider:
+            name: sample-ext-authz-grpc  #!
+          rules: [{}]
+        """,
+        AP + "p", "spec.provider.name", ("'sample-ext-authz-grpc' is no envoyExtAuthzHttp or envoyExtAuthzGrpc provider of the MeshConfig",),
+    ),
+    Case(
+        "a provider beside action ALLOW",
+        """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: default}
+        spec:
+          provider: {name: x}  #!
+          rules: [{}]
+        """,
+        AP + "p", "spec.provider", ("provider names the external authorizer of action CUSTOM",),
     ),
     Case(
         "unsupported condition key",

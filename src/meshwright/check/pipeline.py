@@ -22,6 +22,7 @@ from meshwright.mesh import Mesh
 from meshwright.model.load import LoadResult
 from meshwright.problems import Problem, Problems
 from meshwright.validate.references import check_references
+from meshwright.validate.security_checks import check_one_authorizer_per_workload
 from meshwright.validate.semantics import check_capture, check_conflicts, check_duplicates, check_listener_ports, check_semantics
 from meshwright.validate.shape_check import check_shape, skip_kubernetes_objects
 from meshwright.validate.telemetry import check_telemetry_conflicts
@@ -39,6 +40,7 @@ def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
     check_telemetry_conflicts(mesh, problems)
     check_listener_ports(mesh, problems)
     check_capture(mesh, problems)
+    check_one_authorizer_per_workload(mesh, problems)
     for resource in mesh.resources:
         check_semantics(resource, problems)
         check_references(mesh, resource, problems)

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 from meshwright.collector import cyclic_collector_paused
 from meshwright.compile import capture, gateway, sidecar
+from meshwright.compile.authorization import policies_for
 from meshwright.compile.clusters import service_clusters
+from meshwright.compile.ext_authz import ext_authz_services
 from meshwright.compile.envoyfilter import Patchable, apply_envoy_filters
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.proxy_class import class_key
@@ -118,6 +120,9 @@ def _compile_class(mesh: Mesh, proxy: Proxy) -> ClassConfig:
         services = services_in_scope(mesh, proxy)
         outbound_context = sidecar.OUTBOUND
     endpoints = []
+    # The external authorizers the proxy's CUSTOM policies call need their clusters too.
+    scoped = {service.hostname for service in services}
+    services = services + [s for s in ext_authz_services(mesh, policies_for(mesh, proxy.namespace, proxy.labels)) if s.hostname not in scoped]
     for service in services:
         clusters, assignments = proxy_service_clusters(mesh, proxy, service)
         resources.add(outbound_context, [], [], clusters)

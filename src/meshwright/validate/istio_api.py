@@ -675,7 +675,15 @@ collector_service = Str(
     pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$",
     pattern_help="a collector: [namespace/]hostname, or an IP address",
 )
-UNSUPPORTED_PROVIDER_HINT = "meshwright supports the provider types zipkin, opentelemetry, envoyFileAccessLog and prometheus"
+UNSUPPORTED_PROVIDER_HINT = (
+    "meshwright supports the provider types zipkin, opentelemetry, envoyFileAccessLog, prometheus, envoyExtAuthzHttp and envoyExtAuthzGrpc"
+)
+# Istio writes the port of an ext-authz provider as a string ("9000") or a number.
+_ext_authz_port = Any()
+_ext_authz_common = {
+    "service": collector_service, "port": _ext_authz_port, "timeout": Duration(minimum_seconds=0.001), "failOpen": Bool(),
+    "statusOnError": Str(pattern=r"[1-5][0-9][0-9]", pattern_help="an HTTP status code such as 403"),
+}
 
 extension_provider = Obj(
     "an extension provider",
@@ -692,6 +700,16 @@ extension_provider = Obj(
             required=("service", "port"),
             hints={"http": "spans go to the collector over OTLP/gRPC (its port 4317); OTLP/HTTP is not supported"},
         ),
+        # External authorization (AuthorizationPolicy action CUSTOM): compile/ext_authz.py.
+        "envoyExtAuthzHttp": Obj(
+            "an HTTP external authorizer",
+            {**_ext_authz_common, "pathPrefix": Str(pattern=r"/\S*", pattern_help="a path starting with /, without spaces"),
+             "includeRequestHeadersInCheck": ListOf(Str(non_empty=True)), "includeAdditionalHeadersInCheck": MapOf(Str()),
+             "headersToUpstreamOnAllow": ListOf(Str(non_empty=True)), "headersToDownstreamOnDeny": ListOf(Str(non_empty=True)),
+             "headersToDownstreamOnAllow": ListOf(Str(non_empty=True))},
+            required=("service", "port"),
+        ),
+        "envoyExtAuthzGrpc": Obj("a gRPC external authorizer", dict(_ext_authz_common), required=("service", "port")),
         "envoyFileAccessLog": Obj(
             "a file access log provider",
             {
@@ -703,11 +721,11 @@ extension_provider = Obj(
         "prometheus": Obj("a Prometheus provider", {}),
     },
     required=("name",),
-    required_one_of=(("zipkin", "opentelemetry", "envoyFileAccessLog", "prometheus"),),
+    required_one_of=(("zipkin", "opentelemetry", "envoyFileAccessLog", "prometheus", "envoyExtAuthzHttp", "envoyExtAuthzGrpc"),),
     hints={
         other: UNSUPPORTED_PROVIDER_HINT
         for other in (
-            "envoyExtAuthzHttp", "envoyExtAuthzGrpc", "stackdriver", "skywalking", "datadog", "lightstep",
+            "stackdriver", "skywalking", "datadog", "lightstep",
             "envoyHttpAls", "envoyTcpAls", "envoyOtelAls", "sds",
         )
     },

@@ -188,16 +188,12 @@ authorization_policy = Obj(
     "an AuthorizationPolicy spec",
     {
         "selector": match_labels,
-        "action": Enum(
-            "ALLOW", "DENY",
-            hints={"AUDIT": "audit logging is not supported", "CUSTOM": "external authorization (CUSTOM) is not supported: use ALLOW or DENY"},
-        ),
+        "action": Enum("ALLOW", "DENY", "CUSTOM", hints={"AUDIT": "audit logging is not supported"}),
+        # CUSTOM: the MeshConfig's ext-authz provider to ask (compile/ext_authz.py).
+        "provider": Obj("an authorization provider", {"name": Str(non_empty=True)}, required=("name",)),
         "rules": ListOf(rule),
     },
-    hints={
-        "provider": "external authorization (CUSTOM) is not supported: use ALLOW or DENY",
-        "targetRef": "select workloads with selector.matchLabels", "targetRefs": "select workloads with selector.matchLabels",
-    },
+    hints={"targetRef": "select workloads with selector.matchLabels", "targetRefs": "select workloads with selector.matchLabels"},
 )
 
 _header_name = Str(pattern=r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", pattern_help="an HTTP header name")
