@@ -706,7 +706,7 @@ MESH_CONFIG_CASES = [
           - name: dd
             datadog: {service: datadog-agent, port: 8126}  #!
         """,
-        MESH_CONFIG, "spec.extensionProviders[0].datadog", ("unknown field 'datadog'", "zipkin, opentelemetry, envoyFileAccessLog and prometheus"),
+        MESH_CONFIG, "spec.extensionProviders[0].datadog", ("unknown field 'datadog'", "zipkin, opentelemetry, envoyFileAccessLog, prometheus, envoyExtAuthzHttp and envoyExtAuthzGrpc"),
     ),
     Case(
         "collector port the mesh service does not have",
