@@ -641,6 +641,44 @@ def test_a_sidecars_registry_only_overrides_the_meshs_allow_any(hosts):
     assert hosts.call("http", f"http://{PAYMENT}/pay")["status"] == 200
 
 
+ORDER_EGRESS_PROXY = """
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: egress-proxy, namespace: default}
+spec:
+  hosts: [egress-proxy.example.internal]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.77.0.2, ports: {http: 8000}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: order, namespace: default}
+spec:
+  workloadSelector: {labels: {app: order}}
+  outboundTrafficPolicy:
+    mode: ALLOW_ANY
+    egressProxy: {host: egress-proxy.example.internal, port: {number: 80}}
+"""
+
+
+def test_a_sidecars_egress_proxy_takes_its_unknown_destinations(hosts):
+    """ALLOW_ANY passes a connection to an unknown destination through (nothing listens on
+    the payment host's 2223: it fails); with the Sidecar's egressProxy (here the plain web
+    server standing in for an egress gateway), the same connection, and a request for an
+    unknown Host on a mesh HTTP port, go to the egress proxy; the mesh's service still answers."""
+    hosts.write_mesh("ALLOW_ANY")
+    hosts.render(("order-1.default",))
+    assert "error" in call_until(hosts, f"http://{PAYMENT_ADDRESS}:2223/", blocked=True)
+    hosts.write_mesh("ALLOW_ANY", ORDER_EGRESS_PROXY)
+    hosts.render(("order-1.default",))
+    assert call_until(hosts, f"http://{PAYMENT_ADDRESS}:2223/", blocked=False)["body"]["app"] == "plain-web"
+    assert hosts.call("http", f"http://{PAYMENT_ADDRESS}:80/")["body"]["app"] == "plain-web"
+    assert hosts.call("http", f"http://{PAYMENT}/pay")["status"] == 200
+
+
 def test_stopping_capture_removes_the_rules_and_names_it_added(hosts):
     """Last: what uninstall does on the order host (meshwright-capture stop)."""
     assert "MESHWRIGHT_OUTPUT" in hosts.iptables(hosts.order_ns)

@@ -378,18 +378,6 @@ def test_a_sidecars_outbound_traffic_policy_names_its_mode(tmp_path):
     assert len(problems) == 1 and "Sidecar/shop/default: spec.outboundTrafficPolicy" in str(problems[0]) and "mode" in problems[0].message
 
 
-def test_egress_proxy_is_refused_with_what_to_do_instead(tmp_path):
-    (tmp_path / "mesh.yaml").write_text("---\n".join([MESH, textwrap.dedent("""
-        apiVersion: networking.istio.io/v1
-        kind: Sidecar
-        metadata: {name: default, namespace: shop}
-        spec:
-          outboundTrafficPolicy: {mode: REGISTRY_ONLY, egressProxy: {host: egress.example.com}}
-        """)]))
-    _, problems = validate_mesh(load_paths([str(tmp_path / "mesh.yaml")]))
-    assert [p.message for p in problems] == ["egressProxy is not supported by meshwright yet (declare the external hosts with ServiceEntries: REGISTRY_ONLY lets only those through)"]
-
-
 def test_inbound_chains_pick_the_app_by_original_destination_port(tmp_path):
     mesh = load(tmp_path, """
         apiVersion: networking.istio.io/v1

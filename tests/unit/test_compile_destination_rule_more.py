@@ -236,19 +236,6 @@ def test_local_origin_errors_counted_apart(tmp_path):
     assert outlier["consecutive_5xx"] == 4
 
 
-def test_failover_priority_is_refused_with_what_to_do_instead(tmp_path):
-    problems = problems_of(tmp_path, rule("""\
-    host: catalog
-    trafficPolicy:
-      loadBalancer:
-        localityLbSetting: {enabled: true, failoverPriority: [topology.kubernetes.io/region]}
-      outlierDetection: {consecutive5xxErrors: 1}
-    """))
-    assert len(problems) == 1
-    assert ("DestinationRule/shop/catalog: spec.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority: "
-            "failoverPriority is not supported by meshwright yet (endpoints are ordered by locality only") in problems[0]
-
-
 def test_workload_selector_applies_the_rule_only_to_the_clients_it_picks(tmp_path):
     mesh = compile_mesh(tmp_path, rule("""\
     host: catalog

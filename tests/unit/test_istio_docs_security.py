@@ -1,8 +1,8 @@
 """Security documents in the shapes Istio's task and reference pages use (authorization with
 JWT, ingress access control by IP, policy conditions, serviceAccounts, request
 authentication), written for this test, beside the workloads they assume (httpbin in foo, an
-ingress gateway). Each is accepted and compiled; what meshwright does not do yet (fetching a
-jwksUri over https) is refused naming the field and what to do instead."""
+ingress gateway). Each is accepted and compiled, the JWT task's jwksUri over https as a JWKS
+that Envoy fetches through a cluster of its own."""
 
 from __future__ import annotations
 
@@ -223,9 +223,17 @@ def test_istio_documents_are_accepted_and_compiled(tmp_path, document, proxy, fi
     assert names[:len(filters)] == filters, names
 
 
-def test_a_jwks_uri_over_https_is_refused_naming_what_to_do(tmp_path):
-    _, problems = validated(tmp_path, JWKS_OVER_HTTPS)
-    assert [str(p).split(": ", 1)[1] for p in problems] == [
-        "RequestAuthentication/foo/jwt-example: spec.jwtRules[0].jwksUri: jwksUri https://raw.githubusercontent.com/istio/istio/release-1.28/security/tools/jwt/samples/jwks.json "
-        "over http(s) is not supported by meshwright yet (put the keys inline in jwks, or in a file on the proxies' hosts named by jwksUri: file:///PATH)"
-    ]
+def test_a_jwks_uri_over_https_is_fetched_by_envoy_through_its_own_cluster(tmp_path):
+    mesh, problems = validated(tmp_path, JWKS_OVER_HTTPS)
+    assert not problems, "\n".join(str(p) for p in problems)
+    config = compile_proxy(mesh, find_proxy(mesh, "httpbin.foo"))
+    jwt, *others = [f for listener in config.listeners for chain in listener["filter_chains"] for n in chain["filters"]
+              if n["name"] == "envoy.filters.network.http_connection_manager" for f in n["typed_config"]["http_filters"]
+              if f["name"] == "envoy.filters.http.jwt_authn"]
+    assert all(other == jwt for other in others)  # every inbound chain has the same filter
+    uri = "https://raw.githubusercontent.com/istio/istio/release-1.28/security/tools/jwt/samples/jwks.json"
+    cluster_name = "jwks|https|raw.githubusercontent.com|443"
+    assert jwt["typed_config"]["providers"]["origins-0"]["remote_jwks"] == {
+        "http_uri": {"uri": uri, "cluster": cluster_name, "timeout": "5s"}, "cache_duration": "1200s"}
+    cluster = next(c for c in config.clusters if c["name"] == cluster_name)
+    assert cluster["type"] == "STRICT_DNS" and cluster["transport_socket"]["typed_config"]["sni"] == "raw.githubusercontent.com"

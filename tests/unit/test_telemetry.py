@@ -341,6 +341,55 @@ def test_metrics_overrides_per_direction_metric_and_tag(tmp_path):
     assert not pattern.search(outbound + ".upstream_rq_200") and not pattern.search("cluster.inbound|9080||.upstream_rq_time")
 
 
+def test_use_request_id_for_trace_sampling_false_makes_sampling_random(tmp_path):
+    """Envoy (and Istio) sample by the x-request-id by default; false asks Envoy's UUID request
+    id extension for a random decision, on the HTTP listeners of the direction it applies to."""
+    mesh = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
+        tracing:
+        - providers: [{name: zipkin}]
+          match: {mode: CLIENT}
+          useRequestIdForTraceSampling: false
+          enableIstioTags: false
+        - providers: [{name: zipkin}]
+          match: {mode: SERVER}
+        """))
+    config = compile_proxy(mesh, find_proxy(mesh, "reviews-v1.default"))
+    managers = {listener["traffic_direction"]: listener["filter_chains"][0]["filters"][0]["typed_config"] for listener in config.listeners}
+    assert managers["OUTBOUND"]["request_id_extension"] == {"typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig", "use_request_id_for_trace_sampling": False}}
+    assert "request_id_extension" not in managers["INBOUND"] and "tracing" in managers["INBOUND"]
+
+
+def test_a_reporting_interval_is_a_warning_that_it_changes_nothing(tmp_path):
+    mesh = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
+        metrics:
+        - providers: [{name: prometheus}]
+          reportingInterval: 15s
+        """))
+    assert [str(w).split(": ", 2)[2] for w in mesh.warnings] == [
+        "spec.metrics[0].reportingInterval: warning: reportingInterval changes nothing here: Istio reports long connections' TCP metrics "
+        "at that interval, while meshwright's are Envoy counters, current as bytes flow, which Prometheus reads at each scrape"
+    ]
+
+
+def test_turning_off_a_metric_no_cluster_stat_records_changes_nothing(tmp_path):
+    """Istio's overrides that turn off request and response sizes or gRPC message counts are
+    accepted: meshwright records none of them, so they are off already (the other metrics stay)."""
+    mesh = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
+        metrics:
+        - overrides:
+          - match: {metric: REQUEST_SIZE}
+            disabled: true
+          - match: {metric: GRPC_RESPONSE_MESSAGES, mode: SERVER}
+            disabled: true
+        """))
+    proxy = find_proxy(mesh, "reviews-v1.default")
+    config = compile_proxy(mesh, proxy)
+    stats = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})["stats_config"]
+    assert "stats_matcher" not in stats
+    assert config.telemetry.of("CLIENT").metrics is not None and config.telemetry.of("SERVER").metrics is not None
+
+
 # --- stat names and tags ----------------------------------------------------------------
 
 
@@ -453,7 +502,7 @@ CASES = [
         TELEMETRY, "spec.accessLogging[1]", ("entries 0 and 1 both apply to inbound (SERVER) traffic", "one accessLogging entry per direction"),
     ),
     Case(
-        "a metric Envoy's cluster stats do not have",
+        "a metric Envoy's cluster stats do not have, turned on",
         """
         apiVersion: telemetry.istio.io/v1
         kind: Telemetry
@@ -463,7 +512,7 @@ CASES = [
           - overrides:
             - match:
                 metric: REQUEST_SIZE  #!
-              disabled: true
+              disabled: false
         """,
         TELEMETRY, "spec.metrics[0].overrides[0].match.metric", ("REQUEST_SIZE is not supported by meshwright yet", "no request size", "REQUEST_COUNT"),
     ),
@@ -529,16 +578,16 @@ CASES = [
         TELEMETRY, "spec.metrics[0].overrides[0].tagOverrides.team.value", ("must not contain ';'",),
     ),
     Case(
-        "useRequestIdForTraceSampling",
+        "enableIstioTags: true",
         """
         apiVersion: telemetry.istio.io/v1
         kind: Telemetry
         metadata: {name: t, namespace: default}
         spec:
           tracing:
-          - useRequestIdForTraceSampling: true  #!
+          - enableIstioTags: true  #!
         """,
-        TELEMETRY, "spec.tracing[0].useRequestIdForTraceSampling", ("useRequestIdForTraceSampling is not supported by meshwright yet",),
+        TELEMETRY, "spec.tracing[0].enableIstioTags", ("enableIstioTags is not supported by meshwright yet", "give those as customTags"),
     ),
     Case(
         "a custom tag with two sources",
@@ -657,7 +706,7 @@ MESH_CONFIG_CASES = [
           - name: dd
             datadog: {service: datadog-agent, port: 8126}  #!
         """,
-        MESH_CONFIG, "spec.extensionProviders[0].datadog", ("unknown field 'datadog'", "zipkin, opentelemetry, envoyFileAccessLog and prometheus"),
+        MESH_CONFIG, "spec.extensionProviders[0].datadog", ("unknown field 'datadog'", "zipkin, opentelemetry, envoyFileAccessLog, prometheus, envoyExtAuthzHttp and envoyExtAuthzGrpc"),
     ),
     Case(
         "collector port the mesh service does not have",

@@ -73,15 +73,37 @@ CASES = [
         GATEWAY, "spec.servers[0].tls.serverCertificate", ("serverCertificate and credentialName both give the gateway's certificate: keep one",),
     ),
     Case(
-        "credentialNames: several credentials per server",
+        "credentialNames with a name that is no Kubernetes secret name",
         CREDENTIALS_MESH_CONFIG + gateway("""\
           - port: {number: 443, name: https, protocol: HTTPS}
             hosts: [bookinfo.example.com]
             tls:
               mode: SIMPLE
+              credentialNames:
+              - bookinfo-rsa
+              - ../bookinfo-ecdsa  #!"""),
+        GATEWAY, "spec.servers[0].tls.credentialNames[1]", ("'../bookinfo-ecdsa' is not a Kubernetes secret name",),
+    ),
+    Case(
+        "credentialNames beside credentialName",
+        CREDENTIALS_MESH_CONFIG + gateway("""\
+          - port: {number: 443, name: https, protocol: HTTPS}
+            hosts: [bookinfo.example.com]
+            tls:
+              mode: SIMPLE
+              credentialName: bookinfo-credential
               credentialNames: [bookinfo-rsa, bookinfo-ecdsa]  #!"""),
-        GATEWAY, "spec.servers[0].tls.credentialNames",
-        ("credentialNames is not supported by meshwright yet (give one credential in credentialName",),
+        GATEWAY, "spec.servers[0].tls.credentialNames", ("credentialNames and credentialName both give the gateway's certificate: keep one",),
+    ),
+    Case(
+        "credentialNames of three credentials",
+        CREDENTIALS_MESH_CONFIG + gateway("""\
+          - port: {number: 443, name: https, protocol: HTTPS}
+            hosts: [bookinfo.example.com]
+            tls:
+              mode: SIMPLE
+              credentialNames: [a, b, c]  #!"""),
+        GATEWAY, "spec.servers[0].tls.credentialNames", ("credentialNames gives 3 certificates: Envoy presents one per key type, so at most 2",),
     ),
     Case(
         "a relative credentials folder",
@@ -95,26 +117,37 @@ CASES = [
         "MeshConfig/default/mesh", "spec.credentials.dir", ("an absolute path without spaces, such as /etc/meshwright/credentials",),
     ),
     Case(
-        "tlsCertificates: several certificates per server",
+        "tlsCertificates with MUTUAL and no CA for the clients",
+        gateway("""\
+          - port: {number: 443, name: https, protocol: HTTPS}
+            hosts: [bookinfo.example.com]
+            tls:  #!
+              mode: MUTUAL
+              tlsCertificates: [{serverCertificate: /c.pem, privateKey: /k.pem}]"""),
+        GATEWAY, "spec.servers[0].tls", ("tls.mode MUTUAL needs caCertificates (a file path on the gateway's host)",),
+    ),
+    Case(
+        "tlsCertificates entries naming different CAs",
         gateway("""\
           - port: {number: 443, name: https, protocol: HTTPS}
             hosts: [bookinfo.example.com]
             tls:
-              mode: SIMPLE
-              tlsCertificates: [{serverCertificate: /c.pem, privateKey: /k.pem}]  #!"""),
-        GATEWAY, "spec.servers[0].tls.tlsCertificates",
-        ("tlsCertificates is not supported by meshwright yet (give one certificate in serverCertificate and privateKey)",),
+              mode: MUTUAL
+              tlsCertificates:  #!
+              - {serverCertificate: /rsa.pem, privateKey: /rsa-key.pem, caCertificates: /ca-1.pem}
+              - {serverCertificate: /ec.pem, privateKey: /ec-key.pem, caCertificates: /ca-2.pem}"""),
+        GATEWAY, "spec.servers[0].tls.tlsCertificates", ("the entries name different caCertificates (/ca-1.pem, /ca-2.pem): Envoy checks clients against one CA file",),
     ),
     Case(
-        "AUTO_PASSTHROUGH: there are no east-west gateways",
+        "AUTO_PASSTHROUGH with a certificate it would never use",
         gateway("""\
           - port: {number: 15443, name: tls, protocol: TLS}
             hosts: ["*.local"]
             tls:
-              mode: AUTO_PASSTHROUGH  #!"""),
-        GATEWAY, "spec.servers[0].tls.mode",
-        ("AUTO_PASSTHROUGH is not supported by meshwright yet (AUTO_PASSTHROUGH serves Istio's multi-network east-west gateways",
-         "use PASSTHROUGH with VirtualService tls routes"),
+              mode: AUTO_PASSTHROUGH
+              credentialName: eastwest-credential  #!"""),
+        GATEWAY, "spec.servers[0].tls.credentialName",
+        ("credentialName has no use with mode AUTO_PASSTHROUGH (the backend makes the TLS handshake): remove it",),
     ),
     Case(
         "PASSTHROUGH with a certificate it would never use",
@@ -204,7 +237,7 @@ CASES = [
         gateway("""\
           - port: {number: 9443, name: tls, protocol: TLS}  #!
             hosts: ["*"]"""),
-        GATEWAY, "spec.servers[0].tls", ("a TLS server needs tls.mode", "or PASSTHROUGH (VirtualService tls routes pick the backend by SNI)"),
+        GATEWAY, "spec.servers[0].tls", ("a TLS server needs tls.mode", "PASSTHROUGH (VirtualService tls routes pick the backend by SNI) or AUTO_PASSTHROUGH"),
     ),
     Case(
         "a tls match for a gateway the VirtualService is not bound to",

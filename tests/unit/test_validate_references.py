@@ -212,7 +212,7 @@ CASES = [
           - port: {number: 443, name: https, protocol: HTTPS}  #!
             hosts: ["*"]
         """,
-        "Gateway/default/ingress", "spec.servers[0].tls", ("an HTTPS server needs tls.mode: SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL", "or PASSTHROUGH"),
+        "Gateway/default/ingress", "spec.servers[0].tls", ("an HTTPS server needs tls.mode: SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL", "PASSTHROUGH (VirtualService tls routes pick the backend by SNI) or AUTO_PASSTHROUGH"),
     ),
     Case(
         "route to a host outside the Sidecar's egress scope",

@@ -188,7 +188,7 @@ CASES_WITH_IDENTITY = [
         AP + "p", "spec.rules[0].from[0].source.requestPrincipals[0]", ("ISSUER/SUBJECT",),
     ),
     Case(
-        "a JWKS fetched over https",
+        "a JWKS URI with a query",
         """
         apiVersion: security.istio.io/v1
         kind: RequestAuthentication
@@ -196,9 +196,9 @@ CASES_WITH_IDENTITY = [
         spec:
           jwtRules:
           - issuer: issuer.example
-            jwksUri: https://issuer.example/jwks.json  #!
+            jwksUri: https://user@issuer.example/jwks.json?v=1  #!
         """,
-        "RequestAuthentication/default/jwt", "spec.jwtRules[0].jwksUri", ("over http(s) is not supported by meshwright yet", "file:///PATH"),
+        "RequestAuthentication/default/jwt", "spec.jwtRules[0].jwksUri", ("is not an http(s) URI Envoy can fetch: http(s)://HOST[:PORT]/PATH",),
     ),
     Case(
         "a JWKS file with a relative path",
@@ -238,7 +238,7 @@ CASES_WITH_IDENTITY = [
             jwks: '{"keys": [{"kty": "EC"}]}'
             timeout: 5s  #!
         """,
-        "RequestAuthentication/default/jwt", "spec.jwtRules[0].timeout", ("timeout is not supported by meshwright yet",),
+        "RequestAuthentication/default/jwt", "spec.jwtRules[0].timeout", ("timeout bounds fetching an http(s) jwksUri: this rule fetches none, remove it",),
     ),
     Case(
         "a request authentication no inbound listener enforces",
@@ -270,7 +270,7 @@ CASES_WITH_IDENTITY = [
         AP + "p", "spec.rules[0].when[0].key", ("request.auth.claims[NAME]",),
     ),
     Case(
-        "CUSTOM action",
+        "CUSTOM action without a provider",
         """
         apiVersion: security.istio.io/v1
         kind: AuthorizationPolicy
@@ -279,7 +279,33 @@ CASES_WITH_IDENTITY = [
           action: CUSTOM  #!
           rules: [{}]
         """,
-        AP + "p", "spec.action", ("external authorization (CUSTOM) is not supported",),
+        AP + "p", "spec.action", ("action CUSTOM needs provider.name, an external authorizer", "envoyExtAuthzHttp"),
+    ),
+    Case(
+        "CUSTOM action naming a provider the MeshConfig does not define",
+        """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: default}
+        spec:
+          action: CUSTOM
+          provider:
+            name: sample-ext-authz-grpc  #!
+          rules: [{}]
+        """,
+        AP + "p", "spec.provider.name", ("'sample-ext-authz-grpc' is no envoyExtAuthzHttp or envoyExtAuthzGrpc provider of the MeshConfig",),
+    ),
+    Case(
+        "a provider beside action ALLOW",
+        """
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {name: p, namespace: default}
+        spec:
+          provider: {name: x}  #!
+          rules: [{}]
+        """,
+        AP + "p", "spec.provider", ("provider names the external authorizer of action CUSTOM",),
     ),
     Case(
         "unsupported condition key",

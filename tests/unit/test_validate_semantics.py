@@ -297,34 +297,68 @@ CASES = [
         "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.operation", ('REPLACE is not supported on CLUSTER: use ADD or REMOVE or MERGE or MERGE_AND_REPLACE_LIST',),
     ),
     Case(
-        "EnvoyFilter BOOTSTRAP patch",
+        "EnvoyFilter BOOTSTRAP patch of the node",
         """
         apiVersion: networking.istio.io/v1alpha3
         kind: EnvoyFilter
         metadata: {name: tweak, namespace: default}
         spec:
           configPatches:
-          - applyTo: BOOTSTRAP  #!
+          - applyTo: BOOTSTRAP
+            patch:
+              operation: MERGE
+              value:
+                node: {cluster: other}  #!
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.value.node", ("a BOOTSTRAP patch may not change node: the node's identity",),
+    ),
+    Case(
+        "EnvoyFilter BOOTSTRAP patch other than MERGE",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: BOOTSTRAP
+            patch:
+              operation: ADD  #!
+              value: {overload_manager: {refresh_interval: 1s}}
+        """,
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.operation", ("ADD is not supported on BOOTSTRAP: use MERGE",),
+    ),
+    Case(
+        "EnvoyFilter BOOTSTRAP patch matching a listener",
+        """
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: tweak, namespace: default}
+        spec:
+          configPatches:
+          - applyTo: BOOTSTRAP
+            match:
+              listener: {portNumber: 80}  #!
             patch:
               operation: MERGE
               value: {overload_manager: {refresh_interval: 1s}}
         """,
-        "EnvoyFilter/default/tweak", "spec.configPatches[0].applyTo", ('BOOTSTRAP is not supported by meshwright yet (the bootstrap holds the paths of the config files', 'Envoy rereads it only on a restart'),
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].match.listener",
+        ("BOOTSTRAP patches match only on context and proxy (there is one per proxy), not listener",),
     ),
     Case(
-        "EnvoyFilter EXTENSION_CONFIG patch",
+        "EnvoyFilter EXTENSION_CONFIG without typed_config",
         """
         apiVersion: networking.istio.io/v1alpha3
         kind: EnvoyFilter
         metadata: {name: tweak, namespace: default}
         spec:
           configPatches:
-          - applyTo: EXTENSION_CONFIG  #!
+          - applyTo: EXTENSION_CONFIG
             patch:
               operation: ADD
-              value: {name: my-wasm}
+              value: {name: my-wasm}  #!
         """,
-        "EnvoyFilter/default/tweak", "spec.configPatches[0].applyTo", ('EXTENSION_CONFIG is not supported by meshwright yet (', 'no extension config discovery (ECDS)'),
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.value", ("an EXTENSION_CONFIG needs typed_config (with its @type)",),
     ),
     Case(
         "EnvoyFilter cluster ADD without a name",

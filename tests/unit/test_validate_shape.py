@@ -542,7 +542,7 @@ CASES = [
         ("portName is not supported by meshwright yet (Istio does not act on it either: match the listener by portNumber)",),
     ),
     Case(
-        "EnvoyFilter proxy metadata match",
+        "EnvoyFilter proxy metadata value that is not a string",
         """
         apiVersion: networking.istio.io/v1alpha3
         kind: EnvoyFilter
@@ -552,13 +552,13 @@ CASES = [
           - applyTo: CLUSTER
             match:
               proxy:
-                metadata: {ISTIO_VERSION: "1.20"}  #!
+                metadata:
+                  NAMESPACE: [default]  #!
             patch:
               operation: MERGE
               value: {connect_timeout: 1s}
         """,
-        "EnvoyFilter/default/tweak", "spec.configPatches[0].match.proxy.metadata",
-        ("metadata is not supported by meshwright yet (meshwright's proxies send no Istio node metadata",),
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].match.proxy.metadata.NAMESPACE", ("expected a string",),
     ),
     Case(
         "EnvoyFilter proxyVersion that is not RE2",
@@ -579,7 +579,7 @@ CASES = [
         "EnvoyFilter/default/tweak", "spec.configPatches[0].match.proxy.proxyVersion", ("is not valid RE2",),
     ),
     Case(
-        "EnvoyFilter filterClass",
+        "EnvoyFilter filterClass that is not one of Istio's",
         """
         apiVersion: networking.istio.io/v1alpha3
         kind: EnvoyFilter
@@ -589,11 +589,10 @@ CASES = [
           - applyTo: HTTP_FILTER
             patch:
               operation: ADD
-              filterClass: AUTHZ  #!
+              filterClass: LAST  #!
               value: {name: envoy.filters.http.lua}
         """,
-        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.filterClass",
-        ("filterClass is not supported by meshwright yet (place the filter by name: INSERT_BEFORE or INSERT_AFTER",),
+        "EnvoyFilter/default/tweak", "spec.configPatches[0].patch.filterClass", ("AUTHN", "AUTHZ", "STATS"),
     ),
     Case(
         "Sidecar captureMode IPTABLES (capture is chosen per workload by annotation)",

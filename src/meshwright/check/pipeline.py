@@ -13,6 +13,7 @@ from meshwright.check.collectors import collector_problems
 from meshwright.check.envoy_proto import TYPES, ResourceVerdicts
 from meshwright.collector import cyclic_collector_paused
 from meshwright.compile.build import ProxyConfig, shared_config
+from meshwright.compile.envoy_values import HCM_FILTER
 from meshwright.compile.envoyfilter import envoy_filters_for
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
@@ -22,6 +23,7 @@ from meshwright.mesh import Mesh
 from meshwright.model.load import LoadResult
 from meshwright.problems import Problem, Problems
 from meshwright.validate.references import check_references
+from meshwright.validate.security_checks import check_one_authorizer_per_workload
 from meshwright.validate.semantics import check_capture, check_conflicts, check_duplicates, check_listener_ports, check_semantics
 from meshwright.validate.shape_check import check_shape, skip_kubernetes_objects
 from meshwright.validate.telemetry import check_telemetry_conflicts
@@ -39,6 +41,7 @@ def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
     check_telemetry_conflicts(mesh, problems)
     check_listener_ports(mesh, problems)
     check_capture(mesh, problems)
+    check_one_authorizer_per_workload(mesh, problems)
     for resource in mesh.resources:
         check_semantics(resource, problems)
         check_references(mesh, resource, problems)
@@ -73,6 +76,13 @@ def check_proxy_config(config: ProxyConfig, verdicts: ResourceVerdicts | None = 
             if error:
                 name = resource.get("name") or resource.get("cluster_name")
                 messages.append(f"{kind[:-1]} {name}: Envoy rejects it: {error}")
+    for value in config.bootstrap_patches:
+        error = verdicts.check(TYPES["bootstrap"], value)
+        if error:
+            messages.append(f"a BOOTSTRAP patch: Envoy rejects it: {error}")
+    messages += [f"listener {listener}: filter {name} takes its config by extension config discovery (ECDS), which meshwright does not "
+                 f"serve: add an EXTENSION_CONFIG patch named {name} (of a type its type_urls list) for this proxy, or give the filter "
+                 "typed_config" for listener, name in discovered_filters(config.listeners)]
     bound: dict[int, str] = {proxy.port(ADMIN_PORT): "admin", proxy.port(HEALTH_PORT): "health", proxy.port(STATS_PORT): "stats"}
     handed: dict[tuple[str, int], str] = {}
     for listener in config.listeners:
@@ -90,6 +100,19 @@ def check_proxy_config(config: ProxyConfig, verdicts: ResourceVerdicts | None = 
             messages.append(f"port {port} clash: listener {listener['name']} and {bound[port]} both bind it")
         bound[port] = f"listener {listener['name']}"
     return messages
+
+
+def discovered_filters(listeners: list[dict]) -> list[tuple[str, str]]:
+    """(listener, filter) of the filters still waiting for extension config discovery: no
+    EXTENSION_CONFIG gave them a config (compile/envoyfilter.py)."""
+    found = []
+    for listener in listeners:
+        filters = list(listener.get("listener_filters") or [])
+        for chain in listener["filter_chains"]:
+            filters += chain["filters"]
+            filters += [f for n in chain["filters"] if n["name"] == HCM_FILTER for f in n.get("typed_config", {}).get("http_filters") or []]
+        found += [(listener["name"], f["name"]) for f in filters if "config_discovery" in f]
+    return found
 
 
 def missing_clusters(config: ProxyConfig) -> list[tuple[str, str]]:

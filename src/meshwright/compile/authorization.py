@@ -36,6 +36,7 @@ import ipaddress
 import re
 
 from meshwright.compile.envoy_values import HCM_FILTER, TYPE_PREFIX, typed
+from meshwright.compile.ext_authz import POLICY_PREFIX, SHADOW_PREFIX, custom_policies, ext_authz_filter
 from meshwright.compile.request_authentication import JWT_FILTER, PAYLOAD_KEY, jwt_filter, policies_of_kind
 from meshwright.mesh import Mesh
 from meshwright.model.resource import Resource
@@ -412,6 +413,18 @@ def rbac_rules(policies: list[Resource], action: str, http: bool, trust_domains:
     return {"action": action, "policies": envoy_policies}
 
 
+def shadow_rbac_filter(policies: list[Resource], policy_prefix: str, stat_prefix: str, trust_domains: tuple[str, ...]) -> dict:
+    """An RBAC filter that enforces nothing: its shadow rules (the policies' rules, as ALLOW)
+    only write the id of the one a request matches into its metadata, under stat_prefix
+    (compile/ext_authz.py: which requests the external authorizer is asked about)."""
+    envoy_policies = {
+        f"{policy_prefix}-ns[{policy.namespace}]-policy[{policy.name}]-rule[{index}]": envoy_policy(rule, True, trust_domains, policy.namespace)
+        for policy in policies for index, rule in enumerate(policy.spec.get("rules") or [])
+    }
+    config = typed(HTTP_RBAC, shadow_rules={"action": "ALLOW", "policies": envoy_policies}, shadow_rules_stat_prefix=stat_prefix)
+    return {"name": HTTP_RBAC_FILTER, "typed_config": config}
+
+
 def http_rbac_filters(policies: list[Resource], trust_domains: tuple[str, ...]) -> list[dict]:
     filters = []
     for action in ACTIONS:
@@ -442,7 +455,10 @@ def authorize_chain(mesh: Mesh, namespace: str, labels: tuple, chain: dict) -> d
     if main["name"] == HCM_FILTER:
         jwt = jwt_filter(mesh, namespace, labels)
         manager = main["typed_config"]
-        manager["http_filters"] = ([jwt] if jwt else []) + http_rbac_filters(policies, mesh.settings.trust_domains) + manager["http_filters"]
+        trust_domains = mesh.settings.trust_domains
+        custom = custom_policies(policies)
+        external = [shadow_rbac_filter(custom, POLICY_PREFIX, SHADOW_PREFIX, trust_domains), ext_authz_filter(mesh, custom)] if custom else []
+        manager["http_filters"] = ([jwt] if jwt else []) + external + http_rbac_filters(policies, trust_domains) + manager["http_filters"]
         return chain
     if not policies:
         return chain

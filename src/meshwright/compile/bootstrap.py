@@ -4,8 +4,9 @@ its dynamic resources come from (files in its config directory)."""
 from __future__ import annotations
 
 from meshwright.compile.clusters import static_cluster
+from meshwright.compile.envoyfilter import merge_bootstrap_patches
 from meshwright.compile.envoy_values import HCM_FILTER, HTTP_CONNECTION_MANAGER, ROUTER, ROUTER_FILTER, socket_address, typed
-from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, Proxy
+from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, Proxy, node_metadata
 from meshwright.compile.telemetry import ProxyTelemetry, collector_clusters, stats_config
 from meshwright.mesh import MeshSettings
 
@@ -27,10 +28,13 @@ def _admin_route_listener(name: str, port: int, routes: list[dict]) -> dict:
     }
 
 
-def compile_bootstrap(proxy: Proxy, settings: MeshSettings, telemetry: ProxyTelemetry, config_source: dict) -> dict:
+def compile_bootstrap(proxy: Proxy, settings: MeshSettings, telemetry: ProxyTelemetry, config_source: dict,
+                      patches: tuple[dict, ...] = ()) -> dict:
     """config_source: the ConfigSource of listeners and clusters (set by the delivery).
     telemetry: the proxy's (compile/telemetry.py): with metrics, the stats listener and the
-    tags that label its stats; with tracing to a collector outside the mesh, its cluster."""
+    tags that label its stats; with tracing to a collector outside the mesh, its cluster.
+    patches: EnvoyFilter BOOTSTRAP values, merged in last (validation keeps them off the
+    node, admin and dynamic_resources that delivery depends on)."""
     health = _admin_route_listener("health", proxy.port(HEALTH_PORT), [
         {"match": {"path": "/healthz/ready"}, "route": {"cluster": ADMIN_CLUSTER, "prefix_rewrite": "/ready"}},
     ])
@@ -44,7 +48,7 @@ def compile_bootstrap(proxy: Proxy, settings: MeshSettings, telemetry: ProxyTele
         "node": {
             "id": f"{role}~{proxy.address}~{proxy.name}.{proxy.namespace}~{proxy.namespace}.svc.cluster.local",
             "cluster": f"{proxy.name}.{proxy.namespace}",
-            "metadata": {"NAMESPACE": proxy.namespace, "NAME": proxy.name, "LABELS": proxy.label_map, "SERVICE_ACCOUNT": proxy.service_account, "TRUST_DOMAIN": settings.trust_domain},
+            "metadata": node_metadata(proxy, settings.trust_domain),
             **({"locality": dict(zip(("region", "zone", "sub_zone"), proxy.locality.split("/")))} if proxy.locality else {}),
         },
         "admin": {"address": socket_address("127.0.0.1", proxy.port(ADMIN_PORT))},
@@ -58,4 +62,4 @@ def compile_bootstrap(proxy: Proxy, settings: MeshSettings, telemetry: ProxyTele
     }
     if telemetry.metrics:
         bootstrap["stats_config"] = stats_config(telemetry)
-    return bootstrap
+    return merge_bootstrap_patches(bootstrap, patches)

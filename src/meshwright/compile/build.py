@@ -10,13 +10,17 @@ from dataclasses import dataclass, field
 
 from meshwright.collector import cyclic_collector_paused
 from meshwright.compile import capture, gateway, sidecar
+from meshwright.compile.authorization import policies_for
 from meshwright.compile.clusters import service_clusters
+from meshwright.compile.ext_authz import ext_authz_services
 from meshwright.compile.envoyfilter import Patchable, apply_envoy_filters
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.proxy_class import class_key
+from meshwright.compile.request_authentication import jwks_clusters
 from meshwright.compile.scope import services_in_scope
 from meshwright.compile.telemetry import ProxyTelemetry, apply_telemetry, effective_telemetry, with_stat_names
 from meshwright.mesh import Mesh
+from meshwright.registry.model import Service
 
 
 @dataclass
@@ -29,6 +33,7 @@ class ProxyConfig:
     clusters: list[dict] = field(default_factory=list)
     endpoints: list[dict] = field(default_factory=list)
     telemetry: ProxyTelemetry = field(default_factory=ProxyTelemetry)  # also read by the bootstrap
+    bootstrap_patches: tuple[dict, ...] = ()  # EnvoyFilter BOOTSTRAP values to merge into it, in order
 
 
 @dataclass(frozen=True)
@@ -64,9 +69,9 @@ def compile_proxy(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
         items = [(context, kind, with_stat_names(mesh, proxy, shared.telemetry, [resource])[0] if kind == "cluster" else resource)
                  for context, kind, resource in shared.resources.items]
         resources = Patchable(copy.deepcopy(items))
-        apply_envoy_filters(mesh, proxy, resources)
+        bootstrap_patches = apply_envoy_filters(mesh, proxy, resources)
         return ProxyConfig(proxy, _by_name(resources.listeners()), _by_name(resources.routes()), _by_name(resources.clusters()),
-                           shared.endpoints, shared.telemetry)
+                           shared.endpoints, shared.telemetry, bootstrap_patches)
 
 
 def shared_config(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
@@ -82,6 +87,16 @@ def shared_config(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
 
 def _by_name(resources: list[dict]) -> list[dict]:
     return sorted(resources, key=lambda r: r["name"])
+
+
+def proxy_service_clusters(mesh: Mesh, proxy: Proxy, service: Service) -> tuple[list[dict], list[dict]]:
+    """A service's clusters and load assignments on a proxy: its outbound clusters and, on a
+    gateway whose AUTO_PASSTHROUGH servers cover it, their SNI-DNAT copies."""
+    clusters, assignments = service_clusters(mesh, proxy, service)
+    if proxy.kind != "gateway":
+        return clusters, assignments
+    sni_clusters, sni_assignments = gateway.sni_dnat_clusters(mesh, proxy, service, clusters, assignments)
+    return (clusters + sni_clusters, assignments + sni_assignments) if sni_clusters else (clusters, assignments)
 
 
 def _compile_class(mesh: Mesh, proxy: Proxy) -> ClassConfig:
@@ -105,10 +120,15 @@ def _compile_class(mesh: Mesh, proxy: Proxy) -> ClassConfig:
         services = services_in_scope(mesh, proxy)
         outbound_context = sidecar.OUTBOUND
     endpoints = []
+    # The external authorizers the proxy's CUSTOM policies call need their clusters too.
+    scoped = {service.hostname for service in services}
+    services = services + [s for s in ext_authz_services(mesh, policies_for(mesh, proxy.namespace, proxy.labels)) if s.hostname not in scoped]
     for service in services:
-        clusters, assignments = service_clusters(mesh, proxy, service)
+        clusters, assignments = proxy_service_clusters(mesh, proxy, service)
         resources.add(outbound_context, [], [], clusters)
         endpoints.extend(assignments)
+    # Where Envoy fetches the http(s) JWKS of the RequestAuthentications that apply to the proxy.
+    resources.add(outbound_context, [], [], jwks_clusters(mesh, proxy.namespace, proxy.labels))
     telemetry = effective_telemetry(mesh, proxy)
     apply_telemetry(proxy, telemetry, resources.items)  # before EnvoyFilters, which may patch it
     return ClassConfig(

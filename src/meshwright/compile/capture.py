@@ -42,7 +42,7 @@ from meshwright.compile.mtls import MESH_ALPN, inbound_filter_chains
 from meshwright.compile.peer_authentication import PERMISSIVE, STRICT, mtls_mode
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_PORT, STATS_PORT, Proxy
 from meshwright.compile.scope import services_in_scope, sidecar_for, workload_service_ports
-from meshwright.compile.sidecar import inbound_entries, inbound_port
+from meshwright.compile.sidecar import egress_proxy_cluster, egress_proxy_virtual_host, inbound_entries, inbound_port
 from meshwright.compile.tls_routing import outbound_tcp_proxy, service_tls_chains, tcp_destinations
 from meshwright.compile.virtual_hosts import outbound_virtual_hosts, route_configuration, service_names
 from meshwright.mesh import Mesh, is_wildcard_host
@@ -174,17 +174,26 @@ def _not_bound(out: dict) -> dict:
 
 
 def _catch_all_route(mesh: Mesh, proxy: Proxy) -> dict:
-    """Istio's last virtual host: unknown Host names pass through, or get 502 (REGISTRY_ONLY)."""
+    """Istio's last virtual host: unknown Host names pass through (or go to the Sidecar's
+    egressProxy), or get 502 (REGISTRY_ONLY)."""
     if outbound_traffic_policy(mesh, proxy) == REGISTRY_ONLY:
         return {"name": "block_all", "domains": ["*"], "routes": [{"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}}]}
-    return {"name": "allow_any", "domains": ["*"], "routes": [{"name": "allow_any", "match": {"prefix": "/"}, "route": {"cluster": PASSTHROUGH, "timeout": "0s"}}]}
+    return egress_proxy_virtual_host(unknown_destination_cluster(mesh, proxy))
+
+
+def unknown_destination_cluster(mesh: Mesh, proxy: Proxy) -> str:
+    """Where captured connections to destinations the mesh does not know go: BlackHoleCluster
+    under REGISTRY_ONLY; else the Sidecar's egressProxy, or the original destination."""
+    if outbound_traffic_policy(mesh, proxy) == REGISTRY_ONLY:
+        return BLACKHOLE
+    return egress_proxy_cluster(mesh, proxy) or PASSTHROUGH
 
 
 def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
     """(listeners, route configs, clusters) for captured outbound traffic."""
     services = services_in_scope(mesh, proxy)
     addresses = service_addresses(mesh)
-    fallback = BLACKHOLE if outbound_traffic_policy(mesh, proxy) == REGISTRY_ONLY else PASSTHROUGH
+    fallback = unknown_destination_cluster(mesh, proxy)
     listeners = [{
         "name": VIRTUAL_OUTBOUND,
         "address": socket_address("0.0.0.0", proxy.port(OUTBOUND_PORT)),
@@ -216,7 +225,7 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
             if port.is_tls:
                 chains = service_tls_chains(mesh, proxy, service, port, set(), by_name=False)
             else:
-                chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, service.hostname, port.number, proxy.namespace))]}]
+                chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, proxy, service.hostname, port.number))]}]
             if ranges:
                 ranged.setdefault(port.number, []).extend(
                     {**copy.deepcopy(chain), "filter_chain_match": {**chain.get("filter_chain_match", {}), "prefix_ranges": ranges}} for chain in chains

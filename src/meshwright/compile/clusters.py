@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshwright.compile.endpoints import load_assignment
+from meshwright.compile.endpoints import load_assignment, topology_labels
 from meshwright.compile.envoy_values import (
     ADS, HTTP_PROTOCOL_OPTIONS, MAX_UINT32, UPSTREAM_TLS, duration, socket_address, subject_alt_name_matchers, tls_params, typed,
 )
@@ -287,23 +287,53 @@ class _ServicePlan:
     eds: list[_EdsCluster]
 
 
+def failover_priorities(rule: Resource | None) -> tuple[str, ...]:
+    """Every failoverPriority entry of a rule, in any of its policies (top level, subsets,
+    port level)."""
+    if rule is None:
+        return ()
+    policy = rule.spec.get("trafficPolicy") or {}
+    policies = [policy, *(policy.get("portLevelSettings") or [])]
+    for entry in rule.spec.get("subsets") or []:
+        subset_policy = entry.get("trafficPolicy") or {}
+        policies += [subset_policy, *(subset_policy.get("portLevelSettings") or [])]
+    return tuple(label for each in policies
+                 for label in ((each.get("loadBalancer") or {}).get("localityLbSetting") or {}).get("failoverPriority") or [])
+
+
+def priority_labels_of(proxy, rule: Resource | None) -> tuple | None:
+    """What of the client its rule's failoverPriority reads: its values of the labels named
+    (with its locality's) and whether it has labels at all (Istio orders nothing for a proxy
+    without); None when the rule has no failoverPriority, so that load assignments are shared
+    by every client of a locality."""
+    entries = failover_priorities(rule)
+    if not entries:
+        return None
+    labels = topology_labels(proxy.label_map, proxy.locality)
+    keys = sorted({entry for entry in entries if "=" not in entry})
+    return (bool(labels), *((key, labels.get(key, "")) for key in keys))
+
+
 def service_clusters(mesh: Mesh, proxy, service: Service) -> tuple[list[dict], list[dict]]:
     """Clusters of one service (every port, plain and per subset) and their endpoints (EDS),
     built once per mesh for what they depend on: the DestinationRule that applies to the
     proxy (its namespace, and its labels where a rule's workloadSelector reads them), and,
-    only where they read it, the proxy's locality (load assignments, inline endpoints) and
-    whether it is a gateway (original-destination services). Proxies of every locality share
-    the same cluster objects. Shared: never changed."""
+    only where they read it, the proxy's locality (load assignments, inline endpoints), its
+    values of the labels the rule's failoverPriority names, and whether it is a gateway
+    (original-destination services). Proxies of every locality share the same cluster
+    objects. Shared: never changed."""
     rule = mesh.destination_rule_for(service.hostname, proxy.namespace, proxy.label_map)
     rule_ref = rule.ref if rule else None
     inline = service.resolution in INLINE_ENDPOINT_RESOLUTIONS
     gateway = proxy.kind == "gateway" and service.resolution == "NONE" and not service.endpoints
+    priority_labels = priority_labels_of(proxy, rule)
     # Every key starts with the hostname: compile/incremental.py drops a changed service's entries by it.
-    plan_key = ("service-clusters", service.hostname, rule_ref, proxy.locality if inline else None, gateway, "plan")
+    plan_key = ("service-clusters", service.hostname, rule_ref, (proxy.locality, priority_labels) if inline else None, gateway, "plan")
     plan = mesh.memo(plan_key, lambda: _service_plan(mesh, proxy, service, rule, gateway))
-    key = ("service-clusters", service.hostname, rule_ref, proxy.locality, gateway)
+    key = ("service-clusters", service.hostname, rule_ref, proxy.locality, gateway, priority_labels)
+    proxy_labels = topology_labels(proxy.label_map, proxy.locality)
     return mesh.memo(key, lambda: (plan.clusters, [
-        load_assignment(eds.name, eds.endpoints, eds.port, proxy.locality, eds.policy, eds.mtls) for eds in plan.eds
+        load_assignment(eds.name, eds.endpoints, eds.port, proxy.locality, eds.policy, eds.mtls, proxy_labels) for eds in plan.eds
     ]))
 
 
@@ -326,7 +356,8 @@ def _service_plan(mesh: Mesh, proxy, service: Service, rule: Resource | None, ga
                 if not endpoints:
                     cluster["load_assignment"] = {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(service.hostname, port.target_port or port.number)}}]}]}
                 else:
-                    cluster["load_assignment"] = load_assignment(name, endpoints, port, proxy.locality, policy, tagged)
+                    cluster["load_assignment"] = load_assignment(name, endpoints, port, proxy.locality, policy, tagged,
+                                                               topology_labels(proxy.label_map, proxy.locality))
             # A gateway never forwards to the original destination (that would be itself):
             # Istio gives it an EDS cluster instead.
             elif service.resolution == "NONE" and not service.endpoints and not gateway:

@@ -90,6 +90,7 @@ FILE_ACCESS_LOG = TYPE_PREFIX + "envoy.extensions.access_loggers.file.v3.FileAcc
 CEL_ACCESS_LOG_FILTER = TYPE_PREFIX + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 ZIPKIN_CONFIG = TYPE_PREFIX + "envoy.config.trace.v3.ZipkinConfig"
 OPENTELEMETRY_CONFIG = TYPE_PREFIX + "envoy.config.trace.v3.OpenTelemetryConfig"
+UUID_REQUEST_ID = TYPE_PREFIX + "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig"
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"

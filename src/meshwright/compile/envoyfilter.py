@@ -1,7 +1,11 @@
 """EnvoyFilter config patches, as Istio applies them: LISTENER, FILTER_CHAIN, NETWORK_FILTER,
 LISTENER_FILTER and HTTP_FILTER on listeners; ROUTE_CONFIGURATION, VIRTUAL_HOST and HTTP_ROUTE
-on route configs; CLUSTER (ADD, REMOVE, MERGE). Matches and operations read the way Istio's
-envoyfilter package reads them; validation (validate/semantics.py) refuses the rest.
+on route configs; CLUSTER (ADD, REMOVE, MERGE); BOOTSTRAP (MERGE, into the bootstrap the
+delivery writes: compile/bootstrap.py); EXTENSION_CONFIG (ADD), given to the filters that ask
+for it by extension config discovery as their typed_config, the static equivalent of Istio's
+ECDS (meshwright's config reloads from files: a changed extension config reloads the
+listeners that use it). Matches and operations read the way Istio's envoyfilter package reads
+them; validation (validate/semantics.py) refuses the rest.
 
 Patches apply in order of priority, root namespace first, name, and then list order, so the
 result is deterministic. They change the resources given in place: compile/build.py hands
@@ -15,10 +19,12 @@ from dataclasses import dataclass, field
 
 import re2
 
+from meshwright.compile.authorization import HTTP_RBAC_FILTER
 from meshwright.compile.capture import VIRTUAL_INBOUND, VIRTUAL_OUTBOUND
 from meshwright.compile.envoy_values import HCM_FILTER, ROUTER_FILTER
 from meshwright.compile.gateway import GATEWAY
-from meshwright.compile.proxy import Proxy
+from meshwright.compile.proxy import Proxy, node_metadata
+from meshwright.compile.request_authentication import JWT_FILTER
 from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
 
 # EnvoyFilters in the root namespace without a workloadSelector apply to every proxy; with
@@ -251,12 +257,15 @@ class Patch:
     operation: str
     value: dict
     match: dict
+    filter_class: str | None = None  # AUTHN, AUTHZ, STATS: where an inserted HTTP filter goes
 
     @classmethod
     def of(cls, patch: dict) -> "Patch":
         match = patch.get("match") or {}
+        filter_class = patch["patch"].get("filterClass")
         return cls(patch["applyTo"], match.get("context", "ANY"), patch["patch"]["operation"],
-                   unwrap_typed_structs(patch["patch"].get("value") or {}), match)
+                   unwrap_typed_structs(patch["patch"].get("value") or {}), match,
+                   None if filter_class in (None, "UNSPECIFIED") else filter_class)
 
     @property
     def listener(self) -> dict:
@@ -329,11 +338,32 @@ def _apply_listener_filter(patch: Patch, resources: Patchable) -> None:
                 del listener["listener_filters"]
 
 
+def _after_last(names: list[str], name: str) -> int | None:
+    return max(index for index, each in enumerate(names) if each == name) + 1 if name in names else None
+
+
+def filter_class_index(http_filters: list[dict], filter_class: str) -> int:
+    """Where Istio's filterClass puts an HTTP filter: AUTHN after the authentication filters
+    (JWT), AUTHZ after the authorization ones (RBAC; else where AUTHN goes), STATS just before
+    the router (where Istio's stats filter is)."""
+    names = [item["name"] for item in http_filters]
+    authn = _after_last(names, JWT_FILTER) or 0
+    if filter_class == "AUTHN":
+        return authn
+    if filter_class == "AUTHZ":
+        return _after_last(names, HTTP_RBAC_FILTER) or authn
+    return names.index(ROUTER_FILTER) if ROUTER_FILTER in names else len(names)
+
+
 def _apply_http_filter(patch: Patch, resources: Patchable) -> None:
     filter_match = (patch.listener.get("filterChain") or {}).get("filter") or {}
     anchor = _set(filter_match.get("subFilter") or {}, "name")
     for manager in _managers(resources, patch.context, patch.listener):
-        _patch_named_list(manager["http_filters"], patch.operation, patch.fresh_value(), anchor, last=ROUTER_FILTER)
+        if patch.filter_class:
+            # Istio: the class decides the place, whatever the insert operation says.
+            manager["http_filters"].insert(filter_class_index(manager["http_filters"], patch.filter_class), patch.fresh_value())
+        else:
+            _patch_named_list(manager["http_filters"], patch.operation, patch.fresh_value(), anchor, last=ROUTER_FILTER)
 
 
 def _apply_route_configuration(patch: Patch, resources: Patchable) -> None:
@@ -397,6 +427,15 @@ def proxy_version_matches(match: dict, envoy_version: str) -> bool:
     return version is None or re2.search(version, envoy_version) is not None
 
 
+def proxy_metadata_matches(match: dict, proxy: Proxy, trust_domain: str) -> bool:
+    """match.proxy.metadata: every key's value equals the string the proxy's node metadata
+    has for it (Istio's rule; a key the proxy does not send, or a map such as LABELS, never
+    matches)."""
+    wanted = (match.get("proxy") or {}).get("metadata") or {}
+    metadata = node_metadata(proxy, trust_domain)
+    return all(isinstance(metadata.get(key), str) and metadata[key] == value for key, value in wanted.items())
+
+
 def envoy_filters_for(mesh: Mesh, proxy: Proxy) -> list:
     selected = []
     for envoy_filter in mesh.of_kind("EnvoyFilter"):
@@ -410,9 +449,64 @@ def envoy_filters_for(mesh: Mesh, proxy: Proxy) -> list:
     return sorted(selected, key=lambda f: (f.spec.get("priority", 0), f.namespace != ROOT_NAMESPACE, f.name, f.namespace))
 
 
-def apply_envoy_filters(mesh: Mesh, proxy: Proxy, resources: Patchable) -> None:
+def _context_includes(context: str, proxy: Proxy) -> bool:
+    """Whether a patch of this context applies to the proxy itself (BOOTSTRAP, EXTENSION_CONFIG:
+    not a resource of one context)."""
+    return context == "ANY" or (context == GATEWAY) == (proxy.kind == "gateway")
+
+
+def apply_envoy_filters(mesh: Mesh, proxy: Proxy, resources: Patchable) -> tuple[dict, ...]:
+    """Patch the proxy's resources in place; returns the BOOTSTRAP patch values to merge into
+    its bootstrap, in order."""
+    bootstrap, extensions = [], {}
     for envoy_filter in envoy_filters_for(mesh, proxy):
         for patch in envoy_filter.spec["configPatches"]:
-            if proxy_version_matches(patch.get("match") or {}, mesh.settings.envoy_version):
+            match = patch.get("match") or {}
+            if proxy_version_matches(match, mesh.settings.envoy_version) and proxy_metadata_matches(match, proxy, mesh.settings.trust_domain):
                 parsed = Patch.of(patch)
-                APPLY[parsed.apply_to](parsed, resources)
+                if parsed.apply_to == "BOOTSTRAP":
+                    if _context_includes(parsed.context, proxy):
+                        bootstrap.append(parsed.fresh_value())
+                elif parsed.apply_to == "EXTENSION_CONFIG":
+                    if _context_includes(parsed.context, proxy):
+                        extensions[parsed.value["name"]] = parsed.value  # a later one of a name replaces it
+                else:
+                    APPLY[parsed.apply_to](parsed, resources)
+    _give_extension_configs(resources, extensions)
+    return tuple(bootstrap)
+
+
+def merge_bootstrap_patches(bootstrap: dict, patches: tuple[dict, ...]) -> dict:
+    """The bootstrap with BOOTSTRAP patches merged in (Istio's MERGE: protobuf merge)."""
+    if not patches:
+        return bootstrap
+    patched = copy.deepcopy(bootstrap)
+    for value in patches:
+        merge(patched, value)
+    return patched
+
+
+def _filter_lists(resources: Patchable):
+    """Every list of filters of the proxy's listeners: listener, network and HTTP filters."""
+    for listener in resources.listeners():
+        yield listener.get("listener_filters") or []
+        for chain in listener["filter_chains"]:
+            yield chain["filters"]
+            for network_filter in chain["filters"]:
+                if network_filter["name"] == HCM_FILTER:
+                    yield network_filter.get("typed_config", {}).get("http_filters") or []
+
+
+def _give_extension_configs(resources: Patchable, extensions: dict[str, dict]) -> None:
+    """A filter that takes its config by extension config discovery (config_discovery) gets
+    the EXTENSION_CONFIG of its name as its typed_config (else its default_config); one that
+    gets neither keeps config_discovery, which the config check reports."""
+    for filters in _filter_lists(resources):
+        for index, item in enumerate(filters):
+            discovery = item.get("config_discovery")
+            if discovery is None:
+                continue
+            config = (extensions.get(item["name"]) or {}).get("typed_config") or discovery.get("default_config")
+            # Envoy takes an extension config only of a type the filter lists.
+            if config is not None and config.get("@type") in discovery.get("type_urls", [config.get("@type")]):
+                filters[index] = {**{k: v for k, v in item.items() if k != "config_discovery"}, "typed_config": copy.deepcopy(config)}

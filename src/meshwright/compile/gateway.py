@@ -4,16 +4,22 @@ VirtualServices bound to them."""
 from __future__ import annotations
 
 from meshwright.compile.authorization import authorize_chain
+from meshwright.compile.clusters import parse_outbound_cluster_name, service_clusters, tcp_connection_limits
 from meshwright.compile.gateway_tls import server_tls_socket
-from meshwright.compile.listeners import http_connection_manager, listener
+from meshwright.compile.listeners import http_connection_manager, listener, tcp_proxy
+from meshwright.compile.mtls import mesh_sni
 from meshwright.compile.proxy import Proxy
-from meshwright.compile.routes import MESH_GATEWAY, RouteContext, destination_cluster, qualified_gateway, virtual_service_routes, weighted_destinations
+from meshwright.compile.routes import (
+    MESH_GATEWAY, RouteContext, destination_cluster, l4_match_applies, qualified_gateway, tcp_route_applies, virtual_service_routes, weighted_destinations,
+)
 from meshwright.compile.tls_routing import outbound_tcp_proxy, route_destinations, sni_chain
 from meshwright.compile.virtual_hosts import route_configuration
 from meshwright.mesh import Mesh, exported_to, host_matches
 from meshwright.model.resource import Resource
+from meshwright.registry.model import Service
 
 GATEWAY = "GATEWAY"
+AUTO_PASSTHROUGH = "AUTO_PASSTHROUGH"
 
 
 def _gateway_virtual_services(mesh: Mesh, proxy: Proxy, gateway_id: str) -> list[Resource]:
@@ -78,19 +84,14 @@ def _virtual_hosts(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> l
 
 
 def _tcp_clusters(mesh: Mesh, proxy: Proxy, gateway_id: str, port: int) -> list[tuple[str, int]]:
+    """The first tcp route of the VirtualServices bound to the gateway that applies on the
+    server's port (its matches' port, gateways, sourceLabels and sourceNamespace)."""
+    context = RouteContext(frozenset({gateway_id}), port)
     for virtual_service in _gateway_virtual_services(mesh, proxy, gateway_id):
         for route in virtual_service.spec.get("tcp") or []:
-            ports = [m["port"] for m in route.get("match") or [] if "port" in m]
-            if not ports or port in ports:
+            if tcp_route_applies(route, proxy, context, virtual_service.namespace):
                 return [(destination_cluster(mesh, entry["destination"], virtual_service.namespace), weight) for entry, weight in weighted_destinations(route["route"])]
     return []
-
-
-def _match_applies_here(match: dict, virtual_service: Resource, gateway_id: str) -> bool:
-    """A tls match naming gateways applies at those only (Istio: they override the
-    VirtualService's own list)."""
-    named = match.get("gateways")
-    return not named or gateway_id in _gateway_ids(named, virtual_service.namespace)
 
 
 def _passthrough_chains(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> list[dict]:
@@ -102,13 +103,79 @@ def _passthrough_chains(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict)
     for virtual_service in _gateway_virtual_services(mesh, proxy, gateway_id):
         for route in virtual_service.spec.get("tls") or []:
             for match in route["match"]:
-                if match.get("port", number) != number or not _match_applies_here(match, virtual_service, gateway_id):
+                if not l4_match_applies(match, proxy, RouteContext(frozenset({gateway_id}), number), virtual_service.namespace):
                     continue
                 names = _served_hosts(server["hosts"], gateway_id.split("/")[0], virtual_service, match["sniHosts"])
                 clusters = route_destinations(mesh, route, virtual_service.namespace)
                 if names and clusters:
                     chains.append(sni_chain(mesh, proxy, names, clusters))
     return chains
+
+
+def _covers_service(server: dict, gateway_namespace: str, service: Service) -> bool:
+    """Whether a server's hosts ("namespace/host"; "." the Gateway's namespace, "*" any) take
+    a service: its hostname under one of the host patterns, in that namespace."""
+    for entry in server["hosts"]:
+        namespace, pattern = entry.split("/", 1) if "/" in entry else ("*", entry)
+        if namespace == ".":
+            namespace = gateway_namespace
+        if namespace in ("*", service.namespace) and host_matches(pattern, service.hostname):
+            return True
+    return False
+
+
+def _auto_passthrough_servers(mesh: Mesh, proxy: Proxy) -> list[tuple[str, dict]]:
+    """(gateway namespace, server) of every AUTO_PASSTHROUGH server the proxy serves."""
+    servers = []
+    for gateway_id in proxy.gateways:
+        gateway = mesh.find("Gateway", *gateway_id.split("/"))
+        servers += [(gateway.namespace, server) for server in gateway.spec["servers"] if (server.get("tls") or {}).get("mode") == AUTO_PASSTHROUGH]
+    return servers
+
+
+def _sni_clusters(mesh: Mesh, proxy: Proxy, service: Service) -> list[tuple[str, str]]:
+    """(SNI, outbound cluster) for every port and subset of a service: the name Istio's
+    clients send for mesh mTLS to that cluster (outbound_.PORT_.SUBSET_.HOST)."""
+    clusters, _ = service_clusters(mesh, proxy, service)
+    return [(mesh_sni(*parse_outbound_cluster_name(c["name"])), c["name"]) for c in clusters]
+
+
+def _auto_passthrough_chains(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> list[dict]:
+    """Istio's AUTO_PASSTHROUGH: no VirtualService; a connection whose SNI is the mesh's name
+    of a service cluster (outbound_.PORT_.SUBSET_.HOST, what a client sidecar sends with
+    mesh mTLS) goes, untouched, to that cluster's endpoints: the client completes mTLS with
+    the backend's sidecar. One chain per name of the services the server's hosts cover (Istio
+    sets the cluster from the SNI with the sni_cluster filter; exact names here leave every
+    other name, and every other cluster of the gateway, unreachable)."""
+    namespace = gateway_id.split("/")[0]
+    chains = []
+    for service in mesh.registry.sorted():
+        if not _covers_service(server, namespace, service):
+            continue
+        for sni, outbound in _sni_clusters(mesh, proxy, service):
+            chains.append({"filter_chain_match": {"server_names": [sni]},
+                           "filters": [tcp_proxy(sni, [(sni, 100)], tcp_connection_limits(mesh, proxy, [outbound]))]})
+    return chains
+
+
+def sni_dnat_clusters(mesh: Mesh, proxy: Proxy, service: Service, clusters: list[dict], assignments: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The clusters AUTO_PASSTHROUGH chains send to (Istio's SNI-DNAT clusters), for a
+    service some AUTO_PASSTHROUGH server of the gateway covers: each of its clusters renamed
+    outbound_.PORT_.SUBSET_.HOST, with the same endpoints and policy but no TLS of its own
+    (the client's TLS passes through to the backend)."""
+    if not any(_covers_service(server, namespace, service) for namespace, server in _auto_passthrough_servers(mesh, proxy)):
+        return [], []
+    names = dict((outbound, sni) for sni, outbound in _sni_clusters(mesh, proxy, service))
+    renamed = []
+    for cluster in clusters:
+        copy = {key: value for key, value in cluster.items() if key not in ("transport_socket", "transport_socket_matches")}
+        copy["name"] = names[cluster["name"]]
+        if "eds_cluster_config" in copy:
+            copy["eds_cluster_config"] = {**copy["eds_cluster_config"], "service_name": copy["name"]}
+        if "load_assignment" in copy:
+            copy["load_assignment"] = {**copy["load_assignment"], "cluster_name": copy["name"]}
+        renamed.append(copy)
+    return renamed, [{**a, "cluster_name": names[a["cluster_name"]]} for a in assignments]
 
 
 def _server_names(server: dict) -> list[str]:
@@ -172,8 +239,11 @@ def gateway_listeners(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
         gateway = mesh.find("Gateway", *gateway_id.split("/"))
         for server in gateway.spec["servers"]:
             address = (server.get("bind", "0.0.0.0"), server["port"]["number"])
-            if (server.get("tls") or {}).get("mode") == "PASSTHROUGH":
+            mode = (server.get("tls") or {}).get("mode")
+            if mode == "PASSTHROUGH":
                 chains = _passthrough_chains(mesh, proxy, gateway_id, server)
+            elif mode == AUTO_PASSTHROUGH:
+                chains = _auto_passthrough_chains(mesh, proxy, gateway_id, server)
             else:
                 chain = _terminating_chain(mesh, proxy, gateway_id, server, routes)
                 chains = [chain] if chain is not None else []

@@ -11,6 +11,8 @@ credentialName NAME (Istio's Kubernetes TLS secret) names the folder NAME in the
 credentials.dir, holding the files `kubectl create secret tls/generic` gives the keys of:
 tls.crt, tls.key and, for the modes that check clients, ca.crt. It compiles to exactly what
 serverCertificate, privateKey and caCertificates naming those files compile to.
+credentialNames (several credentials) and tlsCertificates (several file pairs) give several
+certificates, Istio's RSA and ECDSA pair: Envoy presents the one the client supports.
 """
 
 from __future__ import annotations
@@ -29,15 +31,34 @@ HTTP_ALPN = ["h2", "http/1.1"]
 CREDENTIAL_FILES = {"serverCertificate": "tls.crt", "privateKey": "tls.key", "caCertificates": "ca.crt"}
 
 
-def credential_files(tls: dict, credentials_dir: str) -> dict:
-    """tls with its credentialName replaced by the file fields naming the credential's files."""
-    if "credentialName" not in tls:
-        return tls
-    folder = os.path.join(credentials_dir, tls["credentialName"])
-    files = {field: os.path.join(folder, name) for field, name in CREDENTIAL_FILES.items()}
-    if tls["mode"] not in CHECKED_CLIENT_CERTIFICATE:
-        del files["caCertificates"]
-    return {**{k: v for k, v in tls.items() if k != "credentialName"}, **files}
+def _credential_folder(credentials_dir: str, name: str) -> str:
+    return os.path.join(credentials_dir, name)
+
+
+def server_certificates(tls: dict, credentials_dir: str) -> list[tuple[str, str]]:
+    """(certificate chain, private key) files of every certificate the server presents: one
+    credential (credentialName) or several (credentialNames, Istio's RSA and ECDSA pair), the
+    tlsCertificates entries, or serverCertificate and privateKey. Envoy picks among several by
+    what the client supports."""
+    names = tls.get("credentialNames") or ([tls["credentialName"]] if "credentialName" in tls else [])
+    if names:
+        return [(os.path.join(_credential_folder(credentials_dir, name), CREDENTIAL_FILES["serverCertificate"]),
+                 os.path.join(_credential_folder(credentials_dir, name), CREDENTIAL_FILES["privateKey"])) for name in names]
+    if "tlsCertificates" in tls:
+        return [(entry["serverCertificate"], entry["privateKey"]) for entry in tls["tlsCertificates"]]
+    return [(tls["serverCertificate"], tls["privateKey"])]
+
+
+def client_ca_file(tls: dict, credentials_dir: str) -> str | None:
+    """The file of the CAs that sign the clients' certificates: the first credential's ca.crt
+    (credentialName, credentialNames), else caCertificates, else the tlsCertificates entries'
+    (validation makes them one file)."""
+    names = tls.get("credentialNames") or ([tls["credentialName"]] if "credentialName" in tls else [])
+    if names:
+        return os.path.join(_credential_folder(credentials_dir, names[0]), CREDENTIAL_FILES["caCertificates"])
+    if "caCertificates" in tls:
+        return tls["caCertificates"]
+    return next((entry["caCertificates"] for entry in tls.get("tlsCertificates") or [] if "caCertificates" in entry), None)
 
 
 def server_tls_params(tls: dict) -> dict:
@@ -67,7 +88,7 @@ def client_certificate_checks(tls: dict) -> dict:
     return checks
 
 
-def _certificates(tls: dict) -> dict:
+def _certificates(tls: dict, credentials_dir: str) -> dict:
     """The common_tls_context fields for the server's certificate and the client's check."""
     if tls["mode"] == "ISTIO_MUTUAL":
         return {
@@ -77,17 +98,17 @@ def _certificates(tls: dict) -> dict:
                 "validation_context_sds_secret_config": sds_secret_config(ROOT_SECRET),
             },
         }
-    out: dict = {"tls_certificates": [{"certificate_chain": {"filename": tls["serverCertificate"]}, "private_key": {"filename": tls["privateKey"]}}]}
+    out: dict = {"tls_certificates": [{"certificate_chain": {"filename": chain}, "private_key": {"filename": key}}
+                                      for chain, key in server_certificates(tls, credentials_dir)]}
     if tls["mode"] in CHECKED_CLIENT_CERTIFICATE:
-        out["validation_context"] = {"trusted_ca": {"filename": tls["caCertificates"]}, **client_certificate_checks(tls)}
+        out["validation_context"] = {"trusted_ca": {"filename": client_ca_file(tls, credentials_dir)}, **client_certificate_checks(tls)}
     return out
 
 
 def server_tls_socket(tls: dict, http: bool, credentials_dir: str = "") -> dict:
     """The transport socket of a server that terminates TLS (http: it serves HTTP, so it
     offers h2 and http/1.1 by ALPN; credentials_dir: the MeshConfig's, for credentialName)."""
-    tls = credential_files(tls, credentials_dir)
-    common: dict = {"tls_params": server_tls_params(tls), **_certificates(tls)}
+    common: dict = {"tls_params": server_tls_params(tls), **_certificates(tls, credentials_dir)}
     if http:
         common["alpn_protocols"] = list(HTTP_ALPN)
     context: dict = {"common_tls_context": common}

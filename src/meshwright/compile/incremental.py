@@ -26,8 +26,8 @@ import json
 from dataclasses import dataclass
 
 from meshwright.collector import cyclic_collector_paused
-from meshwright.compile.build import ClassConfig, class_config, compile_proxy
-from meshwright.compile.clusters import INLINE_ENDPOINT_RESOLUTIONS, service_clusters
+from meshwright.compile.build import ClassConfig, class_config, compile_proxy, proxy_service_clusters
+from meshwright.compile.clusters import INLINE_ENDPOINT_RESOLUTIONS
 from meshwright.compile.proxy import Proxy, list_proxies
 from meshwright.compile.proxy_class import class_key
 from meshwright.compile.telemetry import services_served, with_stat_names
@@ -413,7 +413,7 @@ def _class_endpoints(mesh: Mesh, proxy: Proxy, group: Group, services: list[Serv
     cluster would change too."""
     assignments = []
     for service in services:
-        clusters, service_assignments = service_clusters(mesh, proxy, service)
+        clusters, service_assignments = proxy_service_clusters(mesh, proxy, service)
         if any(digest(cluster) != group.versions["clusters"].get(cluster["name"]) for cluster in clusters):
             return None
         assignments += service_assignments

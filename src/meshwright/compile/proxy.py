@@ -54,6 +54,17 @@ class Proxy:
         return base + self.port_offset
 
 
+# The string values of a proxy's node metadata (compile/bootstrap.py), which EnvoyFilter's
+# match.proxy.metadata compares, as Istio compares its proxies' metadata.
+NODE_METADATA_STRINGS = ("NAMESPACE", "NAME", "SERVICE_ACCOUNT", "TRUST_DOMAIN")
+
+
+def node_metadata(proxy: Proxy, trust_domain: str) -> dict:
+    """The node metadata a proxy's bootstrap carries (Istio's keys)."""
+    return {"NAMESPACE": proxy.namespace, "NAME": proxy.name, "LABELS": proxy.label_map, "SERVICE_ACCOUNT": proxy.service_account,
+            "TRUST_DOMAIN": trust_domain}
+
+
 def port_offset_of(resource: Resource) -> int:
     """The offset of the well-known ports, for proxies that share one machine (the demo)."""
     return int(resource.annotations.get(PORT_OFFSET_ANNOTATION, "0"))

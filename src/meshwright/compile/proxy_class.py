@@ -14,6 +14,7 @@ that agree on every such key are selected by exactly the same selectors.
 
 from __future__ import annotations
 
+from meshwright.compile.clusters import failover_priorities
 from meshwright.compile.envoyfilter import envoy_filters_for
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.scope import workload_service_ports
@@ -58,9 +59,17 @@ def selected_label_keys(mesh: Mesh) -> frozenset[str]:
                 for path in paths:
                     for selector in _values_at(resource.spec, path):
                         keys.update(selector or {})
-        return frozenset(keys)
+        return frozenset(keys) | _failover_priority_keys(mesh)
 
     return mesh.memo(("selected-label-keys",), compute)
+
+
+def _failover_priority_keys(mesh: Mesh) -> frozenset[str]:
+    """The label keys DestinationRules' failoverPriority compares clients on: endpoint
+    priorities differ with the client's values of them."""
+    return mesh.memo(("failover-priority-keys",), lambda: frozenset(
+        entry.partition("=")[0] for rule in mesh.of_kind("DestinationRule") for entry in failover_priorities(rule)
+    ))
 
 
 def class_key(mesh: Mesh, proxy: Proxy) -> tuple | None:
@@ -73,7 +82,9 @@ def class_key(mesh: Mesh, proxy: Proxy) -> tuple | None:
     keys = selected_label_keys(mesh)
     labels = tuple((key, value) for key, value in proxy.labels if key in keys)
     ports = tuple(workload_service_ports(mesh, proxy.id)) if proxy.captures else ()
-    return (proxy.kind, proxy.namespace, proxy.interception, proxy.port_offset, proxy.locality, proxy.gateways, labels, ports)
+    key = (proxy.kind, proxy.namespace, proxy.interception, proxy.port_offset, proxy.locality, proxy.gateways, labels, ports)
+    # Istio's failoverPriority orders nothing for a client without labels.
+    return key + (bool(proxy.labels),) if _failover_priority_keys(mesh) else key
 
 
 def proxy_classes(mesh: Mesh, proxies: list[Proxy]) -> list[list[Proxy]]:

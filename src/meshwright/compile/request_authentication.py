@@ -8,15 +8,19 @@ Each JWT rule is one provider (`origins-<index>`, rules sorted by issuer); the p
 valid token is kept in the filter's dynamic metadata under "payload", where the RBAC
 filters read the claims (compile/authorization.py).
 
-Keys come from the rule's inline `jwks`, or from a file on the proxy's host named by
-`jwksUri: file:///PATH` (meshwright's; Istio fetches http(s) URIs, which meshwright
-refuses). The selection of policies is AuthorizationPolicy's: a selector picks workloads in
+Keys come from the rule's inline `jwks`, from a file on the proxy's host named by
+`jwksUri: file:///PATH` (meshwright's), or from an http(s) `jwksUri` that Envoy fetches
+itself (remote_jwks, Istio's PILOT_JWT_ENABLE_REMOTE_JWKS=envoy) through a cluster of its
+own per host and port (jwks_clusters: DNS; TLS for https, checked against the system's trust
+store), cached for Istio's refresh interval. The selection of policies is AuthorizationPolicy's: a selector picks workloads in
 its namespace, no selector the whole namespace, the root namespace every namespace.
 """
 
 from __future__ import annotations
 
-from meshwright.compile.envoy_values import TYPE_PREFIX, typed
+from urllib.parse import urlsplit
+
+from meshwright.compile.envoy_values import TYPE_PREFIX, UPSTREAM_TLS, socket_address, subject_alt_name_matchers, tls_params, typed
 from meshwright.mesh import ROOT_NAMESPACE, Mesh
 from meshwright.model.resource import Resource
 
@@ -43,11 +47,65 @@ def policies_of_kind(mesh: Mesh, kind: str, namespace: str, labels: tuple) -> li
     return mesh.memo(("policies-of-kind", kind, namespace, labels), compute)
 
 
+# Istio's defaults: a JWKS fetch times out after 5s, keys are fetched again every 20 minutes.
+DEFAULT_JWKS_TIMEOUT, JWKS_CACHE_DURATION = "5s", "1200s"
+JWKS_CONNECT_TIMEOUT = "10s"
+
+
+def is_remote_jwks(rule: dict) -> bool:
+    return rule.get("jwksUri", "").startswith(("http://", "https://"))
+
+
+def jwks_endpoint(uri: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) jwksUri (validation checked its shape)."""
+    parts = urlsplit(uri)
+    return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def jwks_cluster_name(uri: str) -> str:
+    scheme, host, port = jwks_endpoint(uri)
+    return f"jwks|{scheme}|{host}|{port}"
+
+
 def jwks_source(rule: dict) -> dict:
     """Envoy's local_jwks: the inline keys, or the file a file:// jwksUri names."""
     if "jwks" in rule:
         return {"inline_string": rule["jwks"]}
     return {"filename": rule["jwksUri"][len(FILE_SCHEME):]}
+
+
+def _jwks(rule: dict) -> dict:
+    """The provider's keys: local_jwks, or remote_jwks fetched through the URI's cluster."""
+    if not is_remote_jwks(rule):
+        return {"local_jwks": jwks_source(rule)}
+    uri = rule["jwksUri"]
+    http_uri = {"uri": uri, "cluster": jwks_cluster_name(uri), "timeout": rule.get("timeout", DEFAULT_JWKS_TIMEOUT)}
+    return {"remote_jwks": {"http_uri": http_uri, "cache_duration": JWKS_CACHE_DURATION}}
+
+
+def jwks_cluster(uri: str, system_ca: str) -> dict:
+    """The cluster Envoy fetches an http(s) jwksUri through: the host by DNS; for https, TLS
+    with the host as SNI, its certificate checked against the system's trust store and the
+    host name."""
+    scheme, host, port = jwks_endpoint(uri)
+    name = jwks_cluster_name(uri)
+    cluster: dict = {
+        "name": name, "type": "STRICT_DNS", "dns_lookup_family": "V4_ONLY", "connect_timeout": JWKS_CONNECT_TIMEOUT,
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(host, port)}}]}]},
+    }
+    if scheme == "https":
+        context = {"sni": host, "common_tls_context": {"tls_params": tls_params(), "validation_context": {
+            "trusted_ca": {"filename": system_ca}, "match_typed_subject_alt_names": subject_alt_name_matchers([host])}}}
+        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": typed(UPSTREAM_TLS, **context)}
+    return cluster
+
+
+def jwks_clusters(mesh: Mesh, namespace: str, labels: tuple) -> list[dict]:
+    """The clusters of the http(s) jwksUris of the RequestAuthentications that apply to a
+    workload, one per scheme, host and port."""
+    uris = {rule["jwksUri"] for rule in jwt_rules(policies_of_kind(mesh, "RequestAuthentication", namespace, labels)) if is_remote_jwks(rule)}
+    clusters = {jwks_cluster_name(uri): jwks_cluster(uri, mesh.settings.system_ca_certificates) for uri in sorted(uris)}
+    return [clusters[name] for name in sorted(clusters)]
 
 
 def space_delimited_claims(rule: dict) -> list[str]:
@@ -60,7 +118,7 @@ def jwt_provider(rule: dict) -> dict:
     provider: dict = {"issuer": rule["issuer"]}
     if rule.get("audiences"):
         provider["audiences"] = list(rule["audiences"])
-    provider["local_jwks"] = jwks_source(rule)
+    provider.update(_jwks(rule))
     if rule.get("forwardOriginalToken"):
         provider["forward"] = True
     if rule.get("fromHeaders"):

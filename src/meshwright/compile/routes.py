@@ -57,6 +57,23 @@ def match_applies(match: dict, proxy: Proxy, context: RouteContext, namespace: s
     return match.get("sourceNamespace", proxy.namespace) == proxy.namespace
 
 
+def l4_match_applies(match: dict, proxy: Proxy, context: RouteContext, namespace: str) -> bool:
+    """Whether a tcp or tls match of a VirtualService in namespace applies where it is built
+    (Istio's matchTCP and matchTLS): every field given holds, the port, one of its gateways,
+    the proxy's sourceLabels and sourceNamespace (unlike an HTTP match, naming gateways does
+    not set sourceLabels aside)."""
+    if match.get("port", context.port) != context.port:
+        return False
+    if "gateways" in match and not any(qualified_gateway(name, namespace) in context.gateways for name in match["gateways"]):
+        return False
+    return labels_match(match.get("sourceLabels") or {}, proxy.label_map) and match.get("sourceNamespace", proxy.namespace) == proxy.namespace
+
+
+def tcp_route_applies(route: dict, proxy: Proxy, context: RouteContext, namespace: str) -> bool:
+    """A tcp route applies where it has no match, or one of its matches applies."""
+    return any(l4_match_applies(match, proxy, context, namespace) for match in route.get("match") or [{}])
+
+
 def destination_port(mesh: Mesh, destination: dict, namespace: str) -> int | None:
     """The service port a destination means: its port.number, or the service's only port."""
     if "port" in destination:

@@ -26,7 +26,9 @@ import re
 from dataclasses import dataclass
 
 from meshwright.compile.clusters import outbound_cluster_name, static_cluster
-from meshwright.compile.envoy_values import CEL_ACCESS_LOG_FILTER, FILE_ACCESS_LOG, HCM_FILTER, OPENTELEMETRY_CONFIG, TCP_PROXY_FILTER, ZIPKIN_CONFIG, typed
+from meshwright.compile.envoy_values import (
+    CEL_ACCESS_LOG_FILTER, FILE_ACCESS_LOG, HCM_FILTER, OPENTELEMETRY_CONFIG, TCP_PROXY_FILTER, UUID_REQUEST_ID, ZIPKIN_CONFIG, typed,
+)
 from meshwright.compile.gateway import GATEWAY
 from meshwright.compile.proxy import Proxy
 from meshwright.compile.sidecar import INBOUND, OUTBOUND
@@ -112,6 +114,9 @@ class Tracing:
     cluster: str  # where spans go: a mesh service's outbound cluster, or a dedicated one
     dedicated: bool  # True: the bootstrap defines the cluster (collector_clusters)
     custom_tags: tuple[tuple[str, str, str, str], ...] = ()  # (tag, literal/environment/header, value or name, default), by tag
+    # Istio's useRequestIdForTraceSampling (default true, Envoy's default too): whether the
+    # sampling decision follows the x-request-id (stable per request id) or is random.
+    request_id_sampling: bool = True
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,8 @@ def _merge_overrides(merged: dict, overrides: list[dict], mode: str) -> None:
         if not applies_to(match, mode):
             continue
         metric = match.get("metric", "ALL_METRICS")
+        if metric not in METRIC_STATS and metric != "ALL_METRICS":
+            continue  # a metric no cluster stat records (request sizes, gRPC messages): off already
         if "disabled" in override:
             if metric == "ALL_METRICS":
                 merged["disabled"] = override["disabled"]
@@ -269,7 +276,8 @@ def _direction(mesh: Mesh, layers: list[Resource], mode: str) -> Direction:
     if tracers and not tracing_settings.get("disableSpanReporting"):
         cluster, dedicated = _collector(mesh, tracers[0])
         tags = tuple(custom_tag_source(tag, spec) for tag, spec in sorted(tracing_settings.get("customTags", {}).items()))
-        tracing = Tracing(tracers[0], float(tracing_settings.get("randomSamplingPercentage", DEFAULT_SAMPLING)), cluster, dedicated, tags)
+        tracing = Tracing(tracers[0], float(tracing_settings.get("randomSamplingPercentage", DEFAULT_SAMPLING)), cluster, dedicated, tags,
+                          tracing_settings.get("useRequestIdForTraceSampling", True))
     metrics_settings = _merged(layers, METRICS, mode)
     metrics = None
     if not metrics_settings.get("disabled") and any(p.type == PROMETHEUS for p in _providers(mesh, metrics_settings, METRICS)):
@@ -460,6 +468,8 @@ def apply_telemetry(proxy: Proxy, telemetry: ProxyTelemetry, items: list[tuple[s
                     config["access_log"] = [access_log(log) for log in direction.access_logs]
                 if network_filter["name"] == HCM_FILTER and direction.tracing is not None:
                     config["tracing"] = http_tracing(direction.tracing, proxy)
+                    if not direction.tracing.request_id_sampling:
+                        config["request_id_extension"] = {"typed_config": typed(UUID_REQUEST_ID, use_request_id_for_trace_sampling=False)}
 
 
 def with_stat_names(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, clusters: list[dict]) -> list[dict]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from meshwright.compile.clusters import outbound_cluster_name, tcp_connection_limits
 from meshwright.compile.listeners import tcp_proxy
 from meshwright.compile.proxy import Proxy
-from meshwright.compile.routes import destination_cluster, weighted_destinations
-from meshwright.mesh import Mesh, host_matches, labels_match, resolve_host
+from meshwright.compile.routes import destination_cluster, l4_match_applies, sidecar_context, tcp_route_applies
+from meshwright.mesh import Mesh, host_matches, resolve_host
 from meshwright.registry.model import Service, ServicePort
 
 
@@ -34,16 +34,14 @@ def route_destinations(mesh: Mesh, route: dict, namespace: str) -> list[tuple[st
     return [(destination_cluster(mesh, d["destination"], namespace), d["weight"]) for d in destinations if d.get("weight")]
 
 
-def tcp_destinations(mesh: Mesh, hostname: str, port: int, client_namespace: str) -> list[tuple[str, int]]:
-    """(cluster, weight) for a connection to a service port from a client in client_namespace:
-    the first of its VirtualService's tcp routes that applies to the port, else the service's
-    own cluster."""
-    virtual_service = mesh.sidecar_virtual_service_for(hostname, client_namespace)
+def tcp_destinations(mesh: Mesh, proxy: Proxy, hostname: str, port: int) -> list[tuple[str, int]]:
+    """(cluster, weight) for a sidecar's connection to a service port: the first of the
+    service's VirtualService's tcp routes that applies there (tcp_route_applies), else the
+    service's own cluster."""
+    virtual_service = mesh.sidecar_virtual_service_for(hostname, proxy.namespace)
     for route in (virtual_service.spec.get("tcp") or []) if virtual_service else []:
-        ports = [m["port"] for m in route.get("match") or [] if "port" in m]
-        if ports and port not in ports:
-            continue
-        return route_destinations(mesh, route, virtual_service.namespace)
+        if tcp_route_applies(route, proxy, sidecar_context(port), virtual_service.namespace):
+            return route_destinations(mesh, route, virtual_service.namespace)
     return [(outbound_cluster_name(port, "", hostname), 100)]
 
 
@@ -55,15 +53,13 @@ def _names_for_service(sni_hosts: list[str], namespace: str, service: Service) -
 
 def tls_routes(mesh: Mesh, proxy: Proxy, service: Service, port: int) -> list[tuple[list[str], list[tuple[str, int]]]]:
     """(SNI names, weighted clusters) of the VirtualService's tls routes for a service port,
-    in order: each match that applies to the port and to this proxy (sourceLabels)."""
+    in order: each match that applies to the port and to this proxy (l4_match_applies)."""
     virtual_service = mesh.sidecar_virtual_service_for(service.hostname, proxy.namespace)
     out = []
     for route in (virtual_service.spec.get("tls") or []) if virtual_service else []:
         for match in route["match"]:
-            if match.get("port", port) != port or not labels_match(match.get("sourceLabels") or {}, proxy.label_map):
+            if not l4_match_applies(match, proxy, sidecar_context(port), virtual_service.namespace):
                 continue
-            if match.get("gateways") and "mesh" not in match["gateways"]:
-                continue  # a match for gateways only
             names = _names_for_service(match["sniHosts"], virtual_service.namespace, service)
             if names:
                 out.append((names, route_destinations(mesh, route, virtual_service.namespace)))
@@ -94,7 +90,7 @@ def service_tls_chains(mesh: Mesh, proxy: Proxy, service: Service, port: Service
             chains.append(sni_chain(mesh, proxy, fresh, clusters))
     if not by_name or service.hostname not in taken:
         taken.add(service.hostname)
-        chains.append(sni_chain(mesh, proxy, [service.hostname] if by_name else None, tcp_destinations(mesh, service.hostname, port.number, proxy.namespace)))
+        chains.append(sni_chain(mesh, proxy, [service.hostname] if by_name else None, tcp_destinations(mesh, proxy, service.hostname, port.number)))
     return chains
 
 

@@ -93,12 +93,12 @@ def _placeholder_jwks_files(http_filters: list[dict]) -> None:
         if http_filter["name"] != JWT_FILTER:
             continue
         for provider in http_filter["typed_config"]["providers"].values():
-            if "filename" in provider["local_jwks"]:
+            if "filename" in provider.get("local_jwks", {}):  # remote_jwks: fetched by the proxy, nothing to read here
                 provider["local_jwks"] = {"inline_string": PLACEHOLDER_JWKS}
 
 
 def _placeholder_credential_files(context: dict, credentials_dir: str) -> None:
-    """A gateway's credentialName files (compile/gateway_tls.py credential_files) are on its
+    """A gateway's credential files (compile/gateway_tls.py server_certificates) are on its
     host, in credentials_dir, and may not exist where the config is checked; Envoy's validate
     mode reads them, so the check uses the stand-in certificate (the proxy reads the files)."""
     certificate, key = placeholder_pem()

@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass
 
 ZIPKIN, OPENTELEMETRY, FILE_ACCESS_LOG, PROMETHEUS = "zipkin", "opentelemetry", "envoyFileAccessLog", "prometheus"
-PROVIDER_TYPES = (ZIPKIN, OPENTELEMETRY, FILE_ACCESS_LOG, PROMETHEUS)
+# External authorizers (AuthorizationPolicy CUSTOM), no telemetry signal's.
+EXT_AUTHZ_HTTP, EXT_AUTHZ_GRPC = "envoyExtAuthzHttp", "envoyExtAuthzGrpc"
+PROVIDER_TYPES = (ZIPKIN, OPENTELEMETRY, FILE_ACCESS_LOG, PROMETHEUS, EXT_AUTHZ_HTTP, EXT_AUTHZ_GRPC)
 
 # The Telemetry API's three signals (also defaultProviders' keys), and the provider types
 # that serve each.
@@ -81,6 +83,9 @@ def provider_from_spec(spec: dict) -> Provider:
         if "labels" in log_format:
             return Provider(name, FILE_ACCESS_LOG, path=log["path"], encoding="JSON", labels=tuple(log_format["labels"].items()))
         return Provider(name, FILE_ACCESS_LOG, path=log["path"], encoding="TEXT", text=log_format.get("text", ""))
+    for kind in (EXT_AUTHZ_HTTP, EXT_AUTHZ_GRPC):
+        if kind in spec:
+            return Provider(name, kind, service=spec[kind]["service"], port=int(spec[kind]["port"]))
     return Provider(name, PROMETHEUS)
 
 

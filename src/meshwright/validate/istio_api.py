@@ -245,7 +245,7 @@ tls_match = Obj(
         "port": Port(),
         "sourceLabels": Labels(),
         "destinationSubnets": Unsupported("match by sniHosts and port; connections are told apart by the name the client asks for"),
-        "sourceNamespace": Unsupported("match clients by sourceLabels, or scope them with a Sidecar's egress hosts"),
+        "sourceNamespace": label,
         # The gateways the match applies at ("mesh": the sidecars); none: every one the
         # VirtualService is bound to.
         "gateways": ListOf(Str(non_empty=True)),
@@ -265,7 +265,10 @@ tls_route = Obj(
 tcp_route = Obj(
     "a TCP route",
     {
-        "match": ListOf(Obj("a TCP match", {"port": Port(), "sourceLabels": Labels()})),
+        # Istio's L4MatchAttributes: every field given must hold (compile/routes.py tcp_route_applies).
+        "match": ListOf(Obj("a TCP match", {"port": Port(), "sourceLabels": Labels(), "gateways": ListOf(Str(non_empty=True), min_items=1), "sourceNamespace": label,
+                                           "destinationSubnets": Unsupported("match by port, or give the addresses to a ServiceEntry: under iptables "
+                                                                             "capture its addresses pick the connections to them")})),
         "route": ListOf(Obj("a route destination", {"destination": destination, "weight": weight}, required=("destination",)), min_items=1),
     },
     required=("route",),
@@ -292,6 +295,14 @@ virtual_service = Obj(
 # Envoy's Maglev table: a prime number of entries, at most 5000011 (cluster.proto).
 MAGLEV_MAX_TABLE_SIZE = 5000011
 
+FAILOVER_PRIORITY_HELP = "a label key, or key=value (" + names.LABEL_KEY_HELP + ")"
+
+
+def _is_failover_priority_label(text: str) -> bool:
+    key, separator, value = text.partition("=")
+    return names.is_label_key(key) and (not separator or (bool(value) and names.is_label_value(value)))
+
+
 load_balancer = Obj(
     "load balancer settings",
     {
@@ -317,12 +328,11 @@ load_balancer = Obj(
                 "enabled": Bool(),
                 "distribute": ListOf(Obj("a locality distribution", {"from": Str(non_empty=True), "to": MapOf(Int(0, 100))}, required=("from", "to"))),
                 "failover": ListOf(Obj("a locality failover", {"from": Str(non_empty=True), "to": Str(non_empty=True)}, required=("from", "to"))),
-                "failoverPriority": Unsupported(
-                    "endpoints are ordered by locality only: use failover (from region to region), or split clients with "
-                    "subsets and a VirtualService's sourceLabels"
-                ),
+                # Labels the client and the endpoints are compared on, in order ("key", or
+                # "key=value" to compare the endpoints with that value).
+                "failoverPriority": ListOf(Str(valid=_is_failover_priority_label, pattern_help=FAILOVER_PRIORITY_HELP), min_items=1),
             },
-            one_of=(("distribute", "failover"),),
+            one_of=(("distribute", "failover"), ("distribute", "failoverPriority")),
         ),
         # Envoy's slow start: a new endpoint's share of traffic grows over the window.
         "warmup": Obj(
@@ -490,7 +500,6 @@ service_entry = Obj(
 server_tls = Obj(
     "server TLS settings",
     {
-        # AUTO_PASSTHROUGH is accepted here and refused with its reason by validate/references.py.
         "mode": Enum("PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"),
         "serverCertificate": Str(non_empty=True),
         "privateKey": Str(non_empty=True),
@@ -503,11 +512,12 @@ server_tls = Obj(
         "minProtocolVersion": Enum(*SERVER_TLS_VERSIONS),
         "maxProtocolVersion": Enum(*SERVER_TLS_VERSIONS),
         "cipherSuites": ListOf(Str(non_empty=True)),
-        # Kept by the shape check and checked (credentialName) or refused by
-        # validate/references.py, which then does not also ask for the files they stand for.
+        # Checked by validate/references.py (a folder name; the MeshConfig's credentials.dir).
         "credentialName": Any(),
-        "credentialNames": Any(),
-        "tlsCertificates": Any(),
+        # Several certificates (Istio's RSA and ECDSA pair): credentials, or file pairs.
+        "credentialNames": ListOf(Any(), min_items=1),
+        "tlsCertificates": ListOf(Obj("a server certificate", {"serverCertificate": Str(non_empty=True), "privateKey": Str(non_empty=True),
+                                                               "caCertificates": Str(non_empty=True)}, required=("serverCertificate", "privateKey")), min_items=1),
     },
 )
 
@@ -539,7 +549,7 @@ outbound_traffic_policy = Obj(
     "an outbound traffic policy",
     {
         "mode": Enum("ALLOW_ANY", "REGISTRY_ONLY"),
-        "egressProxy": Unsupported("declare the external hosts with ServiceEntries: REGISTRY_ONLY lets only those through"),
+        "egressProxy": Unsupported("Istio's MeshConfig has no egressProxy: set it in a Sidecar's outboundTrafficPolicy (with mode ALLOW_ANY)"),
     },
 )
 
@@ -548,7 +558,8 @@ sidecar = Obj(
     {
         "workloadSelector": workload_selector,
         # mode given: Istio's enum would read a missing one as REGISTRY_ONLY, the MeshConfig's default here is ALLOW_ANY.
-        "outboundTrafficPolicy": Obj(outbound_traffic_policy.name, outbound_traffic_policy.fields, required=("mode",)),
+        # egressProxy: where its traffic to destinations the mesh does not know goes (ALLOW_ANY).
+        "outboundTrafficPolicy": Obj(outbound_traffic_policy.name, {**outbound_traffic_policy.fields, "egressProxy": destination}, required=("mode",)),
         "ingress": ListOf(
             Obj(
                 "a sidecar ingress listener",
@@ -578,15 +589,14 @@ sidecar = Obj(
 
 SUPPORTED_APPLY_TO = (
     "LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER", "ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE", "CLUSTER",
+    "BOOTSTRAP", "EXTENSION_CONFIG",
 )
-# Valid Istio that meshwright refuses (validate/semantics.py says why, in the house message).
-REFUSED_APPLY_TO = ("BOOTSTRAP", "EXTENSION_CONFIG")
 PATCH_OPERATIONS = ("MERGE", "MERGE_AND_REPLACE_LIST", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "REPLACE")
 
 envoy_filter_patch = Obj(
     "an EnvoyFilter config patch",
     {
-        "applyTo": Enum(*SUPPORTED_APPLY_TO, *REFUSED_APPLY_TO),
+        "applyTo": Enum(*SUPPORTED_APPLY_TO),
         "match": Obj(
             "a patch match",
             {
@@ -595,8 +605,8 @@ envoy_filter_patch = Obj(
                     "a proxy match",
                     {
                         "proxyVersion": Regex(),
-                        "metadata": Unsupported("meshwright's proxies send no Istio node metadata: select workloads with the "
-                                                "EnvoyFilter's workloadSelector"),
+                        # Compared with the proxies' node metadata (compile/envoyfilter.py proxy_metadata_matches).
+                        "metadata": MapOf(Str()),
                     },
                 ),
                 "listener": Obj(
@@ -645,8 +655,8 @@ envoy_filter_patch = Obj(
             {
                 "operation": Enum(*PATCH_OPERATIONS),
                 "value": Any(),
-                "filterClass": Unsupported("place the filter by name: INSERT_BEFORE or INSERT_AFTER with "
-                                           "match.listener.filterChain.filter.subFilter.name"),
+                # Where an inserted HTTP filter goes (compile/envoyfilter.py filter_class_index).
+                "filterClass": Enum("UNSPECIFIED", "AUTHN", "AUTHZ", "STATS"),
             },
             required=("operation",),
         ),
@@ -665,7 +675,15 @@ collector_service = Str(
     pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$",
     pattern_help="a collector: [namespace/]hostname, or an IP address",
 )
-UNSUPPORTED_PROVIDER_HINT = "meshwright supports the provider types zipkin, opentelemetry, envoyFileAccessLog and prometheus"
+UNSUPPORTED_PROVIDER_HINT = (
+    "meshwright supports the provider types zipkin, opentelemetry, envoyFileAccessLog, prometheus, envoyExtAuthzHttp and envoyExtAuthzGrpc"
+)
+# Istio writes the port of an ext-authz provider as a string ("9000") or a number.
+_ext_authz_port = Any()
+_ext_authz_common = {
+    "service": collector_service, "port": _ext_authz_port, "timeout": Duration(minimum_seconds=0.001), "failOpen": Bool(),
+    "statusOnError": Str(pattern=r"[1-5][0-9][0-9]", pattern_help="an HTTP status code such as 403"),
+}
 
 extension_provider = Obj(
     "an extension provider",
@@ -682,6 +700,16 @@ extension_provider = Obj(
             required=("service", "port"),
             hints={"http": "spans go to the collector over OTLP/gRPC (its port 4317); OTLP/HTTP is not supported"},
         ),
+        # External authorization (AuthorizationPolicy action CUSTOM): compile/ext_authz.py.
+        "envoyExtAuthzHttp": Obj(
+            "an HTTP external authorizer",
+            {**_ext_authz_common, "pathPrefix": Str(pattern=r"/\S*", pattern_help="a path starting with /, without spaces"),
+             "includeRequestHeadersInCheck": ListOf(Str(non_empty=True)), "includeAdditionalHeadersInCheck": MapOf(Str()),
+             "headersToUpstreamOnAllow": ListOf(Str(non_empty=True)), "headersToDownstreamOnDeny": ListOf(Str(non_empty=True)),
+             "headersToDownstreamOnAllow": ListOf(Str(non_empty=True))},
+            required=("service", "port"),
+        ),
+        "envoyExtAuthzGrpc": Obj("a gRPC external authorizer", dict(_ext_authz_common), required=("service", "port")),
         "envoyFileAccessLog": Obj(
             "a file access log provider",
             {
@@ -693,11 +721,11 @@ extension_provider = Obj(
         "prometheus": Obj("a Prometheus provider", {}),
     },
     required=("name",),
-    required_one_of=(("zipkin", "opentelemetry", "envoyFileAccessLog", "prometheus"),),
+    required_one_of=(("zipkin", "opentelemetry", "envoyFileAccessLog", "prometheus", "envoyExtAuthzHttp", "envoyExtAuthzGrpc"),),
     hints={
         other: UNSUPPORTED_PROVIDER_HINT
         for other in (
-            "envoyExtAuthzHttp", "envoyExtAuthzGrpc", "stackdriver", "skywalking", "datadog", "lightstep",
+            "stackdriver", "skywalking", "datadog", "lightstep",
             "envoyHttpAls", "envoyTcpAls", "envoyOtelAls", "sds",
         )
     },
@@ -784,8 +812,10 @@ telemetry = Obj(
                         },
                         required_one_of=(("literal", "environment", "header"),),
                     )),
-                    "useRequestIdForTraceSampling": Unsupported("the sampling decision is random, or the one a request carries in its trace headers"),
-                    "enableIstioTags": Unsupported("spans carry Envoy's standard tags and the customTags you list"),
+                    # false: a random sampling decision rather than one that follows x-request-id.
+                    "useRequestIdForTraceSampling": Bool(),
+                    # Refused when true (validate/telemetry.py): spans carry no istio.* tags.
+                    "enableIstioTags": Bool(),
                 },
             )
         ),
@@ -814,7 +844,8 @@ telemetry = Obj(
                             },
                         )
                     ),
-                    "reportingInterval": Unsupported("Prometheus scrapes the stats port at the interval it is configured with"),
+                    # Warned about (validate/telemetry.py): Envoy's counters are always current.
+                    "reportingInterval": Duration(minimum_seconds=0.001),
                 },
             )
         ),

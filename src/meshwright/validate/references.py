@@ -5,6 +5,7 @@ from __future__ import annotations
 from meshwright import names
 from meshwright.compile.envoy_values import SERVER_CIPHER_SUITES, is_cipher_suite
 from meshwright.compile.envoyfilter import proxy_version_matches
+from meshwright.compile.proxy import NODE_METADATA_STRINGS
 from meshwright.compile.scope import egress_host_matches
 from meshwright.mesh import Mesh, host_matches, resolve_host
 from meshwright.model.delegation import delegate_key, is_delegate
@@ -55,7 +56,7 @@ def _check_gateway_names(mesh: Mesh, resource: Resource, path: tuple, gateways: 
 
 
 def _check_tls_match_gateways(mesh: Mesh, resource: Resource, path: tuple, names: list[str], problems: Problems) -> None:
-    """A match's gateways narrow where it applies: each must be one the VirtualService is
+    """A tls or tcp match's gateways narrow where it applies: each must be one the VirtualService is
     bound to (meshwright does not widen a VirtualService's reach from inside a match)."""
     bound = resource.spec.get("gateways") or ["mesh"]
     qualified = {_qualified_gateway(g, resource.namespace) for g in bound}
@@ -138,6 +139,9 @@ def _check_tls_routes(mesh: Mesh, resource: Resource, problems: Problems) -> Non
     Istio requires; the gateways a match names exist; destinations exist."""
     spec = resource.spec
     hosts = [resolve_host(h, resource.namespace) for h in spec.get("hosts") or []]
+    for index, tcp in enumerate(spec.get("tcp") or []):
+        for match_index, match in enumerate(tcp.get("match") or []):
+            _check_tls_match_gateways(mesh, resource, ("spec", "tcp", index, "match", match_index, "gateways"), match.get("gateways") or [], problems)
     for index, tls in enumerate(spec.get("tls") or []):
         path = ("spec", "tls", index)
         for match_index, match in enumerate(tls["match"]):
@@ -150,8 +154,31 @@ def _check_tls_routes(mesh: Mesh, resource: Resource, problems: Problems) -> Non
             _check_destination(mesh, resource, path + ("route", route_index, "destination"), entry["destination"], problems)
 
 
+def _check_egress_proxy(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """outboundTrafficPolicy.egressProxy as Istio takes it: with mode ALLOW_ANY only, a port
+    always, a service of the mesh (port, subset) that the Sidecar's egress hosts import (its
+    cluster must be on the proxy)."""
+    policy = resource.spec.get("outboundTrafficPolicy") or {}
+    egress_proxy = policy.get("egressProxy")
+    if egress_proxy is None:
+        return
+    path = ("spec", "outboundTrafficPolicy", "egressProxy")
+    if policy.get("mode") != "ALLOW_ANY":
+        problems.add(resource, path, "egressProxy takes the traffic ALLOW_ANY lets out (Istio's rule): with mode REGISTRY_ONLY "
+                     "nothing unknown leaves; set mode: ALLOW_ANY, or remove egressProxy")
+    _check_destination(mesh, resource, path, egress_proxy, problems)
+    service = mesh.registry.get(resolve_host(egress_proxy["host"], resource.namespace))
+    if "port" not in egress_proxy and service is not None and len(service.ports) == 1:  # several: _check_destination says so
+        problems.add(resource, path, f"egressProxy needs port.number (Istio's rule: {service.ports[0].number}, say)")
+    hosts = [h for entry in resource.spec.get("egress") or [] for h in entry["hosts"]]
+    if service is not None and hosts and not any(egress_host_matches(h, service, resource.namespace) for h in hosts):
+        problems.add(resource, path + ("host",), f"{service.hostname} is not among the Sidecar's egress hosts, so its proxies have no "
+                     f"cluster for it: add {service.namespace}/{service.hostname} to an egress entry's hosts")
+
+
 def check_sidecar(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     """A TLS egress listener routes by SNI to services with a TLS port: its hosts need one."""
+    _check_egress_proxy(mesh, resource, problems)
     for index, entry in enumerate(resource.spec.get("egress") or []):
         protocol = (entry.get("port") or {}).get("protocol")
         if protocol not in TLS_PROTOCOLS:
@@ -203,17 +230,12 @@ TERMINATING_MODES = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
 # Fields that check the client's certificate: meaningful only when the gateway asks for one.
 CLIENT_CHECK_FIELDS = ("subjectAltNames", "verifyCertificateSpki", "verifyCertificateHash", "caCrl")
 # Everything that configures a TLS handshake the gateway makes itself (not with PASSTHROUGH).
-HANDSHAKE_FIELDS = ("credentialName", "serverCertificate", "privateKey", "caCertificates", "minProtocolVersion", "maxProtocolVersion", "cipherSuites") + CLIENT_CHECK_FIELDS
-CREDENTIAL_HINT = (
-    "give one credential in credentialName (a folder in the MeshConfig's credentials.dir), or file paths on "
-    "the gateway's host in serverCertificate, privateKey and caCertificates (docs/traffic.md#gateway)"
-)
-# Other ways to give the server's certificate; refused, and then the files are not asked for.
-SECRET_FIELDS = {
-    "credentialNames": CREDENTIAL_HINT,
-    "tlsCertificates": "give one certificate in serverCertificate and privateKey",
-}
-# The files credentialName stands for (compile/gateway_tls.py credential_files).
+HANDSHAKE_FIELDS = ("credentialName", "credentialNames", "tlsCertificates", "serverCertificate", "privateKey", "caCertificates", "minProtocolVersion", "maxProtocolVersion", "cipherSuites") + CLIENT_CHECK_FIELDS
+# The ways to give the server's certificates (one of them, as Istio requires).
+CERTIFICATE_SOURCES = ("credentialName", "credentialNames", "tlsCertificates")
+# Envoy presents one certificate per key type: Istio's lists are an RSA and an ECDSA one.
+MAX_SERVER_CERTIFICATES = 2
+# The files a credential stands for (compile/gateway_tls.py server_certificates).
 CREDENTIAL_FILE_FIELDS = ("serverCertificate", "privateKey", "caCertificates")
 CREDENTIALS_DIR_HINT = (
     "add `credentials: {dir: /etc/meshwright/credentials}` (an absolute path on the gateways' hosts) to the MeshConfig: "
@@ -221,18 +243,14 @@ CREDENTIALS_DIR_HINT = (
     "DIR/NAME/ca.crt (docs/traffic.md#gateway)"
 )
 ARTICLE = {"HTTP": "an", "HTTPS": "an", "HTTP2": "an", "GRPC": "a", "TCP": "a", "TLS": "a"}
-AUTO_PASSTHROUGH_HINT = (
-    "AUTO_PASSTHROUGH serves Istio's multi-network east-west gateways, routing by the mesh's own SNI; "
-    "meshwright makes no east-west gateways (every workload is on one network): use PASSTHROUGH with "
-    "VirtualService tls routes, or SIMPLE/MUTUAL to terminate TLS at the gateway"
-)
 
 
 def _mode_fits_protocol(resource: Resource, path: tuple, protocol: str, mode: str | None, problems: Problems) -> bool:
     """HTTPS and TLS servers need a mode; plain ones may not have one."""
     if protocol in TLS_PROTOCOLS and mode is None:
         problems.add(resource, path, f"{ARTICLE[protocol]} {protocol} server needs tls.mode: SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL "
-                     "(the gateway terminates TLS), or PASSTHROUGH (VirtualService tls routes pick the backend by SNI)")
+                     "(the gateway terminates TLS), PASSTHROUGH (VirtualService tls routes pick the backend by SNI) or AUTO_PASSTHROUGH "
+                     "(the mesh's SNI, outbound_.PORT_.SUBSET_.HOST, picks the service)")
         return False
     if protocol not in TLS_PROTOCOLS and mode is not None:
         problems.add(resource, path + ("mode",), f"{ARTICLE[protocol]} {protocol} server is plain text: tls.mode needs protocol HTTPS or TLS "
@@ -247,17 +265,12 @@ def _check_server_tls(mesh: Mesh, resource: Resource, index: int, server: dict, 
     mode, path = tls.get("mode"), ("spec", "servers", index, "tls")
     if not _mode_fits_protocol(resource, path, server["port"]["protocol"], mode, problems):
         return
-    for field, instead in SECRET_FIELDS.items():
-        if field in tls:
-            problems.add(resource, path + (field,), f"{field} is not supported by meshwright yet ({instead})")
-    if mode == "AUTO_PASSTHROUGH":
-        problems.add(resource, path + ("mode",), f"AUTO_PASSTHROUGH is not supported by meshwright yet ({AUTO_PASSTHROUGH_HINT})")
-    elif mode == "PASSTHROUGH":
-        _refuse_fields(resource, path, tls, HANDSHAKE_FIELDS, "{field} has no use with mode PASSTHROUGH (the backend makes the TLS handshake): remove it", problems)
+    if mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH"):
+        _refuse_fields(resource, path, tls, HANDSHAKE_FIELDS, "{field} has no use with mode " + mode + " (the backend makes the TLS handshake): remove it", problems)
     elif mode == "ISTIO_MUTUAL":
         if not mesh.settings.identity_enabled:
             problems.add(resource, path + ("mode",), f"ISTIO_MUTUAL needs workload certificates: {IDENTITY_HINT}")
-        _refuse_fields(resource, path, tls, ("credentialName", "serverCertificate", "privateKey", "caCertificates"),
+        _refuse_fields(resource, path, tls, ("credentialName", "credentialNames", "tlsCertificates", "serverCertificate", "privateKey", "caCertificates"),
                        "ISTIO_MUTUAL uses the gateway's certificate from the mesh CA: remove {field} (or use mode MUTUAL with your own files)", problems)
     elif mode in TERMINATING_MODES:
         _check_certificate_files(mesh, resource, path, tls, problems)
@@ -271,25 +284,50 @@ def _refuse_fields(resource: Resource, path: tuple, tls: dict, fields: tuple, me
             problems.add(resource, path + (field,), message.format(field=field))
 
 
-def _check_credential_name(mesh: Mesh, resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
-    """credentialName names a folder (so a Kubernetes secret name: no '/', no '..'), needs the
-    MeshConfig's credentials folder, and stands for the file fields."""
-    name = tls["credentialName"]
-    if not names.is_subdomain(name):
-        problems.add(resource, path + ("credentialName",), f"{name!r} is not a Kubernetes secret name: {names.SUBDOMAIN_HELP}")
-    elif not mesh.settings.credentials_dir:
-        problems.add(resource, path + ("credentialName",), f"credentialName {name!r} needs a folder of credentials: {CREDENTIALS_DIR_HINT}")
-    _refuse_fields(resource, path, tls, CREDENTIAL_FILE_FIELDS, "{field} and credentialName both give the gateway's certificate: "
-                   "keep one (credentialName's folder holds tls.crt, tls.key and ca.crt)", problems)
+def _check_credential_names(mesh: Mesh, resource: Resource, path: tuple, tls: dict, field: str, problems: Problems) -> None:
+    """credentialName or credentialNames: each names a folder (so a Kubernetes secret name: no
+    '/', no '..'), they need the MeshConfig's credentials folder, and stand for the file fields."""
+    given = tls[field] if field == "credentialNames" else [tls[field]]
+    for index, name in enumerate(given):
+        where = path + ((field, index) if field == "credentialNames" else (field,))
+        if not names.is_subdomain(name):
+            problems.add(resource, where, f"{name!r} is not a Kubernetes secret name: {names.SUBDOMAIN_HELP}")
+        elif not mesh.settings.credentials_dir:
+            problems.add(resource, where, f"{field} {name!r} needs a folder of credentials: {CREDENTIALS_DIR_HINT}")
+    _refuse_fields(resource, path, tls, CREDENTIAL_FILE_FIELDS, "{field} and " + field + " both give the gateway's certificate: "
+                   "keep one (a credential's folder holds tls.crt, tls.key and ca.crt)", problems)
+
+
+def _check_tls_certificates(resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
+    """tlsCertificates: file pairs instead of serverCertificate and privateKey; the clients'
+    CA (MUTUAL, OPTIONAL_MUTUAL) is one file, given once or the same in every entry."""
+    _refuse_fields(resource, path, tls, ("serverCertificate", "privateKey"), "{field} and tlsCertificates both give the gateway's "
+                   "certificate: keep one", problems)
+    authorities = {entry["caCertificates"] for entry in tls["tlsCertificates"] if "caCertificates" in entry} | (
+        {tls["caCertificates"]} if "caCertificates" in tls else set())
+    if len(authorities) > 1:
+        problems.add(resource, path + ("tlsCertificates",), f"the entries name different caCertificates ({', '.join(sorted(authorities))}): "
+                     "Envoy checks clients against one CA file: give it once, in tls.caCertificates")
+    elif tls["mode"] in MUTUAL_MODES and not authorities:
+        problems.add(resource, path, f"tls.mode {tls['mode']} needs caCertificates (a file path on the gateway's host)")
 
 
 def _check_certificate_files(mesh: Mesh, resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
-    """SIMPLE, MUTUAL, OPTIONAL_MUTUAL: the gateway's certificate files, the clients' CA when it
-    asks for their certificates, and no client checks when it does not."""
+    """SIMPLE, MUTUAL, OPTIONAL_MUTUAL: the gateway's certificates (one way of giving them), the
+    clients' CA when it asks for their certificates, and no client checks when it does not."""
     mode = tls["mode"]
-    if "credentialName" in tls:
-        _check_credential_name(mesh, resource, path, tls, problems)
-    elif not any(field in tls for field in SECRET_FIELDS):
+    sources = [field for field in CERTIFICATE_SOURCES if field in tls]
+    for field in sources[1:]:
+        problems.add(resource, path + (field,), f"{field} and {sources[0]} both give the gateway's certificate: keep one")
+    for field in ("credentialNames", "tlsCertificates"):
+        if len(tls.get(field) or []) > MAX_SERVER_CERTIFICATES:
+            problems.add(resource, path + (field,), f"{field} gives {len(tls[field])} certificates: Envoy presents one per key type, "
+                         "so at most 2 (an RSA and an ECDSA one, as Istio)")
+    if sources and sources[0] in ("credentialName", "credentialNames"):
+        _check_credential_names(mesh, resource, path, tls, sources[0], problems)
+    elif sources:
+        _check_tls_certificates(resource, path, tls, problems)
+    else:
         needed = ["serverCertificate", "privateKey"] + (["caCertificates"] if mode in MUTUAL_MODES else [])
         for field in needed:
             if field not in tls:
@@ -297,6 +335,10 @@ def _check_certificate_files(mesh: Mesh, resource: Resource, path: tuple, tls: d
     if mode == "SIMPLE":
         _refuse_fields(resource, path, tls, ("caCertificates",) + CLIENT_CHECK_FIELDS, "{field} checks clients' certificates, which mode SIMPLE "
                        "does not ask for: use mode MUTUAL (or OPTIONAL_MUTUAL), or remove it", problems)
+        for index, entry in enumerate(tls.get("tlsCertificates") or []):
+            if "caCertificates" in entry:
+                problems.add(resource, path + ("tlsCertificates", index, "caCertificates"), "caCertificates checks clients' certificates, "
+                             "which mode SIMPLE does not ask for: use mode MUTUAL (or OPTIONAL_MUTUAL), or remove it")
 
 
 def _check_protocol_versions(resource: Resource, path: tuple, tls: dict, problems: Problems) -> None:
@@ -347,6 +389,11 @@ def check_envoy_filter(mesh: Mesh, resource: Resource, problems: Problems) -> No
                           f"'{match['proxy']['proxyVersion']}' does not match {version}, the Envoy version of this mesh's proxies "
                           "(MeshConfig envoyVersion), so the patch applies to none: meshwright matches proxyVersion against the "
                           "Envoy version, as its proxies have no Istio version")
+        for key in ((match.get("proxy") or {}).get("metadata") or {}):
+            if key not in NODE_METADATA_STRINGS:
+                problems.warn(resource, ("spec", "configPatches", index, "match", "proxy", "metadata", key),
+                              f"meshwright's proxies send no node metadata {key} (their string keys: {', '.join(NODE_METADATA_STRINGS)}), "
+                              "so the patch applies to none: select workloads with the EnvoyFilter's workloadSelector")
 
 
 def check_workload_group_member(mesh: Mesh, resource: Resource, problems: Problems) -> None:

@@ -188,16 +188,12 @@ authorization_policy = Obj(
     "an AuthorizationPolicy spec",
     {
         "selector": match_labels,
-        "action": Enum(
-            "ALLOW", "DENY",
-            hints={"AUDIT": "audit logging is not supported", "CUSTOM": "external authorization (CUSTOM) is not supported: use ALLOW or DENY"},
-        ),
+        "action": Enum("ALLOW", "DENY", "CUSTOM", hints={"AUDIT": "audit logging is not supported"}),
+        # CUSTOM: the MeshConfig's ext-authz provider to ask (compile/ext_authz.py).
+        "provider": Obj("an authorization provider", {"name": Str(non_empty=True)}, required=("name",)),
         "rules": ListOf(rule),
     },
-    hints={
-        "provider": "external authorization (CUSTOM) is not supported: use ALLOW or DENY",
-        "targetRef": "select workloads with selector.matchLabels", "targetRefs": "select workloads with selector.matchLabels",
-    },
+    hints={"targetRef": "select workloads with selector.matchLabels", "targetRefs": "select workloads with selector.matchLabels"},
 )
 
 _header_name = Str(pattern=r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", pattern_help="an HTTP header name")
@@ -208,8 +204,7 @@ jwt_rule = Obj(
     {
         "issuer": Str(non_empty=True),
         "audiences": ListOf(Str(non_empty=True), min_items=1),
-        # Istio fetches http(s) URIs; meshwright reads keys inline or from a file (checked
-        # in security_checks: the scheme decides).
+        # http(s) (Envoy fetches it) or file:///PATH (checked in security_checks).
         "jwksUri": Str(non_empty=True),
         "jwks": Str(non_empty=True),
         "fromHeaders": ListOf(Obj("a JWT header location", {"name": _header_name, "prefix": Str()}, required=("name",)), min_items=1),
@@ -219,7 +214,8 @@ jwt_rule = Obj(
         "outputClaimToHeaders": ListOf(Obj("a claim to copy to a header", {"header": _header_name, "claim": Str(non_empty=True)}, required=("header", "claim")), min_items=1),
         "forwardOriginalToken": Bool(),
         "spaceDelimitedClaims": ListOf(Str(non_empty=True), min_items=1),
-        "timeout": Unsupported("it bounds fetching a jwksUri over http(s), which meshwright does not do: give the keys inline or in a file"),
+        # How long Envoy waits for an http(s) jwksUri (Istio's default: 5s).
+        "timeout": Duration(minimum_seconds=0.001),
     },
     required=("issuer",),
     required_one_of=(("jwks", "jwksUri"),),

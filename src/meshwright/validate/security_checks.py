@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import re
 
+from meshwright import names
 from meshwright.compile.authorization import is_mesh_trust_domain, principal_trust_domain
+from meshwright.compile.ext_authz import provider_spec, provider_service
+from meshwright.model.providers import EXT_AUTHZ_GRPC
 from meshwright.compile.request_authentication import FILE_SCHEME, policies_of_kind
 from meshwright.compile.peer_authentication import STRICT, mtls_mode, selector_of
 from meshwright.compile.proxy import INTERCEPTION_ANNOTATION, REDIRECT, list_proxies
@@ -158,8 +161,56 @@ def check_jwt_fields_have_a_token(mesh: Mesh, resource: Resource, problems: Prob
             return
 
 
+EXT_AUTHZ_HINT = ("define one in the MeshConfig's extensionProviders, as Istio's External Authorization task does: "
+                  "{name: NAME, envoyExtAuthzHttp: {service: HOST, port: PORT}} (or envoyExtAuthzGrpc)")
+
+
+def check_custom_action(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """CUSTOM needs provider.name, an ext-authz provider of the MeshConfig whose service is a
+    mesh service with that port (gRPC: a GRPC or HTTP2 port); provider goes with CUSTOM only."""
+    spec = resource.spec
+    custom = spec.get("action") == "CUSTOM"
+    if not custom:
+        if "provider" in spec:
+            problems.add(resource, ("spec", "provider"), "provider names the external authorizer of action CUSTOM: set action: CUSTOM, or remove it")
+        return
+    if "provider" not in spec:
+        problems.add(resource, ("spec", "action"), f"action CUSTOM needs provider.name, an external authorizer: {EXT_AUTHZ_HINT}")
+        return
+    path = ("spec", "provider", "name")
+    provider = provider_spec(mesh, spec["provider"]["name"])
+    if provider is None:
+        problems.add(resource, path, f"{spec['provider']['name']!r} is no envoyExtAuthzHttp or envoyExtAuthzGrpc provider of the MeshConfig: {EXT_AUTHZ_HINT}")
+        return
+    kind, settings = provider
+    service = provider_service(mesh, settings)
+    port = str(settings["port"])
+    if service is None:
+        problems.add(resource, path, f"provider {spec['provider']['name']!r}: {settings['service']} is not a service of the mesh: declare it with a ServiceEntry")
+    elif not port.isdigit() or service.port(int(port)) is None:
+        problems.add(resource, path, f"provider {spec['provider']['name']!r}: {service.hostname} has no port {port} "
+                     f"(its ports: {', '.join(str(p.number) for p in service.ports)})")
+    elif kind == EXT_AUTHZ_GRPC and service.port(int(port)).protocol not in ("GRPC", "HTTP2"):
+        problems.add(resource, path, f"provider {spec['provider']['name']!r} speaks gRPC, but port {port} of {service.hostname} is "
+                     f"{service.port(int(port)).protocol}: declare it protocol GRPC in its ServiceEntry")
+
+
+def check_one_authorizer_per_workload(mesh: Mesh, problems: Problems) -> None:
+    """Istio's rule: the CUSTOM policies that apply to a workload name one provider."""
+    if not any(p.spec.get("action") == "CUSTOM" for p in mesh.of_kind("AuthorizationPolicy")):
+        return
+    for proxy in list_proxies(mesh):
+        custom = [p for p in policies_of_kind(mesh, "AuthorizationPolicy", proxy.namespace, proxy.labels) if p.spec.get("action") == "CUSTOM" and "provider" in p.spec]
+        names = sorted({p.spec["provider"]["name"] for p in custom})
+        if len(names) > 1:
+            later = next(p for p in custom if p.spec["provider"]["name"] == names[1])
+            problems.add(later, ("spec", "provider", "name"), f"workload {proxy.id} gets CUSTOM policies of two providers ({', '.join(names)}): "
+                         "Istio allows one external authorizer per workload")
+
+
 def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     check_jwt_fields_have_a_token(mesh, resource, problems)
+    check_custom_action(mesh, resource, problems)
     for index, rule in enumerate(resource.spec.get("rules") or []):
         path = ("spec", "rules", index)
         for from_index, entry in enumerate(rule.get("from") or []):
@@ -227,7 +278,9 @@ def is_request_principal(value: str) -> bool:
 
 # --- RequestAuthentication ------------------------------------------------------------------
 
-HTTP_JWKS_HINT = "put the keys inline in jwks, or in a file on the proxies' hosts named by jwksUri: file:///PATH"
+# An http(s) jwksUri: a DNS name or IPv4 address, an optional port, a path (no user info,
+# query or fragment: they would not survive the cluster the keys are fetched through).
+_HTTP_JWKS_URI = re.compile(r"https?://(?P<host>[A-Za-z0-9.-]+)(:(?P<port>[0-9]{1,5}))?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
 
 
 def is_jwks(text: str) -> bool:
@@ -241,10 +294,13 @@ def is_jwks(text: str) -> bool:
 
 
 def check_jwks_uri(resource: Resource, path: tuple, uri: str, problems: Problems) -> None:
-    """file:///ABSOLUTE/PATH (read by Envoy on the proxy's host); http(s) is Istio's fetch,
-    not supported yet; anything else is an error."""
+    """file:///ABSOLUTE/PATH (read by Envoy on the proxy's host) or http(s)://HOST[:PORT]/PATH
+    (fetched by Envoy); anything else is an error."""
     if uri.startswith(("http://", "https://")):
-        problems.add(resource, path, f"jwksUri {uri} over http(s) is not supported by meshwright yet ({HTTP_JWKS_HINT})")
+        match = _HTTP_JWKS_URI.fullmatch(uri)
+        if not match or not names.is_host(match["host"]) or "*" in match["host"] or not 0 < int(match["port"] or 80) < 65536:
+            problems.add(resource, path, f"{uri!r} is not an http(s) URI Envoy can fetch: http(s)://HOST[:PORT]/PATH, HOST a DNS name or an "
+                         "IPv4 address (no user, query or fragment)")
         return
     file_path = uri[len(FILE_SCHEME):] if uri.startswith(FILE_SCHEME) else ""
     if not file_path.startswith("/") or not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", file_path) or "/../" in file_path + "/" or "/./" in file_path + "/":
@@ -257,6 +313,8 @@ def check_request_authentication(mesh: Mesh, resource: Resource, problems: Probl
         path = ("spec", "jwtRules", index)
         if "jwksUri" in rule:
             check_jwks_uri(resource, path + ("jwksUri",), rule["jwksUri"], problems)
+        if "timeout" in rule and not rule.get("jwksUri", "").startswith(("http://", "https://")):
+            problems.add(resource, path + ("timeout",), "timeout bounds fetching an http(s) jwksUri: this rule fetches none, remove it")
         if "jwks" in rule and not is_jwks(rule["jwks"]):
             problems.add(resource, path + ("jwks",), 'jwks is not a JSON Web Key Set ({"keys": [{"kty": ...}, ...]} with at least one key)')
         if rule["issuer"] in issuers:

@@ -32,6 +32,8 @@ PATCH_OPERATIONS = {
     "VIRTUAL_HOST": _WHOLE,
     "HTTP_ROUTE": (*_MERGES, "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "ADD", "REMOVE"),
     "CLUSTER": _WHOLE,
+    "BOOTSTRAP": ("MERGE",),
+    "EXTENSION_CONFIG": ("ADD",),
 }
 MATCH_FIELD = {
     **dict.fromkeys(("LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER"), "listener"),
@@ -44,16 +46,17 @@ PATCH_ANCHORS = {
     "NETWORK_FILTER": ("a network filter", ("REMOVE", "MERGE", "REPLACE"), ("listener", "filterChain", "filter", "name")),
     "LISTENER_FILTER": ("a listener filter", ("REMOVE",), ("listener", "listenerFilter")),
 }
-# Valid Istio meshwright refuses, and why: (what to do instead).
-REFUSED_APPLY_TO = {
-    "BOOTSTRAP": "the bootstrap holds the paths of the config files, the admin address and the node identity that delivery "
-                 "and hot reload depend on, and Envoy rereads it only on a restart, so a patch could break a proxy that then "
-                 "cannot be fixed by a reload: patch LISTENER or CLUSTER, or set mesh-wide settings in the MeshConfig",
-    "EXTENSION_CONFIG": "meshwright delivers config as files and serves no extension config discovery (ECDS): put the "
-                        "filter's whole config in an HTTP_FILTER or NETWORK_FILTER patch",
+# What a BOOTSTRAP patch may not change: the delivery's (where the config files are, the
+# admin address the roles and health checks use, the node identity the stats and xDS name).
+PROTECTED_BOOTSTRAP_FIELDS = {
+    "node": "the node's identity (id, cluster, metadata, locality) comes from the proxy's WorkloadEntry or Gateway",
+    "admin": "the admin address is 127.0.0.1 at the proxy's port 15000 (plus its port offset), which health checks and the roles use",
+    "dynamic_resources": "listeners and clusters come from the files meshwright delivers",
 }
+# The operations that insert a filter, which filterClass then places instead (Istio's).
+FILTER_CLASS_OPERATIONS = ("ADD", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST")
 # ADDed objects Envoy and the compiler find by name.
-NAMED_ADDS = ("LISTENER", "CLUSTER", "VIRTUAL_HOST", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER")
+NAMED_ADDS = ("LISTENER", "CLUSTER", "VIRTUAL_HOST", "NETWORK_FILTER", "LISTENER_FILTER", "HTTP_FILTER", "EXTENSION_CONFIG")
 
 
 def _is_ip(text: str) -> bool:
@@ -192,26 +195,42 @@ def _dig(value: dict, keys: tuple):
     return value
 
 
+def _check_whole_proxy_patch(resource: Resource, path: tuple, apply_to: str, value: dict, problems: Problems) -> None:
+    """BOOTSTRAP keeps off what delivery depends on; EXTENSION_CONFIG is a whole
+    TypedExtensionConfig (name and typed_config)."""
+    if apply_to == "BOOTSTRAP":
+        for field, reason in PROTECTED_BOOTSTRAP_FIELDS.items():
+            if field in value:
+                problems.add(resource, path + (field,), f"a BOOTSTRAP patch may not change {field}: {reason}")
+    elif apply_to == "EXTENSION_CONFIG" and not isinstance(value.get("typed_config"), dict):
+        problems.add(resource, path, "an EXTENSION_CONFIG needs typed_config (with its @type): the config the filters named like it get")
+
+
 def check_envoy_filter(resource: Resource, problems: Problems) -> None:
     for index, patch in enumerate(resource.spec["configPatches"]):
         path = ("spec", "configPatches", index)
         apply_to, operation = patch["applyTo"], patch["patch"]["operation"]
-        if apply_to in REFUSED_APPLY_TO:
-            problems.add(resource, path + ("applyTo",), f"{apply_to} is not supported by meshwright yet ({REFUSED_APPLY_TO[apply_to]})")
-            continue
         if operation not in PATCH_OPERATIONS[apply_to]:
             problems.add(resource, path + ("patch", "operation"), f"{operation} is not supported on {apply_to}: use {' or '.join(PATCH_OPERATIONS[apply_to])}")
         match = patch.get("match") or {}
         for field in ("listener", "routeConfiguration", "cluster"):
-            if field in match and field != MATCH_FIELD[apply_to]:
-                problems.add(resource, path + ("match", field), f"{apply_to} patches match on {MATCH_FIELD[apply_to]}, not {field}")
+            if field in match and field != MATCH_FIELD.get(apply_to):
+                where = f"match on {MATCH_FIELD[apply_to]}" if apply_to in MATCH_FIELD else "match only on context and proxy (there is one per proxy)"
+                problems.add(resource, path + ("match", field), f"{apply_to} patches {where}, not {field}")
         value = patch["patch"].get("value")
+        if isinstance(value, dict):
+            _check_whole_proxy_patch(resource, path + ("patch", "value"), apply_to, value, problems)
         if operation != "REMOVE" and not isinstance(value, dict):
             problems.add(resource, path + ("patch",), f"{operation} needs a value (a mapping in Envoy's field names)")
         elif operation in ("ADD", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", "REPLACE") and apply_to in NAMED_ADDS and not value.get("name"):
             problems.add(resource, path + ("patch", "value"), f"{operation} of a {apply_to} needs value.name: Envoy tells them apart by name")
+        filter_class = patch["patch"].get("filterClass", "UNSPECIFIED")
+        if filter_class != "UNSPECIFIED" and (apply_to != "HTTP_FILTER" or operation not in FILTER_CLASS_OPERATIONS):
+            problems.add(resource, path + ("patch", "filterClass"), f"filterClass places an HTTP filter that a patch inserts (applyTo HTTP_FILTER, "
+                         f"operation {', '.join(FILTER_CLASS_OPERATIONS)}), not {operation} of {apply_to}: remove it")
+            continue
         noun, anchored, where = PATCH_ANCHORS.get(apply_to, ("", (), ()))
-        if operation in anchored and not _dig(match, where):
+        if filter_class == "UNSPECIFIED" and operation in anchored and not _dig(match, where):
             problems.add(resource, path + ("match",), f"{operation} of {noun} needs match.{'.'.join(where)}")
 
 
@@ -327,7 +346,9 @@ def check_sidecar_outbound_traffic_policy(mesh: Mesh, problems: Problems) -> Non
     """A Sidecar's outboundTrafficPolicy decides where captured traffic to unknown
     destinations goes: a warning when no proxy it governs captures (explicit listeners carry
     only the services their egress hosts import, whatever the mode)."""
-    setting = [sidecar for sidecar in mesh.of_kind("Sidecar") if "outboundTrafficPolicy" in sidecar.spec]
+    # An egressProxy changes explicit listeners too (an unknown Host goes to it).
+    setting = [sidecar for sidecar in mesh.of_kind("Sidecar")
+               if "outboundTrafficPolicy" in sidecar.spec and "egressProxy" not in sidecar.spec["outboundTrafficPolicy"]]
     if not setting:
         return
     governed: dict[tuple, bool] = {}
@@ -463,10 +484,30 @@ def _is_prime(number: int) -> bool:
     return number > 1 and all(number % divisor for divisor in range(2, int(number ** 0.5) + 1))
 
 
+# Labels Istio derives from a workload's locality: 'failover' already orders endpoints by them.
+LOCALITY_LABELS = ("topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone")
+
+
+def _check_failover_priority(resource: Resource, path: tuple, policy: dict, problems: Problems) -> None:
+    """Istio's rules: failover beside failoverPriority orders by locality itself, so the
+    locality's labels may not be named too; without outlier detection (the policy's, or a
+    subset's inherited from the top level) Envoy never fails over, so the field does nothing."""
+    settings = (policy.get("loadBalancer") or {}).get("localityLbSetting") or {}
+    labels = settings.get("failoverPriority") or []
+    where = path + ("loadBalancer", "localityLbSetting", "failoverPriority")
+    for index, label in enumerate(labels):
+        if settings.get("failover") and label in LOCALITY_LABELS:
+            problems.add(resource, where + (index,), f"{label} cannot be named beside failover, which orders endpoints by locality itself (Istio refuses it too)")
+    inherits = path[:2] == ("spec", "subsets") and len(path) == 4 and "outlierDetection" in (resource.spec.get("trafficPolicy") or {})
+    if labels and "outlierDetection" not in policy and not inherits:
+        problems.warn(resource, where, "failoverPriority needs outlierDetection in the same policy (else Envoy never leaves the first priority): it does nothing here")
+
+
 def check_destination_rule(resource: Resource, problems: Problems) -> None:
     """What Envoy would refuse or not act on: slow start exists for ROUND_ROBIN and
-    LEAST_REQUEST only; a Maglev table has a prime size."""
+    LEAST_REQUEST only; a Maglev table has a prime size; failoverPriority as Istio takes it."""
     for path, policy in _traffic_policies(resource.spec):
+        _check_failover_priority(resource, path, policy, problems)
         balancer = policy.get("loadBalancer") or {}
         warmup = next((key for key in ("warmup", "warmupDurationSecs") if key in balancer), None)
         if warmup and balancer.get("simple") == "RANDOM":

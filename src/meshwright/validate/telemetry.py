@@ -90,8 +90,15 @@ def check_telemetry(mesh: Mesh, resource: Resource, problems: Problems) -> None:
         for index, entry in enumerate(entries):
             for provider_index, provider in enumerate(entry.get("providers") or []):
                 _check_provider_name(mesh, resource, ("spec", signal, index, "providers", provider_index, "name"), signal, provider["name"], problems)
+            if signal == TRACING and entry.get("enableIstioTags") is True:
+                problems.add(resource, ("spec", signal, index, "enableIstioTags"), "enableIstioTags is not supported by meshwright yet (spans carry "
+                             "Envoy's standard tags and the customTags you list, no istio.* tags: give those as customTags, or set it to false)")
             if signal == TRACING and len(entry.get("providers") or []) > 1:
                 problems.add(resource, ("spec", signal, index, "providers"), "name one tracing provider: a proxy reports its spans to one collector (Istio's rule too)")
+            if "reportingInterval" in entry:
+                problems.warn(resource, ("spec", signal, index, "reportingInterval"), "reportingInterval changes nothing here: Istio reports "
+                              "long connections' TCP metrics at that interval, while meshwright's are Envoy counters, current as bytes "
+                              "flow, which Prometheus reads at each scrape")
             for override_index, override in enumerate(entry.get("overrides") or []):
                 _check_override(resource, ("spec", signal, index, "overrides", override_index), override, problems)
 
@@ -113,6 +120,8 @@ def _check_override(resource: Resource, path: tuple, override: dict, problems: P
     """A metrics override: a metric that is an Envoy cluster stat; tags for all metrics, with
     values fixed per cluster (the labels of a cluster's stat name, compile/telemetry.py)."""
     metric = (override.get("match") or {}).get("metric", "ALL_METRICS")
+    if metric != "ALL_METRICS" and metric not in METRIC_STATS and override.get("disabled") is True and not override.get("tagOverrides"):
+        return  # turning off a metric meshwright never records: what Istio's override asks for, already so
     if metric != "ALL_METRICS" and metric not in METRIC_STATS:
         problems.add(resource, path + ("match", "metric"), (
             f"{metric} is not supported by meshwright yet (metrics are Envoy's cluster stats, which have no "
