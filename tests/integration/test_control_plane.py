@@ -1,0 +1,351 @@
+"""The live control plane (`meshwright serve`) on real Envoy: proxies bootstrapped for ADS get
+their listeners, clusters, endpoints and routes from it over mTLS, and edits saved in the
+watched mesh folder reach them without a restart (docs/control-plane.md).
+
+A client sidecar routes to `reviews` (v1 and v2 subsets, two WorkloadEntries) through its
+outbound listener; every port comes from free_port()/free_offset(); the server runs in this
+process, Envoy as a subprocess; all are stopped at the end of each test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+
+import pytest
+
+from meshwright.cli import main as meshwright_main
+from meshwright.compile.xds_bootstrap import XdsServer
+from meshwright.deliver.files import serialize
+from meshwright.pki import ca, csr, workload
+from meshwright.pki.ca import certificate_pem
+from meshwright.pki.spiffe import control_plane_spiffe_id, spiffe_id
+from meshwright.pki.store import write_workload_certificates
+from meshwright.serve import server as xds_server
+from meshwright.serve.bootstrap import xds_bootstrap
+from meshwright.serve.source import load_valid
+from tests.harness import Backend, Envoy, free_offset, free_port, request
+
+MESH = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  workloadSelector: {{labels: {{app: reviews}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: reviews-v1, namespace: default}}
+spec: {{address: 127.0.0.1, ports: {{http: {v1}}}, labels: {{app: reviews, version: v1}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: reviews-v2, namespace: default}}
+spec: {{address: 127.0.0.1, ports: {{http: {v2}}}, labels: {{app: reviews, version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: client
+  namespace: default
+  annotations: {{meshwright.io/port-offset: "{offset}"}}
+spec: {{address: 127.0.0.1, labels: {{app: client}}, serviceAccount: client}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews, namespace: default}}
+spec:
+  host: reviews
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {{host: reviews, subset: v1}}
+      weight: {v1_weight}
+    - destination: {{host: reviews, subset: v2}}
+      weight: {v2_weight}
+"""
+PROXY = "client.default"
+TRUST_DOMAIN = "cluster.local"
+
+
+class ControlPlaneLab:
+    """A mesh folder served by an in-process `meshwright serve` (mTLS unless plaintext),
+    backends for reviews v1 and v2, and the client's Envoy bootstrapped for ADS."""
+
+    def __init__(self, tmp_path, plaintext: bool = False):
+        self.tmp_path = tmp_path
+        self.mesh_dir = tmp_path / "mesh"
+        self.mesh_dir.mkdir()
+        self.v1 = Backend("reviews", "reviews-v1", "v1")
+        self.v2 = Backend("reviews", "reviews-v2", "v2")
+        self.spare = Backend("reviews", "reviews-v1-moved", "v1")  # where reviews-v1 may move to
+        self.offset = free_offset()
+        self.port = 15001 + self.offset
+        self.envoys: list[Envoy] = []
+        self.weights = (100, 0)
+        self.v1_port = self.v1.port
+        self.write()
+        root = ca.make_root(TRUST_DOMAIN)
+        self.issuer = ca.make_intermediate(root, "site-a")
+        self.roots = certificate_pem(root.certificate)
+        tls = None if plaintext else self._server_tls()
+        mesh, problems = load_valid([str(self.mesh_dir)])
+        assert problems == []
+        self.log = io.StringIO()
+        self.handler = logging.StreamHandler(self.log)
+        logging.getLogger("meshwright.serve").addHandler(self.handler)
+        logging.getLogger("meshwright.serve").setLevel(logging.INFO)
+        self.running = xds_server.start(mesh, [str(self.mesh_dir)], ("127.0.0.1", free_port()), tls, ("127.0.0.1", free_port()))
+        self.plaintext = plaintext
+
+    def write(self, text: str | None = None) -> None:
+        """The mesh file, replaced by rename (as editors and Ansible save it)."""
+        text = text or MESH.format(v1=self.v1_port, v2=self.v2.port, offset=self.offset, v1_weight=self.weights[0], v2_weight=self.weights[1])
+        path = self.mesh_dir / "mesh.yaml"
+        (self.mesh_dir / ".mesh.yaml.tmp").write_text(text)
+        os.replace(self.mesh_dir / ".mesh.yaml.tmp", path)
+
+    def certificate(self, spiffe: str, signer=None) -> tuple[bytes, bytes]:
+        key = csr.make_private_key()
+        return key, workload.sign_csr(csr.make_csr(key, spiffe), spiffe, signer or self.issuer)
+
+    def _server_tls(self) -> xds_server.ServerTls:
+        key, chain = self.certificate(control_plane_spiffe_id(TRUST_DOMAIN))
+        return xds_server.ServerTls(chain, key, self.roots)
+
+    def envoy(self, name: str = "client", identity: str | None = None, delta: bool = False, wait: bool = True) -> Envoy:
+        """The client's Envoy, bootstrapped for ADS; identity: the SPIFFE ID its certificate
+        proves (default: the one the mesh gives the client)."""
+        config_dir = self.tmp_path / f"{name}-{len(self.envoys)}"
+        certs_dir = config_dir / "certs"
+        certs_dir.mkdir(parents=True)
+        if not self.plaintext:
+            key, chain = self.certificate(identity or spiffe_id(TRUST_DOMAIN, "default", "client"))
+            write_workload_certificates(str(certs_dir), key, chain, self.roots)
+        server = XdsServer((("127.0.0.1", self.running.grpc_port),), None if self.plaintext else str(certs_dir), delta)
+        bootstrap = xds_bootstrap(self.running.plane.estate.mesh, PROXY, server)
+        (config_dir / "bootstrap.yaml").write_text(serialize(bootstrap, "yaml"))
+        envoy = Envoy.__new__(Envoy) if not wait else None
+        if wait:
+            envoy = Envoy(str(config_dir), 15000 + self.offset)
+        else:
+            _start_without_waiting(envoy, str(config_dir), 15000 + self.offset)
+        self.envoys.append(envoy)
+        return envoy
+
+    def versions(self, count: int = 10) -> list[str]:
+        out = []
+        for _ in range(count):
+            status, body, _ = request(self.port, "/reviews", host="reviews")
+            assert status == 200, body
+            out.append(body["version"])
+        return out
+
+    def status(self) -> dict:
+        return self.running.plane.status()
+
+    def proxy_types(self) -> dict:
+        streams = [p for p in self.status()["proxies"] if p["proxy"] == PROXY][0]["streams"]
+        return streams[0]["types"] if streams else {}
+
+    def close(self) -> None:
+        for envoy in self.envoys:
+            envoy.stop()
+        self.running.stop()
+        logging.getLogger("meshwright.serve").removeHandler(self.handler)
+        for backend in (self.v1, self.v2, self.spare):
+            backend.close()
+
+
+def _start_without_waiting(envoy: Envoy, config_dir: str, admin_port: int) -> None:
+    """Envoy.__init__ without its wait for /ready (a proxy the control plane refuses never gets ready)."""
+    import subprocess
+
+    from tests.harness import ENVOY
+    envoy.config_dir, envoy.admin_port = config_dir, admin_port
+    envoy.log_path = os.path.join(config_dir, "envoy.log")
+    envoy.log = open(envoy.log_path, "a")
+    envoy.process = subprocess.Popen(
+        [ENVOY, "-c", os.path.join(config_dir, "bootstrap.yaml"), "-l", "warning", "--use-dynamic-base-id",
+         "--base-id-path", os.path.join(config_dir, "base-id")], stdout=envoy.log, stderr=subprocess.STDOUT)
+
+
+def wait_until(condition, timeout: float = 5.0) -> float:
+    """Polls condition() until true; the seconds it took (fails after timeout)."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < timeout, f"not true within {timeout}s"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+@pytest.fixture
+def plane(tmp_path):
+    lab = ControlPlaneLab(tmp_path)
+    yield lab
+    lab.close()
+
+
+def all_synced(lab: ControlPlaneLab) -> bool:
+    types = lab.proxy_types()
+    return bool(types) and all(t["state"] == "SYNCED" for t in types.values())
+
+
+def test_envoy_gets_its_config_over_ads_and_routes_traffic(plane):
+    """An Envoy whose bootstrap names only the control plane (mTLS, its own certificate) gets
+    clusters, endpoints (EDS), listeners and routes (RDS), and routes to the backend;
+    status shows every type SYNCED."""
+    envoy = plane.envoy()
+    assert plane.versions() == ["v1"] * 10
+    wait_until(lambda: all_synced(plane))
+    assert set(plane.proxy_types()) == {"clusters", "endpoints", "listeners", "routes"}
+    dump = json.loads(envoy.admin("/config_dump?resource=dynamic_active_clusters"))
+    assert "outbound|9080|v1|reviews.default.svc.cluster.local" in {c["cluster"]["name"] for c in dump["configs"]}
+    assert envoy.stat("cluster_manager.cds.update_rejected") == 0
+
+
+def test_weight_edit_moves_traffic_without_restart(plane):
+    """VirtualService weights 100/0 -> 0/100 saved in the watched folder: the running Envoy
+    (same process) sends everything to v2 within 2 seconds; only routes were pushed."""
+    envoy = plane.envoy()
+    assert set(plane.versions()) == {"v1"}
+    wait_until(lambda: all_synced(plane))
+    before = {kind: t["acked"] for kind, t in plane.proxy_types().items()}
+    updates = envoy.stat("cluster_manager.cds.update_success"), envoy.stat("listener_manager.lds.update_success")
+
+    plane.weights = (0, 100)
+    saved = time.monotonic()
+    plane.write()
+    took = wait_until(lambda: set(plane.versions(5)) == {"v2"}, timeout=2.5)
+    print(f"weight edit applied by Envoy {took:.2f}s after the save (includes the 100 ms debounce)")
+
+    assert set(plane.versions(20)) == {"v2"}
+    wait_until(lambda: all_synced(plane))
+    after = {kind: t["acked"] for kind, t in plane.proxy_types().items()}
+    assert [kind for kind in before if before[kind] != after[kind]] == ["routes"]
+    assert (envoy.stat("cluster_manager.cds.update_success"), envoy.stat("listener_manager.lds.update_success")) == updates
+    assert envoy.process.poll() is None and time.monotonic() - saved < 5
+
+
+def test_workload_address_change_sends_only_endpoints(plane):
+    """reviews-v1 moves to another port (its WorkloadEntry's address fields only): the
+    endpoint fast path sends EDS alone; traffic reaches the new instance."""
+    envoy = plane.envoy()
+    assert set(plane.versions()) == {"v1"}
+    wait_until(lambda: all_synced(plane))
+    before = {kind: t["acked"] for kind, t in plane.proxy_types().items()}
+    eds = envoy.stat("cluster.outbound|9080|v1|reviews.default.svc.cluster.local.update_success")
+
+    plane.v1_port = plane.spare.port
+    plane.write()
+    wait_until(lambda: plane.spare.count > 0 or request(plane.port, "/reviews", host="reviews")[0] and plane.spare.count > 0, timeout=3)
+
+    wait_until(lambda: all_synced(plane))
+    after = {kind: t["acked"] for kind, t in plane.proxy_types().items()}
+    assert [kind for kind in before if before[kind] != after[kind]] == ["endpoints"]
+    assert "endpoints" in plane.log.getvalue().split("mesh generation 2 (")[1].split(")")[0]
+    assert envoy.stat("cluster.outbound|9080|v1|reviews.default.svc.cluster.local.update_success") > eds
+    moved = plane.spare.count
+    plane.versions(5)
+    assert plane.spare.count == moved + 5
+
+
+def test_bad_edit_is_rejected_and_traffic_continues(plane):
+    """A weight sum of 90 is rejected with validate's FILE:LINE message (log and status);
+    the proxy keeps its last good config and traffic keeps flowing; a good edit then applies."""
+    plane.envoy()
+    assert set(plane.versions()) == {"v1"}
+    plane.weights = (50, 40)
+    plane.write()
+    wait_until(lambda: plane.status()["rejection"] is not None, timeout=3)
+    problems = plane.status()["rejection"]["problems"]
+    mesh_file = str(plane.mesh_dir / "mesh.yaml")
+    assert problems and all(p.startswith(mesh_file + ":") for p in problems)
+    assert any("VirtualService/default/reviews" in p and "weight" in p for p in problems)
+    assert problems[0] in plane.log.getvalue()
+    assert set(plane.versions(20)) == {"v1"}
+    assert plane.status()["generation"] == 1
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert meshwright_main(["status", "--server", f"127.0.0.1:{plane.running.status_port}"]) == 0
+    assert "last edit REJECTED" in out.getvalue() and problems[0] in out.getvalue()
+
+    plane.weights = (0, 100)
+    plane.write()
+    wait_until(lambda: set(plane.versions(5)) == {"v2"}, timeout=3)
+    assert plane.status()["rejection"] is None
+
+
+def test_config_envoy_rejects_is_nacked_and_reported(plane):
+    """An EnvoyFilter whose patch validation accepts but Envoy refuses (a cluster with a
+    negative connect timeout): Envoy NACKs the clusters, keeps its last good config (traffic
+    still flows) and `meshwright status` shows NACK with Envoy's error."""
+    envoy = plane.envoy()
+    assert set(plane.versions()) == {"v1"}
+    wait_until(lambda: all_synced(plane))
+    text = MESH.format(v1=plane.v1_port, v2=plane.v2.port, offset=plane.offset, v1_weight=100, v2_weight=0) + """\
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: bad-timeout, namespace: default}
+spec:
+  workloadSelector: {labels: {app: client}}
+  configPatches:
+  - applyTo: CLUSTER
+    match: {context: SIDECAR_OUTBOUND, cluster: {service: reviews.default.svc.cluster.local}}
+    patch: {operation: MERGE, value: {connect_timeout: -1s}}
+"""
+    plane.write(text)
+    wait_until(lambda: plane.proxy_types().get("clusters", {}).get("state") == "NACK", timeout=3)
+    error = plane.proxy_types()["clusters"]["error"]
+    assert "connect_timeout" in error or "ConnectTimeout" in error, error
+    assert envoy.stat("cluster_manager.cds.update_rejected") >= 1
+    assert set(plane.versions(10)) == {"v1"}
+    assert f"proxy {PROXY} rejected clusters" in plane.log.getvalue()
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert meshwright_main(["status", "--server", f"127.0.0.1:{plane.running.status_port}"]) == 0
+    assert f"{PROXY} clusters: NACK: {error}" in out.getvalue()
+
+
+def test_proxy_with_another_identity_is_refused(plane):
+    """An Envoy claiming the client's node id with a certificate for another service account
+    is refused (PERMISSION_DENIED, a log line naming both identities) and gets no config."""
+    envoy = plane.envoy(identity=spiffe_id(TRUST_DOMAIN, "default", "intruder"), wait=False)
+    wait_until(lambda: "refused xDS stream" in plane.log.getvalue(), timeout=5)
+    line = [l for l in plane.log.getvalue().splitlines() if "refused xDS stream" in l][0]
+    assert "spiffe://cluster.local/ns/default/sa/client" in line and "spiffe://cluster.local/ns/default/sa/intruder" in line
+    assert plane.proxy_types() == {}
+    time.sleep(0.3)
+    assert envoy.stat("cluster_manager.cds.update_success") == 0
+    assert plane.status()["refusals"]
+
+
+def test_delta_xds_serves_and_updates(plane):
+    """The same over incremental xDS (DELTA_GRPC): config arrives, a weight edit applies."""
+    plane.envoy(delta=True)
+    assert set(plane.versions()) == {"v1"}
+    wait_until(lambda: all_synced(plane))
+    plane.weights = (0, 100)
+    plane.write()
+    took = wait_until(lambda: set(plane.versions(5)) == {"v2"}, timeout=2.5)
+    print(f"delta: weight edit applied {took:.2f}s after the save")
+    wait_until(lambda: all_synced(plane))
