@@ -146,6 +146,8 @@ class Stream:
             watch.rejected, watch.error = watch.version, request.error_detail.message
             if self.delta:
                 watch.sent = watch.previous  # Envoy keeps what it had
+            elif request.version_info:
+                watch.acked = request.version_info  # state of the world: the version it keeps
             LOG.warning("proxy %s rejected %s version %s (it keeps its last good config): %s",
                         self.proxy_id, KIND_OF_TYPE.get(type_url, type_url), watch.version, watch.error)
             return
