@@ -251,7 +251,7 @@ def test_workload_address_change_sends_only_endpoints(plane):
     assert set(plane.versions()) == {"v1"}
     wait_until(lambda: all_synced(plane))
     before = {kind: t["acked"] for kind, t in plane.proxy_types().items()}
-    eds = envoy.stat("cluster.outbound|9080|v1|reviews.default.svc.cluster.local.update_success")
+    eds = envoy.cluster_stat("outbound|9080|v1|reviews.default.svc.cluster.local", "update_success")
 
     plane.v1_address = "127.0.0.2"
     saved = time.monotonic()
@@ -263,18 +263,18 @@ def test_workload_address_change_sends_only_endpoints(plane):
     after = {kind: t["acked"] for kind, t in plane.proxy_types().items()}
     assert [kind for kind in before if before[kind] != after[kind]] == ["endpoints"]
     assert "endpoints" in plane.log.getvalue().split("mesh generation 2 (")[1].split(")")[0]
-    assert envoy.stat("cluster.outbound|9080|v1|reviews.default.svc.cluster.local.update_success") > eds
+    assert envoy.cluster_stat("outbound|9080|v1|reviews.default.svc.cluster.local", "update_success") > eds
     moved = plane.spare.count
     plane.versions(5)
     assert plane.spare.count == moved + 5
 
 
 def test_bad_edit_is_rejected_and_traffic_continues(plane):
-    """A weight sum of 90 is rejected with validate's FILE:LINE message (log and status);
+    """Weights 0/0 (no traffic could go anywhere) are rejected with validate's FILE:LINE message (log and status);
     the proxy keeps its last good config and traffic keeps flowing; a good edit then applies."""
     plane.envoy()
     assert set(plane.versions()) == {"v1"}
-    plane.weights = (50, 40)
+    plane.weights = (0, 0)
     plane.write()
     wait_until(lambda: plane.status()["rejection"] is not None, timeout=3)
     problems = plane.status()["rejection"]["problems"]
@@ -318,7 +318,7 @@ spec:
     plane.write(text)
     wait_until(lambda: plane.proxy_types().get("clusters", {}).get("state") == "NACK", timeout=3)
     error = plane.proxy_types()["clusters"]["error"]
-    assert "connect_timeout" in error or "ConnectTimeout" in error, error
+    assert "positive duration" in error, error
     assert envoy.stat("cluster_manager.cds.update_rejected") >= 1
     assert set(plane.versions(10)) == {"v1"}
     assert f"proxy {PROXY} rejected clusters" in plane.log.getvalue()
