@@ -27,6 +27,7 @@ from meshwright.pki.ca import certificate_pem
 from meshwright.serve import server as xds_server
 from meshwright.serve.bootstrap import xds_bootstrap
 from meshwright.serve.identity import Refused, admitted_proxy
+from meshwright.serve.plane import ControlPlane
 from meshwright.serve.source import MeshFolder, load_valid
 from tests.harness import free_port
 
@@ -362,14 +363,24 @@ def test_plaintext_is_refused_off_loopback(lab):
 
 
 def test_folder_edits_are_debounced_into_one_reload(tmp_path):
-    """Edits 30 ms apart for 0.5 s reload once, after 100 ms of quiet; a bad edit goes to
-    on_rejected with validate's FILE:LINE problems."""
+    """Edits 30 ms apart for 0.5 s reload once, after 100 ms of quiet; a bad edit's problems
+    (validate's FILE:LINE messages) are logged and the plane keeps its mesh."""
     folder = tmp_path / "mesh"
     folder.mkdir()
     path = folder / "mesh.yaml"
     path.write_text(MESH.format(address="10.0.0.1", timeout="5s"))
-    good, bad = [], []
-    watch = MeshFolder([str(folder)], lambda mesh: good.append(time.monotonic()), bad.append)
+    mesh, _ = load_valid([str(folder)])
+    plane = ControlPlane(mesh, require_identity=False)
+    reloads = []
+
+    def on_loaded(loaded):
+        reloads.append(time.monotonic())
+        return plane.apply_loaded(loaded)
+
+    log = io.StringIO()
+    handler = logging.StreamHandler(log)
+    logging.getLogger("meshwright.serve").addHandler(handler)
+    watch = MeshFolder([str(folder)], on_loaded)
     watch.start()
     try:
         start = time.monotonic()
@@ -377,12 +388,33 @@ def test_folder_edits_are_debounced_into_one_reload(tmp_path):
             path.write_text(MESH.format(address=f"10.0.0.{i + 2}", timeout="5s"))
             time.sleep(0.03)
         last = time.monotonic()
-        wait_for(lambda: good, timeout=3)
+        wait_for(lambda: reloads, timeout=3)
         time.sleep(0.3)
-        assert len(good) == 1 and good[0] - last >= 0.09 and good[0] - start < 1.5
+        assert len(reloads) == 1 and reloads[0] - last >= 0.09 and reloads[0] - start < 1.5
+        assert plane.generation == 2 and plane.estate.mesh.find("WorkloadEntry", "default", "reviews-v1").spec["address"] == "10.0.0.17"
         path.write_text(MESH.format(address="10.0.0.1", timeout="5s").replace("location: MESH_INTERNAL", "location: NOWHERE"))
-        wait_for(lambda: bad, timeout=3)
-        assert all(str(p).startswith(f"{path}:") for p in bad[0]) and "NOWHERE" in str(bad[0][0])
-        assert len(good) == 1
+        wait_for(lambda: len(reloads) == 2, timeout=3)
+        wait_for(lambda: plane.rejection is not None)
+        problems = plane.rejection["problems"]
+        assert problems and all(p.startswith(f"{path}:") for p in problems) and "NOWHERE" in problems[0]
+        wait_for(lambda: problems[0] in log.getvalue())
+        assert plane.generation == 2
     finally:
         watch.stop()
+        logging.getLogger("meshwright.serve").removeHandler(handler)
+
+
+def test_one_changed_resource_is_validated_alone_and_several_together(lab):
+    """apply_loaded: a WorkloadEntry's move takes the incremental path (its own problems,
+    with its file and line); an edit of two resources is validated whole."""
+    from meshwright.model.load import load_paths
+    lab.write(address="10.0.0.4")
+    assert lab.plane.apply_loaded(load_paths([str(lab.mesh_dir)])) == []
+    assert "one resource, WorkloadEntry/default/reviews-v1" in lab.log.getvalue()
+    lab.write(address="\"10.0.0.1:80\"")
+    problems = lab.plane.apply_loaded(load_paths([str(lab.mesh_dir)]))
+    assert problems and str(problems[0]).startswith(f"{lab.mesh_dir / 'mesh.yaml'}:14: WorkloadEntry/default/reviews-v1: spec.address")
+    assert lab.plane.estate.mesh.find("WorkloadEntry", "default", "reviews-v1").spec["address"] == "10.0.0.4"
+    lab.write(address="10.0.0.5", timeout="8s")
+    assert lab.plane.apply_loaded(load_paths([str(lab.mesh_dir)])) == []
+    assert "(recompiled in" in lab.log.getvalue() and lab.plane.generation == 3

@@ -16,12 +16,17 @@ import time
 
 import grpc
 
+from meshwright.check.incremental import ChangeRefused, apply_resource
+from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.incremental import Changes, CompiledEstate, compile_estate, recompiled, with_workload_endpoints
 from meshwright.compile.xds_bootstrap import CERTS_DIR_METADATA
 from meshwright.mesh import Mesh
+from meshwright.model.load import LoadResult
+from meshwright.model.resource import Resource
 from meshwright.serve.ads import Stream
 from meshwright.serve.identity import Refused, admitted_proxy, peer_certificate
 from meshwright.serve.resources import Encoder, Snapshot, proxy_snapshot
+from meshwright.validate.shape_check import is_kubernetes_object
 
 LOG = logging.getLogger("meshwright.serve")
 
@@ -38,6 +43,19 @@ def moved_workload(old: Mesh, new: Mesh):
         return None
     changed = [resource for key, resource in after.items() if before[key] != _resource_identity(resource)]
     return changed[0] if len(changed) == 1 and changed[0].kind == "WorkloadEntry" else None
+
+
+def changed_resources(old: Mesh, loaded: list[Resource]) -> tuple[list[Resource], list[Resource]]:
+    """(added or edited, removed) mesh resources of loaded against old's. A resource whose
+    place in its file moved counts as edited: problems name its lines as they are now."""
+    before = {r.key: r for r in old.resources}
+    after = {r.key: r for r in loaded if not is_kubernetes_object(r)}
+    edited = [r for key, r in after.items() if key not in before or _loaded_identity(before[key]) != _loaded_identity(r)]
+    return edited, [r for key, r in before.items() if key not in after]
+
+
+def _loaded_identity(resource: Resource) -> tuple:
+    return (resource.api_version, resource.metadata, resource.spec, resource.source)
 
 
 def next_estate(estate: CompiledEstate, mesh: Mesh) -> tuple[CompiledEstate, Changes, str]:
@@ -71,6 +89,10 @@ class ControlPlane:
         """Serve a new valid mesh: proxies whose resources changed get them pushed."""
         started = time.monotonic()
         estate, changes, path = next_estate(self.estate, mesh)
+        self._serve(estate, changes, path, started)
+        return changes
+
+    def _serve(self, estate: CompiledEstate, changes: Changes, path: str, started: float) -> None:
         with self._lock:
             self.estate = estate
             self.generation += 1
@@ -81,10 +103,36 @@ class ControlPlane:
             stream.notify()
         LOG.info("mesh generation %d (%s in %.3fs): %d proxies changed, %d connected ones notified",
                  self.generation, path, time.monotonic() - started, len(changes), len(streams))
-        return changes
 
-    def reject(self, problems) -> None:
+    def apply_loaded(self, loaded: LoadResult) -> list:
+        """Serve the mesh files as loaded again after an edit; the problems of a bad edit
+        (nothing changes then). One changed resource is validated and compiled incrementally
+        (check/incremental.py apply_resource: a WorkloadEntry's move validates that entry and
+        its load assignments alone); more, validated and compiled whole, as `meshwright validate` does."""
+        if loaded.problems:
+            return self.reject(sorted(loaded.problems))
+        edited, removed = changed_resources(self.estate.mesh, loaded.resources)
+        if not edited and not removed:
+            LOG.info("mesh files changed, their resources did not: nothing to push")
+            return []
+        if len(edited) + len(removed) == 1:
+            resource = (edited or removed)[0]
+            started = time.monotonic()
+            try:
+                estate, changes = apply_resource(self.estate, resource, removed=bool(removed))
+            except ChangeRefused as refused:
+                return self.reject(refused.problems)
+            self._serve(estate, changes, f"one resource, {resource.ref}", started)
+            return []
+        mesh, problems = validate_mesh(loaded)
+        if problems:
+            return self.reject(problems)
+        self.apply(mesh)
+        return []
+
+    def reject(self, problems) -> list:
         self.rejection = {"at": time.time(), "problems": [str(p) for p in problems]}
+        return list(problems)
 
     # Streams.
 

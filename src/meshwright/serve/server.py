@@ -126,7 +126,7 @@ def start(mesh: Mesh, paths: list[str], listen: tuple[str, int], tls: ServerTls 
         status_port = http_server.server_address[1]
         stoppers.append(lambda: (http_server.shutdown(), http_server.server_close()))
     if watch:
-        folder = MeshFolder(paths, plane.apply, plane.reject)
+        folder = MeshFolder(paths, plane.apply_loaded)
         folder.start()
         stoppers.append(folder.stop)
     LOG.info("serving %d proxies over ADS on %s:%d (%s)%s", len(plane.estate.proxies), listen[0], port,

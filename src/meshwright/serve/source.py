@@ -2,12 +2,12 @@
 
 A MeshFolder polls the modification times of every file under its paths; once they have
 been quiet for 100 ms (or 1 s after the first change, whichever comes first: istiod's
-debounce), the mesh is loaded and validated with the same pipeline as `meshwright validate`
-(check/pipeline.py validate_mesh). A valid mesh goes to on_mesh; an invalid one to
-on_rejected with its problems (FILE:LINE messages), and the proxies keep the last good config.
+debounce), the files are loaded and handed to on_loaded (the plane's apply_loaded), which
+validates them with the same pipeline as `meshwright validate` and returns the problems of a
+bad edit (FILE:LINE messages), logged here; proxies then keep the last good config.
 
 Registries (Kubernetes, Marathon) come next as sources of their own; each hands the plane a
-new validated mesh the same way (on_mesh).
+new validated mesh (ControlPlane.apply) or one changed resource.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 
 from meshwright.check.pipeline import validate_mesh
 from meshwright.mesh import Mesh
-from meshwright.model.load import load_paths
+from meshwright.model.load import LoadResult, load_paths
 from meshwright.problems import Problem
 
 LOG = logging.getLogger("meshwright.serve")
@@ -54,10 +54,11 @@ def _stat(path: str) -> tuple:
 
 
 class MeshFolder:
-    """Watches paths; calls on_mesh(mesh) for a valid edit and on_rejected(problems) for a bad one."""
+    """Watches paths; calls on_loaded(LoadResult) after an edit, which returns its problems
+    (none: applied)."""
 
-    def __init__(self, paths: list[str], on_mesh, on_rejected, quiet: float = QUIET_SECONDS, max_wait: float = MAX_WAIT_SECONDS):
-        self.paths, self.on_mesh, self.on_rejected = paths, on_mesh, on_rejected
+    def __init__(self, paths: list[str], on_loaded, quiet: float = QUIET_SECONDS, max_wait: float = MAX_WAIT_SECONDS):
+        self.paths, self.on_loaded = paths, on_loaded
         self.quiet, self.max_wait = quiet, max_wait
         self._seen = fingerprint(paths)
         self._stop = threading.Event()
@@ -89,13 +90,12 @@ class MeshFolder:
 
     def _reload(self) -> None:
         started = time.monotonic()
-        mesh, problems = load_valid(self.paths)
-        if mesh is None:
+        problems = self.on_loaded(load_paths(self.paths))
+        if problems:
             for problem in problems:
                 LOG.error("%s", problem)
             LOG.error("mesh config edit rejected (%d problem%s); proxies keep the last good config",
                       len(problems), "" if len(problems) == 1 else "s")
-            self.on_rejected(problems)
             return
-        LOG.info("mesh config edit valid (%d resources, validated in %.2fs)", len(mesh.resources), time.monotonic() - started)
-        self.on_mesh(mesh)
+        LOG.info("mesh config edit handled in %.3fs (loaded, validated, compiled, pushes queued)", time.monotonic() - started)
+
