@@ -81,6 +81,14 @@ spec:
       weight: {v2_weight}
 """
 PROXY = "client.default"
+IDENTITY = """\
+apiVersion: meshwright.io/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec:
+  certificates: {dir: ../certs}
+---
+"""
 TRUST_DOMAIN = "cluster.local"
 
 
@@ -88,8 +96,9 @@ class ControlPlaneLab:
     """A mesh folder served by an in-process `meshwright serve` (mTLS unless plaintext),
     backends for reviews v1 and v2, and the client's Envoy bootstrapped for ADS."""
 
-    def __init__(self, tmp_path, plaintext: bool = False):
+    def __init__(self, tmp_path, plaintext: bool = False, identity: bool = False):
         self.tmp_path = tmp_path
+        self.prefix = IDENTITY if identity else ""
         self.mesh_dir = tmp_path / "mesh"
         self.mesh_dir.mkdir()
         self.v1 = Backend("reviews", "reviews-v1", "v1")
@@ -117,7 +126,7 @@ class ControlPlaneLab:
 
     def write(self, text: str | None = None) -> None:
         """The mesh file, replaced by rename (as editors and Ansible save it)."""
-        text = text or MESH.format(v1=self.v1.port, v1_address=self.v1_address, v2=self.v2.port, offset=self.offset, v1_weight=self.weights[0], v2_weight=self.weights[1])
+        text = text or self.prefix + MESH.format(v1=self.v1.port, v1_address=self.v1_address, v2=self.v2.port, offset=self.offset, v1_weight=self.weights[0], v2_weight=self.weights[1])
         path = self.mesh_dir / "mesh.yaml"
         (self.mesh_dir / ".mesh.yaml.tmp").write_text(text)
         os.replace(self.mesh_dir / ".mesh.yaml.tmp", path)
@@ -352,3 +361,27 @@ def test_delta_xds_serves_and_updates(plane):
     took = wait_until(lambda: set(plane.versions(5)) == {"v2"}, timeout=2.5)
     print(f"delta: weight edit applied {took:.2f}s after the save")
     wait_until(lambda: all_synced(plane))
+
+
+def test_workload_certificates_come_by_sds_over_ads(tmp_path):
+    """With workload identity, the secrets "default" and "ROOTCA" that the proxy's clusters name come over ADS (SDS)
+    and name the PEM files in the certs directory its bootstrap gives (CERTS_DIR): Envoy
+    loads its own certificate from there."""
+    lab = ControlPlaneLab(tmp_path, identity=True)
+    try:
+        # Mutual TLS to reviews: its clusters name the secrets (the backends here speak plain HTTP: no traffic is sent).
+        lab.write(lab.prefix + MESH.format(v1=lab.v1.port, v1_address="127.0.0.1", v2=lab.v2.port, offset=lab.offset, v1_weight=100, v2_weight=0)
+                  .replace("  host: reviews\n", "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n"))
+        wait_until(lambda: lab.status()["generation"] == 2 or lab.status()["rejection"], timeout=3)
+        assert lab.status()["rejection"] is None
+        envoy = lab.envoy()
+        wait_until(lambda: lab.proxy_types().get("secrets", {}).get("state") == "SYNCED")
+        dump = json.loads(envoy.admin("/config_dump?resource=dynamic_active_secrets"))
+        secrets = {s["name"]: s["secret"] for s in dump["configs"]}
+        assert set(secrets) == {"default", "ROOTCA"}
+        certs_dir = os.path.join(envoy.config_dir, "certs")
+        certs = json.dumps(json.loads(envoy.admin("/certs"))["certificates"])
+        assert "spiffe://cluster.local/ns/default/sa/client" in certs
+        assert os.path.join(certs_dir, "cert-chain.pem") in certs and os.path.join(certs_dir, "root-cert.pem") in certs
+    finally:
+        lab.close()
