@@ -385,3 +385,37 @@ def test_workload_certificates_come_by_sds_over_ads(tmp_path):
         assert os.path.join(certs_dir, "cert-chain.pem") in certs and os.path.join(certs_dir, "root-cert.pem") in certs
     finally:
         lab.close()
+
+
+RATINGS = """\
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ratings, namespace: default}}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+"""
+
+
+def test_a_new_service_is_routed_once_its_cluster_and_endpoints_are_there(plane):
+    """A ServiceEntry added while requests flow: the proxy answers 404 (no route) until the
+    push, then 200; never 503 (a route to a cluster it has not received, or without endpoints)."""
+    plane.envoy()
+    ratings = Backend("ratings", "ratings-v1", "v1")
+    try:
+        assert request(plane.port, "/ratings", host="ratings")[0] == 404
+        plane.write(MESH.format(v1=plane.v1.port, v1_address="127.0.0.1", v2=plane.v2.port, offset=plane.offset, v1_weight=100, v2_weight=0)
+                    + RATINGS.format(port=ratings.port))
+        statuses = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and statuses[-5:] != [200] * 5:
+            statuses.append(request(plane.port, "/ratings", host="ratings")[0])
+        assert statuses[-5:] == [200] * 5, statuses
+        assert set(statuses) <= {404, 200}, statuses
+        assert set(plane.versions(10)) == {"v1"}
+    finally:
+        ratings.close()

@@ -250,9 +250,10 @@ def test_a_stale_nonce_is_ignored(lab):
 
 
 def test_a_push_sends_clusters_and_endpoints_before_listeners_and_routes(lab):
-    """A new service: its cluster is pushed before the routes that send traffic to it."""
+    """A new service: its cluster is pushed first; the routes that send traffic to it only
+    once the proxy has answered the clusters, after it asked for their endpoints."""
     client = Client(lab)
-    subscribe_all(client)
+    got = subscribe_all(client)
     extra = """\
 ---
 apiVersion: networking.istio.io/v1
@@ -266,13 +267,21 @@ spec:
   endpoints: [{address: 10.0.0.5}]
 """
     lab.apply(extra=extra)
+    clusters = client.receive()
+    assert clusters.type_url == CLUSTER and "outbound|9090||ratings.default.svc.cluster.local" in names_of(clusters)
+    assert client.nothing()  # the routes to ratings wait until the proxy has answered its clusters
+    eds = ["outbound|9080||reviews.default.svc.cluster.local", "outbound|9090||ratings.default.svc.cluster.local"]
+    endpoints = got[CLUSTER_LOAD_ASSIGNMENT]  # Envoy asks for the new cluster's endpoints on the EDS watch it has
+    client.send(type_url=CLUSTER_LOAD_ASSIGNMENT, resource_names=eds, version_info=endpoints.version_info, response_nonce=endpoints.nonce)
+    client.send(type_url=CLUSTER, version_info=clusters.version_info, response_nonce=clusters.nonce)
     order = []
     while True:
         try:
-            order.append(client.receive(1.0).type_url)
+            order.append(client.receive(0.5).type_url)
         except queue.Empty:
             break
-    assert order == [CLUSTER, ROUTE_CONFIGURATION]  # its listener is the same; EDS of the new cluster: when the proxy asks
+    # Its listener is the same: the new endpoints, then the routes that use them.
+    assert order == [CLUSTER_LOAD_ASSIGNMENT, ROUTE_CONFIGURATION]
     client.close()
 
 

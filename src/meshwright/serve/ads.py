@@ -14,6 +14,10 @@ The protocol as Envoy speaks it (envoy/api/xds_protocol):
 - a request with an older nonce answers a response that was superseded: ignored.
 A response's version is the hash of its resources' versions (content hashes): the same
 resources always get the same version, whoever compiled them.
+
+A push goes in PUSH_ORDER, and listeners and routes wait while the proxy has not answered
+new clusters: it then asks for their endpoints, and only then is told of listeners and
+routes that may send traffic to them.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from meshwright.compile.envoy_values import CLUSTER, LISTENER, ROUTE_CONFIGURATION
 from meshwright.serve.resources import KIND_OF_TYPE, PUSH_ORDER, WILDCARD_TYPES, Encoder, Served, Snapshot
 
 LOG = logging.getLogger("meshwright.serve")
@@ -80,6 +85,7 @@ class Stream:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._nonces = itertools.count(1)
         self._snapshot: tuple[object, Snapshot] | None = None
+        self._waiting: set[str] = set()  # types held back until the proxy answers its clusters
 
     # The plane's side (any thread).
 
@@ -111,6 +117,7 @@ class Stream:
             else:
                 responses = self._on_delta(item) if self.delta else self._on_request(item)
             yield from responses
+            yield from self._released()
             item = self._queue.get()
 
     def _read(self, requests) -> None:
@@ -137,8 +144,27 @@ class Stream:
             LOG.warning("proxy %s is no longer in the mesh config: closing its stream", self.proxy_id)
             self._queue.put(_CLOSED)
             return []
-        respond = self._delta_response if self.delta else self._response
-        return [r for type_url in sorted(self.watches, key=_order) for r in respond(type_url, force=False)]
+        responses = []
+        for type_url in sorted(self.watches, key=_order):
+            if type_url in WAIT_FOR_CLUSTERS and self._clusters_unanswered():
+                self._waiting.add(type_url)
+            else:
+                responses += self._respond(type_url, force=False)
+        return responses
+
+    def _respond(self, type_url: str, force: bool) -> list:
+        return self._delta_response(type_url, force) if self.delta else self._response(type_url, force)
+
+    def _clusters_unanswered(self) -> bool:
+        watch = self.watches.get(CLUSTER)
+        return watch is not None and bool(watch.version) and watch.version not in (watch.acked, watch.rejected)
+
+    def _released(self) -> list:
+        """The held-back types' responses, once the proxy answered its clusters."""
+        if not self._waiting or self._clusters_unanswered():
+            return []
+        waiting, self._waiting = sorted(self._waiting, key=_order), set()
+        return [response for type_url in waiting for response in self._respond(type_url, force=False)]
 
     def _answered(self, type_url: str, watch: Watch, request) -> None:
         """An ACK or NACK of the watch's last response."""
@@ -225,6 +251,9 @@ class Stream:
             del watch.sent[name]
         watch.version, watch.nonce, watch.sent_at = response.system_version_info, nonce, time.monotonic()
         return [response]
+
+
+WAIT_FOR_CLUSTERS = frozenset((LISTENER, ROUTE_CONFIGURATION))
 
 
 def _names(type_url: str, names) -> set[str] | None:
