@@ -319,6 +319,29 @@ def test_delta_sends_only_what_changed(lab):
     client.close()
 
 
+def test_delta_nack_keeps_what_the_proxy_held(lab):
+    """Delta: a NACKed update is reported; the server still counts the proxy as holding its
+    old resources, so the next push sends the changed one again."""
+    client = Client(lab, delta=True)
+    client.send(type_url=CLUSTER, delta=True)
+    clusters = client.receive()
+    client.send(type_url=CLUSTER, response_nonce=clusters.nonce, delta=True)
+    client.send(type_url=CLUSTER_LOAD_ASSIGNMENT, resource_names_subscribe=["outbound|9080||reviews.default.svc.cluster.local"])
+    endpoints = client.receive()
+    client.send(type_url=CLUSTER_LOAD_ASSIGNMENT, response_nonce=endpoints.nonce, delta=True)
+    lab.apply(address="10.0.0.3")
+    update = client.receive()
+    client.send(type_url=CLUSTER_LOAD_ASSIGNMENT, response_nonce=update.nonce, delta=True,
+                error_detail=status_pb2.Status(code=3, message="endpoint rejected"))
+    wait_for(lambda: states(lab).get("endpoints") == "NACK")
+    assert lab.plane.status()["proxies"][0]["streams"][0]["types"]["endpoints"]["error"] == "endpoint rejected"
+    assert client.nothing()  # not sent again until something changes
+    lab.apply(address="10.0.0.4", timeout="6s")  # the endpoint and the routes change
+    again = client.receive()
+    assert again.type_url == CLUSTER_LOAD_ASSIGNMENT and "10.0.0.4" in str(_unpacked(again.resources[0].resource))
+    client.close()
+
+
 def test_unknown_node_id_is_refused_with_a_log_line(lab):
     client = Client(lab, node="sidecar~10.0.0.7~ghost.default~default.svc.cluster.local")
     client.send(type_url=CLUSTER)

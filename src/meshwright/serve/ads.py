@@ -230,7 +230,9 @@ class Stream:
             watch.names -= unsubscribe
         for name in unsubscribe:
             watch.sent.pop(name, None)
-        return self._delta_response(type_url, force=first or bool(subscribe))
+        if not (first or subscribe):
+            return []  # an answer, or names dropped: nothing to send (a NACKed resource waits for the next change)
+        return self._delta_response(type_url, force=True)
 
     def _delta_response(self, type_url: str, force: bool) -> list:
         watch = self.watches[type_url]
