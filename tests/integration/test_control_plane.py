@@ -419,3 +419,63 @@ def test_a_new_service_is_routed_once_its_cluster_and_endpoints_are_there(plane)
         assert set(plane.versions(10)) == {"v1"}
     finally:
         ratings.close()
+
+
+def test_the_commands_end_to_end_over_mtls(tmp_path):
+    """What a user runs: `meshwright serve` (a process, mTLS with its certificate from the mesh
+    CA), `meshwright xds-bootstrap` for the client, Envoy on it, `meshwright status`."""
+    import signal
+    import subprocess
+    import sys
+
+    v1, v2 = Backend("reviews", "reviews-v1", "v1"), Backend("reviews", "reviews-v2", "v2")
+    offset = free_offset()
+    mesh_dir = tmp_path / "mesh"
+    mesh_dir.mkdir()
+    (mesh_dir / "mesh.yaml").write_text(MESH.format(v1=v1.port, v1_address="127.0.0.1", v2=v2.port, offset=offset, v1_weight=0, v2_weight=100))
+    root = ca.make_root(TRUST_DOMAIN)
+    issuer = ca.make_intermediate(root, "site-a")
+    roots = certificate_pem(root.certificate)
+    control = tmp_path / "control-plane"
+    control.mkdir()
+    key = csr.make_private_key()
+    (control / "key.pem").write_bytes(key)
+    (control / "cert-chain.pem").write_bytes(workload.sign_csr(csr.make_csr(key, control_plane_spiffe_id(TRUST_DOMAIN)),
+                                                               control_plane_spiffe_id(TRUST_DOMAIN), issuer))
+    (control / "root-cert.pem").write_bytes(roots)
+    certs = tmp_path / "client" / "certs"
+    certs.mkdir(parents=True)
+    client_key = csr.make_private_key()
+    client_id = spiffe_id(TRUST_DOMAIN, "default", "client")
+    write_workload_certificates(str(certs), client_key, workload.sign_csr(csr.make_csr(client_key, client_id), client_id, issuer), roots)
+    grpc_port, status_port = free_port(), free_port()
+    server = subprocess.Popen([sys.executable, "-m", "meshwright.cli", "serve", "--mesh", str(mesh_dir), "--listen", f"127.0.0.1:{grpc_port}",
+                               "--status-listen", f"127.0.0.1:{status_port}", "--tls-cert", str(control / "cert-chain.pem"),
+                               "--tls-key", str(control / "key.pem"), "--ca", str(control / "root-cert.pem")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    envoy = None
+    try:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert meshwright_main(["xds-bootstrap", "--mesh", str(mesh_dir), "--proxy", PROXY, "--xds", f"127.0.0.1:{grpc_port}",
+                                    "--certs-dir", str(certs), "--out", str(tmp_path / "client" / "bootstrap.yaml")]) == 0
+        envoy = Envoy(str(tmp_path / "client"), 15000 + offset)
+        status, body, _ = request(15001 + offset, "/reviews", host="reviews")
+        assert (status, body["version"]) == (200, "v2")
+
+        def status_line() -> str:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                assert meshwright_main(["status", "--server", f"127.0.0.1:{status_port}"]) == 0
+            return [line for line in out.getvalue().splitlines() if line.startswith(PROXY)][0]
+
+        wait_until(lambda: status_line().split()[2:6] == ["SYNCED"] * 4)
+        assert status_line().split()[1].startswith("ipv4:127.0.0.1:")
+    finally:
+        if envoy:
+            envoy.stop()
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=10)
+        v1.close(), v2.close()
+    assert server.returncode == 0, stderr
+    assert f"serving 3 proxies over ADS on 127.0.0.1:{grpc_port} (mTLS)" in stderr and "proxy client.default connected" in stderr
