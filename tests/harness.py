@@ -56,7 +56,7 @@ class Backend:
     (status, body_dict, extra_response_headers), or None for the default 200 answer; it can
     sleep to be slow. Every request is recorded in .requests."""
 
-    def __init__(self, service: str, instance: str, version: str = "v1", behaviour=None, port: int | None = None):
+    def __init__(self, service: str, instance: str, version: str = "v1", behaviour=None, port: int | None = None, host: str = "127.0.0.1"):
         self.service, self.instance, self.version = service, instance, version
         self.behaviour = behaviour
         self.requests: list[dict] = []
@@ -92,7 +92,7 @@ class Backend:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port or 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((host, port or 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

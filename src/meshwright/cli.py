@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
+import json
+import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
+import urllib.error
+import urllib.request
 
 from meshwright.check.cel_expressions import check_cel_expressions
 from meshwright.check.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
@@ -14,11 +21,15 @@ from meshwright.check.pipeline import validate_mesh
 from meshwright.collector import cyclic_collector_paused
 from meshwright.compile.proxy import UnknownProxy, find_proxy, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
+from meshwright.compile.xds_bootstrap import XdsServer
 from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
-from meshwright.deliver.file_set import write_files
+from meshwright.deliver.file_set import write_atomic, write_files
 from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
 from meshwright.problems import Problems
+from meshwright.serve import server as xds_server
+from meshwright.serve.bootstrap import xds_bootstrap_text
+from meshwright.serve.source import load_valid
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 EXIT_INTERNAL = 3
@@ -148,6 +159,121 @@ def cmd_render(args) -> int:
     return EXIT_OK
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) -> (host, port)."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _read_pem(option: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise UsageError(f"{option} {path}: cannot read it: {error.strerror or error}") from None
+
+
+def _server_tls(args) -> xds_server.ServerTls | None:
+    """--tls-cert/--tls-key/--ca, or None with --plaintext-loopback (UsageError when neither is whole)."""
+    given = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--ca": args.ca}
+    if args.plaintext_loopback:
+        if any(given.values()):
+            raise UsageError("--plaintext-loopback serves without TLS: drop " + ", ".join(k for k, v in given.items() if v))
+        if not xds_server.is_loopback(args.listen[0]):
+            raise UsageError(f"--plaintext-loopback listens on loopback only, not {args.listen[0]}")
+        return None
+    missing = [option for option, value in given.items() if not value]
+    if missing:
+        raise UsageError(f"give {', '.join(missing)} (the control plane's certificate from the mesh CA, its key, and the roots "
+                         "proxies' certificates chain to), or --plaintext-loopback for development on this machine")
+    return xds_server.ServerTls(_read_pem("--tls-cert", args.tls_cert), _read_pem("--tls-key", args.tls_key), _read_pem("--ca", args.ca))
+
+
+def cmd_serve(args) -> int:
+    tls = _server_tls(args)
+    mesh, problems = load_valid(args.mesh)
+    if problems:
+        _print_problems(problems)
+        return EXIT_INVALID
+    _print_warnings(mesh)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    gc.enable()  # a long-running server: cycles that libraries make must be collected
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen)
+    except (ValueError, RuntimeError) as error:
+        raise UsageError(f"--listen/--status-listen: {error}") from None
+    stop.wait()
+    running.stop()
+    return EXIT_OK
+
+
+def _status_table(status: dict) -> list[str]:
+    kinds = ("clusters", "endpoints", "listeners", "routes", "secrets")
+    rows = [("PROXY", "CONNECTED", *(k.upper() for k in kinds), "VERSIONS (listeners/routes)")]
+    errors = []
+    for proxy in status["proxies"]:
+        if not proxy["streams"]:
+            rows.append((proxy["proxy"], "-", *("-" for _ in kinds), ""))
+        for stream in proxy["streams"]:
+            types = stream["types"]
+            rows.append((proxy["proxy"], stream["peer"], *(types[k]["state"] if k in types else "-" for k in kinds),
+                         "/".join(types[k]["acked"][:8] or "-" for k in ("listeners", "routes") if k in types)))
+            errors += [f"{proxy['proxy']} {kind}: NACK: {t['error']}" for kind, t in types.items() if t["state"] == "NACK"]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.append(f"mesh generation {status['generation']}")
+    rejection = status.get("rejection")
+    if rejection:
+        lines.append(f"last edit REJECTED ({len(rejection['problems'])} problems; proxies keep the last good config):")
+        lines += [f"  {problem}" for problem in rejection["problems"]]
+    lines += errors
+    lines += [f"refused: {refusal}" for refusal in status.get("refusals", [])]
+    return lines
+
+
+def cmd_status(args) -> int:
+    host, port = args.server
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=args.timeout) as response:
+            status = json.loads(response.read())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--server {host}:{port}: no status from meshwright serve there: {getattr(error, 'reason', error)}") from None
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print("\n".join(_status_table(status)))
+    return EXIT_OK
+
+
+def cmd_xds_bootstrap(args) -> int:
+    if bool(args.certs_dir) == bool(args.plaintext_loopback):
+        raise UsageError("give --certs-dir (the proxy's certificates, for mTLS to the control plane) or --plaintext-loopback")
+    if args.certs_dir and not os.path.isabs(args.certs_dir):
+        raise UsageError(f"--certs-dir {args.certs_dir}: give an absolute path (where the proxy's certificates are on its host)")
+    mesh, problems = load_valid(args.mesh)
+    if problems:
+        _print_problems(problems)
+        return EXIT_INVALID
+    _print_warnings(mesh)
+    server = XdsServer(tuple(args.xds), args.certs_dir, args.delta)
+    try:
+        text = xds_bootstrap_text(mesh, args.proxy, server, args.format)
+    except UnknownProxy as error:
+        raise UsageError(str(error)) from None
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        write_atomic(os.path.abspath(args.out), text)
+    except OSError as error:
+        raise UsageError(f"--out {args.out}: cannot write there: {error.strerror or error}") from None
+    print(f"{args.proxy}: xDS bootstrap written to {args.out}")
+    return EXIT_OK
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -179,6 +305,35 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--envoy", help=envoy_help)
     render.add_argument("--envoy-timeout", type=_seconds, default=DEFAULT_TIMEOUT, help=timeout_help)
     render.set_defaults(func=cmd_render)
+
+    serve = commands.add_parser("serve", help="the control plane: serve the mesh over xDS (ADS) and apply edits as they are saved")
+    serve.add_argument("--mesh", action="append", required=True, help="mesh config file or directory, watched (repeatable)")
+    serve.add_argument("--listen", type=_host_port, default=("127.0.0.1", 15012), help="HOST:PORT of the xDS server (default 127.0.0.1:15012)")
+    serve.add_argument("--status-listen", type=_host_port, default=("127.0.0.1", 15014),
+                       help="HOST:PORT on loopback of the status endpoint `meshwright status` reads (default 127.0.0.1:15014)")
+    serve.add_argument("--tls-cert", help="the control plane's certificate chain (PEM, from the mesh CA)")
+    serve.add_argument("--tls-key", help="its private key (PEM)")
+    serve.add_argument("--ca", help="the mesh's roots (PEM): proxies' client certificates must chain to them")
+    serve.add_argument("--plaintext-loopback", action="store_true",
+                       help="development only: no TLS and no proxy identity check, on a loopback address only")
+    serve.set_defaults(func=cmd_serve)
+
+    status = commands.add_parser("status", help="every proxy of a running `meshwright serve`: SYNCED, STALE or NACK per type")
+    status.add_argument("--server", type=_host_port, default=("127.0.0.1", 15014), help="its status endpoint (default 127.0.0.1:15014)")
+    status.add_argument("--json", action="store_true", help="the whole status as JSON")
+    status.add_argument("--timeout", type=_seconds, default=5.0, help="seconds to wait for an answer (default 5)")
+    status.set_defaults(func=cmd_status)
+
+    bootstrap = commands.add_parser("xds-bootstrap", help="write a proxy's bootstrap for xDS from `meshwright serve`")
+    bootstrap.add_argument("--mesh", action="append", required=True, help="mesh config file or directory (repeatable)")
+    bootstrap.add_argument("--proxy", required=True, help="a WorkloadEntry's or Gateway's name.namespace")
+    bootstrap.add_argument("--xds", type=_host_port, action="append", required=True, help="HOST:PORT of a control plane instance (repeatable)")
+    bootstrap.add_argument("--certs-dir", help="absolute path of the proxy's certificates on its host (mTLS to the control plane, SDS)")
+    bootstrap.add_argument("--plaintext-loopback", action="store_true", help="development only: plaintext xDS to a loopback control plane")
+    bootstrap.add_argument("--delta", action="store_true", help="incremental xDS (DELTA_GRPC) instead of state of the world")
+    bootstrap.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    bootstrap.add_argument("--out", required=True, help="the bootstrap file to write")
+    bootstrap.set_defaults(func=cmd_xds_bootstrap)
     return parser
 
 

@@ -21,7 +21,7 @@ from meshwright.validate.references import check_references
 from meshwright.validate.semantics import check_semantics
 from meshwright.validate.shape_check import check_shape, is_kubernetes_object
 
-__all__ = ["ChangeRefused", "apply", "resource_from_document"]
+__all__ = ["ChangeRefused", "apply", "apply_resource", "resource_from_document"]
 
 
 class ChangeRefused(MeshConfigError):
@@ -80,7 +80,12 @@ def apply(estate: CompiledEstate, document: dict, removed: bool = False, source:
     added or edited, or, with removed, the one taken away (its kind and metadata suffice).
     Raises ChangeRefused (problems naming source, the resource and the field) when the
     change does not validate; estate itself is never changed."""
-    resource = resource_from_document(document, source)
+    return apply_resource(estate, resource_from_document(document, source), removed)
+
+
+def apply_resource(estate: CompiledEstate, resource: Resource, removed: bool = False) -> tuple[CompiledEstate, Changes]:
+    """apply for a resource as the loader made it: problems name its file and lines (the
+    control plane's watched folder, serve/source.py)."""
     if is_kubernetes_object(resource):
         return estate, {}  # a Deployment, a Service...: not mesh config, as validation skips it
     if not removed:

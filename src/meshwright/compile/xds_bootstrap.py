@@ -1,0 +1,80 @@
+"""The Envoy bootstrap of a proxy that takes its config from `meshwright serve` over ADS
+(docs/control-plane.md), beside compile/bootstrap.py's for file delivery, which it reuses:
+the same node, admin, health and stats listeners; listeners and clusters from ADS, and a
+static gRPC cluster to the control plane instances.
+
+With mTLS (the default), the proxy dials the control plane with its workload certificate
+(the files in its certs directory, which its secrets over SDS name too) and accepts only a
+server certificate with the control plane's SPIFFE ID from the mesh's roots.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+from meshwright.compile.bootstrap import compile_bootstrap
+from meshwright.compile.clusters import static_cluster
+from meshwright.compile.envoy_values import ADS, UPSTREAM_TLS, socket_address, subject_alt_name_matchers, typed
+from meshwright.compile.proxy import Proxy
+from meshwright.compile.telemetry import ProxyTelemetry
+from meshwright.mesh import MeshSettings
+from meshwright.pki.spiffe import control_plane_spiffe_id
+from meshwright.pki.store import CHAIN_FILE, KEY_FILE, ROOTS_FILE
+
+XDS_CLUSTER = "xds-grpc"
+# Node metadata naming the proxy's certs directory on its host: the control plane serves the
+# secrets "default" and "ROOTCA" as SDS resources that read the PEM files there.
+CERTS_DIR_METADATA = "CERTS_DIR"
+
+
+@dataclass(frozen=True)
+class XdsServer:
+    """Where the proxy reaches the control plane: one address per instance."""
+
+    addresses: tuple[tuple[str, int], ...]
+    certs_dir: str | None  # the proxy's certs directory (mTLS); None: plaintext (loopback development only)
+    delta: bool = False  # incremental xDS (DELTA_GRPC) instead of state of the world
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _xds_cluster(server: XdsServer, trust_domain: str) -> dict:
+    """The gRPC cluster to the control plane: HTTP/2, every instance an endpoint."""
+    first_host, first_port = server.addresses[0]
+    cluster = static_cluster(XDS_CLUSTER, first_host, first_port, http2=True)
+    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
+        {"endpoint": {"address": socket_address(host, port)}} for host, port in server.addresses]
+    if not all(_is_ip(host) for host, _ in server.addresses):
+        cluster["type"] = "STRICT_DNS"
+    if server.certs_dir is not None:
+        certs = server.certs_dir
+        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": typed(UPSTREAM_TLS, common_tls_context={
+            "tls_certificates": [{"certificate_chain": {"filename": os.path.join(certs, CHAIN_FILE)},
+                                  "private_key": {"filename": os.path.join(certs, KEY_FILE)}}],
+            "validation_context": {"trusted_ca": {"filename": os.path.join(certs, ROOTS_FILE)},
+                                   "match_typed_subject_alt_names": subject_alt_name_matchers([control_plane_spiffe_id(trust_domain)])},
+        })}
+    return cluster
+
+
+def compile_xds_bootstrap(proxy: Proxy, settings: MeshSettings, telemetry: ProxyTelemetry, server: XdsServer) -> dict:
+    """The proxy's bootstrap for ADS from server (telemetry: the proxy's, as compile_proxy gives it)."""
+    bootstrap = compile_bootstrap(proxy, settings, telemetry, {"lds": ADS, "cds": ADS})
+    bootstrap["dynamic_resources"]["ads_config"] = {
+        "api_type": "DELTA_GRPC" if server.delta else "GRPC",
+        "transport_api_version": "V3",
+        "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+        "set_node_on_first_message_only": True,
+    }
+    bootstrap["static_resources"]["clusters"].append(_xds_cluster(server, settings.trust_domain))
+    if server.certs_dir is not None:
+        bootstrap["node"]["metadata"][CERTS_DIR_METADATA] = server.certs_dir
+    return bootstrap

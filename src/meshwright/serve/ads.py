@@ -1,0 +1,269 @@
+"""ADS streams: Envoy's Aggregated Discovery Service, state of the world and delta, v3.
+
+One Stream per connected proxy. Its requests are read by a thread of their own into a queue
+that also receives the plane's "the mesh changed" notices; the gRPC handler thread takes
+both from the queue in order and is the only one that touches the stream's state, so nonces,
+ACKs and pushes need no lock.
+
+The protocol as Envoy speaks it (envoy/api/xds_protocol):
+- a request without a response nonce subscribes to a type; clusters and listeners as a
+  whole (wildcard), endpoints, routes and secrets by name;
+- a request with the nonce of the last response of its type ACKs it, or NACKs it with an
+  error_detail: Envoy keeps its last good config, and so does the stream's record of what
+  the proxy holds; the error is kept for status and logged;
+- a request with an older nonce answers a response that was superseded: ignored.
+A response's version is the hash of its resources' versions (content hashes): the same
+resources always get the same version, whoever compiled them.
+
+A push goes in PUSH_ORDER, and listeners and routes wait while the proxy has not answered
+new clusters: it then asks for their endpoints, and only then is told of listeners and
+routes that may send traffic to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from meshwright.compile.envoy_values import CLUSTER, LISTENER, ROUTE_CONFIGURATION
+from meshwright.serve.resources import KIND_OF_TYPE, PUSH_ORDER, WILDCARD_TYPES, Encoder, Served, Snapshot
+
+LOG = logging.getLogger("meshwright.serve")
+SYNCED, STALE, NACK = "SYNCED", "STALE", "NACK"
+CONTROL_PLANE = base_pb2.ControlPlane(identifier="meshwright")
+_CLOSED, _UPDATE = object(), object()
+
+
+@dataclass
+class Watch:
+    """One type on one stream: what the proxy asked for, was sent, and answered."""
+
+    names: set[str] | None  # None: every resource of the type (wildcard)
+    sent: dict[str, str] = field(default_factory=dict)  # name -> version the proxy holds (as far as we know)
+    previous: dict[str, str] = field(default_factory=dict)  # delta: what it held before the last response
+    version: str = ""  # of the last response
+    nonce: str = ""
+    acked: str = ""  # the last version the proxy accepted
+    rejected: str = ""  # the last version it rejected
+    error: str = ""  # Envoy's message when it rejected it
+    sent_at: float = 0.0  # time.monotonic() of the last response
+    ack_seconds: float | None = None  # from the last response to its ACK
+
+    @property
+    def state(self) -> str:
+        if self.version and self.acked == self.version:
+            return SYNCED
+        return NACK if self.version and self.rejected == self.version else STALE
+
+
+def version_of(resources: dict[str, Served]) -> str:
+    """A response's version: the hash of its resources' names and versions."""
+    sha = hashlib.sha256()
+    for name in sorted(resources):
+        sha.update(f"{name}\0{resources[name].version}\n".encode())
+    return sha.hexdigest()[:16]
+
+
+class Stream:
+    """One proxy's ADS stream. plane gives the current snapshot of the proxy (snapshot_for)
+    and the shared encoder."""
+
+    def __init__(self, plane, proxy_id: str, node_id: str, peer: str, delta: bool, certs_dir: str | None):
+        self.plane, self.proxy_id, self.node_id, self.peer, self.delta = plane, proxy_id, node_id, peer, delta
+        self.certs_dir = certs_dir
+        self.encoder: Encoder = plane.encoder
+        self.watches: dict[str, Watch] = {}
+        self.connected_at = time.time()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._nonces = itertools.count(1)
+        self._snapshot: tuple[object, Snapshot] | None = None
+        self._waiting: set[str] = set()  # types held back until the proxy answers its clusters
+
+    # The plane's side (any thread).
+
+    def notify(self) -> None:
+        """The mesh changed: the stream pushes what differs for its proxy."""
+        self._queue.put(_UPDATE)
+
+    def close(self) -> None:
+        self._queue.put(_CLOSED)
+
+    def status(self) -> dict:
+        return {
+            "proxy": self.proxy_id, "node": self.node_id, "peer": self.peer, "delta": self.delta, "connected_at": self.connected_at,
+            "types": {KIND_OF_TYPE.get(type_url, type_url): {
+                "state": watch.state, "version": watch.version, "acked": watch.acked, "error": watch.error,
+                "ack_seconds": watch.ack_seconds,
+            } for type_url, watch in sorted(self.watches.items(), key=lambda item: _order(item[0]))},
+        }
+
+    # The handler's side (the gRPC thread that runs the stream).
+
+    def run(self, first, requests):
+        """The responses of the stream, first being its first request (already read)."""
+        threading.Thread(target=self._read, args=(requests,), name=f"xds-read-{self.proxy_id}", daemon=True).start()
+        item = first
+        while item is not _CLOSED:
+            if item is _UPDATE:
+                responses = self._push()
+            else:
+                responses = self._on_delta(item) if self.delta else self._on_request(item)
+            yield from responses
+            yield from self._released()
+            item = self._queue.get()
+
+    def _read(self, requests) -> None:
+        try:
+            for request in requests:
+                self._queue.put(request)
+        except Exception:  # the stream ended (cancelled, reset): nothing more to read
+            pass
+        finally:
+            self._queue.put(_CLOSED)
+
+    def _current(self) -> Snapshot:
+        estate = self.plane.estate
+        if self._snapshot is None or self._snapshot[0] is not estate:
+            self._snapshot = (estate, self.plane.snapshot_for(estate, self.proxy_id, self.certs_dir))
+        return self._snapshot[1]
+
+    def _selected(self, type_url: str, names: set[str] | None) -> dict[str, Served]:
+        resources = self._current().get(type_url, {})
+        return dict(resources) if names is None else {name: resources[name] for name in sorted(names) if name in resources}
+
+    def _push(self) -> list:
+        if self.proxy_id not in self.plane.estate.proxies:
+            LOG.warning("proxy %s is no longer in the mesh config: closing its stream", self.proxy_id)
+            self._queue.put(_CLOSED)
+            return []
+        responses = []
+        for type_url in sorted(self.watches, key=_order):
+            if type_url in WAIT_FOR_CLUSTERS and self._clusters_unanswered():
+                self._waiting.add(type_url)
+            else:
+                responses += self._respond(type_url, force=False)
+        return responses
+
+    def _respond(self, type_url: str, force: bool) -> list:
+        return self._delta_response(type_url, force) if self.delta else self._response(type_url, force)
+
+    def _clusters_unanswered(self) -> bool:
+        watch = self.watches.get(CLUSTER)
+        return watch is not None and bool(watch.version) and watch.version not in (watch.acked, watch.rejected)
+
+    def _released(self) -> list:
+        """The held-back types' responses, once the proxy answered its clusters."""
+        if not self._waiting or self._clusters_unanswered():
+            return []
+        waiting, self._waiting = sorted(self._waiting, key=_order), set()
+        return [response for type_url in waiting for response in self._respond(type_url, force=False)]
+
+    def _answered(self, type_url: str, watch: Watch, request) -> None:
+        """An ACK or NACK of the watch's last response."""
+        if request.HasField("error_detail") and request.error_detail.message:
+            watch.rejected, watch.error = watch.version, request.error_detail.message
+            if self.delta:
+                watch.sent = watch.previous  # Envoy keeps what it had
+            elif request.version_info:
+                watch.acked = request.version_info  # state of the world: the version it keeps
+            LOG.warning("proxy %s rejected %s version %s (it keeps its last good config): %s",
+                        self.proxy_id, KIND_OF_TYPE.get(type_url, type_url), watch.version, watch.error)
+            return
+        watch.acked, watch.error = watch.version, ""
+        watch.ack_seconds = time.monotonic() - watch.sent_at
+
+    # State of the world.
+
+    def _on_request(self, request) -> list:
+        type_url = request.type_url
+        names = _names(type_url, request.resource_names)
+        watch = self.watches.get(type_url)
+        if request.response_nonce and watch is not None:
+            if request.response_nonce != watch.nonce:
+                return []  # answers a superseded response
+            self._answered(type_url, watch, request)
+            if names == watch.names:
+                return []
+            watch.names = names
+            return self._response(type_url, force=True)
+        self.watches[type_url] = watch = Watch(names)
+        watch.acked = request.version_info  # a reconnecting proxy holds that version
+        return self._response(type_url, force=True)
+
+    def _response(self, type_url: str, force: bool) -> list:
+        watch = self.watches[type_url]
+        resources = self._selected(type_url, watch.names)
+        version = version_of(resources)
+        if version == watch.version and not force:
+            return []
+        nonce = str(next(self._nonces))
+        response = discovery_pb2.DiscoveryResponse(
+            version_info=version, type_url=type_url, nonce=nonce, control_plane=CONTROL_PLANE,
+            resources=[self.encoder.encode(type_url, served) for served in resources.values()])
+        watch.version, watch.nonce, watch.sent_at = version, nonce, time.monotonic()
+        watch.sent = {name: served.version for name, served in resources.items()}
+        return [response]
+
+    # Delta (incremental).
+
+    def _on_delta(self, request) -> list:
+        type_url = request.type_url
+        subscribe, unsubscribe = set(request.resource_names_subscribe), set(request.resource_names_unsubscribe)
+        watch = self.watches.get(type_url)
+        first = watch is None
+        if first:
+            wildcard = type_url in WILDCARD_TYPES and (not subscribe or "*" in subscribe)
+            self.watches[type_url] = watch = Watch(None if wildcard else set())
+            watch.sent = dict(request.initial_resource_versions)
+        elif request.response_nonce == watch.nonce:
+            self._answered(type_url, watch, request)
+        if watch.names is not None:
+            watch.names |= subscribe - {"*"}
+            watch.names -= unsubscribe
+        for name in unsubscribe:
+            watch.sent.pop(name, None)
+        if not (first or subscribe):
+            return []  # an answer, or names dropped: nothing to send (a NACKed resource waits for the next change)
+        return self._delta_response(type_url, force=True)
+
+    def _delta_response(self, type_url: str, force: bool) -> list:
+        watch = self.watches[type_url]
+        resources = self._selected(type_url, watch.names)
+        changed = {name: served for name, served in resources.items() if watch.sent.get(name) != served.version}
+        removed = sorted(name for name in watch.sent if name not in resources)
+        if not changed and not removed and not force:
+            return []
+        nonce = str(next(self._nonces))
+        response = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=version_of(resources), type_url=type_url, nonce=nonce, control_plane=CONTROL_PLANE,
+            removed_resources=removed,
+            resources=[discovery_pb2.Resource(name=name, version=served.version, resource=self.encoder.encode(type_url, served))
+                       for name, served in changed.items()])
+        watch.previous = dict(watch.sent)
+        watch.sent.update((name, served.version) for name, served in changed.items())
+        for name in removed:
+            del watch.sent[name]
+        watch.version, watch.nonce, watch.sent_at = response.system_version_info, nonce, time.monotonic()
+        return [response]
+
+
+WAIT_FOR_CLUSTERS = frozenset((LISTENER, ROUTE_CONFIGURATION))
+
+
+def _names(type_url: str, names) -> set[str] | None:
+    names = set(names)
+    if type_url in WILDCARD_TYPES and (not names or "*" in names):
+        return None
+    return names - {"*"}
+
+
+def _order(type_url: str) -> int:
+    return PUSH_ORDER.index(type_url) if type_url in PUSH_ORDER else len(PUSH_ORDER)

@@ -1,0 +1,179 @@
+"""The control plane's state: the compiled estate being served, the proxies' streams, and
+the step from one valid mesh to the next (compile/incremental.py).
+
+An edit that only moves one WorkloadEntry (address, weight, locality) takes the endpoint
+fast path: only the load assignments of the services selecting it are compiled again, and
+only the proxies that see those services are told; they find that only endpoints changed
+and send EDS alone. Any other edit recompiles the estate, and the proxies whose resources
+changed are told.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import grpc
+
+from meshwright.check.incremental import ChangeRefused, apply_resource
+from meshwright.check.pipeline import validate_mesh
+from meshwright.compile.incremental import Changes, CompiledEstate, compile_estate, recompiled, with_workload_endpoints
+from meshwright.compile.xds_bootstrap import CERTS_DIR_METADATA
+from meshwright.mesh import Mesh
+from meshwright.model.load import LoadResult
+from meshwright.model.resource import Resource
+from meshwright.serve.ads import Stream
+from meshwright.serve.identity import Refused, admitted_proxy, peer_certificate
+from meshwright.serve.resources import Encoder, Snapshot, proxy_snapshot
+from meshwright.validate.shape_check import is_kubernetes_object
+
+LOG = logging.getLogger("meshwright.serve")
+
+
+def _resource_identity(resource) -> tuple:
+    return (resource.api_version, resource.kind, resource.namespace, resource.name, repr(resource.metadata), repr(resource.spec))
+
+
+def moved_workload(old: Mesh, new: Mesh):
+    """The one WorkloadEntry of new that differs from old, when it is the only difference."""
+    before = {r.key: _resource_identity(r) for r in old.resources}
+    after = {r.key: r for r in new.resources}
+    if before.keys() != after.keys():
+        return None
+    changed = [resource for key, resource in after.items() if before[key] != _resource_identity(resource)]
+    return changed[0] if len(changed) == 1 and changed[0].kind == "WorkloadEntry" else None
+
+
+def changed_resources(old: Mesh, loaded: list[Resource]) -> tuple[list[Resource], list[Resource]]:
+    """(added or edited, removed) mesh resources of loaded against old's. A resource whose
+    place in its file moved counts as edited: problems name its lines as they are now."""
+    before = {r.key: r for r in old.resources}
+    after = {r.key: r for r in loaded if not is_kubernetes_object(r)}
+    edited = [r for key, r in after.items() if key not in before or _loaded_identity(before[key]) != _loaded_identity(r)]
+    return edited, [r for key, r in before.items() if key not in after]
+
+
+def _loaded_identity(resource: Resource) -> tuple:
+    return (resource.api_version, resource.metadata, resource.spec, resource.source)
+
+
+def next_estate(estate: CompiledEstate, mesh: Mesh) -> tuple[CompiledEstate, Changes, str]:
+    """The estate of a new valid mesh, what changed per proxy, and which path was taken."""
+    workload = moved_workload(estate.mesh, mesh)
+    if workload is not None:
+        fast = with_workload_endpoints(estate, workload)
+        if fast is not None:
+            return (*fast, "endpoints")
+    return (*recompiled(estate, mesh), "recompiled")
+
+
+class ControlPlane:
+    """What `meshwright serve` serves. require_identity: streams must prove their proxy's
+    SPIFFE ID with a client certificate (off only in the plaintext loopback mode)."""
+
+    def __init__(self, mesh: Mesh, require_identity: bool = True):
+        self.require_identity = require_identity
+        self.encoder = Encoder()
+        self.estate = compile_estate(mesh)
+        self.generation = 1  # valid meshes served so far
+        self.applied_at = time.time()
+        self.rejection: dict | None = None  # the last rejected edit: when, and its problems
+        self.refusals: list[str] = []  # the last refused streams' reasons (newest last)
+        self._streams: set[Stream] = set()
+        self._lock = threading.Lock()
+
+    # Sources.
+
+    def apply(self, mesh: Mesh) -> Changes:
+        """Serve a new valid mesh: proxies whose resources changed get them pushed."""
+        started = time.monotonic()
+        estate, changes, path = next_estate(self.estate, mesh)
+        self._serve(estate, changes, path, started)
+        return changes
+
+    def _serve(self, estate: CompiledEstate, changes: Changes, path: str, started: float) -> None:
+        with self._lock:
+            self.estate = estate
+            self.generation += 1
+            self.applied_at = time.time()
+            self.rejection = None
+            streams = [s for s in self._streams if s.proxy_id in changes]
+        for stream in streams:
+            stream.notify()
+        LOG.info("mesh generation %d (%s in %.3fs): %d proxies changed, %d connected ones notified",
+                 self.generation, path, time.monotonic() - started, len(changes), len(streams))
+
+    def apply_loaded(self, loaded: LoadResult) -> list:
+        """Serve the mesh files as loaded again after an edit; the problems of a bad edit
+        (nothing changes then). One changed resource is validated and compiled incrementally
+        (check/incremental.py apply_resource: a WorkloadEntry's move validates that entry and
+        its load assignments alone); more, validated and compiled whole, as `meshwright validate` does."""
+        if loaded.problems:
+            return self.reject(sorted(loaded.problems))
+        edited, removed = changed_resources(self.estate.mesh, loaded.resources)
+        if not edited and not removed:
+            LOG.info("mesh files changed, their resources did not: nothing to push")
+            return []
+        if len(edited) + len(removed) == 1:
+            resource = (edited or removed)[0]
+            started = time.monotonic()
+            try:
+                estate, changes = apply_resource(self.estate, resource, removed=bool(removed))
+            except ChangeRefused as refused:
+                return self.reject(refused.problems)
+            self._serve(estate, changes, f"one resource, {resource.ref}", started)
+            return []
+        mesh, problems = validate_mesh(loaded)
+        if problems:
+            return self.reject(problems)
+        self.apply(mesh)
+        return []
+
+    def reject(self, problems) -> list:
+        self.rejection = {"at": time.time(), "problems": [str(p) for p in problems]}
+        return list(problems)
+
+    # Streams.
+
+    def snapshot_for(self, estate: CompiledEstate, proxy_id: str, certs_dir: str | None) -> Snapshot:
+        return proxy_snapshot(estate, proxy_id, certs_dir)
+
+    def serve(self, requests, context, delta: bool):
+        """One ADS stream (the generator gRPC sends responses from)."""
+        first = next(requests, None)
+        if first is None:
+            return
+        node = first.node
+        peer = context.peer()
+        try:
+            proxy_id = admitted_proxy(self.estate, node.id, peer_certificate(context.auth_context()), self.require_identity)
+        except Refused as refused:
+            LOG.warning("refused xDS stream from %s: %s", peer, refused)
+            self.refusals = [*self.refusals[-19:], f"{peer}: {refused}"]
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refused))
+        certs_dir = node.metadata.fields[CERTS_DIR_METADATA].string_value if CERTS_DIR_METADATA in node.metadata.fields else None
+        stream = Stream(self, proxy_id, node.id, peer, delta, certs_dir)
+        with self._lock:
+            self._streams.add(stream)
+        LOG.info("proxy %s connected from %s (%s)", proxy_id, peer, "delta" if delta else "state of the world")
+        context.add_callback(stream.close)
+        try:
+            yield from stream.run(first, requests)
+        finally:
+            with self._lock:
+                self._streams.discard(stream)
+            LOG.info("proxy %s disconnected", proxy_id)
+
+    def streams(self) -> list[Stream]:
+        with self._lock:
+            return sorted(self._streams, key=lambda s: (s.proxy_id, s.connected_at))
+
+    def status(self) -> dict:
+        """What `meshwright status` shows: every proxy of the mesh, connected or not."""
+        connected: dict[str, list[dict]] = {}
+        for stream in self.streams():
+            connected.setdefault(stream.proxy_id, []).append(stream.status())
+        proxies = [{"proxy": proxy_id, "streams": connected.get(proxy_id, [])} for proxy_id in self.estate.proxies]
+        return {"generation": self.generation, "applied_at": self.applied_at, "rejection": self.rejection,
+                "refusals": list(self.refusals), "proxies": proxies}

@@ -1,0 +1,134 @@
+"""`meshwright serve`: the ADS gRPC server, the status endpoint and the watched mesh, wired.
+
+The gRPC server listens with mTLS: its certificate from the mesh CA (the control plane's
+SPIFFE ID, pki/spiffe.py), client certificates required and verified against the mesh's
+roots. The plaintext mode is for development on one machine: it listens on loopback only
+and checks no certificate (unknown node ids are still refused).
+"""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import json
+import logging
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
+
+from meshwright.mesh import Mesh
+from meshwright.serve.plane import ControlPlane
+from meshwright.serve.source import MeshFolder
+
+LOG = logging.getLogger("meshwright.serve")
+# Each stream holds a server thread for its life (the synchronous gRPC server): the bound on
+# connected proxies of one instance.
+DEFAULT_MAX_STREAMS = 512
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """PEM bytes: the server's certificate chain and key, and the roots client certificates must chain to."""
+
+    certificate_chain: bytes
+    private_key: bytes
+    client_roots: bytes
+
+
+class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(self, plane: ControlPlane):
+        self.plane = plane
+
+    def StreamAggregatedResources(self, request_iterator, context):
+        return self.plane.serve(request_iterator, context, delta=False)
+
+    def DeltaAggregatedResources(self, request_iterator, context):
+        return self.plane.serve(request_iterator, context, delta=True)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def grpc_server(plane: ControlPlane, host: str, port: int, tls: ServerTls | None, max_streams: int = DEFAULT_MAX_STREAMS) -> tuple[grpc.Server, int]:
+    """The ADS server, started; the port it listens on (port 0: one the system chose)."""
+    if tls is None and not is_loopback(host):
+        raise ValueError(f"plaintext xDS listens on loopback only, not {host} (give the control plane a certificate for anything else)")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="xds"),
+                         maximum_concurrent_rpcs=max_streams)
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsService(plane), server)
+    address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials([(tls.private_key, tls.certificate_chain)], root_certificates=tls.client_roots,
+                                                  require_client_auth=True)
+        bound = server.add_secure_port(address, credentials)
+    server.start()
+    return server, bound
+
+
+def status_server(plane: ControlPlane, host: str, port: int) -> http.server.ThreadingHTTPServer:
+    """GET /status: the plane's status as JSON, on loopback only, in a thread of its own."""
+    if not is_loopback(host):
+        raise ValueError(f"the status endpoint listens on loopback only, not {host}")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.rstrip("/") not in ("", "/status"):
+                self.send_error(404, "GET /status")
+                return
+            body = json.dumps(plane.status(), indent=2, sort_keys=True).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="status", daemon=True).start()
+    return server
+
+
+class Running:
+    """A started control plane: stop() ends the watch, the status endpoint and the gRPC server."""
+
+    def __init__(self, plane: ControlPlane, grpc_port: int, status_port: int | None, stoppers: list):
+        self.plane, self.grpc_port, self.status_port, self._stoppers = plane, grpc_port, status_port, stoppers
+
+    def stop(self) -> None:
+        for stop in reversed(self._stoppers):
+            stop()
+
+
+def start(mesh: Mesh, paths: list[str], listen: tuple[str, int], tls: ServerTls | None,
+          status_listen: tuple[str, int] | None = None, watch: bool = True) -> Running:
+    """Serve mesh (loaded and valid from paths) and watch paths for edits."""
+    plane = ControlPlane(mesh, require_identity=tls is not None)
+    stoppers = []
+    server, port = grpc_server(plane, *listen, tls)
+    stoppers.append(lambda: server.stop(grace=1).wait(5))
+    status_port = None
+    if status_listen is not None:
+        http_server = status_server(plane, *status_listen)
+        status_port = http_server.server_address[1]
+        stoppers.append(lambda: (http_server.shutdown(), http_server.server_close()))
+    if watch:
+        folder = MeshFolder(paths, plane.apply_loaded)
+        folder.start()
+        stoppers.append(folder.stop)
+    LOG.info("serving %d proxies over ADS on %s:%d (%s)%s", len(plane.estate.proxies), listen[0], port,
+             "mTLS" if tls else "plaintext, loopback only", f"; status on http://{status_listen[0]}:{status_port}/status" if status_listen else "")
+    return Running(plane, port, status_port, stoppers)
