@@ -133,3 +133,20 @@ def test_a_grpc_provider_on_an_http_port_is_refused(tmp_path):
         "AuthorizationPolicy/foo/ext-authz: spec.provider.name: provider 'sample-ext-authz-grpc' speaks gRPC, but port 8000 of "
         "ext-authz.foo.svc.cluster.local is HTTP: declare it protocol GRPC in its ServiceEntry"
     ]
+
+
+def test_custom_on_a_workload_with_a_tcp_port_warns_that_the_port_is_unchecked(tmp_path):
+    mesh_text = MESH.replace("""  - port: {number: 8000, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:80
+""", """  - port: {number: 8000, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:80
+  - port: {number: 5432, protocol: TCP, name: tcp-db}
+    defaultEndpoint: 127.0.0.1:5433
+""")
+    (tmp_path / "mesh.yaml").write_text(mesh_text + "---\n" + policy("sample-ext-authz-grpc"))
+    mesh, problems = validate_mesh(load_paths([str(tmp_path / "mesh.yaml")]))
+    assert problems == []
+    assert [str(w).split(": ", 1)[1] for w in mesh.warnings] == [
+        "AuthorizationPolicy/foo/ext-authz: spec.action: warning: action CUSTOM is not enforced on the TCP port(s) 5432 of httpbin.foo "
+        "(meshwright asks authorizers from HTTP listeners only; Istio needs a gRPC one there): guard them with ALLOW or DENY rules"
+    ]
