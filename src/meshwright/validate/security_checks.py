@@ -8,7 +8,7 @@ import re
 
 from meshwright import names
 from meshwright.compile.authorization import is_mesh_trust_domain, principal_trust_domain
-from meshwright.compile.ext_authz import provider_spec, provider_service
+from meshwright.compile.ext_authz import is_grpc_provider, provider_service, provider_spec
 from meshwright.model.providers import EXT_AUTHZ_GRPC
 from meshwright.registry.model import HTTP_PROTOCOLS
 from meshwright.compile.request_authentication import FILE_SCHEME, policies_of_kind
@@ -209,16 +209,16 @@ def _tcp_inbound_ports(mesh: Mesh, proxy) -> list[int]:
 
 
 def check_custom_on_tcp(mesh: Mesh, resource: Resource, problems: Problems) -> None:
-    """CUSTOM calls the authorizer from HTTP listeners only: a warning for each workload it
-    applies to that has TCP inbound ports, which it leaves unchecked."""
+    """An HTTP authorizer is asked from HTTP listeners only: a warning for each workload the
+    policy applies to that has TCP inbound ports, which it leaves unchecked."""
     for proxy in list_proxies(mesh):
         if proxy.kind != "sidecar" or resource not in policies_of_kind(mesh, "AuthorizationPolicy", proxy.namespace, proxy.labels):
             continue
         ports = _tcp_inbound_ports(mesh, proxy)
         if ports:
-            problems.warn(resource, ("spec", "action"), f"action CUSTOM is not enforced on the TCP port(s) {', '.join(map(str, ports))} of "
-                          f"{proxy.id} (meshwright asks authorizers from HTTP listeners only; Istio needs a gRPC one there): guard them with "
-                          "ALLOW or DENY rules")
+            problems.warn(resource, ("spec", "provider", "name"), f"action CUSTOM is not enforced on the TCP port(s) {', '.join(map(str, ports))} of "
+                          f"{proxy.id}: an HTTP authorizer cannot be asked about TCP connections (Istio skips them too): use an "
+                          "envoyExtAuthzGrpc provider, or guard them with ALLOW or DENY rules")
 
 
 def check_one_authorizer_per_workload(mesh: Mesh, problems: Problems) -> None:
@@ -238,7 +238,8 @@ def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problem
     check_jwt_fields_have_a_token(mesh, resource, problems)
     before = len(problems.items)
     check_custom_action(mesh, resource, problems)
-    if resource.spec.get("action") == "CUSTOM" and len(problems.items) == before:
+    # A gRPC authorizer is asked on TCP ports too; an HTTP one cannot be.
+    if resource.spec.get("action") == "CUSTOM" and len(problems.items) == before and not is_grpc_provider(mesh, [resource]):
         check_custom_on_tcp(mesh, resource, problems)
     for index, rule in enumerate(resource.spec.get("rules") or []):
         path = ("spec", "rules", index)
