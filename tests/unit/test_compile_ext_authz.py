@@ -133,3 +133,43 @@ def test_a_grpc_provider_on_an_http_port_is_refused(tmp_path):
         "AuthorizationPolicy/foo/ext-authz: spec.provider.name: provider 'sample-ext-authz-grpc' speaks gRPC, but port 8000 of "
         "ext-authz.foo.svc.cluster.local is HTTP: declare it protocol GRPC in its ServiceEntry"
     ]
+
+
+TCP_INGRESS = """  - port: {number: 8000, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:80
+  - port: {number: 5432, protocol: TCP, name: tcp-db}
+    defaultEndpoint: 127.0.0.1:5433
+"""
+
+
+def with_tcp_port(tmp_path, provider: str):
+    mesh_text = MESH.replace("""  - port: {number: 8000, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:80
+""", TCP_INGRESS)
+    (tmp_path / "mesh.yaml").write_text(mesh_text + "---\n" + policy(provider))
+    mesh, problems = validate_mesh(load_paths([str(tmp_path / "mesh.yaml")]))
+    assert problems == []
+    return mesh
+
+
+def test_an_http_authorizer_on_a_workload_with_a_tcp_port_warns_that_the_port_is_unchecked(tmp_path):
+    mesh = with_tcp_port(tmp_path, "sample-ext-authz-http")
+    assert [str(w).split(": ", 1)[1] for w in mesh.warnings] == [
+        "AuthorizationPolicy/foo/ext-authz: spec.provider.name: warning: action CUSTOM is not enforced on the TCP port(s) 5432 of "
+        "httpbin.foo: an HTTP authorizer cannot be asked about TCP connections (Istio skips them too): use an envoyExtAuthzGrpc "
+        "provider, or guard them with ALLOW or DENY rules"
+    ]
+
+
+def test_a_grpc_authorizer_is_asked_about_tcp_connections(tmp_path):
+    mesh = with_tcp_port(tmp_path, "sample-ext-authz-grpc")
+    assert mesh.warnings == []
+    config = compile_proxy(mesh, find_proxy(mesh, "httpbin.foo"))
+    tcp = next(listener for listener in config.listeners if listener["name"].endswith("_5432"))
+    filters = tcp["filter_chains"][0]["filters"]
+    # CUSTOM first, then the DENY policy's network RBAC, then the proxy.
+    assert [f["name"] for f in filters] == ["envoy.filters.network.rbac", "envoy.filters.network.ext_authz", "envoy.filters.network.rbac",
+                                            "envoy.filters.network.tcp_proxy"]
+    # The rule names a path: it cannot match a TCP connection (as an ALLOW rule there).
+    assert filters[0]["typed_config"]["shadow_rules"] == {"action": "ALLOW", "policies": {}}
+    assert filters[1]["typed_config"]["filter_enabled_metadata"]["filter"] == "envoy.filters.network.rbac"

@@ -36,7 +36,7 @@ import ipaddress
 import re
 
 from meshwright.compile.envoy_values import HCM_FILTER, TYPE_PREFIX, typed
-from meshwright.compile.ext_authz import POLICY_PREFIX, SHADOW_PREFIX, custom_policies, ext_authz_filter
+from meshwright.compile.ext_authz import POLICY_PREFIX, SHADOW_PREFIX, custom_policies, ext_authz_filter, is_grpc_provider, network_ext_authz_filter
 from meshwright.compile.request_authentication import JWT_FILTER, PAYLOAD_KEY, jwt_filter, policies_of_kind
 from meshwright.mesh import Mesh
 from meshwright.model.resource import Resource
@@ -413,16 +413,27 @@ def rbac_rules(policies: list[Resource], action: str, http: bool, trust_domains:
     return {"action": action, "policies": envoy_policies}
 
 
-def shadow_rbac_filter(policies: list[Resource], policy_prefix: str, stat_prefix: str, trust_domains: tuple[str, ...]) -> dict:
-    """An RBAC filter that enforces nothing: its shadow rules (the policies' rules, as ALLOW)
-    only write the id of the one a request matches into its metadata, under stat_prefix
-    (compile/ext_authz.py: which requests the external authorizer is asked about)."""
-    envoy_policies = {
-        f"{policy_prefix}-ns[{policy.namespace}]-policy[{policy.name}]-rule[{index}]": envoy_policy(rule, True, trust_domains, policy.namespace)
-        for policy in policies for index, rule in enumerate(policy.spec.get("rules") or [])
+def _shadow_policies(policies: list[Resource], policy_prefix: str, http: bool, trust_domains: tuple[str, ...]) -> dict:
+    """The CUSTOM policies' rules as RBAC policies named policy_prefix-ns[..]-policy[..]-rule[N]
+    (on TCP, a rule that needs HTTP matches nothing, as an ALLOW rule)."""
+    return {
+        f"{policy_prefix}-ns[{policy.namespace}]-policy[{policy.name}]-rule[{index}]": envoy_policy(rule, http, trust_domains, policy.namespace)
+        for policy in policies for index, rule in enumerate(policy.spec.get("rules") or []) if http or not needs_http(rule)
     }
-    config = typed(HTTP_RBAC, shadow_rules={"action": "ALLOW", "policies": envoy_policies}, shadow_rules_stat_prefix=stat_prefix)
-    return {"name": HTTP_RBAC_FILTER, "typed_config": config}
+
+
+def shadow_rbac_filter(policies: list[Resource], policy_prefix: str, stat_prefix: str, trust_domains: tuple[str, ...],
+                       network_stat_prefix: str | None = None) -> dict:
+    """An RBAC filter that enforces nothing: its shadow rules (the policies' rules, as ALLOW)
+    only write the id of the one a request (connection) matches into its metadata, under
+    stat_prefix (compile/ext_authz.py: which ones the external authorizer is asked about).
+    network_stat_prefix: a TCP chain's network RBAC filter's statistics (None: HTTP)."""
+    http = network_stat_prefix is None
+    rules = {"action": "ALLOW", "policies": _shadow_policies(policies, policy_prefix, http, trust_domains)}
+    if http:
+        return {"name": HTTP_RBAC_FILTER, "typed_config": typed(HTTP_RBAC, shadow_rules=rules, shadow_rules_stat_prefix=stat_prefix)}
+    config = typed(NETWORK_RBAC, shadow_rules=rules, shadow_rules_stat_prefix=stat_prefix, stat_prefix=network_stat_prefix)
+    return {"name": NETWORK_RBAC_FILTER, "typed_config": config}
 
 
 def http_rbac_filters(policies: list[Resource], trust_domains: tuple[str, ...]) -> list[dict]:
@@ -462,5 +473,11 @@ def authorize_chain(mesh: Mesh, namespace: str, labels: tuple, chain: dict) -> d
         return chain
     if not policies:
         return chain
-    chain["filters"] = filters[:-1] + network_rbac_filters(policies, main["typed_config"]["stat_prefix"], mesh.settings.trust_domains) + [main]
+    stat_prefix, trust_domains = main["typed_config"]["stat_prefix"], mesh.settings.trust_domains
+    custom = custom_policies(policies)
+    external = []
+    if custom and is_grpc_provider(mesh, custom):
+        external = [shadow_rbac_filter(custom, POLICY_PREFIX, SHADOW_PREFIX, trust_domains, f"{stat_prefix}.custom"),
+                    network_ext_authz_filter(mesh, custom, f"{stat_prefix}.ext_authz")]
+    chain["filters"] = filters[:-1] + external + network_rbac_filters(policies, stat_prefix, trust_domains) + [main]
     return chain

@@ -5,7 +5,9 @@ envoyExtAuthzGrpc, a mesh service and port). Its rules say which requests the au
 asked about: they become the shadow rules of an RBAC filter, whose match writes the policy's
 id (prefixed `istio-ext-authz`) into the request's metadata, and the ext_authz filter after
 it runs only for requests with that metadata. Both go before the DENY and ALLOW filters
-(Istio's order: CUSTOM, DENY, ALLOW), after the JWT filter. HTTP listeners only.
+(Istio's order: CUSTOM, DENY, ALLOW), after the JWT filter. On TCP chains, as in Istio, a
+gRPC provider is asked about connections the same way (the network RBAC and ext_authz
+filters); an HTTP provider cannot be, and validation warns.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from meshwright.registry.model import Service
 
 EXT_AUTHZ = TYPE_PREFIX + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+NETWORK_EXT_AUTHZ = TYPE_PREFIX + "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz"
+NETWORK_EXT_AUTHZ_FILTER = "envoy.filters.network.ext_authz"
 CUSTOM = "CUSTOM"
 # Istio's names: the shadow rules' stat prefix (and so their metadata key) and policy ids.
 SHADOW_PREFIX, POLICY_PREFIX = "istio_ext_authz_", "istio-ext-authz"
@@ -83,6 +87,32 @@ def _http_service(settings: dict, host: str, port: int, cluster: str) -> dict:
     return {"http_service": service}
 
 
+def _grpc_service(settings: dict, service: Service, cluster: str) -> dict:
+    return {"envoy_grpc": {"cluster_name": cluster, "authority": service.hostname}, "timeout": settings.get("timeout", DEFAULT_TIMEOUT)}
+
+
+def _enabled_by(rbac_filter: str) -> dict:
+    """Run only where the shadow rules of that RBAC filter matched a CUSTOM rule."""
+    return {"filter": rbac_filter, "path": [{"key": f"{SHADOW_PREFIX}shadow_effective_policy_id"}], "value": {"string_match": {"prefix": POLICY_PREFIX}}}
+
+
+def is_grpc_provider(mesh: Mesh, custom: list[Resource]) -> bool:
+    provider = provider_spec(mesh, custom[0].spec["provider"]["name"])
+    return provider is not None and provider[0] == EXT_AUTHZ_GRPC
+
+
+def network_ext_authz_filter(mesh: Mesh, custom: list[Resource], stat_prefix: str) -> dict:
+    """The network ext_authz filter of a TCP chain for CUSTOM policies of a gRPC provider."""
+    _, settings = provider_spec(mesh, custom[0].spec["provider"]["name"])
+    service = provider_service(mesh, settings)
+    cluster = outbound_cluster_name(int(settings["port"]), "", service.hostname)
+    config: dict = {"stat_prefix": stat_prefix, "grpc_service": _grpc_service(settings, service, cluster), "transport_api_version": "V3"}
+    if settings.get("failOpen"):
+        config["failure_mode_allow"] = True
+    config["filter_enabled_metadata"] = _enabled_by("envoy.filters.network.rbac")
+    return {"name": NETWORK_EXT_AUTHZ_FILTER, "typed_config": typed(NETWORK_EXT_AUTHZ, **config)}
+
+
 def _ext_authz_filter(mesh: Mesh, provider: str) -> dict:
     kind, settings = provider_spec(mesh, provider)
     service = provider_service(mesh, settings)
@@ -91,16 +121,13 @@ def _ext_authz_filter(mesh: Mesh, provider: str) -> dict:
     if kind == EXT_AUTHZ_HTTP:
         config = _http_service(settings, service.hostname, port, cluster)
     else:
-        config = {"grpc_service": {"envoy_grpc": {"cluster_name": cluster, "authority": service.hostname}, "timeout": settings.get("timeout", DEFAULT_TIMEOUT)}}
+        config = {"grpc_service": _grpc_service(settings, service, cluster)}
     config["transport_api_version"] = "V3"
     if settings.get("failOpen"):
         config["failure_mode_allow"] = True
     if "statusOnError" in settings:
         config["status_on_error"] = {"code": int(settings["statusOnError"])}
-    config["filter_enabled_metadata"] = {
-        "filter": "envoy.filters.http.rbac", "path": [{"key": f"{SHADOW_PREFIX}shadow_effective_policy_id"}],
-        "value": {"string_match": {"prefix": POLICY_PREFIX}},
-    }
+    config["filter_enabled_metadata"] = _enabled_by("envoy.filters.http.rbac")
     return {"name": EXT_AUTHZ_FILTER, "typed_config": typed(EXT_AUTHZ, **config)}
 
 

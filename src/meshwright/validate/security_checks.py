@@ -8,12 +8,13 @@ import re
 
 from meshwright import names
 from meshwright.compile.authorization import is_mesh_trust_domain, principal_trust_domain
-from meshwright.compile.ext_authz import provider_spec, provider_service
+from meshwright.compile.ext_authz import is_grpc_provider, provider_service, provider_spec
 from meshwright.model.providers import EXT_AUTHZ_GRPC
+from meshwright.registry.model import HTTP_PROTOCOLS
 from meshwright.compile.request_authentication import FILE_SCHEME, policies_of_kind
 from meshwright.compile.peer_authentication import STRICT, mtls_mode, selector_of
 from meshwright.compile.proxy import INTERCEPTION_ANNOTATION, REDIRECT, list_proxies
-from meshwright.compile.scope import inbound_ports, workload_service_ports
+from meshwright.compile.scope import inbound_ports, sidecar_for_workload, workload_service_ports
 from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems
@@ -195,6 +196,31 @@ def check_custom_action(mesh: Mesh, resource: Resource, problems: Problems) -> N
                      f"{service.port(int(port)).protocol}: declare it protocol GRPC in its ServiceEntry")
 
 
+def _tcp_inbound_ports(mesh: Mesh, proxy) -> list[int]:
+    """The inbound ports of a workload that are not HTTP: its Sidecar's ingress entries, or
+    under capture without them its services' ports."""
+    sidecar = sidecar_for_workload(mesh, proxy.namespace, proxy.label_map)
+    entries = (sidecar.spec.get("ingress") or []) if sidecar else []
+    if entries:
+        return sorted(e["port"]["number"] for e in entries if e["port"]["protocol"] not in HTTP_PROTOCOLS)
+    if not proxy.captures:
+        return []
+    return sorted(port for port, protocol in workload_service_ports(mesh, proxy.id) if protocol not in HTTP_PROTOCOLS)
+
+
+def check_custom_on_tcp(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+    """An HTTP authorizer is asked from HTTP listeners only: a warning for each workload the
+    policy applies to that has TCP inbound ports, which it leaves unchecked."""
+    for proxy in list_proxies(mesh):
+        if proxy.kind != "sidecar" or resource not in policies_of_kind(mesh, "AuthorizationPolicy", proxy.namespace, proxy.labels):
+            continue
+        ports = _tcp_inbound_ports(mesh, proxy)
+        if ports:
+            problems.warn(resource, ("spec", "provider", "name"), f"action CUSTOM is not enforced on the TCP port(s) {', '.join(map(str, ports))} of "
+                          f"{proxy.id}: an HTTP authorizer cannot be asked about TCP connections (Istio skips them too): use an "
+                          "envoyExtAuthzGrpc provider, or guard them with ALLOW or DENY rules")
+
+
 def check_one_authorizer_per_workload(mesh: Mesh, problems: Problems) -> None:
     """Istio's rule: the CUSTOM policies that apply to a workload name one provider."""
     if not any(p.spec.get("action") == "CUSTOM" for p in mesh.of_kind("AuthorizationPolicy")):
@@ -210,7 +236,11 @@ def check_one_authorizer_per_workload(mesh: Mesh, problems: Problems) -> None:
 
 def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     check_jwt_fields_have_a_token(mesh, resource, problems)
+    before = len(problems.items)
     check_custom_action(mesh, resource, problems)
+    # A gRPC authorizer is asked on TCP ports too; an HTTP one cannot be.
+    if resource.spec.get("action") == "CUSTOM" and len(problems.items) == before and not is_grpc_provider(mesh, [resource]):
+        check_custom_on_tcp(mesh, resource, problems)
     for index, rule in enumerate(resource.spec.get("rules") or []):
         path = ("spec", "rules", index)
         for from_index, entry in enumerate(rule.get("from") or []):
