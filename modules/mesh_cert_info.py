@@ -59,7 +59,7 @@ author:
 
 EXAMPLES = r"""
 - name: Read the proxy's certificate and what Envoy uses
-  mesh_cert_info:
+  meshwright.mesh.mesh_cert_info:
     certs_dir: /etc/meshwright/certs
     admin_port: 15000
   register: cert_info

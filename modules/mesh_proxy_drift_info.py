@@ -97,7 +97,7 @@ author:
 
 EXAMPLES = r"""
 - name: Compare the host with its rendered proxy
-  mesh_proxy_drift_info:
+  meshwright.mesh.mesh_proxy_drift_info:
     folders: [/etc/meshwright, /opt/meshwright]
     config:
       config_dir: /etc/meshwright/proxy

@@ -58,7 +58,7 @@ author:
 
 EXAMPLES = r"""
 - name: Read the proxy's state, waiting up to 30 s for it to be ready
-  mesh_proxy_info:
+  meshwright.mesh.mesh_proxy_info:
     admin_port: "{{ mesh_rendered.proxies[mesh_proxy].ports.admin }}"
     wait_timeout: 30
   register: proxy_info
@@ -71,7 +71,7 @@ EXAMPLES = r"""
       - proxy_info.rejected_updates == 0
 
 - name: After a hot restart to 1.40.0, wait for the new Envoy and watch its requests for 10 s
-  mesh_proxy_info:
+  meshwright.mesh.mesh_proxy_info:
     admin_port: "{{ mesh_rendered.proxies[mesh_proxy].ports.admin }}"
     wait_timeout: 60
     wait_version: "1.40.0"

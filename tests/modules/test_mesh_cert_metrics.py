@@ -1,7 +1,7 @@
 """The certificate report as Prometheus metrics: mesh_cert_info reads real certificates (a root
 that expires in 30 days, a good workload certificate, an expired one, a proxy with none),
 mesh_cert_metrics writes them as a node exporter textfile (check mode, apply, a re-run that
-changes nothing), and cert-report.yml does both for an inventory."""
+changes nothing), and cert_report.yml does both for an inventory."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ mesh:
 
 
 def test_cert_report_playbook_writes_metrics_on_the_controller_and_per_host(tmp_path):
-    """cert-report.yml with -e cert_report_prom and -e cert_report_textfile_dir: one file with all
+    """cert_report.yml with -e cert_report_prom and -e cert_report_textfile_dir: one file with all
     proxies, one per proxy on its host, the CA in the table; a second run changes nothing. It runs
     in a network namespace of its own: the seed mesh's admin ports are fixed, and nothing of
     another test may answer there."""
@@ -161,7 +161,7 @@ def test_cert_report_playbook_writes_metrics_on_the_controller_and_per_host(tmp_
     prom, textfiles = str(tmp_path / "controller" / "meshwright-certs.prom"), str(tmp_path / "textfile")
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     playbook = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"),
-                os.path.join(ROOT, "playbooks", "cert-report.yml"), "-e", json.dumps({"cert_report_prom": prom, "cert_report_textfile_dir": textfiles})]
+                os.path.join(ROOT, "playbooks", "cert_report.yml"), "-e", json.dumps({"cert_report_prom": prom, "cert_report_textfile_dir": textfiles})]
 
     def run():
         result = subprocess.run(["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *playbook], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -408,18 +408,18 @@ HOST_PLAYBOOK = """\
     ansible_python_interpreter: /usr/bin/python3
   tasks:
     - name: Keep the mesh CA
-      mesh_ca: {path: "{{ work }}/ca", intermediates: [local]}
+      meshwright.mesh.mesh_ca: {path: "{{ work }}/ca", intermediates: [local]}
       vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
       register: ca
     - name: Make a CSR when due
-      mesh_workload_csr:
+      meshwright.mesh.mesh_workload_csr:
         certs_dir: "{{ work }}/certs"
         spiffe_id: spiffe://cluster.local/ns/default/sa/payment-service
         issuer: "{{ ca.intermediates.local.certificate }}"
         bundle: "{{ ca.bundle }}"
       register: request
     - name: Sign it
-      mesh_workload_sign:
+      meshwright.mesh.mesh_workload_sign:
         ca_dir: "{{ work }}/ca"
         mesh: ["{{ mesh }}"]
         csrs: {payment-1.default: "{{ request.csr }}"}
@@ -428,12 +428,12 @@ HOST_PLAYBOOK = """\
       when: request.csr is not none and not ansible_check_mode
       register: signed
     - name: Install it
-      mesh_workload_cert:
+      meshwright.mesh.mesh_workload_cert:
         certs_dir: "{{ work }}/certs"
         chain: "{{ signed.chains['payment-1.default'].chain if signed.chains is defined else omit }}"
         bundle: "{{ ca.bundle }}"
     - name: Read it back
-      mesh_cert_info: {certs_dir: "{{ work }}/certs"}
+      meshwright.mesh.mesh_cert_info: {certs_dir: "{{ work }}/certs"}
       register: info
     - name: Check it
       ansible.builtin.assert:
