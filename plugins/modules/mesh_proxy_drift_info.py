@@ -84,14 +84,8 @@ options:
     default: []
 extends_documentation_fragment:
   - action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Runs in check mode too (it only reads).
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - meshwright.mesh.attributes
+  - meshwright.mesh.attributes.info_module
 author:
   - meshwright maintainers
 """

@@ -24,10 +24,6 @@ options:
     description: The proxy's admin port (15000 plus the proxy's port offset).
     type: int
     required: true
-  admin_address:
-    description: Address of the admin interface (it listens on loopback only).
-    type: str
-    default: 127.0.0.1
   wait_timeout:
     description: Seconds to wait for the proxy to become ready; V(0) reads once without waiting.
     type: float
@@ -44,15 +40,9 @@ options:
     default: 0
 extends_documentation_fragment:
   - action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Runs in check mode too (it only reads).
-  diff_mode:
-    support: full
-    details: Nothing to diff; it never changes anything.
-  platform:
-    platforms: posix
+  - meshwright.mesh.attributes
+  - meshwright.mesh.attributes.info_module
+  - meshwright.mesh.envoy_admin
 author:
   - meshwright maintainers
 """

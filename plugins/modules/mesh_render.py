@@ -53,15 +53,8 @@ options:
     default: yaml
 extends_documentation_fragment:
   - action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Renders in check mode too; it writes nothing either way.
-  diff_mode:
-    support: full
-    details: Nothing to diff; it never changes anything.
-  platform:
-    platforms: posix
+  - meshwright.mesh.attributes
+  - meshwright.mesh.attributes.info_module
 author:
   - meshwright maintainers
 """

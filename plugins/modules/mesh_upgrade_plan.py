@@ -54,14 +54,8 @@ options:
     default: 25%
 extends_documentation_fragment:
   - action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Plans in check mode too; it writes nothing either way.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - meshwright.mesh.attributes
+  - meshwright.mesh.attributes.info_module
 author:
   - meshwright maintainers
 """

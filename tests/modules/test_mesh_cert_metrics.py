@@ -141,7 +141,6 @@ mesh:
   vars:
     ansible_connection: local
     ansible_python_interpreter: "{{ ansible_playbook_python }}"
-    meshwright_controller_python: "{{ ansible_playbook_python }}"
     mesh_config_paths: [%(seed)s]
     mesh_config_dir: "%(work)s/{{ inventory_hostname }}/proxy"
 """
