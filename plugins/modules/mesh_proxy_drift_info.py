@@ -22,6 +22,8 @@ description:
     returns without waiting), for the deploy's health gate.
   - Read-only; it never changes anything.
   - Runs on the host; needs the standard library, and python3-cryptography when O(identity) is given.
+requirements:
+  - cryptography >= 38 on the host when O(identity) is given (Debian and Ubuntu - python3-cryptography)
 options:
   folders:
     description: Folders that must exist (M(mesh_owned_folders) makes them).

@@ -75,3 +75,40 @@ def test_plugins_hold_current_copies_of_modules_and_module_utils():
     result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sync_collection.py"), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert not [path for path in glob.glob(os.path.join(ROOT, "plugins", "*", "*.py")) if os.path.islink(path)]
+
+
+GROUP_PLAYBOOK = """\
+- name: Options of every meshwright module at once, through the collection's action group
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/meshwright.mesh.mesh:
+      mesh: ["{{ mesh }}"]
+  tasks:
+    - name: Render without naming the mesh config (the group's default gives it)
+      meshwright.mesh.mesh_render:
+        proxies: {"frontend.default": /etc/meshwright/proxy}
+      register: rendered
+    - name: Assert the proxy was rendered
+      ansible.builtin.assert:
+        that: rendered.proxies['frontend.default'].kind == 'sidecar'
+"""
+
+
+def test_module_defaults_reach_the_controller_actions_through_the_action_group(tmp_path):
+    (tmp_path / "play.yml").write_text(GROUP_PLAYBOOK)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    extra = '{"mesh": "%s"}' % os.path.join(ROOT, "examples", "basic", "mesh.yaml")
+    out = ansible("ansible-playbook", "-i", "localhost,", "-c", "local", str(tmp_path / "play.yml"), "-e", extra, env=env, cwd=ROOT)
+    assert "failed=0" in out and "ok=2" in out, out
+
+
+# The paths users run to deploy, rotate, upgrade and report: controller work runs as action plugins there.
+RUN_PATHS = ["playbooks/deploy.yml", "playbooks/rotate_certs.yml", "playbooks/upgrade.yml", "playbooks/cert_report.yml",
+             "playbooks/tasks", "roles/common", "roles/mesh_ca", "roles/envoy_proxy/tasks", "roles/gateway", "roles/envoy_sidecar"]
+
+
+def test_no_task_of_deploy_rotation_upgrade_or_report_delegates_to_the_controller_or_sets_its_interpreter():
+    found = subprocess.run(["grep", "-rn", r"delegate_to: localhost\|ansible_python_interpreter", *RUN_PATHS],
+                           cwd=ROOT, capture_output=True, text=True).stdout
+    assert found == ""
