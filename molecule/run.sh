@@ -32,7 +32,9 @@ MESHWRIGHT_MOLECULE_IMAGE="$("$root/molecule/images/build.sh")"
 export MESHWRIGHT_MOLECULE_IMAGE
 
 # The scenarios run the collection as users install it: built from this clone, installed afresh.
+# Molecule (ansible-compat) starts from the environment's collections path, adding its own.
 export MESHWRIGHT_MOLECULE_COLLECTIONS="$MESHWRIGHT_MOLECULE_CACHE/collections"
+export ANSIBLE_COLLECTIONS_PATH="$MESHWRIGHT_MOLECULE_COLLECTIONS"
 rm -rf "$MESHWRIGHT_MOLECULE_COLLECTIONS" "$MESHWRIGHT_MOLECULE_CACHE/build"
 "$venv/bin/ansible-galaxy" collection build --output-path "$MESHWRIGHT_MOLECULE_CACHE/build" "$root" >/dev/null
 "$venv/bin/ansible-galaxy" collection install --collections-path "$MESHWRIGHT_MOLECULE_COLLECTIONS" \
