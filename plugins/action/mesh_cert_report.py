@@ -8,8 +8,8 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import tempfile
 
+from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_file_set import write_atomic
 from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_pki_metrics import render_metrics
 from ansible_collections.meshwright.mesh.plugins.plugin_utils.controller_action import ControllerAction, ControllerTask
 
@@ -27,29 +27,15 @@ def current_text(path: str) -> str | None:
         return None
 
 
-def replace_file(path: str, text: str, mode: int) -> None:
-    """Replace path by rename from a temporary file beside it (a reader never sees half a file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def write_report(task: ControllerTask, path: str, text: str) -> tuple[bool, dict]:
     """(changed, its diff) for one report file."""
     before = current_text(path)
     changed = before != text
     if changed and not task.check_mode:
         try:
-            replace_file(path, text, int(task.params["mode"], 8))
+            # Its folder first; then meshwright's one atomic writer (a reader never sees half a file).
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
+            write_atomic(os.path.abspath(path), text, int(task.params["mode"], 8))
         except OSError as error:
             task.fail(f"cannot write {path}: {error}")
     return changed, {"before": before or "", "after": text, "before_header": path, "after_header": path}

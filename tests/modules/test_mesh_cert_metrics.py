@@ -132,6 +132,29 @@ def test_metrics_refuse_what_is_not_a_cert_info_result(tmp_path):
     assert not os.path.exists(tmp_path / "m.prom")
 
 
+def test_the_controller_report_writes_the_same_metrics_and_the_json_each_once(tmp_path):
+    """mesh_cert_report (the controller's action): the Prometheus text mesh_cert_metrics writes on a
+    host, and the JSON report; check mode writes nothing; unchanged results leave both files as they are."""
+    ca = str(tmp_path / "ca")
+    make_ca(ca, tmp_path)
+    install(ca, str(tmp_path / "payment-1"), "payment-1.default", PAYMENT_ID)
+    infos = {proxy: cert_info(str(tmp_path / proxy.split(".")[0])) for proxy in ("payment-1.default", "order-2.default")}
+    prom, report, host_prom = (str(tmp_path / "out" / name) for name in ("certs.prom", "certs.json", "host.prom"))
+    checked = run_module("mesh_cert_report", check=True, diff=True, proxies=infos, prom_path=prom, json_path=report)
+    assert checked["changed"] and checked["paths"] == [report, prom] and not os.path.exists(tmp_path / "out")
+    assert json.loads(checked["diff"][0]["after"]) == infos and "meshwright_cert_valid" in checked["diff"][1]["after"]
+    written = run_module("mesh_cert_report", proxies=infos, prom_path=prom, json_path=report)
+    assert written["changed"] and not written.get("failed"), written
+    assert json.load(open(report)) == infos and mode(report) == 0o644 and mode(prom) == 0o644
+    run_module("mesh_cert_metrics", path=host_prom, proxies=infos)
+    assert open(prom).read() == open(host_prom).read()
+    inodes = os.stat(prom).st_ino, os.stat(report).st_ino
+    assert not run_module("mesh_cert_report", proxies=infos, prom_path=prom, json_path=report)["changed"]
+    assert (os.stat(prom).st_ino, os.stat(report).st_ino) == inodes
+    bad = run_module("mesh_cert_report", proxies={"payment-1.default": "yes"}, prom_path=prom)
+    assert bad["failed"] and bad["msg"] == "proxies.payment-1.default: expected mesh_cert_info's result (a dict), got str"
+
+
 INVENTORY = """\
 mesh:
   hosts:
