@@ -317,7 +317,7 @@ def test_tags_select_the_install_phase_after_the_render_step(lab):
     run = lab.deploy("--tags", "envoy_proxy_install")
     assert run.returncode == 0, str(run)
     assert "TASK [meshwright.mesh.common : Validate the mesh config and render every proxy]" in run.output, str(run)
-    assert "TASK [meshwright.mesh.envoy_proxy : Install Envoy 1.40.0]" in run.output, str(run)
+    assert "TASK [meshwright.mesh.common : Install Envoy 1.40.0]" in run.output, str(run)
     for other_phase in ("Write the proxy's config", "Run the proxy and wait until it is ready", "Run the demo app"):
         assert f" : {other_phase}" not in run.output, str(run)
     assert proxy_pids(lab, "order-2") == []  # the run phase was not selected
