@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv test molecule bench lint clean demo demo-down
+.PHONY: venv collection test molecule bench lint clean demo demo-down
 
 $(BIN)/meshwright: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,18 @@ $(BIN)/meshwright: pyproject.toml
 
 venv: $(BIN)/meshwright
 
+## make collection: the collection meshwright.mesh as Ansible finds it from this clone (ansible.cfg's
+## collections_path): plugins/ copied from modules/ and module_utils/ (tools/sync_collection.py), and
+## .collections/ansible_collections/meshwright/mesh linked to this folder, so edits need no reinstall.
+COLLECTION_LINK := .collections/ansible_collections/meshwright/mesh
+
+collection: venv
+	$(BIN)/python tools/sync_collection.py
+	mkdir -p $(dir $(COLLECTION_LINK))
+	ln -sfn ../../.. $(COLLECTION_LINK)
+
 ## make test: every test that needs no root daemon (unit, golden, real-Envoy integration)
-test: venv
+test: collection
 	$(BIN)/python -m pytest -q
 
 ## make molecule: the Molecule scenarios (default, ssh) on systemd hosts in Docker containers, then
@@ -26,7 +36,7 @@ $(BIN)/molecule: pyproject.toml $(BIN)/meshwright
 	$(BIN)/pip install --quiet -e '.[molecule]'
 	touch $@
 
-molecule: $(BIN)/molecule
+molecule: $(BIN)/molecule collection
 	VENV=$(abspath $(VENV)) molecule/run.sh $(SCENARIOS)
 
 ## make bench: compile, load, validate/render of an estate, rendering every proxy, incremental recompile, deploy, data-plane and upgrade benchmarks
@@ -41,16 +51,24 @@ bench: venv
 	$(BIN)/python bench/dataplane.py
 	$(BIN)/python bench/upgrade.py
 
+## make lint: ansible-lint (production profile, .ansible-lint) on playbooks, roles and Molecule scenarios
+$(BIN)/ansible-lint: pyproject.toml $(BIN)/meshwright
+	$(BIN)/pip install --quiet -e '.[lint]'
+	touch $@
+
+lint: $(BIN)/ansible-lint collection
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint --nocolor
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .collections meshwright-mesh-*.tar.gz
 
 ## make demo: the seed mesh deployed by ansible-playbook on inventories/local (this machine, no
 ## root); the gateway answers on 127.0.0.1:8080; state in state/local
 ANSIBLE := ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(BIN)/ansible-playbook
 
-demo: venv
-	$(ANSIBLE) -i inventories/local playbooks/deploy.yml
+demo: collection
+	$(ANSIBLE) -i inventories/local meshwright.mesh.deploy
 	$(BIN)/python examples/seed/show.py
 
 demo-down:
-	@if [ -x $(BIN)/ansible-playbook ]; then $(ANSIBLE) -i inventories/local playbooks/uninstall.yml; else echo "demo is not running"; fi
+	@if [ -x $(BIN)/ansible-playbook ]; then $(ANSIBLE) -i inventories/local meshwright.mesh.uninstall; else echo "demo is not running"; fi

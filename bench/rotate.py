@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Wall time of a forced workload certificate rotation (`rotate-certs.yml -e force=true`).
+"""Wall time of a forced workload certificate rotation (`rotate_certs.yml -e force=true`).
 
 Estates of 4, 20 and 50 local sidecars (bench/deploy.py's generator, with mesh identity on,
 on ports from 17000 up) are deployed into a temporary state folder; then every proxy gets a new key and certificate
@@ -122,7 +122,7 @@ def measure(size: int, forks: int, base_offset: int) -> dict:
         extra = {"meshwright_root": ROOT, "meshwright_state_root": state, "mesh_config_paths": [mesh], "mesh_probe_urls": []}
         try:
             playbook("deploy.yml", inventory, extra, forks)
-            wall, output = playbook("rotate-certs.yml", inventory, dict(extra, force=True), forks, json_output=True)
+            wall, output = playbook("rotate_certs.yml", inventory, dict(extra, force=True), forks, json_output=True)
         finally:
             playbook("uninstall.yml", inventory, extra, forks)
     tasks = task_seconds(output)
@@ -143,7 +143,7 @@ def main() -> None:
                            f"(sysctl -w fs.inotify.max_user_instances={size * INOTIFY_PER_ENVOY + 128 - max(room, 0)} makes room)")
             continue
         rows.append(measure(size, args.forks, args.base_offset))
-    print(f"\nForced workload rotation (rotate-certs.yml -e force=true, batches 1 then 34%, forks {args.forks}, local connection)\n")
+    print(f"\nForced workload rotation (rotate_certs.yml -e force=true, batches 1 then 34%, forks {args.forks}, local connection)\n")
     print(f"{'proxies':>7} {'wall s':>7} {'s/proxy':>8} {'CSR tasks s':>12} {'sign tasks s':>13} {'crypto share':>13} {'in-process s':>13} {'tasks/in-process':>17}")
     for row in rows:
         crypto = row["csr"] + row["sign"]

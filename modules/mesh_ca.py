@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# meshwright: the mesh CA on the controller (root, one intermediate per site, rotations).
+# meshwright (documentation only: the action plugin plugins/action/mesh_ca.py does the work): the mesh CA on the controller (root, one intermediate per site, rotations).
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ description:
     only); its workloads then renew their certificates. A root past two thirds of its life is a warning.
   - Each root or intermediate is written into a new folder renamed into place - an interruption leaves the old key
     and certificate or the new ones, never a mix. One run at a time - see O(lock_timeout).
-  - O(rotate) runs one step of a rotation. Each step can be run again after an interruption; rotate-certs.yml
+  - O(rotate) runs one step of a rotation. Each step can be run again after an interruption; rotate_certs.yml
     runs them in order with the proxies' certificates in between.
-  - Runs on the controller with the Python that has the C(meshwright) package.
+  - "An action plugin: it runs in the controller's Ansible process, with the Python that runs ansible-playbook
+    (which must have the C(meshwright) package) - no C(delegate_to), no interpreter setting. Use C(run_once: true)."
 requirements:
   - meshwright (on the controller)
 options:
@@ -81,13 +82,6 @@ options:
     type: str
     choices: [none, intermediates, root_begin, root_switch, root_finish]
     default: none
-  vault_password_file:
-    description:
-      - A file holding the vault password that encrypts the CA's keys at rest (an executable file is run and its
-        output is the password, as Ansible does). Without it, the environment's C(ANSIBLE_VAULT_PASSWORD_FILE).
-      - Keys in O(import) may be vault-encrypted with the same password.
-      - M(mesh_workload_sign) needs the same password to sign.
-    type: path
   hosts_trust:
     description:
       - Inventory host name to the trust bundle (PEM) its proxy has installed already, read from the hosts before
@@ -109,6 +103,7 @@ options:
     default: 300
 extends_documentation_fragment:
   - action_common_attributes
+  - meshwright.mesh.vault
 attributes:
   check_mode:
     support: full
@@ -124,39 +119,33 @@ author:
 
 EXAMPLES = r"""
 - name: Make the mesh CA (once; later runs change nothing)
-  mesh_ca:
+  meshwright.mesh.mesh_ca:
     path: /srv/meshwright/ca
     trust_domain: cluster.local
     intermediates: [eu-west, us-east]
-  delegate_to: localhost
   run_once: true
-  vars:
-    ansible_python_interpreter: "{{ meshwright_controller_python }}"
   register: mesh_ca_state
 
 - name: Take the company's root and the site intermediate it issued
-  mesh_ca:
+  meshwright.mesh.mesh_ca:
     path: /srv/meshwright/ca
     import:
       root: {certificate: /secure/root-cert.pem}
       intermediates:
         eu-west: {certificate: /secure/eu-west-cert.pem, private_key: /secure/eu-west-key.pem}
-  delegate_to: localhost
   run_once: true
 
 - name: Keep the CA's keys encrypted with ansible-vault (plaintext keys are encrypted on this run)
-  mesh_ca:
+  meshwright.mesh.mesh_ca:
     path: /srv/meshwright/ca
     intermediates: [eu-west, us-east]
     vault_password_file: /secure/mesh-ca-vault-password
-  delegate_to: localhost
   run_once: true
 
 - name: Begin a root rotation (every trust bundle then holds the old and the new root)
-  mesh_ca:
+  meshwright.mesh.mesh_ca:
     path: /srv/meshwright/ca
     rotate: root_begin
-  delegate_to: localhost
   run_once: true
 """
 
@@ -192,110 +181,3 @@ actions:
   elements: str
   sample: ["encrypt the key of root with ansible-vault", "make intermediate CA 'local'"]
 """
-
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
-
-try:
-    from meshwright.pki.ca_folder import REGENERATE, CaError, CaFolder, check_site
-    from meshwright.pki.vault import Vault, VaultError
-except ImportError:
-    CaFolder = None
-    REGENERATE = ("never", "fail", "partial_idempotence", "always")
-
-
-def _read(module, path):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as error:
-        module.fail_json(msg=f"cannot read {path}: {error}")
-
-
-def import_material(module, folder, changes):
-    material = module.params["import"] or {}
-    regenerate = module.params["regenerate"]
-    root = material.get("root")
-    if root:
-        key = _read(module, root["private_key"]) if root.get("private_key") else None
-        changes.append(folder.import_root(_read(module, root["certificate"]), key, regenerate))
-    for name, files in sorted((material.get("intermediates") or {}).items()):
-        if not isinstance(files, dict) or not files.get("certificate") or not files.get("private_key"):
-            module.fail_json(msg=f"import.intermediates.{name} needs certificate and private_key (file paths)")
-        changes.append(folder.import_intermediate(name, _read(module, files["certificate"]), _read(module, files["private_key"]), regenerate))
-
-
-def run(module, folder):
-    params = module.params
-    rotate, names = params["rotate"], params["intermediates"]
-    folder.check_hosts_trust({str(host): str(bundle).encode() for host, bundle in (params["hosts_trust"] or {}).items()}, params["new_root"])
-    changes = [folder.encrypt_keys()]
-    import_material(module, folder, changes)
-    # A root switch goes first: an interrupted one leaves no root until it is resumed.
-    if rotate == "root_switch":
-        changes.append(folder.switch_root(names, params["trust_domain"]))
-    changes.append(folder.ensure(params["trust_domain"], names, params["regenerate"]))
-    if rotate == "intermediates":
-        changes.append(folder.rotate_intermediates(names, params["trust_domain"]))
-    elif rotate == "root_begin":
-        changes.append(folder.begin_root_rotation(params["trust_domain"]))
-    elif rotate == "root_finish":
-        changes.append(folder.finish_root_rotation())
-    return changes
-
-
-def diff_view(report):
-    """The report without PEM: who, which serial, until when."""
-    def brief(entry):
-        return None if entry is None else {key: entry[key] for key in ("subject", "serial", "not_after")}
-    return {
-        "root": brief(report["root"]), "next_root": brief(report["next_root"]), "previous_root": brief(report["previous_root"]),
-        "intermediates": {name: brief(entry) for name, entry in report["intermediates"].items()},
-    }
-
-
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            trust_domain=dict(type="str", default="cluster.local"),
-            intermediates=dict(type="list", elements="str", default=[]),
-            regenerate=dict(type="str", choices=list(REGENERATE), default="never"),
-            rotate=dict(type="str", choices=["none", "intermediates", "root_begin", "root_switch", "root_finish"], default="none"),
-            vault_password_file=dict(type="path", no_log=False, fallback=(env_fallback, ["ANSIBLE_VAULT_PASSWORD_FILE"])),  # a path, not the secret
-            lock_timeout=dict(type="float", default=300.0),
-            hosts_trust=dict(type="dict"),
-            new_root=dict(type="bool", default=False),
-            **{"import": dict(type="dict", options=dict(
-                root=dict(type="dict", options=dict(certificate=dict(type="path", required=True), private_key=dict(type="path"))),
-                intermediates=dict(type="dict"),
-            ))},
-        ),
-        supports_check_mode=True,
-    )
-    if CaFolder is None:
-        module.fail_json(msg=missing_required_lib("meshwright", reason="to keep the mesh CA on the controller"))
-    try:
-        # Site names are folders of the CA: checked before the folder is even locked.
-        for name in module.params["intermediates"] + sorted(((module.params["import"] or {}).get("intermediates") or {})):
-            check_site(name)
-        vault = Vault.from_file(module.params["vault_password_file"]) if module.params["vault_password_file"] else None
-        # Reading every certificate and key first: a key the password does not open fails here, before any write.
-        folder = CaFolder(module.params["path"], check_mode=module.check_mode, vault=vault)
-        with folder.locked(module.params["lock_timeout"]):
-            before = CaFolder(module.params["path"], vault=vault).report()
-            changes = run(module, folder)
-            report = folder.report()
-    except (CaError, VaultError) as error:
-        module.fail_json(msg=str(error))
-    for change in changes:
-        for warning in change.warnings:
-            module.warn(warning)
-    actions = [action for change in changes for action in change.actions]
-    result = dict(changed=bool(actions), actions=actions, **report)
-    if module._diff:
-        result["diff"] = {"before": diff_view(before), "after": diff_view(report)}
-    module.exit_json(**result)
-
-
-if __name__ == "__main__":
-    main()

@@ -29,10 +29,6 @@ options:
   admin_port:
     description: The proxy's admin port; when set, Envoy's view is read too.
     type: int
-  admin_address:
-    description: Address of the admin interface.
-    type: str
-    default: 127.0.0.1
   warn_days:
     description: Warn when the certificate has fewer days left than this.
     type: float
@@ -44,22 +40,16 @@ options:
     default: 90
 extends_documentation_fragment:
   - action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Runs in check mode too (it only reads).
-  diff_mode:
-    support: full
-    details: Nothing to diff; it never changes anything.
-  platform:
-    platforms: posix
+  - meshwright.mesh.attributes
+  - meshwright.mesh.attributes.info_module
+  - meshwright.mesh.envoy_admin
 author:
   - meshwright maintainers
 """
 
 EXAMPLES = r"""
 - name: Read the proxy's certificate and what Envoy uses
-  mesh_cert_info:
+  meshwright.mesh.mesh_cert_info:
     certs_dir: /etc/meshwright/certs
     admin_port: 15000
   register: cert_info

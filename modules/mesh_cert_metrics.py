@@ -52,12 +52,12 @@ author:
 
 EXAMPLES = r"""
 - name: Read each proxy's certificates
-  mesh_cert_info:
+  meshwright.mesh.mesh_cert_info:
     certs_dir: /etc/meshwright/certs
   register: cert_info
 
 - name: Write them for the node exporter on this host
-  mesh_cert_metrics:
+  meshwright.mesh.mesh_cert_metrics:
     path: /var/lib/prometheus/node-exporter/meshwright-certs.prom
     proxies: {"payment-1.default": "{{ cert_info }}"}
     mode: "0644"

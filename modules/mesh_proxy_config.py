@@ -72,7 +72,7 @@ author:
 
 EXAMPLES = r"""
 - name: Write the proxy's config (checked by this host's Envoy first)
-  mesh_proxy_config:
+  meshwright.mesh.mesh_proxy_config:
     config_dir: /etc/meshwright/proxy
     files: "{{ mesh_rendered.proxies[mesh_proxy].files }}"
     validation_bootstrap: "{{ mesh_rendered.proxies[mesh_proxy].validation_bootstrap }}"
@@ -89,7 +89,7 @@ EXAMPLES = r"""
   when: "'bootstrap.yaml' in proxy_config.changed_files"
 
 - name: Before an upgrade, check that Envoy 1.40.0 accepts the config the proxy runs (writes nothing)
-  mesh_proxy_config:
+  meshwright.mesh.mesh_proxy_config:
     config_dir: /etc/meshwright/proxy
     files: "{{ mesh_rendered.proxies[mesh_proxy].files }}"
     validation_bootstrap: "{{ mesh_rendered.proxies[mesh_proxy].validation_bootstrap }}"

@@ -21,6 +21,8 @@ description:
     returns without waiting), for the deploy's health gate.
   - Read-only; it never changes anything.
   - Runs on the host; needs the standard library, and python3-cryptography when O(identity) is given.
+requirements:
+  - cryptography >= 38 on the host when O(identity) is given (Debian and Ubuntu - python3-cryptography)
 options:
   folders:
     description: Folders that must exist (M(mesh_owned_folders) makes them).
@@ -83,21 +85,15 @@ options:
     default: []
 extends_documentation_fragment:
   - action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Runs in check mode too (it only reads).
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - meshwright.mesh.attributes
+  - meshwright.mesh.attributes.info_module
 author:
   - meshwright maintainers
 """
 
 EXAMPLES = r"""
 - name: Compare the host with its rendered proxy
-  mesh_proxy_drift_info:
+  meshwright.mesh.mesh_proxy_drift_info:
     folders: [/etc/meshwright, /opt/meshwright]
     config:
       config_dir: /etc/meshwright/proxy

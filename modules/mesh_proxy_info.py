@@ -23,10 +23,6 @@ options:
     description: The proxy's admin port (15000 plus the proxy's port offset).
     type: int
     required: true
-  admin_address:
-    description: Address of the admin interface (it listens on loopback only).
-    type: str
-    default: 127.0.0.1
   wait_timeout:
     description: Seconds to wait for the proxy to become ready; V(0) reads once without waiting.
     type: float
@@ -43,22 +39,16 @@ options:
     default: 0
 extends_documentation_fragment:
   - action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Runs in check mode too (it only reads).
-  diff_mode:
-    support: full
-    details: Nothing to diff; it never changes anything.
-  platform:
-    platforms: posix
+  - meshwright.mesh.attributes
+  - meshwright.mesh.attributes.info_module
+  - meshwright.mesh.envoy_admin
 author:
   - meshwright maintainers
 """
 
 EXAMPLES = r"""
 - name: Read the proxy's state, waiting up to 30 s for it to be ready
-  mesh_proxy_info:
+  meshwright.mesh.mesh_proxy_info:
     admin_port: "{{ mesh_rendered.proxies[mesh_proxy].ports.admin }}"
     wait_timeout: 30
   register: proxy_info
@@ -71,7 +61,7 @@ EXAMPLES = r"""
       - proxy_info.rejected_updates == 0
 
 - name: After a hot restart to 1.40.0, wait for the new Envoy and watch its requests for 10 s
-  mesh_proxy_info:
+  meshwright.mesh.mesh_proxy_info:
     admin_port: "{{ mesh_rendered.proxies[mesh_proxy].ports.admin }}"
     wait_timeout: 60
     wait_version: "1.40.0"

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# meshwright: validate the mesh config and render proxies, on the controller.
+# meshwright (documentation only: the action plugin plugins/action/mesh_render.py does the work): validate the mesh config and render proxies, on the controller.
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ description:
     and compiles the Envoy config of each proxy named in O(proxies).
   - A pipe module, in the manner of C(x509_certificate_pipe) - content in, content out. It writes nothing, so it
     never reports a change. M(mesh_proxy_config) writes the result on each host.
-  - "Runs on the controller (C(delegate_to: localhost), C(run_once: true)) with a Python that has the
-    C(meshwright) package (set C(ansible_python_interpreter) to the virtualenv's Python for that task)."
+  - "An action plugin: it runs in the controller's Ansible process, with the Python that runs ansible-playbook
+    (which must have the C(meshwright) package) - no C(delegate_to), no interpreter setting. Use C(run_once: true)."
   - "When the mesh config is invalid, the task fails with every problem found, each as
     C(FILE:LINE: Kind/namespace/name: field.path: message)."
   - "Warnings of validation (problems that do not stop it, such as a principal in a trust domain that is not the
@@ -52,29 +52,19 @@ options:
     default: yaml
 extends_documentation_fragment:
   - action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Renders in check mode too; it writes nothing either way.
-  diff_mode:
-    support: full
-    details: Nothing to diff; it never changes anything.
-  platform:
-    platforms: posix
+  - meshwright.mesh.attributes
+  - meshwright.mesh.attributes.info_module
 author:
   - meshwright maintainers
 """
 
 EXAMPLES = r"""
 - name: Validate the mesh config and render every proxy
-  mesh_render:
+  meshwright.mesh.mesh_render:
     mesh: ["{{ playbook_dir }}/../mesh"]
     proxies: "{{ dict(ansible_play_hosts_all | map('extract', hostvars, 'mesh_proxy')
                  | zip(ansible_play_hosts_all | map('extract', hostvars, 'mesh_config_dir'))) }}"
-  delegate_to: localhost
   run_once: true
-  vars:
-    ansible_python_interpreter: "{{ ansible_playbook_python }}"
   register: mesh_rendered
 """
 
@@ -138,70 +128,3 @@ problems:
   elements: str
   sample: ["mesh/routes.yaml:12: VirtualService/default/reviews: spec.http[0].route: weights sum to 90, not 100"]
 """
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-try:
-    from meshwright.collector import cyclic_collector_paused
-    from meshwright.deliver.bundle import RenderError, bundle_proxies, load_mesh
-    from meshwright.names import LABEL_HELP, is_label
-except ImportError:
-    load_mesh = None
-
-
-def identity_plan(module, bundles):
-    """Host -> {proxy, site, spiffe_id}: what each host may be signed for (from the inventory and the mesh)."""
-    sites = {str(host): site for host, site in (module.params["sites"] or {}).items()}
-    plan = {}
-    for host, proxy in sorted((module.params["hosts"] or {}).items()):
-        host, proxy, site = str(host), str(proxy), sites.get(str(host)) or "default"
-        if proxy not in bundles:
-            module.fail_json(msg=f"hosts.{host}: proxy {proxy!r} is not one of the rendered proxies (proxies)")
-        if not is_label(site):
-            module.fail_json(msg=f"sites.{host}: site {site!r} must be {LABEL_HELP}")
-        identity = bundles[proxy].identity
-        plan[host] = dict(proxy=proxy, site=site, spiffe_id=identity["spiffe_id"] if identity else None)
-    unknown = sorted(set(sites) - set(plan))
-    if unknown:
-        module.fail_json(msg=f"sites names hosts that are not in hosts: {', '.join(unknown)}")
-    return plan
-
-
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            mesh=dict(type="list", elements="path", required=True),
-            proxies=dict(type="dict", required=True),
-            hosts=dict(type="dict"),
-            sites=dict(type="dict"),
-            format=dict(type="str", choices=["yaml", "json"], default="yaml"),
-        ),
-        supports_check_mode=True,
-    )
-    if load_mesh is None:
-        module.fail_json(msg=missing_required_lib("meshwright", reason="to render the mesh on the controller "
-                                                  "(set ansible_python_interpreter to the Python that has it)"))
-    config_dirs = {str(proxy): str(folder) for proxy, folder in module.params["proxies"].items()}
-    try:
-        # One pause for loading and rendering: each step's own pause would end in a pass of
-        # the collector over everything built so far.
-        with cyclic_collector_paused():
-            mesh = load_mesh(module.params["mesh"])
-            bundles = bundle_proxies(mesh, config_dirs, module.params["format"])
-    except RenderError as error:
-        module.fail_json(msg=str(error), problems=[str(problem) for problem in error.problems])
-    proxies = {
-        proxy: dict(kind=b.kind, digest=b.digest, files=b.files, validation_bootstrap=b.validation_bootstrap, ports=b.ports,
-                    identity=b.identity, capture=b.capture)
-        for proxy, b in bundles.items()
-    }
-    for warning in mesh.warnings:  # problems that do not stop the run (a principal in another trust domain)
-        module.warn(str(warning))
-    result = dict(changed=False, proxies=proxies)
-    if module.params["hosts"] is not None:
-        result["identities"] = identity_plan(module, bundles)
-    module.exit_json(**result)
-
-
-if __name__ == "__main__":
-    main()

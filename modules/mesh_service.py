@@ -106,7 +106,7 @@ author:
 
 EXAMPLES = r"""
 - name: Run the sidecar and wait until Envoy is ready
-  mesh_service:
+  meshwright.mesh.mesh_service:
     name: envoy-payment-1
     command: [/opt/meshwright/envoy/current/bin/envoy, -c, /etc/meshwright/proxy/bootstrap.yaml]
     user: envoy
@@ -114,7 +114,7 @@ EXAMPLES = r"""
     ready_timeout: 30
 
 - name: Run an app under this folder's supervisord (no systemd here)
-  mesh_service:
+  meshwright.mesh.mesh_service:
     name: demo-app
     manager: supervisord
     supervisor_dir: /srv/mesh/host-1/supervisor
@@ -124,7 +124,7 @@ EXAMPLES = r"""
     ready_url: http://127.0.0.1:9080/
 
 - name: Remove it (supervisord stops with its last program)
-  mesh_service:
+  meshwright.mesh.mesh_service:
     name: demo-app
     manager: supervisord
     supervisor_dir: /srv/mesh/host-1/supervisor

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# meshwright: cut an Envoy upgrade of the estate into batches, on the controller.
+# meshwright (documentation only: the action plugin plugins/action/mesh_upgrade_plan.py does the work): cut an Envoy upgrade of the estate into batches, on the controller.
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ description:
     in order, in batches of O(serial). Proxies that already run O(version) are left out, so a run that stopped
     can be run again and goes on where it stopped.
   - A pipe module - content in, content out; never changed. The work is C(meshwright.lifecycle.upgrade_plan).
-  - "Runs on the controller (C(delegate_to: localhost), C(run_once: true)) with a Python that has the
-    C(meshwright) package."
+  - "An action plugin: it runs in the controller's Ansible process, with the Python that runs ansible-playbook
+    (which must have the C(meshwright) package) - no C(delegate_to), no interpreter setting. Use C(run_once: true)."
 requirements:
   - meshwright (on the controller)
 options:
@@ -53,28 +53,21 @@ options:
     default: 25%
 extends_documentation_fragment:
   - action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Plans in check mode too; it writes nothing either way.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - meshwright.mesh.attributes
+  - meshwright.mesh.attributes.info_module
 author:
   - meshwright maintainers
 """
 
 EXAMPLES = r"""
 - name: Plan the upgrade (refuses an unsupported version before anything is touched)
-  mesh_upgrade_plan:
+  meshwright.mesh.mesh_upgrade_plan:
     version: "{{ envoy_version }}"
     sites: [eu_west, us_east]
     groups: "{{ groups }}"
     hosts: "{{ ansible_play_hosts_all }}"
     canary: "10%"
     serial: 5
-  delegate_to: localhost
   run_once: true
   register: upgrade_plan
 """
@@ -102,43 +95,3 @@ up_to_date:
   type: list
   elements: str
 """
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-try:
-    from meshwright.lifecycle.upgrade_plan import UpgradePlanError, plan_upgrade
-except ImportError:
-    plan_upgrade = None
-
-
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            version=dict(type="str", required=True),
-            sites=dict(type="list", elements="str", required=True),
-            groups=dict(type="dict", required=True),
-            hosts=dict(type="list", elements="str", required=True),
-            running=dict(type="dict", default={}),
-            canary=dict(type="raw", default=1),
-            serial=dict(type="raw", default="25%"),
-        ),
-        supports_check_mode=True,
-    )
-    if plan_upgrade is None:
-        module.fail_json(msg=missing_required_lib("meshwright", reason="to plan the upgrade on the controller "
-                                                  "(set ansible_python_interpreter to the Python that has it)"))
-    params = module.params
-    unknown = [site for site in params["sites"] if site not in params["groups"]]
-    if unknown:
-        module.fail_json(msg=f"upgrade_sites names {', '.join(unknown)}, which the inventory has no group of "
-                             f"(groups: {', '.join(sorted(params['groups']))})")
-    sites = [(site, [str(host) for host in params["groups"][site]]) for site in params["sites"]]
-    try:
-        plan = plan_upgrade(params["version"], sites, params["hosts"], params["running"], params["canary"], params["serial"])
-    except UpgradePlanError as error:
-        module.fail_json(msg=str(error))
-    module.exit_json(changed=False, **plan.as_dict())
-
-
-if __name__ == "__main__":
-    main()

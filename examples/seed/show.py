@@ -32,11 +32,11 @@ Try:
   seq 15 | xargs -P 15 -I{{}} curl -s -o /dev/null -w '%{{http_code}} ' {GATEWAY}/order; echo   # a burst of 15: 10 pass, then 429
   curl -s 127.0.0.1:15406/       # plaintext at payment-1's sidecar: refused (STRICT mutual TLS)
   curl -s -H 'Host: payment-service.default.svc.cluster.local' 127.0.0.1:15401/payment   # from payment's own sidecar: 403 (AuthorizationPolicy)
-  .venv/bin/ansible-playbook playbooks/cert-report.yml                # every proxy's certificate, and whether Envoy uses it
-  .venv/bin/ansible-playbook playbooks/rotate-certs.yml -e force=true # new keys and certificates, in batches, no restart
+  .venv/bin/ansible-playbook meshwright.mesh.cert_report                # every proxy's certificate, and whether Envoy uses it
+  .venv/bin/ansible-playbook meshwright.mesh.rotate_certs -e force=true # new keys and certificates, in batches, no restart
   curl -s 127.0.0.1:15290/stats/prometheus | grep 'destination_service="payment-service' | head -3
   tail -n 2 state/local/order-1/var/log/meshwright/proxy.log
-  .venv/bin/ansible-playbook playbooks/deploy.yml --check --diff      # nothing to change
+  .venv/bin/ansible-playbook meshwright.mesh.deploy --check --diff      # nothing to change
 Traces of order-service go to a Zipkin collector on 127.0.0.1:9411 when one runs there.
 Stop it with: make demo-down""")
 

@@ -35,8 +35,9 @@ class PlaybookRun:
 def run_playbook(playbook: str, extra_vars: dict, *args: str, inventory: str = "inventories/local", timeout: float = 600) -> PlaybookRun:
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1",
                PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
-    command = [os.path.join(BIN, "ansible-playbook"), "-i", os.path.join(ROOT, inventory), os.path.join(ROOT, "playbooks", playbook),
-               "-e", json.dumps(extra_vars), *args]
+    # By the collection's name, as users run them (deploy.yml -> meshwright.mesh.deploy).
+    name = "meshwright.mesh." + os.path.splitext(playbook)[0]
+    command = [os.path.join(BIN, "ansible-playbook"), "-i", os.path.join(ROOT, inventory), name, "-e", json.dumps(extra_vars), *args]
     return PlaybookRun(subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout))
 
 

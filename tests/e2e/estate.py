@@ -115,7 +115,6 @@ class Estate:
         variables = {
             "ansible_connection": "local",
             "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-            "meshwright_controller_python": "{{ ansible_playbook_python }}",
             "mesh_config_paths": [self.mesh],
             "mesh_prefix": os.path.join(self.state, "{{ inventory_hostname }}"),
             "mesh_config_dir": "{{ mesh_prefix }}/etc/meshwright/proxy",

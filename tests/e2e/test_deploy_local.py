@@ -279,7 +279,7 @@ def test_second_deploy_reports_no_change(lab):
     assert run.returncode == 0, str(run)
     assert run.changed() == {host: 0 for host in HOSTS}, str(run)
     # The fast path: every host found as rendered in one call, none ran the role's host tasks.
-    assert "TASK [envoy_proxy : Write the proxy's config" not in run.output, str(run)
+    assert "TASK [meshwright.mesh.envoy_proxy : Write the proxy's config" not in run.output, str(run)
 
 
 def supervisorctl(lab, host: str, *args: str) -> str:
@@ -308,6 +308,22 @@ def test_the_fast_path_repairs_an_edited_file_and_a_stopped_proxy(lab):
     assert len(proxy_pids(lab, "order-2")) == 1
     again = lab.deploy()
     assert again.changed() == {host: 0 for host in HOSTS}, str(again)
+
+
+def test_tags_select_the_install_phase_after_the_render_step(lab):
+    """--tags envoy_proxy_install: the render step (tagged always) and, on a host not as rendered,
+    the envoy_proxy role's install phase run; its other phases and the demo apps do not."""
+    supervisorctl(lab, "order-2", "stop", "meshwright-proxy")
+    run = lab.deploy("--tags", "envoy_proxy_install")
+    assert run.returncode == 0, str(run)
+    assert "TASK [meshwright.mesh.common : Validate the mesh config and render every proxy]" in run.output, str(run)
+    assert "TASK [meshwright.mesh.common : Install Envoy 1.40.0]" in run.output, str(run)
+    for other_phase in ("Write the proxy's config", "Run the proxy and wait until it is ready", "Run the demo app"):
+        assert f" : {other_phase}" not in run.output, str(run)
+    assert proxy_pids(lab, "order-2") == []  # the run phase was not selected
+    repaired = lab.deploy()
+    assert repaired.returncode == 0 and repaired.changed()["order-2"] > 0, str(repaired)
+    assert len(proxy_pids(lab, "order-2")) == 1
 
 
 def test_check_diff_shows_a_virtual_service_edit_and_changes_nothing(lab):

@@ -1,9 +1,9 @@
 """Mesh identity end to end on inventories/local: `deploy.yml` gives every proxy a workload
 certificate from the mesh CA (keys made on each host, signed on the controller), sidecars
 accept only mutual TLS (STRICT, as the seed's MeshConfig says), an AuthorizationPolicy lets
-only order-service (and the gateway, for /payment) call payment-service; `rotate-certs.yml`
+only order-service (and the gateway, for /payment) call payment-service; `rotate_certs.yml`
 replaces workload certificates, intermediates and the root under constant traffic with no
-failed request, as Istio's CA rotates without downtime; `cert-report.yml` reports it all.
+failed request, as Istio's CA rotates without downtime; `cert_report.yml` reports it all.
 
 The seed mesh is copied without its gateway rate limits (10 and 5 requests/s) so that the
 constant load of these tests is not refused by design. Deployed once into a temporary state
@@ -42,7 +42,7 @@ class IdentityLab(Lab):
         os.remove(os.path.join(self.mesh, "rate-limits.yaml"))
 
     def rotate(self, **extra):
-        return run_playbook("rotate-certs.yml", dict(self.extra_vars, **extra))
+        return run_playbook("rotate_certs.yml", dict(self.extra_vars, **extra))
 
     @property
     def ca(self) -> str:
@@ -253,7 +253,7 @@ def test_a_root_rotation_interrupted_after_its_first_step_resumes(lab):
 
 def test_cert_report_shows_every_proxy_using_its_certificate(lab, tmp_path):
     report_file = str(tmp_path / "certs.json")
-    run = run_playbook("cert-report.yml", dict(lab.extra_vars, report_file=report_file, warn_days=31))
+    run = run_playbook("cert_report.yml", dict(lab.extra_vars, report_file=report_file, warn_days=31))
     assert run.returncode == 0, str(run)
     report = json.load(open(report_file))
     serials = all_serials()

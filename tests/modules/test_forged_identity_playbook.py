@@ -34,7 +34,7 @@ PLAYBOOK = """\
   gather_facts: false
   tasks:
     - name: Validate the mesh config and render every proxy
-      mesh_render:
+      meshwright.mesh.mesh_render:
         mesh: "{{ mesh_config_paths }}"
         proxies: "{{ dict(ansible_play_hosts_all | map('extract', hostvars, 'mesh_proxy') | zip(ansible_play_hosts_all | map('extract', hostvars, 'mesh_config_dir'))) }}"
         hosts: "{{ dict(ansible_play_hosts_all | zip(ansible_play_hosts_all | map('extract', hostvars, 'mesh_proxy'))) }}"
@@ -45,7 +45,7 @@ PLAYBOOK = """\
 
     - name: Keep the mesh CA
       ansible.builtin.include_role:
-        name: mesh_ca
+        name: meshwright.mesh.mesh_ca
       vars:
         mesh_ca_intermediates: "{{ mesh_rendered.identities.values() | map(attribute='site') | unique | sort }}"
 
@@ -60,7 +60,7 @@ PLAYBOOK = """\
 
     - name: Give each proxy its certificate
       ansible.builtin.include_role:
-        name: envoy_proxy
+        name: meshwright.mesh.envoy_proxy
         tasks_from: identity.yml
 """
 
@@ -124,7 +124,7 @@ ROLE_PLAYBOOK = """\
   hosts: localhost
   gather_facts: false
   roles:
-    - role: mesh_ca
+    - role: meshwright.mesh.mesh_ca
 """
 
 

@@ -13,6 +13,8 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -85,7 +87,7 @@ def test_a_ca_made_with_a_vault_password_keeps_its_keys_encrypted_and_signs(tmp_
     assert not again["changed"] and snapshot(ca) == before
     # Without the password the keys cannot be used, and the message says which file and what to give.
     unsigned = run_module("mesh_workload_sign", ca_dir=ca, mesh=[SEED], csrs={"payment-1.default": csr(tmp_path)}, intermediate="local")
-    assert unsigned["failed"] and unsigned["msg"].startswith(f"{ca}/intermediates/local/key.pem is encrypted with ansible-vault: give its vault password file")
+    assert unsigned["failed"] and unsigned["msg"].startswith(f"{ca}/intermediates/local/key.pem is encrypted with ansible-vault: give its vault password (--ask-vault-pass, --vault-id")
     # A rotation writes the new intermediate's key encrypted too.
     rotated = run_module("mesh_ca", path=ca, intermediates=["local"], rotate="intermediates", vault_password_file=vault)
     assert rotated["changed"] and open(os.path.join(ca, "intermediates", "local", "key.pem"), "rb").read().startswith(b"$ANSIBLE_VAULT;1.1;AES256\n")
@@ -107,7 +109,7 @@ def test_a_wrong_password_is_an_error_naming_the_file_and_changes_nothing(tmp_pa
         assert not secrets_in(result) and "not-the-password" not in json.dumps(result)
     assert snapshot(ca) == before and not os.path.exists(os.path.join(ca, "intermediates", "eu-west"))
     missing = run_module("mesh_ca", path=ca, vault_password_file=str(tmp_path / "nowhere"))
-    assert missing["failed"] and missing["msg"] == f"the vault password file {tmp_path}/nowhere was not found"
+    assert missing["failed"] and missing["msg"] == f"the vault password file {tmp_path}/nowhere: The vault password file {tmp_path}/nowhere was not found"
 
 
 def test_plaintext_keys_are_encrypted_in_place_once_and_ansible_vault_files_are_read(tmp_path):
@@ -146,12 +148,12 @@ PLAYBOOK = """\
   tasks:
     - name: Keep the mesh CA
       ansible.builtin.include_role:
-        name: mesh_ca
+        name: meshwright.mesh.mesh_ca
       vars:
         mesh_ca_dir: "{{ work }}/ca"
         mesh_ca_intermediates: [local]
     - name: Sign a CSR
-      mesh_workload_sign:
+      meshwright.mesh.mesh_workload_sign:
         ca_dir: "{{ work }}/ca"
         mesh: ["{{ mesh }}"]
         csrs: {payment-1.default: "{{ csr }}"}
@@ -163,22 +165,28 @@ PLAYBOOK = """\
 """
 
 
-def test_the_role_and_signing_take_the_runs_vault_password_file(tmp_path):
-    """ANSIBLE_VAULT_PASSWORD_FILE, as for the rest of the run: the role encrypts, signing
-    decrypts, a second run changes nothing, and the output holds no key or password."""
+@pytest.mark.parametrize("given_by", ["ANSIBLE_VAULT_PASSWORD_FILE", "--vault-id"])
+def test_the_role_and_signing_take_the_runs_vault_secrets(tmp_path, given_by):
+    """The run's vault secrets, as for the rest of the run (Ansible's own vault, in the controller
+    actions): the role encrypts, signing decrypts and issues (a change), a second run changes only
+    by signing again, and the output holds no key or password."""
     (tmp_path / "play.yml").write_text(PLAYBOOK)
     vault = password_file(tmp_path)
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_VAULT_PASSWORD_FILE=vault)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    vault_args = ["--vault-id", f"ca@{vault}"] if given_by == "--vault-id" else []
+    if given_by == "ANSIBLE_VAULT_PASSWORD_FILE":
+        env["ANSIBLE_VAULT_PASSWORD_FILE"] = vault
     extra = json.dumps({"work": str(tmp_path), "mesh": SEED, "csr": csr(tmp_path)})
 
     def play():
         result = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", str(tmp_path / "play.yml"),
-                                 "-e", extra, "-v"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+                                 "-e", extra, "-v", *vault_args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output[-4000:]
         assert "PRIVATE KEY" not in output and PASSWORD not in output
         return int(re.search(r"localhost\s+:\s+ok=\d+\s+changed=(\d+)", output).group(1))
 
-    assert play() == 1
-    assert all(open(path, "rb").read().startswith(b"$ANSIBLE_VAULT;1.1;AES256\n") for path in key_files(str(tmp_path / "ca")))
-    assert play() == 0
+    assert play() == 2  # the CA made, a certificate issued
+    header = b"$ANSIBLE_VAULT;1.2;AES256;ca\n" if given_by == "--vault-id" else b"$ANSIBLE_VAULT;1.1;AES256\n"
+    assert all(open(path, "rb").read().startswith(header) for path in key_files(str(tmp_path / "ca")))
+    assert play() == 1  # the CA as it was; the CSR signed again

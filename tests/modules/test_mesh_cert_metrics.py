@@ -1,7 +1,7 @@
 """The certificate report as Prometheus metrics: mesh_cert_info reads real certificates (a root
 that expires in 30 days, a good workload certificate, an expired one, a proxy with none),
 mesh_cert_metrics writes them as a node exporter textfile (check mode, apply, a re-run that
-changes nothing), and cert-report.yml does both for an inventory."""
+changes nothing), and cert_report.yml does both for an inventory."""
 
 from __future__ import annotations
 
@@ -132,6 +132,29 @@ def test_metrics_refuse_what_is_not_a_cert_info_result(tmp_path):
     assert not os.path.exists(tmp_path / "m.prom")
 
 
+def test_the_controller_report_writes_the_same_metrics_and_the_json_each_once(tmp_path):
+    """mesh_cert_report (the controller's action): the Prometheus text mesh_cert_metrics writes on a
+    host, and the JSON report; check mode writes nothing; unchanged results leave both files as they are."""
+    ca = str(tmp_path / "ca")
+    make_ca(ca, tmp_path)
+    install(ca, str(tmp_path / "payment-1"), "payment-1.default", PAYMENT_ID)
+    infos = {proxy: cert_info(str(tmp_path / proxy.split(".")[0])) for proxy in ("payment-1.default", "order-2.default")}
+    prom, report, host_prom = (str(tmp_path / "out" / name) for name in ("certs.prom", "certs.json", "host.prom"))
+    checked = run_module("mesh_cert_report", check=True, diff=True, proxies=infos, prom_path=prom, json_path=report)
+    assert checked["changed"] and checked["paths"] == [report, prom] and not os.path.exists(tmp_path / "out")
+    assert json.loads(checked["diff"][0]["after"]) == infos and "meshwright_cert_valid" in checked["diff"][1]["after"]
+    written = run_module("mesh_cert_report", proxies=infos, prom_path=prom, json_path=report)
+    assert written["changed"] and not written.get("failed"), written
+    assert json.load(open(report)) == infos and mode(report) == 0o644 and mode(prom) == 0o644
+    run_module("mesh_cert_metrics", path=host_prom, proxies=infos)
+    assert open(prom).read() == open(host_prom).read()
+    inodes = os.stat(prom).st_ino, os.stat(report).st_ino
+    assert not run_module("mesh_cert_report", proxies=infos, prom_path=prom, json_path=report)["changed"]
+    assert (os.stat(prom).st_ino, os.stat(report).st_ino) == inodes
+    bad = run_module("mesh_cert_report", proxies={"payment-1.default": "yes"}, prom_path=prom)
+    assert bad["failed"] and bad["msg"] == "proxies.payment-1.default: expected mesh_cert_info's result (a dict), got str"
+
+
 INVENTORY = """\
 mesh:
   hosts:
@@ -141,14 +164,13 @@ mesh:
   vars:
     ansible_connection: local
     ansible_python_interpreter: "{{ ansible_playbook_python }}"
-    meshwright_controller_python: "{{ ansible_playbook_python }}"
     mesh_config_paths: [%(seed)s]
     mesh_config_dir: "%(work)s/{{ inventory_hostname }}/proxy"
 """
 
 
 def test_cert_report_playbook_writes_metrics_on_the_controller_and_per_host(tmp_path):
-    """cert-report.yml with -e cert_report_prom and -e cert_report_textfile_dir: one file with all
+    """cert_report.yml with -e cert_report_prom and -e cert_report_textfile_dir: one file with all
     proxies, one per proxy on its host, the CA in the table; a second run changes nothing. It runs
     in a network namespace of its own: the seed mesh's admin ports are fixed, and nothing of
     another test may answer there."""
@@ -161,7 +183,7 @@ def test_cert_report_playbook_writes_metrics_on_the_controller_and_per_host(tmp_
     prom, textfiles = str(tmp_path / "controller" / "meshwright-certs.prom"), str(tmp_path / "textfile")
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     playbook = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"),
-                os.path.join(ROOT, "playbooks", "cert-report.yml"), "-e", json.dumps({"cert_report_prom": prom, "cert_report_textfile_dir": textfiles})]
+                os.path.join(ROOT, "playbooks", "cert_report.yml"), "-e", json.dumps({"cert_report_prom": prom, "cert_report_textfile_dir": textfiles})]
 
     def run():
         result = subprocess.run(["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *playbook], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -124,7 +124,8 @@ def test_key_stays_on_the_host_and_the_signed_chain_is_installed_once(ca, tmp_pa
     assert x509.load_pem_x509_csr(made["csr"].encode()).is_signature_valid
 
     signed = sign(ca, {"payment-1.default": made["csr"]})
-    assert not signed["changed"]
+    assert signed["changed"]  # a certificate issued (nothing is written on the controller)
+    assert not sign(ca, {})["changed"]  # nothing to sign, nothing issued
     chain = signed["chains"]["payment-1.default"]
     assert chain["spiffe_id"] == PAYMENT_ID and chain["intermediate"] == "local"
 
@@ -408,18 +409,18 @@ HOST_PLAYBOOK = """\
     ansible_python_interpreter: /usr/bin/python3
   tasks:
     - name: Keep the mesh CA
-      mesh_ca: {path: "{{ work }}/ca", intermediates: [local]}
+      meshwright.mesh.mesh_ca: {path: "{{ work }}/ca", intermediates: [local]}
       vars: {ansible_python_interpreter: "{{ ansible_playbook_python }}"}
       register: ca
     - name: Make a CSR when due
-      mesh_workload_csr:
+      meshwright.mesh.mesh_workload_csr:
         certs_dir: "{{ work }}/certs"
         spiffe_id: spiffe://cluster.local/ns/default/sa/payment-service
         issuer: "{{ ca.intermediates.local.certificate }}"
         bundle: "{{ ca.bundle }}"
       register: request
     - name: Sign it
-      mesh_workload_sign:
+      meshwright.mesh.mesh_workload_sign:
         ca_dir: "{{ work }}/ca"
         mesh: ["{{ mesh }}"]
         csrs: {payment-1.default: "{{ request.csr }}"}
@@ -428,12 +429,12 @@ HOST_PLAYBOOK = """\
       when: request.csr is not none and not ansible_check_mode
       register: signed
     - name: Install it
-      mesh_workload_cert:
+      meshwright.mesh.mesh_workload_cert:
         certs_dir: "{{ work }}/certs"
         chain: "{{ signed.chains['payment-1.default'].chain if signed.chains is defined else omit }}"
         bundle: "{{ ca.bundle }}"
     - name: Read it back
-      mesh_cert_info: {certs_dir: "{{ work }}/certs"}
+      meshwright.mesh.mesh_cert_info: {certs_dir: "{{ work }}/certs"}
       register: info
     - name: Check it
       ansible.builtin.assert:
@@ -460,7 +461,7 @@ def test_host_modules_run_on_the_hosts_own_python_under_ansible_playbook(tmp_pat
         return int(re.search(r"localhost\s+:\s+ok=\d+\s+changed=(\d+)", output).group(1)), output
 
     changed, _ = play()
-    assert changed == 3  # the CA, the key, the installed certificate
+    assert changed == 4  # the CA, the key, the certificate issued, the certificate installed
     assert mode(str(tmp_path / "host" / "certs" / "..data" / "key.pem")) == 0o600
     assert play()[0] == 0
     changed, output = play("--check", "--diff")

@@ -23,20 +23,20 @@ PLAYBOOK = """\
     ansible_python_interpreter: "{{ ansible_playbook_python }}"
   tasks:
     - name: Validate and render the mesh
-      mesh_render:
+      meshwright.mesh.mesh_render:
         mesh: ["{{ mesh }}"]
         proxies: {"frontend.default": "{{ work }}/config"}
       register: rendered
 
     - name: Install Envoy
-      mesh_envoy:
+      meshwright.mesh.mesh_envoy:
         version: "1.40.0"
         prefix: "{{ work }}"
         binary: "{{ envoy_binary }}"
       register: installed
 
     - name: Write the proxy's config
-      mesh_proxy_config:
+      meshwright.mesh.mesh_proxy_config:
         config_dir: "{{ work }}/config"
         files: "{{ rendered.proxies['frontend.default'].files }}"
         validation_bootstrap: "{{ rendered.proxies['frontend.default'].validation_bootstrap }}"
@@ -44,7 +44,7 @@ PLAYBOOK = """\
         mode: "0644"
 
     - name: Run the app
-      mesh_service:
+      meshwright.mesh.mesh_service:
         name: app
         state: "{{ app_state }}"
         command: ["{{ ansible_playbook_python }}", -m, http.server, "{{ app_port }}", --bind, 127.0.0.1]
@@ -54,7 +54,7 @@ PLAYBOOK = """\
       tags: [app]
 
     - name: Read the state of a proxy that is not running (on a port known to be free)
-      mesh_proxy_info:
+      meshwright.mesh.mesh_proxy_info:
         admin_port: "{{ idle_port }}"
       register: info
 

@@ -24,7 +24,7 @@ PLAYBOOK = """
   tasks:
     - name: Run the envoy_proxy role's preflight
       ansible.builtin.include_role:
-        name: envoy_proxy
+        name: meshwright.mesh.envoy_proxy
         tasks_from: preflight
         public: true
     - name: Show the proxy's user

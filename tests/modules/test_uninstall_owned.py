@@ -25,7 +25,7 @@ PLAYBOOK = """
   tasks:
     - name: Run the role's {step} tasks
       ansible.builtin.include_role:
-        name: envoy_proxy
+        name: meshwright.mesh.envoy_proxy
         tasks_from: {step}
 """
 

@@ -145,7 +145,7 @@ def test_uninstall_leaves_iptables_as_before_the_deploy(mesh_hosts, playbook):
     before = [re.sub(r"\[\d+:\d+\]", "[0:0]", line)
               for line in payment.file("/var/tmp/iptables-before-meshwright.rules").content_string.splitlines() if not line.startswith("#")]
     assert normalized_iptables(payment) != before  # the capture is on
-    run = playbook(os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks", "uninstall.yml"), "--limit", "payment-2")
+    run = playbook("meshwright.mesh.uninstall", "--limit", "payment-2")
     assert run.returncode == 0, str(run)
     assert normalized_iptables(payment) == before
     assert "meshwright" not in payment.file("/etc/hosts").content_string

@@ -78,6 +78,6 @@ def test_missing_envoy_binary_fails_preflight(mesh_hosts, playbook):
                    "--extra-vars", "envoy_proxy_source=binary envoy_proxy_binary=/usr/local/bin/envoy")
     assert run.returncode != 0, run
     assert "payment-2: the Envoy binary /usr/local/bin/envoy (envoy_proxy_binary) is missing on this host" in run.messages, run
-    assert "TASK [envoy_proxy : Install Envoy" not in run.stdout, run
+    assert "TASK [meshwright.mesh.common : Install Envoy" not in run.stdout, run
     assert run.recap["payment-2"]["changed"] == 0, run
     assert main_pid(host) == pid

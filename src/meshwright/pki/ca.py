@@ -55,7 +55,7 @@ class Authority:
             if certificate.not_valid_after_utc <= now:
                 what = "it" if certificate is self.certificate else f"the CA above it ({certificate.subject.rfc4514_string()})"
                 raise AuthorityExpired(f"the issuing CA {self.certificate.subject.rfc4514_string()} cannot sign: {what} expired on "
-                                       f"{certificate.not_valid_after_utc.isoformat()} (renew it: mesh_ca, or rotate-certs.yml)")
+                                       f"{certificate.not_valid_after_utc.isoformat()} (renew it: mesh_ca, or rotate_certs.yml)")
 
     def certificate_pem(self) -> bytes:
         return certificate_pem(self.certificate)

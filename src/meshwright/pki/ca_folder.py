@@ -10,8 +10,10 @@
 ```
 
 Keys are 0600 in 0700 folders and never leave this module except as objects to sign with.
-With a vault (meshwright.pki.vault: a password), every key file is ansible-vault encrypted at
-rest and decrypted in memory only; plaintext keys found then are encrypted in place.
+With a vault (a `KeyVault`: the Ansible collection passes Ansible's own, with the run's vault
+secrets), every key file is ansible-vault encrypted at rest and decrypted in memory only;
+plaintext keys found then are encrypted in place. The core never imports Ansible: it only knows
+the vault format's header, to tell an encrypted key file from a PEM.
 A root or intermediate is written, key and certificate, into a new folder that then replaces
 the old one by rename (the old one waits aside as `.<name>.replaced` until then, and is what is
 read should a run stop between the two renames): an interruption leaves the old pair or the
@@ -37,6 +39,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -48,7 +51,6 @@ from meshwright.pki.bundle import trust_bundle
 from meshwright.pki.folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock, folder_read_lock
 from meshwright.pki.ca import Authority, AuthorityExpired, certificate_pem, make_intermediate, make_root, private_key_pem
 from meshwright.pki.info import certificates_in, fingerprint, needs_renewal, not_after, not_before, renewal_time, serial_hex
-from meshwright.pki.vault import Vault, VaultError, is_encrypted
 from meshwright.names import LABEL_HELP, is_label
 
 ROOT, NEXT_ROOT, PREVIOUS_ROOT, INTERMEDIATES = "root", "root-next", "root-previous", "intermediates"
@@ -56,8 +58,24 @@ CERT_FILE, KEY_FILE = "cert.pem", "key.pem"
 REGENERATE = ("never", "fail", "partial_idempotence", "always")
 
 
+VAULT_HEADER = b"$ANSIBLE_VAULT"
+
+
 class CaError(Exception):
     """The CA folder cannot do what was asked (the message says why and what to do)."""
+
+
+class KeyVault(Protocol):
+    """Encrypts the CA's key files at rest (ansible-vault's format)."""
+
+    def encrypt(self, plaintext: bytes) -> bytes: ...
+
+    def decrypt(self, data: bytes, what: str) -> bytes:
+        """The plaintext; CaError naming `what` (the file) when it cannot."""
+
+
+def is_encrypted(data: bytes) -> bool:
+    return data.lstrip().startswith(VAULT_HEADER)
 
 
 def check_site(name: object) -> str:
@@ -182,7 +200,7 @@ def _fsync_folder(path: str) -> None:
 
 
 class CaFolder:
-    def __init__(self, path: str, check_mode: bool = False, now: datetime.datetime | None = None, vault: Vault | None = None):
+    def __init__(self, path: str, check_mode: bool = False, now: datetime.datetime | None = None, vault: KeyVault | None = None):
         self.path = path
         self.check_mode = check_mode
         self.now = _now(now)
@@ -238,12 +256,9 @@ class CaFolder:
         """A private key from PEM, decrypted in memory when it is vault-encrypted."""
         if is_encrypted(data):
             if self.vault is None:
-                raise CaError(f"{what} is encrypted with ansible-vault: give its vault password file (mesh_ca_vault_password_file, "
-                              "the modules' vault_password_file, or ANSIBLE_VAULT_PASSWORD_FILE)")
-            try:
-                data = self.vault.decrypt(data, what)
-            except VaultError as error:
-                raise CaError(str(error)) from None
+                raise CaError(f"{what} is encrypted with ansible-vault: give its vault password (--ask-vault-pass, --vault-id, "
+                              "ANSIBLE_VAULT_PASSWORD_FILE, or mesh_ca_vault_password_file)")
+            data = self.vault.decrypt(data, what)
         return _load_key(data, what)
 
     def _key_bytes(self, key) -> bytes:
@@ -447,14 +462,14 @@ class CaFolder:
         root = self.root()
         if self._decide("the root CA", root is not None, self._root_problems(root, trust_domain) if root else [], regenerate, changes):
             if self.rotation() != "none":
-                raise CaError(f"a root rotation is in progress at {self.path}: finish it (rotate-certs.yml -e rotate=root) before replacing the root")
+                raise CaError(f"a root rotation is in progress at {self.path}: finish it (rotate_certs.yml -e rotate=root) before replacing the root")
             replacing = root is not None
             root = make_root(trust_domain, now=self.now)
             self._store(ROOT, root.certificate, root.key)
             changes.actions.append(f"make root CA ({'replacing the old one: every proxy needs new certificates' if replacing else 'new'})")
         if root is not None and needs_renewal(root.certificate, self.now) and not_after(root.certificate) > self.now:
             changes.warnings.append(f"the root CA at {self.path} is past two thirds of its life (it expires on {not_after(root.certificate).isoformat()}): "
-                                    "rotate it (rotate-certs.yml -e rotate=root)")
+                                    "rotate it (rotate_certs.yml -e rotate=root)")
         for name in intermediates:
             self._ensure_intermediate(name, root, trust_domain, regenerate, changes)
         return changes
@@ -515,7 +530,7 @@ class CaFolder:
         if current is not None and regenerate in ("never", "fail"):
             raise CaError(f"another root CA exists at {self.path} ({current.certificate.subject.rfc4514_string()}, serial "
                           f"{serial_hex(current.certificate)}): it is not replaced by accident (regenerate: partial_idempotence "
-                          "replaces it; every proxy then needs new certificates; rotate-certs.yml -e rotate=root rotates without downtime)")
+                          "replaces it; every proxy then needs new certificates; rotate_certs.yml -e rotate=root rotates without downtime)")
         if self.rotation() != "none":
             raise CaError(f"a root rotation is in progress at {self.path}: finish it before importing a root")
         self._store(ROOT, certificate, key)

@@ -1,0 +1,114 @@
+"""The collection meshwright.mesh as users get it: `ansible-galaxy collection build` from this
+clone, `install` into a fresh folder, and Ansible then finds every module, role and playbook by
+its fully qualified name there (not in the clone). plugins/ holds current copies of modules/ and
+module_utils/ (tools/sync_collection.py), as real files."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+import yaml
+
+from tests.modules.conftest import ROOT
+
+BIN = os.path.dirname(sys.executable)
+MODULES = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(ROOT, "modules", "*.py")))
+PLAYBOOKS = sorted(os.path.basename(path)[:-4] for path in glob.glob(os.path.join(ROOT, "playbooks", "*.yml")))
+ROLES = sorted(os.listdir(os.path.join(ROOT, "roles")))
+
+
+def ansible(*args: str, env: dict, cwd: str) -> str:
+    result = subprocess.run([os.path.join(BIN, args[0]), *args[1:]], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    assert result.returncode == 0, f"{' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(the archive, the folder it was installed into, an environment that sees only that folder)."""
+    work = tmp_path_factory.mktemp("collection")
+    # An empty ansible.cfg, not the clone's: only the installed collection (and ansible-core's own) is found.
+    (work / "ansible.cfg").write_text("[defaults]\n")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(work / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(work / "installed"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false", ANSIBLE_HOME=str(work / "home"))
+    ansible("ansible-galaxy", "collection", "build", "--output-path", str(work / "build"), ROOT, env=env, cwd=str(work))
+    [archive] = glob.glob(str(work / "build" / "meshwright-mesh-*.tar.gz"))
+    ansible("ansible-galaxy", "collection", "install", "--collections-path", str(work / "installed"), archive, env=env, cwd=str(work))
+    return archive, work / "installed" / "ansible_collections" / "meshwright" / "mesh", env, work
+
+
+def test_the_installed_collection_lists_every_module_and_role(installed):
+    _, folder, env, work = installed
+    listed = ansible("ansible-doc", "--list", "--json", "meshwright.mesh", env=env, cwd=str(work))
+    assert sorted(yaml.safe_load(listed)) == [f"meshwright.mesh.{name}" for name in MODULES]
+    roles = ansible("ansible-doc", "--type", "role", "--list", "--json", "meshwright.mesh", env=env, cwd=str(work))
+    assert sorted(yaml.safe_load(roles)) == [f"meshwright.mesh.{name}" for name in ROLES]
+    assert sorted(os.path.basename(path)[:-4] for path in glob.glob(str(folder / "playbooks" / "*.yml"))) == PLAYBOOKS
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
+def test_each_playbook_runs_by_its_name_from_the_installed_collection(installed, playbook):
+    _, folder, env, work = installed
+    inventory = os.path.join(ROOT, "inventories", "local")
+    out = ansible("ansible-playbook", "-i", inventory, f"meshwright.mesh.{playbook}", "--syntax-check", env=env, cwd=str(work))
+    assert f"playbook: {folder}/playbooks/{playbook}.yml" in out
+
+
+def test_the_archive_holds_the_collection_only_with_real_files(installed):
+    archive = installed[0]
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+    names = {member.name for member in members}
+    assert not [member.name for member in members if member.issym() or member.islnk()]
+    assert {f"plugins/modules/{name}.py" for name in MODULES} <= names
+    assert "meta/runtime.yml" in names and "galaxy.yml" not in names  # MANIFEST.json stands for it
+    # The clone's development files stay out: the core (pip package meshwright), tests, demo state.
+    assert not [name for name in names if name.split("/")[0] in ("src", "tests", "molecule", ".venv", "state", "modules", "module_utils")]
+
+
+def test_plugins_hold_current_copies_of_modules_and_module_utils():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sync_collection.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert not [path for path in glob.glob(os.path.join(ROOT, "plugins", "*", "*.py")) if os.path.islink(path)]
+
+
+GROUP_PLAYBOOK = """\
+- name: Options of every meshwright module at once, through the collection's action group
+  hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/meshwright.mesh.mesh:
+      mesh: ["{{ mesh }}"]
+  tasks:
+    - name: Render without naming the mesh config (the group's default gives it)
+      meshwright.mesh.mesh_render:
+        proxies: {"frontend.default": /etc/meshwright/proxy}
+      register: rendered
+    - name: Assert the proxy was rendered
+      ansible.builtin.assert:
+        that: rendered.proxies['frontend.default'].kind == 'sidecar'
+"""
+
+
+def test_module_defaults_reach_the_controller_actions_through_the_action_group(tmp_path):
+    (tmp_path / "play.yml").write_text(GROUP_PLAYBOOK)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    extra = '{"mesh": "%s"}' % os.path.join(ROOT, "examples", "basic", "mesh.yaml")
+    out = ansible("ansible-playbook", "-i", "localhost,", "-c", "local", str(tmp_path / "play.yml"), "-e", extra, env=env, cwd=ROOT)
+    assert "failed=0" in out and "ok=2" in out, out
+
+
+# The paths users run to deploy, rotate, upgrade and report: controller work runs as action plugins there.
+RUN_PATHS = ["playbooks/deploy.yml", "playbooks/rotate_certs.yml", "playbooks/upgrade.yml", "playbooks/cert_report.yml",
+             "playbooks/tasks", "roles/common", "roles/mesh_ca", "roles/envoy_proxy/tasks", "roles/gateway", "roles/envoy_sidecar"]
+
+
+def test_no_task_of_deploy_rotation_upgrade_or_report_delegates_to_the_controller_or_sets_its_interpreter():
+    found = subprocess.run(["grep", "-rn", r"delegate_to: localhost\|ansible_python_interpreter", *RUN_PATHS],
+                           cwd=ROOT, capture_output=True, text=True).stdout
+    assert found == ""
