@@ -150,7 +150,7 @@ class Agent:
             except grpc.RpcError as error:
                 if error.code() in FINAL and held is None:
                     raise AgentError(f"the control plane refused the first certificate of proxy {self.proxy}: {error.details()}") from None
-                LOG.warning("proxy %s: no certificate from %s:%d (%s: %s); trying again in %.0f s", self.proxy,
+                LOG.warning("proxy %s: no certificate from %s:%d (%s: %s); trying again in %.1f s", self.proxy,
                             *(self.server if held else self.join_server), error.code().name, error.details(), backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
