@@ -16,6 +16,9 @@ import threading
 import urllib.error
 import urllib.request
 
+from cryptography import x509
+
+from meshwright.agent import Agent, AgentError
 from meshwright.check.cel_expressions import check_cel_expressions
 from meshwright.check.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
 from meshwright.check.pipeline import validate_mesh
@@ -25,8 +28,11 @@ from meshwright.compile.proxy_class import proxy_classes
 from meshwright.compile.xds_bootstrap import XdsServer
 from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_atomic, write_files
+from meshwright.deliver.identity import proxy_spiffe_id
 from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
+from meshwright.pki.ca import certificate_pem, load_authority
+from meshwright.pki.csr import key_matches_certificate
 from meshwright.problems import Problems
 from meshwright.serve import server as xds_server
 from meshwright.serve.join_tokens import issue_token
@@ -212,9 +218,6 @@ def _next_port(listen: tuple[str, int]) -> tuple[str, int]:
 
 def _signing_authority(args):
     """The intermediate the CSR service signs with (--signing-cert: it, then the CAs above it; --signing-key)."""
-    from meshwright.pki.ca import load_authority
-    from meshwright.pki.csr import key_matches_certificate
-
     chain, key = _read_pem("--signing-cert", args.signing_cert), _read_pem("--signing-key", args.signing_key)
     try:
         first, *parents = x509_certificates(chain)
@@ -227,9 +230,6 @@ def _signing_authority(args):
 
 def x509_certificates(chain: bytes) -> list[bytes]:
     """The PEM certificates of a chain, each as PEM bytes (ValueError when there is none)."""
-    from cryptography import x509
-
-    from meshwright.pki.ca import certificate_pem
     certificates = x509.load_pem_x509_certificates(chain)
     return [certificate_pem(c) for c in certificates]
 
@@ -334,8 +334,6 @@ def cmd_xds_bootstrap(args) -> int:
 
 
 def cmd_join_token(args) -> int:
-    from meshwright.deliver.identity import proxy_spiffe_id
-
     mesh, problems = load_valid(args.mesh)
     if problems:
         _print_problems(problems)
@@ -362,8 +360,6 @@ def cmd_join_token(args) -> int:
 
 
 def cmd_agent(args) -> int:
-    from meshwright.agent import Agent, AgentError
-
     roots_path = args.ca or os.path.join(args.certs_dir, "root-cert.pem")
     roots = _read_pem("--ca", roots_path)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
