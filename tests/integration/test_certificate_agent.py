@@ -163,6 +163,7 @@ def test_agents_renew_short_lived_certificates_under_traffic_with_no_failed_requ
             envoys[proxy] = Envoy(config_dir, 15000 + offsets[proxy])
 
         traffic = Traffic(15001 + offsets["client.default"])
+        started = time.monotonic()
         seen = {proxy: {envoy_serial(envoys[proxy])} for proxy in PROXIES}
         deadline = time.monotonic() + 60
         while min(len(serials) for serials in seen.values()) < 3 and time.monotonic() < deadline:
@@ -171,6 +172,7 @@ def test_agents_renew_short_lived_certificates_under_traffic_with_no_failed_requ
                 seen[proxy].add(envoy_serial(envoys[proxy]))
         time.sleep(1)  # requests on the last certificates too
         statuses = traffic.finish()
+        print(f"{len(statuses)} requests in {time.monotonic() - started:.1f} s; serials seen: {[len(s) for s in seen.values()]}")
         for proxy in PROXIES:
             # Envoy holds what the agent wrote last: the watched directory carried every renewal.
             assert envoy_serial(envoys[proxy]) == leaf_serial(str(tmp_path / proxy / "certs" / "cert-chain.pem"))
