@@ -291,3 +291,35 @@ def test_serve_and_agent_usage_errors(tmp_path):
     assert code == 1 and "no valid certificate in" in err and "no --join-token-file" in err
     code, _, err = run_cli(["join-token", "--mesh", str(tmp_path), "--proxy", "a.b", "--tokens-dir", str(tmp_path), "--ttl", "soon"])
     assert code == 2 and "'soon' is not a duration" in err
+
+
+def test_renewal_with_a_certificate_from_another_ca_fails_the_handshake(lab):
+    rogue = ca.make_root("cluster.local", common_name="rogue root")
+    key = csr.make_private_key()
+    chain = workload.sign_csr(csr.make_csr(key, CLIENT), CLIENT, rogue)
+    with pytest.raises(grpc.RpcError) as raised:
+        lab.call({"proxy": "client.default", "csr": make_csr()}, client=(key, chain))
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE and lab.service.signed == 0
+
+
+def test_a_token_redeemed_by_two_racing_requests_signs_once(tmp_path):
+    tokens = JoinTokens(str(tmp_path))
+    token = issue_token(str(tmp_path), "client.default", 600)
+    outcomes = []
+    barrier = threading.Barrier(8)
+
+    def redeem():
+        barrier.wait()
+        try:
+            tokens.redeem(token, "client.default")
+            outcomes.append("signed")
+        except Exception as error:  # TokenRefused: the message is checked below
+            outcomes.append(str(error))
+
+    threads = [threading.Thread(target=redeem) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("signed") == 1
+    assert all("was already used" in outcome for outcome in outcomes if outcome != "signed")
