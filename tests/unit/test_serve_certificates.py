@@ -37,7 +37,8 @@ class Lab:
         self.site = ca.make_intermediate(self.root, "site-a", trust_domains=["cluster.local"])
         self.roots = certificate_pem(self.root.certificate)
         self.tokens_dir = str(tmp_path / "tokens")
-        self.service = CertificateService(self.site, IDENTITIES.get, JoinTokens(self.tokens_dir), LIFETIME)
+        self.status_refusals: list[str] = []
+        self.service = CertificateService(self.site, IDENTITIES.get, JoinTokens(self.tokens_dir), LIFETIME, self.status_refusals.append)
         serving = ServingCertificate(self.site, "spiffe://cluster.local/ns/meshwright-system/sa/meshwright-control-plane", self.roots)
         self.server, self.csr_port, self.join_port = csr_server(self.service, serving, ("127.0.0.1", free_port()), ("127.0.0.1", free_port()))
         self.caplog = caplog
@@ -130,6 +131,8 @@ def test_a_replayed_join_token_is_refused(lab):
     code, details, line = lab.refused({"proxy": "client.default", "csr": make_csr(), "join_token": token})
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert "was already used (a token signs one CSR: issue a new one)" in details and details in line
+    # `meshwright status` lists it with the refused streams.
+    assert lab.status_refusals[-1].startswith("CSR from ipv4:127.0.0.1:") and lab.status_refusals[-1].endswith(details)
 
 
 def test_an_expired_join_token_is_refused(lab):

@@ -115,8 +115,9 @@ class CertificateService:
     no such proxy (the served mesh changes under edits)."""
 
     def __init__(self, issuer: Authority, identity_of: Callable[[str], str | None], tokens: JoinTokens | None,
-                 lifetime: datetime.timedelta = DEFAULT_CERT_LIFETIME):
+                 lifetime: datetime.timedelta = DEFAULT_CERT_LIFETIME, on_refusal: Callable[[str], None] | None = None):
         self.issuer, self.identity_of, self.tokens, self.lifetime = issuer, identity_of, tokens, lifetime
+        self.on_refusal = on_refusal  # the status endpoint's list of refusals
         self.signed = 0
 
     def create_certificate(self, request: SignRequest, peer_pem: bytes | None, now: datetime.datetime | None = None) -> list[str]:
@@ -162,6 +163,8 @@ class CertificateService:
         except CsrServiceRefusal as refusal:
             how = "mTLS" if peer_pem else "join token"
             LOG.warning("refused CSR from %s (%s): %s", context.peer(), how, refusal)
+            if self.on_refusal is not None:
+                self.on_refusal(f"CSR from {context.peer()} ({how}): {refusal}")
             context.abort(refusal.code, str(refusal))
         LOG.info("signed a certificate for proxy %s (%s) from %s, valid until %s", request.proxy, "renewal" if peer_pem else "join token",
                  context.peer(), x509.load_pem_x509_certificate(chain[0].encode()).not_valid_after_utc.isoformat())

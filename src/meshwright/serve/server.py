@@ -131,7 +131,8 @@ def proxy_identity(plane: ControlPlane, proxy_id: str) -> str | None:
 def start_csr_service(plane: ControlPlane, settings: CsrSettings, roots: bytes) -> tuple[CertificateService, grpc.Server, int, int | None]:
     """The CSR service on its ports, signing for the proxies of the plane's current mesh."""
     tokens = JoinTokens(settings.tokens_dir) if settings.tokens_dir else None
-    service = CertificateService(settings.issuer, lambda proxy_id: proxy_identity(plane, proxy_id), tokens, settings.lifetime)
+    service = CertificateService(settings.issuer, lambda proxy_id: proxy_identity(plane, proxy_id), tokens, settings.lifetime,
+                                 plane.record_refusal)
     serving = ServingCertificate(settings.issuer, control_plane_spiffe_id(plane.estate.mesh.settings.trust_domain), roots)
     server, csr_port, join_port = csr_server(service, serving, settings.csr_listen, settings.join_listen if tokens else None)
     return service, server, csr_port, join_port
