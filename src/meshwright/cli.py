@@ -374,7 +374,7 @@ def cmd_agent(args) -> int:
     except AgentError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_INVALID
-    logging.getLogger("meshwright.agent").info("proxy %s: stopped; %d certificates written", args.proxy, agent.issued)
+    logging.getLogger("meshwright.agent").info("proxy %s: stopped (certificates written: %d)", args.proxy, agent.issued)
     return EXIT_OK
 
 

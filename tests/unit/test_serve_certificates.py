@@ -326,3 +326,62 @@ def test_a_token_redeemed_by_two_racing_requests_signs_once(tmp_path):
         thread.join()
     assert outcomes.count("signed") == 1
     assert all("was already used" in outcome for outcome in outcomes if outcome != "signed")
+
+
+def test_serve_join_token_and_agent_as_a_user_runs_them(tmp_path):
+    """`meshwright serve` with the CSR service (a process, mTLS), `meshwright join-token`, then
+    `meshwright agent` (a process) gets the first certificate; both stop on SIGTERM, exit 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from meshwright.pki.spiffe import control_plane_spiffe_id
+    from tests.unit.test_serve_ads import MESH
+
+    (tmp_path / "mesh").mkdir()
+    (tmp_path / "mesh" / "mesh.yaml").write_text(MESH.format(address="10.0.0.1", timeout="5s"))
+    workload_entry = [d for d in __import__("yaml").safe_load_all(MESH.format(address="10.0.0.1", timeout="5s")) if d and d.get("kind") == "WorkloadEntry"][0]
+    proxy_id = f"{workload_entry['metadata']['name']}.{workload_entry['metadata']['namespace']}"
+    root = ca.make_root("cluster.local")
+    site = ca.make_intermediate(root, "site-a")
+    files = {"root.pem": certificate_pem(root.certificate), "site-chain.pem": site.certificate_pem() + site.parents_pem(), "site-key.pem": site.key_pem()}
+    plane_key = csr.make_private_key()
+    files["cp-key.pem"] = plane_key
+    files["cp-chain.pem"] = workload.sign_csr(csr.make_csr(plane_key, control_plane_spiffe_id("cluster.local")), control_plane_spiffe_id("cluster.local"), site)
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    csr_port, join_port = free_port(), free_port()
+    serve = subprocess.Popen([sys.executable, "-m", "meshwright.cli", "serve", "--mesh", str(tmp_path / "mesh"), "--listen", f"127.0.0.1:{free_port()}",
+                              "--status-listen", f"127.0.0.1:{free_port()}", "--tls-cert", str(tmp_path / "cp-chain.pem"),
+                              "--tls-key", str(tmp_path / "cp-key.pem"), "--ca", str(tmp_path / "root.pem"),
+                              "--signing-cert", str(tmp_path / "site-chain.pem"), "--signing-key", str(tmp_path / "site-key.pem"),
+                              "--cert-lifetime", "1h", "--csr-listen", f"127.0.0.1:{csr_port}", "--join-listen", f"127.0.0.1:{join_port}",
+                              "--join-tokens", str(tmp_path / "tokens")], stderr=subprocess.PIPE, text=True)
+    agent = None
+    try:
+        code, _, err = run_cli(["join-token", "--mesh", str(tmp_path / "mesh"), "--proxy", proxy_id, "--tokens-dir", str(tmp_path / "tokens"),
+                                "--out", str(tmp_path / "token.json")])
+        assert code == 0, err
+        agent = subprocess.Popen([sys.executable, "-m", "meshwright.cli", "agent", "--server", f"127.0.0.1:{csr_port}", "--join-server",
+                                  f"127.0.0.1:{join_port}", "--proxy", proxy_id, "--certs-dir", str(tmp_path / "certs"),
+                                  "--join-token-file", str(tmp_path / "token.json"), "--ca", str(tmp_path / "root.pem")],
+                                 stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(tmp_path / "certs" / "cert-chain.pem"):
+            assert time.monotonic() < deadline and agent.poll() is None and serve.poll() is None, "no certificate from the agent"
+            time.sleep(0.1)
+        leaf = x509.load_pem_x509_certificate((tmp_path / "certs" / "cert-chain.pem").read_bytes())
+        assert leaf.not_valid_after_utc - leaf.not_valid_before_utc - ca.CLOCK_SKEW <= datetime.timedelta(hours=1)
+        assert (tmp_path / "certs" / "root-cert.pem").read_bytes() == files["root.pem"]
+    finally:
+        for process in (agent, serve):
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+        agent_err = agent.communicate(timeout=15)[1] if agent else ""
+        serve_err = serve.communicate(timeout=15)[1]
+    assert agent.returncode == 0 and f"proxy {proxy_id}: first certificate for spiffe://cluster.local/ns/" in agent_err, agent_err
+    assert f"proxy {proxy_id}: stopped (certificates written: 1)" in agent_err
+    assert serve.returncode == 0 and f"signing workload certificates (1:00:00) on 127.0.0.1:{csr_port} (renewal, mTLS)" in serve_err, serve_err
+    assert f"signed a certificate for proxy {proxy_id} (join token)" in serve_err
