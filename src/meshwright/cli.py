@@ -220,7 +220,7 @@ def _signing_authority(args):
     """The intermediate the CSR service signs with (--signing-cert: it, then the CAs above it; --signing-key)."""
     chain, key = _read_pem("--signing-cert", args.signing_cert), _read_pem("--signing-key", args.signing_key)
     try:
-        first, *parents = x509_certificates(chain)
+        first, *parents = _pem_certificates(chain)
         if not key_matches_certificate(key, chain):
             raise ValueError("the key is not the key of the first certificate")
         return load_authority(first, key, b"".join(parents))
@@ -228,7 +228,7 @@ def _signing_authority(args):
         raise UsageError(f"--signing-cert {args.signing_cert} / --signing-key {args.signing_key}: {error}") from None
 
 
-def x509_certificates(chain: bytes) -> list[bytes]:
+def _pem_certificates(chain: bytes) -> list[bytes]:
     """The PEM certificates of a chain, each as PEM bytes (ValueError when there is none)."""
     certificates = x509.load_pem_x509_certificates(chain)
     return [certificate_pem(c) for c in certificates]
