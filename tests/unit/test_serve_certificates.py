@@ -385,3 +385,15 @@ def test_serve_join_token_and_agent_as_a_user_runs_them(tmp_path):
     assert f"proxy {proxy_id}: stopped (certificates written: 1)" in agent_err
     assert serve.returncode == 0 and f"signing workload certificates (1:00:00) on 127.0.0.1:{csr_port} (renewal, mTLS)" in serve_err, serve_err
     assert f"signed a certificate for proxy {proxy_id} (join token)" in serve_err
+
+
+def test_agent_renews_a_certificate_ansible_rotation_wrote_without_a_token(lab, tmp_path):
+    from meshwright.pki.store import write_workload_certificates
+    key, chain = lab.certificate(CLIENT)
+    certs = str(tmp_path / "certs")
+    write_workload_certificates(certs, key, chain, lab.roots)
+    agent = Agent(("127.0.0.1", lab.csr_port), ("127.0.0.1", lab.join_port), "client.default", certs, lab.roots)  # no token file
+    held = agent.current()
+    assert held is not None and held.chain == chain
+    renewed = agent.request_certificate(held)
+    assert renewed.key != key and agent.current() == renewed
