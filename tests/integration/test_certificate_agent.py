@@ -78,15 +78,16 @@ LIFETIME_SECONDS = 24  # renewed at 16 s: two renewals in about 33 s
 TRUST_DOMAIN = "cluster.local"
 
 
-def leaf_serial(chain_path: str) -> str:
+def leaf_serial(chain_path: str) -> int:
     with open(chain_path, "rb") as handle:
-        return format(x509.load_pem_x509_certificate(handle.read()).serial_number, "x")
+        return x509.load_pem_x509_certificate(handle.read()).serial_number
 
 
-def envoy_serial(envoy: Envoy) -> str:
-    """The serial of the certificate Envoy holds as its own ("default" secret)."""
+def envoy_serial(envoy: Envoy) -> int:
+    """The serial of the certificate Envoy holds as its own ("default" secret); Envoy writes it
+    in hex, with a leading zero when the digits are odd in number."""
     certificates = json.loads(envoy.admin("/certs"))["certificates"]
-    return [c["cert_chain"][0]["serial_number"] for c in certificates if c.get("cert_chain")][0]
+    return int([c["cert_chain"][0]["serial_number"] for c in certificates if c.get("cert_chain")][0], 16)
 
 
 class Traffic:
