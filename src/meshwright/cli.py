@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import hashlib
 import json
@@ -15,6 +16,9 @@ import threading
 import urllib.error
 import urllib.request
 
+from cryptography import x509
+
+from meshwright.agent import Agent, AgentError
 from meshwright.check.cel_expressions import check_cel_expressions
 from meshwright.check.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
 from meshwright.check.pipeline import validate_mesh
@@ -24,10 +28,14 @@ from meshwright.compile.proxy_class import proxy_classes
 from meshwright.compile.xds_bootstrap import XdsServer
 from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_atomic, write_files
+from meshwright.deliver.identity import proxy_spiffe_id
 from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
+from meshwright.pki.ca import certificate_pem, load_authority
+from meshwright.pki.csr import key_matches_certificate
 from meshwright.problems import Problems
 from meshwright.serve import server as xds_server
+from meshwright.serve.join_tokens import issue_token
 from meshwright.serve.bootstrap import xds_bootstrap_text
 from meshwright.serve.source import load_valid
 
@@ -191,8 +199,59 @@ def _server_tls(args) -> xds_server.ServerTls | None:
     return xds_server.ServerTls(_read_pem("--tls-cert", args.tls_cert), _read_pem("--tls-key", args.tls_key), _read_pem("--ca", args.ca))
 
 
+def _duration(text: str) -> datetime.timedelta:
+    """"90", "90s", "10m", "24h", "7d" -> a positive timedelta."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = 0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (a positive number with s, m, h or d: 30s, 10m, 24h)")
+    return datetime.timedelta(seconds=seconds)
+
+
+def _next_port(listen: tuple[str, int]) -> tuple[str, int]:
+    return listen[0], listen[1] + 1 if listen[1] else 0
+
+
+def _signing_authority(args):
+    """The intermediate the CSR service signs with (--signing-cert: it, then the CAs above it; --signing-key)."""
+    chain, key = _read_pem("--signing-cert", args.signing_cert), _read_pem("--signing-key", args.signing_key)
+    try:
+        first, *parents = _pem_certificates(chain)
+        if not key_matches_certificate(key, chain):
+            raise ValueError("the key is not the key of the first certificate")
+        return load_authority(first, key, b"".join(parents))
+    except ValueError as error:
+        raise UsageError(f"--signing-cert {args.signing_cert} / --signing-key {args.signing_key}: {error}") from None
+
+
+def _pem_certificates(chain: bytes) -> list[bytes]:
+    """The PEM certificates of a chain, each as PEM bytes (ValueError when there is none)."""
+    certificates = x509.load_pem_x509_certificates(chain)
+    return [certificate_pem(c) for c in certificates]
+
+
+def _csr_settings(args, tls) -> xds_server.CsrSettings | None:
+    given = {"--signing-cert": args.signing_cert, "--signing-key": args.signing_key}
+    if not any(given.values()):
+        if args.join_tokens:
+            raise UsageError("--join-tokens needs --signing-cert and --signing-key (the intermediate the CSR service signs with)")
+        return None
+    missing = [option for option, value in given.items() if not value]
+    if missing:
+        raise UsageError(f"give {', '.join(missing)} too: the CSR service signs with the intermediate's certificate chain and key")
+    if tls is None:
+        raise UsageError("the CSR service needs mTLS: not with --plaintext-loopback")
+    join_listen = args.join_listen or _next_port(args.csr_listen)
+    return xds_server.CsrSettings(_signing_authority(args), args.csr_listen, join_listen, args.join_tokens, args.cert_lifetime)
+
+
 def cmd_serve(args) -> int:
     tls = _server_tls(args)
+    csr = _csr_settings(args, tls)
     mesh, problems = load_valid(args.mesh)
     if problems:
         _print_problems(problems)
@@ -204,9 +263,9 @@ def cmd_serve(args) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen)
+        running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr)
     except (ValueError, RuntimeError) as error:
-        raise UsageError(f"--listen/--status-listen: {error}") from None
+        raise UsageError(f"--listen/--status-listen/--csr-listen/--join-listen: {error}") from None
     stop.wait()
     running.stop()
     return EXIT_OK
@@ -274,6 +333,51 @@ def cmd_xds_bootstrap(args) -> int:
     return EXIT_OK
 
 
+def cmd_join_token(args) -> int:
+    mesh, problems = load_valid(args.mesh)
+    if problems:
+        _print_problems(problems)
+        return EXIT_INVALID
+    try:
+        spiffe = proxy_spiffe_id(mesh, args.proxy)
+    except UnknownProxy as error:
+        raise UsageError(str(error)) from None
+    ttl = args.ttl.total_seconds()
+    try:
+        token = issue_token(args.tokens_dir, args.proxy, ttl)
+    except OSError as error:
+        raise UsageError(f"--tokens-dir {args.tokens_dir}: cannot write there: {error.strerror or error}") from None
+    record = json.dumps({"proxy": args.proxy, "spiffe_id": spiffe, "token": token, "ttl_seconds": int(ttl)}, sort_keys=True) + "\n"
+    if args.out:
+        try:
+            write_atomic(os.path.abspath(args.out), record, mode=0o600)
+        except OSError as error:
+            raise UsageError(f"--out {args.out}: cannot write there: {error.strerror or error}") from None
+        print(f"{args.proxy}: join token (one use, {int(ttl)} s) written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(record)
+    return EXIT_OK
+
+
+def cmd_agent(args) -> int:
+    roots_path = args.ca or os.path.join(args.certs_dir, "root-cert.pem")
+    roots = _read_pem("--ca", roots_path)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    gc.enable()  # a long-running process, like serve
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    agent = Agent(args.server, args.join_server or _next_port(args.server), args.proxy, args.certs_dir, roots,
+                  args.join_token_file, args.validity)
+    try:
+        agent.run(stop)
+    except AgentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    logging.getLogger("meshwright.agent").info("proxy %s: stopped (certificates written: %d)", args.proxy, agent.issued)
+    return EXIT_OK
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -316,7 +420,33 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ca", help="the mesh's roots (PEM): proxies' client certificates must chain to them")
     serve.add_argument("--plaintext-loopback", action="store_true",
                        help="development only: no TLS and no proxy identity check, on a loopback address only")
+    serve.add_argument("--signing-cert", help="CSR service: the intermediate's certificate, then the CAs above it (PEM)")
+    serve.add_argument("--signing-key", help="CSR service: the intermediate's private key (PEM)")
+    serve.add_argument("--cert-lifetime", type=_duration, default=datetime.timedelta(hours=24),
+                       help="lifetime of the workload certificates it signs (default 24h; a request may ask for less)")
+    serve.add_argument("--csr-listen", type=_host_port, default=("127.0.0.1", 15016),
+                       help="HOST:PORT of the CSR service for renewals, mTLS (default 127.0.0.1:15016)")
+    serve.add_argument("--join-listen", type=_host_port, help="HOST:PORT of the CSR service for join tokens, server TLS only (default: --csr-listen's port + 1)")
+    serve.add_argument("--join-tokens", help="directory of join tokens that `meshwright join-token` writes (without it, no first join)")
     serve.set_defaults(func=cmd_serve)
+
+    token = commands.add_parser("join-token", help="issue a one-time token a proxy's agent uses for its first certificate")
+    token.add_argument("--mesh", action="append", required=True, help="mesh config file or directory (repeatable): the proxy's identity")
+    token.add_argument("--proxy", required=True, help="the proxy it is for (name.namespace)")
+    token.add_argument("--tokens-dir", required=True, help="the directory `meshwright serve --join-tokens` reads")
+    token.add_argument("--ttl", type=_duration, default=datetime.timedelta(minutes=10), help="how long it may be used (default 10m)")
+    token.add_argument("--out", help="the token file to write (0600) for the agent's --join-token-file (default: stdout)")
+    token.set_defaults(func=cmd_join_token)
+
+    agent = commands.add_parser("agent", help="keep a proxy's certificates from the control plane's CSR service, renewed")
+    agent.add_argument("--server", type=_host_port, required=True, help="HOST:PORT of the CSR service (serve --csr-listen)")
+    agent.add_argument("--join-server", type=_host_port, help="HOST:PORT for the first join (serve --join-listen; default: --server's port + 1)")
+    agent.add_argument("--proxy", required=True, help="the proxy (name.namespace)")
+    agent.add_argument("--certs-dir", required=True, help="where key.pem, cert-chain.pem and root-cert.pem are written (what SDS names)")
+    agent.add_argument("--join-token-file", help="the token file from `meshwright join-token`, used when there is no valid certificate")
+    agent.add_argument("--ca", help="the mesh's roots (PEM; default: root-cert.pem in --certs-dir)")
+    agent.add_argument("--validity", type=_duration, help="lifetime to ask for (default: the control plane's --cert-lifetime)")
+    agent.set_defaults(func=cmd_agent)
 
     status = commands.add_parser("status", help="every proxy of a running `meshwright serve`: SYNCED, STALE or NACK per type")
     status.add_argument("--server", type=_host_port, default=("127.0.0.1", 15014), help="its status endpoint (default 127.0.0.1:15014)")

@@ -12,12 +12,13 @@ import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from meshwright.pki.ca import CLOCK_SKEW, Authority, certificate_pem
 
 DEFAULT_LIFETIME = datetime.timedelta(days=30)
+MIN_RSA_BITS = 2048
 
 
 class CsrRefused(ValueError):
@@ -37,18 +38,28 @@ def csr_spiffe_id(csr: x509.CertificateSigningRequest) -> str:
     return uris[0]
 
 
-def check_csr(csr_pem: bytes, expected_spiffe_id: str) -> x509.CertificateSigningRequest:
-    """The parsed CSR when it is signed by its own key, ECDSA P-256 and asks for exactly
-    expected_spiffe_id; CsrRefused saying why otherwise."""
+def check_key(key, allow_rsa: bool) -> None:
+    """CsrRefused unless the key is ECDSA P-256 (or, with allow_rsa, RSA of 2048 bits or more)."""
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
+        return
+    if allow_rsa and isinstance(key, rsa.RSAPublicKey) and key.key_size >= MIN_RSA_BITS:
+        return
+    if allow_rsa:
+        what = f"RSA {key.key_size} bits" if isinstance(key, rsa.RSAPublicKey) else type(key).__name__.lstrip("_")
+        raise CsrRefused(f"workload keys must be ECDSA P-256 (secp256r1) or RSA of {MIN_RSA_BITS} bits or more, not {what}")
+    raise CsrRefused("workload keys must be ECDSA P-256 (secp256r1)")
+
+
+def check_csr(csr_pem: bytes, expected_spiffe_id: str, allow_rsa: bool = False) -> x509.CertificateSigningRequest:
+    """The parsed CSR when it is signed by its own key, ECDSA P-256 (or with allow_rsa RSA
+    >= 2048) and asks for exactly expected_spiffe_id; CsrRefused saying why otherwise."""
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
     except ValueError as error:
         raise CsrRefused(f"not a PEM certificate signing request: {error}") from None
     if not csr.is_signature_valid:
         raise CsrRefused("the CSR's signature does not verify with its own public key")
-    key = csr.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-        raise CsrRefused("workload keys must be ECDSA P-256 (secp256r1)")
+    check_key(csr.public_key(), allow_rsa)
     asked = csr_spiffe_id(csr)
     if asked != expected_spiffe_id:
         raise CsrRefused(f"the CSR asks for {asked}, but this workload's identity is {expected_spiffe_id} (from its WorkloadEntry's namespace and serviceAccount)")
@@ -56,11 +67,11 @@ def check_csr(csr_pem: bytes, expected_spiffe_id: str) -> x509.CertificateSignin
 
 
 def sign_csr(csr_pem: bytes, expected_spiffe_id: str, issuer: Authority, lifetime: datetime.timedelta = DEFAULT_LIFETIME,
-             now: datetime.datetime | None = None) -> bytes:
+             now: datetime.datetime | None = None, allow_rsa: bool = False) -> bytes:
     """The workload's certificate chain (PEM: the leaf, then the issuer's CA certificates up
     to but not including the root). Raises CsrRefused when the CSR is not for expected_spiffe_id,
     AuthorityExpired when the issuer or a CA above it has expired."""
-    csr = check_csr(csr_pem, expected_spiffe_id)
+    csr = check_csr(csr_pem, expected_spiffe_id, allow_rsa)
     now = now or datetime.datetime.now(datetime.timezone.utc)
     issuer.check_can_sign(now)  # AuthorityExpired: what it signed would not verify
     not_after = min(now + lifetime, issuer.expiry())  # never past the intermediate's or the root's expiry

@@ -150,7 +150,7 @@ class ControlPlane:
             proxy_id = admitted_proxy(self.estate, node.id, peer_certificate(context.auth_context()), self.require_identity)
         except Refused as refused:
             LOG.warning("refused xDS stream from %s: %s", peer, refused)
-            self.refusals = [*self.refusals[-19:], f"{peer}: {refused}"]
+            self.record_refusal(f"{peer}: {refused}")
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refused))
         certs_dir = node.metadata.fields[CERTS_DIR_METADATA].string_value if CERTS_DIR_METADATA in node.metadata.fields else None
         stream = Stream(self, proxy_id, node.id, peer, delta, certs_dir)
@@ -164,6 +164,11 @@ class ControlPlane:
             with self._lock:
                 self._streams.discard(stream)
             LOG.info("proxy %s disconnected", proxy_id)
+
+    def record_refusal(self, text: str) -> None:
+        """Keep a refused stream's or CSR's reason for `meshwright status` (the last 20)."""
+        with self._lock:  # xDS streams and CSR calls refuse from threads of their own
+            self.refusals = [*self.refusals[-19:], text]
 
     def streams(self) -> list[Stream]:
         with self._lock:

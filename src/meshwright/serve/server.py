@@ -12,6 +12,7 @@ import http.server
 import ipaddress
 import json
 import logging
+import datetime
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from meshwright.mesh import Mesh
+from meshwright.pki.ca import Authority
+from meshwright.pki.spiffe import control_plane_spiffe_id, spiffe_id
+from meshwright.serve.certificates import DEFAULT_CERT_LIFETIME, CertificateService, ServingCertificate, csr_server
+from meshwright.serve.join_tokens import JoinTokens
 from meshwright.serve.plane import ControlPlane
 from meshwright.serve.source import MeshFolder
 
@@ -36,6 +41,18 @@ class ServerTls:
     certificate_chain: bytes
     private_key: bytes
     client_roots: bytes
+
+
+@dataclass(frozen=True)
+class CsrSettings:
+    """The CSR service (serve/certificates.py): the intermediate it signs with, where it
+    listens (mTLS for renewals, server TLS for join tokens), the tokens directory, the lifetime."""
+
+    issuer: Authority
+    csr_listen: tuple[str, int]
+    join_listen: tuple[str, int] | None = None
+    tokens_dir: str | None = None
+    lifetime: datetime.timedelta = DEFAULT_CERT_LIFETIME
 
 
 class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
@@ -102,11 +119,33 @@ def status_server(plane: ControlPlane, host: str, port: int) -> http.server.Thre
     return server
 
 
+def proxy_identity(plane: ControlPlane, proxy_id: str) -> str | None:
+    """The SPIFFE ID the served mesh gives a proxy now; None when it has no such proxy."""
+    estate = plane.estate
+    proxy = estate.proxies.get(proxy_id)
+    if proxy is None:
+        return None
+    return spiffe_id(estate.mesh.settings.trust_domain, proxy.namespace, proxy.service_account)
+
+
+def start_csr_service(plane: ControlPlane, settings: CsrSettings, roots: bytes) -> tuple[CertificateService, grpc.Server, int, int | None]:
+    """The CSR service on its ports, signing for the proxies of the plane's current mesh."""
+    tokens = JoinTokens(settings.tokens_dir) if settings.tokens_dir else None
+    service = CertificateService(settings.issuer, lambda proxy_id: proxy_identity(plane, proxy_id), tokens, settings.lifetime,
+                                 plane.record_refusal)
+    serving = ServingCertificate(settings.issuer, control_plane_spiffe_id(plane.estate.mesh.settings.trust_domain), roots)
+    server, csr_port, join_port = csr_server(service, serving, settings.csr_listen, settings.join_listen if tokens else None)
+    return service, server, csr_port, join_port
+
+
 class Running:
-    """A started control plane: stop() ends the watch, the status endpoint and the gRPC server."""
+    """A started control plane: stop() ends the watch, the status endpoint and the gRPC servers."""
 
     def __init__(self, plane: ControlPlane, grpc_port: int, status_port: int | None, stoppers: list):
         self.plane, self.grpc_port, self.status_port, self._stoppers = plane, grpc_port, status_port, stoppers
+        self.csr_port: int | None = None
+        self.join_port: int | None = None
+        self.certificates: CertificateService | None = None
 
     def stop(self) -> None:
         for stop in reversed(self._stoppers):
@@ -114,8 +153,10 @@ class Running:
 
 
 def start(mesh: Mesh, paths: list[str], listen: tuple[str, int], tls: ServerTls | None,
-          status_listen: tuple[str, int] | None = None, watch: bool = True) -> Running:
-    """Serve mesh (loaded and valid from paths) and watch paths for edits."""
+          status_listen: tuple[str, int] | None = None, watch: bool = True, csr: CsrSettings | None = None) -> Running:
+    """Serve mesh (loaded and valid from paths) and watch paths for edits; with csr, the CSR service too (mTLS only)."""
+    if csr is not None and tls is None:
+        raise ValueError("the CSR service needs mTLS (it verifies proxies' certificates against the mesh roots): not with plaintext xDS")
     plane = ControlPlane(mesh, require_identity=tls is not None)
     stoppers = []
     server, port = grpc_server(plane, *listen, tls)
@@ -125,10 +166,17 @@ def start(mesh: Mesh, paths: list[str], listen: tuple[str, int], tls: ServerTls 
         http_server = status_server(plane, *status_listen)
         status_port = http_server.server_address[1]
         stoppers.append(lambda: (http_server.shutdown(), http_server.server_close()))
+    running = Running(plane, port, None, stoppers)
+    if csr is not None:
+        running.certificates, csr_grpc, running.csr_port, running.join_port = start_csr_service(plane, csr, tls.client_roots)
+        stoppers.append(lambda: csr_grpc.stop(grace=1).wait(5))
+        LOG.info("signing workload certificates (%s) on %s:%d (renewal, mTLS)%s", csr.lifetime, csr.csr_listen[0], running.csr_port,
+                 f" and {csr.join_listen[0]}:{running.join_port} (join tokens from {csr.tokens_dir})" if running.join_port else "")
     if watch:
         folder = MeshFolder(paths, plane.apply_loaded)
         folder.start()
         stoppers.append(folder.stop)
     LOG.info("serving %d proxies over ADS on %s:%d (%s)%s", len(plane.estate.proxies), listen[0], port,
              "mTLS" if tls else "plaintext, loopback only", f"; status on http://{status_listen[0]}:{status_port}/status" if status_listen else "")
-    return Running(plane, port, status_port, stoppers)
+    running.status_port = status_port
+    return running

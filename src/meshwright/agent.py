@@ -1,0 +1,156 @@
+"""`meshwright agent`: a workload host's certificates from the control plane's CSR service
+(Istio's pilot-agent, its CA client part; docs/control-plane.md).
+
+It makes a new key for every certificate (the key never leaves the host), sends a CSR for the
+proxy's SPIFFE ID, authenticated by the current certificate (mTLS, renewal) when the certs
+directory holds a valid one, else by a one-time join token. It writes key.pem, cert-chain.pem
+and root-cert.pem into the certs directory all at once (pki/store.py: the files SDS names,
+the directory Envoy watches), renews two thirds into the certificate's life, retries with
+backoff while the control plane cannot be reached, and stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+import grpc
+from cryptography import x509
+
+from meshwright.pki.ca import CLOCK_SKEW
+from meshwright.pki.csr import key_matches_certificate, make_csr, make_private_key
+from meshwright.pki.store import CHAIN_FILE, KEY_FILE, write_workload_certificates
+from meshwright.serve.certificates import CA_SERVER_NAME, PATH
+
+LOG = logging.getLogger("meshwright.agent")
+RENEW_FRACTION = 2 / 3
+FIRST_BACKOFF, MAX_BACKOFF = 1.0, 30.0
+CALL_TIMEOUT = 10.0
+# Refusals that trying again will not change (a retry would only fill the server's log).
+FINAL = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+class AgentError(Exception):
+    """The agent cannot get a certificate and retrying will not help; the message says why."""
+
+
+@dataclass(frozen=True)
+class Held:
+    """The certificate in the certs directory: its key and chain, when it was issued and expires."""
+
+    key: bytes
+    chain: bytes
+    issued: datetime.datetime
+    expires: datetime.datetime
+
+    def renew_at(self) -> datetime.datetime:
+        return self.issued + (self.expires - self.issued) * RENEW_FRACTION
+
+
+def held_certificate(certs_dir: str) -> Held | None:
+    """The certificate in certs_dir when there is one that matches its key; else None."""
+    try:
+        with open(os.path.join(certs_dir, KEY_FILE), "rb") as handle:
+            key = handle.read()
+        with open(os.path.join(certs_dir, CHAIN_FILE), "rb") as handle:
+            chain = handle.read()
+        leaf = x509.load_pem_x509_certificate(chain)
+        if not key_matches_certificate(key, chain):
+            return None
+    except (OSError, ValueError):
+        return None
+    # Certificates start CLOCK_SKEW early (pki/ca.py): their life is counted from issue.
+    issued = min(leaf.not_valid_before_utc + CLOCK_SKEW, leaf.not_valid_after_utc)
+    return Held(key, chain, issued, leaf.not_valid_after_utc)
+
+
+class Agent:
+    def __init__(self, server: tuple[str, int], join_server: tuple[str, int], proxy: str, certs_dir: str, roots: bytes,
+                 join_token_file: str | None = None, validity: datetime.timedelta | None = None):
+        self.server, self.join_server, self.proxy, self.certs_dir = server, join_server, proxy, certs_dir
+        self.roots, self.join_token_file, self.validity = roots, join_token_file, validity
+        self.issued = 0
+
+    def _now(self) -> datetime.datetime:
+        return datetime.datetime.now(datetime.timezone.utc)
+
+    def current(self) -> Held | None:
+        held = held_certificate(self.certs_dir)
+        return held if held is not None and held.expires > self._now() else None
+
+    def _join_token(self) -> tuple[str, str]:
+        """(token, SPIFFE ID) from the join token file `meshwright join-token` wrote."""
+        if not self.join_token_file:
+            raise AgentError(f"no valid certificate in {self.certs_dir} and no --join-token-file: the first certificate needs a join token "
+                             "(`meshwright join-token --proxy ...` on the control plane's host)")
+        try:
+            with open(self.join_token_file) as handle:
+                record = json.load(handle)
+        except OSError as error:
+            raise AgentError(f"--join-token-file {self.join_token_file}: cannot read it: {error.strerror or error}") from None
+        except ValueError as error:
+            raise AgentError(f"--join-token-file {self.join_token_file}: not what `meshwright join-token` writes (JSON): {error}") from None
+        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in ("proxy", "spiffe_id", "token")):
+            raise AgentError(f"--join-token-file {self.join_token_file}: needs proxy, spiffe_id and token (what `meshwright join-token` writes)")
+        if record["proxy"] != self.proxy:
+            raise AgentError(f"--join-token-file {self.join_token_file}: the token is for proxy {record['proxy']}, not {self.proxy}")
+        return record["token"], record["spiffe_id"]
+
+    def _channel(self, held: Held | None) -> grpc.Channel:
+        """mTLS with the current certificate to the CSR port, or server TLS only to the join port."""
+        if held is not None:
+            credentials = grpc.ssl_channel_credentials(self.roots, held.key, held.chain)
+            host, port = self.server
+        else:
+            credentials = grpc.ssl_channel_credentials(self.roots)
+            host, port = self.join_server
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return grpc.secure_channel(target, credentials, options=(("grpc.ssl_target_name_override", CA_SERVER_NAME),))
+
+    def request_certificate(self, held: Held | None) -> Held:
+        """A new key, its CSR signed by the control plane, all three files written; the new certificate."""
+        if held is not None:
+            names = x509.load_pem_x509_certificate(held.chain).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            token, spiffe = None, names.get_values_for_type(x509.UniformResourceIdentifier)[0]
+        else:
+            token, spiffe = self._join_token()
+        key = make_private_key()
+        body = {"proxy": self.proxy, "csr": make_csr(key, spiffe).decode()}
+        if self.validity is not None:
+            body["validity_seconds"] = int(self.validity.total_seconds())
+        if token is not None:
+            body["join_token"] = token
+        with self._channel(held) as channel:
+            answer = channel.unary_unary(PATH)(json.dumps(body).encode(), timeout=CALL_TIMEOUT)
+        chain = "".join(json.loads(answer)["cert_chain"]).encode()
+        write_workload_certificates(self.certs_dir, key, chain, self.roots)
+        new = held_certificate(self.certs_dir)
+        LOG.info("proxy %s: %s certificate for %s, valid until %s, renewing at %s", self.proxy, "renewed" if held else "first",
+                 spiffe, new.expires.isoformat(), new.renew_at().isoformat())
+        return new
+
+    def run(self, stop: threading.Event) -> None:
+        """Keep a valid certificate in the certs directory until stop is set; AgentError when it cannot."""
+        backoff = FIRST_BACKOFF
+        while not stop.is_set():
+            held = self.current()
+            if held is not None:
+                wait = (held.renew_at() - self._now()).total_seconds()
+                if wait > 0:
+                    stop.wait(wait)
+                    continue
+            try:
+                self.request_certificate(held)
+                self.issued += 1
+                backoff = FIRST_BACKOFF
+            except grpc.RpcError as error:
+                if error.code() in FINAL and held is None:
+                    raise AgentError(f"the control plane refused the first certificate of proxy {self.proxy}: {error.details()}") from None
+                LOG.warning("proxy %s: no certificate from %s:%d (%s: %s); trying again in %.1f s", self.proxy,
+                            *(self.server if held else self.join_server), error.code().name, error.details(), backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
