@@ -67,8 +67,20 @@ def test_the_archive_holds_the_collection_only_with_real_files(installed):
     assert not [member.name for member in members if member.issym() or member.islnk()]
     assert {f"plugins/modules/{name}.py" for name in MODULES} <= names
     assert "meta/runtime.yml" in names and "galaxy.yml" not in names  # MANIFEST.json stands for it
-    # The clone's development files stay out: the core (pip package meshwright), tests, demo state.
-    assert not [name for name in names if name.split("/")[0] in ("src", "tests", "molecule", ".venv", "state", "modules", "module_utils")]
+    # The clone's development files stay out: tests, Molecule, demo state, the module sources.
+    assert not [name for name in names if name.split("/")[0] in ("tests", "molecule", ".venv", "state", "modules", "module_utils")]
+    # The controller's core, which the action and inventory plugins import: pip installs it
+    # from the installed collection's folder (README, meta/ee-requirements.txt).
+    assert {"pyproject.toml", "src/meshwright/__init__.py", "src/meshwright/cli.py"} <= set(names)
+    assert not [name for name in names if "__pycache__" in name or ".egg-info" in name]
+
+
+def test_the_core_installs_with_pip_from_the_installed_collection(installed, tmp_path):
+    _, folder, _, _ = installed
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(folder)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert [name for name in os.listdir(tmp_path) if name.startswith("meshwright-") and name.endswith(".whl")]
 
 
 def test_plugins_hold_current_copies_of_modules_and_module_utils():
