@@ -242,13 +242,16 @@ class Mesh:
         return self.by_kind.get(kind, [])
 
     def find(self, kind: str, namespace: str, name: str) -> Resource | None:
-        return self.memo(("by-key",), self._index_by_key).get((kind, namespace, name))
+        # Indexed kind by kind: a mesh made by an incremental change indexes only the kinds it is asked for.
+        return self.memo(("by-key", kind), lambda: self._index_by_key(kind)).get((namespace, name))
 
-    def _index_by_key(self) -> dict[tuple[str, str, str], Resource]:
-        """(kind, namespace, name) -> the first such resource in mesh order."""
-        index: dict[tuple[str, str, str], Resource] = {}
-        for resource in self.resources:
-            index.setdefault((resource.kind, resource.namespace, resource.name), resource)
+    def _index_by_key(self, kind: str) -> dict[tuple[str, str], Resource]:
+        """(namespace, name) -> the first resource of the kind of that name, in mesh order."""
+        index: dict[tuple[str, str], Resource] = {}
+        # of_kind holds merged VirtualServices (delegation): those as written are found here.
+        for resource in self.resources if kind == "VirtualService" else self.of_kind(kind):
+            if resource.kind == kind:
+                index.setdefault((resource.namespace, resource.name), resource)
         return index
 
     def selecting(self, kind: str, namespace: str, labels: dict) -> list[Resource]:
