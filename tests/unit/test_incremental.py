@@ -232,3 +232,104 @@ def test_a_kubernetes_object_changes_nothing_as_validation_skips_it(tmp_path):
     assert apply(estate, deployment, removed=True) == (estate, {})
     with pytest.raises(ChangeRefused, match="unknown kind: 'Nope'"):
         apply(estate, {**deployment, "apiVersion": "networking.istio.io/v1", "kind": "Nope"})
+
+
+def workload_arrival(rng: random.Random, mesh: Mesh) -> tuple[dict, bool]:
+    """A new WorkloadEntry beside an existing one (a pod of the same deployment), ready or not."""
+    twin = rng.choice(mesh.of_kind("WorkloadEntry"))
+    document = copy.deepcopy(twin.document)
+    document["metadata"]["name"] = f"{twin.name}-{rng.randrange(10**6)}"
+    document["spec"]["address"] = f"10.{rng.randrange(200, 250)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    if rng.random() < 0.3:
+        document["metadata"].setdefault("annotations", {})["meshwright.io/endpoint"] = "not-ready"
+    return document, False
+
+
+def workload_departure(rng: random.Random, mesh: Mesh) -> tuple[dict, bool]:
+    sidecars = [w for w in mesh.of_kind("WorkloadEntry") if not (w.spec.get("labels") or {}).get("istio")]
+    return rng.choice(sidecars).document, True
+
+
+def readiness_toggle(rng: random.Random, mesh: Mesh) -> tuple[dict, bool]:
+    document = copy.deepcopy(rng.choice(mesh.of_kind("WorkloadEntry")).document)
+    annotations = document["metadata"].setdefault("annotations", {})
+    if annotations.pop("meshwright.io/endpoint", None) is None:
+        annotations["meshwright.io/endpoint"] = "not-ready"
+    return document, False
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_workloads_coming_going_and_changing_readiness_report_what_full_compiles_differ_in(tmp_path, seed):
+    """Pods or tasks come, go and become ready or not (the registries' churn): each change
+    takes the fast paths (with_workload_added / removed / endpoints), and what apply reports
+    and the estate it returns are what full compiles before and after say."""
+    from meshwright.compile.incremental import with_workload_added, with_workload_endpoints, with_workload_removed
+    from meshwright.model.load import resource_from_document
+
+    rng = random.Random(seed)
+    estate = compile_estate(estate_mesh(tmp_path))
+    before = full_versions(estate.mesh)
+    plan = [workload_arrival, workload_departure, readiness_toggle] * 3
+    rng.shuffle(plan)
+    for make_change in plan:
+        document, removed = make_change(rng, estate.mesh)
+        resource = resource_from_document(document)
+        fast = (with_workload_removed(estate, resource) if removed else
+                with_workload_endpoints(estate, resource) or with_workload_added(estate, resource))
+        # The last workload of a subset leaving may change its cluster (auto mTLS reaches no
+        # one there any more): that may take the full path; any other change, a fast one.
+        labels = document["spec"].get("labels")
+        last_of_its_kind = removed and [w.spec.get("labels") for w in estate.mesh.of_kind("WorkloadEntry")].count(labels) == 1
+        assert fast is not None or last_of_its_kind, (make_change.__name__, document["metadata"])
+        estate, changes = apply(estate, document, removed=removed)
+        after = full_versions(estate.mesh)
+        assert changes == expected_changes(before, after), (make_change.__name__, document["metadata"])
+        assert {proxy: estate.versions(proxy) for proxy in estate.proxies} == after
+        assert list(estate.proxies) == [p.id for p in list_proxies(Mesh.build(list(estate.mesh.resources)))]
+        before = after
+
+
+def test_a_workload_not_ready_keeps_its_proxy_but_leaves_every_load_assignment(tmp_path):
+    mesh = estate_mesh(tmp_path, services=3)
+    estate = compile_estate(mesh)
+    workload = mesh.find("WorkloadEntry", "ns-1", "svc-00001-2")
+    document = copy.deepcopy(workload.document)
+    document["metadata"].setdefault("annotations", {})["meshwright.io/endpoint"] = "not-ready"
+
+    new, changes = apply(estate, document)
+
+    assert "svc-00001-2.ns-1" in new.proxies
+    assert {kind for diff in changes.values() for kind in diff} == {"endpoints"}
+    addresses = [lb["endpoint"]["address"]["socket_address"]["address"]
+                 for config in (g.config for g in new.groups.values()) for assignment in config.endpoints
+                 for group in assignment.get("endpoints", []) for lb in group["lb_endpoints"]]
+    assert workload.spec["address"] not in addresses and addresses
+
+
+def test_a_label_index_takes_an_item_in_order_and_gives_one_back():
+    from meshwright.model.selection import LabelIndex
+
+    first, third = {"name": "a", "labels": {"app": "x"}}, {"name": "c", "labels": {"app": "x"}}
+    index = LabelIndex([first, third], lambda item: "ns", lambda item: item["labels"])
+    second = {"name": "b", "labels": {"app": "x", "v": "2"}}
+    grown = index.added(second, lambda item: (item["name"],))
+    assert grown.select("ns", {"app": "x"}) == [first, second, third] and grown.select("ns", {"v": "2"}) == [second]
+    assert index.select("ns", {"app": "x"}) == [first, third] and index.select("ns", {"v": "2"}) == []
+    assert grown.removed(second).select("ns", {"app": "x"}) == [first, third] and grown.removed(second).select("ns", {"v": "2"}) == []
+
+
+def test_a_workload_that_comes_where_a_policy_cannot_be_enforced_is_refused_and_the_estate_kept(tmp_path):
+    """The estate's mesh-wide PeerAuthentication is STRICT and its workloads capture with
+    iptables: a new one that does not is refused on the fast path as validation would."""
+    mesh = estate_mesh(tmp_path, services=3)
+    estate = compile_estate(mesh)
+    twin = mesh.find("WorkloadEntry", "ns-1", "svc-00001-1")
+    document = copy.deepcopy(twin.document)
+    document["metadata"] = {"name": "svc-00001-9", "namespace": "ns-1"}  # no interceptionMode: REDIRECT
+    document["spec"]["address"] = "10.201.0.9"
+
+    with pytest.raises(ChangeRefused) as refused:
+        apply(estate, document)
+
+    assert any("STRICT mTLS is not enforced on port 8080 of WorkloadEntry ns-1/svc-00001-9" in str(p) for p in refused.value.problems)
+    assert "svc-00001-9.ns-1" not in estate.proxies

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 from meshwright.check.envoy_proto import TYPES, check_resource
 from meshwright.check.pipeline import validate_mesh
-from meshwright.compile.incremental import Changes, CompiledEstate, assignment_named, recompiled, with_workload_endpoints
+from meshwright.compile.incremental import (Changes, CompiledEstate, assignment_named, entries_selecting, recompiled, with_workload_added, with_workload_endpoints,
+                                            with_workload_removed)
 from meshwright.model.load import LoadResult, resource_from_document
 from meshwright.model.resource import Resource
 from meshwright.problems import MeshConfigError, Problems
 from meshwright.validate.references import check_references
-from meshwright.validate.semantics import check_semantics
+from meshwright.validate.security_checks import check_one_authorizer_per_workload, check_security
+from meshwright.validate.semantics import check_capture, check_listener_ports, check_semantics
+from meshwright.validate.telemetry import check_telemetry_conflicts
 from meshwright.validate.shape_check import check_shape, is_kubernetes_object
+
+# Kinds whose checks read the workloads they select (a workload that comes or goes may break them).
+POLICY_KINDS = ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication")
+OTHER_SELECTING_KINDS = ("Sidecar", "Telemetry", "EnvoyFilter")
 
 __all__ = ["ChangeRefused", "apply", "apply_resource", "resource_from_document"]
 
@@ -39,21 +46,49 @@ def _checked(estate: CompiledEstate, resource: Resource) -> Resource:
     return checked
 
 
-def _endpoints_refused(changes: Changes, estate: CompiledEstate, resource: Resource) -> None:
+def _endpoints_refused(changes: Changes, estate: CompiledEstate, resource: Resource, skip: str = "") -> None:
     """Envoy's protos on the load assignments the fast path made (validation's check 4),
-    each once: the proxies of a class share their diff."""
+    each once: the proxies of a class share their diff. skip: a proxy that came or went (one
+    that came joined a class whose resources were checked; the changed ones its class's
+    other members have too)."""
     seen_diffs: set[int] = set()
     checked: set[str] = set()
     problems = Problems()
     for proxy_id, kinds in changes.items():
-        if id(kinds) in seen_diffs:
+        if id(kinds) in seen_diffs or proxy_id == skip:
             continue
         seen_diffs.add(id(kinds))
-        for name in kinds.get("endpoints", {}).keys() - checked:
+        for name in [name for name, version in kinds.get("endpoints", {}).items() if version is not None and name not in checked]:
             checked.add(name)
             error = check_resource(TYPES["endpoints"], assignment_named(estate, proxy_id, name))
             if error:
                 problems.add(resource, ("spec", "address"), f"proxy {proxy_id}: endpoint {name}: Envoy rejects it: {error}")
+    if problems:
+        raise ChangeRefused(problems.sorted())
+
+
+def _workload_set_refused(estate: CompiledEstate, resource: Resource, removed: bool) -> None:
+    # resource: the WorkloadEntry that came, or the one that left as the mesh held it.
+    """Validation's checks that read every proxy or the workloads a resource selects, for the
+    workload that came into the mesh or left it (its own resource was checked alone before):
+    the checks of each proxy on its proxy; the policies' (whether they are enforced on it, once
+    it came); those of the other resources that select workloads."""
+    mesh, problems = estate.mesh, Problems()
+    came = [] if removed else [mesh.find("WorkloadEntry", resource.namespace, resource.name)]
+    if not removed:
+        proxies = [estate.proxies[f"{resource.name}.{resource.namespace}"]]
+        check_capture(mesh, problems, proxies)
+        check_listener_ports(mesh, problems, proxies)
+        check_telemetry_conflicts(mesh, problems, proxies)
+        check_one_authorizer_per_workload(mesh, problems, proxies)
+    for kind in POLICY_KINDS:
+        for policy in mesh.of_kind(kind):
+            check_security(mesh, policy, problems, came)
+    for kind in OTHER_SELECTING_KINDS:
+        for selecting in mesh.of_kind(kind):
+            check_references(mesh, selecting, problems)
+    for entry in entries_selecting(mesh, resource):
+        check_references(mesh, entry, problems)
     if problems:
         raise ChangeRefused(problems.sorted())
 
@@ -78,6 +113,11 @@ def apply_resource(estate: CompiledEstate, resource: Resource, removed: bool = F
         if fast is not None:
             _endpoints_refused(fast[1], fast[0], resource)
             return fast
+    fast = with_workload_removed(estate, resource) if removed else with_workload_added(estate, resource)
+    if fast is not None:
+        _endpoints_refused(fast[1], fast[0], resource, skip=f"{resource.name}.{resource.namespace}")
+        _workload_set_refused(fast[0], estate.mesh.find("WorkloadEntry", resource.namespace, resource.name) if removed else resource, removed)
+        return fast
     others = [r for r in estate.mesh.resources if r.key != resource.key]
     if removed and len(others) == len(estate.mesh.resources):
         raise ChangeRefused([_not_there(resource)])

@@ -341,19 +341,21 @@ def _service_plan(mesh: Mesh, proxy, service: Service, rule: Resource | None, ga
     clusters, eds = [], []
     # Each subset's endpoints are selected once, for every port.
     subsets = [""] + [entry["name"] for entry in (rule.spec.get("subsets") or [] if rule else [])]
-    endpoints_of = {subset: [e for e in service.endpoints if e.matches(subset_labels(rule, subset))] for subset in subsets}
+    members_of = {subset: [e for e in service.endpoints if e.matches(subset_labels(rule, subset))] for subset in subsets}
     for port in service.ports:
         for subset in subsets:
             name = outbound_cluster_name(port.number, subset, service.hostname)
             policy = rule_policy(rule, subset, port.number)
-            endpoints = endpoints_of[subset]
+            # Endpoints not ready are in no load assignment, but still decide the cluster
+            # (auto mTLS), so that it does not change when one becomes ready.
+            endpoints = [e for e in members_of[subset] if e.ready]
             # Endpoints auto mTLS reaches with mTLS: tagged in the load assignment.
-            tagged = auto_mtls_endpoints(mesh, service, port, policy).intersection(endpoints)
+            tagged = auto_mtls_endpoints(mesh, service, port, policy).intersection(members_of[subset])
             cluster: dict = {"name": name}
             if service.resolution in INLINE_ENDPOINT_RESOLUTIONS:
                 cluster["type"] = "STRICT_DNS" if service.resolution == "DNS" else "LOGICAL_DNS"
                 cluster["dns_lookup_family"] = "V4_ONLY"
-                if not endpoints:
+                if not members_of[subset]:
                     cluster["load_assignment"] = {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(service.hostname, port.target_port or port.number)}}]}]}
                 else:
                     cluster["load_assignment"] = load_assignment(name, endpoints, port, proxy.locality, policy, tagged,

@@ -28,20 +28,21 @@ from dataclasses import dataclass
 from meshwright.collector import cyclic_collector_paused
 from meshwright.compile.build import ClassConfig, class_config, compile_proxy, proxy_service_clusters
 from meshwright.compile.clusters import INLINE_ENDPOINT_RESOLUTIONS
-from meshwright.compile.proxy import Proxy, list_proxies
+from meshwright.compile.proxy import Proxy, list_proxies, workload_proxy
 from meshwright.compile.proxy_class import class_key
 from meshwright.compile.telemetry import services_served, with_stat_names
 from meshwright.mesh import Mesh
 from meshwright.model.resource import Resource
+from meshwright.model.selection import SelectorIndex, labels_match, namespace_of
 from meshwright.model.workload_group import GROUP_ANNOTATION
-from meshwright.registry.inventory import endpoint_from_spec
+from meshwright.registry.inventory import ENDPOINT_ANNOTATION, selected_endpoints, workload_endpoint
 from meshwright.registry.model import Registry, Service
 
 KINDS = ("listeners", "routes", "clusters", "endpoints")
 STAT_NAME = "alt_stat_name"
 # The WorkloadEntry fields that change only its endpoint in the services selecting it (and
 # the locality, its own proxy's class): anything else takes the full recompile.
-ENDPOINT_FIELDS = frozenset(("address", "weight", "locality"))
+ENDPOINT_FIELDS = frozenset(("address", "weight", "locality"))  # and its readiness (ENDPOINT_ANNOTATION)
 # What compile modules memoize on a mesh (Mesh.memo) that no endpoint's address, weight or
 # locality decides, besides the services' clusters and the classes' configs, which the fast
 # path replaces for the services it changes. Anything else is left to be computed again.
@@ -51,6 +52,9 @@ ENDPOINT_INDEPENDENT_MEMOS = frozenset((
     "service-ports-by-workload",  # main's index of workload_service_ports (ports only)
     "outbound-virtual-host", "rules-depend-on-namespace", "rule-selector-keys", "large-direct-response",
 ))
+
+# Of those, the ones that index every workload: computed again when a workload comes or goes.
+WORKLOAD_SET_MEMOS = frozenset(("service-ports-by-workload", "incremental"))
 
 Versions = dict[str, dict[str, str]]  # kind -> resource name -> version
 Changes = dict[str, dict[str, dict[str, str | None]]]  # proxy id -> kind -> name -> version or None
@@ -283,9 +287,13 @@ def endpoint_only_change(old: Resource, new: Resource) -> bool:
     def rest(resource: Resource) -> dict:
         return {k: v for k, v in resource.spec.items() if k not in ENDPOINT_FIELDS}
 
+    def metadata(resource: Resource) -> dict:
+        annotations = {k: v for k, v in resource.annotations.items() if k != ENDPOINT_ANNOTATION}
+        return {**resource.metadata, "annotations": annotations}
+
     # An entry of a WorkloadGroup may take its locality and weight from the group (Mesh.build).
     return (old.kind == new.kind == "WorkloadEntry" and old.api_version == new.api_version and GROUP_ANNOTATION not in new.annotations and
-            old.metadata == new.metadata and rest(old) == rest(new))
+            metadata(old) == metadata(new) and rest(old) == rest(new))
 
 
 def _workload_index(mesh: Mesh) -> dict[tuple[str, str], int]:
@@ -308,20 +316,29 @@ def _services_of_workload(mesh: Mesh) -> dict[str, tuple[str, ...]]:
     return mesh.memo(("incremental", "services of workload"), compute)
 
 
-def _with_endpoint(service: Service, workload: str, spec: dict) -> Service:
-    endpoints = tuple(endpoint_from_spec(spec, workload) if e.workload == workload else e for e in service.endpoints)
+def _with_endpoint(service: Service, workload: Resource) -> Service:
+    endpoint = workload_endpoint(workload)
+    endpoints = tuple(endpoint if e.workload == endpoint.workload else e for e in service.endpoints)
     return dataclasses.replace(service, endpoints=endpoints)
 
 
-def _mesh_with_workload(mesh: Mesh, workload: Resource, services: list[Service], stale_hosts: set[str]) -> Mesh:
-    """The mesh with one WorkloadEntry replaced and the services selecting it updated; of
-    what is memoized on it, only what does not read their endpoints is kept."""
-    position = _workload_index(mesh)[(workload.namespace, workload.name)]
-    old = mesh.of_kind("WorkloadEntry")[position]
-    workloads = list(mesh.of_kind("WorkloadEntry"))
-    workloads[position] = workload
-    resources = list(mesh.resources)
-    resources[bisect.bisect_left(resources, old.key, key=lambda r: r.key)] = workload  # Mesh.build sorts them so
+def _mesh_with_workload(mesh: Mesh, old: Resource | None, new: Resource | None, services: list[Service], stale_hosts: set[str]) -> Mesh:
+    """The mesh with one WorkloadEntry replaced, added (old None) or removed (new None), and
+    the services selecting it updated; of what is memoized on it, only what does not read
+    their endpoints (nor, when a workload comes or goes, the set of workloads) is kept."""
+    workloads, resources = list(mesh.of_kind("WorkloadEntry")), list(mesh.resources)
+    if old is not None and new is not None:
+        workloads[_workload_index(mesh)[(old.namespace, old.name)]] = new
+        resources[bisect.bisect_left(resources, old.key, key=lambda r: r.key)] = new  # Mesh.build sorts them so
+        by_label = mesh.workloads_by_label.replaced(old, new)
+    elif new is not None:
+        workloads.insert(bisect.bisect(workloads, _workload_order(new), key=_workload_order), new)
+        resources.insert(bisect.bisect(resources, new.key, key=lambda r: r.key), new)
+        by_label = mesh.workloads_by_label.added(new, _workload_order)
+    else:
+        del workloads[_workload_index(mesh)[(old.namespace, old.name)]]
+        del resources[bisect.bisect_left(resources, old.key, key=lambda r: r.key)]
+        by_label = mesh.workloads_by_label.removed(old)
     registry = Registry(dict(mesh.registry.services))
     for service in services:
         registry.add(service)
@@ -329,10 +346,28 @@ def _mesh_with_workload(mesh: Mesh, workload: Resource, services: list[Service],
     # for both. The services' clusters are copied without those of the changed services; the
     # classes' configs copied, to be replaced for the classes that see them.
     derived = {kind: table for kind, table in mesh.derived.items() if kind in ENDPOINT_INDEPENDENT_MEMOS}
+    if old is None or new is None:
+        derived = _without_workload_set_answers(derived, (old or new))
     derived["service-clusters"] = {key: value for key, value in mesh.derived.get("service-clusters", {}).items() if key[0] not in stale_hosts}
     derived["proxy-class"] = dict(mesh.derived.get("proxy-class", {}))
     return dataclasses.replace(mesh, resources=resources, registry=registry, by_kind={**mesh.by_kind, "WorkloadEntry": workloads},
-                               workloads_by_label=mesh.workloads_by_label.replaced(old, workload), derived=derived)
+                               workloads_by_label=by_label, derived=derived)
+
+
+def _workload_order(workload: Resource) -> tuple[str, str]:
+    return (workload.namespace, workload.name)
+
+
+def _without_workload_set_answers(derived: dict[str, dict], workload: Resource) -> dict[str, dict]:
+    """derived without the answers that index every workload (computed again when asked)
+    and without those about this one (a workload removed and added again may differ)."""
+    workload_id = f"{workload.name}.{workload.namespace}"
+    out = {kind: table for kind, table in derived.items() if kind not in WORKLOAD_SET_MEMOS}
+    if "telemetry" in out:
+        out["telemetry"] = {key: value for key, value in out["telemetry"].items() if key != ("services by workload",)}
+    if "inbound-ports" in out:
+        out["inbound-ports"] = {key: value for key, value in out["inbound-ports"].items() if key[-1] != workload_id}
+    return out
 
 
 def _assignment_index(endpoints: list[dict], name: str) -> int:
@@ -368,11 +403,11 @@ def with_workload_endpoints(estate: CompiledEstate, workload: Resource) -> tuple
         return None
     workload_id = f"{workload.name}.{workload.namespace}"
     hosts = _services_of_workload(mesh).get(workload_id, ())
-    services = [_with_endpoint(mesh.registry.services[host], workload_id, workload.spec) for host in hosts]
+    services = [_with_endpoint(mesh.registry.services[host], workload) for host in hosts]
     if any(service.resolution in INLINE_ENDPOINT_RESOLUTIONS for service in services):
         return None
     with cyclic_collector_paused():
-        new_mesh = _mesh_with_workload(mesh, workload, services, set(hosts))
+        new_mesh = _mesh_with_workload(mesh, mesh.of_kind("WorkloadEntry")[position], workload, services, set(hosts))
         return _endpoint_update(estate, new_mesh, workload, services)
 
 
@@ -473,3 +508,90 @@ def _seeing_updated(old: CompiledEstate, groups: dict[tuple, Group]) -> dict[str
     for host, keys in _groups_seeing(added).items():
         seeing.setdefault(host, []).extend(keys)
     return {host: tuple(keys) for host, keys in seeing.items() if keys}
+
+
+# The fast paths of a workload that comes or goes (a pod or a task): the services selecting
+# it gain or lose its endpoint, its proxy joins or leaves a class that exists.
+
+def with_workload_added(estate: CompiledEstate, workload: Resource) -> tuple[CompiledEstate, Changes] | None:
+    """The estate with a new WorkloadEntry (validated), and the changes: the new proxy's
+    resources, and the load assignments of the services selecting it for the proxies that
+    see them. None when it is not that simple (its proxy would be a gateway, start a class or
+    be patched alone, a service resolves by DNS, a cluster would change): recompile instead."""
+    if (workload.kind != "WorkloadEntry" or (workload.namespace, workload.name) in _workload_index(estate.mesh)
+            or GROUP_ANNOTATION in workload.annotations or _gateway_selects(estate.mesh, workload)):
+        return None
+    with cyclic_collector_paused():
+        return _workload_set_update(estate, None, workload)
+
+
+def with_workload_removed(estate: CompiledEstate, workload: Resource) -> tuple[CompiledEstate, Changes] | None:
+    """The estate without a WorkloadEntry (workload: its kind and metadata suffice), and the
+    changes: every resource of its proxy removed, and the load assignments of the services
+    that selected it. None when it is not that simple: recompile instead."""
+    position = _workload_index(estate.mesh).get((workload.namespace, workload.name))
+    if workload.kind != "WorkloadEntry" or position is None:
+        return None
+    old = estate.mesh.of_kind("WorkloadEntry")[position]
+    proxy = estate.proxies.get(f"{old.name}.{old.namespace}")
+    if GROUP_ANNOTATION in old.annotations or proxy is None or proxy.kind != "sidecar":
+        return None
+    with cyclic_collector_paused():
+        return _workload_set_update(estate, old, None)
+
+
+def _gateway_selects(mesh: Mesh, workload: Resource) -> bool:
+    labels = workload.spec.get("labels") or {}
+    return any(labels_match(gateway.spec["selector"], labels) for gateway in mesh.of_kind("Gateway") if gateway.spec.get("selector"))
+
+
+def entries_selecting(mesh: Mesh, workload: Resource) -> list[Resource]:
+    """The ServiceEntries whose workloadSelector picks the workload (in its namespace)."""
+    index = mesh.memo(("selectors", "ServiceEntry workloadSelector"), lambda: SelectorIndex(
+        [entry for entry in mesh.of_kind("ServiceEntry") if "workloadSelector" in entry.spec],
+        namespace_of, lambda entry: entry.spec["workloadSelector"]["labels"]))
+    return index.selecting(workload.namespace, workload.spec.get("labels") or {})
+
+
+def _workload_set_update(estate: CompiledEstate, old: Resource | None, new: Resource | None) -> tuple[CompiledEstate, Changes] | None:
+    mesh = estate.mesh
+    workload = new or old
+    workload_id = f"{workload.name}.{workload.namespace}"
+    entries = entries_selecting(mesh, workload)
+    by_label = mesh.workloads_by_label.added(new, _workload_order) if new is not None else mesh.workloads_by_label.removed(old)
+    services = [dataclasses.replace(mesh.registry.services[host], endpoints=selected_endpoints(entry, by_label))
+                for entry in entries for host in entry.spec["hosts"]]
+    if any(service.resolution in INLINE_ENDPOINT_RESOLUTIONS for service in services):
+        return None
+    new_mesh = _mesh_with_workload(mesh, old, new, services, {service.hostname for service in services})
+    proxies, group_of, groups = dict(estate.proxies), dict(estate.group_of), dict(estate.groups)
+    if new is not None:
+        proxy = workload_proxy(new)
+        key = _group_key(new_mesh, proxy)
+        if key[0] != "class" or key not in groups:
+            return None  # a class of its own: compiled and checked whole
+        order = list(proxies)
+        position = bisect.bisect(order, (proxy.namespace, proxy.name), key=lambda p: (proxies[p].namespace, proxies[p].name))
+        proxies = dict(zip(order[:position] + [workload_id] + order[position:],
+                           [proxies[p] for p in order[:position]] + [proxy] + [proxies[p] for p in order[position:]]))
+        members = set(groups[key].members) | {workload_id}
+        groups[key] = dataclasses.replace(groups[key], members=tuple(p for p in proxies if p in members))
+        group_of[workload_id] = key
+    else:
+        del proxies[workload_id]
+        key = group_of.pop(workload_id)
+        groups[key] = dataclasses.replace(groups[key], members=tuple(p for p in groups[key].members if p != workload_id))
+        if not groups[key].members:
+            del groups[key]
+    new_mesh.derived["proxies"] = {(): list(proxies.values())}  # list_proxies' answer, known
+    between = CompiledEstate(new_mesh, proxies, group_of, groups, _seeing_updated(estate, groups))
+    updated = _endpoint_update(between, new_mesh, workload, services)
+    if updated is None:
+        return None
+    result, changes = updated
+    changes = dict(changes)
+    if new is not None:
+        changes[workload_id] = versions_diff({}, result.versions(workload_id))
+    else:
+        changes[workload_id] = {kind: dict.fromkeys(names) for kind, names in estate.versions(workload_id).items() if names}
+    return result, dict(sorted(changes.items()))

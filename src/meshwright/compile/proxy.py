@@ -88,27 +88,29 @@ def list_proxies(mesh: Mesh) -> list[Proxy]:
     return list(mesh.memo(("proxies",), lambda: _proxies(mesh)))
 
 
+def workload_proxy(workload: Resource, gateways: tuple[str, ...] = ()) -> Proxy:
+    """A WorkloadEntry's proxy; a gateway when Gateways (namespace/name) select it."""
+    spec = workload.spec
+    return Proxy(
+        name=workload.name,
+        namespace=workload.namespace,
+        kind="gateway" if gateways else "sidecar",
+        address=spec["address"],
+        labels=tuple(sorted((spec.get("labels") or {}).items())),
+        locality=spec.get("locality", ""),
+        service_account=spec.get("serviceAccount", "default"),
+        port_offset=port_offset_of(workload),
+        gateways=gateways,
+        interception=workload.annotations.get(INTERCEPTION_ANNOTATION, NONE),
+    )
+
+
 def _proxies(mesh: Mesh) -> list[Proxy]:
     """list_proxies, computed once per mesh (validation and compilation ask many times)."""
     gateways_of = _gateways_by_workload(mesh)
     proxies = []
     for workload in mesh.of_kind("WorkloadEntry"):
-        served = tuple(f"{g.namespace}/{g.name}" for g in gateways_of.get(id(workload), ()))
-        spec = workload.spec
-        proxies.append(
-            Proxy(
-                name=workload.name,
-                namespace=workload.namespace,
-                kind="gateway" if served else "sidecar",
-                address=spec["address"],
-                labels=tuple(sorted((spec.get("labels") or {}).items())),
-                locality=spec.get("locality", ""),
-                service_account=spec.get("serviceAccount", "default"),
-                port_offset=port_offset_of(workload),
-                gateways=served,
-                interception=workload.annotations.get(INTERCEPTION_ANNOTATION, NONE),
-            )
-        )
+        proxies.append(workload_proxy(workload, tuple(f"{g.namespace}/{g.name}" for g in gateways_of.get(id(workload), ()))))
     serving = {id(gateway) for gateways in gateways_of.values() for gateway in gateways}
     for gateway in mesh.of_kind("Gateway"):
         if id(gateway) in serving:

@@ -9,6 +9,7 @@ so that a lookup reads only the candidates that share a label with it.
 
 from __future__ import annotations
 
+import bisect
 import copy
 from typing import Callable, Generic, TypeVar
 
@@ -50,6 +51,27 @@ class LabelIndex(Generic[Item]):
         lists = [(out._by_namespace, namespace)] + [(out._by_label, (namespace, key, value)) for key, value in self._labels_of(old).items()]
         for table, key in lists:
             table[key] = [new if item is old else item for item in table[key]]
+        return out
+
+    def added(self, item: Item, order: Callable[[Item], tuple]) -> "LabelIndex[Item]":
+        """A copy with item filed where order puts it among the others (the order they were
+        given in); only the lists that take it are copied."""
+        return self._changed(item, lambda items: items[:bisect.bisect(items, order(item), key=order)] + [item] +
+                             items[bisect.bisect(items, order(item), key=order):])
+
+    def removed(self, item: Item) -> "LabelIndex[Item]":
+        """A copy without item (only the lists that held it are copied)."""
+        return self._changed(item, lambda items: [other for other in items if other is not item])
+
+    def _changed(self, item: Item, change: Callable[[list[Item]], list[Item]]) -> "LabelIndex[Item]":
+        namespace = self._namespace_of(item)
+        out = copy.copy(self)
+        out._by_namespace, out._by_label = dict(self._by_namespace), dict(self._by_label)
+        lists = [(out._by_namespace, namespace)] + [(out._by_label, (namespace, key, value)) for key, value in self._labels_of(item).items()]
+        for table, key in lists:
+            table[key] = change(table.get(key, []))
+            if not table[key]:
+                del table[key]
         return out
 
     def select(self, namespace: str, selector: dict) -> list[Item]:

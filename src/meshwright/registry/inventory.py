@@ -15,7 +15,7 @@ def is_ready(workload: Resource) -> bool:
     return workload.annotations.get(ENDPOINT_ANNOTATION) != NOT_READY
 
 
-def endpoint_from_spec(spec: dict, workload: str = "") -> Endpoint:
+def endpoint_from_spec(spec: dict, workload: str = "", ready: bool = True) -> Endpoint:
     return Endpoint(
         address=spec["address"],
         ports=tuple(sorted((spec.get("ports") or {}).items())),
@@ -24,7 +24,19 @@ def endpoint_from_spec(spec: dict, workload: str = "") -> Endpoint:
         weight=spec.get("weight", 1),
         service_account=spec.get("serviceAccount", ""),
         workload=workload,
+        ready=ready,
     )
+
+
+def workload_endpoint(workload: Resource) -> Endpoint:
+    """The endpoint a WorkloadEntry gives the services that select it."""
+    return endpoint_from_spec(workload.spec, f"{workload.name}.{workload.namespace}", is_ready(workload))
+
+
+def selected_endpoints(entry: Resource, workloads: LabelIndex[Resource]) -> tuple[Endpoint, ...]:
+    """A ServiceEntry's endpoints: the WorkloadEntries its workloadSelector picks in its
+    namespace (Istio's rule), in (namespace, name) order."""
+    return tuple(workload_endpoint(w) for w in workloads.select(entry.namespace, entry.spec["workloadSelector"]["labels"]))
 
 
 def services_from_entries(service_entries: list[Resource], workloads: LabelIndex[Resource]) -> Registry:
@@ -38,9 +50,7 @@ def services_from_entries(service_entries: list[Resource], workloads: LabelIndex
             for p in spec["ports"]
         )
         if "workloadSelector" in spec:
-            selector = spec["workloadSelector"]["labels"]
-            # Istio's rule: a selector matches WorkloadEntries of its ServiceEntry's namespace.
-            endpoints = tuple(endpoint_from_spec(w.spec, f"{w.name}.{w.namespace}") for w in workloads.select(entry.namespace, selector) if is_ready(w))
+            endpoints = selected_endpoints(entry, workloads)
         else:
             endpoints = tuple(endpoint_from_spec(e) for e in spec.get("endpoints", []))
         resolution = spec.get("resolution", "NONE")

@@ -38,6 +38,9 @@ class Endpoint:
     weight: int = 1
     service_account: str = ""
     workload: str = ""  # "name.namespace" of its WorkloadEntry, when it has one
+    # False: the workload must not receive traffic now (registry/inventory.py NOT_READY): in
+    # no load assignment, but still what its service is served by (ports, identities).
+    ready: bool = True
 
     def port_for(self, port: ServicePort) -> int:
         """The port this endpoint serves a service port on (Istio's rules for WorkloadEntry)."""

@@ -221,11 +221,12 @@ def check_custom_on_tcp(mesh: Mesh, resource: Resource, problems: Problems) -> N
                           "envoyExtAuthzGrpc provider, or guard them with ALLOW or DENY rules")
 
 
-def check_one_authorizer_per_workload(mesh: Mesh, problems: Problems) -> None:
-    """Istio's rule: the CUSTOM policies that apply to a workload name one provider."""
+def check_one_authorizer_per_workload(mesh: Mesh, problems: Problems, proxies: list | None = None) -> None:
+    """Istio's rule: the CUSTOM policies that apply to a workload name one provider. proxies:
+    those to check, else all."""
     if not any(p.spec.get("action") == "CUSTOM" for p in mesh.of_kind("AuthorizationPolicy")):
         return
-    for proxy in list_proxies(mesh):
+    for proxy in list_proxies(mesh) if proxies is None else proxies:
         custom = [p for p in policies_of_kind(mesh, "AuthorizationPolicy", proxy.namespace, proxy.labels) if p.spec.get("action") == "CUSTOM" and "provider" in p.spec]
         names = sorted({p.spec["provider"]["name"] for p in custom})
         if len(names) > 1:
@@ -424,14 +425,15 @@ def _candidate_workloads(mesh: Mesh, policy: Resource) -> list[Resource]:
     return [workload for workload in mesh.selected_workloads(policy.namespace, selector) if id(workload) in sidecars]
 
 
-def check_enforced(mesh: Mesh, policy: Resource, problems: Problems) -> None:
+def check_enforced(mesh: Mesh, policy: Resource, problems: Problems, candidates: list[Resource] | None = None) -> None:
     """A STRICT PeerAuthentication or an AuthorizationPolicy must apply where traffic passes
     the proxy: a workload it selects needs an inbound listener, and every port its services
-    send to must have one (else clients reach the app straight, in plaintext, unchecked)."""
+    send to must have one (else clients reach the app straight, in plaintext, unchecked).
+    candidates: the sidecar workloads to look at (one that just came), else all it may apply to."""
     if policy.kind == "PeerAuthentication" and not mesh.settings.identity_enabled:
         return  # STRICT is refused without certificates already
     selected = (policy.spec.get("selector") or None) is not None
-    for workload in _candidate_workloads(mesh, policy):
+    for workload in _candidate_workloads(mesh, policy) if candidates is None else candidates:
         if not _applies_to(mesh, policy, workload):
             continue
         has_inbound, ports = bypassed_ports(mesh, workload)
@@ -453,7 +455,8 @@ def _sets_strict(policy: Resource) -> bool:
     return STRICT in modes
 
 
-def check_security(mesh: Mesh, resource: Resource, problems: Problems) -> None:
+def check_security(mesh: Mesh, resource: Resource, problems: Problems, candidates: list[Resource] | None = None) -> None:
+    """candidates: see check_enforced."""
     checks = {
         "MeshConfig": check_mesh_config_security,
         "PeerAuthentication": check_peer_authentication,
@@ -463,4 +466,4 @@ def check_security(mesh: Mesh, resource: Resource, problems: Problems) -> None:
     if resource.kind in checks:
         checks[resource.kind](mesh, resource, problems)
     if resource.kind in ("PeerAuthentication",) + MESH_WIDE_SELECTOR_KINDS:
-        check_enforced(mesh, resource, problems)
+        check_enforced(mesh, resource, problems, candidates)

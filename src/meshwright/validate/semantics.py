@@ -363,13 +363,14 @@ def check_sidecar_outbound_traffic_policy(mesh: Mesh, problems: Problems) -> Non
                           "its explicit listeners carry only the services its egress hosts import, so the mode changes nothing")
 
 
-def check_capture(mesh: Mesh, problems: Problems) -> None:
+def check_capture(mesh: Mesh, problems: Problems, proxies: list | None = None) -> None:
     """iptables capture (interceptionMode REDIRECT) is for sidecars, whose outbound traffic
-    is then routed by destination: their Sidecar's egress entries give hosts, not ports."""
-    if not _port_offsets_are_valid(mesh):
+    is then routed by destination: their Sidecar's egress entries give hosts, not ports.
+    proxies: those to check (a workload that came: its own, checked alone before), else all."""
+    if proxies is None and not _port_offsets_are_valid(mesh):
         return  # the proxies' ports are unknown; check_annotations reports why
     check_sidecar_outbound_traffic_policy(mesh, problems)
-    for proxy in list_proxies(mesh):
+    for proxy in list_proxies(mesh) if proxies is None else proxies:
         if not proxy.captures:
             continue
         if proxy.kind == "gateway":
@@ -389,14 +390,15 @@ def check_capture(mesh: Mesh, problems: Problems) -> None:
                 problems.add(sidecar, ("spec", "egress", index, "port"), f"proxy {proxy.id} captures with iptables (interceptionMode REDIRECT): its outbound traffic is routed by destination, so egress entries name hosts only (remove port and bind)")
 
 
-def check_listener_ports(mesh: Mesh, problems: Problems) -> None:
+def check_listener_ports(mesh: Mesh, problems: Problems, proxies: list | None = None) -> None:
     """One listener per port on a proxy: a Sidecar's ingress and egress listeners must not
     share a port with each other, nor with the proxy's own ports (admin, health, stats, and
     the outbound listener when no egress entry has a port); a Gateway's servers must not take
-    its proxy's own ports either (servers that share a port share its listener)."""
-    if not _port_offsets_are_valid(mesh):
+    its proxy's own ports either (servers that share a port share its listener). proxies:
+    those to check (see check_capture), else all."""
+    if proxies is None and not _port_offsets_are_valid(mesh):
         return  # the proxies' ports are unknown; check_annotations reports why
-    proxies = list_proxies(mesh)
+    proxies = list_proxies(mesh) if proxies is None else proxies
     # Each proxy's Sidecar looked up once (not once per Sidecar): linear in Sidecars + proxies.
     proxies_of: dict[int, list] = {}
     for proxy in proxies:

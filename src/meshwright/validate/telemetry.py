@@ -172,9 +172,9 @@ def _check_tag_value(resource: Resource, path: tuple, tag: dict, problems: Probl
         problems.add(resource, path + ("value",), f"a label value must not contain ';' (it ends a label in the stat name): {literal!r}")
 
 
-def check_telemetry_conflicts(mesh: Mesh, problems: Problems) -> None:
+def check_telemetry_conflicts(mesh: Mesh, problems: Problems, proxies: list | None = None) -> None:
     """Istio applies one Telemetry per level: one without selector per namespace, and one with
-    a selector per workload."""
+    a selector per workload. proxies: those to check, else all."""
     namespace_wide: dict[str, Resource] = {}
     for telemetry in mesh.of_kind("Telemetry"):
         if selector_of(telemetry) is None:
@@ -183,7 +183,7 @@ def check_telemetry_conflicts(mesh: Mesh, problems: Problems) -> None:
                 problems.add(telemetry, ("spec",), f"namespace {telemetry.namespace} already has a Telemetry without selector ({first.ref}): merge them")
     if all(selector_of(t) is None for t in mesh.of_kind("Telemetry")):
         return
-    for proxy in list_proxies(mesh):
+    for proxy in list_proxies(mesh) if proxies is None else proxies:
         matched = mesh.selecting("Telemetry", proxy.namespace, proxy.label_map)
         for telemetry in matched[1:]:
             problems.add(telemetry, ("spec", "selector"), f"{matched[0].ref} also selects proxy {proxy.id}: one Telemetry may select a workload; merge them")
