@@ -15,6 +15,9 @@ scratch folder; then, each timed with time.perf_counter:
             median and the slowest. "proxies" is how many proxies the median change
             reports, "resources" how many (proxy, resource) pairs, "kinds" which kinds of
             resource any change reported: the target wants endpoints only;
+- arrive:   apply of a new WorkloadEntry beside an existing one (a pod or task that comes:
+            the services selecting it gain its endpoint, its proxy joins its class), the
+            median of --changes; leave: apply of its removal, the median;
 - edit:     with --edit, apply of a VirtualService's new weights (the full path: validate
             and compile everything again, compared class by class), once.
 "peak MB" is the process's peak resident memory so far (getrusage).
@@ -82,6 +85,14 @@ def address_change(mesh, index: int, replica: int, number: int) -> dict:
     return document
 
 
+def arrival(mesh, index: int, number: int) -> dict:
+    """A new WorkloadEntry beside an existing v1 one (another pod of its deployment)."""
+    document = address_change(mesh, index, 0, number)
+    document["metadata"]["name"] += f"-new-{number}"
+    document["spec"]["address"] = f"10.251.{number // 250}.{number % 250 + 1}"
+    return document
+
+
 def weight_edit(mesh) -> dict:
     virtual_service = next(vs for vs in mesh.of_kind("VirtualService") if vs.namespace != "istio-system")
     document = copy.deepcopy(virtual_service.document)
@@ -111,6 +122,14 @@ def measure(services: int, changes: int, with_edit: bool, skip_validation: bool)
         (estate, reported), seconds = timed(lambda: apply(estate, document))
         kinds.update(kind for diff in reported.values() for kind in diff)
         runs.append((seconds, len(reported), sum(len(names) for diff in reported.values() for names in diff.values())))
+    arrivals, departures = [], []
+    for number, index in enumerate(spread(services, changes)):
+        document = arrival(estate.mesh, index, number)
+        (estate, _), seconds = timed(lambda: apply(estate, document))
+        arrivals.append(seconds)
+        (estate, _), seconds = timed(lambda: apply(estate, document, removed=True))
+        departures.append(seconds)
+    row.update(arrive=statistics.median(arrivals), leave=statistics.median(departures))
     median = sorted(runs)[len(runs) // 2]
     row.update(change=statistics.median(s for s, _, _ in runs), slowest=max(s for s, _, _ in runs), reported=median[1],
                resources=median[2], kinds=",".join(sorted(kinds)) or "none")
@@ -137,6 +156,8 @@ COLUMNS = [
     ("proxies", 7, lambda r: f"{r['reported']:,}"),
     ("resources", 9, lambda r: f"{r['resources']:,}"),
     ("kinds", 9, lambda r: r["kinds"]),
+    ("arrive ms", 9, lambda r: f"{r['arrive'] * 1000:.1f}"),
+    ("leave ms", 8, lambda r: f"{r['leave'] * 1000:.1f}"),
     ("edit s", 6, lambda r: f"{r['edit']:.2f}" if "edit" in r else "-"),
     ("peak MB", 7, lambda r: f"{r['peak']:.0f}"),
     ("<=100ms", 7, verdict),
