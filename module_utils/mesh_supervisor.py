@@ -288,7 +288,7 @@ class SupervisorProgram:
         # the daemon closes the inherited stdout/stderr, so this returns once it is up.
         try:
             result = subprocess.run([self.supervisord, "-c", self.daemon_conf], stdin=subprocess.DEVNULL,
-                                    capture_output=True, text=True, timeout=60, cwd=self.dir)
+                                    capture_output=True, text=True, timeout=60, cwd=self.dir, check=False)
         except (OSError, subprocess.TimeoutExpired) as error:
             raise ServiceError(f"cannot start {self.supervisord}: {error}") from error
         if result.returncode != 0:

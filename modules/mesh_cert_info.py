@@ -16,7 +16,7 @@ description:
   - Warns (in C(alerts) and as task warnings) when the workload certificate has fewer than O(warn_days) days left,
     when an intermediate or root has fewer than O(ca_warn_days), when the installed certificate is not for the
     installed key, and when Envoy does not use the installed certificate.
-  - M(mesh_cert_metrics) writes its results as Prometheus metrics.
+  - M(meshwright.mesh.mesh_cert_metrics) writes its results as Prometheus metrics.
   - Read-only; it never changes anything and never reads the key's content beyond matching it to the certificate.
   - Runs on the host; needs the standard library and python3-cryptography.
 requirements:
@@ -44,7 +44,7 @@ extends_documentation_fragment:
   - meshwright.mesh.attributes.info_module
   - meshwright.mesh.envoy_admin
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""
@@ -109,16 +109,11 @@ import datetime
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.mesh_envoy_admin import EnvoyAdmin
-from ansible.module_utils.mesh_cryptography import cryptography_import_traceback, fail_without_cryptography
+from ansible.module_utils.mesh_cryptography import fail_without_cryptography
 
-try:
-    from ansible.module_utils.mesh_pki_csr import key_matches_certificate
-    from ansible.module_utils.mesh_pki_info import ca_certificates
-    from ansible.module_utils.mesh_workload_identity import CertsDir, IdentityError, envoy_certificates
-except ImportError as import_error:  # no python3-cryptography on the host: main() says so
-    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = False, cryptography_import_traceback(import_error)
-else:
-    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = True, None
+from ansible.module_utils.mesh_pki_csr import CRYPTOGRAPHY_IMPORT_ERROR, key_matches_certificate
+from ansible.module_utils.mesh_pki_info import ca_certificates
+from ansible.module_utils.mesh_workload_identity import CertsDir, IdentityError, envoy_certificates
 
 
 def main():
@@ -132,7 +127,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_CRYPTOGRAPHY:
+    if CRYPTOGRAPHY_IMPORT_ERROR:  # no python3-cryptography on the host
         fail_without_cryptography(module, CRYPTOGRAPHY_IMPORT_ERROR)
     certs = CertsDir(module.params["certs_dir"])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -150,7 +145,8 @@ def main():
         if not key_matches:
             alerts.append(f"the certificate in {certs.path} is not for the installed key")
         if certificate["days_left"] < module.params["warn_days"]:
-            alerts.append(f"certificate {certificate['serial']} ({certificate['spiffe_id']}) expires in {certificate['days_left']} days, on {certificate['not_after']}")
+            alerts.append(f"certificate {certificate['serial']} ({certificate['spiffe_id']}) expires in {certificate['days_left']} days, on "
+                          f"{certificate['not_after']}")
     for authority in authorities:
         if authority["days_left"] < module.params["ca_warn_days"]:
             alerts.append(f"{authority['kind']} CA {authority['subject']} ({authority['serial']}) expires in {authority['days_left']} days, "

@@ -71,7 +71,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""

@@ -51,7 +51,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""

@@ -1,6 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# meshwright (documentation only: the action plugin plugins/action/mesh_upgrade_plan.py does the work): cut an Envoy upgrade of the estate into batches, on the controller.
+# meshwright (documentation only: the action plugin plugins/action/mesh_upgrade_plan.py does the work):
+# cut an Envoy upgrade of the estate into batches, on the controller.
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ extends_documentation_fragment:
   - meshwright.mesh.attributes
   - meshwright.mesh.attributes.info_module
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""

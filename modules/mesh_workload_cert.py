@@ -12,7 +12,7 @@ description:
   - Writes C(key.pem) (C(0600)), C(cert-chain.pem) and C(root-cert.pem) into O(certs_dir) as one new version and
     swaps it in by one rename (the C(..data) link), so Envoy, which watches the folder through SDS, loads a key and
     chain that belong together and uses them for new connections, with no restart.
-  - The key is the one the chain was issued for - the pending key M(mesh_workload_csr) made, or the installed one.
+  - The key is the one the chain was issued for - the pending key M(meshwright.mesh.mesh_workload_csr) made, or the installed one.
     A chain for neither fails the task.
   - Without O(chain), the installed key and chain stay and only the trust bundle changes (root rotation).
   - Nothing is written when the folder already holds exactly this.
@@ -25,7 +25,7 @@ options:
     type: path
     required: true
   chain:
-    description: The signed chain (PEM, leaf first), as M(mesh_workload_sign) returns it.
+    description: The signed chain (PEM, leaf first), as M(meshwright.mesh.mesh_workload_sign) returns it.
     type: str
   bundle:
     description: The trust bundle (PEM roots).
@@ -55,7 +55,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""
@@ -88,15 +88,11 @@ import datetime
 import pwd
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.mesh_cryptography import cryptography_import_traceback, fail_without_cryptography
+from ansible.module_utils.mesh_cryptography import fail_without_cryptography
 from ansible.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock, folder_read_lock
 
-try:
-    from ansible.module_utils.mesh_workload_identity import CertsDir, IdentityError, certificate_summary
-except ImportError as import_error:  # no python3-cryptography on the host: main() says so
-    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = False, cryptography_import_traceback(import_error)
-else:
-    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = True, None
+from ansible.module_utils.mesh_pki_csr import CRYPTOGRAPHY_IMPORT_ERROR
+from ansible.module_utils.mesh_workload_identity import CertsDir, IdentityError, certificate_summary
 
 
 def main():
@@ -110,7 +106,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_CRYPTOGRAPHY:
+    if CRYPTOGRAPHY_IMPORT_ERROR:  # no python3-cryptography on the host
         fail_without_cryptography(module, CRYPTOGRAPHY_IMPORT_ERROR)
     # One run at a time in the certs folder (another deploy or rotation waits, then fails naming
     # the holder); check mode waits for a writer but makes and changes nothing.

@@ -1,6 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
-# meshwright (documentation only: the action plugin plugins/action/mesh_workload_sign.py does the work): sign proxies' CSRs with the mesh CA, on the controller (a pipe module).
+# meshwright (documentation only: the action plugin plugins/action/mesh_workload_sign.py does the work):
+# sign proxies' CSRs with the mesh CA, on the controller (a pipe module).
 
 from __future__ import annotations
 
@@ -10,30 +11,30 @@ module: mesh_workload_sign
 short_description: Sign proxies' CSRs with the mesh CA, each only for its own SPIFFE ID
 description:
   - A pipe module, like C(x509_certificate_pipe) - CSRs in, certificate chains out; it writes nothing, and reports a
-    change when it issues certificates (the hosts get new ones). M(mesh_workload_cert) installs each chain on its host.
+    change when it issues certificates (the hosts get new ones). M(meshwright.mesh.mesh_workload_cert) installs each chain on its host.
   - The identity a proxy may have comes from the mesh config, never from the request - the namespace and service
     account of its WorkloadEntry (or, for a standalone gateway, its Gateway). A CSR asking for any other SPIFFE ID,
     or not signed by its own key, or not ECDSA P-256, fails the task with the reason and signs nothing.
-  - With O(plan) (what M(mesh_render) returns as C(identities) when given the inventory's hosts), O(csrs) are keyed
+  - With O(plan) (what M(meshwright.mesh.mesh_render) returns as C(identities) when given the inventory's hosts), O(csrs) are keyed
     by inventory host name, and each host is signed only for the proxy and site the plan gives it. A host missing
     from the plan, claiming another proxy or site than the plan's, or sending a CSR for another SPIFFE ID or one
     not signed by its own key is refused, with the host named - whatever facts the host returned.
   - The lifetime is the MeshConfig's C(certificates.workloadCertTtl) (30 days by default), never past the
-    intermediate's or the root's expiry; an expired intermediate or root signs nothing (renew it with M(mesh_ca)).
+    intermediate's or the root's expiry; an expired intermediate or root signs nothing (renew it with M(meshwright.mesh.mesh_ca)).
   - Site names must be DNS-1123 labels (a site is a folder of the CA).
-  - Holds a shared lock on the CA folder while it reads the CA - it waits while M(mesh_ca) writes, not for other
-    readers, and changes nothing (see M(mesh_ca)'s O(mesh_ca#module:lock_timeout)).
+  - Holds a shared lock on the CA folder while it reads the CA - it waits while M(meshwright.mesh.mesh_ca) writes, not for other
+    readers, and changes nothing (see M(meshwright.mesh.mesh_ca)'s O(meshwright.mesh.mesh_ca#module:lock_timeout)).
   - "An action plugin: it runs in the controller's Ansible process, with the Python that runs ansible-playbook
     (which must have the C(meshwright) package) - no C(delegate_to), no interpreter setting. Use C(run_once: true)."
 requirements:
   - meshwright (on the controller)
 options:
   ca_dir:
-    description: The mesh CA's folder (M(mesh_ca)'s O(mesh_ca#module:path)).
+    description: The mesh CA's folder (M(meshwright.mesh.mesh_ca)'s O(meshwright.mesh.mesh_ca#module:path)).
     type: path
     required: true
   mesh:
-    description: Mesh config files or folders, as for M(mesh_render).
+    description: Mesh config files or folders, as for M(meshwright.mesh.mesh_render).
     type: list
     elements: path
     required: true
@@ -43,14 +44,14 @@ options:
         or C({csr, intermediate}) to name the site's intermediate per proxy.
       - With O(plan) - inventory host name to its CSR, the PEM text or C({csr, proxy, intermediate}) where
         C(proxy) and C(intermediate) are what the host claims (each must equal the plan's).
-      - An entry may carry C(public_key_sha256), M(mesh_workload_csr)'s digest of the key the host holds - a CSR
+      - An entry may carry C(public_key_sha256), M(meshwright.mesh.mesh_workload_csr)'s digest of the key the host holds - a CSR
         for another key is refused.
     type: dict
     required: true
   plan:
     description:
       - Inventory host name to C({proxy, site, spiffe_id}), built on the controller from the inventory and the
-        mesh before any host ran a task (M(mesh_render)'s C(identities), registered). The SPIFFE ID must still be
+        mesh before any host ran a task (M(meshwright.mesh.mesh_render)'s C(identities), registered). The SPIFFE ID must still be
         the one the mesh gives the proxy.
     type: dict
   lock_timeout:
@@ -73,7 +74,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""

@@ -64,7 +64,7 @@ class ActionModule(ControllerAction):
             except (KeyError, TypeError, ValueError) as error:
                 task.fail(f"proxies: not mesh_cert_info results ({type(error).__name__}: {error})")
         results = [write_report(task, path, text) for path, text in outputs]
-        result = dict(changed=any(changed for changed, _ in results), paths=[path for path, _ in outputs])
+        result = dict(changed=any(changed for changed, diff in results), paths=[path for path, text in outputs])
         if task.diff and results:
-            result["diff"] = [diff for _, diff in results]
+            result["diff"] = [diff for changed, diff in results]
         return result

@@ -20,7 +20,7 @@ description:
     C(FILE:LINE: Kind/namespace/name: field.path: message) for each."
   - The configuration file's name must end in C(meshwright.yml) or C(meshwright.yaml).
 version_added: 0.1.0
-author: meshwright contributors
+author: meshwright maintainers (@meshwright)
 requirements:
   - The meshwright Python package (the controller's Python must import it).
 extends_documentation_fragment:
@@ -111,7 +111,7 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructa
 
 try:
     from meshwright.lifecycle.hosts import (KIND_GROUPS, PARENT_GROUP, HostsError, host_groups, host_variables, load_mesh_for_hosts,
-                                          mesh_hosts, site_problem)
+                                            mesh_hosts, site_problem)
     from meshwright.model.load import YAML_SUFFIXES
 except ImportError as error:
     MESHWRIGHT_IMPORT_ERROR = error

@@ -26,7 +26,7 @@ description:
     C(mesh) only.
   - The configuration file's name must end in C(terraform.yml) or C(terraform.yaml).
 version_added: 0.1.0
-author: meshwright contributors
+author: meshwright maintainers (@meshwright)
 requirements:
   - The meshwright Python package (the controller's Python must import it).
   - The C(terraform) binary, only with O(project_path).
@@ -129,7 +129,7 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
 
 try:
     from meshwright.lifecycle.hosts import (KIND_GROUPS, PARENT_GROUP, HostsError, MeshHost, host_groups, host_variables,
-                                              load_mesh_for_hosts, mesh_hosts, proxy_id_problem, site_problem)
+                                            load_mesh_for_hosts, mesh_hosts, proxy_id_problem, site_problem)
     from meshwright.names import is_host
 except ImportError as error:
     MESHWRIGHT_IMPORT_ERROR = error
@@ -378,7 +378,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         command = [binary, "show", "-json", "-no-color"]
         try:
             done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=self.get_option("timeout"),
-                                  env=dict(os.environ, TF_IN_AUTOMATION="1", TF_INPUT="0"))
+                                  env=dict(os.environ, TF_IN_AUTOMATION="1", TF_INPUT="0"), check=False)
         except FileNotFoundError:
             raise AnsibleParserError(f"{project}: cannot run {binary}: no such file (set binary_path to the Terraform binary)") from None
         except (OSError, subprocess.TimeoutExpired) as error:

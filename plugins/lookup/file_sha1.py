@@ -16,7 +16,7 @@ options:
     description: Paths of files on the controller.
     required: true
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""

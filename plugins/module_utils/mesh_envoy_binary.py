@@ -29,7 +29,7 @@ def parse_version(text: str) -> str | None:
 def envoy_version(envoy: str, timeout: float = 60) -> str:
     """The version the binary reports, e.g. "1.40.0"."""
     try:
-        result = subprocess.run([envoy, "--version"], capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run([envoy, "--version"], capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise EnvoyBinaryError(f"cannot run {envoy} --version: {error}") from error
     version = parse_version(result.stdout + result.stderr)
@@ -49,7 +49,7 @@ def validate_config(envoy: str, bootstrap: str, timeout: float = 120) -> str | N
         try:
             result = subprocess.run(
                 [envoy, "--mode", "validate", "-c", path, "-l", "error", "--disable-hot-restart"],
-                capture_output=True, text=True, timeout=timeout, cwd=scratch,
+                capture_output=True, text=True, timeout=timeout, cwd=scratch, check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as error:
             raise EnvoyBinaryError(f"cannot run {envoy} --mode validate: {error}") from error

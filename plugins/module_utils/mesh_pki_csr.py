@@ -9,18 +9,28 @@ import of the rest of meshwright, so Ansible module_utils can ship this very fil
 from __future__ import annotations
 
 import hashlib
+import traceback
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+# Guarded as community.crypto guards it: on a host without python3-cryptography this file still
+# imports, and the module using it fails with Ansible's missing-library message (mesh_cryptography).
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+except ImportError:
+    CRYPTOGRAPHY_IMPORT_ERROR: str | None = traceback.format_exc()
+else:
+    CRYPTOGRAPHY_IMPORT_ERROR = None
 
-# Istio's workload keys: ECDSA on P-256, signed with SHA-256.
-CURVE = ec.SECP256R1
+
+def _curve():
+    """Istio's workload keys: ECDSA on P-256, signed with SHA-256."""
+    return ec.SECP256R1()
 
 
 def make_private_key() -> bytes:
     """A new ECDSA P-256 private key, PEM (PKCS#8, unencrypted: Envoy reads it as a file)."""
-    key = ec.generate_private_key(CURVE())
+    key = ec.generate_private_key(_curve())
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 

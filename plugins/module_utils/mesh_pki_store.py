@@ -69,10 +69,11 @@ def write_workload_certificates(certs_dir: str, key_pem: bytes, chain_pem: bytes
     owner (uid, gid; None: the writing user), the proxy's user that reads them.
     Returns False when they already were (nothing is touched then)."""
     contents = {KEY_FILE: (key_pem, KEY_MODE), CHAIN_FILE: (chain_pem, CERTIFICATE_MODE), ROOTS_FILE: (roots_pem, CERTIFICATE_MODE)}
-    digest = hashlib.sha256(b"\0".join(content for content, _ in contents.values())).hexdigest()[:16]
+    digest = hashlib.sha256(b"\0".join(content for content, mode in contents.values())).hexdigest()[:16]
     version = VERSION_PREFIX + digest
     os.makedirs(certs_dir, mode=0o755, exist_ok=True)
-    links_ok = all(os.path.islink(os.path.join(certs_dir, name)) and os.readlink(os.path.join(certs_dir, name)) == os.path.join(DATA_LINK, name) for name in contents)
+    links_ok = all(os.path.islink(os.path.join(certs_dir, name)) and os.readlink(os.path.join(certs_dir, name)) == os.path.join(DATA_LINK,
+                                                                                                                                name) for name in contents)
     if current_version(certs_dir) == version and links_ok:
         files = [os.path.join(certs_dir, version, name) for name in contents]
         if all(owned_by(path, owner) for path in files):

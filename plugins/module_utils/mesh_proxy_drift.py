@@ -126,7 +126,7 @@ def envoy_drift(envoy: dict | None) -> list[str]:
     if source and kind == "binary" and installs.recorded_source_sha256(version, source) is None:
         return [f"Envoy {version}: {source} changed since it was installed"]
     try:
-        changed, _, _ = ensure_envoy(installs, version, "present", source, check_mode=True)
+        changed, dummy, dummy = ensure_envoy(installs, version, "present", source, check_mode=True)
     except (InstallError, EnvoyBinaryError, OSError) as error:
         return [f"Envoy {version}: {error}"]
     return [f"Envoy {version} is not installed from {source} or not current"] if changed else []

@@ -11,8 +11,9 @@ import os
 import re
 import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
+
+from ansible.module_utils.urls import open_url
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 
@@ -76,7 +77,7 @@ def wait_for_http(url: str, timeout: float) -> tuple[bool, str]:
     last = "no answer"
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=max(0.5, min(5.0, deadline - time.monotonic()))) as response:
+            with open_url(url, timeout=max(0.5, min(5.0, deadline - time.monotonic())), use_proxy=False) as response:
                 if response.status == 200:
                     return True, ""
                 last = f"HTTP {response.status}"
@@ -93,7 +94,7 @@ def ensure_service(manager, state: str, check_mode: bool, ready_url: str | None 
     """Bring the service to `state` through its manager; after a start, wait for ready_url.
     Check mode takes the same decisions and skips the side effects."""
     before_config = read_text(manager.config_path)
-    before_status, _ = manager.status()
+    before_status, dummy = manager.status()
     actions = manager.ensure(state, check_mode)
     if state in ("started", "restarted", "reloaded") and ready_url and not check_mode:
         ready, last = wait_for_http(ready_url, ready_timeout)

@@ -28,7 +28,7 @@ def systemd_usable() -> bool:
     systemctl = shutil.which("systemctl")
     if not systemctl:
         return False
-    result = subprocess.run([systemctl, "show", "--property=Version", "--value"], capture_output=True, text=True)
+    result = subprocess.run([systemctl, "show", "--property=Version", "--value"], capture_output=True, text=True, check=False)
     return result.returncode == 0
 
 
@@ -74,7 +74,7 @@ class SystemdUnit:
         return render_unit(self.spec)
 
     def _systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(["systemctl", *args], capture_output=True, text=True)
+        result = subprocess.run(["systemctl", *args], capture_output=True, text=True, check=False)
         if check and result.returncode != 0:
             raise ServiceError(f"systemctl {' '.join(args)} failed: {(result.stderr or result.stdout).strip()}", self.log_tail())
         return result
@@ -101,7 +101,7 @@ class SystemdUnit:
         open) and, when the process logs to a file, that file's end."""
         try:
             journal = subprocess.run(["journalctl", "-u", self.unit, "-n", "20", "--no-pager"],
-                                     capture_output=True, text=True).stdout.strip()
+                                     capture_output=True, text=True, check=False).stdout.strip()
         except OSError:
             journal = ""
         if not self.spec.log_file:

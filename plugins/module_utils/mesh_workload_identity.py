@@ -18,13 +18,17 @@ import os
 import pwd
 import shutil
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_pki_csr import key_matches_certificate, make_private_key
-from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_pki_info import (bundle_fingerprint, certificates_in, describe, fingerprint,
-                                                first_certificate, serial_hex)
+from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_pki_info import (
+    bundle_fingerprint, certificates_in, describe, fingerprint, first_certificate, serial_hex)
 from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_pki_store import CHAIN_FILE, KEY_FILE, ROOTS_FILE, owned_by, write_workload_certificates
+
+# Guarded as in mesh_pki_csr, whose CRYPTOGRAPHY_IMPORT_ERROR the modules using this file check first.
+try:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec
+except ImportError:
+    pass
 
 PENDING_DIR = "..pending"
 

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copied from modules/mesh_ca.py by tools/sync_collection.py: edit the source, then run it.
-# meshwright (documentation only: the action plugin plugins/action/mesh_ca.py does the work): the mesh CA on the controller (root, one intermediate per site, rotations).
+# meshwright (documentation only: the action plugin plugins/action/mesh_ca.py does the work):
+# the mesh CA on the controller (root, one intermediate per site, rotations).
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ module: mesh_ca
 short_description: Keep the mesh CA (a root and one intermediate per site) in a folder on the controller
 description:
   - Makes the mesh's root CA and one intermediate CA per site (cluster, data centre) under O(path), as Istio's
-    plug-in CA layout does; workload certificates are signed by the intermediates (M(mesh_workload_sign)).
+    plug-in CA layout does; workload certificates are signed by the intermediates (M(meshwright.mesh.mesh_workload_sign)).
   - Keys are ECDSA P-256, written C(0600) in C(0700) folders, and never returned or printed; the module returns
     certificate summaries and the trust bundle (public).
   - With O(vault_password_file), every key is stored encrypted as C(ansible-vault encrypt) writes it (format 1.1,
@@ -115,7 +116,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""
@@ -164,7 +165,7 @@ previous_root:
   returned: success
   type: dict
 intermediates:
-  description: Site name to its intermediate's summary (as O(root)).
+  description: Site name to its intermediate's summary (as RV(root)).
   returned: success
   type: dict
 bundle:

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 module: mesh_cert_metrics
 short_description: Write proxies' certificate reports as a Prometheus text file
 description:
-  - Turns M(mesh_cert_info) results into Prometheus metrics (gauges, exposition text format) and writes them to
+  - Turns M(meshwright.mesh.mesh_cert_info) results into Prometheus metrics (gauges, exposition text format) and writes them to
     O(path), the way a node exporter's textfile collector reads them (C(--collector.textfile.directory), files
     ending in C(.prom)).
   - Per certificate (the workload certificate, the intermediates of its chain and the roots of its bundle)
@@ -31,7 +31,7 @@ options:
     required: true
   proxies:
     description:
-      - Proxy ID to its M(mesh_cert_info) result. Results without C(certificate) (a skipped task, for a proxy
+      - Proxy ID to its M(meshwright.mesh.mesh_cert_info) result. Results without C(certificate) (a skipped task, for a proxy
         without identity) are left out.
     type: dict
     required: true
@@ -48,7 +48,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""

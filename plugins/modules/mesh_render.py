@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copied from modules/mesh_render.py by tools/sync_collection.py: edit the source, then run it.
-# meshwright (documentation only: the action plugin plugins/action/mesh_render.py does the work): validate the mesh config and render proxies, on the controller.
+# meshwright (documentation only: the action plugin plugins/action/mesh_render.py does the work):
+# validate the mesh config and render proxies, on the controller.
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ description:
   - Loads the mesh config (Istio API YAML), validates all of it (shape, references, semantics, Envoy's protos),
     and compiles the Envoy config of each proxy named in O(proxies).
   - A pipe module, in the manner of C(x509_certificate_pipe) - content in, content out. It writes nothing, so it
-    never reports a change. M(mesh_proxy_config) writes the result on each host.
+    never reports a change. M(meshwright.mesh.mesh_proxy_config) writes the result on each host.
   - "An action plugin: it runs in the controller's Ansible process, with the Python that runs ansible-playbook
     (which must have the C(meshwright) package) - no C(delegate_to), no interpreter setting. Use C(run_once: true)."
   - "When the mesh config is invalid, the task fails with every problem found, each as
@@ -56,7 +57,7 @@ extends_documentation_fragment:
   - meshwright.mesh.attributes
   - meshwright.mesh.attributes.info_module
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""
@@ -83,7 +84,7 @@ proxies:
       description: SHA-256 over the files; equal digests mean identical config.
       type: str
     files:
-      description: File name to content, for M(mesh_proxy_config).
+      description: File name to content, for M(meshwright.mesh.mesh_proxy_config).
       type: dict
     validation_bootstrap:
       description: The whole config as one static bootstrap, for C(envoy --mode validate) on the host.
@@ -96,7 +97,7 @@ proxies:
       description:
         - With mesh identity on (the MeshConfig has C(certificates)) - C(spiffe_id), the proxy's identity (from its
           WorkloadEntry's namespace and service account), and C(certs_dir), where its Envoy reads its certificates
-          (M(mesh_workload_csr), M(mesh_workload_cert)). Null when the mesh has no identity.
+          (M(meshwright.mesh.mesh_workload_csr), M(meshwright.mesh.mesh_workload_cert)). Null when the mesh has no identity.
       type: dict
       sample: {"spiffe_id": "spiffe://cluster.local/ns/default/sa/payment-service", "certs_dir": "/etc/meshwright/certs"}
     capture:
@@ -118,7 +119,7 @@ proxies:
 identities:
   description:
     - With O(hosts) - inventory host name to C(proxy), C(site) and C(spiffe_id) (null when the mesh has no identity),
-      the plan M(mesh_workload_sign) signs against (its O(mesh_workload_sign#module:plan)).
+      the plan M(meshwright.mesh.mesh_workload_sign) signs against (its O(meshwright.mesh.mesh_workload_sign#module:plan)).
   returned: success, when O(hosts) is given
   type: dict
   sample: {"payment-1": {"proxy": "payment-1.default", "site": "eu-west", "spiffe_id": "spiffe://cluster.local/ns/default/sa/payment-service"}}

@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copied from modules/mesh_upgrade_plan.py by tools/sync_collection.py: edit the source, then run it.
-# meshwright (documentation only: the action plugin plugins/action/mesh_upgrade_plan.py does the work): cut an Envoy upgrade of the estate into batches, on the controller.
+# meshwright (documentation only: the action plugin plugins/action/mesh_upgrade_plan.py does the work):
+# cut an Envoy upgrade of the estate into batches, on the controller.
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ extends_documentation_fragment:
   - meshwright.mesh.attributes
   - meshwright.mesh.attributes.info_module
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""

@@ -14,16 +14,16 @@ description:
     not for the installed key, for another identity, not issued by O(issuer), not chaining to O(bundle), or past
     two thirds of its life (Istio's renewal point). With O(renew=always) it always does.
   - When it does, it returns a CSR (PEM) for O(spiffe_id), signed by the proxy's key. The private key is made on
-    this host (ECDSA P-256) and never leaves it - only the CSR travels to the controller (M(mesh_workload_sign)).
+    this host (ECDSA P-256) and never leaves it - only the CSR travels to the controller (M(meshwright.mesh.mesh_workload_sign)).
   - The installed key is reused unless O(new_key) is set or there is none. A new key waits in
-    C(<certs_dir>/..pending/key.pem) (C(0600)) until M(mesh_workload_cert) installs it with its certificate, so Envoy
+    C(<certs_dir>/..pending/key.pem) (C(0600)) until M(meshwright.mesh.mesh_workload_cert) installs it with its certificate, so Envoy
     keeps using the current pair until then.
   - Runs on the host; needs the standard library and python3-cryptography (Debian's 38 is enough).
 requirements:
   - cryptography >= 38 on the host (Debian and Ubuntu - python3-cryptography)
 options:
   certs_dir:
-    description: The proxy's certificates folder (what M(mesh_render) returns as C(identity.certs_dir)).
+    description: The proxy's certificates folder (what M(meshwright.mesh.mesh_render) returns as C(identity.certs_dir)).
     type: path
     required: true
   spiffe_id:
@@ -63,7 +63,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""
@@ -99,7 +99,7 @@ new_key:
   returned: always
   type: bool
 public_key_sha256:
-  description: SHA-256 (hex) of the DER public key the CSR is for - the key this host holds; M(mesh_workload_sign)
+  description: SHA-256 (hex) of the DER public key the CSR is for - the key this host holds; M(meshwright.mesh.mesh_workload_sign)
     refuses a CSR whose key is not this one.
   returned: when a CSR is returned
   type: str
@@ -108,16 +108,11 @@ public_key_sha256:
 import datetime
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_cryptography import cryptography_import_traceback, fail_without_cryptography
+from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_cryptography import fail_without_cryptography
 from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock, folder_read_lock
 
-try:
-    from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_workload_identity import CertsDir
-    from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_pki_csr import key_pem_public_sha256, make_csr
-except ImportError as import_error:  # no python3-cryptography on the host: main() says so
-    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = False, cryptography_import_traceback(import_error)
-else:
-    HAS_CRYPTOGRAPHY, CRYPTOGRAPHY_IMPORT_ERROR = True, None
+from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_workload_identity import CertsDir
+from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_pki_csr import CRYPTOGRAPHY_IMPORT_ERROR, key_pem_public_sha256, make_csr
 
 
 def main():
@@ -133,7 +128,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_CRYPTOGRAPHY:
+    if CRYPTOGRAPHY_IMPORT_ERROR:  # no python3-cryptography on the host
         fail_without_cryptography(module, CRYPTOGRAPHY_IMPORT_ERROR)
     # One run at a time in the certs folder (another deploy or rotation waits, then fails naming
     # the holder); check mode waits for a writer but makes and changes nothing.

@@ -10,7 +10,10 @@ from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_native
 from ansible.parsing.vault import AnsibleVaultError, VaultLib, get_file_vault_secret, match_encrypt_secret
 
-from meshwright.pki.ca_folder import CaError
+try:
+    from meshwright.pki.ca_folder import CaError
+except ImportError:
+    pass  # ControllerAction (controller_action.py), which runs the mesh_ca action, names the missing package
 
 
 class AnsibleVault:
@@ -46,4 +49,4 @@ def task_vault(password_file: str | None, loader) -> AnsibleVault | None:
     secrets = list(getattr(loader, "_vault", None).secrets or []) if getattr(loader, "_vault", None) else []
     if not secrets:
         return None
-    return AnsibleVault(secrets, "the run's vault secrets (" + ", ".join(vault_id for vault_id, _ in secrets) + ")")
+    return AnsibleVault(secrets, "the run's vault secrets (" + ", ".join(vault_id for vault_id, secret in secrets) + ")")

@@ -115,7 +115,7 @@ def cmd_validate(args) -> int:
             return EXIT_INVALID
         rejection = _envoy_rejection(mesh, envoy, args.envoy_timeout)
         if rejection:
-            proxy_ids, error = rejection
+            proxy_ids, error = rejection  # pylint: disable=unpacking-non-sequence  # not None here
             who = f"proxy {proxy_ids[0]}: envoy --mode validate rejects its config" if len(proxy_ids) == 1 else (
                 f"proxies {', '.join(proxy_ids)}: envoy --mode validate rejects the config they share")
             print(f"{who}:\n{error}", file=sys.stderr)
@@ -169,7 +169,7 @@ def cmd_render(args) -> int:
 
 def _host_port(text: str) -> tuple[str, int]:
     """HOST:PORT (an IPv6 host in brackets) -> (host, port)."""
-    host, _, port = text.rpartition(":")
+    host, dummy, port = text.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
@@ -207,7 +207,7 @@ def _duration(text: str) -> datetime.timedelta:
         seconds = float(number) * units[unit]
     except ValueError:
         seconds = 0
-    if not seconds > 0:
+    if not seconds > 0:  # pylint: disable=unnecessary-negation  # also refuses NaN
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (a positive number with s, m, h or d: 30s, 10m, 24h)")
     return datetime.timedelta(seconds=seconds)
 
@@ -261,7 +261,7 @@ def cmd_serve(args) -> int:
     gc.enable()  # a long-running server: cycles that libraries make must be collected
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *dummy: stop.set())
     try:
         running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr)
     except (ValueError, RuntimeError) as error:
@@ -277,7 +277,7 @@ def _status_table(status: dict) -> list[str]:
     errors = []
     for proxy in status["proxies"]:
         if not proxy["streams"]:
-            rows.append((proxy["proxy"], "-", *("-" for _ in kinds), ""))
+            rows.append((proxy["proxy"], "-", *("-" for dummy in kinds), ""))
         for stream in proxy["streams"]:
             types = stream["types"]
             rows.append((proxy["proxy"], stream["peer"], *(types[k]["state"] if k in types else "-" for k in kinds),
@@ -366,7 +366,7 @@ def cmd_agent(args) -> int:
     gc.enable()  # a long-running process, like serve
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *dummy: stop.set())
     agent = Agent(args.server, args.join_server or _next_port(args.server), args.proxy, args.certs_dir, roots,
                   args.join_token_file, args.validity)
     try:
@@ -426,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="lifetime of the workload certificates it signs (default 24h; a request may ask for less)")
     serve.add_argument("--csr-listen", type=_host_port, default=("127.0.0.1", 15016),
                        help="HOST:PORT of the CSR service for renewals, mTLS (default 127.0.0.1:15016)")
-    serve.add_argument("--join-listen", type=_host_port, help="HOST:PORT of the CSR service for join tokens, server TLS only (default: --csr-listen's port + 1)")
+    serve.add_argument("--join-listen", type=_host_port, help="HOST:PORT of the CSR service for join tokens, server TLS only (default: --csr-listen's "
+                                                              "port + 1)")
     serve.add_argument("--join-tokens", help="directory of join tokens that `meshwright join-token` writes (without it, no first join)")
     serve.set_defaults(func=cmd_serve)
 
@@ -472,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
-        return EXIT_USAGE if exit_.code else EXIT_OK
+        return EXIT_OK if exit_.code in (None, 0) else EXIT_USAGE
     try:
         # One pause for the whole command: the pauses of its steps would each end in a pass
         # of the collector over everything they built.

@@ -51,7 +51,7 @@ def forked_map(work: Callable[[Part], Result], parts: list[Part]) -> list[Result
             results.append(_result(pid, read, lambda: work(part)))
         return results
     finally:
-        for pid, read, _ in pending:  # this process failed or was interrupted: stop the copies
+        for pid, read, dummy in pending:  # this process failed or was interrupted: stop the copies
             _stop(pid, read)
 
 

@@ -61,7 +61,7 @@ def is_label_key(text: object) -> bool:
     """A Kubernetes label key: `name` or `prefix/name`, the prefix a DNS-1123 name."""
     if not isinstance(text, str):
         return False
-    prefix, _, name = text.rpartition("/")
+    prefix, dummy, name = text.rpartition("/")
     return (not prefix or is_subdomain(prefix)) and _LABEL_NAME.fullmatch(name) is not None
 
 

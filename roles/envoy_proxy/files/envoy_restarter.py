@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run Envoy so that it can be hot restarted: the process a service manager (systemd,
 supervisord) keeps running in place of Envoy itself. Standard library only.
 
@@ -75,7 +74,7 @@ class Restarter:
         log(f"started {os.path.realpath(self.command[0])} epoch {self.epoch} as pid {process.pid}")
 
     def signal_all(self, signum: int) -> None:
-        for _, process in self.children:
+        for dummy, process in self.children:
             if process.poll() is None:
                 try:
                     process.send_signal(signum)

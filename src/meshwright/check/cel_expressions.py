@@ -36,7 +36,8 @@ def _probe_bootstrap(expressions: list[str]) -> dict:
     manager = {
         "stat_prefix": "cel_check",
         "route_config": {"name": "cel_check"},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+        "http_filters": [{"name": "envoy.filters.http.router",
+                          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
         "access_log": [access_log(AccessLog(_PROBE_PROVIDER, expression)) for expression in expressions],
     }
     return {"static_resources": {"listeners": [{
@@ -64,7 +65,7 @@ def check_cel_expressions(mesh: Mesh, envoy: str, timeout: float, problems: Prob
     """One Envoy run for all expressions; when it refuses them, one run per expression tells
     which (the rare path)."""
     found = filter_expressions(mesh)
-    distinct = list(dict.fromkeys(expression for _, _, expression in found))
+    distinct = list(dict.fromkeys(expression for dummy, dummy, expression in found))
     if not distinct or _envoy_verdict(envoy, distinct, timeout) is None:
         return
     for expression in distinct:

@@ -28,6 +28,7 @@ def collector_problems(mesh: Mesh, config) -> list[Problem]:
     sidecar = sidecar_for(mesh, proxy) if proxy.kind == "sidecar" else None
     if sidecar is not None and sidecar.spec.get("egress"):
         path = ("spec", "egress")
-        return [Problem(sidecar.source.file, sidecar.line_of(path), sidecar.ref, path, f"{message}: add \"{service.namespace}/{service.hostname}\" to these egress hosts")]
+        return [Problem(sidecar.source.file, sidecar.line_of(path), sidecar.ref, path, f"{message}: add \"{service.namespace}/{service.hostname}\" to "
+                                                                                       "these egress hosts")]
     source = mesh.find("WorkloadEntry", proxy.namespace, proxy.name) or mesh.find("Gateway", proxy.namespace, proxy.name)
     return [Problem(source.source.file, source.source.line, source.ref, (), message)]

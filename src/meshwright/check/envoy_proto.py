@@ -107,7 +107,8 @@ def resource_shape(type_name: str, resource: dict, items: dict[int, tuple[dict, 
     field = SHARED_ITEMS.get(type_name)
     shared = unnamed.get(field) if field else None
     try:
-        if items is None or type(shared) is not list or not all(type(item) is dict for item in shared):
+        # Exact types: only plain JSON lists of objects are shared.
+        if items is None or type(shared) is not list or not all(type(item) is dict for item in shared):  # pylint: disable=unidiomatic-typecheck
             return type_name + "\n" + _shape_text(unnamed)
         # The JSON encoder writes a list item by item with "," between: the same text.
         parts = _shape_text({**unnamed, field: _MARK}).split(f'"{field}":{_ENCODER.encode(_MARK)}')
@@ -175,4 +176,3 @@ TYPES = {
     "endpoints": "envoy.config.endpoint.v3.ClusterLoadAssignment",
     "bootstrap": "envoy.config.bootstrap.v3.Bootstrap",
 }
-

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from meshwright.check.envoy_proto import TYPES, check_resource
 from meshwright.check.pipeline import validate_mesh
-from meshwright.compile.incremental import (Changes, CompiledEstate, assignment_named, entries_selecting, recompiled, with_workload_added, with_workload_endpoints,
-                                            with_workload_removed)
+from meshwright.compile.incremental import (Changes, CompiledEstate, assignment_named, entries_selecting, recompiled, with_workload_added,
+                                            with_workload_endpoints, with_workload_removed)
 from meshwright.model.load import LoadResult, resource_from_document
 from meshwright.model.resource import Resource
 from meshwright.problems import MeshConfigError, Problems

@@ -152,7 +152,7 @@ def _workers_for(mesh: Mesh, classes: list[list]) -> int:
 def _balanced_parts(mesh: Mesh, classes: list[list], workers: int) -> list[list[list]]:
     """The classes in parts of about equal cost: the costliest first, each to the part that
     costs least so far."""
-    parts: list[list[list]] = [[] for _ in range(max(1, min(workers, len(classes))))]
+    parts: list[list[list]] = [[] for dummy in range(max(1, min(workers, len(classes))))]
     costs = [0] * len(parts)
     for proxies in sorted(classes, key=lambda c: -_class_cost(mesh, c)):
         cheapest = costs.index(min(costs))
@@ -203,7 +203,8 @@ def _proxy_problems(mesh: Mesh, config: ProxyConfig, messages: list[str], missin
                 f"which these egress hosts do not import: add \"{service.namespace}/{host}\" to them"
             )))
         else:
-            problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: the routes of {virtual_host} send traffic to {cluster}, which this proxy does not have"))
+            problems.append(Problem(source.source.file, source.source.line, source.ref, (), f"proxy {proxy.id}: the routes of {virtual_host} send "
+                                                                                            f"traffic to {cluster}, which this proxy does not have"))
     return problems
 
 

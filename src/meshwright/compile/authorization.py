@@ -216,7 +216,7 @@ def _server_name(value: str) -> dict:
 def service_account_regex(value: str, policy_namespace: str) -> str:
     """Istio's serviceAccounts value, NAME (in the policy's namespace) or NAMESPACE/NAME, as a
     regex on the SPIFFE ID: any trust domain, and extra segments only as whole segments."""
-    namespace, _, name = value.rpartition("/")
+    namespace, dummy, name = value.rpartition("/")
     return f"spiffe://.+/ns/{re.escape(namespace or policy_namespace)}/(.+/|)sa/{re.escape(name)}(/.+)?"
 
 

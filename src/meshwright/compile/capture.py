@@ -84,7 +84,7 @@ def service_addresses(mesh: Mesh) -> dict[str, str]:
 
 def given_addresses(mesh: Mesh, service: Service) -> list[str]:
     """The `addresses` of the ServiceEntry that defines the service (IPs and CIDR ranges)."""
-    kind, _, rest = service.source.partition("/")
+    kind, dummy, rest = service.source.partition("/")
     if kind != "ServiceEntry":
         return []
     namespace, name = rest.split("/", 1)
@@ -225,7 +225,8 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
             if port.is_tls:
                 chains = service_tls_chains(mesh, proxy, service, port, set(), by_name=False)
             else:
-                chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound|{port.number}||{service.hostname}", tcp_destinations(mesh, proxy, service.hostname, port.number))]}]
+                destinations = tcp_destinations(mesh, proxy, service.hostname, port.number)
+                chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound|{port.number}||{service.hostname}", destinations)]}]
             if ranges:
                 ranged.setdefault(port.number, []).extend(
                     {**copy.deepcopy(chain), "filter_chain_match": {**chain.get("filter_chain_match", {}), "prefix_ranges": ranges}} for chain in chains
@@ -319,5 +320,6 @@ def inbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list, list]:
     chains.extend(_passthrough_chains(mtls_mode(mesh, proxy.namespace, proxy.labels, 0), passthrough))
     virtual_inbound = listener("0.0.0.0", proxy.port(INBOUND_CAPTURE_PORT), chains, "INBOUND")
     virtual_inbound["name"] = VIRTUAL_INBOUND
-    virtual_inbound["listener_filters"] = [{"name": "envoy.filters.listener.original_dst", "typed_config": typed(ORIGINAL_DST)}, *virtual_inbound.get("listener_filters", [])]
+    virtual_inbound["listener_filters"] = [{"name": "envoy.filters.listener.original_dst", "typed_config": typed(ORIGINAL_DST)},
+                                           *virtual_inbound.get("listener_filters", [])]
     return [virtual_inbound], routes, clusters

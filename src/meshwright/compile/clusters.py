@@ -356,10 +356,12 @@ def _service_plan(mesh: Mesh, proxy, service: Service, rule: Resource | None, ga
                 cluster["type"] = "STRICT_DNS" if service.resolution == "DNS" else "LOGICAL_DNS"
                 cluster["dns_lookup_family"] = "V4_ONLY"
                 if not members_of[subset]:
-                    cluster["load_assignment"] = {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(service.hostname, port.target_port or port.number)}}]}]}
+                    cluster["load_assignment"] = {"cluster_name": name,
+                                                  "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(service.hostname,
+                                                                                                                          port.target_port or port.number)}}]}]}
                 else:
                     cluster["load_assignment"] = load_assignment(name, endpoints, port, proxy.locality, policy, tagged,
-                                                               topology_labels(proxy.label_map, proxy.locality))
+                                                                 topology_labels(proxy.label_map, proxy.locality))
             # A gateway never forwards to the original destination (that would be itself):
             # Istio gives it an EDS cluster instead.
             elif service.resolution == "NONE" and not service.endpoints and not gateway:
@@ -386,5 +388,6 @@ def static_cluster(name: str, address: str, port: int, http2: bool = False) -> d
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(address, port)}}]}]},
     }
     if http2:
-        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(HTTP_PROTOCOL_OPTIONS, explicit_http_config={"http2_protocol_options": {}})}
+        http2 = typed(HTTP_PROTOCOL_OPTIONS, explicit_http_config={"http2_protocol_options": {}})
+        cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": http2}
     return cluster

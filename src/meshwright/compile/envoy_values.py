@@ -84,6 +84,8 @@ def _san_type(name: str) -> str:
         return "IP_ADDRESS"
     except ValueError:
         return "DNS"
+
+
 HTTP_PROTOCOL_OPTIONS = TYPE_PREFIX + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 TLS_INSPECTOR = TYPE_PREFIX + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 FILE_ACCESS_LOG = TYPE_PREFIX + "envoy.extensions.access_loggers.file.v3.FileAccessLog"
@@ -139,4 +141,4 @@ def string_match(match: dict, ignore_case: bool = False) -> dict:
 
 def locality(text: str) -> dict:
     parts = text.split("/") if text else []
-    return {key: value for key, value in zip(("region", "zone", "sub_zone"), parts)}
+    return dict(zip(("region", "zone", "sub_zone"), parts))

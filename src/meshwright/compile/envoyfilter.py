@@ -143,7 +143,7 @@ def _managers(resources: Patchable, context: str, listener_match: dict):
     """The HTTP connection managers a listener match selects (filterChain.filter.name, when
     set, must name the manager)."""
     filter_match = (listener_match.get("filterChain") or {}).get("filter") or {}
-    for _, chain in _chains(resources, context, listener_match):
+    for dummy, chain in _chains(resources, context, listener_match):
         for network_filter in chain["filters"]:
             if network_filter["name"] == HCM_FILTER and _filter_name_matches(network_filter, filter_match):
                 yield network_filter["typed_config"]
@@ -321,7 +321,7 @@ def _apply_filter_chain(patch: Patch, resources: Patchable) -> None:
 
 def _apply_network_filter(patch: Patch, resources: Patchable) -> None:
     anchor = _set((patch.listener.get("filterChain") or {}).get("filter") or {}, "name")
-    for _, chain in _chains(resources, patch.context, patch.listener):
+    for dummy, chain in _chains(resources, patch.context, patch.listener):
         # The last network filter is the terminal one (the HTTP connection manager, TCP proxy):
         # Envoy refuses a filter after it, so ADD goes before it, as HTTP filters before the router.
         terminal = chain["filters"][-1]["name"] if chain["filters"] else None
@@ -389,7 +389,7 @@ def _apply_http_route(patch: Patch, resources: Patchable) -> None:
     route match); INSERT_FIRST and ADD put it first and last (last is after Istio's catch-all
     routes, as in Istio: a route there may never match)."""
     route_match = (patch.route_configuration.get("vhost") or {}).get("route") or {}
-    for _, vhost in _vhosts(resources, patch.context, patch.route_configuration):
+    for dummy, vhost in _vhosts(resources, patch.context, patch.route_configuration):
         routes = vhost["routes"]
         matched = [index for index, route in enumerate(routes) if _route_matches(route, route_match)]
         if patch.operation in _MERGES:

@@ -103,7 +103,7 @@ def is_grpc_provider(mesh: Mesh, custom: list[Resource]) -> bool:
 
 def network_ext_authz_filter(mesh: Mesh, custom: list[Resource], stat_prefix: str) -> dict:
     """The network ext_authz filter of a TCP chain for CUSTOM policies of a gRPC provider."""
-    _, settings = provider_spec(mesh, custom[0].spec["provider"]["name"])
+    dummy, settings = provider_spec(mesh, custom[0].spec["provider"]["name"])
     service = provider_service(mesh, settings)
     cluster = outbound_cluster_name(int(settings["port"]), "", service.hostname)
     config: dict = {"stat_prefix": stat_prefix, "grpc_service": _grpc_service(settings, service, cluster), "transport_api_version": "V3"}

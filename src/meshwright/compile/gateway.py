@@ -76,7 +76,8 @@ def _virtual_hosts(mesh: Mesh, proxy: Proxy, gateway_id: str, server: dict) -> l
             routes_by_host.setdefault(hostname, []).extend(routes if index == 0 else virtual_service_routes(mesh, proxy, virtual_service, context))
     hosts = []
     for hostname in sorted(routes_by_host):
-        host: dict = {"name": f"{hostname}:{port}", "domains": ["*"] if hostname == "*" else [hostname, f"{hostname}:{port}"], "routes": routes_by_host[hostname]}
+        host: dict = {"name": f"{hostname}:{port}", "domains": ["*"] if hostname == "*" else [hostname, f"{hostname}:{port}"],
+                      "routes": routes_by_host[hostname]}
         if (server.get("tls") or {}).get("httpsRedirect"):
             host["require_tls"] = "ALL"
         hosts.append(host)
@@ -90,7 +91,8 @@ def _tcp_clusters(mesh: Mesh, proxy: Proxy, gateway_id: str, port: int) -> list[
     for virtual_service in _gateway_virtual_services(mesh, proxy, gateway_id):
         for route in virtual_service.spec.get("tcp") or []:
             if tcp_route_applies(route, proxy, context, virtual_service.namespace):
-                return [(destination_cluster(mesh, entry["destination"], virtual_service.namespace), weight) for entry, weight in weighted_destinations(route["route"])]
+                return [(destination_cluster(mesh, entry["destination"], virtual_service.namespace), weight) for entry,
+                        weight in weighted_destinations(route["route"])]
     return []
 
 
@@ -136,7 +138,7 @@ def _auto_passthrough_servers(mesh: Mesh, proxy: Proxy) -> list[tuple[str, dict]
 def _sni_clusters(mesh: Mesh, proxy: Proxy, service: Service) -> list[tuple[str, str]]:
     """(SNI, outbound cluster) for every port and subset of a service: the name Istio's
     clients send for mesh mTLS to that cluster (outbound_.PORT_.SUBSET_.HOST)."""
-    clusters, _ = service_clusters(mesh, proxy, service)
+    clusters, dummy = service_clusters(mesh, proxy, service)
     return [(mesh_sni(*parse_outbound_cluster_name(c["name"])), c["name"]) for c in clusters]
 
 

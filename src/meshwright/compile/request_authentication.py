@@ -39,7 +39,7 @@ def policies_of_kind(mesh: Mesh, kind: str, namespace: str, labels: tuple) -> li
     def compute():
         chosen = [
             policy
-            for policy_namespace in {namespace, ROOT_NAMESPACE}
+            for policy_namespace in sorted({namespace, ROOT_NAMESPACE})
             for policy in mesh.without_selector(kind, policy_namespace) + mesh.selecting(kind, policy_namespace, dict(labels))
         ]
         return sorted(chosen, key=lambda policy: (policy.namespace, policy.name))

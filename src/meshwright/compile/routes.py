@@ -266,7 +266,7 @@ def route_action(mesh: Mesh, http: dict, namespace: str, client: Proxy) -> dict:
                 weighted["host_rewrite_literal"] = authority
             clusters.append(weighted)
         action["weighted_clusters"] = {"clusters": clusters}
-    for entry, _ in served:
+    for entry, dummy in served:
         policy = destination_hash_policy(mesh, entry["destination"], namespace, client)
         if policy and policy not in hashing:
             hashing.append(policy)

@@ -57,7 +57,7 @@ def inbound_ports(mesh: Mesh, namespace: str, labels: dict, workload: str) -> fr
         entry = mesh.find("WorkloadEntry", namespace, name)
         if entry is None or entry.annotations.get(INTERCEPTION_ANNOTATION) != REDIRECT:
             return ingress
-        return frozenset(port for port, _ in workload_service_ports(mesh, workload))
+        return frozenset(port for port, dummy in workload_service_ports(mesh, workload))
 
     return mesh.memo(("inbound-ports", namespace, tuple(sorted(labels.items())), workload), compute)
 

@@ -94,7 +94,8 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
     if not explicit:
         port = proxy.port(OUTBOUND_PORT)
         name = str(port)
-        routes.append(route_configuration(name, _with_egress_proxy(outbound_virtual_hosts(mesh, proxy, services_in_scope(mesh, proxy), port), egress_proxy), mesh))
+        routes.append(route_configuration(name, _with_egress_proxy(outbound_virtual_hosts(mesh, proxy, services_in_scope(mesh, proxy), port), egress_proxy),
+                                          mesh))
         chain = {"filters": [http_connection_manager(f"outbound_{port}", name)]}
         listeners.append(listener("127.0.0.1", port, [chain], "OUTBOUND"))
     for entry in explicit:
@@ -117,4 +118,3 @@ def outbound(mesh: Mesh, proxy: Proxy) -> tuple[list, list]:
             chains = [{"filters": [outbound_tcp_proxy(mesh, proxy, f"outbound_{number}", tcp_destinations(mesh, proxy, service.hostname, port.number))]}]
         listeners.append(listener(bind, number, chains, "OUTBOUND"))
     return listeners, routes
-

@@ -446,9 +446,11 @@ def cluster_labels(mesh: Mesh, proxy: Proxy, cluster: str) -> list[tuple[str, st
     proxy calls destination_service), inbound ones as the destination (this proxy serves)."""
     direction, port, subset, host = (cluster.split("|") + ["", "", ""])[:4]
     if direction == "outbound":
-        return [("reporter", "source"), *_workload_labels(proxy, "source"), ("destination_service", host), ("destination_port", port), ("destination_subset", subset)]
+        return [("reporter", "source"), *_workload_labels(proxy, "source"), ("destination_service", host), ("destination_port", port),
+                ("destination_subset", subset)]
     if direction == "inbound":
-        return [("reporter", "destination"), *_workload_labels(proxy, "destination"), ("destination_service", _inbound_service(mesh, proxy, int(port))), ("destination_port", port)]
+        return [("reporter", "destination"), *_workload_labels(proxy, "destination"), ("destination_service", _inbound_service(mesh, proxy, int(port))),
+                ("destination_port", port)]
     return []
 
 
@@ -533,10 +535,10 @@ def stat_name_values(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, tokens
     a value is not plain text (the proxy is then written on its own)."""
     values = {}
     for token in tokens:
-        direction, _, port = token[len(TOKEN_PREFIX):-len(TOKEN_SUFFIX)].partition("-")
+        direction, dummy, port = token[len(TOKEN_PREFIX):-len(TOKEN_SUFFIX)].partition("-")
         cluster = f"outbound|{port}||" if direction == "outbound" else f"inbound|{port}||"
         own = _stat_labels(mesh, proxy, telemetry, cluster)[1:1 + _OWN_LABEL_COUNT[direction]]
-        if not all(_PLAIN_VALUE.match(value) for _, value in own):
+        if not all(_PLAIN_VALUE.match(value) for dummy, value in own):
             return None
         values[token] = _label_text(own)
     return values
@@ -550,7 +552,7 @@ def _own_label_count(labels: list[tuple[str, str]], cluster: str) -> int | None:
     expected = [f"{side}_workload", f"{side}_workload_namespace", f"{side}_app", f"{side}_version"]
     if direction == "inbound":
         expected.append("destination_service")
-    names = [label for label, _ in labels[1:1 + len(expected)]]
+    names = [label for label, dummy in labels[1:1 + len(expected)]]
     return len(expected) if labels[0][0] == "reporter" and names == expected else None
 
 

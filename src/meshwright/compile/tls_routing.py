@@ -68,7 +68,7 @@ def tls_routes(mesh: Mesh, proxy: Proxy, service: Service, port: int) -> list[tu
 
 def outbound_tcp_proxy(mesh: Mesh, proxy: Proxy, stat_prefix: str, clusters: list[tuple[str, int]]) -> dict:
     """A tcp_proxy to clusters with the connection limits the proxy's DestinationRules give."""
-    return tcp_proxy(stat_prefix, clusters, tcp_connection_limits(mesh, proxy, [name for name, _ in clusters]))
+    return tcp_proxy(stat_prefix, clusters, tcp_connection_limits(mesh, proxy, [name for name, dummy in clusters]))
 
 
 def sni_chain(mesh: Mesh, proxy: Proxy, server_names: list[str] | None, clusters: list[tuple[str, int]]) -> dict:

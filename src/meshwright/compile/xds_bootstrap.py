@@ -52,7 +52,7 @@ def _xds_cluster(server: XdsServer, trust_domain: str) -> dict:
     cluster = static_cluster(XDS_CLUSTER, first_host, first_port, http2=True)
     cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
         {"endpoint": {"address": socket_address(host, port)}} for host, port in server.addresses]
-    if not all(_is_ip(host) for host, _ in server.addresses):
+    if not all(_is_ip(host) for host, dummy in server.addresses):
         cluster["type"] = "STRICT_DNS"
     if server.certs_dir is not None:
         certs = server.certs_dir

@@ -63,7 +63,7 @@ def proxy_requests(csrs: dict, default_site: str) -> list[SignRequest]:
     """Requests keyed by proxy ID (the controller's own choice: no plan needed)."""
     out = []
     for proxy, entry in sorted(csrs.items()):
-        csr, _, site, public_key = _entry(str(proxy), entry)
+        csr, dummy, site, public_key = _entry(str(proxy), entry)
         out.append(SignRequest(str(proxy), str(proxy), csr, str(site or default_site), public_key=public_key))
     return out
 

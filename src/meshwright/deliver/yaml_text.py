@@ -10,13 +10,14 @@ does (a string PyYAML would break over lines, a long key, a type other than JSON
 the whole document to PyYAML: the text is the same either way
 (tests/unit/test_yaml_text.py compares them on every golden case and on generated data).
 """
+# Exact types, not isinstance: a bool is an int and a subclass may dump otherwise; such values go to PyYAML.
+# pylint: disable=unidiomatic-typecheck
 
 from __future__ import annotations
 
 import re
 
 import yaml
-
 
 
 class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's emitter when PyYAML has it: the same text, faster
@@ -72,7 +73,7 @@ def _multiline(value: str, indent: int) -> str:
             raise _Unsure(value)
         depth = indent // 2
         document: dict = {"k": value}
-        for _ in range(depth):
+        for dummy in range(depth):
             document = {"a": document}
         lines = yaml.dump(document, Dumper=_Dumper, default_flow_style=False, width=WIDTH).split("\n")[depth:-1]
         if not lines[0].startswith(" " * indent + "k: ") or any(len(line) >= WIDTH - 8 - _LONGEST // 4 for line in lines):

@@ -75,11 +75,11 @@ def plan_upgrade(version: str, sites: list[tuple[str, list[str]]], hosts: list[s
     outside = [host for host in hosts if host not in seen]
     if outside:
         raise UpgradePlanError(f"{', '.join(outside)} {'is' if len(outside) == 1 else 'are'} in none of the sites "
-                               f"{', '.join(site for site, _ in sites)}: add {'its' if len(outside) == 1 else 'their'} group "
+                               f"{', '.join(site for site, dummy in sites)}: add {'its' if len(outside) == 1 else 'their'} group "
                                "to upgrade_sites, or leave the host out with --limit")
-    up_to_date = tuple(host for _, members in ordered for host in members if running.get(host) == version)
+    up_to_date = tuple(host for dummy, members in ordered for host in members if running.get(host) == version)
     todo = [(site, [host for host in members if host not in up_to_date]) for site, members in ordered]
-    total = sum(len(members) for _, members in todo)
+    total = sum(len(members) for dummy, members in todo)
     canary_size = batch_size(canary, total, "upgrade_canary")
     batches: list[Batch] = []
     for site, members in todo:

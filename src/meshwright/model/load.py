@@ -198,7 +198,8 @@ def _decode(data: bytes) -> str:
     bad = _NON_PRINTABLE.search(text)
     if bad:
         line = text.count("\n", 0, bad.start()) + 1
-        raise _Refused(f"cannot read: control character U+{ord(bad.group()):04X} at line {line}; YAML allows only printable characters (is this a binary file?)", line)
+        raise _Refused(f"cannot read: control character U+{ord(bad.group()):04X} at line {line}; YAML allows only printable characters (is this a "
+                       "binary file?)", line)
     return text
 
 
@@ -353,7 +354,7 @@ class _DocumentReader:
 
 
 def _first_sentence(error: Exception) -> str:
-    return str(error).split(";")[0].strip()
+    return str(error).split(";", maxsplit=1)[0].strip()
 
 
 def _text(value) -> str:

@@ -39,6 +39,8 @@ ACCESS_LOG_PATH_HELP = f"/dev/stdout, /dev/stderr or a file under {ACCESS_LOG_DI
 
 def is_access_log_path(path: object) -> bool:
     return isinstance(path, str) and (path in ACCESS_LOG_STREAMS or _ACCESS_LOG_FILE.fullmatch(path) is not None)
+
+
 BUILTIN_PROMETHEUS, BUILTIN_ENVOY = "prometheus", "envoy"
 
 

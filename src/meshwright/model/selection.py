@@ -81,7 +81,6 @@ class LabelIndex(Generic[Item]):
         candidates = min((self._by_label.get((namespace, key, value), ()) for key, value in selector.items()), key=len)
         return [item for item in candidates if labels_match(selector, self._labels_of(item))]
 
-
     def select_in_every_namespace(self, selector: dict) -> list[Item]:
         """The items of every namespace whose labels selector matches, by namespace, then in
         the order given."""
@@ -114,7 +113,7 @@ class SelectorIndex(Generic[Item]):
         candidates = list(self._by_label.get((namespace, None), ()))
         for label in labels.items():
             candidates += self._by_label.get((namespace, label), ())
-        return [item for _, item in sorted(candidates, key=_position) if labels_match(self._selector_of(item), labels)]
+        return [item for dummy, item in sorted(candidates, key=_position) if labels_match(self._selector_of(item), labels)]
 
 
 def _position(candidate: tuple) -> int:

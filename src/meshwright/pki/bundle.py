@@ -19,5 +19,4 @@ def trust_bundle(*pems: bytes) -> bytes:
     """One PEM bundle of every certificate in the given PEM texts, each once, oldest first."""
     unique = {fingerprint(c): c for pem in pems for c in certificates_in(pem)}
     ordered = sorted(unique.items(), key=lambda item: (not_before(item[1]), item[0]))
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for _, c in ordered)
-
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for dummy, c in ordered)

@@ -12,9 +12,13 @@ import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ExtensionOID
+# Guarded as in csr.py: the module using this file reports a host without python3-cryptography.
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtensionOID
+except ImportError:
+    pass
 
 RENEW_AFTER = Fraction(2, 3)  # of the certificate's lifetime
 

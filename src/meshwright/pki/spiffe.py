@@ -7,7 +7,6 @@ def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
     return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
 
 
-
 # The control plane's own identity (meshwright serve): proxies accept its server certificate
 # only when it carries this SPIFFE ID, issued by the mesh CA like every workload's.
 CONTROL_PLANE_NAMESPACE = "meshwright-system"

@@ -62,7 +62,8 @@ def check_csr(csr_pem: bytes, expected_spiffe_id: str, allow_rsa: bool = False) 
     check_key(csr.public_key(), allow_rsa)
     asked = csr_spiffe_id(csr)
     if asked != expected_spiffe_id:
-        raise CsrRefused(f"the CSR asks for {asked}, but this workload's identity is {expected_spiffe_id} (from its WorkloadEntry's namespace and serviceAccount)")
+        raise CsrRefused(f"the CSR asks for {asked}, but this workload's identity is {expected_spiffe_id} (from its WorkloadEntry's namespace and "
+                         "serviceAccount)")
     return csr
 
 

@@ -19,7 +19,7 @@ import time
 
 from meshwright.check.pipeline import validate_mesh
 from meshwright.mesh import Mesh
-from meshwright.model.load import LoadResult, load_paths
+from meshwright.model.load import load_paths
 from meshwright.problems import Problem
 
 LOG = logging.getLogger("meshwright.serve")
@@ -98,4 +98,3 @@ class MeshFolder:
                       len(problems), "" if len(problems) == 1 else "s")
             return
         LOG.info("mesh config edit handled in %.3fs (loaded, validated, compiled, pushes queued)", time.monotonic() - started)
-

@@ -164,7 +164,8 @@ http_retry = Obj(
         "perTryTimeout": Duration(minimum_seconds=0.001),
         "retryOn": Str(
             pattern=r"^([a-z0-9-]+|[1-5][0-9][0-9])(,([a-z0-9-]+|[1-5][0-9][0-9]))*$",
-            pattern_help="a comma-separated list of retry conditions (5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, or status codes)",
+            pattern_help="a comma-separated list of retry conditions (5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, or "
+                         "status codes)",
         ),
         "retryRemoteLocalities": Bool(),
         "retryIgnorePreviousHosts": Bool(),
@@ -266,9 +267,10 @@ tcp_route = Obj(
     "a TCP route",
     {
         # Istio's L4MatchAttributes: every field given must hold (compile/routes.py tcp_route_applies).
-        "match": ListOf(Obj("a TCP match", {"port": Port(), "sourceLabels": Labels(), "gateways": ListOf(Str(non_empty=True), min_items=1), "sourceNamespace": label,
-                                           "destinationSubnets": Unsupported("match by port, or give the addresses to a ServiceEntry: under iptables "
-                                                                             "capture its addresses pick the connections to them")})),
+        "match": ListOf(Obj("a TCP match", {"port": Port(), "sourceLabels": Labels(), "gateways": ListOf(Str(non_empty=True), min_items=1),
+                                            "sourceNamespace": label,
+                                            "destinationSubnets": Unsupported("match by port, or give the addresses to a ServiceEntry: under iptables "
+                                                                              "capture its addresses pick the connections to them")})),
         "route": ListOf(Obj("a route destination", {"destination": destination, "weight": weight}, required=("destination",)), min_items=1),
     },
     required=("route",),
@@ -421,7 +423,8 @@ traffic_policy = Obj(
 )
 
 # Istio's visibility: "*" every namespace, "." the resource's own, "~" none, or namespaces.
-export_to = ListOf(Str(valid=lambda text: text in ("*", ".", "~") or names.is_label(text), pattern_help="'*', '.', '~' or a namespace (" + names.LABEL_HELP + ")"))
+export_to = ListOf(Str(valid=lambda text: text in ("*", ".", "~") or names.is_label(text), pattern_help="'*', '.', '~' or a namespace "
+                                                                                                        "(" + names.LABEL_HELP + ")"))
 
 destination_rule = Obj(
     "a DestinationRule spec",
@@ -465,7 +468,8 @@ workload_group = Obj(
                 "labels": "the labels of the group's entries are spec.metadata.labels",
             },
         ),
-        "probe": Unsupported("meshwright does not probe VM workloads: Envoy's outlier detection (a DestinationRule's outlierDetection) takes failing endpoints out"),
+        "probe": Unsupported("meshwright does not probe VM workloads: Envoy's outlier detection (a DestinationRule's outlierDetection) takes failing "
+                             "endpoints out"),
     },
     required=("template",),
 )
@@ -485,7 +489,8 @@ service_entry = Obj(
         "ports": ListOf(service_port, min_items=1),
         "location": Enum(
             "MESH_EXTERNAL", "MESH_INTERNAL",
-            hints={"MESH_INTERNET": "MESH_INTERNAL: the service runs in the mesh (its workloads have sidecars); MESH_EXTERNAL: it runs outside the mesh (an API on the internet, a database without a sidecar)"},
+            hints={"MESH_INTERNET": "MESH_INTERNAL: the service runs in the mesh (its workloads have sidecars); MESH_EXTERNAL: it runs outside the "
+                                    "mesh (an API on the internet, a database without a sidecar)"},
         ),
         "resolution": Enum("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"),
         "endpoints": ListOf(workload_entry),
@@ -517,16 +522,19 @@ server_tls = Obj(
         # Several certificates (Istio's RSA and ECDSA pair): credentials, or file pairs.
         "credentialNames": ListOf(Any(), min_items=1),
         "tlsCertificates": ListOf(Obj("a server certificate", {"serverCertificate": Str(non_empty=True), "privateKey": Str(non_empty=True),
-                                                               "caCertificates": Str(non_empty=True)}, required=("serverCertificate", "privateKey")), min_items=1),
+                                                               "caCertificates": Str(non_empty=True)}, required=("serverCertificate",
+                                                                                                                 "privateKey")), min_items=1),
     },
 )
 
 gateway_server = Obj(
     "a gateway server",
     {
-        "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS", fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
+        "port": Obj("a gateway port", {"number": Port(), "protocol": Enum("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS", fold_case=True),
+                                       "name": Str(non_empty=True)}, required=("number", "protocol", "name")),
         "bind": Address(),
-        "hosts": ListOf(Str(valid=lambda text: names.is_namespaced_host(text, namespace_required=False), pattern_help=f"a host (a DNS name or a wildcard) or {names.NAMESPACED_HOST_HELP}"), min_items=1),
+        "hosts": ListOf(Str(valid=lambda text: names.is_namespaced_host(text, namespace_required=False),
+                            pattern_help=f"a host (a DNS name or a wildcard) or {names.NAMESPACED_HOST_HELP}"), min_items=1),
         "name": Str(),
         "tls": server_tls,
     },
@@ -564,7 +572,8 @@ sidecar = Obj(
             Obj(
                 "a sidecar ingress listener",
                 {
-                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS, fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol")),
+                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS, fold_case=True), "name": Str(non_empty=True)},
+                                required=("number", "protocol")),
                     "bind": Address(),
                     "defaultEndpoint": Str(pattern=r"^(127\.0\.0\.1|0\.0\.0\.0|\[::1\]|[0-9.]+):\d+$", pattern_help="an endpoint IP:PORT (127.0.0.1:8080)"),
                     "captureMode": Enum("NONE", hints=CAPTURE_HINTS),
@@ -576,7 +585,8 @@ sidecar = Obj(
             Obj(
                 "a sidecar egress listener",
                 {
-                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS, *TLS_PROTOCOLS, fold_case=True), "name": Str(non_empty=True)}, required=("number", "protocol")),
+                    "port": Obj("a sidecar port", {"number": Port(), "protocol": Enum(*PROTOCOLS, *TLS_PROTOCOLS, fold_case=True),
+                                                   "name": Str(non_empty=True)}, required=("number", "protocol")),
                     "bind": Address(),
                     "captureMode": Enum("NONE", hints=CAPTURE_HINTS),
                     "hosts": ListOf(Str(valid=names.is_namespaced_host, pattern_help=names.NAMESPACED_HOST_HELP), min_items=1),
@@ -744,7 +754,8 @@ mesh_config = Obj(
         "outboundTrafficPolicy": outbound_traffic_policy,
         "certificates": security_api.certificates,
         # Where Gateway servers' credentialName folders are on the gateways' hosts.
-        "credentials": Obj("a credentials folder", {"dir": Str(pattern=r"/\S+", pattern_help="an absolute path without spaces, such as /etc/meshwright/credentials")}, required=("dir",)),
+        "credentials": Obj("a credentials folder", {"dir": Str(pattern=r"/\S+", pattern_help="an absolute path without spaces, such as "
+                                                                                             "/etc/meshwright/credentials")}, required=("dir",)),
         # "" (no access log unless a provider says so) or where the built-in `envoy` provider writes.
         "accessLogFile": Str(valid=lambda path: path == "" or is_access_log_path(path), pattern_help=ACCESS_LOG_PATH_HELP),
         "accessLogEncoding": Enum("TEXT", "JSON"),

@@ -131,7 +131,8 @@ def _check_http_match_gateways(mesh: Mesh, resource: Resource, index: int, probl
             if qualified != "mesh" and mesh.find("Gateway", *qualified.split("/", 1)) is None:
                 problems.add(resource, path, f"gateway {qualified} does not exist (define a Gateway, or use 'mesh' for sidecars)")
             elif qualified not in bound:
-                problems.warn(resource, path, f"{qualified} is not one of this VirtualService's gateways ({', '.join(sorted(bound))}): the match never applies there")
+                problems.warn(resource, path, f"{qualified} is not one of this VirtualService's gateways ({', '.join(sorted(bound))}): the match never "
+                                              "applies there")
 
 
 def _check_tls_routes(mesh: Mesh, resource: Resource, problems: Problems) -> None:
@@ -230,7 +231,8 @@ TERMINATING_MODES = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
 # Fields that check the client's certificate: meaningful only when the gateway asks for one.
 CLIENT_CHECK_FIELDS = ("subjectAltNames", "verifyCertificateSpki", "verifyCertificateHash", "caCrl")
 # Everything that configures a TLS handshake the gateway makes itself (not with PASSTHROUGH).
-HANDSHAKE_FIELDS = ("credentialName", "credentialNames", "tlsCertificates", "serverCertificate", "privateKey", "caCertificates", "minProtocolVersion", "maxProtocolVersion", "cipherSuites") + CLIENT_CHECK_FIELDS
+HANDSHAKE_FIELDS = ("credentialName", "credentialNames", "tlsCertificates", "serverCertificate", "privateKey", "caCertificates", "minProtocolVersion",
+                    "maxProtocolVersion", "cipherSuites") + CLIENT_CHECK_FIELDS
 # The ways to give the server's certificates (one of them, as Istio requires).
 CERTIFICATE_SOURCES = ("credentialName", "credentialNames", "tlsCertificates")
 # Envoy presents one certificate per key type: Istio's lists are an RSA and an ECDSA one.
@@ -266,7 +268,8 @@ def _check_server_tls(mesh: Mesh, resource: Resource, index: int, server: dict, 
     if not _mode_fits_protocol(resource, path, server["port"]["protocol"], mode, problems):
         return
     if mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH"):
-        _refuse_fields(resource, path, tls, HANDSHAKE_FIELDS, "{field} has no use with mode " + mode + " (the backend makes the TLS handshake): remove it", problems)
+        _refuse_fields(resource, path, tls, HANDSHAKE_FIELDS, "{field} has no use with mode " + mode + " (the backend makes the TLS handshake): remove "
+                                                                                                       "it", problems)
     elif mode == "ISTIO_MUTUAL":
         if not mesh.settings.identity_enabled:
             problems.add(resource, path + ("mode",), f"ISTIO_MUTUAL needs workload certificates: {IDENTITY_HINT}")

@@ -11,7 +11,7 @@ import re
 
 from meshwright import names
 from meshwright.compile.authorization import MATCH_ANY_TEMPLATE, MATCH_ONE_TEMPLATE, is_path_template
-from meshwright.validate.shape import Bool, Duration, Enum, Labels, ListOf, Obj, PortMapOf, Schema, Str, Unsupported, type_name
+from meshwright.validate.shape import Bool, Duration, Enum, Labels, ListOf, Obj, PortMapOf, Schema, Str, type_name
 
 SECURITY_VERSIONS = ("security.istio.io/v1", "security.istio.io/v1beta1")
 
@@ -52,7 +52,6 @@ def is_namespace_value(text: object) -> bool:
     if core is None:
         return names.is_label(text)
     return bool(core) and names.is_label(f"x{core}x")  # a piece of a label: letters, digits, '-'
-
 
 
 # A literal segment of a path template: RFC 3986 pchar, as Istio checks it.
@@ -167,7 +166,8 @@ IP_CONDITION_KEYS = ("source.ip", "remote.ip", "destination.ip")
 condition = Obj(
     "a rule condition",
     {
-        "key": Str(pattern=r"request\.headers\[[^\]]+\]|request\.auth\.claims(\[[^\[\]]+\])+|" + "|".join(re.escape(key) for key in PLAIN_CONDITION_KEYS), pattern_help=f"a supported key: {CONDITION_KEYS}"),
+        "key": Str(pattern=r"request\.headers\[[^\]]+\]|request\.auth\.claims(\[[^\[\]]+\])+|" + "|".join(re.escape(key) for key in PLAIN_CONDITION_KEYS),
+                   pattern_help=f"a supported key: {CONDITION_KEYS}"),
         "values": _values,
         "notValues": _values,
     },
@@ -211,7 +211,8 @@ jwt_rule = Obj(
         "fromParams": ListOf(Str(non_empty=True), min_items=1),
         "fromCookies": ListOf(Str(non_empty=True), min_items=1),
         "outputPayloadToHeader": _header_name,
-        "outputClaimToHeaders": ListOf(Obj("a claim to copy to a header", {"header": _header_name, "claim": Str(non_empty=True)}, required=("header", "claim")), min_items=1),
+        "outputClaimToHeaders": ListOf(Obj("a claim to copy to a header", {"header": _header_name, "claim": Str(non_empty=True)},
+                                           required=("header", "claim")), min_items=1),
         "forwardOriginalToken": Bool(),
         "spaceDelimitedClaims": ListOf(Str(non_empty=True), min_items=1),
         # How long Envoy waits for an http(s) jwksUri (Istio's default: 5s).

@@ -18,7 +18,8 @@ from meshwright.compile.scope import inbound_ports, sidecar_for_workload, worklo
 from meshwright.mesh import ROOT_NAMESPACE, Mesh, labels_match
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems
-from meshwright.validate.security_api import IP_BLOCK_HELP, IP_CONDITION_KEYS, NAMESPACE_VALUE_HELP, SERVICE_ACCOUNT_HELP, is_ip_block, is_namespace_value, is_service_account_value
+from meshwright.validate.security_api import (IP_BLOCK_HELP, IP_CONDITION_KEYS, NAMESPACE_VALUE_HELP, SERVICE_ACCOUNT_HELP, is_ip_block,
+                                              is_namespace_value, is_service_account_value)
 
 IDENTITY_HINT = (
     "turn on workload identity with `certificates: {}` in the MeshConfig, and give every proxy "
@@ -38,7 +39,8 @@ def check_istio_mutual(mesh: Mesh, resource: Resource, path: tuple, tls: dict, p
         problems.add(resource, path + ("mode",), f"ISTIO_MUTUAL needs workload certificates: {IDENTITY_HINT}")
     for field in ISTIO_MUTUAL_FILES:
         if field in tls:
-            problems.add(resource, path + (field,), f"ISTIO_MUTUAL uses the proxy's certificate from the mesh CA: remove {field} (or use mode MUTUAL with your own files)")
+            problems.add(resource, path + (field,), f"ISTIO_MUTUAL uses the proxy's certificate from the mesh CA: remove {field} (or use mode MUTUAL "
+                                                    "with your own files)")
 
 
 def check_mesh_config_security(mesh: Mesh, resource: Resource, problems: Problems) -> None:
@@ -79,24 +81,28 @@ def check_peer_authentication(mesh: Mesh, resource: Resource, problems: Problems
                 problems.add(resource, path, f"STRICT needs workload certificates: {IDENTITY_HINT}")
     selector = selector_of(resource)
     if spec.get("portLevelMtls") and selector is None:
-        problems.add(resource, ("spec", "portLevelMtls"), "portLevelMtls needs a selector: Istio applies port-level modes only to the workloads a policy selects")
+        problems.add(resource, ("spec", "portLevelMtls"), "portLevelMtls needs a selector: Istio applies port-level modes only to the workloads a "
+                                                          "policy selects")
     if selector is None:
         earlier = [p for p in mesh.without_selector("PeerAuthentication", resource.namespace) if p.name < resource.name]
         if earlier:
             scope = "the mesh-wide" if resource.namespace == ROOT_NAMESPACE else f"namespace {resource.namespace}'s"
-            problems.add(resource, ("metadata", "name"), f"{earlier[0].ref} is already {scope} PeerAuthentication (Istio applies only the oldest): merge them into one")
+            problems.add(resource, ("metadata", "name"), f"{earlier[0].ref} is already {scope} PeerAuthentication (Istio applies only the oldest): "
+                                                         "merge them into one")
         return
     workloads = selected_workloads(mesh, resource)
     for workload in workloads:
         first = first_selecting_policy(mesh, workload)
         if first is not resource:
-            problems.add(resource, ("spec", "selector"), f"WorkloadEntry {workload.namespace}/{workload.name} is already selected by {first.ref} (Istio applies only the oldest): give each workload one PeerAuthentication")
+            problems.add(resource, ("spec", "selector"), f"WorkloadEntry {workload.namespace}/{workload.name} is already selected by {first.ref} "
+                                                         "(Istio applies only the oldest): give each workload one PeerAuthentication")
     if workloads:
         ports = set().union(*(_inbound_ports(mesh, w) for w in workloads))
         for port in spec.get("portLevelMtls") or {}:
             if port not in ports:
                 listed = ", ".join(str(p) for p in sorted(ports)) or "none"
-                problems.add(resource, ("spec", "portLevelMtls", port), f"no workload this policy selects has an inbound port {port} (their inbound ports: {listed})")
+                problems.add(resource, ("spec", "portLevelMtls", port), f"no workload this policy selects has an inbound port {port} (their inbound "
+                                                                        f"ports: {listed})")
 
 
 def check_principal_trust_domain(mesh: Mesh, resource: Resource, path: tuple, principal: str, problems: Problems) -> None:
@@ -153,7 +159,8 @@ def check_jwt_fields_have_a_token(mesh: Mesh, resource: Resource, problems: Prob
     for workload in _candidate_workloads(mesh, resource):
         labels = _workload_labels(workload)
         # (a pure client, without inbound listener, is reached by no request)
-        if _applies_to(mesh, resource, workload) and bypassed_ports(mesh, workload)[0] and not policies_of_kind(mesh, "RequestAuthentication", workload.namespace, labels):
+        if _applies_to(mesh, resource, workload) and bypassed_ports(mesh, workload)[0] and not policies_of_kind(mesh, "RequestAuthentication",
+                                                                                                                workload.namespace, labels):
             index, path = paths[0]
             problems.warn(resource, ("spec", "rules", index) + path, (
                 f"no RequestAuthentication applies to WorkloadEntry {workload.namespace}/{workload.name}, so its requests carry no "
@@ -187,7 +194,8 @@ def check_custom_action(mesh: Mesh, resource: Resource, problems: Problems) -> N
     service = provider_service(mesh, settings)
     port = str(settings["port"])
     if service is None:
-        problems.add(resource, path, f"provider {spec['provider']['name']!r}: {settings['service']} is not a service of the mesh: declare it with a ServiceEntry")
+        problems.add(resource, path, f"provider {spec['provider']['name']!r}: {settings['service']} is not a service of the mesh: declare it with a "
+                                     "ServiceEntry")
     elif not port.isdigit() or service.port(int(port)) is None:
         problems.add(resource, path, f"provider {spec['provider']['name']!r}: {service.hostname} has no port {port} "
                      f"(its ports: {', '.join(str(p.number) for p in service.ports)})")
@@ -227,7 +235,8 @@ def check_one_authorizer_per_workload(mesh: Mesh, problems: Problems, proxies: l
     if not any(p.spec.get("action") == "CUSTOM" for p in mesh.of_kind("AuthorizationPolicy")):
         return
     for proxy in list_proxies(mesh) if proxies is None else proxies:
-        custom = [p for p in policies_of_kind(mesh, "AuthorizationPolicy", proxy.namespace, proxy.labels) if p.spec.get("action") == "CUSTOM" and "provider" in p.spec]
+        custom = [p for p in policies_of_kind(mesh, "AuthorizationPolicy", proxy.namespace,
+                                              proxy.labels) if p.spec.get("action") == "CUSTOM" and "provider" in p.spec]
         names = sorted({p.spec["provider"]["name"] for p in custom})
         if len(names) > 1:
             later = next(p for p in custom if p.spec["provider"]["name"] == names[1])
@@ -255,7 +264,8 @@ def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problem
                 ))
             for field in SOURCE_IDENTITY_FIELDS:
                 if field in source and not mesh.settings.identity_enabled:
-                    problems.add(resource, path + ("from", from_index, "source", field), f"{field} match the mTLS identity of the caller, which needs workload certificates: {IDENTITY_HINT}")
+                    problems.add(resource, path + ("from", from_index, "source", field), f"{field} match the mTLS identity of the caller, which needs "
+                                                                                         f"workload certificates: {IDENTITY_HINT}")
             for field in ("principals", "notPrincipals"):
                 for value_index, value in enumerate(source.get(field) or []):
                     value_path = path + ("from", from_index, "source", field, value_index)
@@ -271,14 +281,16 @@ def check_authorization_policy(mesh: Mesh, resource: Resource, problems: Problem
                         problems.add(resource, path + ("to", to_index, "operation", field, value_index), f"{value} is not a port number (1 to 65535)")
         for from_index, entry in enumerate(rule.get("from") or []):
             for field in ("requestPrincipals", "notRequestPrincipals"):
-                check_values(resource, path + ("from", from_index, "source", field), entry["source"].get(field), is_request_principal, REQUEST_PRINCIPAL_HELP, problems)
+                check_values(resource, path + ("from", from_index, "source", field), entry["source"].get(field), is_request_principal, REQUEST_PRINCIPAL_HELP,
+                             problems)
         for when_index, condition in enumerate(rule.get("when") or []):
             key = condition["key"]
             if key == "request.auth.principal":
                 for field in ("values", "notValues"):
                     check_values(resource, path + ("when", when_index, field), condition.get(field), is_request_principal, REQUEST_PRINCIPAL_HELP, problems)
             if key in IDENTITY_CONDITION_KEYS and not mesh.settings.identity_enabled:
-                problems.add(resource, path + ("when", when_index, "key"), f"{key} is the mTLS identity of the caller, which needs workload certificates: {IDENTITY_HINT}")
+                problems.add(resource, path + ("when", when_index, "key"), f"{key} is the mTLS identity of the caller, which needs workload "
+                                                                           f"certificates: {IDENTITY_HINT}")
             if key == "source.principal":
                 for field in ("values", "notValues"):
                     for value_index, value in enumerate(condition.get(field) or []):
@@ -349,7 +361,8 @@ def check_request_authentication(mesh: Mesh, resource: Resource, problems: Probl
         if "jwks" in rule and not is_jwks(rule["jwks"]):
             problems.add(resource, path + ("jwks",), 'jwks is not a JSON Web Key Set ({"keys": [{"kty": ...}, ...]} with at least one key)')
         if rule["issuer"] in issuers:
-            problems.add(resource, path + ("issuer",), f"issuer {rule['issuer']} has a rule already (jwtRules[{issuers[rule['issuer']]}]): give each issuer one rule")
+            problems.add(resource, path + ("issuer",), f"issuer {rule['issuer']} has a rule already (jwtRules[{issuers[rule['issuer']]}]): give each "
+                                                       "issuer one rule")
         issuers.setdefault(rule["issuer"], index)
 
 
@@ -385,7 +398,7 @@ def bypassed_ports(mesh: Mesh, workload: Resource) -> tuple[bool, list[int]]:
     if workload.annotations.get(INTERCEPTION_ANNOTATION) == REDIRECT:
         return True, []
     inbound = _inbound_ports(mesh, workload)
-    served = [port for port, _ in workload_service_ports(mesh, f"{workload.name}.{workload.namespace}")]
+    served = [port for port, dummy in workload_service_ports(mesh, f"{workload.name}.{workload.namespace}")]
     return bool(inbound), [port for port in served if port not in inbound]
 
 
@@ -398,10 +411,12 @@ def _report_unenforced(resource: Resource, workload: Resource, selected: bool, h
     path = ("spec", "selector") if selected else ("metadata", "name")
     name = f"WorkloadEntry {workload.namespace}/{workload.name}"
     if selected and not has_inbound:
-        problems.add(resource, path, f"{what} is enforced nowhere on {name}: its proxy has no inbound listener, so clients reach its app directly: {ENFORCE_HINT}")
+        problems.add(resource, path, f"{what} is enforced nowhere on {name}: its proxy has no inbound listener, so clients reach its app directly: "
+                                     f"{ENFORCE_HINT}")
     elif ports:
         listed = ", ".join(str(p) for p in ports)
-        problems.add(resource, path, f"{what} is not enforced on port {listed} of {name}: its services send traffic there, where its proxy has no inbound listener, so clients reach its app directly: {ENFORCE_HINT}")
+        problems.add(resource, path, f"{what} is not enforced on port {listed} of {name}: its services send traffic there, where its proxy has no "
+                                     f"inbound listener, so clients reach its app directly: {ENFORCE_HINT}")
 
 
 def _applies_to(mesh: Mesh, policy: Resource, workload: Resource) -> bool:

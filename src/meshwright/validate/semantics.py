@@ -85,9 +85,11 @@ def check_weights(resource: Resource, problems: Problems) -> None:
             weights = [d.get("weight", 0) for d in destinations]
             total, shown, path = sum(weights), " + ".join(str(w) for w in weights), ("spec", kind, index, "route")
             if total == 0:
-                problems.add(resource, path, f"every destination has weight 0 ({shown}), so no traffic could go anywhere: give the destinations weights (relative: each gets weight / sum of the weights)")
+                problems.add(resource, path, f"every destination has weight 0 ({shown}), so no traffic could go anywhere: give the destinations "
+                                             "weights (relative: each gets weight / sum of the weights)")
             elif total > MAX_TOTAL_WEIGHT:
-                problems.add(resource, path, f"weights sum to {total}, more than Envoy can add up ({MAX_TOTAL_WEIGHT}): use smaller weights in the same proportions")
+                problems.add(resource, path, f"weights sum to {total}, more than Envoy can add up ({MAX_TOTAL_WEIGHT}): use smaller weights in the "
+                                             "same proportions")
             elif total != 100:
                 shares = ", ".join(f"{100 * w / total:.3g}%" for w in weights)
                 problems.warn(resource, path, f"weights sum to {total} ({shown}), not 100: they are relative, so the destinations get {shares} of the traffic")
@@ -165,7 +167,8 @@ def check_service_entry(resource: Resource, problems: Problems) -> None:
     if resolution == "STATIC":
         for index, endpoint in enumerate(spec.get("endpoints") or []):
             if not _is_ip(endpoint["address"]):
-                problems.add(resource, ("spec", "endpoints", index, "address"), f"{endpoint['address']!r} is not an IP address: resolution STATIC needs IPs (use DNS for names)")
+                problems.add(resource, ("spec", "endpoints", index, "address"), f"{endpoint['address']!r} is not an IP address: resolution STATIC "
+                                                                                "needs IPs (use DNS for names)")
         if not spec.get("endpoints") and not spec.get("workloadSelector"):
             problems.add(resource, ("spec",), "resolution STATIC needs endpoints or a workloadSelector")
     if resolution == "DNS_ROUND_ROBIN" and len(spec.get("endpoints") or []) > 1:
@@ -242,7 +245,8 @@ def check_duplicates(resources: list[Resource], problems: Problems) -> list[Reso
     for resource in resources:
         if resource.key in seen:
             first = seen[resource.key]
-            problems.add(resource, ("metadata", "name"), f"duplicate {resource.kind}: {resource.ref} is also defined at {first.source.file}:{first.source.line}")
+            problems.add(resource, ("metadata", "name"), f"duplicate {resource.kind}: {resource.ref} is also defined at "
+                                                         f"{first.source.file}:{first.source.line}")
         else:
             seen[resource.key] = resource
     return list(seen.values())
@@ -283,7 +287,8 @@ def check_conflicts(mesh: Mesh, problems: Problems) -> None:
         if "workloadSelector" in sidecar.spec:
             continue
         if sidecar.namespace in defaults:
-            problems.add(sidecar, ("spec",), f"namespace {sidecar.namespace} already has a Sidecar without workloadSelector ({defaults[sidecar.namespace].ref})")
+            problems.add(sidecar, ("spec",), f"namespace {sidecar.namespace} already has a Sidecar without workloadSelector "
+                                             f"({defaults[sidecar.namespace].ref})")
         else:
             defaults[sidecar.namespace] = sidecar
 
@@ -302,7 +307,8 @@ def check_address_ranges(mesh: Mesh, problems: Problems) -> None:
             for number in tcp_ports if network in ranges else ():
                 first = owners.setdefault((number, network), entry)
                 if first is not entry:
-                    problems.add(entry, ("spec", "addresses", index), f"{network} on TCP port {number} already belongs to {first.ref}: a destination range picks one service's traffic")
+                    problems.add(entry, ("spec", "addresses", index), f"{network} on TCP port {number} already belongs to {first.ref}: a destination "
+                                                                      "range picks one service's traffic")
 
 
 def _named_networks(mesh: Mesh) -> list[tuple[Resource, tuple, str]]:
@@ -322,7 +328,7 @@ def check_networks(mesh: Mesh, problems: Problems) -> None:
     east-west gateways (Istio's multi-network), which meshwright does not make: refused,
     never ignored."""
     named = _named_networks(mesh)
-    networks = sorted({network for _, _, network in named})
+    networks = sorted({network for dummy, dummy, network in named})
     if len(networks) < 2:
         return
     for resource, path, network in named:
@@ -375,19 +381,25 @@ def check_capture(mesh: Mesh, problems: Problems, proxies: list | None = None) -
             continue
         if proxy.kind == "gateway":
             workload = mesh.find("WorkloadEntry", proxy.namespace, proxy.name)
-            problems.add(workload, ("metadata", "annotations", INTERCEPTION_ANNOTATION), f"{proxy.id} is a gateway ({', '.join(proxy.gateways)} selects it): a gateway listens on its servers' ports, only sidecars capture with iptables")
+            problems.add(workload, ("metadata", "annotations", INTERCEPTION_ANNOTATION),
+                         f"{proxy.id} is a gateway ({', '.join(proxy.gateways)} selects it): a gateway listens on its servers' ports, "
+                         "only sidecars capture with iptables")
             continue
         sidecar = sidecar_for(mesh, proxy)
         if not (sidecar and sidecar.spec.get("ingress")):
             # Its inbound ports come from the services selecting it: none may be its own.
             own = _proxy_ports(proxy, outbound=True)
-            for port, _ in workload_service_ports(mesh, proxy.id):
+            for port, dummy in workload_service_ports(mesh, proxy.id):
                 if port in own:
                     workload = mesh.find("WorkloadEntry", proxy.namespace, proxy.name)
-                    problems.add(workload, ("spec", "ports"), f"proxy {proxy.id} captures with iptables and serves its services' ports, but port {port} is its {own[port]} port (never captured): map the service port to another port of the app")
+                    problems.add(workload, ("spec", "ports"),
+                                 f"proxy {proxy.id} captures with iptables and serves its services' ports, but port {port} is its "
+                                 f"{own[port]} port (never captured): map the service port to another port of the app")
         for index, entry in enumerate((sidecar.spec.get("egress") or []) if sidecar else []):
             if "port" in entry:
-                problems.add(sidecar, ("spec", "egress", index, "port"), f"proxy {proxy.id} captures with iptables (interceptionMode REDIRECT): its outbound traffic is routed by destination, so egress entries name hosts only (remove port and bind)")
+                problems.add(sidecar, ("spec", "egress", index, "port"),
+                             f"proxy {proxy.id} captures with iptables (interceptionMode REDIRECT): its outbound traffic is routed by "
+                             "destination, so egress entries name hosts only (remove port and bind)")
 
 
 def check_listener_ports(mesh: Mesh, problems: Problems, proxies: list | None = None) -> None:
@@ -413,15 +425,17 @@ def check_listener_ports(mesh: Mesh, problems: Problems, proxies: list | None = 
         first: dict[int, tuple] = {}
         for path, number in listeners:
             if number in first:
-                problems.add(sidecar, path, f"port {number} is already a listener of this Sidecar ({format_path(first[number])}): a proxy has one listener per port")
+                problems.add(sidecar, path, f"port {number} is already a listener of this Sidecar ({format_path(first[number])}): a proxy has one "
+                                            "listener per port")
             else:
                 first[number] = path
-        outbound = not any(path[1] == "egress" for path, _ in listeners)
+        outbound = not any(path[1] == "egress" for path, dummy in listeners)
         for proxy in proxies_of.get(id(sidecar), []):
             own = _proxy_ports(proxy, outbound)
             for path, number in listeners:
                 if number in own:
-                    problems.add(sidecar, path, f"port {number} is the {own[number]} port of proxy {proxy.id} (port offset {proxy.port_offset}): choose another port")
+                    problems.add(sidecar, path, f"port {number} is the {own[number]} port of proxy {proxy.id} (port offset {proxy.port_offset}): "
+                                                "choose another port")
     for proxy in proxies:
         if proxy.kind != "gateway":
             continue
@@ -431,7 +445,8 @@ def check_listener_ports(mesh: Mesh, problems: Problems, proxies: list | None = 
             for index, server in enumerate(gateway.spec["servers"]):
                 number = server["port"]["number"]
                 if number in own:
-                    problems.add(gateway, ("spec", "servers", index, "port", "number"), f"port {number} is the {own[number]} port of proxy {proxy.id} (port offset {proxy.port_offset}): choose another port")
+                    problems.add(gateway, ("spec", "servers", index, "port", "number"), f"port {number} is the {own[number]} port of proxy {proxy.id} "
+                                                                                        f"(port offset {proxy.port_offset}): choose another port")
 
 
 def _port_offsets_are_valid(mesh: Mesh) -> bool:
@@ -447,14 +462,17 @@ def _port_offset_is_valid(resource: Resource) -> bool:
 def check_annotations(resource: Resource, problems: Problems) -> None:
     value = resource.annotations.get(PORT_OFFSET_ANNOTATION)
     if not _port_offset_is_valid(resource):
-        problems.add(resource, ("metadata", "annotations", PORT_OFFSET_ANNOTATION), f"{value!r} is not a port offset: expected a whole number from 0 to 50000, as a string")
+        problems.add(resource, ("metadata", "annotations", PORT_OFFSET_ANNOTATION), f"{value!r} is not a port offset: expected a whole number from 0 "
+                                                                                    "to 50000, as a string")
     mode = resource.annotations.get(INTERCEPTION_ANNOTATION)
     if mode is not None and (resource.kind != "WorkloadEntry" or mode not in (NONE, REDIRECT)):
-        expected = "REDIRECT (iptables nat rules; TPROXY is not supported) or NONE (explicit listeners)" if resource.kind == "WorkloadEntry" else "set on the WorkloadEntry of the sidecar"
+        expected = ("REDIRECT (iptables nat rules; TPROXY is not supported) or NONE (explicit listeners)" if resource.kind == "WorkloadEntry"
+                    else "set on the WorkloadEntry of the sidecar")
         problems.add(resource, ("metadata", "annotations", INTERCEPTION_ANNOTATION), f"{mode!r}: expected {expected}")
     readiness = resource.annotations.get(ENDPOINT_ANNOTATION)
     if readiness is not None and (resource.kind != "WorkloadEntry" or readiness != NOT_READY):
-        expected = f"{NOT_READY!r} (the workload is in no service's endpoints) or no annotation" if resource.kind == "WorkloadEntry" else "set on a WorkloadEntry"
+        expected = (f"{NOT_READY!r} (the workload is in no service's endpoints) or no annotation" if resource.kind == "WorkloadEntry"
+                    else "set on a WorkloadEntry")
         problems.add(resource, ("metadata", "annotations", ENDPOINT_ANNOTATION), f"{readiness!r}: expected {expected}")
 
 
@@ -504,10 +522,12 @@ def _check_failover_priority(resource: Resource, path: tuple, policy: dict, prob
     where = path + ("loadBalancer", "localityLbSetting", "failoverPriority")
     for index, label in enumerate(labels):
         if settings.get("failover") and label in LOCALITY_LABELS:
-            problems.add(resource, where + (index,), f"{label} cannot be named beside failover, which orders endpoints by locality itself (Istio refuses it too)")
+            problems.add(resource, where + (index,), f"{label} cannot be named beside failover, which orders endpoints by locality itself (Istio "
+                                                     "refuses it too)")
     inherits = path[:2] == ("spec", "subsets") and len(path) == 4 and "outlierDetection" in (resource.spec.get("trafficPolicy") or {})
     if labels and "outlierDetection" not in policy and not inherits:
-        problems.warn(resource, where, "failoverPriority needs outlierDetection in the same policy (else Envoy never leaves the first priority): it does nothing here")
+        problems.warn(resource, where, "failoverPriority needs outlierDetection in the same policy (else Envoy never leaves the first priority): it "
+                                       "does nothing here")
 
 
 def check_destination_rule(resource: Resource, problems: Problems) -> None:
@@ -521,7 +541,8 @@ def check_destination_rule(resource: Resource, problems: Problems) -> None:
             problems.add(resource, path + ("loadBalancer", warmup), f"{warmup} needs simple ROUND_ROBIN or LEAST_REQUEST (Envoy has no slow start for RANDOM)")
         size = ((balancer.get("consistentHash") or {}).get("maglev") or {}).get("tableSize")
         if size is not None and not _is_prime(size):
-            problems.add(resource, path + ("loadBalancer", "consistentHash", "maglev", "tableSize"), f"tableSize {size} is not a prime number (Envoy's Maglev needs one, such as 65537)")
+            problems.add(resource, path + ("loadBalancer", "consistentHash", "maglev", "tableSize"), f"tableSize {size} is not a prime number (Envoy's "
+                                                                                                     "Maglev needs one, such as 65537)")
 
 
 def check_semantics(resource: Resource, problems: Problems) -> None:

@@ -147,7 +147,8 @@ class Regex(Schema):
             return f"regex {value!r} is not valid RE2, Envoy's regex syntax: {reason} (github.com/google/re2/wiki/Syntax)"
         size = _envoy_program_size(value)
         if size is not None and size > ENVOY_MAX_PROGRAM_SIZE:
-            return f"regex {value!r} is too large for Envoy: its RE2 program size is {size}, Envoy refuses more than {ENVOY_MAX_PROGRAM_SIZE} (use fewer repetitions or alternatives)"
+            return (f"regex {value!r} is too large for Envoy: its RE2 program size is {size}, Envoy refuses more than {ENVOY_MAX_PROGRAM_SIZE} "
+                    "(use fewer repetitions or alternatives)")
         return None
 
 

@@ -49,7 +49,7 @@ _VERSION = re.compile(r"v[1-9][0-9]*((alpha|beta)[1-9][0-9]*)?")
 def _api_group(api_version: str) -> tuple[str, str] | None:
     """(group, version) of a Kubernetes apiVersion ("" for the core group), or None when it
     is not one."""
-    group, _, version = api_version.rpartition("/")
+    group, dummy, version = api_version.rpartition("/")
     return (group, version) if _VERSION.fullmatch(version) else None
 
 
@@ -80,7 +80,7 @@ def skip_kubernetes_objects(resources: list[Resource], problems: Problems) -> li
             skipped.setdefault((resource.source.file, resource.kind), []).append(resource)
         else:
             kept.append(resource)
-    for (_, kind), objects in skipped.items():
+    for (dummy, kind), objects in skipped.items():
         others = f" (and {len(objects) - 1} more {kind} in this file)" if len(objects) > 1 else ""
         problems.warn(objects[0], ("kind",), f"{kind} ({objects[0].api_version}) is a Kubernetes object, not mesh config: skipped{others}")
     return kept

@@ -61,11 +61,12 @@ def check_mesh_config(mesh: Mesh, resource: Resource, problems: Problems) -> Non
 
 
 def _check_collector(mesh: Mesh, resource: Resource, path: tuple, kind: str, collector: dict, problems: Problems) -> None:
-    namespace, _, host = collector["service"].rpartition("/")
+    namespace, dummy, host = collector["service"].rpartition("/")
     service = mesh.registry.get(host)
     if service is None:
         if namespace:
-            problems.add(resource, path + ("service",), f"{host!r} is not a service of the mesh, so it has no namespace: write the host (or IP) alone, reached directly")
+            problems.add(resource, path + ("service",), f"{host!r} is not a service of the mesh, so it has no namespace: write the host (or IP) alone, "
+                                                        "reached directly")
         return
     if namespace and namespace != service.namespace:
         problems.add(resource, path + ("service",), f"{host} is a service of namespace {service.namespace}, not {namespace}")
@@ -74,7 +75,8 @@ def _check_collector(mesh: Mesh, resource: Resource, path: tuple, kind: str, col
         ports = ", ".join(str(p.number) for p in service.ports)
         problems.add(resource, path + ("port",), f"{host} has no port {collector['port']} (its ports: {ports})")
     elif kind == OPENTELEMETRY and port.protocol not in ("GRPC", "HTTP2"):
-        problems.add(resource, path + ("port",), f"spans go to OpenTelemetry over gRPC, but port {port.number} of {host} is {port.protocol}: declare it protocol GRPC in its ServiceEntry")
+        problems.add(resource, path + ("port",), f"spans go to OpenTelemetry over gRPC, but port {port.number} of {host} is {port.protocol}: declare "
+                                                 "it protocol GRPC in its ServiceEntry")
 
 
 # A Prometheus label name (a stat tag's name).
@@ -94,7 +96,8 @@ def check_telemetry(mesh: Mesh, resource: Resource, problems: Problems) -> None:
                 problems.add(resource, ("spec", signal, index, "enableIstioTags"), "enableIstioTags is not supported by meshwright yet (spans carry "
                              "Envoy's standard tags and the customTags you list, no istio.* tags: give those as customTags, or set it to false)")
             if signal == TRACING and len(entry.get("providers") or []) > 1:
-                problems.add(resource, ("spec", signal, index, "providers"), "name one tracing provider: a proxy reports its spans to one collector (Istio's rule too)")
+                problems.add(resource, ("spec", signal, index, "providers"), "name one tracing provider: a proxy reports its spans to one collector "
+                                                                             "(Istio's rule too)")
             if "reportingInterval" in entry:
                 problems.warn(resource, ("spec", signal, index, "reportingInterval"), "reportingInterval changes nothing here: Istio reports "
                               "long connections' TCP metrics at that interval, while meshwright's are Envoy counters, current as bytes "

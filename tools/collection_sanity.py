@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""ansible-test sanity on the collection as users get it: built from this clone, installed into a
+temporary folder (ansible-test wants a path ending ansible_collections/meshwright/mesh), and tested
+there in this Python (ansible-test's origin mode: no --venv, no --docker).
+
+ansible-test still makes a virtualenv of its own for some tests (ansible-doc, import, ...) and
+puts pip into each with a bootstrap script it downloads from a host of Ansible's CI. The script it
+runs from its cache instead is written here: it installs that pip version with this Python's pip
+(`pip --python`), from the package index pip is configured for. Nothing else is replaced.
+tests/sanity/ignore-*.txt is copied in (the build leaves tests/ out); it holds only entries
+ansible-lint's `sanity` rule allows.
+
+    python tools/collection_sanity.py [ansible-test sanity options, e.g. --test pep8]
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+# ansible-test's virtualenvs and pip bootstrap (its ~/.ansible/test), kept between runs.
+ANSIBLE_TEST_HOME = os.path.join(ROOT, ".cache", "ansible-test-home")
+
+BOOTSTRAP = '''\
+"""Stands in for get-pip.py (written by meshwright's tools/collection_sanity.py): installs the
+requested pip into this virtualenv with the pip of {python}."""
+import subprocess
+import sys
+
+requested = [arg for arg in sys.argv[1:] if arg not in ("--no-setuptools", "--no-wheel")]
+sys.exit(subprocess.call([{python!r}, "-m", "pip", "--python", sys.executable, "install", *requested]))
+'''
+
+
+def run(*command: str, **options) -> None:
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, check=True, **options)
+
+
+def bootstrap_pip_version() -> str:
+    """The pip version ansible-test puts into its virtualenvs (its get_venv_packages)."""
+    import ansible_test
+    source = os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py")
+    with open(source, encoding="utf-8") as handle:
+        found = re.search(r"default_packages = dict\(\s*pip='([0-9.]+)'", handle.read())
+    if not found:
+        sys.exit(f"{source}: cannot find the pip version ansible-test bootstraps (has ansible-test changed?)")
+    return found.group(1)
+
+
+def write_pip_bootstrap(home: str) -> None:
+    version = bootstrap_pip_version()
+    cache = os.path.join(home, ".ansible", "test", "cache")
+    os.makedirs(cache, exist_ok=True)
+    with open(os.path.join(cache, f"get_pip_{version.replace('.', '_')}.py"), "w", encoding="utf-8") as handle:
+        handle.write(BOOTSTRAP.format(python=sys.executable))
+
+
+def build_and_install(work: str) -> str:
+    """The installed collection's folder."""
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(work, "ansible.cfg"))
+    with open(env["ANSIBLE_CONFIG"], "w", encoding="utf-8") as handle:
+        handle.write("[defaults]\n")  # not the clone's ansible.cfg
+    run(os.path.join(BIN, "ansible-galaxy"), "collection", "build", "--output-path", work, ROOT, env=env)
+    [archive] = glob.glob(os.path.join(work, "meshwright-mesh-*.tar.gz"))
+    installed = os.path.join(work, "installed")
+    run(os.path.join(BIN, "ansible-galaxy"), "collection", "install", "--collections-path", installed, archive, env=env)
+    folder = os.path.join(installed, "ansible_collections", "meshwright", "mesh")
+    shutil.copytree(os.path.join(ROOT, "tests", "sanity"), os.path.join(folder, "tests", "sanity"))
+    return folder
+
+
+def main(argv: list[str]) -> int:
+    write_pip_bootstrap(ANSIBLE_TEST_HOME)
+    with tempfile.TemporaryDirectory(prefix="meshwright-sanity-") as work:
+        folder = build_and_install(work)
+        python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        env = dict(os.environ, HOME=ANSIBLE_TEST_HOME, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+        command = [os.path.join(BIN, "ansible-test"), "sanity", "--python", python, "--color", "no", *argv]
+        print("+", " ".join(command), f"(in {folder})", flush=True)
+        return subprocess.run(command, cwd=folder, env=env, check=False).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
