@@ -609,7 +609,7 @@ class MarathonDouble:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://{HOST}:{self.port}"
-        threading.Thread(target=self.server.serve_forever, name=f"marathon-double-{self.port}", daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), name=f"marathon-double-{self.port}", daemon=True).start()
 
     def stop(self) -> None:
         self.drop_streams()
