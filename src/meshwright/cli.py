@@ -33,9 +33,11 @@ from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
 from meshwright.pki.ca import certificate_pem, load_authority
 from meshwright.pki.csr import key_matches_certificate
+from meshwright import names
 from meshwright.problems import Problems
 from meshwright.serve import server as xds_server
 from meshwright.serve.join_tokens import issue_token
+from meshwright.serve.marathon import MarathonRegistry, auth_from_files
 from meshwright.serve.bootstrap import xds_bootstrap_text
 from meshwright.serve.source import load_valid
 
@@ -249,9 +251,29 @@ def _csr_settings(args, tls) -> xds_server.CsrSettings | None:
     return xds_server.CsrSettings(_signing_authority(args), args.csr_listen, join_listen, args.join_tokens, args.cert_lifetime)
 
 
+def _registries(args) -> list:
+    """The registries serve follows: one Marathon (its URLs: an HA Marathon's instances)."""
+    if not args.marathon:
+        if args.marathon_credentials or args.marathon_token_file:
+            raise UsageError("--marathon-credentials/--marathon-token-file need --marathon URL")
+        return []
+    if args.marathon_credentials and args.marathon_token_file:
+        raise UsageError("--marathon-credentials or --marathon-token-file, not both")
+    if not names.is_label(args.marathon_name):
+        raise UsageError(f"--marathon-name {args.marathon_name!r}: expected {names.LABEL_HELP}")
+    try:
+        authorization = auth_from_files(args.marathon_credentials, args.marathon_token_file)
+        return [MarathonRegistry(args.marathon, f"marathon/{args.marathon_name}", authorization)]
+    except OSError as error:
+        raise UsageError(f"--marathon-credentials/--marathon-token-file: {error.filename}: {error.strerror}") from None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def cmd_serve(args) -> int:
     tls = _server_tls(args)
     csr = _csr_settings(args, tls)
+    registries = _registries(args)
     mesh, problems = load_valid(args.mesh)
     if problems:
         _print_problems(problems)
@@ -263,7 +285,7 @@ def cmd_serve(args) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr)
+        running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr, registries=registries)
     except (ValueError, RuntimeError) as error:
         raise UsageError(f"--listen/--status-listen/--csr-listen/--join-listen: {error}") from None
     stop.wait()
@@ -428,6 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HOST:PORT of the CSR service for renewals, mTLS (default 127.0.0.1:15016)")
     serve.add_argument("--join-listen", type=_host_port, help="HOST:PORT of the CSR service for join tokens, server TLS only (default: --csr-listen's port + 1)")
     serve.add_argument("--join-tokens", help="directory of join tokens that `meshwright join-token` writes (without it, no first join)")
+    serve.add_argument("--marathon", action="append", metavar="URL",
+                       help="follow a Marathon's apps and pods (http://HOST:8080); repeat for the instances of an HA Marathon")
+    serve.add_argument("--marathon-name", default="default", help="its name in problems and status: marathon/NAME (default marathon/default)")
+    serve.add_argument("--marathon-credentials", metavar="FILE", help="a file holding user:password for Marathon's basic auth")
+    serve.add_argument("--marathon-token-file", metavar="FILE", help="a file holding a token (sent as Authorization: token=..., DC/OS style)")
     serve.set_defaults(func=cmd_serve)
 
     token = commands.add_parser("join-token", help="issue a one-time token a proxy's agent uses for its first certificate")

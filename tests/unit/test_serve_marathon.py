@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from meshwright.registry.marathon import ANNOTATION_ENDPOINT, NOT_READY
+from meshwright.registry.inventory import ENDPOINT_ANNOTATION, NOT_READY
 from meshwright.serve.marathon import EventStreamParser, MarathonRegistry, auth_from_files, basic_auth, token_auth
 from tests.fakes.marathon import MarathonDouble
 from tests.harness import free_port
@@ -51,7 +51,7 @@ class Published:
 
 def endpoints(resources, service: str = "payment") -> dict[str, bool]:
     """address:port -> ready, of the service's WorkloadEntries."""
-    return {f"{r.spec['address']}:{next(iter(r.spec['ports'].values()))}": r.annotations.get(ANNOTATION_ENDPOINT) != NOT_READY
+    return {f"{r.spec['address']}:{next(iter(r.spec['ports'].values()))}": r.annotations.get(ENDPOINT_ANNOTATION) != NOT_READY
             for r in resources if r.kind == "WorkloadEntry" and r.spec["labels"]["app"] == service}
 
 

@@ -26,8 +26,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from meshwright.model.resource import Resource, Source
+from meshwright.model.resource import Resource
 from meshwright.names import LABEL_HELP, is_label, is_label_key, is_label_value
+from meshwright.registry.inventory import ENDPOINT_ANNOTATION, NOT_READY
+from meshwright.registry.published import registry_resource
 
 LABEL_SERVICE = "meshwright.io/service"
 LABEL_NAMESPACE = "meshwright.io/namespace"
@@ -35,8 +37,6 @@ LABEL_SERVICE_ACCOUNT = "meshwright.io/service-account"
 LABEL_MESH = "meshwright.io/mesh"  # "false": the app is not in the mesh (nor injected)
 LABEL_PORT = "meshwright.io/port"  # on a port: its number in the mesh
 LABEL_PROTOCOL = "meshwright.io/protocol"  # on a port: HTTP, HTTP2, GRPC, TCP, HTTPS, TLS
-ANNOTATION_ENDPOINT = "meshwright.io/endpoint"
-NOT_READY = "not-ready"
 SIDECAR_CONTAINER = "meshwright-sidecar"
 SIDECAR_INBOUND = "mesh-inbound"
 DEFAULT_NAMESPACE = "default"
@@ -193,8 +193,7 @@ class Translation:
         metadata = {"name": name, "namespace": namespace}
         if annotations:
             metadata["annotations"] = annotations
-        return Resource(API_VERSION, kind, name, namespace, metadata, spec, Source(f"{self.registry}:{kind}/{namespace}/{name}", 0),
-                        document={"apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "spec": spec})
+        return registry_resource(self.registry, {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "spec": spec})
 
     def add_service(self, run_spec_id: str, identity: Identity, ports: list[MeshPort]) -> bool:
         """One ServiceEntry per (namespace, service); apps sharing it (blue/green) must agree on ports."""
@@ -213,7 +212,7 @@ class Translation:
     def add_workload(self, identity: Identity, task_id: str, address: str, ports: dict, labels: dict, ready: bool) -> None:
         spec = {"address": address, "ports": dict(sorted(ports.items())), "labels": workload_labels(identity, labels),
                 "serviceAccount": identity.service_account}
-        annotations = None if ready else {ANNOTATION_ENDPOINT: NOT_READY}
+        annotations = None if ready else {ENDPOINT_ANNOTATION: NOT_READY}
         self.workloads.append(self.resource("WorkloadEntry", identity.namespace, workload_name(identity.service, task_id), spec, annotations))
 
     def add_app(self, app: dict) -> None:
