@@ -29,6 +29,7 @@ from meshwright.compile.xds_bootstrap import XdsServer
 from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_atomic, write_files
 from meshwright.deliver.identity import proxy_spiffe_id
+from meshwright.deliver.marathon_inject import InjectError, SidecarSettings, inject
 from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
 from meshwright.pki.ca import certificate_pem, load_authority
@@ -317,6 +318,35 @@ def _status_table(status: dict) -> list[str]:
     return lines
 
 
+def _read_definition(path: str):
+    """A Marathon app or pod definition (JSON) from path, "-" for stdin."""
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"-f {path}: cannot read it: {getattr(error, 'strerror', None) or error}") from None
+    return json.loads(text)
+
+
+def cmd_marathon_inject(args) -> int:
+    settings = SidecarSettings(f"{args.xds[0]}:{args.xds[1]}", f"{args.csr[0]}:{args.csr[1]}", args.sidecar_image)
+    try:
+        definition = _read_definition(args.file)
+    except json.JSONDecodeError as error:
+        print(f"{args.file}:{error.lineno}:{error.colno}: not JSON: {error.msg}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        injected = inject(definition, settings)
+    except InjectError as error:
+        print(f"{args.file}: {definition.get('id', '?') if isinstance(definition, dict) else '?'}: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    print(json.dumps(injected, indent=2))
+    return EXIT_OK
+
+
 def cmd_status(args) -> int:
     host, port = args.server
     try:
@@ -474,6 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--ca", help="the mesh's roots (PEM; default: root-cert.pem in --certs-dir)")
     agent.add_argument("--validity", type=_duration, help="lifetime to ask for (default: the control plane's --cert-lifetime)")
     agent.set_defaults(func=cmd_agent)
+
+    inject_cmd = commands.add_parser("marathon-inject", help="print a Marathon app or pod definition with the mesh's sidecar (an app becomes a pod)")
+    inject_cmd.add_argument("-f", "--file", required=True, help="the app or pod definition (JSON; - for stdin)")
+    inject_cmd.add_argument("--xds", type=_host_port, required=True, help="HOST:PORT of `meshwright serve` (ADS) as the agents reach it")
+    inject_cmd.add_argument("--csr", type=_host_port, required=True, help="HOST:PORT of its CSR service as the agents reach it")
+    inject_cmd.add_argument("--sidecar-image", help="a Docker image holding meshwright and Envoy (default: both installed on the agents)")
+    inject_cmd.set_defaults(func=cmd_marathon_inject)
 
     status = commands.add_parser("status", help="every proxy of a running `meshwright serve`: SYNCED, STALE or NACK per type")
     status.add_argument("--server", type=_host_port, default=("127.0.0.1", 15014), help="its status endpoint (default 127.0.0.1:15014)")
