@@ -234,6 +234,7 @@ class MarathonRegistry:
         self.listed_at: float | None = None
         self._problems: set[str] = set()
         self._publish = None
+        self._attempt_started = 0.0
         self._stop = threading.Event()
         self._connection: http.client.HTTPConnection | None = None
         self._thread: threading.Thread | None = None
@@ -264,6 +265,8 @@ class MarathonRegistry:
                 self._follow_once()
                 delay = RETRY_SECONDS
             except MarathonUnavailable as failure:
+                if self.connected_to is not None and self.listed_at is not None and self.listed_at >= self._attempt_started:
+                    delay = RETRY_SECONDS  # it worked until now: a first retry soon, backing off only while it fails
                 self._failed(f"{failure}; keeping the last good endpoints, retrying in {delay:.1f}s")
                 self.client.next_url()
                 if self._stop.wait(delay):
@@ -283,6 +286,7 @@ class MarathonRegistry:
 
     def _follow_once(self) -> None:
         """Open the stream, list everything, then apply events until the stream ends."""
+        self._attempt_started = time.time()
         connection, response, url = self.client.open_events(self.stall_seconds)
         self._connection = connection
         self.connected_to = url
