@@ -259,7 +259,7 @@ class MarathonCluster:
             if create_only and not created:
                 raise MarathonError(409, {"message": f"An app with id [{app_id}] already exists."})
             self._check_unlocked(app_id, force)
-            app = normalise_app({**definition, "id": app_id}, self._service_ports)
+            app = normalise_app(_keeping_service_ports({**definition, "id": app_id}, self.apps.get(app_id)), self._service_ports)
             problems = app_problems(app)
             if problems:
                 raise not_valid(problems)
@@ -566,6 +566,23 @@ class MarathonCluster:
             if force:
                 return None
             return self._deploy(deployment.apps, deployment.pods, deployment.actions, now(), deployment.revert, lambda: None)
+
+
+def _keeping_service_ports(definition: dict, previous: dict | None) -> dict:
+    """An update that leaves service ports 0 keeps the ports the app has (Marathon reassigns
+    none of an app's service ports on update)."""
+    if previous is None:
+        return definition
+    definition = copy.deepcopy(definition)
+    old = [p.get("servicePort") for p in (previous.get("container") or {}).get("portMappings", [])] or \
+        [p.get("port") for p in previous.get("portDefinitions", [])]
+    container = definition.get("container") or {}
+    new = (container.get("docker") or {}).get("portMappings") or container.get("portMappings") or definition.get("portDefinitions") or []
+    for port, kept in zip(new, old):
+        key = "port" if port is not None and "containerPort" not in port and "servicePort" not in port else "servicePort"
+        if not port.get(key):
+            port[key] = kept
+    return definition
 
 
 def _without_instances(run_spec: dict) -> dict:
