@@ -180,12 +180,23 @@ def workload_labels(identity: Identity, labels: dict) -> dict[str, str]:
     return {**kept, "app": identity.service}
 
 
+@dataclass(frozen=True)
+class RunSpecResources:
+    """What one app or pod contributes: its ServiceEntry (None: skipped or without ports), a
+    WorkloadEntry per task or instance, and the problems of what was skipped."""
+
+    run_spec_id: str
+    service: Resource | None = None
+    workloads: tuple[Resource, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
 class Translation:
-    """Builds the resources of one registry; problems collect what was skipped and why."""
+    """Translates one app or pod of a registry; problems collect what was skipped and why."""
 
     def __init__(self, registry: str, domain: str = DEFAULT_DOMAIN):
         self.registry, self.domain = registry, domain
-        self.services: dict[tuple[str, str], Resource] = {}
+        self.service: Resource | None = None
         self.workloads: list[Resource] = []
         self.problems: list[str] = []
 
@@ -195,25 +206,21 @@ class Translation:
             metadata["annotations"] = annotations
         return registry_resource(self.registry, {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "spec": spec})
 
-    def add_service(self, run_spec_id: str, identity: Identity, ports: list[MeshPort]) -> bool:
-        """One ServiceEntry per (namespace, service); apps sharing it (blue/green) must agree on ports."""
+    def add_service(self, identity: Identity, ports: list[MeshPort]) -> None:
         spec = {"hosts": [identity.host], "location": "MESH_INTERNAL", "resolution": "STATIC",
                 "ports": [{"number": p.number, "name": p.name, "protocol": p.protocol, **({"targetPort": p.container_port} if p.container_port else {})}
                           for p in ports],
                 "workloadSelector": {"labels": {"app": identity.service}}}
-        key = (identity.namespace, identity.service)
-        existing = self.services.get(key)
-        if existing is not None and existing.spec["ports"] != spec["ports"]:
-            self.problems.append(f"{self.registry}: {run_spec_id}: ports differ from another app of service {identity.namespace}/{identity.service}: skipped")
-            return False
-        self.services.setdefault(key, self.resource("ServiceEntry", identity.namespace, identity.service, spec))
-        return True
+        self.service = self.resource("ServiceEntry", identity.namespace, identity.service, spec)
 
     def add_workload(self, identity: Identity, task_id: str, address: str, ports: dict, labels: dict, ready: bool) -> None:
         spec = {"address": address, "ports": dict(sorted(ports.items())), "labels": workload_labels(identity, labels),
                 "serviceAccount": identity.service_account}
         annotations = None if ready else {ENDPOINT_ANNOTATION: NOT_READY}
         self.workloads.append(self.resource("WorkloadEntry", identity.namespace, workload_name(identity.service, task_id), spec, annotations))
+
+    def done(self, run_spec_id: str) -> RunSpecResources:
+        return RunSpecResources(run_spec_id, self.service, tuple(sorted(self.workloads, key=lambda r: r.name)), tuple(self.problems))
 
     def add_app(self, app: dict) -> None:
         labels = app.get("labels") or {}
@@ -226,10 +233,11 @@ class Translation:
         except Skipped as skipped:
             self.problems.append(f"{self.registry}: app {app_id}: {skipped}: skipped")
             return
-        if not ports or not self.add_service(app_id, identity, ports):
+        if not ports:
             return
+        self.add_service(identity, ports)
         mode = network_mode(app.get("networks"))
-        for task in sorted(app.get("tasks") or [], key=lambda t: t.get("id", "")):
+        for task in app.get("tasks") or []:
             if task.get("state") in TERMINAL_TASK_STATES:
                 continue
             try:
@@ -251,9 +259,10 @@ class Translation:
         except Skipped as skipped:
             self.problems.append(f"{self.registry}: pod {pod_id}: {skipped}: skipped")
             return
-        if not ports or not self.add_service(pod_id, identity, ports):
+        if not ports:
             return
-        for instance in sorted(status.get("instances") or [], key=lambda i: i.get("id", "")):
+        self.add_service(identity, ports)
+        for instance in status.get("instances") or []:
             if instance.get("status") == "TERMINAL":
                 continue
             try:
@@ -278,8 +287,39 @@ class Translation:
                      for port in _allocated(containers.get(c.get("name")), c.get("endpoints") or [])]
         return task_address(mode, ports, instance.get("agentHostname", ""), allocated, addresses)
 
-    def resources(self) -> list[Resource]:
-        return [self.services[key] for key in sorted(self.services)] + sorted(self.workloads, key=lambda r: (r.namespace, r.name))
+
+def app_resources(registry: str, app: dict, domain: str = DEFAULT_DOMAIN) -> RunSpecResources:
+    """An app (with its embedded tasks) as mesh resources."""
+    translation = Translation(registry, domain)
+    translation.add_app(app)
+    return translation.done(app.get("id", "?"))
+
+
+def pod_resources(registry: str, status: dict, domain: str = DEFAULT_DOMAIN) -> RunSpecResources:
+    """A pod (its ::status, with the spec and instances) as mesh resources."""
+    translation = Translation(registry, domain)
+    translation.add_pod(status)
+    return translation.done((status.get("spec") or {}).get("id") or status.get("id", "?"))
+
+
+def merged(registry: str, parts: list[RunSpecResources]) -> tuple[list[Resource], list[str]]:
+    """The registry's resources from every app's and pod's: one ServiceEntry per (namespace,
+    service) (apps sharing one, blue and green, must agree on its ports: the first by id wins,
+    the other is skipped), then every WorkloadEntry, in a stable order."""
+    services: dict[tuple[str, str], Resource] = {}
+    workloads: list[Resource] = []
+    problems: list[str] = []
+    for part in sorted(parts, key=lambda p: p.run_spec_id):
+        problems += part.problems
+        if part.service is None:
+            continue
+        key = (part.service.namespace, part.service.name)
+        existing = services.setdefault(key, part.service)
+        if existing is not part.service and existing.spec["ports"] != part.service.spec["ports"]:
+            problems.append(f"{registry}: {part.run_spec_id}: ports differ from another app of service {key[0]}/{key[1]}: skipped")
+            continue
+        workloads += part.workloads
+    return [services[key] for key in sorted(services)] + sorted(workloads, key=lambda r: (r.namespace, r.name)), problems
 
 
 def _allocated(container_status: dict | None, endpoints: list[dict]) -> list[int]:
@@ -291,9 +331,5 @@ def _allocated(container_status: dict | None, endpoints: list[dict]) -> list[int
 def mesh_resources(registry: str, apps: list[dict], pod_statuses: list[dict], domain: str = DEFAULT_DOMAIN) -> tuple[list[Resource], list[str]]:
     """Every ServiceEntry and WorkloadEntry of Marathon's apps (with embedded tasks) and pod
     statuses, in a stable order; the problems of what was skipped."""
-    translation = Translation(registry, domain)
-    for app in sorted(apps, key=lambda a: a.get("id", "")):
-        translation.add_app(app)
-    for status in sorted(pod_statuses, key=lambda s: s.get("id", "")):
-        translation.add_pod(status)
-    return translation.resources(), translation.problems
+    parts = [app_resources(registry, app, domain) for app in apps] + [pod_resources(registry, status, domain) for status in pod_statuses]
+    return merged(registry, parts)

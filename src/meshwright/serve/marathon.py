@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.parse
 
-from meshwright.registry.marathon import DEFAULT_DOMAIN, TERMINAL_TASK_STATES, mesh_resources
+from meshwright.registry.marathon import DEFAULT_DOMAIN, TERMINAL_TASK_STATES, RunSpecResources, app_resources, merged, pod_resources
 
 LOG = logging.getLogger("meshwright.serve.marathon")
 STALL_SECONDS = 30.0  # three missed keep-alives
@@ -228,7 +228,10 @@ class MarathonRegistry:
         self.domain = domain
         self.apps: dict[str, dict] = {}
         self.pods: dict[str, dict] = {}  # pod statuses by id
-        self.published: list | None = None
+        # Each app's and pod's resources, translated again only when an event touched it (dirty).
+        self._parts: dict[str, RunSpecResources] = {}
+        self._dirty: set[str] = set()
+        self.published: int | None = None  # how many resources were published last (None: nothing yet)
         self.last_error: str | None = None
         self.connected_to: str | None = None
         self.listed_at: float | None = None
@@ -332,6 +335,7 @@ class MarathonRegistry:
             raise MarathonUnavailable(f"GET {self.client.url}/v2/pods/::status: not Marathon's answer (expected a list of pod statuses)")
         self.apps = {a.get("id", ""): a for a in apps["apps"]}
         self.pods = {p.get("id", ""): p for p in pods}
+        self._dirty = set(self._parts) | set(self.apps) | set(self.pods)
         self.listed_at = time.time()
         self.last_error = None
         self.publish()
@@ -355,6 +359,7 @@ class MarathonRegistry:
         elif event_type == "app_terminated_event":
             self.apps.pop(event.get("appId"), None)
             self.pods.pop(event.get("appId"), None)
+            self._dirty.add(event.get("appId"))
         elif event_type in REFETCH_EVENTS:
             self.refetch(event.get("appId") or event.get("runSpecId"))
         elif event_type in DEPLOYMENT_EVENTS:
@@ -380,11 +385,13 @@ class MarathonRegistry:
                           "host": event.get("host"), "ports": event.get("ports") or [], "ipAddresses": event.get("ipAddresses") or [],
                           "version": event.get("version")})
         app["tasks"] = tasks
+        self._dirty.add(event.get("appId"))
 
     def refetch(self, run_spec_id) -> None:
         """Fetch one app (with its tasks) or pod (its status) again; gone: removed."""
         if not isinstance(run_spec_id, str) or not run_spec_id.startswith("/"):
             return
+        self._dirty.add(run_spec_id)
         if run_spec_id not in self.pods:
             answer = self.client.get_json(f"/v2/apps{urllib.parse.quote(run_spec_id)}?embed=app.tasks")
             if isinstance(answer, dict) and isinstance(answer.get("app"), dict):
@@ -398,14 +405,26 @@ class MarathonRegistry:
             self.pods.pop(run_spec_id, None)
 
     def publish(self) -> None:
-        resources, problems = mesh_resources(self.name, list(self.apps.values()), list(self.pods.values()), self.domain)
+        """Translate the apps and pods events touched; publish everything when any of them changed."""
+        changed = False
+        for run_spec_id in self._dirty:
+            if run_spec_id in self.apps:
+                part = app_resources(self.name, self.apps[run_spec_id], self.domain)
+            elif run_spec_id in self.pods:
+                part = pod_resources(self.name, self.pods[run_spec_id], self.domain)
+            else:
+                changed |= self._parts.pop(run_spec_id, None) is not None
+                continue
+            changed |= self._parts.get(run_spec_id) != part
+            self._parts[run_spec_id] = part
+        self._dirty = set()
+        if not changed and self.published is not None:
+            return
+        resources, problems = merged(self.name, list(self._parts.values()))
         for problem in sorted(set(problems) - self._problems):
             LOG.warning("%s", problem)
         self._problems = set(problems)
-        identity = [(r.ref, r.spec, r.metadata) for r in resources]
-        if identity == self.published:
-            return
-        self.published = identity
+        self.published = len(resources)
         LOG.info("%s: publishing %d services, %d workloads", self.name, sum(r.kind == "ServiceEntry" for r in resources),
                  sum(r.kind == "WorkloadEntry" for r in resources))
         try:
