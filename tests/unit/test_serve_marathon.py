@@ -13,6 +13,7 @@ import time
 import pytest
 
 from meshwright.registry.inventory import ENDPOINT_ANNOTATION, NOT_READY
+from meshwright.registry.marathon import mesh_resources
 from meshwright.serve.marathon import EventStreamParser, MarathonRegistry, auth_from_files, basic_auth, token_auth
 from tests.fakes.marathon import MarathonDouble
 from tests.harness import free_port
@@ -217,3 +218,24 @@ def test_the_event_parser_reads_crlf_cr_and_lf_and_skips_keep_alives_split_acros
         ("event_stream_attached", '{"remoteAddress":"127.0.0.1"}'),
         ("status_update_event", '{"a":1}'),
         ("app_terminated_event", '{"appId":"/x"}')]
+
+
+def test_what_is_published_after_many_events_equals_translating_marathon_whole(double, follow):
+    """The registry translates only the apps and pods events touch: after a run of changes,
+    its resources are exactly those of Marathon's state translated from scratch."""
+    registry, published = follow([double.url])
+    published.wait_for(lambda r: len(endpoints(r)) == 2, timeout=5)
+    cluster = double.cluster
+    cluster.put_app({**APP, "id": "/shop/cart", "instances": 1}, force=False)
+    cluster.scale("/shop/payment", 4)
+    cluster.kill_task(cluster.tasks["/shop/payment"][0]["id"], replace=True)
+    cluster.set_health(cluster.tasks["/shop/payment"][1]["id"], False)
+    cluster.put_pod({**POD, "scaling": {"kind": "fixed", "instances": 3}}, force=False)
+    cluster.delete_app("/shop/cart", force=True)
+
+    def whole():
+        with cluster.lock:
+            apps = [cluster.app_info(app_id, with_tasks=True) for app_id in cluster.apps]
+            pods = [cluster.pod_status(pod_id) for pod_id in cluster.pods]
+        return [(r.ref, r.spec, r.metadata) for r in mesh_resources("marathon/test", apps, pods)[0]]
+    published.wait_for(lambda r: [(x.ref, x.spec, x.metadata) for x in r] == whole(), timeout=2)
