@@ -315,6 +315,20 @@ def _status_table(status: dict) -> list[str]:
         lines += [f"  {problem}" for problem in rejection["problems"]]
     lines += errors
     lines += [f"refused: {refusal}" for refusal in status.get("refusals", [])]
+    lines += _registry_lines(status.get("registries", []))
+    return lines
+
+
+def _registry_lines(registries: list[dict]) -> list[str]:
+    """One line per registry: where it follows from (or that it does not), and its last error."""
+    lines = []
+    for registry in registries:
+        where = f"following {registry['connected_to']}" if registry.get("connected_to") else "NOT CONNECTED"
+        counts = ", ".join(f"{registry[key]} {key}" for key in ("apps", "pods") if key in registry)
+        lines.append(f"registry {registry.get('name')}: {where}" + (f" ({counts})" if counts else ""))
+        if registry.get("last_error"):
+            lines.append(f"  last error: {registry['last_error']}")
+        lines += [f"  skipped: {problem}" for problem in registry.get("skipped", [])]
     return lines
 
 
