@@ -239,3 +239,24 @@ def test_what_is_published_after_many_events_equals_translating_marathon_whole(d
             pods = [cluster.pod_status(pod_id) for pod_id in cluster.pods]
         return [(r.ref, r.spec, r.metadata) for r in mesh_resources("marathon/test", apps, pods)[0]]
     published.wait_for(lambda r: [(x.ref, x.spec, x.metadata) for x in r] == whole(), timeout=2)
+
+
+def test_a_status_update_in_an_older_marathons_shape_keeps_what_was_known_of_the_task():
+    """Marathon before 1.4 sends no ipAddresses (and "unknown" for a host it does not know):
+    a container-network task stays reachable at the address listed before."""
+    registry = MarathonRegistry(["http://127.0.0.1:1"], name="marathon/test")
+    lists = []
+    registry._publish = lists.append
+    app = {"id": "/shop/api", "networks": [{"mode": "container", "name": "dcos"}],
+           "container": {"portMappings": [{"containerPort": 8080, "name": "http", "servicePort": 10200}]},
+           "tasks": [{"id": "shop_api.instance-c7c311a4-b669-11e6-a48f-0ea4f4b1778c._app.1", "appId": "/shop/api", "state": "TASK_STAGING",
+                      "host": "10.0.2.150", "ports": [], "ipAddresses": [{"ipAddress": "9.0.6.3", "protocol": "IPv4"}]}]}
+    registry.apps = {"/shop/api": app}
+    registry._dirty = {"/shop/api"}
+    registry.publish()
+    event = ('{"eventType":"status_update_event","timestamp":"2015-09-30T12:47:11.286Z","slaveId":"S0",'
+             '"taskId":"shop_api.instance-c7c311a4-b669-11e6-a48f-0ea4f4b1778c._app.1","taskStatus":"TASK_RUNNING",'
+             '"appId":"/shop/api","host":"unknown","ports":[],"version":"2015-09-11T22:11:03.156Z"}')
+    registry.apply_events([("status_update_event", event)])
+    [workload] = [r for r in lists[-1] if r.kind == "WorkloadEntry"]
+    assert (workload.spec["address"], workload.spec["ports"], workload.annotations) == ("9.0.6.3", {"http": 8080}, {})

@@ -381,9 +381,11 @@ class MarathonRegistry:
         tasks = [t for t in app.get("tasks") or [] if t.get("id") != event.get("taskId")]
         if event.get("taskStatus") not in TERMINAL_TASK_STATES:
             previous = next((t for t in app.get("tasks") or [] if t.get("id") == event.get("taskId")), {})
+            # Older Marathons send no ipAddresses, and "unknown" for a host not known yet: keep what was known.
+            host = event.get("host") if event.get("host") not in (None, "", "unknown") else previous.get("host", "")
             tasks.append({**previous, "id": event.get("taskId"), "appId": event.get("appId"), "state": event.get("taskStatus"),
-                          "host": event.get("host"), "ports": event.get("ports") or [], "ipAddresses": event.get("ipAddresses") or [],
-                          "version": event.get("version")})
+                          "host": host, "ports": event.get("ports") or previous.get("ports") or [],
+                          "ipAddresses": event.get("ipAddresses") or previous.get("ipAddresses") or [], "version": event.get("version")})
         app["tasks"] = tasks
         self._dirty.add(event.get("appId"))
 
