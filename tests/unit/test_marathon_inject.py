@@ -104,6 +104,10 @@ def test_what_a_pod_cannot_hold_is_an_error_naming_the_field(tmp_path):
     app["args"] = ["./payment"]
     path.write_text(json.dumps(app))
     assert run("marathon-inject", "-f", str(path), *CONTROL_PLANE)[2].endswith("/args: an app runs cmd or args, not both (Marathon refuses it too)\n")
+    path.write_text(json.dumps({"id": "/shop/Pay_ment", "cmd": "./payment"}))
+    assert run("marathon-inject", "-f", str(path), *CONTROL_PLANE)[2] == (
+        f"{path}: /shop/Pay_ment: /id: meshwright.io/service (from the id): 'Pay_ment' is not a DNS-1123 label "
+        "(at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit)\n")
     path.write_text('{"id": "/x",\n  "cmd": }')
     assert run("marathon-inject", "-f", str(path), *CONTROL_PLANE) == (1, "", f"{path}:2:10: not JSON: Expecting value\n")
 

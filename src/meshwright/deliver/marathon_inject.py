@@ -73,7 +73,7 @@ def inject(definition, settings: SidecarSettings) -> dict:
     try:
         identity = run_spec_identity(pod["id"], pod.get("labels") or {})
     except Skipped as skipped:
-        raise InjectError(f"/labels: {skipped}") from None
+        raise InjectError(f"{'/id' if '(from the id)' in str(skipped) else '/labels'}: {skipped}") from None
     pod["containers"].append(sidecar_container(identity.service, identity.namespace, settings, network_mode(pod.get("networks"))))
     pod["labels"] = {**(pod.get("labels") or {}), LABEL_INJECTED: settings.version}
     return pod
