@@ -207,7 +207,9 @@ class MarathonCluster:
         self.instances: dict[str, list[dict]] = {}
         self.deployments: dict[str, Deployment] = {}
         self.hold_deployments = False  # True: deployments stay running until finish_deployment()
-        self.healthy_on_start = True  # new tasks of apps with health checks pass them at once
+        # New tasks of apps with health checks pass them at once (True), never (False), or when
+        # healthy_on_start(app) says so (a version that never becomes healthy).
+        self.healthy_on_start = True
         self.launcher = launcher  # launcher(kind, run_spec, task): start a process; returns a stop()
         self._stops: dict[str, object] = {}
         self._service_ports = itertools.count(10000)
@@ -334,7 +336,7 @@ class MarathonCluster:
         self._task_status(task, "TASK_RUNNING")
         if app["healthChecks"]:
             task["healthCheckResults"] = []
-            if self.healthy_on_start:
+            if self.healthy_on_start(app) if callable(self.healthy_on_start) else self.healthy_on_start:
                 self.set_health(task["id"], True)
         return task
 

@@ -12,6 +12,7 @@ each test first brings the app to a known state.
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -24,6 +25,7 @@ from meshwright.serve.marathon import MarathonRegistry
 from meshwright.serve.source import load_valid
 from tests.fakes.marathon import MarathonDouble
 from tests.harness import Backend, Envoy, free_offset, free_port, request
+from tests.modules.conftest import run_module
 
 APP_ID = "/shop/reviews"
 HOST = "reviews.shop.svc.cluster.local"
@@ -197,3 +199,31 @@ def test_a_stalled_stream_is_replaced_and_marathon_answering_500_keeps_the_endpo
     wait_until(lambda: (lab.registry.listed_at or 0) > dropped_at)  # after 0.2 + 0.4 + 0.8 s of back-off
     lab.double.cluster.scale(APP_ID, 2)
     lab.wait_matching()
+
+
+def test_a_deployment_that_fails_is_rolled_back_and_envoy_follows_both(lab):
+    """mesh_marathon_app deploys a version whose tasks never pass their health check: Envoy's
+    endpoints follow Marathon down to none healthy, then back up when the module rolls back."""
+    lab.reset(2)
+    lab.double.cluster.healthy_on_start = lambda app: "--broken" not in app.get("cmd", "")
+    samples, sampling = [], threading.Event()
+
+    def sample():  # what Envoy holds while the module deploys and rolls back
+        while not sampling.is_set():
+            samples.append(lab.envoy_endpoints())
+            time.sleep(0.02)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = run_module("mesh_marathon_app", marathon_url=[lab.double.url], definition={**APP, "cmd": "./reviews --broken"}, wait_timeout=1)
+        sampling.set()
+        sampler.join()
+        assert set() in samples  # the broken version's tasks, never healthy, were no endpoint
+        assert result["failed"] and result["msg"].startswith("the deployment of /shop/reviews failed: not healthy after 1s: 0 of 2 tasks healthy; rolled back")
+        assert lab.double.cluster.apps[APP_ID]["cmd"] == "./reviews"
+        lab.wait_matching()
+        assert len(lab.envoy_endpoints()) == 2
+        assert lab.instances_answering(5) <= {t["id"] for t in lab.double.cluster.tasks[APP_ID]}
+    finally:
+        sampling.set()
+        lab.double.cluster.healthy_on_start = True
