@@ -29,13 +29,16 @@ from meshwright.compile.xds_bootstrap import XdsServer
 from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_atomic, write_files
 from meshwright.deliver.identity import proxy_spiffe_id
+from meshwright.deliver.marathon_inject import InjectError, SidecarSettings, inject
 from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
 from meshwright.pki.ca import certificate_pem, load_authority
 from meshwright.pki.csr import key_matches_certificate
+from meshwright import names
 from meshwright.problems import Problems
 from meshwright.serve import server as xds_server
 from meshwright.serve.join_tokens import issue_token
+from meshwright.serve.marathon import MarathonRegistry, auth_from_files
 from meshwright.serve.bootstrap import xds_bootstrap_text
 from meshwright.serve.source import load_valid
 
@@ -249,9 +252,29 @@ def _csr_settings(args, tls) -> xds_server.CsrSettings | None:
     return xds_server.CsrSettings(_signing_authority(args), args.csr_listen, join_listen, args.join_tokens, args.cert_lifetime)
 
 
+def _registries(args) -> list:
+    """The registries serve follows: one Marathon (its URLs: an HA Marathon's instances)."""
+    if not args.marathon:
+        if args.marathon_credentials or args.marathon_token_file:
+            raise UsageError("--marathon-credentials/--marathon-token-file need --marathon URL")
+        return []
+    if args.marathon_credentials and args.marathon_token_file:
+        raise UsageError("--marathon-credentials or --marathon-token-file, not both")
+    if not names.is_label(args.marathon_name):
+        raise UsageError(f"--marathon-name {args.marathon_name!r}: expected {names.LABEL_HELP}")
+    try:
+        authorization = auth_from_files(args.marathon_credentials, args.marathon_token_file)
+        return [MarathonRegistry(args.marathon, f"marathon/{args.marathon_name}", authorization)]
+    except OSError as error:
+        raise UsageError(f"--marathon-credentials/--marathon-token-file: {error.filename}: {error.strerror}") from None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def cmd_serve(args) -> int:
     tls = _server_tls(args)
     csr = _csr_settings(args, tls)
+    registries = _registries(args)
     mesh, problems = load_valid(args.mesh)
     if problems:
         _print_problems(problems)
@@ -263,7 +286,7 @@ def cmd_serve(args) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *dummy: stop.set())
     try:
-        running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr)
+        running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr, registries=registries)
     except (ValueError, RuntimeError) as error:
         raise UsageError(f"--listen/--status-listen/--csr-listen/--join-listen: {error}") from None
     stop.wait()
@@ -292,7 +315,50 @@ def _status_table(status: dict) -> list[str]:
         lines += [f"  {problem}" for problem in rejection["problems"]]
     lines += errors
     lines += [f"refused: {refusal}" for refusal in status.get("refusals", [])]
+    lines += _registry_lines(status.get("registries", []))
     return lines
+
+
+def _registry_lines(registries: list[dict]) -> list[str]:
+    """One line per registry: where it follows from (or that it does not), and its last error."""
+    lines = []
+    for registry in registries:
+        where = f"following {registry['connected_to']}" if registry.get("connected_to") else "NOT CONNECTED"
+        counts = ", ".join(f"{registry[key]} {key}" for key in ("apps", "pods") if key in registry)
+        lines.append(f"registry {registry.get('name')}: {where}" + (f" ({counts})" if counts else ""))
+        if registry.get("last_error"):
+            lines.append(f"  last error: {registry['last_error']}")
+        lines += [f"  skipped: {problem}" for problem in registry.get("skipped", [])]
+    return lines
+
+
+def _read_definition(path: str):
+    """A Marathon app or pod definition (JSON) from path, "-" for stdin."""
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"-f {path}: cannot read it: {getattr(error, 'strerror', None) or error}") from None
+    return json.loads(text)
+
+
+def cmd_marathon_inject(args) -> int:
+    settings = SidecarSettings(f"{args.xds[0]}:{args.xds[1]}", f"{args.csr[0]}:{args.csr[1]}", args.sidecar_image)
+    try:
+        definition = _read_definition(args.file)
+    except json.JSONDecodeError as error:
+        print(f"{args.file}:{error.lineno}:{error.colno}: not JSON: {error.msg}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        injected = inject(definition, settings)
+    except InjectError as error:
+        print(f"{args.file}: {definition.get('id', '?') if isinstance(definition, dict) else '?'}: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    print(json.dumps(injected, indent=2))
+    return EXIT_OK
 
 
 def cmd_status(args) -> int:
@@ -429,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--join-listen", type=_host_port, help="HOST:PORT of the CSR service for join tokens, server TLS only (default: --csr-listen's "
                                                               "port + 1)")
     serve.add_argument("--join-tokens", help="directory of join tokens that `meshwright join-token` writes (without it, no first join)")
+    serve.add_argument("--marathon", action="append", metavar="URL",
+                       help="follow a Marathon's apps and pods (http://HOST:8080); repeat for the instances of an HA Marathon")
+    serve.add_argument("--marathon-name", default="default", help="its name in problems and status: marathon/NAME (default marathon/default)")
+    serve.add_argument("--marathon-credentials", metavar="FILE", help="a file holding user:password for Marathon's basic auth")
+    serve.add_argument("--marathon-token-file", metavar="FILE", help="a file holding a token (sent as Authorization: token=..., DC/OS style)")
     serve.set_defaults(func=cmd_serve)
 
     token = commands.add_parser("join-token", help="issue a one-time token a proxy's agent uses for its first certificate")
@@ -448,6 +519,13 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--ca", help="the mesh's roots (PEM; default: root-cert.pem in --certs-dir)")
     agent.add_argument("--validity", type=_duration, help="lifetime to ask for (default: the control plane's --cert-lifetime)")
     agent.set_defaults(func=cmd_agent)
+
+    inject_cmd = commands.add_parser("marathon-inject", help="print a Marathon app or pod definition with the mesh's sidecar (an app becomes a pod)")
+    inject_cmd.add_argument("-f", "--file", required=True, help="the app or pod definition (JSON; - for stdin)")
+    inject_cmd.add_argument("--xds", type=_host_port, required=True, help="HOST:PORT of `meshwright serve` (ADS) as the agents reach it")
+    inject_cmd.add_argument("--csr", type=_host_port, required=True, help="HOST:PORT of its CSR service as the agents reach it")
+    inject_cmd.add_argument("--sidecar-image", help="a Docker image holding meshwright and Envoy (default: both installed on the agents)")
+    inject_cmd.set_defaults(func=cmd_marathon_inject)
 
     status = commands.add_parser("status", help="every proxy of a running `meshwright serve`: SYNCED, STALE or NACK per type")
     status.add_argument("--server", type=_host_port, default=("127.0.0.1", 15014), help="its status endpoint (default 127.0.0.1:15014)")

@@ -95,8 +95,13 @@ def grpc_server(plane: ControlPlane, host: str, port: int, tls: ServerTls | None
     return server, bound
 
 
-def status_server(plane: ControlPlane, host: str, port: int) -> http.server.ThreadingHTTPServer:
-    """GET /status: the plane's status as JSON, on loopback only, in a thread of its own."""
+def registries_status(registries: Sequence[Registry]) -> list[dict]:
+    """What each registry that reports on itself says (Marathon: where it follows, its last error)."""
+    return [registry.status() for registry in registries if callable(getattr(registry, "status", None))]
+
+
+def status_server(plane: ControlPlane, host: str, port: int, registries: Sequence[Registry] = ()) -> http.server.ThreadingHTTPServer:
+    """GET /status: the plane's status (and its registries') as JSON, on loopback only, in a thread of its own."""
     if not is_loopback(host):
         raise ValueError(f"the status endpoint listens on loopback only, not {host}")
 
@@ -105,7 +110,7 @@ def status_server(plane: ControlPlane, host: str, port: int) -> http.server.Thre
             if self.path.rstrip("/") not in ("", "/status"):
                 self.send_error(404, "GET /status")
                 return
-            body = json.dumps(plane.status(), indent=2, sort_keys=True).encode()
+            body = json.dumps({**plane.status(), "registries": registries_status(registries)}, indent=2, sort_keys=True).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
@@ -167,7 +172,7 @@ def start(mesh: Mesh, paths: list[str], listen: tuple[str, int], tls: ServerTls 
     stoppers.append(lambda: server.stop(grace=1).wait(5))
     status_port = None
     if status_listen is not None:
-        http_server = status_server(plane, *status_listen)
+        http_server = status_server(plane, *status_listen, registries)
         status_port = http_server.server_address[1]
         stoppers.append(lambda: (http_server.shutdown(), http_server.server_close()))
     running = Running(plane, port, None, stoppers)

@@ -1,0 +1,258 @@
+"""Marathon churn through the control plane: tasks die and are replaced at a steady rate; how
+long from each event in Marathon until the control plane has applied it and the connected
+proxies have ACKed the endpoints without the dead task, and the memory it takes.
+
+In one process: the Marathon double (tests/fakes/marathon.py) runs --apps apps of --tasks
+tasks each (with a health check), `meshwright serve`'s control plane (plaintext) follows it
+through the Marathon registry over HTTP and the event stream, as `meshwright serve --marathon`
+does, and --clients proxies (VM WorkloadEntries that see every service) hold ADS streams as
+Envoy does for clusters and endpoints, ACKing every response at once. After the first list is
+applied, --rate task changes a second for --seconds seconds: a random task is killed and
+Marathon starts its replacement (status updates, instance changes, a health change). Per kill:
+"applied", from the kill to the end of the control plane's apply (validated, compiled, pushes
+queued) of the first publish without the dead task's WorkloadEntry; "ACKed", to the moment the
+last connected proxy ACKed endpoints of its service without it. "lost": kills never seen within
+30 s. "peak MB" is the process's peak resident memory (getrusage), the double included.
+
+Issue #16's goal: ACKed p99 <= 1 s at 5,000 tasks in 200 apps and 50 changes a second
+(`python bench/marathon.py`, the defaults).
+
+Usage: python bench/marathon.py [--apps 200] [--tasks 25] [--rate 50] [--seconds 60] [--clients 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import random
+import resource
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import grpc  # noqa: E402
+from envoy.config.cluster.v3 import cluster_pb2  # noqa: E402
+from envoy.config.core.v3 import base_pb2  # noqa: E402
+from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: E402
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2  # noqa: E402
+
+from meshwright.compile.envoy_values import CLUSTER, CLUSTER_LOAD_ASSIGNMENT  # noqa: E402
+from meshwright.registry.marathon import workload_name  # noqa: E402
+from meshwright.serve import server as xds_server  # noqa: E402
+from meshwright.serve.marathon import MarathonRegistry  # noqa: E402
+from meshwright.serve.source import load_valid  # noqa: E402
+from tests.fakes.marathon import MarathonDouble  # noqa: E402
+from tests.harness import free_port  # noqa: E402
+
+MESH = "apiVersion: meshwright.io/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec: {trustDomain: cluster.local}\n"
+CLIENT = """---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: client-{index}, namespace: default}}
+spec: {{address: 127.0.0.1, labels: {{app: client}}, serviceAccount: client}}
+"""
+
+
+class AdsClient:
+    """A proxy's ADS stream, as Envoy drives it for clusters and endpoints: subscribes to CDS,
+    then to EDS for every cluster, ACKs each response at once, and keeps, per response, when it
+    was ACKed and the endpoint ports of every cluster."""
+
+    def __init__(self, port: int, proxy: str):
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.requests: queue.Queue = queue.Queue()
+        self.node = base_pb2.Node(id=f"sidecar~127.0.0.1~{proxy}~default.svc.cluster.local", cluster=proxy)
+        self.ports: dict[str, frozenset] = {}
+        self.acked: list[tuple[float, dict]] = []  # (when, {cluster: endpoint ports}) after each EDS ACK
+        self.lock = threading.Lock()
+        self.eds_names: list[str] = []
+        self.call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel).StreamAggregatedResources(iter(self.requests.get, None))
+        self.requests.put(discovery_pb2.DiscoveryRequest(node=self.node, type_url=CLUSTER))
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for response in self.call:
+                self._answer(response)
+        except grpc.RpcError:
+            pass
+
+    def _answer(self, response) -> None:
+        if response.type_url == CLUSTER:
+            names = []
+            for any_ in response.resources:
+                cluster = cluster_pb2.Cluster()
+                any_.Unpack(cluster)
+                if cluster.name.startswith("outbound|"):
+                    names.append(cluster.name)
+            self.requests.put(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=response.version_info, response_nonce=response.nonce))
+            if sorted(names) != self.eds_names:
+                self.eds_names = sorted(names)
+                self.requests.put(discovery_pb2.DiscoveryRequest(type_url=CLUSTER_LOAD_ASSIGNMENT, resource_names=self.eds_names))
+            return
+        if response.type_url == CLUSTER_LOAD_ASSIGNMENT:
+            for any_ in response.resources:
+                assignment = endpoint_pb2.ClusterLoadAssignment()
+                any_.Unpack(assignment)
+                self.ports[assignment.cluster_name] = frozenset(
+                    lb.endpoint.address.socket_address.port_value for group in assignment.endpoints for lb in group.lb_endpoints)
+            self.requests.put(discovery_pb2.DiscoveryRequest(type_url=CLUSTER_LOAD_ASSIGNMENT, resource_names=self.eds_names,
+                                                             version_info=response.version_info, response_nonce=response.nonce))
+            with self.lock:
+                self.acked.append((time.monotonic(), dict(self.ports)))
+
+    def acked_without(self, cluster: str, port: int, after: float) -> float | None:
+        """When this proxy first ACKed endpoints of cluster without port, after a moment."""
+        with self.lock:
+            return next((moment for moment, ports in self.acked if moment >= after and port not in ports.get(cluster, ())), None)
+
+    def close(self) -> None:
+        self.requests.put(None)
+        self.channel.close()
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Applied:
+    """The registry's publish, timed: after each apply, which WorkloadEntries the plane holds."""
+
+    def __init__(self, publish):
+        self.publish, self.lock = publish, threading.Condition()
+        self.history: list[tuple[float, frozenset]] = []
+
+    def __call__(self, resources):
+        self.publish(resources)
+        names = frozenset(r.name for r in resources if r.kind == "WorkloadEntry")
+        with self.lock:
+            self.history.append((time.monotonic(), names))
+            self.lock.notify_all()
+
+    def gone_at(self, name: str, after: float, timeout: float = 30.0) -> float | None:
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                for moment, names in self.history:
+                    if moment >= after and name not in names:
+                        return moment
+                if time.monotonic() > deadline:
+                    return None
+                self.lock.wait(0.05)
+
+
+def start(apps: int, tasks: int, folder: str, clients: int):
+    double = MarathonDouble()
+    for index in range(apps):
+        double.cluster.put_app({"id": f"/ns{index % 10}/app{index}", "cmd": "./app", "instances": tasks,
+                                "portDefinitions": [{"port": 0, "name": "http"}],
+                                "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0}]}, force=False)
+    with open(os.path.join(folder, "mesh.yaml"), "w") as handle:
+        handle.write(MESH + "".join(CLIENT.format(index=index) for index in range(clients)))
+    mesh, problems = load_valid([folder])
+    assert not problems, problems
+    registry = MarathonRegistry([double.url], "marathon/bench")
+    applied = {}
+    original_start = registry.start
+
+    def start_timed(publish):
+        applied["publish"] = Applied(publish)
+        original_start(applied["publish"])
+    registry.start = start_timed
+    running = xds_server.start(mesh, [folder], ("127.0.0.1", free_port()), None, None, watch=False, registries=[registry])
+    return double, running, applied
+
+
+def churn(double: MarathonDouble, rate: float, seconds: float) -> list[tuple[str, str, int, float]]:
+    """Kill a random task every 1/rate s (Marathon starts a replacement): per kill, the killed
+    task's WorkloadEntry name, its service's cluster, its port, and when it was killed."""
+    rng = random.Random(16)
+    kills = []
+    started = time.monotonic()
+    for index in range(int(rate * seconds)):
+        time.sleep(max(0.0, started + index / rate - time.monotonic()))
+        with double.cluster.lock:
+            app_id = rng.choice(sorted(double.cluster.tasks))
+            task = rng.choice(double.cluster.tasks[app_id])
+            service_port = double.cluster.apps[app_id]["portDefinitions"][0]["port"]
+            killed_at = time.monotonic()
+            double.cluster.kill_task(task["id"], replace=True)
+        namespace, service = app_id.strip("/").split("/")
+        cluster = f"outbound|{service_port}||{service}.{namespace}.svc.cluster.local"
+        kills.append((workload_name(service, task["id"]), cluster, task["ports"][0], killed_at))
+    return kills
+
+
+def latencies(kills, applied: Applied, clients: list[AdsClient], settle: float = 30.0) -> tuple[list[float], list[float], int]:
+    """Per kill: seconds to the plane's apply without it, and to the last client's ACK of
+    endpoints without it; how many kills were never seen (within settle seconds)."""
+    deadline = time.monotonic() + settle
+    applied_in, acked_in, lost = [], [], 0
+    for name, cluster, port, killed_at in kills:
+        seen = applied.gone_at(name, killed_at, timeout=max(0.0, deadline - time.monotonic()))
+        acks = []
+        for client in clients:
+            ack = None
+            while ack is None and time.monotonic() < deadline:
+                ack = client.acked_without(cluster, port, killed_at)
+                if ack is None:
+                    time.sleep(0.05)
+            acks.append(ack)
+        if seen is None or None in acks:
+            lost += 1
+            continue
+        applied_in.append(seen - killed_at)
+        if acks:
+            acked_in.append(max(acks) - killed_at)
+    return applied_in, acked_in, lost
+
+
+def percentile(values: list[float], q: float) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.0f}"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--apps", type=int, default=200)
+    parser.add_argument("--tasks", type=int, default=25, help="tasks per app")
+    parser.add_argument("--rate", type=float, default=50, help="task changes a second")
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--clients", type=int, default=5, help="proxies connected over ADS (VM WorkloadEntries that see every service)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if os.environ.get("BENCH_LOG") else logging.WARNING, format="%(asctime)s %(message)s")
+    with tempfile.TemporaryDirectory() as folder:
+        began = time.monotonic()
+        double, running, applied = start(args.apps, args.tasks, folder, args.clients)
+        while not (applied.get("publish") and applied["publish"].history):
+            time.sleep(0.05)
+        first = time.monotonic() - began
+        clients = [AdsClient(running.grpc_port, f"client-{index}.default") for index in range(args.clients)]
+        while not all(client.acked for client in clients):
+            time.sleep(0.05)
+        kills = churn(double, args.rate, args.seconds)
+        applied_in, acked_in, lost = latencies(kills, applied["publish"], clients)
+        proxies = len(running.plane.estate.proxies)
+        for client in clients:
+            client.close()
+        running.stop()
+        double.stop()
+    print(f"{'tasks':>6} {'proxies':>7} {'first s':>7} {'changes':>7} {'lost':>4} {'applied p50':>11} {'p99':>6} "
+          f"{'ACKed p50':>9} {'p99':>6} {'peak MB':>7}")
+    print(f"{args.apps * args.tasks:>6} {proxies:>7} {first:>7.1f} {len(kills):>7} {lost:>4} {percentile(applied_in, 0.5):>11} "
+          f"{percentile(applied_in, 0.99):>6} {percentile(acked_in, 0.5):>9} {percentile(acked_in, 0.99):>6} {peak_mb():>7.0f}")
+    print(f"milliseconds from a task's kill in Marathon; ACKed: the last of {args.clients} connected proxies; "
+          f"{args.rate:g} changes/s for {args.seconds:g} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
