@@ -333,3 +333,34 @@ def test_a_workload_that_comes_where_a_policy_cannot_be_enforced_is_refused_and_
 
     assert any("STRICT mTLS is not enforced on port 8080 of WorkloadEntry ns-1/svc-00001-9" in str(p) for p in refused.value.problems)
     assert "svc-00001-9.ns-1" not in estate.proxies
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_a_batch_of_arrivals_departures_moves_and_readiness_is_one_step_that_full_compiles_agree_with(tmp_path, seed):
+    """apply_resources, as the control plane calls it for a registry's publish: several pods
+    come, go, move and change readiness at once; one fast step (with_workloads_changed), and
+    what it reports and the estate it returns are what full compiles before and after say."""
+    from meshwright.check.incremental import apply_resources
+    from meshwright.compile.incremental import with_workloads_changed
+    from meshwright.model.load import resource_from_document
+
+    rng = random.Random(seed)
+    estate = compile_estate(estate_mesh(tmp_path))
+    before = full_versions(estate.mesh)
+    for _ in range(3):
+        edited, removed, touched = [], [], set()
+        for make_change in [workload_arrival, workload_arrival, workload_departure, readiness_toggle, workload_edit]:
+            change = make_change(rng, estate.mesh)
+            document, gone = change if isinstance(change, tuple) else (change, False)
+            key = (document["metadata"]["namespace"], document["metadata"]["name"])
+            if key in touched or (gone and key[1].endswith("-3")):  # one change per workload; a subset's last one stays
+                continue
+            touched.add(key)
+            (removed if gone else edited).append(resource_from_document(document))
+        assert with_workloads_changed(estate, edited, removed) is not None
+        estate, changes = apply_resources(estate, edited, removed)
+        after = full_versions(estate.mesh)
+        assert changes == expected_changes(before, after)
+        assert {proxy: estate.versions(proxy) for proxy in estate.proxies} == after
+        assert list(estate.proxies) == [p.id for p in list_proxies(Mesh.build(list(estate.mesh.resources)))]
+        before = after

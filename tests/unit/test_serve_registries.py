@@ -131,3 +131,13 @@ def test_many_workloads_at_once_are_validated_and_compiled_whole(plane):
 
     assert len(endpoints_seen_by_client(plane)) == 80
     assert_same_as_compiled_whole(plane)
+
+
+def test_a_workload_another_source_holds_too_is_refused_as_a_duplicate(plane):
+    """The files hold WorkloadEntry default/client: a registry that publishes one of that name
+    does not replace it quietly; validation refuses the duplicate and names it."""
+    problems = plane.apply_source(REGISTRY, [pod("client", "10.1.0.1")])
+
+    assert [str(p).split(" is also defined at ")[0] for p in problems] == [
+        f"{REGISTRY}:Pod/default/client:1: WorkloadEntry/default/client: metadata.name: duplicate WorkloadEntry: WorkloadEntry/default/client"]
+    assert plane.estate.proxies["client.default"].address == "10.0.0.9"

@@ -9,10 +9,11 @@ problems and the estate is left as it was.
 
 from __future__ import annotations
 
-from meshwright.check.envoy_proto import TYPES, check_resource
+from meshwright.collector import cyclic_collector_paused
+from meshwright.check.envoy_proto import TYPES, ResourceVerdicts
 from meshwright.check.pipeline import validate_mesh
-from meshwright.compile.incremental import (Changes, CompiledEstate, assignment_named, entries_selecting, recompiled, with_workload_added,
-                                            with_workload_endpoints, with_workload_removed)
+from meshwright.compile.incremental import (Changes, CompiledEstate, assignment_named, entries_selecting, known_workload, merged_changes,
+                                            recompiled, with_workloads_changed)
 from meshwright.model.load import LoadResult, resource_from_document
 from meshwright.model.resource import Resource
 from meshwright.problems import MeshConfigError, Problems
@@ -26,7 +27,11 @@ from meshwright.validate.shape_check import check_shape, is_kubernetes_object
 POLICY_KINDS = ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication")
 OTHER_SELECTING_KINDS = ("Sidecar", "Telemetry", "EnvoyFilter")
 
-__all__ = ["ChangeRefused", "apply", "apply_resource", "resource_from_document"]
+# Envoy's verdicts on load assignments by shape, kept from change to change: a service's
+# assignments mostly differ in addresses, which do not decide a verdict.
+_VERDICTS = ResourceVerdicts(limit=1 << 12)
+
+__all__ = ["ChangeRefused", "apply", "apply_resource", "apply_resources", "resource_from_document"]
 
 
 class ChangeRefused(MeshConfigError):
@@ -46,37 +51,33 @@ def _checked(estate: CompiledEstate, resource: Resource) -> Resource:
     return checked
 
 
-def _endpoints_refused(changes: Changes, estate: CompiledEstate, resource: Resource, skip: str = "") -> None:
+def _endpoints_refused(changes: Changes, estate: CompiledEstate, resource: Resource, skip: set[str]) -> None:
     """Envoy's protos on the load assignments the fast path made (validation's check 4),
-    each once: the proxies of a class share their diff. skip: a proxy that came or went (one
+    each once: the proxies of a class share their diff. skip: proxies that came or went (one
     that came joined a class whose resources were checked; the changed ones its class's
-    other members have too)."""
-    seen_diffs: set[int] = set()
+    other members have too). resource: what a problem is reported on."""
+    distinct = {id(kinds): (proxy_id, kinds) for proxy_id, kinds in changes.items() if proxy_id not in skip}
     checked: set[str] = set()
     problems = Problems()
-    for proxy_id, kinds in changes.items():
-        if id(kinds) in seen_diffs or proxy_id == skip:
-            continue
-        seen_diffs.add(id(kinds))
+    for proxy_id, kinds in distinct.values():
         for name in [name for name, version in kinds.get("endpoints", {}).items() if version is not None and name not in checked]:
             checked.add(name)
-            error = check_resource(TYPES["endpoints"], assignment_named(estate, proxy_id, name))
+            error = _VERDICTS.check(TYPES["endpoints"], assignment_named(estate, proxy_id, name))
             if error:
                 problems.add(resource, ("spec", "address"), f"proxy {proxy_id}: endpoint {name}: Envoy rejects it: {error}")
     if problems:
         raise ChangeRefused(problems.sorted())
 
 
-def _workload_set_refused(estate: CompiledEstate, resource: Resource, removed: bool) -> None:
-    # resource: the WorkloadEntry that came, or the one that left as the mesh held it.
+def _workload_set_refused(estate: CompiledEstate, came: list[Resource], gone: list[Resource]) -> None:
     """Validation's checks that read every proxy or the workloads a resource selects, for the
-    workload that came into the mesh or left it (its own resource was checked alone before):
-    the checks of each proxy on its proxy; the policies' (whether they are enforced on it, once
-    it came); those of the other resources that select workloads."""
+    workloads that came into the mesh (as it holds them) or left it (as it held them); their
+    own resources were checked alone before: the checks of each proxy on their proxies; the
+    policies' (whether they are enforced on those that came); those of the other resources
+    that select workloads."""
     mesh, problems = estate.mesh, Problems()
-    came = [] if removed else [mesh.find("WorkloadEntry", resource.namespace, resource.name)]
-    if not removed:
-        proxies = [estate.proxies[f"{resource.name}.{resource.namespace}"]]
+    if came:
+        proxies = [estate.proxies[f"{workload.name}.{workload.namespace}"] for workload in came]
         check_capture(mesh, problems, proxies)
         check_listener_ports(mesh, problems, proxies)
         check_telemetry_conflicts(mesh, problems, proxies)
@@ -87,10 +88,25 @@ def _workload_set_refused(estate: CompiledEstate, resource: Resource, removed: b
     for kind in OTHER_SELECTING_KINDS:
         for selecting in mesh.of_kind(kind):
             check_references(mesh, selecting, problems)
-    for entry in entries_selecting(mesh, resource):
+    entries = {id(entry): entry for workload in came + gone for entry in entries_selecting(mesh, workload)}
+    for entry in entries.values():
         check_references(mesh, entry, problems)
     if problems:
         raise ChangeRefused(problems.sorted())
+
+
+def _fast_path(estate: CompiledEstate, edited: list[Resource], removed: list[Resource]) -> tuple[CompiledEstate, Changes] | None:
+    """with_workloads_changed, validated (edited: checked alone already); None when the
+    changes are not all WorkloadEntries that come, go or change their endpoint only."""
+    fast = with_workloads_changed(estate, edited, removed)
+    if fast is None:
+        return None
+    came = [w for w in edited if known_workload(estate.mesh, w.namespace, w.name) is None]
+    gone = [known_workload(estate.mesh, w.namespace, w.name) for w in removed]
+    _endpoints_refused(fast[1], fast[0], (edited + removed)[0], {f"{w.name}.{w.namespace}" for w in came + gone})
+    if came or gone:
+        _workload_set_refused(fast[0], came, gone)
+    return fast
 
 
 def apply(estate: CompiledEstate, document: dict, removed: bool = False, source: str = "<change>") -> tuple[CompiledEstate, Changes]:
@@ -102,6 +118,7 @@ def apply(estate: CompiledEstate, document: dict, removed: bool = False, source:
     return apply_resource(estate, resource_from_document(document, source), removed)
 
 
+@cyclic_collector_paused()  # a change builds trees without cycles: a collector pass would walk the estate
 def apply_resource(estate: CompiledEstate, resource: Resource, removed: bool = False) -> tuple[CompiledEstate, Changes]:
     """apply for a resource as the loader made it: problems name its file and lines (the
     control plane's watched folder, serve/source.py)."""
@@ -109,14 +126,8 @@ def apply_resource(estate: CompiledEstate, resource: Resource, removed: bool = F
         return estate, {}  # a Deployment, a Service...: not mesh config, as validation skips it
     if not removed:
         resource = _checked(estate, resource)
-        fast = with_workload_endpoints(estate, resource)
-        if fast is not None:
-            _endpoints_refused(fast[1], fast[0], resource)
-            return fast
-    fast = with_workload_removed(estate, resource) if removed else with_workload_added(estate, resource)
+    fast = _fast_path(estate, [] if removed else [resource], [resource] if removed else [])
     if fast is not None:
-        _endpoints_refused(fast[1], fast[0], resource, skip=f"{resource.name}.{resource.namespace}")
-        _workload_set_refused(fast[0], estate.mesh.find("WorkloadEntry", resource.namespace, resource.name) if removed else resource, removed)
         return fast
     others = [r for r in estate.mesh.resources if r.key != resource.key]
     if removed and len(others) == len(estate.mesh.resources):
@@ -125,6 +136,25 @@ def apply_resource(estate: CompiledEstate, resource: Resource, removed: bool = F
     if mesh is None:
         raise ChangeRefused(problems)
     return recompiled(estate, mesh)
+
+
+@cyclic_collector_paused()
+def apply_resources(estate: CompiledEstate, edited: list[Resource], removed: list[Resource]) -> tuple[CompiledEstate, Changes]:
+    """Several changes at once, as a registry publishes them (resources as the loader makes
+    them): WorkloadEntries that come, go or change their endpoint only, in one step on the
+    fast path; anything else one by one (apply_resource, removals first: a renamed workload
+    may keep its address). ChangeRefused at the first bad one; estate is never changed."""
+    edited = [r for r in edited if not is_kubernetes_object(r)]
+    removed = [r for r in removed if not is_kubernetes_object(r)]
+    if edited + removed and all(r.kind == "WorkloadEntry" for r in edited + removed):
+        fast = _fast_path(estate, [_checked(estate, r) for r in edited], removed)
+        if fast is not None:
+            return fast
+    changes: Changes = {}
+    for resource, gone in [(r, True) for r in removed] + [(r, False) for r in edited]:
+        estate, step = apply_resource(estate, resource, removed=gone)
+        changes = merged_changes(changes, step)
+    return estate, changes
 
 
 def _not_there(resource: Resource):

@@ -33,7 +33,7 @@ from meshwright.compile.proxy_class import class_key
 from meshwright.compile.telemetry import services_served, with_stat_names
 from meshwright.mesh import Mesh
 from meshwright.model.resource import Resource
-from meshwright.model.selection import SelectorIndex, labels_match, namespace_of
+from meshwright.model.selection import LabelIndex, SelectorIndex, labels_match, namespace_of
 from meshwright.model.workload_group import GROUP_ANNOTATION
 from meshwright.registry.inventory import ENDPOINT_ANNOTATION, selected_endpoints, workload_endpoint
 from meshwright.registry.model import Registry, Service
@@ -47,6 +47,7 @@ ENDPOINT_FIELDS = frozenset(("address", "weight", "locality"))  # and its readin
 # locality decides, besides the services' clusters and the classes' configs, which the fast
 # path replaces for the services it changes. Anything else is left to be computed again.
 ENDPOINT_INDEPENDENT_MEMOS = frozenset((
+    "selectors",  # the policies' and ServiceEntries' selectors (WorkloadEntries select nothing)
     "selected-label-keys", "sidecars-by-namespace", "workload-service-ports", "inbound-ports",
     "peer-authentication", "authorization-policies", "telemetry", "service-addresses", "incremental",
     "service-ports-by-workload",  # main's index of workload_service_ports (ports only)
@@ -204,7 +205,7 @@ def compile_estate(mesh: Mesh) -> CompiledEstate:
             group_of[proxy.id] = key
             members.setdefault(key, []).append(proxy.id)
         groups = {key: Group(key, config, shared.versions(config), tuple(members[key])) for key, config in configs.items()}
-        _workload_index(mesh), _services_of_workload(mesh)  # what the fast path looks up, ready before the first change
+        _workload_index(mesh), _entry_selectors(mesh)  # what the fast path looks up, ready before the first change
         return CompiledEstate(mesh, proxies, group_of, groups, _groups_seeing(groups))
 
 
@@ -279,7 +280,11 @@ def recompiled(estate: CompiledEstate, mesh: Mesh) -> tuple[CompiledEstate, Chan
     return new, estate_changes(estate, new)
 
 
-# The fast path: one WorkloadEntry's endpoint changed.
+# The fast paths: WorkloadEntries that come, go, or change only their endpoint (address,
+# weight, locality, readiness), as pods and tasks do by the second. The services selecting
+# them get their new endpoints; only their load assignments are compiled again (once per
+# DestinationRule/locality/gateway variant in use), for the proxies whose class sees them; a
+# proxy that comes joins a class that exists, one that goes leaves its class.
 
 def endpoint_only_change(old: Resource, new: Resource) -> bool:
     """Whether a WorkloadEntry's new version differs only in ENDPOINT_FIELDS."""
@@ -302,52 +307,196 @@ def _workload_index(mesh: Mesh) -> dict[tuple[str, str], int]:
                      lambda: {(w.namespace, w.name): i for i, w in enumerate(mesh.of_kind("WorkloadEntry"))})
 
 
-def _services_of_workload(mesh: Mesh) -> dict[str, tuple[str, ...]]:
-    """Workload ("name.namespace") -> hostnames of the services it is an endpoint of."""
-
-    def compute():
-        index: dict[str, list[str]] = {}
-        for service in mesh.registry.services.values():
-            for endpoint in service.endpoints:
-                if endpoint.workload:
-                    index.setdefault(endpoint.workload, []).append(service.hostname)
-        return {workload: tuple(sorted(hosts)) for workload, hosts in index.items()}
-
-    return mesh.memo(("incremental", "services of workload"), compute)
+def known_workload(mesh: Mesh, namespace: str, name: str) -> Resource | None:
+    """The mesh's WorkloadEntry of that name, or None (by the fast paths' index)."""
+    position = _workload_index(mesh).get((namespace, name))
+    return None if position is None else mesh.of_kind("WorkloadEntry")[position]
 
 
-def _with_endpoint(service: Service, workload: Resource) -> Service:
-    endpoint = workload_endpoint(workload)
-    endpoints = tuple(endpoint if e.workload == endpoint.workload else e for e in service.endpoints)
-    return dataclasses.replace(service, endpoints=endpoints)
+def entries_selecting(mesh: Mesh, workload: Resource) -> list[Resource]:
+    """The ServiceEntries whose workloadSelector picks the workload (in its namespace)."""
+    return _entry_selectors(mesh).selecting(workload.namespace, workload.spec.get("labels") or {})
 
 
-def _mesh_with_workload(mesh: Mesh, old: Resource | None, new: Resource | None, services: list[Service], stale_hosts: set[str]) -> Mesh:
-    """The mesh with one WorkloadEntry replaced, added (old None) or removed (new None), and
-    the services selecting it updated; of what is memoized on it, only what does not read
-    their endpoints (nor, when a workload comes or goes, the set of workloads) is kept."""
+def _entry_selectors(mesh: Mesh) -> SelectorIndex[Resource]:
+    return mesh.memo(("selectors", "ServiceEntry workloadSelector"), lambda: SelectorIndex(
+        [entry for entry in mesh.of_kind("ServiceEntry") if "workloadSelector" in entry.spec],
+        namespace_of, lambda entry: entry.spec["workloadSelector"]["labels"]))
+
+
+def _gateway_selects(mesh: Mesh, workload: Resource) -> bool:
+    labels = workload.spec.get("labels") or {}
+    return any(labels_match(gateway.spec["selector"], labels) for gateway in mesh.of_kind("Gateway") if gateway.spec.get("selector"))
+
+
+def with_workload_endpoints(estate: CompiledEstate, workload: Resource) -> tuple[CompiledEstate, Changes] | None:
+    """The estate with a WorkloadEntry's new address, weight, locality or readiness (workload:
+    its new version, validated), and the changes: the load assignments of the services
+    selecting it, for the proxies that see them. None when the change is not that (another
+    field changed, a service resolves by DNS, a cluster would change): recompile instead."""
+    if (workload.namespace, workload.name) not in _workload_index(estate.mesh):
+        return None
+    return with_workloads_changed(estate, [workload], [])
+
+
+def with_workload_added(estate: CompiledEstate, workload: Resource) -> tuple[CompiledEstate, Changes] | None:
+    """The estate with a new WorkloadEntry (validated), and the changes: the new proxy's
+    resources, and the load assignments of the services selecting it for the proxies that
+    see them. None when it is not that simple (its proxy would be a gateway, start a class or
+    be patched alone, a service resolves by DNS, a cluster would change): recompile instead."""
+    if (workload.namespace, workload.name) in _workload_index(estate.mesh):
+        return None
+    return with_workloads_changed(estate, [workload], [])
+
+
+def with_workload_removed(estate: CompiledEstate, workload: Resource) -> tuple[CompiledEstate, Changes] | None:
+    """The estate without a WorkloadEntry (workload: its kind and metadata suffice), and the
+    changes: every resource of its proxy removed, and the load assignments of the services
+    that selected it. None when it is not that simple: recompile instead."""
+    return with_workloads_changed(estate, [], [workload])
+
+
+def with_workloads_changed(estate: CompiledEstate, edited: list[Resource], removed: list[Resource]) -> tuple[CompiledEstate, Changes] | None:
+    """All at once: WorkloadEntries added or changed in their endpoint only (edited, validated)
+    and removed (their kind and metadata suffice). None when one of them is not that simple:
+    recompile instead."""
+    mesh = estate.mesh
+    index, current = _workload_index(mesh), mesh.of_kind("WorkloadEntry")
+    keys = [(w.namespace, w.name) for w in edited + removed]
+    if len(set(keys)) != len(keys) or any(w.kind != "WorkloadEntry" for w in edited + removed):
+        return None
+    gone, came, pairs = [], [], []
+    for workload in removed:
+        position = index.get((workload.namespace, workload.name))
+        proxy = estate.proxies.get(f"{workload.name}.{workload.namespace}")
+        if position is None or GROUP_ANNOTATION in current[position].annotations or proxy is None or proxy.kind != "sidecar":
+            return None
+        gone.append(current[position])
+    for workload in edited:
+        position = index.get((workload.namespace, workload.name))
+        if position is None:
+            if GROUP_ANNOTATION in workload.annotations or _gateway_selects(mesh, workload):
+                return None
+            came.append(workload)
+        elif endpoint_only_change(current[position], workload):
+            pairs.append((current[position], workload))
+        else:
+            return None
+    with cyclic_collector_paused():
+        return _workloads_update(estate, gone, came, pairs)
+
+
+def _workloads_update(estate: CompiledEstate, gone: list[Resource], came: list[Resource],
+                      pairs: list[tuple[Resource, Resource]]) -> tuple[CompiledEstate, Changes] | None:
+    mesh = estate.mesh
+    by_label = mesh.workloads_by_label
+    for old in gone:
+        by_label = by_label.removed(old)
+    for old, new in pairs:
+        by_label = by_label.replaced(old, new)
+    for new in came:
+        by_label = by_label.added(new, _workload_order)
+    entries = {id(entry): entry for workload in gone + came + [new for _, new in pairs] for entry in entries_selecting(mesh, workload)}
+    services = [dataclasses.replace(mesh.registry.services[host], endpoints=selected_endpoints(entry, by_label))
+                for entry in entries.values() for host in entry.spec["hosts"]]
+    if any(service.resolution in INLINE_ENDPOINT_RESOLUTIONS for service in services):
+        return None
+    new_mesh = _mesh_with_workloads(mesh, gone, came, pairs, by_label, services)
+    proxies, moved = dict(estate.proxies), []
+    for old, new in pairs:
+        proxy_id = f"{new.name}.{new.namespace}"
+        before = proxies[proxy_id]
+        # Only its address and locality can differ (its labels did not change, so neither
+        # did its kind); a new locality is another class.
+        proxies[proxy_id] = dataclasses.replace(before, address=new.spec["address"], locality=new.spec.get("locality", ""))
+        if proxies[proxy_id].locality != before.locality:
+            moved.append(proxy_id)
+    group_of, groups = dict(estate.group_of), dict(estate.groups)
+    for old in gone:
+        proxy_id = f"{old.name}.{old.namespace}"
+        del proxies[proxy_id]
+        key = group_of.pop(proxy_id)
+        groups[key] = dataclasses.replace(groups[key], members=tuple(p for p in groups[key].members if p != proxy_id))
+        if not groups[key].members:
+            del groups[key]
+    joined: dict[tuple, list[Proxy]] = {}
+    for new in came:
+        proxy = workload_proxy(new)
+        key = _group_key(new_mesh, proxy)
+        if key[0] != "class" or key not in groups:
+            return None  # a class of its own: compiled and checked whole
+        group_of[proxy.id] = key
+        joined.setdefault(key, []).append(proxy)
+    if came:
+        proxies = _with_proxies(proxies, [proxy for members in joined.values() for proxy in members])
+        for key, members in joined.items():
+            groups[key] = dataclasses.replace(groups[key], members=_in_order(groups[key].members, members, proxies))
+    new_mesh.derived["proxies"] = {(): list(proxies.values())}  # list_proxies' answer, known
+    between = CompiledEstate(new_mesh, proxies, group_of, groups, _seeing_updated(estate, groups))
+    updated = _endpoint_update(between, estate.proxies, services, moved)
+    if updated is None:
+        return None
+    result, changes = updated
+    changes = dict(changes)
+    for new in came:
+        proxy_id = f"{new.name}.{new.namespace}"
+        changes[proxy_id] = versions_diff({}, result.versions(proxy_id))
+    for old in gone:  # every resource it had, gone: their names are its group's (no version to compute)
+        proxy_id = f"{old.name}.{old.namespace}"
+        changes[proxy_id] = {kind: dict.fromkeys(names) for kind, names in estate.groups[estate.group_of[proxy_id]].versions.items() if names}
+    return result, dict(sorted(changes.items()))
+
+
+def _proxy_order(proxy: Proxy) -> tuple[str, str]:
+    return (proxy.namespace, proxy.name)
+
+
+def _with_proxies(proxies: dict[str, Proxy], added: list[Proxy]) -> dict[str, Proxy]:
+    """proxies (in list_proxies order: namespace, then name) with added filed in that order."""
+    items = list(proxies.items())
+    order = [_proxy_order(proxy) for proxy in proxies.values()]
+    for proxy in added:
+        position = bisect.bisect(order, _proxy_order(proxy))
+        order.insert(position, _proxy_order(proxy))
+        items.insert(position, (proxy.id, proxy))
+    return dict(items)
+
+
+def _in_order(members: tuple[str, ...], added: list[Proxy], proxies: dict[str, Proxy]) -> tuple[str, ...]:
+    """A group's members with added ones filed in estate order."""
+    out, order = list(members), [_proxy_order(proxies[p]) for p in members]
+    for proxy in added:
+        position = bisect.bisect(order, _proxy_order(proxy))
+        order.insert(position, _proxy_order(proxy))
+        out.insert(position, proxy.id)
+    return tuple(out)
+
+
+def _mesh_with_workloads(mesh: Mesh, gone: list[Resource], came: list[Resource], pairs: list[tuple[Resource, Resource]],
+                         by_label: LabelIndex[Resource], services: list[Service]) -> Mesh:
+    """The mesh with WorkloadEntries removed, added and replaced, and the services selecting
+    them updated; of what is memoized on it, only what does not read their endpoints (nor,
+    when workloads come or go, the set of workloads) is kept."""
     workloads, resources = list(mesh.of_kind("WorkloadEntry")), list(mesh.resources)
-    if old is not None and new is not None:
-        workloads[_workload_index(mesh)[(old.namespace, old.name)]] = new
+    for old, new in pairs:
+        workloads[bisect.bisect_left(workloads, _workload_order(old), key=_workload_order)] = new
         resources[bisect.bisect_left(resources, old.key, key=lambda r: r.key)] = new  # Mesh.build sorts them so
-        by_label = mesh.workloads_by_label.replaced(old, new)
-    elif new is not None:
+    for old in gone:
+        del workloads[bisect.bisect_left(workloads, _workload_order(old), key=_workload_order)]
+        del resources[bisect.bisect_left(resources, old.key, key=lambda r: r.key)]
+    for new in came:
         workloads.insert(bisect.bisect(workloads, _workload_order(new), key=_workload_order), new)
         resources.insert(bisect.bisect(resources, new.key, key=lambda r: r.key), new)
-        by_label = mesh.workloads_by_label.added(new, _workload_order)
-    else:
-        del workloads[_workload_index(mesh)[(old.namespace, old.name)]]
-        del resources[bisect.bisect_left(resources, old.key, key=lambda r: r.key)]
-        by_label = mesh.workloads_by_label.removed(old)
     registry = Registry(dict(mesh.registry.services))
     for service in services:
         registry.add(service)
     # Tables of answers no endpoint decides are shared: what either mesh adds to them holds
     # for both. The services' clusters are copied without those of the changed services; the
     # classes' configs copied, to be replaced for the classes that see them.
+    stale_hosts = {service.hostname for service in services}
     derived = {kind: table for kind, table in mesh.derived.items() if kind in ENDPOINT_INDEPENDENT_MEMOS}
-    if old is None or new is None:
-        derived = _without_workload_set_answers(derived, (old or new))
+    if gone or came:
+        derived = _without_workload_set_answers(derived, gone + came)
     derived["service-clusters"] = {key: value for key, value in mesh.derived.get("service-clusters", {}).items() if key[0] not in stale_hosts}
     derived["proxy-class"] = dict(mesh.derived.get("proxy-class", {}))
     return dataclasses.replace(mesh, resources=resources, registry=registry, by_kind={**mesh.by_kind, "WorkloadEntry": workloads},
@@ -358,15 +507,15 @@ def _workload_order(workload: Resource) -> tuple[str, str]:
     return (workload.namespace, workload.name)
 
 
-def _without_workload_set_answers(derived: dict[str, dict], workload: Resource) -> dict[str, dict]:
+def _without_workload_set_answers(derived: dict[str, dict], workloads: list[Resource]) -> dict[str, dict]:
     """derived without the answers that index every workload (computed again when asked)
-    and without those about this one (a workload removed and added again may differ)."""
-    workload_id = f"{workload.name}.{workload.namespace}"
+    and without those about these (a workload removed and added again may differ)."""
+    ids = {f"{w.name}.{w.namespace}" for w in workloads}
     out = {kind: table for kind, table in derived.items() if kind not in WORKLOAD_SET_MEMOS}
     if "telemetry" in out:
         out["telemetry"] = {key: value for key, value in out["telemetry"].items() if key != ("services by workload",)}
     if "inbound-ports" in out:
-        out["inbound-ports"] = {key: value for key, value in out["inbound-ports"].items() if key[-1] != workload_id}
+        out["inbound-ports"] = {key: value for key, value in out["inbound-ports"].items() if key[-1] not in ids}
     return out
 
 
@@ -392,36 +541,11 @@ def _replaced_assignments(config: ClassConfig, assignments: list[dict]) -> list[
     return endpoints
 
 
-def with_workload_endpoints(estate: CompiledEstate, workload: Resource) -> tuple[CompiledEstate, Changes] | None:
-    """The estate with a WorkloadEntry's new address, weight or locality (workload: its new
-    version, validated), and the changes: the load assignments of the services selecting it,
-    for the proxies that see them. None when the change is not that (another field changed,
-    a service resolves by DNS, a cluster would change): recompile instead."""
+def _endpoint_update(estate: CompiledEstate, before: dict[str, Proxy], services: list[Service], moved: list[str]) -> tuple[CompiledEstate, Changes] | None:
+    """estate (its workloads changed, its classes' endpoints not yet) with the load
+    assignments of services compiled again for the classes that see them, and the proxies
+    that moved to another locality (moved) regrouped; before: the proxies as they were."""
     mesh = estate.mesh
-    position = _workload_index(mesh).get((workload.namespace, workload.name))
-    if position is None or not endpoint_only_change(mesh.of_kind("WorkloadEntry")[position], workload):
-        return None
-    workload_id = f"{workload.name}.{workload.namespace}"
-    hosts = _services_of_workload(mesh).get(workload_id, ())
-    services = [_with_endpoint(mesh.registry.services[host], workload) for host in hosts]
-    if any(service.resolution in INLINE_ENDPOINT_RESOLUTIONS for service in services):
-        return None
-    with cyclic_collector_paused():
-        new_mesh = _mesh_with_workload(mesh, mesh.of_kind("WorkloadEntry")[position], workload, services, set(hosts))
-        return _endpoint_update(estate, new_mesh, workload, services)
-
-
-def _endpoint_update(estate: CompiledEstate, mesh: Mesh, workload: Resource, services: list[Service]) -> tuple[CompiledEstate, Changes] | None:
-    workload_id = f"{workload.name}.{workload.namespace}"
-    proxies, moved = estate.proxies, []
-    old_proxy = estate.proxies.get(workload_id)
-    if old_proxy is not None:
-        # Only its address and locality can differ (its labels did not change, so neither
-        # did its kind); a new locality is another class.
-        proxy = dataclasses.replace(old_proxy, address=workload.spec["address"], locality=workload.spec.get("locality", ""))
-        proxies = {**estate.proxies, workload_id: proxy}
-        if proxy.locality != old_proxy.locality:
-            moved.append(workload_id)
     groups = dict(estate.groups)
     changes: Changes = {}
     # Classes that held the same load assignments (the same variants of every service) share
@@ -435,8 +559,9 @@ def _endpoint_update(estate: CompiledEstate, mesh: Mesh, workload: Resource, ser
         shared = group.versions["endpoints"]
         if id(shared) not in updates:
             seen = [service for service in services if key in estate.groups_seeing.get(service.hostname, ())]
-            # Any proxy of the class compiles it, as it was in it: the changed proxy may be leaving it.
-            updates[id(shared)] = _class_endpoints(mesh, estate.proxies[group.members[0]], group, seen)
+            # Any proxy of the class compiles it, as it was in it: a changed proxy may be leaving it.
+            first = group.members[0]
+            updates[id(shared)] = _class_endpoints(mesh, before.get(first) or estate.proxies[first], group, seen)
         if updates[id(shared)] is None:
             return None
         endpoints, versions, diff = updates[id(shared)]
@@ -444,7 +569,7 @@ def _endpoint_update(estate: CompiledEstate, mesh: Mesh, workload: Resource, ser
         groups[key] = Group(key, config, {**group.versions, "endpoints": versions}, group.members)
         mesh.derived["proxy-class"][(key[1],)] = config
         changes.update(dict.fromkeys(group.members, diff) if diff["endpoints"] else ())
-    new = _regrouped(CompiledEstate(mesh, proxies, estate.group_of, groups, estate.groups_seeing), moved)
+    new = _regrouped(dataclasses.replace(estate, groups=groups), moved)
     for proxy_id in moved:
         diff = versions_diff(estate.versions(proxy_id), new.versions(proxy_id))
         changes[proxy_id] = diff
@@ -510,88 +635,3 @@ def _seeing_updated(old: CompiledEstate, groups: dict[tuple, Group]) -> dict[str
     return {host: tuple(keys) for host, keys in seeing.items() if keys}
 
 
-# The fast paths of a workload that comes or goes (a pod or a task): the services selecting
-# it gain or lose its endpoint, its proxy joins or leaves a class that exists.
-
-def with_workload_added(estate: CompiledEstate, workload: Resource) -> tuple[CompiledEstate, Changes] | None:
-    """The estate with a new WorkloadEntry (validated), and the changes: the new proxy's
-    resources, and the load assignments of the services selecting it for the proxies that
-    see them. None when it is not that simple (its proxy would be a gateway, start a class or
-    be patched alone, a service resolves by DNS, a cluster would change): recompile instead."""
-    if (workload.kind != "WorkloadEntry" or (workload.namespace, workload.name) in _workload_index(estate.mesh)
-            or GROUP_ANNOTATION in workload.annotations or _gateway_selects(estate.mesh, workload)):
-        return None
-    with cyclic_collector_paused():
-        return _workload_set_update(estate, None, workload)
-
-
-def with_workload_removed(estate: CompiledEstate, workload: Resource) -> tuple[CompiledEstate, Changes] | None:
-    """The estate without a WorkloadEntry (workload: its kind and metadata suffice), and the
-    changes: every resource of its proxy removed, and the load assignments of the services
-    that selected it. None when it is not that simple: recompile instead."""
-    position = _workload_index(estate.mesh).get((workload.namespace, workload.name))
-    if workload.kind != "WorkloadEntry" or position is None:
-        return None
-    old = estate.mesh.of_kind("WorkloadEntry")[position]
-    proxy = estate.proxies.get(f"{old.name}.{old.namespace}")
-    if GROUP_ANNOTATION in old.annotations or proxy is None or proxy.kind != "sidecar":
-        return None
-    with cyclic_collector_paused():
-        return _workload_set_update(estate, old, None)
-
-
-def _gateway_selects(mesh: Mesh, workload: Resource) -> bool:
-    labels = workload.spec.get("labels") or {}
-    return any(labels_match(gateway.spec["selector"], labels) for gateway in mesh.of_kind("Gateway") if gateway.spec.get("selector"))
-
-
-def entries_selecting(mesh: Mesh, workload: Resource) -> list[Resource]:
-    """The ServiceEntries whose workloadSelector picks the workload (in its namespace)."""
-    index = mesh.memo(("selectors", "ServiceEntry workloadSelector"), lambda: SelectorIndex(
-        [entry for entry in mesh.of_kind("ServiceEntry") if "workloadSelector" in entry.spec],
-        namespace_of, lambda entry: entry.spec["workloadSelector"]["labels"]))
-    return index.selecting(workload.namespace, workload.spec.get("labels") or {})
-
-
-def _workload_set_update(estate: CompiledEstate, old: Resource | None, new: Resource | None) -> tuple[CompiledEstate, Changes] | None:
-    mesh = estate.mesh
-    workload = new or old
-    workload_id = f"{workload.name}.{workload.namespace}"
-    entries = entries_selecting(mesh, workload)
-    by_label = mesh.workloads_by_label.added(new, _workload_order) if new is not None else mesh.workloads_by_label.removed(old)
-    services = [dataclasses.replace(mesh.registry.services[host], endpoints=selected_endpoints(entry, by_label))
-                for entry in entries for host in entry.spec["hosts"]]
-    if any(service.resolution in INLINE_ENDPOINT_RESOLUTIONS for service in services):
-        return None
-    new_mesh = _mesh_with_workload(mesh, old, new, services, {service.hostname for service in services})
-    proxies, group_of, groups = dict(estate.proxies), dict(estate.group_of), dict(estate.groups)
-    if new is not None:
-        proxy = workload_proxy(new)
-        key = _group_key(new_mesh, proxy)
-        if key[0] != "class" or key not in groups:
-            return None  # a class of its own: compiled and checked whole
-        order = list(proxies)
-        position = bisect.bisect(order, (proxy.namespace, proxy.name), key=lambda p: (proxies[p].namespace, proxies[p].name))
-        proxies = dict(zip(order[:position] + [workload_id] + order[position:],
-                           [proxies[p] for p in order[:position]] + [proxy] + [proxies[p] for p in order[position:]]))
-        members = set(groups[key].members) | {workload_id}
-        groups[key] = dataclasses.replace(groups[key], members=tuple(p for p in proxies if p in members))
-        group_of[workload_id] = key
-    else:
-        del proxies[workload_id]
-        key = group_of.pop(workload_id)
-        groups[key] = dataclasses.replace(groups[key], members=tuple(p for p in groups[key].members if p != workload_id))
-        if not groups[key].members:
-            del groups[key]
-    new_mesh.derived["proxies"] = {(): list(proxies.values())}  # list_proxies' answer, known
-    between = CompiledEstate(new_mesh, proxies, group_of, groups, _seeing_updated(estate, groups))
-    updated = _endpoint_update(between, new_mesh, workload, services)
-    if updated is None:
-        return None
-    result, changes = updated
-    changes = dict(changes)
-    if new is not None:
-        changes[workload_id] = versions_diff({}, result.versions(workload_id))
-    else:
-        changes[workload_id] = {kind: dict.fromkeys(names) for kind, names in estate.versions(workload_id).items() if names}
-    return result, dict(sorted(changes.items()))

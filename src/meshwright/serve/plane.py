@@ -16,9 +16,9 @@ import time
 
 import grpc
 
-from meshwright.check.incremental import ChangeRefused, apply_resource
+from meshwright.check.incremental import ChangeRefused, apply_resources
 from meshwright.check.pipeline import validate_mesh
-from meshwright.compile.incremental import Changes, CompiledEstate, compile_estate, merged_changes, recompiled, with_workload_endpoints
+from meshwright.compile.incremental import Changes, CompiledEstate, compile_estate, recompiled, with_workload_endpoints
 from meshwright.compile.xds_bootstrap import CERTS_DIR_METADATA
 from meshwright.mesh import Mesh
 from meshwright.model.load import LoadResult
@@ -49,27 +49,18 @@ def moved_workload(old: Mesh, new: Mesh):
     return changed[0] if len(changed) == 1 and changed[0].kind == "WorkloadEntry" else None
 
 
-def changed_resources(old: Mesh, loaded: list[Resource]) -> tuple[list[Resource], list[Resource]]:
-    """(added or edited, removed) mesh resources of loaded against old's. A resource whose
-    place in its file moved counts as edited: problems name its lines as they are now."""
-    before = {r.key: r for r in old.resources}
-    after = {r.key: r for r in loaded if not is_kubernetes_object(r)}
-    edited = [r for key, r in after.items() if key not in before or _loaded_identity(before[key]) != _loaded_identity(r)]
-    return edited, [r for key, r in before.items() if key not in after]
+def source_changes(before: list[Resource], after: list[Resource]) -> tuple[list[Resource], list[Resource]]:
+    """(added or edited, removed) mesh resources of a source's new list against its last
+    applied one. A resource whose place in its file moved counts as edited: problems name its
+    lines as they are now. A registry that publishes the same objects again costs little."""
+    old = {r.key: r for r in before if not is_kubernetes_object(r)}
+    new = {r.key: r for r in after if not is_kubernetes_object(r)}
+    edited = [r for key, r in new.items() if key not in old or (old[key] is not r and _loaded_identity(old[key]) != _loaded_identity(r))]
+    return edited, [r for key, r in old.items() if key not in new]
 
 
 def _loaded_identity(resource: Resource) -> tuple:
     return (resource.api_version, resource.metadata, resource.spec, resource.source)
-
-
-def stepwise(estate: CompiledEstate, edited: list[Resource], removed: list[Resource]) -> tuple[CompiledEstate, Changes]:
-    """The estate after each change in turn (removals first: a renamed workload may keep its
-    address), and every proxy's changes over all of them; ChangeRefused at the first bad one."""
-    changes: Changes = {}
-    for resource, gone in [(r, True) for r in removed] + [(r, False) for r in edited]:
-        estate, step = apply_resource(estate, resource, removed=gone)
-        changes = merged_changes(changes, step)
-    return estate, changes
 
 
 def _described(edited: list[Resource], removed: list[Resource]) -> str:
@@ -105,6 +96,10 @@ class ControlPlane:
         # What each source (the files, each registry) contributes to the mesh, as last applied.
         self._sources: dict[str, list[Resource]] = {FILES: list(mesh.resources)}
         self._apply_lock = threading.Lock()
+        # The newest publish of each source not yet applied: publishes that arrive while a
+        # change is applied are taken together, the newest whole view of each source at once.
+        self._pending: dict[str, list[Resource]] = {}
+        self._pending_lock = threading.Lock()
 
     # Sources.
 
@@ -138,37 +133,51 @@ class ControlPlane:
         """Serve the mesh with one source's resources replaced: the files as loaded again, or
         a registry's publish (serve/registries.py). The problems of a bad change; the source's
         last good resources stay served then."""
+        with self._pending_lock:
+            self._pending[name] = list(resources)
         with self._apply_lock:  # one change at a time, whichever source it comes from
-            merged = [r for source, held in self._sources.items() if source != name for r in held] + list(resources)
-            problems = self._apply_merged(merged, name)
+            with self._pending_lock:
+                resources = self._pending.pop(name, None)
+            if resources is None:
+                return []  # a later publish of this source, applied while this one waited, held it all
+            problems = self._apply_merged(name, resources)
             if not problems:
                 self._sources[name] = list(resources)
             return problems
 
-    def _apply_merged(self, merged: list[Resource], name: str) -> list:
-        """A few changed WorkloadEntries, or one changed resource of any kind, are validated and
-        compiled one by one (check/incremental.py apply_resource: a WorkloadEntry's move
-        validates that entry and its load assignments alone); more, validated and compiled
-        whole, as `meshwright validate` does."""
-        edited, removed = changed_resources(self.estate.mesh, merged)
+    def _apply_merged(self, name: str, resources: list[Resource]) -> list:
+        """A few changed WorkloadEntries, or one changed resource of any kind, take the
+        incremental paths (check/incremental.py apply_resources: WorkloadEntries that come, go
+        or move, in one step, validating those entries, the checks that read them and their
+        load assignments alone); more, or a resource another source holds too, are validated
+        and compiled whole with every source, as `meshwright validate` does."""
+        edited, removed = source_changes(self._sources.get(name, []), resources)
         if not edited and not removed:
             LOG.info("%s changed, the mesh did not: nothing to push", name)
             return []
         started = time.monotonic()
         count = len(edited) + len(removed)
-        if count == 1 or (count <= STEPWISE_LIMIT and all(r.kind == "WorkloadEntry" for r in edited + removed)):
+        few = count == 1 or (count <= STEPWISE_LIMIT and all(r.kind == "WorkloadEntry" for r in edited + removed))
+        if few and not self._held_elsewhere(name, edited):  # a duplicate goes to validation, which names it
             try:
-                estate, changes = stepwise(self.estate, edited, removed)
+                estate, changes = apply_resources(self.estate, edited, removed)
             except ChangeRefused as refused:
                 return self.reject(refused.problems, name)
             self._serve(estate, changes, f"{name}: {_described(edited, removed)}", started)
             return []
+        merged = [r for source, held in self._sources.items() if source != name for r in held] + resources
         mesh, problems = validate_mesh(LoadResult(merged))
         if problems:
             return self.reject(problems, name)
         estate, changes, path = next_estate(self.estate, mesh)
         self._serve(estate, changes, f"{name}: {path}", started)
         return []
+
+    def _held_elsewhere(self, name: str, edited: list[Resource]) -> bool:
+        """Whether another source holds a resource of the same kind, namespace and name as
+        one this source adds."""
+        keys = {r.key for r in edited}
+        return any(r.key in keys for source, held in self._sources.items() if source != name for r in held)
 
     def reject(self, problems, source: str = FILES) -> list:
         self.rejection = {"at": time.time(), "source": source, "problems": [str(p) for p in problems]}

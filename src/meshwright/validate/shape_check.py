@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 from meshwright.model.resource import Resource
@@ -57,14 +58,19 @@ def is_kubernetes_object(resource: Resource) -> bool:
     """Whether a document is a Kubernetes object that is not mesh config (a Deployment, a
     Service...): never a kind meshwright reads, nor one of Istio's or meshwright's groups,
     whose unknown kinds stay errors."""
-    parsed = _api_group(resource.api_version)
-    if parsed is None or not resource.kind or resource.kind in KINDS:
+    return _is_kubernetes_kind(resource.api_version, resource.kind)
+
+
+@functools.lru_cache(maxsize=1024)  # a control plane asks for every resource of every publish: a few distinct answers
+def _is_kubernetes_kind(api_version: str, kind: str) -> bool:
+    parsed = _api_group(api_version)
+    if parsed is None or not kind or kind in KINDS:
         return False
     group = parsed[0]
     if group.endswith("istio.io") or group.endswith("meshwright.io") or group == GATEWAY_API_GROUP:
         return False
     if not group:
-        return resource.kind in CORE_KINDS
+        return kind in CORE_KINDS
     return "." in group or group in SHORT_GROUPS
 
 
