@@ -335,7 +335,7 @@ spec:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert meshwright_main(["status", "--server", f"127.0.0.1:{plane.running.status_port}"]) == 0
-    assert f"{PROXY} clusters: NACK: {error}" in out.getvalue()
+    assert f"{PROXY} CDS NACK (127.0.0.1:{plane.running.grpc_port}): {error}" in out.getvalue()
 
 
 def test_proxy_with_another_identity_is_refused(plane):
@@ -470,7 +470,7 @@ def test_the_commands_end_to_end_over_mtls(tmp_path):
             return [line for line in out.getvalue().splitlines() if line.startswith(PROXY)][0]
 
         wait_until(lambda: status_line().split()[2:6] == ["SYNCED"] * 4)
-        assert status_line().split()[1].startswith("ipv4:127.0.0.1:")
+        assert status_line().split()[1] == f"127.0.0.1:{grpc_port}"  # the instance it is connected to
     finally:
         if envoy:
             envoy.stop()

@@ -27,6 +27,7 @@ from meshwright.serve.certificates import DEFAULT_CERT_LIFETIME, CertificateServ
 from meshwright.serve.join_tokens import JoinTokens
 from meshwright.serve.plane import ControlPlane
 from meshwright.serve.source import MeshFolder
+from meshwright.serve.status import StatusEndpoint
 
 LOG = logging.getLogger("meshwright.serve")
 # Each stream holds a server thread for its life (the synchronous gRPC server): the bound on
@@ -93,18 +94,16 @@ def grpc_server(plane: ControlPlane, host: str, port: int, tls: ServerTls | None
     return server, bound
 
 
-def status_server(plane: ControlPlane, host: str, port: int) -> http.server.ThreadingHTTPServer:
-    """GET /status: the plane's status as JSON, on loopback only, in a thread of its own."""
+def status_server(endpoint: StatusEndpoint, host: str, port: int) -> http.server.ThreadingHTTPServer:
+    """GET /status and /config?proxy=NAME (serve/status.py) as JSON, on loopback only, in a thread of its own."""
     if not is_loopback(host):
         raise ValueError(f"the status endpoint listens on loopback only, not {host}")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            if self.path.rstrip("/") not in ("", "/status"):
-                self.send_error(404, "GET /status")
-                return
-            body = json.dumps(plane.status(), indent=2, sort_keys=True).encode()
-            self.send_response(200)
+            code, answer = endpoint.answer(self.path)
+            body = json.dumps(answer, indent=2, sort_keys=True).encode()
+            self.send_response(code)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -162,13 +161,15 @@ def start(mesh: Mesh, paths: list[str], listen: tuple[str, int], tls: ServerTls 
     server, port = grpc_server(plane, *listen, tls)
     stoppers.append(lambda: server.stop(grace=1).wait(5))
     status_port = None
+    endpoint = StatusEndpoint(plane, f"{listen[0]}:{port}")
     if status_listen is not None:
-        http_server = status_server(plane, *status_listen)
+        http_server = status_server(endpoint, *status_listen)
         status_port = http_server.server_address[1]
         stoppers.append(lambda: (http_server.shutdown(), http_server.server_close()))
     running = Running(plane, port, None, stoppers)
     if csr is not None:
         running.certificates, csr_grpc, running.csr_port, running.join_port = start_csr_service(plane, csr, tls.client_roots)
+        endpoint.certificates = running.certificates
         stoppers.append(lambda: csr_grpc.stop(grace=1).wait(5))
         LOG.info("signing workload certificates (%s) on %s:%d (renewal, mTLS)%s", csr.lifetime, csr.csr_listen[0], running.csr_port,
                  f" and {csr.join_listen[0]}:{running.join_port} (join tokens from {csr.tokens_dir})" if running.join_port else "")
