@@ -390,7 +390,9 @@ def cmd_agent(args) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    agent = Agent(args.server, args.join_server or _next_port(args.server), args.proxy, args.certs_dir, roots,
+    servers = [server for group in args.server for server in group]
+    join_servers = [server for group in args.join_server for server in group] if args.join_server else [_next_port(s) for s in servers]
+    agent = Agent(servers, join_servers, args.proxy, args.certs_dir, roots,
                   args.join_token_file, args.validity)
     try:
         agent.run(stop)
@@ -462,8 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=cmd_join_token)
 
     agent = commands.add_parser("agent", help="keep a proxy's certificates from the control plane's CSR service, renewed")
-    agent.add_argument("--server", type=_host_port, required=True, help="HOST:PORT of the CSR service (serve --csr-listen)")
-    agent.add_argument("--join-server", type=_host_port, help="HOST:PORT for the first join (serve --join-listen; default: --server's port + 1)")
+    agent.add_argument("--server", type=_host_ports, action="append", required=True,
+                       help="HOST:PORT of the CSR service (serve --csr-listen); several instances: HOST:PORT,HOST:PORT or repeated, asked in turn")
+    agent.add_argument("--join-server", type=_host_ports, action="append",
+                       help="HOST:PORT for the first join (serve --join-listen; default: each --server's port + 1)")
     agent.add_argument("--proxy", required=True, help="the proxy (name.namespace)")
     agent.add_argument("--certs-dir", required=True, help="where key.pem, cert-chain.pem and root-cert.pem are written (what SDS names)")
     agent.add_argument("--join-token-file", help="the token file from `meshwright join-token`, used when there is no valid certificate")

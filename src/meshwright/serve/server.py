@@ -18,7 +18,8 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf.message import DecodeError
 
 from meshwright.mesh import Mesh
 from meshwright.pki.ca import Authority
@@ -67,6 +68,30 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         return self.plane.serve(request_iterator, context, delta=True)
 
 
+def parsed_or_refused(message_class):
+    """A request deserializer that logs a request that is not a message_class (and gives None:
+    gRPC then ends that stream with INTERNAL), rather than gRPC's traceback."""
+    def parse(data: bytes):
+        try:
+            return message_class.FromString(data)
+        except DecodeError as error:
+            LOG.warning("refused a malformed xDS request (%d bytes, not a %s): %s", len(data), message_class.DESCRIPTOR.name, error)
+            return None
+    return parse
+
+
+def ads_handlers(service: AdsService) -> grpc.GenericRpcHandler:
+    """ads_pb2_grpc's handlers, with requests parsed by parsed_or_refused."""
+    def handler(method, request_class, response_class):
+        return grpc.stream_stream_rpc_method_handler(method, request_deserializer=parsed_or_refused(request_class),
+                                                     response_serializer=response_class.SerializeToString)
+    return grpc.method_handlers_generic_handler("envoy.service.discovery.v3.AggregatedDiscoveryService", {
+        "StreamAggregatedResources": handler(service.StreamAggregatedResources, discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse),
+        "DeltaAggregatedResources": handler(service.DeltaAggregatedResources, discovery_pb2.DeltaDiscoveryRequest,
+                                            discovery_pb2.DeltaDiscoveryResponse),
+    })
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -82,7 +107,7 @@ def grpc_server(plane: ControlPlane, host: str, port: int, tls: ServerTls | None
         raise ValueError(f"plaintext xDS listens on loopback only, not {host} (give the control plane a certificate for anything else)")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="xds"),
                          maximum_concurrent_rpcs=max_streams)
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsService(plane), server)
+    server.add_generic_rpc_handlers((ads_handlers(AdsService(plane)),))
     address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     if tls is None:
         bound = server.add_insecure_port(address)
