@@ -422,3 +422,43 @@ def test_agent_asks_the_next_instance_when_one_is_down(lab, tmp_path, caplog):
     assert not any("trying again in" in m for m in messages)
     assert lab.service.signed == agent.issued
     assert lab.service.expiries()["client.default"] == agent.current().expires.isoformat()
+
+
+def test_bad_csrs_sign_nothing_and_the_service_keeps_signing_good_ones(lab):
+    """One of each refusal, in a row: another identity (mTLS and token), a replayed token, an
+    expired token, an unknown proxy, a malformed request; each leaves its log line, none is
+    signed, and good requests in between and after are."""
+    import time
+    used = lab.token()
+    assert lab.call({"proxy": "client.default", "csr": make_csr(), "join_token": used})
+    bad = [
+        ({"proxy": "client.default", "csr": make_csr(sans=(SERVER,))}, lab.certificate(CLIENT)),
+        ({"proxy": "client.default", "csr": make_csr(sans=(SERVER,)), "join_token": lab.token()}, None),
+        ({"proxy": "client.default", "csr": make_csr(), "join_token": used}, None),
+        ({"proxy": "client.default", "csr": make_csr(), "join_token": lab.token(ttl=60, now=time.time() - 120)}, None),
+        ({"proxy": "ghost.default", "csr": make_csr(), "join_token": lab.token("ghost.default")}, None),
+        ({"proxy": "client.default", "csr": "not a CSR"}, lab.certificate(CLIENT)),
+    ]
+    for body, client in bad:
+        code, details, line = lab.refused(body, client)
+        assert code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT) and details in line
+    assert lab.service.signed == 1 and len(lab.status_refusals) == len(bad)
+    assert lab.call({"proxy": "client.default", "csr": make_csr()}, client=lab.certificate(CLIENT))
+    assert lab.service.signed == 2
+
+
+def test_a_token_used_on_one_instance_is_refused_on_another(lab, tmp_path):
+    """High availability: two instances read one tokens directory; a token signs once, on either."""
+    other = CertificateService(lab.site, IDENTITIES.get, JoinTokens(lab.tokens_dir), LIFETIME)
+    serving = ServingCertificate(lab.site, "spiffe://cluster.local/ns/meshwright-system/sa/meshwright-control-plane", lab.roots)
+    server, _, join_port = csr_server(other, serving, None, ("127.0.0.1", free_port()))
+    try:
+        token = lab.token()
+        assert lab.call({"proxy": "client.default", "csr": make_csr(), "join_token": token})
+        lab.join_port, first = join_port, lab.join_port
+        code, details, _ = lab.refused({"proxy": "client.default", "csr": make_csr(), "join_token": token})
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "was already used" in details
+        assert (lab.service.signed, other.signed) == (1, 0)
+        lab.join_port = first
+    finally:
+        server.stop(None)
