@@ -206,3 +206,25 @@ def test_a_malformed_xds_request_is_refused_with_a_log_line_and_others_are_serve
         good.close()
     finally:
         lab.close()
+
+
+def test_a_secret_envoy_loaded_is_the_same_as_its_file_and_a_stale_one_is_told_in_words(tmp_path):
+    """Envoy dumps the files a secret names as their content (its key redacted): the same when
+    the file holds what Envoy loaded; after a renewal Envoy missed, the serials and expiries differ."""
+    import base64
+
+    from meshwright.pki import ca
+    from meshwright.pki.ca import certificate_pem
+    old, new = (certificate_pem(ca.make_root("cluster.local", common_name=name).certificate) for name in ("old", "new"))
+    chain, key = tmp_path / "cert-chain.pem", tmp_path / "key.pem"
+    chain.write_bytes(old)
+    key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nKEYBYTES123\n-----END PRIVATE KEY-----\n")
+    sent = {"name": "default", "tls_certificate": {"certificate_chain": {"filename": str(chain)}, "private_key": {"filename": str(key)}}}
+    held = {"name": "default", "tls_certificate": {"certificate_chain": {"inline_bytes": base64.b64encode(old).decode()},
+                                                   "private_key": {"inline_bytes": base64.b64encode(b"[redacted]").decode()}}}
+    assert config_diff("secrets", {"default": sent}, {"default": held}, "envoy")[1] is False
+    chain.write_bytes(new)
+    lines, differ = config_diff("secrets", {"default": sent}, {"default": held}, "envoy")
+    text = "\n".join(lines)
+    assert differ and "KEYBYTES123" not in text and "PRIVATE KEY" not in text
+    assert '+      "loaded": "certificate serial ' in text and f'+      "file": "{chain}: certificate serial ' in text

@@ -4,15 +4,21 @@ proxy-config), as a short table or whole, and how it differs from what the proxy
 
 Both sides are compared as the Envoy protos read them: each resource is parsed into its
 message and written back as JSON (the same field names, defaults and typed_config shapes), so
-only a difference of meaning shows, never one of spelling.
+only a difference of meaning shows, never one of spelling. Two things Envoy's dump writes
+otherwise than it received are read back: the defaults it fills into endpoints, and the files
+a secret names, which it dumps as their content (a key redacted): a file counts as the same
+when Envoy holds what it holds now, and a difference is told in words (serials, expiries),
+never in key bytes.
 """
 
 from __future__ import annotations
 
+import base64
 import difflib
 import json
 import urllib.request
 
+from cryptography import x509
 from google.protobuf import json_format
 
 from meshwright.check.envoy_proto import message_class
@@ -55,6 +61,37 @@ def without_defaults(held, sent, defaults: dict):
     return held
 
 
+REDACTED = base64.b64encode(b"[redacted]").decode()
+
+
+def pem_summary(data: bytes) -> str:
+    """What a PEM file holds, in words: its certificates' serials and expiries (never key bytes)."""
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        return f"{len(data)} bytes, no PEM certificate"
+    return "; ".join(f"certificate serial {c.serial_number:x}, expires {c.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}" for c in certificates)
+
+
+def with_files_read(held, sent):
+    """held, where Envoy dumps a file's content inline (secrets: it loaded the file the control
+    plane named) and sent names the file: the file's reference when Envoy holds what the file
+    holds now (or a key Envoy redacts), else what each holds, in words."""
+    if isinstance(held, dict) and isinstance(sent, dict):
+        if "inline_bytes" in held and "filename" in sent:
+            if held["inline_bytes"] == REDACTED:
+                return sent
+            loaded = base64.b64decode(held["inline_bytes"])
+            try:
+                with open(sent["filename"], "rb") as handle:
+                    on_disk = handle.read()
+            except OSError as error:
+                return {"loaded": pem_summary(loaded), "file": f"{sent['filename']}: cannot read it here: {error.strerror or error}"}
+            return sent if on_disk == loaded else {"loaded": pem_summary(loaded), "file": f"{sent['filename']}: {pem_summary(on_disk)}"}
+        return {key: with_files_read(value, sent.get(key)) for key, value in held.items()}
+    return held
+
+
 def envoy_resources(dump: dict, kind: str) -> dict[str, dict]:
     """The dynamic resources of a kind in an Envoy config_dump, by name."""
     section, path = DUMP_SECTIONS[kind]
@@ -89,6 +126,8 @@ def config_diff(kind: str, sent: dict[str, dict], held: dict[str, dict], envoy_l
         ours, theirs = normalized(kind, sent[name]), normalized(kind, held[name])
         if kind == "endpoints":
             theirs = without_defaults(theirs, ours, ENDPOINT_DEFAULTS)
+        elif kind == "secrets":
+            theirs = with_files_read(theirs, ours)
         if ours == theirs:
             same += 1
             continue
