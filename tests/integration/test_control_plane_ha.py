@@ -29,10 +29,23 @@ from meshwright.pki.ca import certificate_pem
 from meshwright.pki.spiffe import control_plane_spiffe_id, spiffe_id
 from meshwright.pki.store import write_workload_certificates
 from tests.constant_load import ConstantLoad
-from tests.harness import ENVOY, Backend, Envoy, free_offset, free_port, request
+from tests.harness import ENVOY, Backend, Envoy, free_port, request
 from tests.integration.test_control_plane import MESH, PROXY, TRUST_DOMAIN, wait_until
+from tests.integration.test_mtls import distinct_offset
 
 INSTANCES = ("a", "b")
+DELTA_PROXY = "client-delta.default"
+# A second client, on incremental xDS: both protocols move between instances.
+DELTA_CLIENT = """\
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: client-delta
+  namespace: default
+  annotations: {{meshwright.io/port-offset: "{offset}"}}
+spec: {{address: 127.0.0.1, labels: {{app: client}}, serviceAccount: client}}
+"""
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:
@@ -46,8 +59,9 @@ class HaLab:
     def __init__(self, folder):
         self.folder = folder
         self.v1, self.v2 = Backend("reviews", "reviews-v1", "v1"), Backend("reviews", "reviews-v2", "v2")
-        self.offset = free_offset()
-        self.port = 15001 + self.offset
+        taken: set[int] = set()
+        self.offset, self.delta_offset = distinct_offset(taken), distinct_offset(taken)
+        self.port, self.delta_port = 15001 + self.offset, 15001 + self.delta_offset
         self.mesh_dir = folder / "mesh"
         self.mesh_dir.mkdir()
         self.write_mesh(100, 0)
@@ -68,21 +82,33 @@ class HaLab:
         write_workload_certificates(str(self.certs), client_key, self.client_chain, self.roots)
         self.grpc = {name: free_port() for name in INSTANCES}
         self.status_ports = {name: free_port() for name in INSTANCES}
-        self.servers = {name: subprocess.Popen(
+        self.plane_dir = plane
+        self.servers = {}
+        self.envoy = self.delta_envoy = None
+        for name in INSTANCES:
+            self.start_server(name)
+        self.envoy = self.start_envoy(PROXY, "client", self.offset)
+        self.delta_envoy = self.start_envoy(DELTA_PROXY, "client-delta", self.delta_offset, "--delta")
+
+    def start_server(self, name: str) -> None:
+        plane = self.plane_dir
+        self.servers[name] = subprocess.Popen(
             [sys.executable, "-m", "meshwright.cli", "serve", "--mesh", str(self.mesh_dir), "--listen", f"127.0.0.1:{self.grpc[name]}",
              "--status-listen", f"127.0.0.1:{self.status_ports[name]}", "--tls-cert", str(plane / "cert-chain.pem"),
              "--tls-key", str(plane / "key.pem"), "--ca", str(plane / "root-cert.pem")],
-            stdout=subprocess.DEVNULL, stderr=open(folder / f"serve-{name}.log", "w")) for name in INSTANCES}
-        self.envoy = None
-        for name in INSTANCES:
-            wait_until(lambda: self._answers(name), timeout=20)
-        code, _, err = run(["xds-bootstrap", "--mesh", str(self.mesh_dir), "--proxy", PROXY, "--certs-dir", str(self.certs),
-                            "--out", str(folder / "client" / "bootstrap.yaml"), *(f"--xds=127.0.0.1:{self.grpc[n]}" for n in INSTANCES)])
+            stdout=subprocess.DEVNULL, stderr=open(self.folder / f"serve-{name}.log", "a"))
+        wait_until(lambda: self._answers(name), timeout=20)
+
+    def start_envoy(self, proxy: str, folder: str, offset: int, *options: str) -> Envoy:
+        """The proxy's Envoy on a bootstrap that names both instances (the client's certificate: same service account)."""
+        code, _, err = run(["xds-bootstrap", "--mesh", str(self.mesh_dir), "--proxy", proxy, "--certs-dir", str(self.certs),
+                            "--out", str(self.folder / folder / "bootstrap.yaml"), *options, *(f"--xds=127.0.0.1:{self.grpc[n]}" for n in INSTANCES)])
         assert code == 0, err
-        self.envoy = Envoy(str(folder / "client"), 15000 + self.offset)
+        return Envoy(str(self.folder / folder), 15000 + offset)
 
     def write_mesh(self, v1_weight: int, v2_weight: int, extra: str = "") -> None:
         text = MESH.format(v1=self.v1.port, v1_address="127.0.0.1", v2=self.v2.port, offset=self.offset, v1_weight=v1_weight, v2_weight=v2_weight)
+        text += DELTA_CLIENT.format(offset=self.delta_offset)
         (self.mesh_dir / ".mesh.yaml.tmp").write_text(text + extra)
         os.replace(self.mesh_dir / ".mesh.yaml.tmp", self.mesh_dir / "mesh.yaml")
 
@@ -98,22 +124,23 @@ class HaLab:
         assert code == 0, err
         return json.loads(out)
 
-    def streams(self) -> list[dict]:
-        return [p for p in self.status()["proxies"] if p["proxy"] == PROXY][0]["streams"]
+    def streams(self, proxy: str = PROXY) -> list[dict]:
+        return [p for p in self.status()["proxies"] if p["proxy"] == proxy][0]["streams"]
 
-    def synced_on(self) -> str | None:
+    def synced_on(self, proxy: str = PROXY) -> str | None:
         """The instance the proxy is connected to with every type it asked for SYNCED."""
-        streams = self.streams()
+        streams = self.streams(proxy)
         if len(streams) == 1 and streams[0]["types"] and all(t["state"] == "SYNCED" for t in streams[0]["types"].values()):
             return streams[0]["instance"]
         return None
 
-    def versions(self, count: int) -> set[str]:
-        return {request(self.port, "/reviews", host="reviews")[1].get("version") for _ in range(count)}
+    def versions(self, count: int, port: int | None = None) -> set[str]:
+        return {request(port or self.port, "/reviews", host="reviews")[1].get("version") for _ in range(count)}
 
     def close(self) -> None:
-        if self.envoy:
-            self.envoy.stop()
+        for envoy in (self.envoy, self.delta_envoy):
+            if envoy:
+                envoy.stop()
         for process in self.servers.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -214,30 +241,41 @@ spec:
 
 
 def test_killing_the_connected_instance_moves_the_proxy_with_no_failed_request(ha):
-    """Constant load through the client sidecar; the instance it is connected to is killed
-    (SIGKILL): no request fails, the proxy is SYNCED on the other instance within seconds,
-    `meshwright status` names the dead instance UNREACHABLE, and an edit made after the kill
-    (all traffic to v2) reaches the proxy."""
-    wait_until(lambda: ha.synced_on() is not None, timeout=10)
-    connected = ha.synced_on()
-    victim = [name for name in INSTANCES if connected == f"127.0.0.1:{ha.grpc[name]}"][0]
+    """Constant load through both clients (state of the world and delta); the instance the
+    first is connected to is killed (SIGKILL): no request fails, both are SYNCED on the other
+    instance within seconds, `meshwright status` names the dead one UNREACHABLE, and an edit
+    made after the kill reaches both. The killed instance is started again and the other one
+    killed: both move back, and the next edit reaches them too."""
+    proxies = (PROXY, DELTA_PROXY)
+    wait_until(lambda: all(ha.synced_on(proxy) for proxy in proxies), timeout=10)
+    address = {name: f"127.0.0.1:{ha.grpc[name]}" for name in INSTANCES}
+    victim = [name for name in INSTANCES if ha.synced_on() == address[name]][0]
     survivor = [name for name in INSTANCES if name != victim][0]
-    with ConstantLoad(ha.port, "/reviews", rate=50, host="reviews", max_seconds=60) as load:
+    with ConstantLoad(ha.port, "/reviews", rate=40, host="reviews", max_seconds=90) as load, \
+            ConstantLoad(ha.delta_port, "/reviews", rate=40, host="reviews", max_seconds=90) as delta_load:
         time.sleep(1)
         ha.servers[victim].kill()
         killed = time.monotonic()
         ha.servers[victim].wait(5)
-        took = wait_until(lambda: ha.synced_on() == f"127.0.0.1:{ha.grpc[survivor]}", timeout=10)
-        print(f"proxy SYNCED on the other instance {took:.2f} s after the kill")
+        took = wait_until(lambda: all(ha.synced_on(proxy) == address[survivor] for proxy in proxies), timeout=10)
+        print(f"both proxies SYNCED on the other instance {took:.2f} s after the kill")
+        code, out, _ = run(["status", "--server", ha.server_list()])
+        assert code == 0
+        assert f"instance UNREACHABLE: 127.0.0.1:{ha.status_ports[victim]}: no status from meshwright serve there" in out
+        assert [line.split()[:6] for line in out.splitlines() if line.startswith(PROXY)] == [
+            [PROXY, address[survivor], "SYNCED", "SYNCED", "SYNCED", "SYNCED"]]
         ha.write_mesh(0, 100)
-        wait_until(lambda: ha.versions(5) == {"v2"}, timeout=5)
+        wait_until(lambda: ha.versions(5) == {"v2"} and ha.versions(5, ha.delta_port) == {"v2"}, timeout=5)
+        assert time.monotonic() - killed < 20
+
+        ha.start_server(victim)  # back, then the other one dies: both proxies move back
+        ha.servers[survivor].kill()
+        ha.servers[survivor].wait(5)
+        took = wait_until(lambda: all(ha.synced_on(proxy) == address[victim] for proxy in proxies), timeout=10)
+        print(f"both proxies SYNCED on the restarted instance {took:.2f} s after the second kill")
+        ha.write_mesh(100, 0)
+        wait_until(lambda: ha.versions(5) == {"v1"} and ha.versions(5, ha.delta_port) == {"v1"}, timeout=5)
         time.sleep(1)
-    assert load.failures == [] and load.succeeded > 100, load.failures[:5]
-    assert time.monotonic() - killed < 20
-    code, out, _ = run(["status", "--server", ha.server_list()])
-    assert code == 0
-    assert f"instance UNREACHABLE: 127.0.0.1:{ha.status_ports[victim]}: no status from meshwright serve there" in out
-    assert [line.split()[:6] for line in out.splitlines() if line.startswith(PROXY)] == [
-        [PROXY, f"127.0.0.1:{ha.grpc[survivor]}", "SYNCED", "SYNCED", "SYNCED", "SYNCED"]]
-    assert ha.envoy.stat("cluster_manager.cds.update_rejected") >= 1  # only the EnvoyFilter's, before
-    assert ha.envoy.process.poll() is None
+    for one in (load, delta_load):
+        assert one.failures == [] and one.succeeded > 100, one.failures[:5]
+    assert ha.envoy.process.poll() is None and ha.delta_envoy.process.poll() is None

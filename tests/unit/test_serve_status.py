@@ -228,3 +228,32 @@ def test_a_secret_envoy_loaded_is_the_same_as_its_file_and_a_stale_one_is_told_i
     text = "\n".join(lines)
     assert differ and "KEYBYTES123" not in text and "PRIVATE KEY" not in text
     assert '+      "loaded": "certificate serial ' in text and f'+      "file": "{chain}: certificate serial ' in text
+
+
+def test_delta_status_is_synced_again_when_a_nacked_change_is_reverted(tmp_path):
+    """Delta: the proxy NACKs an endpoint change, which is then reverted: it holds what is
+    current again (nothing is sent), and status says SYNCED, not NACK forever."""
+    from google.rpc import status_pb2
+
+    from meshwright.compile.envoy_values import CLUSTER_LOAD_ASSIGNMENT
+    from tests.unit.test_serve_ads import states
+    lab = Lab(tmp_path)
+    try:
+        client = Client(lab, delta=True)
+        client.send(type_url=CLUSTER, delta=True)
+        clusters = client.receive()
+        client.send(type_url=CLUSTER, response_nonce=clusters.nonce, delta=True)
+        client.send(type_url=CLUSTER_LOAD_ASSIGNMENT, resource_names_subscribe=["outbound|9080||reviews.default.svc.cluster.local"])
+        endpoints = client.receive()
+        client.send(type_url=CLUSTER_LOAD_ASSIGNMENT, response_nonce=endpoints.nonce, delta=True)
+        lab.apply(address="10.0.0.3")
+        update = client.receive()
+        client.send(type_url=CLUSTER_LOAD_ASSIGNMENT, response_nonce=update.nonce, delta=True,
+                    error_detail=status_pb2.Status(code=3, message="endpoint rejected"))
+        wait_for(lambda: states(lab).get("endpoints") == "NACK")
+        lab.apply(address="10.0.0.1")  # back to what the proxy holds
+        wait_for(lambda: states(lab) == {"clusters": "SYNCED", "endpoints": "SYNCED"})
+        assert client.nothing()
+        client.close()
+    finally:
+        lab.close()
