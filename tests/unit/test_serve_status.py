@@ -257,3 +257,12 @@ def test_delta_status_is_synced_again_when_a_nacked_change_is_reverted(tmp_path)
         client.close()
     finally:
         lab.close()
+
+
+def test_an_instance_is_named_by_its_xds_address_or_by_its_host_on_every_interface():
+    import socket
+
+    from meshwright.serve.server import instance_name
+    assert instance_name("10.0.0.2", 15012) == "10.0.0.2:15012"
+    assert instance_name("::1", 15012) == "[::1]:15012"
+    assert instance_name("0.0.0.0", 15012) == instance_name("::", 15012) == f"{socket.gethostname()}:15012"

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import logging
 import datetime
+import socket
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -119,6 +120,14 @@ def grpc_server(plane: ControlPlane, host: str, port: int, tls: ServerTls | None
     return server, bound
 
 
+def instance_name(host: str, port: int) -> str:
+    """How status names this instance: the xDS address it listens on, the host's name for an
+    address that is every interface (instances on several hosts all listen on 0.0.0.0)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def status_server(endpoint: StatusEndpoint, host: str, port: int) -> http.server.ThreadingHTTPServer:
     """GET /status and /config?proxy=NAME (serve/status.py) as JSON, on loopback only, in a thread of its own."""
     if not is_loopback(host):
@@ -186,7 +195,7 @@ def start(mesh: Mesh, paths: list[str], listen: tuple[str, int], tls: ServerTls 
     server, port = grpc_server(plane, *listen, tls)
     stoppers.append(lambda: server.stop(grace=1).wait(5))
     status_port = None
-    endpoint = StatusEndpoint(plane, f"{listen[0]}:{port}")
+    endpoint = StatusEndpoint(plane, instance_name(listen[0], port))
     if status_listen is not None:
         http_server = status_server(endpoint, *status_listen)
         status_port = http_server.server_address[1]
