@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -69,11 +70,21 @@ def held_certificate(certs_dir: str) -> Held | None:
 
 
 class Agent:
-    def __init__(self, server: tuple[str, int], join_server: tuple[str, int], proxy: str, certs_dir: str, roots: bytes,
+    """servers: the CSR ports (mTLS) of the control plane's instances, join_servers their join
+    ports; the agent asks one, and the next when it cannot be reached (high availability)."""
+
+    def __init__(self, servers: list[tuple[str, int]], join_servers: list[tuple[str, int]], proxy: str, certs_dir: str, roots: bytes,
                  join_token_file: str | None = None, validity: datetime.timedelta | None = None):
-        self.server, self.join_server, self.proxy, self.certs_dir = server, join_server, proxy, certs_dir
+        if not servers or not join_servers:
+            raise ValueError("the agent needs at least one CSR server and one join server")
+        self.servers, self.join_servers, self.proxy, self.certs_dir = list(servers), list(join_servers), proxy, certs_dir
         self.roots, self.join_token_file, self.validity = roots, join_token_file, validity
         self.issued = 0
+        self._turn = 0  # which instance to ask: moves on when one cannot be reached
+
+    def _target(self, held: "Held | None") -> tuple[str, int]:
+        servers = self.servers if held is not None else self.join_servers
+        return servers[self._turn % len(servers)]
 
     def _now(self) -> datetime.datetime:
         return datetime.datetime.now(datetime.timezone.utc)
@@ -104,10 +115,9 @@ class Agent:
         """mTLS with the current certificate to the CSR port, or server TLS only to the join port."""
         if held is not None:
             credentials = grpc.ssl_channel_credentials(self.roots, held.key, held.chain)
-            host, port = self.server
         else:
             credentials = grpc.ssl_channel_credentials(self.roots)
-            host, port = self.join_server
+        host, port = self._target(held)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return grpc.secure_channel(target, credentials, options=(("grpc.ssl_target_name_override", CA_SERVER_NAME),))
 
@@ -118,6 +128,7 @@ class Agent:
             token, spiffe = None, names.get_values_for_type(x509.UniformResourceIdentifier)[0]
         else:
             token, spiffe = self._join_token()
+        started = time.monotonic()
         key = make_private_key()
         body = {"proxy": self.proxy, "csr": make_csr(key, spiffe).decode()}
         if self.validity is not None:
@@ -129,13 +140,13 @@ class Agent:
         chain = "".join(json.loads(answer)["cert_chain"]).encode()
         write_workload_certificates(self.certs_dir, key, chain, self.roots)
         new = held_certificate(self.certs_dir)
-        LOG.info("proxy %s: %s certificate for %s, valid until %s, renewing at %s", self.proxy, "renewed" if held else "first",
-                 spiffe, new.expires.isoformat(), new.renew_at().isoformat())
+        LOG.info("proxy %s: %s certificate for %s in %.3f s, valid until %s, renewing at %s", self.proxy, "renewed" if held else "first",
+                 spiffe, time.monotonic() - started, new.expires.isoformat(), new.renew_at().isoformat())
         return new
 
     def run(self, stop: threading.Event) -> None:
         """Keep a valid certificate in the certs directory until stop is set; AgentError when it cannot."""
-        backoff = FIRST_BACKOFF
+        backoff, failed = FIRST_BACKOFF, 0
         while not stop.is_set():
             held = self.current()
             if held is not None:
@@ -146,11 +157,19 @@ class Agent:
             try:
                 self.request_certificate(held)
                 self.issued += 1
-                backoff = FIRST_BACKOFF
+                backoff, failed = FIRST_BACKOFF, 0
             except grpc.RpcError as error:
                 if error.code() in FINAL and held is None:
                     raise AgentError(f"the control plane refused the first certificate of proxy {self.proxy}: {error.details()}") from None
-                LOG.warning("proxy %s: no certificate from %s:%d (%s: %s); trying again in %.1f s", self.proxy,
-                            *(self.server if held else self.join_server), error.code().name, error.details(), backoff)
+                host, port = self._target(held)
+                self._turn += 1
+                failed += 1
+                instances = len(self.servers if held is not None else self.join_servers)
+                if failed % instances:  # another instance has not been asked yet: ask it now
+                    LOG.warning("proxy %s: no certificate from %s:%d (%s: %s); asking %s:%d", self.proxy, host, port,
+                                error.code().name, error.details(), *self._target(held))
+                    continue
+                LOG.warning("proxy %s: no certificate from %s:%d (%s: %s); trying again in %.1f s", self.proxy, host, port,
+                            error.code().name, error.details(), backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)

@@ -14,8 +14,10 @@ import sys
 import tempfile
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 
+import yaml
 from cryptography import x509
 
 from meshwright.agent import Agent, AgentError
@@ -40,7 +42,9 @@ from meshwright.serve import server as xds_server
 from meshwright.serve.join_tokens import issue_token
 from meshwright.serve.marathon import MarathonRegistry, auth_from_files
 from meshwright.serve.bootstrap import xds_bootstrap_text
+from meshwright.serve.proxy_config_view import config_diff, config_dump, envoy_resources, summary_table
 from meshwright.serve.source import load_valid
+from meshwright.serve.status import Unreachable, fetch, merged_status, status_table
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 EXIT_INTERNAL = 3
@@ -294,42 +298,15 @@ def cmd_serve(args) -> int:
     return EXIT_OK
 
 
-def _status_table(status: dict) -> list[str]:
-    kinds = ("clusters", "endpoints", "listeners", "routes", "secrets")
-    rows = [("PROXY", "CONNECTED", *(k.upper() for k in kinds), "VERSIONS (listeners/routes)")]
-    errors = []
-    for proxy in status["proxies"]:
-        if not proxy["streams"]:
-            rows.append((proxy["proxy"], "-", *("-" for dummy in kinds), ""))
-        for stream in proxy["streams"]:
-            types = stream["types"]
-            rows.append((proxy["proxy"], stream["peer"], *(types[k]["state"] if k in types else "-" for k in kinds),
-                         "/".join(types[k]["acked"][:8] or "-" for k in ("listeners", "routes") if k in types)))
-            errors += [f"{proxy['proxy']} {kind}: NACK: {t['error']}" for kind, t in types.items() if t["state"] == "NACK"]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.append(f"mesh generation {status['generation']}")
-    rejection = status.get("rejection")
-    if rejection:
-        lines.append(f"last edit REJECTED ({len(rejection['problems'])} problems; proxies keep the last good config):")
-        lines += [f"  {problem}" for problem in rejection["problems"]]
-    lines += errors
-    lines += [f"refused: {refusal}" for refusal in status.get("refusals", [])]
-    lines += _registry_lines(status.get("registries", []))
-    return lines
+def _host_ports(text: str) -> list[tuple[str, int]]:
+    """HOST:PORT[,HOST:PORT...] -> [(host, port), ...]."""
+    return [_host_port(part) for part in text.split(",") if part]
 
 
-def _registry_lines(registries: list[dict]) -> list[str]:
-    """One line per registry: where it follows from (or that it does not), and its last error."""
-    lines = []
-    for registry in registries:
-        where = f"following {registry['connected_to']}" if registry.get("connected_to") else "NOT CONNECTED"
-        counts = ", ".join(f"{registry[key]} {key}" for key in ("apps", "pods") if key in registry)
-        lines.append(f"registry {registry.get('name')}: {where}" + (f" ({counts})" if counts else ""))
-        if registry.get("last_error"):
-            lines.append(f"  last error: {registry['last_error']}")
-        lines += [f"  skipped: {problem}" for problem in registry.get("skipped", [])]
-    return lines
+def _servers(given: list[list[tuple[str, int]]] | None) -> list[tuple[str, int]]:
+    """--server's instances (repeatable, each a comma-separated list), in order, once each."""
+    servers = [server for group in (given or [[("127.0.0.1", 15014)]]) for server in group]
+    return list(dict.fromkeys(servers))
 
 
 def _read_definition(path: str):
@@ -362,16 +339,48 @@ def cmd_marathon_inject(args) -> int:
 
 
 def cmd_status(args) -> int:
-    host, port = args.server
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=args.timeout) as response:
-            status = json.loads(response.read())
-    except (OSError, ValueError) as error:
-        raise UsageError(f"--server {host}:{port}: no status from meshwright serve there: {getattr(error, 'reason', error)}") from None
+    merged = merged_status(_servers(args.server), args.timeout)
+    if not merged.reports:
+        raise UsageError("--server " + "; ".join(merged.unreachable))
     if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
+        print(json.dumps(merged.as_json(), indent=2, sort_keys=True))
     else:
-        print("\n".join(_status_table(status)))
+        print("\n".join(status_table(merged)))
+    return EXIT_OK
+
+
+def _proxy_config(servers: list[tuple[str, int]], proxy: str, timeout: float) -> dict:
+    """What the control plane sends proxy, from the instance it is connected to (else the first that answers)."""
+    answers, reasons = [], []
+    for server in servers:
+        try:
+            answers.append(fetch(server, f"/config?proxy={urllib.parse.quote(proxy)}", timeout))
+        except Unreachable as error:
+            reasons.append(str(error))
+    if not answers:
+        raise UsageError("--server " + "; ".join(reasons))
+    return next((answer for answer in answers if answer["connected"]), answers[0])
+
+
+def cmd_proxy_config(args) -> int:
+    config = _proxy_config(_servers(args.server), args.proxy, args.timeout)
+    resources = config["resources"].get(args.kind, {})
+    if args.diff:
+        admin = args.admin or ("127.0.0.1", config["admin_port"])
+        try:
+            dump = config_dump(admin, args.timeout)
+        except (OSError, ValueError) as error:
+            raise UsageError(f"--admin {admin[0]}:{admin[1]}: no config_dump from the Envoy of {config['proxy']} there "
+                             f"(run this on the proxy's host, or give its admin address): {getattr(error, 'reason', error)}") from None
+        lines, differ = config_diff(args.kind, resources, envoy_resources(dump, args.kind), f"envoy {admin[0]}:{admin[1]}")
+        print("\n".join(lines))
+        return EXIT_INVALID if differ else EXIT_OK
+    if args.output == "json":
+        print(json.dumps(list(resources.values()), indent=2, sort_keys=True))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(list(resources.values()), sort_keys=True), end="")
+    else:
+        print("\n".join(summary_table(args.kind, resources, config["versions"].get(args.kind, {}))))
     return EXIT_OK
 
 
@@ -432,8 +441,10 @@ def cmd_agent(args) -> int:
     gc.enable()  # a long-running process, like serve
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *dummy: stop.set())
-    agent = Agent(args.server, args.join_server or _next_port(args.server), args.proxy, args.certs_dir, roots,
+        signal.signal(signum, lambda *_: stop.set())
+    servers = [server for group in args.server for server in group]
+    join_servers = [server for group in args.join_server for server in group] if args.join_server else [_next_port(s) for s in servers]
+    agent = Agent(servers, join_servers, args.proxy, args.certs_dir, roots,
                   args.join_token_file, args.validity)
     try:
         agent.run(stop)
@@ -511,8 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=cmd_join_token)
 
     agent = commands.add_parser("agent", help="keep a proxy's certificates from the control plane's CSR service, renewed")
-    agent.add_argument("--server", type=_host_port, required=True, help="HOST:PORT of the CSR service (serve --csr-listen)")
-    agent.add_argument("--join-server", type=_host_port, help="HOST:PORT for the first join (serve --join-listen; default: --server's port + 1)")
+    agent.add_argument("--server", type=_host_ports, action="append", required=True,
+                       help="HOST:PORT of the CSR service (serve --csr-listen); several instances: HOST:PORT,HOST:PORT or repeated, asked in turn")
+    agent.add_argument("--join-server", type=_host_ports, action="append",
+                       help="HOST:PORT for the first join (serve --join-listen; default: each --server's port + 1)")
     agent.add_argument("--proxy", required=True, help="the proxy (name.namespace)")
     agent.add_argument("--certs-dir", required=True, help="where key.pem, cert-chain.pem and root-cert.pem are written (what SDS names)")
     agent.add_argument("--join-token-file", help="the token file from `meshwright join-token`, used when there is no valid certificate")
@@ -527,11 +540,26 @@ def build_parser() -> argparse.ArgumentParser:
     inject_cmd.add_argument("--sidecar-image", help="a Docker image holding meshwright and Envoy (default: both installed on the agents)")
     inject_cmd.set_defaults(func=cmd_marathon_inject)
 
-    status = commands.add_parser("status", help="every proxy of a running `meshwright serve`: SYNCED, STALE or NACK per type")
-    status.add_argument("--server", type=_host_port, default=("127.0.0.1", 15014), help="its status endpoint (default 127.0.0.1:15014)")
+    status = commands.add_parser("status", help="every proxy of the running control plane instances: their instance, SYNCED, STALE or NACK "
+                                 "per xDS type, certificate expiry, Envoy version")
+    status.add_argument("--server", type=_host_ports, action="append",
+                        help="status endpoints of `meshwright serve` instances, HOST:PORT[,HOST:PORT...] (repeatable; default 127.0.0.1:15014)")
     status.add_argument("--json", action="store_true", help="the whole status as JSON")
     status.add_argument("--timeout", type=_seconds, default=5.0, help="seconds to wait for an answer (default 5)")
     status.set_defaults(func=cmd_status)
+
+    proxy_config = commands.add_parser("proxy-config", help="what the control plane sends one proxy; with --diff, how it differs "
+                                       "from the proxy's own config_dump")
+    proxy_config.add_argument("proxy", help="the proxy (name.namespace)")
+    proxy_config.add_argument("kind", choices=("clusters", "listeners", "routes", "endpoints", "secrets"))
+    proxy_config.add_argument("--server", type=_host_ports, action="append",
+                              help="status endpoints of `meshwright serve` instances, HOST:PORT[,HOST:PORT...] (repeatable; default 127.0.0.1:15014)")
+    proxy_config.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table",
+                              help="a short table (default), or every resource whole")
+    proxy_config.add_argument("--diff", action="store_true", help="compare with the proxy's Envoy (its admin config_dump); exit 1 when they differ")
+    proxy_config.add_argument("--admin", type=_host_port, help="HOST:PORT of the proxy's Envoy admin (default: 127.0.0.1 and the proxy's admin port)")
+    proxy_config.add_argument("--timeout", type=_seconds, default=5.0, help="seconds to wait for an answer (default 5)")
+    proxy_config.set_defaults(func=cmd_proxy_config)
 
     bootstrap = commands.add_parser("xds-bootstrap", help="write a proxy's bootstrap for xDS from `meshwright serve`")
     bootstrap.add_argument("--mesh", action="append", required=True, help="mesh config file or directory (repeatable)")

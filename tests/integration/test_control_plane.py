@@ -335,7 +335,7 @@ spec:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert meshwright_main(["status", "--server", f"127.0.0.1:{plane.running.status_port}"]) == 0
-    assert f"{PROXY} clusters: NACK: {error}" in out.getvalue()
+    assert f"{PROXY} CDS NACK (127.0.0.1:{plane.running.grpc_port}): {error}" in out.getvalue()
 
 
 def test_proxy_with_another_identity_is_refused(plane):
@@ -383,6 +383,17 @@ def test_workload_certificates_come_by_sds_over_ads(tmp_path):
         certs = json.dumps(json.loads(envoy.admin("/certs"))["certificates"])
         assert "spiffe://cluster.local/ns/default/sa/client" in certs
         assert os.path.join(certs_dir, "cert-chain.pem") in certs and os.path.join(certs_dir, "root-cert.pem") in certs
+        # What the control plane sends is what Envoy holds (the files of the stream's certs directory).
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = meshwright_main(["proxy-config", PROXY, "secrets", "--server", f"127.0.0.1:{lab.running.status_port}", "--diff"])
+        assert code == 0 and out.getvalue().splitlines()[0] == "secrets: 2 the same, 0 differ, 0 only sent by the control plane, 0 only in Envoy", out.getvalue()
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert meshwright_main(["proxy-config", PROXY, "secrets", "--server", f"127.0.0.1:{lab.running.status_port}"]) == 0
+        rows = {line.split()[0]: line.split()[1:] for line in out.getvalue().splitlines()[1:]}
+        assert rows["default"][:3] == ["tls_certificate", os.path.join(certs_dir, "cert-chain.pem,"), os.path.join(certs_dir, "key.pem")]
+        assert rows["ROOTCA"][:2] == ["validation_context", os.path.join(certs_dir, "root-cert.pem")]
     finally:
         lab.close()
 
@@ -470,7 +481,7 @@ def test_the_commands_end_to_end_over_mtls(tmp_path):
             return [line for line in out.getvalue().splitlines() if line.startswith(PROXY)][0]
 
         wait_until(lambda: status_line().split()[2:6] == ["SYNCED"] * 4)
-        assert status_line().split()[1].startswith("ipv4:127.0.0.1:")
+        assert status_line().split()[1] == f"127.0.0.1:{grpc_port}"  # the instance it is connected to
     finally:
         if envoy:
             envoy.stop()

@@ -377,7 +377,8 @@ def test_xds_bootstrap_is_a_valid_envoy_bootstrap(lab):
     mesh = lab.plane.estate.mesh
     bootstrap = xds_bootstrap(mesh, "client.default", XdsServer((("127.0.0.1", 15012),), "/etc/meshwright/certs"))
     assert check_resource("envoy.config.bootstrap.v3.Bootstrap", bootstrap) is None
-    assert bootstrap["dynamic_resources"]["ads_config"]["grpc_services"] == [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]
+    assert bootstrap["dynamic_resources"]["ads_config"]["grpc_services"] == [{"envoy_grpc": {
+        "cluster_name": XDS_CLUSTER, "retry_policy": {"retry_back_off": {"base_interval": "0.1s", "max_interval": "2s"}}}}]
     assert bootstrap["dynamic_resources"]["cds_config"] == {"ads": {}, "resource_api_version": "V3"}
     xds = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == XDS_CLUSTER][0]
     tls = xds["transport_socket"]["typed_config"]["common_tls_context"]

@@ -205,7 +205,7 @@ def test_agent_joins_then_renews_with_a_new_key_each_time(lab, tmp_path):
     token_file = tmp_path / "token.json"
     token_file.write_text(json.dumps({"proxy": "client.default", "spiffe_id": CLIENT, "token": lab.token()}))
     certs = str(tmp_path / "certs")
-    agent = Agent(("127.0.0.1", lab.csr_port), ("127.0.0.1", lab.join_port), "client.default", certs, lab.roots, str(token_file))
+    agent = Agent([("127.0.0.1", lab.csr_port)], [("127.0.0.1", lab.join_port)], "client.default", certs, lab.roots, str(token_file))
     first = agent.request_certificate(None)
     second = agent.request_certificate(first)  # over mTLS with the first
     assert first.key != second.key and first.chain != second.chain
@@ -218,7 +218,7 @@ def test_agent_joins_then_renews_with_a_new_key_each_time(lab, tmp_path):
 def test_agent_with_a_refused_token_stops_with_the_reason(lab, tmp_path):
     token_file = tmp_path / "token.json"
     token_file.write_text(json.dumps({"proxy": "client.default", "spiffe_id": CLIENT, "token": "made-up"}))
-    agent = Agent(("127.0.0.1", lab.csr_port), ("127.0.0.1", lab.join_port), "client.default", str(tmp_path / "certs"), lab.roots, str(token_file))
+    agent = Agent([("127.0.0.1", lab.csr_port)], [("127.0.0.1", lab.join_port)], "client.default", str(tmp_path / "certs"), lab.roots, str(token_file))
     with pytest.raises(AgentError, match="refused the first certificate of proxy client.default: .*unknown join token"):
         agent.run(threading.Event())
 
@@ -231,7 +231,7 @@ def test_agent_retries_with_backoff_while_the_control_plane_is_down(tmp_path, ca
     token_file = tmp_path / "token.json"
     token_file.write_text(json.dumps({"proxy": "client.default", "spiffe_id": CLIENT, "token": "t"}))
     down = free_port()
-    agent = Agent(("127.0.0.1", down), ("127.0.0.1", down), "client.default", str(tmp_path / "certs"), certificate_pem(root.certificate), str(token_file))
+    agent = Agent([("127.0.0.1", down)], [("127.0.0.1", down)], "client.default", str(tmp_path / "certs"), certificate_pem(root.certificate), str(token_file))
     stop = threading.Event()
     caplog.set_level(logging.WARNING, logger="meshwright.agent")
     thread = threading.Thread(target=agent.run, args=(stop,))
@@ -392,8 +392,73 @@ def test_agent_renews_a_certificate_ansible_rotation_wrote_without_a_token(lab, 
     key, chain = lab.certificate(CLIENT)
     certs = str(tmp_path / "certs")
     write_workload_certificates(certs, key, chain, lab.roots)
-    agent = Agent(("127.0.0.1", lab.csr_port), ("127.0.0.1", lab.join_port), "client.default", certs, lab.roots)  # no token file
+    agent = Agent([("127.0.0.1", lab.csr_port)], [("127.0.0.1", lab.join_port)], "client.default", certs, lab.roots)  # no token file
     held = agent.current()
     assert held is not None and held.chain == chain
     renewed = agent.request_certificate(held)
     assert renewed.key != key and agent.current() == renewed
+
+
+def test_agent_asks_the_next_instance_when_one_is_down(lab, tmp_path, caplog):
+    """High availability: the first instance in --server does not answer; the agent joins and
+    renews through the second at once (no backoff while an instance is left to ask)."""
+    token_file = tmp_path / "token.json"
+    token_file.write_text(json.dumps({"proxy": "client.default", "spiffe_id": CLIENT, "token": lab.token()}))
+    down = free_port()
+    agent = Agent([("127.0.0.1", down), ("127.0.0.1", lab.csr_port)], [("127.0.0.1", down), ("127.0.0.1", lab.join_port)],
+                  "client.default", str(tmp_path / "certs"), lab.roots, str(token_file), validity=datetime.timedelta(seconds=3))
+    caplog.set_level(logging.INFO, logger="meshwright.agent")
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,))
+    thread.start()
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=15)
+    while agent.issued < 2 and datetime.datetime.now() < deadline:
+        stop.wait(0.1)
+    stop.set()
+    thread.join(10)
+    assert agent.issued >= 2  # the first certificate by the token, a renewal over mTLS
+    messages = [r.getMessage() for r in caplog.records if r.name == "meshwright.agent"]
+    assert f"no certificate from 127.0.0.1:{down} (UNAVAILABLE" in messages[0] and messages[0].endswith(f"asking 127.0.0.1:{lab.join_port}")
+    assert not any("trying again in" in m for m in messages)
+    assert lab.service.signed == agent.issued
+    assert lab.service.expiries()["client.default"] == agent.current().expires.isoformat()
+
+
+def test_bad_csrs_sign_nothing_and_the_service_keeps_signing_good_ones(lab):
+    """One of each refusal, in a row: another identity (mTLS and token), a replayed token, an
+    expired token, an unknown proxy, a malformed request; each leaves its log line, none is
+    signed, and good requests in between and after are."""
+    import time
+    used = lab.token()
+    assert lab.call({"proxy": "client.default", "csr": make_csr(), "join_token": used})
+    bad = [
+        ({"proxy": "client.default", "csr": make_csr(sans=(SERVER,))}, lab.certificate(CLIENT)),
+        ({"proxy": "client.default", "csr": make_csr(sans=(SERVER,)), "join_token": lab.token()}, None),
+        ({"proxy": "client.default", "csr": make_csr(), "join_token": used}, None),
+        ({"proxy": "client.default", "csr": make_csr(), "join_token": lab.token(ttl=60, now=time.time() - 120)}, None),
+        ({"proxy": "ghost.default", "csr": make_csr(), "join_token": lab.token("ghost.default")}, None),
+        ({"proxy": "client.default", "csr": "not a CSR"}, lab.certificate(CLIENT)),
+    ]
+    for body, client in bad:
+        code, details, line = lab.refused(body, client)
+        assert code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT) and details in line
+    assert lab.service.signed == 1 and len(lab.status_refusals) == len(bad)
+    assert lab.call({"proxy": "client.default", "csr": make_csr()}, client=lab.certificate(CLIENT))
+    assert lab.service.signed == 2
+
+
+def test_a_token_used_on_one_instance_is_refused_on_another(lab, tmp_path):
+    """High availability: two instances read one tokens directory; a token signs once, on either."""
+    other = CertificateService(lab.site, IDENTITIES.get, JoinTokens(lab.tokens_dir), LIFETIME)
+    serving = ServingCertificate(lab.site, "spiffe://cluster.local/ns/meshwright-system/sa/meshwright-control-plane", lab.roots)
+    server, _, join_port = csr_server(other, serving, None, ("127.0.0.1", free_port()))
+    try:
+        token = lab.token()
+        assert lab.call({"proxy": "client.default", "csr": make_csr(), "join_token": token})
+        lab.join_port, first = join_port, lab.join_port
+        code, details, _ = lab.refused({"proxy": "client.default", "csr": make_csr(), "join_token": token})
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "was already used" in details
+        assert (lab.service.signed, other.signed) == (1, 0)
+        lab.join_port = first
+    finally:
+        server.stop(None)

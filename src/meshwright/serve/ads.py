@@ -240,6 +240,9 @@ class Stream:
         changed = {name: served for name, served in resources.items() if watch.sent.get(name) != served.version}
         removed = sorted(name for name in watch.sent if name not in resources)
         if not changed and not removed and not force:
+            if watch.version != version_of(resources):  # a NACKed change was reverted: the proxy holds what is current
+                watch.version = watch.acked = version_of(resources)
+                watch.error = ""
             return []
         nonce = str(next(self._nonces))
         response = discovery_pb2.DeltaDiscoveryResponse(

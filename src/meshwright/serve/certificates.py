@@ -119,6 +119,8 @@ class CertificateService:
         self.issuer, self.identity_of, self.tokens, self.lifetime = issuer, identity_of, tokens, lifetime
         self.on_refusal = on_refusal  # the status endpoint's list of refusals
         self.signed = 0
+        self._expiries: dict[str, str] = {}  # proxy -> notAfter of the last certificate signed for it (for status)
+        self._lock = threading.Lock()
 
     def create_certificate(self, request: SignRequest, peer_pem: bytes | None, now: datetime.datetime | None = None) -> list[str]:
         """The chain (leaf first, PEM strings); CsrServiceRefusal saying why it is not signed."""
@@ -144,8 +146,16 @@ class CertificateService:
             raise CsrServiceRefusal(grpc.StatusCode.PERMISSION_DENIED, f"proxy {request.proxy}: {error}") from None
         except AuthorityExpired as error:
             raise CsrServiceRefusal(grpc.StatusCode.FAILED_PRECONDITION, str(error)) from None
-        self.signed += 1
-        return [certificate_pem(c).decode() for c in x509.load_pem_x509_certificates(chain)]
+        certificates = x509.load_pem_x509_certificates(chain)
+        with self._lock:
+            self.signed += 1
+            self._expiries[request.proxy] = certificates[0].not_valid_after_utc.isoformat()
+        return [certificate_pem(c).decode() for c in certificates]
+
+    def expiries(self) -> dict[str, str]:
+        """Per proxy, when the last certificate this service signed for it expires (ISO 8601)."""
+        with self._lock:
+            return dict(self._expiries)
 
     def _check_renewal(self, request: SignRequest, peer_pem: bytes, expected: str) -> None:
         presented = certificate_spiffe_ids(peer_pem)

@@ -27,6 +27,7 @@ from meshwright.serve.ads import Stream
 from meshwright.serve.identity import Refused, admitted_proxy, peer_certificate
 from meshwright.serve.registries import FILES
 from meshwright.serve.resources import Encoder, Snapshot, proxy_snapshot
+from meshwright.serve.status import node_info
 from meshwright.validate.shape_check import is_kubernetes_object
 
 LOG = logging.getLogger("meshwright.serve")
@@ -194,15 +195,16 @@ class ControlPlane:
         if first is None:
             return
         node = first.node
-        peer = context.peer()
+        peer, peer_pem = context.peer(), peer_certificate(context.auth_context())
         try:
-            proxy_id = admitted_proxy(self.estate, node.id, peer_certificate(context.auth_context()), self.require_identity)
+            proxy_id = admitted_proxy(self.estate, node.id, peer_pem, self.require_identity)
         except Refused as refused:
             LOG.warning("refused xDS stream from %s: %s", peer, refused)
             self.record_refusal(f"{peer}: {refused}")
             context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refused))
         certs_dir = node.metadata.fields[CERTS_DIR_METADATA].string_value if CERTS_DIR_METADATA in node.metadata.fields else None
         stream = Stream(self, proxy_id, node.id, peer, delta, certs_dir)
+        stream.node_info = node_info(node, peer_pem)  # for status: Envoy's version, its certificate's expiry
         with self._lock:
             self._streams.add(stream)
         LOG.info("proxy %s connected from %s (%s)", proxy_id, peer, "delta" if delta else "state of the world")
@@ -227,7 +229,7 @@ class ControlPlane:
         """What `meshwright status` shows: every proxy of the mesh, connected or not."""
         connected: dict[str, list[dict]] = {}
         for stream in self.streams():
-            connected.setdefault(stream.proxy_id, []).append(stream.status())
+            connected.setdefault(stream.proxy_id, []).append({**stream.status(), **stream.node_info})
         proxies = [{"proxy": proxy_id, "streams": connected.get(proxy_id, [])} for proxy_id in self.estate.proxies]
         return {"generation": self.generation, "applied_at": self.applied_at, "rejection": self.rejection,
                 "refusals": list(self.refusals), "proxies": proxies}

@@ -79,7 +79,7 @@ class Encoder:
         key = (type_url, served.version)
         found = self._cache.get(key)
         if found is None:
-            _register_types(served.content)
+            register_types(served.content)
             message = json_format.ParseDict(served.content, message_class(type_url[len(TYPE_PREFIX):])())
             found = any_pb2.Any()
             found.Pack(message)
@@ -90,14 +90,14 @@ class Encoder:
         return found
 
 
-def _register_types(value) -> None:
+def register_types(value) -> None:
     """Import the proto modules of every typed_config inside value (json_format looks them up)."""
     if isinstance(value, dict):
         type_url = value.get("@type")
         if isinstance(type_url, str) and type_url.startswith(TYPE_PREFIX):
             message_class(type_url[len(TYPE_PREFIX):])
         for item in value.values():
-            _register_types(item)
+            register_types(item)
     elif isinstance(value, list):
         for item in value:
-            _register_types(item)
+            register_types(item)

@@ -13,13 +13,15 @@ import ipaddress
 import json
 import logging
 import datetime
+import socket
 import threading
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Sequence
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf.message import DecodeError
 
 from meshwright.mesh import Mesh
 from meshwright.pki.ca import Authority
@@ -29,6 +31,7 @@ from meshwright.serve.join_tokens import JoinTokens
 from meshwright.serve.plane import ControlPlane
 from meshwright.serve.registries import Registry, publisher
 from meshwright.serve.source import MeshFolder
+from meshwright.serve.status import StatusEndpoint
 
 LOG = logging.getLogger("meshwright.serve")
 # Each stream holds a server thread for its life (the synchronous gRPC server): the bound on
@@ -68,6 +71,30 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         return self.plane.serve(request_iterator, context, delta=True)
 
 
+def parsed_or_refused(message_class):
+    """A request deserializer that logs a request that is not a message_class (and gives None:
+    gRPC then ends that stream with INTERNAL), rather than gRPC's traceback."""
+    def parse(data: bytes):
+        try:
+            return message_class.FromString(data)
+        except DecodeError as error:
+            LOG.warning("refused a malformed xDS request (%d bytes, not a %s): %s", len(data), message_class.DESCRIPTOR.name, error)
+            return None
+    return parse
+
+
+def ads_handlers(service: AdsService) -> grpc.GenericRpcHandler:
+    """ads_pb2_grpc's handlers, with requests parsed by parsed_or_refused."""
+    def handler(method, request_class, response_class):
+        return grpc.stream_stream_rpc_method_handler(method, request_deserializer=parsed_or_refused(request_class),
+                                                     response_serializer=response_class.SerializeToString)
+    return grpc.method_handlers_generic_handler("envoy.service.discovery.v3.AggregatedDiscoveryService", {
+        "StreamAggregatedResources": handler(service.StreamAggregatedResources, discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse),
+        "DeltaAggregatedResources": handler(service.DeltaAggregatedResources, discovery_pb2.DeltaDiscoveryRequest,
+                                            discovery_pb2.DeltaDiscoveryResponse),
+    })
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -83,7 +110,7 @@ def grpc_server(plane: ControlPlane, host: str, port: int, tls: ServerTls | None
         raise ValueError(f"plaintext xDS listens on loopback only, not {host} (give the control plane a certificate for anything else)")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="xds"),
                          maximum_concurrent_rpcs=max_streams)
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsService(plane), server)
+    server.add_generic_rpc_handlers((ads_handlers(AdsService(plane)),))
     address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     if tls is None:
         bound = server.add_insecure_port(address)
@@ -95,23 +122,24 @@ def grpc_server(plane: ControlPlane, host: str, port: int, tls: ServerTls | None
     return server, bound
 
 
-def registries_status(registries: Sequence[Registry]) -> list[dict]:
-    """What each registry that reports on itself says (Marathon: where it follows, its last error)."""
-    return [registry.status() for registry in registries if callable(getattr(registry, "status", None))]
+def instance_name(host: str, port: int) -> str:
+    """How status names this instance: the xDS address it listens on, the host's name for an
+    address that is every interface (instances on several hosts all listen on 0.0.0.0)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def status_server(plane: ControlPlane, host: str, port: int, registries: Sequence[Registry] = ()) -> http.server.ThreadingHTTPServer:
-    """GET /status: the plane's status (and its registries') as JSON, on loopback only, in a thread of its own."""
+def status_server(endpoint: StatusEndpoint, host: str, port: int) -> http.server.ThreadingHTTPServer:
+    """GET /status and /config?proxy=NAME (serve/status.py) as JSON, on loopback only, in a thread of its own."""
     if not is_loopback(host):
         raise ValueError(f"the status endpoint listens on loopback only, not {host}")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            if self.path.rstrip("/") not in ("", "/status"):
-                self.send_error(404, "GET /status")
-                return
-            body = json.dumps({**plane.status(), "registries": registries_status(registries)}, indent=2, sort_keys=True).encode()
-            self.send_response(200)
+            code, answer = endpoint.answer(self.path)
+            body = json.dumps(answer, indent=2, sort_keys=True).encode()
+            self.send_response(code)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -171,13 +199,15 @@ def start(mesh: Mesh, paths: list[str], listen: tuple[str, int], tls: ServerTls 
     server, port = grpc_server(plane, *listen, tls)
     stoppers.append(lambda: server.stop(grace=1).wait(5))
     status_port = None
+    endpoint = StatusEndpoint(plane, instance_name(listen[0], port), registries=registries)
     if status_listen is not None:
-        http_server = status_server(plane, *status_listen, registries)
+        http_server = status_server(endpoint, *status_listen)
         status_port = http_server.server_address[1]
         stoppers.append(lambda: (http_server.shutdown(), http_server.server_close()))
     running = Running(plane, port, None, stoppers)
     if csr is not None:
         running.certificates, csr_grpc, running.csr_port, running.join_port = start_csr_service(plane, csr, tls.client_roots)
+        endpoint.certificates = running.certificates
         stoppers.append(lambda: csr_grpc.stop(grace=1).wait(5))
         LOG.info("signing workload certificates (%s) on %s:%d (renewal, mTLS)%s", csr.lifetime, csr.csr_listen[0], running.csr_port,
                  f" and {csr.join_listen[0]}:{running.join_port} (join tokens from {csr.tokens_dir})" if running.join_port else "")
