@@ -84,6 +84,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+envoy_version:
+  description: The Envoy version the mesh config is compiled for (MeshConfig C(envoyVersion)), which the control plane serves.
+  returned: success
+  type: str
+  sample: 1.40.0
 proxies:
   description: The rendered proxies, by ID.
   returned: success

@@ -80,7 +80,7 @@ class ActionModule(ControllerAction):
         }
         for warning in mesh.warnings:  # problems that do not stop the run (a principal in another trust domain)
             task.warn(str(warning))
-        result = dict(changed=False, proxies=proxies)
+        result = dict(changed=False, proxies=proxies, envoy_version=mesh.settings.envoy_version)
         if task.params["hosts"] is not None:
             result["identities"] = identity_plan(task, bundles)
         return result
