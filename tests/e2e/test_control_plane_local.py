@@ -93,6 +93,14 @@ def lab():
         remove_state_folder(folder)
 
 
+def test_a_delivery_that_is_neither_files_nor_xds_stops_the_run_before_any_host_changes(tmp_path):
+    mesh_lab = Lab(tmp_path)
+    run = run_playbook("deploy.yml", dict(mesh_lab.extra_vars, mesh_delivery="push"))
+    assert run.returncode != 0
+    assert 'order-1: mesh_delivery "push" is neither files (config files on the host, the default) nor xds' in run.output
+    assert not os.path.exists(mesh_lab.state)
+
+
 def test_every_proxy_takes_its_config_from_the_control_plane(lab):
     assert synced_proxies(control_plane_status()) == sorted(PROXIES)
     for host in HOSTS:  # the bootstrap alone, naming the control plane: no config files on the host
