@@ -44,18 +44,17 @@ options:
     description: Return the intermediate's private key (RV(signing_key)).
     type: bool
     default: false
-  vault_password_file:
-    description: As M(mesh_ca)'s, when the CA's keys are kept ansible-vault encrypted.
-    type: path
   lock_timeout:
     description: Seconds to wait for the CA folder's lock.
     type: float
     default: 300
 extends_documentation_fragment:
   - action_common_attributes
+  - meshwright.mesh.vault
 attributes:
   check_mode:
     support: full
+    details: Signs in check mode too; it writes nothing either way.
   diff_mode:
     support: none
   platform:
