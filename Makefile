@@ -63,12 +63,14 @@ clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .collections meshwright-mesh-*.tar.gz
 
 ## make demo: the seed mesh deployed by ansible-playbook on inventories/local (this machine, no
-## root); the gateway answers on 127.0.0.1:8080; state in state/local
+## root); the gateway answers on 127.0.0.1:8080; state in state/local. Its proxies take their config
+## from the control plane (meshwright serve, 127.0.0.1:15012) over xDS; DEMO_DELIVERY=files: from files.
 ANSIBLE := ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(BIN)/ansible-playbook
+DEMO_DELIVERY ?= xds
 
 demo: collection
-	$(ANSIBLE) -i inventories/local meshwright.mesh.deploy
-	$(BIN)/python examples/seed/show.py
+	$(ANSIBLE) -i inventories/local meshwright.mesh.deploy -e mesh_delivery=$(DEMO_DELIVERY)
+	$(BIN)/python examples/seed/show.py --delivery $(DEMO_DELIVERY)
 
 demo-down:
 	@if [ -x $(BIN)/ansible-playbook ]; then $(ANSIBLE) -i inventories/local meshwright.mesh.uninstall; else echo "demo is not running"; fi

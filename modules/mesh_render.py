@@ -46,6 +46,21 @@ options:
       - Inventory host name to its site (the intermediate CA that signs its certificate); hosts left out are in
         site C(default). Each must be a DNS-1123 label (a site name is a folder of the CA).
     type: dict
+  xds:
+    description:
+      - Proxy IDs (as in O(proxies)) delivered by xDS from the control plane (C(meshwright serve)) instead of files.
+        Their RV(proxies) C(files) are their bootstrap alone, which names every instance of O(xds_servers) and
+        authenticates to them with the workload certificate in C(identity.certs_dir); the mesh must have identity.
+    type: list
+    elements: str
+  xds_servers:
+    description: C(HOST:PORT) of each control plane instance's xDS port, for O(xds).
+    type: list
+    elements: str
+  xds_delta:
+    description: Bootstraps for O(xds) use incremental xDS (DELTA_GRPC) instead of state of the world.
+    type: bool
+    default: false
   format:
     description: Format of the files Envoy reads.
     type: str
@@ -70,6 +85,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+envoy_version:
+  description: The Envoy version the mesh config is compiled for (MeshConfig C(envoyVersion)), which the control plane serves.
+  returned: success
+  type: str
+  sample: 1.40.0
 proxies:
   description: The rendered proxies, by ID.
   returned: success

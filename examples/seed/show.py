@@ -7,6 +7,7 @@ from what was deployed.
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from meshwright.compile.proxy import OUTBOUND_PORT, list_proxies
@@ -16,7 +17,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GATEWAY = "http://127.0.0.1:8080"
 
 
-def main() -> None:
+ROTATE = "  .venv/bin/ansible-playbook meshwright.mesh.rotate_certs -e force=true # new keys and certificates, in batches, no restart\n"
+XDS_TRY = """
+
+The proxies take their config from the control plane (meshwright serve on 127.0.0.1:15012, its log in
+state/local/control-plane/var/log/meshwright/control-plane.log) and their certificates from its CSR
+service through `meshwright agent`. An edit saved in its watched folder (state/local/control-plane/etc/meshwright/mesh)
+applies within a second, with no playbook run:
+
+  .venv/bin/python examples/seed/split.py 80   # order-service -> payment-service: 80% payment-1, 20% payment-2
+  .venv/bin/meshwright status                  # every proxy: SYNCED / STALE / NACK per type
+
+The next deploy puts that folder back as examples/seed/mesh says."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--delivery", choices=("files", "xds"), default="files", help="how the demo's proxies take their config")
+    delivery = parser.parse_args(argv).delivery
+    deploy = ".venv/bin/ansible-playbook meshwright.mesh.deploy" + (" -e mesh_delivery=xds" if delivery == "xds" else "")
     mesh = load_mesh([os.path.join(HERE, "mesh")])
     print("\nmeshwright seed demo is up (state in state/local/<host>/, the mesh CA in state/local/ca/):\n")
     print(f"  {'proxy':<20} {'kind':<8} {'admin':>6} {'outbound':>9} {'health':>7} {'stats':>6}")
@@ -33,11 +52,10 @@ Try:
   curl -s 127.0.0.1:15406/       # plaintext at payment-1's sidecar: refused (STRICT mutual TLS)
   curl -s -H 'Host: payment-service.default.svc.cluster.local' 127.0.0.1:15401/payment   # from payment's own sidecar: 403 (AuthorizationPolicy)
   .venv/bin/ansible-playbook meshwright.mesh.cert_report                # every proxy's certificate, and whether Envoy uses it
-  .venv/bin/ansible-playbook meshwright.mesh.rotate_certs -e force=true # new keys and certificates, in batches, no restart
-  curl -s 127.0.0.1:15290/stats/prometheus | grep 'destination_service="payment-service' | head -3
+{ROTATE if delivery == "files" else ""}  curl -s 127.0.0.1:15290/stats/prometheus | grep 'destination_service="payment-service' | head -3
   tail -n 2 state/local/order-1/var/log/meshwright/proxy.log
-  .venv/bin/ansible-playbook meshwright.mesh.deploy --check --diff      # nothing to change
-Traces of order-service go to a Zipkin collector on 127.0.0.1:9411 when one runs there.
+  {deploy} --check --diff      # nothing to change
+Traces of order-service go to a Zipkin collector on 127.0.0.1:9411 when one runs there.{XDS_TRY if delivery == "xds" else ""}
 Stop it with: make demo-down""")
 
 

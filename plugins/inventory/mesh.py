@@ -74,6 +74,13 @@ options:
         C(ansible_connection), C(ansible_user), C(ansible_become).
     type: dict
     default: {}
+  control_plane:
+    description:
+      - Hosts of the group C(mesh_control_plane) (host name to its variables), where the control_plane role runs
+        C(meshwright serve) for proxies delivered by xds. They are not proxies, so not in C(mesh); they get
+        O(connection_vars) too.
+    type: dict
+    default: {}
 """
 
 EXAMPLES = r"""
@@ -120,6 +127,8 @@ else:
 
 ACCEPTED_NAMES = ("meshwright.mesh.mesh", "mesh")
 CONFIG_SUFFIXES = ("meshwright.yml", "meshwright.yaml")
+# Where the control plane runs (roles/control_plane); its hosts are not proxies, so not in PARENT_GROUP.
+CONTROL_PLANE_GROUP = "mesh_control_plane"
 # Variables this plugin owns: compose may not set them (the mesh config names each host's proxy).
 OWN_VARIABLES = ("mesh_proxy",)
 
@@ -222,6 +231,19 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 inventory.set_variable(name, variable, value)
             if constructed:  # a host's variables with its magic ones are built for it: only when asked
                 self._construct(name)
+        self._add_control_plane()
+
+    def _add_control_plane(self):
+        """The control_plane option's hosts, in mesh_control_plane (outside mesh: they run no proxy)."""
+        hosts = self.get_option("control_plane") or {}
+        if not hosts:
+            return
+        inventory = self.inventory
+        inventory.add_group(CONTROL_PLANE_GROUP)
+        for name, variables in hosts.items():
+            inventory.add_host(str(name), group=CONTROL_PLANE_GROUP)
+            for variable, value in {**self.get_option("connection_vars"), **(variables or {})}.items():
+                inventory.set_variable(str(name), str(variable), value)
 
     def _construct(self, name):
         """compose, groups and keyed_groups (Constructable); a composed mesh_site must be a site."""

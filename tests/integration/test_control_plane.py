@@ -271,7 +271,7 @@ def test_workload_address_change_sends_only_endpoints(plane):
     wait_until(lambda: all_synced(plane))
     after = {kind: t["acked"] for kind, t in plane.proxy_types().items()}
     assert [kind for kind in before if before[kind] != after[kind]] == ["endpoints"]
-    assert "mesh generation 2 (one resource, WorkloadEntry/default/reviews-v1 in" in plane.log.getvalue()
+    assert "mesh generation 2 (files: one resource, WorkloadEntry/default/reviews-v1 in" in plane.log.getvalue()
     assert envoy.cluster_stat("outbound|9080|v1|reviews.default.svc.cluster.local", "update_success") > eds
     moved = plane.spare.count
     plane.versions(5)

@@ -7,6 +7,7 @@ the host can check the config with its own Envoy before swapping it in.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from meshwright.collector import cyclic_collector_paused
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.capture import capture_settings
 from meshwright.compile.proxy import ADMIN_PORT, HEALTH_PORT, STATS_PORT, find_proxy, list_proxies
+from meshwright.compile.xds_bootstrap import XdsServer, compile_xds_bootstrap
 from meshwright.deliver.class_template import class_files
 from meshwright.deliver.files import RenderCache, bootstrap_file_name, certificates_dir, file_documents, serialize, serialize_files
 from meshwright.deliver.validation_bootstrap import validation_bootstrap
@@ -111,6 +113,21 @@ def proxy_bundle(mesh: Mesh, proxy, config_dir: str, files: dict[str, str], vali
         identity = {"spiffe_id": spiffe_id(mesh.settings.trust_domain, proxy.namespace, proxy.service_account),
                     "certs_dir": certificates_dir(mesh.settings, config_dir)}
     return ProxyBundle(proxy.id, proxy.kind, files, validation, ports, identity, capture_settings(mesh, proxy))
+
+
+def xds_bundle(mesh: Mesh, bundle: ProxyBundle, addresses: list[tuple[str, int]], delta: bool = False, fmt: str = "yaml") -> ProxyBundle:
+    """The bundle of a proxy delivered by xDS (docs/control-plane.md): one file, its bootstrap
+    naming the control plane instances, with mTLS by the certificates of its certs folder."""
+    if bundle.identity is None:
+        raise RenderError(f"proxy {bundle.proxy}: delivery xds needs the mesh's certificates (MeshConfig certificates): the proxy "
+                          "authenticates to the control plane with its workload certificate")
+    if not addresses:
+        raise RenderError(f"proxy {bundle.proxy}: delivery xds needs at least one control plane instance to connect to")
+    proxy = find_proxy(mesh, bundle.proxy)
+    server = XdsServer(tuple(addresses), bundle.identity["certs_dir"], delta)
+    bootstrap = compile_xds_bootstrap(proxy, mesh.settings, compile_proxy(mesh, proxy).telemetry, server)
+    text = serialize(bootstrap, fmt)
+    return dataclasses.replace(bundle, files={bootstrap_file_name(fmt): text}, validation=lambda: text)
 
 
 def bundle_mesh(paths: list[str], config_dirs: dict[str, str], fmt: str = "yaml") -> dict[str, ProxyBundle]:
