@@ -23,6 +23,7 @@ from meshwright.check.cel_expressions import check_cel_expressions
 from meshwright.check.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
 from meshwright.check.pipeline import validate_mesh
 from meshwright.collector import cyclic_collector_paused
+from meshwright.compile.prometheus import TARGETS_FILE, prometheus_files, scrape_targets
 from meshwright.compile.proxy import UnknownProxy, find_proxy, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
 from meshwright.compile.xds_bootstrap import XdsServer
@@ -165,6 +166,44 @@ def cmd_render(args) -> int:
         raise UsageError(f"--out {args.out}: cannot write there: {error.strerror or error}") from None
     print(f"{proxy.id}: {len(bundle.files)} files in {out_dir}, {len(changed)} changed")
     return EXIT_OK
+
+
+def cmd_prometheus(args) -> int:
+    """Prometheus' configuration and scrape targets for the mesh (docs/telemetry.md)."""
+    mesh, problems = validate_mesh(load_paths(args.mesh))
+    if problems:
+        _print_problems(problems)
+        return EXIT_INVALID
+    addresses = dict(args.address or ())
+    unknown = sorted(set(addresses) - {proxy.id for proxy in list_proxies(mesh)})
+    if unknown:
+        raise UsageError(f"--address: no proxy named {', '.join(unknown)} in the mesh")
+    files = prometheus_files(mesh, args.scrape_interval, args.envoy_stats, tuple(f"{h}:{p}" for h, p in args.scrape or ()), addresses)
+    if args.targets_only:
+        files = {TARGETS_FILE: files[TARGETS_FILE]}
+    out_dir = os.path.abspath(args.out)
+    changed = []
+    try:
+        for name, text in files.items():
+            path = os.path.join(out_dir, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if not os.path.isfile(path) or open(path, encoding="utf-8").read() != text:
+                write_atomic(path, text)
+                changed.append(name)
+    except OSError as error:
+        raise UsageError(f"--out {args.out}: cannot write there: {error.strerror or error}") from None
+    groups, unaddressed = scrape_targets(mesh, addresses)
+    for proxy_id in unaddressed:
+        print(f"{proxy_id}: not scraped, its address is not in the mesh (give --address {proxy_id}=HOST)", file=sys.stderr)
+    print(f"{len(groups)} proxies to scrape; {len(changed)} of {len(files)} files changed in {out_dir}")
+    return EXIT_OK
+
+
+def _proxy_address(text: str) -> tuple[str, str]:
+    proxy, _, host = text.partition("=")
+    if not proxy or not host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not PROXY=HOST")
+    return proxy, host
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -453,6 +492,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="the whole status as JSON")
     status.add_argument("--timeout", type=_seconds, default=5.0, help="seconds to wait for an answer (default 5)")
     status.set_defaults(func=cmd_status)
+
+    prometheus = commands.add_parser("prometheus", help="write Prometheus' configuration and scrape targets (Istio's metrics) for the mesh")
+    prometheus.add_argument("--mesh", action="append", required=True, help="mesh config file or directory (repeatable)")
+    prometheus.add_argument("--out", required=True, help=f"Prometheus' configuration folder: prometheus.yml and {TARGETS_FILE}")
+    prometheus.add_argument("--scrape-interval", default="15s", help="how often each proxy is scraped (default 15s)")
+    prometheus.add_argument("--address", type=_proxy_address, action="append", help="PROXY=HOST: where a proxy's stats port is reached (repeatable)")
+    prometheus.add_argument("--scrape", type=_host_port, action="append", help="HOST:PORT of another /metrics endpoint to scrape, e.g. the control plane (repeatable)")
+    prometheus.add_argument("--envoy-stats", action="store_true", help="also keep all of Envoy's own stats (a second job; many more series)")
+    prometheus.add_argument("--targets-only", action="store_true", help="write only the targets file (proxies came or went: Prometheus re-reads it, no reload)")
+    prometheus.set_defaults(func=cmd_prometheus)
 
     bootstrap = commands.add_parser("xds-bootstrap", help="write a proxy's bootstrap for xDS from `meshwright serve`")
     bootstrap.add_argument("--mesh", action="append", required=True, help="mesh config file or directory (repeatable)")
