@@ -187,7 +187,7 @@ def cmd_prometheus(args) -> int:
         for name, text in files.items():
             path = os.path.join(out_dir, name)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            if not os.path.isfile(path) or open(path, encoding="utf-8").read() != text:
+            if _text_of(path) != text:
                 write_atomic(path, text)
                 changed.append(name)
     except OSError as error:
@@ -197,6 +197,14 @@ def cmd_prometheus(args) -> int:
         print(f"{proxy_id}: not scraped, its address is not in the mesh (give --address {proxy_id}=HOST)", file=sys.stderr)
     print(f"{len(groups)} proxies to scrape; {len(changed)} of {len(files)} files changed in {out_dir}")
     return EXIT_OK
+
+
+def _text_of(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
 
 
 def _proxy_address(text: str) -> tuple[str, str]:
