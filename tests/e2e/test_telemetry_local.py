@@ -24,7 +24,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.deploy import BIN, remove_state_folder, state_folder
+from tests.e2e.deploy import remove_state_folder, run_playbook, state_folder
 from tests.e2e.test_deploy_local import Lab, get, processes_under
 from tests.harness import free_port
 
@@ -40,18 +40,26 @@ BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
 
 
 class Prometheus:
-    """Debian's prometheus on a loopback port, its configuration from `meshwright prometheus`."""
+    """Debian's prometheus, installed and run by playbooks/telemetry.yml (roles/telemetry) on
+    the monitoring host of inventories/local, on a free loopback port."""
 
-    def __init__(self, folder: str, mesh: str):
-        self.config = os.path.join(folder, "prometheus")
-        self.meshwright("--mesh", mesh, "--scrape-interval", SCRAPE_INTERVAL)
+    def __init__(self, lab):
+        self.lab = lab
         self.port = free_port()
-        self.log = open(os.path.join(folder, "prometheus.log"), "wb")
-        self.process = subprocess.Popen(
-            ["prometheus", f"--config.file={self.config}/prometheus.yml", f"--storage.tsdb.path={folder}/tsdb",
-             f"--web.listen-address=127.0.0.1:{self.port}"], stdout=self.log, stderr=subprocess.STDOUT)
-        self.mesh = mesh
-        assert self.wait(self.ready, timeout=30), f"prometheus did not start: {open(self.log.name).read()[-2000:]}"
+        self.monitoring = os.path.join(lab.state, "monitoring")
+
+    def playbook(self, *args: str, **extra):
+        variables = {**self.lab.extra_vars, "telemetry_prometheus_listen": f"127.0.0.1:{self.port}",
+                     "telemetry_scrape_interval": SCRAPE_INTERVAL, **extra}
+        return run_playbook("telemetry.yml", variables, *args)
+
+    @property
+    def pid(self) -> int | None:
+        found = [pid for pid, command in processes_under(self.monitoring).items() if command.startswith("/usr/bin/prometheus ")]
+        return found[0] if len(found) == 1 else None
+
+    def targets_file(self) -> str:
+        return os.path.join(self.monitoring, "etc", "meshwright", "prometheus", "targets", "meshwright-proxies.json")
 
     def ready(self) -> bool:
         try:
@@ -59,11 +67,6 @@ class Prometheus:
                 return response.status == 200
         except OSError:
             return False
-
-    def meshwright(self, *args: str) -> None:
-        run = subprocess.run([os.path.join(BIN, "meshwright"), "prometheus", "--out", self.config,
-                              "--address", "ingress.default=127.0.0.1", *args], capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr
 
     def api(self, path: str, **params) -> dict:
         url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
@@ -91,10 +94,6 @@ class Prometheus:
                 return value
             time.sleep(0.5)
 
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=20)
-        self.log.close()
 
 
 class Traffic:
@@ -119,11 +118,12 @@ class Traffic:
 def seed():
     folder = state_folder("telemetry")
     lab = Lab(pathlib.Path(folder))
-    prometheus = None
+    prometheus = Prometheus(lab)
     try:
         run = lab.deploy()
         assert run.returncode == 0, f"deploy failed:\n{run}"
-        prometheus = Prometheus(folder, lab.mesh)
+        lab.telemetry_run = prometheus.playbook()
+        assert lab.telemetry_run.returncode == 0, f"telemetry.yml failed:\n{lab.telemetry_run}"
         assert prometheus.wait(lambda: set(prometheus.active_targets().values()) == {"up"}), prometheus.active_targets()
         traffic = Traffic(RATES, TRAFFIC)
         traffic.run()
@@ -131,8 +131,7 @@ def seed():
         time.sleep(2.5)  # the last scrapes of the window
         yield lab
     finally:
-        if prometheus is not None:
-            prometheus.stop()
+        prometheus.playbook(telemetry_state="absent")
         lab.uninstall()
         for pid in processes_under(lab.state):
             try:
@@ -213,22 +212,48 @@ def test_series_per_sidecar_stay_under_300(seed):
     assert not {name for name in names if name.startswith("envoy_")}, names
 
 
-def test_targets_follow_the_file_without_a_restart(seed):
-    """Proxies that go and come: the targets file is rewritten, Prometheus re-reads it (file
-    service discovery) and its process stays the same."""
+def test_playbook_again_changes_nothing_and_check_mode_shows_the_diff(seed):
     prometheus = seed.prometheus
-    pid = prometheus.process.pid
+    again = prometheus.playbook()
+    assert again.returncode == 0 and again.changed() == {"monitoring": 0}, again
+    checked = prometheus.playbook("--check", "--diff", telemetry_scrape_interval="2s")
+    # The configuration would change, and Prometheus would reload it (the handler).
+    assert checked.returncode == 0 and checked.changed() == {"monitoring": 2}, checked
+    assert "-  scrape_interval: 1s" in checked.output and "+  scrape_interval: 2s" in checked.output, checked
+    assert prometheus.api("status/config")["yaml"].count("scrape_interval: 1s") >= 1, "check mode changed nothing"
+
+
+def test_proxies_that_go_and_come_change_only_the_targets(seed):
+    """The playbook after a proxy left the mesh: the targets file changes, Prometheus re-reads
+    it (file service discovery) and drops the target; the same process, no reload."""
+    prometheus = seed.prometheus
+    pid = prometheus.pid
+    assert pid is not None
     mesh = pathlib.Path(seed.mesh)
     workloads = (mesh / "workloads.yaml").read_text()
     documents = workloads.split("\n---\n")
-    without = [d for d in documents if "name: payment-2" not in d or "kind: WorkloadEntry" not in d]
+    without = [d for d in documents if not ("kind: WorkloadEntry" in d and "name: payment-2" in d)]
     assert len(without) == len(documents) - 1
     try:
         (mesh / "workloads.yaml").write_text("\n---\n".join(without))
-        prometheus.meshwright("--mesh", str(mesh), "--scrape-interval", SCRAPE_INTERVAL, "--targets-only")
+        gone = prometheus.playbook()
+        assert gone.returncode == 0 and gone.changed() == {"monitoring": 1}, gone  # the targets file only
+        assert "payment-2.default" not in open(prometheus.targets_file()).read()
         assert prometheus.wait(lambda: "payment-2.default" not in prometheus.active_targets()), prometheus.active_targets()
     finally:
         (mesh / "workloads.yaml").write_text(workloads)
-    prometheus.meshwright("--mesh", str(mesh), "--scrape-interval", SCRAPE_INTERVAL, "--targets-only")
+    back = prometheus.playbook()
+    assert back.returncode == 0 and back.changed() == {"monitoring": 1}, back
     assert prometheus.wait(lambda: prometheus.active_targets().get("payment-2.default") == "up"), prometheus.active_targets()
-    assert prometheus.process.poll() is None and prometheus.process.pid == pid
+    assert prometheus.pid == pid
+
+
+def test_uninstall_stops_prometheus_and_leaves_nothing(seed):
+    """Last: telemetry_state absent, twice (the second changes nothing)."""
+    prometheus = seed.prometheus
+    removed = prometheus.playbook(telemetry_state="absent")
+    assert removed.returncode == 0 and removed.changed() == {"monitoring": 2}, removed
+    assert prometheus.pid is None and not prometheus.ready()
+    assert not os.path.exists(prometheus.monitoring)
+    again = prometheus.playbook(telemetry_state="absent")
+    assert again.returncode == 0 and again.changed() == {"monitoring": 0}, again
