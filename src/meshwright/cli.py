@@ -175,9 +175,9 @@ def cmd_prometheus(args) -> int:
         _print_problems(problems)
         return EXIT_INVALID
     addresses = dict(args.address or ())
-    unknown = sorted(set(addresses) - {proxy.id for proxy in list_proxies(mesh)})
-    if unknown:
-        raise UsageError(f"--address: no proxy named {', '.join(unknown)} in the mesh")
+    # A host the inventory still lists after its proxy left the mesh: said, not fatal.
+    for proxy_id in sorted(set(addresses) - {proxy.id for proxy in list_proxies(mesh)}):
+        print(f"--address {proxy_id}: no proxy of that name in the mesh; ignored", file=sys.stderr)
     files = prometheus_files(mesh, args.scrape_interval, args.envoy_stats, tuple(f"{h}:{p}" for h, p in args.scrape or ()), addresses)
     if args.targets_only:
         files = {TARGETS_FILE: files[TARGETS_FILE]}
