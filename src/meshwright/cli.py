@@ -36,6 +36,7 @@ from meshwright.pki.ca import certificate_pem, load_authority
 from meshwright.pki.csr import key_matches_certificate
 from meshwright.problems import Problems
 from meshwright.serve import server as xds_server
+from meshwright.serve.graph import FORMATS as GRAPH_FORMATS, GraphError, build_graph
 from meshwright.serve.join_tokens import issue_token
 from meshwright.serve.bootstrap import xds_bootstrap_text
 from meshwright.serve.source import load_valid
@@ -196,6 +197,26 @@ def cmd_prometheus(args) -> int:
     for proxy_id in unaddressed:
         print(f"{proxy_id}: not scraped, its address is not in the mesh (give --address {proxy_id}=HOST)", file=sys.stderr)
     print(f"{len(groups)} proxies to scrape; {len(changed)} of {len(files)} files changed in {out_dir}")
+    return EXIT_OK
+
+
+def cmd_graph(args) -> int:
+    """The service graph from Prometheus (serve/graph.py); an unreachable Prometheus is an
+    error, never an empty graph."""
+    try:
+        graph = build_graph(args.prometheus, args.window, args.timeout)
+    except GraphError as error:
+        print(f"error: {error}; nothing was written.", file=sys.stderr)
+        return EXIT_INVALID
+    text = GRAPH_FORMATS[args.format](graph)
+    if args.out in (None, "-"):
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        write_atomic(os.path.abspath(args.out), text)
+    except OSError as error:
+        raise UsageError(f"--out {args.out}: cannot write there: {error.strerror or error}") from None
+    print(f"{len(graph.nodes)} nodes, {len(graph.edges)} edges in {args.out}")
     return EXIT_OK
 
 
@@ -510,6 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
     prometheus.add_argument("--envoy-stats", action="store_true", help="also keep all of Envoy's own stats (a second job; many more series)")
     prometheus.add_argument("--targets-only", action="store_true", help="write only the targets file (proxies came or went: Prometheus re-reads it, no reload)")
     prometheus.set_defaults(func=cmd_prometheus)
+
+    graph = commands.add_parser("graph", help="the service graph (Kiali's) from Istio's metrics in Prometheus, as svg, dot or json")
+    graph.add_argument("--prometheus", required=True, help="Prometheus' URL, e.g. http://127.0.0.1:9090")
+    graph.add_argument("--format", choices=sorted(GRAPH_FORMATS), default="svg")
+    graph.add_argument("--window", default="1m", help="the traffic of this last while (a Prometheus duration, default 1m)")
+    graph.add_argument("--timeout", type=_seconds, default=10.0, help="seconds each query may take (default 10)")
+    graph.add_argument("--out", help="file to write (default: stdout)")
+    graph.set_defaults(func=cmd_graph)
 
     bootstrap = commands.add_parser("xds-bootstrap", help="write a proxy's bootstrap for xDS from `meshwright serve`")
     bootstrap.add_argument("--mesh", action="append", required=True, help="mesh config file or directory (repeatable)")
