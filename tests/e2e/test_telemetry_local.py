@@ -24,7 +24,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.deploy import remove_state_folder, run_playbook, state_folder
+from tests.e2e.deploy import BIN, remove_state_folder, run_playbook, state_folder
 from tests.e2e.test_deploy_local import Lab, get, processes_under
 from tests.harness import free_port
 
@@ -200,6 +200,25 @@ def test_rate_limited_requests_are_429s(seed):
     query = 'sum(istio_requests_total{reporter="source", response_code="429", response_flags="RL", source_workload="ingress"})'
     seen = seed.prometheus.wait(lambda: [v for _, v in seed.prometheus.query(query)] == [limited], timeout=10)
     assert seen, seed.prometheus.query(query)
+
+
+def test_service_graph_has_every_seed_service_and_edge(seed):
+    """`meshwright graph` from the same Prometheus: every edge that carried traffic, the
+    services' own sides with the mTLS lock."""
+    run = subprocess.run([os.path.join(BIN, "meshwright"), "graph", "--prometheus", f"http://127.0.0.1:{seed.prometheus.port}",
+                          "--window", "2m", "--format", "json"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    graph = json.loads(run.stdout)
+    edges = {(e["source"], e["target"]): e for e in graph["edges"]}
+    expected = {("workload:default/ingress", f"service:{ORDER}"), ("workload:default/ingress", f"service:{PAYMENT}"),
+                ("workload:default/order-1", f"service:{PAYMENT}"), ("workload:default/order-2", f"service:{PAYMENT}"),
+                (f"service:{ORDER}", "workload:default/order-1"), (f"service:{ORDER}", "workload:default/order-2"),
+                (f"service:{PAYMENT}", "workload:default/payment-1"), (f"service:{PAYMENT}", "workload:default/payment-2")}
+    assert set(edges) == expected, sorted(edges)
+    assert all(edges[e]["mtls"] is True for e in expected if e[0].startswith("service:"))
+    assert all(edges[e]["rate"] > 0 for e in expected)
+    kinds = {n["id"]: n["kind"] for n in graph["nodes"]}
+    assert kinds["workload:default/ingress"] == "gateway" and kinds["workload:default/payment-2"] == "sidecar"
 
 
 def test_series_per_sidecar_stay_under_300(seed):

@@ -69,7 +69,10 @@ class FakePrometheus:
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.end_headers()
-                self.wfile.write(raw)
+                try:
+                    self.wfile.write(raw)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (the slow case)
 
             def log_message(self, *args):
                 pass
