@@ -36,6 +36,7 @@ from meshwright.pki.ca import certificate_pem, load_authority
 from meshwright.pki.csr import key_matches_certificate
 from meshwright.problems import Problems
 from meshwright.serve import server as xds_server
+from meshwright.serve import graph_page
 from meshwright.serve.graph import FORMATS as GRAPH_FORMATS, GraphError, build_graph
 from meshwright.serve.join_tokens import issue_token
 from meshwright.serve.bootstrap import xds_bootstrap_text
@@ -334,9 +335,24 @@ def cmd_serve(args) -> int:
         running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr)
     except (ValueError, RuntimeError) as error:
         raise UsageError(f"--listen/--status-listen/--csr-listen/--join-listen: {error}") from None
+    page = _start_graph_page(args, running)
     stop.wait()
+    if page is not None:
+        page.shutdown()
+        page.server_close()
     running.stop()
     return EXIT_OK
+
+
+def _start_graph_page(args, running):
+    """The service graph page beside the control plane (--graph-listen), or None."""
+    if args.graph_listen is None:
+        return None
+    try:
+        return graph_page.start(graph_page.GraphPage(args.prometheus), args.graph_listen)
+    except OSError as error:
+        running.stop()
+        raise UsageError(f"--graph-listen {args.graph_listen[0]}:{args.graph_listen[1]}: {error.strerror or error}") from None
 
 
 def _status_table(status: dict) -> list[str]:
@@ -495,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--csr-listen", type=_host_port, default=("127.0.0.1", 15016),
                        help="HOST:PORT of the CSR service for renewals, mTLS (default 127.0.0.1:15016)")
     serve.add_argument("--join-listen", type=_host_port, help="HOST:PORT of the CSR service for join tokens, server TLS only (default: --csr-listen's port + 1)")
+    serve.add_argument("--graph-listen", type=_host_port, help="HOST:PORT of the service graph page (Kiali's port in the demo: 127.0.0.1:20001); off without it")
+    serve.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus' URL, which the graph page queries (default http://127.0.0.1:9090)")
     serve.add_argument("--join-tokens", help="directory of join tokens that `meshwright join-token` writes (without it, no first join)")
     serve.set_defaults(func=cmd_serve)
 
