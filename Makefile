@@ -68,7 +68,9 @@ ANSIBLE := ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(BIN)/ansible-playbook
 
 demo: collection
 	$(ANSIBLE) -i inventories/local meshwright.mesh.deploy
+	$(ANSIBLE) -i inventories/local meshwright.mesh.telemetry
 	$(BIN)/python examples/seed/show.py
+	@echo "Prometheus (Istio's metrics): http://127.0.0.1:9090"
 
 demo-down:
-	@if [ -x $(BIN)/ansible-playbook ]; then $(ANSIBLE) -i inventories/local meshwright.mesh.uninstall; else echo "demo is not running"; fi
+	@if [ -x $(BIN)/ansible-playbook ]; then $(ANSIBLE) -i inventories/local meshwright.mesh.telemetry -e telemetry_state=absent && $(ANSIBLE) -i inventories/local meshwright.mesh.uninstall; else echo "demo is not running"; fi
