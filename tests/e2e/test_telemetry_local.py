@@ -15,6 +15,8 @@ import json
 import math
 import os
 import pathlib
+import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -24,7 +26,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.deploy import BIN, remove_state_folder, run_playbook, state_folder
+from tests.e2e.deploy import BIN, ROOT, remove_state_folder, run_playbook, state_folder
 from tests.e2e.test_deploy_local import Lab, get, processes_under
 from tests.harness import free_port
 
@@ -219,6 +221,75 @@ def test_service_graph_has_every_seed_service_and_edge(seed):
     assert all(edges[e]["rate"] > 0 for e in expected)
     kinds = {n["id"]: n["kind"] for n in graph["nodes"]}
     assert kinds["workload:default/ingress"] == "gateway" and kinds["workload:default/payment-2"] == "sidecar"
+
+
+# The page's screenshot, kept as the test's artifact (CI keeps this folder).
+ARTIFACTS = os.environ.get("MESHWRIGHT_TEST_ARTIFACTS", os.path.join(ROOT, "test-artifacts"))
+
+
+def chromium(url: str, *args: str) -> str:
+    """Debian's headless Chromium on the page (its scripts run): the DOM it drew, or with
+    --screenshot the file it wrote."""
+    browser = shutil.which("chromium")
+    assert browser, "chromium (Debian's package, which .ci/run installs) is needed"
+    run = subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1500,1000",
+                          *args, url], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
+def drawn_edges(dom: str) -> dict[tuple[str, str], float]:
+    return {(source, target): float(rate) for source, target, rate in
+            re.findall(r'<g class="edge" data-source="([^"]+)" data-target="([^"]+)" data-rate="([^"]+)"', dom)}
+
+
+@pytest.fixture
+def graph_page(seed):
+    """`meshwright serve` with its graph page on a free port, asking the seed's Prometheus."""
+    port = free_port()
+    process = subprocess.Popen([os.path.join(BIN, "meshwright"), "serve", "--mesh", seed.mesh, "--plaintext-loopback",
+                                "--listen", f"127.0.0.1:{free_port()}", "--status-listen", f"127.0.0.1:{free_port()}",
+                                "--graph-listen", f"127.0.0.1:{port}", "--prometheus", f"http://127.0.0.1:{seed.prometheus.port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    assert seed.prometheus.wait(lambda: process.poll() is None and _answers(url), timeout=30), process.stderr.read() if process.poll() is not None else ""
+    yield url
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=20)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_graph_page_in_chromium_draws_every_service_and_edge_and_follows_traffic(seed, graph_page):
+    """The page in a real browser: every seed service and every edge with traffic, each with its
+    rate; a screenshot is kept; after new traffic on /payment only, its edge's rate rises and
+    /order's does not."""
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    before = chromium(graph_page, "--dump-dom")
+    for service in ("ingress", "order-1", "order-2", "payment-1", "payment-2", ORDER, PAYMENT):
+        assert f">{service}</text>" in before, service
+    edges = drawn_edges(before)
+    assert set(edges) == {
+        ("workload:default/ingress", f"service:{ORDER}"), ("workload:default/ingress", f"service:{PAYMENT}"),
+        ("workload:default/order-1", f"service:{PAYMENT}"), ("workload:default/order-2", f"service:{PAYMENT}"),
+        (f"service:{ORDER}", "workload:default/order-1"), (f"service:{ORDER}", "workload:default/order-2"),
+        (f"service:{PAYMENT}", "workload:default/payment-1"), (f"service:{PAYMENT}", "workload:default/payment-2")}, sorted(edges)
+    assert all(rate > 0 for rate in edges.values()) and "rps" in before and 'id="banner"' not in before
+    screenshot = os.path.join(ARTIFACTS, "service-graph.png")
+    chromium(graph_page, f"--screenshot={screenshot}")
+    assert os.path.getsize(screenshot) > 10_000
+    Traffic({"/payment": 4.0}, 8).run()
+    time.sleep(3)  # two scrapes
+    after = drawn_edges(chromium(graph_page, "--dump-dom"))
+    to_payment, to_order = ("workload:default/ingress", f"service:{PAYMENT}"), ("workload:default/ingress", f"service:{ORDER}")
+    assert after[to_payment] > edges[to_payment], (edges, after)
+    assert after.get(to_order, 0) <= edges[to_order], (edges, after)
 
 
 def test_series_per_sidecar_stay_under_300(seed):
