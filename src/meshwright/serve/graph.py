@@ -162,30 +162,52 @@ def _ranks(graph: Graph) -> dict[str, int]:
     return rank
 
 
+COLUMN, ROW, HALF_WIDTH = 470, 120, 110  # px: a column's width, a row's height, half a node's width
+
+
+def _short(node: Node) -> str:
+    """A node's name on the drawing: a service by its first DNS label (the host is its tooltip)."""
+    return node.name.split(".")[0] if node.type == "service" else node.name
+
+
+def _edge_path(start: tuple[int, int], end: tuple[int, int]) -> tuple[str, float, float]:
+    """An edge from the right of one node to the left of another: straight to the next column,
+    bowed below the row when it passes over columns between (so it crosses no node). Returns
+    the path and where its label goes."""
+    (x1, y1), (x2, y2) = start, end
+    x1, x2 = x1 + HALF_WIDTH, x2 - HALF_WIDTH
+    span = abs(x2 - x1) // COLUMN
+    bow = 0 if span == 0 else 55 * span + 20
+    control_y = (y1 + y2) / 2 + bow
+    label_y = (y1 + y2) / 2 - 8 if bow == 0 else control_y - bow / 2 + 4
+    return f"M {x1} {y1} Q {(x1 + x2) / 2} {control_y} {x2} {y2}", (x1 + x2) / 2, label_y
+
+
 def to_svg(graph: Graph) -> str:
     """The graph as SVG: columns by call depth, nodes by namespace and name within a column."""
     rank = _ranks(graph)
     columns: dict[int, list[Node]] = {}
     for node in sorted(graph.nodes, key=lambda n: (n.namespace, n.name)):
         columns.setdefault(rank[node.id], []).append(node)
-    where = {node.id: (60 + 300 * col, 60 + 110 * row) for col, nodes in columns.items() for row, node in enumerate(nodes)}
-    width = 300 * (max(columns, default=0) + 1) + 60
-    height = 110 * max((len(n) for n in columns.values()), default=1) + 60
+    where = {node.id: (20 + HALF_WIDTH + COLUMN * col, 50 + ROW * row) for col, nodes in columns.items() for row, node in enumerate(nodes)}
+    width = COLUMN * max(columns, default=0) + 2 * HALF_WIDTH + 40
+    height = ROW * max((len(n) for n in columns.values()), default=1) + 60 * max(columns, default=0) + 40
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
              '<defs><marker id="arrow" markerWidth="10" markerHeight="7" refX="10" refY="3.5" orient="auto">'
              '<polygon points="0 0, 10 3.5, 0 7" fill="#555"/></marker></defs>']
     for edge in graph.edges:
-        (x1, y1), (x2, y2) = where[edge.source], where[edge.target]
+        path, label_x, label_y = _edge_path(where[edge.source], where[edge.target])
         colour = "#c0392b" if edge.error_share > 0.2 else ("#e67e22" if edge.error_share > 0 else "#27ae60")
         parts.append(f'<g class="edge" data-source="{escape(edge.source)}" data-target="{escape(edge.target)}" data-rate="{edge.rate}">'
-                     f'<line x1="{x1 + 90}" y1="{y1}" x2="{x2 - 90}" y2="{y2}" stroke="{colour}" stroke-width="2" marker-end="url(#arrow)"/>'
-                     f'<text x="{(x1 + x2) / 2}" y="{(y1 + y2) / 2 - 6}" text-anchor="middle">{escape(edge_label(edge))}</text></g>')
+                     f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="2" marker-end="url(#arrow)"/>'
+                     f'<text x="{label_x}" y="{label_y}" text-anchor="middle">{escape(edge_label(edge))}</text></g>')
     for node in graph.nodes:
         x, y = where[node.id]
         mark = "gateway" if node.kind == "gateway" else ("service" if node.type == "service" else "sidecar")
         fill = "#eaf2f8" if node.type == "service" else "#fdfefe"
-        parts.append(f'<g class="node" data-id="{escape(node.id)}"><rect x="{x - 90}" y="{y - 22}" width="180" height="44" rx="{22 if node.type == "service" else 4}" '
-                     f'fill="{fill}" stroke="#2c3e50"/><text x="{x}" y="{y - 3}" text-anchor="middle" font-weight="bold">{escape(node.name)}</text>'
+        parts.append(f'<g class="node" data-id="{escape(node.id)}"><title>{escape(node.name)}</title>'
+                     f'<rect x="{x - HALF_WIDTH}" y="{y - 22}" width="{2 * HALF_WIDTH}" height="44" rx="{22 if node.type == "service" else 4}" '
+                     f'fill="{fill}" stroke="#2c3e50"/><text x="{x}" y="{y - 3}" text-anchor="middle" font-weight="bold">{escape(_short(node))}</text>'
                      f'<text x="{x}" y="{y + 13}" text-anchor="middle" fill="#555">{escape(node.namespace)} · {mark}</text></g>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
