@@ -70,7 +70,9 @@ DEMO_DELIVERY ?= xds
 
 demo: collection
 	$(ANSIBLE) -i inventories/local meshwright.mesh.deploy -e mesh_delivery=$(DEMO_DELIVERY)
+	$(ANSIBLE) -i inventories/local meshwright.mesh.telemetry
 	$(BIN)/python examples/seed/show.py --delivery $(DEMO_DELIVERY)
+	@echo "Prometheus (Istio's metrics): http://127.0.0.1:9090"
 
 demo-down:
-	@if [ -x $(BIN)/ansible-playbook ]; then $(ANSIBLE) -i inventories/local meshwright.mesh.uninstall; else echo "demo is not running"; fi
+	@if [ -x $(BIN)/ansible-playbook ]; then $(ANSIBLE) -i inventories/local meshwright.mesh.telemetry -e telemetry_state=absent && $(ANSIBLE) -i inventories/local meshwright.mesh.uninstall; else echo "demo is not running"; fi

@@ -25,6 +25,7 @@ from meshwright.check.cel_expressions import check_cel_expressions
 from meshwright.check.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
 from meshwright.check.pipeline import validate_mesh
 from meshwright.collector import cyclic_collector_paused
+from meshwright.compile.prometheus import TARGETS_FILE, prometheus_files, scrape_targets
 from meshwright.compile.proxy import UnknownProxy, find_proxy, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
 from meshwright.compile.xds_bootstrap import XdsServer
@@ -39,6 +40,8 @@ from meshwright.pki.csr import key_matches_certificate
 from meshwright import names
 from meshwright.problems import Problems
 from meshwright.serve import server as xds_server
+from meshwright.serve import graph_page
+from meshwright.serve.graph import FORMATS as GRAPH_FORMATS, GraphError, build_graph
 from meshwright.serve.join_tokens import issue_token
 from meshwright.serve.marathon import MarathonRegistry, auth_from_files
 from meshwright.serve.bootstrap import xds_bootstrap_text
@@ -174,6 +177,72 @@ def cmd_render(args) -> int:
     return EXIT_OK
 
 
+def cmd_prometheus(args) -> int:
+    """Prometheus' configuration and scrape targets for the mesh (docs/telemetry.md)."""
+    mesh, problems = validate_mesh(load_paths(args.mesh))
+    if problems:
+        _print_problems(problems)
+        return EXIT_INVALID
+    addresses = dict(args.address or ())
+    # A host the inventory still lists after its proxy left the mesh: said, not fatal.
+    for proxy_id in sorted(set(addresses) - {proxy.id for proxy in list_proxies(mesh)}):
+        print(f"--address {proxy_id}: no proxy of that name in the mesh; ignored", file=sys.stderr)
+    files = prometheus_files(mesh, args.scrape_interval, args.envoy_stats, tuple(f"{h}:{p}" for h, p in args.scrape or ()), addresses)
+    if args.targets_only:
+        files = {TARGETS_FILE: files[TARGETS_FILE]}
+    out_dir = os.path.abspath(args.out)
+    changed = []
+    try:
+        for name, text in files.items():
+            path = os.path.join(out_dir, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if _text_of(path) != text:
+                write_atomic(path, text)
+                changed.append(name)
+    except OSError as error:
+        raise UsageError(f"--out {args.out}: cannot write there: {error.strerror or error}") from None
+    groups, unaddressed = scrape_targets(mesh, addresses)
+    for proxy_id in unaddressed:
+        print(f"{proxy_id}: not scraped, its address is not in the mesh (give --address {proxy_id}=HOST)", file=sys.stderr)
+    print(f"{len(groups)} proxies to scrape; {len(changed)} of {len(files)} files changed in {out_dir}")
+    return EXIT_OK
+
+
+def cmd_graph(args) -> int:
+    """The service graph from Prometheus (serve/graph.py); an unreachable Prometheus is an
+    error, never an empty graph."""
+    try:
+        graph = build_graph(args.prometheus, args.window, args.timeout)
+    except GraphError as error:
+        print(f"error: {error}; nothing was written.", file=sys.stderr)
+        return EXIT_INVALID
+    text = GRAPH_FORMATS[args.format](graph)
+    if args.out in (None, "-"):
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        write_atomic(os.path.abspath(args.out), text)
+    except OSError as error:
+        raise UsageError(f"--out {args.out}: cannot write there: {error.strerror or error}") from None
+    print(f"{len(graph.nodes)} nodes, {len(graph.edges)} edges in {args.out}")
+    return EXIT_OK
+
+
+def _text_of(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+
+
+def _proxy_address(text: str) -> tuple[str, str]:
+    proxy, _, host = text.partition("=")
+    if not proxy or not host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not PROXY=HOST")
+    return proxy, host
+
+
 def _host_port(text: str) -> tuple[str, int]:
     """HOST:PORT (an IPv6 host in brackets) -> (host, port)."""
     host, dummy, port = text.rpartition(":")
@@ -293,7 +362,11 @@ def cmd_serve(args) -> int:
         running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr, registries=registries)
     except (ValueError, RuntimeError) as error:
         raise UsageError(f"--listen/--status-listen/--csr-listen/--join-listen: {error}") from None
+    page = _start_graph_page(args, running)
     stop.wait()
+    if page is not None:
+        page.shutdown()
+        page.server_close()
     running.stop()
     return EXIT_OK
 
@@ -336,6 +409,17 @@ def cmd_marathon_inject(args) -> int:
         return EXIT_INVALID
     print(json.dumps(injected, indent=2))
     return EXIT_OK
+
+
+def _start_graph_page(args, running):
+    """The service graph page beside the control plane (--graph-listen), or None."""
+    if args.graph_listen is None:
+        return None
+    try:
+        return graph_page.start(graph_page.GraphPage(args.prometheus), args.graph_listen)
+    except OSError as error:
+        running.stop()
+        raise UsageError(f"--graph-listen {args.graph_listen[0]}:{args.graph_listen[1]}: {error.strerror or error}") from None
 
 
 def cmd_status(args) -> int:
@@ -505,6 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HOST:PORT of the CSR service for renewals, mTLS (default 127.0.0.1:15016)")
     serve.add_argument("--join-listen", type=_host_port, help="HOST:PORT of the CSR service for join tokens, server TLS only (default: --csr-listen's "
                                                               "port + 1)")
+    serve.add_argument("--graph-listen", type=_host_port, help="HOST:PORT of the service graph page (Kiali's port in the demo: 127.0.0.1:20001); "
+                                                               "off without it")
+    serve.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus' URL, which the graph page queries "
+                                                                           "(default http://127.0.0.1:9090)")
     serve.add_argument("--join-tokens", help="directory of join tokens that `meshwright join-token` writes (without it, no first join)")
     serve.add_argument("--marathon", action="append", metavar="URL",
                        help="follow a Marathon's apps and pods (http://HOST:8080); repeat for the instances of an HA Marathon")
@@ -560,6 +648,25 @@ def build_parser() -> argparse.ArgumentParser:
     proxy_config.add_argument("--admin", type=_host_port, help="HOST:PORT of the proxy's Envoy admin (default: 127.0.0.1 and the proxy's admin port)")
     proxy_config.add_argument("--timeout", type=_seconds, default=5.0, help="seconds to wait for an answer (default 5)")
     proxy_config.set_defaults(func=cmd_proxy_config)
+
+    prometheus = commands.add_parser("prometheus", help="write Prometheus' configuration and scrape targets (Istio's metrics) for the mesh")
+    prometheus.add_argument("--mesh", action="append", required=True, help="mesh config file or directory (repeatable)")
+    prometheus.add_argument("--out", required=True, help=f"Prometheus' configuration folder: prometheus.yml and {TARGETS_FILE}")
+    prometheus.add_argument("--scrape-interval", default="15s", help="how often each proxy is scraped (default 15s)")
+    prometheus.add_argument("--address", type=_proxy_address, action="append", help="PROXY=HOST: where a proxy's stats port is reached (repeatable)")
+    prometheus.add_argument("--scrape", type=_host_port, action="append",
+                            help="HOST:PORT of another /metrics endpoint to scrape, e.g. the control plane (repeatable)")
+    prometheus.add_argument("--envoy-stats", action="store_true", help="also keep all of Envoy's own stats (a second job; many more series)")
+    prometheus.add_argument("--targets-only", action="store_true", help="write only the targets file (proxies came or went: Prometheus re-reads it, no reload)")
+    prometheus.set_defaults(func=cmd_prometheus)
+
+    graph = commands.add_parser("graph", help="the service graph (Kiali's) from Istio's metrics in Prometheus, as svg, dot or json")
+    graph.add_argument("--prometheus", required=True, help="Prometheus' URL, e.g. http://127.0.0.1:9090")
+    graph.add_argument("--format", choices=sorted(GRAPH_FORMATS), default="svg")
+    graph.add_argument("--window", default="1m", help="the traffic of this last while (a Prometheus duration, default 1m)")
+    graph.add_argument("--timeout", type=_seconds, default=10.0, help="seconds each query may take (default 10)")
+    graph.add_argument("--out", help="file to write (default: stdout)")
+    graph.set_defaults(func=cmd_graph)
 
     bootstrap = commands.add_parser("xds-bootstrap", help="write a proxy's bootstrap for xDS from `meshwright serve`")
     bootstrap.add_argument("--mesh", action="append", required=True, help="mesh config file or directory (repeatable)")
