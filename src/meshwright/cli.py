@@ -16,6 +16,7 @@ import threading
 import urllib.error
 import urllib.request
 
+import yaml
 from cryptography import x509
 
 from meshwright.agent import Agent, AgentError
@@ -38,6 +39,7 @@ from meshwright.serve import server as xds_server
 from meshwright.serve.join_tokens import issue_token
 from meshwright.serve.bootstrap import xds_bootstrap_text
 from meshwright.serve.source import load_valid
+from meshwright.validate.crds import custom_resource_definitions
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 EXIT_INTERNAL = 3
@@ -309,6 +311,17 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
+def cmd_crds(args) -> int:
+    """The CustomResourceDefinitions of the Istio API groups meshwright reads from a cluster,
+    as one YAML stream (the same bytes every time, for `kubectl apply -f` or a role)."""
+    text = yaml.safe_dump_all(custom_resource_definitions(), sort_keys=True, width=1000)
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        write_atomic(args.out, text)
+    return EXIT_OK
+
+
 def cmd_xds_bootstrap(args) -> int:
     if bool(args.certs_dir) == bool(args.plaintext_loopback):
         raise UsageError("give --certs-dir (the proxy's certificates, for mTLS to the control plane) or --plaintext-loopback")
@@ -464,6 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap.add_argument("--format", choices=("yaml", "json"), default="yaml")
     bootstrap.add_argument("--out", required=True, help="the bootstrap file to write")
     bootstrap.set_defaults(func=cmd_xds_bootstrap)
+
+    crds = commands.add_parser("crds", help="write the CustomResourceDefinitions of the Istio API meshwright reads from Kubernetes")
+    crds.add_argument("--out", default="-", help="the YAML file to write (default -: standard output)")
+    crds.set_defaults(func=cmd_crds)
     return parser
 
 
