@@ -449,4 +449,4 @@ def test_one_changed_resource_is_validated_alone_and_several_together(lab):
     assert lab.plane.estate.mesh.find("WorkloadEntry", "default", "reviews-v1").spec["address"] == "10.0.0.4"
     lab.write(address="10.0.0.5", timeout="8s")
     assert lab.plane.apply_loaded(load_paths([str(lab.mesh_dir)])) == []
-    assert "(recompiled in" in lab.log.getvalue() and lab.plane.generation == 3
+    assert "(files: recompiled in" in lab.log.getvalue() and lab.plane.generation == 3

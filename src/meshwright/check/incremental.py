@@ -9,13 +9,11 @@ problems and the estate is left as it was.
 
 from __future__ import annotations
 
-import copy
-
 from meshwright.check.envoy_proto import TYPES, check_resource
 from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.incremental import Changes, CompiledEstate, assignment_named, recompiled, with_workload_endpoints
-from meshwright.model.load import DEFAULT_NAMESPACE, LoadResult
-from meshwright.model.resource import Resource, Source
+from meshwright.model.load import LoadResult, resource_from_document
+from meshwright.model.resource import Resource
 from meshwright.problems import MeshConfigError, Problems
 from meshwright.validate.references import check_references
 from meshwright.validate.semantics import check_semantics
@@ -26,20 +24,6 @@ __all__ = ["ChangeRefused", "apply", "apply_resource", "resource_from_document"]
 
 class ChangeRefused(MeshConfigError):
     """A change that does not validate; .problems lists why (the estate is unchanged)."""
-
-
-def _text(value) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def resource_from_document(document: dict, source: str = "<change>") -> Resource:
-    """An Istio API document (as YAML gives it) as the loader makes it; source names it in
-    problems. What it is not (a mapping with apiVersion, kind, metadata, spec) validation says."""
-    document = copy.deepcopy(document) if isinstance(document, dict) else {}  # the caller's dict stays the caller's
-    metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
-    spec = document.get("spec") if isinstance(document.get("spec"), dict) else {}
-    return Resource(_text(document.get("apiVersion")), _text(document.get("kind")), _text(metadata.get("name")),
-                    _text(metadata.get("namespace")) or DEFAULT_NAMESPACE, metadata, spec, Source(source, 1), document=document)
 
 
 def _checked(estate: CompiledEstate, resource: Resource) -> Resource:

@@ -56,6 +56,17 @@ Versions = dict[str, dict[str, str]]  # kind -> resource name -> version
 Changes = dict[str, dict[str, dict[str, str | None]]]  # proxy id -> kind -> name -> version or None
 
 
+def merged_changes(first: Changes, then: Changes) -> Changes:
+    """The changes of two steps as one: then's versions win (new dicts; the steps' own dicts,
+    shared between the proxies of a class, are left as they are)."""
+    out = {proxy_id: dict(kinds) for proxy_id, kinds in first.items()}
+    for proxy_id, kinds in then.items():
+        mine = out.setdefault(proxy_id, {})
+        for kind, names in kinds.items():
+            mine[kind] = {**mine.get(kind, {}), **names}
+    return out
+
+
 def digest(resource: dict) -> str:
     return hashlib.sha256(json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 

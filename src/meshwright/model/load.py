@@ -13,6 +13,7 @@ the environment variable that raises it.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import stat
@@ -353,3 +354,17 @@ class _DocumentReader:
 
 def _first_sentence(error: Exception) -> str:
     return str(error).split(";")[0].strip()
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def resource_from_document(document: dict, source: str = "<change>") -> Resource:
+    """An Istio API document (as YAML gives it) as the loader makes it; source names it in
+    problems. What it is not (a mapping with apiVersion, kind, metadata, spec) validation says."""
+    document = copy.deepcopy(document) if isinstance(document, dict) else {}  # the caller's dict stays the caller's
+    metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
+    spec = document.get("spec") if isinstance(document.get("spec"), dict) else {}
+    return Resource(_text(document.get("apiVersion")), _text(document.get("kind")), _text(metadata.get("name")),
+                    _text(metadata.get("namespace")) or DEFAULT_NAMESPACE, metadata, spec, Source(source, 1), document=document)

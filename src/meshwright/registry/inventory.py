@@ -6,6 +6,14 @@ from meshwright.model.resource import Resource
 from meshwright.model.selection import LabelIndex
 from meshwright.registry.model import Endpoint, Registry, Service, ServicePort
 
+# A workload that exists but must not receive traffic (a pod not ready or terminating, a task
+# failing its health checks): its proxy still gets its config, no service lists it as an endpoint.
+ENDPOINT_ANNOTATION, NOT_READY = "meshwright.io/endpoint", "not-ready"
+
+
+def is_ready(workload: Resource) -> bool:
+    return workload.annotations.get(ENDPOINT_ANNOTATION) != NOT_READY
+
 
 def endpoint_from_spec(spec: dict, workload: str = "") -> Endpoint:
     return Endpoint(
@@ -32,7 +40,7 @@ def services_from_entries(service_entries: list[Resource], workloads: LabelIndex
         if "workloadSelector" in spec:
             selector = spec["workloadSelector"]["labels"]
             # Istio's rule: a selector matches WorkloadEntries of its ServiceEntry's namespace.
-            endpoints = tuple(endpoint_from_spec(w.spec, f"{w.name}.{w.namespace}") for w in workloads.select(entry.namespace, selector))
+            endpoints = tuple(endpoint_from_spec(w.spec, f"{w.name}.{w.namespace}") for w in workloads.select(entry.namespace, selector) if is_ready(w))
         else:
             endpoints = tuple(endpoint_from_spec(e) for e in spec.get("endpoints", []))
         resolution = spec.get("resolution", "NONE")

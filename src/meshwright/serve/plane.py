@@ -18,17 +18,21 @@ import grpc
 
 from meshwright.check.incremental import ChangeRefused, apply_resource
 from meshwright.check.pipeline import validate_mesh
-from meshwright.compile.incremental import Changes, CompiledEstate, compile_estate, recompiled, with_workload_endpoints
+from meshwright.compile.incremental import Changes, CompiledEstate, compile_estate, merged_changes, recompiled, with_workload_endpoints
 from meshwright.compile.xds_bootstrap import CERTS_DIR_METADATA
 from meshwright.mesh import Mesh
 from meshwright.model.load import LoadResult
 from meshwright.model.resource import Resource
 from meshwright.serve.ads import Stream
 from meshwright.serve.identity import Refused, admitted_proxy, peer_certificate
+from meshwright.serve.registries import FILES
 from meshwright.serve.resources import Encoder, Snapshot, proxy_snapshot
 from meshwright.validate.shape_check import is_kubernetes_object
 
 LOG = logging.getLogger("meshwright.serve")
+# Up to this many changed WorkloadEntries (pods or tasks come and go) are applied one by one on
+# the fast paths; more, or any other kind, validate and compile the merged mesh whole.
+STEPWISE_LIMIT = 64
 
 
 def _resource_identity(resource) -> tuple:
@@ -58,6 +62,22 @@ def _loaded_identity(resource: Resource) -> tuple:
     return (resource.api_version, resource.metadata, resource.spec, resource.source)
 
 
+def stepwise(estate: CompiledEstate, edited: list[Resource], removed: list[Resource]) -> tuple[CompiledEstate, Changes]:
+    """The estate after each change in turn (removals first: a renamed workload may keep its
+    address), and every proxy's changes over all of them; ChangeRefused at the first bad one."""
+    changes: Changes = {}
+    for resource, gone in [(r, True) for r in removed] + [(r, False) for r in edited]:
+        estate, step = apply_resource(estate, resource, removed=gone)
+        changes = merged_changes(changes, step)
+    return estate, changes
+
+
+def _described(edited: list[Resource], removed: list[Resource]) -> str:
+    if len(edited) + len(removed) == 1:
+        return f"one resource, {(edited or removed)[0].ref}"
+    return f"{len(edited)} workloads added or changed, {len(removed)} removed"
+
+
 def next_estate(estate: CompiledEstate, mesh: Mesh) -> tuple[CompiledEstate, Changes, str]:
     """The estate of a new valid mesh, what changed per proxy, and which path was taken."""
     workload = moved_workload(estate.mesh, mesh)
@@ -82,6 +102,9 @@ class ControlPlane:
         self.refusals: list[str] = []  # the last refused streams' reasons (newest last)
         self._streams: set[Stream] = set()
         self._lock = threading.Lock()
+        # What each source (the files, each registry) contributes to the mesh, as last applied.
+        self._sources: dict[str, list[Resource]] = {FILES: list(mesh.resources)}
+        self._apply_lock = threading.Lock()
 
     # Sources.
 
@@ -106,32 +129,49 @@ class ControlPlane:
 
     def apply_loaded(self, loaded: LoadResult) -> list:
         """Serve the mesh files as loaded again after an edit; the problems of a bad edit
-        (nothing changes then). One changed resource is validated and compiled incrementally
-        (check/incremental.py apply_resource: a WorkloadEntry's move validates that entry and
-        its load assignments alone); more, validated and compiled whole, as `meshwright validate` does."""
+        (nothing changes then)."""
         if loaded.problems:
-            return self.reject(sorted(loaded.problems))
-        edited, removed = changed_resources(self.estate.mesh, loaded.resources)
+            return self.reject(sorted(loaded.problems), FILES)
+        return self.apply_source(FILES, loaded.resources)
+
+    def apply_source(self, name: str, resources: list[Resource]) -> list:
+        """Serve the mesh with one source's resources replaced: the files as loaded again, or
+        a registry's publish (serve/registries.py). The problems of a bad change; the source's
+        last good resources stay served then."""
+        with self._apply_lock:  # one change at a time, whichever source it comes from
+            merged = [r for source, held in self._sources.items() if source != name for r in held] + list(resources)
+            problems = self._apply_merged(merged, name)
+            if not problems:
+                self._sources[name] = list(resources)
+            return problems
+
+    def _apply_merged(self, merged: list[Resource], name: str) -> list:
+        """A few changed WorkloadEntries, or one changed resource of any kind, are validated and
+        compiled one by one (check/incremental.py apply_resource: a WorkloadEntry's move
+        validates that entry and its load assignments alone); more, validated and compiled
+        whole, as `meshwright validate` does."""
+        edited, removed = changed_resources(self.estate.mesh, merged)
         if not edited and not removed:
-            LOG.info("mesh files changed, their resources did not: nothing to push")
+            LOG.info("%s changed, the mesh did not: nothing to push", name)
             return []
-        if len(edited) + len(removed) == 1:
-            resource = (edited or removed)[0]
-            started = time.monotonic()
+        started = time.monotonic()
+        count = len(edited) + len(removed)
+        if count == 1 or (count <= STEPWISE_LIMIT and all(r.kind == "WorkloadEntry" for r in edited + removed)):
             try:
-                estate, changes = apply_resource(self.estate, resource, removed=bool(removed))
+                estate, changes = stepwise(self.estate, edited, removed)
             except ChangeRefused as refused:
-                return self.reject(refused.problems)
-            self._serve(estate, changes, f"one resource, {resource.ref}", started)
+                return self.reject(refused.problems, name)
+            self._serve(estate, changes, f"{name}: {_described(edited, removed)}", started)
             return []
-        mesh, problems = validate_mesh(loaded)
+        mesh, problems = validate_mesh(LoadResult(merged))
         if problems:
-            return self.reject(problems)
-        self.apply(mesh)
+            return self.reject(problems, name)
+        estate, changes, path = next_estate(self.estate, mesh)
+        self._serve(estate, changes, f"{name}: {path}", started)
         return []
 
-    def reject(self, problems) -> list:
-        self.rejection = {"at": time.time(), "problems": [str(p) for p in problems]}
+    def reject(self, problems, source: str = FILES) -> list:
+        self.rejection = {"at": time.time(), "source": source, "problems": [str(p) for p in problems]}
         return list(problems)
 
     # Streams.

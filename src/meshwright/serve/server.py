@@ -16,6 +16,7 @@ import datetime
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from typing import Sequence
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
@@ -26,6 +27,7 @@ from meshwright.pki.spiffe import control_plane_spiffe_id, spiffe_id
 from meshwright.serve.certificates import DEFAULT_CERT_LIFETIME, CertificateService, ServingCertificate, csr_server
 from meshwright.serve.join_tokens import JoinTokens
 from meshwright.serve.plane import ControlPlane
+from meshwright.serve.registries import Registry, publisher
 from meshwright.serve.source import MeshFolder
 
 LOG = logging.getLogger("meshwright.serve")
@@ -153,8 +155,10 @@ class Running:
 
 
 def start(mesh: Mesh, paths: list[str], listen: tuple[str, int], tls: ServerTls | None,
-          status_listen: tuple[str, int] | None = None, watch: bool = True, csr: CsrSettings | None = None) -> Running:
-    """Serve mesh (loaded and valid from paths) and watch paths for edits; with csr, the CSR service too (mTLS only)."""
+          status_listen: tuple[str, int] | None = None, watch: bool = True, csr: CsrSettings | None = None,
+          registries: Sequence[Registry] = ()) -> Running:
+    """Serve mesh (loaded and valid from paths) and watch paths for edits; with csr, the CSR
+    service too (mTLS only); registries add their resources as they publish them."""
     if csr is not None and tls is None:
         raise ValueError("the CSR service needs mTLS (it verifies proxies' certificates against the mesh roots): not with plaintext xDS")
     plane = ControlPlane(mesh, require_identity=tls is not None)
@@ -172,6 +176,10 @@ def start(mesh: Mesh, paths: list[str], listen: tuple[str, int], tls: ServerTls 
         stoppers.append(lambda: csr_grpc.stop(grace=1).wait(5))
         LOG.info("signing workload certificates (%s) on %s:%d (renewal, mTLS)%s", csr.lifetime, csr.csr_listen[0], running.csr_port,
                  f" and {csr.join_listen[0]}:{running.join_port} (join tokens from {csr.tokens_dir})" if running.join_port else "")
+    for registry in registries:
+        registry.start(publisher(plane, registry.name))
+        stoppers.append(registry.stop)
+        LOG.info("registry %s started", registry.name)
     if watch:
         folder = MeshFolder(paths, plane.apply_loaded)
         folder.start()

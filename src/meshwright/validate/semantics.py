@@ -16,6 +16,7 @@ from meshwright.compile.scope import sidecar_for, workload_service_ports
 from meshwright.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, exports_overlap, resolve_host, rule_selector
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems, format_path
+from meshwright.registry.inventory import ENDPOINT_ANNOTATION, NOT_READY
 from meshwright.registry.model import HTTP_PROTOCOLS
 
 _MERGES = ("MERGE", "MERGE_AND_REPLACE_LIST")
@@ -449,6 +450,10 @@ def check_annotations(resource: Resource, problems: Problems) -> None:
     if mode is not None and (resource.kind != "WorkloadEntry" or mode not in (NONE, REDIRECT)):
         expected = "REDIRECT (iptables nat rules; TPROXY is not supported) or NONE (explicit listeners)" if resource.kind == "WorkloadEntry" else "set on the WorkloadEntry of the sidecar"
         problems.add(resource, ("metadata", "annotations", INTERCEPTION_ANNOTATION), f"{mode!r}: expected {expected}")
+    readiness = resource.annotations.get(ENDPOINT_ANNOTATION)
+    if readiness is not None and (resource.kind != "WorkloadEntry" or readiness != NOT_READY):
+        expected = f"{NOT_READY!r} (the workload is in no service's endpoints) or no annotation" if resource.kind == "WorkloadEntry" else "set on a WorkloadEntry"
+        problems.add(resource, ("metadata", "annotations", ENDPOINT_ANNOTATION), f"{readiness!r}: expected {expected}")
 
 
 _SOME_CONFIG_DIR = "/meshwright-root/proxy"  # any config directory two levels deep
