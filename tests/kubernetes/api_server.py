@@ -38,14 +38,17 @@ class ApiServer:
     token: str
     bin_dir: str
 
-    def api_client(self, token: str | None = None) -> client.ApiClient:
-        """A client as admin, or as the bearer of token (a fresh Configuration: the
-        kubeconfig loader would swap the admin token back in)."""
+    def configuration(self, token: str | None = None) -> client.Configuration:
+        """As admin, or as the bearer of token (a fresh Configuration: the kubeconfig
+        loader would swap the admin token back in)."""
         configuration = client.Configuration()
         configuration.host = self.server
         configuration.ssl_ca_cert = self.ca_file
         configuration.api_key = {"authorization": f"Bearer {token or self.token}"}
-        return client.ApiClient(configuration)
+        return configuration
+
+    def api_client(self, token: str | None = None) -> client.ApiClient:
+        return client.ApiClient(self.configuration(token))
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run([os.path.join(self.bin_dir, "kubectl"), "--kubeconfig", self.kubeconfig, *args],

@@ -28,15 +28,6 @@ def istio_documents() -> list[tuple[str, dict]]:
     return found
 
 
-@pytest.fixture(scope="module")
-def crds(api_server, tmp_path_factory):
-    out = tmp_path_factory.mktemp("crds") / "crds.yaml"
-    assert meshwright_main(["crds", "--out", str(out)]) == 0
-    api_server.kubectl("apply", "--server-side", "-f", str(out))
-    api_server.kubectl("wait", "--for=condition=Established", "--timeout=30s", "-f", str(out))
-    return out
-
-
 def create(api_server, document: dict, namespace: str | None = None):
     group, version = document["apiVersion"].split("/")
     if namespace:

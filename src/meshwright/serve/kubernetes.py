@@ -1,0 +1,261 @@
+"""The Kubernetes registry: watches one cluster's Services, pods, EndpointSlices and the Istio
+resources of meshwright's CRDs, and publishes what they mean to the mesh
+(registry/kubernetes.py translates) whenever they change.
+
+Each kind has a watcher thread of its own, as client-go's reflectors: list, then watch from
+the list's resourceVersion with bookmarks (which move the resourceVersion on without an
+object); a watch the API server ends is started again from the last resourceVersion seen; one
+it answers with 410 Gone (the resourceVersion is older than it keeps) lists again and replaces
+what was known of that kind. An API server away: the watcher retries with backoff, the mesh
+keeps the last view published, and the relist on return publishes what changed meanwhile.
+An Istio kind whose CRD is not installed is listed again every few seconds.
+
+Changes are gathered for a short while (istiod's debounce: 100 ms quiet, 1 s at most) and
+published as the whole view when it differs from the last one published.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from kubernetes import client, config
+from kubernetes.watch.watch import iter_resp_lines
+
+from meshwright.registry.kubernetes import ClusterView, mesh_resources
+from meshwright.validate.crds import ISTIO_CRDS
+
+LOG = logging.getLogger("meshwright.serve")
+WATCH_SECONDS = 300  # how long the API server keeps one watch open before we start the next
+QUIET_SECONDS, MAX_WAIT_SECONDS = 0.1, 1.0
+BACKOFF_SECONDS = (0.2, 0.5, 1, 2, 5)
+MISSING_CRD_RETRY_SECONDS = 5
+
+
+class Gone(Exception):
+    """410: the resourceVersion watched from is older than the API server keeps."""
+
+
+@dataclass(frozen=True)
+class WatchedKind:
+    """One kind of object: how to list (and watch) it, and where it is kept in the view."""
+
+    name: str
+    list_call: Callable  # list_call(**kwargs) -> an urllib3 response (_preload_content=False)
+    store: Callable[[ClusterView], dict]
+    key: Callable[[dict], tuple]
+
+
+def _namespaced_key(obj: dict) -> tuple:
+    return (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+
+
+def watched_kinds(api: client.ApiClient) -> list[WatchedKind]:
+    core, discovery, custom = client.CoreV1Api(api), client.DiscoveryV1Api(api), client.CustomObjectsApi(api)
+    kinds = [
+        WatchedKind("Service", core.list_service_for_all_namespaces, lambda v: v.services, _namespaced_key),
+        WatchedKind("Pod", core.list_pod_for_all_namespaces, lambda v: v.pods, _namespaced_key),
+        WatchedKind("EndpointSlice", discovery.list_endpoint_slice_for_all_namespaces, lambda v: v.endpoint_slices, _namespaced_key),
+    ]
+    for kind, (group, versions, plural, _) in sorted(ISTIO_CRDS.items()):
+        call = (lambda group, version, plural: lambda **kwargs: custom.list_cluster_custom_object(group, version, plural, **kwargs))(group, versions[0], plural)
+        kinds.append(WatchedKind(kind, call, lambda v: v.istio, lambda obj, kind=kind: (kind, *_namespaced_key(obj))))
+    return kinds
+
+
+def cluster_configuration(path: str | None) -> client.Configuration:
+    """How to reach the cluster: the kubeconfig at path, else in-cluster (run as a pod)."""
+    configuration = client.Configuration()
+    if path:
+        config.load_kube_config(config_file=path, client_configuration=configuration)
+    else:
+        config.load_incluster_config(client_configuration=configuration)
+    return configuration
+
+
+class KubernetesRegistry:
+    """A registry (serve/registries.py) of one cluster."""
+
+    def __init__(self, name: str, configuration: client.Configuration):
+        self.name = name
+        configuration = copy.copy(configuration)
+        # A connection per watch (each holds one open), and a few for lists.
+        configuration.connection_pool_maxsize = len(ISTIO_CRDS) + 8
+        api = client.ApiClient(configuration)
+        self.view = ClusterView()
+        self.relists: dict[str, int] = {}  # per kind: lists after the first (410 Gone, errors), for status and tests
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self._responses: dict[str, object] = {}
+        self._threads: list[threading.Thread] = []
+        self._publish = None
+        self._last_published = None
+        self._synced: set[str] = set()
+        self._kinds = watched_kinds(api)
+
+    def start(self, publish) -> None:
+        self._publish = publish
+        for kind in self._kinds:
+            thread = threading.Thread(target=self._run_kind, args=(kind,), name=f"k8s-{kind.name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        publisher = threading.Thread(target=self._run_publisher, name="k8s-publish", daemon=True)
+        publisher.start()
+        self._threads.append(publisher)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._changed.set()
+        for response in list(self._responses.values()):
+            _close(response)
+        for thread in self._threads:
+            thread.join(timeout=2)
+
+    def synced(self) -> bool:
+        """Whether every kind has been listed once (and so the first publish can be whole)."""
+        return len(self._synced) == len(self._kinds)
+
+    # Watching.
+
+    def _run_kind(self, kind: WatchedKind) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                version = self._list(kind)
+                failures = 0
+                while not self._stop.is_set():
+                    version = self._watch(kind, version)
+            except Gone:
+                LOG.info("%s: %s watch expired (410 Gone): listing again", self.name, kind.name)
+            except client.ApiException as error:
+                if error.status == 404 and kind.name in ISTIO_CRDS:
+                    self._forget(kind)  # its CRD is not installed: nothing of it; look again later
+                    self._stop.wait(MISSING_CRD_RETRY_SECONDS)
+                    continue
+                failures += 1
+                LOG.warning("%s: %s: %s %s; retrying", self.name, kind.name, error.status, error.reason)
+            except Exception as error:  # the API server away, a connection cut: retry, keep the last view
+                if self._stop.is_set():
+                    return
+                failures += 1
+                LOG.warning("%s: %s: %s; retrying", self.name, kind.name, error)
+            self.relists[kind.name] = self.relists.get(kind.name, 0) + 1
+            self._stop.wait(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)] if failures else 0)
+
+    def _list(self, kind: WatchedKind) -> str:
+        response = kind.list_call(_preload_content=False)
+        listed = json.loads(response.data)
+        objects = {kind.key(obj): obj for obj in listed.get("items") or []}
+        with self._lock:
+            store = kind.store(self.view)
+            for key in [key for key in store if self._owns(kind, key)]:
+                del store[key]
+            store.update(objects)
+        self._mark_synced(kind)
+        self._changed.set()
+        return listed["metadata"]["resourceVersion"]
+
+    @staticmethod
+    def _owns(kind: WatchedKind, key: tuple) -> bool:
+        """Whether a key of a shared store (the Istio kinds share view.istio) is of kind."""
+        return kind.name not in ISTIO_CRDS or key[0] == kind.name
+
+    def _forget(self, kind: WatchedKind) -> None:
+        with self._lock:
+            store = kind.store(self.view)
+            for key in [key for key in store if self._owns(kind, key)]:
+                del store[key]
+            self._synced.add(kind.name)
+        self._changed.set()
+
+    def _mark_synced(self, kind: WatchedKind) -> None:
+        with self._lock:
+            self._synced.add(kind.name)
+
+    def _watch(self, kind: WatchedKind, version: str) -> str:
+        """One watch from version; the resourceVersion to go on from when it ends."""
+        response = kind.list_call(watch=True, resource_version=version, allow_watch_bookmarks=True,
+                                  timeout_seconds=WATCH_SECONDS, _preload_content=False, _request_timeout=(10, WATCH_SECONDS + 30))
+        self._responses[kind.name] = response
+        if self._stop.is_set():  # stop() ran between the list and this watch: it did not see this response
+            _close(response)
+        try:
+            for line in iter_resp_lines(response):
+                if self._stop.is_set():
+                    break
+                if line:
+                    version = self._apply_event(kind, json.loads(line), version)
+        finally:
+            self._responses.pop(kind.name, None)
+            _close(response)
+        return version
+
+    def _apply_event(self, kind: WatchedKind, event: dict, version: str) -> str:
+        kind_of_event, obj = event.get("type"), event.get("object") or {}
+        if kind_of_event == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone(obj.get("message", ""))
+            raise client.ApiException(status=obj.get("code"), reason=obj.get("message"))
+        version = obj.get("metadata", {}).get("resourceVersion", version)
+        if kind_of_event == "BOOKMARK":
+            return version
+        with self._lock:
+            store = kind.store(self.view)
+            if kind_of_event == "DELETED":
+                store.pop(kind.key(obj), None)
+            else:
+                store[kind.key(obj)] = obj
+        self._changed.set()
+        return version
+
+    # Publishing.
+
+    def _run_publisher(self) -> None:
+        while not self._stop.is_set():
+            self._changed.wait()
+            if self._stop.is_set():
+                return
+            self._debounce()
+            if not self.synced():
+                continue  # a first view with kinds missing would remove their resources for a moment
+            try:
+                self._publish_view()
+            except Exception:  # a bug must not stop publishing: the plane keeps the last good view
+                LOG.exception("%s: publishing the cluster's view failed", self.name)
+
+    def _debounce(self) -> None:
+        first = time.monotonic()
+        self._changed.clear()
+        while not self._stop.is_set() and time.monotonic() - first < MAX_WAIT_SECONDS:
+            if not self._changed.wait(QUIET_SECONDS):
+                return
+            self._changed.clear()
+
+    def _publish_view(self) -> None:
+        with self._lock:
+            resources = mesh_resources(self.name, self.view)
+        identity = [(r.key, r.document, r.source) for r in resources]
+        if identity == self._last_published:
+            return
+        self._publish(resources)
+        self._last_published = identity
+
+
+def _close(response) -> None:
+    """End a response another thread may be blocked reading: shutting its socket down wakes
+    that read (closing the response alone would wait for the next byte)."""
+    connection = getattr(response, "connection", None)
+    sock = getattr(connection, "sock", None)
+    try:
+        if sock is not None:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the TCP socket under TLS: no TLS goodbye to wait for
+        response.close()
+    except Exception:  # closing a connection another thread reads from: whatever it says, it is closed
+        pass
