@@ -19,6 +19,7 @@ import urllib.request
 import yaml
 from cryptography import x509
 
+from meshwright import names
 from meshwright.agent import Agent, AgentError
 from meshwright.check.cel_expressions import check_cel_expressions
 from meshwright.check.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
@@ -37,6 +38,7 @@ from meshwright.pki.csr import key_matches_certificate
 from meshwright.problems import Problems
 from meshwright.serve import server as xds_server
 from meshwright.serve.join_tokens import issue_token
+from meshwright.serve.kubernetes import KubernetesRegistry, cluster_configuration, current_cluster_name, kube_config, read_kubeconfig
 from meshwright.serve.bootstrap import xds_bootstrap_text
 from meshwright.serve.source import load_valid
 from meshwright.validate.crds import custom_resource_definitions
@@ -251,6 +253,21 @@ def _csr_settings(args, tls) -> xds_server.CsrSettings | None:
     return xds_server.CsrSettings(_signing_authority(args), args.csr_listen, join_listen, args.join_tokens, args.cert_lifetime)
 
 
+def _kubernetes_registry(value: str) -> KubernetesRegistry:
+    """--kubeconfig [NAME=]PATH: a registry of that cluster, named kubernetes/NAME (by default
+    the cluster of the kubeconfig's current context)."""
+    name, _, path = value.rpartition("=")
+    try:
+        kubeconfig = read_kubeconfig(path)
+        name = name or current_cluster_name(kubeconfig)
+        configuration = cluster_configuration(kubeconfig)
+    except (OSError, ValueError, kube_config.ConfigException) as error:
+        raise UsageError(f"--kubeconfig {value}: {error}") from None
+    if not names.is_label(name):
+        raise UsageError(f"--kubeconfig {value}: the cluster's name {name!r} is not {names.LABEL_HELP} (give one: NAME=PATH)")
+    return KubernetesRegistry(f"kubernetes/{name}", configuration)
+
+
 def cmd_serve(args) -> int:
     tls = _server_tls(args)
     csr = _csr_settings(args, tls)
@@ -264,8 +281,9 @@ def cmd_serve(args) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    registries = [_kubernetes_registry(value) for value in args.kubeconfig or []]
     try:
-        running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr)
+        running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr, registries=registries)
     except (ValueError, RuntimeError) as error:
         raise UsageError(f"--listen/--status-listen/--csr-listen/--join-listen: {error}") from None
     stop.wait()
@@ -441,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HOST:PORT of the CSR service for renewals, mTLS (default 127.0.0.1:15016)")
     serve.add_argument("--join-listen", type=_host_port, help="HOST:PORT of the CSR service for join tokens, server TLS only (default: --csr-listen's port + 1)")
     serve.add_argument("--join-tokens", help="directory of join tokens that `meshwright join-token` writes (without it, no first join)")
+    serve.add_argument("--kubeconfig", action="append", metavar="[NAME=]PATH",
+                       help="watch a Kubernetes cluster through this kubeconfig (repeatable: one per cluster); NAME names it "
+                            "in problems and status (default: the cluster of the current context)")
     serve.set_defaults(func=cmd_serve)
 
     token = commands.add_parser("join-token", help="issue a one-time token a proxy's agent uses for its first certificate")

@@ -75,28 +75,28 @@ def make_pod(api, name: str, app: str, ip: str, ready: bool = True):
     set_pod_status(api, name, ip, ready)
 
 
-def set_pod_status(api, name: str, ip: str, ready: bool):
+def set_pod_status(api, name: str, ip: str, ready: bool, namespace: str = NAMESPACE):
     """What the kubelet would report (no kubelet runs beside this API server)."""
-    client.CoreV1Api(api).patch_namespaced_pod_status(name, NAMESPACE, {"status": {
+    client.CoreV1Api(api).patch_namespaced_pod_status(name, namespace, {"status": {
         "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
         "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}})
 
 
-def write_slice(api, service: str, endpoints: list[tuple[str, str, dict]]):
+def write_slice(api, service: str, endpoints: list[tuple[str, str, dict]], namespace: str = NAMESPACE):
     """The EndpointSlice the endpoint-slice controller would write for service."""
     body = {"metadata": {"name": f"{service}-abcde", "labels": {"kubernetes.io/service-name": service}},
             "addressType": "IPv4", "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
-            "endpoints": [{"addresses": [ip], "conditions": conditions, "targetRef": {"kind": "Pod", "namespace": NAMESPACE, "name": pod}}
+            "endpoints": [{"addresses": [ip], "conditions": conditions, "targetRef": {"kind": "Pod", "namespace": namespace, "name": pod}}
                           for pod, ip, conditions in endpoints]}
     discovery = client.DiscoveryV1Api(api)
     try:
-        current = discovery.read_namespaced_endpoint_slice(body["metadata"]["name"], NAMESPACE)
+        current = discovery.read_namespaced_endpoint_slice(body["metadata"]["name"], namespace)
         body["metadata"]["resourceVersion"] = current.metadata.resource_version
-        discovery.replace_namespaced_endpoint_slice(body["metadata"]["name"], NAMESPACE, body)
+        discovery.replace_namespaced_endpoint_slice(body["metadata"]["name"], namespace, body)
     except client.ApiException as error:
         if error.status != 404:
             raise
-        discovery.create_namespaced_endpoint_slice(NAMESPACE, body)
+        discovery.create_namespaced_endpoint_slice(namespace, body)
 
 
 def not_ready(entry) -> bool:

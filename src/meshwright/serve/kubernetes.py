@@ -25,7 +25,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import yaml
 from kubernetes import client, config
+from kubernetes.config import kube_config
 from kubernetes.watch.watch import iter_resp_lines
 
 from meshwright.registry.kubernetes import ClusterView, mesh_resources
@@ -69,11 +71,31 @@ def watched_kinds(api: client.ApiClient) -> list[WatchedKind]:
     return kinds
 
 
-def cluster_configuration(path: str | None) -> client.Configuration:
-    """How to reach the cluster: the kubeconfig at path, else in-cluster (run as a pod)."""
+def read_kubeconfig(path: str) -> dict:
+    """A kubeconfig file's content; ValueError when it is not one (OSError when unreadable)."""
+    with open(path) as stream:
+        try:
+            content = yaml.safe_load(stream)
+        except yaml.YAMLError as error:
+            raise ValueError(f"not YAML: {error}") from None
+    if not isinstance(content, dict) or not isinstance(content.get("contexts"), list) or not content.get("current-context"):
+        raise ValueError("not a kubeconfig: a mapping with clusters, users, contexts and a current-context")
+    return content
+
+
+def current_cluster_name(kubeconfig: dict) -> str:
+    """The cluster of the kubeconfig's current context."""
+    for context in kubeconfig["contexts"]:
+        if isinstance(context, dict) and context.get("name") == kubeconfig["current-context"]:
+            return str((context.get("context") or {}).get("cluster", ""))
+    raise ValueError(f"its current-context {kubeconfig['current-context']!r} is not among its contexts")
+
+
+def cluster_configuration(kubeconfig: dict | None) -> client.Configuration:
+    """How to reach the cluster: through a kubeconfig's current context, else in-cluster (run as a pod)."""
     configuration = client.Configuration()
-    if path:
-        config.load_kube_config(config_file=path, client_configuration=configuration)
+    if kubeconfig is not None:
+        config.load_kube_config_from_dict(kubeconfig, client_configuration=configuration)
     else:
         config.load_incluster_config(client_configuration=configuration)
     return configuration
