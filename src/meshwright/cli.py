@@ -36,6 +36,7 @@ from meshwright.model.load import load_paths
 from meshwright.pki.ca import certificate_pem, load_authority
 from meshwright.pki.csr import key_matches_certificate
 from meshwright.problems import Problems
+from meshwright.serve import admission
 from meshwright.serve import server as xds_server
 from meshwright.serve.join_tokens import issue_token
 from meshwright.serve.kubernetes import KubernetesRegistry, cluster_configuration, current_cluster_name, kube_config, read_kubeconfig
@@ -282,13 +283,30 @@ def cmd_serve(args) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     registries = [_kubernetes_registry(value) for value in args.kubeconfig or []]
+    webhook = _admission_webhook(args, registries)
     try:
         running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr, registries=registries)
     except (ValueError, RuntimeError) as error:
         raise UsageError(f"--listen/--status-listen/--csr-listen/--join-listen: {error}") from None
     stop.wait()
+    if webhook is not None:
+        webhook.shutdown()
+        webhook.server_close()
     running.stop()
     return EXIT_OK
+
+
+def _admission_webhook(args, registries):
+    """--webhook-listen: the validating admission webhook, on its certificate."""
+    if args.webhook_listen is None:
+        return None
+    if not (args.webhook_cert and args.webhook_key):
+        raise UsageError("--webhook-listen needs --webhook-cert and --webhook-key (the API server calls webhooks over HTTPS only)")
+    source = registries[0].name if registries else "kubernetes"
+    try:
+        return admission.webhook_server(*args.webhook_listen, args.webhook_cert, args.webhook_key, source)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--webhook-listen/--webhook-cert/--webhook-key: {error}") from None
 
 
 def _status_table(status: dict) -> list[str]:
@@ -462,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--kubeconfig", action="append", metavar="[NAME=]PATH",
                        help="watch a Kubernetes cluster through this kubeconfig (repeatable: one per cluster); NAME names it "
                             "in problems and status (default: the cluster of the current context)")
+    serve.add_argument("--webhook-listen", type=_host_port, help="HOST:PORT of the validating admission webhook (HTTPS, POST /validate)")
+    serve.add_argument("--webhook-cert", help="the webhook's certificate chain (PEM); the webhook configuration's caBundle is its CA")
+    serve.add_argument("--webhook-key", help="its private key (PEM)")
     serve.set_defaults(func=cmd_serve)
 
     token = commands.add_parser("join-token", help="issue a one-time token a proxy's agent uses for its first certificate")

@@ -1,0 +1,109 @@
+"""The validating admission webhook (istiod's "validation.istio.io"): the API server sends each
+Istio resource created or updated in the cluster (an AdmissionReview, admission.k8s.io/v1) and
+the control plane answers whether meshwright accepts it, refusing with the messages
+`meshwright validate` prints for the same resource (without the FILE:LINE it has no file for).
+
+Checked: the resource's shape and its own semantics (checks 1 and 3 of validation: fields,
+types, values, weights, annotations), as Istio's webhook does. References to other resources
+(hosts, gateways, subsets) are not checked at apply time, since `kubectl apply -f folder`
+applies them in any order; the control plane checks them when it reads the cluster and
+rejects a mesh they break (logged, in `meshwright status`).
+
+HTTPS only (the API server calls nothing else), on the certificate the installer made for it
+(the caBundle of the webhook configuration is its CA).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import ssl
+import threading
+
+from meshwright.problems import Problem, Problems, format_path
+from meshwright.registry.kubernetes import istio_resource
+from meshwright.validate.semantics import check_semantics
+from meshwright.validate.shape_check import check_shape
+
+LOG = logging.getLogger("meshwright.serve")
+VALIDATE_PATH = "/validate"
+MAX_REVIEW_BYTES = 3 * 1024 * 1024  # the API server's own limit for a request body is 3 MiB
+
+
+def problem_text(problem: Problem) -> str:
+    """A problem as `meshwright validate` prints it, without FILE:LINE."""
+    parts = [problem.resource] if problem.resource else []
+    if problem.path:
+        parts.append(format_path(problem.path))
+    parts.append(problem.message)
+    return ": ".join(parts)
+
+
+def resource_problems(source: str, document: dict) -> list[Problem]:
+    """What validation says of one Istio resource on its own (shape and semantics), warnings too."""
+    resource = istio_resource(source, document)
+    problems = Problems()
+    checked = check_shape(resource, problems)
+    if checked is not None:
+        check_semantics(checked, problems)
+    return problems.sorted()
+
+
+def review_response(review: dict, source: str) -> dict:
+    """The AdmissionReview answering review: allowed, or refused with the problems."""
+    request = review.get("request") or {}
+    response = {"uid": request.get("uid", ""), "allowed": True}
+    document = request.get("object")
+    if request.get("operation") in ("CREATE", "UPDATE") and isinstance(document, dict):
+        problems = resource_problems(source, document)
+        errors = [problem_text(p) for p in problems if not p.is_warning]
+        warnings = [problem_text(p).replace("warning: ", "", 1) for p in problems if p.is_warning]
+        if errors:
+            response["allowed"] = False
+            response["status"] = {"code": 422, "reason": "Invalid", "message": "\n".join(errors)}
+        if warnings:
+            response["warnings"] = warnings  # kubectl prints them as "Warning: ..."
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+
+
+def webhook_server(host: str, port: int, certificate_file: str, key_file: str, source: str) -> http.server.ThreadingHTTPServer:
+    """POST /validate over HTTPS, in a thread of its own; source names the cluster in logs."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers.get("content-length") or 0)
+            if self.path.split("?")[0] != VALIDATE_PATH or not 0 < length <= MAX_REVIEW_BYTES:
+                self.send_error(404 if self.path.split("?")[0] != VALIDATE_PATH else 413, f"POST {VALIDATE_PATH} an AdmissionReview")
+                return
+            try:
+                review = json.loads(self.rfile.read(length))
+                answer = review_response(review, source)
+            except (ValueError, AttributeError) as error:
+                self.send_error(400, f"not an AdmissionReview: {error}")
+                return
+            if not answer["response"]["allowed"]:
+                LOG.info("admission refused %s: %s", _named(review), answer["response"]["status"]["message"].replace("\n", "; "))
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certificate_file, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, name="admission", daemon=True).start()
+    return server
+
+
+def _named(review: dict) -> str:
+    request = review.get("request") or {}
+    return f"{(request.get('kind') or {}).get('kind', '?')}/{request.get('namespace', '')}/{request.get('name', '')}"

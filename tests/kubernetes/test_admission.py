@@ -1,0 +1,159 @@
+"""The validating admission webhook on a real API server: `kubectl apply` of an invalid
+VirtualService is refused with the messages `meshwright validate` prints for the same file;
+a valid one is created. The API server calls the webhook (served by `meshwright serve
+--webhook-listen`) on this host over HTTPS."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from meshwright.cli import main as meshwright_main
+from tests.harness import free_port
+from tests.kubernetes.webhook_certificates import write_webhook_certificates
+
+NAMESPACE = "admission"
+BAD = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: admission
+spec:
+  hosts: [reviews.admission.svc.cluster.local]
+  http:
+  - match:
+    - uri: {regex: "/api/([a-z+"}
+    route:
+    - destination: {host: reviews.admission.svc.cluster.local}
+      weight: 60
+    - destination: {host: reviews.admission.svc.cluster.local}
+      weight: 30
+    timeout: 3 seconds
+    retry: {attempts: 3}
+"""
+# What the VirtualService routes to, for `meshwright validate` (the webhook checks no references).
+SERVICE = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: admission}
+spec:
+  hosts: [reviews.admission.svc.cluster.local]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  workloadSelector: {labels: {app: reviews}}
+---
+"""
+GOOD = BAD.replace("([a-z+", "[a-z]+").replace("3 seconds", "3s").replace("retry:", "retries:")
+TIMEOUT = 20
+
+
+def webhook_configuration(port: int, ca: bytes) -> str:
+    return f"""\
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: meshwright-test}}
+webhooks:
+- name: validation.meshwright.io
+  clientConfig:
+    url: https://127.0.0.1:{port}/validate
+    caBundle: {base64.b64encode(ca).decode()}
+  rules:
+  - apiGroups: [networking.istio.io, security.istio.io, telemetry.istio.io]
+    apiVersions: ["*"]
+    operations: [CREATE, UPDATE]
+    resources: ["*"]
+  namespaceSelector:
+    matchLabels: {{kubernetes.io/metadata.name: {NAMESPACE}}}
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Fail
+  timeoutSeconds: 10
+"""
+
+
+@pytest.fixture(scope="module")
+def webhook(api_server, crds, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("webhook")
+    cert, key, ca = write_webhook_certificates(folder)
+    (folder / "mesh").mkdir()
+    (folder / "mesh" / "mesh.yaml").write_text(SERVICE)
+    port = free_port()
+    log = open(folder / "serve.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "meshwright.cli", "serve", "--mesh", str(folder / "mesh"), "--plaintext-loopback",
+                               "--listen", f"127.0.0.1:{free_port()}", "--status-listen", f"127.0.0.1:{free_port()}",
+                               "--webhook-listen", f"127.0.0.1:{port}", "--webhook-cert", cert, "--webhook-key", key],
+                              stdout=log, stderr=subprocess.STDOUT)
+    wait_for_port(port, server, folder / "serve.log")
+    api_server.kubectl("create", "namespace", NAMESPACE)
+    api_server.kubectl("apply", "-f", "-", input=webhook_configuration(port, ca))
+    try:
+        yield api_server
+    finally:
+        api_server.kubectl("delete", "validatingwebhookconfiguration", "meshwright-test", check=False)
+        server.terminate()
+        server.wait(timeout=15)
+        log.close()
+
+
+def wait_for_port(port: int, server: subprocess.Popen, log_path) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"meshwright serve's webhook does not listen on {port}:\n{log_path.read_text()}", pytrace=False)
+            time.sleep(0.1)
+
+
+def validate_messages(path) -> list[str]:
+    """`meshwright validate FILE`'s problems without their FILE:LINE."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert meshwright_main(["validate", str(path)]) == 1
+    return [line.split(": ", 1)[1] for line in err.getvalue().splitlines() if line.startswith(str(path))]
+
+
+def apply_refused(api_server, text: str) -> subprocess.CompletedProcess:
+    """kubectl apply, again until the API server calls the new webhook (it learns of a new
+    configuration within a second or so)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        applied = api_server.kubectl("apply", "-f", "-", input=text, check=False)
+        if applied.returncode != 0 or time.monotonic() > deadline:
+            return applied
+        api_server.kubectl("delete", "-f", "-", input=text, check=False)
+        time.sleep(0.3)
+
+
+def test_an_invalid_virtual_service_is_refused_at_apply_with_meshwrights_messages(webhook, tmp_path):
+    (tmp_path / "bad.yaml").write_text(SERVICE + BAD)
+    expected = validate_messages(tmp_path / "bad.yaml")
+    errors = [message for message in expected if ": warning: " not in message]
+    assert len(errors) == 3  # the regex, the timeout, the misspelt retries
+
+    refused = apply_refused(webhook, BAD)
+
+    assert refused.returncode == 1
+    assert 'admission webhook "validation.meshwright.io" denied the request' in refused.stderr
+    for message in errors:
+        assert message in refused.stderr
+    assert webhook.kubectl("get", "virtualservices", "-n", NAMESPACE, "-o", "name").stdout == ""
+
+
+def test_a_valid_virtual_service_is_created(webhook):
+    apply_refused(webhook, BAD)  # the webhook answers by now
+    created = webhook.kubectl("apply", "-f", "-", input=GOOD)
+    assert "virtualservice.networking.istio.io/reviews created" in created.stdout
+    # What `meshwright validate` warns of, kubectl shows as the API server's warnings.
+    assert "Warning: VirtualService/admission/reviews: spec.http[0].route: weights sum to 90 (60 + 30), not 100" in created.stderr
