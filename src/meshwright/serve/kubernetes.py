@@ -106,6 +106,7 @@ class KubernetesRegistry:
 
     def __init__(self, name: str, configuration: client.Configuration):
         self.name = name
+        self.configuration = configuration
         configuration = copy.copy(configuration)
         # A connection per watch (each holds one open), and a few for lists.
         configuration.connection_pool_maxsize = len(ISTIO_CRDS) + 8
@@ -139,6 +140,10 @@ class KubernetesRegistry:
             _close(response)
         for thread in self._threads:
             thread.join(timeout=2)
+
+    def token_reviewer(self) -> "TokenReviewer":
+        """Reviews the service-account tokens of this cluster's pods (the CSR service)."""
+        return TokenReviewer(self.configuration)
 
     def synced(self) -> bool:
         """Whether every kind has been listed once (and so the first publish can be whole)."""
@@ -281,3 +286,51 @@ def _close(response) -> None:
         response.close()
     except Exception:  # closing a connection another thread reads from: whatever it says, it is closed
         pass
+
+
+# The audience of the projected service-account tokens pods send with their CSR (the injected
+# pod's token volume asks for it): a token made for anything else is refused.
+TOKEN_AUDIENCE = "meshwright"
+_SERVICE_ACCOUNT_USER = "system:serviceaccount:"
+_POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
+
+
+class ServiceAccountTokenRefused(Exception):
+    """A service-account token the API server does not vouch for, or for another workload."""
+
+
+@dataclass(frozen=True)
+class ReviewedToken:
+    namespace: str
+    service_account: str
+    pod: str | None  # the pod a bound token was made for
+
+
+def review_token(api: client.ApiClient, token: str, audience: str = TOKEN_AUDIENCE) -> ReviewedToken:
+    """Who a service-account token proves, as the API server says (a TokenReview); TokenRefused
+    when it proves nothing, no service account, or was made for another audience."""
+    review = client.AuthenticationV1Api(api).create_token_review(
+        client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=[audience])))
+    status = review.status
+    if not status.authenticated:
+        raise ServiceAccountTokenRefused(f"the API server does not accept the token for the audience {audience!r}: {status.error or 'not authenticated'}")
+    username = status.user.username or ""
+    if not username.startswith(_SERVICE_ACCOUNT_USER) or username.count(":") != 3:
+        raise ServiceAccountTokenRefused(f"the token is {username!r}'s, not a service account's")
+    namespace, service_account = username[len(_SERVICE_ACCOUNT_USER):].split(":")
+    pods = (status.user.extra or {}).get(_POD_NAME_EXTRA) or []
+    return ReviewedToken(namespace, service_account, pods[0] if pods else None)
+
+
+class TokenReviewer:
+    """Reviews tokens with one cluster's API server (the registry's credentials, which need
+    `create` on tokenreviews.authentication.k8s.io)."""
+
+    def __init__(self, configuration: client.Configuration, audience: str = TOKEN_AUDIENCE):
+        self.api, self.audience = client.ApiClient(configuration), audience
+
+    def review(self, token: str) -> ReviewedToken:
+        try:
+            return review_token(self.api, token, self.audience)
+        except client.ApiException as error:
+            raise ServiceAccountTokenRefused(f"the API server could not review the token: {error.status} {error.reason}") from None
