@@ -417,7 +417,7 @@ def cmd_agent(args) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     agent = Agent(args.server, args.join_server or _next_port(args.server), args.proxy, args.certs_dir, roots,
-                  args.join_token_file, args.validity)
+                  args.join_token_file, args.validity, args.service_account_token_file, args.trust_domain)
     try:
         agent.run(stop)
     except AgentError as error:
@@ -501,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--join-token-file", help="the token file from `meshwright join-token`, used when there is no valid certificate")
     agent.add_argument("--ca", help="the mesh's roots (PEM; default: root-cert.pem in --certs-dir)")
     agent.add_argument("--validity", type=_duration, help="lifetime to ask for (default: the control plane's --cert-lifetime)")
+    agent.add_argument("--service-account-token-file", help="in a pod: its projected service-account token (audience meshwright), "
+                       "used instead of a join token when there is no valid certificate")
+    agent.add_argument("--trust-domain", default="cluster.local", help="the mesh's trust domain, for the SPIFFE ID the token's account asks for (default cluster.local)")
     agent.set_defaults(func=cmd_agent)
 
     status = commands.add_parser("status", help="every proxy of a running `meshwright serve`: SYNCED, STALE or NACK per type")

@@ -11,13 +11,17 @@ import pytest
 from cryptography import x509
 from kubernetes import client
 
+from meshwright.agent import Agent
 from meshwright.pki import ca, csr
-from meshwright.serve.certificates import CertificateService, CsrServiceRefusal, SignRequest
+from meshwright.pki.ca import certificate_pem
+from meshwright.pki.spiffe import control_plane_spiffe_id
+from meshwright.serve.certificates import CertificateService, CsrServiceRefusal, ServingCertificate, SignRequest, csr_server
 from meshwright.serve.kubernetes import KubernetesRegistry
 from meshwright.serve.plane import ControlPlane
 from meshwright.serve.registries import publisher
 from meshwright.serve.server import pod_token_identity, proxy_identity
 from meshwright.serve.source import load_valid
+from tests.harness import free_port
 
 NAMESPACE = "identity"
 VM = """\
@@ -52,10 +56,15 @@ def cluster(api_server, crds, tmp_path_factory):
     while not {"reviews-a.identity", "other-a.identity"} <= set(plane.estate.proxies):
         assert time.monotonic() < deadline, "the pods never became proxies"
         time.sleep(0.05)
-    issuer = ca.make_intermediate(ca.make_root("cluster.local"), "cluster-test")
+    root = ca.make_root("cluster.local")
+    issuer = ca.make_intermediate(root, "cluster-test")
     service = CertificateService(issuer, lambda proxy: proxy_identity(plane, proxy), None,
                                  token_identity=pod_token_identity(plane, {registry.name: registry.token_reviewer()}))
-    yield api_server, service, pods
+    roots = certificate_pem(root.certificate)
+    serving = ServingCertificate(issuer, control_plane_spiffe_id("cluster.local"), roots)
+    server, csr_port, join_port = csr_server(service, serving, ("127.0.0.1", free_port()), ("127.0.0.1", free_port()))
+    yield api_server, service, pods, (csr_port, join_port), roots
+    server.stop(grace=1).wait(5)
     registry.stop()
 
 
@@ -84,14 +93,14 @@ REVIEWS = "spiffe://cluster.local/ns/identity/sa/reviews"
 
 
 def test_a_pods_token_gets_its_service_accounts_spiffe_id(cluster):
-    api_server, service, pods = cluster
+    api_server, service, pods, *_ = cluster
     leaf = sign(service, "reviews-a.identity", REVIEWS, token(api_server, "reviews", "reviews-a", pods["reviews-a"]))
     uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.UniformResourceIdentifier)
     assert uris == [REVIEWS]
 
 
 def test_another_service_accounts_token_is_refused(cluster):
-    api_server, service, pods = cluster
+    api_server, service, pods, *_ = cluster
     unbound = refusal(service, "reviews-a.identity", REVIEWS, token(api_server, "other"))
     assert unbound == ("proxy reviews-a.identity, whose identity is spiffe://cluster.local/ns/identity/sa/reviews: "
                        "the service-account token proves spiffe://cluster.local/ns/identity/sa/other")
@@ -100,7 +109,7 @@ def test_another_service_accounts_token_is_refused(cluster):
 
 
 def test_a_token_for_another_audience_or_a_forged_one_is_refused(cluster):
-    api_server, service, pods = cluster
+    api_server, service, pods, *_ = cluster
     other_audience = refusal(service, "reviews-a.identity", REVIEWS, token(api_server, "reviews", "reviews-a", pods["reviews-a"], audience="vault"))
     assert other_audience.startswith("proxy reviews-a.identity: the API server does not accept the token for the audience 'meshwright'")
     forged = refusal(service, "reviews-a.identity", REVIEWS, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyZXZpZXdzIn0.c2lnbmF0dXJl")
@@ -108,6 +117,21 @@ def test_a_token_for_another_audience_or_a_forged_one_is_refused(cluster):
 
 
 def test_a_vm_proxy_cannot_join_with_a_service_account_token(cluster):
-    api_server, service, _ = cluster
+    api_server, service, *_ = cluster
     refused = refusal(service, "vm.identity", REVIEWS, token(api_server, "reviews"))
     assert refused == "proxy vm.identity: it is not a pod of a cluster this control plane watches: no service-account token proves it"
+
+
+def test_the_agent_in_a_pod_gets_its_first_certificate_with_its_projected_token(cluster, tmp_path):
+    """`meshwright agent --service-account-token-file` over the CSR service's join port (gRPC, server TLS)."""
+    api_server, service, pods, (csr_port, join_port), roots = cluster
+    token_file = tmp_path / "token"
+    token_file.write_text(token(api_server, "reviews", "reviews-a", pods["reviews-a"]))
+    agent = Agent(("127.0.0.1", csr_port), ("127.0.0.1", join_port), "reviews-a.identity", str(tmp_path / "certs"), roots,
+                  service_account_token_file=str(token_file))
+
+    held = agent.request_certificate(None)
+
+    leaf = x509.load_pem_x509_certificate(held.chain)
+    assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.UniformResourceIdentifier) == [REVIEWS]
+    assert (tmp_path / "certs" / "key.pem").exists()
