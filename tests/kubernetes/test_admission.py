@@ -97,7 +97,8 @@ def webhook(api_server, crds, tmp_path_factory):
     api_server.kubectl("apply", "-f", "-", input=webhook_configuration(port, ca))
     try:
         yield api_server
-    finally:
+    finally:  # other tests read the whole cluster into a mesh, where the VirtualService's host is unknown
+        api_server.kubectl("delete", "virtualservices", "--all", "-n", NAMESPACE, check=False)
         api_server.kubectl("delete", "validatingwebhookconfiguration", "meshwright-test", check=False)
         server.terminate()
         server.wait(timeout=15)

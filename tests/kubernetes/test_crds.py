@@ -37,6 +37,13 @@ def create(api_server, document: dict, namespace: str | None = None):
     return create_retrying(lambda: objects.create_namespaced_custom_object(group, version, namespace, ISTIO_CRDS[document["kind"]][2], document))
 
 
+def delete(api_server, obj: dict) -> None:
+    """Other tests read the whole cluster into a mesh: what a test leaves must not break it."""
+    group, version = obj["apiVersion"].split("/")
+    client.CustomObjectsApi(api_server.api_client()).delete_namespaced_custom_object(
+        group, version, obj["metadata"]["namespace"], ISTIO_CRDS[obj["kind"]][2], obj["metadata"]["name"])
+
+
 def test_crds_are_the_same_bytes_every_time(tmp_path, crds):
     again = tmp_path / "again.yaml"
     assert meshwright_main(["crds", "--out", str(again)]) == 0
@@ -57,8 +64,13 @@ def test_every_istio_document_meshwright_accepts_is_accepted_by_the_api_server(a
     core = client.CoreV1Api(api_server.api_client())
     for namespace in sorted({namespace for namespace, _ in documents}):
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    created = [create(api_server, doc, namespace) for namespace, doc in documents]
-    assert [c["spec"] for c in created] == [doc["spec"] for _, doc in documents]
+    created = []
+    try:
+        created = [create(api_server, doc, namespace) for namespace, doc in documents]
+        assert [c["spec"] for c in created] == [doc["spec"] for _, doc in documents]
+    finally:
+        for obj in created:
+            delete(api_server, obj)
 
 
 BAD_VIRTUAL_SERVICE = """
@@ -106,4 +118,6 @@ def test_fields_meshwright_refuses_reach_its_checks_unpruned(api_server, crds):
     api_server.kubectl("create", "namespace", "crd-kept")
     misspelt = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "m", "namespace": "crd-kept"},
                 "spec": {"hosts": ["a.crd-kept.svc.cluster.local"], "http": [{"route": [{"destination": {"host": "a"}}], "tiemout": "2s"}]}}
-    assert create(api_server, misspelt)["spec"]["http"][0]["tiemout"] == "2s"
+    kept = create(api_server, misspelt)
+    delete(api_server, kept)
+    assert kept["spec"]["http"][0]["tiemout"] == "2s"

@@ -54,7 +54,7 @@ def cluster(api_server, crds, tmp_path_factory):
     registry.start(publisher(plane, registry.name))
     deadline = time.monotonic() + 15
     while not {"reviews-a.identity", "other-a.identity"} <= set(plane.estate.proxies):
-        assert time.monotonic() < deadline, "the pods never became proxies"
+        assert time.monotonic() < deadline, f"the pods never became proxies; last rejection: {plane.rejection}"
         time.sleep(0.05)
     root = ca.make_root("cluster.local")
     issuer = ca.make_intermediate(root, "cluster-test")
