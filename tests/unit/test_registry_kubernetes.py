@@ -167,3 +167,18 @@ def test_a_kubernetes_service_selects_pods_and_vm_workload_entries_through_the_c
                        for group in assignment["endpoints"] for lb in group["lb_endpoints"])
     assert endpoints == [("10.244.0.5", 8000), ("192.168.7.10", 9080)]
     assert {"reviews-a.shop", "reviews-b.shop", "reviews-vm.shop"} <= set(plane.estate.proxies)
+
+
+def test_a_cache_translates_each_object_once_per_version_and_forgets_the_gone():
+    pods = [pod(f"reviews-{i}", f"10.244.0.{i + 2}") for i in range(3)]
+    cache: dict = {}
+    first = mesh_resources(REGISTRY, view(pods=pods), cache)
+
+    pods[1]["metadata"]["resourceVersion"] = "501"
+    pods[1]["status"]["podIP"] = "10.244.0.99"
+    again = mesh_resources(REGISTRY, view(pods=pods[:2]), cache)
+
+    assert again[1] is first[1] and again[2] is not first[2]  # reviews-0 kept, reviews-1 made anew
+    assert again[2].spec["address"] == "10.244.0.99"
+    assert [(r.ref, r.spec) for r in again] == [(r.ref, r.spec) for r in mesh_resources(REGISTRY, view(pods=pods[:2]))]
+    assert len(cache) == 3  # the Service and the two pods: reviews-2's entry is gone

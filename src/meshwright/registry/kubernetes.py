@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from meshwright.model.resource import Resource
+from meshwright.model.selection import SelectorIndex
 from meshwright.registry.inventory import ENDPOINT_ANNOTATION, NOT_READY
 from meshwright.registry.published import origin, registry_resource
 
@@ -78,11 +79,6 @@ def service_entry(registry: str, service: dict) -> Resource:
                 "spec": {"hosts": [f"{metadata['name']}.{metadata['namespace']}.{CLUSTER_DOMAIN}"], "ports": ports,
                          "location": "MESH_INTERNAL", "resolution": "STATIC", "workloadSelector": {"labels": dict(spec["selector"])}}}
     return registry_resource(registry, document, origin(registry, "Service", metadata["namespace"], metadata["name"]))
-
-
-def _selects(service: dict, pod: dict) -> bool:
-    labels = pod["metadata"].get("labels") or {}
-    return all(labels.get(key) == value for key, value in service["spec"]["selector"].items())
 
 
 def named_target_ports(pod: dict, services: list[dict]) -> dict[str, int]:
@@ -151,19 +147,38 @@ def istio_resource(registry: str, document: dict) -> Resource:
     return registry_resource(registry, clean, origin(registry, str(document.get("kind")), str(kept.get("namespace", "")), str(kept.get("name", ""))))
 
 
-def mesh_resources(registry: str, view: ClusterView) -> list[Resource]:
-    """Everything the cluster contributes to the mesh, in a stable order."""
+def _cached(cache: dict | None, used: set, key: tuple, obj: dict, make):
+    """make() once per version of obj: a publish translates only what changed since the last
+    (the registry keeps the cache; an object without a resourceVersion is never cached)."""
+    version = obj["metadata"].get("resourceVersion")
+    if cache is None or version is None:
+        return make()
+    key = (*key, version)
+    used.add(key)
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
+def mesh_resources(registry: str, view: ClusterView, cache: dict | None = None) -> list[Resource]:
+    """Everything the cluster contributes to the mesh, in a stable order. cache: resources
+    made by earlier calls, by object and version; left holding only those of this call."""
+    used: set = set()
     services = [view.services[key] for key in sorted(view.services) if _meshed_service(view.services[key])]
-    by_namespace: dict[str, list[dict]] = {}
-    for service in services:
-        by_namespace.setdefault(service["metadata"]["namespace"], []).append(service)
+    selecting = SelectorIndex(services, lambda s: s["metadata"]["namespace"], lambda s: s["spec"]["selector"])
     readiness = endpoint_readiness([view.endpoint_slices[key] for key in sorted(view.endpoint_slices)])
-    resources = [service_entry(registry, service) for service in services]
+    resources = [_cached(cache, used, ("Service", s["metadata"]["namespace"], s["metadata"]["name"]), s, lambda s=s: service_entry(registry, s))
+                 for s in services]
     for key in sorted(view.pods):
         pod = view.pods[key]
         if not (pod.get("status") or {}).get("podIP") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             continue  # no address yet, or finished: no workload
-        selecting = [s for s in by_namespace.get(key[0], []) if _selects(s, pod)]
-        resources.append(workload_entry(registry, pod, pod_is_ready(pod, readiness.get(key)), selecting))
-    resources += [istio_resource(registry, view.istio[key]) for key in sorted(view.istio)]
+        services_of_pod = selecting.selecting(key[0], pod["metadata"].get("labels") or {})
+        ready = pod_is_ready(pod, readiness.get(key))
+        cache_key = ("Pod", *key, ready, tuple(sorted(named_target_ports(pod, services_of_pod).items())))
+        resources.append(_cached(cache, used, cache_key, pod, lambda pod=pod, ready=ready, services=services_of_pod: workload_entry(registry, pod, ready, services)))
+    resources += [_cached(cache, used, key, view.istio[key], lambda key=key: istio_resource(registry, view.istio[key])) for key in sorted(view.istio)]
+    if cache is not None:
+        for stale in cache.keys() - used:
+            del cache[stale]
     return resources

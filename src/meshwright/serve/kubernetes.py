@@ -120,6 +120,7 @@ class KubernetesRegistry:
         self._threads: list[threading.Thread] = []
         self._publish = None
         self._last_published = None
+        self._translated: dict = {}  # mesh_resources' cache: each object translated once per version
         self._synced: set[str] = set()
         self._kinds = watched_kinds(api)
 
@@ -267,7 +268,7 @@ class KubernetesRegistry:
 
     def _publish_view(self) -> None:
         with self._lock:
-            resources = mesh_resources(self.name, self.view)
+            resources = mesh_resources(self.name, self.view, self._translated)
         identity = [(r.key, r.document, r.source) for r in resources]
         if identity == self._last_published:
             return
