@@ -31,6 +31,7 @@ from meshwright.compile.xds_bootstrap import XdsServer
 from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_atomic, write_files
 from meshwright.deliver.identity import proxy_spiffe_id
+from meshwright.deliver.injection import InjectionSettings
 from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
 from meshwright.pki.ca import certificate_pem, load_authority
@@ -303,8 +304,13 @@ def _admission_webhook(args, registries):
     if not (args.webhook_cert and args.webhook_key):
         raise UsageError("--webhook-listen needs --webhook-cert and --webhook-key (the API server calls webhooks over HTTPS only)")
     source = registries[0].name if registries else "kubernetes"
+    injection = None
+    if args.proxy_image:
+        if not (args.injection_xds and args.injection_csr):
+            raise UsageError("--proxy-image needs --injection-xds and --injection-csr (where injected pods reach the control plane)")
+        injection = InjectionSettings(args.proxy_image, args.injection_xds, args.injection_csr)
     try:
-        return admission.webhook_server(*args.webhook_listen, args.webhook_cert, args.webhook_key, source)
+        return admission.webhook_server(*args.webhook_listen, args.webhook_cert, args.webhook_key, source, injection)
     except (OSError, ValueError) as error:
         raise UsageError(f"--webhook-listen/--webhook-cert/--webhook-key: {error}") from None
 
@@ -483,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--webhook-listen", type=_host_port, help="HOST:PORT of the validating admission webhook (HTTPS, POST /validate)")
     serve.add_argument("--webhook-cert", help="the webhook's certificate chain (PEM); the webhook configuration's caBundle is its CA")
     serve.add_argument("--webhook-key", help="its private key (PEM)")
+    serve.add_argument("--proxy-image", help="serve the injection webhook too (POST /inject): the proxy image (Envoy + meshwright agent) it injects")
+    serve.add_argument("--injection-xds", metavar="HOST:PORT", help="the xDS address injected pods reach the control plane at")
+    serve.add_argument("--injection-csr", metavar="HOST:PORT", help="the CSR service's join address injected pods reach")
     serve.set_defaults(func=cmd_serve)
 
     token = commands.add_parser("join-token", help="issue a one-time token a proxy's agent uses for its first certificate")

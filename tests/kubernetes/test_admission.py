@@ -1,13 +1,16 @@
-"""The validating admission webhook on a real API server: `kubectl apply` of an invalid
-VirtualService is refused with the messages `meshwright validate` prints for the same file;
-a valid one is created. The API server calls the webhook (served by `meshwright serve
---webhook-listen`) on this host over HTTPS."""
+"""The admission webhooks on a real API server, served by `meshwright serve --webhook-listen`
+on this host over HTTPS. Validating: `kubectl apply` of an invalid VirtualService is refused
+with the messages `meshwright validate` prints for the same file; a valid one is created.
+Injecting: a pod created in a namespace labelled istio-injection=enabled gets its sidecar; a
+pod that opts out, or one in another namespace, does not; a pod that cannot be injected is
+refused with the reason."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -80,6 +83,21 @@ webhooks:
 """
 
 
+PROXY_IMAGE = "local.test/meshwright-proxy:test"
+INJECTED, PLAIN = "injected", "plain"
+
+
+def injection_configuration(port: int, ca: bytes) -> str:
+    return json.dumps({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "meshwright-injection-test"},
+        "webhooks": [{"name": "injection.meshwright.io",
+                      "clientConfig": {"url": f"https://127.0.0.1:{port}/inject", "caBundle": base64.b64encode(ca).decode()},
+                      "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+                      "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
+                      "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail", "reinvocationPolicy": "Never"}]})
+
+
 @pytest.fixture(scope="module")
 def webhook(api_server, crds, tmp_path_factory):
     folder = tmp_path_factory.mktemp("webhook")
@@ -90,16 +108,22 @@ def webhook(api_server, crds, tmp_path_factory):
     log = open(folder / "serve.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "meshwright.cli", "serve", "--mesh", str(folder / "mesh"), "--plaintext-loopback",
                                "--listen", f"127.0.0.1:{free_port()}", "--status-listen", f"127.0.0.1:{free_port()}",
-                               "--webhook-listen", f"127.0.0.1:{port}", "--webhook-cert", cert, "--webhook-key", key],
+                               "--webhook-listen", f"127.0.0.1:{port}", "--webhook-cert", cert, "--webhook-key", key,
+                               "--proxy-image", PROXY_IMAGE, "--injection-xds", "10.244.0.1:15012", "--injection-csr", "10.244.0.1:15017"],
                               stdout=log, stderr=subprocess.STDOUT)
     wait_for_port(port, server, folder / "serve.log")
     api_server.kubectl("create", "namespace", NAMESPACE)
     api_server.kubectl("apply", "-f", "-", input=webhook_configuration(port, ca))
+    for namespace, labels in ((INJECTED, {"istio-injection": "enabled"}), (PLAIN, {})):
+        api_server.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}}))
+        api_server.kubectl("create", "serviceaccount", "default", "-n", namespace)
+    api_server.kubectl("apply", "-f", "-", input=injection_configuration(port, ca))
     try:
         yield api_server
     finally:  # other tests read the whole cluster into a mesh, where the VirtualService's host is unknown
         api_server.kubectl("delete", "virtualservices", "--all", "-n", NAMESPACE, check=False)
         api_server.kubectl("delete", "validatingwebhookconfiguration", "meshwright-test", check=False)
+        api_server.kubectl("delete", "mutatingwebhookconfiguration", "meshwright-injection-test", check=False)
         server.terminate()
         server.wait(timeout=15)
         log.close()
@@ -158,3 +182,45 @@ def test_a_valid_virtual_service_is_created(webhook):
     assert "virtualservice.networking.istio.io/reviews created" in created.stdout
     # What `meshwright validate` warns of, kubectl shows as the API server's warnings.
     assert "Warning: VirtualService/admission/reviews: spec.http[0].route: weights sum to 90 (60 + 30), not 100" in created.stderr
+
+
+def pod(name: str, **spec) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, **spec.pop("metadata", {})},
+                       "spec": {"containers": [{"name": "app", "image": "local.test/tools:1"}], **spec}})
+
+
+def created_containers(api_server, namespace: str, text: str, injected: bool = True) -> list[str]:
+    """Create the pod, its containers' names; one that must be injected is created again
+    until the API server calls the new webhook (it learns of it within a second or so)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        api_server.kubectl("apply", "-n", namespace, "-f", "-", input=text)
+        made = json.loads(api_server.kubectl("get", "pod", "-n", namespace, "-o", "json", json.loads(text)["metadata"]["name"]).stdout)
+        names = [c["name"] for c in made["spec"].get("initContainers", []) + made["spec"]["containers"]]
+        if not injected or "istio-proxy" in names or time.monotonic() > deadline:
+            return names
+        api_server.kubectl("delete", "pod", "-n", namespace, "--grace-period=0", made["metadata"]["name"])
+        time.sleep(0.3)
+
+
+def test_a_pod_in_an_injection_namespace_gets_its_sidecar(webhook):
+    assert created_containers(webhook, INJECTED, pod("web")) == ["istio-init", "app", "istio-proxy"]
+    made = json.loads(webhook.kubectl("get", "pod", "web", "-n", INJECTED, "-o", "json").stdout)
+    proxy = made["spec"]["containers"][1]
+    assert proxy["image"] == PROXY_IMAGE and proxy["securityContext"]["runAsUser"] == 1337
+    assert made["metadata"]["labels"]["security.istio.io/tlsMode"] == "istio"
+
+
+def test_pods_that_opt_out_or_live_elsewhere_are_not_injected(webhook):
+    created_containers(webhook, INJECTED, pod("warm-up"))  # the webhook answers by now
+    opted_out = pod("batch", metadata={"labels": {"sidecar.istio.io/inject": "false"}})
+    assert created_containers(webhook, INJECTED, opted_out, injected=False) == ["app"]
+    assert created_containers(webhook, PLAIN, pod("elsewhere"), injected=False) == ["app"]
+
+
+def test_a_pod_that_cannot_be_injected_is_refused_with_the_reason(webhook):
+    created_containers(webhook, INJECTED, pod("warm-up-2"))
+    refused = webhook.kubectl("apply", "-n", INJECTED, "-f", "-", input=pod("on-host", hostNetwork=True), check=False)
+    assert refused.returncode == 1
+    assert ('admission webhook "injection.meshwright.io" denied the request: meshwright cannot inject this pod: '
+            "spec.hostNetwork: a pod on the host's network cannot be injected") in refused.stderr

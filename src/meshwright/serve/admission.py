@@ -1,4 +1,5 @@
-"""The validating admission webhook (istiod's "validation.istio.io"): the API server sends each
+"""The admission webhooks. /inject: the mutating webhook that injects sidecars into pods
+(deliver/injection.py). /validate: the validating webhook (istiod's "validation.istio.io"): the API server sends each
 Istio resource created or updated in the cluster (an AdmissionReview, admission.k8s.io/v1) and
 the control plane answers whether meshwright accepts it, refusing with the messages
 `meshwright validate` prints for the same resource (without the FILE:LINE it has no file for).
@@ -15,19 +16,21 @@ HTTPS only (the API server calls nothing else), on the certificate the installer
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import logging
 import ssl
 import threading
 
+from meshwright.deliver.injection import InjectionSettings, NotInjectable, injection_patch, wants_injection
 from meshwright.problems import Problem, Problems, format_path
 from meshwright.registry.kubernetes import istio_resource
 from meshwright.validate.semantics import check_semantics
 from meshwright.validate.shape_check import check_shape
 
 LOG = logging.getLogger("meshwright.serve")
-VALIDATE_PATH = "/validate"
+VALIDATE_PATH, INJECT_PATH = "/validate", "/inject"
 MAX_REVIEW_BYTES = 3 * 1024 * 1024  # the API server's own limit for a request body is 3 MiB
 
 
@@ -67,18 +70,43 @@ def review_response(review: dict, source: str) -> dict:
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
-def webhook_server(host: str, port: int, certificate_file: str, key_file: str, source: str) -> http.server.ThreadingHTTPServer:
-    """POST /validate over HTTPS, in a thread of its own; source names the cluster in logs."""
+def injection_response(review: dict, settings: InjectionSettings) -> dict:
+    """The AdmissionReview answering a pod's creation: the JSON Patch that injects its
+    sidecar, or a refusal saying why it cannot be injected (never a half-injected pod)."""
+    request = review.get("request") or {}
+    response = {"uid": request.get("uid", ""), "allowed": True}
+    pod = request.get("object")
+    if request.get("operation") == "CREATE" and isinstance(pod, dict) and wants_injection(pod, namespace_enabled=True):
+        try:
+            patch = injection_patch(pod, settings)
+        except NotInjectable as refused:
+            response["allowed"] = False
+            response["status"] = {"code": 422, "reason": "Invalid", "message": f"meshwright cannot inject this pod: {refused}"}
+            patch = []
+        if patch:
+            response["patchType"] = "JSONPatch"
+            response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+
+
+def webhook_server(host: str, port: int, certificate_file: str, key_file: str, source: str,
+                   injection: InjectionSettings | None = None) -> http.server.ThreadingHTTPServer:
+    """POST /validate (and, with injection, POST /inject) over HTTPS, in a thread of its own;
+    source names the cluster in logs."""
+    answers = {VALIDATE_PATH: lambda review: review_response(review, source)}
+    if injection is not None:
+        answers[INJECT_PATH] = lambda review: injection_response(review, injection)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
             length = int(self.headers.get("content-length") or 0)
-            if self.path.split("?")[0] != VALIDATE_PATH or not 0 < length <= MAX_REVIEW_BYTES:
-                self.send_error(404 if self.path.split("?")[0] != VALIDATE_PATH else 413, f"POST {VALIDATE_PATH} an AdmissionReview")
+            answer_of = answers.get(self.path.split("?")[0])
+            if answer_of is None or not 0 < length <= MAX_REVIEW_BYTES:
+                self.send_error(404 if answer_of is None else 413, f"POST {' or '.join(answers)} an AdmissionReview")
                 return
             try:
                 review = json.loads(self.rfile.read(length))
-                answer = review_response(review, source)
+                answer = answer_of(review)
             except (ValueError, AttributeError) as error:
                 self.send_error(400, f"not an AdmissionReview: {error}")
                 return
