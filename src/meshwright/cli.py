@@ -40,7 +40,6 @@ from meshwright.problems import Problems
 from meshwright.serve import admission
 from meshwright.serve import server as xds_server
 from meshwright.serve.join_tokens import issue_token
-from meshwright.serve.kubernetes import KubernetesRegistry, cluster_configuration, current_cluster_name, kube_config, read_kubeconfig
 from meshwright.serve.bootstrap import xds_bootstrap_text
 from meshwright.serve.source import load_valid
 from meshwright.validate.crds import custom_resource_definitions
@@ -255,9 +254,13 @@ def _csr_settings(args, tls) -> xds_server.CsrSettings | None:
     return xds_server.CsrSettings(_signing_authority(args), args.csr_listen, join_listen, args.join_tokens, args.cert_lifetime)
 
 
-def _kubernetes_registry(value: str) -> KubernetesRegistry:
+def _kubernetes_registry(value: str):
     """--kubeconfig [NAME=]PATH: a registry of that cluster, named kubernetes/NAME (by default
     the cluster of the kubeconfig's current context)."""
+    # Imported here, not above: the Kubernetes client takes about a second to import, which
+    # every other command (validate, render, agent) would pay.
+    from meshwright.serve.kubernetes import KubernetesRegistry, cluster_configuration, current_cluster_name, kube_config, read_kubeconfig
+
     name, _, path = value.rpartition("=")
     try:
         kubeconfig = read_kubeconfig(path)

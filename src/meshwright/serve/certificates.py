@@ -41,7 +41,6 @@ from meshwright.pki.ca import CLOCK_SKEW, Authority, AuthorityExpired, certifica
 from meshwright.pki.workload import CsrRefused, csr_spiffe_id, sign_csr
 from meshwright.serve.identity import certificate_spiffe_ids, peer_certificate, proxy_id_of_node
 from meshwright.serve.join_tokens import JoinTokens, TokenRefused
-from meshwright.serve.kubernetes import ServiceAccountTokenRefused
 
 LOG = logging.getLogger("meshwright.serve")
 SERVICE = "meshwright.ca.v1.CertificateService"
@@ -51,6 +50,11 @@ CA_SERVER_NAME = "meshwright-control-plane.meshwright-system.svc"
 DEFAULT_CERT_LIFETIME = datetime.timedelta(hours=24)
 SERVING_LIFETIME = datetime.timedelta(hours=24)
 MAX_REQUEST_BYTES = 64 * 1024
+
+
+class ServiceAccountTokenRefused(Exception):
+    """A pod's service-account token its cluster's API server does not vouch for, or one for
+    another workload (serve/kubernetes.py reviews them)."""
 
 
 class CsrServiceRefusal(Exception):

@@ -31,6 +31,7 @@ from kubernetes.config import kube_config
 from kubernetes.watch.watch import iter_resp_lines
 
 from meshwright.registry.kubernetes import ClusterView, mesh_resources
+from meshwright.serve.certificates import ServiceAccountTokenRefused
 from meshwright.validate.crds import ISTIO_CRDS
 
 LOG = logging.getLogger("meshwright.serve")
@@ -294,10 +295,6 @@ def _close(response) -> None:
 TOKEN_AUDIENCE = "meshwright"
 _SERVICE_ACCOUNT_USER = "system:serviceaccount:"
 _POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
-
-
-class ServiceAccountTokenRefused(Exception):
-    """A service-account token the API server does not vouch for, or for another workload."""
 
 
 @dataclass(frozen=True)

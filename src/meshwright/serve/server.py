@@ -24,9 +24,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from meshwright.mesh import Mesh
 from meshwright.pki.ca import Authority
 from meshwright.pki.spiffe import control_plane_spiffe_id, spiffe_id
-from meshwright.serve.certificates import DEFAULT_CERT_LIFETIME, CertificateService, ServingCertificate, csr_server
+from meshwright.serve.certificates import DEFAULT_CERT_LIFETIME, CertificateService, ServiceAccountTokenRefused, ServingCertificate, csr_server
 from meshwright.serve.join_tokens import JoinTokens
-from meshwright.serve.kubernetes import ServiceAccountTokenRefused
 from meshwright.serve.plane import ControlPlane
 from meshwright.serve.registries import Registry, publisher
 from meshwright.serve.source import MeshFolder
