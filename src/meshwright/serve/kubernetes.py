@@ -140,8 +140,9 @@ class KubernetesRegistry:
         self._changed.set()
         for response in list(self._responses.values()):
             _close(response)
+        deadline = time.monotonic() + 2  # the threads are daemons: one blocked in a read does not hold the process
         for thread in self._threads:
-            thread.join(timeout=2)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def token_reviewer(self) -> "TokenReviewer":
         """Reviews the service-account tokens of this cluster's pods (the CSR service)."""
