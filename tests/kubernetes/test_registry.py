@@ -145,6 +145,22 @@ def test_istio_resources_in_the_cluster_are_published(cluster, registry):
     assert rule.source.file == "kubernetes/test:DestinationRule/registry/cart"
 
 
+def test_istio_resources_already_there_are_listed_with_their_kind(cluster):
+    objects = client.CustomObjectsApi(cluster.api_client())
+    create_retrying(lambda: objects.create_namespaced_custom_object("security.istio.io", "v1", NAMESPACE, "peerauthentications", {
+        "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication", "metadata": {"name": "strict"}, "spec": {"mtls": {"mode": "STRICT"}}}))
+    published = Published()
+    registry = KubernetesRegistry("kubernetes/listed", cluster.configuration())
+    registry.start(published)
+    try:
+        seen = published.wait_for(lambda r: "PeerAuthentication/registry/strict" in r, "the PeerAuthentication listed")
+        assert (seen["PeerAuthentication/registry/strict"].api_version, seen["PeerAuthentication/registry/strict"].spec) == (
+            "security.istio.io/v1", {"mtls": {"mode": "STRICT"}})
+    finally:
+        registry.stop()
+        objects.delete_namespaced_custom_object("security.istio.io", "v1", NAMESPACE, "peerauthentications", "strict")
+
+
 def test_an_expired_watch_lists_again_and_forgets_what_was_deleted_meanwhile(cluster, monkeypatch):
     """While the pods' watch is away, one pod is deleted and one created; its return finds
     the resourceVersion expired (410 Gone), and the relist replaces what was known."""

@@ -53,6 +53,13 @@ class WatchedKind:
     list_call: Callable  # list_call(**kwargs) -> an urllib3 response (_preload_content=False)
     store: Callable[[ClusterView], dict]
     key: Callable[[dict], tuple]
+    api_version: str = "v1"
+
+    def completed(self, obj: dict) -> dict:
+        """obj with its apiVersion and kind (a list's items may come without them)."""
+        obj.setdefault("apiVersion", self.api_version)
+        obj.setdefault("kind", self.name)
+        return obj
 
 
 def _namespaced_key(obj: dict) -> tuple:
@@ -64,11 +71,11 @@ def watched_kinds(api: client.ApiClient) -> list[WatchedKind]:
     kinds = [
         WatchedKind("Service", core.list_service_for_all_namespaces, lambda v: v.services, _namespaced_key),
         WatchedKind("Pod", core.list_pod_for_all_namespaces, lambda v: v.pods, _namespaced_key),
-        WatchedKind("EndpointSlice", discovery.list_endpoint_slice_for_all_namespaces, lambda v: v.endpoint_slices, _namespaced_key),
+        WatchedKind("EndpointSlice", discovery.list_endpoint_slice_for_all_namespaces, lambda v: v.endpoint_slices, _namespaced_key, "discovery.k8s.io/v1"),
     ]
     for kind, (group, versions, plural, _) in sorted(ISTIO_CRDS.items()):
         call = (lambda group, version, plural: lambda **kwargs: custom.list_cluster_custom_object(group, version, plural, **kwargs))(group, versions[0], plural)
-        kinds.append(WatchedKind(kind, call, lambda v: v.istio, lambda obj, kind=kind: (kind, *_namespaced_key(obj))))
+        kinds.append(WatchedKind(kind, call, lambda v: v.istio, lambda obj, kind=kind: (kind, *_namespaced_key(obj)), f"{group}/{versions[0]}"))
     return kinds
 
 
@@ -182,7 +189,7 @@ class KubernetesRegistry:
     def _list(self, kind: WatchedKind) -> str:
         response = kind.list_call(_preload_content=False)
         listed = json.loads(response.data)
-        objects = {kind.key(obj): obj for obj in listed.get("items") or []}
+        objects = {kind.key(obj): kind.completed(obj) for obj in listed.get("items") or []}
         with self._lock:
             store = kind.store(self.view)
             for key in [key for key in store if self._owns(kind, key)]:
@@ -241,7 +248,7 @@ class KubernetesRegistry:
             if kind_of_event == "DELETED":
                 store.pop(kind.key(obj), None)
             else:
-                store[kind.key(obj)] = obj
+                store[kind.key(obj)] = kind.completed(obj)
         self._changed.set()
         return version
 
