@@ -31,7 +31,7 @@ from meshwright.compile.xds_bootstrap import XdsServer
 from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_atomic, write_files
 from meshwright.deliver.identity import proxy_spiffe_id
-from meshwright.deliver.injection import InjectionSettings
+from meshwright.deliver.injection import InjectionSettings, NotInjectable, injected_object
 from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
 from meshwright.pki.ca import certificate_pem, load_authority
@@ -356,6 +356,27 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
+def cmd_kube_inject(args) -> int:
+    """Inject sidecars into the pods and pod templates of Kubernetes manifests (istioctl kube-inject)."""
+    try:
+        text = sys.stdin.read() if args.filename == "-" else open(args.filename).read()
+    except OSError as error:
+        raise UsageError(f"-f {args.filename}: cannot read it: {error.strerror or error}") from None
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as error:
+        print(f"{args.filename}: not YAML: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    settings = InjectionSettings(args.proxy_image, args.injection_xds, args.injection_csr, args.trust_domain)
+    try:
+        injected = [injected_object(doc, settings) for doc in documents]
+    except NotInjectable as refused:
+        print(f"{args.filename}: {refused}", file=sys.stderr)
+        return EXIT_INVALID
+    sys.stdout.write(yaml.safe_dump_all(injected, sort_keys=False, width=1000))
+    return EXIT_OK
+
+
 def cmd_crds(args) -> int:
     """The CustomResourceDefinitions of the Istio API groups meshwright reads from a cluster,
     as one YAML stream (the same bytes every time, for `kubectl apply -f` or a role)."""
@@ -534,6 +555,14 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap.add_argument("--format", choices=("yaml", "json"), default="yaml")
     bootstrap.add_argument("--out", required=True, help="the bootstrap file to write")
     bootstrap.set_defaults(func=cmd_xds_bootstrap)
+
+    inject = commands.add_parser("kube-inject", help="inject sidecars into Kubernetes manifests (Pods, Deployments, StatefulSets, DaemonSets, Jobs...), to stdout")
+    inject.add_argument("-f", "--filename", required=True, help="the manifests (YAML, several documents); - reads standard input")
+    inject.add_argument("--proxy-image", required=True, help="the proxy image (Envoy + meshwright agent) to inject")
+    inject.add_argument("--injection-xds", required=True, metavar="HOST:PORT", help="the xDS address injected pods reach the control plane at")
+    inject.add_argument("--injection-csr", required=True, metavar="HOST:PORT", help="the CSR service's join address injected pods reach")
+    inject.add_argument("--trust-domain", default="cluster.local", help="the mesh's trust domain (default cluster.local)")
+    inject.set_defaults(func=cmd_kube_inject)
 
     crds = commands.add_parser("crds", help="write the CustomResourceDefinitions of the Istio API meshwright reads from Kubernetes")
     crds.add_argument("--out", default="-", help="the YAML file to write (default -: standard output)")

@@ -17,10 +17,12 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from meshwright.cli import main as meshwright_main
 from tests.harness import free_port
 from tests.kubernetes.webhook_certificates import write_webhook_certificates
+from tests.unit.test_kube_inject import FLAGS, MANIFESTS
 
 NAMESPACE = "admission"
 BAD = """\
@@ -224,3 +226,15 @@ def test_a_pod_that_cannot_be_injected_is_refused_with_the_reason(webhook):
     assert refused.returncode == 1
     assert ('admission webhook "injection.meshwright.io" denied the request: meshwright cannot inject this pod: '
             "spec.hostNetwork: a pod on the host's network cannot be injected") in refused.stderr
+
+
+def test_kube_injected_workloads_of_every_kind_are_accepted_by_the_api_server(webhook, tmp_path):
+    """`meshwright kube-inject`'s output passes the real API server's validation (a server-side dry run)."""
+    (tmp_path / "workloads.yaml").write_text(yaml.safe_dump_all(MANIFESTS))
+    injected = subprocess.run([sys.executable, "-m", "meshwright.cli", "kube-inject", "-f", str(tmp_path / "workloads.yaml"), *FLAGS],
+                              capture_output=True, text=True, timeout=60)
+    assert injected.returncode == 0, injected.stderr
+    applied = webhook.kubectl("apply", "--dry-run=server", "-n", PLAIN, "-f", "-", input=injected.stdout, check=False)
+    assert applied.returncode == 0, applied.stderr
+    for created in ("pod/p", "deployment.apps/d", "statefulset.apps/s", "daemonset.apps/ds", "job.batch/j", "cronjob.batch/c", "service/web"):
+        assert f"{created} created (server dry run)" in applied.stdout

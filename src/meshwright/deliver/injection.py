@@ -178,3 +178,42 @@ def injection_patch(pod: dict, settings: InjectionSettings) -> list[dict]:
         ("/spec/containers", injected["spec"]["containers"]),
         ("/spec/volumes", injected["spec"]["volumes"]),
     )]
+
+
+# Workload kinds whose pod template kube-inject injects (istioctl kube-inject's list).
+TEMPLATED_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"})
+
+
+def injected_object(obj: dict, settings: InjectionSettings) -> dict:
+    """A Kubernetes object as `meshwright kube-inject` writes it: a Pod injected, a workload's
+    pod template injected (a CronJob's job template's), anything else as it was. A pod that
+    opts out (sidecar.istio.io/inject: "false") is left as it is. NotInjectable names the object."""
+    kind = obj.get("kind") if isinstance(obj, dict) else None
+    try:
+        if kind == "Pod":
+            return injected_pod(obj, settings) if wants_injection(obj, namespace_enabled=True) else obj
+        if kind in TEMPLATED_KINDS:
+            return _with_template(obj, ("spec", "template"), settings)
+        if kind == "CronJob":
+            return _with_template(obj, ("spec", "jobTemplate", "spec", "template"), settings)
+    except NotInjectable as refused:
+        name = (obj.get("metadata") or {}).get("name", "?")
+        raise NotInjectable(f"{kind}/{name}: {refused}") from None
+    return obj
+
+
+def _with_template(obj: dict, path: tuple[str, ...], settings: InjectionSettings) -> dict:
+    parent = obj
+    for key in path[:-1]:
+        parent = parent.get(key) if isinstance(parent, dict) else None
+    template = parent.get(path[-1]) if isinstance(parent, dict) else None
+    if not isinstance(template, dict):
+        raise NotInjectable(f"{'.'.join(path)}: missing (a {obj.get('kind')} needs a pod template)")
+    if not wants_injection(template, namespace_enabled=True):
+        return obj
+    out = copy.deepcopy(obj)
+    holder = out
+    for key in path[:-1]:
+        holder = holder[key]
+    holder[path[-1]] = injected_pod(template, settings)
+    return out
