@@ -31,7 +31,7 @@ from meshwright.compile.xds_bootstrap import XdsServer
 from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_atomic, write_files
 from meshwright.deliver.identity import proxy_spiffe_id
-from meshwright.deliver.injection import InjectionSettings, NotInjectable, injected_object
+from meshwright.deliver.kube_inject import InjectionSettings, NotInjectable, injected_object
 from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
 from meshwright.pki.ca import certificate_pem, load_authority

@@ -1,5 +1,5 @@
 """The admission webhooks. /inject: the mutating webhook that injects sidecars into pods
-(deliver/injection.py). /validate: the validating webhook (istiod's "validation.istio.io"): the API server sends each
+(deliver/kube_inject.py). /validate: the validating webhook (istiod's "validation.istio.io"): the API server sends each
 Istio resource created or updated in the cluster (an AdmissionReview, admission.k8s.io/v1) and
 the control plane answers whether meshwright accepts it, refusing with the messages
 `meshwright validate` prints for the same resource (without the FILE:LINE it has no file for).
@@ -23,7 +23,7 @@ import logging
 import ssl
 import threading
 
-from meshwright.deliver.injection import InjectionSettings, NotInjectable, injection_patch, wants_injection
+from meshwright.deliver.kube_inject import InjectionSettings, NotInjectable, injection_patch, wants_injection
 from meshwright.problems import Problem, Problems, format_path
 from meshwright.registry.kubernetes import istio_resource
 from meshwright.validate.semantics import check_semantics

@@ -1,4 +1,4 @@
-"""Sidecar injection into a pod (deliver/injection.py): what is added, that injecting twice
+"""Sidecar injection into a Kubernetes pod (deliver/kube_inject.py): what is added, that injecting twice
 changes nothing, Istio's opt-in and capture annotations, and the pods refused whole."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from meshwright.deliver.injection import InjectionSettings, NotInjectable, injected_pod, injection_patch, wants_injection
+from meshwright.deliver.kube_inject import InjectionSettings, NotInjectable, injected_pod, injection_patch, wants_injection
 
 SETTINGS = InjectionSettings("local.test/meshwright-proxy:0.1.0", "10.244.0.1:15012", "10.244.0.1:15017")
 POD = {
