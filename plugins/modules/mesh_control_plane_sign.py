@@ -1,7 +1,8 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copied from modules/mesh_control_plane_sign.py by tools/sync_collection.py: edit the source, then run it.
-# meshwright (documentation only: the action plugin plugins/action/mesh_control_plane_sign.py does the work): the control plane's credentials from the mesh CA, on the controller (a pipe module).
+# meshwright (documentation only: the action plugin plugins/action/mesh_control_plane_sign.py does the work):
+# the control plane's credentials from the mesh CA, on the controller (a pipe module).
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ backoff while the control plane cannot be reached, and stops cleanly on SIGTERM.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import logging
@@ -24,6 +25,7 @@ from cryptography import x509
 
 from meshwright.pki.ca import CLOCK_SKEW
 from meshwright.pki.csr import key_matches_certificate, make_csr, make_private_key
+from meshwright.pki.spiffe import spiffe_id
 from meshwright.pki.store import CHAIN_FILE, KEY_FILE, write_workload_certificates
 from meshwright.serve.certificates import CA_SERVER_NAME, PATH
 
@@ -71,14 +73,19 @@ def held_certificate(certs_dir: str) -> Held | None:
 
 class Agent:
     """servers: the CSR ports (mTLS) of the control plane's instances, join_servers their join
-    ports; the agent asks one, and the next when it cannot be reached (high availability)."""
+    ports; the agent asks one, and the next when it cannot be reached (high availability).
+    service_account_token_file: in a Kubernetes pod, its projected token (the first certificate
+    without a join token, reviewed by the API server)."""
 
     def __init__(self, servers: list[tuple[str, int]], join_servers: list[tuple[str, int]], proxy: str, certs_dir: str, roots: bytes,
-                 join_token_file: str | None = None, validity: datetime.timedelta | None = None):
+                 join_token_file: str | None = None, validity: datetime.timedelta | None = None,
+                 service_account_token_file: str | None = None, trust_domain: str = "cluster.local"):
         if not servers or not join_servers:
             raise ValueError("the agent needs at least one CSR server and one join server")
         self.servers, self.join_servers, self.proxy, self.certs_dir = list(servers), list(join_servers), proxy, certs_dir
         self.roots, self.join_token_file, self.validity = roots, join_token_file, validity
+        # In a pod: its projected service-account token proves its identity (the kubelet renews the file).
+        self.service_account_token_file, self.trust_domain = service_account_token_file, trust_domain
         self.issued = 0
         self._turn = 0  # which instance to ask: moves on when one cannot be reached
 
@@ -111,6 +118,24 @@ class Agent:
             raise AgentError(f"--join-token-file {self.join_token_file}: the token is for proxy {record['proxy']}, not {self.proxy}")
         return record["token"], record["spiffe_id"]
 
+    def _service_account_token(self) -> tuple[str, str]:
+        """(token, SPIFFE ID of its service account) from the projected token file. The token's
+        claims are read, not verified: the control plane has the API server review it."""
+        path = self.service_account_token_file
+        try:
+            with open(path) as handle:
+                token = handle.read().strip()
+        except OSError as error:
+            raise AgentError(f"--service-account-token-file {path}: cannot read it: {error.strerror or error}") from None
+        try:
+            payload = token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            account = claims["kubernetes.io"]
+            namespace, name = account["namespace"], account["serviceaccount"]["name"]
+        except (IndexError, ValueError, KeyError, TypeError):
+            raise AgentError(f"--service-account-token-file {path}: not a Kubernetes service-account token (a JWT with kubernetes.io claims)") from None
+        return token, spiffe_id(self.trust_domain, namespace, name)
+
     def _channel(self, held: Held | None) -> grpc.Channel:
         """mTLS with the current certificate to the CSR port, or server TLS only to the join port."""
         if held is not None:
@@ -123,9 +148,12 @@ class Agent:
 
     def request_certificate(self, held: Held | None) -> Held:
         """A new key, its CSR signed by the control plane, all three files written; the new certificate."""
+        token_field = "join_token"
         if held is not None:
             names = x509.load_pem_x509_certificate(held.chain).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             token, spiffe = None, names.get_values_for_type(x509.UniformResourceIdentifier)[0]
+        elif self.service_account_token_file:
+            (token, spiffe), token_field = self._service_account_token(), "kubernetes_token"
         else:
             token, spiffe = self._join_token()
         started = time.monotonic()
@@ -134,7 +162,7 @@ class Agent:
         if self.validity is not None:
             body["validity_seconds"] = int(self.validity.total_seconds())
         if token is not None:
-            body["join_token"] = token
+            body[token_field] = token
         with self._channel(held) as channel:
             answer = channel.unary_unary(PATH)(json.dumps(body).encode(), timeout=CALL_TIMEOUT)
         chain = "".join(json.loads(answer)["cert_chain"]).encode()

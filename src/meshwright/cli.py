@@ -20,6 +20,7 @@ import urllib.request
 import yaml
 from cryptography import x509
 
+from meshwright import names
 from meshwright.agent import Agent, AgentError
 from meshwright.check.cel_expressions import check_cel_expressions
 from meshwright.check.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
@@ -33,12 +34,14 @@ from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_atomic, write_files
 from meshwright.deliver.identity import proxy_spiffe_id
 from meshwright.deliver.marathon_inject import InjectError, SidecarSettings, inject
+from meshwright.deliver.kube_inject import InjectionSettings, NotInjectable, injected_object
 from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
 from meshwright.pki.ca import certificate_pem, load_authority
 from meshwright.pki.csr import key_matches_certificate
 from meshwright import names
 from meshwright.problems import Problems
+from meshwright.serve import admission
 from meshwright.serve import server as xds_server
 from meshwright.serve import graph_page
 from meshwright.serve.graph import FORMATS as GRAPH_FORMATS, GraphError, build_graph
@@ -48,6 +51,7 @@ from meshwright.serve.bootstrap import xds_bootstrap_text
 from meshwright.serve.proxy_config_view import config_diff, config_dump, envoy_resources, summary_table
 from meshwright.serve.source import load_valid
 from meshwright.serve.status import Unreachable, fetch, merged_status, status_table
+from meshwright.validate.crds import custom_resource_definitions
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 EXIT_INTERNAL = 3
@@ -344,10 +348,29 @@ def _registries(args) -> list:
         raise UsageError(str(error)) from None
 
 
+def _kubernetes_registry(value: str):
+    """--kubeconfig [NAME=]PATH: a registry of that cluster, named kubernetes/NAME (by default
+    the cluster of the kubeconfig's current context)."""
+    # Imported here, not above: the Kubernetes client takes about a second to import, which
+    # every other command (validate, render, agent) would pay.
+    from meshwright.serve.kubernetes import KubernetesRegistry, cluster_configuration, current_cluster_name, kube_config, read_kubeconfig
+
+    name, _, path = value.rpartition("=")
+    try:
+        kubeconfig = read_kubeconfig(path)
+        name = name or current_cluster_name(kubeconfig)
+        configuration = cluster_configuration(kubeconfig)
+    except (OSError, ValueError, kube_config.ConfigException) as error:
+        raise UsageError(f"--kubeconfig {value}: {error}") from None
+    if not names.is_label(name):
+        raise UsageError(f"--kubeconfig {value}: the cluster's name {name!r} is not {names.LABEL_HELP} (give one: NAME=PATH)")
+    return KubernetesRegistry(f"kubernetes/{name}", configuration)
+
+
 def cmd_serve(args) -> int:
     tls = _server_tls(args)
     csr = _csr_settings(args, tls)
-    registries = _registries(args)
+    registries = _registries(args) + [_kubernetes_registry(value) for value in args.kubeconfig or []]
     mesh, problems = load_valid(args.mesh)
     if problems:
         _print_problems(problems)
@@ -358,6 +381,7 @@ def cmd_serve(args) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *dummy: stop.set())
+    webhook = _admission_webhook(args, registries)
     try:
         running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr, registries=registries)
     except (ValueError, RuntimeError) as error:
@@ -367,6 +391,9 @@ def cmd_serve(args) -> int:
     if page is not None:
         page.shutdown()
         page.server_close()
+    if webhook is not None:
+        webhook.shutdown()
+        webhook.server_close()
     running.stop()
     return EXIT_OK
 
@@ -422,6 +449,24 @@ def _start_graph_page(args, running):
         raise UsageError(f"--graph-listen {args.graph_listen[0]}:{args.graph_listen[1]}: {error.strerror or error}") from None
 
 
+def _admission_webhook(args, registries):
+    """--webhook-listen: the validating admission webhook, on its certificate."""
+    if args.webhook_listen is None:
+        return None
+    if not (args.webhook_cert and args.webhook_key):
+        raise UsageError("--webhook-listen needs --webhook-cert and --webhook-key (the API server calls webhooks over HTTPS only)")
+    source = registries[0].name if registries else "kubernetes"
+    injection = None
+    if args.proxy_image:
+        if not (args.injection_xds and args.injection_csr):
+            raise UsageError("--proxy-image needs --injection-xds and --injection-csr (where injected pods reach the control plane)")
+        injection = InjectionSettings(args.proxy_image, args.injection_xds, args.injection_csr)
+    try:
+        return admission.webhook_server(*args.webhook_listen, args.webhook_cert, args.webhook_key, source, injection)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--webhook-listen/--webhook-cert/--webhook-key: {error}") from None
+
+
 def cmd_status(args) -> int:
     merged = merged_status(_servers(args.server), args.timeout)
     if not merged.reports:
@@ -465,6 +510,38 @@ def cmd_proxy_config(args) -> int:
         print(yaml.safe_dump(list(resources.values()), sort_keys=True), end="")
     else:
         print("\n".join(summary_table(args.kind, resources, config["versions"].get(args.kind, {}))))
+    return EXIT_OK
+
+
+def cmd_kube_inject(args) -> int:
+    """Inject sidecars into the pods and pod templates of Kubernetes manifests (istioctl kube-inject)."""
+    try:
+        text = sys.stdin.read() if args.filename == "-" else open(args.filename).read()
+    except OSError as error:
+        raise UsageError(f"-f {args.filename}: cannot read it: {error.strerror or error}") from None
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as error:
+        print(f"{args.filename}: not YAML: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    settings = InjectionSettings(args.proxy_image, args.injection_xds, args.injection_csr, args.trust_domain)
+    try:
+        injected = [injected_object(doc, settings) for doc in documents]
+    except NotInjectable as refused:
+        print(f"{args.filename}: {refused}", file=sys.stderr)
+        return EXIT_INVALID
+    sys.stdout.write(yaml.safe_dump_all(injected, sort_keys=False, width=1000))
+    return EXIT_OK
+
+
+def cmd_crds(args) -> int:
+    """The CustomResourceDefinitions of the Istio API groups meshwright reads from a cluster,
+    as one YAML stream (the same bytes every time, for `kubectl apply -f` or a role)."""
+    text = yaml.safe_dump_all(custom_resource_definitions(), sort_keys=True, width=1000)
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        write_atomic(args.out, text)
     return EXIT_OK
 
 
@@ -529,7 +606,7 @@ def cmd_agent(args) -> int:
     servers = [server for group in args.server for server in group]
     join_servers = [server for group in args.join_server for server in group] if args.join_server else [_next_port(s) for s in servers]
     agent = Agent(servers, join_servers, args.proxy, args.certs_dir, roots,
-                  args.join_token_file, args.validity)
+                  args.join_token_file, args.validity, args.service_account_token_file, args.trust_domain)
     try:
         agent.run(stop)
     except AgentError as error:
@@ -599,6 +676,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--marathon-name", default="default", help="its name in problems and status: marathon/NAME (default marathon/default)")
     serve.add_argument("--marathon-credentials", metavar="FILE", help="a file holding user:password for Marathon's basic auth")
     serve.add_argument("--marathon-token-file", metavar="FILE", help="a file holding a token (sent as Authorization: token=..., DC/OS style)")
+    serve.add_argument("--kubeconfig", action="append", metavar="[NAME=]PATH",
+                       help="watch a Kubernetes cluster through this kubeconfig (repeatable: one per cluster); NAME names it "
+                            "in problems and status (default: the cluster of the current context)")
+    serve.add_argument("--webhook-listen", type=_host_port, help="HOST:PORT of the validating admission webhook (HTTPS, POST /validate)")
+    serve.add_argument("--webhook-cert", help="the webhook's certificate chain (PEM); the webhook configuration's caBundle is its CA")
+    serve.add_argument("--webhook-key", help="its private key (PEM)")
+    serve.add_argument("--proxy-image", help="serve the injection webhook too (POST /inject): the proxy image (Envoy + meshwright agent) it injects")
+    serve.add_argument("--injection-xds", metavar="HOST:PORT", help="the xDS address injected pods reach the control plane at")
+    serve.add_argument("--injection-csr", metavar="HOST:PORT", help="the CSR service's join address injected pods reach")
     serve.set_defaults(func=cmd_serve)
 
     token = commands.add_parser("join-token", help="issue a one-time token a proxy's agent uses for its first certificate")
@@ -619,6 +705,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--join-token-file", help="the token file from `meshwright join-token`, used when there is no valid certificate")
     agent.add_argument("--ca", help="the mesh's roots (PEM; default: root-cert.pem in --certs-dir)")
     agent.add_argument("--validity", type=_duration, help="lifetime to ask for (default: the control plane's --cert-lifetime)")
+    agent.add_argument("--service-account-token-file", help="in a pod: its projected service-account token (audience meshwright), "
+                       "used instead of a join token when there is no valid certificate")
+    agent.add_argument("--trust-domain", default="cluster.local",
+                       help="the mesh's trust domain, for the SPIFFE ID the token's account asks for (default cluster.local)")
     agent.set_defaults(func=cmd_agent)
 
     inject_cmd = commands.add_parser("marathon-inject", help="print a Marathon app or pod definition with the mesh's sidecar (an app becomes a pod)")
@@ -678,6 +768,19 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap.add_argument("--format", choices=("yaml", "json"), default="yaml")
     bootstrap.add_argument("--out", required=True, help="the bootstrap file to write")
     bootstrap.set_defaults(func=cmd_xds_bootstrap)
+
+    inject = commands.add_parser("kube-inject",
+                                 help="inject sidecars into Kubernetes manifests (Pods, Deployments, StatefulSets, DaemonSets, Jobs...), to stdout")
+    inject.add_argument("-f", "--filename", required=True, help="the manifests (YAML, several documents); - reads standard input")
+    inject.add_argument("--proxy-image", required=True, help="the proxy image (Envoy + meshwright agent) to inject")
+    inject.add_argument("--injection-xds", required=True, metavar="HOST:PORT", help="the xDS address injected pods reach the control plane at")
+    inject.add_argument("--injection-csr", required=True, metavar="HOST:PORT", help="the CSR service's join address injected pods reach")
+    inject.add_argument("--trust-domain", default="cluster.local", help="the mesh's trust domain (default cluster.local)")
+    inject.set_defaults(func=cmd_kube_inject)
+
+    crds = commands.add_parser("crds", help="write the CustomResourceDefinitions of the Istio API meshwright reads from Kubernetes")
+    crds.add_argument("--out", default="-", help="the YAML file to write (default -: standard output)")
+    crds.set_defaults(func=cmd_crds)
     return parser
 
 

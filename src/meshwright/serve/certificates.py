@@ -52,6 +52,11 @@ SERVING_LIFETIME = datetime.timedelta(hours=24)
 MAX_REQUEST_BYTES = 64 * 1024
 
 
+class ServiceAccountTokenRefused(Exception):
+    """A pod's service-account token its cluster's API server does not vouch for, or one for
+    another workload (serve/kubernetes.py reviews them)."""
+
+
 class CsrServiceRefusal(Exception):
     """A request the CSR service does not sign: the gRPC status and the reason (logged, and sent back)."""
 
@@ -66,6 +71,7 @@ class SignRequest:
     csr: bytes
     validity: datetime.timedelta | None
     join_token: str | None
+    kubernetes_token: str | None = None  # a pod's projected service-account token
 
 
 def parse_request(payload: bytes) -> SignRequest:
@@ -82,6 +88,7 @@ def parse_request(payload: bytes) -> SignRequest:
     if not isinstance(body, dict):
         raise invalid("request must be a JSON object")
     proxy, csr, validity, token = body.get("proxy"), body.get("csr"), body.get("validity_seconds"), body.get("join_token")
+    kubernetes_token = body.get("kubernetes_token")
     if not isinstance(proxy, str) or not proxy:
         raise invalid("request.proxy: give the proxy's id (name.namespace)")
     if not isinstance(csr, str) or not csr:
@@ -90,7 +97,10 @@ def parse_request(payload: bytes) -> SignRequest:
         raise invalid(f"request.validity_seconds: {validity!r} is not a positive number of seconds")
     if token is not None and not isinstance(token, str):
         raise invalid("request.join_token: must be a string")
-    return SignRequest(proxy_id_of_node(proxy), csr.encode(), datetime.timedelta(seconds=validity) if validity else None, token or None)
+    if kubernetes_token is not None and not isinstance(kubernetes_token, str):
+        raise invalid("request.kubernetes_token: must be a string")
+    return SignRequest(proxy_id_of_node(proxy), csr.encode(), datetime.timedelta(seconds=validity) if validity else None, token or None,
+                       kubernetes_token or None)
 
 
 def check_nothing_else_requested(csr_pem: bytes) -> None:
@@ -115,9 +125,13 @@ class CertificateService:
     no such proxy (the served mesh changes under edits)."""
 
     def __init__(self, issuer: Authority, identity_of: Callable[[str], str | None], tokens: JoinTokens | None,
-                 lifetime: datetime.timedelta = DEFAULT_CERT_LIFETIME, on_refusal: Callable[[str], None] | None = None):
+                 lifetime: datetime.timedelta = DEFAULT_CERT_LIFETIME, on_refusal: Callable[[str], None] | None = None,
+                 token_identity: Callable[[str, str], str] | None = None):
         self.issuer, self.identity_of, self.tokens, self.lifetime = issuer, identity_of, tokens, lifetime
         self.on_refusal = on_refusal  # the status endpoint's list of refusals
+        # token_identity(proxy_id, service-account token): the SPIFFE ID the token proves for
+        # that proxy (its cluster's TokenReview); raises ServiceAccountTokenRefused.
+        self.token_identity = token_identity
         self.signed = 0
         self._expiries: dict[str, str] = {}  # proxy -> notAfter of the last certificate signed for it (for status)
         self._lock = threading.Lock()
@@ -129,6 +143,8 @@ class CertificateService:
             raise CsrServiceRefusal(grpc.StatusCode.PERMISSION_DENIED, f"unknown proxy {request.proxy}: the mesh config has no such WorkloadEntry or Gateway")
         if peer_pem is not None:
             self._check_renewal(request, peer_pem, expected)
+        elif request.kubernetes_token is not None:
+            return self._sign_for_pod(request, expected, now)
         elif request.join_token is None:
             raise CsrServiceRefusal(grpc.StatusCode.UNAUTHENTICATED, f"proxy {request.proxy}: no client certificate and no join token "
                                     "(renew over mTLS with the current certificate, or join with a token from `meshwright join-token`)")
@@ -137,12 +153,34 @@ class CertificateService:
         try:
             if peer_pem is None:
                 self.tokens.check(request.join_token, request.proxy)
-            check_nothing_else_requested(request.csr)
-            lifetime = min(request.validity or self.lifetime, self.lifetime)
-            chain = sign_csr(request.csr, expected, self.issuer, lifetime, now, allow_rsa=True)
+            chain = self._sign(request, expected, now)
             if peer_pem is None:
                 self.tokens.redeem(request.join_token, request.proxy)  # the rename only one caller wins
-        except (CsrRefused, TokenRefused) as error:
+        except TokenRefused as error:
+            raise CsrServiceRefusal(grpc.StatusCode.PERMISSION_DENIED, f"proxy {request.proxy}: {error}") from None
+        return chain
+
+    def _sign_for_pod(self, request: SignRequest, expected: str, now: datetime.datetime | None) -> list[str]:
+        """A pod's first certificate: its service-account token, reviewed by its cluster's API
+        server, must prove the identity the mesh gives the proxy."""
+        if self.token_identity is None:
+            raise CsrServiceRefusal(grpc.StatusCode.UNAUTHENTICATED,
+                                    "this control plane watches no Kubernetes cluster (--kubeconfig): no service-account tokens")
+        try:
+            proven = self.token_identity(request.proxy, request.kubernetes_token)
+        except ServiceAccountTokenRefused as error:
+            raise CsrServiceRefusal(grpc.StatusCode.PERMISSION_DENIED, f"proxy {request.proxy}: {error}") from None
+        if proven != expected:
+            raise CsrServiceRefusal(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"proxy {request.proxy}, whose identity is {expected}: the service-account token proves {proven}")
+        return self._sign(request, expected, now)
+
+    def _sign(self, request: SignRequest, expected: str, now: datetime.datetime | None) -> list[str]:
+        """The chain (leaf first, PEM strings) for a CSR that asks for expected and nothing else."""
+        try:
+            check_nothing_else_requested(request.csr)
+            chain = sign_csr(request.csr, expected, self.issuer, min(request.validity or self.lifetime, self.lifetime), now, allow_rsa=True)
+        except CsrRefused as error:
             raise CsrServiceRefusal(grpc.StatusCode.PERMISSION_DENIED, f"proxy {request.proxy}: {error}") from None
         except AuthorityExpired as error:
             raise CsrServiceRefusal(grpc.StatusCode.FAILED_PRECONDITION, str(error)) from None
@@ -167,16 +205,18 @@ class CertificateService:
     def handle(self, payload: bytes, context: grpc.ServicerContext) -> bytes:
         """The gRPC method: JSON in, JSON out; a refusal is logged and sent as the call's status."""
         peer_pem = peer_certificate(context.auth_context())
+        request = None
         try:
             request = parse_request(payload)
             chain = self.create_certificate(request, peer_pem)
         except CsrServiceRefusal as refusal:
-            how = "mTLS" if peer_pem else "join token"
+            how = "mTLS" if peer_pem else "service-account token" if request and request.kubernetes_token else "join token"
             LOG.warning("refused CSR from %s (%s): %s", context.peer(), how, refusal)
             if self.on_refusal is not None:
                 self.on_refusal(f"CSR from {context.peer()} ({how}): {refusal}")
             context.abort(refusal.code, str(refusal))
-        LOG.info("signed a certificate for proxy %s (%s) from %s, valid until %s", request.proxy, "renewal" if peer_pem else "join token",
+        how = "renewal" if peer_pem else "service-account token" if request.kubernetes_token else "join token"
+        LOG.info("signed a certificate for proxy %s (%s) from %s, valid until %s", request.proxy, how,
                  context.peer(), x509.load_pem_x509_certificate(chain[0].encode()).not_valid_after_utc.isoformat())
         return json.dumps({"cert_chain": chain}).encode()
 

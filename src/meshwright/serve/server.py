@@ -17,7 +17,7 @@ import socket
 import threading
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 from meshwright.mesh import Mesh
 from meshwright.pki.ca import Authority
 from meshwright.pki.spiffe import control_plane_spiffe_id, spiffe_id
-from meshwright.serve.certificates import DEFAULT_CERT_LIFETIME, CertificateService, ServingCertificate, csr_server
+from meshwright.serve.certificates import DEFAULT_CERT_LIFETIME, CertificateService, ServiceAccountTokenRefused, ServingCertificate, csr_server
 from meshwright.serve.join_tokens import JoinTokens
 from meshwright.serve.plane import ControlPlane
 from meshwright.serve.registries import Registry, publisher
@@ -163,13 +163,36 @@ def proxy_identity(plane: ControlPlane, proxy_id: str) -> str | None:
     return spiffe_id(estate.mesh.settings.trust_domain, proxy.namespace, proxy.service_account)
 
 
-def start_csr_service(plane: ControlPlane, settings: CsrSettings, roots: bytes) -> tuple[CertificateService, grpc.Server, int, int | None]:
-    """The CSR service on its ports, signing for the proxies of the plane's current mesh."""
+def pod_token_identity(plane: ControlPlane, reviewers: dict) -> Callable[[str, str], str]:
+    """token_identity for the CSR service: the SPIFFE ID a pod's service-account token proves,
+    reviewed by the API server of the cluster the proxy's WorkloadEntry came from; a token
+    bound to another pod is refused."""
+
+    def identity(proxy_id: str, token: str) -> str:
+        name, _, namespace = proxy_id.rpartition(".")  # a namespace has no dot, a pod's name may
+        mesh = plane.estate.mesh
+        entry = mesh.find("WorkloadEntry", namespace, name)
+        reviewer = reviewers.get(entry.source.file.split(":", 1)[0]) if entry is not None else None
+        if reviewer is None:
+            raise ServiceAccountTokenRefused("it is not a pod of a cluster this control plane watches: no service-account token proves it")
+        reviewed = reviewer.review(token)
+        if reviewed.pod is not None and (reviewed.namespace, reviewed.pod) != (namespace, name):
+            raise ServiceAccountTokenRefused(f"the token is bound to the pod {reviewed.namespace}/{reviewed.pod}")
+        return spiffe_id(mesh.settings.trust_domain, reviewed.namespace, reviewed.service_account)
+
+    return identity
+
+
+def start_csr_service(plane: ControlPlane, settings: CsrSettings, roots: bytes,
+                      registries: Sequence[Registry] = ()) -> tuple[CertificateService, grpc.Server, int, int | None]:
+    """The CSR service on its ports, signing for the proxies of the plane's current mesh; pods
+    of the Kubernetes registries join with their service-account tokens."""
     tokens = JoinTokens(settings.tokens_dir) if settings.tokens_dir else None
+    reviewers = {registry.name: registry.token_reviewer() for registry in registries if hasattr(registry, "token_reviewer")}
     service = CertificateService(settings.issuer, lambda proxy_id: proxy_identity(plane, proxy_id), tokens, settings.lifetime,
-                                 plane.record_refusal)
+                                 plane.record_refusal, pod_token_identity(plane, reviewers) if reviewers else None)
     serving = ServingCertificate(settings.issuer, control_plane_spiffe_id(plane.estate.mesh.settings.trust_domain), roots)
-    server, csr_port, join_port = csr_server(service, serving, settings.csr_listen, settings.join_listen if tokens else None)
+    server, csr_port, join_port = csr_server(service, serving, settings.csr_listen, settings.join_listen if tokens or reviewers else None)
     return service, server, csr_port, join_port
 
 
@@ -206,7 +229,7 @@ def start(mesh: Mesh, paths: list[str], listen: tuple[str, int], tls: ServerTls 
         stoppers.append(lambda: (http_server.shutdown(), http_server.server_close()))
     running = Running(plane, port, None, stoppers)
     if csr is not None:
-        running.certificates, csr_grpc, running.csr_port, running.join_port = start_csr_service(plane, csr, tls.client_roots)
+        running.certificates, csr_grpc, running.csr_port, running.join_port = start_csr_service(plane, csr, tls.client_roots, registries)
         endpoint.certificates = running.certificates
         stoppers.append(lambda: csr_grpc.stop(grace=1).wait(5))
         LOG.info("signing workload certificates (%s) on %s:%d (renewal, mTLS)%s", csr.lifetime, csr.csr_listen[0], running.csr_port,
