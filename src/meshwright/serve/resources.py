@@ -79,14 +79,21 @@ class Encoder:
         key = (type_url, served.version)
         found = self._cache.get(key)
         if found is None:
-            _register_types(served.content)
-            message = json_format.ParseDict(served.content, message_class(type_url[len(TYPE_PREFIX):])())
-            found = any_pb2.Any()
-            found.Pack(message)
+            # One at a time: json_format takes an Any's "@type" out of the dict while it parses it
+            # (and puts it back), so two streams parsing one shared resource at once fail.
             with self._lock:
+                found = self._cache.get(key) or self._parsed(type_url, served)
                 if len(self._cache) >= self._limit:
                     self._cache.clear()
                 self._cache[key] = found
+        return found
+
+    @staticmethod
+    def _parsed(type_url: str, served: Served) -> any_pb2.Any:
+        _register_types(served.content)
+        message = json_format.ParseDict(served.content, message_class(type_url[len(TYPE_PREFIX):])())
+        found = any_pb2.Any()
+        found.Pack(message)
         return found
 
 
