@@ -601,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--files-sample", type=int, default=10, help="proxies rendered to time the files path")
     parser.add_argument("--max-seconds", type=float, default=900, help="the bound of one run")
+    parser.add_argument("--src", default=os.path.join(ROOT, "src"), help="the source tree (src/) of the server measured")
     parser.add_argument("--baseline-src", help="a source tree (src/) to run first, as the baseline")
     parser.add_argument("--quick", action="store_true", help="20 services, 40 proxies, 2 Envoys, 2 changes")
     parser.add_argument("--json", help="write the results here too")
@@ -614,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         if args.baseline_src:
             results.append(run(os.path.abspath(args.baseline_src), args, work, "before"))
-        results.append(run(os.path.join(ROOT, "src"), args, work, "after"))
+        results.append(run(os.path.abspath(args.src), args, work, "after"))
         files = files_comparison(args, work, results[-1]) if results[-1].get("endpoint") else {}
         print(f"meshwright serve: {args.services:,} services, {args.proxies:,} lightweight ADS clients "
               f"({args.processes} processes) + {args.envoys} real Envoys, loopback")

@@ -175,6 +175,12 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def _read_pem(option: str, path: str) -> bytes:
     try:
         with open(path, "rb") as handle:
@@ -263,7 +269,7 @@ def cmd_serve(args) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr)
+        running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr, max_streams=args.max_streams)
     except (ValueError, RuntimeError) as error:
         raise UsageError(f"--listen/--status-listen/--csr-listen/--join-listen: {error}") from None
     stop.wait()
@@ -428,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HOST:PORT of the CSR service for renewals, mTLS (default 127.0.0.1:15016)")
     serve.add_argument("--join-listen", type=_host_port, help="HOST:PORT of the CSR service for join tokens, server TLS only (default: --csr-listen's port + 1)")
     serve.add_argument("--join-tokens", help="directory of join tokens that `meshwright join-token` writes (without it, no first join)")
+    serve.add_argument("--max-streams", type=_positive_int, default=xds_server.DEFAULT_MAX_STREAMS,
+                       help=f"xDS streams served at once; more are refused with a log line (default {xds_server.DEFAULT_MAX_STREAMS})")
     serve.set_defaults(func=cmd_serve)
 
     token = commands.add_parser("join-token", help="issue a one-time token a proxy's agent uses for its first certificate")
