@@ -140,11 +140,7 @@ class Stream:
 
     def _selected(self, type_url: str, names: frozenset[str] | None) -> tuple[dict[str, Served], str]:
         """The resources of the type the proxy asked for, and their response's version."""
-        table = self._current().get(type_url, {})
-        if type_url == CLUSTER:  # the proxy's own (its stat names): built for this response
-            selected = table if names is None else {name: table[name] for name in sorted(names) if name in table}
-            return selected, version_of(selected)
-        return _SELECTIONS.selected(table, names)
+        return self._current().selected(type_url, names, version_of)
 
     def _push(self, kinds: frozenset | None) -> list:
         if self.proxy_id not in self.plane.estate.proxies:
@@ -244,7 +240,7 @@ class Stream:
         elif request.response_nonce == watch.nonce:
             self._answered(type_url, watch, request)
         if watch.names is not None:
-            watch.names = _SELECTIONS.interned(frozenset((watch.names | subscribe) - {"*"} - unsubscribe))
+            watch.names = _NAMES.interned(frozenset((watch.names | subscribe) - {"*"} - unsubscribe))
         for name in unsubscribe:
             watch.sent.pop(name, None)
         if not (first or subscribe):
@@ -275,14 +271,11 @@ class Stream:
 WAIT_FOR_CLUSTERS = frozenset((LISTENER, ROUTE_CONFIGURATION))
 
 
-class Selections:
-    """What proxies asked for out of a shared table, and its version, worked out once: the
-    proxies of a class ask for the same names (interned: one frozenset for all of them) out
-    of the same table (resources.py's shared tables), so a push to a thousand of them
-    hashes one selection, not a thousand."""
+class InternedNames:
+    """One frozenset for every stream that asks for the same names (the proxies of a class
+    ask alike): the streams share it, and resources.py's selections are keyed by it."""
 
-    def __init__(self, limit: int = 4096) -> None:
-        self._found: dict[tuple[int, frozenset | None], tuple[dict, dict[str, Served], str]] = {}
+    def __init__(self, limit: int = 256) -> None:
         self._names: dict[frozenset, frozenset] = {}
         self._lock = threading.Lock()
         self._limit = limit
@@ -293,27 +286,15 @@ class Selections:
                 self._names.clear()
             return self._names.setdefault(names, names)
 
-    def selected(self, table: dict[str, Served], names: frozenset[str] | None) -> tuple[dict[str, Served], str]:
-        key = (id(table), names)
-        found = self._found.get(key)
-        if found is None or found[0] is not table:  # an id reused by another table
-            selected = table if names is None else {name: table[name] for name in sorted(names) if name in table}
-            found = (table, selected, version_of(selected))
-            with self._lock:
-                if len(self._found) >= self._limit:
-                    self._found.clear()
-                self._found[key] = found
-        return found[1], found[2]
 
-
-_SELECTIONS = Selections()
+_NAMES = InternedNames()
 
 
 def _names(type_url: str, names) -> frozenset[str] | None:
     names = frozenset(names)
     if type_url in WILDCARD_TYPES and (not names or "*" in names):
         return None
-    return _SELECTIONS.interned(names - {"*"})
+    return _NAMES.interned(names - {"*"})
 
 
 def _order(type_url: str) -> int:

@@ -85,11 +85,22 @@ class ProxySnapshot(Mapping):
     def __len__(self) -> int:
         return len(TYPE_URLS)
 
-    def clusters_key(self) -> tuple:
-        """Equal keys, equal clusters (the push's shortcut past building them): the class's
-        clusters and their versions, its telemetry, and the proxy."""
-        group = self.group
-        return (group.versions["clusters"], id(group.config.telemetry) if group.is_class else None, self.estate.proxies[self.proxy_id])
+    def selected(self, type_url: str, names: frozenset[str] | None, version_of) -> tuple[dict[str, Served], str]:
+        """The resources of a type the proxy asked for (names None: all) and version_of them.
+        Of a type its group shares, worked out once per estate for the proxies that ask the
+        same names (ads.py interns them: one frozenset for all); its clusters, each time."""
+        if type_url == CLUSTER:
+            table = self[CLUSTER]
+            chosen = table if names is None else {name: table[name] for name in sorted(names) if name in table}
+            return chosen, version_of(chosen)
+        shared = _shared_tables(self.estate, self.group.key, self.certs_dir)
+        key = ("selected", type_url, names)
+        found = shared.get(key)
+        if found is None:
+            table = shared.get(type_url, {})
+            chosen = table if names is None else {name: table[name] for name in sorted(names) if name in table}
+            found = shared[key] = (chosen, version_of(chosen))
+        return found
 
 
 TYPE_URLS = (CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, ROUTE_CONFIGURATION, SECRET)
