@@ -109,16 +109,77 @@ def names_asked(type_url: str, version: str, data: bytes) -> tuple[tuple[str, ..
     """What a cluster or listener set asks for next (endpoints or routes) and the secrets it names."""
     key = (type_url, version)
     if key not in _NAMES:
-        response = discovery_pb2.DiscoveryResponse.FromString(data)
         found = {"eds": [], "rds": [], "sds": []}
-        for resource in response.resources:
-            message = message_class(resource.type_url[len(TYPE_PREFIX):])()
-            resource.Unpack(message)
-            as_dict = _as_dict(message)
-            _walk(as_dict, found)
+        for resource_type, value in resources_of(data):
+            for kind, names in _resource_names(resource_type, value).items():
+                found[kind] += names
         asked = found["eds"] if type_url == CLUSTER else found["rds"]
         _NAMES[key] = (tuple(sorted(set(asked))), tuple(sorted(set(found["sds"]))))
+        if len(_NAMES) > 20_000:
+            _NAMES.clear()
     return _NAMES[key]
+
+
+_RESOURCE_NAMES: dict[bytes, dict[str, list[str]]] = {}  # a resource's bytes (less its stat name) -> the names it points at
+
+
+def _resource_names(type_url: str, value: bytes) -> dict[str, list[str]]:
+    """The names one resource points at, parsed once per content: a cluster's stat name (each
+    proxy's own) is left out of the key, so the proxies of a class parse each cluster once."""
+    key = without_field(value, CLUSTER_ALT_STAT_NAME) if type_url == CLUSTER else value
+    found = _RESOURCE_NAMES.get(key)
+    if found is None:
+        message = message_class(type_url[len(TYPE_PREFIX):])()
+        message.ParseFromString(value)
+        found = {"eds": [], "rds": [], "sds": []}
+        _walk(_as_dict(message), found)
+        _RESOURCE_NAMES[key] = found
+    return found
+
+
+CLUSTER_ALT_STAT_NAME = 28
+
+
+def _fields(data: bytes):
+    """(field number, start, end of the whole field, start of its payload) of a message's top fields."""
+    at = 0
+    while at < len(data):
+        start = at
+        key, at = _varint(data, at)
+        number, wire = key >> 3, key & 7
+        payload = at
+        if wire == 2:
+            size, payload = _varint(data, at)
+            at = payload + size
+        elif wire == 0:
+            _, at = _varint(data, at)
+        elif wire == 1:
+            at += 8
+        elif wire == 5:
+            at += 4
+        else:
+            raise ValueError(f"unexpected wire type {wire}")
+        yield number, start, at, payload
+
+
+def without_field(data: bytes, number: int) -> bytes:
+    kept = [data[start:end] for field, start, end, _ in _fields(data) if field != number]
+    return b"".join(kept)
+
+
+def resources_of(data: bytes):
+    """(type URL, value bytes) of each Any in a DiscoveryResponse's resources."""
+    for number, _, end, payload in _fields(data):
+        if number != 2:
+            continue
+        any_bytes = data[payload:end]
+        type_url = value = b""
+        for field, _, field_end, field_payload in _fields(any_bytes):
+            if field == 1:
+                type_url = any_bytes[field_payload:field_end]
+            elif field == 2:
+                value = any_bytes[field_payload:field_end]
+        yield type_url.decode(), value
 
 
 def _as_dict(message) -> dict:

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from meshwright.check.envoy_proto import message_class
 from meshwright.compile.envoy_values import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, TYPE_PREFIX
 from meshwright.serve import server as xds_server
-from meshwright.serve.resources import Encoder, proxy_snapshot
+from meshwright.serve.resources import Encoder, proxy_config, proxy_snapshot
 from meshwright.serve.source import load_valid
 from tests.harness import free_port
 from tests.unit.test_serve_ads import Client, Lab, _unpacked, subscribe_all, wait_for
@@ -82,8 +82,11 @@ def test_proxies_of_a_class_share_tables_and_get_their_own_stat_names(tmp_path):
         first, second = (proxy_snapshot(estate, proxy, None) for proxy in ("client.default", "client-2.default"))
         assert first[CLUSTER_LOAD_ASSIGNMENT] is second[CLUSTER_LOAD_ASSIGNMENT]
         stat_named = 0
-        for snapshot in (first, second):
-            for served in snapshot[CLUSTER].values():
+        for proxy, snapshot in (("client.default", first), ("client-2.default", second)):
+            assert {name: served.version for name, served in snapshot[CLUSTER].items()} == estate.versions(proxy)["clusters"]
+            compiled = {cluster["name"]: cluster for cluster in proxy_config(estate, proxy).clusters}
+            for name, served in snapshot[CLUSTER].items():
+                assert served.content == compiled[name]
                 sent = message_class(CLUSTER[len(TYPE_PREFIX):])()
                 sent.ParseFromString(_value_of(encoder.encode_bytes(CLUSTER, served)))
                 assert sent == json_format.ParseDict(served.content, message_class(CLUSTER[len(TYPE_PREFIX):])())
@@ -93,6 +96,7 @@ def test_proxies_of_a_class_share_tables_and_get_their_own_stat_names(tmp_path):
         assert first[CLUSTER][outbound].content["alt_stat_name"] != second[CLUSTER][outbound].content["alt_stat_name"]
     finally:
         lab.close()
+
 
 def _value_of(any_bytes: bytes) -> bytes:
     from google.protobuf import any_pb2

@@ -19,9 +19,10 @@ from google.protobuf import any_pb2, json_format
 from meshwright.check.envoy_proto import message_class
 from meshwright.compile.build import ProxyConfig
 from meshwright.compile.envoy_values import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, ROUTE_CONFIGURATION, TYPE_PREFIX
-from meshwright.compile.incremental import STAT_NAME, CompiledEstate, digest, resource_name
+# _with_stat_name: a stat-named cluster's version as the estate gives it (the shared cluster's and the name's).
+from meshwright.compile.incremental import STAT_NAME, CompiledEstate, _with_stat_name, digest, resource_name
 from meshwright.compile.secrets import SECRET, workload_secrets
-from meshwright.compile.telemetry import with_stat_names
+from meshwright.compile.telemetry import stat_name_template, stat_name_values, with_stat_names
 
 # The order of a push: what a resource points at goes before it (clusters before the
 # endpoints and listeners that use them, listeners before their routes), as istiod does.
@@ -113,15 +114,39 @@ def proxy_snapshot(estate: CompiledEstate, proxy_id: str, certs_dir: str | None)
 
 def proxy_clusters(estate: CompiledEstate, proxy_id: str) -> dict[str, Served]:
     """The proxy's clusters: a class's with the proxy's stat names (each naming the shared
-    cluster it copies), or the proxy's own."""
+    cluster it copies), or the proxy's own. A class's stat names are worked out once
+    (telemetry.stat_name_template) and each proxy's own labels put in, as the files path
+    writes a class's files once; where a class has no template, the proxy's are computed whole."""
     group = estate.groups[estate.group_of[proxy_id]]
-    versions = estate.versions(proxy_id)["clusters"]
     if not group.is_class:
+        versions = group.versions["clusters"]
         return {resource_name(r): Served(versions[resource_name(r)], r) for r in group.config.clusters}
-    shared_versions = group.versions["clusters"]
-    own = proxy_config(estate, proxy_id).clusters
-    served = {}
-    for cluster, shared in zip(own, group.config.clusters):
+    proxy, telemetry = estate.proxies[proxy_id], group.config.telemetry
+    template = _shared(estate).get(("template", group.key))
+    if template is None:
+        template = _shared(estate)[("template", group.key)] = stat_name_template(estate.mesh, proxy, telemetry, group.config.clusters) or ()
+    values = stat_name_values(estate.mesh, proxy, telemetry, template[1]) if template else None
+    if values is None:
+        return _proxy_clusters_whole(estate, proxy_id, group)
+    shared_versions, served = group.versions["clusters"], {}
+    for shared, templated in zip(group.config.clusters, template[0]):
+        name = shared["name"]
+        if templated is shared:
+            served[name] = Served(shared_versions[name], shared)
+            continue
+        stat_name = templated[STAT_NAME]
+        for token, value in values.items():
+            if token in stat_name:
+                stat_name = stat_name.replace(token, value)
+        served[name] = Served(_with_stat_name(shared_versions[name], stat_name), {**shared, STAT_NAME: stat_name},
+                              Served(shared_versions[name], shared), stat_name)
+    return served
+
+
+def _proxy_clusters_whole(estate: CompiledEstate, proxy_id: str, group) -> dict[str, Served]:
+    versions = estate.versions(proxy_id)["clusters"]
+    shared_versions, served = group.versions["clusters"], {}
+    for cluster, shared in zip(proxy_config(estate, proxy_id).clusters, group.config.clusters):
         name = cluster["name"]
         if cluster is shared:
             served[name] = Served(versions[name], cluster)
@@ -134,16 +159,25 @@ _SHARED: dict[int, dict] = {}  # id(estate) -> (group key, certs dir) -> type UR
 _SHARED_LOCK = threading.Lock()
 
 
-def _shared_tables(estate: CompiledEstate, group_key: tuple, certs_dir: str | None) -> dict[str, dict[str, Served]]:
+def _shared(estate: CompiledEstate) -> dict:
+    """What the estate's proxies share, kept as long as the estate is."""
     with _SHARED_LOCK:
-        tables = _SHARED.get(id(estate))
-        if tables is None:
-            tables = _SHARED[id(estate)] = {}
+        shared = _SHARED.get(id(estate))
+        if shared is None:
+            shared = _SHARED[id(estate)] = {}
             weakref.finalize(estate, _SHARED.pop, id(estate), None)  # gone with its estate
-        key = (group_key, certs_dir)
-        if key not in tables:
-            tables[key] = _group_tables(estate, estate.groups[group_key], certs_dir)
-        return tables[key]
+        return shared
+
+
+def _shared_tables(estate: CompiledEstate, group_key: tuple, certs_dir: str | None) -> dict[str, dict[str, Served]]:
+    shared = _shared(estate)
+    key = (group_key, certs_dir)
+    tables = shared.get(key)
+    if tables is None:
+        tables = _group_tables(estate, estate.groups[group_key], certs_dir)
+        with _SHARED_LOCK:
+            tables = shared.setdefault(key, tables)
+    return tables
 
 
 def _group_tables(estate: CompiledEstate, group, certs_dir: str | None) -> dict[str, dict[str, Served]]:
