@@ -281,6 +281,8 @@ class Clients:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as error:
+                if asyncio.current_task().cancelling():  # closed by this client (a storm, the end): not an error
+                    raise asyncio.CancelledError from None
                 self.out(f"E {proxy_id} {error.code().name}: {(error.details() or '').replace(chr(10), ' ')}")
             except Exception as error:  # a bug of this client: said, not hidden
                 self.out(f"E {proxy_id} {type(error).__name__}: {error}")

@@ -348,14 +348,18 @@ def envoys_agree(status: dict, envoy_proxies: list[str]) -> list[str]:
 
 def change_latency(server: Server, events: Events, kind: str, edit, deadline: Deadline, settle: float) -> dict:
     """One saved edit: the seconds until every proxy whose kind changed ACKed the new version."""
-    before = acked(server.status(), kind)
+    status = server.status()
+    before, generation = acked(status, kind), status["generation"]
     edited = edit()
     started = time.time()
-    while deadline.left() > 0 and time.time() - started < settle + 30:
+    # Until the server served the edit (a new generation), then until the ACKs stop for settle seconds.
+    while deadline.left() > 0 and time.time() - started < 60 and server.status()["generation"] == generation:
+        time.sleep(0.5)
+    while deadline.left() > 0 and time.time() - started < 90:
         time.sleep(0.2)
         with events.lock:
             quiet = time.time() - max(events.last, started)
-        if quiet >= settle and time.time() - started >= settle:
+        if quiet >= settle:
             break
     after_status = server.status()
     after = acked(after_status, kind)
