@@ -474,7 +474,8 @@ def run(src: str, args, work: str, label: str) -> dict:
     connected = [p for p in proxies if p != GATEWAY][:args.proxies]
     step = max(len(connected) // max(args.envoys, 1), 1)
     envoy_proxies = connected[::step][:args.envoys]
-    offsets = {proxy: free_offset(extra=(15006,)) for proxy in envoy_proxies}
+    offsets = distinct_offsets(len(envoy_proxies))
+    offsets = dict(zip(envoy_proxies, offsets))
     folder = os.path.join(work, label, "mesh")
     estate = Estate(services, folder, offsets)
     mesh, problems = load_valid([folder])
@@ -534,9 +535,29 @@ def run(src: str, args, work: str, label: str) -> dict:
 
 def _envoys_synced(server: Server, envoy_proxies: list[str], deadline: Deadline, started: float) -> float | None:
     """Seconds from started until the Envoys are SYNCED too (Envoy takes its own time over a
-    large cluster set: they are the check that the clients behave alike, not the measure)."""
-    waited = wait_synced(server, set(envoy_proxies), False, deadline, since=started)
+    large cluster set: they are the check that the clients behave alike, not the measure);
+    None when they were not within ENVOY_WAIT seconds more (a NACK, say: the table tells)."""
+    bounded = Deadline(min(ENVOY_WAIT, deadline.left()))
+    waited = wait_synced(server, set(envoy_proxies), False, bounded, since=started)
     return None if waited is None else time.time() - started
+
+
+def distinct_offsets(count: int) -> list[int]:
+    """Port offsets for count Envoys on this machine: each proxy's ports free, and no two
+    proxies' ports the same."""
+    taken: set[int] = set()
+    offsets = []
+    while len(offsets) < count:
+        offset = free_offset(extra=PROXY_PORTS)
+        ports = {base + offset for base in PROXY_PORTS}
+        if not ports & taken:
+            taken |= ports
+            offsets.append(offset)
+    return offsets
+
+
+PROXY_PORTS = (15000, 15001, 15006, 15021, 15090)  # admin, outbound, inbound, health, stats: what a proxy binds, offset
+ENVOY_WAIT = 180.0
 
 
 def _save(estate: Estate, file_name: str) -> str:
