@@ -39,7 +39,7 @@ $(BIN)/molecule: pyproject.toml $(BIN)/meshwright
 molecule: $(BIN)/molecule collection
 	VENV=$(abspath $(VENV)) molecule/run.sh $(SCENARIOS)
 
-## make bench: compile, load, validate/render of an estate, rendering every proxy, incremental recompile, deploy, data-plane and upgrade benchmarks
+## make bench: compile, load, validate/render of an estate, rendering every proxy, incremental recompile, deploy, data-plane, upgrade and control-plane benchmarks
 ## (tables with ratios; dataplane needs h2load)
 bench: venv
 	$(BIN)/python bench/compile.py
@@ -50,6 +50,7 @@ bench: venv
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/dataplane.py
 	$(BIN)/python bench/upgrade.py
+	$(BIN)/python bench/controlplane.py
 
 ## make lint: ansible-lint (production profile, .ansible-lint) on playbooks, roles and Molecule scenarios
 $(BIN)/ansible-lint: pyproject.toml $(BIN)/meshwright

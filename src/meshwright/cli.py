@@ -255,6 +255,12 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def _read_pem(option: str, path: str) -> bytes:
     try:
         with open(path, "rb") as handle:
@@ -383,7 +389,8 @@ def cmd_serve(args) -> int:
         signal.signal(signum, lambda *dummy: stop.set())
     webhook = _admission_webhook(args, registries)
     try:
-        running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr, registries=registries)
+        running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr, registries=registries,
+                                   max_streams=args.max_streams)
     except (ValueError, RuntimeError) as error:
         raise UsageError(f"--listen/--status-listen/--csr-listen/--join-listen: {error}") from None
     page = _start_graph_page(args, running)
@@ -685,6 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--proxy-image", help="serve the injection webhook too (POST /inject): the proxy image (Envoy + meshwright agent) it injects")
     serve.add_argument("--injection-xds", metavar="HOST:PORT", help="the xDS address injected pods reach the control plane at")
     serve.add_argument("--injection-csr", metavar="HOST:PORT", help="the CSR service's join address injected pods reach")
+    serve.add_argument("--max-streams", type=_positive_int, default=xds_server.DEFAULT_MAX_STREAMS,
+                       help=f"xDS streams served at once; more are refused with a log line (default {xds_server.DEFAULT_MAX_STREAMS})")
     serve.set_defaults(func=cmd_serve)
 
     token = commands.add_parser("join-token", help="issue a one-time token a proxy's agent uses for its first certificate")

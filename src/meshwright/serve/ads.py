@@ -34,11 +34,12 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshwright.compile.envoy_values import CLUSTER, LISTENER, ROUTE_CONFIGURATION
-from meshwright.serve.resources import KIND_OF_TYPE, PUSH_ORDER, WILDCARD_TYPES, Encoder, Served, Snapshot
+from meshwright.serve.resources import KIND_OF_TYPE, PUSH_ORDER, WILDCARD_TYPES, Encoder, Served, Snapshot, discovery_response_bytes
 
 LOG = logging.getLogger("meshwright.serve")
 SYNCED, STALE, NACK = "SYNCED", "STALE", "NACK"
 CONTROL_PLANE = base_pb2.ControlPlane(identifier="meshwright")
+CONTROL_PLANE_BYTES = CONTROL_PLANE.SerializeToString()
 _CLOSED, _UPDATE = object(), object()
 
 
@@ -46,7 +47,7 @@ _CLOSED, _UPDATE = object(), object()
 class Watch:
     """One type on one stream: what the proxy asked for, was sent, and answered."""
 
-    names: set[str] | None  # None: every resource of the type (wildcard)
+    names: frozenset[str] | None  # None: every resource of the type (wildcard)
     sent: dict[str, str] = field(default_factory=dict)  # name -> version the proxy holds (as far as we know)
     previous: dict[str, str] = field(default_factory=dict)  # delta: what it held before the last response
     version: str = ""  # of the last response
@@ -89,9 +90,11 @@ class Stream:
 
     # The plane's side (any thread).
 
-    def notify(self) -> None:
-        """The mesh changed: the stream pushes what differs for its proxy."""
-        self._queue.put(_UPDATE)
+    def notify(self, kinds=None) -> None:
+        """The mesh changed: the stream pushes what differs for its proxy. kinds: the kinds of
+        resources that changed for it (None: any may have); a proxy's clusters, which carry
+        its own stat names, are built again only when clusters changed."""
+        self._queue.put((_UPDATE, None if kinds is None else frozenset(kinds)))
 
     def close(self) -> None:
         self._queue.put(_CLOSED)
@@ -112,8 +115,8 @@ class Stream:
         threading.Thread(target=self._read, args=(requests,), name=f"xds-read-{self.proxy_id}", daemon=True).start()
         item = first
         while item is not _CLOSED:
-            if item is _UPDATE:
-                responses = self._push()
+            if isinstance(item, tuple) and item[0] is _UPDATE:
+                responses = self._push(item[1])
             else:
                 responses = self._on_delta(item) if self.delta else self._on_request(item)
             yield from responses
@@ -135,17 +138,19 @@ class Stream:
             self._snapshot = (estate, self.plane.snapshot_for(estate, self.proxy_id, self.certs_dir))
         return self._snapshot[1]
 
-    def _selected(self, type_url: str, names: set[str] | None) -> dict[str, Served]:
-        resources = self._current().get(type_url, {})
-        return dict(resources) if names is None else {name: resources[name] for name in sorted(names) if name in resources}
+    def _selected(self, type_url: str, names: frozenset[str] | None) -> tuple[dict[str, Served], str]:
+        """The resources of the type the proxy asked for, and their response's version."""
+        return self._current().selected(type_url, names, version_of)
 
-    def _push(self) -> list:
+    def _push(self, kinds: frozenset | None) -> list:
         if self.proxy_id not in self.plane.estate.proxies:
             LOG.warning("proxy %s is no longer in the mesh config: closing its stream", self.proxy_id)
             self._queue.put(_CLOSED)
             return []
         responses = []
         for type_url in sorted(self.watches, key=_order):
+            if type_url == CLUSTER and kinds is not None and "clusters" not in kinds:
+                continue  # its clusters did not change: not built again to find that out
             if type_url in WAIT_FOR_CLUSTERS and self._clusters_unanswered():
                 self._waiting.add(type_url)
             else:
@@ -170,9 +175,8 @@ class Stream:
         """An ACK or NACK of the watch's last response."""
         if request.HasField("error_detail") and request.error_detail.message:
             watch.rejected, watch.error = watch.version, request.error_detail.message
-            if self.delta:
-                watch.sent = watch.previous  # Envoy keeps what it had
-            elif request.version_info:
+            watch.sent = watch.previous  # Envoy keeps what it had
+            if not self.delta and request.version_info:
                 watch.acked = request.version_info  # state of the world: the version it keeps
             LOG.warning("proxy %s rejected %s version %s (it keeps its last good config): %s",
                         self.proxy_id, KIND_OF_TYPE.get(type_url, type_url), watch.version, watch.error)
@@ -199,17 +203,27 @@ class Stream:
         return self._response(type_url, force=True)
 
     def _response(self, type_url: str, force: bool) -> list:
+        """A state-of-the-world response, as bytes (the server sends them as they are): all
+        of a wildcard type's resources; of a type asked for by name, what changed since the
+        last response (xDS lets those grow incrementally, as istiod's EDS pushes do), or all
+        the names asked for when the subscription is new or changed (force)."""
         watch = self.watches[type_url]
-        resources = self._selected(type_url, watch.names)
-        version = version_of(resources)
+        resources, version = self._selected(type_url, watch.names)
         if version == watch.version and not force:
             return []
+        if type_url in WILDCARD_TYPES or force:
+            sending = resources
+        else:
+            sending = {name: served for name, served in resources.items() if watch.sent.get(name) != served.version}
         nonce = str(next(self._nonces))
-        response = discovery_pb2.DiscoveryResponse(
-            version_info=version, type_url=type_url, nonce=nonce, control_plane=CONTROL_PLANE,
-            resources=[self.encoder.encode(type_url, served) for served in resources.values()])
+        response = discovery_response_bytes(version, type_url, nonce, [self.encoder.encode_bytes(type_url, served) for served in sending.values()],
+                                            CONTROL_PLANE_BYTES)
         watch.version, watch.nonce, watch.sent_at = version, nonce, time.monotonic()
-        watch.sent = {name: served.version for name, served in resources.items()}
+        watch.previous = watch.sent
+        # What the proxy holds, by name: kept for the types asked for by name (the next
+        # response sends what differs), not for clusters, which a stream would otherwise keep
+        # one table of per proxy (they carry its stat names).
+        watch.sent = {} if type_url == CLUSTER else {name: served.version for name, served in resources.items()}
         return [response]
 
     # Delta (incremental).
@@ -221,13 +235,12 @@ class Stream:
         first = watch is None
         if first:
             wildcard = type_url in WILDCARD_TYPES and (not subscribe or "*" in subscribe)
-            self.watches[type_url] = watch = Watch(None if wildcard else set())
+            self.watches[type_url] = watch = Watch(None if wildcard else frozenset())
             watch.sent = dict(request.initial_resource_versions)
         elif request.response_nonce == watch.nonce:
             self._answered(type_url, watch, request)
         if watch.names is not None:
-            watch.names |= subscribe - {"*"}
-            watch.names -= unsubscribe
+            watch.names = _NAMES.interned(frozenset((watch.names | subscribe) - {"*"} - unsubscribe))
         for name in unsubscribe:
             watch.sent.pop(name, None)
         if not (first or subscribe):
@@ -236,7 +249,7 @@ class Stream:
 
     def _delta_response(self, type_url: str, force: bool) -> list:
         watch = self.watches[type_url]
-        resources = self._selected(type_url, watch.names)
+        resources, version = self._selected(type_url, watch.names)
         changed = {name: served for name, served in resources.items() if watch.sent.get(name) != served.version}
         removed = sorted(name for name in watch.sent if name not in resources)
         if not changed and not removed and not force:
@@ -246,7 +259,7 @@ class Stream:
             return []
         nonce = str(next(self._nonces))
         response = discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=version_of(resources), type_url=type_url, nonce=nonce, control_plane=CONTROL_PLANE,
+            system_version_info=version, type_url=type_url, nonce=nonce, control_plane=CONTROL_PLANE,
             removed_resources=removed,
             resources=[discovery_pb2.Resource(name=name, version=served.version, resource=self.encoder.encode(type_url, served))
                        for name, served in changed.items()])
@@ -261,11 +274,30 @@ class Stream:
 WAIT_FOR_CLUSTERS = frozenset((LISTENER, ROUTE_CONFIGURATION))
 
 
-def _names(type_url: str, names) -> set[str] | None:
-    names = set(names)
+class InternedNames:
+    """One frozenset for every stream that asks for the same names (the proxies of a class
+    ask alike): the streams share it, and resources.py's selections are keyed by it."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self._names: dict[frozenset, frozenset] = {}
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def interned(self, names: frozenset[str]) -> frozenset[str]:
+        with self._lock:
+            if len(self._names) >= self._limit:
+                self._names.clear()
+            return self._names.setdefault(names, names)
+
+
+_NAMES = InternedNames()
+
+
+def _names(type_url: str, names) -> frozenset[str] | None:
+    names = frozenset(names)
     if type_url in WILDCARD_TYPES and (not names or "*" in names):
         return None
-    return names - {"*"}
+    return _NAMES.interned(names - {"*"})
 
 
 def _order(type_url: str) -> int:

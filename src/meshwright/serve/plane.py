@@ -119,7 +119,7 @@ class ControlPlane:
             self.rejection = None
             streams = [s for s in self._streams if s.proxy_id in changes]
         for stream in streams:
-            stream.notify()
+            stream.notify(changes[stream.proxy_id])  # the kinds that changed for its proxy
         LOG.info("mesh generation %d (%s in %.3fs): %d proxies changed, %d connected ones notified",
                  self.generation, path, time.monotonic() - started, len(changes), len(streams))
 

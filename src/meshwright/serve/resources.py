@@ -10,6 +10,8 @@ for now, written by Ansible (later by `meshwright agent`).
 from __future__ import annotations
 
 import threading
+import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from google.protobuf import any_pb2, json_format
@@ -17,9 +19,10 @@ from google.protobuf import any_pb2, json_format
 from meshwright.check.envoy_proto import message_class
 from meshwright.compile.build import ProxyConfig
 from meshwright.compile.envoy_values import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, ROUTE_CONFIGURATION, TYPE_PREFIX
-from meshwright.compile.incremental import CompiledEstate, digest, resource_name
+# _with_stat_name: a stat-named cluster's version as the estate gives it (the shared cluster's and the name's).
+from meshwright.compile.incremental import STAT_NAME, CompiledEstate, _with_stat_name, digest, resource_name
 from meshwright.compile.secrets import SECRET, workload_secrets
-from meshwright.compile.telemetry import with_stat_names
+from meshwright.compile.telemetry import stat_name_template, stat_name_values, with_stat_names
 
 # The order of a push: what a resource points at goes before it (clusters before the
 # endpoints and listeners that use them, listeners before their routes), as istiod does.
@@ -32,13 +35,19 @@ TYPE_OF_KIND = {kind: type_url for type_url, kind in KIND_OF_TYPE.items()}
 
 @dataclass(frozen=True)
 class Served:
-    """One resource as served: its version and its content (never changed once built)."""
+    """One resource as served: its version and its content (never changed once built). A
+    cluster that carries a proxy's stat name also names the class's cluster it copies
+    (shared, without the stat name) and the stat name, so that its encoding is the shared
+    one's bytes and the stat name's (Encoder.encode_bytes): proxies of a class share all
+    but those few bytes."""
 
     version: str
     content: dict
+    shared: Served | None = None
+    stat_name: str = ""
 
 
-Snapshot = dict[str, dict[str, Served]]  # type URL -> resource name -> served
+Snapshot = Mapping[str, dict[str, Served]]  # type URL -> resource name -> served
 
 
 def proxy_config(estate: CompiledEstate, proxy_id: str) -> ProxyConfig:
@@ -53,41 +62,201 @@ def proxy_config(estate: CompiledEstate, proxy_id: str) -> ProxyConfig:
                        shared.endpoints, shared.telemetry)
 
 
-def proxy_snapshot(estate: CompiledEstate, proxy_id: str, certs_dir: str | None) -> Snapshot:
+class ProxySnapshot(Mapping):
+    """Every resource of a proxy by type, with the estate's versions. What proxies of a group
+    hold alike (endpoints, listeners, routes, secrets of one certs directory) is one table
+    per estate that they all point at; the clusters, which carry each proxy's stat names,
+    are built when asked for and not kept: a connected proxy costs the server almost
+    nothing between pushes."""
+
+    def __init__(self, estate: CompiledEstate, proxy_id: str, certs_dir: str | None) -> None:
+        self.estate, self.proxy_id, self.certs_dir = estate, proxy_id, certs_dir
+        self.group = estate.groups[estate.group_of[proxy_id]]
+
+    def __getitem__(self, type_url: str) -> dict[str, Served]:
+        if type_url == CLUSTER:
+            return proxy_clusters(self.estate, self.proxy_id)
+        if type_url not in TYPE_URLS:
+            raise KeyError(type_url)
+        return _shared_tables(self.estate, self.group.key, self.certs_dir)[type_url]
+
+    def __iter__(self):
+        return iter(TYPE_URLS)
+
+    def __len__(self) -> int:
+        return len(TYPE_URLS)
+
+    def selected(self, type_url: str, names: frozenset[str] | None, version_of) -> tuple[dict[str, Served], str]:
+        """The resources of a type the proxy asked for (names None: all) and version_of them.
+        Of a type its group shares, worked out once per estate for the proxies that ask the
+        same names (ads.py interns them: one frozenset for all); its clusters, each time."""
+        if type_url == CLUSTER:
+            table = self[CLUSTER]
+            chosen = table if names is None else {name: table[name] for name in sorted(names) if name in table}
+            return chosen, version_of(chosen)
+        shared = _shared_tables(self.estate, self.group.key, self.certs_dir)
+        key = ("selected", type_url, names)
+        found = shared.get(key)
+        if found is None:
+            table = shared.get(type_url, {})
+            chosen = table if names is None else {name: table[name] for name in sorted(names) if name in table}
+            found = shared[key] = (chosen, version_of(chosen))
+        return found
+
+
+TYPE_URLS = (CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, ROUTE_CONFIGURATION, SECRET)
+
+
+def proxy_snapshot(estate: CompiledEstate, proxy_id: str, certs_dir: str | None) -> ProxySnapshot:
     """Every resource of the proxy by type, with the estate's versions."""
-    config = proxy_config(estate, proxy_id)
-    versions = estate.versions(proxy_id)
-    snapshot: Snapshot = {}
-    for kind in ("clusters", "endpoints", "listeners", "routes"):
+    return ProxySnapshot(estate, proxy_id, certs_dir)
+
+
+def proxy_clusters(estate: CompiledEstate, proxy_id: str) -> dict[str, Served]:
+    """The proxy's clusters: a class's with the proxy's stat names (each naming the shared
+    cluster it copies), or the proxy's own. A class's stat names are worked out once
+    (telemetry.stat_name_template) and each proxy's own labels put in, as the files path
+    writes a class's files once; where a class has no template, the proxy's are computed whole."""
+    group = estate.groups[estate.group_of[proxy_id]]
+    if not group.is_class:
+        versions = group.versions["clusters"]
+        return {resource_name(r): Served(versions[resource_name(r)], r) for r in group.config.clusters}
+    proxy, telemetry = estate.proxies[proxy_id], group.config.telemetry
+    template = _shared(estate).get(("template", group.key))
+    if template is None:
+        template = _shared(estate)[("template", group.key)] = stat_name_template(estate.mesh, proxy, telemetry, group.config.clusters) or ()
+    values = stat_name_values(estate.mesh, proxy, telemetry, template[1]) if template else None
+    if values is None:
+        return _proxy_clusters_whole(estate, proxy_id, group)
+    shared_versions, served = group.versions["clusters"], {}
+    for shared, templated in zip(group.config.clusters, template[0]):
+        name = shared["name"]
+        if templated is shared:
+            served[name] = Served(shared_versions[name], shared)
+            continue
+        stat_name = templated[STAT_NAME]
+        for token, value in values.items():
+            if token in stat_name:
+                stat_name = stat_name.replace(token, value)
+        served[name] = Served(_with_stat_name(shared_versions[name], stat_name), {**shared, STAT_NAME: stat_name},
+                              Served(shared_versions[name], shared), stat_name)
+    return served
+
+
+def _proxy_clusters_whole(estate: CompiledEstate, proxy_id: str, group) -> dict[str, Served]:
+    versions = estate.versions(proxy_id)["clusters"]
+    shared_versions, served = group.versions["clusters"], {}
+    for cluster, shared in zip(proxy_config(estate, proxy_id).clusters, group.config.clusters):
+        name = cluster["name"]
+        if cluster is shared:
+            served[name] = Served(versions[name], cluster)
+        else:
+            served[name] = Served(versions[name], cluster, Served(shared_versions[name], shared), cluster.get(STAT_NAME, ""))
+    return served
+
+
+_SHARED: dict[int, dict] = {}  # id(estate) -> (group key, certs dir) -> type URL -> name -> served
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared(estate: CompiledEstate) -> dict:
+    """What the estate's proxies share, kept as long as the estate is."""
+    with _SHARED_LOCK:
+        shared = _SHARED.get(id(estate))
+        if shared is None:
+            shared = _SHARED[id(estate)] = {}
+            weakref.finalize(estate, _SHARED.pop, id(estate), None)  # gone with its estate
+        return shared
+
+
+def _shared_tables(estate: CompiledEstate, group_key: tuple, certs_dir: str | None) -> dict[str, dict[str, Served]]:
+    shared = _shared(estate)
+    key = (group_key, certs_dir)
+    tables = shared.get(key)
+    if tables is None:
+        tables = _group_tables(estate, estate.groups[group_key], certs_dir)
+        with _SHARED_LOCK:
+            tables = shared.setdefault(key, tables)
+    return tables
+
+
+def _group_tables(estate: CompiledEstate, group, certs_dir: str | None) -> dict[str, dict[str, Served]]:
+    config, versions = group.config, group.versions
+    tables = {}
+    for kind in ("endpoints", "listeners", "routes"):
         table = versions[kind]
-        snapshot[TYPE_OF_KIND[kind]] = {resource_name(r): Served(table[resource_name(r)], r) for r in getattr(config, kind)}
+        tables[TYPE_OF_KIND[kind]] = {resource_name(r): Served(table[resource_name(r)], r) for r in getattr(config, kind)}
     secrets = workload_secrets(certs_dir) if estate.mesh.settings.identity_enabled and certs_dir else []
-    snapshot[SECRET] = {secret["name"]: Served(digest(secret), secret) for secret in secrets}
-    return snapshot
+    tables[SECRET] = {secret["name"]: Served(digest(secret), secret) for secret in secrets}
+    return tables
 
 
 class Encoder:
-    """Resources as protobuf Any, each (type, version) encoded once: proxies of a class share
-    most versions, and a push re-sends what did not change only in state of the world."""
+    """Resources as serialized protobuf Any, each (type, version) encoded once: proxies of a
+    class share most versions, and a cluster with a proxy's stat name is its class's
+    cluster's bytes with the stat name's field after them (protobuf keeps the last value of
+    a field: the bytes parse as the whole cluster)."""
 
-    def __init__(self, limit: int = 1 << 16) -> None:
-        self._cache: dict[tuple[str, str], any_pb2.Any] = {}
+    def __init__(self, limit: int = 1 << 17) -> None:
+        self._cache: dict[tuple[str, str], bytes] = {}
         self._lock = threading.Lock()
         self._limit = limit
 
+    def encode_bytes(self, type_url: str, served: Served) -> bytes:
+        """The serialized Any of served."""
+        if served.shared is None:
+            return _any(type_url, self._value(type_url, served))
+        return _any(type_url, self._value(type_url, served.shared) + _field(CLUSTER_ALT_STAT_NAME, served.stat_name.encode()))
+
     def encode(self, type_url: str, served: Served) -> any_pb2.Any:
+        return any_pb2.Any.FromString(self.encode_bytes(type_url, served))
+
+    def _value(self, type_url: str, served: Served) -> bytes:
         key = (type_url, served.version)
         found = self._cache.get(key)
         if found is None:
-            register_types(served.content)
-            message = json_format.ParseDict(served.content, message_class(type_url[len(TYPE_PREFIX):])())
-            found = any_pb2.Any()
-            found.Pack(message)
+            # One at a time: json_format takes an Any's "@type" out of the dict while it parses it
+            # (and puts it back), so two streams parsing one shared resource at once fail.
             with self._lock:
+                found = self._cache.get(key) or self._parsed(type_url, served)
                 if len(self._cache) >= self._limit:
                     self._cache.clear()
                 self._cache[key] = found
         return found
+
+    @staticmethod
+    def _parsed(type_url: str, served: Served) -> bytes:
+        register_types(served.content)
+        return json_format.ParseDict(served.content, message_class(type_url[len(TYPE_PREFIX):])()).SerializeToString(deterministic=True)
+
+
+CLUSTER_ALT_STAT_NAME = 28  # envoy.config.cluster.v3.Cluster.alt_stat_name
+_ANY_TYPE_URL, _ANY_VALUE = 1, 2
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field (string, bytes, message)."""
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _any(type_url: str, value: bytes) -> bytes:
+    return _field(_ANY_TYPE_URL, type_url.encode()) + _field(_ANY_VALUE, value)
+
+
+def discovery_response_bytes(version: str, type_url: str, nonce: str, resources: list[bytes], control_plane: bytes) -> bytes:
+    """A serialized DiscoveryResponse (envoy.service.discovery.v3) from serialized Anys: what
+    a stream sends, built without a message object per resource."""
+    return b"".join([_field(1, version.encode()), *(_field(2, resource) for resource in resources), _field(4, type_url.encode()),
+                     _field(5, nonce.encode()), _field(6, control_plane)])
 
 
 def register_types(value) -> None:

@@ -1,0 +1,145 @@
+"""meshwright serve at scale (bench/controlplane.py measures it): a flood of streams over the
+limit is refused with a log line while the others keep being served; proxies of a class share
+their encoded resources, and what they receive parses as the resources compiled for them;
+state-of-the-world endpoint pushes carry what changed only."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from meshwright.check.envoy_proto import message_class
+from meshwright.compile.envoy_values import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, TYPE_PREFIX
+from meshwright.serve import server as xds_server
+from meshwright.serve.resources import Encoder, proxy_config, proxy_snapshot
+from meshwright.serve.source import load_valid
+from tests.harness import free_port
+from tests.unit.test_serve_ads import Client, Lab, _unpacked, subscribe_all, wait_for
+
+TWO_CLIENTS = """
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: client-2, namespace: default}
+spec: {address: 10.0.0.10, labels: {app: client}, serviceAccount: client}
+"""
+
+@pytest.fixture
+def small_lab(tmp_path):
+    """The ADS lab with a server that serves at most 3 streams."""
+    lab = Lab(tmp_path)
+    lab.running.stop()
+    mesh, problems = load_valid([str(lab.mesh_dir)])
+    assert problems == []
+    lab.running = xds_server.start(mesh, [str(lab.mesh_dir)], ("127.0.0.1", free_port()), None, None, watch=False, max_streams=3)
+    lab.plane = lab.running.plane
+    lab.channel = grpc.insecure_channel(f"127.0.0.1:{lab.running.grpc_port}")
+    from envoy.service.discovery.v3 import ads_pb2_grpc
+    lab.stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(lab.channel)
+    yield lab
+    lab.close()
+
+def test_a_flood_of_streams_is_refused_with_a_log_line_and_the_others_are_served(small_lab):
+    lab = small_lab
+    served = [Client(lab) for _ in range(3)]
+    for client in served:
+        subscribe_all(client)
+    flood = [Client(lab) for _ in range(4)]
+    for client in flood:
+        client.send(type_url=CLUSTER)
+        refused = client.receive()
+        assert isinstance(refused, grpc.RpcError) and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "3 xDS streams are open" in refused.details()
+    log = lab.log.getvalue()
+    assert log.count("refused xDS stream from") == 4 and "the most this instance serves (meshwright serve --max-streams)" in log
+    assert len(lab.plane.status()["refusals"]) == 4
+    # The streams being served go on being served: an endpoint change reaches each of them.
+    lab.apply(address="10.0.0.2")
+    for client in served:
+        response = client.receive()
+        assert response.type_url == CLUSTER_LOAD_ASSIGNMENT and "10.0.0.2" in str(_unpacked(response.resources[0]))
+    # A stream that ends frees its place.
+    served[0].close()
+    wait_for(lambda: len([s for p in lab.plane.status()["proxies"] for s in p["streams"]]) == 2)
+    again = Client(lab)
+    again.send(type_url=CLUSTER)
+    assert again.receive().type_url == CLUSTER
+    for client in served[1:] + [again]:
+        client.close()
+
+def test_proxies_of_a_class_share_tables_and_get_their_own_stat_names(tmp_path):
+    """Two clients of one class, metrics on (the default): their clusters differ by stat name only. Each
+    proxy's encoded cluster (the class's bytes plus its stat name) parses as the cluster
+    compiled for it; their endpoint tables are one object."""
+    lab = Lab(tmp_path)
+    try:
+        lab.write(extra=TWO_CLIENTS)
+        mesh, problems = load_valid([str(lab.mesh_dir)])
+        assert problems == []
+        lab.plane.apply(mesh)
+        estate, encoder = lab.plane.estate, Encoder()
+        first, second = (proxy_snapshot(estate, proxy, None) for proxy in ("client.default", "client-2.default"))
+        assert first[CLUSTER_LOAD_ASSIGNMENT] is second[CLUSTER_LOAD_ASSIGNMENT]
+        stat_named = 0
+        for proxy, snapshot in (("client.default", first), ("client-2.default", second)):
+            assert {name: served.version for name, served in snapshot[CLUSTER].items()} == estate.versions(proxy)["clusters"]
+            compiled = {cluster["name"]: cluster for cluster in proxy_config(estate, proxy).clusters}
+            for name, served in snapshot[CLUSTER].items():
+                assert served.content == compiled[name]
+                sent = message_class(CLUSTER[len(TYPE_PREFIX):])()
+                sent.ParseFromString(_value_of(encoder.encode_bytes(CLUSTER, served)))
+                assert sent == json_format.ParseDict(served.content, message_class(CLUSTER[len(TYPE_PREFIX):])())
+                stat_named += served.shared is not None
+        assert stat_named >= 2
+        outbound = [name for name in first[CLUSTER] if name.startswith("outbound|")][0]
+        assert first[CLUSTER][outbound].content["alt_stat_name"] != second[CLUSTER][outbound].content["alt_stat_name"]
+    finally:
+        lab.close()
+
+
+def _value_of(any_bytes: bytes) -> bytes:
+    from google.protobuf import any_pb2
+    return any_pb2.Any.FromString(any_bytes).value
+
+def test_state_of_the_world_endpoint_pushes_carry_what_changed(lab_with_two_services):
+    """Subscribed to two services' endpoints, the client gets the moved one only; the
+    response's version is that of both (what it now holds)."""
+    lab = lab_with_two_services
+    client = Client(lab)
+    got = subscribe_all(client)
+    assert len(got[CLUSTER_LOAD_ASSIGNMENT].resources) == 2
+    lab.apply(address="10.0.0.2", extra=RATINGS)
+    response = client.receive()
+    assert response.type_url == CLUSTER_LOAD_ASSIGNMENT
+    assert [_unpacked(r).cluster_name for r in response.resources] == ["outbound|9080||reviews.default.svc.cluster.local"]
+    assert response.version_info != got[CLUSTER_LOAD_ASSIGNMENT].version_info
+    client.send(type_url=CLUSTER_LOAD_ASSIGNMENT, resource_names=[_unpacked(r).cluster_name for r in got[CLUSTER_LOAD_ASSIGNMENT].resources],
+                version_info=response.version_info, response_nonce=response.nonce)
+    wait_for(lambda: _state(lab, "endpoints") == "SYNCED")
+    client.close()
+
+RATINGS = """
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.1.1}]
+"""
+
+@pytest.fixture
+def lab_with_two_services(tmp_path):
+    lab = Lab(tmp_path)
+    lab.apply(extra=RATINGS)
+    yield lab
+    lab.close()
+
+def _state(lab: Lab, kind: str) -> str:
+    stream = [p for p in lab.plane.status()["proxies"] if p["proxy"] == "client.default"][0]["streams"][0]
+    return stream["types"][kind]["state"]
+
