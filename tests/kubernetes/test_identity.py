@@ -127,7 +127,7 @@ def test_the_agent_in_a_pod_gets_its_first_certificate_with_its_projected_token(
     api_server, service, pods, (csr_port, join_port), roots = cluster
     token_file = tmp_path / "token"
     token_file.write_text(token(api_server, "reviews", "reviews-a", pods["reviews-a"]))
-    agent = Agent(("127.0.0.1", csr_port), ("127.0.0.1", join_port), "reviews-a.identity", str(tmp_path / "certs"), roots,
+    agent = Agent([("127.0.0.1", csr_port)], [("127.0.0.1", join_port)], "reviews-a.identity", str(tmp_path / "certs"), roots,
                   service_account_token_file=str(token_file))
 
     held = agent.request_certificate(None)
