@@ -125,7 +125,7 @@ def test_the_readiness_annotation_takes_one_value(plane):
 
 
 def test_many_workloads_at_once_are_validated_and_compiled_whole(plane):
-    pods = [pod(f"reviews-{i}", f"10.1.{i // 200}.{i % 200 + 1}") for i in range(80)]  # more than STEPWISE_LIMIT
+    pods = [pod(f"reviews-{i}", f"10.1.{i // 200}.{i % 200 + 1}") for i in range(80)]  # a new class: more than ONE_BY_ONE_LIMIT
 
     assert plane.apply_source(REGISTRY, pods) == []
 

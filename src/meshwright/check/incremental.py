@@ -138,18 +138,27 @@ def apply_resource(estate: CompiledEstate, resource: Resource, removed: bool = F
     return recompiled(estate, mesh)
 
 
+# More changes than this that the fast path cannot take in one step are not applied one by
+# one: validating and compiling the whole mesh once costs less.
+ONE_BY_ONE_LIMIT = 64
+
+
 @cyclic_collector_paused()
-def apply_resources(estate: CompiledEstate, edited: list[Resource], removed: list[Resource]) -> tuple[CompiledEstate, Changes]:
+def apply_resources(estate: CompiledEstate, edited: list[Resource], removed: list[Resource]) -> tuple[CompiledEstate, Changes] | None:
     """Several changes at once, as a registry publishes them (resources as the loader makes
     them): WorkloadEntries that come, go or change their endpoint only, in one step on the
-    fast path; anything else one by one (apply_resource, removals first: a renamed workload
-    may keep its address). ChangeRefused at the first bad one; estate is never changed."""
+    fast path, however many; otherwise, up to ONE_BY_ONE_LIMIT changes one by one
+    (apply_resource, removals first: a renamed workload may keep its address), and None for
+    more (validate the mesh whole instead). ChangeRefused at the first bad one; estate is
+    never changed."""
     edited = [r for r in edited if not is_kubernetes_object(r)]
     removed = [r for r in removed if not is_kubernetes_object(r)]
     if edited + removed and all(r.kind == "WorkloadEntry" for r in edited + removed):
         fast = _fast_path(estate, [_checked(estate, r) for r in edited], removed)
         if fast is not None:
             return fast
+    if len(edited) + len(removed) > ONE_BY_ONE_LIMIT:
+        return None
     changes: Changes = {}
     for resource, gone in [(r, True) for r in removed] + [(r, False) for r in edited]:
         estate, step = apply_resource(estate, resource, removed=gone)

@@ -31,9 +31,6 @@ from meshwright.serve.status import node_info
 from meshwright.validate.shape_check import is_kubernetes_object
 
 LOG = logging.getLogger("meshwright.serve")
-# Up to this many changed WorkloadEntries (pods or tasks come and go) are applied one by one on
-# the fast paths; more, or any other kind, validate and compile the merged mesh whole.
-STEPWISE_LIMIT = 64
 
 
 def _resource_identity(resource) -> tuple:
@@ -147,25 +144,24 @@ class ControlPlane:
             return problems
 
     def _apply_merged(self, name: str, resources: list[Resource]) -> list:
-        """A few changed WorkloadEntries, or one changed resource of any kind, take the
-        incremental paths (check/incremental.py apply_resources: WorkloadEntries that come, go
-        or move, in one step, validating those entries, the checks that read them and their
-        load assignments alone); more, or a resource another source holds too, are validated
-        and compiled whole with every source, as `meshwright validate` does."""
+        """Changed WorkloadEntries (however many), or a few changed resources of any kind,
+        take the incremental paths (check/incremental.py apply_resources: WorkloadEntries that
+        come, go or move, in one step, validating those entries, the checks that read them and
+        their load assignments alone); the rest, or a resource another source holds too, is
+        validated and compiled whole with every source, as `meshwright validate` does."""
         edited, removed = source_changes(self._sources.get(name, []), resources)
         if not edited and not removed:
             LOG.info("%s changed, the mesh did not: nothing to push", name)
             return []
         started = time.monotonic()
-        count = len(edited) + len(removed)
-        few = count == 1 or (count <= STEPWISE_LIMIT and all(r.kind == "WorkloadEntry" for r in edited + removed))
-        if few and not self._held_elsewhere(name, edited):  # a duplicate goes to validation, which names it
+        if not self._held_elsewhere(name, edited):  # a duplicate goes to validation, which names it
             try:
-                estate, changes = apply_resources(self.estate, edited, removed)
+                applied = apply_resources(self.estate, edited, removed)
             except ChangeRefused as refused:
                 return self.reject(refused.problems, name)
-            self._serve(estate, changes, f"{name}: {_described(edited, removed)}", started)
-            return []
+            if applied is not None:
+                self._serve(*applied, f"{name}: {_described(edited, removed)}", started)
+                return []
         merged = [r for source, held in self._sources.items() if source != name for r in held] + resources
         mesh, problems = validate_mesh(LoadResult(merged))
         if problems:
