@@ -439,7 +439,8 @@ def test_folder_edits_are_debounced_into_one_reload(tmp_path):
 
 def test_one_changed_resource_is_validated_alone_and_several_together(lab):
     """apply_loaded: a WorkloadEntry's move takes the incremental path (its own problems,
-    with its file and line); an edit of two resources is validated whole."""
+    with its file and line); an edit of two resources of two kinds, each in turn (the
+    VirtualService's validates the whole mesh)."""
     from meshwright.model.load import load_paths
     lab.write(address="10.0.0.4")
     assert lab.plane.apply_loaded(load_paths([str(lab.mesh_dir)])) == []
@@ -450,4 +451,5 @@ def test_one_changed_resource_is_validated_alone_and_several_together(lab):
     assert lab.plane.estate.mesh.find("WorkloadEntry", "default", "reviews-v1").spec["address"] == "10.0.0.4"
     lab.write(address="10.0.0.5", timeout="8s")
     assert lab.plane.apply_loaded(load_paths([str(lab.mesh_dir)])) == []
-    assert "(files: recompiled in" in lab.log.getvalue() and lab.plane.generation == 3
+    assert "(files: 2 added or changed, 0 removed (VirtualService, WorkloadEntry) in" in lab.log.getvalue() and lab.plane.generation == 3
+    assert lab.plane.estate.mesh.find("WorkloadEntry", "default", "reviews-v1").spec["address"] == "10.0.0.5"

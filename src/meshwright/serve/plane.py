@@ -64,7 +64,8 @@ def _loaded_identity(resource: Resource) -> tuple:
 def _described(edited: list[Resource], removed: list[Resource]) -> str:
     if len(edited) + len(removed) == 1:
         return f"one resource, {(edited or removed)[0].ref}"
-    return f"{len(edited)} workloads added or changed, {len(removed)} removed"
+    kinds = ", ".join(sorted({r.kind for r in edited + removed}))
+    return f"{len(edited)} added or changed, {len(removed)} removed ({kinds})"
 
 
 def next_estate(estate: CompiledEstate, mesh: Mesh) -> tuple[CompiledEstate, Changes, str]:
