@@ -192,9 +192,12 @@ def churn(double: MarathonDouble, rate: float, seconds: float) -> list[tuple[str
 def latencies(kills, applied: Applied, clients: list[AdsClient], settle: float = 30.0) -> tuple[list[float], list[float], int]:
     """Per kill: seconds to the plane's apply without it, and to the last client's ACK of
     endpoints without it; how many kills were never seen (within settle seconds)."""
-    deadline = time.monotonic() + settle
     applied_in, acked_in, lost = [], [], 0
     for name, cluster, port, killed_at in kills:
+        # Each kill gets settle seconds from its own moment (one never seen must not use up
+        # the time of those after it); the history of applies and ACKs is kept, so a kill
+        # long past is judged at once.
+        deadline = max(killed_at + settle, time.monotonic())
         seen = applied.gone_at(name, killed_at, timeout=max(0.0, deadline - time.monotonic()))
         acks = []
         for client in clients:
