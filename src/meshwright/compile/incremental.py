@@ -23,6 +23,7 @@ import bisect
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from meshwright.collector import cyclic_collector_paused
@@ -440,11 +441,36 @@ def _workloads_update(estate: CompiledEstate, gone: list[Resource], came: list[R
     changes = dict(changes)
     for new in came:
         proxy_id = f"{new.name}.{new.namespace}"
-        changes[proxy_id] = versions_diff({}, result.versions(proxy_id))
+        changes[proxy_id] = ArrivedProxy(result, proxy_id)
     for old in gone:  # every resource it had, gone: their names are its group's (no version to compute)
         proxy_id = f"{old.name}.{old.namespace}"
         changes[proxy_id] = {kind: dict.fromkeys(names) for kind, names in estate.groups[estate.group_of[proxy_id]].versions.items() if names}
     return result, dict(sorted(changes.items()))
+
+
+class ArrivedProxy(Mapping):
+    """The changes of a proxy that came: every resource it has, {kind: {name: version}},
+    worked out when first asked. Its clusters' versions take its stat names, milliseconds per
+    proxy that sees many services; a control plane asks only for proxies that are connected,
+    and one that just came is not yet."""
+
+    def __init__(self, estate: CompiledEstate, proxy_id: str):
+        self._estate, self._proxy_id = estate, proxy_id
+        self._diff: dict | None = None
+
+    def _changes(self) -> dict:
+        if self._diff is None:
+            self._diff = versions_diff({}, self._estate.versions(self._proxy_id))
+        return self._diff
+
+    def __getitem__(self, kind: str) -> dict:
+        return self._changes()[kind]
+
+    def __iter__(self):
+        return iter(self._changes())
+
+    def __len__(self) -> int:
+        return len(self._changes())
 
 
 def _proxy_order(proxy: Proxy) -> tuple[str, str]:
