@@ -65,12 +65,12 @@ def write_pip_bootstrap(home: str) -> None:
 
 def build_and_install(work: str) -> str:
     """The installed collection's folder."""
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(work, "ansible.cfg"))
+    installed = os.path.join(work, "installed")
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(work, "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=installed)
     with open(env["ANSIBLE_CONFIG"], "w", encoding="utf-8") as handle:
         handle.write("[defaults]\n")  # not the clone's ansible.cfg
     run(os.path.join(BIN, "ansible-galaxy"), "collection", "build", "--output-path", work, ROOT, env=env)
     [archive] = glob.glob(os.path.join(work, "meshwright-mesh-*.tar.gz"))
-    installed = os.path.join(work, "installed")
     run(os.path.join(BIN, "ansible-galaxy"), "collection", "install", "--collections-path", installed, archive, env=env)
     folder = os.path.join(installed, "ansible_collections", "meshwright", "mesh")
     shutil.copytree(os.path.join(ROOT, "tests", "sanity"), os.path.join(folder, "tests", "sanity"))
@@ -78,6 +78,9 @@ def build_and_install(work: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if not shutil.which("shellcheck"):
+        # ansible-test would only warn and skip its shellcheck test.
+        sys.exit("shellcheck is not installed (Debian: apt-get install shellcheck): ansible-test sanity needs it")
     write_pip_bootstrap(ANSIBLE_TEST_HOME)
     with tempfile.TemporaryDirectory(prefix="meshwright-sanity-") as work:
         folder = build_and_install(work)
