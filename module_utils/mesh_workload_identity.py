@@ -17,6 +17,7 @@ import os
 import pwd
 import shutil
 
+from ansible.module_utils.mesh_folder_lock import FolderLocked, folder_lock, folder_read_lock
 from ansible.module_utils.mesh_pki_csr import key_matches_certificate, make_private_key
 from ansible.module_utils.mesh_pki_info import (
     bundle_fingerprint, certificates_in, describe, fingerprint, first_certificate, serial_hex)
@@ -202,3 +203,15 @@ def identity_drift(certs_dir: str, spiffe_id: str, issuer_pem: str | None, bundl
     except (IdentityError, KeyError, OSError, ValueError) as error:
         return [f"certificates in {certs_dir}: {error}"]
     return []
+
+
+def in_locked_certs_dir(module, work) -> None:
+    """work(module) with the certs folder (module.params certs_dir, lock_timeout) locked: one run at
+    a time there (another deploy or rotation waits, then fails naming the holder); check mode
+    waits for a writer but makes and changes nothing."""
+    certs_dir, timeout = module.params["certs_dir"], module.params["lock_timeout"]
+    try:
+        with folder_read_lock(certs_dir, timeout) if module.check_mode else folder_lock(certs_dir, timeout, 0o755):
+            work(module)
+    except FolderLocked as error:
+        module.fail_json(msg=str(error))

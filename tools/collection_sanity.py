@@ -15,7 +15,6 @@ ansible-lint's `sanity` rule allows.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import shutil
@@ -23,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
+import ansible_test
+from collection_install import BIN, ROOT, build_and_install
+
 # ansible-test's virtualenvs and pip bootstrap (its ~/.ansible/test), kept between runs.
 ANSIBLE_TEST_HOME = os.path.join(ROOT, ".cache", "ansible-test-home")
 
@@ -39,14 +39,8 @@ sys.exit(subprocess.call([{python!r}, "-m", "pip", "--python", sys.executable, "
 '''
 
 
-def run(*command: str, **options) -> None:
-    print("+", " ".join(command), flush=True)
-    subprocess.run(command, check=True, **options)
-
-
 def bootstrap_pip_version() -> str:
     """The pip version ansible-test puts into its virtualenvs (its get_venv_packages)."""
-    import ansible_test
     source = os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py")
     with open(source, encoding="utf-8") as handle:
         found = re.search(r"default_packages = dict\(\s*pip='([0-9.]+)'", handle.read())
@@ -63,24 +57,15 @@ def write_pip_bootstrap(home: str) -> None:
         handle.write(BOOTSTRAP.format(python=sys.executable))
 
 
-def build_and_install(work: str) -> str:
-    """The installed collection's folder."""
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(work, "ansible.cfg"))
-    with open(env["ANSIBLE_CONFIG"], "w", encoding="utf-8") as handle:
-        handle.write("[defaults]\n")  # not the clone's ansible.cfg
-    run(os.path.join(BIN, "ansible-galaxy"), "collection", "build", "--output-path", work, ROOT, env=env)
-    [archive] = glob.glob(os.path.join(work, "meshwright-mesh-*.tar.gz"))
-    installed = os.path.join(work, "installed")
-    run(os.path.join(BIN, "ansible-galaxy"), "collection", "install", "--collections-path", installed, archive, env=env)
-    folder = os.path.join(installed, "ansible_collections", "meshwright", "mesh")
-    shutil.copytree(os.path.join(ROOT, "tests", "sanity"), os.path.join(folder, "tests", "sanity"))
-    return folder
-
-
 def main(argv: list[str]) -> int:
+    if not shutil.which("shellcheck"):
+        # ansible-test would only warn and skip its shellcheck test.
+        sys.exit("shellcheck is not installed (Debian: apt-get install shellcheck): ansible-test sanity needs it")
     write_pip_bootstrap(ANSIBLE_TEST_HOME)
     with tempfile.TemporaryDirectory(prefix="meshwright-sanity-") as work:
-        folder = build_and_install(work)
+        folder = build_and_install(work)[1]
+        # The build leaves tests/ out: the ignore file (allowed entries only) goes in beside the code.
+        shutil.copytree(os.path.join(ROOT, "tests", "sanity"), os.path.join(folder, "tests", "sanity"))
         python = f"{sys.version_info.major}.{sys.version_info.minor}"
         env = dict(os.environ, HOME=ANSIBLE_TEST_HOME, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
         command = [os.path.join(BIN, "ansible-test"), "sanity", "--python", python, "--color", "no", *argv]

@@ -11,13 +11,11 @@ import re
 import subprocess
 import tempfile
 
+from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_envoy_validate import EnvoyBinaryError, envoy_validate
+
 # `envoy --version` prints e.g. "envoy  version: 9e5580.../1.40.0/Clean/RELEASE/BoringSSL"
 # (the admin /server_info "version" is the part after "version: ").
 _VERSION = re.compile(r"\b[0-9a-f]{7,40}/([0-9]+\.[0-9]+\.[0-9]+[^/\s]*)/")
-
-
-class EnvoyBinaryError(Exception):
-    pass
 
 
 def parse_version(text: str) -> str | None:
@@ -40,20 +38,11 @@ def envoy_version(envoy: str, timeout: float = 60) -> str:
 
 
 def validate_config(envoy: str, bootstrap: str, timeout: float = 120) -> str | None:
-    """Run `envoy --mode validate` on a bootstrap (text) in a scratch folder that is removed
-    afterwards. None when Envoy accepts it, else the last lines of what Envoy said."""
+    """`envoy --mode validate` (meshwright's one, mesh_envoy_validate) on a bootstrap (text), in a
+    scratch folder that is removed afterwards. None when Envoy accepts it, else the last lines
+    of what Envoy said."""
     with tempfile.TemporaryDirectory(prefix="meshwright-validate-") as scratch:
         path = os.path.join(scratch, "bootstrap.yaml")
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(bootstrap)
-        try:
-            result = subprocess.run(
-                [envoy, "--mode", "validate", "-c", path, "-l", "error", "--disable-hot-restart"],
-                capture_output=True, text=True, timeout=timeout, cwd=scratch, check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as error:
-            raise EnvoyBinaryError(f"cannot run {envoy} --mode validate: {error}") from error
-    if result.returncode == 0:
-        return None
-    lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-    return "\n".join(lines[-5:]) or f"exit status {result.returncode}"
+        return envoy_validate(envoy, path, timeout, more_time="is the host overloaded?")

@@ -78,9 +78,9 @@ samples:
 
 import datetime
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_file_set import write_atomic
 from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_pki_metrics import render_metrics
 
 
@@ -93,14 +93,10 @@ def _current(path: str) -> str | None:
 
 
 def write(module: AnsibleModule, path: str, text: str) -> None:
-    """Replace path by rename from a temporary file beside it."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".prom.partial")
-    module.add_cleanup_file(temporary)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    module.atomic_move(temporary, path)
+    """Replace path by rename from a temporary file beside it (not named *.prom: the textfile
+    collector never reads a part), readable by the node exporter."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    write_atomic(path, text, 0o644, replace=module.atomic_move)
 
 
 def main():

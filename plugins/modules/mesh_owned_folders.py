@@ -146,7 +146,7 @@ def ensure_present(module, folders):
         for path in created:
             if not os.path.isdir(path):  # else made already as the parent of one before it
                 make_folder(path, mode)
-            write_atomic(os.path.join(path, params["mark"]), params["mark_content"])
+            write_atomic(os.path.join(path, params["mark"]), params["mark_content"], replace=module.atomic_move)
     return created
 
 

@@ -109,9 +109,9 @@ import datetime
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_cryptography import fail_without_cryptography
-from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock, folder_read_lock
+from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_folder_lock import DEFAULT_TIMEOUT
 
-from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_workload_identity import CertsDir
+from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_workload_identity import CertsDir, in_locked_certs_dir
 from ansible_collections.meshwright.mesh.plugins.module_utils.mesh_pki_csr import CRYPTOGRAPHY_IMPORT_ERROR, key_pem_public_sha256, make_csr
 
 
@@ -130,14 +130,7 @@ def main():
     )
     if CRYPTOGRAPHY_IMPORT_ERROR:  # no python3-cryptography on the host
         fail_without_cryptography(module, CRYPTOGRAPHY_IMPORT_ERROR)
-    # One run at a time in the certs folder (another deploy or rotation waits, then fails naming
-    # the holder); check mode waits for a writer but makes and changes nothing.
-    certs_dir, timeout = module.params["certs_dir"], module.params["lock_timeout"]
-    try:
-        with folder_read_lock(certs_dir, timeout) if module.check_mode else folder_lock(certs_dir, timeout, 0o755):
-            request(module)
-    except FolderLocked as error:
-        module.fail_json(msg=str(error))
+    in_locked_certs_dir(module, request)
 
 
 def request(module):

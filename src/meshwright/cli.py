@@ -609,7 +609,7 @@ def cmd_agent(args) -> int:
     gc.enable()  # a long-running process, like serve
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *dummy: stop.set())
     servers = [server for group in args.server for server in group]
     join_servers = [server for group in args.join_server for server in group] if args.join_server else [_next_port(s) for s in servers]
     agent = Agent(servers, join_servers, args.proxy, args.certs_dir, roots,

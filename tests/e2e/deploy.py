@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import re
@@ -9,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+
+from tools.collection_install import build_and_install, installed_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -32,13 +36,29 @@ class PlaybookRun:
         return self.output[-6000:]
 
 
+@functools.cache
+def installed_collection() -> str:
+    """A folder holding the collection as users install it: built from this clone and installed
+    there once per test run (removed at exit). Every playbook of the e2e tests runs from it."""
+    work = tempfile.mkdtemp(prefix="mw-collection-")
+    atexit.register(shutil.rmtree, work, True)
+    build_and_install(work)
+    return work
+
+
+def playbook_env() -> dict:
+    """Ansible finds meshwright.mesh in the installed collection only, as README's install steps
+    run it: the clone's ansible.cfg (its settings, such as inject_facts_as_vars, docs/security.md)
+    with ANSIBLE_COLLECTIONS_PATH in place of its collections_path (.collections, the clone)."""
+    return dict(installed_env(installed_collection()), ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
+                PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+
+
 def run_playbook(playbook: str, extra_vars: dict, *args: str, inventory: str = "inventories/local", timeout: float = 600) -> PlaybookRun:
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1",
-               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     # By the collection's name, as users run them (deploy.yml -> meshwright.mesh.deploy).
     name = "meshwright.mesh." + os.path.splitext(playbook)[0]
     command = [os.path.join(BIN, "ansible-playbook"), "-i", os.path.join(ROOT, inventory), name, "-e", json.dumps(extra_vars), *args]
-    return PlaybookRun(subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout))
+    return PlaybookRun(subprocess.run(command, cwd=ROOT, env=playbook_env(), capture_output=True, text=True, timeout=timeout))
 
 
 def proxy_user() -> str:

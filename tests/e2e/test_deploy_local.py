@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from tests.e2e.deploy import BIN, ROOT, remove_state_folder, run_playbook, state_folder
+from tests.e2e.deploy import BIN, ROOT, installed_collection, playbook_env, remove_state_folder, run_playbook, state_folder
 
 GATEWAY_PORT = 8080
 ORDER_1_STATS = 15290
@@ -162,6 +162,18 @@ def lab():
 def wait_for_bucket():
     """Local rate limit buckets refill every second: start each burst on a full bucket."""
     time.sleep(1.1)
+
+
+def test_the_deploy_runs_from_the_installed_collection_not_the_clone(lab):
+    """README's install steps: `ansible-galaxy collection build`, `install` into a folder, then
+    `ansible-playbook meshwright.mesh.deploy`; the lab's deploy ran so, and Ansible knows
+    meshwright.mesh only there."""
+    listed = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "list", "meshwright.mesh", "--format", "json"],
+                            env=playbook_env(), cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    installed = os.path.join(installed_collection(), "installed", "ansible_collections")
+    assert json.loads(listed) == {installed: {"meshwright.mesh": {"version": "0.1.0"}}}
+    assert not installed.startswith(ROOT + os.sep)
+    assert "PLAY [Validate and render the mesh on the controller]" in lab.first_run.output
 
 
 def test_first_deploy_changes_every_host(lab):

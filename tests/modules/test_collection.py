@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pathlib
 import subprocess
 import sys
 import tarfile
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from tests.modules.conftest import ROOT
+from tools.collection_install import build_and_install, installed_env
 
 BIN = os.path.dirname(sys.executable)
 MODULES = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(ROOT, "modules", "*.py")))
@@ -33,13 +35,8 @@ def installed(tmp_path_factory):
     """(the archive, the folder it was installed into, an environment that sees only that folder)."""
     work = tmp_path_factory.mktemp("collection")
     # An empty ansible.cfg, not the clone's: only the installed collection (and ansible-core's own) is found.
-    (work / "ansible.cfg").write_text("[defaults]\n")
-    env = dict(os.environ, ANSIBLE_CONFIG=str(work / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(work / "installed"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="false", ANSIBLE_HOME=str(work / "home"))
-    ansible("ansible-galaxy", "collection", "build", "--output-path", str(work / "build"), ROOT, env=env, cwd=str(work))
-    [archive] = glob.glob(str(work / "build" / "meshwright-mesh-*.tar.gz"))
-    ansible("ansible-galaxy", "collection", "install", "--collections-path", str(work / "installed"), archive, env=env, cwd=str(work))
-    return archive, work / "installed" / "ansible_collections" / "meshwright" / "mesh", env, work
+    archive, folder = build_and_install(str(work))
+    return archive, pathlib.Path(folder), installed_env(str(work)), work
 
 
 def test_the_installed_collection_lists_every_module_and_role(installed):
@@ -117,7 +114,7 @@ def test_module_defaults_reach_the_controller_actions_through_the_action_group(t
 
 # The paths users run to deploy, rotate, upgrade and report: controller work runs as action plugins there.
 RUN_PATHS = ["playbooks/deploy.yml", "playbooks/rotate_certs.yml", "playbooks/upgrade.yml", "playbooks/cert_report.yml",
-             "playbooks/tasks", "roles/common", "roles/mesh_ca", "roles/envoy_proxy/tasks", "roles/gateway", "roles/envoy_sidecar"]
+             "playbooks/tasks", "playbooks/templates", "roles"]
 
 
 def test_no_task_of_deploy_rotation_upgrade_or_report_delegates_to_the_controller_or_sets_its_interpreter():

@@ -1,4 +1,7 @@
-"""The last check: the rendered bootstrap passes `envoy --mode validate` of a real Envoy."""
+"""The last check: the rendered bootstrap passes `envoy --mode validate` of a real Envoy.
+
+Standard library only: the one `envoy --mode validate` of meshwright, shipped to proxy hosts as
+Ansible module_utils too (module_utils/mesh_envoy_validate.py links here; mesh_proxy_config uses it)."""
 
 from __future__ import annotations
 
@@ -35,9 +38,9 @@ def check_envoy_binary(envoy: str) -> str | None:
     return None
 
 
-def _run_bounded(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+def _run_bounded(argv: list[str], timeout: float, more_time: str) -> subprocess.CompletedProcess:
     """Run argv in its own process group; past the timeout the whole group is killed (a shell
-    wrapper's children too), so a hung binary cannot hang meshwright."""
+    wrapper's children too), so a hung binary cannot hang meshwright. more_time: how to give it more."""
     try:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True, errors="replace", start_new_session=True)
@@ -51,14 +54,16 @@ def _run_bounded(argv: list[str], timeout: float) -> subprocess.CompletedProcess
         for pipe in (process.stdout, process.stderr):
             pipe.close()
         raise EnvoyBinaryError(f"{argv[0]} did not finish `--mode validate` within {timeout:g} s "
-                               "(it was stopped; give more time with --envoy-timeout)") from None
+                               f"(it was stopped; {more_time})") from None
     return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
 
 
-def envoy_validate(envoy: str, bootstrap_path: str, timeout: float = DEFAULT_TIMEOUT) -> str | None:
+def envoy_validate(envoy: str, bootstrap_path: str, timeout: float = DEFAULT_TIMEOUT,
+                   more_time: str = "give more time with --envoy-timeout") -> str | None:
     """None when Envoy accepts the bootstrap, else the reason it gives. EnvoyBinaryError when
     the binary cannot be run or does not finish within timeout seconds."""
-    result = _run_bounded([envoy, "--mode", "validate", "-c", bootstrap_path, "-l", "error", "--disable-hot-restart"], timeout)
+    argv = [envoy, "--mode", "validate", "-c", bootstrap_path, "-l", "error", "--disable-hot-restart"]
+    result = _run_bounded(argv, timeout, more_time)
     if result.returncode == 0:
         return None
     lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]

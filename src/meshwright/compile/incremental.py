@@ -397,7 +397,7 @@ def _workloads_update(estate: CompiledEstate, gone: list[Resource], came: list[R
         by_label = by_label.replaced(old, new)
     for new in came:
         by_label = by_label.added(new, _workload_order)
-    entries = {id(entry): entry for workload in gone + came + [new for _, new in pairs] for entry in entries_selecting(mesh, workload)}
+    entries = {id(entry): entry for workload in gone + came + [new for dummy, new in pairs] for entry in entries_selecting(mesh, workload)}
     services = [dataclasses.replace(mesh.registry.services[host], endpoints=selected_endpoints(entry, by_label))
                 for entry in entries.values() for host in entry.spec["hosts"]]
     if any(service.resolution in INLINE_ENDPOINT_RESOLUTIONS for service in services):

@@ -84,7 +84,7 @@ def inbound_security(mesh: Mesh, proxy: Proxy) -> str:
     """connection_security_policy of a sidecar's inbound calls: mutual_tls when every port it
     serves is STRICT, none when every one is DISABLE; else unknown (PERMISSIVE accepts both,
     and which a call used is known per connection only)."""
-    ports = sorted({port for _, served in services_served(mesh, proxy) for port in served})
+    ports = sorted({port for dummy, served in services_served(mesh, proxy) for port in served})
     policies = {SECURITY_POLICY.get(mtls_mode(mesh, proxy.namespace, proxy.labels, port), "unknown") for port in ports}
     return policies.pop() if len(policies) == 1 else "unknown"
 

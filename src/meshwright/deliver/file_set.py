@@ -29,7 +29,11 @@ def _write_order(name: str) -> int:
     return len(WRITE_ORDER)
 
 
-def write_atomic(path: str, content: str, mode: int = 0o644) -> None:
+def write_atomic(path: str, content: str, mode: int = 0o644, replace=None) -> None:
+    """The one way meshwright replaces a file: a temporary file beside it, renamed over it, so a
+    reader sees the old or the new content, never a part; the temporary file is removed when
+    anything fails. replace(temporary, path) renames: os.replace when None, or in a host module
+    Ansible's AnsibleModule.atomic_move (SELinux context; it gives a new file the umask's mode, set back here)."""
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
@@ -38,7 +42,11 @@ def write_atomic(path: str, content: str, mode: int = 0o644) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if replace is None:
+            os.replace(tmp, path)
+        else:
+            replace(tmp, path)
+            os.chmod(path, mode)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -71,8 +71,8 @@ def write_workload_certificates(certs_dir: str, key_pem: bytes, chain_pem: bytes
     digest = hashlib.sha256(b"\0".join(content for content, mode in contents.values())).hexdigest()[:16]
     version = VERSION_PREFIX + digest
     os.makedirs(certs_dir, mode=0o755, exist_ok=True)
-    links_ok = all(os.path.islink(os.path.join(certs_dir, name)) and os.readlink(os.path.join(certs_dir, name)) == os.path.join(DATA_LINK,
-                                                                                                                                name) for name in contents)
+    links_ok = all(os.path.islink(os.path.join(certs_dir, name))
+                   and os.readlink(os.path.join(certs_dir, name)) == os.path.join(DATA_LINK, name) for name in contents)
     if current_version(certs_dir) == version and links_ok:
         files = [os.path.join(certs_dir, version, name) for name in contents]
         if all(owned_by(path, owner) for path in files):

@@ -152,7 +152,7 @@ def to_dot(graph: Graph) -> str:
 def _ranks(graph: Graph) -> dict[str, int]:
     """Columns, left to right: a node one further than the furthest node that calls it."""
     rank = {n.id: 0 for n in graph.nodes}
-    for _ in range(len(graph.nodes)):
+    for dummy in range(len(graph.nodes)):
         changed = False
         for edge in graph.edges:
             if rank[edge.target] < rank[edge.source] + 1 <= len(graph.nodes):

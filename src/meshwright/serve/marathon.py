@@ -156,7 +156,7 @@ class MarathonClient:
     def get_json(self, path: str):
         """The JSON answer of GET path; None for a 404; MarathonUnavailable otherwise, after every URL was tried."""
         failures = []
-        for _ in self.urls:
+        for dummy in self.urls:
             url = self.url + path
             try:
                 return self._get_json_once(url)
@@ -186,7 +186,7 @@ class MarathonClient:
         """The event stream of the current URL (a standby's redirect to the leader followed
         once): its connection, its response (reads time out after stall_seconds) and its URL."""
         url = self.url + "/v2/events"
-        for _ in range(2):
+        for dummy in range(2):
             connection, response = self._open(url, {"Accept": "text/event-stream", "Cache-Control": "no-cache"}, stall_seconds)
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
                 location = urllib.parse.urljoin(url, response.getheader("Location"))

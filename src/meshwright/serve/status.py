@@ -201,7 +201,7 @@ def status_table(merged: MergedStatus, now: datetime.datetime | None = None) -> 
     for name, streams in merged.proxies().items():
         expiry = _expiry_cell(merged.certificate_expiry(name, streams), now)
         if not streams:
-            rows.append((name, "-", *("-" for _ in kinds), expiry, "-"))
+            rows.append((name, "-", *("-" for dummy in kinds), expiry, "-"))
         for stream in streams:
             types = stream["types"]
             rows.append((name, stream["instance"], *(types[k]["state"] if k in types else "-" for k in kinds), expiry,

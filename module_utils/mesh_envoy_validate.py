@@ -1,0 +1,1 @@
+../src/meshwright/check/envoy_binary.py
