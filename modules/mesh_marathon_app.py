@@ -77,7 +77,7 @@ attributes:
     support: full
     details: The definition Marathon holds (without its own fields) and the one given.
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""

@@ -34,7 +34,7 @@ def identity_plan(task: ControllerTask, bundles: dict) -> dict:
 
 def control_plane_address(task: ControllerTask, text: str) -> tuple[str, int]:
     """"HOST:PORT" (an IPv6 host in brackets) -> (host, port); fails the task otherwise."""
-    host, _, port = str(text).rpartition(":")
+    host, dummy, port = str(text).rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) <= 65535:
         task.fail(f"xds_servers: control plane address {text!r} is not HOST:PORT")
     return host.strip("[]"), int(port)

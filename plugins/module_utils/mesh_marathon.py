@@ -15,7 +15,8 @@ import json
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
+
+from ansible.module_utils.urls import open_url
 
 SERVER_MANAGED = frozenset(("version", "versionInfo", "tasks", "tasksStaged", "tasksRunning", "tasksHealthy", "tasksUnhealthy",
                             "deployments", "lastTaskFailure", "taskStats", "readinessCheckResults"))
@@ -48,9 +49,8 @@ class Marathon:
         failures = []
         data = None if body is None else json.dumps(body).encode()
         for url in self.urls:
-            request = urllib.request.Request(url + path, data=data, method=method, headers=self.headers)
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with open_url(url + path, data=data, method=method, headers=self.headers, timeout=self.timeout) as response:
                     return response.status, dict(response.headers), _json(response.read())
             except urllib.error.HTTPError as error:
                 status, payload = error.code, _json(error.read())
@@ -123,7 +123,7 @@ class RunSpecs:
         self.sleep, self.clock = sleep, clock
 
     def find(self, definition: dict) -> dict | None:
-        status, _, body = self.marathon.request("GET", resource_path(definition))
+        status, dummy, body = self.marathon.request("GET", resource_path(definition))
         if status == 404:
             return None
         if status != 200 or not isinstance(body, dict):
@@ -159,7 +159,7 @@ class RunSpecs:
         return headers.get("Marathon-Deployment-Id") or (body or {}).get("deploymentId")
 
     def running_deployments(self) -> set[str]:
-        status, _, body = self.marathon.request("GET", "/v2/deployments")
+        status, dummy, body = self.marathon.request("GET", "/v2/deployments")
         if status != 200 or not isinstance(body, list):
             raise refusal("listing deployments", status, body)
         return {d.get("id") for d in body if isinstance(d, dict)}
@@ -176,7 +176,7 @@ class RunSpecs:
         """Whether every instance of the new version runs (and passes its health checks)."""
         current = self.find(definition) or {}
         if is_pod(definition):
-            status, _, body = self.marathon.request("GET", resource_path(definition) + "::status")
+            status, dummy, body = self.marathon.request("GET", resource_path(definition) + "::status")
             state = (body or {}).get("status") if status == 200 else None
             return state == "STABLE", f"pod status {state}"
         wanted = current.get("instances", 0)

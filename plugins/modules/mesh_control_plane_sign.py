@@ -12,7 +12,7 @@ module: mesh_control_plane_sign
 short_description: Sign the control plane's serving certificate and hand out the intermediate its CSR service signs with
 description:
   - A pipe module for the control_plane role, like C(x509_certificate_pipe) - it writes nothing on the controller.
-  - With O(csr) (made on the control plane's host by M(mesh_workload_csr), whose key never leaves it), it signs the
+  - With O(csr) (made on the control plane's host by M(meshwright.mesh.mesh_workload_csr), whose key never leaves it), it signs the
     control plane's serving certificate with the intermediate O(intermediate), for the control plane's SPIFFE ID
     C(spiffe://<trust domain>/ns/meshwright-system/sa/meshwright-control-plane) only (the one proxies' xDS bootstraps
     accept); a CSR for anything else is refused. Lifetime 30 days, never past the intermediate's expiry.
@@ -20,14 +20,14 @@ description:
     intermediate's private key too, for C(meshwright serve --signing-key) (the CSR service signs proxies'
     certificates with it). Use C(no_log) on that task. Only that intermediate leaves the controller - the root's key,
     and every site's intermediate that signs files-delivered proxies, stay in the CA folder.
-  - Holds a shared lock on the CA folder while it reads it (see M(mesh_ca)).
+  - Holds a shared lock on the CA folder while it reads it (see M(meshwright.mesh.mesh_ca)).
   - "An action plugin: it runs in the controller's Ansible process, with the Python that runs ansible-playbook
     (which must have the C(meshwright) package). Use C(run_once: true)."
 requirements:
   - meshwright (on the controller)
 options:
   ca_dir:
-    description: The mesh CA's folder (M(mesh_ca)'s O(mesh_ca#module:path)).
+    description: The mesh CA's folder (M(meshwright.mesh.mesh_ca)'s O(meshwright.mesh.mesh_ca#module:path)).
     type: path
     required: true
   trust_domain:
@@ -61,7 +61,7 @@ attributes:
   platform:
     platforms: posix
 author:
-  - meshwright maintainers
+  - meshwright maintainers (@meshwright)
 """
 
 EXAMPLES = r"""

@@ -241,7 +241,7 @@ def _text_of(path: str) -> str | None:
 
 
 def _proxy_address(text: str) -> tuple[str, str]:
-    proxy, _, host = text.partition("=")
+    proxy, dummy, host = text.partition("=")
     if not proxy or not host:
         raise argparse.ArgumentTypeError(f"{text!r} is not PROXY=HOST")
     return proxy, host
@@ -359,14 +359,14 @@ def _kubernetes_registry(value: str):
     the cluster of the kubeconfig's current context)."""
     # Imported here, not above: the Kubernetes client takes about a second to import, which
     # every other command (validate, render, agent) would pay.
-    from meshwright.serve.kubernetes import KubernetesRegistry, cluster_configuration, current_cluster_name, kube_config, read_kubeconfig
+    from meshwright.serve.kubernetes import KubeconfigError, KubernetesRegistry, cluster_configuration, current_cluster_name, read_kubeconfig
 
-    name, _, path = value.rpartition("=")
+    name, dummy, path = value.rpartition("=")
     try:
         kubeconfig = read_kubeconfig(path)
         name = name or current_cluster_name(kubeconfig)
         configuration = cluster_configuration(kubeconfig)
-    except (OSError, ValueError, kube_config.ConfigException) as error:
+    except (OSError, ValueError, KubeconfigError) as error:
         raise UsageError(f"--kubeconfig {value}: {error}") from None
     if not names.is_label(name):
         raise UsageError(f"--kubeconfig {value}: the cluster's name {name!r} is not {names.LABEL_HELP} (give one: NAME=PATH)")
@@ -675,8 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "port + 1)")
     serve.add_argument("--graph-listen", type=_host_port, help="HOST:PORT of the service graph page (Kiali's port in the demo: 127.0.0.1:20001); "
                                                                "off without it")
-    serve.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus' URL, which the graph page queries "
-                                                                           "(default http://127.0.0.1:9090)")
+    serve.add_argument("--prometheus", default="http://127.0.0.1:9090",
+                       help="Prometheus' URL, which the graph page queries (default http://127.0.0.1:9090)")
     serve.add_argument("--join-tokens", help="directory of join tokens that `meshwright join-token` writes (without it, no first join)")
     serve.add_argument("--marathon", action="append", metavar="URL",
                        help="follow a Marathon's apps and pods (http://HOST:8080); repeat for the instances of an HA Marathon")

@@ -36,7 +36,7 @@ from meshwright.mesh import Mesh
 from meshwright.model.resource import Resource
 from meshwright.model.selection import LabelIndex, SelectorIndex, labels_match, namespace_of
 from meshwright.model.workload_group import GROUP_ANNOTATION
-from meshwright.registry.inventory import ENDPOINT_ANNOTATION, selected_endpoints, workload_endpoint
+from meshwright.registry.inventory import ENDPOINT_ANNOTATION, selected_endpoints
 from meshwright.registry.model import Registry, Service
 
 KINDS = ("listeners", "routes", "clusters", "endpoints")
@@ -659,5 +659,3 @@ def _seeing_updated(old: CompiledEstate, groups: dict[tuple, Group]) -> dict[str
     for host, keys in _groups_seeing(added).items():
         seeing.setdefault(host, []).extend(keys)
     return {host: tuple(keys) for host, keys in seeing.items() if keys}
-
-

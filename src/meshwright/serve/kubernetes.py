@@ -34,6 +34,9 @@ from meshwright.registry.kubernetes import ClusterView, mesh_resources
 from meshwright.serve.certificates import ServiceAccountTokenRefused
 from meshwright.validate.crds import ISTIO_CRDS
 
+# A kubeconfig the client cannot use (the CLI names it in its error).
+KubeconfigError = kube_config.ConfigException
+
 LOG = logging.getLogger("meshwright.serve")
 WATCH_SECONDS = 300  # how long the API server keeps one watch open before we start the next
 QUIET_SECONDS, MAX_WAIT_SECONDS = 0.1, 1.0
@@ -73,10 +76,15 @@ def watched_kinds(api: client.ApiClient) -> list[WatchedKind]:
         WatchedKind("Pod", core.list_pod_for_all_namespaces, lambda v: v.pods, _namespaced_key),
         WatchedKind("EndpointSlice", discovery.list_endpoint_slice_for_all_namespaces, lambda v: v.endpoint_slices, _namespaced_key, "discovery.k8s.io/v1"),
     ]
-    for kind, (group, versions, plural, _) in sorted(ISTIO_CRDS.items()):
-        call = (lambda group, version, plural: lambda **kwargs: custom.list_cluster_custom_object(group, version, plural, **kwargs))(group, versions[0], plural)
+    for kind, (group, versions, plural, dummy) in sorted(ISTIO_CRDS.items()):
+        call = _custom_objects_lister(custom, group, versions[0], plural)
         kinds.append(WatchedKind(kind, call, lambda v: v.istio, lambda obj, kind=kind: (kind, *_namespaced_key(obj)), f"{group}/{versions[0]}"))
     return kinds
+
+
+def _custom_objects_lister(custom, group: str, version: str, plural: str):
+    """The list (and watch) call of one custom resource's objects in every namespace."""
+    return lambda **kwargs: custom.list_cluster_custom_object(group, version, plural, **kwargs)
 
 
 def read_kubeconfig(path: str) -> dict:

@@ -106,7 +106,7 @@ class EventStreamParser:
             event = (self._event or "message", "\n".join(self._data))
             self._event, self._data = "", []
             return event
-        field, _, value = line.partition(":")
+        field, dummy, value = line.partition(":")
         value = value[1:] if value.startswith(" ") else value
         if field == "event":
             self._event = value

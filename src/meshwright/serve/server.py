@@ -197,7 +197,7 @@ def pod_token_identity(plane: ControlPlane, reviewers: dict) -> Callable[[str, s
     bound to another pod is refused."""
 
     def identity(proxy_id: str, token: str) -> str:
-        name, _, namespace = proxy_id.rpartition(".")  # a namespace has no dot, a pod's name may
+        name, dummy, namespace = proxy_id.rpartition(".")  # a namespace has no dot, a pod's name may
         mesh = plane.estate.mesh
         entry = mesh.find("WorkloadEntry", namespace, name)
         reviewer = reviewers.get(entry.source.file.split(":", 1)[0]) if entry is not None else None
