@@ -40,13 +40,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def free_offset(extra: tuple[int, ...] = ()) -> int:
+def free_offset(extra: tuple[int, ...] = (), taken: tuple[int, ...] = ()) -> int:
     """A port offset at which a proxy's well-known ports (15000, 15001, 15021, 15090, and
-    any extra base ports) are all free."""
+    any extra base ports) are all free, and none is one of taken (ports the test chose for
+    something else, free until it listens on them)."""
     rng = random.Random()
     for _ in range(200):
         offset = rng.randrange(100, 30000)
-        if all(port_is_free(base + offset) for base in (15000, 15001, 15006, 15021, 15090) + extra):
+        ports = [base + offset for base in (15000, 15001, 15006, 15021, 15090) + extra]
+        if not set(ports) & set(taken) and all(port_is_free(port) for port in ports):
             return offset
     raise RuntimeError("no free port offset")
 

@@ -297,7 +297,9 @@ def test_graph_page_in_chromium_draws_every_service_and_edge_and_follows_traffic
     after = drawn_edges(chromium(graph_page, "--dump-dom"))
     to_payment, to_order = ("workload:default/ingress", f"service:{PAYMENT}"), ("workload:default/ingress", f"service:{ORDER}")
     assert after[to_payment] > edges[to_payment], (edges, after)
-    assert after.get(to_order, 0) <= edges[to_order], (edges, after)
+    # /order had no new traffic: its rate over the sliding window may move by a hair as the
+    # window's edges pass scrapes, never by what /payment gained.
+    assert after.get(to_order, 0) <= edges[to_order] * 1.05, (edges, after)
 
 
 def test_series_per_sidecar_stay_under_300(seed):

@@ -121,8 +121,8 @@ def start(lab, tmp_path):
     reviews = lab.backend("reviews", "reviews-1")
     bookinfo_cert, bookinfo_key = self_signed(tmp_path, "bookinfo.example.com")
     reviews_cert, reviews_key = self_signed(tmp_path, "reviews.example.com")
-    offset = free_offset()
     ports = {"http_port": free_port(), "https_port": free_port()}
+    offset = free_offset(taken=tuple(ports.values()))  # a server's port must not be one of the proxy's own
     lab.write_mesh(MESH.format(
         productpage=productpage.port, reviews=reviews.port, offset=offset, **ports,
         bookinfo_cert=bookinfo_cert, bookinfo_key=bookinfo_key, reviews_cert=reviews_cert, reviews_key=reviews_key,
