@@ -26,10 +26,12 @@ class ActionModule(ControllerAction):
 
     def work(self, task, task_vars):
         params = task.params
-        mesh = load_mesh(params["mesh"])
+        mesh = load_mesh([str(path) for path in params["mesh"]])
         addresses = {str(proxy): str(host) for proxy, host in params["addresses"].items()}
         known = {proxy.id for proxy in list_proxies(mesh)}
-        files = prometheus_files(mesh, params["scrape_interval"], params["envoy_stats"], tuple(params["extra_targets"]), addresses)
+        # Plain str: Ansible's strings carry tags that the YAML writer cannot represent.
+        files = prometheus_files(mesh, str(params["scrape_interval"]), bool(params["envoy_stats"]),
+                                 tuple(str(target) for target in params["extra_targets"]), addresses)
         groups, unaddressed = scrape_targets(mesh, addresses)
         warnings = [f"addresses.{proxy}: no proxy of that name in the mesh; ignored" for proxy in sorted(set(addresses) - known)]
         warnings += [f"{proxy}: not scraped, its address is not in the mesh (give it in addresses)" for proxy in unaddressed]
