@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import gc
 import hashlib
@@ -24,17 +25,20 @@ from meshwright import names
 from meshwright.agent import Agent, AgentError
 from meshwright.check.cel_expressions import check_cel_expressions
 from meshwright.check.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
-from meshwright.check.pipeline import validate_mesh
+from meshwright.check.envoy_sample import ShapeCache
+from meshwright.check.pipeline import validate_mesh, validate_mesh_with
 from meshwright.collector import cyclic_collector_paused
+from meshwright.compile.build import shared_config
 from meshwright.compile.prometheus import TARGETS_FILE, prometheus_files, scrape_targets
 from meshwright.compile.proxy import UnknownProxy, find_proxy, list_proxies
-from meshwright.compile.proxy_class import proxy_classes
 from meshwright.compile.xds_bootstrap import XdsServer
-from meshwright.deliver.bundle import ProxyBundle, RenderError, bundle_proxy
+from meshwright.deliver.bundle import RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_atomic, write_files
 from meshwright.deliver.identity import proxy_spiffe_id
 from meshwright.deliver.marathon_inject import InjectError, SidecarSettings, inject
 from meshwright.deliver.kube_inject import InjectionSettings, NotInjectable, injected_object
+from meshwright.deliver.validation_bootstrap import sampled_validation_bootstrap
+from meshwright.forked import available_workers
 from meshwright.mesh import config_dir_problem
 from meshwright.model.load import load_paths
 from meshwright.pki.ca import certificate_pem, load_authority
@@ -84,39 +88,47 @@ def _envoy_for(args) -> str | None:
     return find_envoy()
 
 
-def _check_with_envoy(envoy: str, bundle: ProxyBundle, timeout: float) -> str | None:
+def _check_with_envoy(envoy: str, validation_bootstrap: str, timeout: float) -> str | None:
     with tempfile.TemporaryDirectory(prefix="meshwright-validate-") as scratch:
         bootstrap_path = os.path.join(scratch, "validate.yaml")
         with open(bootstrap_path, "w", encoding="utf-8") as handle:
-            handle.write(bundle.validation_bootstrap)
+            handle.write(validation_bootstrap)
         try:
             return envoy_validate(envoy, bootstrap_path, timeout)
         except EnvoyBinaryError as error:
             raise UsageError(f"--envoy: {error}") from None
 
 
-def _envoy_rejection(mesh, envoy: str, timeout: float) -> tuple[list[str], str] | None:
+class _EnvoySamples:
+    """check_envoy's per-class step (check/pipeline.py validate_mesh_with): each class's
+    config as Envoy is shown it (check/envoy_sample.py: one cluster and virtual host of each
+    shape), computed where validation compiles the class."""
+
+    def __init__(self):
+        self.shapes = ShapeCache()
+        self.config_dir = os.path.join(tempfile.gettempdir(), "meshwright-validate")  # a name only: nothing is written there
+
+    def __call__(self, mesh, config, proxies) -> tuple[list[str], str, str]:
+        text = sampled_validation_bootstrap(mesh, config, self.config_dir, self.shapes)
+        return [proxy.id for proxy in proxies], hashlib.sha256(text.encode()).hexdigest(), text
+
+
+def _envoy_rejection(samples: list[tuple[list[str], str, str]], envoy: str, timeout: float) -> tuple[list[str], str] | None:
     """The first config Envoy rejects, with every proxy that shares it; None when it accepts
-    them all. Envoy runs once per distinct validation bootstrap of a class's first proxy: the
-    proxies of a class (compile/proxy_class.py) differ only in names and stat names, which
-    Envoy takes as they come, and the same bytes get the same verdict."""
-    verdicts: dict[str, str | None] = {}
-    rejected, sharing = None, []
-    for proxies in proxy_classes(mesh, list_proxies(mesh)):
-        with tempfile.TemporaryDirectory(prefix="meshwright-render-") as scratch:
-            bundle = bundle_proxy(mesh, proxies[0].id, scratch, check_dirs=False)
-        digest = hashlib.sha256(bundle.validation_bootstrap.encode()).hexdigest()
-        if digest not in verdicts and rejected is None:
-            verdicts[digest] = _check_with_envoy(envoy, bundle, timeout)
-            rejected = digest if verdicts[digest] else None
-        if digest == rejected:
-            sharing += [proxy.id for proxy in proxies]
-    return (sharing, verdicts[rejected]) if rejected else None
+    them all. Envoy runs once per distinct sample, as many at once as there are cores; the
+    same bytes get the same verdict."""
+    texts = {digest: text for dummy, digest, text in samples}
+    with concurrent.futures.ThreadPoolExecutor(available_workers()) as pool:
+        verdicts = dict(zip(texts, pool.map(lambda text: _check_with_envoy(envoy, text, timeout), texts.values())))
+    rejected = next((digest for dummy, digest, dummy_text in samples if verdicts[digest]), None)
+    if rejected is None:
+        return None
+    return [proxy for proxies, digest, dummy in samples if digest == rejected for proxy in proxies], verdicts[rejected]
 
 
 def cmd_validate(args) -> int:
     envoy = _envoy_for(args)
-    mesh, problems = validate_mesh(load_paths(args.paths))
+    mesh, problems, samples = validate_mesh_with(load_paths(args.paths), _EnvoySamples() if envoy else None)
     if problems:
         _print_problems(problems)
         return EXIT_INVALID
@@ -127,7 +139,7 @@ def cmd_validate(args) -> int:
         if cel.items:
             _print_problems(cel.items)
             return EXIT_INVALID
-        rejection = _envoy_rejection(mesh, envoy, args.envoy_timeout)
+        rejection = _envoy_rejection(samples, envoy, args.envoy_timeout)
         if rejection:
             proxy_ids, error = rejection  # pylint: disable=unpacking-non-sequence  # not None here
             who = f"proxy {proxy_ids[0]}: envoy --mode validate rejects its config" if len(proxy_ids) == 1 else (
@@ -169,7 +181,8 @@ def cmd_render(args) -> int:
         print(f"error: {error}; nothing was written.", file=sys.stderr)
         return EXIT_INVALID
     if envoy:
-        error = _check_with_envoy(envoy, bundle, args.envoy_timeout)
+        text = sampled_validation_bootstrap(mesh, shared_config(mesh, proxy), args.config_dir or out_dir, ShapeCache())
+        error = _check_with_envoy(envoy, text, args.envoy_timeout)
         if error:
             print(f"proxy {proxy.id}: envoy --mode validate rejects its config; nothing was written:\n{error}", file=sys.stderr)
             return EXIT_INVALID

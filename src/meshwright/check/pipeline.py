@@ -8,6 +8,7 @@ checked by Envoy's protos, for port clashes, and for consistency (every route's 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any, Callable
 
 from meshwright.check.collectors import collector_problems
 from meshwright.check.envoy_proto import TYPES, ResourceVerdicts
@@ -122,6 +123,11 @@ def missing_clusters(config: ProxyConfig) -> list[tuple[str, str]]:
     return sorted(pair for pair in pairs if pair[1] not in clusters)
 
 
+# What a caller of validate_mesh_with computes on each class's shared config, beside the
+# checks, in the same forked parts: (the mesh, the config, the class's proxies) -> a result that pickles.
+PerClass = Callable[[Mesh, ProxyConfig, list], Any]
+
+
 @cyclic_collector_paused()  # as compiling: checks make trees, and the collector's passes would walk the whole estate
 def validate_proxies(mesh: Mesh, workers: int | None = None) -> list[Problem]:
     """Check 4, once per class of proxies (compile/proxy_class.py), on the config its proxies
@@ -129,9 +135,14 @@ def validate_proxies(mesh: Mesh, workers: int | None = None) -> list[Problem]:
     problem is reported for every proxy of the class. Problems point at the resource that defines the proxy, or, for a route to a host
     the proxy does not import, at its Sidecar's egress hosts. A big mesh's classes are
     checked in parts side by side, on as many cores as there are (workers: how many parts)."""
+    return _validate_proxies(mesh, workers, None)[0]
+
+
+def _validate_proxies(mesh: Mesh, workers: int | None, per_class: PerClass | None) -> tuple[list[Problem], list]:
     classes = proxy_classes(mesh, list_proxies(mesh))
     parts = _balanced_parts(mesh, classes, workers or _workers_for(mesh, classes))
-    return sorted(problem for found in forked_map(lambda part: _classes_problems(mesh, part), parts) for problem in found)
+    found = forked_map(lambda part: _classes_problems(mesh, part, per_class), parts)
+    return sorted(problem for problems, dummy in found for problem in problems), [result for dummy, results in found for result in results]
 
 
 # Check 4 forks copies of the process (meshwright/forked.py) only when the classes see this
@@ -161,8 +172,8 @@ def _balanced_parts(mesh: Mesh, classes: list[list], workers: int) -> list[list[
     return parts
 
 
-def _classes_problems(mesh: Mesh, classes: list[list]) -> list[Problem]:
-    problems = []
+def _classes_problems(mesh: Mesh, classes: list[list], per_class: PerClass | None = None) -> tuple[list[Problem], list]:
+    problems, results = [], []
     verdicts = ResourceVerdicts()
     for proxies in classes:
         config = shared_config(mesh, proxies[0])
@@ -170,7 +181,9 @@ def _classes_problems(mesh: Mesh, classes: list[list]) -> list[Problem]:
         missing = missing_clusters(config)
         for proxy in proxies:
             problems += _proxy_problems(mesh, replace(config, proxy=proxy), messages, missing)
-    return problems
+        if per_class is not None:
+            results.append(per_class(mesh, config, proxies))
+    return problems, results
 
 
 def _proxy_problems(mesh: Mesh, config: ProxyConfig, messages: list[str], missing: list[tuple[str, str]]) -> list[Problem]:
@@ -209,8 +222,15 @@ def _proxy_problems(mesh: Mesh, config: ProxyConfig, messages: list[str], missin
 
 
 def validate_mesh(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
+    mesh, problems, dummy = validate_mesh_with(loaded, None)
+    return mesh, problems
+
+
+def validate_mesh_with(loaded: LoadResult, per_class: PerClass | None) -> tuple[Mesh | None, list[Problem], list]:
+    """validate_mesh, and per_class's result for every class of proxies, computed where
+    check 4 compiles the class (no class is compiled twice); no results with problems."""
     mesh, problems = validate_resources(loaded)
     if mesh is None:
-        return None, problems
-    problems = validate_proxies(mesh)
-    return (None, sorted(problems + mesh.warnings)) if problems else (mesh, [])
+        return None, problems, []
+    problems, results = _validate_proxies(mesh, None, per_class)
+    return (None, sorted(problems + mesh.warnings), []) if problems else (mesh, [], results)

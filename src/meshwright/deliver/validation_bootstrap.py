@@ -8,10 +8,11 @@ import base64
 import copy
 import json
 
+from meshwright.check.envoy_sample import ShapeCache, sampled_config
 from meshwright.compile.envoy_values import HCM_FILTER
 from meshwright.compile.request_authentication import JWT_FILTER
 from meshwright.compile.secrets import DEFAULT_SECRET, secret_names, with_secret_references
-from meshwright.deliver.files import with_inline_endpoints
+from meshwright.deliver.files import bootstrap_file, serialize, with_inline_endpoints
 from meshwright.deliver.placeholder_secrets import placeholder_pem, placeholder_secret
 
 
@@ -22,6 +23,16 @@ def validation_bootstrap(config, bootstrap: dict, memos: tuple[dict, dict] | Non
     share: their secret references made static, and the names of those secrets.
     credentials_dir: the MeshConfig's, whose files gateways' TLS contexts name."""
     return with_static_resources(bootstrap, *static_resources(config, memos, credentials_dir))
+
+
+def sampled_validation_bootstrap(mesh, config, config_dir: str, cache: ShapeCache) -> str:
+    """validation_bootstrap's text with one cluster and virtual host of each shape
+    (check/envoy_sample.py): what `meshwright validate` and `render` show Envoy. config: a
+    class's shared config (compile/build.py shared_config): the proxies of a class differ
+    only in names and stat names, which Envoy takes as they come."""
+    config = sampled_config(config, cache)
+    dummy, bootstrap = bootstrap_file(config.proxy, config.telemetry, mesh.settings, config_dir, "yaml", config.bootstrap_patches)
+    return serialize(validation_bootstrap(config, bootstrap, None, mesh.settings.credentials_dir), "yaml")
 
 
 def with_static_resources(bootstrap: dict, listeners: list[dict], clusters: list[dict], secrets: list[dict]) -> dict:
