@@ -158,12 +158,15 @@ def test_compiled_listeners_clusters_and_bootstrap(tmp_path):
     assert manager["tracing"]["random_sampling"] == {"value": 100.0}
     assert (tracer["collector_cluster"], tracer["collector_hostname"], tracer["collector_endpoint"]) == ("tracing|zipkin", "zipkin.example.com", "/api/v2/spans")
     reviews_v1 = next(c for c in config.clusters if c["name"] == "outbound|9080|v1|reviews.default.svc.cluster.local")
+    # The cluster's labels in its stat name; the proxy's own are fixed tags of its bootstrap.
     assert reviews_v1["alt_stat_name"] == (
-        "outbound|9080|v1|reviews.default.svc.cluster.local;reporter=source;source_workload=client;"
-        "source_workload_namespace=default;source_app=client;destination_service=reviews.default.svc.cluster.local;"
+        "outbound|9080|v1|reviews.default.svc.cluster.local;reporter=source;destination_service=reviews.default.svc.cluster.local;"
         "destination_port=9080;destination_subset=v1;"
     )
-    bootstrap = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})
+    assert config.stat_tags == (("mesh_workload", "client"), ("mesh_workload_namespace", "default"), ("mesh_app", "client"))
+    bootstrap = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}}, stat_tags=config.stat_tags)
+    fixed = {tag["tag_name"]: tag["fixed_value"] for tag in bootstrap["stats_config"]["stats_tags"] if "fixed_value" in tag}
+    assert fixed == {"mesh_workload": "client", "mesh_workload_namespace": "default", "mesh_app": "client"}
     assert [l["name"] for l in bootstrap["static_resources"]["listeners"]] == ["health", "stats"]
     collector = next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "tracing|zipkin")
     assert collector["type"] == "STRICT_DNS"
@@ -330,7 +333,11 @@ def test_metrics_overrides_per_direction_metric_and_tag(tmp_path):
         "source_workload_namespace=default;source_version=v1;destination_service=ratings.default.svc.cluster.local;"
         "destination_port=9080;team=storefront;"
     )
+    # A REMOVE of one of the proxy's own labels: they stay in its stat names, as its own, and
+    # its bootstrap has no fixed tags (which would put source_app back at the scrape).
+    assert config.stat_tags == ()
     stats = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})["stats_config"]
+    assert not [tag for tag in stats["stats_tags"] if "fixed_value" in tag]
     team = next(tag for tag in stats["stats_tags"] if tag["tag_name"] == "team")
     assert extract_tags("cluster." + names["outbound|9080||ratings.default.svc.cluster.local"] + ".upstream_rq_200", stats)[1]["team"] == "storefront"
     assert team["regex"].endswith("team=([^;]*);")
