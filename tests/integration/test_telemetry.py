@@ -350,6 +350,18 @@ def test_prometheus_stats_carry_istio_labels_on_both_sides(lab, collector):
     )
     assert [value for _, value in served] == [7], served
     assert served[0][0]["mesh_service"] == REVIEWS and "destination_service" not in served[0][0]
+    # Body sizes (istio_request_bytes / istio_response_bytes at the scrape) in byte buckets; no
+    # header sizes. Envoy merges histograms at its stats flush (every 5 s).
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline and not (find(server, "envoy_cluster_upstream_rs_body_size_count", reporter="destination")[0][1] and
+                                               find(client, "envoy_cluster_upstream_rs_body_size_count", destination_subset="v1")[0][1]):
+        time.sleep(0.5)
+        server, client = prometheus_samples(15090 + chain.reviews_offset), prometheus_samples(15090 + chain.client_offset)
+    for stat in ("envoy_cluster_upstream_rq_body_size", "envoy_cluster_upstream_rs_body_size"):
+        assert [value for _, value in find(server, stat + "_count", reporter="destination")] == [7]
+        assert len(find(server, stat + "_bucket", reporter="destination")) == 11  # 1 B ... 1 GB, +Inf
+    assert [value for _, value in find(client, "envoy_cluster_upstream_rs_body_size_count", destination_service=REVIEWS, destination_subset="v1")] == [7]
+    assert not [name for name, _, _ in server + client if "headers_size" in name]
     assert not find(server, "envoy_cluster_upstream_rq", reporter="source", destination_service=REVIEWS)
 
 

@@ -103,6 +103,14 @@ REVIEWS_STATS = "\n".join([
     "envoy_cluster_upstream_rq_time_bucket{" + INBOUND.format(port=9080) + ",le=\"+Inf\"} 7",
     "envoy_cluster_upstream_rq_time_sum{" + INBOUND.format(port=9080) + "} 20",
     "envoy_cluster_upstream_rq_time_count{" + INBOUND.format(port=9080) + "} 7",
+    "envoy_cluster_upstream_rq_body_size_bucket{" + INBOUND.format(port=9080) + ",le=\"100\"} 7",
+    "envoy_cluster_upstream_rq_body_size_bucket{" + INBOUND.format(port=9080) + ",le=\"+Inf\"} 7",
+    "envoy_cluster_upstream_rq_body_size_sum{" + INBOUND.format(port=9080) + "} 350",
+    "envoy_cluster_upstream_rq_body_size_count{" + INBOUND.format(port=9080) + "} 7",
+    "envoy_cluster_upstream_rs_body_size_bucket{" + INBOUND.format(port=9080) + ",le=\"1000\"} 7",
+    "envoy_cluster_upstream_rs_body_size_bucket{" + INBOUND.format(port=9080) + ",le=\"+Inf\"} 7",
+    "envoy_cluster_upstream_rs_body_size_sum{" + INBOUND.format(port=9080) + "} 2100",
+    "envoy_cluster_upstream_rs_body_size_count{" + INBOUND.format(port=9080) + "} 7",
 ]) + "\n"
 CLIENT_STATS = "\n".join([
     "envoy_cluster_upstream_rq{response_code=\"503\"," + OUTBOUND.format(port=8080, host="ledger.corp.internal") + "} 2",
@@ -268,11 +276,22 @@ def test_duration_histogram(scraped):
     assert [v for _, v in named(scraped, "istio_request_duration_milliseconds_count")] == [7]
 
 
+def test_request_and_response_bytes(scraped):
+    """Istio's size histograms from the clusters' body sizes, with the request's labels."""
+    for metric, total in (("istio_request_bytes", 350), ("istio_response_bytes", 2100)):
+        [(labels, count)] = named(scraped, metric + "_count")
+        assert (count, labels["reporter"], labels["destination_service"], labels["request_protocol"], labels["destination_workload"]) == (
+            7, "destination", "reviews.shop.svc.cluster.local", "http", "reviews-1")
+        assert [v for _, v in named(scraped, metric + "_sum")] == [total]
+        assert {m["le"]: v for m, v in named(scraped, metric + "_bucket")} == {"100" if "request" in metric else "1000": 7, "+Inf": 7}
+
+
 def test_only_istio_metrics_are_kept(scraped):
     """Envoy's other stats, the response-code-class duplicates and non-mesh clusters are dropped."""
     names = {m["__name__"] for m, _ in scraped if m["__name__"] != "up" and not m["__name__"].startswith("scrape_")}
     assert names == {"istio_requests_total", "istio_request_duration_milliseconds_bucket", "istio_request_duration_milliseconds_sum",
                      "istio_request_duration_milliseconds_count", "istio_tcp_connections_opened_total",
+                     *(f"istio_{size}_bytes_{part}" for size in ("request", "response") for part in ("bucket", "sum", "count")),
                      "istio_tcp_received_bytes_total", "istio_tcp_sent_bytes_total"}
     assert not [m for m, _ in scraped if "response_code_class" in m]
 

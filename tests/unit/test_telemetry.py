@@ -18,7 +18,7 @@ from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.bootstrap import compile_bootstrap
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import find_proxy
-from meshwright.compile.telemetry import cluster_stat_name, effective_telemetry, stats_config
+from meshwright.compile.telemetry import HEADER_SIZES, cluster_stat_name, effective_telemetry, stats_config
 from meshwright.model.load import load_paths
 from tests.unit.validation_cases import BASE, Case, check_case
 
@@ -341,7 +341,8 @@ def test_metrics_overrides_per_direction_metric_and_tag(tmp_path):
     team = next(tag for tag in stats["stats_tags"] if tag["tag_name"] == "team")
     assert extract_tags("cluster." + names["outbound|9080||ratings.default.svc.cluster.local"] + ".upstream_rq_200", stats)[1]["team"] == "storefront"
     assert team["regex"].endswith("team=([^;]*);")
-    (excluded,) = stats["stats_matcher"]["exclusion_list"]["patterns"]
+    header_sizes, excluded = stats["stats_matcher"]["exclusion_list"]["patterns"]
+    assert header_sizes == {"safe_regex": {"regex": HEADER_SIZES}}
     pattern = re.compile(excluded["safe_regex"]["regex"])
     outbound = "cluster." + names["outbound|9080||ratings.default.svc.cluster.local"]
     assert pattern.search(outbound + ".upstream_rq_time") and pattern.search(outbound + ".external_upstream_rq_time")
@@ -380,12 +381,12 @@ def test_a_reporting_interval_is_a_warning_that_it_changes_nothing(tmp_path):
 
 
 def test_turning_off_a_metric_no_cluster_stat_records_changes_nothing(tmp_path):
-    """Istio's overrides that turn off request and response sizes or gRPC message counts are
-    accepted: meshwright records none of them, so they are off already (the other metrics stay)."""
+    """Istio's overrides that turn off gRPC message counts are accepted: meshwright records
+    none of them, so they are off already (the other metrics stay)."""
     mesh = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
         metrics:
         - overrides:
-          - match: {metric: REQUEST_SIZE}
+          - match: {metric: GRPC_REQUEST_MESSAGES}
             disabled: true
           - match: {metric: GRPC_RESPONSE_MESSAGES, mode: SERVER}
             disabled: true
@@ -393,8 +394,38 @@ def test_turning_off_a_metric_no_cluster_stat_records_changes_nothing(tmp_path):
     proxy = find_proxy(mesh, "reviews-v1.default")
     config = compile_proxy(mesh, proxy)
     stats = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})["stats_config"]
-    assert "stats_matcher" not in stats
+    assert stats["stats_matcher"]["exclusion_list"]["patterns"] == [{"safe_regex": {"regex": HEADER_SIZES}}]  # never recorded
     assert config.telemetry.of("CLIENT").metrics is not None and config.telemetry.of("SERVER").metrics is not None
+
+
+def test_request_and_response_sizes_and_turning_them_off(tmp_path):
+    """Istio's istio_request_bytes / istio_response_bytes: the mesh clusters record body sizes
+    (track_cluster_stats) in byte buckets; header sizes, which no Istio metric is made of, are
+    never recorded. REQUEST_SIZE and RESPONSE_SIZE off for SERVER: the inbound clusters do not
+    record sizes, the outbound ones still do."""
+    mesh = mesh_of(tmp_path, REVIEWS_SIDECAR)
+    proxy = find_proxy(mesh, "reviews-v1.default")
+    config = compile_proxy(mesh, proxy)
+    assert {c["name"]: c.get("track_cluster_stats") for c in config.clusters if "|" in c["name"]} == {
+        c["name"]: {"request_response_sizes": True} for c in config.clusters if "|" in c["name"]}
+    stats = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})["stats_config"]
+    (buckets,) = stats["histogram_bucket_settings"]
+    assert buckets["buckets"] == [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9]
+    pattern = re.compile(buckets["match"]["safe_regex"]["regex"])
+    assert pattern.search("cluster.inbound|9080||;reporter=destination;.upstream_rq_body_size")
+    assert not pattern.search("cluster.inbound|9080||;reporter=destination;.upstream_rq_time")
+
+    off = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
+        metrics:
+        - overrides:
+          - match: {metric: REQUEST_SIZE, mode: SERVER}
+            disabled: true
+          - match: {metric: RESPONSE_SIZE, mode: SERVER}
+            disabled: true
+        """))
+    config = compile_proxy(off, find_proxy(off, "reviews-v1.default"))
+    recorded = {c["name"] for c in config.clusters if "track_cluster_stats" in c}
+    assert recorded and all(name.startswith("outbound|") for name in recorded) and "inbound|9080||" not in recorded
 
 
 # --- stat names and tags ----------------------------------------------------------------
@@ -518,10 +549,10 @@ CASES = [
           metrics:
           - overrides:
             - match:
-                metric: REQUEST_SIZE  #!
+                metric: GRPC_REQUEST_MESSAGES  #!
               disabled: false
         """,
-        TELEMETRY, "spec.metrics[0].overrides[0].match.metric", ("REQUEST_SIZE is not supported by meshwright yet", "no request size", "REQUEST_COUNT"),
+        TELEMETRY, "spec.metrics[0].overrides[0].match.metric", ("GRPC_REQUEST_MESSAGES is not supported by meshwright yet", "no grpc request messages", "REQUEST_SIZE"),
     ),
     Case(
         "tagOverrides with a per-request value",

@@ -48,13 +48,19 @@ ISTIO_METRICS = {
     "envoy_cluster_upstream_rq_time_bucket": "istio_request_duration_milliseconds_bucket",
     "envoy_cluster_upstream_rq_time_sum": "istio_request_duration_milliseconds_sum",
     "envoy_cluster_upstream_rq_time_count": "istio_request_duration_milliseconds_count",
+    "envoy_cluster_upstream_rq_body_size_bucket": "istio_request_bytes_bucket",
+    "envoy_cluster_upstream_rq_body_size_sum": "istio_request_bytes_sum",
+    "envoy_cluster_upstream_rq_body_size_count": "istio_request_bytes_count",
+    "envoy_cluster_upstream_rs_body_size_bucket": "istio_response_bytes_bucket",
+    "envoy_cluster_upstream_rs_body_size_sum": "istio_response_bytes_sum",
+    "envoy_cluster_upstream_rs_body_size_count": "istio_response_bytes_count",
     "envoy_cluster_upstream_cx_total": "istio_tcp_connections_opened_total",
     "envoy_cluster_upstream_cx_destroy": "istio_tcp_connections_closed_total",
     "envoy_cluster_upstream_cx_tx_bytes_total": "istio_tcp_received_bytes_total",
     "envoy_cluster_upstream_cx_rx_bytes_total": "istio_tcp_sent_bytes_total",
 }
-REQUEST_STATS = ("envoy_cluster_upstream_rq", "envoy_cluster_upstream_rq_time_bucket", "envoy_cluster_upstream_rq_time_sum",
-                 "envoy_cluster_upstream_rq_time_count")
+REQUEST_STATS = ("envoy_cluster_upstream_rq", *(f"envoy_cluster_{stat}_{part}" for stat in ("upstream_rq_time", "upstream_rq_body_size",
+                 "upstream_rs_body_size") for part in ("bucket", "sum", "count")))
 # A local rate limit's 429s (Envoy's `<stat_prefix>.http_local_rate_limit.enforced`): the
 # request never reaches a cluster, so no cluster stat counts it.
 RATE_LIMITED = r"envoy_(.+)_http_local_rate_limit_enforced"

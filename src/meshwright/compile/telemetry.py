@@ -121,7 +121,16 @@ METRIC_STATS = {
     "TCP_CLOSED_CONNECTIONS": r"upstream_cx_destroy",
     "TCP_SENT_BYTES": r"upstream_cx_tx_bytes_total",
     "TCP_RECEIVED_BYTES": r"upstream_cx_rx_bytes_total",
+    # Body sizes: histograms a cluster records with track_cluster_stats.request_response_sizes.
+    "REQUEST_SIZE": r"upstream_rq_body_size",
+    "RESPONSE_SIZE": r"upstream_rs_body_size",
 }
+SIZE_METRICS = ("REQUEST_SIZE", "RESPONSE_SIZE")
+# What request_response_sizes also records and no Istio metric is made of: never recorded.
+HEADER_SIZES = r"^cluster\.(?:inbound|outbound)\|.*\.upstream_r[qs]_headers_size$"
+# Buckets of the size histograms (bytes): powers of ten up to 1 GB, as Istio's byte histograms
+# (Envoy's default buckets are for milliseconds and end at 3.6 MB).
+SIZE_BUCKETS = tuple(float(10 ** power) for power in range(10))
 
 
 @dataclass(frozen=True)
@@ -401,11 +410,25 @@ def stats_config(telemetry: ProxyTelemetry | None = None, own_tags: tuple[tuple[
         {"tag_name": "response_code_class", "regex": r"_rq(_(\dxx))$"},
         *({"tag_name": name} for name in ENVOY_DEFAULT_TAGS),
     ]
-    config = {"use_all_default_tags": False, "stats_tags": tags}
-    excluded = _metrics_off(telemetry) if telemetry is not None else []
+    config: dict = {"use_all_default_tags": False, "stats_tags": tags}
+    excluded = [*([HEADER_SIZES] if _sizes_in(telemetry) else []), *_metrics_off(telemetry)] if telemetry is not None else []
     if excluded:
         config["stats_matcher"] = {"exclusion_list": {"patterns": [{"safe_regex": {"regex": regex}} for regex in excluded]}}
+    if telemetry is not None and _sizes_in(telemetry):
+        config["histogram_bucket_settings"] = [{
+            "match": {"safe_regex": {"regex": r"^cluster\.(?:inbound|outbound)\|.*\.upstream_r[qs]_body_size$"}}, "buckets": list(SIZE_BUCKETS),
+        }]
     return config
+
+
+def records_sizes(metrics: Metrics | None) -> bool:
+    """Whether a direction's clusters record request and response sizes (Istio's
+    REQUEST_SIZE, RESPONSE_SIZE): with metrics, unless both are turned off."""
+    return metrics is not None and not set(SIZE_METRICS) <= set(metrics.disabled)
+
+
+def _sizes_in(telemetry: ProxyTelemetry) -> bool:
+    return any(records_sizes(telemetry.of(mode).metrics) for mode in MODES)
 
 
 def _metrics_off(telemetry: ProxyTelemetry) -> list[str]:
@@ -521,25 +544,32 @@ def class_cluster_labels(cluster: str) -> list[tuple[str, str]]:
 
 def with_class_stat_names(mesh: Mesh, telemetry: ProxyTelemetry, clusters: list[dict]) -> list[dict]:
     """The clusters, each mesh cluster a copy whose stat name carries its class_cluster_labels
-    (after tagOverrides): what every proxy of a class has. A copy is made once per mesh for
-    each cluster and stat name, so classes that hold the same cluster share its copy (and
-    its hash: compile/incremental.py). Unchanged where stat names are per proxy."""
-    if not telemetry.metrics or stat_names_per_proxy(telemetry):
+    (after tagOverrides; where stat names are per proxy, with_stat_names gives them) and that
+    records request and response sizes where its direction does: what every proxy of a class
+    has. A copy is made once per mesh for each cluster and change, so classes that hold the
+    same cluster share its copy (and its hash: compile/incremental.py)."""
+    if not telemetry.metrics:
         return clusters
+    per_proxy = stat_names_per_proxy(telemetry)
     copies = mesh.memo(("stat-named clusters",), dict)
     out = []
     for cluster in clusters:
         name = cluster["name"]
         mode = MODE_OF_CLUSTER.get(name.split("|", 1)[0])
         metrics = telemetry.of(mode).metrics if mode else None
-        labels = with_tag_overrides(class_cluster_labels(name), metrics.tags) if metrics else []
-        if not labels:
+        labels = with_tag_overrides(class_cluster_labels(name), metrics.tags) if metrics and not per_proxy else []
+        stat_name = cluster_stat_name(name, labels) if labels else ""
+        sizes = records_sizes(metrics)
+        if not stat_name and not sizes:
             out.append(cluster)
             continue
-        stat_name = cluster_stat_name(name, labels)
-        found = copies.get((id(cluster), stat_name))
+        key = (id(cluster), stat_name, sizes)
+        found = copies.get(key)
         if found is None or found[0] is not cluster:
-            found = copies[(id(cluster), stat_name)] = (cluster, {**cluster, "alt_stat_name": stat_name})
+            copy = {**cluster, **({"alt_stat_name": stat_name} if stat_name else {})}
+            if sizes:
+                copy["track_cluster_stats"] = {**cluster.get("track_cluster_stats", {}), "request_response_sizes": True}
+            found = copies[key] = (cluster, copy)
         out.append(found[1])
     return out
 
