@@ -26,7 +26,7 @@ from meshwright.check.cel_expressions import check_cel_expressions
 from meshwright.check.envoy_binary import DEFAULT_TIMEOUT, EnvoyBinaryError, check_envoy_binary, envoy_validate, find_envoy
 from meshwright.check.pipeline import validate_mesh
 from meshwright.collector import cyclic_collector_paused
-from meshwright.compile.prometheus import TARGETS_FILE, prometheus_files, scrape_targets
+from meshwright.compile.prometheus import TARGETS_FILE, prometheus_files, scrape_targets, workload_platforms
 from meshwright.compile.proxy import UnknownProxy, find_proxy, list_proxies
 from meshwright.compile.proxy_class import proxy_classes
 from meshwright.compile.xds_bootstrap import XdsServer
@@ -450,7 +450,8 @@ def _start_graph_page(args, running):
     if args.graph_listen is None:
         return None
     try:
-        return graph_page.start(graph_page.GraphPage(args.prometheus), args.graph_listen)
+        platforms = lambda: workload_platforms(running.plane.estate.mesh)  # noqa: E731  the live mesh's, registries included
+        return graph_page.start(graph_page.GraphPage(args.prometheus, platforms=platforms), args.graph_listen)
     except OSError as error:
         running.stop()
         raise UsageError(f"--graph-listen {args.graph_listen[0]}:{args.graph_listen[1]}: {error.strerror or error}") from None

@@ -308,7 +308,7 @@ def test_series_per_sidecar_stay_under_300(seed):
     assert set(series) == {"ingress.default", "order-1.default", "order-2.default", "payment-1.default", "payment-2.default"}
     assert all(0 < count <= 300 for count in series.values()), series
     names = {m["__name__"] for m, _ in seed.prometheus.query('count({job="meshwright-proxies"}) by (__name__)')}
-    assert {"istio_requests_total", "istio_request_duration_milliseconds_bucket"} <= names
+    assert {"istio_requests_total", "istio_request_duration_milliseconds_bucket", "istio_request_bytes_bucket", "istio_response_bytes_bucket"} <= names
     assert not {name for name in names if name.startswith("envoy_")}, names
 
 

@@ -350,3 +350,26 @@ def test_config_is_yaml_with_file_sd(tmp_path):
     [job] = config["scrape_configs"]
     assert job["file_sd_configs"] == [{"files": [TARGETS_FILE], "refresh_interval": "30s"}]
     assert job["params"] == {"usedonly": [""]} and config["global"]["scrape_interval"] == "5s"
+
+
+def test_targets_name_the_platform_each_workload_runs_on(tmp_path):
+    """mesh_platform on a proxy's series (the service graph's marks): vm for a WorkloadEntry of
+    the mesh's files, kubernetes or marathon for one a registry of that platform published."""
+    from meshwright.registry.published import origin, registry_resource
+    loaded = load_paths([str(_written(tmp_path, MESH))])
+    for registry, name in (("kubernetes/c1", "cart-7d9f"), ("marathon/main", "shop-cart-1a2b")):
+        document = {"apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry", "metadata": {"name": name, "namespace": "shop"},
+                    "spec": {"address": "127.0.0.4", "labels": {"app": "cart"}}}
+        loaded.resources.append(registry_resource(registry, document, origin(registry, "Pod", "shop", name)))
+    mesh, problems = validate_mesh(loaded)
+    assert not problems, problems
+    groups, unaddressed = scrape_targets(mesh)
+    assert not unaddressed
+    assert {g["labels"]["mesh_proxy"]: g["labels"]["mesh_platform"] for g in groups} == {
+        "reviews-1.shop": "vm", "client.shop": "vm", "cart-7d9f.shop": "kubernetes", "shop-cart-1a2b.shop": "marathon"}
+
+
+def _written(tmp_path, text: str):
+    path = tmp_path / "mesh.yaml"
+    path.write_text(text)
+    return path

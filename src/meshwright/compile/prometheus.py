@@ -100,12 +100,31 @@ def inbound_security(mesh: Mesh, proxy: Proxy) -> str:
     return policies.pop() if len(policies) == 1 else "unknown"
 
 
+# Registries whose workloads run on a platform of their own (serve/registries.py names them
+# "<platform>/<name>"; a resource they publish has "<registry>:<Kind>/..." as its source).
+PLATFORM_SOURCE = re.compile(r"(kubernetes|marathon)/[^/:]+:")
+
+
+def platform(mesh: Mesh, proxy: Proxy) -> str:
+    """Where a proxy's workload runs: kubernetes or marathon when a registry of that platform
+    published its WorkloadEntry, else vm (the mesh's files, a host of the inventory)."""
+    entry = mesh.find("WorkloadEntry", proxy.namespace, proxy.name)
+    found = PLATFORM_SOURCE.match(entry.source.file) if entry is not None else None
+    return found.group(1) if found else "vm"
+
+
+def workload_platforms(mesh: Mesh) -> dict[tuple[str, str], str]:
+    """(namespace, workload name) -> platform, of every proxy of the mesh (the service graph's marks)."""
+    return mesh.memo(("graph", "platforms"), lambda: {(proxy.namespace, proxy.name): platform(mesh, proxy) for proxy in list_proxies(mesh)})
+
+
 def target_labels(mesh: Mesh, proxy: Proxy) -> dict[str, str]:
     own = {
         "principal": spiffe_id(mesh.settings.trust_domain, proxy.namespace, proxy.service_account),
         "security": inbound_security(mesh, proxy) if proxy.kind == "sidecar" else "unknown",
     }
-    return {"mesh_proxy": proxy.id, "mesh_proxy_kind": proxy.kind, **{OWN + key: value for key, value in own.items()}}
+    return {"mesh_proxy": proxy.id, "mesh_proxy_kind": proxy.kind, "mesh_platform": platform(mesh, proxy),
+            **{OWN + key: value for key, value in own.items()}}
 
 
 def scrape_targets(mesh: Mesh, addresses: dict[str, str] | None = None) -> tuple[list[dict], list[str]]:
