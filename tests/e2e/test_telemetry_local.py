@@ -289,6 +289,9 @@ def test_graph_page_in_chromium_draws_every_service_and_edge_and_follows_traffic
         (f"service:{ORDER}", "workload:default/order-1"), (f"service:{ORDER}", "workload:default/order-2"),
         (f"service:{PAYMENT}", "workload:default/payment-1"), (f"service:{PAYMENT}", "workload:default/payment-2")}, sorted(edges)
     assert all(rate > 0 for rate in edges.values()) and "rps" in before and 'id="banner"' not in before
+    # Each workload marked as a gateway or by where it runs (the seed's sidecars are VMs).
+    marks = dict(re.findall(r'<g class="node" data-id="(workload:[^"]+)" data-mark="([^"]+)"', before))
+    assert marks == {"workload:default/ingress": "gateway", **{f"workload:default/{w}": "VM" for w in ("order-1", "order-2", "payment-1", "payment-2")}}, marks
     screenshot = os.path.join(ARTIFACTS, "service-graph.png")
     chromium(graph_page, f"--screenshot={screenshot}")
     assert os.path.getsize(screenshot) > 10_000
