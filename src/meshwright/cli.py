@@ -29,7 +29,7 @@ from meshwright.check.envoy_sample import ShapeCache
 from meshwright.check.pipeline import validate_mesh, validate_mesh_with
 from meshwright.collector import cyclic_collector_paused
 from meshwright.compile.build import shared_config
-from meshwright.compile.prometheus import TARGETS_FILE, prometheus_files, scrape_targets
+from meshwright.compile.prometheus import TARGETS_FILE, prometheus_files, scrape_targets, workload_platforms
 from meshwright.compile.proxy import UnknownProxy, find_proxy, list_proxies
 from meshwright.compile.xds_bootstrap import XdsServer
 from meshwright.deliver.bundle import RenderError, bundle_proxy
@@ -463,7 +463,8 @@ def _start_graph_page(args, running):
     if args.graph_listen is None:
         return None
     try:
-        return graph_page.start(graph_page.GraphPage(args.prometheus), args.graph_listen)
+        platforms = lambda: workload_platforms(running.plane.estate.mesh)  # noqa: E731  the live mesh's, registries included
+        return graph_page.start(graph_page.GraphPage(args.prometheus, platforms=platforms), args.graph_listen)
     except OSError as error:
         running.stop()
         raise UsageError(f"--graph-listen {args.graph_listen[0]}:{args.graph_listen[1]}: {error.strerror or error}") from None

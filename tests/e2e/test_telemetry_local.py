@@ -289,6 +289,9 @@ def test_graph_page_in_chromium_draws_every_service_and_edge_and_follows_traffic
         (f"service:{ORDER}", "workload:default/order-1"), (f"service:{ORDER}", "workload:default/order-2"),
         (f"service:{PAYMENT}", "workload:default/payment-1"), (f"service:{PAYMENT}", "workload:default/payment-2")}, sorted(edges)
     assert all(rate > 0 for rate in edges.values()) and "rps" in before and 'id="banner"' not in before
+    # Each workload marked as a gateway or by where it runs (the seed's sidecars are VMs).
+    marks = dict(re.findall(r'<g class="node" data-id="(workload:[^"]+)" data-mark="([^"]+)"', before))
+    assert marks == {"workload:default/ingress": "gateway", **{f"workload:default/{w}": "VM" for w in ("order-1", "order-2", "payment-1", "payment-2")}}, marks
     screenshot = os.path.join(ARTIFACTS, "service-graph.png")
     chromium(graph_page, f"--screenshot={screenshot}")
     assert os.path.getsize(screenshot) > 10_000
@@ -308,7 +311,7 @@ def test_series_per_sidecar_stay_under_300(seed):
     assert set(series) == {"ingress.default", "order-1.default", "order-2.default", "payment-1.default", "payment-2.default"}
     assert all(0 < count <= 300 for count in series.values()), series
     names = {m["__name__"] for m, _ in seed.prometheus.query('count({job="meshwright-proxies"}) by (__name__)')}
-    assert {"istio_requests_total", "istio_request_duration_milliseconds_bucket"} <= names
+    assert {"istio_requests_total", "istio_request_duration_milliseconds_bucket", "istio_request_bytes_bucket", "istio_response_bytes_bucket"} <= names
     assert not {name for name in names if name.startswith("envoy_")}, names
 
 

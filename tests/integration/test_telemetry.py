@@ -320,19 +320,20 @@ def find(samples, metric: str, **labels) -> list[tuple[dict, float]]:
 
 
 def test_prometheus_stats_carry_istio_labels_on_both_sides(lab, collector):
-    """Metrics (the default provider, prometheus) on each proxy's stats port, labelled as
-    Istio's are: the client reports as source (source_workload=client, destination_service
-    the FQDN, its subset and port, the response code); the server reports as destination
-    (destination_workload=reviews). A host ending in .payments.internal keeps its whole name
-    and leaves the metric name clean."""
+    """Metrics (the default provider, prometheus) on each proxy's stats port: the client
+    reports as source (destination_service the FQDN, its subset and port, the response code),
+    the server as destination; each proxy's own labels are fixed tags on all its stats
+    (mesh_workload=client, mesh_workload=reviews and the service it serves), which the scrape
+    names source_* or destination_* by reporter. A host ending in .payments.internal keeps its
+    whole name and leaves the metric name clean."""
     chain = Chain(lab, collector, "")
     chain.call(7)
     chain.call(3, host=LEDGER, port=8080)
 
     client = prometheus_samples(15090 + chain.client_offset)
     reviews_calls = find(
-        client, "envoy_cluster_upstream_rq", reporter="source", source_workload="client", source_workload_namespace="default",
-        source_app="client", destination_service=REVIEWS, destination_subset="v1", destination_port="9080", response_code="200",
+        client, "envoy_cluster_upstream_rq", reporter="source", mesh_workload="client", mesh_workload_namespace="default",
+        mesh_app="client", destination_service=REVIEWS, destination_subset="v1", destination_port="9080", response_code="200",
     )
     assert [value for _, value in reviews_calls] == [7], reviews_calls
     assert reviews_calls[0][0]["cluster_name"] == f"outbound|9080|v1|{REVIEWS}"
@@ -344,11 +345,23 @@ def test_prometheus_stats_carry_istio_labels_on_both_sides(lab, collector):
 
     server = prometheus_samples(15090 + chain.reviews_offset)
     served = find(
-        server, "envoy_cluster_upstream_rq", reporter="destination", destination_workload="reviews",
-        destination_workload_namespace="default", destination_app="reviews", destination_version="v1",
-        destination_service=REVIEWS, response_code="200",
+        server, "envoy_cluster_upstream_rq", reporter="destination", mesh_workload="reviews",
+        mesh_workload_namespace="default", mesh_app="reviews", mesh_version="v1", response_code="200",
     )
     assert [value for _, value in served] == [7], served
+    assert served[0][0]["mesh_service"] == REVIEWS and "destination_service" not in served[0][0]
+    # Body sizes (istio_request_bytes / istio_response_bytes at the scrape) in byte buckets; no
+    # header sizes. Envoy merges histograms at its stats flush (every 5 s).
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline and not (find(server, "envoy_cluster_upstream_rs_body_size_count", reporter="destination")[0][1] and
+                                               find(client, "envoy_cluster_upstream_rs_body_size_count", destination_subset="v1")[0][1]):
+        time.sleep(0.5)
+        server, client = prometheus_samples(15090 + chain.reviews_offset), prometheus_samples(15090 + chain.client_offset)
+    for stat in ("envoy_cluster_upstream_rq_body_size", "envoy_cluster_upstream_rs_body_size"):
+        assert [value for _, value in find(server, stat + "_count", reporter="destination")] == [7]
+        assert len(find(server, stat + "_bucket", reporter="destination")) == 11  # 1 B ... 1 GB, +Inf
+    assert [value for _, value in find(client, "envoy_cluster_upstream_rs_body_size_count", destination_service=REVIEWS, destination_subset="v1")] == [7]
+    assert not [name for name, _, _ in server + client if "headers_size" in name]
     assert not find(server, "envoy_cluster_upstream_rq", reporter="source", destination_service=REVIEWS)
 
 

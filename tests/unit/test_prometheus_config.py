@@ -23,6 +23,8 @@ import yaml
 
 from meshwright.check.pipeline import validate_mesh
 from meshwright.cli import main
+from meshwright.compile.build import compile_proxy
+from meshwright.compile.proxy import find_proxy
 from meshwright.compile.prometheus import CONFIG_FILE, TARGETS_FILE, prometheus_files, scrape_targets
 from meshwright.model.load import load_paths
 from tests.harness import free_port
@@ -48,6 +50,17 @@ spec:
   - {number: 5432, name: tcp, protocol: TCP}
   workloadSelector: {labels: {app: reviews}}
 ---
+# reviews-1 serves ratings too, on a port of its own: its proxy's fixed tag lists the service by port.
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: shop}
+spec:
+  hosts: [ratings.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 7070, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews}}
+---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: ledger, namespace: payments}
@@ -70,15 +83,16 @@ spec: {address: 127.0.0.3}
 """
 
 # What the proxy reviews-1 serves (its inbound clusters, reporter destination) and client
-# (outbound, reporter source): Envoy's names and the labels its stats_tags extract.
-INBOUND = ('cluster_name="inbound|{port}||",reporter="destination",destination_workload="reviews-1",destination_workload_namespace="shop",'
-           'destination_app="reviews",destination_version="v2",destination_service="reviews.shop.svc.cluster.local",destination_port="{port}"')
-OUTBOUND = ('cluster_name="outbound|{port}||{host}",reporter="source",source_workload="client",source_workload_namespace="shop",'
-            'destination_service="{host}",destination_port="{port}"')
+# (outbound, reporter source): Envoy's names and the labels its stats_tags extract from the
+# clusters' stat names. The proxy's own labels are fixed tags on all its stats: the fixture
+# adds those its bootstrap has (with_fixed_tags).
+INBOUND = 'cluster_name="inbound|{port}||",reporter="destination",destination_port="{port}"'
+OUTBOUND = 'cluster_name="outbound|{port}||{host}",reporter="source",destination_service="{host}",destination_port="{port}"'
 REVIEWS_STATS = "\n".join([
     "envoy_cluster_upstream_rq{response_code=\"200\"," + INBOUND.format(port=9080) + "} 7",
     "envoy_cluster_upstream_rq{response_code_class=\"2xx\"," + INBOUND.format(port=9080) + "} 7",
     "envoy_cluster_upstream_rq{response_code=\"200\"," + INBOUND.format(port=9090) + "} 3",
+    "envoy_cluster_upstream_rq{response_code=\"201\"," + INBOUND.format(port=7070) + "} 4",
     "envoy_cluster_upstream_cx_total{" + INBOUND.format(port=9080) + "} 2",
     "envoy_cluster_upstream_cx_total{" + INBOUND.format(port=5432) + "} 4",
     "envoy_cluster_upstream_cx_tx_bytes_total{" + INBOUND.format(port=5432) + "} 1000",
@@ -89,12 +103,27 @@ REVIEWS_STATS = "\n".join([
     "envoy_cluster_upstream_rq_time_bucket{" + INBOUND.format(port=9080) + ",le=\"+Inf\"} 7",
     "envoy_cluster_upstream_rq_time_sum{" + INBOUND.format(port=9080) + "} 20",
     "envoy_cluster_upstream_rq_time_count{" + INBOUND.format(port=9080) + "} 7",
+    "envoy_cluster_upstream_rq_body_size_bucket{" + INBOUND.format(port=9080) + ",le=\"100\"} 7",
+    "envoy_cluster_upstream_rq_body_size_bucket{" + INBOUND.format(port=9080) + ",le=\"+Inf\"} 7",
+    "envoy_cluster_upstream_rq_body_size_sum{" + INBOUND.format(port=9080) + "} 350",
+    "envoy_cluster_upstream_rq_body_size_count{" + INBOUND.format(port=9080) + "} 7",
+    "envoy_cluster_upstream_rs_body_size_bucket{" + INBOUND.format(port=9080) + ",le=\"1000\"} 7",
+    "envoy_cluster_upstream_rs_body_size_bucket{" + INBOUND.format(port=9080) + ",le=\"+Inf\"} 7",
+    "envoy_cluster_upstream_rs_body_size_sum{" + INBOUND.format(port=9080) + "} 2100",
+    "envoy_cluster_upstream_rs_body_size_count{" + INBOUND.format(port=9080) + "} 7",
 ]) + "\n"
 CLIENT_STATS = "\n".join([
     "envoy_cluster_upstream_rq{response_code=\"503\"," + OUTBOUND.format(port=8080, host="ledger.corp.internal") + "} 2",
     "envoy_api_rate_limiter_http_local_rate_limit_enforced{} 5",
     "envoy_api_rate_limiter_http_local_rate_limit_ok{} 50",
 ]) + "\n"
+
+
+def with_fixed_tags(body: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """Envoy's exposition with fixed tags: every series carries them."""
+    text = ",".join(f'{name}="{value}"' for name, value in tags)
+    return "".join(line.replace("{}", "{" + text + "}") if "{}" in line else line.replace("} ", "," + text + "} ", 1)
+                   for line in body.splitlines(keepends=True))
 
 
 def load(text: str, tmp_path):
@@ -142,7 +171,9 @@ def scraped(tmp_path_factory):
     assert shutil.which("prometheus"), "prometheus (Debian's package, which .ci/run installs) is needed"
     tmp = tmp_path_factory.mktemp("prometheus")
     mesh = load(MESH, tmp)
-    fakes = FakeProxies({"reviews-1.shop": REVIEWS_STATS, "client.shop": CLIENT_STATS})
+    tags = {proxy_id: compile_proxy(mesh, find_proxy(mesh, proxy_id)).stat_tags for proxy_id in ("reviews-1.shop", "client.shop")}
+    fakes = FakeProxies({"reviews-1.shop": with_fixed_tags(REVIEWS_STATS, tags["reviews-1.shop"]),
+                         "client.shop": with_fixed_tags(CLIENT_STATS, tags["client.shop"])})
     files = prometheus_files(mesh, "1s")
     groups = json.loads(files[TARGETS_FILE])
     for group in groups:  # the fakes listen where the proxies' stats ports would be
@@ -182,7 +213,7 @@ def named(scraped, name: str, **labels) -> list[tuple[dict, float]]:
 
 
 def test_destination_side_requests_carry_istio_labels(scraped):
-    [(metric, value)] = named(scraped, "istio_requests_total", reporter="destination", request_protocol="http")
+    [(metric, value)] = named(scraped, "istio_requests_total", reporter="destination", request_protocol="http", destination_port="9080")
     assert value == 7
     assert {k: metric[k] for k in ("response_code", "destination_workload", "destination_workload_namespace", "destination_app",
                                    "destination_version", "destination_service", "destination_service_name",
@@ -195,7 +226,15 @@ def test_destination_side_requests_carry_istio_labels(scraped):
         "destination_canonical_service": "reviews", "destination_canonical_revision": "v2"}
     # The caller is known per request only: Istio's "unknown".
     assert all(metric[f"source_{label}"] == "unknown" for label in ("workload", "workload_namespace", "app", "version", "principal"))
-    assert "cluster_name" not in metric and not [k for k in metric if k.startswith("mw_")]
+    assert "cluster_name" not in metric and not [k for k in metric if k.startswith(("mw_", "mesh_workload", "mesh_app", "mesh_version", "mesh_services"))]
+
+
+def test_the_service_served_on_each_port(scraped):
+    """A workload that serves two services on different ports: each port's requests name its own."""
+    by_port = {m["destination_port"]: (m["destination_service"], m["destination_service_name"], v)
+               for m, v in named(scraped, "istio_requests_total", reporter="destination") if m["response_code"] in ("200", "201")}
+    assert by_port == {"9080": ("reviews.shop.svc.cluster.local", "reviews", 7), "9090": ("reviews.shop.svc.cluster.local", "reviews", 3),
+                       "7070": ("ratings.shop.svc.cluster.local", "ratings", 4)}
 
 
 def test_grpc_port_requests_are_request_protocol_grpc(scraped):
@@ -237,11 +276,22 @@ def test_duration_histogram(scraped):
     assert [v for _, v in named(scraped, "istio_request_duration_milliseconds_count")] == [7]
 
 
+def test_request_and_response_bytes(scraped):
+    """Istio's size histograms from the clusters' body sizes, with the request's labels."""
+    for metric, total in (("istio_request_bytes", 350), ("istio_response_bytes", 2100)):
+        [(labels, count)] = named(scraped, metric + "_count")
+        assert (count, labels["reporter"], labels["destination_service"], labels["request_protocol"], labels["destination_workload"]) == (
+            7, "destination", "reviews.shop.svc.cluster.local", "http", "reviews-1")
+        assert [v for _, v in named(scraped, metric + "_sum")] == [total]
+        assert {m["le"]: v for m, v in named(scraped, metric + "_bucket")} == {"100" if "request" in metric else "1000": 7, "+Inf": 7}
+
+
 def test_only_istio_metrics_are_kept(scraped):
     """Envoy's other stats, the response-code-class duplicates and non-mesh clusters are dropped."""
     names = {m["__name__"] for m, _ in scraped if m["__name__"] != "up" and not m["__name__"].startswith("scrape_")}
     assert names == {"istio_requests_total", "istio_request_duration_milliseconds_bucket", "istio_request_duration_milliseconds_sum",
                      "istio_request_duration_milliseconds_count", "istio_tcp_connections_opened_total",
+                     *(f"istio_{size}_bytes_{part}" for size in ("request", "response") for part in ("bucket", "sum", "count")),
                      "istio_tcp_received_bytes_total", "istio_tcp_sent_bytes_total"}
     assert not [m for m, _ in scraped if "response_code_class" in m]
 
@@ -300,3 +350,26 @@ def test_config_is_yaml_with_file_sd(tmp_path):
     [job] = config["scrape_configs"]
     assert job["file_sd_configs"] == [{"files": [TARGETS_FILE], "refresh_interval": "30s"}]
     assert job["params"] == {"usedonly": [""]} and config["global"]["scrape_interval"] == "5s"
+
+
+def test_targets_name_the_platform_each_workload_runs_on(tmp_path):
+    """mesh_platform on a proxy's series (the service graph's marks): vm for a WorkloadEntry of
+    the mesh's files, kubernetes or marathon for one a registry of that platform published."""
+    from meshwright.registry.published import origin, registry_resource
+    loaded = load_paths([str(_written(tmp_path, MESH))])
+    for registry, name in (("kubernetes/c1", "cart-7d9f"), ("marathon/main", "shop-cart-1a2b")):
+        document = {"apiVersion": "networking.istio.io/v1", "kind": "WorkloadEntry", "metadata": {"name": name, "namespace": "shop"},
+                    "spec": {"address": "127.0.0.4", "labels": {"app": "cart"}}}
+        loaded.resources.append(registry_resource(registry, document, origin(registry, "Pod", "shop", name)))
+    mesh, problems = validate_mesh(loaded)
+    assert not problems, problems
+    groups, unaddressed = scrape_targets(mesh)
+    assert not unaddressed
+    assert {g["labels"]["mesh_proxy"]: g["labels"]["mesh_platform"] for g in groups} == {
+        "reviews-1.shop": "vm", "client.shop": "vm", "cart-7d9f.shop": "kubernetes", "shop-cart-1a2b.shop": "marathon"}
+
+
+def _written(tmp_path, text: str):
+    path = tmp_path / "mesh.yaml"
+    path.write_text(text)
+    return path

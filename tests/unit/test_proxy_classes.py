@@ -66,11 +66,11 @@ def test_two_proxies_of_one_class_hold_the_same_outbound_objects(tmp_path):
     assert a.routes is b.routes and a.listeners is b.listeners and a.endpoints is b.endpoints
     outbound = [(x, y) for x, y in zip(a.clusters, b.clusters) if x["name"].startswith("outbound|")]
     assert len(outbound) == 36
-    # Each has its own stat names (its workload's labels) over the same cluster.
-    for x, y in outbound:
-        assert x["alt_stat_name"] != y["alt_stat_name"]
-        assert {**x, "alt_stat_name": ""} == {**y, "alt_stat_name": ""}
-    assert "source_workload=svc-00000-2;" in outbound[0][0]["alt_stat_name"]
+    # The same clusters, stat names included: each proxy's own labels are its bootstrap's fixed tags.
+    assert a.clusters is b.clusters and "source_workload" not in outbound[0][0]["alt_stat_name"]
+    assert dict(a.stat_tags)["mesh_workload"] == "svc-00000-2" and dict(b.stat_tags)["mesh_workload"] == "svc-00010-2"
+    assert dict(a.stat_tags)["mesh_service"] == "svc-00000.ns-0.svc.cluster.local"
+    assert dict(b.stat_tags)["mesh_service"] == "svc-00010.ns-0.svc.cluster.local"
 
 
 def test_a_change_to_one_scope_leaves_another_untouched(tmp_path):

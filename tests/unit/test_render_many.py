@@ -15,7 +15,6 @@ from meshwright.compile.proxy_class import proxy_classes
 from meshwright.deliver import class_template, files
 from meshwright.deliver.bundle import bundle_proxies, bundle_proxy, load_mesh
 from tests.golden.golden import CASES_DIR, case_names
-from tests.unit.validation_cases import BASE
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
 from estate import write_estate  # noqa: E402  bench/estate.py
@@ -63,43 +62,12 @@ def test_the_proxies_of_a_class_are_written_from_one_text(tmp_path, monkeypatch)
     bundles = bundle_proxies(mesh, {proxy.id: "/etc/meshwright/envoy" for proxy in list_proxies(mesh)})
     classes = proxy_classes(mesh, list_proxies(mesh))
     assert len(written) == len(classes) < len(bundles)
-    # Proxies of one class differ in their bootstrap and in the labels in their stat names.
-    first, second = next(c for c in classes if len(c) > 1)[:2]
-    a, b = (bundles[proxy.id].files["cds.yaml"].splitlines() for proxy in (first, second))
-    differ = [(x, y) for x, y in zip(a, b) if x != y]
-    assert len(a) == len(b) and differ and all(x.lstrip().startswith("alt_stat_name: ") for pair in differ for x in pair)
-    assert any(f"_workload={first.name};" in x and f"_workload={second.name};" in y for x, y in differ)
-
-
-def test_config_text_that_looks_like_a_token_is_not_replaced(tmp_path):
-    token = "@@meshwright-labels-outbound@@"
-    (tmp_path / "mesh.yaml").write_text(BASE + f"""\
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: client-b, namespace: default}}
-spec: {{address: 127.0.0.2, labels: {{app: client}}}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: api, namespace: default}}
-spec:
-  hosts: [api.example.com]
-  location: MESH_EXTERNAL
-  resolution: DNS
-  ports: [{{number: 443, name: https, protocol: HTTPS}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: api, namespace: default}}
-spec:
-  host: api.example.com
-  trafficPolicy:
-    portLevelSettings:
-    - port: {{number: 443}}
-      tls: {{mode: SIMPLE, sni: api.example.com, subjectAltNames: ["{token}"]}}
-""")
-    assert _assert_each_as_alone([str(tmp_path)], lambda proxy_id: "/etc/meshwright/envoy") == 2
-    mesh = load_mesh([str(tmp_path)])
-    bundles = bundle_proxies(mesh, {"client.default": "/etc/meshwright/envoy", "client-b.default": "/etc/meshwright/envoy"})
-    assert all(token in bundle.files["cds.yaml"] for bundle in bundles.values())
+    # Proxies of one class differ in their bootstrap only: their own labels are its fixed tags.
+    members = next([p for p in c if p.kind == "sidecar"] for c in classes if len({p.label_map.get("app") for p in c if p.kind == "sidecar"}) > 1)
+    first = members[0]
+    second = next(p for p in members if p.label_map["app"] != first.label_map["app"])
+    one, other = (bundles[proxy.id].files for proxy in (first, second))
+    assert one.keys() == other.keys() and [name for name in one if one[name] != other[name]] == ["bootstrap.yaml"]
+    assert f"fixed_value: {first.name}\n" in one["bootstrap.yaml"] and f"fixed_value: {second.name}\n" in other["bootstrap.yaml"]
+    for proxy, files_of in ((first, one), (second, other)):  # and the service each serves on its inbound port
+        assert f"fixed_value: {proxy.label_map['app']}.{proxy.namespace}.svc.cluster.local\n" in files_of["bootstrap.yaml"]

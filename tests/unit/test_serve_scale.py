@@ -68,13 +68,29 @@ def test_a_flood_of_streams_is_refused_with_a_log_line_and_the_others_are_served
     for client in served[1:] + [again]:
         client.close()
 
-def test_proxies_of_a_class_share_tables_and_get_their_own_stat_names(tmp_path):
-    """Two clients of one class, metrics on (the default): their clusters differ by stat name only. Each
-    proxy's encoded cluster (the class's bytes plus its stat name) parses as the cluster
-    compiled for it; their endpoint tables are one object."""
+SOURCE_APP_REMOVED = """
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: metrics, namespace: default}
+spec:
+  metrics:
+  - overrides:
+    - match: {mode: CLIENT}
+      tagOverrides: {source_app: {operation: REMOVE}}
+"""
+
+
+@pytest.mark.parametrize("telemetry", ["", SOURCE_APP_REMOVED], ids=["default", "own-labels-rewritten"])
+def test_proxies_of_a_class_share_tables_and_stat_names(tmp_path, telemetry):
+    """Two clients of one class, metrics on: by default their clusters are one table (their
+    own labels are fixed tags of their bootstraps); where a tagOverride rewrites an own label,
+    their clusters differ by stat name only. Each proxy's encoded cluster (the class's bytes,
+    plus its stat name where it has its own) parses as the cluster compiled for it; their
+    endpoint tables are one object."""
     lab = Lab(tmp_path)
     try:
-        lab.write(extra=TWO_CLIENTS)
+        lab.write(extra=TWO_CLIENTS + telemetry)
         mesh, problems = load_valid([str(lab.mesh_dir)])
         assert problems == []
         lab.plane.apply(mesh)
@@ -91,9 +107,12 @@ def test_proxies_of_a_class_share_tables_and_get_their_own_stat_names(tmp_path):
                 sent.ParseFromString(_value_of(encoder.encode_bytes(CLUSTER, served)))
                 assert sent == json_format.ParseDict(served.content, message_class(CLUSTER[len(TYPE_PREFIX):])())
                 stat_named += served.shared is not None
-        assert stat_named >= 2
         outbound = [name for name in first[CLUSTER] if name.startswith("outbound|")][0]
-        assert first[CLUSTER][outbound].content["alt_stat_name"] != second[CLUSTER][outbound].content["alt_stat_name"]
+        one, other = first[CLUSTER][outbound].content["alt_stat_name"], second[CLUSTER][outbound].content["alt_stat_name"]
+        if telemetry:
+            assert stat_named >= 2 and one != other and "source_workload=client;" in one and "source_workload=client-2;" in other
+        else:
+            assert first[CLUSTER] is second[CLUSTER] and stat_named == 0 and one == other and "source_workload" not in one
     finally:
         lab.close()
 

@@ -23,6 +23,8 @@ SOURCE = [  # reporter="source": (source workload, kind, destination service, re
     ("ingress", "gateway", PAYMENT, "503", 0.5),
     ("order-1", "sidecar", PAYMENT, "200", 2.0),
 ]
+# The target label mesh_platform of each workload's proxy (what `meshwright prometheus` writes).
+PLATFORMS = {"ingress": "vm", "order-1": "kubernetes", "payment-1": "vm"}
 DESTINATION = [  # reporter="destination": (service, workload, response code, rate, security)
     (ORDER, "order-1", "200", 4.0, "mutual_tls"),
     (PAYMENT, "payment-1", "200", 3.5, "mutual_tls"),
@@ -37,11 +39,11 @@ def vector(query: str) -> list[dict]:
     if reporter == "source":
         for workload, kind, service, code, rate in SOURCE:
             rows.append(({"source_workload": workload, "source_workload_namespace": "default", "destination_service": service,
-                          "mesh_proxy_kind": kind}, code, rate, "unknown"))
+                          "mesh_proxy_kind": kind, "mesh_platform": PLATFORMS[workload]}, code, rate, "unknown"))
     else:
         for service, workload, code, rate, security in DESTINATION:
             rows.append(({"destination_service": service, "destination_workload": workload, "destination_workload_namespace": "default",
-                          "mesh_proxy_kind": "sidecar"}, code, rate, security))
+                          "mesh_proxy_kind": "sidecar", "mesh_platform": PLATFORMS[workload]}, code, rate, security))
     out: dict[str, tuple[dict, float]] = {}
     for labels, code, rate, security in rows:
         if "histogram_quantile" in query:
@@ -107,6 +109,21 @@ def test_edges_carry_rate_errors_p99_and_mtls(prometheus):
     assert (served.rate, served.error_share, served.mtls) == (4.0, 0.125, True)
     kinds = {n.id: (n.type, n.kind) for n in graph.nodes}
     assert kinds["workload:default/ingress"] == ("workload", "gateway") and kinds[f"service:{ORDER}"] == ("service", "")
+
+
+def test_nodes_are_marked_gateway_or_by_platform(prometheus):
+    """A gateway is marked gateway, a workload by where it runs (the series' mesh_platform);
+    the control plane's live mesh (platforms) knows better, e.g. a task its Marathon registry
+    published; the drawings say it."""
+    marks = {n.id: n.mark for n in build_graph(prometheus.url).nodes}
+    assert marks == {"workload:default/ingress": "gateway", "workload:default/order-1": "Kubernetes", "workload:default/payment-1": "VM",
+                     f"service:{ORDER}": "service", f"service:{PAYMENT}": "service"}
+    graph = build_graph(prometheus.url, platforms={("default", "payment-1"): "marathon"})
+    assert {n.id: n.mark for n in graph.nodes}["workload:default/payment-1"] == "Marathon"
+    svg = ElementTree.fromstring(to_svg(graph))
+    drawn = {g.get("data-id"): g.get("data-mark") for g in svg.findall("{http://www.w3.org/2000/svg}g") if g.get("class") == "node"}
+    assert drawn["workload:default/payment-1"] == "Marathon" and drawn["workload:default/order-1"] == "Kubernetes"
+    assert '"workload:default/payment-1" [label="payment-1\\nMarathon"' in to_dot(graph)
 
 
 def test_svg_and_dot_draw_every_node_and_edge_with_its_rate(prometheus):

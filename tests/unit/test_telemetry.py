@@ -18,7 +18,7 @@ from meshwright.check.pipeline import validate_mesh
 from meshwright.compile.bootstrap import compile_bootstrap
 from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import find_proxy
-from meshwright.compile.telemetry import cluster_stat_name, effective_telemetry, stats_config
+from meshwright.compile.telemetry import HEADER_SIZES, cluster_stat_name, effective_telemetry, stats_config
 from meshwright.model.load import load_paths
 from tests.unit.validation_cases import BASE, Case, check_case
 
@@ -158,12 +158,15 @@ def test_compiled_listeners_clusters_and_bootstrap(tmp_path):
     assert manager["tracing"]["random_sampling"] == {"value": 100.0}
     assert (tracer["collector_cluster"], tracer["collector_hostname"], tracer["collector_endpoint"]) == ("tracing|zipkin", "zipkin.example.com", "/api/v2/spans")
     reviews_v1 = next(c for c in config.clusters if c["name"] == "outbound|9080|v1|reviews.default.svc.cluster.local")
+    # The cluster's labels in its stat name; the proxy's own are fixed tags of its bootstrap.
     assert reviews_v1["alt_stat_name"] == (
-        "outbound|9080|v1|reviews.default.svc.cluster.local;reporter=source;source_workload=client;"
-        "source_workload_namespace=default;source_app=client;destination_service=reviews.default.svc.cluster.local;"
+        "outbound|9080|v1|reviews.default.svc.cluster.local;reporter=source;destination_service=reviews.default.svc.cluster.local;"
         "destination_port=9080;destination_subset=v1;"
     )
-    bootstrap = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})
+    assert config.stat_tags == (("mesh_workload", "client"), ("mesh_workload_namespace", "default"), ("mesh_app", "client"))
+    bootstrap = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}}, stat_tags=config.stat_tags)
+    fixed = {tag["tag_name"]: tag["fixed_value"] for tag in bootstrap["stats_config"]["stats_tags"] if "fixed_value" in tag}
+    assert fixed == {"mesh_workload": "client", "mesh_workload_namespace": "default", "mesh_app": "client"}
     assert [l["name"] for l in bootstrap["static_resources"]["listeners"]] == ["health", "stats"]
     collector = next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "tracing|zipkin")
     assert collector["type"] == "STRICT_DNS"
@@ -330,11 +333,16 @@ def test_metrics_overrides_per_direction_metric_and_tag(tmp_path):
         "source_workload_namespace=default;source_version=v1;destination_service=ratings.default.svc.cluster.local;"
         "destination_port=9080;team=storefront;"
     )
+    # A REMOVE of one of the proxy's own labels: they stay in its stat names, as its own, and
+    # its bootstrap has no fixed tags (which would put source_app back at the scrape).
+    assert config.stat_tags == ()
     stats = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})["stats_config"]
+    assert not [tag for tag in stats["stats_tags"] if "fixed_value" in tag]
     team = next(tag for tag in stats["stats_tags"] if tag["tag_name"] == "team")
     assert extract_tags("cluster." + names["outbound|9080||ratings.default.svc.cluster.local"] + ".upstream_rq_200", stats)[1]["team"] == "storefront"
     assert team["regex"].endswith("team=([^;]*);")
-    (excluded,) = stats["stats_matcher"]["exclusion_list"]["patterns"]
+    header_sizes, excluded = stats["stats_matcher"]["exclusion_list"]["patterns"]
+    assert header_sizes == {"safe_regex": {"regex": HEADER_SIZES}}
     pattern = re.compile(excluded["safe_regex"]["regex"])
     outbound = "cluster." + names["outbound|9080||ratings.default.svc.cluster.local"]
     assert pattern.search(outbound + ".upstream_rq_time") and pattern.search(outbound + ".external_upstream_rq_time")
@@ -373,12 +381,12 @@ def test_a_reporting_interval_is_a_warning_that_it_changes_nothing(tmp_path):
 
 
 def test_turning_off_a_metric_no_cluster_stat_records_changes_nothing(tmp_path):
-    """Istio's overrides that turn off request and response sizes or gRPC message counts are
-    accepted: meshwright records none of them, so they are off already (the other metrics stay)."""
+    """Istio's overrides that turn off gRPC message counts are accepted: meshwright records
+    none of them, so they are off already (the other metrics stay)."""
     mesh = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
         metrics:
         - overrides:
-          - match: {metric: REQUEST_SIZE}
+          - match: {metric: GRPC_REQUEST_MESSAGES}
             disabled: true
           - match: {metric: GRPC_RESPONSE_MESSAGES, mode: SERVER}
             disabled: true
@@ -386,8 +394,38 @@ def test_turning_off_a_metric_no_cluster_stat_records_changes_nothing(tmp_path):
     proxy = find_proxy(mesh, "reviews-v1.default")
     config = compile_proxy(mesh, proxy)
     stats = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})["stats_config"]
-    assert "stats_matcher" not in stats
+    assert stats["stats_matcher"]["exclusion_list"]["patterns"] == [{"safe_regex": {"regex": HEADER_SIZES}}]  # never recorded
     assert config.telemetry.of("CLIENT").metrics is not None and config.telemetry.of("SERVER").metrics is not None
+
+
+def test_request_and_response_sizes_and_turning_them_off(tmp_path):
+    """Istio's istio_request_bytes / istio_response_bytes: the mesh clusters record body sizes
+    (track_cluster_stats) in byte buckets; header sizes, which no Istio metric is made of, are
+    never recorded. REQUEST_SIZE and RESPONSE_SIZE off for SERVER: the inbound clusters do not
+    record sizes, the outbound ones still do."""
+    mesh = mesh_of(tmp_path, REVIEWS_SIDECAR)
+    proxy = find_proxy(mesh, "reviews-v1.default")
+    config = compile_proxy(mesh, proxy)
+    assert {c["name"]: c.get("track_cluster_stats") for c in config.clusters if "|" in c["name"]} == {
+        c["name"]: {"request_response_sizes": True} for c in config.clusters if "|" in c["name"]}
+    stats = compile_bootstrap(proxy, mesh.settings, config.telemetry, {"lds": {}, "cds": {}})["stats_config"]
+    (buckets,) = stats["histogram_bucket_settings"]
+    assert buckets["buckets"] == [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9]
+    pattern = re.compile(buckets["match"]["safe_regex"]["regex"])
+    assert pattern.search("cluster.inbound|9080||;reporter=destination;.upstream_rq_body_size")
+    assert not pattern.search("cluster.inbound|9080||;reporter=destination;.upstream_rq_time")
+
+    off = mesh_of(tmp_path, REVIEWS_SIDECAR, telemetry("ns", "default", """\
+        metrics:
+        - overrides:
+          - match: {metric: REQUEST_SIZE, mode: SERVER}
+            disabled: true
+          - match: {metric: RESPONSE_SIZE, mode: SERVER}
+            disabled: true
+        """))
+    config = compile_proxy(off, find_proxy(off, "reviews-v1.default"))
+    recorded = {c["name"] for c in config.clusters if "track_cluster_stats" in c}
+    assert recorded and all(name.startswith("outbound|") for name in recorded) and "inbound|9080||" not in recorded
 
 
 # --- stat names and tags ----------------------------------------------------------------
@@ -511,10 +549,10 @@ CASES = [
           metrics:
           - overrides:
             - match:
-                metric: REQUEST_SIZE  #!
+                metric: GRPC_REQUEST_MESSAGES  #!
               disabled: false
         """,
-        TELEMETRY, "spec.metrics[0].overrides[0].match.metric", ("REQUEST_SIZE is not supported by meshwright yet", "no request size", "REQUEST_COUNT"),
+        TELEMETRY, "spec.metrics[0].overrides[0].match.metric", ("GRPC_REQUEST_MESSAGES is not supported by meshwright yet", "no grpc request messages", "REQUEST_SIZE"),
     ),
     Case(
         "tagOverrides with a per-request value",

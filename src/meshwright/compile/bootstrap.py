@@ -29,12 +29,13 @@ def _admin_route_listener(name: str, port: int, routes: list[dict]) -> dict:
 
 
 def compile_bootstrap(proxy: Proxy, settings: MeshSettings, telemetry: ProxyTelemetry, config_source: dict,
-                      patches: tuple[dict, ...] = ()) -> dict:
+                      patches: tuple[dict, ...] = (), stat_tags: tuple[tuple[str, str], ...] = ()) -> dict:
     """config_source: the ConfigSource of listeners and clusters (set by the delivery).
     telemetry: the proxy's (compile/telemetry.py): with metrics, the stats listener and the
     tags that label its stats; with tracing to a collector outside the mesh, its cluster.
     patches: EnvoyFilter BOOTSTRAP values, merged in last (validation keeps them off the
-    node, admin and dynamic_resources that delivery depends on)."""
+    node, admin and dynamic_resources that delivery depends on). stat_tags: the proxy's own
+    metric labels (telemetry.own_stat_tags), fixed tags on all its stats."""
     health = _admin_route_listener("health", proxy.port(HEALTH_PORT), [
         {"match": {"path": "/healthz/ready"}, "route": {"cluster": ADMIN_CLUSTER, "prefix_rewrite": "/ready"}},
     ])
@@ -61,5 +62,5 @@ def compile_bootstrap(proxy: Proxy, settings: MeshSettings, telemetry: ProxyTele
         }]},
     }
     if telemetry.metrics:
-        bootstrap["stats_config"] = stats_config(telemetry)
+        bootstrap["stats_config"] = stats_config(telemetry, stat_tags)
     return merge_bootstrap_patches(bootstrap, patches)

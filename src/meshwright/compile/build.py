@@ -1,7 +1,9 @@
 """compile_proxy: the Envoy resources of one proxy, from the mesh. A pure function.
 
 Proxies of one class (compile/proxy_class.py) share one compiled config, built once per
-mesh; each gets its own stat names on top, and a proxy that EnvoyFilters patch its own copy."""
+mesh, stat names included (their own labels are the bootstrap's fixed tags, stat_tags; only
+tagOverrides of those labels put them on top of the class's, proxy by proxy), and a proxy
+that EnvoyFilters patch has its own copy."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from meshwright.compile.proxy import Proxy
 from meshwright.compile.proxy_class import class_key
 from meshwright.compile.request_authentication import jwks_clusters
 from meshwright.compile.scope import services_in_scope
-from meshwright.compile.telemetry import ProxyTelemetry, apply_telemetry, effective_telemetry, with_stat_names
+from meshwright.compile.telemetry import (
+    ProxyTelemetry, apply_telemetry, effective_telemetry, own_stat_tags, with_class_stat_names, with_stat_names,
+)
 from meshwright.mesh import Mesh
 from meshwright.registry.model import Service
 
@@ -34,6 +38,7 @@ class ProxyConfig:
     endpoints: list[dict] = field(default_factory=list)
     telemetry: ProxyTelemetry = field(default_factory=ProxyTelemetry)  # also read by the bootstrap
     bootstrap_patches: tuple[dict, ...] = ()  # EnvoyFilter BOOTSTRAP values to merge into it, in order
+    stat_tags: tuple[tuple[str, str], ...] = ()  # the proxy's own metric labels: fixed tags of its bootstrap
 
 
 @dataclass(frozen=True)
@@ -62,16 +67,17 @@ def compile_proxy(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
     with cyclic_collector_paused():
         key = class_key(mesh, proxy)
         shared = class_config(mesh, proxy, key)
+        stat_tags = own_stat_tags(mesh, proxy, shared.telemetry)
         if key is not None:
             return ProxyConfig(proxy, shared.listeners, shared.routes, with_stat_names(mesh, proxy, shared.telemetry, shared.clusters),
-                               shared.endpoints, shared.telemetry)
+                               shared.endpoints, shared.telemetry, stat_tags=stat_tags)
         # EnvoyFilters patch resources in place, after the stat names: on this proxy's own copy.
         items = [(context, kind, with_stat_names(mesh, proxy, shared.telemetry, [resource])[0] if kind == "cluster" else resource)
                  for context, kind, resource in shared.resources.items]
         resources = Patchable(copy.deepcopy(items))
         bootstrap_patches = apply_envoy_filters(mesh, proxy, resources)
         return ProxyConfig(proxy, _by_name(resources.listeners()), _by_name(resources.routes()), _by_name(resources.clusters()),
-                           shared.endpoints, shared.telemetry, bootstrap_patches)
+                           shared.endpoints, shared.telemetry, bootstrap_patches, stat_tags)
 
 
 def shared_config(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
@@ -82,7 +88,14 @@ def shared_config(mesh: Mesh, proxy: Proxy) -> ProxyConfig:
         if key is None:
             return compile_proxy(mesh, proxy)
         shared = class_config(mesh, proxy, key)
-        return ProxyConfig(proxy, shared.listeners, shared.routes, shared.clusters, shared.endpoints, shared.telemetry)
+        return ProxyConfig(proxy, shared.listeners, shared.routes, shared.clusters, shared.endpoints, shared.telemetry,
+                           stat_tags=own_stat_tags(mesh, proxy, shared.telemetry))
+
+
+def _with_class_stat_names(mesh: Mesh, telemetry: ProxyTelemetry, items: list[tuple[str, str, dict]]) -> list[tuple[str, str, dict]]:
+    """Patchable items with the clusters' class stat names (telemetry.with_class_stat_names)."""
+    clusters = iter(with_class_stat_names(mesh, telemetry, [resource for dummy, kind, resource in items if kind == "cluster"]))
+    return [(context, kind, next(clusters) if kind == "cluster" else resource) for context, kind, resource in items]
 
 
 def _by_name(resources: list[dict]) -> list[dict]:
@@ -100,8 +113,8 @@ def proxy_service_clusters(mesh: Mesh, proxy: Proxy, service: Service) -> tuple[
 
 
 def _compile_class(mesh: Mesh, proxy: Proxy) -> ClassConfig:
-    """Everything of the proxy's config that its class shares: all but stat names and
-    EnvoyFilter patches."""
+    """Everything of the proxy's config that its class shares: all but EnvoyFilter patches
+    (and the proxy's own labels in stat names, where tagOverrides rewrite them)."""
     resources = Patchable()
     if proxy.kind == "gateway":
         listeners, routes = gateway.gateway_listeners(mesh, proxy)
@@ -131,6 +144,7 @@ def _compile_class(mesh: Mesh, proxy: Proxy) -> ClassConfig:
     resources.add(outbound_context, [], [], jwks_clusters(mesh, proxy.namespace, proxy.labels))
     telemetry = effective_telemetry(mesh, proxy)
     apply_telemetry(proxy, telemetry, resources.items)  # before EnvoyFilters, which may patch it
+    resources.items = _with_class_stat_names(mesh, telemetry, resources.items)
     return ClassConfig(
         resources=resources,
         listeners=_by_name(resources.listeners()),

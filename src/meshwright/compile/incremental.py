@@ -4,9 +4,10 @@ A CompiledEstate holds a mesh, its proxies and the version of every Envoy resour
 proxy (docs/architecture.md, "Incremental recompile"). A version is the SHA-256 of the
 resource's deterministic JSON, so equal resources have equal versions whoever compiled them.
 Proxies of one class (compile/proxy_class.py) share their listeners, routes, endpoints and
-clusters but for the clusters' stat names: each shared resource is hashed once per estate,
-and a proxy's cluster version joins the shared cluster's digest with its own stat name
-(resource_version does the same for a cluster as compile_proxy returns it).
+clusters: each shared resource is hashed once per estate. Where tagOverrides put a proxy's
+own labels into its clusters' stat names (telemetry.stat_names_per_proxy), a proxy's cluster
+version joins the shared cluster's digest with its own stat name (resource_version does the
+same for a cluster as compile_proxy returns it).
 
 Two ways to a new estate:
 - with_workload_endpoints: a WorkloadEntry whose address, weight or locality changed and
@@ -31,7 +32,7 @@ from meshwright.compile.build import ClassConfig, class_config, compile_proxy, p
 from meshwright.compile.clusters import INLINE_ENDPOINT_RESOLUTIONS
 from meshwright.compile.proxy import Proxy, list_proxies, workload_proxy
 from meshwright.compile.proxy_class import class_key
-from meshwright.compile.telemetry import services_served, with_stat_names
+from meshwright.compile.telemetry import services_served, stat_names_per_proxy, with_class_stat_names, with_stat_names
 from meshwright.mesh import Mesh
 from meshwright.model.resource import Resource
 from meshwright.model.selection import LabelIndex, SelectorIndex, labels_match, namespace_of
@@ -154,7 +155,7 @@ class CompiledEstate:
         """Every resource of a proxy and its version, as resource_version gives them for
         compile_proxy's output."""
         group = self.groups[self.group_of[proxy_id]]
-        if not group.is_class:
+        if not group.is_class or not stat_names_per_proxy(group.config.telemetry):
             return group.versions
         clusters = _proxy_cluster_versions(self.mesh, self.proxies[proxy_id], group, group.config.clusters)
         return {**group.versions, "clusters": clusters}
@@ -163,8 +164,11 @@ class CompiledEstate:
 def _proxy_cluster_versions(mesh: Mesh, proxy: Proxy, group: Group, clusters: list[dict]) -> dict[str, str]:
     """The versions of some of a class's clusters as this proxy has them (its stat names)."""
     shared = group.versions["clusters"]
+    named = with_stat_names(mesh, proxy, group.config.telemetry, clusters)
+    if named is clusters:  # the class's stat names are the proxy's
+        return {cluster["name"]: shared[cluster["name"]] for cluster in clusters}
     out = {}
-    for cluster in with_stat_names(mesh, proxy, group.config.telemetry, clusters):
+    for cluster in named:
         name = cluster["name"]
         out[name] = _with_stat_name(shared[name], cluster[STAT_NAME]) if STAT_NAME in cluster else shared[name]
     return out
@@ -225,9 +229,13 @@ def versions_diff(old: Versions, new: Versions) -> dict[str, dict[str, str | Non
 
 
 def _stat_identity(mesh: Mesh, proxy: Proxy, group: Group) -> tuple:
-    """What a proxy's stat names are made of besides a cluster's name (compile/telemetry.py
-    with_stat_names): whether its class has metrics, its name and labels, the services it serves."""
-    return (group.config.telemetry.metrics, proxy.name, proxy.namespace, proxy.labels, tuple(services_served(mesh, proxy)))
+    """What a proxy's stat names are made of besides its class's (compile/telemetry.py
+    with_stat_names): nothing, or where they are per proxy its name, labels and the services
+    it serves."""
+    telemetry = group.config.telemetry
+    if not stat_names_per_proxy(telemetry):
+        return (telemetry.metrics, False)
+    return (telemetry.metrics, True, proxy.name, proxy.namespace, proxy.labels, tuple(services_served(mesh, proxy)))
 
 
 def estate_changes(old: CompiledEstate, new: CompiledEstate) -> Changes:
@@ -611,7 +619,8 @@ def _class_endpoints(mesh: Mesh, proxy: Proxy, group: Group, services: list[Serv
     assignments = []
     for service in services:
         clusters, service_assignments = proxy_service_clusters(mesh, proxy, service)
-        if any(digest(cluster) != group.versions["clusters"].get(cluster["name"]) for cluster in clusters):
+        named = with_class_stat_names(mesh, group.config.telemetry, clusters)  # as the class holds them
+        if any(resource_version(cluster) != group.versions["clusters"].get(cluster["name"]) for cluster in named):
             return None
         assignments += service_assignments
     try:

@@ -8,8 +8,12 @@ connections and bytes. Each Istio metric is one of those counters under another 
 the scrape renames them (`metric_relabel_configs`) and fills the labels Istio has that a
 cluster's stat name cannot carry:
 
-- the proxy's own labels that are fixed per proxy (its principal, the mutual TLS mode of its
-  inbound ports) come from its scrape target's labels (`scrape_targets`), which change when
+- the proxy's own labels (its workload's, the service it serves on each inbound port) are
+  fixed tags on all its stats under neutral names (compile/telemetry.py own_stat_tags: the
+  clusters of a class are then the same for all its proxies); the scrape gives them Istio's
+  names by reporter: source_* on reporter="source", destination_* on reporter="destination";
+- what Envoy does not know of itself (its principal, the mutual TLS mode of its inbound
+  ports) comes from its scrape target's labels (`scrape_targets`), which change when
   proxies come and go without touching the Prometheus configuration;
 - the labels that are fixed per service (gRPC ports, the namespace of a host that does not
   name it) come from rules made from the mesh (`metric_relabel_configs`);
@@ -29,7 +33,7 @@ import yaml
 
 from meshwright.compile.peer_authentication import mtls_mode
 from meshwright.compile.proxy import STATS_PORT, Proxy, list_proxies
-from meshwright.compile.telemetry import effective_telemetry, services_served
+from meshwright.compile.telemetry import OWN_TAGS, SERVICE_TAG, SERVICES_TAG, WORKLOAD_TAGS, effective_telemetry, own_stat_tags, services_served
 from meshwright.mesh import Mesh
 from meshwright.pki.spiffe import spiffe_id
 
@@ -44,13 +48,19 @@ ISTIO_METRICS = {
     "envoy_cluster_upstream_rq_time_bucket": "istio_request_duration_milliseconds_bucket",
     "envoy_cluster_upstream_rq_time_sum": "istio_request_duration_milliseconds_sum",
     "envoy_cluster_upstream_rq_time_count": "istio_request_duration_milliseconds_count",
+    "envoy_cluster_upstream_rq_body_size_bucket": "istio_request_bytes_bucket",
+    "envoy_cluster_upstream_rq_body_size_sum": "istio_request_bytes_sum",
+    "envoy_cluster_upstream_rq_body_size_count": "istio_request_bytes_count",
+    "envoy_cluster_upstream_rs_body_size_bucket": "istio_response_bytes_bucket",
+    "envoy_cluster_upstream_rs_body_size_sum": "istio_response_bytes_sum",
+    "envoy_cluster_upstream_rs_body_size_count": "istio_response_bytes_count",
     "envoy_cluster_upstream_cx_total": "istio_tcp_connections_opened_total",
     "envoy_cluster_upstream_cx_destroy": "istio_tcp_connections_closed_total",
     "envoy_cluster_upstream_cx_tx_bytes_total": "istio_tcp_received_bytes_total",
     "envoy_cluster_upstream_cx_rx_bytes_total": "istio_tcp_sent_bytes_total",
 }
-REQUEST_STATS = ("envoy_cluster_upstream_rq", "envoy_cluster_upstream_rq_time_bucket", "envoy_cluster_upstream_rq_time_sum",
-                 "envoy_cluster_upstream_rq_time_count")
+REQUEST_STATS = ("envoy_cluster_upstream_rq", *(f"envoy_cluster_{stat}_{part}" for stat in ("upstream_rq_time", "upstream_rq_body_size",
+                 "upstream_rs_body_size") for part in ("bucket", "sum", "count")))
 # A local rate limit's 429s (Envoy's `<stat_prefix>.http_local_rate_limit.enforced`): the
 # request never reaches a cluster, so no cluster stat counts it.
 RATE_LIMITED = r"envoy_(.+)_http_local_rate_limit_enforced"
@@ -64,7 +74,8 @@ ISTIO_LABELS = (
     "source_canonical_service", "source_canonical_revision", "destination_canonical_service", "destination_canonical_revision",
     "connection_security_policy",
 )
-# Target labels that carry a proxy's own values to the series of its stats, dropped after use.
+# Target labels that carry a proxy's own values to the series of its stats, dropped after use
+# (as are the proxy's fixed tags, OWN_TAGS, once their values have Istio's names).
 OWN = "mw_"
 SECURITY_POLICY = {"STRICT": "mutual_tls", "DISABLE": "none"}  # PERMISSIVE: per connection, unknown
 
@@ -89,15 +100,31 @@ def inbound_security(mesh: Mesh, proxy: Proxy) -> str:
     return policies.pop() if len(policies) == 1 else "unknown"
 
 
+# Registries whose workloads run on a platform of their own (serve/registries.py names them
+# "<platform>/<name>"; a resource they publish has "<registry>:<Kind>/..." as its source).
+PLATFORM_SOURCE = re.compile(r"(kubernetes|marathon)/[^/:]+:")
+
+
+def platform(mesh: Mesh, proxy: Proxy) -> str:
+    """Where a proxy's workload runs: kubernetes or marathon when a registry of that platform
+    published its WorkloadEntry, else vm (the mesh's files, a host of the inventory)."""
+    entry = mesh.find("WorkloadEntry", proxy.namespace, proxy.name)
+    found = PLATFORM_SOURCE.match(entry.source.file) if entry is not None else None
+    return found.group(1) if found else "vm"
+
+
+def workload_platforms(mesh: Mesh) -> dict[tuple[str, str], str]:
+    """(namespace, workload name) -> platform, of every proxy of the mesh (the service graph's marks)."""
+    return mesh.memo(("graph", "platforms"), lambda: {(proxy.namespace, proxy.name): platform(mesh, proxy) for proxy in list_proxies(mesh)})
+
+
 def target_labels(mesh: Mesh, proxy: Proxy) -> dict[str, str]:
-    labels = proxy.label_map
     own = {
-        "workload": proxy.name, "workload_namespace": proxy.namespace,
-        "app": labels.get("app", ""), "version": labels.get("version", ""),
         "principal": spiffe_id(mesh.settings.trust_domain, proxy.namespace, proxy.service_account),
         "security": inbound_security(mesh, proxy) if proxy.kind == "sidecar" else "unknown",
     }
-    return {"mesh_proxy": proxy.id, "mesh_proxy_kind": proxy.kind, **{OWN + key: value for key, value in own.items()}}
+    return {"mesh_proxy": proxy.id, "mesh_proxy_kind": proxy.kind, "mesh_platform": platform(mesh, proxy),
+            **{OWN + key: value for key, value in own.items()}}
 
 
 def scrape_targets(mesh: Mesh, addresses: dict[str, str] | None = None) -> tuple[list[dict], list[str]]:
@@ -148,15 +175,33 @@ def _rate_limit_rules() -> list[dict]:
     ]
 
 
-def _own_label_rules() -> list[dict]:
+def _own_label_rules(mesh: Mesh) -> list[dict]:
     """The reporting proxy's own labels: the source's when it reports as source, the
-    destination's when it reports as destination (those already in the stat name stay)."""
+    destination's when it reports as destination (those already in the stat name stay, as
+    where tagOverrides rewrite them): its workload's from its fixed tags, its principal from
+    its target; and, reported as destination, the service it serves on the port."""
     rules = []
-    for reporter, side in (("source", "source"), ("destination", "destination")):
-        for label in WORKLOAD_LABELS:
-            rules.append(_set(f"{side}_{label}", "$1", ["reporter", f"{side}_{label}", OWN + label], f"{reporter};;(.+)"))
+    for side in ("source", "destination"):
+        for label, tag in zip(WORKLOAD_LABELS, (*WORKLOAD_TAGS, OWN + "principal")):
+            rules.append(_set(f"{side}_{label}", "$1", ["reporter", f"{side}_{label}", tag], f"{side};;(.+)"))
+    rules.append(_set("destination_service", "$1", ["reporter", "destination_service", SERVICE_TAG], "destination;;(.+)"))
+    # A workload serving different services on different ports lists "port=service" pairs;
+    # Prometheus' regexes have no back-references, so one rule per such port in the mesh.
+    for port in _ports_served_apart(mesh):
+        rules.append(_set("destination_service", "$1", ["reporter", "destination_service", "destination_port", SERVICES_TAG],
+                          rf"destination;;{port};(?:[^,]*,)*{port}=([^,]+)(?:,.*)?"))
     rules.append(_set("connection_security_policy", "$1", ["reporter", OWN + "security"], "destination;(.+)"))
     return rules
+
+
+def _ports_served_apart(mesh: Mesh) -> list[int]:
+    """The inbound ports of the workloads that serve different services on different ports
+    (the fixed tag SERVICES_TAG): rare, so that proxies that come and go seldom change them."""
+    ports = set()
+    for proxy in list_proxies(mesh):
+        tags = dict(own_stat_tags(mesh, proxy, effective_telemetry(mesh, proxy)))
+        ports.update(int(pair.partition("=")[0]) for pair in tags.get(SERVICES_TAG, "").split(",") if pair)
+    return sorted(ports)
 
 
 def _protocol_rules(mesh: Mesh) -> list[dict]:
@@ -222,13 +267,13 @@ def metric_relabel_configs(mesh: Mesh) -> list[dict]:
     return [
         *_selection_rules(),
         *_rate_limit_rules(),
-        *_own_label_rules(),
+        *_own_label_rules(mesh),
         *_protocol_rules(mesh),
         *_service_rules(mesh),
         *_canonical_rules(),
         *(_set(label, "unknown", [label], "") for label in ISTIO_LABELS),
         *(_set("__name__", istio, ["__name__"], re.escape(envoy)) for envoy, istio in ISTIO_METRICS.items()),
-        {"regex": f"{OWN}.+|cluster_name", "action": "labeldrop"},
+        {"regex": f"{OWN}.+|cluster_name|{'|'.join(OWN_TAGS)}", "action": "labeldrop"},
     ]
 
 

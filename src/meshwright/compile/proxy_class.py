@@ -1,9 +1,10 @@
 """Proxy classes: proxies whose compiled config is the same but for their own names.
 
 Two proxies of one class see the same services under the same policies, so their listeners,
-routes, clusters and endpoints are equal except for the stat names that carry each proxy's
-workload labels (compile/telemetry.py stat_names). build.compile_proxy compiles a class once
-and hands each of its proxies that shared config with its own stat names on top.
+routes, clusters and endpoints are equal; each proxy's own metric labels are fixed tags of its
+bootstrap (compile/telemetry.py own_stat_tags). build.compile_proxy compiles a class once and
+hands each of its proxies that shared config (with its own stat names on top only where
+tagOverrides rewrite its own labels: telemetry.stat_names_per_proxy).
 
 The key holds everything the compiler reads of a proxy besides its name, address and the
 labels no selector looks at: kind, namespace, capture, port offset, locality (endpoint

@@ -14,15 +14,17 @@ outbound listeners of a sidecar and every listener of a gateway, SERVER for a si
 inbound listeners. An entry with `match.mode` applies to its direction only.
 
 `apply_telemetry` writes the result into the proxy's resources: access logs on every HTTP
-connection manager and TCP proxy, tracing on every HTTP connection manager; `with_stat_names`
-puts Istio's labels into the stat names of its clusters (`alt_stat_name`), which the bootstrap's
-`stats_config` (`stats_config`, below) turns into Prometheus labels on /stats/prometheus.
+connection manager and TCP proxy, tracing on every HTTP connection manager. Metrics: the
+labels of a cluster go into its stat name (`alt_stat_name`, `with_class_stat_names`), the same
+for every proxy of a class; the proxy's own labels (its workload's, the services it serves)
+are the bootstrap's fixed tags (`own_stat_tags`), and the bootstrap's `stats_config` turns both
+into Prometheus labels on /stats/prometheus. The scrape names the fixed tags as Istio does,
+by reporter (compile/prometheus.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 
 from meshwright.compile.clusters import outbound_cluster_name, static_cluster
@@ -78,6 +80,21 @@ MESH_LABELS = (
     "destination_service", "destination_port", "destination_subset",
     "destination_workload", "destination_workload_namespace", "destination_app", "destination_version",
 )
+# A proxy's own labels on the stats of its clusters, by direction: its workload's and, on an
+# inbound cluster, the service it serves there. Every cluster of the proxy would carry them, so
+# they are not in the stat names (proxies of a class then have byte-identical clusters) but
+# tags with a fixed value on all of the proxy's stats, under neutral names: the scrape turns
+# them into source_* (reporter="source") or destination_* (reporter="destination").
+OWN_LABELS = {
+    "outbound": ("source_workload", "source_workload_namespace", "source_app", "source_version"),
+    "inbound": ("destination_workload", "destination_workload_namespace", "destination_app", "destination_version", "destination_service"),
+}
+# The workload's fixed tags, in the order of OWN_LABELS' workload labels.
+WORKLOAD_TAGS = ("mesh_workload", "mesh_workload_namespace", "mesh_app", "mesh_version")
+# The service the workload serves on its inbound ports, when it is one ("reviews.default.svc.
+# cluster.local"); else the services by port ("9080=reviews.default.svc.cluster.local,...").
+SERVICE_TAG, SERVICES_TAG = "mesh_service", "mesh_services"
+OWN_TAGS = (*WORKLOAD_TAGS, SERVICE_TAG, SERVICES_TAG)
 # Envoy's default tags that are kept (use_all_default_tags is off, as in Istio, so that
 # cluster_name and response_code are ours); their regexes are Envoy's.
 ENVOY_DEFAULT_TAGS = (
@@ -104,7 +121,16 @@ METRIC_STATS = {
     "TCP_CLOSED_CONNECTIONS": r"upstream_cx_destroy",
     "TCP_SENT_BYTES": r"upstream_cx_tx_bytes_total",
     "TCP_RECEIVED_BYTES": r"upstream_cx_rx_bytes_total",
+    # Body sizes: histograms a cluster records with track_cluster_stats.request_response_sizes.
+    "REQUEST_SIZE": r"upstream_rq_body_size",
+    "RESPONSE_SIZE": r"upstream_rs_body_size",
 }
+SIZE_METRICS = ("REQUEST_SIZE", "RESPONSE_SIZE")
+# What request_response_sizes also records and no Istio metric is made of: never recorded.
+HEADER_SIZES = r"^cluster\.(?:inbound|outbound)\|.*\.upstream_r[qs]_headers_size$"
+# Buckets of the size histograms (bytes): powers of ten up to 1 GB, as Istio's byte histograms
+# (Envoy's default buckets are for milliseconds and end at 3.6 MB).
+SIZE_BUCKETS = tuple(float(10 ** power) for power in range(10))
 
 
 @dataclass(frozen=True)
@@ -363,26 +389,46 @@ def _collector_cluster(name: str, provider: Provider) -> dict:
     return cluster
 
 
-def stats_config(telemetry: ProxyTelemetry | None = None) -> dict:
+def stats_config(telemetry: ProxyTelemetry | None = None, own_tags: tuple[tuple[str, str], ...] = ()) -> dict:
     """Tags that turn stat names into Prometheus labels: the mesh labels of cluster stat
-    names (cluster_stat_name) and those tagOverrides add, the response code, and Envoy's
-    other default tags; metrics turned off are not recorded (stats_matcher)."""
+    names (cluster_stat_name) and those tagOverrides add, the proxy's own labels as fixed
+    tags (own_stat_tags), the response code, and Envoy's other default tags; metrics turned
+    off are not recorded (stats_matcher)."""
     extra = telemetry.extra_labels if telemetry is not None else ()
+    per_proxy = telemetry is None or stat_names_per_proxy(telemetry)
+    # Without per-proxy stat names, no stat name holds the workload's labels: no regex for them.
+    own = () if per_proxy else OWN_LABELS["outbound"] + OWN_LABELS["inbound"][:-1]
+    labels = [label for label in (*MESH_LABELS, *extra) if label not in own]
     tags = [
         # A mesh cluster's name is what comes before its first ";"; another cluster's (admin,
         # a collector) what comes before the first dot, as in Envoy. The match ends at the
         # dot after the name, so that what remains is cluster.<stat>.
         {"tag_name": "cluster_name", "regex": r"^cluster\.(([^;]+(?=;)|[^;.]+)(?:;[^;=]+=[^;]*)*;?\.)"},
-        *({"tag_name": label, "regex": rf"^cluster\.[^;]*;(?:[^;]*;)*?{label}=([^;]*);"} for label in (*MESH_LABELS, *extra)),
+        *({"tag_name": label, "regex": rf"^cluster\.[^;]*;(?:[^;]*;)*?{label}=([^;]*);"} for label in labels),
+        *({"tag_name": name, "fixed_value": value} for name, value in own_tags),
         {"tag_name": "response_code", "regex": r"_rq(_(\d{3}))$"},
         {"tag_name": "response_code_class", "regex": r"_rq(_(\dxx))$"},
         *({"tag_name": name} for name in ENVOY_DEFAULT_TAGS),
     ]
-    config = {"use_all_default_tags": False, "stats_tags": tags}
-    excluded = _metrics_off(telemetry) if telemetry is not None else []
+    config: dict = {"use_all_default_tags": False, "stats_tags": tags}
+    excluded = [*([HEADER_SIZES] if _sizes_in(telemetry) else []), *_metrics_off(telemetry)] if telemetry is not None else []
     if excluded:
         config["stats_matcher"] = {"exclusion_list": {"patterns": [{"safe_regex": {"regex": regex}} for regex in excluded]}}
+    if telemetry is not None and _sizes_in(telemetry):
+        config["histogram_bucket_settings"] = [{
+            "match": {"safe_regex": {"regex": r"^cluster\.(?:inbound|outbound)\|.*\.upstream_r[qs]_body_size$"}}, "buckets": list(SIZE_BUCKETS),
+        }]
     return config
+
+
+def records_sizes(metrics: Metrics | None) -> bool:
+    """Whether a direction's clusters record request and response sizes (Istio's
+    REQUEST_SIZE, RESPONSE_SIZE): with metrics, unless both are turned off."""
+    return metrics is not None and not set(SIZE_METRICS) <= set(metrics.disabled)
+
+
+def _sizes_in(telemetry: ProxyTelemetry) -> bool:
+    return any(records_sizes(telemetry.of(mode).metrics) for mode in MODES)
 
 
 def _metrics_off(telemetry: ProxyTelemetry) -> list[str]:
@@ -474,10 +520,85 @@ def apply_telemetry(proxy: Proxy, telemetry: ProxyTelemetry, items: list[tuple[s
                         config["request_id_extension"] = {"typed_config": typed(UUID_REQUEST_ID, use_request_id_for_trace_sampling=False)}
 
 
-def with_stat_names(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, clusters: list[dict]) -> list[dict]:
-    """The clusters, each mesh cluster a copy whose stat name carries Istio's labels of this
-    proxy (the originals may be shared with other proxies: they are not changed)."""
+def stat_names_per_proxy(telemetry: ProxyTelemetry) -> bool:
+    """Whether tagOverrides rewrite a proxy's own labels in a direction. A fixed tag has one
+    value on all of a proxy's stats, so such a proxy keeps its own labels in its clusters'
+    stat names, as each proxy's (with_stat_names), and has no fixed tags."""
+    for direction, mode in (("outbound", CLIENT), ("inbound", SERVER)):
+        metrics = telemetry.of(mode).metrics
+        if metrics is not None and any(label in OWN_LABELS[direction] for label, dummy in metrics.tags):
+            return True
+    return False
+
+
+def class_cluster_labels(cluster: str) -> list[tuple[str, str]]:
+    """The labels of a cluster's stats that are the same on every proxy that has the cluster:
+    the reporter and what the cluster's name tells (cluster_labels without the proxy's own)."""
+    direction, port, subset, host = (cluster.split("|") + ["", "", ""])[:4]
+    if direction == "outbound":
+        return [("reporter", "source"), ("destination_service", host), ("destination_port", port), ("destination_subset", subset)]
+    if direction == "inbound":
+        return [("reporter", "destination"), ("destination_port", port)]
+    return []
+
+
+def with_class_stat_names(mesh: Mesh, telemetry: ProxyTelemetry, clusters: list[dict]) -> list[dict]:
+    """The clusters, each mesh cluster a copy whose stat name carries its class_cluster_labels
+    (after tagOverrides; where stat names are per proxy, with_stat_names gives them) and that
+    records request and response sizes where its direction does: what every proxy of a class
+    has. A copy is made once per mesh for each cluster and change, so classes that hold the
+    same cluster share its copy (and its hash: compile/incremental.py)."""
     if not telemetry.metrics:
+        return clusters
+    per_proxy = stat_names_per_proxy(telemetry)
+    copies = mesh.memo(("stat-named clusters",), dict)
+    out = []
+    for cluster in clusters:
+        name = cluster["name"]
+        mode = MODE_OF_CLUSTER.get(name.split("|", 1)[0])
+        metrics = telemetry.of(mode).metrics if mode else None
+        labels = with_tag_overrides(class_cluster_labels(name), metrics.tags) if metrics and not per_proxy else []
+        stat_name = cluster_stat_name(name, labels) if labels else ""
+        sizes = records_sizes(metrics)
+        if not stat_name and not sizes:
+            out.append(cluster)
+            continue
+        key = (id(cluster), stat_name, sizes)
+        found = copies.get(key)
+        if found is None or found[0] is not cluster:
+            copy = {**cluster, **({"alt_stat_name": stat_name} if stat_name else {})}
+            if sizes:
+                copy["track_cluster_stats"] = {**cluster.get("track_cluster_stats", {}), "request_response_sizes": True}
+            found = copies[key] = (cluster, copy)
+        out.append(found[1])
+    return out
+
+
+def own_stat_tags(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry) -> tuple[tuple[str, str], ...]:
+    """The proxy's own labels as fixed tags of its bootstrap (name, value): its workload's
+    and the service it serves on each inbound port; none without metrics or where stat names
+    carry them (stat_names_per_proxy). Empty values are left out, as in stat names."""
+    if not telemetry.metrics or stat_names_per_proxy(telemetry):
+        return ()
+    workload = [value for dummy, value in _workload_labels(proxy, "source")]
+    tags = [(name, value) for name, value in zip(WORKLOAD_TAGS, workload) if value]
+    if telemetry.server.metrics is not None:
+        ports = sorted({port for dummy, served in services_served(mesh, proxy) for port in served})
+        by_port = [(port, _inbound_service(mesh, proxy, port)) for port in ports]
+        hosts = {host for dummy, host in by_port}
+        if len(hosts) == 1 and "" not in hosts:  # one service on every port: the common case
+            tags.append((SERVICE_TAG, hosts.pop()))
+        elif hosts - {""}:
+            tags.append((SERVICES_TAG, ",".join(f"{port}={host}" for port, host in by_port if host)))
+    return tuple(tags)
+
+
+def with_stat_names(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, clusters: list[dict]) -> list[dict]:
+    """Where stat names are per proxy (stat_names_per_proxy), the clusters, each mesh cluster
+    a copy whose stat name carries Istio's labels of this proxy, its own included (the
+    originals may be shared with other proxies: they are not changed); else the clusters
+    themselves (the same list), whose class stat names are all there is."""
+    if not telemetry.metrics or not stat_names_per_proxy(telemetry):
         return clusters
     out = []
     for cluster in clusters:
@@ -490,77 +611,6 @@ def _stat_labels(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, cluster: s
     mode = MODE_OF_CLUSTER.get(cluster.split("|", 1)[0])
     metrics = telemetry.of(mode).metrics if mode else None
     return with_tag_overrides(cluster_labels(mesh, proxy, cluster), metrics.tags) if metrics else []
-
-
-# Stat name templates: what with_stat_names gives every proxy of a class but for a token
-# where each proxy's own labels go (deliver/class_template.py writes a class's files once
-# and puts each proxy's labels in). The labels of the proxy's workload come right after
-# "reporter" and, on an inbound cluster, with the service the workload serves there.
-TOKEN_PREFIX, TOKEN_SUFFIX = "@@meshwright-labels-", "@@"
-_OWN_LABEL_COUNT = {"outbound": 4, "inbound": 5}
-# The characters of label values that every writer (YAML plain scalars, JSON) writes as they
-# are: a proxy whose own labels hold others is written on its own.
-_PLAIN_VALUE = re.compile(r"[A-Za-z0-9._-]*\Z")
-# A stat name this long may be wrapped or quoted by a writer: written whole, proxy by proxy.
-_LONGEST_TEMPLATE = 400
-
-
-def stat_name_template(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, clusters: list[dict]) -> tuple[list[dict], list[str]] | None:
-    """(the clusters of with_stat_names, with a token in place of the proxy's own labels, and
-    the tokens), the same for every proxy of its class; None when tagOverrides rewrite those
-    labels (each proxy is then written on its own)."""
-    if not telemetry.metrics:
-        return clusters, []
-    out, tokens = [], []
-    for cluster in clusters:
-        name = cluster["name"]
-        labels = _stat_labels(mesh, proxy, telemetry, name)
-        if not labels:
-            out.append(cluster)
-            continue
-        count = _own_label_count(labels, name)
-        if count is None:
-            return None
-        token = TOKEN_PREFIX + _token_key(name) + TOKEN_SUFFIX
-        tokens.append(token)
-        stat_name = name + _label_text(labels[:1]) + token + _label_text(labels[1 + count:]) + ";"
-        if len(stat_name) > _LONGEST_TEMPLATE:
-            return None
-        out.append({**cluster, "alt_stat_name": stat_name})
-    return out, sorted(set(tokens))
-
-
-def stat_name_values(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry, tokens: list[str]) -> dict[str, str] | None:
-    """What each token of stat_name_template stands for in this proxy's stat names; None when
-    a value is not plain text (the proxy is then written on its own)."""
-    values = {}
-    for token in tokens:
-        direction, dummy, port = token[len(TOKEN_PREFIX):-len(TOKEN_SUFFIX)].partition("-")
-        cluster = f"outbound|{port}||" if direction == "outbound" else f"inbound|{port}||"
-        own = _stat_labels(mesh, proxy, telemetry, cluster)[1:1 + _OWN_LABEL_COUNT[direction]]
-        if not all(_PLAIN_VALUE.match(value) for dummy, value in own):
-            return None
-        values[token] = _label_text(own)
-    return values
-
-
-def _own_label_count(labels: list[tuple[str, str]], cluster: str) -> int | None:
-    """How many labels after "reporter" are the proxy's own (its workload's, and on an inbound
-    cluster the service it serves there); None when tagOverrides changed or moved them."""
-    direction = cluster.split("|", 1)[0]
-    side = "source" if direction == "outbound" else "destination"
-    expected = [f"{side}_workload", f"{side}_workload_namespace", f"{side}_app", f"{side}_version"]
-    if direction == "inbound":
-        expected.append("destination_service")
-    names = [label for label, dummy in labels[1:1 + len(expected)]]
-    return len(expected) if labels[0][0] == "reporter" and names == expected else None
-
-
-def _token_key(cluster: str) -> str:
-    """What a proxy's own labels on a cluster depend on: its direction, and inbound its port
-    (the service served there)."""
-    direction, port = (cluster.split("|") + [""])[:2]
-    return "outbound" if direction == "outbound" else f"inbound-{port}"
 
 
 def _label_text(labels: list[tuple[str, str]]) -> str:

@@ -69,9 +69,11 @@ def _xds_cluster(server: XdsServer, trust_domain: str) -> dict:
     return cluster
 
 
-def compile_xds_bootstrap(proxy: Proxy, settings: MeshSettings, telemetry: ProxyTelemetry, server: XdsServer) -> dict:
-    """The proxy's bootstrap for ADS from server (telemetry: the proxy's, as compile_proxy gives it)."""
-    bootstrap = compile_bootstrap(proxy, settings, telemetry, {"lds": ADS, "cds": ADS})
+def compile_xds_bootstrap(proxy: Proxy, settings: MeshSettings, telemetry: ProxyTelemetry, server: XdsServer,
+                          stat_tags: tuple[tuple[str, str], ...] = ()) -> dict:
+    """The proxy's bootstrap for ADS from server (telemetry and stat_tags: the proxy's, as
+    compile_proxy gives them)."""
+    bootstrap = compile_bootstrap(proxy, settings, telemetry, {"lds": ADS, "cds": ADS}, stat_tags=stat_tags)
     bootstrap["dynamic_resources"]["ads_config"] = {
         "api_type": "DELTA_GRPC" if server.delta else "GRPC",
         "transport_api_version": "V3",

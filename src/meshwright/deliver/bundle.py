@@ -125,7 +125,8 @@ def xds_bundle(mesh: Mesh, bundle: ProxyBundle, addresses: list[tuple[str, int]]
         raise RenderError(f"proxy {bundle.proxy}: delivery xds needs at least one control plane instance to connect to")
     proxy = find_proxy(mesh, bundle.proxy)
     server = XdsServer(tuple(addresses), bundle.identity["certs_dir"], delta)
-    bootstrap = compile_xds_bootstrap(proxy, mesh.settings, compile_proxy(mesh, proxy).telemetry, server)
+    config = compile_proxy(mesh, proxy)
+    bootstrap = compile_xds_bootstrap(proxy, mesh.settings, config.telemetry, server, config.stat_tags)
     text = serialize(bootstrap, fmt)
     return dataclasses.replace(bundle, files={bootstrap_file_name(fmt): text}, validation=lambda: text)
 

@@ -150,7 +150,7 @@ def file_documents(config: ProxyConfig, settings: MeshSettings, config_dir: str,
         files[f"{_file_stem('rds', route['name'])}.{ext}"] = {"resources": [{"@type": ROUTE_CONFIGURATION, **route}]}
     files[f"lds.{ext}"] = {"resources": [{"@type": LISTENER, **l} for l in listeners]}
     files[f"cds.{ext}"] = {"resources": [{"@type": CLUSTER, **c} for c in clusters]}
-    name, bootstrap = bootstrap_file(config.proxy, config.telemetry, settings, config_dir, fmt, config.bootstrap_patches)
+    name, bootstrap = bootstrap_file(config.proxy, config.telemetry, settings, config_dir, fmt, config.bootstrap_patches, config.stat_tags)
     files[name] = bootstrap
     return files
 
@@ -159,9 +159,11 @@ def bootstrap_file_name(fmt: str) -> str:
     return f"{BOOTSTRAP}.{'json' if fmt == 'json' else 'yaml'}"
 
 
-def bootstrap_file(proxy, telemetry, settings: MeshSettings, config_dir: str, fmt: str = "yaml", patches: tuple[dict, ...] = ()) -> tuple[str, dict]:
+def bootstrap_file(proxy, telemetry, settings: MeshSettings, config_dir: str, fmt: str = "yaml", patches: tuple[dict, ...] = (),
+                   stat_tags: tuple[tuple[str, str], ...] = ()) -> tuple[str, dict]:
     """(file name, document) of the proxy's bootstrap, which points Envoy at its lds and cds
-    files; patches: EnvoyFilter BOOTSTRAP values merged into it."""
+    files; patches: EnvoyFilter BOOTSTRAP values merged into it; stat_tags: the proxy's own
+    metric labels (ProxyConfig.stat_tags)."""
     ext = "json" if fmt == "json" else "yaml"
     sources = {"lds": path_source(config_dir, f"lds.{ext}"), "cds": path_source(config_dir, f"cds.{ext}")}
-    return bootstrap_file_name(fmt), compile_bootstrap(proxy, settings, telemetry, sources, patches)
+    return bootstrap_file_name(fmt), compile_bootstrap(proxy, settings, telemetry, sources, patches, stat_tags)

@@ -31,7 +31,7 @@ def sampled_validation_bootstrap(mesh, config, config_dir: str, cache: ShapeCach
     class's shared config (compile/build.py shared_config): the proxies of a class differ
     only in names and stat names, which Envoy takes as they come."""
     config = sampled_config(config, cache)
-    dummy, bootstrap = bootstrap_file(config.proxy, config.telemetry, mesh.settings, config_dir, "yaml", config.bootstrap_patches)
+    dummy, bootstrap = bootstrap_file(config.proxy, config.telemetry, mesh.settings, config_dir, "yaml", config.bootstrap_patches, config.stat_tags)
     return serialize(validation_bootstrap(config, bootstrap, None, mesh.settings.credentials_dir), "yaml")
 
 

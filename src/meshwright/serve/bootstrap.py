@@ -12,7 +12,8 @@ from meshwright.mesh import Mesh
 def xds_bootstrap(mesh: Mesh, proxy_id: str, server: XdsServer) -> dict:
     """UnknownProxy when the mesh has no such proxy."""
     proxy = find_proxy(mesh, proxy_id)
-    return compile_xds_bootstrap(proxy, mesh.settings, compile_proxy(mesh, proxy).telemetry, server)
+    config = compile_proxy(mesh, proxy)
+    return compile_xds_bootstrap(proxy, mesh.settings, config.telemetry, server, config.stat_tags)
 
 
 def xds_bootstrap_text(mesh: Mesh, proxy_id: str, server: XdsServer, fmt: str = "yaml") -> str:

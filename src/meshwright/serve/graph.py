@@ -1,6 +1,7 @@
 """The service graph (what Kiali draws), from Istio's metrics in Prometheus.
 
-Nodes are workloads (the proxies that report, marked sidecar or gateway) and services; edges
+Nodes are workloads (the proxies that report, marked gateway or by the platform they run on:
+VM, Kubernetes, Marathon, from the mesh's registries) and services; edges
 are workload -> service (the caller's proxy reports them: reporter="source") and service ->
 workload (the server's proxy: reporter="destination"), each with its request rate, error
 share (5xx), p99 latency and whether its calls were mutual TLS. Nothing is invented: an edge
@@ -10,6 +11,7 @@ exists when Prometheus has a rate for it, and a Prometheus that cannot be asked 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import urllib.error
@@ -33,6 +35,17 @@ class Node:
     name: str
     namespace: str
     kind: str = ""  # a workload's proxy: sidecar or gateway
+    platform: str = ""  # where a workload runs: vm, kubernetes or marathon ("" when not known)
+
+    @property
+    def mark(self) -> str:
+        """What the drawing says the node is: service, gateway, or the workload's platform."""
+        if self.type == "service":
+            return "service"
+        return "gateway" if self.kind == "gateway" else PLATFORM_NAMES.get(self.platform, "sidecar")
+
+
+PLATFORM_NAMES = {"vm": "VM", "kubernetes": "Kubernetes", "marathon": "Marathon"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,7 @@ def query(prometheus: str, promql: str, timeout: float = DEFAULT_TIMEOUT) -> lis
 
 def _workload(labels: dict, side: str) -> Node:
     name, namespace = labels.get(f"{side}_workload", "unknown"), labels.get(f"{side}_workload_namespace", "unknown")
-    return Node(f"workload:{namespace}/{name}", "workload", name, namespace, labels.get("mesh_proxy_kind", ""))
+    return Node(f"workload:{namespace}/{name}", "workload", name, namespace, labels.get("mesh_proxy_kind", ""), labels.get("mesh_platform", ""))
 
 
 def _service(host: str) -> Node:
@@ -80,19 +93,26 @@ def _service(host: str) -> Node:
     return Node(f"service:{host}", "service", host, parts[1] if len(parts) > 2 and parts[2] == "svc" else "")
 
 
-def build_graph(prometheus: str, window: str = DEFAULT_WINDOW, timeout: float = DEFAULT_TIMEOUT) -> Graph:
-    """The graph of the last `window` of traffic."""
+def build_graph(prometheus: str, window: str = DEFAULT_WINDOW, timeout: float = DEFAULT_TIMEOUT,
+                platforms: dict[tuple[str, str], str] | None = None) -> Graph:
+    """The graph of the last `window` of traffic. platforms: (namespace, workload) -> vm,
+    kubernetes or marathon from the live mesh (the control plane's, whose registries know
+    workloads the scrape targets may not), over what the series' mesh_platform says."""
     calls = {"source": ("source_workload", "source_workload_namespace", "destination_service"),
              "destination": ("destination_service", "destination_workload", "destination_workload_namespace")}
     nodes: dict[str, Node] = {}
     edges = []
     for reporter, keys in calls.items():
-        by = ", ".join((*keys, "mesh_proxy_kind"))
+        by = ", ".join((*keys, "mesh_proxy_kind", "mesh_platform"))
         rates = query(prometheus, f'sum(rate(istio_requests_total{{reporter="{reporter}"}}[{window}])) by ({by}, response_code)', timeout)
         buckets = f'rate(istio_request_duration_milliseconds_bucket{{reporter="{reporter}"}}[{window}])'
         p99s = query(prometheus, f"histogram_quantile(0.99, sum({buckets}) by (le, {by}))", timeout)
         mtls = query(prometheus, f'sum(rate(istio_requests_total{{reporter="{reporter}"}}[{window}])) by ({by}, connection_security_policy)', timeout)
         edges += _edges(reporter, keys, rates, p99s, mtls, nodes)
+    for node_id, node in nodes.items():
+        known = (platforms or {}).get((node.namespace, node.name)) if node.type == "workload" else None
+        if known:
+            nodes[node_id] = dataclasses.replace(node, platform=known)
     return Graph(tuple(sorted(nodes.values(), key=lambda n: n.id)), tuple(sorted(edges, key=lambda e: (e.source, e.target))))
 
 
@@ -140,7 +160,7 @@ def to_dot(graph: Graph) -> str:
         lines.append(f'  subgraph "cluster_{namespace}" {{ label="{namespace or "(no namespace)"}";')
         for node in (n for n in graph.nodes if n.namespace == namespace):
             shape = "triangle" if node.type == "service" else ("house" if node.kind == "gateway" else "box")
-            lines.append(f'    "{node.id}" [label="{node.name}", shape={shape}];')
+            lines.append(f'    "{node.id}" [label="{node.name}\\n{node.mark}", shape={shape}];')
         lines.append("  }")
     for edge in graph.edges:
         colour = "red" if edge.error_share > 0.2 else ("orange" if edge.error_share > 0 else "darkgreen")
@@ -204,9 +224,9 @@ def to_svg(graph: Graph) -> str:
                      f'<text x="{label_x}" y="{label_y}" text-anchor="middle">{escape(edge_label(edge))}</text></g>')
     for node in graph.nodes:
         x, y = where[node.id]
-        mark = "gateway" if node.kind == "gateway" else ("service" if node.type == "service" else "sidecar")
+        mark = node.mark
         fill = "#eaf2f8" if node.type == "service" else "#fdfefe"
-        parts.append(f'<g class="node" data-id="{escape(node.id)}"><title>{escape(node.name)}</title>'
+        parts.append(f'<g class="node" data-id="{escape(node.id)}" data-mark="{escape(mark)}"><title>{escape(node.name)}</title>'
                      f'<rect x="{x - HALF_WIDTH}" y="{y - 22}" width="{2 * HALF_WIDTH}" height="44" rx="{22 if node.type == "service" else 4}" '
                      f'fill="{fill}" stroke="#2c3e50"/><text x="{x}" y="{y - 3}" text-anchor="middle" font-weight="bold">{escape(_short(node))}</text>'
                      f'<text x="{x}" y="{y + 13}" text-anchor="middle" fill="#555">{escape(node.namespace)} · {mark}</text></g>')

@@ -13,6 +13,7 @@ import http.server
 import json
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from meshwright.serve.graph import DEFAULT_WINDOW, Graph, GraphError, build_graph, edge_label, to_svg
 
@@ -57,11 +58,13 @@ class GraphPage:
     prometheus: str
     window: str = DEFAULT_WINDOW
     timeout: float = 5.0
+    # (namespace, workload) -> platform, from the control plane's live mesh (its registries' workloads)
+    platforms: Callable[[], dict[tuple[str, str], str]] | None = None
 
     def graph(self) -> tuple[Graph | None, str]:
         """(the graph, "") or (None, why Prometheus could not be asked)."""
         try:
-            return build_graph(self.prometheus, self.window, self.timeout), ""
+            return build_graph(self.prometheus, self.window, self.timeout, self.platforms() if self.platforms else None), ""
         except GraphError as error:
             return None, str(error)
 

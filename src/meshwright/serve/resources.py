@@ -19,10 +19,9 @@ from google.protobuf import any_pb2, json_format
 from meshwright.check.envoy_proto import message_class
 from meshwright.compile.build import ProxyConfig
 from meshwright.compile.envoy_values import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, ROUTE_CONFIGURATION, TYPE_PREFIX
-# _with_stat_name: a stat-named cluster's version as the estate gives it (the shared cluster's and the name's).
-from meshwright.compile.incremental import STAT_NAME, CompiledEstate, _with_stat_name, digest, resource_name
+from meshwright.compile.incremental import STAT_NAME, CompiledEstate, digest, resource_name
 from meshwright.compile.secrets import SECRET, workload_secrets
-from meshwright.compile.telemetry import stat_name_template, stat_name_values, with_stat_names
+from meshwright.compile.telemetry import own_stat_tags, stat_names_per_proxy, with_stat_names
 
 # The order of a push: what a resource points at goes before it (clusters before the
 # endpoints and listeners that use them, listeners before their routes), as istiod does.
@@ -52,22 +51,22 @@ Snapshot = Mapping[str, dict[str, Served]]  # type URL -> resource name -> serve
 
 def proxy_config(estate: CompiledEstate, proxy_id: str) -> ProxyConfig:
     """The proxy's compiled config, as build.compile_proxy gives it, from the estate's groups
-    (a class's shared config with the proxy's stat names on top)."""
+    (a class's shared config, with the proxy's stat names on top where they are its own)."""
     proxy = estate.proxies[proxy_id]
     group = estate.groups[estate.group_of[proxy_id]]
     if not group.is_class:
         return group.config
     shared = group.config
     return ProxyConfig(proxy, shared.listeners, shared.routes, with_stat_names(estate.mesh, proxy, shared.telemetry, shared.clusters),
-                       shared.endpoints, shared.telemetry)
+                       shared.endpoints, shared.telemetry, stat_tags=own_stat_tags(estate.mesh, proxy, shared.telemetry))
 
 
 class ProxySnapshot(Mapping):
     """Every resource of a proxy by type, with the estate's versions. What proxies of a group
-    hold alike (endpoints, listeners, routes, secrets of one certs directory) is one table
-    per estate that they all point at; the clusters, which carry each proxy's stat names,
-    are built when asked for and not kept: a connected proxy costs the server almost
-    nothing between pushes."""
+    hold alike (endpoints, listeners, routes, clusters, secrets of one certs directory) is one
+    table per estate that they all point at; clusters whose stat names are each proxy's
+    (tagOverrides of its own labels) are built when asked for and not kept: a connected proxy
+    costs the server almost nothing between pushes."""
 
     def __init__(self, estate: CompiledEstate, proxy_id: str, certs_dir: str | None) -> None:
         self.estate, self.proxy_id, self.certs_dir = estate, proxy_id, certs_dir
@@ -113,34 +112,22 @@ def proxy_snapshot(estate: CompiledEstate, proxy_id: str, certs_dir: str | None)
 
 
 def proxy_clusters(estate: CompiledEstate, proxy_id: str) -> dict[str, Served]:
-    """The proxy's clusters: a class's with the proxy's stat names (each naming the shared
-    cluster it copies), or the proxy's own. A class's stat names are worked out once
-    (telemetry.stat_name_template) and each proxy's own labels put in, as the files path
-    writes a class's files once; where a class has no template, the proxy's are computed whole."""
+    """The proxy's clusters: a class's, the same Served for every proxy of it (their own labels
+    are fixed tags of their bootstraps), or where stat names are per proxy (tagOverrides of a
+    proxy's own labels) each naming the shared cluster it copies; a proxy's own."""
     group = estate.groups[estate.group_of[proxy_id]]
-    if not group.is_class:
-        versions = group.versions["clusters"]
-        return {resource_name(r): Served(versions[resource_name(r)], r) for r in group.config.clusters}
-    proxy, telemetry = estate.proxies[proxy_id], group.config.telemetry
-    template = _shared(estate).get(("template", group.key))
-    if template is None:
-        template = _shared(estate)[("template", group.key)] = stat_name_template(estate.mesh, proxy, telemetry, group.config.clusters) or ()
-    values = stat_name_values(estate.mesh, proxy, telemetry, template[1]) if template else None
-    if values is None:
+    if group.is_class and stat_names_per_proxy(group.config.telemetry):
         return _proxy_clusters_whole(estate, proxy_id, group)
-    shared_versions, served = group.versions["clusters"], {}
-    for shared, templated in zip(group.config.clusters, template[0]):
-        name = shared["name"]
-        if templated is shared:
-            served[name] = Served(shared_versions[name], shared)
-            continue
-        stat_name = templated[STAT_NAME]
-        for token, value in values.items():
-            if token in stat_name:
-                stat_name = stat_name.replace(token, value)
-        served[name] = Served(_with_stat_name(shared_versions[name], stat_name), {**shared, STAT_NAME: stat_name},
-                              Served(shared_versions[name], shared), stat_name)
-    return served
+    shared = _shared(estate)
+    key = ("clusters", group.key)
+    table = shared.get(key)
+    if table is None:
+        versions = group.versions["clusters"]
+        table = {resource_name(r): Served(versions[resource_name(r)], r) for r in group.config.clusters}
+        if group.is_class:
+            with _SHARED_LOCK:
+                table = shared.setdefault(key, table)
+    return table
 
 
 def _proxy_clusters_whole(estate: CompiledEstate, proxy_id: str, group) -> dict[str, Served]:
