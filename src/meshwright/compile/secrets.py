@@ -57,6 +57,12 @@ def secret_references(resource) -> list[dict]:
     return found
 
 
+# Fields whose values can hold no secret reference (an SdsSecretConfig is only found in TLS
+# contexts and extensions' typed configs): a cluster's endpoints, the biggest part of a big
+# proxy's clusters, are not walked.
+_NO_SECRETS = frozenset({"load_assignment"})
+
+
 def secret_names(value, memo: dict | None = None, memo_depth: int = 2) -> frozenset[str]:
     """The names of the SDS secret configs inside value; memo as with_secret_references's."""
     if memo is not None and memo_depth == 0 and type(value) in (dict, list):
@@ -68,8 +74,9 @@ def secret_names(value, memo: dict | None = None, memo_depth: int = 2) -> frozen
     if isinstance(value, dict):
         if "sds_config" in value and "name" in value:
             names = frozenset((value["name"],))
-        for item in value.values():
-            names |= secret_names(item, memo, memo_depth - 1)
+        for key, item in value.items():
+            if key not in _NO_SECRETS:
+                names |= secret_names(item, memo, memo_depth - 1)
     elif isinstance(value, list):
         for item in value:
             names |= secret_names(item, memo, memo_depth - 1)
@@ -97,6 +104,8 @@ def _with_secret_references(value, replace, memo, memo_depth):
             return replace(value)
         out = None
         for key, item in value.items():
+            if key in _NO_SECRETS:
+                continue
             new = with_secret_references(item, replace, memo, memo_depth)
             if new is not item:
                 out = out if out is not None else dict(value)

@@ -50,6 +50,8 @@ class ProxyBundle:
     # With iptables capture (interceptionMode REDIRECT): the capture ports, the proxy's own
     # ports and service name -> VIP for the host (compile/capture.py); None without.
     capture: dict | None = None
+    # The run's file digests (file_digest), when it renders many proxies.
+    digest_memo: dict | None = field(default=None, repr=False, compare=False)
 
     @functools.cached_property
     def validation_bootstrap(self) -> str:
@@ -58,11 +60,23 @@ class ProxyBundle:
 
     @property
     def digest(self) -> str:
-        """SHA-256 over the files in name order: equal digests mean identical config."""
+        """SHA-256 over the files' names and SHA-256s, in name order: equal digests mean
+        identical config."""
         sha = hashlib.sha256()
         for name in sorted(self.files):
-            sha.update(name.encode() + b"\0" + self.files[name].encode() + b"\0")
+            sha.update(name.encode() + b"\0" + file_digest(self.files[name], self.digest_memo) + b"\0")
         return sha.hexdigest()
+
+
+def file_digest(text: str, memo: dict | None) -> bytes:
+    """SHA-256 of a file's text; memo (id -> (text, digest)), a run's: the proxies of a class
+    hold the same text objects for the files they share, hashed once."""
+    if memo is None:
+        return hashlib.sha256(text.encode()).digest()
+    found = memo.get(id(text))
+    if found is None:
+        found = memo[id(text)] = (text, hashlib.sha256(text.encode()).digest())
+    return found[1]
 
 
 def load_mesh(paths: list[str]) -> Mesh:
@@ -92,7 +106,7 @@ def bundle_proxy(mesh: Mesh, proxy_id: str, config_dir: str, fmt: str = "yaml", 
     proxy = find_proxy(mesh, proxy_id)
     written = class_files(mesh, proxy, config_dir, fmt, cache, _validation_alone) if cache is not None else None
     if written is not None:  # the proxy's class written once: its files are pieces of that text
-        return proxy_bundle(mesh, proxy, config_dir, *written)
+        return proxy_bundle(mesh, proxy, config_dir, *written, cache)
     documents = file_documents(compile_proxy(mesh, proxy), mesh.settings, config_dir, fmt, cache)
     bootstrap = documents[bootstrap_file_name(fmt)]  # validation_bootstrap copies it: never changed
     return proxy_bundle(mesh, proxy, config_dir, serialize_files(documents, fmt, cache),
@@ -105,14 +119,17 @@ def _validation_alone(mesh: Mesh, proxy, bootstrap: dict, cache: RenderCache | N
     return serialize(validation_bootstrap(config, bootstrap, memos, mesh.settings.credentials_dir), "yaml", cache)
 
 
-def proxy_bundle(mesh: Mesh, proxy, config_dir: str, files: dict[str, str], validation: Callable[[], str]) -> ProxyBundle:
-    """The bundle of these files, with what a host needs to know of the proxy."""
+def proxy_bundle(mesh: Mesh, proxy, config_dir: str, files: dict[str, str], validation: Callable[[], str],
+                 cache: RenderCache | None = None) -> ProxyBundle:
+    """The bundle of these files, with what a host needs to know of the proxy; cache: the
+    run's, whose file digests it shares."""
     ports = {"admin": proxy.port(ADMIN_PORT), "health": proxy.port(HEALTH_PORT), "stats": proxy.port(STATS_PORT)}
     identity = None
     if mesh.settings.identity_enabled:
         identity = {"spiffe_id": spiffe_id(mesh.settings.trust_domain, proxy.namespace, proxy.service_account),
                     "certs_dir": certificates_dir(mesh.settings, config_dir)}
-    return ProxyBundle(proxy.id, proxy.kind, files, validation, ports, identity, capture_settings(mesh, proxy))
+    return ProxyBundle(proxy.id, proxy.kind, files, validation, ports, identity, capture_settings(mesh, proxy),
+                       cache.memo("file digests") if cache is not None else None)
 
 
 def xds_bundle(mesh: Mesh, bundle: ProxyBundle, addresses: list[tuple[str, int]], delta: bool = False, fmt: str = "yaml") -> ProxyBundle:
