@@ -26,7 +26,9 @@ import threading
 import time
 import urllib.parse
 
-from meshwright.registry.marathon import DEFAULT_DOMAIN, TERMINAL_TASK_STATES, RunSpecResources, app_resources, merged, pod_resources
+from meshwright.registry.marathon import (DEFAULT_DOMAIN, TERMINAL_TASK_STATES, RunSpecResources, app_resources, merged, pod_resources,
+                                          workload_name)
+from meshwright.serve.certificates import MarathonTaskRefused
 
 LOG = logging.getLogger("meshwright.serve.marathon")
 STALL_SECONDS = 30.0  # three missed keep-alives
@@ -201,6 +203,16 @@ class MarathonClient:
         raise MarathonUnavailable(f"GET {url}: redirected more than once")
 
 
+def host_addresses(host: str) -> set[str]:
+    """The IP addresses of an agent's host name (Marathon gives a name or an address)."""
+    if not host:
+        return set()
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except OSError:
+        return set()
+
+
 def _reason(error: BaseException) -> str:
     if isinstance(error, (socket.timeout, TimeoutError)):
         return "timed out"
@@ -236,6 +248,8 @@ class MarathonRegistry:
         self.connected_to: str | None = None
         self.listed_at: float | None = None
         self._problems: set[str] = set()
+        self._attested: set[str] = set()  # task ids that got their first certificate (one each)
+        self._attest_lock = threading.Lock()
         self._publish = None
         self._attempt_started = 0.0
         self._stop = threading.Event()
@@ -258,6 +272,55 @@ class MarathonRegistry:
     def status(self) -> dict:
         return {"name": self.name, "connected_to": self.connected_to, "listed_at": self.listed_at, "last_error": self.last_error,
                 "apps": len(self.apps), "pods": len(self.pods), "skipped": sorted(self._problems)}
+
+    # Identity: a task's first certificate (the CSR service asks).
+
+    def attest_task(self, proxy_id: str, task_id: str, peer: str) -> None:
+        """Returns when Marathon vouches for the caller: the task runs now (asked afresh, not
+        from the followed state), belongs to the app or pod whose task the proxy is (the
+        proxy's name carries the task's UUID), and runs on the host the call comes from; and
+        the task has not had its first certificate yet (one per task: renewals go over mTLS).
+        MarathonTaskRefused saying which of these fails."""
+        name, dummy, namespace = proxy_id.rpartition(".")
+        run_spec_id, service = self._run_spec_of(namespace, name)
+        if workload_name(service, task_id) != name:
+            raise MarathonTaskRefused(f"task {task_id} is not the task of proxy {proxy_id}")
+        try:
+            addresses = self._running_task_addresses(run_spec_id, task_id)
+        except MarathonUnavailable as failure:
+            raise MarathonTaskRefused(f"cannot ask Marathon about task {task_id}: {failure}") from None
+        if peer not in addresses:
+            raise MarathonTaskRefused(f"task {task_id} runs on {', '.join(sorted(addresses)) or 'no known address'}, "
+                                      f"the call comes from {peer or 'an unknown address'}")
+        with self._attest_lock:
+            if task_id in self._attested:
+                raise MarathonTaskRefused(f"task {task_id} already has its first certificate (renew over mTLS with it)")
+            self._attested.add(task_id)
+
+    def _run_spec_of(self, namespace: str, name: str) -> tuple[str, str]:
+        """(app or pod id, service) of the run spec that published the WorkloadEntry namespace/name."""
+        for run_spec_id, part in list(self._parts.items()):
+            if part.service is not None and any(w.kind == "WorkloadEntry" and (w.namespace, w.name) == (namespace, name) for w in part.workloads):
+                return run_spec_id, part.service.name
+        raise MarathonTaskRefused(f"Marathon has no task for the WorkloadEntry {namespace}/{name}")
+
+    def _running_task_addresses(self, run_spec_id: str, task_id: str) -> set[str]:
+        """The addresses a running task calls from (its agent's, its container's); empty when
+        Marathon does not list it as running."""
+        quoted = urllib.parse.quote(run_spec_id)
+        status = self.client.get_json(f"/v2/pods{quoted}::status")
+        if isinstance(status, dict):
+            for instance in status.get("instances") or []:
+                for container in instance.get("containers") or []:
+                    if container.get("containerId") == task_id and container.get("status") == "TASK_RUNNING":
+                        given = [a for n in instance.get("networks") or [] for a in n.get("addresses") or []]
+                        return host_addresses(instance.get("agentHostname", "")) | set(given)
+            return set()
+        answer = self.client.get_json(f"/v2/apps{quoted}/tasks")
+        for task in (answer or {}).get("tasks") or [] if isinstance(answer, dict) else []:
+            if task.get("id") == task_id and task.get("state") == "TASK_RUNNING":
+                return host_addresses(task.get("host", "")) | {a.get("ipAddress") for a in task.get("ipAddresses") or [] if a.get("ipAddress")}
+        return set()
 
     # Following.
 
