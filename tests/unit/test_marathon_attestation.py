@@ -1,0 +1,77 @@
+"""A Marathon task's first certificate (serve/marathon.py attest_task, which the CSR service
+asks): Marathon, asked afresh, must say the task runs, is the task of the proxy it claims,
+and runs where the call comes from; each task joins once. And the injected pod's instance
+as the registry publishes it: a WorkloadEntry on the sidecar's inbound port and its own
+Sidecar resource handing traffic to the app."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshwright.deliver.marathon_inject import SidecarSettings, inject
+from meshwright.registry.marathon import LABEL_INSTANCE, pod_resources, workload_name
+from meshwright.serve.certificates import MarathonTaskRefused
+from meshwright.serve.marathon import MarathonRegistry
+from tests.fakes.marathon import MarathonDouble
+
+APP = {"id": "/shop/payment", "cmd": "./payment", "instances": 2,
+       "portDefinitions": [{"port": 0, "name": "http", "labels": {"meshwright.io/port": "80"}}]}
+
+
+@pytest.fixture
+def marathon():
+    double = MarathonDouble()
+    double.cluster.put_pod(inject(APP, SidecarSettings("127.0.0.1:15012", "127.0.0.1:15016")), force=False)
+    registry = MarathonRegistry([double.url], "marathon/test")
+    registry._publish = lambda resources: None
+    registry.relist()
+    yield double, registry
+    double.stop()
+
+
+def sidecar_task(instance: dict) -> str:
+    return next(c["containerId"] for c in instance["containers"] if c["name"] == "meshwright-sidecar")
+
+
+def proxy_of(instance: dict) -> str:
+    return workload_name("payment", instance["id"]) + ".shop"
+
+
+def test_a_running_task_joins_once_from_its_host(marathon):
+    double, registry = marathon
+    instance = double.cluster.instances["/shop/payment"][0]
+    registry.attest_task(proxy_of(instance), sidecar_task(instance), "127.0.0.1")
+    with pytest.raises(MarathonTaskRefused, match="already has its first certificate"):
+        registry.attest_task(proxy_of(instance), sidecar_task(instance), "127.0.0.1")
+
+
+def test_another_tasks_id_a_stranger_host_and_a_killed_task_are_refused(marathon):
+    double, registry = marathon
+    first, second = double.cluster.instances["/shop/payment"]
+    with pytest.raises(MarathonTaskRefused, match=f"task {sidecar_task(second)} is not the task of proxy {proxy_of(first)}"):
+        registry.attest_task(proxy_of(first), sidecar_task(second), "127.0.0.1")
+    with pytest.raises(MarathonTaskRefused, match="runs on 127.0.0.1, the call comes from 10.9.9.9"):
+        registry.attest_task(proxy_of(first), sidecar_task(first), "10.9.9.9")
+    double.cluster.kill_instance(second["id"])  # the registry has not seen it: Marathon is asked afresh
+    with pytest.raises(MarathonTaskRefused, match="runs on no known address"):
+        registry.attest_task(proxy_of(second), sidecar_task(second), "127.0.0.1")
+    with pytest.raises(MarathonTaskRefused, match="Marathon has no task for the WorkloadEntry shop/nobody"):
+        registry.attest_task("nobody.shop", sidecar_task(first), "127.0.0.1")
+
+
+def test_an_injected_instance_is_reached_on_its_sidecar_which_hands_traffic_to_the_app(marathon):
+    double, dummy = marathon
+    status = double.cluster.pod_status("/shop/payment")
+    part = pod_resources("marathon/test", status)
+    instance = status["instances"][0]
+    allocated = {e["name"]: e["allocatedHostPort"] for c in instance["containers"] for e in c["endpoints"]}
+    name = workload_name("payment", instance["id"])
+    entry = next(r for r in part.workloads if r.kind == "WorkloadEntry" and r.name == name)
+    sidecar = next(r for r in part.workloads if r.kind == "Sidecar" and r.name == name)
+    assert entry.spec["ports"] == {"http": allocated["mesh-inbound"]}
+    # Host networking: the sidecar's well-known ports follow the health port Marathon checks.
+    assert entry.annotations["meshwright.io/port-offset"] == str(allocated["mesh-health"] - 15021)
+    assert sidecar.spec == {"workloadSelector": {"labels": {LABEL_INSTANCE: entry.spec["labels"][LABEL_INSTANCE]}},
+                            "ingress": [{"port": {"number": allocated["mesh-inbound"], "protocol": "HTTP", "name": "http"},
+                                         "defaultEndpoint": f"127.0.0.1:{allocated['http']}"}]}
+    assert part.service.spec["ports"] == [{"number": 80, "name": "http", "protocol": "HTTP"}]
