@@ -208,7 +208,7 @@ class MarathonCluster:
         self.deployments: dict[str, Deployment] = {}
         self.hold_deployments = False  # True: deployments stay running until finish_deployment()
         # New tasks of apps with health checks pass them at once (True), never (False), or when
-        # healthy_on_start(app) says so (a version that never becomes healthy).
+        # healthy_on_start(app or pod) says so (a version that never becomes healthy).
         self.healthy_on_start = True
         self.launcher = launcher  # launcher(kind, run_spec, task): start a process; returns a stop()
         self._stops: dict[str, object] = {}
@@ -465,7 +465,7 @@ class MarathonCluster:
                 if "hostPort" in endpoint or not container_mode:
                     status["allocatedHostPort"] = endpoint.get("hostPort") or loopback_port()
                 if container.get("healthCheck"):
-                    status["healthy"] = self.healthy_on_start
+                    status["healthy"] = bool(self.healthy_on_start(pod) if callable(self.healthy_on_start) else self.healthy_on_start)
                 endpoints.append(status)
             containers.append({"name": container["name"], "status": "TASK_RUNNING", "statusSince": now(), "conditions": [],
                                "containerId": f"{instance_id_}.{container['name']}", "endpoints": endpoints,
