@@ -24,6 +24,7 @@ import logging
 import socket
 import threading
 import time
+import re
 import urllib.parse
 
 from meshwright.registry.marathon import (DEFAULT_DOMAIN, TERMINAL_TASK_STATES, RunSpecResources, app_resources, merged, pod_resources,
@@ -31,6 +32,7 @@ from meshwright.registry.marathon import (DEFAULT_DOMAIN, TERMINAL_TASK_STATES, 
 from meshwright.serve.certificates import MarathonTaskRefused
 
 LOG = logging.getLogger("meshwright.serve.marathon")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 STALL_SECONDS = 30.0  # three missed keep-alives
 REQUEST_SECONDS = 10.0
 RETRY_SECONDS, MAX_RETRY_SECONDS = 0.2, 5.0
@@ -251,6 +253,12 @@ class MarathonRegistry:
         self._attested: set[str] = set()  # task ids that got their first certificate (one each)
         self._attest_lock = threading.Lock()
         self._publish = None
+        # The state (apps, pods, what is dirty, the translated parts) is shared by the follower,
+        # which applies events, and the publisher, which translates and publishes: a publish
+        # (the plane's apply) never holds up reading the stream, and publishes coalesce.
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._publisher: threading.Thread | None = None
         self._attempt_started = 0.0
         self._stop = threading.Event()
         self._connection: http.client.HTTPConnection | None = None
@@ -260,14 +268,37 @@ class MarathonRegistry:
 
     def start(self, publish) -> None:
         self._publish = publish
+        self._publisher = threading.Thread(target=self._publish_changes, name=f"registry-{self.name}-publish", daemon=True)
+        self._publisher.start()
         self._thread = threading.Thread(target=self._follow, name=f"registry-{self.name}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._close_stream()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._publisher):
+            if thread is not None:
+                thread.join(timeout=5)
+
+    def _publish_changes(self) -> None:
+        """The publisher thread: publish whenever the follower changed the state."""
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.publish()
+            except Exception:  # a bug must not end the publishing: the next change tries again
+                LOG.exception("%s: translating Marathon's apps and pods failed; keeping the last published resources", self.name)
+
+    def _changed(self) -> None:
+        """The state changed: wake the publisher (started), or publish now (driven directly, in tests)."""
+        if self._publisher is not None:
+            self._wake.set()
+        else:
+            self.publish()
 
     def status(self) -> dict:
         return {"name": self.name, "connected_to": self.connected_to, "listed_at": self.listed_at, "last_error": self.last_error,
@@ -396,51 +427,88 @@ class MarathonRegistry:
             pods = []
         if not isinstance(pods, list) or not all(isinstance(p, dict) for p in pods):
             raise MarathonUnavailable(f"GET {self.client.url}/v2/pods/::status: not Marathon's answer (expected a list of pod statuses)")
-        self.apps = {a.get("id", ""): a for a in apps["apps"]}
-        self.pods = {p.get("id", ""): p for p in pods}
-        self._dirty = set(self._parts) | set(self.apps) | set(self.pods)
+        with self._lock:
+            self.apps = {a.get("id", ""): a for a in apps["apps"]}
+            self.pods = {p.get("id", ""): p for p in pods}
+            self._dirty = set(self._parts) | set(self.apps) | set(self.pods)
         self.listed_at = time.time()
         self.last_error = None
-        self.publish()
+        self._changed()
 
     def apply_events(self, events: list[tuple[str, str]]) -> None:
-        """Apply a batch of events to the state, then publish once."""
-        for event_type, data in events:
-            try:
-                payload = json.loads(data)
-            except ValueError as error:
-                self._failed(f"event stream {self.connected_to}: {event_type} is not JSON ({error}): listing again")
-                self.relist()
-                return
-            if isinstance(payload, dict):
-                self.apply_event(event_type, payload)
-        self.publish()
+        """Apply a batch of events to the state: what the events carry in place, then each app
+        or pod they name that must be fetched again, once however many events named it."""
+        to_fetch: dict[str, None] = {}
+        with self._lock:
+            for event_type, data in events:
+                try:
+                    payload = json.loads(data)
+                except ValueError as error:
+                    self._failed(f"event stream {self.connected_to}: {event_type} is not JSON ({error}): listing again")
+                    self.relist()
+                    return
+                if isinstance(payload, dict):
+                    to_fetch.update(dict.fromkeys(self.apply_event(event_type, payload)))
+        for run_spec_id in to_fetch:
+            self.refetch(run_spec_id)
+        self._changed()
 
-    def apply_event(self, event_type: str, event: dict) -> None:
+    def apply_event(self, event_type: str, event: dict) -> list:
+        """Apply one event; the ids of the apps or pods to fetch again for it."""
         if event_type == "status_update_event":
-            self._task_status(event)
-        elif event_type == "app_terminated_event":
+            return self._task_status(event)
+        if event_type == "app_terminated_event":
             self.apps.pop(event.get("appId"), None)
             self.pods.pop(event.get("appId"), None)
             self._dirty.add(event.get("appId"))
-        elif event_type in REFETCH_EVENTS:
-            self.refetch(event.get("appId") or event.get("runSpecId"))
-        elif event_type in DEPLOYMENT_EVENTS:
-            for step in (event.get("plan") or {}).get("steps") or []:
-                for action in step.get("actions") or []:
-                    self.refetch(action.get("app") or action.get("pod"))
-        elif event_type == "api_post_event":
-            self.refetch((event.get("appDefinition") or {}).get("id"))
-        elif event_type in ("pod_created_event", "pod_updated_event", "pod_deleted_event"):
-            self.refetch(str(event.get("uri", "")).partition("/v2/pods")[2].split("::")[0] or None)
+            return []
+        if event_type in REFETCH_EVENTS:
+            return self._instance_event(event_type, event)
+        if event_type in DEPLOYMENT_EVENTS:
+            return [action.get("app") or action.get("pod") for step in (event.get("plan") or {}).get("steps") or []
+                    for action in step.get("actions") or []]
+        if event_type == "api_post_event":
+            return [(event.get("appDefinition") or {}).get("id")]
+        if event_type in ("pod_created_event", "pod_updated_event", "pod_deleted_event"):
+            return [str(event.get("uri", "")).partition("/v2/pods")[2].split("::")[0] or None]
+        return []
 
-    def _task_status(self, event: dict) -> None:
+    def _instance_event(self, event_type: str, event: dict) -> list:
+        """Health and instance events. An app's tasks change by their status updates, which
+        carry state, host and ports; an app with one health check changes health by these
+        events, which carry it. Anything else (a pod, an app with several checks or not known
+        yet) is fetched again."""
+        run_spec_id = event.get("appId") or event.get("runSpecId")
+        app = self.apps.get(run_spec_id)
+        if app is None or len(app.get("healthChecks") or []) > 1:
+            return [run_spec_id]
+        if event_type in ("health_status_changed_event", "instance_health_changed_event"):
+            alive = event.get("alive") if "alive" in event else event.get("healthy")
+            if not isinstance(alive, bool) or not self._set_health(app, str(event.get("instanceId", "")), alive):
+                return [run_spec_id]
+            self._dirty.add(run_spec_id)
+        elif event_type in ("unknown_instance_terminated_event",):
+            return [run_spec_id]
+        return []
+
+    @staticmethod
+    def _set_health(app: dict, instance_id: str, alive: bool) -> bool:
+        """The health of the app's task of that instance (the same UUID), in place; False when it has no such task."""
+        found = _UUID.findall(instance_id)
+        if not found or not app.get("healthChecks"):
+            return False
+        for task in app.get("tasks") or []:
+            if found[-1] in _UUID.findall(task.get("id", "")):
+                task["healthCheckResults"] = [{"alive": alive, "instanceId": instance_id}]
+                return True
+        return False
+
+    def _task_status(self, event: dict) -> list:
         """An app's task changed state: update it in place (a task of a pod, or of an app not
         known yet: fetch its run spec)."""
         app = self.apps.get(event.get("appId"))
         if app is None:
-            self.refetch(event.get("appId"))
-            return
+            return [event.get("appId")]
         tasks = [t for t in app.get("tasks") or [] if t.get("id") != event.get("taskId")]
         if event.get("taskStatus") not in TERMINAL_TASK_STATES:
             previous = next((t for t in app.get("tasks") or [] if t.get("id") == event.get("taskId")), {})
@@ -451,26 +519,10 @@ class MarathonRegistry:
                           "ipAddresses": event.get("ipAddresses") or previous.get("ipAddresses") or [], "version": event.get("version")})
         app["tasks"] = tasks
         self._dirty.add(event.get("appId"))
+        return []
 
-    def refetch(self, run_spec_id) -> None:
-        """Fetch one app (with its tasks) or pod (its status) again; gone: removed."""
-        if not isinstance(run_spec_id, str) or not run_spec_id.startswith("/"):
-            return
-        self._dirty.add(run_spec_id)
-        if run_spec_id not in self.pods:
-            answer = self.client.get_json(f"/v2/apps{urllib.parse.quote(run_spec_id)}?embed=app.tasks")
-            if isinstance(answer, dict) and isinstance(answer.get("app"), dict):
-                self.apps[run_spec_id] = answer["app"]
-                return
-            self.apps.pop(run_spec_id, None)
-        status = self.client.get_json(f"/v2/pods{urllib.parse.quote(run_spec_id)}::status")
-        if isinstance(status, dict) and isinstance(status.get("spec"), dict):
-            self.pods[run_spec_id] = status
-        else:
-            self.pods.pop(run_spec_id, None)
-
-    def publish(self) -> None:
-        """Translate the apps and pods events touched; publish everything when any of them changed."""
+    def _translated(self) -> list | None:
+        """Every resource, when an app or pod events touched translates differently; else None."""
         changed = False
         for run_spec_id in self._dirty:
             if run_spec_id in self.apps:
@@ -484,7 +536,7 @@ class MarathonRegistry:
             self._parts[run_spec_id] = part
         self._dirty = set()
         if not changed and self.published is not None:
-            return
+            return None
         resources, problems = merged(self.name, list(self._parts.values()))
         for problem in sorted(set(problems) - self._problems):
             LOG.warning("%s", problem)
@@ -492,6 +544,34 @@ class MarathonRegistry:
         self.published = len(resources)
         LOG.info("%s: publishing %d services, %d workloads", self.name, sum(r.kind == "ServiceEntry" for r in resources),
                  sum(r.kind == "WorkloadEntry" for r in resources))
+        return resources
+
+    def refetch(self, run_spec_id) -> None:
+        """Fetch one app (with its tasks) or pod (its status) again; gone: removed."""
+        if not isinstance(run_spec_id, str) or not run_spec_id.startswith("/"):
+            return
+        if run_spec_id not in self.pods:
+            answer = self.client.get_json(f"/v2/apps{urllib.parse.quote(run_spec_id)}?embed=app.tasks")
+            with self._lock:
+                self._dirty.add(run_spec_id)
+                if isinstance(answer, dict) and isinstance(answer.get("app"), dict):
+                    self.apps[run_spec_id] = answer["app"]
+                    return
+                self.apps.pop(run_spec_id, None)
+        status = self.client.get_json(f"/v2/pods{urllib.parse.quote(run_spec_id)}::status")
+        with self._lock:
+            self._dirty.add(run_spec_id)
+            if isinstance(status, dict) and isinstance(status.get("spec"), dict):
+                self.pods[run_spec_id] = status
+            else:
+                self.pods.pop(run_spec_id, None)
+
+    def publish(self) -> None:
+        """Translate the apps and pods events touched; publish everything when any of them changed."""
+        with self._lock:
+            resources = self._translated()
+        if resources is None:
+            return
         try:
             self._publish(resources)
         except Exception:  # the plane's problem to report; the registry keeps following
