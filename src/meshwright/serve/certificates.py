@@ -252,7 +252,6 @@ class CertificateService:
                  context.peer(), x509.load_pem_x509_certificate(chain[0].encode()).not_valid_after_utc.isoformat())
         return json.dumps({"cert_chain": chain}).encode()
 
-
     def handle_bootstrap(self, payload: bytes, context: grpc.ServicerContext) -> bytes:
         """GetBootstrap: {"proxy", "xds": ["HOST:PORT", ...], "certs_dir"} -> the proxy's xDS
         bootstrap (JSON), for the proxy whose identity the client certificate proves."""
