@@ -2,15 +2,20 @@
 asks): Marathon, asked afresh, must say the task runs, is the task of the proxy it claims,
 and runs where the call comes from; each task joins once. And the injected pod's instance
 as the registry publishes it: a WorkloadEntry on the sidecar's inbound port and its own
-Sidecar resource handing traffic to the app."""
+Sidecar resource handing traffic to the app. And the bootstrap the control plane serves a
+sidecar: only to the proxy its client certificate proves."""
 
 from __future__ import annotations
 
+import json
+
+import grpc
 import pytest
 
 from meshwright.deliver.marathon_inject import SidecarSettings, inject
 from meshwright.registry.marathon import LABEL_INSTANCE, pod_resources, workload_name
-from meshwright.serve.certificates import MarathonTaskRefused
+from meshwright.pki import ca, csr, workload
+from meshwright.serve.certificates import CertificateService, MarathonTaskRefused
 from meshwright.serve.marathon import MarathonRegistry
 from tests.fakes.marathon import MarathonDouble
 
@@ -75,3 +80,43 @@ def test_an_injected_instance_is_reached_on_its_sidecar_which_hands_traffic_to_t
                             "ingress": [{"port": {"number": allocated["mesh-inbound"], "protocol": "HTTP", "name": "http"},
                                          "defaultEndpoint": f"127.0.0.1:{allocated['http']}"}]}
     assert part.service.spec["ports"] == [{"number": 80, "name": "http", "protocol": "HTTP"}]
+
+
+class AbortedCall(Exception):
+    pass
+
+
+class FakeContext:
+    """What the CSR service reads of a gRPC call: the client certificate, the peer; abort raises."""
+
+    def __init__(self, pem: bytes | None):
+        self.pem = pem
+
+    def auth_context(self):
+        return {"x509_pem_cert": [self.pem]} if self.pem else {}
+
+    def peer(self):
+        return "ipv4:127.0.0.1:40000"
+
+    def abort(self, code, details):
+        raise AbortedCall(code, details)
+
+
+def test_the_bootstrap_is_served_over_mtls_only_to_the_proxy_the_certificate_proves():
+    root = ca.make_root("cluster.local")
+    site = ca.make_intermediate(root, "site-a", trust_domains=["cluster.local"])
+    identities = {"payment-1.shop": "spiffe://cluster.local/ns/shop/sa/payment", "orders-1.shop": "spiffe://cluster.local/ns/shop/sa/orders"}
+    service = CertificateService(site, identities.get, None)
+    service.bootstrap_of = lambda proxy, xds, certs_dir: {"node": {"id": proxy}, "xds": xds, "certs": certs_dir}
+    key = csr.make_private_key()
+    pem = workload.sign_csr(csr.make_csr(key, identities["payment-1.shop"]), identities["payment-1.shop"], site)
+    ask = {"xds": ["10.0.0.1:15012"], "certs_dir": "/sandbox/meshwright/certs"}
+    answer = json.loads(service.handle_bootstrap(json.dumps({"proxy": "payment-1.shop", **ask}).encode(), FakeContext(pem)))
+    assert answer == {"node": {"id": "payment-1.shop"}, "xds": [["10.0.0.1", 15012]], "certs": "/sandbox/meshwright/certs"}
+    with pytest.raises(AbortedCall) as refused:
+        service.handle_bootstrap(json.dumps({"proxy": "orders-1.shop", **ask}).encode(), FakeContext(pem))
+    assert refused.value.args[0] == grpc.StatusCode.PERMISSION_DENIED
+    assert "the client certificate proves spiffe://cluster.local/ns/shop/sa/payment" in refused.value.args[1]
+    with pytest.raises(AbortedCall) as refused:
+        service.handle_bootstrap(json.dumps({"proxy": "payment-1.shop", **ask}).encode(), FakeContext(None))
+    assert refused.value.args[0] == grpc.StatusCode.UNAUTHENTICATED
