@@ -2,28 +2,34 @@
 long from each event in Marathon until the control plane has applied it and the connected
 proxies have ACKed the endpoints without the dead task, and the memory it takes.
 
-In one process: the Marathon double (tests/fakes/marathon.py) runs --apps apps of --tasks
-tasks each (with a health check), `meshwright serve`'s control plane (plaintext) follows it
-through the Marathon registry over HTTP and the event stream, as `meshwright serve --marathon`
-does, and --clients proxies (VM WorkloadEntries that see every service) hold ADS streams as
+Two processes: the Marathon double (tests/fakes/marathon.py) runs in its own, with --apps
+apps of --tasks tasks each (with a health check), so that its work is not the control plane's
+(a real Marathon is another machine); in this one, `meshwright serve`'s control plane
+(plaintext) follows it through the Marathon registry over HTTP and the event stream, as
+`meshwright serve --marathon` does, and --clients proxies (VM WorkloadEntries that see every service) hold ADS streams as
 Envoy does for clusters and endpoints, ACKing every response at once. After the first list is
 applied, --rate task changes a second for --seconds seconds: a random task is killed and
 Marathon starts its replacement (status updates, instance changes, a health change). Per kill:
 "applied", from the kill to the end of the control plane's apply (validated, compiled, pushes
 queued) of the first publish without the dead task's WorkloadEntry; "ACKed", to the moment the
 last connected proxy ACKed endpoints of its service without it. "lost": kills never seen within
-30 s. "peak MB" is the process's peak resident memory (getrusage), the double included.
+30 s. "peak MB" is the control plane process's peak resident memory (getrusage; the clients
+are in it too, the double is not); "CPU s" the CPU seconds each process used (user + system)
+from start to the end of the churn, which on a shared machine says more than wall time.
+--profile FILE samples every thread of the control plane's process (registry, apply, streams)
+during the churn and writes where the busy time went (bench/marathon.py Sampler).
 
 Issue #16's goal: ACKed p99 <= 1 s at 5,000 tasks in 200 apps and 50 changes a second
 (`python bench/marathon.py`, the defaults).
 
-Usage: python bench/marathon.py [--apps 200] [--tasks 25] [--rate 50] [--seconds 60] [--clients 5]
+Usage: python bench/marathon.py [--apps 200] [--tasks 25] [--rate 50] [--seconds 60] [--clients 5] [--profile FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import queue
 import random
@@ -147,17 +153,32 @@ class Applied:
                 self.lock.wait(0.05)
 
 
-def start(apps: int, tasks: int, folder: str, clients: int):
+def run_double(apps: int, tasks: int, connection) -> None:
+    """The double's process: start it with the apps, send its URL, then on ("churn", rate,
+    seconds) kill tasks and send the kills, and its CPU seconds; stop on "stop"."""
     double = MarathonDouble()
     for index in range(apps):
         double.cluster.put_app({"id": f"/ns{index % 10}/app{index}", "cmd": "./app", "instances": tasks,
                                 "portDefinitions": [{"port": 0, "name": "http"}],
                                 "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0}]}, force=False)
+    connection.send(double.url)
+    while True:
+        command = connection.recv()
+        if command[0] == "churn":
+            kills = churn(double, command[1], command[2])
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            connection.send((kills, usage.ru_utime + usage.ru_stime))
+        else:
+            double.stop()
+            return
+
+
+def start(url: str, folder: str, clients: int):
     with open(os.path.join(folder, "mesh.yaml"), "w") as handle:
         handle.write(MESH + "".join(CLIENT.format(index=index) for index in range(clients)))
     mesh, problems = load_valid([folder])
     assert not problems, problems
-    registry = MarathonRegistry([double.url], "marathon/bench")
+    registry = MarathonRegistry([url], "marathon/bench")
     applied = {}
     original_start = registry.start
 
@@ -166,12 +187,13 @@ def start(apps: int, tasks: int, folder: str, clients: int):
         original_start(applied["publish"])
     registry.start = start_timed
     running = xds_server.start(mesh, [folder], ("127.0.0.1", free_port()), None, None, watch=False, registries=[registry])
-    return double, running, applied
+    return running, applied
 
 
 def churn(double: MarathonDouble, rate: float, seconds: float) -> list[tuple[str, str, int, float]]:
     """Kill a random task every 1/rate s (Marathon starts a replacement): per kill, the killed
-    task's WorkloadEntry name, its service's cluster, its port, and when it was killed."""
+    task's WorkloadEntry name, its service's cluster, its port, and when it was killed
+    (time.monotonic: one clock for every process of the machine)."""
     rng = random.Random(16)
     kills = []
     started = time.monotonic()
@@ -187,6 +209,11 @@ def churn(double: MarathonDouble, rate: float, seconds: float) -> list[tuple[str
         cluster = f"outbound|{service_port}||{service}.{namespace}.svc.cluster.local"
         kills.append((workload_name(service, task["id"]), cluster, task["ports"][0], killed_at))
     return kills
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def latencies(kills, applied: Applied, clients: list[AdsClient], settle: float = 30.0) -> tuple[list[float], list[float], int]:
@@ -230,31 +257,104 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, default=50, help="task changes a second")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--clients", type=int, default=5, help="proxies connected over ADS (VM WorkloadEntries that see every service)")
+    parser.add_argument("--profile", metavar="FILE", help="sample the control plane's threads during the churn; write where the time went")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if os.environ.get("BENCH_LOG") else logging.WARNING, format="%(asctime)s %(message)s")
+    context = multiprocessing.get_context("spawn")  # before any gRPC thread of this process
+    ours, theirs = context.Pipe()
+    marathon = context.Process(target=run_double, args=(args.apps, args.tasks, theirs), daemon=True)
+    marathon.start()
     with tempfile.TemporaryDirectory() as folder:
+        url = ours.recv()
         began = time.monotonic()
-        double, running, applied = start(args.apps, args.tasks, folder, args.clients)
+        running, applied = start(url, folder, args.clients)
         while not (applied.get("publish") and applied["publish"].history):
             time.sleep(0.05)
         first = time.monotonic() - began
         clients = [AdsClient(running.grpc_port, f"client-{index}.default") for index in range(args.clients)]
         while not all(client.acked for client in clients):
             time.sleep(0.05)
-        kills = churn(double, args.rate, args.seconds)
+        profile = Sampler() if args.profile else None
+        cpu_before = cpu_seconds()
+        ours.send(("churn", args.rate, args.seconds))
+        kills, double_cpu = ours.recv()
         applied_in, acked_in, lost = latencies(kills, applied["publish"], clients)
+        plane_cpu = cpu_seconds() - cpu_before
+        if profile is not None:
+            profile.write(args.profile)
         proxies = len(running.plane.estate.proxies)
         for client in clients:
             client.close()
         running.stop()
-        double.stop()
+        ours.send(("stop",))
+        marathon.join(10)
     print(f"{'tasks':>6} {'proxies':>7} {'first s':>7} {'changes':>7} {'lost':>4} {'applied p50':>11} {'p99':>6} "
-          f"{'ACKed p50':>9} {'p99':>6} {'peak MB':>7}")
+          f"{'ACKed p50':>9} {'p99':>6} {'peak MB':>7} {'plane CPU s':>11} {'double CPU s':>12}")
     print(f"{args.apps * args.tasks:>6} {proxies:>7} {first:>7.1f} {len(kills):>7} {lost:>4} {percentile(applied_in, 0.5):>11} "
-          f"{percentile(applied_in, 0.99):>6} {percentile(acked_in, 0.5):>9} {percentile(acked_in, 0.99):>6} {peak_mb():>7.0f}")
+          f"{percentile(applied_in, 0.99):>6} {percentile(acked_in, 0.5):>9} {percentile(acked_in, 0.99):>6} {peak_mb():>7.0f} "
+          f"{plane_cpu:>11.1f} {double_cpu:>12.1f}")
     print(f"milliseconds from a task's kill in Marathon; ACKed: the last of {args.clients} connected proxies; "
-          f"{args.rate:g} changes/s for {args.seconds:g} s")
+          f"{args.rate:g} changes/s for {args.seconds:g} s; CPU s: during the churn and its settling (the double: from its start)")
     return 0
+
+
+class Sampler:
+    """A sampling profiler of every thread of this process (cProfile sees only the thread that
+    enables it): every interval, the stack of each thread the kernel shows running or waiting
+    for a CPU (state R in /proc); sleeping threads (a lock, a queue, a socket) are idle.
+    write() prints, per function, the share of busy samples it was on the stack (inclusive)
+    and innermost (self)."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval, self.stop = interval, threading.Event()
+        self.inclusive: dict[str, int] = {}
+        self.innermost: dict[str, int] = {}
+        self.busy = self.idle = 0
+        self.thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        me = threading.get_ident()
+        while not self.stop.wait(self.interval):
+            native = {thread.ident: thread.native_id for thread in threading.enumerate()}
+            for ident, frame in sys._current_frames().items():
+                if ident != me:
+                    self._sample(frame, native.get(ident))
+
+    @staticmethod
+    def running(native_id: int | None) -> bool:
+        try:
+            with open(f"/proc/self/task/{native_id}/stat") as handle:
+                return handle.read().rpartition(")")[2].split()[0] == "R"
+        except (OSError, IndexError):
+            return False
+
+    def _sample(self, frame, native_id: int | None) -> None:
+        if not self.running(native_id):
+            self.idle += 1
+            return
+        self.busy += 1
+        names = []
+        while frame is not None:
+            names.append(f"{os.path.relpath(frame.f_code.co_filename, ROOT) if frame.f_code.co_filename.startswith(ROOT) else os.path.basename(frame.f_code.co_filename)}"
+                         f":{frame.f_code.co_name}")
+            frame = frame.f_back
+        self.innermost[names[0]] = self.innermost.get(names[0], 0) + 1
+        for name in set(names):
+            self.inclusive[name] = self.inclusive.get(name, 0) + 1
+
+    def write(self, path: str, top: int = 40) -> None:
+        self.stop.set()
+        self.thread.join()
+        lines = [f"{self.busy} busy samples, {self.idle} idle, every {self.interval * 1000:g} ms across threads", "",
+                 "inclusive %  function"]
+        for name, count in sorted(self.inclusive.items(), key=lambda item: -item[1])[:top]:
+            lines.append(f"{100 * count / max(1, self.busy):10.1f}  {name}")
+        lines += ["", "self %  function"]
+        for name, count in sorted(self.innermost.items(), key=lambda item: -item[1])[:top]:
+            lines.append(f"{100 * count / max(1, self.busy):6.1f}  {name}")
+        with open(path, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -79,13 +79,19 @@ class Agent:
 
     def __init__(self, servers: list[tuple[str, int]], join_servers: list[tuple[str, int]], proxy: str, certs_dir: str, roots: bytes,
                  join_token_file: str | None = None, validity: datetime.timedelta | None = None,
-                 service_account_token_file: str | None = None, trust_domain: str = "cluster.local"):
+                 service_account_token_file: str | None = None, trust_domain: str = "cluster.local",
+                 marathon_task_id: str | None = None, identity: str | None = None, join_grace: float = 0.0):
         if not servers or not join_servers:
             raise ValueError("the agent needs at least one CSR server and one join server")
         self.servers, self.join_servers, self.proxy, self.certs_dir = list(servers), list(join_servers), proxy, certs_dir
         self.roots, self.join_token_file, self.validity = roots, join_token_file, validity
         # In a pod: its projected service-account token proves its identity (the kubelet renews the file).
         self.service_account_token_file, self.trust_domain = service_account_token_file, trust_domain
+        # In a Marathon task: its task id ($MESOS_TASK_ID), which the control plane checks with
+        # Marathon, and the identity the mesh gives it (asked for; the control plane decides).
+        self.marathon_task_id, self.identity = marathon_task_id, identity
+        # A task starts before the control plane has seen it: refusals are retried this long.
+        self.join_grace = join_grace
         self.issued = 0
         self._turn = 0  # which instance to ask: moves on when one cannot be reached
 
@@ -154,6 +160,8 @@ class Agent:
             token, spiffe = None, names.get_values_for_type(x509.UniformResourceIdentifier)[0]
         elif self.service_account_token_file:
             (token, spiffe), token_field = self._service_account_token(), "kubernetes_token"
+        elif self.marathon_task_id:
+            token, spiffe, token_field = self.marathon_task_id, self.identity, "marathon_task_id"
         else:
             token, spiffe = self._join_token()
         started = time.monotonic()
@@ -175,6 +183,7 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         """Keep a valid certificate in the certs directory until stop is set; AgentError when it cannot."""
         backoff, failed = FIRST_BACKOFF, 0
+        started = time.monotonic()
         while not stop.is_set():
             held = self.current()
             if held is not None:
@@ -187,7 +196,7 @@ class Agent:
                 self.issued += 1
                 backoff, failed = FIRST_BACKOFF, 0
             except grpc.RpcError as error:
-                if error.code() in FINAL and held is None:
+                if error.code() in FINAL and held is None and time.monotonic() - started >= self.join_grace:
                     raise AgentError(f"the control plane refused the first certificate of proxy {self.proxy}: {error.details()}") from None
                 host, port = self._target(held)
                 self._turn += 1

@@ -36,6 +36,7 @@ from meshwright.deliver.bundle import RenderError, bundle_proxy
 from meshwright.deliver.file_set import write_atomic, write_files
 from meshwright.deliver.identity import proxy_spiffe_id
 from meshwright.deliver.marathon_inject import InjectError, SidecarSettings, inject
+from meshwright.marathon_sidecar import SidecarError, SidecarOptions, run as run_sidecar
 from meshwright.deliver.kube_inject import InjectionSettings, NotInjectable, injected_object
 from meshwright.deliver.validation_bootstrap import sampled_validation_bootstrap
 from meshwright.forked import available_workers
@@ -443,7 +444,8 @@ def _read_definition(path: str):
 
 
 def cmd_marathon_inject(args) -> int:
-    settings = SidecarSettings(f"{args.xds[0]}:{args.xds[1]}", f"{args.csr[0]}:{args.csr[1]}", args.sidecar_image)
+    settings = SidecarSettings(f"{args.xds[0]}:{args.xds[1]}", f"{args.csr[0]}:{args.csr[1]}", args.sidecar_image,
+                               ca=args.ca, trust_domain=args.trust_domain)
     try:
         definition = _read_definition(args.file)
     except json.JSONDecodeError as error:
@@ -456,6 +458,31 @@ def cmd_marathon_inject(args) -> int:
         return EXIT_INVALID
     print(json.dumps(injected, indent=2))
     return EXIT_OK
+
+
+def cmd_marathon_sidecar(args) -> int:
+    """The injected sidecar container's process (marathon_sidecar.py): certificate, bootstrap, Envoy."""
+    task_id = args.task_id or os.environ.get("MESOS_TASK_ID", "")
+    if not task_id:
+        raise UsageError("no task id: run in a Marathon task ($MESOS_TASK_ID) or give --task-id")
+    if not os.path.isabs(args.certs_dir):
+        raise UsageError(f"--certs-dir {args.certs_dir}: give an absolute path")
+    envoy = args.envoy or find_envoy()
+    if not envoy:
+        raise UsageError("no Envoy binary beside this Python or on PATH (give --envoy)")
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    csr = [server for group in args.csr for server in group]
+    join = [server for group in args.join for server in group] if args.join else [_next_port(s) for s in csr]
+    options = SidecarOptions(args.proxy, task_id, args.identity, [s for group in args.xds for s in group], csr, join, args.certs_dir,
+                             _read_pem("--ca", args.ca), args.health, envoy, args.config_dir or os.path.join(os.path.dirname(args.certs_dir), "envoy"))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *dummy: stop.set())
+    try:
+        return run_sidecar(options, stop)
+    except SidecarError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
 
 
 def _start_graph_page(args, running):
@@ -739,6 +766,21 @@ def build_parser() -> argparse.ArgumentParser:
     inject_cmd.add_argument("--xds", type=_host_port, required=True, help="HOST:PORT of `meshwright serve` (ADS) as the agents reach it")
     inject_cmd.add_argument("--csr", type=_host_port, required=True, help="HOST:PORT of its CSR service as the agents reach it")
     inject_cmd.add_argument("--sidecar-image", help="a Docker image holding meshwright and Envoy (default: both installed on the agents)")
+    inject_cmd.add_argument("--ca", default="/etc/meshwright/root-cert.pem", help="the mesh's roots on the agents (default /etc/meshwright/root-cert.pem)")
+    inject_cmd.add_argument("--trust-domain", default="cluster.local", help="the mesh's trust domain (default cluster.local)")
+    sidecar = commands.add_parser("marathon-sidecar", help="run a Marathon task's sidecar: its certificate, its bootstrap, Envoy (what injection runs)")
+    sidecar.add_argument("--proxy", required=True, help="the proxy (name.namespace): the registry's name for this task")
+    sidecar.add_argument("--identity", required=True, help="the SPIFFE ID to ask for (the control plane signs only the one the mesh gives)")
+    sidecar.add_argument("--task-id", help="the Marathon task id (default: $MESOS_TASK_ID)")
+    sidecar.add_argument("--xds", type=_host_ports, action="append", required=True, help="HOST:PORT[,HOST:PORT] of `meshwright serve` (ADS)")
+    sidecar.add_argument("--csr", type=_host_ports, action="append", required=True, help="HOST:PORT[,HOST:PORT] of its CSR service (mTLS)")
+    sidecar.add_argument("--join", type=_host_ports, action="append", help="its first-join port(s) (default: each --csr port + 1)")
+    sidecar.add_argument("--ca", required=True, help="the mesh's roots (PEM)")
+    sidecar.add_argument("--certs-dir", required=True, help="where the agent writes key.pem, cert-chain.pem, root-cert.pem (absolute)")
+    sidecar.add_argument("--config-dir", help="where the bootstrap is written (default: envoy/ beside --certs-dir)")
+    sidecar.add_argument("--health", type=int, default=15021, help="the port Marathon health-checks (ENDPOINT_MESH_HEALTH; default 15021)")
+    sidecar.add_argument("--envoy", help="the Envoy binary (default: beside this Python, else on PATH)")
+    sidecar.set_defaults(func=cmd_marathon_sidecar)
     inject_cmd.set_defaults(func=cmd_marathon_inject)
 
     status = commands.add_parser("status", help="every proxy of the running control plane instances: their instance, SYNCED, STALE or NACK "

@@ -23,7 +23,14 @@ event stream's framing as Jetty writes it) and answers as Marathon does:
 
 Tasks run nowhere: the double's "agent" is this machine (host 127.0.0.1, host ports free
 loopback ports, container-network addresses 127.0.1.N); a test may pass `launcher` to start a
-real process per task. Tests drive the cluster through methods (scale, kill_task, set_health,
+real process per task, or per pod instance: launcher("pod", pod, instance) gets the instance's
+containers with their allocated host ports, and runs them as local processes as a Mesos agent
+runs a pod in host networking (tests/integration/test_marathon_sidecar.py runs each container's
+`exec` shell under `sh -c` with MESOS_TASK_ID = the container's task id, MESOS_SANDBOX and
+ENDPOINT_<NAME> = each allocated host port, the environment Mesos gives it). No containerizer,
+no isolation: processes of one instance share the machine's network namespace as host
+networking does. The health of a pod's instances is what `healthy_on_start` (or
+set_instance_health) says, not a real check of the process. Tests drive the cluster through methods (scale, kill_task, set_health,
 hold deployments, fail, stall or drop the event stream) and every change emits the events
 Marathon emits. Loopback only.
 """
@@ -208,7 +215,7 @@ class MarathonCluster:
         self.deployments: dict[str, Deployment] = {}
         self.hold_deployments = False  # True: deployments stay running until finish_deployment()
         # New tasks of apps with health checks pass them at once (True), never (False), or when
-        # healthy_on_start(app) says so (a version that never becomes healthy).
+        # healthy_on_start(app or pod) says so (a version that never becomes healthy).
         self.healthy_on_start = True
         self.launcher = launcher  # launcher(kind, run_spec, task): start a process; returns a stop()
         self._stops: dict[str, object] = {}
@@ -465,7 +472,7 @@ class MarathonCluster:
                 if "hostPort" in endpoint or not container_mode:
                     status["allocatedHostPort"] = endpoint.get("hostPort") or loopback_port()
                 if container.get("healthCheck"):
-                    status["healthy"] = self.healthy_on_start
+                    status["healthy"] = bool(self.healthy_on_start(pod) if callable(self.healthy_on_start) else self.healthy_on_start)
                 endpoints.append(status)
             containers.append({"name": container["name"], "status": "TASK_RUNNING", "statusSince": now(), "conditions": [],
                                "containerId": f"{instance_id_}.{container['name']}", "endpoints": endpoints,

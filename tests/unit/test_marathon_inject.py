@@ -142,4 +142,5 @@ def test_the_sidecar_names_itself_as_the_registry_names_its_instance():
         printed = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, check=True).stdout.split()
         service = app["id"].rsplit("/", 1)[1]
         assert printed[printed.index("--proxy") + 1] == workload_name(service, instance) + ".shop"
-        assert printed[printed.index("--inbound") + 1] == "15006"
+        assert printed[printed.index("--health") + 1] == "15021"
+        assert printed[printed.index("--identity") + 1] == f"spiffe://cluster.local/ns/shop/sa/{service}"

@@ -67,3 +67,13 @@ def test_serve_follows_marathon_and_status_shows_the_registry(tmp_path):
     assert process.returncode == 0 and "Traceback" not in stderr
     assert "registry marathon/prod started" in stderr
     assert "keeping the last good endpoints" in stderr
+
+
+def test_marathon_sidecar_outside_a_task_or_with_a_relative_certs_dir_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv("MESOS_TASK_ID", raising=False)
+    common = ["marathon-sidecar", "--proxy", "payment-x.shop", "--identity", "spiffe://cluster.local/ns/shop/sa/payment",
+              "--xds", "127.0.0.1:15012", "--csr", "127.0.0.1:15016", "--ca", str(tmp_path / "roots.pem")]
+    code, dummy, err = run([*common, "--certs-dir", str(tmp_path / "certs")])
+    assert (code, err.strip()) == (2, "error: no task id: run in a Marathon task ($MESOS_TASK_ID) or give --task-id")
+    code, dummy, err = run([*common, "--task-id", "shop_payment.instance-1.meshwright-sidecar", "--certs-dir", "certs"])
+    assert (code, err.strip()) == (2, "error: --certs-dir certs: give an absolute path")

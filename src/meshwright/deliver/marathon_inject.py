@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 from meshwright import __version__
 from meshwright.names import is_label
-from meshwright.registry.marathon import LABEL_MESH, LABEL_PORT, SIDECAR_CONTAINER, SIDECAR_INBOUND, app_ports, network_mode, run_spec_identity, Skipped
+from meshwright.registry.marathon import (LABEL_MESH, LABEL_PORT, SIDECAR_CONTAINER, SIDECAR_HEALTH, SIDECAR_INBOUND, Identity, Skipped, app_ports,
+                                          network_mode, run_spec_identity)
 
 LABEL_INJECT = "meshwright.io/inject"
 LABEL_INJECTED = "meshwright.io/injected"  # the sidecar version injected
 INBOUND_PORT, HEALTH_PORT = 15006, 15021
-SIDECAR_HEALTH = "mesh-health"
 UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 # App fields a pod takes elsewhere (handled below) or that Marathon adds to its answers.
 _READ_ONLY = {"version", "versionInfo", "tasks", "tasksStaged", "tasksRunning", "tasksHealthy", "tasksUnhealthy", "deployments",
@@ -56,6 +56,8 @@ class SidecarSettings:
     version: str = __version__
     cpus: float = 0.1
     mem: int = 128
+    ca: str = "/etc/meshwright/root-cert.pem"  # the mesh's roots on the agents (to trust the control plane)
+    trust_domain: str = "cluster.local"
 
 
 def opted_out(definition: dict) -> bool:
@@ -74,7 +76,7 @@ def inject(definition, settings: SidecarSettings) -> dict:
         identity = run_spec_identity(pod["id"], pod.get("labels") or {})
     except Skipped as skipped:
         raise InjectError(f"{'/id' if '(from the id)' in str(skipped) else '/labels'}: {skipped}") from None
-    pod["containers"].append(sidecar_container(identity.service, identity.namespace, settings, network_mode(pod.get("networks"))))
+    pod["containers"].append(sidecar_container(identity, settings, network_mode(pod.get("networks"))))
     pod["labels"] = {**(pod.get("labels") or {}), LABEL_INJECTED: settings.version}
     return pod
 
@@ -229,24 +231,25 @@ def _scheduling(app: dict) -> dict:
     return scheduling
 
 
-def sidecar_command(service: str, namespace: str, settings: SidecarSettings) -> str:
+def sidecar_command(identity: Identity, settings: SidecarSettings) -> str:
     """The sidecar's shell: its proxy name is the registry's for this instance (registry/marathon.py
-    workload_name: the service, cut to fit, and the instance's UUID from MESOS_TASK_ID)."""
-    prefix = service[:62 - 36].rstrip("-")
-    return (f"proxy=\"{prefix}-$(printf %s \"$MESOS_TASK_ID\" | grep -oE '{UUID_PATTERN}' | tail -n 1).{namespace}\" && "
-            f"exec meshwright marathon-sidecar --proxy \"$proxy\" --xds {settings.xds} --csr {settings.csr} "
-            f"--certs-dir \"$MESOS_SANDBOX/meshwright/certs\" "
-            f"--inbound \"${{ENDPOINT_MESH_INBOUND:-{INBOUND_PORT}}}\" --health \"${{ENDPOINT_MESH_HEALTH:-{HEALTH_PORT}}}\"")
+    workload_name: the service, cut to fit, and the instance's UUID from MESOS_TASK_ID); the
+    identity it asks for is the one the app's labels give (the control plane checks it)."""
+    prefix = identity.service[:62 - 36].rstrip("-")
+    spiffe = f"spiffe://{settings.trust_domain}/ns/{identity.namespace}/sa/{identity.service_account}"
+    return (f"proxy=\"{prefix}-$(printf %s \"$MESOS_TASK_ID\" | grep -oE '{UUID_PATTERN}' | tail -n 1).{identity.namespace}\" && "
+            f"exec meshwright marathon-sidecar --proxy \"$proxy\" --identity {spiffe} --xds {settings.xds} --csr {settings.csr} "
+            f"--ca {settings.ca} --certs-dir \"$MESOS_SANDBOX/meshwright/certs\" --health \"${{ENDPOINT_MESH_HEALTH:-{HEALTH_PORT}}}\"")
 
 
-def sidecar_container(service: str, namespace: str, settings: SidecarSettings, mode: str) -> dict:
+def sidecar_container(identity: Identity, settings: SidecarSettings, mode: str) -> dict:
     """Envoy and the agent; in host networking both its ports are allocated host ports
     (ENDPOINT_MESH_INBOUND, ENDPOINT_MESH_HEALTH), so instances on one agent do not clash."""
     health = {"name": SIDECAR_HEALTH, "containerPort": HEALTH_PORT, "protocol": ["tcp"], **({"hostPort": 0} if mode == "host" else {})}
     container = {
         "name": SIDECAR_CONTAINER,
         "resources": {"cpus": settings.cpus, "mem": settings.mem, "disk": 0, "gpus": 0},
-        "exec": {"command": {"shell": sidecar_command(service, namespace, settings)}},
+        "exec": {"command": {"shell": sidecar_command(identity, settings)}},
         "endpoints": [{"name": SIDECAR_INBOUND, "containerPort": INBOUND_PORT, "hostPort": 0, "protocol": ["tcp"]},
                       health],
         "healthCheck": {"http": {"endpoint": SIDECAR_HEALTH, "path": "/healthz/ready", "scheme": "HTTP"},

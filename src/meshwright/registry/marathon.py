@@ -39,6 +39,11 @@ LABEL_PORT = "meshwright.io/port"  # on a port: its number in the mesh
 LABEL_PROTOCOL = "meshwright.io/protocol"  # on a port: HTTP, HTTP2, GRPC, TCP, HTTPS, TLS
 SIDECAR_CONTAINER = "meshwright-sidecar"
 SIDECAR_INBOUND = "mesh-inbound"
+SIDECAR_HEALTH = "mesh-health"
+SIDECAR_INBOUND_PORT, SIDECAR_HEALTH_PORT = 15006, 15021  # the sidecar's container ports (deliver/marathon_inject.py)
+# On an injected instance's WorkloadEntry: its instance's UUID, which its own Sidecar selects.
+LABEL_INSTANCE = "meshwright.io/marathon-instance"
+PORT_OFFSET_ANNOTATION = "meshwright.io/port-offset"  # compile/proxy.py reads it (registry sits below compile)
 DEFAULT_NAMESPACE = "default"
 DEFAULT_DOMAIN = "svc.cluster.local"
 API_VERSION = "networking.istio.io/v1"
@@ -213,14 +218,15 @@ class Translation:
                 "workloadSelector": {"labels": {"app": identity.service}}}
         self.service = self.resource("ServiceEntry", identity.namespace, identity.service, spec)
 
-    def add_workload(self, identity: Identity, task_id: str, address: str, ports: dict, labels: dict, ready: bool) -> None:
-        spec = {"address": address, "ports": dict(sorted(ports.items())), "labels": workload_labels(identity, labels),
+    def add_workload(self, identity: Identity, task_id: str, address: str, ports: dict, labels: dict, ready: bool,
+                     extra_labels: dict | None = None, annotations: dict | None = None) -> None:
+        spec = {"address": address, "ports": dict(sorted(ports.items())), "labels": {**workload_labels(identity, labels), **(extra_labels or {})},
                 "serviceAccount": identity.service_account}
-        annotations = None if ready else {ENDPOINT_ANNOTATION: NOT_READY}
+        annotations = {**(annotations or {}), **({} if ready else {ENDPOINT_ANNOTATION: NOT_READY})} or None
         self.workloads.append(self.resource("WorkloadEntry", identity.namespace, workload_name(identity.service, task_id), spec, annotations))
 
     def done(self, run_spec_id: str) -> RunSpecResources:
-        return RunSpecResources(run_spec_id, self.service, tuple(sorted(self.workloads, key=lambda r: r.name)), tuple(self.problems))
+        return RunSpecResources(run_spec_id, self.service, tuple(sorted(self.workloads, key=lambda r: (r.kind, r.name))), tuple(self.problems))
 
     def add_app(self, app: dict) -> None:
         labels = app.get("labels") or {}
@@ -261,16 +267,52 @@ class Translation:
             return
         if not ports:
             return
+        injected = sidecar_inbound(pod) is not None
+        if injected and len(ports) > 1:
+            self.problems.append(f"{self.registry}: pod {pod_id}: an injected pod serves one port through its sidecar "
+                                 f"(it declares {', '.join(p.name for p in ports)}): skipped")
+            return
         self.add_service(identity, ports)
         for instance in status.get("instances") or []:
             if instance.get("status") == "TERMINAL":
                 continue
             try:
+                if injected:
+                    self.add_injected_instance(identity, pod, ports[0], instance, labels)
+                    continue
                 address, served = self.instance_address(pod, ports, instance)
             except Skipped as skipped:
                 self.problems.append(f"{self.registry}: instance {instance.get('id')}: {skipped}")
                 continue
             self.add_workload(identity, instance.get("id", ""), address, served, labels, pod_instance_ready(instance))
+
+    def add_injected_instance(self, identity: Identity, pod: dict, port: MeshPort, instance: dict, labels: dict) -> None:
+        """An instance of an injected pod: its WorkloadEntry, reached on the sidecar's inbound
+        endpoint, and its own Sidecar resource, whose ingress listens there and hands traffic to
+        the app on loopback (the pod's containers share a network namespace). Per instance,
+        because in host networking each instance's ports are the host ports Marathon allocated
+        it; the sidecar's well-known ports (admin, outbound, stats) follow its health port as a
+        port offset, so instances on one agent do not clash."""
+        mode = network_mode(pod.get("networks"))
+        address, served = self.instance_address(pod, [port], instance)
+        offset, app_port = 0, port.container_port
+        if mode == "host":
+            allocated = {e.get("name"): e.get("allocatedHostPort") for c in instance.get("containers") or [] for e in c.get("endpoints") or []}
+            app_port = allocated.get(port.name) or port.container_port
+            health = allocated.get(SIDECAR_HEALTH)
+            offset = health - SIDECAR_HEALTH_PORT if health else 0
+        if not app_port:
+            raise Skipped(f"port {port.name}: no port the app listens on (give the endpoint a containerPort)")
+        found = _UUID.findall(instance.get("id", ""))
+        instance_label = found[-1] if found else hashlib.sha256(instance.get("id", "").encode()).hexdigest()[:16]
+        annotations = {PORT_OFFSET_ANNOTATION: str(offset)} if offset else None
+        self.add_workload(identity, instance.get("id", ""), address, served, labels, pod_instance_ready(instance),
+                          {LABEL_INSTANCE: instance_label}, annotations)
+        listen = served[port.name] if mode == "host" else SIDECAR_INBOUND_PORT  # else the container's own port
+        spec = {"workloadSelector": {"labels": {LABEL_INSTANCE: instance_label}},
+                "ingress": [{"port": {"number": listen, "protocol": port.protocol, "name": port.name},
+                             "defaultEndpoint": f"127.0.0.1:{app_port}"}]}
+        self.workloads.append(self.resource("Sidecar", identity.namespace, workload_name(identity.service, instance.get("id", "")), spec))
 
     def instance_address(self, pod: dict, ports: list[MeshPort], instance: dict) -> tuple[str, dict[str, int]]:
         mode = network_mode(pod.get("networks"))
@@ -319,7 +361,13 @@ def merged(registry: str, parts: list[RunSpecResources]) -> tuple[list[Resource]
             problems.append(f"{registry}: {part.run_spec_id}: ports differ from another app of service {key[0]}/{key[1]}: skipped")
             continue
         workloads += part.workloads
-    return [services[key] for key in sorted(services)] + sorted(workloads, key=lambda r: (r.namespace, r.name)), problems
+    return [services[key] for key in sorted(services)] + sorted(workloads, key=lambda r: (r.namespace, r.name, r.kind)), problems
+
+
+def sidecar_inbound(pod: dict) -> dict | None:
+    """The injected sidecar's inbound endpoint in a pod's spec; None when the pod has no sidecar."""
+    return next((e for c in pod.get("containers") or [] if c.get("name") == SIDECAR_CONTAINER
+                 for e in c.get("endpoints") or [] if e.get("name") == SIDECAR_INBOUND), None)
 
 
 def _allocated(container_status: dict | None, endpoints: list[dict]) -> list[int]:

@@ -46,6 +46,10 @@ LOG = logging.getLogger("meshwright.serve")
 SERVICE = "meshwright.ca.v1.CertificateService"
 METHOD = "CreateCertificate"
 PATH = f"/{SERVICE}/{METHOD}"
+# A proxy's xDS bootstrap, for a proxy that holds its certificate but not the mesh files (a
+# Marathon task's sidecar): on the mTLS port only, for the proxy the client certificate proves.
+BOOTSTRAP_METHOD = "GetBootstrap"
+BOOTSTRAP_PATH = f"/{SERVICE}/{BOOTSTRAP_METHOD}"
 CA_SERVER_NAME = "meshwright-control-plane.meshwright-system.svc"
 DEFAULT_CERT_LIFETIME = datetime.timedelta(hours=24)
 SERVING_LIFETIME = datetime.timedelta(hours=24)
@@ -55,6 +59,10 @@ MAX_REQUEST_BYTES = 64 * 1024
 class ServiceAccountTokenRefused(Exception):
     """A pod's service-account token its cluster's API server does not vouch for, or one for
     another workload (serve/kubernetes.py reviews them)."""
+
+
+class MarathonTaskRefused(Exception):
+    """A first CSR for a Marathon task that Marathon does not vouch for (serve/marathon.py attests them)."""
 
 
 class CsrServiceRefusal(Exception):
@@ -72,6 +80,7 @@ class SignRequest:
     validity: datetime.timedelta | None
     join_token: str | None
     kubernetes_token: str | None = None  # a pod's projected service-account token
+    marathon_task_id: str | None = None  # a Marathon task's $MESOS_TASK_ID (its sidecar's task)
 
 
 def parse_request(payload: bytes) -> SignRequest:
@@ -99,8 +108,11 @@ def parse_request(payload: bytes) -> SignRequest:
         raise invalid("request.join_token: must be a string")
     if kubernetes_token is not None and not isinstance(kubernetes_token, str):
         raise invalid("request.kubernetes_token: must be a string")
+    task_id = body.get("marathon_task_id")
+    if task_id is not None and not isinstance(task_id, str):
+        raise invalid("request.marathon_task_id: must be a string")
     return SignRequest(proxy_id_of_node(proxy), csr.encode(), datetime.timedelta(seconds=validity) if validity else None, token or None,
-                       kubernetes_token or None)
+                       kubernetes_token or None, task_id or None)
 
 
 def check_nothing_else_requested(csr_pem: bytes) -> None:
@@ -126,17 +138,23 @@ class CertificateService:
 
     def __init__(self, issuer: Authority, identity_of: Callable[[str], str | None], tokens: JoinTokens | None,
                  lifetime: datetime.timedelta = DEFAULT_CERT_LIFETIME, on_refusal: Callable[[str], None] | None = None,
-                 token_identity: Callable[[str, str], str] | None = None):
+                 token_identity: Callable[[str, str], str] | None = None,
+                 task_attestation: Callable[[str, str, str], None] | None = None):
         self.issuer, self.identity_of, self.tokens, self.lifetime = issuer, identity_of, tokens, lifetime
         self.on_refusal = on_refusal  # the status endpoint's list of refusals
         # token_identity(proxy_id, service-account token): the SPIFFE ID the token proves for
         # that proxy (its cluster's TokenReview); raises ServiceAccountTokenRefused.
         self.token_identity = token_identity
+        # task_attestation(proxy_id, Marathon task id, caller's address): returns when Marathon
+        # vouches that this task runs, is that proxy's and calls from its host; raises MarathonTaskRefused.
+        self.task_attestation = task_attestation
+        self.bootstrap_of: Callable[[str, list, str], dict] | None = None  # (proxy, xds addresses, certs dir) -> its bootstrap
         self.signed = 0
         self._expiries: dict[str, str] = {}  # proxy -> notAfter of the last certificate signed for it (for status)
         self._lock = threading.Lock()
 
-    def create_certificate(self, request: SignRequest, peer_pem: bytes | None, now: datetime.datetime | None = None) -> list[str]:
+    def create_certificate(self, request: SignRequest, peer_pem: bytes | None, now: datetime.datetime | None = None,
+                           peer_address: str = "") -> list[str]:
         """The chain (leaf first, PEM strings); CsrServiceRefusal saying why it is not signed."""
         expected = self.identity_of(request.proxy)
         if expected is None:
@@ -145,6 +163,8 @@ class CertificateService:
             self._check_renewal(request, peer_pem, expected)
         elif request.kubernetes_token is not None:
             return self._sign_for_pod(request, expected, now)
+        elif request.marathon_task_id is not None:
+            return self._sign_for_task(request, expected, now, peer_address)
         elif request.join_token is None:
             raise CsrServiceRefusal(grpc.StatusCode.UNAUTHENTICATED, f"proxy {request.proxy}: no client certificate and no join token "
                                     "(renew over mTLS with the current certificate, or join with a token from `meshwright join-token`)")
@@ -173,6 +193,18 @@ class CertificateService:
         if proven != expected:
             raise CsrServiceRefusal(grpc.StatusCode.PERMISSION_DENIED,
                                     f"proxy {request.proxy}, whose identity is {expected}: the service-account token proves {proven}")
+        return self._sign(request, expected, now)
+
+    def _sign_for_task(self, request: SignRequest, expected: str, now: datetime.datetime | None, peer_address: str) -> list[str]:
+        """A Marathon task's first certificate: Marathon must say the task runs, belongs to the
+        run spec that made the proxy, and runs where the call comes from. The identity is the
+        one the mesh gives the proxy (from the app's labels): the task never chooses it."""
+        if self.task_attestation is None:
+            raise CsrServiceRefusal(grpc.StatusCode.UNAUTHENTICATED, "this control plane follows no Marathon (--marathon): no task ids")
+        try:
+            self.task_attestation(request.proxy, request.marathon_task_id, peer_address)
+        except MarathonTaskRefused as error:
+            raise CsrServiceRefusal(grpc.StatusCode.PERMISSION_DENIED, f"proxy {request.proxy}: {error}") from None
         return self._sign(request, expected, now)
 
     def _sign(self, request: SignRequest, expected: str, now: datetime.datetime | None) -> list[str]:
@@ -208,17 +240,74 @@ class CertificateService:
         request = None
         try:
             request = parse_request(payload)
-            chain = self.create_certificate(request, peer_pem)
+            chain = self.create_certificate(request, peer_pem, peer_address=peer_host(context.peer()))
         except CsrServiceRefusal as refusal:
-            how = "mTLS" if peer_pem else "service-account token" if request and request.kubernetes_token else "join token"
+            how = "mTLS" if peer_pem else first_join_kind(request)
             LOG.warning("refused CSR from %s (%s): %s", context.peer(), how, refusal)
             if self.on_refusal is not None:
                 self.on_refusal(f"CSR from {context.peer()} ({how}): {refusal}")
             context.abort(refusal.code, str(refusal))
-        how = "renewal" if peer_pem else "service-account token" if request.kubernetes_token else "join token"
+        how = "renewal" if peer_pem else first_join_kind(request)
         LOG.info("signed a certificate for proxy %s (%s) from %s, valid until %s", request.proxy, how,
                  context.peer(), x509.load_pem_x509_certificate(chain[0].encode()).not_valid_after_utc.isoformat())
         return json.dumps({"cert_chain": chain}).encode()
+
+    def handle_bootstrap(self, payload: bytes, context: grpc.ServicerContext) -> bytes:
+        """GetBootstrap: {"proxy", "xds": ["HOST:PORT", ...], "certs_dir"} -> the proxy's xDS
+        bootstrap (JSON), for the proxy whose identity the client certificate proves."""
+        peer_pem = peer_certificate(context.auth_context())
+        try:
+            proxy, xds, certs_dir = parse_bootstrap_request(payload)
+            expected = self.identity_of(proxy)
+            if expected is None:
+                raise CsrServiceRefusal(grpc.StatusCode.NOT_FOUND, f"unknown proxy {proxy}: the mesh has no such WorkloadEntry or Gateway (yet)")
+            if peer_pem is None:
+                raise CsrServiceRefusal(grpc.StatusCode.UNAUTHENTICATED, f"proxy {proxy}: a bootstrap is served over mTLS only")
+            self._check_renewal(SignRequest(proxy, b"", None, None), peer_pem, expected)
+            if self.bootstrap_of is None:
+                raise CsrServiceRefusal(grpc.StatusCode.UNIMPLEMENTED, "this control plane serves no bootstraps")
+            return json.dumps(self.bootstrap_of(proxy, xds, certs_dir), sort_keys=True).encode()
+        except CsrServiceRefusal as refusal:
+            LOG.warning("refused a bootstrap to %s: %s", context.peer(), refusal)
+            context.abort(refusal.code, str(refusal))
+
+
+def parse_bootstrap_request(payload: bytes) -> tuple[str, list[tuple[str, int]], str]:
+    def invalid(reason: str) -> CsrServiceRefusal:
+        return CsrServiceRefusal(grpc.StatusCode.INVALID_ARGUMENT, reason)
+
+    try:
+        body = json.loads(payload) if len(payload) <= MAX_REQUEST_BYTES else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("proxy"), str) or not isinstance(body.get("certs_dir"), str):
+        raise invalid('expected {"proxy": "name.ns", "xds": ["HOST:PORT", ...], "certs_dir": "/absolute/path"}')
+    addresses = []
+    for address in body.get("xds") or []:
+        host, sep, port = str(address).rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise invalid(f"request.xds: {address!r} is not HOST:PORT")
+        addresses.append((host.strip("[]"), int(port)))
+    if not addresses or not body["certs_dir"].startswith("/"):
+        raise invalid("request.xds: give the control plane's addresses; request.certs_dir: an absolute path")
+    return proxy_id_of_node(body["proxy"]), addresses, body["certs_dir"]
+
+
+def first_join_kind(request: SignRequest | None) -> str:
+    """How a caller without a certificate proves itself (for log lines)."""
+    if request is not None and request.kubernetes_token:
+        return "service-account token"
+    if request is not None and request.marathon_task_id:
+        return "Marathon task"
+    return "join token"
+
+
+def peer_host(peer: str) -> str:
+    """The address of a gRPC peer ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000")."""
+    kind, dummy, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return ""
+    return rest.rpartition(":")[0].strip("[]")
 
 
 def serving_certificate(issuer: Authority, spiffe: str, now: datetime.datetime | None = None) -> tuple[bytes, bytes]:
@@ -276,7 +365,8 @@ def csr_server(service: CertificateService, serving: ServingCertificate, csr_lis
     join_listen with none asked (join tokens). The ports it listens on."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csr"), maximum_concurrent_rpcs=4 * workers)
     handler = grpc.unary_unary_rpc_method_handler(service.handle)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),))
+    bootstrap = grpc.unary_unary_rpc_method_handler(service.handle_bootstrap)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler, BOOTSTRAP_METHOD: bootstrap}),))
     ports = []
     for listen, require_client_auth in ((csr_listen, True), (join_listen, False)):
         if listen is None:

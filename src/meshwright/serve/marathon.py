@@ -24,11 +24,15 @@ import logging
 import socket
 import threading
 import time
+import re
 import urllib.parse
 
-from meshwright.registry.marathon import DEFAULT_DOMAIN, TERMINAL_TASK_STATES, RunSpecResources, app_resources, merged, pod_resources
+from meshwright.registry.marathon import (DEFAULT_DOMAIN, TERMINAL_TASK_STATES, RunSpecResources, app_resources, merged, pod_resources,
+                                          workload_name)
+from meshwright.serve.certificates import MarathonTaskRefused
 
 LOG = logging.getLogger("meshwright.serve.marathon")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 STALL_SECONDS = 30.0  # three missed keep-alives
 REQUEST_SECONDS = 10.0
 RETRY_SECONDS, MAX_RETRY_SECONDS = 0.2, 5.0
@@ -201,6 +205,16 @@ class MarathonClient:
         raise MarathonUnavailable(f"GET {url}: redirected more than once")
 
 
+def host_addresses(host: str) -> set[str]:
+    """The IP addresses of an agent's host name (Marathon gives a name or an address)."""
+    if not host:
+        return set()
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except OSError:
+        return set()
+
+
 def _reason(error: BaseException) -> str:
     if isinstance(error, (socket.timeout, TimeoutError)):
         return "timed out"
@@ -236,7 +250,15 @@ class MarathonRegistry:
         self.connected_to: str | None = None
         self.listed_at: float | None = None
         self._problems: set[str] = set()
+        self._attested: set[str] = set()  # task ids that got their first certificate (one each)
+        self._attest_lock = threading.Lock()
         self._publish = None
+        # The state (apps, pods, what is dirty, the translated parts) is shared by the follower,
+        # which applies events, and the publisher, which translates and publishes: a publish
+        # (the plane's apply) never holds up reading the stream, and publishes coalesce.
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._publisher: threading.Thread | None = None
         self._attempt_started = 0.0
         self._stop = threading.Event()
         self._connection: http.client.HTTPConnection | None = None
@@ -246,18 +268,90 @@ class MarathonRegistry:
 
     def start(self, publish) -> None:
         self._publish = publish
+        self._publisher = threading.Thread(target=self._publish_changes, name=f"registry-{self.name}-publish", daemon=True)
+        self._publisher.start()
         self._thread = threading.Thread(target=self._follow, name=f"registry-{self.name}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._close_stream()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._publisher):
+            if thread is not None:
+                thread.join(timeout=5)
+
+    def _publish_changes(self) -> None:
+        """The publisher thread: publish whenever the follower changed the state."""
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.publish()
+            except Exception:  # a bug must not end the publishing: the next change tries again
+                LOG.exception("%s: translating Marathon's apps and pods failed; keeping the last published resources", self.name)
+
+    def _changed(self) -> None:
+        """The state changed: wake the publisher (started), or publish now (driven directly, in tests)."""
+        if self._publisher is not None:
+            self._wake.set()
+        else:
+            self.publish()
 
     def status(self) -> dict:
         return {"name": self.name, "connected_to": self.connected_to, "listed_at": self.listed_at, "last_error": self.last_error,
                 "apps": len(self.apps), "pods": len(self.pods), "skipped": sorted(self._problems)}
+
+    # Identity: a task's first certificate (the CSR service asks).
+
+    def attest_task(self, proxy_id: str, task_id: str, peer: str) -> None:
+        """Returns when Marathon vouches for the caller: the task runs now (asked afresh, not
+        from the followed state), belongs to the app or pod whose task the proxy is (the
+        proxy's name carries the task's UUID), and runs on the host the call comes from; and
+        the task has not had its first certificate yet (one per task: renewals go over mTLS).
+        MarathonTaskRefused saying which of these fails."""
+        name, dummy, namespace = proxy_id.rpartition(".")
+        run_spec_id, service = self._run_spec_of(namespace, name)
+        if workload_name(service, task_id) != name:
+            raise MarathonTaskRefused(f"task {task_id} is not the task of proxy {proxy_id}")
+        try:
+            addresses = self._running_task_addresses(run_spec_id, task_id)
+        except MarathonUnavailable as failure:
+            raise MarathonTaskRefused(f"cannot ask Marathon about task {task_id}: {failure}") from None
+        if peer not in addresses:
+            raise MarathonTaskRefused(f"task {task_id} runs on {', '.join(sorted(addresses)) or 'no known address'}, "
+                                      f"the call comes from {peer or 'an unknown address'}")
+        with self._attest_lock:
+            if task_id in self._attested:
+                raise MarathonTaskRefused(f"task {task_id} already has its first certificate (renew over mTLS with it)")
+            self._attested.add(task_id)
+
+    def _run_spec_of(self, namespace: str, name: str) -> tuple[str, str]:
+        """(app or pod id, service) of the run spec that published the WorkloadEntry namespace/name."""
+        for run_spec_id, part in list(self._parts.items()):
+            if part.service is not None and any(w.kind == "WorkloadEntry" and (w.namespace, w.name) == (namespace, name) for w in part.workloads):
+                return run_spec_id, part.service.name
+        raise MarathonTaskRefused(f"Marathon has no task for the WorkloadEntry {namespace}/{name}")
+
+    def _running_task_addresses(self, run_spec_id: str, task_id: str) -> set[str]:
+        """The addresses a running task calls from (its agent's, its container's); empty when
+        Marathon does not list it as running."""
+        quoted = urllib.parse.quote(run_spec_id)
+        status = self.client.get_json(f"/v2/pods{quoted}::status")
+        if isinstance(status, dict):
+            for instance in status.get("instances") or []:
+                for container in instance.get("containers") or []:
+                    if container.get("containerId") == task_id and container.get("status") == "TASK_RUNNING":
+                        given = [a for n in instance.get("networks") or [] for a in n.get("addresses") or []]
+                        return host_addresses(instance.get("agentHostname", "")) | set(given)
+            return set()
+        answer = self.client.get_json(f"/v2/apps{quoted}/tasks")
+        for task in (answer or {}).get("tasks") or [] if isinstance(answer, dict) else []:
+            if task.get("id") == task_id and task.get("state") == "TASK_RUNNING":
+                return host_addresses(task.get("host", "")) | {a.get("ipAddress") for a in task.get("ipAddresses") or [] if a.get("ipAddress")}
+        return set()
 
     # Following.
 
@@ -333,51 +427,88 @@ class MarathonRegistry:
             pods = []
         if not isinstance(pods, list) or not all(isinstance(p, dict) for p in pods):
             raise MarathonUnavailable(f"GET {self.client.url}/v2/pods/::status: not Marathon's answer (expected a list of pod statuses)")
-        self.apps = {a.get("id", ""): a for a in apps["apps"]}
-        self.pods = {p.get("id", ""): p for p in pods}
-        self._dirty = set(self._parts) | set(self.apps) | set(self.pods)
+        with self._lock:
+            self.apps = {a.get("id", ""): a for a in apps["apps"]}
+            self.pods = {p.get("id", ""): p for p in pods}
+            self._dirty = set(self._parts) | set(self.apps) | set(self.pods)
         self.listed_at = time.time()
         self.last_error = None
-        self.publish()
+        self._changed()
 
     def apply_events(self, events: list[tuple[str, str]]) -> None:
-        """Apply a batch of events to the state, then publish once."""
-        for event_type, data in events:
-            try:
-                payload = json.loads(data)
-            except ValueError as error:
-                self._failed(f"event stream {self.connected_to}: {event_type} is not JSON ({error}): listing again")
-                self.relist()
-                return
-            if isinstance(payload, dict):
-                self.apply_event(event_type, payload)
-        self.publish()
+        """Apply a batch of events to the state: what the events carry in place, then each app
+        or pod they name that must be fetched again, once however many events named it."""
+        to_fetch: dict[str, None] = {}
+        with self._lock:
+            for event_type, data in events:
+                try:
+                    payload = json.loads(data)
+                except ValueError as error:
+                    self._failed(f"event stream {self.connected_to}: {event_type} is not JSON ({error}): listing again")
+                    self.relist()
+                    return
+                if isinstance(payload, dict):
+                    to_fetch.update(dict.fromkeys(self.apply_event(event_type, payload)))
+        for run_spec_id in to_fetch:
+            self.refetch(run_spec_id)
+        self._changed()
 
-    def apply_event(self, event_type: str, event: dict) -> None:
+    def apply_event(self, event_type: str, event: dict) -> list:
+        """Apply one event; the ids of the apps or pods to fetch again for it."""
         if event_type == "status_update_event":
-            self._task_status(event)
-        elif event_type == "app_terminated_event":
+            return self._task_status(event)
+        if event_type == "app_terminated_event":
             self.apps.pop(event.get("appId"), None)
             self.pods.pop(event.get("appId"), None)
             self._dirty.add(event.get("appId"))
-        elif event_type in REFETCH_EVENTS:
-            self.refetch(event.get("appId") or event.get("runSpecId"))
-        elif event_type in DEPLOYMENT_EVENTS:
-            for step in (event.get("plan") or {}).get("steps") or []:
-                for action in step.get("actions") or []:
-                    self.refetch(action.get("app") or action.get("pod"))
-        elif event_type == "api_post_event":
-            self.refetch((event.get("appDefinition") or {}).get("id"))
-        elif event_type in ("pod_created_event", "pod_updated_event", "pod_deleted_event"):
-            self.refetch(str(event.get("uri", "")).partition("/v2/pods")[2].split("::")[0] or None)
+            return []
+        if event_type in REFETCH_EVENTS:
+            return self._instance_event(event_type, event)
+        if event_type in DEPLOYMENT_EVENTS:
+            return [action.get("app") or action.get("pod") for step in (event.get("plan") or {}).get("steps") or []
+                    for action in step.get("actions") or []]
+        if event_type == "api_post_event":
+            return [(event.get("appDefinition") or {}).get("id")]
+        if event_type in ("pod_created_event", "pod_updated_event", "pod_deleted_event"):
+            return [str(event.get("uri", "")).partition("/v2/pods")[2].split("::")[0] or None]
+        return []
 
-    def _task_status(self, event: dict) -> None:
+    def _instance_event(self, event_type: str, event: dict) -> list:
+        """Health and instance events. An app's tasks change by their status updates, which
+        carry state, host and ports; an app with one health check changes health by these
+        events, which carry it. Anything else (a pod, an app with several checks or not known
+        yet) is fetched again."""
+        run_spec_id = event.get("appId") or event.get("runSpecId")
+        app = self.apps.get(run_spec_id)
+        if app is None or len(app.get("healthChecks") or []) > 1:
+            return [run_spec_id]
+        if event_type in ("health_status_changed_event", "instance_health_changed_event"):
+            alive = event.get("alive") if "alive" in event else event.get("healthy")
+            if not isinstance(alive, bool) or not self._set_health(app, str(event.get("instanceId", "")), alive):
+                return [run_spec_id]
+            self._dirty.add(run_spec_id)
+        elif event_type in ("unknown_instance_terminated_event",):
+            return [run_spec_id]
+        return []
+
+    @staticmethod
+    def _set_health(app: dict, instance_id: str, alive: bool) -> bool:
+        """The health of the app's task of that instance (the same UUID), in place; False when it has no such task."""
+        found = _UUID.findall(instance_id)
+        if not found or not app.get("healthChecks"):
+            return False
+        for task in app.get("tasks") or []:
+            if found[-1] in _UUID.findall(task.get("id", "")):
+                task["healthCheckResults"] = [{"alive": alive, "instanceId": instance_id}]
+                return True
+        return False
+
+    def _task_status(self, event: dict) -> list:
         """An app's task changed state: update it in place (a task of a pod, or of an app not
         known yet: fetch its run spec)."""
         app = self.apps.get(event.get("appId"))
         if app is None:
-            self.refetch(event.get("appId"))
-            return
+            return [event.get("appId")]
         tasks = [t for t in app.get("tasks") or [] if t.get("id") != event.get("taskId")]
         if event.get("taskStatus") not in TERMINAL_TASK_STATES:
             previous = next((t for t in app.get("tasks") or [] if t.get("id") == event.get("taskId")), {})
@@ -388,26 +519,10 @@ class MarathonRegistry:
                           "ipAddresses": event.get("ipAddresses") or previous.get("ipAddresses") or [], "version": event.get("version")})
         app["tasks"] = tasks
         self._dirty.add(event.get("appId"))
+        return []
 
-    def refetch(self, run_spec_id) -> None:
-        """Fetch one app (with its tasks) or pod (its status) again; gone: removed."""
-        if not isinstance(run_spec_id, str) or not run_spec_id.startswith("/"):
-            return
-        self._dirty.add(run_spec_id)
-        if run_spec_id not in self.pods:
-            answer = self.client.get_json(f"/v2/apps{urllib.parse.quote(run_spec_id)}?embed=app.tasks")
-            if isinstance(answer, dict) and isinstance(answer.get("app"), dict):
-                self.apps[run_spec_id] = answer["app"]
-                return
-            self.apps.pop(run_spec_id, None)
-        status = self.client.get_json(f"/v2/pods{urllib.parse.quote(run_spec_id)}::status")
-        if isinstance(status, dict) and isinstance(status.get("spec"), dict):
-            self.pods[run_spec_id] = status
-        else:
-            self.pods.pop(run_spec_id, None)
-
-    def publish(self) -> None:
-        """Translate the apps and pods events touched; publish everything when any of them changed."""
+    def _translated(self) -> list | None:
+        """Every resource, when an app or pod events touched translates differently; else None."""
         changed = False
         for run_spec_id in self._dirty:
             if run_spec_id in self.apps:
@@ -421,7 +536,7 @@ class MarathonRegistry:
             self._parts[run_spec_id] = part
         self._dirty = set()
         if not changed and self.published is not None:
-            return
+            return None
         resources, problems = merged(self.name, list(self._parts.values()))
         for problem in sorted(set(problems) - self._problems):
             LOG.warning("%s", problem)
@@ -429,6 +544,34 @@ class MarathonRegistry:
         self.published = len(resources)
         LOG.info("%s: publishing %d services, %d workloads", self.name, sum(r.kind == "ServiceEntry" for r in resources),
                  sum(r.kind == "WorkloadEntry" for r in resources))
+        return resources
+
+    def refetch(self, run_spec_id) -> None:
+        """Fetch one app (with its tasks) or pod (its status) again; gone: removed."""
+        if not isinstance(run_spec_id, str) or not run_spec_id.startswith("/"):
+            return
+        if run_spec_id not in self.pods:
+            answer = self.client.get_json(f"/v2/apps{urllib.parse.quote(run_spec_id)}?embed=app.tasks")
+            with self._lock:
+                self._dirty.add(run_spec_id)
+                if isinstance(answer, dict) and isinstance(answer.get("app"), dict):
+                    self.apps[run_spec_id] = answer["app"]
+                    return
+                self.apps.pop(run_spec_id, None)
+        status = self.client.get_json(f"/v2/pods{urllib.parse.quote(run_spec_id)}::status")
+        with self._lock:
+            self._dirty.add(run_spec_id)
+            if isinstance(status, dict) and isinstance(status.get("spec"), dict):
+                self.pods[run_spec_id] = status
+            else:
+                self.pods.pop(run_spec_id, None)
+
+    def publish(self) -> None:
+        """Translate the apps and pods events touched; publish everything when any of them changed."""
+        with self._lock:
+            resources = self._translated()
+        if resources is None:
+            return
         try:
             self._publish(resources)
         except Exception:  # the plane's problem to report; the registry keeps following

@@ -23,10 +23,13 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
+from meshwright.compile.xds_bootstrap import XdsServer
 from meshwright.mesh import Mesh
 from meshwright.pki.ca import Authority
 from meshwright.pki.spiffe import control_plane_spiffe_id, spiffe_id
-from meshwright.serve.certificates import DEFAULT_CERT_LIFETIME, CertificateService, ServiceAccountTokenRefused, ServingCertificate, csr_server
+from meshwright.serve.bootstrap import xds_bootstrap
+from meshwright.serve.certificates import (DEFAULT_CERT_LIFETIME, CertificateService, MarathonTaskRefused, ServiceAccountTokenRefused,
+                                           ServingCertificate, csr_server)
 from meshwright.serve.join_tokens import JoinTokens
 from meshwright.serve.plane import ControlPlane
 from meshwright.serve.registries import Registry, publisher
@@ -211,16 +214,40 @@ def pod_token_identity(plane: ControlPlane, reviewers: dict) -> Callable[[str, s
     return identity
 
 
+def task_attestation(plane: ControlPlane, attesters: dict) -> Callable[[str, str, str], None]:
+    """task_attestation for the CSR service: the Marathon registry the proxy's WorkloadEntry
+    came from attests the task (serve/marathon.py MarathonRegistry.attest_task)."""
+
+    def attest(proxy_id: str, task_id: str, peer: str) -> None:
+        name, dummy, namespace = proxy_id.rpartition(".")
+        entry = plane.estate.mesh.find("WorkloadEntry", namespace, name)
+        attester = attesters.get(entry.source.file.split(":", 1)[0]) if entry is not None else None
+        if attester is None:
+            raise MarathonTaskRefused("it is not a task of a Marathon this control plane follows")
+        attester(proxy_id, task_id, peer)
+
+    return attest
+
+
+def bootstrap_of(plane: ControlPlane) -> Callable[[str, list, str], dict]:
+    """A proxy's xDS bootstrap from the served mesh (for sidecars that have no mesh files)."""
+    return lambda proxy_id, addresses, certs_dir: xds_bootstrap(plane.estate.mesh, proxy_id, XdsServer(tuple(addresses), certs_dir))
+
+
 def start_csr_service(plane: ControlPlane, settings: CsrSettings, roots: bytes,
                       registries: Sequence[Registry] = ()) -> tuple[CertificateService, grpc.Server, int, int | None]:
     """The CSR service on its ports, signing for the proxies of the plane's current mesh; pods
     of the Kubernetes registries join with their service-account tokens."""
     tokens = JoinTokens(settings.tokens_dir) if settings.tokens_dir else None
     reviewers = {registry.name: registry.token_reviewer() for registry in registries if hasattr(registry, "token_reviewer")}
+    attesters = {registry.name: registry.attest_task for registry in registries if hasattr(registry, "attest_task")}
     service = CertificateService(settings.issuer, lambda proxy_id: proxy_identity(plane, proxy_id), tokens, settings.lifetime,
-                                 plane.record_refusal, pod_token_identity(plane, reviewers) if reviewers else None)
+                                 plane.record_refusal, pod_token_identity(plane, reviewers) if reviewers else None,
+                                 task_attestation(plane, attesters) if attesters else None)
+    service.bootstrap_of = bootstrap_of(plane)
     serving = ServingCertificate(settings.issuer, control_plane_spiffe_id(plane.estate.mesh.settings.trust_domain), roots)
-    server, csr_port, join_port = csr_server(service, serving, settings.csr_listen, settings.join_listen if tokens or reviewers else None)
+    server, csr_port, join_port = csr_server(service, serving, settings.csr_listen,
+                                             settings.join_listen if tokens or reviewers or attesters else None)
     return service, server, csr_port, join_port
 
 
