@@ -167,7 +167,7 @@ def _out_dir(args) -> str:
 def cmd_render(args) -> int:
     out_dir = _out_dir(args)
     envoy = _envoy_for(args)
-    mesh, problems = validate_mesh(load_paths(args.mesh))
+    mesh, problems = validate_mesh(load_paths(args.mesh), keep=args.proxy)
     if problems:
         _print_problems(problems)
         return EXIT_INVALID

@@ -138,9 +138,11 @@ def validate_proxies(mesh: Mesh, workers: int | None = None) -> list[Problem]:
     return _validate_proxies(mesh, workers, None)[0]
 
 
-def _validate_proxies(mesh: Mesh, workers: int | None, per_class: PerClass | None) -> tuple[list[Problem], list]:
+def _validate_proxies(mesh: Mesh, workers: int | None, per_class: PerClass | None, keep: str | None = None) -> tuple[list[Problem], list]:
     classes = proxy_classes(mesh, list_proxies(mesh))
     parts = _balanced_parts(mesh, classes, workers or _workers_for(mesh, classes))
+    if keep is not None:  # the part that holds it is checked here (forked_map's first): its class stays compiled
+        parts.sort(key=lambda part: not any(proxy.id == keep for proxies in part for proxy in proxies))
     found = forked_map(lambda part: _classes_problems(mesh, part, per_class), parts)
     return sorted(problem for problems, dummy in found for problem in problems), [result for dummy, results in found for result in results]
 
@@ -221,16 +223,18 @@ def _proxy_problems(mesh: Mesh, config: ProxyConfig, messages: list[str], missin
     return problems
 
 
-def validate_mesh(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
-    mesh, problems, dummy = validate_mesh_with(loaded, None)
+def validate_mesh(loaded: LoadResult, keep: str | None = None) -> tuple[Mesh | None, list[Problem]]:
+    """keep: a proxy whose class check 4 compiles in this process, where its config then
+    stays in the mesh's memos (a render of that one proxy does not compile it again)."""
+    mesh, problems, dummy = validate_mesh_with(loaded, None, keep)
     return mesh, problems
 
 
-def validate_mesh_with(loaded: LoadResult, per_class: PerClass | None) -> tuple[Mesh | None, list[Problem], list]:
+def validate_mesh_with(loaded: LoadResult, per_class: PerClass | None, keep: str | None = None) -> tuple[Mesh | None, list[Problem], list]:
     """validate_mesh, and per_class's result for every class of proxies, computed where
     check 4 compiles the class (no class is compiled twice); no results with problems."""
     mesh, problems = validate_resources(loaded)
     if mesh is None:
         return None, problems, []
-    problems, results = _validate_proxies(mesh, None, per_class)
+    problems, results = _validate_proxies(mesh, None, per_class, keep)
     return (None, sorted(problems + mesh.warnings), []) if problems else (mesh, [], results)
