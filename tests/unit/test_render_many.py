@@ -12,6 +12,7 @@ import pytest
 
 from meshwright.compile.proxy import list_proxies
 from meshwright.compile.proxy_class import proxy_classes
+from meshwright.deliver import bundle as bundle_module
 from meshwright.deliver import class_template, files
 from meshwright.deliver.bundle import bundle_proxies, bundle_proxy, load_mesh
 from tests.golden.golden import CASES_DIR, case_names
@@ -71,3 +72,20 @@ def test_the_proxies_of_a_class_are_written_from_one_text(tmp_path, monkeypatch)
     assert f"fixed_value: {first.name}\n" in one["bootstrap.yaml"] and f"fixed_value: {second.name}\n" in other["bootstrap.yaml"]
     for proxy, files_of in ((first, one), (second, other)):  # and the service each serves on its inbound port
         assert f"fixed_value: {proxy.label_map['app']}.{proxy.namespace}.svc.cluster.local\n" in files_of["bootstrap.yaml"]
+
+
+def test_a_class_proxys_validation_bootstrap_is_pieced_from_the_class_text(tmp_path, monkeypatch):
+    """The validation bootstrap of a proxy of a class is its own bootstrap with the class's
+    blocks put in at their markers, never the whole config written again for it (which costs
+    as much as the class)."""
+    folder = str(tmp_path / "estate")
+    write_estate(12, folder)
+    mesh = load_mesh([folder])
+    alone = []
+    write_alone = bundle_module._validation_alone
+    monkeypatch.setattr(bundle_module, "_validation_alone", lambda *args: alone.append(args[1].id) or write_alone(*args))
+    bundles = bundle_proxies(mesh, {proxy.id: "/etc/meshwright/envoy" for proxy in list_proxies(mesh)})
+    for bundle in bundles.values():
+        assert "static_resources" in bundle.validation_bootstrap
+    classed = [proxy.id for proxy in list_proxies(mesh) if class_template.class_key(mesh, proxy) is not None]
+    assert classed and not set(alone) & set(classed)

@@ -135,8 +135,16 @@ def capture_settings(mesh: Mesh, proxy: Proxy) -> dict | None:
         "outbound_port": proxy.port(OUTBOUND_PORT),
         "inbound_port": proxy.port(INBOUND_CAPTURE_PORT),
         "exclude_inbound_ports": sorted(own),
-        "hosts": _host_names(mesh, proxy, addresses),
+        "hosts": _scope_host_names(mesh, proxy, addresses),
     }
+
+
+def _scope_host_names(mesh: Mesh, proxy: Proxy, addresses: dict[str, str]) -> dict[str, str]:
+    """_host_names, once per namespace and Sidecar (what the names depend on): the proxies of a
+    class share the mapping (never changed)."""
+    sidecar = sidecar_for(mesh, proxy)
+    key = ("capture host names", proxy.namespace, sidecar.ref if sidecar else None)
+    return mesh.memo(key, lambda: _host_names(mesh, proxy, addresses))
 
 
 def _host_names(mesh: Mesh, proxy: Proxy, addresses: dict[str, str]) -> dict[str, str]:

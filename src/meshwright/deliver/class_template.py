@@ -53,12 +53,16 @@ def class_files(mesh: Mesh, proxy: Proxy, config_dir: str, fmt: str, cache: Rend
         listeners = [_LISTENERS_HERE] if _LISTENERS_HERE in text.blocks else []
         clusters = [_CLUSTERS_HERE] if _CLUSTERS_HERE in text.blocks else []
         head = serialize(with_static_resources(bootstrap, listeners, clusters, text.secrets), "yaml", cache)
-        for marker, block in text.blocks.items():
-            cut = head.split(f"  - {marker}\n")
-            if len(cut) != 2:  # the proxy's own bootstrap has a line like it: written alone
-                return alone(mesh, proxy, bootstrap, cache)
-            head = cut[0] + block + cut[1]
-        return head
+        # The proxy's own (small) text cut at each marker's line, then joined with the class's
+        # blocks once: the blocks are as big as the class's files.
+        lines = {f"  - {marker}\n": block for marker, block in text.blocks.items()}
+        if any(head.count(line) != 1 for line in lines):  # the proxy's own bootstrap has a line like it: written alone
+            return alone(mesh, proxy, bootstrap, cache)
+        pieces, rest = [], head
+        for line in sorted(lines, key=head.index):
+            before, rest = rest.split(line)
+            pieces += [before, lines[line]]
+        return "".join(pieces + [rest])
 
     return dict(sorted(files.items())), validation
 
