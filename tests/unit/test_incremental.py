@@ -364,3 +364,23 @@ def test_a_batch_of_arrivals_departures_moves_and_readiness_is_one_step_that_ful
         assert {proxy: estate.versions(proxy) for proxy in estate.proxies} == after
         assert list(estate.proxies) == [p.id for p in list_proxies(Mesh.build(list(estate.mesh.resources)))]
         before = after
+
+
+def test_removing_a_destination_rule_and_the_virtual_service_that_uses_it_together_is_not_refused(tmp_path):
+    """Deleting a file that holds both: applied one by one, the rule's removal first would
+    leave the VirtualService naming subsets no rule defines. The change as a whole is sound,
+    so it goes to validation whole (None) instead of being refused; the rule alone is refused."""
+    from meshwright.check.incremental import apply_resources
+
+    estate = compile_estate(estate_mesh(tmp_path))
+    service = next(vs for vs in estate.mesh.of_kind("VirtualService")
+                   if any("subset" in route.get("destination", {}) for http in vs.spec.get("http") or [] for route in http.get("route") or []))
+    host = service.spec["http"][0]["route"][0]["destination"]["host"]
+    rule = next(dr for dr in estate.mesh.of_kind("DestinationRule") if dr.spec["host"] == host)
+    assert apply_resources(estate, [], [rule, service]) is None
+    # In the other order every step is sound: applied on the incremental path.
+    after, dummy = apply_resources(estate, [], [service, rule])
+    assert after.mesh.find("VirtualService", service.namespace, service.name) is None
+    assert after.mesh.find("DestinationRule", rule.namespace, rule.name) is None
+    with pytest.raises(ChangeRefused):
+        apply_resources(estate, [], [rule])

@@ -149,8 +149,9 @@ def apply_resources(estate: CompiledEstate, edited: list[Resource], removed: lis
     them): WorkloadEntries that come, go or change their endpoint only, in one step on the
     fast path, however many; otherwise, up to ONE_BY_ONE_LIMIT changes one by one
     (apply_resource, removals first: a renamed workload may keep its address), and None for
-    more (validate the mesh whole instead). ChangeRefused at the first bad one; estate is
-    never changed."""
+    more, or when a step of several is refused (validate the mesh whole instead: the result
+    may be sound though a state on the way is not). ChangeRefused for a single bad change;
+    estate is never changed."""
     edited = [r for r in edited if not is_kubernetes_object(r)]
     removed = [r for r in removed if not is_kubernetes_object(r)]
     if edited + removed and all(r.kind == "WorkloadEntry" for r in edited + removed):
@@ -160,8 +161,14 @@ def apply_resources(estate: CompiledEstate, edited: list[Resource], removed: lis
     if len(edited) + len(removed) > ONE_BY_ONE_LIMIT:
         return None
     changes: Changes = {}
-    for resource, gone in [(r, True) for r in removed] + [(r, False) for r in edited]:
-        estate, step = apply_resource(estate, resource, removed=gone)
+    steps = [(r, True) for r in removed] + [(r, False) for r in edited]
+    for resource, gone in steps:
+        try:
+            estate, step = apply_resource(estate, resource, removed=gone)
+        except ChangeRefused:
+            if len(steps) > 1:  # one at a time may pass through a state the whole change never holds
+                return None  # (a DestinationRule removed before the VirtualService using it): validate the result whole
+            raise
         changes = merged_changes(changes, step)
     return estate, changes
 
