@@ -34,6 +34,15 @@ options:
     description: The CA folder on the controller (created C(0700)).
     type: path
     required: true
+  state:
+    description:
+      - V(present) keeps the CA as the other options say.
+      - V(absent) removes the folder O(path) whole, keys and all (C(playbooks/uninstall.yml) with
+        C(mesh_ca_remove_on_uninstall)), once no other run holds its lock. A folder holding anything the mesh CA does
+        not make is an error, and nothing is removed. The other options are not used then.
+    type: str
+    choices: [present, absent]
+    default: present
   trust_domain:
     description: The mesh's trust domain (the MeshConfig's C(trustDomain)); the root's organization.
     type: str
@@ -148,37 +157,49 @@ EXAMPLES = r"""
     path: /srv/meshwright/ca
     rotate: root_begin
   run_once: true
+
+- name: Remove the mesh CA from the controller (uninstall; its keys are gone for good)
+  meshwright.mesh.mesh_ca:
+    path: /srv/meshwright/ca
+    state: absent
+  run_once: true
 """
 
 RETURN = r"""
 root:
   description: The root CA (subject, issuer, serial, fingerprint, not_before, not_after, certificate PEM).
-  returned: success
+  returned: success and O(state=present)
   type: dict
 next_root:
   description: The next root during a root rotation (between V(root_begin) and V(root_switch)), else null.
-  returned: success
+  returned: success and O(state=present)
   type: dict
 previous_root:
   description: The old root after V(root_switch), until V(root_finish), else null.
-  returned: success
+  returned: success and O(state=present)
   type: dict
 intermediates:
   description: Site name to its intermediate's summary (as RV(root)).
-  returned: success
+  returned: success and O(state=present)
   type: dict
 bundle:
   description: The trust bundle every proxy gets (PEM, each root once, oldest first).
-  returned: success
+  returned: success and O(state=present)
   type: str
 rotation:
   description: C(none), C(root_begun) or C(root_switched).
-  returned: success
+  returned: success and O(state=present)
   type: str
 actions:
   description: What was done (or would be, in check mode), in order.
-  returned: always
+  returned: O(state=present)
   type: list
   elements: str
   sample: ["encrypt the key of root with ansible-vault", "make intermediate CA 'local'"]
+removed:
+  description: With O(state=absent), the files the folder held (relative to O(path)) - removed, or to be removed in check mode; empty when there was no folder.
+  returned: O(state=absent)
+  type: list
+  elements: str
+  sample: [".meshwright.lock", "intermediates/local/cert.pem", "intermediates/local/key.pem", "root/cert.pem", "root/key.pem"]
 """

@@ -49,6 +49,21 @@ for version in 1.40.0 1.39.3; do
   fi
 done
 
+# meshwright itself for the hosts that run it (the rotation scenario's control plane and certificate
+# agents): its dependencies for the hosts' Python 3.11, fetched once per pyproject.toml (not the
+# Kubernetes client: only `serve --kubeconfig` imports it), and this clone's package, in one archive.
+host_python="$MESHWRIGHT_MOLECULE_CACHE/host-python"
+dependencies="$host_python/dependencies-$(sha256sum "$root/pyproject.toml" | cut -c1-12)"
+if [ ! -d "$dependencies" ]; then
+  rm -rf "$host_python"
+  mapfile -t requirements < <("$venv/bin/python" -c 'import sys, tomllib
+print("\n".join(d for d in tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"] if not d.startswith("kubernetes")))' "$root/pyproject.toml")
+  "$venv/bin/pip" install --quiet --no-compile --target "$dependencies.partial" "${requirements[@]}"
+  mv "$dependencies.partial" "$dependencies"
+fi
+export MESHWRIGHT_MOLECULE_HOST_PYTHON="$host_python/meshwright.tar.gz"
+tar -czf "$MESHWRIGHT_MOLECULE_HOST_PYTHON" --exclude=__pycache__ -C "$dependencies" . -C "$root/src" meshwright
+
 current=""
 cleanup() {
   # Interrupted (Ctrl-C, a CI timeout): leave no containers behind.

@@ -9,7 +9,7 @@ from ansible_collections.meshwright.mesh.plugins.plugin_utils.controller_action 
 
 try:
     from ansible_collections.meshwright.mesh.plugins.plugin_utils.ansible_vault import task_vault
-    from meshwright.pki.ca_folder import REGENERATE, CaFolder, check_site
+    from meshwright.pki.ca_folder import REGENERATE, CaFolder, check_site, remove_ca_folder
 except ImportError:
     REGENERATE = ("never", "fail", "partial_idempotence", "always")  # ControllerAction names the missing package
 
@@ -64,10 +64,22 @@ def diff_view(report: dict) -> dict:
     }
 
 
+def remove(task: ControllerTask) -> dict:
+    """state=absent: the CA folder removed whole (uninstall), only when it holds nothing but the CA's own."""
+    path = task.params["path"]
+    removed = remove_ca_folder(path, check_mode=task.check_mode, timeout=task.params["lock_timeout"])
+    result = dict(changed=removed is not None, path=path, removed=removed or [])
+    if task.diff:
+        result["diff"] = {"before": {"path": path, "files": removed or []} if removed is not None else {},
+                          "after": {}}
+    return result
+
+
 class ActionModule(ControllerAction):
     WHAT = "to keep the mesh CA on the controller"
     ARGUMENT_SPEC = dict(
         path=dict(type="path", required=True),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
         trust_domain=dict(type="str", default="cluster.local"),
         intermediates=dict(type="list", elements="str", default=[]),
         regenerate=dict(type="str", choices=list(REGENERATE), default="never"),
@@ -84,6 +96,8 @@ class ActionModule(ControllerAction):
 
     def work(self, task, task_vars):
         params = task.params
+        if params["state"] == "absent":
+            return remove(task)
         # Site names are folders of the CA: checked before the folder is even locked.
         for name in params["intermediates"] + sorted(((params["import"] or {}).get("intermediates") or {})):
             check_site(name)

@@ -6,7 +6,9 @@ proxy's SPIFFE ID, authenticated by the current certificate (mTLS, renewal) when
 directory holds a valid one, else by a one-time join token. It writes key.pem, cert-chain.pem
 and root-cert.pem into the certs directory all at once (pki/store.py: the files SDS names,
 the directory Envoy watches), renews two thirds into the certificate's life, retries with
-backoff while the control plane cannot be reached, and stops cleanly on SIGTERM.
+backoff while the control plane cannot be reached, and stops cleanly on SIGTERM. SIGHUP asks
+for a renewal now (Ansible's root or intermediate rotation: a new trust bundle in --ca, a new
+intermediate on the control plane); the trust bundle is read again for every certificate.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ LOG = logging.getLogger("meshwright.agent")
 RENEW_FRACTION = 2 / 3
 FIRST_BACKOFF, MAX_BACKOFF = 1.0, 30.0
 CALL_TIMEOUT = 10.0
+SLEEP_SLICE = 0.5  # how soon a SIGHUP's renewal starts
 # Refusals that trying again will not change (a retry would only fill the server's log).
 FINAL = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT)
 
@@ -80,7 +83,8 @@ class Agent:
     def __init__(self, servers: list[tuple[str, int]], join_servers: list[tuple[str, int]], proxy: str, certs_dir: str, roots: bytes,
                  join_token_file: str | None = None, validity: datetime.timedelta | None = None,
                  service_account_token_file: str | None = None, trust_domain: str = "cluster.local",
-                 marathon_task_id: str | None = None, identity: str | None = None, join_grace: float = 0.0):
+                 marathon_task_id: str | None = None, identity: str | None = None, join_grace: float = 0.0,
+                 roots_file: str | None = None):
         if not servers or not join_servers:
             raise ValueError("the agent needs at least one CSR server and one join server")
         self.servers, self.join_servers, self.proxy, self.certs_dir = list(servers), list(join_servers), proxy, certs_dir
@@ -92,8 +96,32 @@ class Agent:
         self.marathon_task_id, self.identity = marathon_task_id, identity
         # A task starts before the control plane has seen it: refusals are retried this long.
         self.join_grace = join_grace
+        # roots_file (--ca): read again for each certificate, so a rotation's new bundle is written with it.
+        self.roots_file = roots_file
         self.issued = 0
         self._turn = 0  # which instance to ask: moves on when one cannot be reached
+        self._renewal_asked = threading.Event()
+
+    def renew_now(self) -> None:
+        """Renew at once, whatever the certificate's age (SIGHUP); asked until a renewal succeeds."""
+        self._renewal_asked.set()
+
+    def read_roots(self) -> bytes:
+        """The trust bundle to check the control plane by and to write beside the certificate: the
+        --ca file as it is now; the last one read while it cannot be read."""
+        if self.roots_file is None:
+            return self.roots
+        try:
+            with open(self.roots_file, "rb") as handle:
+                roots = handle.read()
+            x509.load_pem_x509_certificates(roots)
+        except (OSError, ValueError) as error:
+            LOG.warning("proxy %s: cannot read the trust bundle %s (%s); keeping the one read before", self.proxy, self.roots_file, error)
+            return self.roots
+        if roots != self.roots:
+            LOG.info("proxy %s: the trust bundle %s changed (%d root(s))", self.proxy, self.roots_file, roots.count(b"BEGIN CERTIFICATE"))
+        self.roots = roots
+        return roots
 
     def _target(self, held: "Held | None") -> tuple[str, int]:
         servers = self.servers if held is not None else self.join_servers
@@ -165,6 +193,7 @@ class Agent:
         else:
             token, spiffe = self._join_token()
         started = time.monotonic()
+        self.read_roots()
         key = make_private_key()
         body = {"proxy": self.proxy, "csr": make_csr(key, spiffe).decode()}
         if self.validity is not None:
@@ -180,20 +209,30 @@ class Agent:
                  spiffe, time.monotonic() - started, new.expires.isoformat(), new.renew_at().isoformat())
         return new
 
+    def _sleep(self, stop: threading.Event, seconds: float) -> None:
+        """Wait until the renewal time, a stop or a renewal asked for, whichever comes first."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and not self._renewal_asked.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            stop.wait(min(left, SLEEP_SLICE))
+
     def run(self, stop: threading.Event) -> None:
         """Keep a valid certificate in the certs directory until stop is set; AgentError when it cannot."""
         backoff, failed = FIRST_BACKOFF, 0
         started = time.monotonic()
         while not stop.is_set():
             held = self.current()
-            if held is not None:
+            if held is not None and not self._renewal_asked.is_set():
                 wait = (held.renew_at() - self._now()).total_seconds()
                 if wait > 0:
-                    stop.wait(wait)
+                    self._sleep(stop, wait)
                     continue
             try:
                 self.request_certificate(held)
                 self.issued += 1
+                self._renewal_asked.clear()
                 backoff, failed = FIRST_BACKOFF, 0
             except grpc.RpcError as error:
                 if error.code() in FINAL and held is None and time.monotonic() - started >= self.join_grace:

@@ -654,7 +654,8 @@ def cmd_agent(args) -> int:
     servers = [server for group in args.server for server in group]
     join_servers = [server for group in args.join_server for server in group] if args.join_server else [_next_port(s) for s in servers]
     agent = Agent(servers, join_servers, args.proxy, args.certs_dir, roots,
-                  args.join_token_file, args.validity, args.service_account_token_file, args.trust_domain)
+                  args.join_token_file, args.validity, args.service_account_token_file, args.trust_domain, roots_file=roots_path)
+    signal.signal(signal.SIGHUP, lambda *dummy: agent.renew_now())  # a rotation's new bundle or intermediate: renew now
     try:
         agent.run(stop)
     except AgentError as error:

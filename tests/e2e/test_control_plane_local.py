@@ -21,7 +21,9 @@ import urllib.request
 import pytest
 from cryptography import x509
 
+from tests.constant_load import ConstantLoad
 from tests.e2e.deploy import BIN, ROOT, remove_state_folder, run_playbook, state_folder
+from tests.e2e.estate import OLD_VERSION, envoy_wheel
 from tests.e2e.test_deploy_local import get, processes_under, snapshot
 
 HOSTS = ("ingress", "order-1", "order-2", "payment-1", "payment-2")
@@ -153,6 +155,23 @@ def test_upgrade_refuses_a_version_outside_the_skew_policy_before_anything_chang
     assert "Nothing was changed" in run.output
     assert all(changed == 0 for changed in run.changed().values()), run.changed()
     assert {host: snapshot(os.path.join(lab.state, host)) for host in HOSTS} == before
+
+
+def test_upgrade_within_the_skew_policy_moves_the_control_plane_first_then_every_proxy_with_no_failed_request(lab):
+    """To 1.39.3, one minor version older than the 1.40.0 the control plane serves for (within
+    upgrade_xds_skew 1), under constant load through the gateway: the control plane's play runs
+    before the first batch, every proxy then runs 1.39.3 (the version it tells the control plane)
+    and is SYNCED again, and no request failed."""
+    with ConstantLoad(8080, "/order", rate=8) as load:  # under the gateway's rate limit of 10 a second
+        run = run_playbook("upgrade.yml", dict(lab.extra_vars, envoy_version=OLD_VERSION, envoy_source="wheel",
+                                               envoy_wheel=envoy_wheel(OLD_VERSION), upgrade_gate_window=1))
+    assert run.returncode == 0, str(run)
+    assert load.failures == [] and load.succeeded > 20, (load.succeeded, load.failures[:5])
+    assert run.output.index("PLAY [Upgrade the control plane first]") < run.output.index("PLAY [Upgrade batch by batch")
+    status = control_plane_status()
+    versions = {proxy["proxy"]: sorted({stream.get("envoy_version") for stream in proxy["streams"]}) for proxy in status["proxies"]}
+    assert versions == {proxy: [OLD_VERSION] for proxy in PROXIES}
+    assert synced_proxies(status) == sorted(PROXIES)
 
 
 def test_uninstall_leaves_nothing_behind(lab):

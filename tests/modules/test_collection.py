@@ -112,8 +112,8 @@ def test_module_defaults_reach_the_controller_actions_through_the_action_group(t
     assert "failed=0" in out and "ok=2" in out, out
 
 
-# The paths users run to deploy, rotate, upgrade and report: controller work runs as action plugins there.
-RUN_PATHS = ["playbooks/deploy.yml", "playbooks/rotate_certs.yml", "playbooks/upgrade.yml", "playbooks/cert_report.yml",
+# The paths users run to deploy, rotate, upgrade, report and uninstall: controller work runs as action plugins there.
+RUN_PATHS = ["playbooks/deploy.yml", "playbooks/rotate_certs.yml", "playbooks/upgrade.yml", "playbooks/cert_report.yml", "playbooks/uninstall.yml",
              "playbooks/tasks", "playbooks/templates", "roles"]
 
 

@@ -8,6 +8,7 @@ import datetime
 import json
 import logging
 import threading
+import time
 
 import grpc
 import pytest
@@ -462,3 +463,32 @@ def test_a_token_used_on_one_instance_is_refused_on_another(lab, tmp_path):
         lab.join_port = first
     finally:
         server.stop(None)
+
+
+def test_agent_renews_at_once_when_asked_and_writes_the_trust_bundle_as_it_is_now(lab, tmp_path):
+    """Ansible's root rotation (SIGHUP: renew_now): the agent holding a fresh certificate renews
+    at once, and root-cert.pem takes the --ca file as it is now (the old and the new root)."""
+    from meshwright.pki.store import write_workload_certificates
+    key, chain = lab.certificate(CLIENT)
+    certs, roots_file = str(tmp_path / "certs"), tmp_path / "roots.pem"
+    write_workload_certificates(certs, key, chain, lab.roots)
+    roots_file.write_bytes(lab.roots)
+    agent = Agent([("127.0.0.1", lab.csr_port)], [("127.0.0.1", lab.join_port)], "client.default", certs, lab.roots, roots_file=str(roots_file))
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,))
+    thread.start()
+    try:
+        time.sleep(1)
+        assert agent.issued == 0  # 24 h certificate, renewed at 16 h
+        both = lab.roots + certificate_pem(ca.make_root("cluster.local").certificate)
+        roots_file.write_bytes(both)
+        agent.renew_now()
+        deadline = time.monotonic() + 10
+        while agent.issued == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert agent.issued == 1 and not thread.is_alive()
+    assert agent.current().key != key
+    assert (tmp_path / "certs" / "root-cert.pem").read_bytes() == both

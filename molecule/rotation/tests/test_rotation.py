@@ -50,7 +50,8 @@ def test_root_rotation_under_load_fails_no_request(mesh_hosts, playbook, constan
     assert all(roots == {old_root} for _, roots in before.values()), f"precondition: one root everywhere: {before}"
 
     with constant_load(mesh_hosts["payment-1"], "http://gateway/order") as load:
-        run = playbook(ROTATE, "-e", "rotate=root", timeout=600)
+        # Batches of a canary and then three proxies: each step in two batches.
+        run = playbook(ROTATE, "-e", "rotate=root", "-e", "batch=3", timeout=1200)
     # Shown in the verify output (-r P): the numbers behind "no request failed".
     print(f"root rotation: {load.succeeded} requests answered 200, {load.failed} failed, in {load.counts['seconds']} s")
     assert run.returncode == 0, run

@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from meshwright.pki.bundle import trust_bundle
-from meshwright.pki.folder_lock import DEFAULT_TIMEOUT, FolderLocked, folder_lock, folder_read_lock
+from meshwright.pki.folder_lock import DEFAULT_TIMEOUT, LOCK_FILE, FolderLocked, folder_lock, folder_read_lock
 from meshwright.pki.ca import Authority, AuthorityExpired, certificate_pem, make_intermediate, make_root, private_key_pem
 from meshwright.pki.info import certificates_in, fingerprint, needs_renewal, not_after, not_before, renewal_time, serial_hex
 from meshwright.names import LABEL_HELP, is_label
@@ -197,6 +197,40 @@ def _fsync_folder(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def ca_folder_entries(path: str) -> list[str]:
+    """The files under a mesh CA folder (relative, sorted; [] when it is not there); CaError when
+    it holds anything the CA does not make: such a folder is not removed (uninstall)."""
+    if not os.path.lexists(path):
+        return []
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise CaError(f"{path} is not a mesh CA folder (not a folder): nothing removed")
+    made = {ROOT, NEXT_ROOT, PREVIOUS_ROOT, INTERMEDIATES, LOCK_FILE}
+    strangers = sorted(name for name in os.listdir(path) if name not in made and not is_interrupted_write(name))
+    if strangers:
+        raise CaError(f"{path} is not a mesh CA folder (it holds {', '.join(strangers[:5])}, which the mesh CA does not make): nothing removed")
+    return sorted(os.path.relpath(os.path.join(folder, name), path) for folder, _, names in os.walk(path) for name in names)
+
+
+def is_interrupted_write(name: str) -> bool:
+    """A folder or file an interrupted write of the CA leaves beside its own (renamed aside, staged, temporary)."""
+    return name.startswith((".new-", ".tmp-")) or (name.startswith(".") and name.endswith(".replaced"))
+
+
+def remove_ca_folder(path: str, check_mode: bool = False, timeout: float = DEFAULT_TIMEOUT) -> list[str] | None:
+    """Remove a mesh CA folder once no other run holds its lock: the files it held (what was or,
+    in check mode, would be removed), None when there was no folder."""
+    entries = ca_folder_entries(path)
+    if not os.path.isdir(path):
+        return None
+    if not check_mode:
+        try:
+            with folder_lock(path, timeout):
+                shutil.rmtree(path)
+        except FolderLocked as error:
+            raise CaError(f"the mesh CA: {error}") from None
+    return entries
 
 
 class CaFolder:
