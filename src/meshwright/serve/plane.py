@@ -18,6 +18,7 @@ import grpc
 
 from meshwright.check.incremental import ChangeRefused, apply_resources
 from meshwright.check.pipeline import validate_mesh
+from meshwright.collector import cyclic_collector_paused
 from meshwright.compile.incremental import Changes, CompiledEstate, compile_estate, recompiled, with_workload_endpoints
 from meshwright.compile.xds_bootstrap import CERTS_DIR_METADATA
 from meshwright.mesh import Mesh
@@ -128,6 +129,7 @@ class ControlPlane:
             return self.reject(sorted(loaded.problems), FILES)
         return self.apply_source(FILES, loaded.resources)
 
+    @cyclic_collector_paused()  # a change builds trees without cycles: a collector pass would walk the whole estate
     def apply_source(self, name: str, resources: list[Resource]) -> list:
         """Serve the mesh with one source's resources replaced: the files as loaded again, or
         a registry's publish (serve/registries.py). The problems of a bad change; the source's
@@ -186,9 +188,9 @@ class ControlPlane:
     def snapshot_for(self, estate: CompiledEstate, proxy_id: str, certs_dir: str | None) -> Snapshot:
         return proxy_snapshot(estate, proxy_id, certs_dir)
 
-    def serve(self, requests, context, delta: bool):
-        """One ADS stream (the generator gRPC sends responses from)."""
-        first = next(requests, None)
+    async def serve(self, requests, context, delta: bool):
+        """One ADS stream (the async generator grpc.aio sends responses from)."""
+        first = await anext(aiter(requests), None)
         if first is None:
             return
         node = first.node
@@ -198,16 +200,16 @@ class ControlPlane:
         except Refused as refused:
             LOG.warning("refused xDS stream from %s: %s", peer, refused)
             self.record_refusal(f"{peer}: {refused}")
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refused))
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refused))
         certs_dir = node.metadata.fields[CERTS_DIR_METADATA].string_value if CERTS_DIR_METADATA in node.metadata.fields else None
         stream = Stream(self, proxy_id, node.id, peer, delta, certs_dir)
         stream.node_info = node_info(node, peer_pem)  # for status: Envoy's version, its certificate's expiry
         with self._lock:
             self._streams.add(stream)
         LOG.info("proxy %s connected from %s (%s)", proxy_id, peer, "delta" if delta else "state of the world")
-        context.add_callback(stream.close)
         try:
-            yield from stream.run(first, requests)
+            async for response in stream.run(first, requests):
+                yield response
         finally:
             with self._lock:
                 self._streams.discard(stream)
