@@ -9,10 +9,10 @@ for now, written by Ansible (later by `meshwright agent`).
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from google.protobuf import any_pb2, json_format
 
@@ -33,18 +33,23 @@ KIND_OF_TYPE = {CLUSTER: "clusters", CLUSTER_LOAD_ASSIGNMENT: "endpoints", LISTE
 TYPE_OF_KIND = {kind: type_url for type_url, kind in KIND_OF_TYPE.items()}
 
 
-@dataclass(frozen=True)
 class Served:
     """One resource as served: its version and its content (never changed once built). A
     cluster that carries a proxy's stat name also names the class's cluster it copies
     (shared, without the stat name) and the stat name, so that its encoding is the shared
     one's bytes and the stat name's (Encoder.encode_bytes): proxies of a class share all
-    but those few bytes."""
+    but those few bytes, and its content is made only when asked for (status, proxy-config)."""
 
-    version: str
-    content: dict
-    shared: Served | None = None
-    stat_name: str = ""
+    __slots__ = ("version", "_content", "shared", "stat_name")
+
+    def __init__(self, version: str, content: dict | None, shared: Served | None = None, stat_name: str = "") -> None:
+        self.version, self._content, self.shared, self.stat_name = version, content, shared, stat_name
+
+    @property
+    def content(self) -> dict:
+        if self._content is None:
+            return {**self.shared.content, STAT_NAME: self.stat_name}
+        return self._content
 
 
 Snapshot = Mapping[str, dict[str, Served]]  # type URL -> resource name -> served
@@ -122,25 +127,46 @@ def proxy_clusters(estate: CompiledEstate, proxy_id: str) -> dict[str, Served]:
         versions = group.versions["clusters"]
         return {resource_name(r): Served(versions[resource_name(r)], r) for r in group.config.clusters}
     proxy, telemetry = estate.proxies[proxy_id], group.config.telemetry
-    template = _shared(estate).get(("template", group.key))
-    if template is None:
-        template = _shared(estate)[("template", group.key)] = stat_name_template(estate.mesh, proxy, telemetry, group.config.clusters) or ()
-    values = stat_name_values(estate.mesh, proxy, telemetry, template[1]) if template else None
+    plan = _shared(estate).get(("stat names", group.key))
+    if plan is None:
+        plan = _shared(estate)[("stat names", group.key)] = _stat_name_plan(estate, group, proxy) or ()
+    values = stat_name_values(estate.mesh, proxy, telemetry, plan[1]) if plan else None
     if values is None:
         return _proxy_clusters_whole(estate, proxy_id, group)
-    shared_versions, served = group.versions["clusters"], {}
+    served = {}
+    for name, shared, token, prefix, suffix in plan[0]:
+        if token is None:
+            served[name] = shared
+        else:
+            stat_name = prefix + values[token] + suffix
+            served[name] = Served(_with_stat_name(shared.version, stat_name), None, shared, stat_name)
+    return served
+
+
+def _stat_name_plan(estate: CompiledEstate, group, proxy) -> tuple[list[tuple], list[str]] | None:
+    """A class's clusters as (name, the shared cluster as served, the token of its stat name,
+    the text before and after it) and the tokens; the same for every proxy of the class
+    (telemetry.stat_name_template, split once), so that a proxy's clusters cost a string
+    join each. None when the class has no template."""
+    template = stat_name_template(estate.mesh, proxy, group.config.telemetry, group.config.clusters)
+    if template is None:
+        return None
+    versions, plan = group.versions["clusters"], []
     for shared, templated in zip(group.config.clusters, template[0]):
         name = shared["name"]
+        served = Served(versions[name], shared)
         if templated is shared:
-            served[name] = Served(shared_versions[name], shared)
+            plan.append((name, served, None, "", ""))
             continue
         stat_name = templated[STAT_NAME]
-        for token, value in values.items():
-            if token in stat_name:
-                stat_name = stat_name.replace(token, value)
-        served[name] = Served(_with_stat_name(shared_versions[name], stat_name), {**shared, STAT_NAME: stat_name},
-                              Served(shared_versions[name], shared), stat_name)
-    return served
+        token = next((token for token in template[1] if token in stat_name), None)
+        if token is None:
+            return None
+        prefix, dummy, suffix = stat_name.partition(token)
+        if any(other in suffix for other in template[1]):
+            return None  # a stat name with two tokens: not this plan's shape
+        plan.append((name, served, token, prefix, suffix))
+    return plan, template[1]
 
 
 def _proxy_clusters_whole(estate: CompiledEstate, proxy_id: str, group) -> dict[str, Served]:
@@ -232,9 +258,14 @@ class Encoder:
 
 CLUSTER_ALT_STAT_NAME = 28  # envoy.config.cluster.v3.Cluster.alt_stat_name
 _ANY_TYPE_URL, _ANY_VALUE = 1, 2
+_ANY_VALUE_TAG = bytes((_ANY_VALUE << 3 | 2,))
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL_VARINTS[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
@@ -243,13 +274,22 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+_SMALL_VARINTS = [bytes((value,)) for value in range(0x80)]
+
+
 def _field(number: int, data: bytes) -> bytes:
     """A length-delimited protobuf field (string, bytes, message)."""
     return _varint(number << 3 | 2) + _varint(len(data)) + data
 
 
 def _any(type_url: str, value: bytes) -> bytes:
-    return _field(_ANY_TYPE_URL, type_url.encode()) + _field(_ANY_VALUE, value)
+    return _any_prefix(type_url) + _ANY_VALUE_TAG + _varint(len(value)) + value
+
+
+@functools.lru_cache(maxsize=None)
+def _any_prefix(type_url: str) -> bytes:
+    """An Any's type URL field: one per type."""
+    return _field(_ANY_TYPE_URL, type_url.encode())
 
 
 def discovery_response_bytes(version: str, type_url: str, nonce: str, resources: list[bytes], control_plane: bytes) -> bytes:
