@@ -159,16 +159,23 @@ class Server:
              "--listen", f"127.0.0.1:{self.port}", "--status-listen", f"127.0.0.1:{self.status_port}", "--plaintext-loopback"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
-    def status(self, timeout: float = 30) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.status_port}/status", timeout=timeout) as response:
-            return json.load(response)
+    def status(self, timeout: float = 120, attempts: int = 3) -> dict:
+        """The server's status; a slow answer (a loaded machine, thousands of streams) is asked again."""
+        for attempt in range(attempts):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.status_port}/status", timeout=timeout) as response:
+                    return json.load(response)
+            except TimeoutError:
+                if attempt == attempts - 1:
+                    raise
+                say(f"the status endpoint did not answer in {timeout:.0f} s: asking again")
 
     def wait_up(self, deadline: Deadline) -> None:
         while deadline.left() > 0:
             if self.process.poll() is not None:
                 raise RuntimeError(f"meshwright serve exited ({self.process.returncode}): see {self.log.name}")
             try:
-                self.status(timeout=5)
+                self.status(timeout=5, attempts=1)
                 return
             except OSError:
                 time.sleep(0.2)
