@@ -35,7 +35,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshwright.compile.envoy_values import CLUSTER, LISTENER, ROUTE_CONFIGURATION
-from meshwright.serve.resources import KIND_OF_TYPE, PUSH_ORDER, WILDCARD_TYPES, Encoder, Served, Snapshot, discovery_response_bytes
+from meshwright.serve.resources import KIND_OF_TYPE, PUSH_ORDER, WILDCARD_TYPES, Encoder, ResponseBodies, Served, Snapshot, discovery_response_bytes
 
 LOG = logging.getLogger("meshwright.serve")
 SYNCED, STALE, NACK = "SYNCED", "STALE", "NACK"
@@ -231,8 +231,9 @@ class Stream:
         else:
             sending = {name: served for name, served in resources.items() if watch.sent.get(name) != served.version}
         nonce = str(next(self._nonces))
-        response = discovery_response_bytes(version, type_url, nonce, [self.encoder.encode_bytes(type_url, served) for served in sending.values()],
-                                            CONTROL_PLANE_BYTES)
+        bodies: ResponseBodies = self.plane.bodies
+        body = bodies.whole(type_url, version, resources) if sending is resources else bodies.fields(type_url, sending.values())
+        response = discovery_response_bytes(version, type_url, nonce, body, CONTROL_PLANE_BYTES)
         watch.version, watch.nonce, watch.sent_at = version, nonce, time.monotonic()
         watch.previous = watch.sent
         # What the proxy holds, by name: kept for the types asked for by name (the next

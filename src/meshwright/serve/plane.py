@@ -27,7 +27,7 @@ from meshwright.model.resource import Resource
 from meshwright.serve.ads import Stream
 from meshwright.serve.identity import Refused, admitted_proxy, peer_certificate
 from meshwright.serve.registries import FILES
-from meshwright.serve.resources import Encoder, Snapshot, proxy_snapshot
+from meshwright.serve.resources import Encoder, ResponseBodies, Snapshot, proxy_snapshot
 from meshwright.serve.status import node_info
 from meshwright.validate.shape_check import is_kubernetes_object
 
@@ -86,6 +86,7 @@ class ControlPlane:
     def __init__(self, mesh: Mesh, require_identity: bool = True):
         self.require_identity = require_identity
         self.encoder = Encoder()
+        self.bodies = ResponseBodies(self.encoder)  # used on the server's loop only
         self.estate = compile_estate(mesh)
         self.generation = 1  # valid meshes served so far
         self.applied_at = time.time()

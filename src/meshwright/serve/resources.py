@@ -292,11 +292,39 @@ def _any_prefix(type_url: str) -> bytes:
     return _field(_ANY_TYPE_URL, type_url.encode())
 
 
-def discovery_response_bytes(version: str, type_url: str, nonce: str, resources: list[bytes], control_plane: bytes) -> bytes:
-    """A serialized DiscoveryResponse (envoy.service.discovery.v3) from serialized Anys: what
-    a stream sends, built without a message object per resource."""
-    return b"".join([_field(1, version.encode()), *(_field(2, resource) for resource in resources), _field(4, type_url.encode()),
-                     _field(5, nonce.encode()), _field(6, control_plane)])
+def discovery_response_bytes(version: str, type_url: str, nonce: str, resources: bytes, control_plane: bytes) -> bytes:
+    """A serialized DiscoveryResponse (envoy.service.discovery.v3) from its resources' fields
+    (resource_fields): what a stream sends, built without a message object per resource."""
+    return b"".join([_field(1, version.encode()), resources, _field(4, type_url.encode()), _field(5, nonce.encode()), _field(6, control_plane)])
+
+
+class ResponseBodies:
+    """The resources' fields of whole responses, each built once: a response's version is the
+    hash of its resources' names and versions, so one (type, version) is one set of bytes,
+    which every proxy of a class that asks alike is sent (with its own nonce). Clusters carry
+    each proxy's stat names: theirs are built per response."""
+
+    def __init__(self, encoder: Encoder, limit: int = 1024) -> None:
+        self.encoder, self._limit = encoder, limit
+        self._bodies: dict[tuple[str, str], bytes] = {}
+
+    def whole(self, type_url: str, version: str, resources: dict[str, Served]) -> bytes:
+        """The fields of all of resources, whose response version is version."""
+        if type_url == CLUSTER:
+            return self.fields(type_url, resources.values())
+        key = (type_url, version)
+        body = self._bodies.get(key)
+        if body is None:
+            body = self.fields(type_url, resources.values())
+            if len(self._bodies) >= self._limit:
+                self._bodies.clear()
+            self._bodies[key] = body
+        return body
+
+    def fields(self, type_url: str, served) -> bytes:
+        """The repeated resources field of a DiscoveryResponse holding served."""
+        encode = self.encoder.encode_bytes
+        return b"".join([_field(2, encode(type_url, one)) for one in served])
 
 
 def register_types(value) -> None:
