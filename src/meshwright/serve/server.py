@@ -198,7 +198,8 @@ def status_server(endpoint: StatusEndpoint, host: str, port: int) -> http.server
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             code, answer = endpoint.answer(self.path)
-            body = json.dumps(answer, indent=2, sort_keys=True).encode()
+            # Compact: json's C encoder (indent takes the Python one, 5x slower on 2,000 streams' status).
+            body = json.dumps(answer, sort_keys=True, separators=(",", ":")).encode()
             self.send_response(code)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
