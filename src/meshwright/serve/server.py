@@ -40,6 +40,15 @@ DEFAULT_MAX_STREAMS = 4096
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 
+def server_options(max_streams: int) -> tuple:
+    """A stream that arrives while the loop is busy (a reconnect storm) waits in gRPC's core
+    until the loop takes it. gRPC's defaults cancel it after 30 s there, or turn it away
+    beyond 1,000 waiting, and the proxy starts again from the back of the queue: every
+    stream this instance may serve may wait, as long as a storm of them takes."""
+    return (("grpc.server_max_unrequested_time_in_server", 600), ("grpc.server.max_pending_requests", max(max_streams, 1000)),
+            ("grpc.server.max_pending_requests_hard_limit", max(2 * max_streams, 3000)))
+
+
 @dataclass(frozen=True)
 class ServerTls:
     """PEM bytes: the server's certificate chain and key, and the roots client certificates must chain to."""
@@ -164,7 +173,7 @@ def grpc_server(plane: ControlPlane, host: str, port: int, tls: ServerTls | None
     running = AioServer()
 
     async def started() -> int:
-        server = running.server = grpc.aio.server()
+        server = running.server = grpc.aio.server(options=server_options(max_streams))
         server.add_generic_rpc_handlers((AdsService(plane, max_streams).handler(),))
         if tls is None:
             bound = server.add_insecure_port(address)
