@@ -159,16 +159,23 @@ class Server:
              "--listen", f"127.0.0.1:{self.port}", "--status-listen", f"127.0.0.1:{self.status_port}", "--plaintext-loopback"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
-    def status(self, timeout: float = 30) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.status_port}/status", timeout=timeout) as response:
-            return json.load(response)
+    def status(self, timeout: float = 120, attempts: int = 3) -> dict:
+        """The server's status; a slow answer (a loaded machine, thousands of streams) is asked again."""
+        for attempt in range(attempts):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.status_port}/status", timeout=timeout) as response:
+                    return json.load(response)
+            except TimeoutError:
+                if attempt == attempts - 1:
+                    raise
+                say(f"the status endpoint did not answer in {timeout:.0f} s: asking again")
 
     def wait_up(self, deadline: Deadline) -> None:
         while deadline.left() > 0:
             if self.process.poll() is not None:
                 raise RuntimeError(f"meshwright serve exited ({self.process.returncode}): see {self.log.name}")
             try:
-                self.status(timeout=5)
+                self.status(timeout=5, attempts=1)
                 return
             except OSError:
                 time.sleep(0.2)
@@ -486,7 +493,7 @@ def run(src: str, args, work: str, label: str) -> dict:
         server.wait_up(deadline)
         say(f"{label}: serve is up ({len(connected):,} clients, {len(envoy_proxies)} Envoys to connect)")
         envoys = RealEnvoys(mesh, offsets, server.port, os.path.join(work, label))
-        started = time.time()
+        started, cpu = time.time(), server.cpu_seconds()
         twins = [f"{p}={os.path.join(envoys.dirs[p], 'certs')}" if p in envoys.dirs else p for p in connected]
         clients = Clients(f"127.0.0.1:{server.port}", twins, args.processes, events)
         envoys.start()
@@ -495,7 +502,7 @@ def run(src: str, args, work: str, label: str) -> dict:
         if result["connect"] is None:
             result["connected"] = sum(1 for p in server.status()["proxies"] if p["streams"])
             return result
-        result["connect"] = time.time() - started
+        result["connect"], result["cpu_connect"] = time.time() - started, server.cpu_seconds() - cpu
         say(f"{label}: every client SYNCED in {result['connect']:.1f} s")
         result["envoys_connect"] = _envoys_synced(server, envoy_proxies, deadline, started)
         time.sleep(args.settle)
@@ -503,6 +510,7 @@ def run(src: str, args, work: str, label: str) -> dict:
         result["cpu_idle"] = idle_cpu(server, args.idle_seconds)
         result["envoys_differ"] = envoys_agree(server.status(), envoy_proxies)
         endpoint_runs, route_runs = [], []
+        cpu = server.cpu_seconds()
         for change in range(args.changes):
             index = (change * 37 + 5) % services
             endpoint_runs.append(change_latency(server, events, "endpoints", lambda: _save(estate, estate.move_workload(index, change)),
@@ -512,13 +520,15 @@ def run(src: str, args, work: str, label: str) -> dict:
                                              deadline, args.settle))
             say(f"{label}: change {change + 1}: endpoints {endpoint_runs[-1]['all']}, routes {route_runs[-1]['all']}")
         result["endpoint"], result["routes"] = endpoint_runs, route_runs
+        result["cpu_changes"] = server.cpu_seconds() - cpu
         result["envoys_differ"] += envoys_agree(server.status(), envoy_proxies)
         # Reconnect storm: every client stream dropped and opened again, every Envoy restarted, at once.
         envoys.stop()
-        since = time.time()
+        since, cpu = time.time(), server.cpu_seconds()
         clients.command("storm")
         envoys.start()
         result["storm"] = wait_synced(server, set(connected), True, deadline, since=since, poll=0.5)
+        result["cpu_storm"] = server.cpu_seconds() - cpu
         say(f"{label}: storm: every client SYNCED again in {result['storm']} s")
         result["envoys_storm"] = _envoys_synced(server, envoy_proxies, deadline, since)
         result["envoys_differ"] += envoys_agree(server.status(), envoy_proxies)
@@ -598,13 +608,17 @@ def table(results: list[dict], files: dict, args) -> list[str]:
                      f"{files_value / value:.1f}x" if files_value is not None and value else "-"))
 
     row(f"connect {args.proxies:,} clients to all SYNCED", None, lambda r: r.get("connect"), "s", ".1f")
+    row("  serve's CPU time for it", None, lambda r: r.get("cpu_connect"), "s", ".1f")
     row("memory (RSS) at steady state", GOALS["memory"], lambda r: r.get("rss"), "MB", ".0f")
     row("CPU at idle (% of one core)", None, lambda r: r.get("cpu_idle"), "%", ".1f")
     row("endpoint change to every ACK, p99 of changes", GOALS["endpoint"], lambda r: p99_of(r.get("endpoint", [])), "s", ".2f",
         files.get("endpoint"))
     row("  per proxy p50 (last change)", None, lambda r: r["endpoint"][-1]["p50"] if r.get("endpoint") else None, "s", ".2f")
     row("VirtualService change to every ACK, p99", GOALS["routes"], lambda r: p99_of(r.get("routes", [])), "s", ".2f", files.get("routes"))
+    row("  serve's CPU time for all the changes", None, lambda r: r.get("cpu_changes"), "s", ".1f")
     row(f"reconnect storm, {args.proxies:,} clients to all SYNCED", GOALS["storm"], lambda r: r.get("storm"), "s", ".1f")
+    row("  serve's CPU time for it", None, lambda r: r.get("cpu_storm"), "s", ".1f")
+    row("memory (RSS) after the storm", None, lambda r: r.get("rss_after"), "MB", ".0f")
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(r, widths)).rstrip() for r in rows]
     for result in results:

@@ -453,3 +453,50 @@ def test_one_changed_resource_is_validated_alone_and_several_together(lab):
     assert lab.plane.apply_loaded(load_paths([str(lab.mesh_dir)])) == []
     assert "(files: 2 added or changed, 0 removed (VirtualService, WorkloadEntry) in" in lab.log.getvalue() and lab.plane.generation == 3
     assert lab.plane.estate.mesh.find("WorkloadEntry", "default", "reviews-v1").spec["address"] == "10.0.0.5"
+
+
+def test_over_mtls_streams_without_the_proxys_certificate_are_refused_and_the_others_served(tmp_path):
+    """The server as `meshwright serve --ca` runs it: a stream with no client certificate, or
+    one from another CA, fails its handshake and reaches nothing; a mesh certificate for
+    another identity is refused with a log line naming both; the proxy's own is served, and
+    nothing else was admitted."""
+    import datetime
+    from meshwright.pki.spiffe import control_plane_spiffe_id
+    from meshwright.serve.certificates import CA_SERVER_NAME, serving_certificate
+
+    lab = Lab(tmp_path)
+    lab.running.stop()
+    root = ca.make_root("cluster.local")
+    roots = certificate_pem(root.certificate)
+    key, chain = serving_certificate(root, control_plane_spiffe_id("cluster.local"), datetime.datetime.now(datetime.timezone.utc))
+    mesh, problems = load_valid([str(lab.mesh_dir)])
+    lab.running = xds_server.start(mesh, [str(lab.mesh_dir)], ("127.0.0.1", free_port()), xds_server.ServerTls(chain, key, roots), None,
+                                   watch=False)
+    lab.plane = lab.running.plane
+
+    def stream(client_key=None, client_chain=None):
+        credentials = grpc.ssl_channel_credentials(roots, client_key, client_chain)
+        lab.channel = grpc.secure_channel(f"127.0.0.1:{lab.running.grpc_port}", credentials,
+                                          options=(("grpc.ssl_target_name_override", CA_SERVER_NAME),))
+        lab.stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(lab.channel)
+        client = Client(lab)
+        client.send(type_url=CLUSTER)
+        return client.receive(timeout=5)
+
+    def certificate(spiffe, signer):
+        client_key = csr.make_private_key()
+        return client_key, workload.sign_csr(csr.make_csr(client_key, spiffe), spiffe, signer)
+
+    try:
+        assert stream().code() == grpc.StatusCode.UNAVAILABLE
+        assert stream(*certificate("spiffe://cluster.local/ns/default/sa/client", ca.make_root("cluster.local"))).code() == grpc.StatusCode.UNAVAILABLE
+        assert "refused xDS stream" not in lab.log.getvalue()
+        refused = stream(*certificate("spiffe://cluster.local/ns/default/sa/reviews", root))
+        assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+        line = [l for l in lab.log.getvalue().splitlines() if l.startswith("refused xDS stream from")]
+        assert len(line) == 1 and "sa/client" in line[0] and "sa/reviews" in line[0]
+        served = stream(*certificate("spiffe://cluster.local/ns/default/sa/client", root))
+        assert served.type_url == CLUSTER and served.resources
+        assert [len(p["streams"]) for p in lab.plane.status()["proxies"] if p["streams"]] == [1]
+    finally:
+        lab.close()

@@ -492,3 +492,44 @@ def test_agent_renews_at_once_when_asked_and_writes_the_trust_bundle_as_it_is_no
     assert agent.issued == 1 and not thread.is_alive()
     assert agent.current().key != key
     assert (tmp_path / "certs" / "root-cert.pem").read_bytes() == both
+
+
+def test_a_flood_of_csr_calls_is_refused_with_a_log_line_and_the_calls_admitted_are_signed(lab):
+    """Two workers, at most three calls at once: with three in progress (two signing, slowly,
+    one waiting), a fourth is refused at once (RESOURCE_EXHAUSTED), logged and shown by
+    status; the three are signed, and so is the next call."""
+    gate, asked = threading.Event(), []
+
+    def slow_identity(proxy):
+        asked.append(proxy)
+        gate.wait(10)
+        return IDENTITIES.get(proxy)
+
+    service = CertificateService(lab.site, slow_identity, JoinTokens(lab.tokens_dir), LIFETIME, lab.status_refusals.append)
+    serving = ServingCertificate(lab.site, "spiffe://cluster.local/ns/meshwright-system/sa/meshwright-control-plane", lab.roots)
+    server, dummy, lab.join_port = csr_server(service, serving, None, ("127.0.0.1", free_port()), workers=2, max_calls=3)
+    try:
+        results = []
+        calls = [threading.Thread(target=lambda: results.append(lab.call({"proxy": "client.default", "csr": make_csr(), "join_token": lab.token()})))
+                 for _ in range(3)]
+        for call in calls:
+            call.start()
+        deadline = datetime.datetime.now() + datetime.timedelta(seconds=5)
+        while len(asked) < 2 and datetime.datetime.now() < deadline:
+            threading.Event().wait(0.02)
+        threading.Event().wait(0.3)  # the third waits for a worker
+        code, details, dummy = lab.refused({"proxy": "client.default", "csr": make_csr(), "join_token": lab.token()})
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        lines = [r.getMessage() for r in lab.caplog.records if r.getMessage().startswith("refused a CSR call")]
+        assert lines == ["refused a CSR call: 3 CSR calls are in progress, the most this instance takes at once "
+                         "(answered RESOURCE_EXHAUSTED; the agent retries)"]
+        assert lab.status_refusals == ["CSR call: 3 CSR calls are in progress, the most this instance takes at once"]
+        gate.set()
+        for call in calls:
+            call.join(10)
+        assert len(results) == 3 and service.signed == 3
+        assert lab.call({"proxy": "client.default", "csr": make_csr(), "join_token": lab.token()})
+        assert service.signed == 4
+    finally:
+        gate.set()
+        server.stop(grace=1).wait(5)

@@ -162,3 +162,33 @@ def _state(lab: Lab, kind: str) -> str:
     stream = [p for p in lab.plane.status()["proxies"] if p["proxy"] == "client.default"][0]["streams"][0]
     return stream["types"][kind]["state"]
 
+
+
+def test_a_whole_response_is_built_once_and_parses_as_its_resources(lab_with_two_services):
+    """Two proxies' snapshots of one class: the endpoints response body is one bytes object
+    for both, and a DiscoveryResponse made from it holds exactly the served load assignments;
+    clusters (each proxy's stat names) are built for each."""
+    from envoy.service.discovery.v3 import discovery_pb2
+    from meshwright.serve.ads import CONTROL_PLANE_BYTES, version_of
+    from meshwright.serve.resources import ResponseBodies, discovery_response_bytes
+
+    lab = lab_with_two_services
+    lab.write(extra=RATINGS + TWO_CLIENTS)
+    mesh, problems = load_valid([str(lab.mesh_dir)])
+    assert problems == []
+    lab.plane.apply(mesh)
+    bodies = ResponseBodies(Encoder())
+    first, second = (proxy_snapshot(lab.plane.estate, proxy, None) for proxy in ("client.default", "client-2.default"))
+    built = []
+    for snapshot in (first, second):
+        resources, version = snapshot.selected(CLUSTER_LOAD_ASSIGNMENT, None, version_of)
+        built.append((version, bodies.whole(CLUSTER_LOAD_ASSIGNMENT, version, resources), resources))
+    assert built[0][1] is built[1][1]
+    response = discovery_pb2.DiscoveryResponse.FromString(
+        discovery_response_bytes(built[0][0], CLUSTER_LOAD_ASSIGNMENT, "7", built[0][1], CONTROL_PLANE_BYTES))
+    assert response.nonce == "7" and response.version_info == built[0][0] and response.type_url == CLUSTER_LOAD_ASSIGNMENT
+    parsed = [json_format.MessageToDict(_unpacked(r), preserving_proto_field_name=True) for r in response.resources]
+    assert parsed == [json_format.MessageToDict(json_format.ParseDict(served.content, message_class(CLUSTER_LOAD_ASSIGNMENT[len(TYPE_PREFIX):])()),
+                                                preserving_proto_field_name=True) for served in built[0][2].values()]
+    clusters = [bodies.whole(CLUSTER, *reversed(snapshot.selected(CLUSTER, None, version_of))) for snapshot in (first, second)]
+    assert clusters[0] is not clusters[1] and clusters[0] != clusters[1]

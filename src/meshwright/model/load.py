@@ -118,16 +118,21 @@ def _budget() -> _Budget | Problem:
 
 
 @cyclic_collector_paused()  # documents are trees: the collector's passes would walk everything loaded so far
-def load_paths(paths: list[str]) -> LoadResult:
-    """Load every YAML document under paths (files, or directories walked in sorted order)."""
+def load_paths(paths: list[str], parsed: dict | None = None) -> LoadResult:
+    """Load every YAML document under paths (files, or directories walked in sorted order).
+    parsed: what an earlier load of the same paths kept (an empty dict the first time); a
+    document whose file, first line and text are the same is not parsed again but gives the
+    very resources it gave then (the watched folder's reload after an edit of one document).
+    It is left holding this load's documents only."""
     result = LoadResult()
     budget = _budget()
     if isinstance(budget, Problem):
         result.problems.append(budget)
         return result
+    documents = _ParsedDocuments(parsed)
     for path in _files(paths, result):
         try:
-            _load_file(path, budget, result)
+            _load_file(path, budget, result, documents)
         except _Refused as refused:
             result.problems.append(Problem(path, refused.line, "", refused.path, str(refused)))
             if refused.stop_all:
@@ -225,22 +230,49 @@ def _documents(text: str, budget: _Budget) -> list[tuple[int, str]]:
     return documents
 
 
-def _load_file(path: str, budget: _Budget, result: LoadResult) -> None:
+class _ParsedDocuments:
+    """(file, first line, text) -> (resources, problems) of a document: those of the last
+    load to use again, and this load's, which replace them."""
+
+    def __init__(self, kept: dict | None) -> None:
+        self.kept = kept
+        self.before = dict(kept) if kept is not None else {}
+        if kept is not None:
+            kept.clear()
+
+    def load(self, path: str, first_line: int, chunk: str, result: LoadResult, parse) -> None:
+        key = (path, first_line, chunk)
+        found = self.before.get(key)
+        if found is None:
+            found = LoadResult()
+            parse(found)
+        result.resources += found.resources
+        result.problems += found.problems
+        if self.kept is not None:
+            self.kept[key] = found
+
+
+def _load_file(path: str, budget: _Budget, result: LoadResult, documents: _ParsedDocuments) -> None:
     text = _decode(_read_regular_file(path, budget))
     for first_line, chunk in _documents(text, budget):
+        documents.load(path, first_line, chunk, result, lambda found: _parse_document(path, first_line, chunk, budget, found))
+
+
+def _parse_document(path: str, first_line: int, chunk: str, budget: _Budget, result: LoadResult) -> None:
+    """The document's resource (and problems) into result; _Refused if it is not YAML."""
+    try:
+        node = yaml.compose(chunk, Loader=_Loader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = first_line + mark.line if mark else first_line
+        raise _Refused(f"not valid YAML: {getattr(error, 'problem', None) or error}{_hint(error)}", line) from None
+    except RecursionError:
+        raise _Refused("not valid YAML: nested too deeply", first_line) from None
+    if node is not None:
         try:
-            node = yaml.compose(chunk, Loader=_Loader)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            line = first_line + mark.line if mark else first_line
-            raise _Refused(f"not valid YAML: {getattr(error, 'problem', None) or error}{_hint(error)}", line) from None
-        except RecursionError:
-            raise _Refused("not valid YAML: nested too deeply", first_line) from None
-        if node is not None:
-            try:
-                _load_document(path, node, first_line - 1, budget.depth, result)
-            except _Refused as refused:
-                result.problems.append(Problem(path, refused.line, "", refused.path, str(refused)))
+            _load_document(path, node, first_line - 1, budget.depth, result)
+        except _Refused as refused:
+            result.problems.append(Problem(path, refused.line, "", refused.path, str(refused)))
 
 
 def _hint(error: yaml.YAMLError) -> str:

@@ -1,9 +1,10 @@
 """ADS streams: Envoy's Aggregated Discovery Service, state of the world and delta, v3.
 
-One Stream per connected proxy. Its requests are read by a thread of their own into a queue
-that also receives the plane's "the mesh changed" notices; the gRPC handler thread takes
-both from the queue in order and is the only one that touches the stream's state, so nonces,
-ACKs and pushes need no lock.
+One Stream per connected proxy, a coroutine on the server's event loop (grpc.aio: one thread
+for every stream). Its requests are read by a task of their own into a queue that also
+receives the plane's "the mesh changed" notices (from other threads, handed to the loop);
+the stream's coroutine takes both from the queue in order and is the only one that touches
+the stream's state, so nonces, ACKs and pushes need no lock.
 
 The protocol as Envoy speaks it (envoy/api/xds_protocol):
 - a request without a response nonce subscribes to a type; clusters and listeners as a
@@ -22,10 +23,10 @@ routes that may send traffic to them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshwright.compile.envoy_values import CLUSTER, LISTENER, ROUTE_CONFIGURATION
-from meshwright.serve.resources import KIND_OF_TYPE, PUSH_ORDER, WILDCARD_TYPES, Encoder, Served, Snapshot, discovery_response_bytes
+from meshwright.serve.resources import KIND_OF_TYPE, PUSH_ORDER, WILDCARD_TYPES, Encoder, ResponseBodies, Served, Snapshot, discovery_response_bytes
 
 LOG = logging.getLogger("meshwright.serve")
 SYNCED, STALE, NACK = "SYNCED", "STALE", "NACK"
@@ -83,7 +84,8 @@ class Stream:
         self.encoder: Encoder = plane.encoder
         self.watches: dict[str, Watch] = {}
         self.connected_at = time.time()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._loop = asyncio.get_running_loop()  # made by the stream's coroutine, on the server's loop
+        self._queue: asyncio.Queue = asyncio.Queue()
         self._nonces = itertools.count(1)
         self._snapshot: tuple[object, Snapshot] | None = None
         self._waiting: set[str] = set()  # types held back until the proxy answers its clusters
@@ -94,10 +96,17 @@ class Stream:
         """The mesh changed: the stream pushes what differs for its proxy. kinds: the kinds of
         resources that changed for it (None: any may have); a proxy's clusters, which carry
         its own stat names, are built again only when clusters changed."""
-        self._queue.put((_UPDATE, None if kinds is None else frozenset(kinds)))
+        self._put((_UPDATE, None if kinds is None else frozenset(kinds)))
 
     def close(self) -> None:
-        self._queue.put(_CLOSED)
+        self._put(_CLOSED)
+
+    def _put(self, item) -> None:
+        """Into the stream's queue, from any thread (asyncio.Queue is the loop's alone)."""
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: the server stopped, the stream with it
+            pass
 
     def status(self) -> dict:
         return {
@@ -108,29 +117,35 @@ class Stream:
             } for type_url, watch in sorted(self.watches.items(), key=lambda item: _order(item[0]))},
         }
 
-    # The handler's side (the gRPC thread that runs the stream).
+    # The stream's side (its coroutine on the server's loop).
 
-    def run(self, first, requests):
+    async def run(self, first, requests):
         """The responses of the stream, first being its first request (already read)."""
-        threading.Thread(target=self._read, args=(requests,), name=f"xds-read-{self.proxy_id}", daemon=True).start()
-        item = first
-        while item is not _CLOSED:
-            if isinstance(item, tuple) and item[0] is _UPDATE:
-                responses = self._push(item[1])
-            else:
-                responses = self._on_delta(item) if self.delta else self._on_request(item)
-            yield from responses
-            yield from self._released()
-            item = self._queue.get()
-
-    def _read(self, requests) -> None:
+        reader = asyncio.ensure_future(self._read(requests))
         try:
-            for request in requests:
-                self._queue.put(request)
+            item = first
+            while item is not _CLOSED:
+                if isinstance(item, tuple) and item[0] is _UPDATE:
+                    responses = self._push(item[1])
+                else:
+                    responses = self._on_delta(item) if self.delta else self._on_request(item)
+                for response in responses + self._released():
+                    yield response
+                item = await self._queue.get()
+        finally:
+            reader.cancel()
+
+    async def _read(self, requests) -> None:
+        try:
+            async for request in requests:
+                if request is None:  # not a request (server.parsed_or_refused logged it): the stream ends
+                    break
+                self._queue.put_nowait(request)
+        except asyncio.CancelledError:
+            raise
         except Exception:  # the stream ended (cancelled, reset): nothing more to read
             pass
-        finally:
-            self._queue.put(_CLOSED)
+        self._queue.put_nowait(_CLOSED)
 
     def _current(self) -> Snapshot:
         estate = self.plane.estate
@@ -145,7 +160,7 @@ class Stream:
     def _push(self, kinds: frozenset | None) -> list:
         if self.proxy_id not in self.plane.estate.proxies:
             LOG.warning("proxy %s is no longer in the mesh config: closing its stream", self.proxy_id)
-            self._queue.put(_CLOSED)
+            self._queue.put_nowait(_CLOSED)
             return []
         responses = []
         for type_url in sorted(self.watches, key=_order):
@@ -216,8 +231,9 @@ class Stream:
         else:
             sending = {name: served for name, served in resources.items() if watch.sent.get(name) != served.version}
         nonce = str(next(self._nonces))
-        response = discovery_response_bytes(version, type_url, nonce, [self.encoder.encode_bytes(type_url, served) for served in sending.values()],
-                                            CONTROL_PLANE_BYTES)
+        bodies: ResponseBodies = self.plane.bodies
+        body = bodies.whole(type_url, version, resources) if sending is resources else bodies.fields(type_url, sending.values())
+        response = discovery_response_bytes(version, type_url, nonce, body, CONTROL_PLANE_BYTES)
         watch.version, watch.nonce, watch.sent_at = version, nonce, time.monotonic()
         watch.previous = watch.sent
         # What the proxy holds, by name: kept for the types asked for by name (the next

@@ -359,14 +359,66 @@ class ServingCertificate:
             return self.configuration
 
 
+class CountingExecutor(futures.ThreadPoolExecutor):
+    """A thread pool that knows how many calls it holds (waiting or running): what gRPC
+    counts against maximum_concurrent_rpcs, as gRPC gives each call to the pool."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.held = 0
+        self._count_lock = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs):
+        with self._count_lock:
+            self.held += 1
+        try:
+            return super().submit(self._counted, fn, *args, **kwargs)
+        except BaseException:
+            self._done()
+            raise
+
+    def _counted(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        with self._count_lock:
+            self.held -= 1
+
+
+class CsrAdmission(grpc.GenericRpcHandler):
+    """The CSR method (and the bootstrap one beside it). gRPC refuses a call beyond max_calls at once itself
+    (RESOURCE_EXHAUSTED, before any worker takes it), after asking this handler for the
+    method: a call it will refuse is logged here and shown by status, so a flood leaves its
+    lines while the calls admitted are signed."""
+
+    def __init__(self, certificates: CertificateService, pool: CountingExecutor, max_calls: int) -> None:
+        self.certificates, self.pool, self.max_calls = certificates, pool, max_calls
+
+    def service(self, handler_call_details):
+        if handler_call_details.method == f"/{SERVICE}/{BOOTSTRAP_METHOD}":
+            return grpc.unary_unary_rpc_method_handler(self.certificates.handle_bootstrap)
+        if handler_call_details.method != f"/{SERVICE}/{METHOD}":
+            return None
+        if self.pool.held >= self.max_calls:
+            reason = f"{self.max_calls} CSR calls are in progress, the most this instance takes at once"
+            LOG.warning("refused a CSR call: %s (answered RESOURCE_EXHAUSTED; the agent retries)", reason)
+            if self.certificates.on_refusal is not None:
+                self.certificates.on_refusal(f"CSR call: {reason}")
+        return grpc.unary_unary_rpc_method_handler(self.certificates.handle)
+
+
 def csr_server(service: CertificateService, serving: ServingCertificate, csr_listen: tuple[str, int] | None,
-               join_listen: tuple[str, int] | None, workers: int = 8) -> tuple[grpc.Server, int | None, int | None]:
+               join_listen: tuple[str, int] | None, workers: int = 8, max_calls: int | None = None) -> tuple[grpc.Server, int | None, int | None]:
     """The CSR service, started: on csr_listen with client certificates required (renewal), on
-    join_listen with none asked (join tokens). The ports it listens on."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csr"), maximum_concurrent_rpcs=4 * workers)
-    handler = grpc.unary_unary_rpc_method_handler(service.handle)
-    bootstrap = grpc.unary_unary_rpc_method_handler(service.handle_bootstrap)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler, BOOTSTRAP_METHOD: bootstrap}),))
+    join_listen with none asked (join tokens). The ports it listens on. More than max_calls
+    calls at once (default 4 per worker) are refused (CsrAdmission)."""
+    max_calls = max_calls or 4 * workers
+    pool = CountingExecutor(max_workers=workers, thread_name_prefix="csr")
+    server = grpc.server(pool, maximum_concurrent_rpcs=max_calls)
+    server.add_generic_rpc_handlers((CsrAdmission(service, pool, max_calls),))
     ports = []
     for listen, require_client_auth in ((csr_listen, True), (join_listen, False)):
         if listen is None:

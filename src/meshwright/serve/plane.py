@@ -18,6 +18,7 @@ import grpc
 
 from meshwright.check.incremental import ChangeRefused, apply_resources
 from meshwright.check.pipeline import validate_mesh
+from meshwright.collector import cyclic_collector_paused
 from meshwright.compile.incremental import Changes, CompiledEstate, compile_estate, recompiled, with_workload_endpoints
 from meshwright.compile.xds_bootstrap import CERTS_DIR_METADATA
 from meshwright.mesh import Mesh
@@ -26,7 +27,7 @@ from meshwright.model.resource import Resource
 from meshwright.serve.ads import Stream
 from meshwright.serve.identity import Refused, admitted_proxy, peer_certificate
 from meshwright.serve.registries import FILES
-from meshwright.serve.resources import Encoder, Snapshot, proxy_snapshot
+from meshwright.serve.resources import Encoder, ResponseBodies, Snapshot, proxy_snapshot
 from meshwright.serve.status import node_info
 from meshwright.validate.shape_check import is_kubernetes_object
 
@@ -85,6 +86,7 @@ class ControlPlane:
     def __init__(self, mesh: Mesh, require_identity: bool = True):
         self.require_identity = require_identity
         self.encoder = Encoder()
+        self.bodies = ResponseBodies(self.encoder)  # used on the server's loop only
         self.estate = compile_estate(mesh)
         self.generation = 1  # valid meshes served so far
         self.applied_at = time.time()
@@ -128,6 +130,7 @@ class ControlPlane:
             return self.reject(sorted(loaded.problems), FILES)
         return self.apply_source(FILES, loaded.resources)
 
+    @cyclic_collector_paused()  # a change builds trees without cycles: a collector pass would walk the whole estate
     def apply_source(self, name: str, resources: list[Resource]) -> list:
         """Serve the mesh with one source's resources replaced: the files as loaded again, or
         a registry's publish (serve/registries.py). The problems of a bad change; the source's
@@ -186,9 +189,9 @@ class ControlPlane:
     def snapshot_for(self, estate: CompiledEstate, proxy_id: str, certs_dir: str | None) -> Snapshot:
         return proxy_snapshot(estate, proxy_id, certs_dir)
 
-    def serve(self, requests, context, delta: bool):
-        """One ADS stream (the generator gRPC sends responses from)."""
-        first = next(requests, None)
+    async def serve(self, requests, context, delta: bool):
+        """One ADS stream (the async generator grpc.aio sends responses from)."""
+        first = await anext(aiter(requests), None)
         if first is None:
             return
         node = first.node
@@ -198,16 +201,16 @@ class ControlPlane:
         except Refused as refused:
             LOG.warning("refused xDS stream from %s: %s", peer, refused)
             self.record_refusal(f"{peer}: {refused}")
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refused))
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(refused))
         certs_dir = node.metadata.fields[CERTS_DIR_METADATA].string_value if CERTS_DIR_METADATA in node.metadata.fields else None
         stream = Stream(self, proxy_id, node.id, peer, delta, certs_dir)
         stream.node_info = node_info(node, peer_pem)  # for status: Envoy's version, its certificate's expiry
         with self._lock:
             self._streams.add(stream)
         LOG.info("proxy %s connected from %s (%s)", proxy_id, peer, "delta" if delta else "state of the world")
-        context.add_callback(stream.close)
         try:
-            yield from stream.run(first, requests)
+            async for response in stream.run(first, requests):
+                yield response
         finally:
             with self._lock:
                 self._streams.discard(stream)

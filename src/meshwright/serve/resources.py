@@ -9,10 +9,10 @@ for now, written by Ansible (later by `meshwright agent`).
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from google.protobuf import any_pb2, json_format
 
@@ -32,18 +32,23 @@ KIND_OF_TYPE = {CLUSTER: "clusters", CLUSTER_LOAD_ASSIGNMENT: "endpoints", LISTE
 TYPE_OF_KIND = {kind: type_url for type_url, kind in KIND_OF_TYPE.items()}
 
 
-@dataclass(frozen=True)
 class Served:
     """One resource as served: its version and its content (never changed once built). A
     cluster that carries a proxy's stat name also names the class's cluster it copies
     (shared, without the stat name) and the stat name, so that its encoding is the shared
     one's bytes and the stat name's (Encoder.encode_bytes): proxies of a class share all
-    but those few bytes."""
+    but those few bytes, and its content is made only when asked for (status, proxy-config)."""
 
-    version: str
-    content: dict
-    shared: Served | None = None
-    stat_name: str = ""
+    __slots__ = ("version", "_content", "shared", "stat_name")
+
+    def __init__(self, version: str, content: dict | None, shared: Served | None = None, stat_name: str = "") -> None:
+        self.version, self._content, self.shared, self.stat_name = version, content, shared, stat_name
+
+    @property
+    def content(self) -> dict:
+        if self._content is None:
+            return {**self.shared.content, STAT_NAME: self.stat_name}
+        return self._content
 
 
 Snapshot = Mapping[str, dict[str, Served]]  # type URL -> resource name -> served
@@ -219,9 +224,14 @@ class Encoder:
 
 CLUSTER_ALT_STAT_NAME = 28  # envoy.config.cluster.v3.Cluster.alt_stat_name
 _ANY_TYPE_URL, _ANY_VALUE = 1, 2
+_ANY_VALUE_TAG = bytes((_ANY_VALUE << 3 | 2,))
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL_VARINTS[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append(value & 0x7F | 0x80)
@@ -230,20 +240,57 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+_SMALL_VARINTS = [bytes((value,)) for value in range(0x80)]
+
+
 def _field(number: int, data: bytes) -> bytes:
     """A length-delimited protobuf field (string, bytes, message)."""
     return _varint(number << 3 | 2) + _varint(len(data)) + data
 
 
 def _any(type_url: str, value: bytes) -> bytes:
-    return _field(_ANY_TYPE_URL, type_url.encode()) + _field(_ANY_VALUE, value)
+    return _any_prefix(type_url) + _ANY_VALUE_TAG + _varint(len(value)) + value
 
 
-def discovery_response_bytes(version: str, type_url: str, nonce: str, resources: list[bytes], control_plane: bytes) -> bytes:
-    """A serialized DiscoveryResponse (envoy.service.discovery.v3) from serialized Anys: what
-    a stream sends, built without a message object per resource."""
-    return b"".join([_field(1, version.encode()), *(_field(2, resource) for resource in resources), _field(4, type_url.encode()),
-                     _field(5, nonce.encode()), _field(6, control_plane)])
+@functools.lru_cache(maxsize=None)
+def _any_prefix(type_url: str) -> bytes:
+    """An Any's type URL field: one per type."""
+    return _field(_ANY_TYPE_URL, type_url.encode())
+
+
+def discovery_response_bytes(version: str, type_url: str, nonce: str, resources: bytes, control_plane: bytes) -> bytes:
+    """A serialized DiscoveryResponse (envoy.service.discovery.v3) from its resources' fields
+    (resource_fields): what a stream sends, built without a message object per resource."""
+    return b"".join([_field(1, version.encode()), resources, _field(4, type_url.encode()), _field(5, nonce.encode()), _field(6, control_plane)])
+
+
+class ResponseBodies:
+    """The resources' fields of whole responses, each built once: a response's version is the
+    hash of its resources' names and versions, so one (type, version) is one set of bytes,
+    which every proxy of a class that asks alike is sent (with its own nonce). Clusters carry
+    each proxy's stat names: theirs are built per response."""
+
+    def __init__(self, encoder: Encoder, limit: int = 1024) -> None:
+        self.encoder, self._limit = encoder, limit
+        self._bodies: dict[tuple[str, str], bytes] = {}
+
+    def whole(self, type_url: str, version: str, resources: dict[str, Served]) -> bytes:
+        """The fields of all of resources, whose response version is version."""
+        if type_url == CLUSTER:
+            return self.fields(type_url, resources.values())
+        key = (type_url, version)
+        body = self._bodies.get(key)
+        if body is None:
+            body = self.fields(type_url, resources.values())
+            if len(self._bodies) >= self._limit:
+                self._bodies.clear()
+            self._bodies[key] = body
+        return body
+
+    def fields(self, type_url: str, served) -> bytes:
+        """The repeated resources field of a DiscoveryResponse holding served."""
+        encode = self.encoder.encode_bytes
+        return b"".join([_field(2, encode(type_url, one)) for one in served])
 
 
 def register_types(value) -> None:

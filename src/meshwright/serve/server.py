@@ -8,6 +8,7 @@ and checks no certificate (unknown node ids are still refused).
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import ipaddress
 import json
@@ -15,7 +16,6 @@ import logging
 import datetime
 import socket
 import threading
-from concurrent import futures
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -37,13 +37,19 @@ from meshwright.serve.source import MeshFolder
 from meshwright.serve.status import StatusEndpoint
 
 LOG = logging.getLogger("meshwright.serve")
-# Each stream holds two threads for its life (the synchronous gRPC server's handler, and its
-# reader): the bound on connected proxies of one instance. Idle threads cost memory only
-# (about 70 kB each here); bench/controlplane.py holds 2,020 streams in well under 1.5 GB.
+# The bound on connected proxies of one instance. Streams are coroutines on one event loop
+# (grpc.aio), a few kB each between pushes; what bounds them is the CPU a push takes.
 DEFAULT_MAX_STREAMS = 4096
-# Threads beyond the limit, so that a stream over it is answered (refused with a reason) rather than queued.
-_SPARE_WORKERS = 8
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+
+def server_options(max_streams: int) -> tuple:
+    """A stream that arrives while the loop is busy (a reconnect storm) waits in gRPC's core
+    until the loop takes it. gRPC's defaults cancel it after 30 s there, or turn it away
+    beyond 1,000 waiting, and the proxy starts again from the back of the queue: every
+    stream this instance may serve may wait, as long as a storm of them takes."""
+    return (("grpc.server_max_unrequested_time_in_server", 600), ("grpc.server.max_pending_requests", max(max_streams, 1000)),
+            ("grpc.server.max_pending_requests_hard_limit", max(2 * max_streams, 3000)))
 
 
 @dataclass(frozen=True)
@@ -74,29 +80,29 @@ class AdsService:
 
     def __init__(self, plane: ControlPlane, max_streams: int = DEFAULT_MAX_STREAMS):
         self.plane, self.max_streams = plane, max_streams
-        self._open = 0
-        self._lock = threading.Lock()
+        self._open = 0  # touched on the server's loop only
 
-    def StreamAggregatedResources(self, request_iterator, context):
-        return self._serve(request_iterator, context, delta=False)
+    # Async generator functions themselves: grpc.aio tells the kind of a handler by its function.
+    async def StreamAggregatedResources(self, request_iterator, context):
+        async for response in self._serve(request_iterator, context, delta=False):
+            yield response
 
-    def DeltaAggregatedResources(self, request_iterator, context):
-        return self._serve(request_iterator, context, delta=True)
+    async def DeltaAggregatedResources(self, request_iterator, context):
+        async for response in self._serve(request_iterator, context, delta=True):
+            yield response
 
-    def _serve(self, request_iterator, context, delta: bool):
-        with self._lock:
-            admitted = self._open < self.max_streams
-            self._open += admitted
-        if not admitted:
+    async def _serve(self, request_iterator, context, delta: bool):
+        if self._open >= self.max_streams:
             reason = f"{self.max_streams} xDS streams are open, the most this instance serves (meshwright serve --max-streams)"
             LOG.warning("refused xDS stream from %s: %s", context.peer(), reason)
             self.plane.record_refusal(f"{context.peer()}: {reason}")
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+        self._open += 1
         try:
-            yield from self.plane.serve(request_iterator, context, delta=delta)
+            async for response in self.plane.serve(request_iterator, context, delta=delta):
+                yield response
         finally:
-            with self._lock:
-                self._open -= 1
+            self._open -= 1
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The service's methods; responses the streams built as bytes are sent as they are."""
@@ -135,22 +141,57 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def grpc_server(plane: ControlPlane, host: str, port: int, tls: ServerTls | None, max_streams: int = DEFAULT_MAX_STREAMS) -> tuple[grpc.Server, int]:
+class AioServer:
+    """A grpc.aio server on an event loop of its own, in a thread of its own: the rest of
+    `meshwright serve` (the watch, the registries, the status endpoint) runs in threads."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="xds", daemon=True)
+        self._thread.start()
+        self.server: grpc.aio.Server | None = None
+
+    def run(self, coroutine, timeout: float | None = 30):
+        """coroutine's result, run on the server's loop."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self, grace: float | None = None) -> "AioServer":
+        """Stop serving (streams get grace seconds to end); wait() then ends the loop."""
+        if self.server is not None:
+            self.run(self.server.stop(grace), timeout=None if grace is None else grace + 10)
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def grpc_server(plane: ControlPlane, host: str, port: int, tls: ServerTls | None, max_streams: int = DEFAULT_MAX_STREAMS) -> tuple[AioServer, int]:
     """The ADS server, started; the port it listens on (port 0: one the system chose)."""
     if tls is None and not is_loopback(host):
         raise ValueError(f"plaintext xDS listens on loopback only, not {host} (give the control plane a certificate for anything else)")
-    workers = max_streams + _SPARE_WORKERS
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xds"), maximum_concurrent_rpcs=workers)
-    server.add_generic_rpc_handlers((AdsService(plane, max_streams).handler(),))
     address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-    if tls is None:
-        bound = server.add_insecure_port(address)
-    else:
-        credentials = grpc.ssl_server_credentials([(tls.private_key, tls.certificate_chain)], root_certificates=tls.client_roots,
-                                                  require_client_auth=True)
-        bound = server.add_secure_port(address, credentials)
-    server.start()
-    return server, bound
+    running = AioServer()
+
+    async def started() -> int:
+        server = running.server = grpc.aio.server(options=server_options(max_streams))
+        server.add_generic_rpc_handlers((AdsService(plane, max_streams).handler(),))
+        if tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            credentials = grpc.ssl_server_credentials([(tls.private_key, tls.certificate_chain)], root_certificates=tls.client_roots,
+                                                      require_client_auth=True)
+            bound = server.add_secure_port(address, credentials)
+        await server.start()
+        return bound
+
+    try:
+        return running, running.run(started())
+    except BaseException:
+        running.wait(5)
+        raise
 
 
 def instance_name(host: str, port: int) -> str:
@@ -169,7 +210,8 @@ def status_server(endpoint: StatusEndpoint, host: str, port: int) -> http.server
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             code, answer = endpoint.answer(self.path)
-            body = json.dumps(answer, indent=2, sort_keys=True).encode()
+            # Compact: json's C encoder (indent takes the Python one, 5x slower on 2,000 streams' status).
+            body = json.dumps(answer, sort_keys=True, separators=(",", ":")).encode()
             self.send_response(code)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))

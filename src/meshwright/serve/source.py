@@ -2,9 +2,13 @@
 
 A MeshFolder polls the modification times of every file under its paths; once they have
 been quiet for 100 ms (or 1 s after the first change, whichever comes first: istiod's
-debounce), the files are loaded and handed to on_loaded (the plane's apply_loaded), which
-validates them with the same pipeline as `meshwright validate` and returns the problems of a
-bad edit (FILE:LINE messages), logged here; proxies then keep the last good config.
+debounce), the files are loaded and handed to on_loaded. Only the documents whose text (or
+place in their file) changed are parsed again: the others give the resources they gave
+before, the very objects, so that the plane finds what changed at once and an edit of one
+WorkloadEntry among thousands takes the incremental path in milliseconds. on_loaded (the
+plane's apply_loaded) validates what changed with the same checks as `meshwright validate`
+and returns the problems of a bad edit (FILE:LINE messages), logged here; proxies then keep
+the last good config.
 
 Registries (Kubernetes, Marathon) come next as sources of their own; each hands the plane a
 new validated mesh (ControlPlane.apply) or one changed resource.
@@ -61,6 +65,7 @@ class MeshFolder:
         self.paths, self.on_loaded = paths, on_loaded
         self.quiet, self.max_wait = quiet, max_wait
         self._seen = fingerprint(paths)
+        self._parsed: dict = {}  # the documents of the last load (model/load.py load_paths)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="mesh-folder", daemon=True)
 
@@ -72,6 +77,7 @@ class MeshFolder:
         self._thread.join(timeout=5)
 
     def _watch(self) -> None:
+        load_paths(self.paths, self._parsed)  # the documents as they are, kept for the first edit
         first_change = last_change = None
         while not self._stop.wait(POLL_SECONDS):
             now = time.monotonic()
@@ -90,7 +96,7 @@ class MeshFolder:
 
     def _reload(self) -> None:
         started = time.monotonic()
-        problems = self.on_loaded(load_paths(self.paths))
+        problems = self.on_loaded(load_paths(self.paths, self._parsed))
         if problems:
             for problem in problems:
                 LOG.error("%s", problem)
