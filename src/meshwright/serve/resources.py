@@ -267,8 +267,9 @@ def discovery_response_bytes(version: str, type_url: str, nonce: str, resources:
 class ResponseBodies:
     """The resources' fields of whole responses, each built once: a response's version is the
     hash of its resources' names and versions, so one (type, version) is one set of bytes,
-    which every proxy of a class that asks alike is sent (with its own nonce). Clusters carry
-    each proxy's stat names: theirs are built per response."""
+    which every proxy of a class that asks alike is sent (with its own nonce). Clusters whose
+    stat names are a proxy's own (tagOverrides of its labels) have versions of their own, so
+    their responses never share a key with another proxy's."""
 
     def __init__(self, encoder: Encoder, limit: int = 1024) -> None:
         self.encoder, self._limit = encoder, limit
@@ -276,8 +277,6 @@ class ResponseBodies:
 
     def whole(self, type_url: str, version: str, resources: dict[str, Served]) -> bytes:
         """The fields of all of resources, whose response version is version."""
-        if type_url == CLUSTER:
-            return self.fields(type_url, resources.values())
         key = (type_url, version)
         body = self._bodies.get(key)
         if body is None:
