@@ -24,7 +24,7 @@ venv="$(cd "${VENV:-$project/.venv}" && pwd)"
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$project/pyproject.toml" | head -n 1)"
 image="${MESHWRIGHT_PROXY_IMAGE:-local.test/meshwright-proxy:$version}"
 envoy="$("$venv/bin/python" -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')"
-PACKAGES=(python3 iptables ca-certificates)
+PACKAGES=(python3 libstdc++6 iptables ca-certificates)  # libstdc++6: the google-re2 wheel
 
 recipe="$( (cd "$project" && find images/proxy src/meshwright pyproject.toml -type f \( -name '*.py' -o -name '*.sh' -o -name '*.toml' \) \
               -not -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum; echo "$image"; sha256sum "$envoy" | cut -c1-64) \

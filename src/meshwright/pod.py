@@ -4,8 +4,9 @@ starts it (the image's entrypoint `meshwright-proxy` is `python3 -m meshwright.p
 - `capture ...`, the init container `istio-init` (Istio's istio-iptables): the nat rules that
   send the pod's inbound TCP to Envoy's 15006 and its outbound TCP to 15001, except the
   proxy's own traffic (its uid) and the ports and ranges left out by the capture annotations.
-- `proxy sidecar`, the container `istio-proxy` (Istio's pilot-agent): `meshwright agent`
-  gets the pod's first certificate with its projected service-account token and renews it;
+- `proxy sidecar`, the container `istio-proxy` (Istio's pilot-agent): the agent (meshwright.agent,
+  in this process) gets the pod's first certificate with its projected service-account token
+  and renews it;
   the bootstrap for ADS from the control plane is written; Envoy runs. On SIGTERM (the pod
   is deleted; the control plane has taken it out of every load assignment already, as the
   pod's deletionTimestamp says) the inbound listeners drain for the drain duration while
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -27,6 +29,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
+from meshwright.agent import Agent, AgentError
 from meshwright.compile.proxy import ADMIN_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_PORT, REDIRECT, Proxy
 from meshwright.compile.telemetry import ProxyTelemetry
 from meshwright.compile.xds_bootstrap import XdsServer, compile_xds_bootstrap
@@ -203,13 +206,18 @@ def pod_bootstrap(pod: PodProxy) -> dict:
                                  XdsServer((pod.xds,), pod.certs_dir))
 
 
-def agent_command(pod: PodProxy) -> list[str]:
-    """`meshwright agent`: the first certificate on the projected token, then renewals over mTLS
-    (the CSR service's join port is the next one, as `serve` makes it by default)."""
+def pod_agent(pod: PodProxy) -> Agent:
+    """The agent: the first certificate on the projected token, then renewals over mTLS (the CSR
+    service's join port is the next one, as `serve` makes it by default)."""
+    try:
+        with open(pod.ca_file, "rb") as handle:
+            roots = handle.read()
+    except OSError as error:
+        raise PodError(f"MESHWRIGHT_CA_FILE {pod.ca_file}: cannot read the mesh's roots ({error.strerror}): is the ConfigMap "
+                       "istio-ca-root-cert in the pod's namespace?") from None
     host, port = pod.csr
-    return [sys.executable, "-m", "meshwright.cli", "agent", "--server", f"{host}:{port}", "--proxy", pod.id,
-            "--certs-dir", pod.certs_dir, "--service-account-token-file", pod.token_file, "--trust-domain", pod.trust_domain,
-            "--ca", pod.ca_file]
+    return Agent([(host, port)], [(host, port + 1)], pod.id, pod.certs_dir, roots,
+                 service_account_token_file=pod.token_file, trust_domain=pod.trust_domain)
 
 
 def envoy_command(pod: PodProxy) -> list[str]:
@@ -218,14 +226,28 @@ def envoy_command(pod: PodProxy) -> list[str]:
             "--parent-shutdown-time-s", str(int(seconds) + 1), "--log-level", "warning"]
 
 
-def _wait_for_certificate(pod: PodProxy, agent: subprocess.Popen) -> None:
+class AgentThread(threading.Thread):
+    """The agent beside Envoy for the pod's life; failure holds what stopped it."""
+
+    def __init__(self, agent: Agent):
+        super().__init__(daemon=True, name="agent")
+        self.agent, self.stop, self.failure = agent, threading.Event(), None
+
+    def run(self) -> None:
+        try:
+            self.agent.run(self.stop)
+        except AgentError as error:
+            self.failure = str(error)
+
+
+def _wait_for_certificate(pod: PodProxy, agent: AgentThread) -> None:
     deadline = time.monotonic() + FIRST_CERTIFICATE_TIMEOUT
     while not os.path.exists(os.path.join(pod.certs_dir, CHAIN_FILE)):
-        if agent.poll() is not None:
-            raise PodError(f"meshwright agent exited ({agent.returncode}) before the first certificate: see its lines above")
+        if not agent.is_alive():
+            raise PodError(f"no first certificate: {agent.failure}")
         if time.monotonic() > deadline:
             raise PodError(f"no certificate from {pod.csr[0]}:{pod.csr[1]} after {FIRST_CERTIFICATE_TIMEOUT:g} s")
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 def _drain_inbound() -> None:
@@ -237,43 +259,39 @@ def _drain_inbound() -> None:
         print(f"proxy sidecar: could not start the drain: {error}", file=sys.stderr, flush=True)
 
 
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def _stop(envoy: subprocess.Popen, agent: AgentThread) -> None:
+    agent.stop.set()
+    if envoy.poll() is None:
+        envoy.terminate()
+    try:
+        envoy.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        envoy.kill()
 
 
 def cmd_sidecar(args) -> int:
     del args
     pod = pod_proxy_from_environment(dict(os.environ))
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     terminating = threading.Event()
     signal.signal(signal.SIGTERM, lambda *dummy: terminating.set())
     signal.signal(signal.SIGINT, lambda *dummy: terminating.set())
-    agent = subprocess.Popen(agent_command(pod))  # pylint: disable=consider-using-with  # runs as long as the pod
-    try:
-        _wait_for_certificate(pod, agent)
-    except PodError:
-        _stop([agent])
-        raise
+    agent = AgentThread(pod_agent(pod))
+    agent.start()
+    _wait_for_certificate(pod, agent)
     with open(BOOTSTRAP_FILE, "w", encoding="utf-8") as handle:
         json.dump(pod_bootstrap(pod), handle, indent=1, sort_keys=True)
-    envoy = subprocess.Popen(envoy_command(pod))  # pylint: disable=consider-using-with
-    print(f"proxy sidecar: {pod.id} runs Envoy (pid {envoy.pid}) and the agent (pid {agent.pid})", flush=True)
+    envoy = subprocess.Popen(envoy_command(pod))  # pylint: disable=consider-using-with  # runs as long as the pod
+    print(f"proxy sidecar: {pod.id} runs Envoy (pid {envoy.pid}) and the agent", flush=True)
     while not terminating.wait(0.5):
-        for name, process in (("envoy", envoy), ("agent", agent)):
-            if process.poll() is not None:
-                print(f"proxy sidecar: {name} exited ({process.returncode}): stopping", file=sys.stderr, flush=True)
-                _stop([envoy, agent])
-                return 1
+        if envoy.poll() is not None or not agent.is_alive():
+            print(f"proxy sidecar: {'envoy exited' if envoy.poll() is not None else agent.failure}: stopping", file=sys.stderr, flush=True)
+            _stop(envoy, agent)
+            return 1
     print(f"proxy sidecar: terminating: draining inbound for {pod.drain_seconds:g} s", flush=True)
     _drain_inbound()
     time.sleep(pod.drain_seconds)
-    _stop([envoy, agent])
+    _stop(envoy, agent)
     return 0
 
 
