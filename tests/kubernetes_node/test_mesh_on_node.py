@@ -248,9 +248,10 @@ class Mesh:
     def from_pod(self, pod: str, count: int) -> list[tuple[int, str]]:
         """(status, instance or body) of count requests from a pod's app container to reviews: to its
         Service's IP with the service's name as Host (no cluster DNS here, and the static busybox of the
-        tools image cannot resolve names); the pod's capture sends them to its Envoy."""
-        script = (f'for i in $(seq {count}); do out=$(wget -q -S -O - -T 5 --header "Host: {HOST}" http://{self.cluster_ip}/ 2>&1); '
-                  'echo "$(echo "$out" | grep -m1 "HTTP/1" | awk "{print \\$2}") $(echo "$out" | tail -n 1)"; done')
+        tools image cannot resolve names, and its wget -T crashes); the pod's capture sends them to its Envoy."""
+        script = (f"for i in $(seq {count}); do rm -f /tmp/body; "
+                  f"wget -S -O /tmp/body --header 'Host: {HOST}' http://{self.cluster_ip}/ 2>/tmp/headers; "
+                  "echo \"$(grep -m1 'HTTP/1' /tmp/headers | awk '{print $2}') $(cat /tmp/body 2>/dev/null)\"; done")
         ran = self.api.kubectl("-n", NAMESPACE, "exec", pod, "-c", "app", "--", "sh", "-c", script)
         answers = []
         for line in ran.stdout.splitlines():
@@ -291,12 +292,15 @@ class Mesh:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
+    started = time.monotonic()
     lab = Mesh(tmp_path_factory.mktemp("node-mesh"))
     try:
-        lab.start_control_plane()
-        lab.set_up_cluster()
-        lab.start_vm()
-        lab.wait_for(lambda: {i for s, i in lab.from_vm(20) if s == 200} >= {"reviews-vm", *lab.v2_pods()}, "reviews' three instances from the VM")
+        phases = {"node and proxy image": time.monotonic() - started}
+        for phase, step in (("control plane", lab.start_control_plane), ("cluster, pods ready", lab.set_up_cluster), ("VM", lab.start_vm)):
+            phases[phase] = Mesh.wait_for(lambda step=step: step() or True, phase)
+        phases["VM reaches every instance"] = lab.wait_for(
+            lambda: {i for s, i in lab.from_vm(20) if s == 200} >= {"reviews-vm", *lab.v2_pods()}, "reviews' three instances from the VM")
+        print("set-up: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in phases.items()))
         yield lab
     finally:
         lab.close()
