@@ -43,6 +43,7 @@ rootfs="$work/rootfs"
 echo "building $image (recipe $recipe) with mmdebstrap (bookworm: ${PACKAGES[*]})" >&2
 # The proxy's user (uid 1337, as the injector's securityContext and the capture rules say) is
 # named in /etc/passwd so Envoy and Python find a home; docs and apt's lists are of no use here.
+# shellcheck disable=SC2016  # "$1" in the hooks is mmdebstrap's tree, expanded when it runs them
 mmdebstrap --variant=essential --quiet --mode=root \
   --include="$(IFS=,; echo "${PACKAGES[*]}")" \
   --customize-hook='echo "istio-proxy:x:1337:1337:meshwright proxy:/tmp:/usr/sbin/nologin" >> "$1/etc/passwd"' \
