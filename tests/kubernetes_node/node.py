@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -69,7 +70,9 @@ def start_node() -> Node:
     lock = open(LOCK, "w")  # pylint: disable=consider-using-with  # held until stop_node
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
+        started = time.monotonic()
         tar = build_proxy_image()
+        built = time.monotonic() - started
         bin_dir = subprocess.run([os.path.join(ENVTEST, "setup.sh"), ASSETS], capture_output=True, text=True, check=True).stdout.strip()
         workdir = tempfile.mkdtemp(prefix="mw-kbnode-")
         started = subprocess.run([os.path.join(ENVTEST, "node", "start-node.sh")], capture_output=True, text=True, timeout=300, check=False,
@@ -87,6 +90,7 @@ def start_node() -> Node:
                        capture_output=True)
         subprocess.run(["ctr", "--address", env["CONTAINERD_ADDRESS"], "-n", "k8s.io", "images", "import", tar],
                        capture_output=True, text=True, check=True, timeout=300)
+        print(f"proxy image {built:.0f} s, node started and image imported {time.monotonic() - started - built:.0f} s")
         return node
     except BaseException:
         lock.close()
