@@ -70,31 +70,39 @@ def start_node() -> Node:
     lock = open(LOCK, "w")  # pylint: disable=consider-using-with  # held until stop_node
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-        started = time.monotonic()
+        began = time.monotonic()
         tar = build_proxy_image()
-        built = time.monotonic() - started
+        built = time.monotonic() - began
         bin_dir = subprocess.run([os.path.join(ENVTEST, "setup.sh"), ASSETS], capture_output=True, text=True, check=True).stdout.strip()
         workdir = tempfile.mkdtemp(prefix="mw-kbnode-")
         started = subprocess.run([os.path.join(ENVTEST, "node", "start-node.sh")], capture_output=True, text=True, timeout=300, check=False,
                                  env={**os.environ, "BIN": bin_dir, "WORKDIR": workdir, "IMAGES": NODE_IMAGES})
-        env = _env(os.path.join(workdir, "env")) if started.returncode == 0 else {}
-        node = Node(ApiServer(workdir, env.get("KUBECONFIG", ""), env.get("KUBE_SERVER", ""), env.get("KUBE_CA", ""),
-                              env.get("KUBE_TOKEN", ""), bin_dir), workdir, lock, PROXY_IMAGE, started.stdout)
-        if started.returncode != 0:
-            stop_node(node)
-            pytest.fail(f"the envtest node did not start:\n{started.stdout[-2000:]}\n{started.stderr[-3000:]}", pytrace=False)
-        # Pods reach each other across the bridge even where Docker set the FORWARD policy to DROP
-        # (bridged packets go through iptables): a rule in start-node.sh's own chain, which
-        # stop-node.sh removes with the chain.
-        subprocess.run(["iptables", "-A", "KBNODE-EGRESS", "-s", POD_CIDR, "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"], check=True,
-                       capture_output=True)
-        subprocess.run(["ctr", "--address", env["CONTAINERD_ADDRESS"], "-n", "k8s.io", "images", "import", tar],
-                       capture_output=True, text=True, check=True, timeout=300)
-        print(f"proxy image {built:.0f} s, node started and image imported {time.monotonic() - started - built:.0f} s")
-        return node
     except BaseException:
         lock.close()
         raise
+    env = _env(os.path.join(workdir, "env")) if started.returncode == 0 else {}
+    node = Node(ApiServer(workdir, env.get("KUBECONFIG", ""), env.get("KUBE_SERVER", ""), env.get("KUBE_CA", ""),
+                          env.get("KUBE_TOKEN", ""), bin_dir), workdir, lock, PROXY_IMAGE, started.stdout)
+    if started.returncode != 0:
+        stop_node(node)
+        pytest.fail(f"the envtest node did not start:\n{started.stdout[-2000:]}\n{started.stderr[-3000:]}", pytrace=False)
+    try:
+        _prepare(env, tar)
+    except BaseException:
+        stop_node(node)
+        raise
+    print(f"proxy image {built:.0f} s, node started and the image imported {time.monotonic() - began - built:.0f} s")
+    return node
+
+
+def _prepare(env: dict, tar: str) -> None:
+    # Pods reach each other across the bridge even where Docker set the FORWARD policy to DROP
+    # (bridged packets go through iptables): a rule in start-node.sh's own chain, which
+    # stop-node.sh removes with the chain.
+    subprocess.run(["iptables", "-A", "KBNODE-EGRESS", "-s", POD_CIDR, "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"], check=True,
+                   capture_output=True)
+    subprocess.run(["ctr", "--address", env["CONTAINERD_ADDRESS"], "-n", "k8s.io", "images", "import", tar],
+                   capture_output=True, text=True, check=True, timeout=300)
 
 
 def stop_node(node: Node) -> None:
