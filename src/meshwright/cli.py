@@ -733,7 +733,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--webhook-key", help="its private key (PEM)")
     serve.add_argument("--proxy-image", help="serve the injection webhook too (POST /inject): the proxy image (Envoy + meshwright agent) it injects")
     serve.add_argument("--injection-xds", metavar="HOST:PORT", help="the xDS address injected pods reach the control plane at")
-    serve.add_argument("--injection-csr", metavar="HOST:PORT", help="the CSR service's join address injected pods reach")
+    serve.add_argument("--injection-csr", metavar="HOST:PORT", help="the CSR service's address (--csr-listen) as injected pods reach it; "
+                                                                            "their first certificate comes from the next port (--join-listen's default)")
     serve.add_argument("--max-streams", type=_positive_int, default=xds_server.DEFAULT_MAX_STREAMS,
                        help=f"xDS streams served at once; more are refused with a log line (default {xds_server.DEFAULT_MAX_STREAMS})")
     serve.set_defaults(func=cmd_serve)
@@ -840,7 +841,8 @@ def build_parser() -> argparse.ArgumentParser:
     inject.add_argument("-f", "--filename", required=True, help="the manifests (YAML, several documents); - reads standard input")
     inject.add_argument("--proxy-image", required=True, help="the proxy image (Envoy + meshwright agent) to inject")
     inject.add_argument("--injection-xds", required=True, metavar="HOST:PORT", help="the xDS address injected pods reach the control plane at")
-    inject.add_argument("--injection-csr", required=True, metavar="HOST:PORT", help="the CSR service's join address injected pods reach")
+    inject.add_argument("--injection-csr", required=True, metavar="HOST:PORT", help="the CSR service's address (--csr-listen) as injected pods reach it; "
+                                                                            "their first certificate comes from the next port (--join-listen's default)")
     inject.add_argument("--trust-domain", default="cluster.local", help="the mesh's trust domain (default cluster.local)")
     inject.set_defaults(func=cmd_kube_inject)
 

@@ -22,13 +22,13 @@ def _certificate(subject: str, key, issuer: x509.Name, signer, extensions: list[
     return builder.sign(signer, hashes.SHA256())
 
 
-def write_webhook_certificates(folder) -> tuple[str, str, bytes]:
-    """(certificate file, key file, CA PEM) for a webhook on 127.0.0.1."""
+def write_webhook_certificates(folder, address: str = "127.0.0.1") -> tuple[str, str, bytes]:
+    """(certificate file, key file, CA PEM) for a webhook on address."""
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca = _certificate("webhook test CA", ca_key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webhook test CA")]), ca_key,
                       [(x509.BasicConstraints(ca=True, path_length=0), True)])
     leaf = _certificate("meshwright webhook", key, ca.subject, ca_key,
-                        [(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
+                        [(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))]), False),
                          (x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)])
     cert_file, key_file = folder / "webhook.crt", folder / "webhook.key"
     cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))

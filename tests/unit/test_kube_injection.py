@@ -35,7 +35,7 @@ def test_a_pod_gets_the_init_container_the_proxy_its_token_and_the_status():
     assert proxy["readinessProbe"]["httpGet"] == {"path": "/healthz/ready", "port": 15021}
     token = next(v for v in pod["spec"]["volumes"] if v["name"] == "istio-token")
     assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == "meshwright"
-    assert [v["name"] for v in pod["spec"]["volumes"]] == ["data", "istio-token", "istio-envoy", "istio-certs"]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["data", "istio-token", "istio-envoy", "istio-certs", "istiod-ca-cert"]
     assert pod["metadata"]["labels"] == {"app": "reviews", "security.istio.io/tlsMode": "istio"}
     assert "sidecar.istio.io/status" in pod["metadata"]["annotations"]
     assert POD["spec"]["containers"] == [POD["spec"]["containers"][0]] and "initContainers" not in POD["spec"]  # the input is untouched

@@ -92,6 +92,14 @@ def test_a_pod_becomes_a_workload_entry_with_its_labels_account_and_named_target
                           "ports": {"http": 8000}}
 
 
+def test_an_injected_pods_workload_entry_captures_with_iptables():
+    """Its init container set up iptables capture: its proxy gets the capture listeners (15001, 15006)."""
+    injected = pod("reviews-b", "10.244.0.6", annotations={"sidecar.istio.io/status": '{"containers": ["istio-proxy"]}'})
+    resources = by_ref(mesh_resources(REGISTRY, view(pods=[injected, pod("reviews-a", "10.244.0.5")])))
+    assert resources["WorkloadEntry/shop/reviews-b"].annotations == {"sidecar.istio.io/interceptionMode": "REDIRECT"}
+    assert resources["WorkloadEntry/shop/reviews-a"].annotations == {}
+
+
 def test_pods_without_an_address_or_finished_are_no_workload():
     finished = pod("done", "10.244.0.9")
     finished["status"]["phase"] = "Succeeded"

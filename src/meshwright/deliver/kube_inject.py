@@ -9,7 +9,9 @@ A pod gets, as Istio's injected pods do:
   told its pod, namespace, service account and IP through the downward API and the control
   plane's addresses; its readiness probe is Envoy's /healthz/ready on 15021, its stats port 15090;
 - a projected service-account token for the audience `meshwright` (the agent's first CSR,
-  serve/kubernetes.py review_token), and empty folders for Envoy's config and certificates;
+  serve/kubernetes.py review_token), the mesh's roots from the ConfigMap `istio-ca-root-cert`
+  of the pod's namespace (key `root-cert.pem`, as istiod publishes it: the agent trusts the CSR
+  service with them), and empty folders for Envoy's config and certificates;
 - the annotation `sidecar.istio.io/status` naming what was injected, and the label
   `security.istio.io/tlsMode: istio`.
 
@@ -31,7 +33,9 @@ PROXY_NAME, INIT_NAME = "istio-proxy", "istio-init"
 STATUS_ANNOTATION = "sidecar.istio.io/status"
 INJECT_ANNOTATION = "sidecar.istio.io/inject"
 TOKEN_VOLUME, ENVOY_VOLUME, CERTS_VOLUME = "istio-token", "istio-envoy", "istio-certs"
+ROOTS_VOLUME, ROOTS_CONFIG_MAP = "istiod-ca-cert", "istio-ca-root-cert"
 TOKEN_PATH = "/var/run/secrets/tokens"
+ROOTS_PATH = "/var/run/secrets/istio"
 CERTS_PATH = "/etc/istio/proxy/certs"
 PROXY_UID = 1337
 # Istio's capture annotations: (annotation, the capture command's option).
@@ -90,7 +94,7 @@ def injected_pod(pod: dict, settings: InjectionSettings) -> dict:
     spec["volumes"] = [*(spec.get("volumes") or []), *proxy_volumes(settings)]
     metadata.setdefault("labels", {})["security.istio.io/tlsMode"] = "istio"
     annotations[STATUS_ANNOTATION] = json.dumps({"initContainers": [INIT_NAME], "containers": [PROXY_NAME],
-                                                 "volumes": [TOKEN_VOLUME, ENVOY_VOLUME, CERTS_VOLUME]}, sort_keys=True)
+                                                 "volumes": [TOKEN_VOLUME, ENVOY_VOLUME, CERTS_VOLUME, ROOTS_VOLUME]}, sort_keys=True)
     return out
 
 
@@ -107,7 +111,7 @@ def _check_injectable(pod: dict) -> None:
             raise NotInjectable(f"spec: a container is already named {taken} and the pod is not injected "
                                 f"(no {STATUS_ANNOTATION} annotation): rename it, or set {INJECT_ANNOTATION}: \"false\"")
     volumes = {v.get("name") for v in spec.get("volumes") or []}
-    for taken in (TOKEN_VOLUME, ENVOY_VOLUME, CERTS_VOLUME):
+    for taken in (TOKEN_VOLUME, ENVOY_VOLUME, CERTS_VOLUME, ROOTS_VOLUME):
         if taken in volumes:
             raise NotInjectable(f"spec.volumes: a volume is already named {taken}: rename it, or set {INJECT_ANNOTATION}: \"false\"")
 
@@ -139,6 +143,7 @@ def proxy_container(settings: InjectionSettings) -> dict:
         {"name": "MESHWRIGHT_TRUST_DOMAIN", "value": settings.trust_domain},
         {"name": "MESHWRIGHT_TOKEN_FILE", "value": f"{TOKEN_PATH}/meshwright-token"},
         {"name": "MESHWRIGHT_CERTS_DIR", "value": CERTS_PATH},
+        {"name": "MESHWRIGHT_CA_FILE", "value": f"{ROOTS_PATH}/root-cert.pem"},
     ]
     return {
         "name": PROXY_NAME, "image": settings.image, "args": ["proxy", "sidecar"], "env": env,
@@ -150,7 +155,8 @@ def proxy_container(settings: InjectionSettings) -> dict:
         "resources": _resources(settings),
         "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": TOKEN_PATH, "readOnly": True},
                          {"name": ENVOY_VOLUME, "mountPath": "/etc/istio/proxy"},
-                         {"name": CERTS_VOLUME, "mountPath": CERTS_PATH}],
+                         {"name": CERTS_VOLUME, "mountPath": CERTS_PATH},
+                         {"name": ROOTS_VOLUME, "mountPath": ROOTS_PATH, "readOnly": True}],
     }
 
 
@@ -158,7 +164,8 @@ def proxy_volumes(settings: InjectionSettings) -> list[dict]:
     token = {"serviceAccountToken": {"audience": settings.token_audience, "expirationSeconds": 43200, "path": "meshwright-token"}}
     return [{"name": TOKEN_VOLUME, "projected": {"sources": [token]}},
             {"name": ENVOY_VOLUME, "emptyDir": {"medium": "Memory"}},
-            {"name": CERTS_VOLUME, "emptyDir": {"medium": "Memory"}}]
+            {"name": CERTS_VOLUME, "emptyDir": {"medium": "Memory"}},
+            {"name": ROOTS_VOLUME, "configMap": {"name": ROOTS_CONFIG_MAP}}]
 
 
 def _resources(settings: InjectionSettings) -> dict:

@@ -30,6 +30,9 @@ _PROTOCOLS = {"http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "grpc-web": "HTT
               "https": "HTTPS", "tls": "TLS", "kubernetes.io/h2c": "HTTP2"}
 # Pod metadata that says nothing to the mesh and changes on every restart (Deployment's hash).
 _IGNORED_LABELS = frozenset({"pod-template-hash", "controller-revision-hash"})
+# An injected pod (deliver/kube_inject.py STATUS_ANNOTATION) captures with iptables: its proxy's
+# listeners are the capture ones (compile/capture.py), as compile/proxy.py reads the annotation.
+INJECTED_ANNOTATION, INTERCEPTION_ANNOTATION = "sidecar.istio.io/status", "sidecar.istio.io/interceptionMode"
 
 
 @dataclass
@@ -128,8 +131,13 @@ def workload_entry(registry: str, pod: dict, ready: bool, services: list[dict]) 
     if ports:
         spec["ports"] = ports
     entry_metadata = {"name": metadata["name"], "namespace": metadata["namespace"]}
+    annotations = {}
     if not ready:
-        entry_metadata["annotations"] = {ENDPOINT_ANNOTATION: NOT_READY}
+        annotations[ENDPOINT_ANNOTATION] = NOT_READY
+    if INJECTED_ANNOTATION in (metadata.get("annotations") or {}):
+        annotations[INTERCEPTION_ANNOTATION] = "REDIRECT"  # its init container set up iptables capture
+    if annotations:
+        entry_metadata["annotations"] = annotations
     document = {"apiVersion": NETWORKING, "kind": "WorkloadEntry", "metadata": entry_metadata, "spec": spec}
     return registry_resource(registry, document, origin(registry, "Pod", metadata["namespace"], metadata["name"]))
 
