@@ -216,8 +216,10 @@ class Cluster:
 
     def _create_service(self, index: int) -> None:
         namespace, name = service_name(index)
+        # Headless: envtest's service range is a /24 (254 cluster IPs), and meshwright does not
+        # read a Service's cluster IP yet (docs/kubernetes.md): the mesh service is the same.
         self.core.create_namespaced_service(namespace, {"metadata": {"name": name}, "spec": {
-            "selector": {"app": name}, "ports": [{"name": "http", "port": PORT, "targetPort": TARGET_PORT}]}})
+            "clusterIP": "None", "selector": {"app": name}, "ports": [{"name": "http", "port": PORT, "targetPort": TARGET_PORT}]}})
         pods = []
         for position in range(self.per_service[index]):
             injected = position == 0 and index < self.proxies
@@ -252,11 +254,12 @@ class Cluster:
         self.discovery.replace_namespaced_endpoint_slice(f"{service}-slice", namespace, self._slice(index, ready, terminating))
 
     def take_service(self, rng: random.Random) -> int:
-        """A service no change is working on (its slice is written by one change at a time)."""
-        with self.lock:
-            while True:
-                index = rng.randrange(self.services)
-                if index not in self.busy and any(True for position in range(len(self.endpoints[index])) if not self._injected(index, position)):
+        """A service no other change is working on (its slice is written by one change at a
+        time) that has a pod without a sidecar."""
+        while True:
+            index = rng.randrange(self.services)
+            with self.lock:
+                if index not in self.busy and len(self.endpoints[index]) > (1 if index < self.proxies else 0):
                     self.busy.add(index)
                     return index
 
@@ -288,23 +291,34 @@ class Cluster:
 
 
 def churn(cluster: Cluster, rate: float, seconds: float, workers: int = 16) -> tuple[list, int]:
-    """rate pod replacements a second for seconds: their EndpointSlice changes, and how many
-    started late (the API server or this process could not keep the rate)."""
-    rng, changes, late = random.Random(15), [], 0
-    started = time.monotonic()
-    futures = []
-    with ThreadPoolExecutor(workers) as pool:
-        for count in range(int(rate * seconds)):
+    """rate pod replacements a second for seconds, by workers that each take the next one when
+    its moment comes: their EndpointSlice changes, and how many started late (more than half a
+    second: the API server or this process could not keep the rate)."""
+    total, started = int(rate * seconds), time.monotonic()
+    counter, lock, changes, late = iter(range(total)), threading.Lock(), [], [0]
+
+    def work() -> None:
+        while True:
+            with lock:
+                count = next(counter, None)
+            if count is None:
+                return
             wait = started + count / rate - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            elif wait < -0.5:
-                late += 1
+            rng = random.Random(count)
             index = cluster.take_service(rng)
-            futures.append(pool.submit(cluster.replace_pod, index, random.Random(count)))
-        for future in futures:
-            changes += future.result()
-    return changes, late
+            made = cluster.replace_pod(index, rng)
+            with lock:
+                changes.extend(made)
+                late[0] += wait < -0.5
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(changes, key=lambda change: change[3]), late[0]
 
 
 # The control plane, as a user runs it.
