@@ -10,8 +10,10 @@ what was known of that kind. An API server away: the watcher retries with backof
 keeps the last view published, and the relist on return publishes what changed meanwhile.
 An Istio kind whose CRD is not installed is listed again every few seconds.
 
-Changes are gathered for a short while (istiod's debounce: 100 ms quiet, 1 s at most) and
-published as the whole view when it differs from the last one published.
+Changes are gathered for a short while (100 ms quiet, as istiod's debounce, but 250 ms at
+most: under steady churn the bound decides how late a change is, and pods' changes must reach
+proxies within a second; bench/kubernetes.py) and published as the whole view when it differs
+from the last one published.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ KubeconfigError = kube_config.ConfigException
 
 LOG = logging.getLogger("meshwright.serve")
 WATCH_SECONDS = 300  # how long the API server keeps one watch open before we start the next
-QUIET_SECONDS, MAX_WAIT_SECONDS = 0.1, 1.0
+QUIET_SECONDS, MAX_WAIT_SECONDS = 0.1, 0.25
 BACKOFF_SECONDS = (0.2, 0.5, 1, 2, 5)
 MISSING_CRD_RETRY_SECONDS = 5
 
