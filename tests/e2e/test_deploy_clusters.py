@@ -23,7 +23,7 @@ from tests.e2e.test_deploy_local import Lab, get, processes_under
 from tests.kubernetes.api_server import start_api_server, stop_api_server
 from tests.kubernetes.test_kubernetes_mesh_role import collections_env
 
-WEBHOOK_URL = "https://192.0.2.10:15017"
+WEBHOOK_URL = "https://127.0.0.1:15019"  # loopback (nothing listens there: the API server calls it only for Istio resources)
 
 
 def one_inventory(folder: pathlib.Path, kubeconfig: str) -> str:

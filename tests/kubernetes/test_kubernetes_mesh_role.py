@@ -21,6 +21,7 @@ from kubernetes import client
 from meshwright.pki import ca
 from meshwright.serve.kubernetes import KubernetesRegistry
 from tests.e2e.deploy import BIN, ROOT, PlaybookRun, playbook_env
+from tests.harness import free_port
 from tests.kubernetes.api_server import create_retrying
 
 PLAYBOOK = """\
@@ -29,7 +30,8 @@ PLAYBOOK = """\
   gather_facts: false
   roles: [meshwright.mesh.kubernetes_mesh]
 """
-WEBHOOK_URL = "https://192.0.2.10:15017"
+# Loopback, where nothing listens: the API server never sends anything off this machine.
+WEBHOOK_URL = f"https://127.0.0.1:{free_port()}"
 
 
 def collections_env() -> dict:
@@ -57,12 +59,16 @@ def meshed(api_server, tmp_path_factory):
     """The role run twice on the cluster, then once with --check --diff and a changed label set."""
     folder = tmp_path_factory.mktemp("kubernetes-mesh")
     bundle = ca.make_root("cluster.local").certificate_pem().decode()
-    extra = {"kubernetes_mesh_webhook_url": WEBHOOK_URL, "kubernetes_mesh_ca_bundle": bundle, "kubernetes_mesh_injection_namespaces": ["shop"]}
-    client.CoreV1Api(api_server.api_client()).create_namespace({"metadata": {"name": "shop", "labels": {"team": "payments"}}})
+    extra = {"kubernetes_mesh_webhook_url": WEBHOOK_URL, "kubernetes_mesh_ca_bundle": bundle, "kubernetes_mesh_injection_namespaces": ["role-shop"]}
+    client.CoreV1Api(api_server.api_client()).create_namespace({"metadata": {"name": "role-shop", "labels": {"team": "payments"}}})
     first = run_role(folder, api_server.kubeconfig, extra)
     second = run_role(folder, api_server.kubeconfig, extra)
-    checked = run_role(folder, api_server.kubeconfig, {**extra, "kubernetes_mesh_injection_namespaces": ["shop", "orders"]}, "--check", "--diff")
-    return first, second, checked, bundle
+    checked = run_role(folder, api_server.kubeconfig, {**extra, "kubernetes_mesh_injection_namespaces": ["role-shop", "role-orders"]}, "--check", "--diff")
+    yield first, second, checked, bundle
+    # The session's other tests share this API server: no webhook of a control plane that is not there.
+    admission = client.AdmissionregistrationV1Api(api_server.api_client())
+    admission.delete_validating_webhook_configuration("meshwright-validation")
+    admission.delete_mutating_webhook_configuration("meshwright-injection")
 
 
 def test_the_first_run_meshes_the_cluster_and_the_second_changes_nothing(meshed):
@@ -92,7 +98,7 @@ def test_the_webhooks_call_the_control_plane_and_trust_the_mesh_ca(api_server, m
 
 
 def test_injected_namespaces_are_labelled_and_keep_their_own_labels(api_server, meshed):
-    labels = client.CoreV1Api(api_server.api_client()).read_namespace("shop").metadata.labels
+    labels = client.CoreV1Api(api_server.api_client()).read_namespace("role-shop").metadata.labels
     assert labels["istio-injection"] == "enabled" and labels["team"] == "payments"
 
 
@@ -100,9 +106,9 @@ def test_check_diff_reports_a_change_and_makes_none(api_server, meshed):
     checked = meshed[2]
     assert checked.returncode == 0, str(checked)
     assert checked.changed() == {"east": 1}, str(checked)
-    assert "orders" in checked.output and "istio-injection" in checked.output
+    assert "role-orders" in checked.output and "istio-injection" in checked.output
     names = {ns.metadata.name for ns in client.CoreV1Api(api_server.api_client()).list_namespace().items}
-    assert "orders" not in names  # a server-side dry run
+    assert "role-orders" not in names  # a server-side dry run
 
 
 def control_plane_token(api_server) -> str:
@@ -127,10 +133,10 @@ def test_the_control_plane_identity_reads_what_its_registry_watches_and_nothing_
     review = client.AuthenticationV1Api(as_plane).create_token_review({"spec": {"token": token}})
     assert review.status.authenticated and review.status.user.username == "system:serviceaccount:meshwright-system:meshwright"
     core = client.CoreV1Api(as_plane)
-    for refused in (lambda: core.list_secret_for_all_namespaces(), lambda: core.read_namespace("shop"),
-                    lambda: core.create_namespaced_pod("shop", {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a", "image": "b"}]}}),
+    for refused in (lambda: core.list_secret_for_all_namespaces(), lambda: core.read_namespace("role-shop"),
+                    lambda: core.create_namespaced_pod("role-shop", {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a", "image": "b"}]}}),
                     lambda: client.CustomObjectsApi(as_plane).create_namespaced_custom_object(
-                        "networking.istio.io", "v1", "shop", "virtualservices", {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                        "networking.istio.io", "v1", "role-shop", "virtualservices", {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
                                                                                    "metadata": {"name": "x"}, "spec": {"hosts": ["x"]}})):
         with pytest.raises(client.ApiException) as error:
             create_retrying(refused)
@@ -138,7 +144,7 @@ def test_the_control_plane_identity_reads_what_its_registry_watches_and_nothing_
 
 
 def test_a_webhook_address_that_is_not_https_stops_the_run_before_any_change(api_server, tmp_path):
-    run = run_role(tmp_path, api_server.kubeconfig, {"kubernetes_mesh_webhook_url": "http://192.0.2.10:15017", "kubernetes_mesh_ca_bundle": "x"})
+    run = run_role(tmp_path, api_server.kubeconfig, {"kubernetes_mesh_webhook_url": "http://127.0.0.1:15017", "kubernetes_mesh_ca_bundle": "x"})
     assert run.returncode != 0
-    assert "kubernetes_mesh_webhook_url must be https://HOST:PORT of the control plane's webhook server (not \"http://192.0.2.10:15017\")" in run.output
+    assert "kubernetes_mesh_webhook_url must be https://HOST:PORT of the control plane's webhook server (not \"http://127.0.0.1:15017\")" in run.output
     assert run.changed() == {"east": 0}
