@@ -35,13 +35,13 @@ spec: {address: 192.168.9.1, labels: {app: vm}, serviceAccount: reviews}
 @pytest.fixture(scope="module")
 def cluster(api_server, crds, tmp_path_factory):
     """A control plane watching the cluster, whose pods reviews-a (account reviews) and
-    other-a (account other) are proxies of the mesh, and its CSR service."""
+    other-a (account other) are proxies of the mesh (labelled as injected pods are), and its CSR service."""
     core = client.CoreV1Api(api_server.api_client())
     core.create_namespace({"metadata": {"name": NAMESPACE}})
     pods = {}
     for pod, account in (("reviews-a", "reviews"), ("other-a", "other")):
         core.create_namespaced_service_account(NAMESPACE, {"metadata": {"name": account}})
-        created = core.create_namespaced_pod(NAMESPACE, {"metadata": {"name": pod, "labels": {"app": account}}, "spec": {
+        created = core.create_namespaced_pod(NAMESPACE, {"metadata": {"name": pod, "labels": {"app": account, "security.istio.io/tlsMode": "istio"}}, "spec": {
             "serviceAccountName": account, "containers": [{"name": "app", "image": "local.test/tools:1"}]}})
         core.patch_namespaced_pod_status(pod, NAMESPACE, {"status": {"phase": "Running", "podIP": f"10.244.0.{len(pods) + 40}"}})
         pods[pod] = created.metadata.uid

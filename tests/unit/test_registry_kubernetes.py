@@ -82,14 +82,25 @@ def test_protocols_follow_istios_explicit_selection():
         "HTTP", "GRPC", "HTTP", "HTTPS", "TCP", "TCP", "TCP", "HTTP2", "HTTP2"]
 
 
-def test_a_pod_becomes_a_workload_entry_with_its_labels_account_and_named_target_ports():
-    resources = by_ref(mesh_resources(REGISTRY, view(pods=[pod("reviews-a", "10.244.0.5")])))
+INJECTED = {"app": "reviews", "version": "v1", "pod-template-hash": "7d9f8c", "security.istio.io/tlsMode": "istio"}
+
+
+def test_an_injected_pod_becomes_a_workload_entry_with_its_labels_account_and_named_target_ports():
+    resources = by_ref(mesh_resources(REGISTRY, view(pods=[pod("reviews-a", "10.244.0.5", labels=INJECTED)])))
 
     entry = resources["WorkloadEntry/shop/reviews-a"]
     assert entry.source.file == "kubernetes/c1:Pod/shop/reviews-a"
     assert entry.metadata == {"name": "reviews-a", "namespace": "shop"}
-    assert entry.spec == {"address": "10.244.0.5", "labels": {"app": "reviews", "version": "v1"}, "serviceAccount": "reviews",
-                          "ports": {"http": 8000}}
+    assert entry.spec == {"address": "10.244.0.5", "labels": {"app": "reviews", "version": "v1", "security.istio.io/tlsMode": "istio"},
+                          "serviceAccount": "reviews", "ports": {"http": 8000}}
+
+
+def test_a_pod_without_a_sidecar_is_a_workload_entry_marked_as_an_endpoint_only():
+    resources = by_ref(mesh_resources(REGISTRY, view(pods=[pod("reviews-a", "10.244.0.5"), pod("reviews-b", "10.244.0.6", ready=False)])))
+
+    assert resources["WorkloadEntry/shop/reviews-a"].metadata == {"name": "reviews-a", "namespace": "shop",
+                                                                   "annotations": {"meshwright.io/sidecar": "false"}}
+    assert resources["WorkloadEntry/shop/reviews-b"].annotations == {"meshwright.io/endpoint": "not-ready", "meshwright.io/sidecar": "false"}
 
 
 def test_an_injected_pods_workload_entry_captures_with_iptables():
@@ -166,15 +177,17 @@ def test_a_kubernetes_service_selects_pods_and_vm_workload_entries_through_the_c
     mesh, problems = load_valid([str(tmp_path)])
     assert problems == []
     plane = ControlPlane(mesh, require_identity=False)
-    cluster = view(pods=[pod("reviews-a", "10.244.0.5"), pod("reviews-b", "10.244.0.6", ready=False)])
+    cluster = view(pods=[pod("reviews-a", "10.244.0.5", labels=INJECTED), pod("reviews-b", "10.244.0.6", ready=False, labels=INJECTED),
+                         pod("reviews-plain", "10.244.0.7")])
 
     assert plane.apply_source(REGISTRY, mesh_resources(REGISTRY, cluster)) == []
 
     assignment = assignment_named(plane.estate, "client-vm.shop", "outbound|9080||reviews.shop.svc.cluster.local")
     endpoints = sorted((lb["endpoint"]["address"]["socket_address"]["address"], lb["endpoint"]["address"]["socket_address"]["port_value"])
                        for group in assignment["endpoints"] for lb in group["lb_endpoints"])
-    assert endpoints == [("10.244.0.5", 8000), ("192.168.7.10", 9080)]
+    assert endpoints == [("10.244.0.5", 8000), ("10.244.0.7", 8000), ("192.168.7.10", 9080)]
     assert {"reviews-a.shop", "reviews-b.shop", "reviews-vm.shop"} <= set(plane.estate.proxies)
+    assert "reviews-plain.shop" not in plane.estate.proxies  # an endpoint only: no sidecar
 
 
 def test_a_cache_translates_each_object_once_per_version_and_forgets_the_gone():

@@ -17,6 +17,7 @@ from meshwright.compile.incremental import (Changes, CompiledEstate, assignment_
 from meshwright.model.load import LoadResult, resource_from_document
 from meshwright.model.resource import Resource
 from meshwright.problems import MeshConfigError, Problems
+from meshwright.registry.inventory import has_sidecar
 from meshwright.validate.references import check_references
 from meshwright.validate.security_checks import check_one_authorizer_per_workload, check_security
 from meshwright.validate.semantics import check_capture, check_listener_ports, check_semantics
@@ -76,15 +77,16 @@ def _workload_set_refused(estate: CompiledEstate, came: list[Resource], gone: li
     policies' (whether they are enforced on those that came); those of the other resources
     that select workloads."""
     mesh, problems = estate.mesh, Problems()
-    if came:
-        proxies = [estate.proxies[f"{workload.name}.{workload.namespace}"] for workload in came]
+    came_proxies = [workload for workload in came if has_sidecar(workload)]  # the others are endpoints only
+    if came_proxies:
+        proxies = [estate.proxies[f"{workload.name}.{workload.namespace}"] for workload in came_proxies]
         check_capture(mesh, problems, proxies)
         check_listener_ports(mesh, problems, proxies)
         check_telemetry_conflicts(mesh, problems, proxies)
         check_one_authorizer_per_workload(mesh, problems, proxies)
     for kind in POLICY_KINDS:
         for policy in mesh.of_kind(kind):
-            check_security(mesh, policy, problems, came)
+            check_security(mesh, policy, problems, came_proxies)
     for kind in OTHER_SELECTING_KINDS:
         for selecting in mesh.of_kind(kind):
             check_references(mesh, selecting, problems)

@@ -37,7 +37,7 @@ from meshwright.mesh import Mesh
 from meshwright.model.resource import Resource
 from meshwright.model.selection import LabelIndex, SelectorIndex, labels_match, namespace_of
 from meshwright.model.workload_group import GROUP_ANNOTATION
-from meshwright.registry.inventory import ENDPOINT_ANNOTATION, selected_endpoints
+from meshwright.registry.inventory import ENDPOINT_ANNOTATION, has_sidecar, selected_endpoints
 from meshwright.registry.model import Registry, Service
 
 KINDS = ("listeners", "routes", "clusters", "endpoints")
@@ -378,13 +378,15 @@ def with_workloads_changed(estate: CompiledEstate, edited: list[Resource], remov
     for workload in removed:
         position = index.get((workload.namespace, workload.name))
         proxy = estate.proxies.get(f"{workload.name}.{workload.namespace}")
-        if position is None or GROUP_ANNOTATION in current[position].annotations or proxy is None or proxy.kind != "sidecar":
+        if position is None or GROUP_ANNOTATION in current[position].annotations:
+            return None
+        if has_sidecar(current[position]) and (proxy is None or proxy.kind != "sidecar"):
             return None
         gone.append(current[position])
     for workload in edited:
         position = index.get((workload.namespace, workload.name))
         if position is None:
-            if GROUP_ANNOTATION in workload.annotations or _gateway_selects(mesh, workload):
+            if GROUP_ANNOTATION in workload.annotations or (has_sidecar(workload) and _gateway_selects(mesh, workload)):
                 return None
             came.append(workload)
         elif endpoint_only_change(current[position], workload):
@@ -411,8 +413,10 @@ def _workloads_update(estate: CompiledEstate, gone: list[Resource], came: list[R
     if any(service.resolution in INLINE_ENDPOINT_RESOLUTIONS for service in services):
         return None
     new_mesh = _mesh_with_workloads(mesh, gone, came, pairs, by_label, services)
+    # Workloads without a sidecar are endpoints only: no proxy comes, goes or moves with them.
+    gone, came = [w for w in gone if has_sidecar(w)], [w for w in came if has_sidecar(w)]
     proxies, moved = dict(estate.proxies), []
-    for old, new in pairs:
+    for old, new in filter(lambda pair: has_sidecar(pair[1]), pairs):
         proxy_id = f"{new.name}.{new.namespace}"
         before = proxies[proxy_id]
         # Only its address and locality can differ (its labels did not change, so neither

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from meshwright.mesh import Mesh
 from meshwright.model.resource import Resource
+from meshwright.registry.inventory import has_sidecar
 
 PORT_OFFSET_ANNOTATION = "meshwright.io/port-offset"
 # Istio's annotation for how a sidecar intercepts traffic: NONE (explicit listeners, the
@@ -79,12 +80,13 @@ def _gateways_by_workload(mesh: Mesh) -> dict[int, list[Resource]]:
     for gateway in mesh.of_kind("Gateway"):
         selector = gateway.spec.get("selector") or {}
         for workload in mesh.selected_workloads_in_every_namespace(selector) if selector else ():
-            served.setdefault(id(workload), []).append(gateway)
+            if has_sidecar(workload):  # one without a proxy serves no Gateway
+                served.setdefault(id(workload), []).append(gateway)
     return served
 
 
 def list_proxies(mesh: Mesh) -> list[Proxy]:
-    """Every proxy: one per WorkloadEntry, and one per Gateway that selects no WorkloadEntry."""
+    """Every proxy: one per WorkloadEntry with a sidecar, and one per Gateway that selects none."""
     return list(mesh.memo(("proxies",), lambda: _proxies(mesh)))
 
 
@@ -109,7 +111,7 @@ def _proxies(mesh: Mesh) -> list[Proxy]:
     """list_proxies, computed once per mesh (validation and compilation ask many times)."""
     gateways_of = _gateways_by_workload(mesh)
     proxies = []
-    for workload in mesh.of_kind("WorkloadEntry"):
+    for workload in filter(has_sidecar, mesh.of_kind("WorkloadEntry")):
         proxies.append(workload_proxy(workload, tuple(f"{g.namespace}/{g.name}" for g in gateways_of.get(id(workload), ()))))
     serving = {id(gateway) for gateways in gateways_of.values() for gateway in gateways}
     for gateway in mesh.of_kind("Gateway"):

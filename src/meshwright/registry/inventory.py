@@ -9,10 +9,18 @@ from meshwright.registry.model import Endpoint, Registry, Service, ServicePort
 # A workload that exists but must not receive traffic (a pod not ready or terminating, a task
 # failing its health checks): its proxy still gets its config, no service lists it as an endpoint.
 ENDPOINT_ANNOTATION, NOT_READY = "meshwright.io/endpoint", "not-ready"
+# A workload with no proxy beside it (a pod without an injected sidecar): an endpoint of the
+# services selecting it and nothing else, as Istio's uninjected pods: no proxy is made for it
+# and auto mTLS reaches it in plaintext (its endpoint is not tagged tlsMode=istio).
+SIDECAR_ANNOTATION, NO_SIDECAR = "meshwright.io/sidecar", "false"
 
 
 def is_ready(workload: Resource) -> bool:
     return workload.annotations.get(ENDPOINT_ANNOTATION) != NOT_READY
+
+
+def has_sidecar(workload: Resource) -> bool:
+    return workload.annotations.get(SIDECAR_ANNOTATION) != NO_SIDECAR
 
 
 def endpoint_from_spec(spec: dict, workload: str = "", ready: bool = True) -> Endpoint:
@@ -29,8 +37,10 @@ def endpoint_from_spec(spec: dict, workload: str = "", ready: bool = True) -> En
 
 
 def workload_endpoint(workload: Resource) -> Endpoint:
-    """The endpoint a WorkloadEntry gives the services that select it."""
-    return endpoint_from_spec(workload.spec, f"{workload.name}.{workload.namespace}", is_ready(workload))
+    """The endpoint a WorkloadEntry gives the services that select it; one without a sidecar
+    names no proxy (so nothing treats it as a proxy's, auto mTLS included)."""
+    proxy = f"{workload.name}.{workload.namespace}" if has_sidecar(workload) else ""
+    return endpoint_from_spec(workload.spec, proxy, is_ready(workload))
 
 
 def selected_endpoints(entry: Resource, workloads: LabelIndex[Resource]) -> tuple[Endpoint, ...]:

@@ -5,9 +5,12 @@ JSON as the API server sends them).
 - A Service with a selector becomes a ServiceEntry `name.ns.svc.cluster.local` (MESH_INTERNAL,
   STATIC) whose workloadSelector is the Service's selector: it selects pods and VMs'
   WorkloadEntries alike, as Istio's Services do.
-- A pod with an IP becomes a WorkloadEntry (its labels, service account, IP), a proxy of the
-  mesh. One that must not receive traffic (terminating, or not ready as its EndpointSlices or,
-  where none lists it, its Ready condition say) carries `meshwright.io/endpoint: not-ready`.
+- A pod with an IP becomes a WorkloadEntry (its labels, service account, IP). An injected pod
+  (label `security.istio.io/tlsMode: istio`, as the injector sets it and as Istio tells its
+  sidecars' endpoints) is a proxy of the mesh; any other carries `meshwright.io/sidecar:
+  "false"`: an endpoint only, reached in plaintext by auto mTLS, no proxy to compile. One
+  that must not receive traffic (terminating, or not ready as its EndpointSlices or, where
+  none lists it, its Ready condition say) carries `meshwright.io/endpoint: not-ready`.
 - The Istio resources read from the cluster's CRDs are published as they are.
 
 Protocols follow Istio's explicit protocol selection: a port's appProtocol, else its name's
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 
 from meshwright.model.resource import Resource
 from meshwright.model.selection import SelectorIndex
-from meshwright.registry.inventory import ENDPOINT_ANNOTATION, NOT_READY
+from meshwright.registry.inventory import ENDPOINT_ANNOTATION, NO_SIDECAR, NOT_READY, SIDECAR_ANNOTATION
 from meshwright.registry.published import origin, registry_resource
 
 CLUSTER_DOMAIN = "svc.cluster.local"
@@ -33,6 +36,8 @@ _IGNORED_LABELS = frozenset({"pod-template-hash", "controller-revision-hash"})
 # An injected pod (deliver/kube_inject.py STATUS_ANNOTATION) captures with iptables: its proxy's
 # listeners are the capture ones (compile/capture.py), as compile/proxy.py reads the annotation.
 INJECTED_ANNOTATION, INTERCEPTION_ANNOTATION = "sidecar.istio.io/status", "sidecar.istio.io/interceptionMode"
+# The label the injector gives a pod with a sidecar (deliver/kube_inject.py), Istio's.
+TLS_MODE_LABEL, TLS_MODE_ISTIO = "security.istio.io/tlsMode", "istio"
 
 
 @dataclass
@@ -134,7 +139,9 @@ def workload_entry(registry: str, pod: dict, ready: bool, services: list[dict]) 
     annotations = {}
     if not ready:
         annotations[ENDPOINT_ANNOTATION] = NOT_READY
-    if INJECTED_ANNOTATION in (metadata.get("annotations") or {}):
+    if (metadata.get("labels") or {}).get(TLS_MODE_LABEL) != TLS_MODE_ISTIO:
+        annotations[SIDECAR_ANNOTATION] = NO_SIDECAR  # no sidecar: an endpoint, not a proxy
+    elif INJECTED_ANNOTATION in (metadata.get("annotations") or {}):
         annotations[INTERCEPTION_ANNOTATION] = "REDIRECT"  # its init container set up iptables capture
     if annotations:
         entry_metadata["annotations"] = annotations

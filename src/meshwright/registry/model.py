@@ -37,7 +37,7 @@ class Endpoint:
     locality: str = ""
     weight: int = 1
     service_account: str = ""
-    workload: str = ""  # "name.namespace" of its WorkloadEntry, when it has one
+    workload: str = ""  # "name.namespace" of its WorkloadEntry, when it has one with a sidecar (its proxy)
     # False: the workload must not receive traffic now (registry/inventory.py NOT_READY): in
     # no load assignment, but still what its service is served by (ports, identities).
     ready: bool = True

@@ -16,7 +16,7 @@ from meshwright.compile.scope import sidecar_for, workload_service_ports
 from meshwright.mesh import DEFAULT_CERTIFICATES_DIR, Mesh, certificates_dir_problem, exports_overlap, resolve_host, rule_selector
 from meshwright.model.resource import Resource
 from meshwright.problems import Problems, format_path
-from meshwright.registry.inventory import ENDPOINT_ANNOTATION, NOT_READY
+from meshwright.registry.inventory import ENDPOINT_ANNOTATION, NO_SIDECAR, NOT_READY, SIDECAR_ANNOTATION
 from meshwright.registry.model import HTTP_PROTOCOLS
 
 _MERGES = ("MERGE", "MERGE_AND_REPLACE_LIST")
@@ -474,6 +474,20 @@ def check_annotations(resource: Resource, problems: Problems) -> None:
         expected = (f"{NOT_READY!r} (the workload is in no service's endpoints) or no annotation" if resource.kind == "WorkloadEntry"
                     else "set on a WorkloadEntry")
         problems.add(resource, ("metadata", "annotations", ENDPOINT_ANNOTATION), f"{readiness!r}: expected {expected}")
+    check_sidecar_annotation(resource, problems)
+
+
+def check_sidecar_annotation(resource: Resource, problems: Problems) -> None:
+    """meshwright.io/sidecar: "false" on a WorkloadEntry with no proxy beside it (an endpoint only)."""
+    sidecar = resource.annotations.get(SIDECAR_ANNOTATION)
+    path = ("metadata", "annotations", SIDECAR_ANNOTATION)
+    if sidecar is not None and (resource.kind != "WorkloadEntry" or sidecar != NO_SIDECAR):
+        expected = (f"{NO_SIDECAR!r} (no proxy runs beside this workload: it is an endpoint only) or no annotation"
+                    if resource.kind == "WorkloadEntry" else "set on a WorkloadEntry")
+        problems.add(resource, path, f"{sidecar!r}: expected {expected}")
+    elif sidecar is not None and resource.annotations.get(INTERCEPTION_ANNOTATION) == REDIRECT:
+        problems.add(resource, path, f"a workload without a sidecar has no proxy to capture its traffic: remove {INTERCEPTION_ANNOTATION} "
+                                     "or this annotation")
 
 
 _SOME_CONFIG_DIR = "/meshwright-root/proxy"  # any config directory two levels deep
