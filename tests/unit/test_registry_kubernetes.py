@@ -104,9 +104,11 @@ def test_a_pod_without_a_sidecar_is_a_workload_entry_marked_as_an_endpoint_only(
 
 
 def test_an_injected_pods_workload_entry_captures_with_iptables():
-    """Its init container set up iptables capture: its proxy gets the capture listeners (15001, 15006)."""
-    injected = pod("reviews-b", "10.244.0.6", annotations={"sidecar.istio.io/status": '{"containers": ["istio-proxy"]}'})
-    resources = by_ref(mesh_resources(REGISTRY, view(pods=[injected, pod("reviews-a", "10.244.0.5")])))
+    """Its init container set up iptables capture: its proxy gets the capture listeners (15001, 15006).
+    The injector's label without its status annotation: a sidecar that does not capture."""
+    labels = {"app": "reviews", "version": "v1", "security.istio.io/tlsMode": "istio"}
+    injected = pod("reviews-b", "10.244.0.6", labels=labels, annotations={"sidecar.istio.io/status": '{"containers": ["istio-proxy"]}'})
+    resources = by_ref(mesh_resources(REGISTRY, view(pods=[injected, pod("reviews-a", "10.244.0.5", labels=labels)])))
     assert resources["WorkloadEntry/shop/reviews-b"].annotations == {"sidecar.istio.io/interceptionMode": "REDIRECT"}
     assert resources["WorkloadEntry/shop/reviews-a"].annotations == {}
 
