@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -168,9 +169,15 @@ def test_upgrade_within_the_skew_policy_moves_the_control_plane_first_then_every
     assert run.returncode == 0, str(run)
     assert load.failures == [] and load.succeeded > 20, (load.succeeded, load.failures[:5])
     assert run.output.index("PLAY [Upgrade the control plane first]") < run.output.index("PLAY [Upgrade batch by batch")
-    status = control_plane_status()
-    versions = {proxy["proxy"]: sorted({stream.get("envoy_version") for stream in proxy["streams"]}) for proxy in status["proxies"]}
-    assert versions == {proxy: [OLD_VERSION] for proxy in PROXIES}
+    # A hot-restarted proxy's old Envoy keeps its stream while it drains: wait for it to go.
+    deadline, wanted = time.monotonic() + 60, {proxy: [OLD_VERSION] for proxy in PROXIES}
+    while True:
+        status = control_plane_status()
+        versions = {proxy["proxy"]: sorted({stream.get("envoy_version") for stream in proxy["streams"]}) for proxy in status["proxies"]}
+        if versions == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert versions == wanted
     assert synced_proxies(status) == sorted(PROXIES)
 
 
