@@ -66,6 +66,10 @@ class UsageError(Exception):
     """An argument that cannot be used (exit 2)."""
 
 
+INJECTION_CSR_HELP = ("the CSR service's address (--csr-listen) as injected pods reach it; "
+                      "their first certificate comes from the next port (--join-listen's default)")
+
+
 def _print_problems(problems) -> None:
     for problem in problems:
         print(problem, file=sys.stderr)
@@ -489,8 +493,11 @@ def _start_graph_page(args, running):
     """The service graph page beside the control plane (--graph-listen), or None."""
     if args.graph_listen is None:
         return None
+
+    def platforms():  # the live mesh's, registries included
+        return workload_platforms(running.plane.estate.mesh)
+
     try:
-        platforms = lambda: workload_platforms(running.plane.estate.mesh)  # noqa: E731  the live mesh's, registries included
         return graph_page.start(graph_page.GraphPage(args.prometheus, platforms=platforms), args.graph_listen)
     except OSError as error:
         running.stop()
@@ -733,8 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--webhook-key", help="its private key (PEM)")
     serve.add_argument("--proxy-image", help="serve the injection webhook too (POST /inject): the proxy image (Envoy + meshwright agent) it injects")
     serve.add_argument("--injection-xds", metavar="HOST:PORT", help="the xDS address injected pods reach the control plane at")
-    serve.add_argument("--injection-csr", metavar="HOST:PORT", help="the CSR service's address (--csr-listen) as injected pods reach it; "
-                                                                            "their first certificate comes from the next port (--join-listen's default)")
+    serve.add_argument("--injection-csr", metavar="HOST:PORT", help=INJECTION_CSR_HELP)
     serve.add_argument("--max-streams", type=_positive_int, default=xds_server.DEFAULT_MAX_STREAMS,
                        help=f"xDS streams served at once; more are refused with a log line (default {xds_server.DEFAULT_MAX_STREAMS})")
     serve.set_defaults(func=cmd_serve)
@@ -841,8 +847,7 @@ def build_parser() -> argparse.ArgumentParser:
     inject.add_argument("-f", "--filename", required=True, help="the manifests (YAML, several documents); - reads standard input")
     inject.add_argument("--proxy-image", required=True, help="the proxy image (Envoy + meshwright agent) to inject")
     inject.add_argument("--injection-xds", required=True, metavar="HOST:PORT", help="the xDS address injected pods reach the control plane at")
-    inject.add_argument("--injection-csr", required=True, metavar="HOST:PORT", help="the CSR service's address (--csr-listen) as injected pods reach it; "
-                                                                            "their first certificate comes from the next port (--join-listen's default)")
+    inject.add_argument("--injection-csr", required=True, metavar="HOST:PORT", help=INJECTION_CSR_HELP)
     inject.add_argument("--trust-domain", default="cluster.local", help="the mesh's trust domain (default cluster.local)")
     inject.set_defaults(func=cmd_kube_inject)
 

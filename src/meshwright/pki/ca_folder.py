@@ -210,7 +210,7 @@ def ca_folder_entries(path: str) -> list[str]:
     strangers = sorted(name for name in os.listdir(path) if name not in made and not is_interrupted_write(name))
     if strangers:
         raise CaError(f"{path} is not a mesh CA folder (it holds {', '.join(strangers[:5])}, which the mesh CA does not make): nothing removed")
-    return sorted(os.path.relpath(os.path.join(folder, name), path) for folder, _, names in os.walk(path) for name in names)
+    return sorted(os.path.relpath(os.path.join(folder, name), path) for folder, dummy, names in os.walk(path) for name in names)
 
 
 def is_interrupted_write(name: str) -> bool:
