@@ -6,6 +6,7 @@ registry makes of them."""
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -126,7 +127,8 @@ def is_wildcard_host(host: str) -> bool:
     return host == "*" or host.startswith("*.")
 
 
-def host_patterns(hostname: str) -> list[str]:
+@functools.lru_cache(maxsize=1 << 16)  # every proxy's lookups ask for the same hostnames
+def host_patterns(hostname: str) -> tuple[str, ...]:
     """Every host pattern that matches hostname (host_matches turned around), most specific
     first: the hostname, then "*.suffix" for each shorter suffix, then "*"."""
     patterns = [hostname]
@@ -135,7 +137,7 @@ def host_patterns(hostname: str) -> list[str]:
         patterns.append("*" + hostname[dot:])
         dot = hostname.find(".", dot + 1)
     patterns.append("*")
-    return list(dict.fromkeys(patterns))  # a wildcard hostname is also its own first pattern
+    return tuple(dict.fromkeys(patterns))  # a wildcard hostname is also its own first pattern
 
 
 def exports_overlap(first: Resource, second: Resource) -> bool:

@@ -1,5 +1,6 @@
-"""Check 4 in parts side by side (meshwright/forked.py): the same problems, in the same order,
-as in one process; a copy's error is raised; a copy that dies has its part done again."""
+"""Work in parts side by side (meshwright/forked.py): loading, shape checks, check 4, and checks
+2-3 beside check 4 give the same resources and problems, in the same order, as one process; a
+copy's error is raised; a copy that dies has its part done again."""
 
 from __future__ import annotations
 
@@ -93,3 +94,101 @@ def test_a_process_with_other_threads_does_not_fork():
     finally:
         stop.set()
         thread.join()
+
+
+BROKEN_SUBSET = """\
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: broken, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  http:
+  - route:
+    - destination: {host: reviews.default.svc.cluster.local, subset: nope}
+"""
+
+
+def _side_by_side_used(monkeypatch) -> list[bool]:
+    """Forces the parts (two workers, any size) and records whether checks 2-3 ran beside check 4."""
+    monkeypatch.setattr(pipeline, "available_workers", lambda: 2)
+    monkeypatch.setattr(pipeline, "PARALLEL_FROM", 1)
+    used: list[bool] = []
+    side_by_side = pipeline._side_by_side
+    monkeypatch.setattr(pipeline, "_side_by_side", lambda *args: used.append(True) or side_by_side(*args))
+    return used
+
+
+@pytest.mark.parametrize("extra", ["", BROKEN_SUBSET], ids=["valid", "refused-by-check-3"])
+def test_checks_2_and_3_beside_check_4_report_what_they_report_in_turn(tmp_path, monkeypatch, extra):
+    (tmp_path / "mesh.yaml").write_text(MORE_CLASSES + extra)
+    in_turn = pipeline.validate_mesh_with(load_paths([str(tmp_path)]), lambda mesh, config, proxies: len(proxies))
+    used = _side_by_side_used(monkeypatch)
+    beside = pipeline.validate_mesh_with(load_paths([str(tmp_path)]), lambda mesh, config, proxies: len(proxies))
+    assert used == [True]
+    assert beside[1] == in_turn[1] and sorted(beside[2]) == sorted(in_turn[2])
+    if extra:
+        assert [p.message for p in beside[1]] == [p.message for p in in_turn[1]] and "subset 'nope'" in beside[1][0].message
+        assert beside[0] is None and beside[2] == []
+    else:
+        assert beside[1] == [] and beside[0] is not None
+
+
+def test_check_4_errors_on_a_mesh_check_3_refuses_are_not_reported(tmp_path, monkeypatch):
+    """Check 4 runs beside checks 2-3 on a mesh they may still refuse: then what it raised does not count."""
+    (tmp_path / "mesh.yaml").write_text(MORE_CLASSES + BROKEN_SUBSET)
+    _side_by_side_used(monkeypatch)
+
+    def compile_fails(*args):
+        raise KeyError("what an unchecked reference does to the compiler")
+
+    monkeypatch.setattr(pipeline, "_classes_problems", compile_fails)
+    mesh, problems = validate_mesh(load_paths([str(tmp_path)]))
+    assert mesh is None and "subset 'nope'" in problems[0].message
+    (tmp_path / "mesh.yaml").write_text(MORE_CLASSES)
+    with pytest.raises(KeyError, match="unchecked reference"):  # on a sound mesh, the same error is a bug: raised
+        validate_mesh(load_paths([str(tmp_path)]))
+
+
+def test_a_large_load_parsed_in_parts_gives_what_one_process_gives(tmp_path, monkeypatch):
+    from meshwright.model import load
+
+    (tmp_path / "a.yaml").write_text(MORE_CLASSES)
+    (tmp_path / "b.yaml").write_text(BROKEN_SUBSET + "---\nkind: [not, closed\n---\n" + BROKEN_SUBSET.replace("broken", "after"))
+    (tmp_path / "c.yaml").write_text(MORE_CLASSES.replace("namespace: default", "namespace: third"))
+    one = load.load_paths([str(tmp_path)])
+    monkeypatch.setattr(load, "available_workers", lambda: 3)
+    monkeypatch.setattr(load, "PARALLEL_FROM_BYTES", 1)
+    parts = load.load_paths([str(tmp_path)])
+    assert [(r.ref, r.source, r.spec, r.lines) for r in parts.resources] == [(r.ref, r.source, r.spec, r.lines) for r in one.resources]
+    assert parts.problems == one.problems and any("not valid YAML" in p.message for p in one.problems)
+    assert "VirtualService/default/after" not in {r.ref for r in one.resources}, "a file is read up to its first document that is not YAML"
+
+
+def test_shape_checks_in_parts_keep_order_and_problems(tmp_path, monkeypatch):
+    bad_shape = BROKEN_SUBSET.replace("subset: nope", "subset: nope, weight: many")
+    (tmp_path / "mesh.yaml").write_text(MORE_CLASSES + bad_shape)
+    one = pipeline.validate_resources(load_paths([str(tmp_path)]))
+    monkeypatch.setattr(pipeline, "available_workers", lambda: 3)
+    monkeypatch.setattr(pipeline, "SHAPES_PARALLEL_FROM", 1)
+    parts = pipeline.validate_resources(load_paths([str(tmp_path)]))
+    assert parts == one and any("weight" in p.message for p in one[1])
+    (tmp_path / "mesh.yaml").write_text(MORE_CLASSES)
+    mesh_parts = pipeline.validate_resources(load_paths([str(tmp_path)]))[0]
+    monkeypatch.setattr(pipeline, "available_workers", lambda: 1)
+    mesh_one = pipeline.validate_resources(load_paths([str(tmp_path)]))[0]
+    assert [(r.ref, r.spec, r.metadata) for r in mesh_parts.resources] == [(r.ref, r.spec, r.metadata) for r in mesh_one.resources]
+
+
+def test_a_long_resource_list_written_in_parts_is_the_text_written_whole(monkeypatch):
+    from meshwright.deliver import files
+    from meshwright.deliver.yaml_text import yaml_text
+
+    resources = [{"@type": "t", "name": f"outbound|{n}||s-{n}.ns", "weights": [n, {"odd": n % 2 == 1}], "text": "a: b" if n % 7 else "x\ny"}
+                 for n in range(200)]
+    monkeypatch.setattr(files, "PARALLEL_ITEMS_FROM", 10)
+    monkeypatch.setattr(files, "available_workers", lambda: 3)
+    pids = []
+    monkeypatch.setattr(files, "forked_map", lambda work, parts: pids.append(len(parts)) or forked_map(work, parts))
+    assert files.serialize({"resources": resources}, "yaml") == yaml_text({"resources": resources})
+    assert pids == [3], "the list was written in three parts"

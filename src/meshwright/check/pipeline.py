@@ -7,6 +7,7 @@ checked by Envoy's protos, for port clashes, and for consistency (every route's 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -22,6 +23,7 @@ from meshwright.compile.scope import services_in_scope, sidecar_for
 from meshwright.forked import available_workers, forked_map
 from meshwright.mesh import Mesh
 from meshwright.model.load import LoadResult
+from meshwright.model.resource import Resource
 from meshwright.problems import Problem, Problems
 from meshwright.validate.references import check_references
 from meshwright.validate.security_checks import check_one_authorizer_per_workload
@@ -34,10 +36,23 @@ from meshwright.validate.telemetry import check_telemetry_conflicts
 def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
     """Checks 1-3. Returns the mesh only when there is no error; its warnings then are in
     mesh.warnings (with errors, warnings come with them in the list)."""
+    mesh, problems = _built_mesh(loaded)
+    problems.extend(_mesh_problems(mesh))
+    return _checked(mesh, problems)
+
+
+def _built_mesh(loaded: LoadResult) -> tuple[Mesh, Problems]:
+    """Check 1 (shapes) and duplicates, and the mesh of what is sound."""
     problems = Problems()
     problems.extend(loaded.problems)
-    sound = [checked for checked in (check_shape(r, problems) for r in skip_kubernetes_objects(loaded.resources, problems)) if checked]
-    mesh = Mesh.build(check_duplicates(sound, problems))
+    sound = _sound_shapes(skip_kubernetes_objects(loaded.resources, problems), problems)
+    return Mesh.build(check_duplicates(sound, problems)), problems
+
+
+@cyclic_collector_paused()
+def _mesh_problems(mesh: Mesh) -> list[Problem]:
+    """Checks 2-3 on the built mesh: conflicts, references and semantics."""
+    problems = Problems()
     check_conflicts(mesh, problems)
     check_telemetry_conflicts(mesh, problems)
     check_listener_ports(mesh, problems)
@@ -46,10 +61,56 @@ def validate_resources(loaded: LoadResult) -> tuple[Mesh | None, list[Problem]]:
     for resource in mesh.resources:
         check_semantics(resource, problems)
         check_references(mesh, resource, problems)
+    return problems.items
+
+
+def _checked(mesh: Mesh, problems: Problems) -> tuple[Mesh | None, list[Problem]]:
     if problems:
         return None, problems.sorted()
     mesh.warnings = problems.sorted()
     return mesh, []
+
+
+# Shape checks run in parts side by side (forked copies) from this many resources on: below
+# it, a fork costs more than it saves.
+SHAPES_PARALLEL_FROM = 20_000
+
+
+def _sound_shapes(resources: list[Resource], problems: Problems) -> list[Resource]:
+    """check_shape of every resource, in order: the sound ones, pruned (check 1)."""
+    workers = available_workers() if len(resources) >= SHAPES_PARALLEL_FROM else 1
+    size = max(1, -(-len(resources) // workers))
+    parts = [resources[start:start + size] for start in range(0, len(resources), size)]
+    sound = []
+    for part, (found, outcomes) in zip(parts, forked_map(_shape_outcomes, parts)):
+        problems.extend(found)
+        sound += [_rebuilt(resource, outcome) for resource, outcome in zip(part, outcomes) if outcome is not None]
+    return sound
+
+
+# A resource check_shape keeps as written: its spec and metadata are the document's own objects.
+_AS_WRITTEN = "as written"
+
+
+def _shape_outcomes(resources: list[Resource]) -> tuple[list[Problem], list]:
+    """check_shape's problems, and for each resource what it kept: None, _AS_WRITTEN, or the
+    pruned (spec, metadata). Small to send back from a copy: most resources are as written."""
+    problems = Problems()
+    outcomes: list = []
+    for resource in resources:
+        checked = check_shape(resource, problems)
+        if checked is None:
+            outcomes.append(None)
+        elif checked.spec is resource.document.get("spec") and checked.metadata is resource.document.get("metadata"):
+            outcomes.append(_AS_WRITTEN)
+        else:
+            outcomes.append((checked.spec, checked.metadata))
+    return problems.items, outcomes
+
+
+def _rebuilt(resource: Resource, outcome) -> Resource:
+    spec, metadata = (resource.document["spec"], resource.document["metadata"]) if outcome == _AS_WRITTEN else outcome
+    return replace(resource, spec=spec, metadata=metadata)
 
 
 def _routed_clusters(route_config: dict) -> list[tuple[str, str]]:
@@ -140,11 +201,57 @@ def validate_proxies(mesh: Mesh, workers: int | None = None) -> list[Problem]:
 
 def _validate_proxies(mesh: Mesh, workers: int | None, per_class: PerClass | None, keep: str | None = None) -> tuple[list[Problem], list]:
     classes = proxy_classes(mesh, list_proxies(mesh))
-    parts = _balanced_parts(mesh, classes, workers or _workers_for(mesh, classes))
+    parts = _check4_parts(mesh, classes, workers or _workers_for(mesh, classes), keep)
+    return _joined(forked_map(lambda part: _classes_problems(mesh, part, per_class), parts))
+
+
+def _check4_parts(mesh: Mesh, classes: list[list], workers: int, keep: str | None) -> list[list[list]]:
+    parts = _balanced_parts(mesh, classes, workers)
     if keep is not None:  # the part that holds it is checked here (forked_map's first): its class stays compiled
         parts.sort(key=lambda part: not any(proxy.id == keep for proxies in part for proxy in proxies))
-    found = forked_map(lambda part: _classes_problems(mesh, part, per_class), parts)
+    return parts
+
+
+def _joined(found: list[tuple[list[Problem], list]]) -> tuple[list[Problem], list]:
+    """The parts' problems, sorted, and their per-class results."""
     return sorted(problem for problems, dummy in found for problem in problems), [result for dummy, results in found for result in results]
+
+
+def _side_by_side(mesh: Mesh, per_class: PerClass | None, keep: str | None) -> tuple[list[Problem], tuple[list[Problem], list]] | None:
+    """Checks 2-3 and check 4 at once, for a mesh whose check 4 runs in parts anyway: the
+    checks of the mesh take one more forked copy instead of running alone before. Check 4
+    then runs on a mesh that checks 2-3 may still refuse: its results (or its errors) count
+    only if they do not. None when check 4 would not run in parts."""
+    try:
+        classes = proxy_classes(mesh, list_proxies(mesh))
+    except Exception:  # pylint: disable=broad-except  # a mesh checks 2-3 refuse: they say why, before check 4
+        return None
+    workers = _workers_for(mesh, classes)
+    if workers == 1:
+        return None
+    parts = _check4_parts(mesh, classes, workers, keep)
+    tasks: list[Callable[[], Any]] = [functools.partial(_outcome, _classes_problems, mesh, part, per_class) for part in parts]
+    tasks.append(functools.partial(_outcome, _mesh_problems, mesh))
+    *check4, mesh_checks = forked_map(lambda task: task(), tasks)
+    mesh_problems = _value(mesh_checks)
+    if any(not problem.is_warning for problem in mesh_problems):
+        return mesh_problems, ([], [])
+    return mesh_problems, _joined([_value(outcome) for outcome in check4])
+
+
+def _outcome(work: Callable, *args) -> tuple[bool, Any]:
+    """(True, work's result) or (False, the error it raised), for the caller to decide on."""
+    try:
+        return True, work(*args)
+    except Exception as error:  # pylint: disable=broad-except  # raised again by _value where it counts
+        return False, error
+
+
+def _value(outcome: tuple[bool, Any]) -> Any:
+    done, value = outcome
+    if not done:
+        raise value
+    return value
 
 
 # Check 4 forks copies of the process (meshwright/forked.py) only when the classes see this
@@ -233,8 +340,11 @@ def validate_mesh(loaded: LoadResult, keep: str | None = None) -> tuple[Mesh | N
 def validate_mesh_with(loaded: LoadResult, per_class: PerClass | None, keep: str | None = None) -> tuple[Mesh | None, list[Problem], list]:
     """validate_mesh, and per_class's result for every class of proxies, computed where
     check 4 compiles the class (no class is compiled twice); no results with problems."""
-    mesh, problems = validate_resources(loaded)
-    if mesh is None:
-        return None, problems, []
-    problems, results = _validate_proxies(mesh, None, per_class, keep)
-    return (None, sorted(problems + mesh.warnings), []) if problems else (mesh, [], results)
+    mesh, problems = _built_mesh(loaded)
+    together = None if problems else _side_by_side(mesh, per_class, keep)
+    problems.extend(together[0] if together else _mesh_problems(mesh))
+    checked, listed = _checked(mesh, problems)
+    if checked is None:
+        return None, listed, []
+    found, results = together[1] if together else _validate_proxies(checked, None, per_class, keep)
+    return (None, sorted(found + checked.warnings), []) if found else (checked, [], results)

@@ -301,12 +301,13 @@ def failover_priorities(rule: Resource | None) -> tuple[str, ...]:
                  for label in ((each.get("loadBalancer") or {}).get("localityLbSetting") or {}).get("failoverPriority") or [])
 
 
-def priority_labels_of(proxy, rule: Resource | None) -> tuple | None:
+def priority_labels_of(mesh: Mesh, proxy, rule: Resource | None) -> tuple | None:
     """What of the client its rule's failoverPriority reads: its values of the labels named
     (with its locality's) and whether it has labels at all (Istio orders nothing for a proxy
     without); None when the rule has no failoverPriority, so that load assignments are shared
     by every client of a locality."""
-    entries = failover_priorities(rule)
+    # Read once per mesh and rule: every proxy asks for every service's.
+    entries = mesh.memo(("failover-priorities", rule.ref), lambda: failover_priorities(rule)) if rule else ()
     if not entries:
         return None
     labels = topology_labels(proxy.label_map, proxy.locality)
@@ -326,7 +327,7 @@ def service_clusters(mesh: Mesh, proxy, service: Service) -> tuple[list[dict], l
     rule_ref = rule.ref if rule else None
     inline = service.resolution in INLINE_ENDPOINT_RESOLUTIONS
     gateway = proxy.kind == "gateway" and service.resolution == "NONE" and not service.endpoints
-    priority_labels = priority_labels_of(proxy, rule)
+    priority_labels = priority_labels_of(mesh, proxy, rule)
     # Every key starts with the hostname: compile/incremental.py drops a changed service's entries by it.
     plan_key = ("service-clusters", service.hostname, rule_ref, (proxy.locality, priority_labels) if inline else None, gateway, "plan")
     plan = mesh.memo(plan_key, lambda: _service_plan(mesh, proxy, service, rule, gateway))

@@ -552,26 +552,31 @@ def with_class_stat_names(mesh: Mesh, telemetry: ProxyTelemetry, clusters: list[
         return clusters
     per_proxy = stat_names_per_proxy(telemetry)
     copies = mesh.memo(("stat-named clusters",), dict)
+    # What a direction's stat names and size records read of the telemetry: its tags and whether it records sizes.
+    reads = {mode: ((metrics.tags if metrics and not per_proxy else None), records_sizes(metrics))
+             for mode, metrics in ((mode, telemetry.of(mode).metrics) for mode in MODE_OF_CLUSTER.values())}
     out = []
     for cluster in clusters:
-        name = cluster["name"]
-        mode = MODE_OF_CLUSTER.get(name.split("|", 1)[0])
-        metrics = telemetry.of(mode).metrics if mode else None
-        labels = with_tag_overrides(class_cluster_labels(name), metrics.tags) if metrics and not per_proxy else []
-        stat_name = cluster_stat_name(name, labels) if labels else ""
-        sizes = records_sizes(metrics)
-        if not stat_name and not sizes:
-            out.append(cluster)
-            continue
-        key = (id(cluster), stat_name, sizes)
+        mode = MODE_OF_CLUSTER.get(cluster["name"].split("|", 1)[0])
+        tags, sizes = reads[mode] if mode else (None, False)
+        key = (id(cluster), tags, sizes)  # the copy is the same for the same cluster and reads
         found = copies.get(key)
         if found is None or found[0] is not cluster:
-            copy = {**cluster, **({"alt_stat_name": stat_name} if stat_name else {})}
-            if sizes:
-                copy["track_cluster_stats"] = {**cluster.get("track_cluster_stats", {}), "request_response_sizes": True}
-            found = copies[key] = (cluster, copy)
+            found = copies[key] = (cluster, _stat_named(cluster, tags, sizes))
         out.append(found[1])
     return out
+
+
+def _stat_named(cluster: dict, tags, sizes: bool) -> dict:
+    """The cluster with its class stat name (after the tags) and its size records; itself when it needs neither."""
+    labels = with_tag_overrides(class_cluster_labels(cluster["name"]), tags) if tags is not None else []
+    stat_name = cluster_stat_name(cluster["name"], labels) if labels else ""
+    if not stat_name and not sizes:
+        return cluster
+    copy = {**cluster, **({"alt_stat_name": stat_name} if stat_name else {})}
+    if sizes:
+        copy["track_cluster_stats"] = {**cluster.get("track_cluster_stats", {}), "request_response_sizes": True}
+    return copy
 
 
 def own_stat_tags(mesh: Mesh, proxy: Proxy, telemetry: ProxyTelemetry) -> tuple[tuple[str, str], ...]:

@@ -25,6 +25,7 @@ from meshwright.compile.build import ProxyConfig
 from meshwright.compile.envoy_values import CLUSTER, HCM_FILTER, LISTENER, ROUTE_CONFIGURATION
 from meshwright.compile.secrets import SECRET, with_secret_references, workload_secrets
 from meshwright.deliver.yaml_text import TextCache, yaml_text
+from meshwright.forked import available_workers, forked_map
 from meshwright.mesh import MeshSettings
 
 BOOTSTRAP = "bootstrap"
@@ -93,7 +94,24 @@ class RenderCache:
 def serialize(document: dict, fmt: str, cache: RenderCache | None = None) -> str:
     if fmt == "json":
         return json.dumps(document, indent=2, sort_keys=True) + "\n"
+    resources = document.get("resources") if len(document) == 1 else None
+    # One proxy's long list (no run cache to share text with other proxies): written in parts side by side.
+    if cache is None and type(resources) is list and len(resources) >= PARALLEL_ITEMS_FROM:  # pylint: disable=unidiomatic-typecheck
+        return _yaml_in_parts(resources, available_workers())
     return yaml_text(document, cache.text if cache else None)
+
+
+# A proxy that sees 10,000 services has 30,000 clusters (100 MB of YAML): from this many
+# resources on, a file is written in parts, in forked copies (meshwright/forked.py).
+PARALLEL_ITEMS_FROM = 5_000
+
+
+def _yaml_in_parts(resources: list[dict], workers: int) -> str:
+    """yaml_text({"resources": resources}), each part of the list written on its own: a block
+    sequence's items are written one after another, so the parts' items joined are the whole."""
+    size = -(-len(resources) // max(1, workers))
+    texts = forked_map(lambda part: yaml_text({"resources": part}), [resources[start:start + size] for start in range(0, len(resources), size)])
+    return texts[0] + "".join(text.split("\n", 1)[1] for text in texts[1:])  # each part after the first without its "resources:" line
 
 
 def certificates_dir(settings: MeshSettings, config_dir: str) -> str:

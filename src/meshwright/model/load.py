@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from meshwright.collector import cyclic_collector_paused
+from meshwright.forked import available_workers, forked_map
 from meshwright.model.resource import Resource, Source
 from meshwright.problems import Problem
 
@@ -129,15 +130,79 @@ def load_paths(paths: list[str], parsed: dict | None = None) -> LoadResult:
     if isinstance(budget, Problem):
         result.problems.append(budget)
         return result
+    files = _read_files(paths, budget, result)
     documents = _ParsedDocuments(parsed)
+    fresh = [(path, first_line, chunk) for path, split in files if isinstance(split, list)
+             for first_line, chunk in split if documents.before.get((path, first_line, chunk)) is None]
+    outcomes = dict(zip(fresh, _parse_all(fresh, budget.depth)))
+    for path, split in files:
+        if isinstance(split, Problem):
+            result.problems.append(split)
+            continue
+        for first_line, chunk in split:
+            key = (path, first_line, chunk)
+            found = documents.before.get(key) or outcomes[key]
+            if isinstance(found, Problem):  # not YAML: the rest of the file is not read
+                result.problems.append(found)
+                break
+            documents.keep(key, found, result)
+    return result
+
+
+def _read_files(paths: list[str], budget: _Budget, result: LoadResult) -> list[tuple[str, list[tuple[int, str]] | Problem]]:
+    """(path, its documents or why it is not read) of every file, in order; the reading stops
+    at the first limit that stops everything."""
+    files: list[tuple[str, list[tuple[int, str]] | Problem]] = []
     for path in _files(paths, result):
         try:
-            _load_file(path, budget, result, documents)
+            files.append((path, _documents(_decode(_read_regular_file(path, budget)), budget)))
         except _Refused as refused:
-            result.problems.append(Problem(path, refused.line, "", refused.path, str(refused)))
+            files.append((path, Problem(path, refused.line, "", refused.path, str(refused))))
             if refused.stop_all:
                 break
-    return result
+    return files
+
+
+# Below this much text, parsing in parts costs more (forks, sending the results back) than it saves.
+PARALLEL_FROM_BYTES = 4_000_000
+# This process has read and split the files, and unpickles what the copies parsed: its share
+# is smaller (measured at 10,000 services), so that all finish together.
+_OWN_SHARE = 0.85
+
+
+def _parse_all(documents: list[tuple[str, int, str]], max_depth: int) -> list[LoadResult | Problem]:
+    """Each document parsed: its resources and problems, or the problem that it is not YAML.
+    A large load is parsed in parts side by side, on as many cores as there are."""
+    workers = available_workers() if sum(len(chunk) for dummy, dummy, chunk in documents) >= PARALLEL_FROM_BYTES else 1
+    parts = _contiguous_parts(documents, workers)
+    return [outcome for part in forked_map(lambda part: [_parsed(*document, max_depth) for document in part], parts) for outcome in part]
+
+
+def _contiguous_parts(documents: list[tuple[str, int, str]], workers: int) -> list[list[tuple[str, int, str]]]:
+    """documents in order, cut into workers parts of about equal text; the first (this
+    process's) _OWN_SHARE times each other's size."""
+    if workers <= 1:
+        return [documents]
+    total = sum(len(chunk) for dummy, dummy, chunk in documents)
+    shares = [_OWN_SHARE] + [1.0] * (workers - 1)
+    ends = [total * sum(shares[:i + 1]) / sum(shares) for i in range(workers)]
+    parts: list[list[tuple[str, int, str]]] = [[] for dummy in range(workers)]
+    done, index = 0, 0
+    for document in documents:
+        while index < workers - 1 and done >= ends[index]:
+            index += 1
+        parts[index].append(document)
+        done += len(document[2])
+    return parts
+
+
+def _parsed(path: str, first_line: int, chunk: str, max_depth: int) -> LoadResult | Problem:
+    found = LoadResult()
+    try:
+        _parse_document(path, first_line, chunk, max_depth, found)
+    except _Refused as refused:
+        return Problem(path, refused.line, "", refused.path, str(refused))
+    return found
 
 
 def _files(paths: list[str], result: LoadResult):
@@ -240,25 +305,15 @@ class _ParsedDocuments:
         if kept is not None:
             kept.clear()
 
-    def load(self, path: str, first_line: int, chunk: str, result: LoadResult, parse) -> None:
-        key = (path, first_line, chunk)
-        found = self.before.get(key)
-        if found is None:
-            found = LoadResult()
-            parse(found)
+    def keep(self, key: tuple[str, int, str], found: LoadResult, result: LoadResult) -> None:
+        """A document's resources and problems, parsed now or kept from before, into result."""
         result.resources += found.resources
         result.problems += found.problems
         if self.kept is not None:
             self.kept[key] = found
 
 
-def _load_file(path: str, budget: _Budget, result: LoadResult, documents: _ParsedDocuments) -> None:
-    text = _decode(_read_regular_file(path, budget))
-    for first_line, chunk in _documents(text, budget):
-        documents.load(path, first_line, chunk, result, lambda found: _parse_document(path, first_line, chunk, budget, found))
-
-
-def _parse_document(path: str, first_line: int, chunk: str, budget: _Budget, result: LoadResult) -> None:
+def _parse_document(path: str, first_line: int, chunk: str, max_depth: int, result: LoadResult) -> None:
     """The document's resource (and problems) into result; _Refused if it is not YAML."""
     try:
         node = yaml.compose(chunk, Loader=_Loader)
@@ -270,7 +325,7 @@ def _parse_document(path: str, first_line: int, chunk: str, budget: _Budget, res
         raise _Refused("not valid YAML: nested too deeply", first_line) from None
     if node is not None:
         try:
-            _load_document(path, node, first_line - 1, budget.depth, result)
+            _load_document(path, node, first_line - 1, max_depth, result)
         except _Refused as refused:
             result.problems.append(Problem(path, refused.line, "", refused.path, str(refused)))
 
