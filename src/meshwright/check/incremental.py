@@ -137,10 +137,12 @@ def _classes_refused(before: CompiledEstate, after: CompiledEstate) -> None:
         if old is group:
             continue
         config, proxy = group.config, after.proxies[group.members[0]]
-        changed = {kind: [r for r in getattr(config, kind) if old is None or old.versions[kind].get(resource_name(r)) != group.versions[kind][resource_name(r)]]
-                   for kind in KINDS}
+        changed = {kind: _changed(getattr(config, kind), group.versions[kind], old.versions[kind] if old else {}) for kind in KINDS}
         listeners = config.listeners if changed["listeners"] else []
-        messages = check_proxy_config(ProxyConfig(proxy, listeners, changed["routes"], changed["clusters"], changed["endpoints"], config.telemetry), _VERDICTS)
+        routes = [_changed_part(route, old.config.routes if old else []) for route in changed["routes"]]
+        messages = check_proxy_config(ProxyConfig(proxy, listeners, routes, changed["clusters"], changed["endpoints"], config.telemetry), _VERDICTS)
+        if messages and routes != changed["routes"]:  # the whole route configurations, for validation's very messages
+            messages = check_proxy_config(ProxyConfig(proxy, listeners, changed["routes"], changed["clusters"], changed["endpoints"], config.telemetry), _VERDICTS)
         missing = missing_clusters(ProxyConfig(proxy, routes=changed["routes"], clusters=config.clusters))
         if not messages and not missing:
             continue
@@ -149,6 +151,26 @@ def _classes_refused(before: CompiledEstate, after: CompiledEstate) -> None:
             problems += _proxy_problems(after.mesh, replace(whole, proxy=after.proxies[member]), messages, missing)
     if problems:
         raise ChangeRefused(sorted(problems))
+
+
+def _changed(resources: list[dict], versions: dict[str, str], old: dict[str, str]) -> list[dict]:
+    """The resources whose version is not the old one of their name."""
+    if versions is old:
+        return []
+    names = {name for name, version in versions.items() if old.get(name) != version}
+    return [r for r in resources if resource_name(r) in names] if names else []
+
+
+def _changed_part(route: dict, old_routes: list[dict]) -> dict:
+    """A route configuration with only its virtual hosts that are not the old one's: Envoy's
+    protos accept it when they accept the whole (the rest they accepted before)."""
+    old = next((r for r in old_routes if r["name"] == route["name"]), None)
+    if old is None:
+        return route
+    kept = {id(host) for host in old["virtual_hosts"]}
+    by_name = {host["name"]: host for host in old["virtual_hosts"]}
+    hosts = [host for host in route["virtual_hosts"] if id(host) not in kept and by_name.get(host["name"]) != host]
+    return {**route, "virtual_hosts": hosts}
 
 
 def apply(estate: CompiledEstate, document: dict, removed: bool = False, source: str = "<change>") -> tuple[CompiledEstate, Changes]:

@@ -758,15 +758,19 @@ def _mesh_with_virtual_service(mesh: Mesh, old: Resource, new: Resource, hosts: 
 
 def _versions_reusing(old: Group, config) -> Versions:
     """The versions of a group's new config: a kind whose list is the old one's keeps its
-    table, and a resource that is the old one's object its version."""
+    table, and a resource equal to the old one of its name (most often the same object) its
+    version: only what the edit changed is hashed."""
     versions: Versions = {}
     for kind in KINDS:
         before, after = getattr(old.config, kind), getattr(config, kind)
         if before is after or (len(before) == len(after) and all(map(operator.is_, before, after))):
             versions[kind] = old.versions[kind]
             continue
-        known = {id(resource): old.versions[kind][resource_name(resource)] for resource in before}
-        versions[kind] = {resource_name(r): known[id(r)] if id(r) in known else resource_version(r) for r in after}
-        if versions[kind] == old.versions[kind]:
-            versions[kind] = old.versions[kind]
+        old_versions, by_name = old.versions[kind], {resource_name(r): r for r in before}
+        table = {}
+        for resource in after:
+            name = resource_name(resource)
+            was = by_name.get(name)
+            table[name] = old_versions[name] if was is resource or (was is not None and was == resource) else resource_version(resource)
+        versions[kind] = old_versions if table == old_versions else table
     return versions
