@@ -361,13 +361,15 @@ def change_latency(server: Server, events: Events, kind: str, edit, deadline: De
     before, generation = acked(status, kind), status["generation"]
     edited = edit()
     started = time.time()
-    # Until the server served the edit (a new generation), then until the ACKs stop for settle seconds.
+    # Until the server served the edit (a new generation), then until the ACKs stop for settle
+    # seconds after it (an edit the server takes longer than settle to serve has its ACKs after).
     while deadline.left() > 0 and time.time() - started < 60 and server.status()["generation"] == generation:
         time.sleep(0.5)
+    served = time.time()
     while deadline.left() > 0 and time.time() - started < 90:
         time.sleep(0.2)
         with events.lock:
-            quiet = time.time() - max(events.last, started)
+            quiet = time.time() - max(events.last, served)
         if quiet >= settle:
             break
     after_status = server.status()

@@ -96,7 +96,9 @@ class ProxySnapshot(Mapping):
         same names (ads.py interns them: one frozenset for all); its clusters, each time."""
         if type_url == CLUSTER:
             table = self[CLUSTER]
-            chosen = table if names is None else {name: table[name] for name in sorted(names) if name in table}
+            if names is None:
+                return table, _table_version(self.estate, table, version_of)
+            chosen = {name: table[name] for name in sorted(names) if name in table}
             return chosen, version_of(chosen)
         shared = _shared_tables(self.estate, self.group.key, self.certs_dir)
         key = ("selected", type_url, names)
@@ -106,6 +108,19 @@ class ProxySnapshot(Mapping):
             chosen = table if names is None else {name: table[name] for name in sorted(names) if name in table}
             found = shared[key] = (chosen, version_of(chosen))
         return found
+
+
+def _table_version(estate: CompiledEstate, table: dict[str, Served], version_of) -> str:
+    """version_of a whole table of clusters, once per table a class shares (a reconnect storm
+    asks it of every proxy: a hash over a thousand names and versions each time)."""
+    shared = _shared(estate)
+    key = ("version", id(table))
+    found = shared.get(key)
+    if found is None or found[0] is not table:
+        found = (table, version_of(table))  # holds the table: its id stays its own
+        with _SHARED_LOCK:
+            shared[key] = found
+    return found[1]
 
 
 TYPE_URLS = (CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, ROUTE_CONFIGURATION, SECRET)
