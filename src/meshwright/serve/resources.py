@@ -208,6 +208,9 @@ class Encoder:
         self._cache: dict[tuple[str, str], bytes] = {}
         self._lock = threading.Lock()
         self._limit = limit
+        # Virtual hosts by object (compile/virtual_hosts.py builds each once per mesh, and
+        # classes' route configurations hold the same ones): (the object, its bytes).
+        self._virtual_hosts: dict[int, tuple[dict, bytes]] = {}
 
     def encode_bytes(self, type_url: str, served: Served) -> bytes:
         """The serialized Any of served."""
@@ -231,10 +234,41 @@ class Encoder:
                 self._cache[key] = found
         return found
 
-    @staticmethod
-    def _parsed(type_url: str, served: Served) -> bytes:
-        register_types(served.content)
-        return json_format.ParseDict(served.content, message_class(type_url[len(TYPE_PREFIX):])()).SerializeToString(deterministic=True)
+    def _parsed(self, type_url: str, served: Served) -> bytes:
+        content = served.content
+        if type_url == ROUTE_CONFIGURATION and type(content.get("virtual_hosts")) is list:  # pylint: disable=unidiomatic-typecheck
+            return self._route_configuration(content)
+        return _serialized(type_url, content)
+
+    def _route_configuration(self, content: dict) -> bytes:
+        """A route configuration's bytes with each virtual host's encoded once per object: an
+        edit changes a virtual host or two of a thousand, and classes share them. Protobuf
+        writes fields in the order of their numbers (name 1, virtual_hosts 2, the rest after),
+        so the hosts' fields go between the name's and the rest's (the bytes are those of the
+        whole message: tests/unit/test_serve_scale.py)."""
+        rest = _serialized(ROUTE_CONFIGURATION, {**content, "virtual_hosts": []})
+        name = _field(ROUTE_CONFIGURATION_NAME, content["name"].encode()) if content.get("name") else b""
+        if not rest.startswith(name):
+            return _serialized(ROUTE_CONFIGURATION, content)
+        if len(self._virtual_hosts) >= self._limit:
+            self._virtual_hosts.clear()
+        hosts = b"".join([_field(ROUTE_CONFIGURATION_VIRTUAL_HOSTS, self._virtual_host(host)) for host in content["virtual_hosts"]])
+        return name + hosts + rest[len(name):]
+
+    def _virtual_host(self, host: dict) -> bytes:
+        found = self._virtual_hosts.get(id(host))
+        if found is None or found[0] is not host:
+            found = self._virtual_hosts[id(host)] = (host, _serialized(VIRTUAL_HOST, host))  # holds it: its id stays its own
+        return found[1]
+
+
+def _serialized(type_url: str, content: dict) -> bytes:
+    register_types(content)
+    return json_format.ParseDict(content, message_class(type_url[len(TYPE_PREFIX):])()).SerializeToString(deterministic=True)
+
+
+ROUTE_CONFIGURATION_NAME, ROUTE_CONFIGURATION_VIRTUAL_HOSTS = 1, 2  # envoy.config.route.v3.RouteConfiguration's fields
+VIRTUAL_HOST = TYPE_PREFIX + "envoy.config.route.v3.VirtualHost"
 
 
 CLUSTER_ALT_STAT_NAME = 28  # envoy.config.cluster.v3.Cluster.alt_stat_name
