@@ -143,7 +143,9 @@ def _classes_refused(before: CompiledEstate, after: CompiledEstate) -> None:
         messages = check_proxy_config(ProxyConfig(proxy, listeners, routes, changed["clusters"], changed["endpoints"], config.telemetry), _VERDICTS)
         if messages and routes != changed["routes"]:  # the whole route configurations, for validation's very messages
             messages = check_proxy_config(ProxyConfig(proxy, listeners, changed["routes"], changed["clusters"], changed["endpoints"], config.telemetry), _VERDICTS)
-        missing = missing_clusters(ProxyConfig(proxy, routes=changed["routes"], clusters=config.clusters))
+        # The routes that changed, against the clusters; all of them when the clusters changed too.
+        routed = changed["routes"] if old is not None and group.versions["clusters"] is old.versions["clusters"] else config.routes
+        missing = missing_clusters(ProxyConfig(proxy, routes=routed, clusters=config.clusters))
         if not messages and not missing:
             continue
         whole = ProxyConfig(proxy, config.listeners, config.routes, config.clusters, config.endpoints, config.telemetry)
