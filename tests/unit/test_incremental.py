@@ -101,6 +101,47 @@ def virtual_service_edit(rng: random.Random, mesh: Mesh) -> dict:
     return edited(service, edit)
 
 
+def _weighted_route(spec: dict) -> dict:
+    return next(r for r in spec["http"] if len(r.get("route", [])) == 2)
+
+
+def _first_match(spec: dict) -> dict:
+    return spec["http"][0].setdefault("match", [{}])[0]
+
+
+# What a user edits in a VirtualService's http routes, each on the spec of one whose hosts are
+# a service's (its subsets v1 and v2 exist): the routes path takes all of them but sourceLabels
+# (which proxies' labels routes read: classes may split) and the hosts edit (whole validation).
+ROUTE_EDITS = {
+    "timeout": lambda spec, rng: _weighted_route(spec).update(timeout=f"{rng.randrange(1, 30)}s"),
+    "retries": lambda spec, rng: _weighted_route(spec).update(retries={"attempts": rng.randrange(1, 5), "perTryTimeout": "1s",
+                                                                        "retryOn": "5xx,reset"}),
+    "fault": lambda spec, rng: _weighted_route(spec).update(fault={"delay": {"percentage": {"value": 10.0}, "fixedDelay": "2s"}}),
+    "headers": lambda spec, rng: _first_match(spec).setdefault("headers", {}).update({"end-user": {"prefix": f"tester-{rng.randrange(9)}"}}),
+    "new route": lambda spec, rng: spec["http"].insert(0, {
+        "match": [{"uri": {"prefix": f"/canary-{rng.randrange(9)}"}}],
+        "route": [{"destination": {"host": _weighted_route(spec)["route"][0]["destination"]["host"], "subset": "v2"}}],
+        "mirror": {"host": _weighted_route(spec)["route"][0]["destination"]["host"], "subset": "v1"}}),
+    "direct response": lambda spec, rng: spec["http"].insert(0, {
+        "match": [{"uri": {"exact": "/ping"}}], "directResponse": {"status": 200, "body": {"string": "pong"}}}),
+    "one route fewer": lambda spec, rng: spec["http"].remove(next(r for r in spec["http"] if r is not _weighted_route(spec))),
+    "sourceLabels": lambda spec, rng: _first_match(spec).update(sourceLabels={"version": "v1"}),
+}
+
+
+def virtual_service_route_edit(rng: random.Random, mesh: Mesh) -> dict:
+    """One of ROUTE_EDITS on a service's VirtualService, or a new route on the gateway's."""
+    if rng.random() < 0.2:
+        gateway_routes = mesh.find("VirtualService", "istio-system", "ingress")
+        prefix = f"/edited-{rng.randrange(1000)}"
+        return edited(gateway_routes, lambda spec: spec["http"].insert(0, {**copy.deepcopy(spec["http"][-1]), "name": "edited",
+                                                                           "match": [{"uri": {"prefix": prefix}}]}))
+    service = rng.choice([vs for vs in mesh.of_kind("VirtualService") if vs.spec.get("hosts") != ["*"] and
+                          any(len(r.get("route", [])) == 2 for r in vs.spec["http"])])
+    name = rng.choice(sorted(ROUTE_EDITS) if len(service.spec["http"]) > 1 else sorted(set(ROUTE_EDITS) - {"one route fewer"}))
+    return edited(service, lambda spec: ROUTE_EDITS[name](spec, rng))
+
+
 def sidecar_edit(rng: random.Random, mesh: Mesh) -> dict:
     """A Sidecar with one egress host less."""
     sidecar = rng.choice([s for s in mesh.of_kind("Sidecar") if len(s.spec["egress"][0]["hosts"]) > 1])
@@ -122,7 +163,7 @@ def destination_rule_edit(rng: random.Random, mesh: Mesh) -> dict:
     return edited(rule, lambda spec: spec["trafficPolicy"]["outlierDetection"].update(consecutive5xxErrors=rng.randrange(1, 50)))
 
 
-EDITS = (workload_edit, workload_edit, virtual_service_edit, sidecar_edit, telemetry_edit, destination_rule_edit)
+EDITS = (workload_edit, workload_edit, virtual_service_edit, virtual_service_route_edit, sidecar_edit, telemetry_edit, destination_rule_edit)
 
 
 @pytest.mark.parametrize("seed, gateway_filter", [(1, False), (2, True), (3, False), (4, True)])
@@ -384,3 +425,73 @@ def test_removing_a_destination_rule_and_the_virtual_service_that_uses_it_togeth
     assert after.mesh.find("DestinationRule", rule.namespace, rule.name) is None
     with pytest.raises(ChangeRefused):
         apply_resources(estate, [], [rule])
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_virtual_service_route_edits_report_what_full_compiles_differ_in(tmp_path, seed):
+    """Runs of VirtualService route edits (most take the routes path: only the classes that
+    route the edited hosts are compiled again): the changes reported are what full compiles
+    before and after differ in, and the estate's versions those of a full compile."""
+    rng = random.Random(seed)
+    estate = compile_estate(estate_mesh(tmp_path))
+    before = full_versions(estate.mesh)
+    for step in range(8):
+        change = virtual_service_route_edit(rng, estate.mesh)
+        estate, changes = apply(estate, change)
+        after = full_versions(estate.mesh)
+        assert changes == expected_changes(before, after), change["metadata"]
+        assert {proxy: estate.versions(proxy) for proxy in estate.proxies} == after
+        before = after
+    rebuilt = compile_estate(Mesh.build(list(estate.mesh.resources)))
+    assert {proxy: rebuilt.versions(proxy) for proxy in rebuilt.proxies} == before
+
+
+def test_a_route_edit_compiles_again_only_the_classes_that_route_its_host(tmp_path):
+    """A weight moved in the VirtualService of a service that scoped proxies do not import:
+    their classes keep their very configs, and they are not told of any change."""
+    estate = compile_estate(estate_mesh(tmp_path))
+    service = estate.mesh.find("VirtualService", "ns-0", "svc-00010")
+    new, changes = apply(estate, edited(service, lambda spec: _weighted_route(spec)["route"][1].update(weight=40) or
+                                        _weighted_route(spec)["route"][0].update(weight=60)))
+    host = "svc-00010.ns-0.svc.cluster.local"
+    routing = {key for key, group in estate.groups.items()
+               if any(vh["name"].startswith(host + ":") for routes in group.config.routes for vh in routes["virtual_hosts"])}
+    assert routing and len(routing) < len(estate.groups)
+    assert {key for key in estate.groups if new.groups[key] is not estate.groups[key]} == routing
+    assert {estate.group_of[proxy] for proxy in changes} == routing
+    assert all(list(diff) == ["routes"] for diff in changes.values())
+
+
+def whole_validation(estate, document: dict) -> list[str]:
+    """What `meshwright validate` says of the mesh with document in place of its namesake."""
+    from meshwright.model.load import LoadResult, resource_from_document
+    resource = resource_from_document(document)
+    others = [r for r in estate.mesh.resources if r.key != resource.key]
+    mesh, problems = validate_mesh(LoadResult(others + [resource]))
+    return [str(p) for p in problems]
+
+
+def test_a_route_edit_to_a_subset_that_does_not_exist_is_refused_as_validate_says(tmp_path):
+    estate = compile_estate(estate_mesh(tmp_path))
+    service = estate.mesh.find("VirtualService", "ns-0", "svc-00010")
+    change = edited(service, lambda spec: _weighted_route(spec)["route"][1]["destination"].update(subset="v9"))
+    with pytest.raises(ChangeRefused) as refused:
+        apply(estate, change)
+    expected = whole_validation(estate, change)
+    assert expected and [str(p) for p in refused.value.problems] == expected
+    assert "v9" in expected[0]
+
+
+def test_a_route_edit_to_a_service_scoped_proxies_do_not_import_is_refused_as_validate_says(tmp_path):
+    """Check 4 on the classes compiled again: proxies whose Sidecar imports the edited host
+    but not the new destination would route to a cluster they lack; the problem names the
+    Sidecar's egress hosts, as `meshwright validate` does."""
+    estate = compile_estate(estate_mesh(tmp_path))
+    service = estate.mesh.find("VirtualService", "ns-0", "svc-00000")  # every scoped proxy imports svc-00000
+    change = edited(service, lambda spec: _weighted_route(spec)["route"][1]["destination"].update(host="svc-00005.ns-5.svc.cluster.local",
+                                                                                                     subset="v1"))
+    with pytest.raises(ChangeRefused) as refused:
+        apply(estate, change)
+    expected = whole_validation(estate, change)
+    assert expected and [str(p) for p in refused.value.problems] == expected
+    assert any("which these egress hosts do not import" in line for line in expected)

@@ -5,14 +5,17 @@ state-of-the-world endpoint pushes carry what changed only."""
 
 from __future__ import annotations
 
+import os
+
 import grpc
 import pytest
 from google.protobuf import json_format
 
 from meshwright.check.envoy_proto import message_class
-from meshwright.compile.envoy_values import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, TYPE_PREFIX
+from meshwright.compile.envoy_values import CLUSTER, CLUSTER_LOAD_ASSIGNMENT, ROUTE_CONFIGURATION, TYPE_PREFIX
+from meshwright.compile.incremental import compile_estate, digest
 from meshwright.serve import server as xds_server
-from meshwright.serve.resources import Encoder, proxy_config, proxy_snapshot
+from meshwright.serve.resources import Encoder, Served, proxy_config, proxy_snapshot
 from meshwright.serve.source import load_valid
 from tests.harness import free_port
 from tests.unit.test_serve_ads import Client, Lab, _unpacked, subscribe_all, wait_for
@@ -192,3 +195,46 @@ def test_a_whole_response_is_built_once_and_parses_as_its_resources(lab_with_two
                                                 preserving_proto_field_name=True) for served in built[0][2].values()]
     clusters = [bodies.whole(CLUSTER, *reversed(snapshot.selected(CLUSTER, None, version_of))) for snapshot in (first, second)]
     assert clusters[0] is clusters[1]
+
+
+GOLDEN_CASES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden", "cases")
+
+
+@pytest.mark.parametrize("case", ["virtual-service-matches", "virtual-service-delegate", "gateway", "sidecar-egress-proxy", "capture"])
+def test_a_route_configuration_is_sent_as_protobuf_writes_it_whole(case):
+    """Route configurations are encoded virtual host by virtual host (each once): the bytes
+    sent are those protobuf writes for the whole message, for every proxy of the case."""
+    mesh, problems = load_valid([os.path.join(GOLDEN_CASES, case, "mesh.yaml")])
+    assert problems == []
+    estate, encoder = compile_estate(mesh), Encoder()
+    route_class = message_class(ROUTE_CONFIGURATION[len(TYPE_PREFIX):])
+    checked = 0
+    for group in estate.groups.values():
+        for routes in group.config.routes:
+            whole = json_format.ParseDict(routes, route_class()).SerializeToString(deterministic=True)
+            assert _value_of(encoder.encode_bytes(ROUTE_CONFIGURATION, Served(digest(routes), routes))) == whole
+            checked += len(routes["virtual_hosts"])
+    assert checked >= 1
+
+
+def test_after_a_route_edit_only_the_virtual_hosts_that_changed_are_encoded_again(tmp_path):
+    """A VirtualService's weights edited: of the services' virtual hosts in the new route
+    configurations, the edited service's alone is encoded again (a class's own small ones,
+    inbound and catch-all, are made anew by each compile of it)."""
+    from tests.unit.test_incremental import edited, estate_mesh
+    from meshwright.check.incremental import apply
+    estate = compile_estate(estate_mesh(tmp_path))
+    encoder = Encoder()
+    for routes in [routes for group in estate.groups.values() for routes in group.config.routes]:
+        encoder.encode_bytes(ROUTE_CONFIGURATION, Served(digest(routes), routes))
+    encoded = []
+    original = encoder._virtual_host
+    encoder._virtual_host = lambda host: encoded.append(host["name"]) or original(host) if id(host) not in encoder._virtual_hosts else original(host)
+    service = estate.mesh.find("VirtualService", "ns-0", "svc-00010")
+    new, changes = apply(estate, edited(service, lambda spec: spec["http"][1]["route"][0].update(weight=70) or spec["http"][1]["route"][1].update(weight=30)))
+    route_class = message_class(ROUTE_CONFIGURATION[len(TYPE_PREFIX):])
+    for group in new.groups.values():
+        for routes in group.config.routes:
+            sent = _value_of(encoder.encode_bytes(ROUTE_CONFIGURATION, Served(digest(routes), routes)))
+            assert sent == json_format.ParseDict(routes, route_class()).SerializeToString(deterministic=True)
+    assert changes and {name for name in encoded if ".svc.cluster.local:" in name} == {"svc-00010.ns-0.svc.cluster.local:8080"}

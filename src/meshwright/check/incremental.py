@@ -2,18 +2,23 @@
 
 The library call the control plane makes when a resource is added, edited or removed: a
 WorkloadEntry whose address, weight or locality changed takes the fast path (its services'
-load assignments only); any other change validates and compiles the whole mesh again and
+load assignments only); a VirtualService whose http routes alone changed is checked alone and
+compiled again only for the classes that route its hosts, whose changed resources alone are
+checked (check 4); any other change validates and compiles the whole mesh again and
 compares it class by class. A change that does not validate is refused with validation's
 problems and the estate is left as it was.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from meshwright.collector import cyclic_collector_paused
 from meshwright.check.envoy_proto import TYPES, ResourceVerdicts
-from meshwright.check.pipeline import validate_mesh
-from meshwright.compile.incremental import (Changes, CompiledEstate, assignment_named, entries_selecting, known_workload, merged_changes,
-                                            recompiled, with_workloads_changed)
+from meshwright.check.pipeline import _proxy_problems, check_proxy_config, missing_clusters, validate_mesh
+from meshwright.compile.build import ProxyConfig
+from meshwright.compile.incremental import (KINDS, Changes, CompiledEstate, assignment_named, entries_selecting, known_workload, merged_changes,
+                                            recompiled, resource_name, with_virtual_service_routes, with_workloads_changed)
 from meshwright.model.load import LoadResult, resource_from_document
 from meshwright.model.resource import Resource
 from meshwright.problems import MeshConfigError, Problems
@@ -111,6 +116,65 @@ def _fast_path(estate: CompiledEstate, edited: list[Resource], removed: list[Res
     return fast
 
 
+def _routes_path(estate: CompiledEstate, virtual_service: Resource) -> tuple[CompiledEstate, Changes] | None:
+    """with_virtual_service_routes, validated (virtual_service: checked alone already, and its
+    hosts, the only thing validation's checks across resources read of it, are as they were);
+    None when the edit is not one of its http routes alone."""
+    old = estate.mesh.find("VirtualService", virtual_service.namespace, virtual_service.name)
+    fast = None if old is None else with_virtual_service_routes(estate, old, virtual_service)
+    if fast is not None:
+        _classes_refused(estate, fast[0])
+    return fast
+
+
+def _classes_refused(before: CompiledEstate, after: CompiledEstate) -> None:
+    """Check 4 on the groups compiled again, as validation makes it, on their resources that
+    changed (the others passed it before): Envoy's protos, their routes' clusters, and their
+    listeners' ports when listeners changed."""
+    problems = []
+    for key, group in after.groups.items():
+        old = before.groups.get(key)
+        if old is group:
+            continue
+        config, proxy = group.config, after.proxies[group.members[0]]
+        changed = {kind: _changed(getattr(config, kind), group.versions[kind], old.versions[kind] if old else {}) for kind in KINDS}
+        listeners = config.listeners if changed["listeners"] else []
+        routes = [_changed_part(route, old.config.routes if old else []) for route in changed["routes"]]
+        messages = check_proxy_config(ProxyConfig(proxy, listeners, routes, changed["clusters"], changed["endpoints"], config.telemetry), _VERDICTS)
+        if messages and routes != changed["routes"]:  # the whole route configurations, for validation's very messages
+            messages = check_proxy_config(ProxyConfig(proxy, listeners, changed["routes"], changed["clusters"], changed["endpoints"], config.telemetry), _VERDICTS)
+        # The routes that changed, against the clusters; all of them when the clusters changed too.
+        routed = changed["routes"] if old is not None and group.versions["clusters"] is old.versions["clusters"] else config.routes
+        missing = missing_clusters(ProxyConfig(proxy, routes=routed, clusters=config.clusters))
+        if not messages and not missing:
+            continue
+        whole = ProxyConfig(proxy, config.listeners, config.routes, config.clusters, config.endpoints, config.telemetry)
+        for member in group.members:
+            problems += _proxy_problems(after.mesh, replace(whole, proxy=after.proxies[member]), messages, missing)
+    if problems:
+        raise ChangeRefused(sorted(problems))
+
+
+def _changed(resources: list[dict], versions: dict[str, str], old: dict[str, str]) -> list[dict]:
+    """The resources whose version is not the old one of their name."""
+    if versions is old:
+        return []
+    names = {name for name, version in versions.items() if old.get(name) != version}
+    return [r for r in resources if resource_name(r) in names] if names else []
+
+
+def _changed_part(route: dict, old_routes: list[dict]) -> dict:
+    """A route configuration with only its virtual hosts that are not the old one's: Envoy's
+    protos accept it when they accept the whole (the rest they accepted before)."""
+    old = next((r for r in old_routes if r["name"] == route["name"]), None)
+    if old is None:
+        return route
+    kept = {id(host) for host in old["virtual_hosts"]}
+    by_name = {host["name"]: host for host in old["virtual_hosts"]}
+    hosts = [host for host in route["virtual_hosts"] if id(host) not in kept and by_name.get(host["name"]) != host]
+    return {**route, "virtual_hosts": hosts}
+
+
 def apply(estate: CompiledEstate, document: dict, removed: bool = False, source: str = "<change>") -> tuple[CompiledEstate, Changes]:
     """The estate after one change, and what changed: {proxy id: {kind: {name: new version,
     or None when the proxy no longer has it}}}, only what changed. document: the resource
@@ -129,6 +193,8 @@ def apply_resource(estate: CompiledEstate, resource: Resource, removed: bool = F
     if not removed:
         resource = _checked(estate, resource)
     fast = _fast_path(estate, [] if removed else [resource], [resource] if removed else [])
+    if fast is None and not removed and resource.kind == "VirtualService":
+        fast = _routes_path(estate, resource)
     if fast is not None:
         return fast
     others = [r for r in estate.mesh.resources if r.key != resource.key]

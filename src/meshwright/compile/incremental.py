@@ -24,6 +24,7 @@ import bisect
 import dataclasses
 import hashlib
 import json
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ from meshwright.compile.clusters import INLINE_ENDPOINT_RESOLUTIONS
 from meshwright.compile.proxy import Proxy, list_proxies, workload_proxy
 from meshwright.compile.proxy_class import class_key
 from meshwright.compile.telemetry import services_served, stat_names_per_proxy, with_class_stat_names, with_stat_names
-from meshwright.mesh import Mesh
+from meshwright.mesh import Mesh, applies_to_sidecars, host_patterns, index_by_host, resolve_host
 from meshwright.model.resource import Resource
 from meshwright.model.selection import LabelIndex, SelectorIndex, labels_match, namespace_of
 from meshwright.model.workload_group import GROUP_ANNOTATION
@@ -672,3 +673,104 @@ def _seeing_updated(old: CompiledEstate, groups: dict[tuple, Group]) -> dict[str
     for host, keys in _groups_seeing(added).items():
         seeing.setdefault(host, []).extend(keys)
     return {host: tuple(keys) for host, keys in seeing.items() if keys}
+
+
+# A VirtualService whose http routes alone changed (its hosts, gateways, exportTo, tcp and tls
+# routes and the label keys its sourceLabels name as they were; no delegation either way): the
+# most common edit of a live mesh. Only the classes that route its hosts (or serve its
+# gateways) are compiled again, on a mesh that keeps every memo the edit leaves valid (the
+# services' clusters and load assignments above all); the other classes keep their configs.
+
+# Memos that read VirtualServices: dropped (whole, or for the edited one's hosts) on such an edit.
+VIRTUAL_SERVICE_MEMOS = frozenset(("large-direct-response", "delegates-named"))
+
+
+def routes_only_edit(old: Resource, new: Resource) -> bool:
+    """Whether new differs from old (a VirtualService) only in http routes that neither
+    delegate nor change which proxies' labels they read."""
+
+    def rest(resource: Resource) -> dict:
+        return {k: v for k, v in resource.spec.items() if k != "http"}
+
+    def plain(resource: Resource) -> bool:
+        return bool(resource.spec.get("hosts")) and not any("delegate" in http for http in resource.spec.get("http") or [])
+
+    return (old.kind == new.kind == "VirtualService" and old.key == new.key and old.api_version == new.api_version and
+            old.metadata == new.metadata and rest(old) == rest(new) and plain(old) and plain(new) and
+            _source_label_keys(old) == _source_label_keys(new))
+
+
+def _source_label_keys(virtual_service: Resource) -> frozenset[str]:
+    return frozenset(key for http in virtual_service.spec.get("http") or [] for match in http.get("match") or []
+                     for key in match.get("sourceLabels") or {})
+
+
+def with_virtual_service_routes(estate: CompiledEstate, old: Resource, new: Resource) -> tuple[CompiledEstate, Changes] | None:
+    """The estate with a VirtualService's new http routes (new: validated; routes_only_edit
+    of old), and what changed for each proxy; None when the edit is not that."""
+    if not routes_only_edit(old, new):
+        return None
+    mesh = estate.mesh
+    hosts = _routed_hostnames(mesh, new)
+    affected = [key for key, group in estate.groups.items() if _group_routes_any(mesh, group, new, hosts)]
+    new_mesh = _mesh_with_virtual_service(mesh, old, new, hosts, affected)
+    groups = dict(estate.groups)
+    for key in affected:
+        group = groups[key]
+        config = _group_config(new_mesh, estate.proxies[group.members[0]], key)
+        groups[key] = Group(key, config, _versions_reusing(group, config), group.members)
+    new_mesh.derived["proxies"] = {(): list(estate.proxies.values())}  # list_proxies' answer, known
+    new = CompiledEstate(new_mesh, estate.proxies, estate.group_of, groups, _seeing_updated(estate, groups))
+    return new, estate_changes(estate, new)
+
+
+def _routed_hostnames(mesh: Mesh, virtual_service: Resource) -> frozenset[str]:
+    """The mesh's services that the VirtualService's hosts name (exactly or by wildcard)."""
+    patterns = {resolve_host(host, virtual_service.namespace) for host in virtual_service.spec["hosts"]}
+    return frozenset(service.hostname for service in mesh.registry.sorted()
+                     if any(pattern in patterns for pattern in host_patterns(service.hostname)))
+
+
+def _group_routes_any(mesh: Mesh, group: Group, virtual_service: Resource, hosts: frozenset[str]) -> bool:
+    """Whether a group's config may hold routes of the VirtualService: it has a virtual host of
+    one of its hosts, or is a gateway the VirtualService may bind, or has its own config."""
+    if not group.is_class:
+        return True
+    proxy_kind = group.key[1][0]
+    if proxy_kind == "gateway":
+        return not applies_to_sidecars(virtual_service) or bool(set(virtual_service.spec.get("gateways") or ()) - {"mesh"})
+    return any(host["name"].rpartition(":")[0] in hosts for routes in group.config.routes for host in routes["virtual_hosts"])
+
+
+def _mesh_with_virtual_service(mesh: Mesh, old: Resource, new: Resource, hosts: frozenset[str], affected: list[tuple]) -> Mesh:
+    """The mesh with old replaced by new; of its memos, those the edit leaves valid."""
+    resources = [new if r is old else r for r in mesh.resources]
+    edited = [new if vs.key == new.key else vs for vs in mesh.of_kind("VirtualService")]
+    derived = {kind: table for kind, table in mesh.derived.items() if kind not in VIRTUAL_SERVICE_MEMOS}
+    derived["outbound-virtual-host"] = {key: host for key, host in mesh.derived.get("outbound-virtual-host", {}).items() if key[0] not in hosts}
+    derived["by-key"] = {key: index for key, index in mesh.derived.get("by-key", {}).items() if key != ("VirtualService",)}
+    stale = {key[1] for key in affected if key[0] == "class"}
+    derived["proxy-class"] = {key: config for key, config in mesh.derived.get("proxy-class", {}).items() if key[0] not in stale}
+    by_host = index_by_host([vs for vs in edited if applies_to_sidecars(vs)], lambda vs: vs.spec["hosts"])
+    return dataclasses.replace(mesh, resources=resources, by_kind={**mesh.by_kind, "VirtualService": edited},
+                               sidecar_virtual_services_by_host=by_host, derived=derived)
+
+
+def _versions_reusing(old: Group, config) -> Versions:
+    """The versions of a group's new config: a kind whose list is the old one's keeps its
+    table, and a resource equal to the old one of its name (most often the same object) its
+    version: only what the edit changed is hashed."""
+    versions: Versions = {}
+    for kind in KINDS:
+        before, after = getattr(old.config, kind), getattr(config, kind)
+        if before is after or (len(before) == len(after) and all(map(operator.is_, before, after))):
+            versions[kind] = old.versions[kind]
+            continue
+        old_versions, by_name = old.versions[kind], {resource_name(r): r for r in before}
+        table = {}
+        for resource in after:
+            name = resource_name(resource)
+            was = by_name.get(name)
+            table[name] = old_versions[name] if was is resource or (was is not None and was == resource) else resource_version(resource)
+        versions[kind] = old_versions if table == old_versions else table
+    return versions

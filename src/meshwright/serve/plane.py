@@ -4,8 +4,9 @@ the step from one valid mesh to the next (compile/incremental.py).
 An edit that only moves one WorkloadEntry (address, weight, locality) takes the endpoint
 fast path: only the load assignments of the services selecting it are compiled again, and
 only the proxies that see those services are told; they find that only endpoints changed
-and send EDS alone. Any other edit recompiles the estate, and the proxies whose resources
-changed are told.
+and send EDS alone. A VirtualService whose http routes alone changed takes the routes path
+(check/incremental.py): only the classes that route its hosts are compiled again and told.
+Any other edit recompiles the estate, and the proxies whose resources changed are told.
 """
 
 from __future__ import annotations

@@ -96,7 +96,9 @@ class ProxySnapshot(Mapping):
         same names (ads.py interns them: one frozenset for all); its clusters, each time."""
         if type_url == CLUSTER:
             table = self[CLUSTER]
-            chosen = table if names is None else {name: table[name] for name in sorted(names) if name in table}
+            if names is None:
+                return table, _table_version(self.estate, table, version_of)
+            chosen = {name: table[name] for name in sorted(names) if name in table}
             return chosen, version_of(chosen)
         shared = _shared_tables(self.estate, self.group.key, self.certs_dir)
         key = ("selected", type_url, names)
@@ -106,6 +108,19 @@ class ProxySnapshot(Mapping):
             chosen = table if names is None else {name: table[name] for name in sorted(names) if name in table}
             found = shared[key] = (chosen, version_of(chosen))
         return found
+
+
+def _table_version(estate: CompiledEstate, table: dict[str, Served], version_of) -> str:
+    """version_of a whole table of clusters, once per table a class shares (a reconnect storm
+    asks it of every proxy: a hash over a thousand names and versions each time)."""
+    shared = _shared(estate)
+    key = ("version", id(table))
+    found = shared.get(key)
+    if found is None or found[0] is not table:
+        found = (table, version_of(table))  # holds the table: its id stays its own
+        with _SHARED_LOCK:
+            shared[key] = found
+    return found[1]
 
 
 TYPE_URLS = (CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, ROUTE_CONFIGURATION, SECRET)
@@ -193,6 +208,9 @@ class Encoder:
         self._cache: dict[tuple[str, str], bytes] = {}
         self._lock = threading.Lock()
         self._limit = limit
+        # Virtual hosts by object (compile/virtual_hosts.py builds each once per mesh, and
+        # classes' route configurations hold the same ones): (the object, its bytes).
+        self._virtual_hosts: dict[int, tuple[dict, bytes]] = {}
 
     def encode_bytes(self, type_url: str, served: Served) -> bytes:
         """The serialized Any of served."""
@@ -216,10 +234,41 @@ class Encoder:
                 self._cache[key] = found
         return found
 
-    @staticmethod
-    def _parsed(type_url: str, served: Served) -> bytes:
-        register_types(served.content)
-        return json_format.ParseDict(served.content, message_class(type_url[len(TYPE_PREFIX):])()).SerializeToString(deterministic=True)
+    def _parsed(self, type_url: str, served: Served) -> bytes:
+        content = served.content
+        if type_url == ROUTE_CONFIGURATION and type(content.get("virtual_hosts")) is list:  # pylint: disable=unidiomatic-typecheck
+            return self._route_configuration(content)
+        return _serialized(type_url, content)
+
+    def _route_configuration(self, content: dict) -> bytes:
+        """A route configuration's bytes with each virtual host's encoded once per object: an
+        edit changes a virtual host or two of a thousand, and classes share them. Protobuf
+        writes fields in the order of their numbers (name 1, virtual_hosts 2, the rest after),
+        so the hosts' fields go between the name's and the rest's (the bytes are those of the
+        whole message: tests/unit/test_serve_scale.py)."""
+        rest = _serialized(ROUTE_CONFIGURATION, {**content, "virtual_hosts": []})
+        name = _field(ROUTE_CONFIGURATION_NAME, content["name"].encode()) if content.get("name") else b""
+        if not rest.startswith(name):
+            return _serialized(ROUTE_CONFIGURATION, content)
+        if len(self._virtual_hosts) >= self._limit:
+            self._virtual_hosts.clear()
+        hosts = b"".join([_field(ROUTE_CONFIGURATION_VIRTUAL_HOSTS, self._virtual_host(host)) for host in content["virtual_hosts"]])
+        return name + hosts + rest[len(name):]
+
+    def _virtual_host(self, host: dict) -> bytes:
+        found = self._virtual_hosts.get(id(host))
+        if found is None or found[0] is not host:
+            found = self._virtual_hosts[id(host)] = (host, _serialized(VIRTUAL_HOST, host))  # holds it: its id stays its own
+        return found[1]
+
+
+def _serialized(type_url: str, content: dict) -> bytes:
+    register_types(content)
+    return json_format.ParseDict(content, message_class(type_url[len(TYPE_PREFIX):])()).SerializeToString(deterministic=True)
+
+
+ROUTE_CONFIGURATION_NAME, ROUTE_CONFIGURATION_VIRTUAL_HOSTS = 1, 2  # envoy.config.route.v3.RouteConfiguration's fields
+VIRTUAL_HOST = TYPE_PREFIX + "envoy.config.route.v3.VirtualHost"
 
 
 CLUSTER_ALT_STAT_NAME = 28  # envoy.config.cluster.v3.Cluster.alt_stat_name
