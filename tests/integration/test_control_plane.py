@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from meshwright.agent import write_secret_files
 from meshwright.cli import main as meshwright_main
 from meshwright.compile.xds_bootstrap import XdsServer
 from meshwright.deliver.files import serialize
@@ -148,6 +149,7 @@ class ControlPlaneLab:
         if not self.plaintext:
             key, chain = self.certificate(identity or spiffe_id(TRUST_DOMAIN, "default", "client"))
             write_workload_certificates(str(certs_dir), key, chain, self.roots)
+            write_secret_files(str(certs_dir))  # as the agent does: the xds-grpc cluster's SDS files
         server = XdsServer((("127.0.0.1", self.running.grpc_port),), None if self.plaintext else str(certs_dir), delta)
         bootstrap = xds_bootstrap(self.running.plane.estate.mesh, PROXY, server)
         (config_dir / "bootstrap.yaml").write_text(serialize(bootstrap, "yaml"))
@@ -459,6 +461,7 @@ def test_the_commands_end_to_end_over_mtls(tmp_path):
     client_key = csr.make_private_key()
     client_id = spiffe_id(TRUST_DOMAIN, "default", "client")
     write_workload_certificates(str(certs), client_key, workload.sign_csr(csr.make_csr(client_key, client_id), client_id, issuer), roots)
+    write_secret_files(str(certs))
     grpc_port, status_port = free_port(), free_port()
     server = subprocess.Popen([sys.executable, "-m", "meshwright.cli", "serve", "--mesh", str(mesh_dir), "--listen", f"127.0.0.1:{grpc_port}",
                                "--status-listen", f"127.0.0.1:{status_port}", "--tls-cert", str(control / "cert-chain.pem"),

@@ -5,10 +5,15 @@ TLS contexts name the secrets with an SDS config; delivery points that at files
 (sds-default.yaml, sds-rootca.yaml) whose secrets name the PEM files in the proxy's certs
 directory, with a watch on that directory: a renewed certificate written there is used
 without a restart.
+
+A proxy on xDS reads the same two secrets for its static `xds-grpc` cluster from files in its
+certs directory itself (certs_dir_secret_files, which `meshwright agent` writes there): the
+connection to the control plane then takes a renewed certificate too (compile/xds_bootstrap.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 from meshwright.compile.envoy_values import ADS, TYPE_PREFIX
@@ -41,6 +46,26 @@ def workload_secrets(certs_dir: str) -> list[dict]:
             "validation_context": {"trusted_ca": {"filename": os.path.join(certs_dir, ROOTS_FILE)}, "watched_directory": watch},
         },
     ]
+
+
+# The files beside the certificate that hold the secrets for the `xds-grpc` cluster, one
+# secret each (a file-based SDS subscription takes one resource).
+CERTS_DIR_SECRET_FILES = {DEFAULT_SECRET: "sds-default.json", ROOT_SECRET: "sds-rootca.json"}
+
+
+def certs_dir_secret_files(certs_dir: str) -> dict[str, str]:
+    """file name -> JSON text of the SDS files in certs_dir, each holding one of
+    workload_secrets(certs_dir). The text depends on certs_dir only: it names the PEM files,
+    which Envoy re-reads when they change (their watched directory)."""
+    return {CERTS_DIR_SECRET_FILES[secret["name"]]: json.dumps({"resources": [{"@type": SECRET, **secret}]}, indent=2, sort_keys=True) + "\n"
+            for secret in workload_secrets(certs_dir)}
+
+
+def certs_dir_secret_config(name: str, certs_dir: str) -> dict:
+    """An SDS secret config that reads the secret name from its file in certs_dir, again
+    whenever a file is moved into certs_dir (the agent's writes are renames there)."""
+    source = {"path": os.path.join(certs_dir, CERTS_DIR_SECRET_FILES[name]), "watched_directory": {"path": certs_dir}}
+    return {"name": name, "sds_config": {"resource_api_version": "V3", "path_config_source": source}}
 
 
 def secret_references(resource) -> list[dict]:
