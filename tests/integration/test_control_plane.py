@@ -17,6 +17,7 @@ import os
 import time
 
 import pytest
+from cryptography import x509
 
 from meshwright.agent import write_secret_files
 from meshwright.cli import main as meshwright_main
@@ -380,11 +381,15 @@ def test_workload_certificates_come_by_sds_over_ads(tmp_path):
         wait_until(lambda: lab.proxy_types().get("secrets", {}).get("state") == "SYNCED")
         dump = json.loads(envoy.admin("/config_dump?resource=dynamic_active_secrets"))
         secrets = {s["name"]: s["secret"] for s in dump["configs"]}
-        assert set(secrets) == {"default", "ROOTCA"}
+        # Beside them, the xds-grpc cluster's own, which its bootstrap reads from files in the same folder.
+        assert set(secrets) == {"default", "ROOTCA", "file-default", "file-rootca"}
         certs_dir = os.path.join(envoy.config_dir, "certs")
-        certs = json.dumps(json.loads(envoy.admin("/certs"))["certificates"])
-        assert "spiffe://cluster.local/ns/default/sa/client" in certs
-        assert os.path.join(certs_dir, "cert-chain.pem") in certs and os.path.join(certs_dir, "root-cert.pem") in certs
+        # Envoy presents the certificate of that folder, in every TLS context.
+        certs = json.loads(envoy.admin("/certs"))["certificates"]
+        assert "spiffe://cluster.local/ns/default/sa/client" in json.dumps(certs)
+        with open(os.path.join(certs_dir, "cert-chain.pem"), "rb") as handle:
+            installed = x509.load_pem_x509_certificate(handle.read()).serial_number
+        assert {int(c["serial_number"], 16) for context in certs for c in context.get("cert_chain") or []} == {installed}
         # What the control plane sends is what Envoy holds (the files of the stream's certs directory).
         out = io.StringIO()
         with contextlib.redirect_stdout(out):

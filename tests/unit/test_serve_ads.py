@@ -385,7 +385,7 @@ def test_xds_bootstrap_is_a_valid_envoy_bootstrap(lab):
     # The certificate and roots through file-based SDS from the certs directory (re-read when the agent renews).
     watched = {"resource_api_version": "V3", "path_config_source": {"path": "/etc/meshwright/certs/sds-default.json",
                                                                     "watched_directory": {"path": "/etc/meshwright/certs"}}}
-    assert tls["tls_certificate_sds_secret_configs"] == [{"name": "default", "sds_config": watched}]
+    assert tls["tls_certificate_sds_secret_configs"] == [{"name": "file-default", "sds_config": watched}]
     validation = tls["combined_validation_context"]
     assert validation["validation_context_sds_secret_config"]["sds_config"]["path_config_source"]["path"] == "/etc/meshwright/certs/sds-rootca.json"
     assert validation["default_validation_context"]["match_typed_subject_alt_names"] == [

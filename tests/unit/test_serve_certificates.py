@@ -419,7 +419,7 @@ def test_agent_writes_the_sds_files_of_the_xds_grpc_cluster_beside_a_certificate
     thread.join(10)
     assert agent.issued == 0  # nothing renewed: the certificate is fresh
     default = json.loads((certs / "sds-default.json").read_text())["resources"]
-    assert [r["name"] for r in default] == ["default"]
+    assert [r["name"] for r in default] == ["file-default"]
     assert default[0]["tls_certificate"] == {"certificate_chain": {"filename": str(certs / "cert-chain.pem")},
                                              "private_key": {"filename": str(certs / "key.pem")}, "watched_directory": {"path": str(certs)}}
     roots = json.loads((certs / "sds-rootca.json").read_text())["resources"]
