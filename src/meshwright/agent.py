@@ -9,6 +9,10 @@ the directory Envoy watches), renews two thirds into the certificate's life, ret
 backoff while the control plane cannot be reached, and stops cleanly on SIGTERM. SIGHUP asks
 for a renewal now (Ansible's root or intermediate rotation: a new trust bundle in --ca, a new
 intermediate on the control plane); the trust bundle is read again for every certificate.
+
+Beside them it writes the SDS files that name those three (compile/secrets.py
+certs_dir_secret_files): the proxy's `xds-grpc` cluster reads its certificate and roots through
+them, so its next connection to the control plane presents the renewed certificate.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import dataclass
 import grpc
 from cryptography import x509
 
+from meshwright.compile.secrets import certs_dir_secret_files
+from meshwright.deliver.file_set import write_atomic
 from meshwright.pki.ca import CLOCK_SKEW
 from meshwright.pki.csr import key_matches_certificate, make_csr, make_private_key
 from meshwright.pki.spiffe import spiffe_id
@@ -38,6 +44,24 @@ CALL_TIMEOUT = 10.0
 SLEEP_SLICE = 0.5  # how soon a SIGHUP's renewal starts
 # Refusals that trying again will not change (a retry would only fill the server's log).
 FINAL = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def write_secret_files(certs_dir: str) -> list[str]:
+    """The SDS files of certs_dir, each written atomically (a rename Envoy's watch sees) where
+    it is missing or differs; the names written."""
+    os.makedirs(certs_dir, mode=0o755, exist_ok=True)
+    written = []
+    for name, text in certs_dir_secret_files(certs_dir).items():
+        path = os.path.join(certs_dir, name)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                if handle.read() == text:
+                    continue
+        except OSError:
+            pass
+        write_atomic(path, text)
+        written.append(name)
+    return written
 
 
 class AgentError(Exception):
@@ -203,6 +227,7 @@ class Agent:
         with self._channel(held) as channel:
             answer = channel.unary_unary(PATH)(json.dumps(body).encode(), timeout=CALL_TIMEOUT)
         chain = "".join(json.loads(answer)["cert_chain"]).encode()
+        write_secret_files(self.certs_dir)  # first: Envoy may start once the certificate is there
         write_workload_certificates(self.certs_dir, key, chain, self.roots)
         new = held_certificate(self.certs_dir)
         LOG.info("proxy %s: %s certificate for %s in %.3f s, valid until %s, renewing at %s", self.proxy, "renewed" if held else "first",
@@ -222,6 +247,7 @@ class Agent:
         """Keep a valid certificate in the certs directory until stop is set; AgentError when it cannot."""
         backoff, failed = FIRST_BACKOFF, 0
         started = time.monotonic()
+        write_secret_files(self.certs_dir)  # a certificate from before the agent wrote them renews later
         while not stop.is_set():
             held = self.current()
             if held is not None and not self._renewal_asked.is_set():

@@ -17,7 +17,9 @@ import os
 import time
 
 import pytest
+from cryptography import x509
 
+from meshwright.agent import write_secret_files
 from meshwright.cli import main as meshwright_main
 from meshwright.compile.xds_bootstrap import XdsServer
 from meshwright.deliver.files import serialize
@@ -148,6 +150,7 @@ class ControlPlaneLab:
         if not self.plaintext:
             key, chain = self.certificate(identity or spiffe_id(TRUST_DOMAIN, "default", "client"))
             write_workload_certificates(str(certs_dir), key, chain, self.roots)
+            write_secret_files(str(certs_dir))  # as the agent does: the xds-grpc cluster's SDS files
         server = XdsServer((("127.0.0.1", self.running.grpc_port),), None if self.plaintext else str(certs_dir), delta)
         bootstrap = xds_bootstrap(self.running.plane.estate.mesh, PROXY, server)
         (config_dir / "bootstrap.yaml").write_text(serialize(bootstrap, "yaml"))
@@ -378,11 +381,15 @@ def test_workload_certificates_come_by_sds_over_ads(tmp_path):
         wait_until(lambda: lab.proxy_types().get("secrets", {}).get("state") == "SYNCED")
         dump = json.loads(envoy.admin("/config_dump?resource=dynamic_active_secrets"))
         secrets = {s["name"]: s["secret"] for s in dump["configs"]}
-        assert set(secrets) == {"default", "ROOTCA"}
+        # Beside them, the xds-grpc cluster's own, which its bootstrap reads from files in the same folder.
+        assert set(secrets) == {"default", "ROOTCA", "file-default", "file-rootca"}
         certs_dir = os.path.join(envoy.config_dir, "certs")
-        certs = json.dumps(json.loads(envoy.admin("/certs"))["certificates"])
-        assert "spiffe://cluster.local/ns/default/sa/client" in certs
-        assert os.path.join(certs_dir, "cert-chain.pem") in certs and os.path.join(certs_dir, "root-cert.pem") in certs
+        # Envoy presents the certificate of that folder, in every TLS context.
+        certs = json.loads(envoy.admin("/certs"))["certificates"]
+        assert "spiffe://cluster.local/ns/default/sa/client" in json.dumps(certs)
+        with open(os.path.join(certs_dir, "cert-chain.pem"), "rb") as handle:
+            installed = x509.load_pem_x509_certificate(handle.read()).serial_number
+        assert {int(c["serial_number"], 16) for context in certs for c in context.get("cert_chain") or []} == {installed}
         # What the control plane sends is what Envoy holds (the files of the stream's certs directory).
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
@@ -459,6 +466,7 @@ def test_the_commands_end_to_end_over_mtls(tmp_path):
     client_key = csr.make_private_key()
     client_id = spiffe_id(TRUST_DOMAIN, "default", "client")
     write_workload_certificates(str(certs), client_key, workload.sign_csr(csr.make_csr(client_key, client_id), client_id, issuer), roots)
+    write_secret_files(str(certs))
     grpc_port, status_port = free_port(), free_port()
     server = subprocess.Popen([sys.executable, "-m", "meshwright.cli", "serve", "--mesh", str(mesh_dir), "--listen", f"127.0.0.1:{grpc_port}",
                                "--status-listen", f"127.0.0.1:{status_port}", "--tls-cert", str(control / "cert-chain.pem"),

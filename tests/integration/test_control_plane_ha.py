@@ -23,6 +23,7 @@ import pytest
 import yaml
 from cryptography import x509
 
+from meshwright.agent import write_secret_files
 from meshwright.cli import main as meshwright_main
 from meshwright.pki import ca, csr, workload
 from meshwright.pki.ca import certificate_pem
@@ -80,6 +81,7 @@ class HaLab:
         client_key, client_id = csr.make_private_key(), spiffe_id(TRUST_DOMAIN, "default", "client")
         self.client_chain = workload.sign_csr(csr.make_csr(client_key, client_id), client_id, issuer)
         write_workload_certificates(str(self.certs), client_key, self.client_chain, self.roots)
+        write_secret_files(str(self.certs))  # as the agent does: the xds-grpc cluster's SDS files
         self.grpc = {name: free_port() for name in INSTANCES}
         self.status_ports = {name: free_port() for name in INSTANCES}
         self.plane_dir = plane

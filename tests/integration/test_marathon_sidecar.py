@@ -29,7 +29,7 @@ import grpc
 import pytest
 from cryptography import x509
 
-from meshwright.agent import Agent
+from meshwright.agent import Agent, write_secret_files
 from meshwright.compile.xds_bootstrap import XdsServer
 from meshwright.deliver.files import serialize
 from meshwright.deliver.marathon_inject import SidecarSettings, inject
@@ -133,6 +133,7 @@ class SidecarLab:
         key = csr.make_private_key()
         identity = spiffe_id(TRUST_DOMAIN, "default", name)
         write_workload_certificates(str(certs_dir), key, workload.sign_csr(csr.make_csr(key, identity), identity, site), self.roots_path.read_bytes())
+        write_secret_files(str(certs_dir))  # as the agent does: the xds-grpc cluster's SDS files
         config_dir = self.tmp_path / name / "config"
         config_dir.mkdir()
         bootstrap = xds_bootstrap(self.running.plane.estate.mesh, f"{name}.default",

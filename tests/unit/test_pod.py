@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from meshwright.agent import write_secret_files
 from meshwright.check.envoy_binary import envoy_validate, find_envoy
 from meshwright.deliver.kube_inject import InjectionSettings, injected_pod
 from meshwright.pki import ca, csr, workload
@@ -82,7 +83,11 @@ def test_the_pods_bootstrap_names_it_dials_the_control_plane_with_mtls_and_envoy
     assert xds["transport_socket"]["name"] == "envoy.transport_sockets.tls"
     assert xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
         "address": "10.244.0.1", "port_value": 15012}
-    # Envoy reads the certificates' files when it validates: the pod's, where the agent writes them.
+    tls = xds["transport_socket"]["typed_config"]["common_tls_context"]
+    assert tls["tls_certificate_sds_secret_configs"][0]["sds_config"]["path_config_source"] == {
+        "path": "/etc/istio/proxy/certs/sds-default.json", "watched_directory": {"path": "/etc/istio/proxy/certs"}}
+    # Envoy reads the certificates' files when it validates: the pod's, where the agent writes them
+    # (and the SDS files that name them, without which Envoy refuses the bootstrap).
     certs = tmp_path / "certs"
     root = ca.make_root("cluster.local")
     key = csr.make_private_key()
@@ -90,5 +95,8 @@ def test_the_pods_bootstrap_names_it_dials_the_control_plane_with_mtls_and_envoy
     write_workload_certificates(str(certs), key, workload.sign_csr(csr.make_csr(key, spiffe), spiffe, ca.make_intermediate(root, "site")),
                                 root.certificate_pem())
     path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps(pod_bootstrap(pod_proxy_from_environment({**ENVIRONMENT, "MESHWRIGHT_CERTS_DIR": str(certs)}))))
+    assert "sds-default.json' does not exist" in envoy_validate(find_envoy(), str(path))
+    assert write_secret_files(str(certs)) == ["sds-default.json", "sds-rootca.json"]
     path.write_text(json.dumps(pod_bootstrap(pod_proxy_from_environment({**ENVIRONMENT, "MESHWRIGHT_CERTS_DIR": str(certs)}))))
     assert envoy_validate(find_envoy(), str(path)) is None

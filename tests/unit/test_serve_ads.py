@@ -382,9 +382,14 @@ def test_xds_bootstrap_is_a_valid_envoy_bootstrap(lab):
     assert bootstrap["dynamic_resources"]["cds_config"] == {"ads": {}, "resource_api_version": "V3"}
     xds = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == XDS_CLUSTER][0]
     tls = xds["transport_socket"]["typed_config"]["common_tls_context"]
-    assert tls["tls_certificates"][0]["certificate_chain"]["filename"] == "/etc/meshwright/certs/cert-chain.pem"
-    assert tls["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"] == \
-        "spiffe://cluster.local/ns/meshwright-system/sa/meshwright-control-plane"
+    # The certificate and roots through file-based SDS from the certs directory (re-read when the agent renews).
+    watched = {"resource_api_version": "V3", "path_config_source": {"path": "/etc/meshwright/certs/sds-default.json",
+                                                                    "watched_directory": {"path": "/etc/meshwright/certs"}}}
+    assert tls["tls_certificate_sds_secret_configs"] == [{"name": "file-default", "sds_config": watched}]
+    validation = tls["combined_validation_context"]
+    assert validation["validation_context_sds_secret_config"]["sds_config"]["path_config_source"]["path"] == "/etc/meshwright/certs/sds-rootca.json"
+    assert validation["default_validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/meshwright-system/sa/meshwright-control-plane"}}]
     plain = xds_bootstrap(mesh, "client.default", XdsServer((("127.0.0.1", 15012),), None, delta=True))
     assert "transport_socket" not in [c for c in plain["static_resources"]["clusters"] if c["name"] == XDS_CLUSTER][0]
     assert plain["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from meshwright.agent import Agent, AgentError, Held
+from meshwright.agent import Agent, AgentError, Held, write_secret_files
 from meshwright.pki import ca, csr, workload
 from meshwright.pki.ca import certificate_pem
 from meshwright.serve.certificates import CA_SERVER_NAME, PATH, CertificateService, ServingCertificate, csr_server
@@ -398,6 +398,36 @@ def test_agent_renews_a_certificate_ansible_rotation_wrote_without_a_token(lab, 
     assert held is not None and held.chain == chain
     renewed = agent.request_certificate(held)
     assert renewed.key != key and agent.current() == renewed
+
+
+def test_agent_writes_the_sds_files_of_the_xds_grpc_cluster_beside_a_certificate_from_before(lab, tmp_path):
+    """A certs folder from before the agent wrote SDS files (Ansible's, an older agent's): the agent
+    writes them when it starts, not at the renewal a day later; they name the PEM files there;
+    an edited one is put back, an unchanged one is not written again (no needless reload)."""
+    from meshwright.pki.store import write_workload_certificates
+    key, chain = lab.certificate(CLIENT)
+    certs = tmp_path / "certs"
+    write_workload_certificates(str(certs), key, chain, lab.roots)
+    agent = Agent([("127.0.0.1", lab.csr_port)], [("127.0.0.1", lab.join_port)], "client.default", str(certs), lab.roots)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not (certs / "sds-rootca.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(10)
+    assert agent.issued == 0  # nothing renewed: the certificate is fresh
+    default = json.loads((certs / "sds-default.json").read_text())["resources"]
+    assert [r["name"] for r in default] == ["file-default"]
+    assert default[0]["tls_certificate"] == {"certificate_chain": {"filename": str(certs / "cert-chain.pem")},
+                                             "private_key": {"filename": str(certs / "key.pem")}, "watched_directory": {"path": str(certs)}}
+    roots = json.loads((certs / "sds-rootca.json").read_text())["resources"]
+    assert roots[0]["validation_context"]["trusted_ca"] == {"filename": str(certs / "root-cert.pem")}
+    assert write_secret_files(str(certs)) == []
+    (certs / "sds-rootca.json").write_text("{}")
+    assert write_secret_files(str(certs)) == ["sds-rootca.json"]
+    assert json.loads((certs / "sds-rootca.json").read_text())["resources"] == roots
 
 
 def test_agent_asks_the_next_instance_when_one_is_down(lab, tmp_path, caplog):

@@ -230,6 +230,20 @@ def test_a_secret_envoy_loaded_is_the_same_as_its_file_and_a_stale_one_is_told_i
     assert '+      "loaded": "certificate serial ' in text and f'+      "file": "{chain}: certificate serial ' in text
 
 
+def test_the_secrets_the_bootstrap_reads_from_files_are_not_counted_as_only_in_envoy():
+    """Envoy's dump holds the xds-grpc cluster's secrets (file-default, file-rootca, from the files
+    beside the certificate) beside what the control plane sends: a mesh without workload identity
+    sends no secret, and its proxy's Envoy holds none of the control plane's."""
+    def entry(name: str) -> dict:
+        return {"name": name, "version_info": "", "secret": {"name": name, "validation_context": {"trusted_ca": {"filename": "/c/root-cert.pem"}}}}
+    dump = {"configs": [{"@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
+                         "dynamic_active_secrets": [entry("file-default"), entry("file-rootca")]}]}
+    assert envoy_resources(dump, "secrets") == {}
+    assert config_diff("secrets", {}, envoy_resources(dump, "secrets"), "envoy")[1] is False
+    dump["configs"][0]["dynamic_active_secrets"].append(entry("ROOTCA"))
+    assert list(envoy_resources(dump, "secrets")) == ["ROOTCA"]
+
+
 def test_delta_status_is_synced_again_when_a_nacked_change_is_reverted(tmp_path):
     """Delta: the proxy NACKs an endpoint change, which is then reverted: it holds what is
     current again (nothing is sent), and status says SYNCED, not NACK forever."""

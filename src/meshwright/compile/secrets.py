@@ -5,10 +5,15 @@ TLS contexts name the secrets with an SDS config; delivery points that at files
 (sds-default.yaml, sds-rootca.yaml) whose secrets name the PEM files in the proxy's certs
 directory, with a watch on that directory: a renewed certificate written there is used
 without a restart.
+
+A proxy on xDS reads the same two secrets for its static `xds-grpc` cluster from files in its
+certs directory itself (certs_dir_secret_files, which `meshwright agent` writes there): the
+connection to the control plane then takes a renewed certificate too (compile/xds_bootstrap.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 from meshwright.compile.envoy_values import ADS, TYPE_PREFIX
@@ -41,6 +46,30 @@ def workload_secrets(certs_dir: str) -> list[dict]:
             "validation_context": {"trusted_ca": {"filename": os.path.join(certs_dir, ROOTS_FILE)}, "watched_directory": watch},
         },
     ]
+
+
+# The secrets of the `xds-grpc` cluster: default's and ROOTCA's contents under names of their
+# own (Istio names its file-based secrets "file-..." too), so that `proxy-config secrets` tells
+# them from what the control plane sends; each in its own file beside the certificate (a
+# file-based SDS subscription takes one resource).
+FILE_SECRETS = {DEFAULT_SECRET: "file-default", ROOT_SECRET: "file-rootca"}
+FILE_SECRET_FILES = {DEFAULT_SECRET: "sds-default.json", ROOT_SECRET: "sds-rootca.json"}
+
+
+def certs_dir_secret_files(certs_dir: str) -> dict[str, str]:
+    """file name -> JSON text of the SDS files in certs_dir, each holding one of
+    workload_secrets(certs_dir) under its FILE_SECRETS name. The text depends on certs_dir only:
+    it names the PEM files, which Envoy re-reads when they change (their watched directory)."""
+    return {FILE_SECRET_FILES[secret["name"]]: json.dumps({"resources": [{"@type": SECRET, **secret, "name": FILE_SECRETS[secret["name"]]}]},
+                                                          indent=2, sort_keys=True) + "\n"
+            for secret in workload_secrets(certs_dir)}
+
+
+def certs_dir_secret_config(name: str, certs_dir: str) -> dict:
+    """An SDS secret config that reads the secret name (DEFAULT_SECRET or ROOT_SECRET) from its
+    file in certs_dir, again whenever a file is moved into certs_dir (the agent's writes are renames there)."""
+    source = {"path": os.path.join(certs_dir, FILE_SECRET_FILES[name]), "watched_directory": {"path": certs_dir}}
+    return {"name": FILE_SECRETS[name], "sds_config": {"resource_api_version": "V3", "path_config_source": source}}
 
 
 def secret_references(resource) -> list[dict]:

@@ -3,25 +3,27 @@
 the same node, admin, health and stats listeners; listeners and clusters from ADS, and a
 static gRPC cluster to the control plane instances.
 
-With mTLS (the default), the proxy dials the control plane with its workload certificate
-(the files in its certs directory, which its secrets over SDS name too) and accepts only a
-server certificate with the control plane's SPIFFE ID from the mesh's roots.
+With mTLS (the default), the proxy dials the control plane with its workload certificate and
+accepts only a server certificate with the control plane's SPIFFE ID from the mesh's roots.
+The cluster reads both through file-based SDS, from the files `meshwright agent` writes in the
+certs directory (compile/secrets.py certs_dir_secret_files), which name the PEM files there:
+Envoy re-reads them when the agent renews, so a reconnect (an instance stopped, a failover)
+presents the current certificate, not the one Envoy started with, which may have expired.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass
 
 from meshwright.compile.bootstrap import compile_bootstrap
 from meshwright.compile.clusters import static_cluster
 from meshwright.compile.envoy_values import ADS, UPSTREAM_TLS, socket_address, subject_alt_name_matchers, typed
 from meshwright.compile.proxy import Proxy
+from meshwright.compile.secrets import DEFAULT_SECRET, ROOT_SECRET, certs_dir_secret_config
 from meshwright.compile.telemetry import ProxyTelemetry
 from meshwright.mesh import MeshSettings
 from meshwright.pki.spiffe import control_plane_spiffe_id
-from meshwright.pki.store import CHAIN_FILE, KEY_FILE, ROOTS_FILE
 
 XDS_CLUSTER = "xds-grpc"
 # Node metadata naming the proxy's certs directory on its host: the control plane serves the
@@ -59,12 +61,12 @@ def _xds_cluster(server: XdsServer, trust_domain: str) -> dict:
     if not all(_is_ip(host) for host, dummy in server.addresses):
         cluster["type"] = "STRICT_DNS"
     if server.certs_dir is not None:
-        certs = server.certs_dir
         cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": typed(UPSTREAM_TLS, common_tls_context={
-            "tls_certificates": [{"certificate_chain": {"filename": os.path.join(certs, CHAIN_FILE)},
-                                  "private_key": {"filename": os.path.join(certs, KEY_FILE)}}],
-            "validation_context": {"trusted_ca": {"filename": os.path.join(certs, ROOTS_FILE)},
-                                   "match_typed_subject_alt_names": subject_alt_name_matchers([control_plane_spiffe_id(trust_domain)])},
+            "tls_certificate_sds_secret_configs": [certs_dir_secret_config(DEFAULT_SECRET, server.certs_dir)],
+            "combined_validation_context": {
+                "default_validation_context": {"match_typed_subject_alt_names": subject_alt_name_matchers([control_plane_spiffe_id(trust_domain)])},
+                "validation_context_sds_secret_config": certs_dir_secret_config(ROOT_SECRET, server.certs_dir),
+            },
         })}
     return cluster
 

@@ -22,6 +22,7 @@ from cryptography import x509
 from google.protobuf import json_format
 
 from meshwright.check.envoy_proto import message_class
+from meshwright.compile.secrets import FILE_SECRETS
 from meshwright.serve.resources import TYPE_OF_KIND, register_types
 
 # Where config_dump keeps each kind: the dump's section and the resource inside an entry.
@@ -92,15 +93,20 @@ def with_files_read(held, sent):
     return held
 
 
+# Dynamic resources Envoy holds that the control plane does not send: the secrets its bootstrap
+# reads from files (the xds-grpc cluster's, compile/secrets.py).
+NOT_SENT = {"secrets": frozenset(FILE_SECRETS.values())}
+
+
 def envoy_resources(dump: dict, kind: str) -> dict[str, dict]:
-    """The dynamic resources of a kind in an Envoy config_dump, by name."""
+    """The dynamic resources of a kind in an Envoy config_dump that the control plane sends, by name."""
     section, path = DUMP_SECTIONS[kind]
     found = {}
     for config in dump.get("configs", []):
         for entry in config.get(section, []):
             for key in path:
                 entry = entry.get(key, {}) if isinstance(entry, dict) else {}
-            if entry:
+            if entry and resource_name(kind, entry) not in NOT_SENT.get(kind, ()):
                 found[resource_name(kind, entry)] = entry
     return found
 
