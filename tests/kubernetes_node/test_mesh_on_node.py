@@ -237,11 +237,11 @@ class Mesh:
     def vm_outbound(self) -> int:
         return 15001 + self.offset
 
-    def from_vm(self, count: int) -> list[tuple[int, str]]:
-        """(status, instance) of count requests from the VM to reviews."""
+    def from_vm(self, count: int, host: str = HOST) -> list[tuple[int, str]]:
+        """(status, instance) of count requests from the VM to reviews (or host)."""
         answers = []
         for _ in range(count):
-            status, body, _ = request(self.vm_outbound, "/", host=HOST)
+            status, body, _ = request(self.vm_outbound, "/", host=host)
             answers.append((status, body.get("instance", body.get("raw", ""))))
         return answers
 
@@ -372,3 +372,61 @@ def test_deleting_a_pod_under_constant_load_fails_no_request(mesh):
         time.sleep(1)
     print(f"{load.sent} requests at 40/s while {doomed} was deleted and replaced: {len(load.failures)} failed")
     assert load.sent > 100 and load.failures == []
+
+
+HEALTH_HOST = f"health.{NAMESPACE}.svc.cluster.local"
+HEALTH = f"""\
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: health-strict, namespace: {NAMESPACE}}}
+spec:
+  selector: {{matchLabels: {{app: health}}}}
+  mtls: {{mode: STRICT}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: health, namespace: {NAMESPACE}}}
+spec:
+  selector: {{app: health}}
+  ports: [{{name: http, port: 80, targetPort: {APP_PORT}}}]
+"""
+
+
+def health_pod(name: str, rewrite: bool) -> dict:
+    """An app whose readiness is an httpGet probe on its own port (busybox httpd answering its name)."""
+    annotations = {} if rewrite else {"sidecar.istio.io/rewriteAppHTTPProbers": "false"}
+    app = REVIEWS_V2["spec"]["template"]["spec"]["containers"][0]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": "health"},
+                                                            "annotations": annotations},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                **{key: app[key] for key in ("name", "image", "imagePullPolicy", "command", "ports")},
+                "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1}}]}}
+
+
+def _ready(mesh, name: str) -> bool:
+    pod = mesh.core.read_namespaced_pod(name, NAMESPACE)
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def test_an_http_readiness_probe_reaches_the_app_through_the_sidecar_under_strict_mtls(mesh):
+    """Under STRICT mTLS the kubelet's plaintext probe of the app's port meets the inbound
+    listener, which refuses it: the pod whose probe the injector sent through the sidecar's
+    15020 becomes Ready and is served through the mesh; the one that opted out never does."""
+    mesh.apply(HEALTH)
+    mesh.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": [health_pod("health-rewritten", True), health_pod("health-kept", False)]}))
+    try:
+        ready = mesh.wait_for(lambda: _ready(mesh, "health-rewritten"), "health-rewritten Ready", 60)
+        probe = mesh.core.read_namespaced_pod("health-rewritten", NAMESPACE).spec.containers[0].readiness_probe.http_get
+        assert (probe.path, probe.port) == ("/app-health/app/readyz", 15020)
+        mesh.wait_for(lambda: {s for s, i in mesh.from_vm(5, HEALTH_HOST)} == {200}, "health served to the VM", 30)
+        answers = mesh.from_vm(20, HEALTH_HOST)
+        assert answers == [(200, "health-rewritten")] * 20  # the pod that opted out is no endpoint
+        kept = mesh.core.read_namespaced_pod("health-kept", NAMESPACE)
+        assert kept.spec.containers[0].readiness_probe.http_get.port == "http" and not _ready(mesh, "health-kept")
+        events = mesh.core.list_namespaced_event(NAMESPACE, field_selector="involvedObject.name=health-kept").items
+        failed = [e.message for e in events if e.reason == "Unhealthy" and "Readiness probe failed" in (e.message or "")]
+        assert failed, [e.message for e in events]
+        print(f"rewritten probe: Ready in {ready:.1f} s; the kept one still not ready, its probe: {failed[-1]}")
+    finally:
+        for kind, *names in (("pod", "health-rewritten", "health-kept"), ("service", "health"), ("peerauthentication", "health-strict")):
+            mesh.api.kubectl("-n", NAMESPACE, "delete", kind, *names, "--ignore-not-found", "--wait=false", check=False)
