@@ -391,6 +391,24 @@ def _kubernetes_registry(value: str):
     return KubernetesRegistry(f"kubernetes/{name}", configuration)
 
 
+def _root_cert_publishers(args, registries) -> list:
+    """The mesh's roots (--ca) as the ConfigMap istio-ca-root-cert in every namespace of each
+    watched cluster, as istiod publishes them (injected pods mount it)."""
+    clusters = [registry for registry in registries if registry.name.startswith("kubernetes/")]
+    if not clusters or not args.ca:
+        return []
+    from meshwright.serve.root_cert_publisher import RootCertPublisher  # the Kubernetes client: imported only when a cluster is watched
+
+    def read_roots() -> str:
+        with open(args.ca, encoding="ascii") as roots:
+            return roots.read()
+
+    publishers = [RootCertPublisher(cluster.name, cluster.configuration, read_roots) for cluster in clusters]
+    for publisher in publishers:
+        publisher.start()
+    return publishers
+
+
 def cmd_serve(args) -> int:
     tls = _server_tls(args)
     csr = _csr_settings(args, tls)
@@ -406,6 +424,7 @@ def cmd_serve(args) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *dummy: stop.set())
     webhook = _admission_webhook(args, registries)
+    publishers = _root_cert_publishers(args, registries)
     try:
         running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr, registries=registries,
                                    max_streams=args.max_streams)
@@ -413,6 +432,8 @@ def cmd_serve(args) -> int:
         raise UsageError(f"--listen/--status-listen/--csr-listen/--join-listen: {error}") from None
     page = _start_graph_page(args, running)
     stop.wait()
+    for publisher in publishers:
+        publisher.stop()
     if page is not None:
         page.shutdown()
         page.server_close()

@@ -3,7 +3,8 @@
 One node for the module (tests/kubernetes_node/node.py: the whole envtest node, the proxy image
 built here and imported). `meshwright serve` runs on the host as a user runs it: mTLS, its CSR
 service (a pod's first certificate on its projected token, reviewed by the API server), the
-Kubernetes registry and the injection webhook, registered with the API server. The VM is a
+Kubernetes registry, the injection webhook, registered with the API server, and the mesh's
+roots in every namespace (the ConfigMap istio-ca-root-cert the pods mount). The VM is a
 sidecar on the host (a WorkloadEntry of the mesh files, at the node's bridge address, its
 certificate from a join token) in front of an app on loopback.
 
@@ -178,9 +179,6 @@ class Mesh:
         self.api.kubectl("wait", "--for=condition=Established", "--timeout=30s", "-f", str(crds))
         self.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": {"istio-injection": "enabled"}}},
-            # what istiod publishes in every namespace: the mesh's roots, which injected pods mount
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio-ca-root-cert", "namespace": NAMESPACE},
-             "data": {"root-cert.pem": self.roots.decode()}},
             *({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": NAMESPACE}}
               for name in ("reviews", "productpage", "other")),
             {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "reviews", "namespace": NAMESPACE},
@@ -193,12 +191,20 @@ class Mesh:
                            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]}]},
         ]}))
         self.apply(ISTIO)
+        self.wait_for(self.roots_published, "the control plane's istio-ca-root-cert in the namespace", 20)
         self.cluster_ip = self.core.read_namespaced_service("reviews", NAMESPACE).spec.cluster_ip
         self.apply(json.dumps(REVIEWS_V2))
         for account in ("productpage", "other"):
             self.apply(json.dumps(self.client_pod(account)))
         ready = self.api.kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", "pod", "--all", "--timeout=50s", check=False)
         assert ready.returncode == 0, f"pods not ready within 50 s:\n{self.pods_report()}"
+
+    def roots_published(self) -> bool:
+        """The control plane has put the mesh's roots in the namespace (injected pods mount them)."""
+        try:
+            return self.core.read_namespaced_config_map("istio-ca-root-cert", NAMESPACE).data == {"root-cert.pem": self.roots.decode()}
+        except client.ApiException:
+            return False
 
     def pods_report(self) -> str:
         """The pods, and the last lines of their proxies' logs: what a failed start shows."""
