@@ -3,7 +3,8 @@
 One node for the module (tests/kubernetes_node/node.py: the whole envtest node, the proxy image
 built here and imported). `meshwright serve` runs on the host as a user runs it: mTLS, its CSR
 service (a pod's first certificate on its projected token, reviewed by the API server), the
-Kubernetes registry, the injection webhook, registered with the API server, and the mesh's
+Kubernetes registry, the injection webhook (its serving certificate issued by serve from the
+mesh CA, the API server trusting the mesh's roots), and the mesh's
 roots in every namespace (the ConfigMap istio-ca-root-cert the pods mount). The VM is a
 sidecar on the host (a WorkloadEntry of the mesh files, at the node's bridge address, its
 certificate from a join token) in front of an app on loopback.
@@ -33,7 +34,6 @@ from meshwright.pki.ca import certificate_pem
 from meshwright.pki.spiffe import control_plane_spiffe_id
 from tests.constant_load import ConstantLoad
 from tests.harness import Backend, Envoy, free_offset, free_port, request
-from tests.kubernetes.webhook_certificates import write_webhook_certificates
 from tests.kubernetes_node.node import NODE_ADDRESS, start_node, stop_node
 
 NAMESPACE = "mesh"
@@ -139,7 +139,6 @@ class Mesh:
         self.roots = certificate_pem(root.certificate)
         plane_key = csr.make_private_key()
         plane_chain = workload.sign_csr(csr.make_csr(plane_key, control_plane_spiffe_id(TRUST_DOMAIN)), control_plane_spiffe_id(TRUST_DOMAIN), site)
-        webhook_cert, webhook_key, self.webhook_ca = write_webhook_certificates(folder, NODE_ADDRESS)
         self.offset = free_offset()
         self.mesh_dir = folder / "mesh"
         self.mesh_dir.mkdir()
@@ -156,7 +155,8 @@ class Mesh:
             "--signing-key", _write(folder / "site.key", site.key_pem()),
             "--csr-listen", f"{NODE_ADDRESS}:{self.csr}", "--join-listen", f"{NODE_ADDRESS}:{self.csr + 1}", "--join-tokens", str(self.tokens),
             "--kubeconfig", f"node={self.api.kubeconfig}",
-            "--webhook-listen", f"{NODE_ADDRESS}:{self.webhook}", "--webhook-cert", webhook_cert, "--webhook-key", webhook_key,
+            # the webhook's certificate: issued by serve from the mesh CA for NODE_ADDRESS (the caBundle: the mesh's roots)
+            "--webhook-listen", f"{NODE_ADDRESS}:{self.webhook}",
             "--proxy-image", self.node.proxy_image, "--injection-xds", f"{NODE_ADDRESS}:{self.xds}",
             "--injection-csr", f"{NODE_ADDRESS}:{self.csr}"], stdout=self.serve_log, stderr=subprocess.STDOUT))
         self.wait_for(lambda: self.serve_status() is not None, "the control plane's status endpoint")
@@ -186,7 +186,7 @@ class Mesh:
             {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": {"name": "meshwright-sidecar-injector"},
              "webhooks": [{"name": "injection.meshwright.io", "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail",
                            "clientConfig": {"url": f"https://{NODE_ADDRESS}:{self.webhook}/inject",
-                                            "caBundle": base64.b64encode(self.webhook_ca).decode()},
+                                            "caBundle": base64.b64encode(self.roots).decode()},
                            "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
                            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]}]},
         ]}))
