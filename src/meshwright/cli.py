@@ -394,6 +394,19 @@ def _kubernetes_registry(value: str):
     return KubernetesRegistry(f"kubernetes/{name}", configuration)
 
 
+def _in_cluster_registry(name: str):
+    """--in-cluster NAME: the cluster serve runs in, as the registry kubernetes/NAME."""
+    from meshwright.serve.kubernetes import KubeconfigError, KubernetesRegistry, cluster_configuration  # the client's import cost, as above
+
+    if not names.is_label(name):
+        raise UsageError(f"--in-cluster {name!r}: expected {names.LABEL_HELP}")
+    try:
+        configuration = cluster_configuration(None)
+    except KubeconfigError as error:
+        raise UsageError(f"--in-cluster {name}: not running in a Kubernetes pod ({error}): use --kubeconfig") from None
+    return KubernetesRegistry(f"kubernetes/{name}", configuration)
+
+
 def _root_cert_publishers(args, registries) -> list:
     """The mesh's roots (--ca) as the ConfigMap istio-ca-root-cert in every namespace of each
     watched cluster, as istiod publishes them (injected pods mount it)."""
@@ -417,6 +430,8 @@ def cmd_serve(args) -> int:
     csr = _csr_settings(args, tls)
     webhook_context = _webhook_context(args, csr) if args.webhook_listen else None
     registries = _registries(args) + [_kubernetes_registry(value) for value in args.kubeconfig or []]
+    if args.in_cluster is not None:
+        registries.append(_in_cluster_registry(args.in_cluster))
     mesh, problems = load_valid(args.mesh)
     if problems:
         _print_problems(problems)
@@ -797,6 +812,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--kubeconfig", action="append", metavar="[NAME=]PATH",
                        help="watch a Kubernetes cluster through this kubeconfig (repeatable: one per cluster); NAME names it "
                             "in problems and status (default: the cluster of the current context)")
+    serve.add_argument("--in-cluster", metavar="NAME",
+                       help="watch the cluster serve runs in as a pod (its service account's token and the cluster's CA, "
+                            "as client-go's in-cluster config), named NAME in problems and status")
     serve.add_argument("--webhook-listen", type=_host_port, help="HOST:PORT of the validating admission webhook (HTTPS, POST /validate)")
     serve.add_argument("--webhook-name", action="append",
                        help="a DNS name or IP address the API server calls the webhook by (repeatable; default: --webhook-listen's "

@@ -26,12 +26,14 @@ import sys
 import time
 
 import pytest
+import yaml
 from kubernetes import client
 
 from meshwright.cli import main as meshwright_main
 from meshwright.pki import ca, csr, workload
 from meshwright.pki.ca import certificate_pem
 from meshwright.pki.spiffe import control_plane_spiffe_id
+from meshwright.validate.crds import ISTIO_CRDS
 from tests.constant_load import ConstantLoad
 from tests.harness import Backend, Envoy, free_offset, free_port, request
 from tests.kubernetes_node.node import NODE_ADDRESS, start_node, stop_node
@@ -436,3 +438,68 @@ def test_an_http_readiness_probe_reaches_the_app_through_the_sidecar_under_stric
     finally:
         for kind, *names in (("pod", "health-rewritten", "health-kept"), ("service", "health"), ("peerauthentication", "health-strict")):
             mesh.api.kubectl("-n", NAMESPACE, "delete", kind, *names, "--ignore-not-found", "--wait=false", check=False)
+
+
+CONTROL_PLANE_NAMESPACE = "meshwright-system"
+
+
+def control_plane_cluster_role() -> dict:
+    """The ClusterRole roles/kubernetes_mesh gives the control plane, its Istio kinds filled in
+    from the CRDs as the role does: the test runs serve in the cluster with exactly those rights."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "roles", "kubernetes_mesh", "tasks", "access.yml"), encoding="utf-8") as tasks:
+        role = next(d for task in yaml.safe_load(tasks) for d in task.get("kubernetes.core.k8s", {}).get("definition", [])
+                    if d["kind"] == "ClusterRole")
+    for rule in role["rules"]:
+        if isinstance(rule["resources"], str):  # the role's Jinja: the plurals of the group's CRDs
+            rule["resources"] = sorted(plural for group, dummy, plural, dummy2 in ISTIO_CRDS.values() if group == rule["apiGroups"][0])
+    return role
+
+
+def in_cluster_control_plane(image: str) -> list[dict]:
+    """meshwright serve as a Deployment of the cluster, with the role's RBAC and in-cluster config."""
+    labels = {"app": "meshwright"}
+    mesh = "apiVersion: meshwright.io/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec: {trustDomain: cluster.local}\n"
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONTROL_PLANE_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "meshwright", "namespace": CONTROL_PLANE_NAMESPACE}},
+        control_plane_cluster_role(),
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "meshwright-control-plane"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "meshwright-control-plane"},
+         "subjects": [{"kind": "ServiceAccount", "name": "meshwright", "namespace": CONTROL_PLANE_NAMESPACE}]},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "meshwright-mesh", "namespace": CONTROL_PLANE_NAMESPACE},
+         "data": {"mesh.yaml": mesh}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "meshwright", "namespace": CONTROL_PLANE_NAMESPACE},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+             "serviceAccountName": "meshwright", "terminationGracePeriodSeconds": 2,
+             "containers": [{
+                 "name": "serve", "image": image, "imagePullPolicy": "Never",
+                 "command": ["python3", "-m", "meshwright.cli", "serve", "--mesh", "/etc/meshwright/mesh", "--plaintext-loopback",
+                             "--listen", "127.0.0.1:15012", "--status-listen", "0.0.0.0:15014", "--in-cluster", "node"],
+                 "env": [{"name": "PYTHONPATH", "value": "/opt/meshwright/lib"}],
+                 "securityContext": {"runAsUser": 1337, "runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False},
+                 "readinessProbe": {"httpGet": {"path": "/status", "port": 15014}, "periodSeconds": 1},
+                 "volumeMounts": [{"name": "mesh", "mountPath": "/etc/meshwright/mesh", "readOnly": True}]}],
+             "volumes": [{"name": "mesh", "configMap": {"name": "meshwright-mesh"}}]}}}},
+    ]
+
+
+def test_the_control_plane_runs_in_the_cluster_with_its_service_account(mesh):
+    """serve as a pod (`--in-cluster`): in-cluster config with its service account's token and
+    only the role's RBAC; it sees the cluster's injected pods as proxies."""
+    mesh.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": in_cluster_control_plane(mesh.node.proxy_image)}))
+    try:
+        ready = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "rollout", "status", "deployment/meshwright", "--timeout=60s", check=False)
+        pod = mesh.core.list_namespaced_pod(CONTROL_PLANE_NAMESPACE, label_selector="app=meshwright").items[0]
+        logs = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "logs", pod.metadata.name, check=False).stdout
+        assert ready.returncode == 0, f"{ready.stdout}{ready.stderr}\n{logs[-3000:]}"
+
+        def proxies() -> set[str]:
+            status = subprocess.run(["curl", "-fsS", f"http://{pod.status.pod_ip}:15014/status"], capture_output=True, text=True, timeout=5, check=False)
+            return {proxy["proxy"] for proxy in json.loads(status.stdout)["proxies"]} if status.returncode == 0 else set()
+
+        expected = {f"{name}.{NAMESPACE}" for name in mesh.v2_pods()}
+        seen = mesh.wait_for(lambda: expected <= proxies(), "the in-cluster control plane sees the injected pods", 30)
+        print(f"serve in a pod of the cluster: rolled out, and saw the injected pods {seen:.1f} s later")
+    finally:
+        mesh.api.kubectl("delete", "namespace", CONTROL_PLANE_NAMESPACE, "--wait=false", check=False)
+        mesh.api.kubectl("delete", "clusterrolebinding,clusterrole", "meshwright-control-plane", "--ignore-not-found", check=False)

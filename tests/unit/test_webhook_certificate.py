@@ -74,3 +74,4 @@ def test_serve_says_what_the_webhook_needs(tmp_path):
     assert code == 2 and "--webhook-listen 0.0.0.0:1 listens on every address: give --webhook-name" in err
     code, dummy, err = run_cli(["serve", "--mesh", str(tmp_path), *signing, "--webhook-listen", "0.0.0.0:1", "--webhook-name", "Bad_Name"])
     assert code == 2 and "--webhook-name 'Bad_Name': expected an IP address or a DNS-1123 name" in err
+
