@@ -431,10 +431,14 @@ def test_an_http_readiness_probe_reaches_the_app_through_the_sidecar_under_stric
         assert answers == [(200, "health-rewritten")] * 20  # the pod that opted out is no endpoint
         kept = mesh.core.read_namespaced_pod("health-kept", NAMESPACE)
         assert kept.spec.containers[0].readiness_probe.http_get.port == "http" and not _ready(mesh, "health-kept")
-        events = mesh.core.list_namespaced_event(NAMESPACE, field_selector="involvedObject.name=health-kept").items
-        failed = [e.message for e in events if e.reason == "Unhealthy" and "Readiness probe failed" in (e.message or "")]
-        assert failed, [e.message for e in events]
-        print(f"rewritten probe: Ready in {ready:.1f} s; the kept one still not ready, its probe: {failed[-1]}")
+
+        def app_probe_failures() -> list[str]:  # the kubelet's own probe of the app's port (not the sidecar's 15021)
+            events = mesh.core.list_namespaced_event(NAMESPACE, field_selector="involvedObject.name=health-kept").items
+            return [e.message for e in events if e.reason == "Unhealthy" and f":{APP_PORT}/" in (e.message or "")]
+
+        mesh.wait_for(app_probe_failures, "health-kept's app probe failing", 30)
+        assert not _ready(mesh, "health-kept")
+        print(f"rewritten probe: Ready in {ready:.1f} s; the kept one still not ready, its probe: {app_probe_failures()[-1]}")
     finally:
         for kind, *names in (("pod", "health-rewritten", "health-kept"), ("service", "health"), ("peerauthentication", "health-strict")):
             mesh.api.kubectl("-n", NAMESPACE, "delete", kind, *names, "--ignore-not-found", "--wait=false", check=False)
