@@ -477,7 +477,7 @@ def in_cluster_control_plane(image: str) -> list[dict]:
              "serviceAccountName": "meshwright", "terminationGracePeriodSeconds": 2,
              "containers": [{
                  "name": "serve", "image": image, "imagePullPolicy": "Never",
-                 "command": ["python3", "-m", "meshwright.cli", "serve", "--mesh", "/etc/meshwright/mesh", "--plaintext-loopback",
+                 "command": ["python3", "-m", "meshwright.cli", "serve", "--mesh", "/etc/meshwright/mesh/mesh.yaml", "--plaintext-loopback",
                              "--listen", "127.0.0.1:15012", "--status-listen", "0.0.0.0:15014", "--in-cluster", "node"],
                  "env": [{"name": "PYTHONPATH", "value": "/opt/meshwright/lib"}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
                  "securityContext": {"runAsUser": 1337, "runAsNonRoot": True, "allowPrivilegeEscalation": False},
@@ -492,10 +492,12 @@ def test_the_control_plane_runs_in_the_cluster_with_its_service_account(mesh):
     only the role's RBAC; it sees the cluster's injected pods as proxies."""
     mesh.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": in_cluster_control_plane(mesh.node.proxy_image)}))
     try:
-        ready = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "rollout", "status", "deployment/meshwright", "--timeout=60s", check=False)
+        ready = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "rollout", "status", "deployment/meshwright", "--timeout=45s", check=False)
         pod = mesh.core.list_namespaced_pod(CONTROL_PLANE_NAMESPACE, label_selector="app=meshwright").items[0]
-        logs = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "logs", pod.metadata.name, check=False).stdout
-        assert ready.returncode == 0, f"{ready.stdout}{ready.stderr}\n{logs[-3000:]}"
+        if ready.returncode != 0:
+            described = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "describe", "pod", pod.metadata.name, check=False).stdout
+            logs = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "logs", pod.metadata.name, check=False)
+            pytest.fail(f"{ready.stdout}{ready.stderr}\n{described[-3000:]}\n{logs.stdout[-3000:]}{logs.stderr[-1000:]}", pytrace=False)
 
         def proxies() -> set[str]:
             status = subprocess.run(["curl", "-fsS", f"http://{pod.status.pod_ip}:15014/status"], capture_output=True, text=True, timeout=5, check=False)
