@@ -445,6 +445,7 @@ def test_an_http_readiness_probe_reaches_the_app_through_the_sidecar_under_stric
 
 
 CONTROL_PLANE_NAMESPACE = "meshwright-system"
+STATUS_SCRIPT = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:15014/status', timeout=3).read().decode())"
 
 
 def control_plane_cluster_role() -> dict:
@@ -478,10 +479,11 @@ def in_cluster_control_plane(image: str) -> list[dict]:
              "containers": [{
                  "name": "serve", "image": image, "imagePullPolicy": "Never",
                  "command": ["python3", "-m", "meshwright.cli", "serve", "--mesh", "/etc/meshwright/mesh/mesh.yaml", "--plaintext-loopback",
-                             "--listen", "127.0.0.1:15012", "--status-listen", "0.0.0.0:15014", "--in-cluster", "node"],
+                             "--listen", "127.0.0.1:15012", "--status-listen", "127.0.0.1:15014", "--in-cluster", "node"],
                  "env": [{"name": "PYTHONPATH", "value": "/opt/meshwright/lib"}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
                  "securityContext": {"runAsUser": 1337, "runAsNonRoot": True, "allowPrivilegeEscalation": False},
-                 "readinessProbe": {"httpGet": {"path": "/status", "port": 15014}, "periodSeconds": 1},
+                 # the status endpoint listens on loopback only: asked from inside the pod
+                 "readinessProbe": {"exec": {"command": ["python3", "-c", STATUS_SCRIPT]}, "periodSeconds": 2, "timeoutSeconds": 5},
                  "volumeMounts": [{"name": "mesh", "mountPath": "/etc/meshwright/mesh", "readOnly": True}]}],
              "volumes": [{"name": "mesh", "configMap": {"name": "meshwright-mesh"}}]}}}},
     ]
@@ -500,7 +502,7 @@ def test_the_control_plane_runs_in_the_cluster_with_its_service_account(mesh):
             pytest.fail(f"{ready.stdout}{ready.stderr}\n{described[-3000:]}\n{logs.stdout[-3000:]}{logs.stderr[-1000:]}", pytrace=False)
 
         def proxies() -> set[str]:
-            status = subprocess.run(["curl", "-fsS", f"http://{pod.status.pod_ip}:15014/status"], capture_output=True, text=True, timeout=5, check=False)
+            status = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "exec", pod.metadata.name, "--", "python3", "-c", STATUS_SCRIPT, check=False)
             return {proxy["proxy"] for proxy in json.loads(status.stdout)["proxies"]} if status.returncode == 0 else set()
 
         expected = {f"{name}.{NAMESPACE}" for name in mesh.v2_pods()}
