@@ -463,7 +463,8 @@ def control_plane_cluster_role() -> dict:
 def in_cluster_control_plane(image: str) -> list[dict]:
     """meshwright serve as a Deployment of the cluster, with the role's RBAC and in-cluster config."""
     labels = {"app": "meshwright"}
-    mesh = "apiVersion: meshwright.io/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec: {trustDomain: cluster.local}\n"
+    # workload identity on (certificates): the cluster's AuthorizationPolicy names principals
+    mesh = "apiVersion: meshwright.io/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec: {trustDomain: cluster.local, certificates: {}}\n"
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONTROL_PLANE_NAMESPACE}},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "meshwright", "namespace": CONTROL_PLANE_NAMESPACE}},
@@ -506,7 +507,11 @@ def test_the_control_plane_runs_in_the_cluster_with_its_service_account(mesh):
             return {proxy["proxy"] for proxy in json.loads(status.stdout)["proxies"]} if status.returncode == 0 else set()
 
         expected = {f"{name}.{NAMESPACE}" for name in mesh.v2_pods()}
-        seen = mesh.wait_for(lambda: expected <= proxies(), "the in-cluster control plane sees the injected pods", 30)
+        try:
+            seen = mesh.wait_for(lambda: expected <= proxies(), "the in-cluster control plane sees the injected pods", 30)
+        except AssertionError as missed:
+            logs = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "logs", pod.metadata.name, check=False).stdout
+            raise AssertionError(f"{missed}; it sees {sorted(proxies())}; its log:\n{logs[-3000:]}") from None
         print(f"serve in a pod of the cluster: rolled out, and saw the injected pods {seen:.1f} s later")
     finally:
         mesh.api.kubectl("delete", "namespace", CONTROL_PLANE_NAMESPACE, "--wait=false", check=False)
