@@ -7,10 +7,12 @@ import concurrent.futures
 import datetime
 import gc
 import hashlib
+import ipaddress
 import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import tempfile
 import threading
@@ -56,6 +58,7 @@ from meshwright.serve.bootstrap import xds_bootstrap_text
 from meshwright.serve.proxy_config_view import config_diff, config_dump, envoy_resources, summary_table
 from meshwright.serve.source import load_valid
 from meshwright.serve.status import Unreachable, fetch, merged_status, status_table
+from meshwright.serve.webhook_certificate import IssuedWebhookCertificate, server_context
 from meshwright.validate.crds import custom_resource_definitions
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -391,10 +394,44 @@ def _kubernetes_registry(value: str):
     return KubernetesRegistry(f"kubernetes/{name}", configuration)
 
 
+def _in_cluster_registry(name: str):
+    """--in-cluster NAME: the cluster serve runs in, as the registry kubernetes/NAME."""
+    from meshwright.serve.kubernetes import KubeconfigError, KubernetesRegistry, cluster_configuration  # the client's import cost, as above
+
+    if not names.is_label(name):
+        raise UsageError(f"--in-cluster {name!r}: expected {names.LABEL_HELP}")
+    try:
+        configuration = cluster_configuration(None)
+    except KubeconfigError as error:
+        raise UsageError(f"--in-cluster {name}: not running in a Kubernetes pod ({error}): use --kubeconfig") from None
+    return KubernetesRegistry(f"kubernetes/{name}", configuration)
+
+
+def _root_cert_publishers(args, registries) -> list:
+    """The mesh's roots (--ca) as the ConfigMap istio-ca-root-cert in every namespace of each
+    watched cluster, as istiod publishes them (injected pods mount it)."""
+    clusters = [registry for registry in registries if registry.name.startswith("kubernetes/")]
+    if not clusters or not args.ca:
+        return []
+    from meshwright.serve.root_cert_publisher import RootCertPublisher  # the Kubernetes client: imported only when a cluster is watched
+
+    def read_roots() -> str:
+        with open(args.ca, encoding="ascii") as roots:
+            return roots.read()
+
+    publishers = [RootCertPublisher(cluster.name, cluster.configuration, read_roots) for cluster in clusters]
+    for publisher in publishers:
+        publisher.start()
+    return publishers
+
+
 def cmd_serve(args) -> int:
     tls = _server_tls(args)
     csr = _csr_settings(args, tls)
+    webhook_context = _webhook_context(args, csr) if args.webhook_listen else None
     registries = _registries(args) + [_kubernetes_registry(value) for value in args.kubeconfig or []]
+    if args.in_cluster is not None:
+        registries.append(_in_cluster_registry(args.in_cluster))
     mesh, problems = load_valid(args.mesh)
     if problems:
         _print_problems(problems)
@@ -405,7 +442,8 @@ def cmd_serve(args) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *dummy: stop.set())
-    webhook = _admission_webhook(args, registries)
+    webhook = _admission_webhook(args, registries, webhook_context)
+    publishers = _root_cert_publishers(args, registries)
     try:
         running = xds_server.start(mesh, args.mesh, args.listen, tls, args.status_listen, csr=csr, registries=registries,
                                    max_streams=args.max_streams)
@@ -413,6 +451,8 @@ def cmd_serve(args) -> int:
         raise UsageError(f"--listen/--status-listen/--csr-listen/--join-listen: {error}") from None
     page = _start_graph_page(args, running)
     stop.wait()
+    for publisher in publishers:
+        publisher.stop()
     if page is not None:
         page.shutdown()
         page.server_close()
@@ -504,12 +544,49 @@ def _start_graph_page(args, running):
         raise UsageError(f"--graph-listen {args.graph_listen[0]}:{args.graph_listen[1]}: {error.strerror or error}") from None
 
 
-def _admission_webhook(args, registries):
+def _webhook_names(args) -> list[str]:
+    """--webhook-name (DNS names or IP addresses), by default --webhook-listen's address when it is one host's."""
+    host = args.webhook_listen[0]
+    given = args.webhook_name or ([] if host in ("0.0.0.0", "::", "") else [host])
+    if not given:
+        raise UsageError(f"--webhook-listen {host}:{args.webhook_listen[1]} listens on every address: give --webhook-name, the DNS name or "
+                         "address the API server calls the webhook by (its certificate is issued for it)")
+    for name in given:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            if not names.is_subdomain(name):
+                raise UsageError(f"--webhook-name {name!r}: expected an IP address or {names.SUBDOMAIN_HELP}") from None
+    return list(dict.fromkeys(given))
+
+
+def _webhook_context(args, csr):
+    """The webhook's TLS: the files given, else a certificate serve issues from the mesh CA (the
+    intermediate of --signing-cert) for --webhook-name and renews, as istiod does."""
+    if args.webhook_cert or args.webhook_key:
+        if not (args.webhook_cert and args.webhook_key):
+            raise UsageError("give --webhook-cert and --webhook-key together")
+        context = server_context()
+        try:
+            context.load_cert_chain(args.webhook_cert, args.webhook_key)
+        except (OSError, ssl.SSLError) as error:
+            raise UsageError(f"--webhook-cert/--webhook-key: {error}") from None
+        return context
+    if csr is None:
+        raise UsageError("--webhook-listen needs a certificate: --signing-cert and --signing-key (serve issues it from the mesh CA for "
+                         "--webhook-name; the webhook configuration's caBundle is then the mesh's roots), or --webhook-cert and --webhook-key")
+    try:
+        issued = IssuedWebhookCertificate(csr.issuer, _webhook_names(args), csr.lifetime)
+    except ValueError as error:  # the intermediate has expired
+        raise UsageError(f"--signing-cert {args.signing_cert}: cannot issue the webhook's certificate: {error}") from None
+    issued.start()
+    return issued.context
+
+
+def _admission_webhook(args, registries, context):
     """--webhook-listen: the validating admission webhook, on its certificate."""
     if args.webhook_listen is None:
         return None
-    if not (args.webhook_cert and args.webhook_key):
-        raise UsageError("--webhook-listen needs --webhook-cert and --webhook-key (the API server calls webhooks over HTTPS only)")
     source = registries[0].name if registries else "kubernetes"
     injection = None
     if args.proxy_image:
@@ -517,9 +594,9 @@ def _admission_webhook(args, registries):
             raise UsageError("--proxy-image needs --injection-xds and --injection-csr (where injected pods reach the control plane)")
         injection = InjectionSettings(args.proxy_image, args.injection_xds, args.injection_csr)
     try:
-        return admission.webhook_server(*args.webhook_listen, args.webhook_cert, args.webhook_key, source, injection)
+        return admission.webhook_server(*args.webhook_listen, context, source, injection)
     except (OSError, ValueError) as error:
-        raise UsageError(f"--webhook-listen/--webhook-cert/--webhook-key: {error}") from None
+        raise UsageError(f"--webhook-listen {args.webhook_listen[0]}:{args.webhook_listen[1]}: {error}") from None
 
 
 def cmd_status(args) -> int:
@@ -735,9 +812,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--kubeconfig", action="append", metavar="[NAME=]PATH",
                        help="watch a Kubernetes cluster through this kubeconfig (repeatable: one per cluster); NAME names it "
                             "in problems and status (default: the cluster of the current context)")
+    serve.add_argument("--in-cluster", metavar="NAME",
+                       help="watch the cluster serve runs in as a pod (its service account's token and the cluster's CA, "
+                            "as client-go's in-cluster config), named NAME in problems and status")
     serve.add_argument("--webhook-listen", type=_host_port, help="HOST:PORT of the validating admission webhook (HTTPS, POST /validate)")
-    serve.add_argument("--webhook-cert", help="the webhook's certificate chain (PEM); the webhook configuration's caBundle is its CA")
-    serve.add_argument("--webhook-key", help="its private key (PEM)")
+    serve.add_argument("--webhook-name", action="append",
+                       help="a DNS name or IP address the API server calls the webhook by (repeatable; default: --webhook-listen's "
+                            "address): serve issues the webhook's certificate for them from the mesh CA (--signing-cert) and renews it")
+    serve.add_argument("--webhook-cert", help="instead: the webhook's certificate chain (PEM); the webhook configuration's caBundle is its CA")
+    serve.add_argument("--webhook-key", help="instead: its private key (PEM)")
     serve.add_argument("--proxy-image", help="serve the injection webhook too (POST /inject): the proxy image (Envoy + meshwright agent) it injects")
     serve.add_argument("--injection-xds", metavar="HOST:PORT", help="the xDS address injected pods reach the control plane at")
     serve.add_argument("--injection-csr", metavar="HOST:PORT", help=INJECTION_CSR_HELP)

@@ -11,12 +11,15 @@ starts it (the image's entrypoint `meshwright-proxy` is `python3 -m meshwright.p
   is deleted; the control plane has taken it out of every load assignment already, as the
   pod's deletionTimestamp says) the inbound listeners drain for the drain duration while
   Envoy keeps serving, then Envoy and the agent stop: requests already sent to this pod
-  are answered (Istio's terminationDrainDuration, 5 s by default).
+  are answered (Istio's terminationDrainDuration, 5 s by default). It also answers the app's
+  probes that the injector sent through it (deliver/kube_probes.py: `/app-health/...` on 15020,
+  Istio's agent's status port), probing the app from inside the pod.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.server
 import ipaddress
 import json
 import logging
@@ -33,6 +36,7 @@ from meshwright.agent import Agent, AgentError
 from meshwright.compile.proxy import ADMIN_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_PORT, REDIRECT, Proxy
 from meshwright.compile.telemetry import ProxyTelemetry
 from meshwright.compile.xds_bootstrap import XdsServer, compile_xds_bootstrap
+from meshwright.deliver.kube_probes import PROBERS_VARIABLE, STATUS_PORT, parse_probers, run_probe
 from meshwright.mesh import MeshSettings
 from meshwright.pki.store import CHAIN_FILE
 
@@ -269,10 +273,48 @@ def _stop(envoy: subprocess.Popen, agent: AgentThread) -> None:
         envoy.kill()
 
 
+def app_probers_from_environment(environ: dict) -> dict:
+    """The app's probes the injector sent through the sidecar (ISTIO_KUBE_APP_PROBERS), by path."""
+    try:
+        return parse_probers(environ.get(PROBERS_VARIABLE, ""))
+    except ValueError as error:
+        raise PodError(f"{PROBERS_VARIABLE}: {error}") from None
+
+
+def app_probe_server(probers: dict, pod_address: str, listen: tuple[str, int] = ("0.0.0.0", STATUS_PORT)) -> http.server.ThreadingHTTPServer:
+    """GET /app-health/<container>/<kind> on the status port (the kubelet's rewritten probes; the
+    port is never captured), each answered by the app's own probe made from inside the pod."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            prober = probers.get(self.path.split("?")[0])
+            if prober is None:
+                self.send_error(404, "no such app probe")
+                return
+            result = run_probe(prober, pod_address)
+            body = f"{result.reason}\n".encode()
+            self.send_response(result.status)
+            self.send_header("content-type", "text/plain")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(listen, Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="app-probes", daemon=True).start()
+    return server
+
+
 def cmd_sidecar(args) -> int:
     del args
     pod = pod_proxy_from_environment(dict(os.environ))
+    probers = app_probers_from_environment(dict(os.environ))
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if probers:
+        app_probe_server(probers, pod.address)
     terminating = threading.Event()
     signal.signal(signal.SIGTERM, lambda *dummy: terminating.set())
     signal.signal(signal.SIGINT, lambda *dummy: terminating.set())

@@ -20,6 +20,7 @@ from kubernetes import client
 
 from meshwright.pki import ca
 from meshwright.serve.kubernetes import KubernetesRegistry
+from meshwright.serve.root_cert_publisher import RootCertPublisher
 from tests.e2e.deploy import BIN, ROOT, PlaybookRun, playbook_env
 from tests.harness import free_port
 from tests.kubernetes.api_server import create_retrying
@@ -129,11 +130,22 @@ def test_the_control_plane_identity_reads_what_its_registry_watches_and_nothing_
             time.sleep(0.1)
     finally:
         registry.stop()
+    roots = ca.make_root("cluster.local").certificate_pem().decode()
+    publisher = RootCertPublisher("kubernetes/east", api_server.configuration(token), lambda: roots)
+    publisher.start()
+    try:
+        admin = client.CoreV1Api(api_server.api_client())
+        wait_until(lambda: _held_roots(admin, "role-shop") == roots, "the roots published with the control plane's RBAC")
+    finally:
+        publisher.stop()
     as_plane = api_server.api_client(token)
     review = client.AuthenticationV1Api(as_plane).create_token_review({"spec": {"token": token}})
     assert review.status.authenticated and review.status.user.username == "system:serviceaccount:meshwright-system:meshwright"
     core = client.CoreV1Api(as_plane)
+    admin.create_namespaced_config_map("role-shop", {"metadata": {"name": "app-settings"}, "data": {"a": "b"}})
     for refused in (lambda: core.list_secret_for_all_namespaces(), lambda: core.read_namespace("role-shop"),
+                    lambda: core.list_config_map_for_all_namespaces(),
+                    lambda: core.patch_namespaced_config_map("app-settings", "role-shop", {"data": {"a": "c"}}),
                     lambda: core.create_namespaced_pod("role-shop", {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "a", "image": "b"}]}}),
                     lambda: client.CustomObjectsApi(as_plane).create_namespaced_custom_object(
                         "networking.istio.io", "v1", "role-shop", "virtualservices", {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
@@ -141,6 +153,20 @@ def test_the_control_plane_identity_reads_what_its_registry_watches_and_nothing_
         with pytest.raises(client.ApiException) as error:
             create_retrying(refused)
         assert error.value.status == 403
+
+
+def _held_roots(core: client.CoreV1Api, namespace: str) -> str | None:
+    try:
+        return core.read_namespaced_config_map("istio-ca-root-cert", namespace).data["root-cert.pem"]
+    except client.ApiException:
+        return None
+
+
+def wait_until(condition, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.1)
 
 
 def test_a_webhook_address_that_is_not_https_stops_the_run_before_any_change(api_server, tmp_path):

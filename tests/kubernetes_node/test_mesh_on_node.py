@@ -3,7 +3,9 @@
 One node for the module (tests/kubernetes_node/node.py: the whole envtest node, the proxy image
 built here and imported). `meshwright serve` runs on the host as a user runs it: mTLS, its CSR
 service (a pod's first certificate on its projected token, reviewed by the API server), the
-Kubernetes registry and the injection webhook, registered with the API server. The VM is a
+Kubernetes registry, the injection webhook (its serving certificate issued by serve from the
+mesh CA, the API server trusting the mesh's roots), and the mesh's
+roots in every namespace (the ConfigMap istio-ca-root-cert the pods mount). The VM is a
 sidecar on the host (a WorkloadEntry of the mesh files, at the node's bridge address, its
 certificate from a join token) in front of an app on loopback.
 
@@ -24,15 +26,16 @@ import sys
 import time
 
 import pytest
+import yaml
 from kubernetes import client
 
 from meshwright.cli import main as meshwright_main
 from meshwright.pki import ca, csr, workload
 from meshwright.pki.ca import certificate_pem
 from meshwright.pki.spiffe import control_plane_spiffe_id
+from meshwright.validate.crds import ISTIO_CRDS
 from tests.constant_load import ConstantLoad
 from tests.harness import Backend, Envoy, free_offset, free_port, request
-from tests.kubernetes.webhook_certificates import write_webhook_certificates
 from tests.kubernetes_node.node import NODE_ADDRESS, start_node, stop_node
 
 NAMESPACE = "mesh"
@@ -138,7 +141,6 @@ class Mesh:
         self.roots = certificate_pem(root.certificate)
         plane_key = csr.make_private_key()
         plane_chain = workload.sign_csr(csr.make_csr(plane_key, control_plane_spiffe_id(TRUST_DOMAIN)), control_plane_spiffe_id(TRUST_DOMAIN), site)
-        webhook_cert, webhook_key, self.webhook_ca = write_webhook_certificates(folder, NODE_ADDRESS)
         self.offset = free_offset()
         self.mesh_dir = folder / "mesh"
         self.mesh_dir.mkdir()
@@ -155,7 +157,8 @@ class Mesh:
             "--signing-key", _write(folder / "site.key", site.key_pem()),
             "--csr-listen", f"{NODE_ADDRESS}:{self.csr}", "--join-listen", f"{NODE_ADDRESS}:{self.csr + 1}", "--join-tokens", str(self.tokens),
             "--kubeconfig", f"node={self.api.kubeconfig}",
-            "--webhook-listen", f"{NODE_ADDRESS}:{self.webhook}", "--webhook-cert", webhook_cert, "--webhook-key", webhook_key,
+            # the webhook's certificate: issued by serve from the mesh CA for NODE_ADDRESS (the caBundle: the mesh's roots)
+            "--webhook-listen", f"{NODE_ADDRESS}:{self.webhook}",
             "--proxy-image", self.node.proxy_image, "--injection-xds", f"{NODE_ADDRESS}:{self.xds}",
             "--injection-csr", f"{NODE_ADDRESS}:{self.csr}"], stdout=self.serve_log, stderr=subprocess.STDOUT))
         self.wait_for(lambda: self.serve_status() is not None, "the control plane's status endpoint")
@@ -178,9 +181,6 @@ class Mesh:
         self.api.kubectl("wait", "--for=condition=Established", "--timeout=30s", "-f", str(crds))
         self.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": {"istio-injection": "enabled"}}},
-            # what istiod publishes in every namespace: the mesh's roots, which injected pods mount
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio-ca-root-cert", "namespace": NAMESPACE},
-             "data": {"root-cert.pem": self.roots.decode()}},
             *({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": NAMESPACE}}
               for name in ("reviews", "productpage", "other")),
             {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "reviews", "namespace": NAMESPACE},
@@ -188,17 +188,25 @@ class Mesh:
             {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": {"name": "meshwright-sidecar-injector"},
              "webhooks": [{"name": "injection.meshwright.io", "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail",
                            "clientConfig": {"url": f"https://{NODE_ADDRESS}:{self.webhook}/inject",
-                                            "caBundle": base64.b64encode(self.webhook_ca).decode()},
+                                            "caBundle": base64.b64encode(self.roots).decode()},
                            "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
                            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}]}]},
         ]}))
         self.apply(ISTIO)
+        self.wait_for(self.roots_published, "the control plane's istio-ca-root-cert in the namespace", 20)
         self.cluster_ip = self.core.read_namespaced_service("reviews", NAMESPACE).spec.cluster_ip
         self.apply(json.dumps(REVIEWS_V2))
         for account in ("productpage", "other"):
             self.apply(json.dumps(self.client_pod(account)))
         ready = self.api.kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", "pod", "--all", "--timeout=50s", check=False)
         assert ready.returncode == 0, f"pods not ready within 50 s:\n{self.pods_report()}"
+
+    def roots_published(self) -> bool:
+        """The control plane has put the mesh's roots in the namespace (injected pods mount them)."""
+        try:
+            return self.core.read_namespaced_config_map("istio-ca-root-cert", NAMESPACE).data == {"root-cert.pem": self.roots.decode()}
+        except client.ApiException:
+            return False
 
     def pods_report(self) -> str:
         """The pods, and the last lines of their proxies' logs: what a failed start shows."""
@@ -237,11 +245,11 @@ class Mesh:
     def vm_outbound(self) -> int:
         return 15001 + self.offset
 
-    def from_vm(self, count: int) -> list[tuple[int, str]]:
-        """(status, instance) of count requests from the VM to reviews."""
+    def from_vm(self, count: int, host: str = HOST) -> list[tuple[int, str]]:
+        """(status, instance) of count requests from the VM to reviews (or host)."""
         answers = []
         for _ in range(count):
-            status, body, _ = request(self.vm_outbound, "/", host=HOST)
+            status, body, _ = request(self.vm_outbound, "/", host=host)
             answers.append((status, body.get("instance", body.get("raw", ""))))
         return answers
 
@@ -372,3 +380,139 @@ def test_deleting_a_pod_under_constant_load_fails_no_request(mesh):
         time.sleep(1)
     print(f"{load.sent} requests at 40/s while {doomed} was deleted and replaced: {len(load.failures)} failed")
     assert load.sent > 100 and load.failures == []
+
+
+HEALTH_HOST = f"health.{NAMESPACE}.svc.cluster.local"
+HEALTH = f"""\
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: health-strict, namespace: {NAMESPACE}}}
+spec:
+  selector: {{matchLabels: {{app: health}}}}
+  mtls: {{mode: STRICT}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: health, namespace: {NAMESPACE}}}
+spec:
+  selector: {{app: health}}
+  ports: [{{name: http, port: 80, targetPort: {APP_PORT}}}]
+"""
+
+
+def health_pod(name: str, rewrite: bool) -> dict:
+    """An app whose readiness is an httpGet probe on its own port (busybox httpd answering its name)."""
+    annotations = {} if rewrite else {"sidecar.istio.io/rewriteAppHTTPProbers": "false"}
+    app = REVIEWS_V2["spec"]["template"]["spec"]["containers"][0]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": "health"},
+                                                            "annotations": annotations},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                **{key: app[key] for key in ("name", "image", "imagePullPolicy", "command", "ports")},
+                "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1, "failureThreshold": 1}}]}}
+
+
+def _ready(mesh, name: str) -> bool:
+    pod = mesh.core.read_namespaced_pod(name, NAMESPACE)
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def test_an_http_readiness_probe_reaches_the_app_through_the_sidecar_under_strict_mtls(mesh):
+    """Under STRICT mTLS the kubelet's plaintext probe of the app's port meets the inbound
+    listener, which refuses it: the pod whose probe the injector sent through the sidecar's
+    15020 becomes Ready and is served through the mesh; the one that opted out never does."""
+    mesh.apply(HEALTH)
+    mesh.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": [health_pod("health-rewritten", True), health_pod("health-kept", False)]}))
+    try:
+        ready = mesh.wait_for(lambda: _ready(mesh, "health-rewritten"), "health-rewritten Ready", 60)
+        probe = mesh.core.read_namespaced_pod("health-rewritten", NAMESPACE).spec.containers[0].readiness_probe.http_get
+        assert (probe.path, probe.port) == ("/app-health/app/readyz", 15020)
+        mesh.wait_for(lambda: {s for s, i in mesh.from_vm(5, HEALTH_HOST)} == {200}, "health served to the VM", 30)
+        answers = mesh.from_vm(20, HEALTH_HOST)
+        assert answers == [(200, "health-rewritten")] * 20  # the pod that opted out is no endpoint
+        kept = mesh.core.read_namespaced_pod("health-kept", NAMESPACE)
+        assert kept.spec.containers[0].readiness_probe.http_get.port == "http" and not _ready(mesh, "health-kept")
+
+        def app_probe_failures() -> list[str]:  # the kubelet's own probe of the app's port (not the sidecar's 15021)
+            events = mesh.core.list_namespaced_event(NAMESPACE, field_selector="involvedObject.name=health-kept").items
+            return [e.message for e in events if e.reason == "Unhealthy" and f":{APP_PORT}/" in (e.message or "")]
+
+        mesh.wait_for(app_probe_failures, "health-kept's app probe failing", 30)
+        assert not _ready(mesh, "health-kept")
+        print(f"rewritten probe: Ready in {ready:.1f} s; the kept one still not ready, its probe: {app_probe_failures()[-1]}")
+    finally:
+        for kind, *names in (("pod", "health-rewritten", "health-kept"), ("service", "health"), ("peerauthentication", "health-strict")):
+            mesh.api.kubectl("-n", NAMESPACE, "delete", kind, *names, "--ignore-not-found", "--wait=false", check=False)
+
+
+CONTROL_PLANE_NAMESPACE = "meshwright-system"
+STATUS_SCRIPT = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:15014/status', timeout=3).read().decode())"
+
+
+def control_plane_cluster_role() -> dict:
+    """The ClusterRole roles/kubernetes_mesh gives the control plane, its Istio kinds filled in
+    from the CRDs as the role does: the test runs serve in the cluster with exactly those rights."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "roles", "kubernetes_mesh", "tasks", "access.yml"), encoding="utf-8") as tasks:
+        role = next(d for task in yaml.safe_load(tasks) for d in task.get("kubernetes.core.k8s", {}).get("definition", [])
+                    if d["kind"] == "ClusterRole")
+    for rule in role["rules"]:
+        if isinstance(rule["resources"], str):  # the role's Jinja: the plurals of the group's CRDs
+            rule["resources"] = sorted(plural for group, dummy, plural, dummy2 in ISTIO_CRDS.values() if group == rule["apiGroups"][0])
+    return role
+
+
+def in_cluster_control_plane(image: str) -> list[dict]:
+    """meshwright serve as a Deployment of the cluster, with the role's RBAC and in-cluster config."""
+    labels = {"app": "meshwright"}
+    # workload identity on (certificates): the cluster's AuthorizationPolicy names principals
+    mesh = "apiVersion: meshwright.io/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec: {trustDomain: cluster.local, certificates: {}}\n"
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONTROL_PLANE_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "meshwright", "namespace": CONTROL_PLANE_NAMESPACE}},
+        control_plane_cluster_role(),
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "meshwright-control-plane"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "meshwright-control-plane"},
+         "subjects": [{"kind": "ServiceAccount", "name": "meshwright", "namespace": CONTROL_PLANE_NAMESPACE}]},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "meshwright-mesh", "namespace": CONTROL_PLANE_NAMESPACE},
+         "data": {"mesh.yaml": mesh}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "meshwright", "namespace": CONTROL_PLANE_NAMESPACE},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+             "serviceAccountName": "meshwright", "terminationGracePeriodSeconds": 2,
+             "containers": [{
+                 "name": "serve", "image": image, "imagePullPolicy": "Never",
+                 "command": ["python3", "-m", "meshwright.cli", "serve", "--mesh", "/etc/meshwright/mesh/mesh.yaml", "--plaintext-loopback",
+                             "--listen", "127.0.0.1:15012", "--status-listen", "127.0.0.1:15014", "--in-cluster", "node"],
+                 "env": [{"name": "PYTHONPATH", "value": "/opt/meshwright/lib"}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
+                 "securityContext": {"runAsUser": 1337, "runAsNonRoot": True, "allowPrivilegeEscalation": False},
+                 # the status endpoint listens on loopback only: asked from inside the pod
+                 "readinessProbe": {"exec": {"command": ["python3", "-c", STATUS_SCRIPT]}, "periodSeconds": 2, "timeoutSeconds": 5},
+                 "volumeMounts": [{"name": "mesh", "mountPath": "/etc/meshwright/mesh", "readOnly": True}]}],
+             "volumes": [{"name": "mesh", "configMap": {"name": "meshwright-mesh"}}]}}}},
+    ]
+
+
+def test_the_control_plane_runs_in_the_cluster_with_its_service_account(mesh):
+    """serve as a pod (`--in-cluster`): in-cluster config with its service account's token and
+    only the role's RBAC; it sees the cluster's injected pods as proxies."""
+    mesh.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": in_cluster_control_plane(mesh.node.proxy_image)}))
+    try:
+        ready = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "rollout", "status", "deployment/meshwright", "--timeout=45s", check=False)
+        pod = mesh.core.list_namespaced_pod(CONTROL_PLANE_NAMESPACE, label_selector="app=meshwright").items[0]
+        if ready.returncode != 0:
+            described = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "describe", "pod", pod.metadata.name, check=False).stdout
+            logs = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "logs", pod.metadata.name, check=False)
+            pytest.fail(f"{ready.stdout}{ready.stderr}\n{described[-3000:]}\n{logs.stdout[-3000:]}{logs.stderr[-1000:]}", pytrace=False)
+
+        def proxies() -> set[str]:
+            status = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "exec", pod.metadata.name, "--", "python3", "-c", STATUS_SCRIPT, check=False)
+            return {proxy["proxy"] for proxy in json.loads(status.stdout)["proxies"]} if status.returncode == 0 else set()
+
+        expected = {f"{name}.{NAMESPACE}" for name in mesh.v2_pods()}
+        try:
+            seen = mesh.wait_for(lambda: expected <= proxies(), "the in-cluster control plane sees the injected pods", 30)
+        except AssertionError as missed:
+            logs = mesh.api.kubectl("-n", CONTROL_PLANE_NAMESPACE, "logs", pod.metadata.name, check=False).stdout
+            raise AssertionError(f"{missed}; it sees {sorted(proxies())}; its log:\n{logs[-3000:]}") from None
+        print(f"serve in a pod of the cluster: rolled out, and saw the injected pods {seen:.1f} s later")
+    finally:
+        mesh.api.kubectl("delete", "namespace", CONTROL_PLANE_NAMESPACE, "--wait=false", check=False)
+        mesh.api.kubectl("delete", "clusterrolebinding,clusterrole", "meshwright-control-plane", "--ignore-not-found", check=False)

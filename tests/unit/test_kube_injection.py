@@ -4,6 +4,7 @@ changes nothing, Istio's opt-in and capture annotations, and the pods refused wh
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -77,3 +78,61 @@ def test_the_pods_own_choice_wins_over_its_namespaces():
     assert not wants_injection(pod("labels", "false"), namespace_enabled=True)
     assert not wants_injection(pod("annotations", "false"), namespace_enabled=True)
     assert wants_injection(pod("labels", "true"), namespace_enabled=False)
+
+
+PROBED = {
+    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"},
+    "spec": {"containers": [
+        {"name": "app", "image": "x", "ports": [{"name": "http", "containerPort": 8000}, {"name": "admin", "containerPort": 9000}],
+         "readinessProbe": {"httpGet": {"path": "/ready", "port": "http", "httpHeaders": [{"name": "X-Probe", "value": "1"}]},
+                            "periodSeconds": 1, "timeoutSeconds": 2},
+         "livenessProbe": {"tcpSocket": {"port": 9000}, "failureThreshold": 5},
+         "startupProbe": {"exec": {"command": ["true"]}}},
+        {"name": "cache", "image": "y", "readinessProbe": {"httpGet": {"path": "/", "port": 6000, "host": "10.0.0.9"}}},
+    ]},
+}
+
+
+def _proxy_env(pod: dict) -> dict:
+    return {e["name"]: e.get("value") for e in pod["spec"]["containers"][-1]["env"]}
+
+
+def test_the_apps_http_and_tcp_probes_go_through_the_sidecar_as_istio_rewrites_them():
+    pod = injected_pod(PROBED, SETTINGS)
+
+    app, cache = pod["spec"]["containers"][:2]
+    assert app["readinessProbe"] == {"httpGet": {"path": "/app-health/app/readyz", "port": 15020, "scheme": "HTTP"},
+                                     "periodSeconds": 1, "timeoutSeconds": 2}
+    assert app["livenessProbe"] == {"httpGet": {"path": "/app-health/app/livez", "port": 15020, "scheme": "HTTP"}, "failureThreshold": 5}
+    assert app["startupProbe"] == {"exec": {"command": ["true"]}}  # exec runs in the container: nothing to rewrite
+    assert cache == PROBED["spec"]["containers"][1]  # it probes another host
+    assert json.loads(_proxy_env(pod)["ISTIO_KUBE_APP_PROBERS"]) == {
+        "/app-health/app/readyz": {"httpGet": {"path": "/ready", "port": 8000, "scheme": "HTTP",
+                                               "httpHeaders": [{"name": "X-Probe", "value": "1"}]}, "timeoutSeconds": 2},
+        "/app-health/app/livez": {"tcpSocket": {"port": 9000}, "timeoutSeconds": 1},
+    }
+    assert injected_pod(copy.deepcopy(pod), SETTINGS) == pod
+    assert PROBED["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] == "http"  # the input is untouched
+
+
+def test_a_pod_that_opts_out_keeps_its_probes():
+    pod = copy.deepcopy(PROBED)
+    pod["metadata"]["annotations"] = {"sidecar.istio.io/rewriteAppHTTPProbers": "false"}
+    injected = injected_pod(pod, SETTINGS)
+    assert injected["spec"]["containers"][:2] == pod["spec"]["containers"]
+    assert "ISTIO_KUBE_APP_PROBERS" not in _proxy_env(injected)
+    assert "ISTIO_KUBE_APP_PROBERS" not in _proxy_env(injected_pod(POD, SETTINGS))  # no probes: nothing to hand over
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda pod: pod["metadata"].update(annotations={"sidecar.istio.io/rewriteAppHTTPProbers": "no"}),
+     "metadata.annotations.sidecar.istio.io/rewriteAppHTTPProbers: 'no' is not \"true\" or \"false\""),
+    (lambda pod: pod["spec"]["containers"][0]["readinessProbe"]["httpGet"].update(port="metrics"),
+     "spec.containers[0].readinessProbe.httpGet.port: 'metrics' names no port of the container"),
+])
+def test_a_probe_that_cannot_be_rewritten_is_refused_naming_it(change, message):
+    pod = copy.deepcopy(PROBED)
+    change(pod)
+    with pytest.raises(NotInjectable) as refused:
+        injected_pod(pod, SETTINGS)
+    assert str(refused.value) == message

@@ -4,6 +4,7 @@ bootstrap, which real Envoy accepts. tests/kubernetes_node runs them in real pod
 
 from __future__ import annotations
 
+import http.client
 import json
 
 import pytest
@@ -13,7 +14,9 @@ from meshwright.check.envoy_binary import envoy_validate, find_envoy
 from meshwright.deliver.kube_inject import InjectionSettings, injected_pod
 from meshwright.pki import ca, csr, workload
 from meshwright.pki.store import write_workload_certificates
-from meshwright.pod import Capture, PodError, build_parser, capture_rules, pod_bootstrap, pod_proxy_from_environment
+from meshwright.pod import (Capture, PodError, app_probe_server, app_probers_from_environment, build_parser, capture_rules, pod_bootstrap,
+                            pod_proxy_from_environment)
+from tests.harness import Backend, free_port
 
 ENVIRONMENT = {"POD_NAME": "reviews-7d9f", "POD_NAMESPACE": "shop", "INSTANCE_IP": "10.244.0.7", "SERVICE_ACCOUNT": "reviews",
                "MESHWRIGHT_XDS_ADDRESS": "10.244.0.1:15012", "MESHWRIGHT_CSR_ADDRESS": "10.244.0.1:15016",
@@ -100,3 +103,48 @@ def test_the_pods_bootstrap_names_it_dials_the_control_plane_with_mtls_and_envoy
     assert write_secret_files(str(certs)) == ["sds-default.json", "sds-rootca.json"]
     path.write_text(json.dumps(pod_bootstrap(pod_proxy_from_environment({**ENVIRONMENT, "MESHWRIGHT_CERTS_DIR": str(certs)}))))
     assert envoy_validate(find_envoy(), str(path)) is None
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_the_sidecar_answers_the_rewritten_probes_by_probing_the_app_from_inside_the_pod():
+    """The kubelet's /app-health/... on the status port: the app's own answer, 500 when it is not
+    there, 404 for a probe the injector did not hand over."""
+    states = {"/ready": 200}
+    app = Backend("web", "web-1", behaviour=lambda handler, count: (states.get(handler.path, 503), {}))
+    closed_port = free_port()
+    injected = injected_pod({"metadata": {"name": "web"}, "spec": {"containers": [{
+        "name": "app", "image": "x", "ports": [{"name": "http", "containerPort": app.port}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}},
+        "livenessProbe": {"tcpSocket": {"port": app.port}},
+        "startupProbe": {"tcpSocket": {"port": closed_port}}}]}}, InjectionSettings("i", "h:1", "h:2"))
+    probers = app_probers_from_environment({e["name"]: e.get("value", "") for e in injected["spec"]["containers"][-1]["env"]})
+    server = app_probe_server(probers, "127.0.0.1", ("127.0.0.1", 0))
+    port = server.server_address[1]
+    try:
+        assert _get(port, "/app-health/app/readyz")[0] == 200
+        assert app.requests[-1]["path"] == "/ready" and app.requests[-1]["headers"]["user-agent"].startswith("kube-probe/")
+        states["/ready"] = 503
+        assert _get(port, "/app-health/app/readyz")[0] == 503
+        assert _get(port, "/app-health/app/livez")[0] == 200
+        assert _get(port, "/app-health/app/startupz")[0] == 500
+        assert _get(port, "/app-health/other/readyz")[0] == 404
+        app.close()
+        status, body = _get(port, "/app-health/app/readyz")
+        assert status == 500 and "http get" in body
+    finally:
+        server.shutdown()
+
+
+def test_bad_probers_from_the_injector_are_named():
+    with pytest.raises(PodError) as bad:
+        app_probers_from_environment({"ISTIO_KUBE_APP_PROBERS": '{"/app-health/app/readyz": {"exec": {}}}'})
+    assert str(bad.value) == "ISTIO_KUBE_APP_PROBERS: expected a JSON object of paths to probes with httpGet or tcpSocket"

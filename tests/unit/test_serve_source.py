@@ -104,3 +104,27 @@ def test_an_edit_of_one_workload_among_many_in_the_folder_takes_the_incremental_
     finally:
         watch.stop()
         logger.removeHandler(handler)
+
+
+def _config_map_folder(folder, text: str, stamp: str) -> None:
+    """A folder as the kubelet mounts a ConfigMap: the file in a hidden timestamped folder, ..data
+    linking to it, and the file's name linking through ..data (an update swaps ..data)."""
+    (folder / stamp).mkdir()
+    (folder / stamp / "mesh.yaml").write_text(text)
+    (folder / "..data_tmp").symlink_to(stamp)
+    (folder / "..data_tmp").rename(folder / "..data")
+    if not (folder / "mesh.yaml").is_symlink():
+        (folder / "mesh.yaml").symlink_to("..data/mesh.yaml")
+
+
+def test_a_config_map_mounted_as_the_mesh_folder_is_read_once_and_its_update_seen(tmp_path):
+    from meshwright.serve.source import fingerprint
+
+    mesh = "apiVersion: meshwright.io/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec: {trustDomain: cluster.local}\n"
+    _config_map_folder(tmp_path, mesh, "..2026_12_08_01_00_00.1")
+    loaded = load_paths([str(tmp_path)])
+    assert not loaded.problems and len(loaded.resources) == 1, loaded.problems
+    before = fingerprint([str(tmp_path)])
+    _config_map_folder(tmp_path, mesh.replace("cluster.local", "east.example"), "..2026_12_08_01_05_00.2")
+    assert fingerprint([str(tmp_path)]) != before
+    assert "east.example" in repr(load_paths([str(tmp_path)]).resources[0])

@@ -18,8 +18,11 @@ A pod gets, as Istio's injected pods do:
 Injecting an injected pod changes nothing. A pod that cannot be injected (host network, a
 container already named istio-proxy) is refused with the reason: never half-injected.
 
-Not done yet: probe rewriting (Istio sends the app's HTTP probes through the agent on 15020),
-`sidecar.istio.io/proxyCPU`-style resource annotations, native sidecars (init container with
+The app containers' httpGet and tcpSocket probes are sent through the sidecar's port 15020, as
+Istio's rewriteAppHTTPProbers does (deliver/kube_probes.py): under STRICT mTLS the kubelet's
+plaintext probe could not reach the app.
+
+Not done yet: `sidecar.istio.io/proxyCPU`-style resource annotations, native sidecars (init container with
 restartPolicy Always).
 """
 
@@ -28,6 +31,8 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+
+from meshwright.deliver.kube_probes import PROBERS_VARIABLE, BadProbeSettings, probers_text, rewrite_probes, wants_rewrite
 
 PROXY_NAME, INIT_NAME = "istio-proxy", "istio-init"
 STATUS_ANNOTATION = "sidecar.istio.io/status"
@@ -89,8 +94,9 @@ def injected_pod(pod: dict, settings: InjectionSettings) -> dict:
     out = copy.deepcopy(pod)
     metadata, spec = out.setdefault("metadata", {}), out["spec"]
     annotations = metadata.setdefault("annotations", {})
+    containers, probers = _app_containers(spec["containers"], annotations)
     spec["initContainers"] = [*(spec.get("initContainers") or []), init_container(annotations, settings)]
-    spec["containers"] = [*spec["containers"], proxy_container(settings)]
+    spec["containers"] = [*containers, proxy_container(settings, probers)]
     spec["volumes"] = [*(spec.get("volumes") or []), *proxy_volumes(settings)]
     metadata.setdefault("labels", {})["security.istio.io/tlsMode"] = "istio"
     annotations[STATUS_ANNOTATION] = json.dumps({"initContainers": [INIT_NAME], "containers": [PROXY_NAME],
@@ -116,6 +122,16 @@ def _check_injectable(pod: dict) -> None:
             raise NotInjectable(f"spec.volumes: a volume is already named {taken}: rename it, or set {INJECT_ANNOTATION}: \"false\"")
 
 
+def _app_containers(containers: list[dict], annotations: dict) -> tuple[list[dict], dict]:
+    """The app's containers with their probes sent through the sidecar (unless the pod opts out), and the probers."""
+    try:
+        if not wants_rewrite(annotations):
+            return containers, {}
+        return rewrite_probes(containers)
+    except BadProbeSettings as bad:
+        raise NotInjectable(str(bad)) from None
+
+
 def init_container(annotations: dict, settings: InjectionSettings) -> dict:
     """iptables capture in the pod's network namespace (uid 1337's traffic is the proxy's own)."""
     args = ["capture", "--proxy-uid", str(PROXY_UID), "--exclude-inbound-ports", PROXY_PORTS]
@@ -132,7 +148,7 @@ def _field(path: str) -> dict:
     return {"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
 
 
-def proxy_container(settings: InjectionSettings) -> dict:
+def proxy_container(settings: InjectionSettings, probers: dict | None = None) -> dict:
     env = [
         {"name": "POD_NAME", **_field("metadata.name")},
         {"name": "POD_NAMESPACE", **_field("metadata.namespace")},
@@ -145,6 +161,8 @@ def proxy_container(settings: InjectionSettings) -> dict:
         {"name": "MESHWRIGHT_CERTS_DIR", "value": CERTS_PATH},
         {"name": "MESHWRIGHT_CA_FILE", "value": f"{ROOTS_PATH}/root-cert.pem"},
     ]
+    if probers:
+        env.append({"name": PROBERS_VARIABLE, "value": probers_text(probers)})
     return {
         "name": PROXY_NAME, "image": settings.image, "args": ["proxy", "sidecar"], "env": env,
         "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],

@@ -207,14 +207,16 @@ def _parsed(path: str, first_line: int, chunk: str, max_depth: int) -> LoadResul
 
 def _files(paths: list[str], result: LoadResult):
     """The files to read: each path given, or the YAML files of a directory (symbolic links to
-    directories are not followed, so a link loop cannot make the walk endless)."""
+    directories are not followed, so a link loop cannot make the walk endless). Hidden files and
+    folders are left out: a ConfigMap mounted as a folder holds each file twice, once in a hidden
+    timestamped folder (Kubernetes' atomic writer: `..2026_12_08...`, `..data`)."""
     for path in paths:
         if os.path.isdir(path):
             found = False
             for root, dirs, files in os.walk(path):
-                dirs.sort()
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
-                    if name.endswith(YAML_SUFFIXES):
+                    if name.endswith(YAML_SUFFIXES) and not name.startswith("."):
                         found = True
                         yield os.path.join(root, name)
             if not found:

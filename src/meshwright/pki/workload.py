@@ -9,6 +9,7 @@ only (critical) subject alternative name, for TLS server and client authenticati
 from __future__ import annotations
 
 import datetime
+import ipaddress
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -73,6 +74,24 @@ def sign_csr(csr_pem: bytes, expected_spiffe_id: str, issuer: Authority, lifetim
     to but not including the root). Raises CsrRefused when the CSR is not for expected_spiffe_id,
     AuthorityExpired when the issuer or a CA above it has expired."""
     csr = check_csr(csr_pem, expected_spiffe_id, allow_rsa)
+    return _signed_chain(csr.public_key(), [x509.UniformResourceIdentifier(expected_spiffe_id)], issuer, lifetime, now)
+
+
+def sign_serving_certificate(public_key, names: list[str], issuer: Authority, lifetime: datetime.timedelta,
+                             now: datetime.datetime | None = None) -> bytes:
+    """A TLS server's certificate chain for DNS names and IP addresses (the admission webhook's,
+    as istiod issues its own from its CA): the same leaf as a workload's, with those names."""
+    alternative_names = []
+    for name in names:
+        try:
+            alternative_names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alternative_names.append(x509.DNSName(name))
+    return _signed_chain(public_key, alternative_names, issuer, lifetime, now)
+
+
+def _signed_chain(public_key, alternative_names: list, issuer: Authority, lifetime: datetime.timedelta,
+                  now: datetime.datetime | None) -> bytes:
     now = now or datetime.datetime.now(datetime.timezone.utc)
     issuer.check_can_sign(now)  # AuthorityExpired: what it signed would not verify
     not_after = min(now + lifetime, issuer.expiry())  # never past the intermediate's or the root's expiry
@@ -80,7 +99,7 @@ def sign_csr(csr_pem: bytes, expected_spiffe_id: str, issuer: Authority, lifetim
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
         .issuer_name(issuer.certificate.subject)
-        .public_key(csr.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(not_after)
@@ -92,7 +111,7 @@ def sign_csr(csr_pem: bytes, expected_spiffe_id: str, issuer: Authority, lifetim
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
         # An empty subject makes the SAN the whole name, so it must be critical (RFC 5280).
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(expected_spiffe_id)]), critical=True)
+        .add_extension(x509.SubjectAlternativeName(alternative_names), critical=True)
         .sign(issuer.key, hashes.SHA256())
     )
     return b"".join(certificate_pem(c) for c in [leaf, *issuer.chain()])

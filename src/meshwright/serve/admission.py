@@ -10,8 +10,9 @@ types, values, weights, annotations), as Istio's webhook does. References to oth
 applies them in any order; the control plane checks them when it reads the cluster and
 rejects a mesh they break (logged, in `meshwright status`).
 
-HTTPS only (the API server calls nothing else), on the certificate the installer made for it
-(the caBundle of the webhook configuration is its CA).
+HTTPS only (the API server calls nothing else), on the certificate serve issues itself from the
+mesh CA (serve/webhook_certificate.py; the webhook configuration's caBundle is the mesh's roots),
+or on one given as files.
 """
 
 from __future__ import annotations
@@ -89,10 +90,10 @@ def injection_response(review: dict, settings: InjectionSettings) -> dict:
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
 
-def webhook_server(host: str, port: int, certificate_file: str, key_file: str, source: str,
+def webhook_server(host: str, port: int, context: ssl.SSLContext, source: str,
                    injection: InjectionSettings | None = None) -> http.server.ThreadingHTTPServer:
-    """POST /validate (and, with injection, POST /inject) over HTTPS, in a thread of its own;
-    source names the cluster in logs."""
+    """POST /validate (and, with injection, POST /inject) over HTTPS with context's certificate,
+    in a thread of its own; source names the cluster in logs."""
     answers = {VALIDATE_PATH: lambda review: review_response(review, source)}
     if injection is not None:
         answers[INJECT_PATH] = lambda review: injection_response(review, injection)
@@ -124,9 +125,6 @@ def webhook_server(host: str, port: int, certificate_file: str, key_file: str, s
 
     server = http.server.ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(certificate_file, key_file)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, name="admission", daemon=True).start()
     return server

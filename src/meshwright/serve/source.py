@@ -41,9 +41,10 @@ def fingerprint(paths: list[str]) -> tuple:
     for path in paths:
         if os.path.isdir(path):
             for folder, dirs, files in os.walk(path):
-                dirs.sort()
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # as the loader (model/load.py)
                 for name in sorted(files):
-                    found.append(_stat(os.path.join(folder, name)))
+                    if not name.startswith("."):
+                        found.append(_stat(os.path.join(folder, name)))
         else:
             found.append(_stat(path))
     return tuple(found)
