@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from meshwright.collector import cyclic_collector_paused
 from meshwright.check.envoy_proto import TYPES, ResourceVerdicts
-from meshwright.check.pipeline import _proxy_problems, check_proxy_config, missing_clusters, validate_mesh
+from meshwright.check.pipeline import check_proxy_config, missing_clusters, proxy_problems, validate_mesh
 from meshwright.compile.build import ProxyConfig
 from meshwright.compile.incremental import (KINDS, Changes, CompiledEstate, assignment_named, entries_selecting, known_workload, merged_changes,
                                             recompiled, resource_name, with_virtual_service_routes, with_workloads_changed)
@@ -150,7 +150,7 @@ def _classes_refused(before: CompiledEstate, after: CompiledEstate) -> None:
             continue
         whole = ProxyConfig(proxy, config.listeners, config.routes, config.clusters, config.endpoints, config.telemetry)
         for member in group.members:
-            problems += _proxy_problems(after.mesh, replace(whole, proxy=after.proxies[member]), messages, missing)
+            problems += proxy_problems(after.mesh, replace(whole, proxy=after.proxies[member]), messages, missing)
     if problems:
         raise ChangeRefused(sorted(problems))
 

@@ -289,13 +289,13 @@ def _classes_problems(mesh: Mesh, classes: list[list], per_class: PerClass | Non
         messages = check_proxy_config(config, verdicts)
         missing = missing_clusters(config)
         for proxy in proxies:
-            problems += _proxy_problems(mesh, replace(config, proxy=proxy), messages, missing)
+            problems += proxy_problems(mesh, replace(config, proxy=proxy), messages, missing)
         if per_class is not None:
             results.append(per_class(mesh, config, proxies))
     return problems, results
 
 
-def _proxy_problems(mesh: Mesh, config: ProxyConfig, messages: list[str], missing: list[tuple[str, str]]) -> list[Problem]:
+def proxy_problems(mesh: Mesh, config: ProxyConfig, messages: list[str], missing: list[tuple[str, str]]) -> list[Problem]:
     """The problems of one proxy, whose config check found messages and missing clusters."""
     proxy = config.proxy
     problems = collector_problems(mesh, config)
