@@ -52,6 +52,7 @@ from meshwright.compile.envoy_values import CLUSTER, CLUSTER_LOAD_ASSIGNMENT  # 
 from meshwright.registry.marathon import workload_name  # noqa: E402
 from meshwright.serve import server as xds_server  # noqa: E402
 from meshwright.serve.marathon import MarathonRegistry  # noqa: E402
+from meshwright.serve.registries import ViewChanges  # noqa: E402
 from meshwright.serve.source import load_valid  # noqa: E402
 from tests.fakes.marathon import MarathonDouble  # noqa: E402
 from tests.harness import free_port  # noqa: E402
@@ -128,26 +129,45 @@ def peak_mb() -> float:
 
 
 class Applied:
-    """The registry's publish, timed: after each apply, which WorkloadEntries the plane holds."""
+    """The registry's publish, timed: when each WorkloadEntry left the plane's view (a whole
+    view or the changes the registry published), and the moment of every apply."""
 
     def __init__(self, publish):
         self.publish, self.lock = publish, threading.Condition()
-        self.history: list[tuple[float, frozenset]] = []
+        self.applies: list[float] = []
+        self.present: set[str] = set()
+        self.seen: set[str] = set()  # every WorkloadEntry ever published
+        self.left: dict[str, list[float]] = {}  # name -> moments it left the view
 
-    def __call__(self, resources):
-        self.publish(resources)
-        names = frozenset(r.name for r in resources if r.kind == "WorkloadEntry")
+    def __call__(self, update):
+        self.publish(update)
+        moment = time.monotonic()
+        if isinstance(update, ViewChanges):  # the work is the changes', as the plane's
+            came = {key[2] for key, r in update.changes.items() if key[0] == "WorkloadEntry" and r is not None}
+            went = {key[2] for key, r in update.changes.items() if key[0] == "WorkloadEntry" and r is None} & self.present
+        else:
+            now = {r.name for r in update if r.kind == "WorkloadEntry"}
+            came, went = now - self.present, self.present - now
         with self.lock:
-            self.history.append((time.monotonic(), names))
+            for name in went:
+                self.left.setdefault(name, []).append(moment)
+            self.present -= went
+            self.present |= came
+            self.seen |= came
+            self.applies.append(moment)
             self.lock.notify_all()
 
     def gone_at(self, name: str, after: float, timeout: float = 30.0) -> float | None:
+        """The first apply after a moment whose view no longer holds name."""
         deadline = time.monotonic() + timeout
         with self.lock:
             while True:
-                for moment, names in self.history:
-                    if moment >= after and name not in names:
-                        return moment
+                if name not in self.seen:  # killed before it was ever published: gone at the next apply
+                    moment = next((m for m in self.applies if m >= after), None)
+                else:
+                    moment = next((m for m in self.left.get(name, ()) if m >= after), None)
+                if moment is not None:
+                    return moment
                 if time.monotonic() > deadline:
                     return None
                 self.lock.wait(0.05)
@@ -268,7 +288,7 @@ def main(argv: list[str]) -> int:
         url = ours.recv()
         began = time.monotonic()
         running, applied = start(url, folder, args.clients)
-        while not (applied.get("publish") and applied["publish"].history):
+        while not (applied.get("publish") and applied["publish"].applies):
             time.sleep(0.05)
         first = time.monotonic() - began
         clients = [AdsClient(running.grpc_port, f"client-{index}.default") for index in range(args.clients)]
