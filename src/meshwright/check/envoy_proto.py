@@ -81,6 +81,12 @@ FREE_TEXT_FIRST_FIELDS = (("matcher", "exact"),)
 _STRING = r'"[^"\\]*(?:\\.[^"\\]*)*"'
 _FREE_TEXT = re.compile(r'"(%s)":(?:%s|\[(?:%s,?)*\])' % ("|".join(
     FREE_TEXT_FIELDS + tuple(f'{outer}":\\{{"{inner}' for outer, inner in FREE_TEXT_FIRST_FIELDS)), _STRING, _STRING))
+# Fields that are proto uint32 (or its wrapper, google.protobuf.UInt32Value) wherever Envoy's
+# config protos have them (tests/unit/test_envoy_proto_shapes.py): any number of up to nine
+# digits parses there, so a load assignment's verdict does not depend on its endpoints' ports
+# and weights (Marathon's tasks come and go on ports of their own).
+UINT32_FIELDS = ("port_value", "load_balancing_weight")
+_UINT32 = re.compile(r'"(%s)":[0-9]{1,9}(?![0-9.eE])' % "|".join(UINT32_FIELDS))
 # Fields whose items resources of different proxies share (the same objects): a route
 # configuration's virtual hosts are built once per mesh (compile/virtual_hosts.py), so the
 # shape of each is written once per run and a route configuration's is the join of theirs.
@@ -95,7 +101,7 @@ def _shape_text(value) -> str:
     value is not plain JSON data). Keys in the order they were made: the same code makes
     the same order, and two orders of one resource would only cost a second parse (equal
     text is equal content)."""
-    return _FREE_TEXT.sub(r'"\1":_', _ENCODER.encode(value))
+    return _UINT32.sub(r'"\1":0', _FREE_TEXT.sub(r'"\1":_', _ENCODER.encode(value)))
 
 
 def resource_shape(type_name: str, resource: dict, items: dict[int, tuple[dict, str]] | None = None) -> str | None:
