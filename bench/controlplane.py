@@ -511,10 +511,13 @@ def run(src: str, args, work: str, label: str) -> dict:
         result["envoys_differ"] = envoys_agree(server.status(), envoy_proxies)
         endpoint_runs, route_runs = [], []
         cpu = server.cpu_seconds()
+        result["cpu_endpoints"] = 0.0
         for change in range(args.changes):
             index = (change * 37 + 5) % services
+            before = server.cpu_seconds()
             endpoint_runs.append(change_latency(server, events, "endpoints", lambda: _save(estate, estate.move_workload(index, change)),
                                                 deadline, args.settle))
+            result["cpu_endpoints"] += server.cpu_seconds() - before
             routes_index = ((change * 7) % max(services // 10, 1)) * 10
             route_runs.append(change_latency(server, events, "routes", lambda: _save(estate, estate.shift_weight(routes_index, change)),
                                              deadline, args.settle))
@@ -616,6 +619,8 @@ def table(results: list[dict], files: dict, args) -> list[str]:
     row("  per proxy p50 (last change)", None, lambda r: r["endpoint"][-1]["p50"] if r.get("endpoint") else None, "s", ".2f")
     row("VirtualService change to every ACK, p99", GOALS["routes"], lambda r: p99_of(r.get("routes", [])), "s", ".2f", files.get("routes"))
     row("  serve's CPU time for all the changes", None, lambda r: r.get("cpu_changes"), "s", ".1f")
+    row("  of which the endpoint changes, per change", None,
+        lambda r: r["cpu_endpoints"] / len(r["endpoint"]) if r.get("cpu_endpoints") is not None and r.get("endpoint") else None, "s", ".2f")
     row(f"reconnect storm, {args.proxies:,} clients to all SYNCED", GOALS["storm"], lambda r: r.get("storm"), "s", ".1f")
     row("  serve's CPU time for it", None, lambda r: r.get("cpu_storm"), "s", ".1f")
     row("memory (RSS) after the storm", None, lambda r: r.get("rss_after"), "MB", ".0f")
