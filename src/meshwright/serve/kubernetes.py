@@ -344,7 +344,7 @@ class KubernetesRegistry:
             if self._published is None:
                 return resources, after
             changes = {key: r for key, r in after.items() if self._published.get(key) != r}
-            changes.update((key, None) for key in self._published.keys() - after.keys())
+            changes.update((key, None) for key in sorted(self._published.keys() - after.keys()))
         else:
             after = dict(self._published)
             changes = self._dirty_changes(after)
@@ -367,14 +367,14 @@ class KubernetesRegistry:
     def _dirty_changes(self, view: dict) -> dict:
         """The changes of the pods and Istio objects events touched, applied to view."""
         changes = {}
-        for obj_key in self._dirty:
+        for obj_key in sorted(self._dirty):  # in a stable order: a problem is reported on the first
             resource = self._translated_now(obj_key)
             key = resource.key if resource is not None else self._key_of.get(obj_key)
             if key is None or view.get(key) == resource:
                 continue
             if resource is None:
-                del view[key]
-                del self._key_of[obj_key]
+                view.pop(key, None)
+                self._key_of.pop(obj_key, None)
             else:
                 view[key] = resource
                 self._key_of[obj_key] = key

@@ -572,7 +572,7 @@ class MarathonRegistry:
         """The published view's changes, by key (None: gone), and the view updated: the
         workloads of the parts that changed or came in or out, and the services."""
         changes: dict[tuple, object] = {}
-        touched = before.keys() | (included ^ self._included)
+        touched = sorted(before.keys() | (included ^ self._included))  # in a stable order: a problem is reported on the first
         for run_spec_id in touched:  # what was in goes first: what is in now overwrites it
             was = before[run_spec_id] if run_spec_id in before else self._parts.get(run_spec_id)
             if run_spec_id in self._included and was is not None:
@@ -582,7 +582,7 @@ class MarathonRegistry:
             if run_spec_id in included and now is not None:
                 changes.update((w.key, w) for w in now.workloads)
         now_services = {service.key: service for service in services.values()}
-        changes.update((key, None) for key in self._services.keys() - now_services.keys())
+        changes.update((key, None) for key in sorted(self._services.keys() - now_services.keys()))
         changes.update((key, service) for key, service in now_services.items() if self._services.get(key) is not service)
         self._services = now_services
         changes = {key: r for key, r in changes.items() if (self._view.get(key) != r if r is not None else key in self._view)}
