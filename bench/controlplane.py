@@ -514,10 +514,13 @@ def run(src: str, args, work: str, label: str) -> dict:
         endpoint_runs, route_runs = [], []
         cpu = server.cpu_seconds()
         result["cpu_routes"] = 0.0
+        result["cpu_endpoints"] = 0.0
         for change in range(args.changes):
             index = (change * 37 + 5) % services
+            before = server.cpu_seconds()
             endpoint_runs.append(change_latency(server, events, "endpoints", lambda: _save(estate, estate.move_workload(index, change)),
                                                 deadline, args.settle))
+            result["cpu_endpoints"] += server.cpu_seconds() - before
             routes_index = ((change * 7) % max(services // 10, 1)) * 10
             routes_cpu = server.cpu_seconds()
             route_runs.append(change_latency(server, events, "routes", lambda: _save(estate, estate.shift_weight(routes_index, change)),
@@ -623,6 +626,8 @@ def table(results: list[dict], files: dict, args) -> list[str]:
     row("  serve's CPU time for all the changes", None, lambda r: r.get("cpu_changes"), "s", ".1f")
     row("  of which the VirtualService changes, per change", None,
         lambda r: r["cpu_routes"] / len(r["routes"]) if r.get("routes") and "cpu_routes" in r else None, "s", ".2f")
+    row("  of which the endpoint changes, per change", None,
+        lambda r: r["cpu_endpoints"] / len(r["endpoint"]) if r.get("cpu_endpoints") is not None and r.get("endpoint") else None, "s", ".2f")
     row(f"reconnect storm, {args.proxies:,} clients to all SYNCED", GOALS["storm"], lambda r: r.get("storm"), "s", ".1f")
     row("  serve's CPU time for it", None, lambda r: r.get("cpu_storm"), "s", ".1f")
     row("memory (RSS) after the storm", None, lambda r: r.get("rss_after"), "MB", ".0f")

@@ -32,8 +32,16 @@ shared, so latency is only comparable with the same load.
 Issue #15's goal: p99 <= 1 s at 5,000 pods over 500 services, 50 changes a second for a
 minute, 200 connected proxies (`python bench/kubernetes.py`, the defaults; about 4 minutes).
 
+--cost N measures instead what a change costs the control plane's side alone, whatever the
+machine's load: in this process, without the API server or streams, the registry is handed the
+same objects as watch events, then N pod replacements (the five events of each: the slice
+marking the pod terminating, its deletion, its replacement created, Ready with an IP, the slice
+listing it), each published by the registry and applied by the plane; the CPU milliseconds per
+change (process time). It runs against any checkout's src (PYTHONPATH), for a before and after.
+
 Usage: python bench/kubernetes.py [--services 500] [--pods 5000] [--proxies 200] [--rate 50] [--seconds 60]
        python bench/kubernetes.py --quick     (50 services, 500 pods, 20 proxies, 10 changes/s for 10 s)
+       python bench/kubernetes.py --cost 200 [--services 500] [--pods 5000] [--proxies 200]
 """
 
 from __future__ import annotations
@@ -438,6 +446,91 @@ def run(args, work: str) -> list[str]:
     ]
 
 
+class EventFeed:
+    """Watch events handed to a registry in this process (--cost), each object with a new resourceVersion."""
+
+    def __init__(self, registry):
+        self.registry, self.kinds, self.version = registry, {kind.name: kind for kind in registry._kinds}, 0
+
+    def send(self, kind: str, event: str, obj: dict) -> None:
+        self.version += 1
+        obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self.version)}}
+        self.registry._apply_event(self.kinds[kind], {"type": event, "object": obj}, str(self.version))
+
+
+def cost_pod(index: int, name: str, ip: str | None, injected: bool = False) -> dict:
+    namespace, service = service_name(index)
+    pod = {"metadata": {"name": name, "namespace": namespace, "labels": {"app": service, **({TLS_MODE_LABEL: "istio"} if injected else {})}},
+           "spec": {"containers": [{"name": "app", "image": "local.test/tools:1", "ports": [{"containerPort": TARGET_PORT}]}]}}
+    if ip:
+        pod["status"] = {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "conditions": [{"type": "Ready", "status": "True"}]}
+    return pod
+
+
+def cost_slice(index: int, ready: list, terminating: list) -> dict:
+    namespace, service = service_name(index)
+    endpoint = lambda pod, ip, ok: {"addresses": [ip], "conditions": {"ready": ok, "serving": True, "terminating": not ok},  # noqa: E731
+                                    "targetRef": {"kind": "Pod", "namespace": namespace, "name": pod}}
+    return {"metadata": {"name": f"{service}-slice", "namespace": namespace, "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": TARGET_PORT, "protocol": "TCP"}],
+            "endpoints": [endpoint(pod, ip, True) for pod, ip in ready] + [endpoint(pod, ip, False) for pod, ip in terminating]}
+
+
+def change_cost(args) -> tuple[float, float]:
+    """(CPU seconds of the first publish, CPU milliseconds per pod replaced) on the control
+    plane's side, in this process (see --cost)."""
+    from kubernetes import client
+
+    from meshwright.serve.kubernetes import KubernetesRegistry
+    from meshwright.serve.plane import ControlPlane
+    from meshwright.serve.registries import publisher
+    from meshwright.serve.source import load_valid
+
+    with tempfile.TemporaryDirectory() as folder:
+        with open(os.path.join(folder, "mesh.yaml"), "w") as handle:
+            handle.write(MESH)
+        mesh, problems = load_valid([folder])
+    assert not problems, problems
+    plane = ControlPlane(mesh, require_identity=False)
+    registry = KubernetesRegistry("kubernetes/bench", client.Configuration())
+    registry._publish = publisher(plane, registry.name)
+    feed, addresses, names = EventFeed(registry), (f"10.{64 + (v >> 16)}.{(v >> 8) & 255}.{v & 255}" for v in range(1, 1 << 22)), iter(range(1 << 30))
+    per_service = [args.pods // args.services + (1 if index < args.pods % args.services else 0) for index in range(args.services)]
+    endpoints = {}
+    for index in range(args.services):
+        namespace, service = service_name(index)
+        feed.send("Service", "ADDED", {"metadata": {"name": service, "namespace": namespace},
+                                       "spec": {"clusterIP": "None", "selector": {"app": service}, "ports": [{"name": "http", "port": PORT, "targetPort": TARGET_PORT}]}})
+        endpoints[index] = [(f"{service}-{next(names):05d}", next(addresses)) for dummy in range(per_service[index])]
+        for position, (pod, ip) in enumerate(endpoints[index]):
+            feed.send("Pod", "ADDED", cost_pod(index, pod, ip, injected=position == 0 and index < args.proxies))
+        feed.send("EndpointSlice", "ADDED", cost_slice(index, endpoints[index], []))
+    started = time.process_time()
+    registry._publish_view()
+    first = time.process_time() - started
+    assert len(plane.estate.proxies) == args.proxies and plane.rejection is None, plane.rejection
+    rng = random.Random(15)
+    started = time.process_time()
+    for dummy in range(args.cost):
+        index = rng.randrange(args.services)
+        pods = endpoints[index]
+        position = rng.choice([p for p in range(len(pods)) if not (index < args.proxies and p == 0)] or [None])
+        if position is None:
+            continue
+        (old, old_ip), rest = pods[position], pods[:position] + pods[position + 1:]
+        new = (f"{service_name(index)[1]}-{next(names):05d}", next(addresses))
+        feed.send("EndpointSlice", "MODIFIED", cost_slice(index, rest, [pods[position]]))
+        feed.send("Pod", "DELETED", cost_pod(index, old, old_ip))
+        feed.send("Pod", "ADDED", cost_pod(index, new[0], None))
+        feed.send("Pod", "MODIFIED", cost_pod(index, *new))
+        endpoints[index] = rest[:position] + [new] + rest[position:]
+        feed.send("EndpointSlice", "MODIFIED", cost_slice(index, endpoints[index], []))
+        registry._publish_view()
+    per_change = (time.process_time() - started) / args.cost * 1000
+    assert plane.rejection is None, plane.rejection
+    return first, per_change
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--services", type=int, default=500)
@@ -447,9 +540,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--quick", action="store_true", help="50 services, 500 pods, 20 proxies, 10 changes/s for 10 s")
     parser.add_argument("--clients", type=int, help=argparse.SUPPRESS)  # the clients' process (internal)
+    parser.add_argument("--cost", type=int, metavar="N", help="replace N pods in this process and print the CPU ms per change (no API server, no streams)")
     args = parser.parse_args(argv)
     if args.clients:
         return clients_main(args.clients)
+    if args.cost:
+        first, per_change = change_cost(args)
+        print(f"{'pods':>5} {'changes':>7} {'first publish CPU s':>19} {'CPU ms per change':>17}")
+        print(f"{args.pods:>5} {args.cost:>7} {first:>19.2f} {per_change:>17.1f}")
+        print("the control plane's side alone (the registry's translation and publish of a pod replacement's five events, the plane's apply)")
+        return 0
     if args.quick:
         args.services, args.pods, args.proxies, args.rate, args.seconds = 50, 500, 20, 10, 10
     if args.proxies > args.services:

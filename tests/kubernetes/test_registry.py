@@ -11,7 +11,9 @@ import time
 import pytest
 from kubernetes import client
 
+from meshwright.registry.kubernetes import mesh_resources
 from meshwright.serve.kubernetes import Gone, KubernetesRegistry
+from meshwright.serve.registries import ViewChanges, view_after
 from tests.kubernetes.api_server import create_retrying
 
 NAMESPACE = "registry"
@@ -19,19 +21,21 @@ TIMEOUT = 15
 
 
 class Published:
-    """What the registry published last, and a wait for a condition on it."""
+    """The registry's view as its publishes left it (a whole list, then what changed), and a
+    wait for a condition on it."""
 
     def __init__(self):
-        self.resources, self.count = [], 0
+        self.view, self.count, self.updates = {}, 0, []
         self._changed = threading.Condition()
 
-    def __call__(self, resources):
+    def __call__(self, update):
         with self._changed:
-            self.resources, self.count = list(resources), self.count + 1
+            self.view, self.count = view_after(self.view, update), self.count + 1
+            self.updates.append(update)
             self._changed.notify_all()
 
     def by_ref(self) -> dict:
-        return {r.ref: r for r in self.resources}
+        return {r.ref: r for r in self.view.values()}
 
     def wait_for(self, condition, what: str):
         deadline = time.monotonic() + TIMEOUT
@@ -121,11 +125,25 @@ def test_services_and_pods_become_mesh_resources_and_follow_endpoint_slices(clus
                               ("cart-b", "10.244.0.12", {"ready": True, "serving": True, "terminating": False})])
     seen = published.wait_for(lambda r: not_ready(r["WorkloadEntry/registry/cart-a"]) and not not_ready(r["WorkloadEntry/registry/cart-b"]),
                               "cart-a terminating and cart-b ready")
+    # A slice's change publishes the pods it lists, not the cluster's view.
+    assert isinstance(published.updates[-1], ViewChanges)
+    assert set(published.updates[-1].changes) <= {("WorkloadEntry", NAMESPACE, "cart-a"), ("WorkloadEntry", NAMESPACE, "cart-b")}
 
     client.CoreV1Api(api).delete_namespaced_pod("cart-a", NAMESPACE, grace_period_seconds=0)
     published.wait_for(lambda r: "WorkloadEntry/registry/cart-a" not in r, "cart-a gone once deleted")
+    assert published.updates[-1] == ViewChanges({("WorkloadEntry", NAMESPACE, "cart-a"): None})
+    wait_for_the_whole_translation(*registry)
     client.CoreV1Api(api).delete_namespaced_service("cart", NAMESPACE)
     published.wait_for(lambda r: "ServiceEntry/registry/cart" not in r, "the ServiceEntry gone with its Service")
+    wait_for_the_whole_translation(*registry)
+
+
+def wait_for_the_whole_translation(registry, published) -> None:
+    """The view the registry's changes built is the cluster's translated whole."""
+    def whole() -> dict:
+        with registry._lock:
+            return {r.ref: r for r in mesh_resources(registry.name, registry.view)}
+    published.wait_for(lambda r: r == whole(), "the view the changes built, equal to the whole translation")
 
 
 def test_istio_resources_in_the_cluster_are_published(cluster, registry):

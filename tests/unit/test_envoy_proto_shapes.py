@@ -13,7 +13,7 @@ from meshwright.compile.build import compile_proxy
 from meshwright.compile.proxy import list_proxies
 from meshwright.model.load import load_paths
 from meshwright.check import envoy_proto
-from meshwright.check.envoy_proto import FREE_TEXT_FIELDS, FREE_TEXT_FIRST_FIELDS, TYPES, ResourceVerdicts, resource_shape
+from meshwright.check.envoy_proto import FREE_TEXT_FIELDS, FREE_TEXT_FIRST_FIELDS, TYPES, UINT32_FIELDS, ResourceVerdicts, resource_shape
 from meshwright.check.pipeline import validate_resources
 from tests.golden.golden import CASES_DIR, case_names
 
@@ -57,6 +57,35 @@ def test_free_text_fields_parse_whatever_their_text():
             else:
                 assert field.type == FieldDescriptor.TYPE_STRING, where
     assert checked > 20
+
+
+def test_number_fields_taken_out_are_uint32_wherever_they_are():
+    """Any number of up to nine digits parses as a uint32 (or its wrapper): the shape may say 0."""
+    checked = 0
+    for message in loaded_envoy_messages():
+        for field in message.fields:
+            if field.name in UINT32_FIELDS:
+                checked += 1
+                where = f"{message.full_name}.{field.name}"
+                if field.type == FieldDescriptor.TYPE_MESSAGE:
+                    assert field.message_type.full_name == "google.protobuf.UInt32Value", where
+                else:
+                    assert field.type == FieldDescriptor.TYPE_UINT32, where
+    assert checked >= 3
+
+
+def test_load_assignments_that_differ_in_ports_and_weights_share_a_verdict_and_bad_numbers_do_not():
+    def assignment(port, weight=1) -> dict:
+        return {"cluster_name": "outbound|80||a", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+            "address": "10.0.0.1", "port_value": port}}}, "load_balancing_weight": weight}]}]}
+
+    endpoints = TYPES["endpoints"]
+    assert resource_shape(endpoints, assignment(31000, 3)) == resource_shape(endpoints, assignment(8080))
+    assert len({resource_shape(endpoints, assignment(port)) for port in (-1, 4294967296, 80.5, 80)}) == 4
+    verdicts = ResourceVerdicts()
+    assert verdicts.check(endpoints, assignment(31000)) is None
+    assert verdicts.check(endpoints, assignment(-1)) is not None
+    assert verdicts.check(endpoints, assignment(4294967296)) is not None
 
 
 def test_free_text_first_fields_are_text_in_every_message_their_outer_field_holds():

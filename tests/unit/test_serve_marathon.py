@@ -15,6 +15,7 @@ import pytest
 from meshwright.registry.inventory import ENDPOINT_ANNOTATION, NOT_READY
 from meshwright.registry.marathon import mesh_resources
 from meshwright.serve.marathon import EventStreamParser, MarathonRegistry, auth_from_files, basic_auth, token_auth
+from meshwright.serve.registries import ViewChanges, view_after
 from tests.fakes.marathon import MarathonDouble
 from tests.harness import free_port
 
@@ -28,15 +29,19 @@ WITHIN = 1.0  # seconds from an event to its publication
 
 
 class Published:
-    """The registry's publish(): keeps every list it was given."""
+    """The registry's publish(): keeps the view after each publish (a whole list, or what changed)."""
 
     def __init__(self):
         self.lists: list[list] = []
+        self.updates: list = []
+        self.view: dict = {}
         self.changed = threading.Condition()
 
-    def __call__(self, resources):
+    def __call__(self, update):
         with self.changed:
-            self.lists.append(resources)
+            self.updates.append(update)
+            self.view = view_after(self.view, update)
+            self.lists.append(sorted(self.view.values(), key=lambda r: (r.kind != "ServiceEntry", r.namespace, r.name, r.kind)))
             self.changed.notify_all()
 
     def wait_for(self, predicate, timeout: float = WITHIN) -> list:
@@ -245,8 +250,8 @@ def test_a_status_update_in_an_older_marathons_shape_keeps_what_was_known_of_the
     """Marathon before 1.4 sends no ipAddresses (and "unknown" for a host it does not know):
     a container-network task stays reachable at the address listed before."""
     registry = MarathonRegistry(["http://127.0.0.1:1"], name="marathon/test")
-    lists = []
-    registry._publish = lists.append
+    published = Published()
+    registry._publish = published
     app = {"id": "/shop/api", "networks": [{"mode": "container", "name": "dcos"}],
            "container": {"portMappings": [{"containerPort": 8080, "name": "http", "servicePort": 10200}]},
            "tasks": [{"id": "shop_api.instance-c7c311a4-b669-11e6-a48f-0ea4f4b1778c._app.1", "appId": "/shop/api", "state": "TASK_STAGING",
@@ -258,5 +263,6 @@ def test_a_status_update_in_an_older_marathons_shape_keeps_what_was_known_of_the
              '"taskId":"shop_api.instance-c7c311a4-b669-11e6-a48f-0ea4f4b1778c._app.1","taskStatus":"TASK_RUNNING",'
              '"appId":"/shop/api","host":"unknown","ports":[],"version":"2015-09-11T22:11:03.156Z"}')
     registry.apply_events([("status_update_event", event)])
-    [workload] = [r for r in lists[-1] if r.kind == "WorkloadEntry"]
+    assert isinstance(published.updates[-1], ViewChanges)  # after the first publish, what changed
+    [workload] = [r for r in published.lists[-1] if r.kind == "WorkloadEntry"]
     assert (workload.spec["address"], workload.spec["ports"], workload.annotations) == ("9.0.6.3", {"http": 8080}, {})

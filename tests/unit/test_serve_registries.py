@@ -11,7 +11,7 @@ from meshwright.model.load import LoadResult, load_paths
 from meshwright.check.pipeline import validate_mesh
 from meshwright.registry.published import registry_resource
 from meshwright.serve.plane import ControlPlane
-from meshwright.serve.registries import FILES, publisher
+from meshwright.serve.registries import FILES, ViewChanges, publisher
 from meshwright.serve.source import load_valid
 
 FILES_MESH = """\
@@ -62,7 +62,7 @@ def endpoints_seen_by_client(plane: ControlPlane, proxy_id: str = "client.defaul
 
 def assert_same_as_compiled_whole(plane: ControlPlane) -> None:
     """The incrementally served estate equals the merged mesh compiled from scratch."""
-    merged = [r for held in plane._sources.values() for r in held]
+    merged = [r for held in plane._sources.values() for r in held.values()]
     mesh, problems = validate_mesh(LoadResult(merged))
     assert problems == []
     whole = compile_estate(mesh)
@@ -141,3 +141,42 @@ def test_a_workload_another_source_holds_too_is_refused_as_a_duplicate(plane):
     assert [str(p).split(" is also defined at ")[0] for p in problems] == [
         f"{REGISTRY}:Pod/default/client:1: WorkloadEntry/default/client: metadata.name: duplicate WorkloadEntry: WorkloadEntry/default/client"]
     assert plane.estate.proxies["client.default"].address == "10.0.0.9"
+
+
+def changes(*resources, gone=()) -> ViewChanges:
+    """A registry's publish of what changed: resources as they are now, and the names of pods that left."""
+    return ViewChanges({**{r.key: r for r in resources}, **{("WorkloadEntry", "default", name): None for name in gone}})
+
+
+def test_a_publish_of_what_changed_edits_the_registrys_view_alone(plane):
+    """After a whole view, a registry publishes only its changes: a pod that moved, one that
+    came and one that went; the pods it did not name stay as they were."""
+    assert plane.apply_source(REGISTRY, [pod("reviews-a", "10.1.0.1"), pod("reviews-b", "10.1.0.2")]) == []
+
+    assert plane.apply_source(REGISTRY, changes(pod("reviews-b", "10.1.0.7"), pod("reviews-c", "10.1.0.3", ready=False))) == []
+    assert endpoints_seen_by_client(plane) == ["10.1.0.1", "10.1.0.7"]
+    assert "reviews-c.default" in plane.estate.proxies
+    assert_same_as_compiled_whole(plane)
+
+    assert plane.apply_source(REGISTRY, changes(pod("reviews-c", "10.1.0.3"), gone=["reviews-a", "reviews-z"])) == []
+    assert endpoints_seen_by_client(plane) == ["10.1.0.3", "10.1.0.7"]
+    assert "reviews-a.default" not in plane.estate.proxies
+    assert_same_as_compiled_whole(plane)
+
+
+def test_refused_changes_are_tried_again_with_the_registrys_next_ones(plane):
+    """A change refused stays refused until the registry changes it again (as a whole view
+    holding it would be): the pod's later fix applies, and so does the change refused beside it."""
+    plane.apply_source(REGISTRY, [pod("reviews-a", "10.1.0.1")])
+
+    problems = plane.apply_source(REGISTRY, changes(pod("reviews-a", "10.1.0.5"), pod("reviews-b", "not an address")))
+    assert [str(p).split(": spec.address")[0] for p in problems] == [f"{REGISTRY}:Pod/default/reviews-b:1: WorkloadEntry/default/reviews-b"]
+    assert endpoints_seen_by_client(plane) == ["10.1.0.1"]
+
+    problems = plane.apply_source(REGISTRY, changes(pod("reviews-c", "10.1.0.3")))
+    assert problems and plane.rejection["source"] == REGISTRY  # reviews-b is still bad
+    assert endpoints_seen_by_client(plane) == ["10.1.0.1"]
+
+    assert plane.apply_source(REGISTRY, changes(pod("reviews-b", "10.1.0.2"))) == []
+    assert endpoints_seen_by_client(plane) == ["10.1.0.2", "10.1.0.3", "10.1.0.5"]
+    assert_same_as_compiled_whole(plane)

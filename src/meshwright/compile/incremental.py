@@ -311,16 +311,16 @@ def endpoint_only_change(old: Resource, new: Resource) -> bool:
             metadata(old) == metadata(new) and rest(old) == rest(new))
 
 
-def _workload_index(mesh: Mesh) -> dict[tuple[str, str], int]:
-    """(namespace, name) -> index of a WorkloadEntry in the mesh's list of them."""
-    return mesh.memo(("incremental", "workload index"),
-                     lambda: {(w.namespace, w.name): i for i, w in enumerate(mesh.of_kind("WorkloadEntry"))})
+def _workload_index(mesh: Mesh) -> dict[tuple[str, str], Resource]:
+    """(namespace, name) -> the mesh's WorkloadEntry of that name. A fast path's mesh gets its
+    index from the one before (_mesh_with_workloads): made again, it would cost a pass over
+    every workload per change."""
+    return mesh.memo(("incremental", "workload index"), lambda: {(w.namespace, w.name): w for w in mesh.of_kind("WorkloadEntry")})
 
 
 def known_workload(mesh: Mesh, namespace: str, name: str) -> Resource | None:
     """The mesh's WorkloadEntry of that name, or None (by the fast paths' index)."""
-    position = _workload_index(mesh).get((namespace, name))
-    return None if position is None else mesh.of_kind("WorkloadEntry")[position]
+    return _workload_index(mesh).get((namespace, name))
 
 
 def entries_selecting(mesh: Mesh, workload: Resource) -> list[Resource]:
@@ -371,27 +371,27 @@ def with_workloads_changed(estate: CompiledEstate, edited: list[Resource], remov
     and removed (their kind and metadata suffice). None when one of them is not that simple:
     recompile instead."""
     mesh = estate.mesh
-    index, current = _workload_index(mesh), mesh.of_kind("WorkloadEntry")
+    index = _workload_index(mesh)
     keys = [(w.namespace, w.name) for w in edited + removed]
     if len(set(keys)) != len(keys) or any(w.kind != "WorkloadEntry" for w in edited + removed):
         return None
     gone, came, pairs = [], [], []
     for workload in removed:
-        position = index.get((workload.namespace, workload.name))
+        known = index.get((workload.namespace, workload.name))
         proxy = estate.proxies.get(f"{workload.name}.{workload.namespace}")
-        if position is None or GROUP_ANNOTATION in current[position].annotations:
+        if known is None or GROUP_ANNOTATION in known.annotations:
             return None
-        if has_sidecar(current[position]) and (proxy is None or proxy.kind != "sidecar"):
+        if has_sidecar(known) and (proxy is None or proxy.kind != "sidecar"):
             return None
-        gone.append(current[position])
+        gone.append(known)
     for workload in edited:
-        position = index.get((workload.namespace, workload.name))
-        if position is None:
+        known = index.get((workload.namespace, workload.name))
+        if known is None:
             if GROUP_ANNOTATION in workload.annotations or (has_sidecar(workload) and _gateway_selects(mesh, workload)):
                 return None
             came.append(workload)
-        elif endpoint_only_change(current[position], workload):
-            pairs.append((current[position], workload))
+        elif endpoint_only_change(known, workload):
+            pairs.append((known, workload))
         else:
             return None
     with cyclic_collector_paused():
@@ -491,23 +491,19 @@ def _proxy_order(proxy: Proxy) -> tuple[str, str]:
 
 
 def _with_proxies(proxies: dict[str, Proxy], added: list[Proxy]) -> dict[str, Proxy]:
-    """proxies (in list_proxies order: namespace, then name) with added filed in that order."""
+    """proxies (in list_proxies order: namespace, then name) with added filed in that order
+    (by bisection: the order of a few of them is read, not of all)."""
     items = list(proxies.items())
-    order = [_proxy_order(proxy) for proxy in proxies.values()]
     for proxy in added:
-        position = bisect.bisect(order, _proxy_order(proxy))
-        order.insert(position, _proxy_order(proxy))
-        items.insert(position, (proxy.id, proxy))
+        items.insert(bisect.bisect(items, _proxy_order(proxy), key=lambda item: _proxy_order(item[1])), (proxy.id, proxy))
     return dict(items)
 
 
 def _in_order(members: tuple[str, ...], added: list[Proxy], proxies: dict[str, Proxy]) -> tuple[str, ...]:
     """A group's members with added ones filed in estate order."""
-    out, order = list(members), [_proxy_order(proxies[p]) for p in members]
+    out = list(members)
     for proxy in added:
-        position = bisect.bisect(order, _proxy_order(proxy))
-        order.insert(position, _proxy_order(proxy))
-        out.insert(position, proxy.id)
+        out.insert(bisect.bisect(out, _proxy_order(proxy), key=lambda member: _proxy_order(proxies[member])), proxy.id)
     return tuple(out)
 
 
@@ -538,8 +534,20 @@ def _mesh_with_workloads(mesh: Mesh, gone: list[Resource], came: list[Resource],
         derived = _without_workload_set_answers(derived, gone + came)
     derived["service-clusters"] = {key: value for key, value in mesh.derived.get("service-clusters", {}).items() if key[0] not in stale_hosts}
     derived["proxy-class"] = dict(mesh.derived.get("proxy-class", {}))
+    derived["incremental"] = {("workload index",): _index_after(_workload_index(mesh), gone, came, pairs)}
     return dataclasses.replace(mesh, resources=resources, registry=registry, by_kind={**mesh.by_kind, "WorkloadEntry": workloads},
                                workloads_by_label=by_label, derived=derived)
+
+
+def _index_after(index: dict[tuple[str, str], Resource], gone: list[Resource], came: list[Resource],
+                 pairs: list[tuple[Resource, Resource]]) -> dict[tuple[str, str], Resource]:
+    """_workload_index of the mesh with these workloads gone, come and replaced."""
+    index = dict(index)
+    for old in gone:
+        del index[(old.namespace, old.name)]
+    for new in came + [new for dummy, new in pairs]:
+        index[(new.namespace, new.name)] = new
+    return index
 
 
 def _workload_order(workload: Resource) -> tuple[str, str]:

@@ -175,24 +175,43 @@ def _cached(cache: dict | None, used: set, key: tuple, obj: dict, make):
     return cache[key]
 
 
+def meshed_services(view: ClusterView) -> tuple[list[dict], SelectorIndex]:
+    """The Services that become mesh services (with a selector), in a stable order, and the
+    index of which select a pod."""
+    services = [view.services[key] for key in sorted(view.services) if _meshed_service(view.services[key])]
+    return services, SelectorIndex(services, lambda s: s["metadata"]["namespace"], lambda s: s["spec"]["selector"])
+
+
+def has_workload(pod: dict) -> bool:
+    """Whether a pod is a workload: it has an address and has not finished."""
+    status = pod.get("status") or {}
+    return bool(status.get("podIP")) and status.get("phase") not in ("Succeeded", "Failed")
+
+
+def pod_workload(registry: str, key: tuple[str, str], pod: dict, selecting: SelectorIndex, listed: bool | None,
+                 cache: dict | None = None, used: set | None = None) -> Resource | None:
+    """A pod's WorkloadEntry (None when it is no workload); listed: its readiness as the
+    EndpointSlices listing it say (endpoint_readiness), None when none does."""
+    if not has_workload(pod):
+        return None
+    services_of_pod = selecting.selecting(key[0], pod["metadata"].get("labels") or {})
+    ready = pod_is_ready(pod, listed)
+    cache_key = ("Pod", *key, ready, tuple(sorted(named_target_ports(pod, services_of_pod).items())))
+    return _cached(cache, set() if used is None else used, cache_key, pod, lambda: workload_entry(registry, pod, ready, services_of_pod))
+
+
 def mesh_resources(registry: str, view: ClusterView, cache: dict | None = None) -> list[Resource]:
     """Everything the cluster contributes to the mesh, in a stable order. cache: resources
     made by earlier calls, by object and version; left holding only those of this call."""
     used: set = set()
-    services = [view.services[key] for key in sorted(view.services) if _meshed_service(view.services[key])]
-    selecting = SelectorIndex(services, lambda s: s["metadata"]["namespace"], lambda s: s["spec"]["selector"])
+    services, selecting = meshed_services(view)
     readiness = endpoint_readiness([view.endpoint_slices[key] for key in sorted(view.endpoint_slices)])
     resources = [_cached(cache, used, ("Service", s["metadata"]["namespace"], s["metadata"]["name"]), s, lambda s=s: service_entry(registry, s))
                  for s in services]
     for key in sorted(view.pods):
-        pod = view.pods[key]
-        if not (pod.get("status") or {}).get("podIP") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            continue  # no address yet, or finished: no workload
-        services_of_pod = selecting.selecting(key[0], pod["metadata"].get("labels") or {})
-        ready = pod_is_ready(pod, readiness.get(key))
-        cache_key = ("Pod", *key, ready, tuple(sorted(named_target_ports(pod, services_of_pod).items())))
-        resources.append(_cached(cache, used, cache_key, pod,
-                                 lambda pod=pod, ready=ready, services=services_of_pod: workload_entry(registry, pod, ready, services)))
+        workload = pod_workload(registry, key, view.pods[key], selecting, readiness.get(key), cache, used)
+        if workload is not None:
+            resources.append(workload)
     resources += [_cached(cache, used, key, view.istio[key], lambda key=key: istio_resource(registry, view.istio[key])) for key in sorted(view.istio)]
     if cache is not None:
         for stale in cache.keys() - used:

@@ -348,8 +348,18 @@ def merged(registry: str, parts: list[RunSpecResources]) -> tuple[list[Resource]
     """The registry's resources from every app's and pod's: one ServiceEntry per (namespace,
     service) (apps sharing one, blue and green, must agree on its ports: the first by id wins,
     the other is skipped), then every WorkloadEntry, in a stable order."""
+    services, included, problems = merged_services(registry, parts)
+    by_id = {part.run_spec_id: part for part in parts}
+    workloads = [workload for run_spec_id in included for workload in by_id[run_spec_id].workloads]
+    return [services[key] for key in sorted(services)] + sorted(workloads, key=lambda r: (r.namespace, r.name, r.kind)), problems
+
+
+def merged_services(registry: str, parts) -> tuple[dict[tuple[str, str], Resource], list[str], list[str]]:
+    """merged's ServiceEntries by (namespace, service), the run specs whose WorkloadEntries
+    are in (those with a service whose ports agree), and the problems: what a registry that
+    publishes only changes works out again for every change (a service is one per app)."""
     services: dict[tuple[str, str], Resource] = {}
-    workloads: list[Resource] = []
+    included: list[str] = []
     problems: list[str] = []
     for part in sorted(parts, key=lambda p: p.run_spec_id):
         problems += part.problems
@@ -360,8 +370,8 @@ def merged(registry: str, parts: list[RunSpecResources]) -> tuple[list[Resource]
         if existing is not part.service and existing.spec["ports"] != part.service.spec["ports"]:
             problems.append(f"{registry}: {part.run_spec_id}: ports differ from another app of service {key[0]}/{key[1]}: skipped")
             continue
-        workloads += part.workloads
-    return [services[key] for key in sorted(services)] + sorted(workloads, key=lambda r: (r.namespace, r.name, r.kind)), problems
+        included.append(part.run_spec_id)
+    return services, included, problems
 
 
 def sidecar_inbound(pod: dict) -> dict | None:

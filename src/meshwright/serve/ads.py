@@ -29,6 +29,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
@@ -49,8 +50,12 @@ class Watch:
     """One type on one stream: what the proxy asked for, was sent, and answered."""
 
     names: frozenset[str] | None  # None: every resource of the type (wildcard)
-    sent: dict[str, str] = field(default_factory=dict)  # name -> version the proxy holds (as far as we know)
+    sent: dict[str, str] = field(default_factory=dict)  # delta: name -> version the proxy holds (as far as we know)
     previous: dict[str, str] = field(default_factory=dict)  # delta: what it held before the last response
+    # State of the world, types asked for by name: the table of resources last sent, as the
+    # plane's tables hold them (the proxies of a class hold one table), and the one before.
+    held: Mapping[str, Served] = field(default_factory=dict)
+    held_before: Mapping[str, Served] = field(default_factory=dict)
     version: str = ""  # of the last response
     nonce: str = ""
     acked: str = ""  # the last version the proxy accepted
@@ -190,7 +195,7 @@ class Stream:
         """An ACK or NACK of the watch's last response."""
         if request.HasField("error_detail") and request.error_detail.message:
             watch.rejected, watch.error = watch.version, request.error_detail.message
-            watch.sent = watch.previous  # Envoy keeps what it had
+            watch.sent, watch.held = watch.previous, watch.held_before  # Envoy keeps what it had
             if not self.delta and request.version_info:
                 watch.acked = request.version_info  # state of the world: the version it keeps
             LOG.warning("proxy %s rejected %s version %s (it keeps its last good config): %s",
@@ -226,20 +231,18 @@ class Stream:
         resources, version = self._selected(type_url, watch.names)
         if version == watch.version and not force:
             return []
-        if type_url in WILDCARD_TYPES or force:
-            sending = resources
-        else:
-            sending = {name: served for name, served in resources.items() if watch.sent.get(name) != served.version}
-        nonce = str(next(self._nonces))
         bodies: ResponseBodies = self.plane.bodies
-        body = bodies.whole(type_url, version, resources) if sending is resources else bodies.fields(type_url, sending.values())
+        if type_url in WILDCARD_TYPES or force:
+            body = bodies.whole(type_url, version, resources)
+        else:
+            body = bodies.changed(type_url, watch.held, resources)
+        nonce = str(next(self._nonces))
         response = discovery_response_bytes(version, type_url, nonce, body, CONTROL_PLANE_BYTES)
         watch.version, watch.nonce, watch.sent_at = version, nonce, time.monotonic()
-        watch.previous = watch.sent
-        # What the proxy holds, by name: kept for the types asked for by name (the next
-        # response sends what differs), not for clusters, which a stream would otherwise keep
-        # one table of per proxy (they carry its stat names).
-        watch.sent = {} if type_url == CLUSTER else {name: served.version for name, served in resources.items()}
+        # What the proxy holds, by name: the table (the next response sends what differs; the
+        # proxies of a class share it), not kept for clusters, which a stream would otherwise
+        # keep one table of per proxy (they carry its stat names).
+        watch.held_before, watch.held = watch.held, ({} if type_url == CLUSTER else resources)
         return [response]
 
     # Delta (incremental).

@@ -10,11 +10,14 @@ what was known of that kind. An API server away: the watcher retries with backof
 keeps the last view published, and the relist on return publishes what changed meanwhile.
 An Istio kind whose CRD is not installed is listed again every few seconds.
 
-Changes are gathered for a short while (istiod's debounce: 100 ms quiet, 1 s at most) and
-published as the whole view when it differs from the last one published. Under steady churn
-the bound is the delay; 250 ms gave small clusters a p99 of 0.4 s, but a publish costs the
-whole view, and at 5,000 pods more of them made the control plane lag (bench/kubernetes.py,
-docs/kubernetes.md): publishing only what changed comes first.
+Changes are gathered for a short while (50 ms quiet, 200 ms at most: under steady churn the
+bound is the delay, so istiod's 1 s would be the p99 alone) and published as what changed
+(serve/registries.py ViewChanges): a pod event translates that pod again, an EndpointSlice
+event the pods it lists (their readiness), an Istio resource's event that resource; a
+publish costs what changed, not the cluster (bench/kubernetes.py, docs/kubernetes.md). A
+Service's event (the pods its selector picks, their ports), a list (the first, or again after
+a 410 or an error) and a kind found missing translate the whole view again, and publish how
+it differs from the last one published (the whole of it the first time).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from kubernetes import client, config
 from kubernetes.config import kube_config
 from kubernetes.watch.watch import iter_resp_lines
 
-from meshwright.registry.kubernetes import ClusterView, mesh_resources
+from meshwright.registry.kubernetes import ClusterView, endpoint_readiness, istio_resource, meshed_services, mesh_resources, pod_workload
 from meshwright.serve.certificates import ServiceAccountTokenRefused
+from meshwright.serve.registries import ViewChanges
 from meshwright.validate.crds import ISTIO_CRDS
 
 # A kubeconfig the client cannot use (the CLI names it in its error).
@@ -42,7 +46,7 @@ KubeconfigError = kube_config.ConfigException
 
 LOG = logging.getLogger("meshwright.serve")
 WATCH_SECONDS = 300  # how long the API server keeps one watch open before we start the next
-QUIET_SECONDS, MAX_WAIT_SECONDS = 0.1, 1.0
+QUIET_SECONDS, MAX_WAIT_SECONDS = 0.05, 0.2
 BACKOFF_SECONDS = (0.2, 0.5, 1, 2, 5)
 MISSING_CRD_RETRY_SECONDS = 5
 
@@ -138,8 +142,17 @@ class KubernetesRegistry:
         self._responses: dict[str, object] = {}
         self._threads: list[threading.Thread] = []
         self._publish = None
-        self._last_published = None
         self._translated: dict = {}  # mesh_resources' cache: each object translated once per version
+        # What was published last, by key (None: nothing yet), and the key each object's
+        # resource has in it (("Pod", ns, name) or an Istio kind's (kind, ns, name)).
+        self._published: dict[tuple, object] | None = None
+        self._key_of: dict[tuple, tuple] = {}
+        # What changed since: the whole view (a list, a Service), or these pods and Istio objects.
+        self._whole = True
+        self._dirty: set[tuple] = set()
+        self._slice_pods: dict[tuple, frozenset] = {}  # EndpointSlice -> the pods it lists
+        self._listing: dict[tuple, set] = {}  # pod -> the EndpointSlices listing it
+        self._selecting = None  # meshed_services' index, as of the last whole translation
         self._synced: set[str] = set()
         self._kinds = watched_kinds(api)
 
@@ -206,6 +219,7 @@ class KubernetesRegistry:
             for key in [key for key in store if self._owns(kind, key)]:
                 del store[key]
             store.update(objects)
+            self._whole = True
         self._mark_synced(kind)
         self._changed.set()
         return listed["metadata"]["resourceVersion"]
@@ -221,6 +235,7 @@ class KubernetesRegistry:
             for key in [key for key in store if self._owns(kind, key)]:
                 del store[key]
             self._synced.add(kind.name)
+            self._whole = True
         self._changed.set()
 
     def _mark_synced(self, kind: WatchedKind) -> None:
@@ -255,13 +270,33 @@ class KubernetesRegistry:
         if kind_of_event == "BOOKMARK":
             return version
         with self._lock:
-            store = kind.store(self.view)
+            store, key = kind.store(self.view), kind.key(obj)
             if kind_of_event == "DELETED":
-                store.pop(kind.key(obj), None)
+                store.pop(key, None)
             else:
-                store[kind.key(obj)] = kind.completed(obj)
+                store[key] = kind.completed(obj)
+            self._touched(kind.name, key, store.get(key))
         self._changed.set()
         return version
+
+    def _touched(self, kind: str, key: tuple, obj: dict | None) -> None:
+        """What an event changed, for the next publish (under the lock)."""
+        if kind == "Pod":
+            self._dirty.add(("Pod", *key))
+        elif kind == "EndpointSlice":  # the readiness of the pods it listed and lists
+            listed = frozenset(_listed_pods(key, obj)) if obj is not None else frozenset()
+            before = self._slice_pods.pop(key, frozenset())
+            if listed:
+                self._slice_pods[key] = listed
+            for pod in before - listed:
+                self._listing.get(pod, set()).discard(key)
+            for pod in listed:
+                self._listing.setdefault(pod, set()).add(key)
+            self._dirty.update(("Pod", *pod) for pod in before | listed)
+        elif kind in ISTIO_CRDS:
+            self._dirty.add(key)
+        else:  # a Service: which pods it selects, their ports
+            self._whole = True
 
     # Publishing.
 
@@ -288,12 +323,82 @@ class KubernetesRegistry:
 
     def _publish_view(self) -> None:
         with self._lock:
-            resources = mesh_resources(self.name, self.view, self._translated)
-        identity = [(r.key, r.document, r.source) for r in resources]
-        if identity == self._last_published:
+            update, published = self._view_update()
+        if update is None:
             return
-        self._publish(resources)
-        self._last_published = identity
+        try:
+            self._publish(update)
+        except Exception:
+            with self._lock:
+                self._whole = True  # what it missed is in the next publish
+            raise
+        self._published = published
+
+    def _view_update(self) -> tuple[list | ViewChanges | None, dict]:
+        """What to publish (the whole view the first time, else what changed; None: nothing)
+        and the view published after it (under the lock)."""
+        if self._whole:
+            self._whole, self._dirty = False, set()
+            resources = self._whole_view()
+            after = {r.key: r for r in resources}
+            if self._published is None:
+                return resources, after
+            changes = {key: r for key, r in after.items() if self._published.get(key) != r}
+            changes.update((key, None) for key in sorted(self._published.keys() - after.keys()))
+        else:
+            after = dict(self._published)
+            changes = self._dirty_changes(after)
+        return (ViewChanges(changes) if changes else None), after
+
+    def _whole_view(self) -> list:
+        """Every resource of the cluster (mesh_resources), with the indexes the next events
+        are translated with."""
+        resources = mesh_resources(self.name, self.view, self._translated)
+        self._selecting = meshed_services(self.view)[1]
+        self._slice_pods = {key: frozenset(_listed_pods(key, obj)) for key, obj in self.view.endpoint_slices.items()}
+        self._listing = {}
+        for key, pods in self._slice_pods.items():
+            for pod in pods:
+                self._listing.setdefault(pod, set()).add(key)
+        self._key_of = {("Pod", r.namespace, r.name): r.key for r in resources if r.kind == "WorkloadEntry"}
+        self._key_of.update((key, istio_resource(self.name, obj).key) for key, obj in self.view.istio.items())
+        return resources
+
+    def _dirty_changes(self, view: dict) -> dict:
+        """The changes of the pods and Istio objects events touched, applied to view."""
+        changes = {}
+        for obj_key in sorted(self._dirty):  # in a stable order: a problem is reported on the first
+            resource = self._translated_now(obj_key)
+            key = resource.key if resource is not None else self._key_of.get(obj_key)
+            if key is None or view.get(key) == resource:
+                continue
+            if resource is None:
+                view.pop(key, None)
+                self._key_of.pop(obj_key, None)
+            else:
+                view[key] = resource
+                self._key_of[obj_key] = key
+            changes[key] = resource
+        self._dirty = set()
+        return changes
+
+    def _translated_now(self, obj_key: tuple):
+        """The resource an object makes now (None: none, or it is gone)."""
+        if obj_key[0] == "Pod":
+            pod_key = obj_key[1:]
+            pod = self.view.pods.get(pod_key)
+            if pod is None:
+                return None
+            slices = [self.view.endpoint_slices[key] for key in sorted(self._listing.get(pod_key, ())) if key in self.view.endpoint_slices]
+            return pod_workload(self.name, pod_key, pod, self._selecting, endpoint_readiness(slices).get(pod_key))
+        obj = self.view.istio.get(obj_key)
+        return None if obj is None else istio_resource(self.name, obj)
+
+
+def _listed_pods(slice_key: tuple, endpoint_slice: dict) -> list[tuple[str, str]]:
+    """The pods (namespace, name) an EndpointSlice lists."""
+    return [((endpoint.get("targetRef") or {}).get("namespace") or slice_key[0], endpoint["targetRef"]["name"])
+            for endpoint in endpoint_slice.get("endpoints") or [] if (endpoint.get("targetRef") or {}).get("kind") == "Pod"]
 
 
 def _close(response) -> None:

@@ -5,8 +5,9 @@ The follower opens `/v2/events` first and lists second (`/v2/apps?embed=apps.tas
 `/v2/pods/::status`), so nothing that happens between the two is missed; the stream has no
 event ids, so every reconnect lists again, and so does an event it cannot read. Task status
 updates change the task in place; health, instance, deployment and definition events fetch
-the one app or pod again. After each read from the stream the full list of resources is
-published, when it changed.
+the one app or pod again. After each read from the stream, what changed is published: the
+apps and pods the events touched are translated again, and only their resources that differ
+(serve/registries.py ViewChanges); the first list, and every list again, publishes the whole.
 
 Marathon writes a bare CRLF every 10 s on an idle stream: a stream silent for stall_seconds
 is dead (a cut without FIN, a hung leader) and is dropped and reopened. Several URLs are an
@@ -27,9 +28,10 @@ import time
 import re
 import urllib.parse
 
-from meshwright.registry.marathon import (DEFAULT_DOMAIN, TERMINAL_TASK_STATES, RunSpecResources, app_resources, merged, pod_resources,
-                                          workload_name)
+from meshwright.registry.marathon import (DEFAULT_DOMAIN, TERMINAL_TASK_STATES, RunSpecResources, app_resources, merged, merged_services,
+                                          pod_resources, workload_name)
 from meshwright.serve.certificates import MarathonTaskRefused
+from meshwright.serve.registries import Update, ViewChanges
 
 LOG = logging.getLogger("meshwright.serve.marathon")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -245,7 +247,13 @@ class MarathonRegistry:
         # Each app's and pod's resources, translated again only when an event touched it (dirty).
         self._parts: dict[str, RunSpecResources] = {}
         self._dirty: set[str] = set()
-        self.published: int | None = None  # how many resources were published last (None: nothing yet)
+        # What was published, by key, and the run specs whose workloads are in it; after a list
+        # the next publish is whole.
+        self._view: dict[tuple, object] = {}
+        self._services: dict[tuple, object] = {}  # the view's ServiceEntries
+        self._included: set[str] = set()
+        self._whole = True
+        self.published: int | None = None  # how many resources the published view holds (None: nothing yet)
         self.last_error: str | None = None
         self.connected_to: str | None = None
         self.listed_at: float | None = None
@@ -431,6 +439,7 @@ class MarathonRegistry:
             self.apps = {a.get("id", ""): a for a in apps["apps"]}
             self.pods = {p.get("id", ""): p for p in pods}
             self._dirty = set(self._parts) | set(self.apps) | set(self.pods)
+            self._whole = True
         self.listed_at = time.time()
         self.last_error = None
         self._changed()
@@ -521,30 +530,69 @@ class MarathonRegistry:
         self._dirty.add(event.get("appId"))
         return []
 
-    def _translated(self) -> list | None:
-        """Every resource, when an app or pod events touched translates differently; else None."""
-        changed = False
+    def _translated(self) -> Update | None:
+        """What to publish: after a list, every resource; else the resources of the apps and
+        pods events touched that translate differently (ViewChanges); None when none does."""
+        before: dict[str, RunSpecResources | None] = {}  # the parts that changed, as they were
         for run_spec_id in self._dirty:
             if run_spec_id in self.apps:
                 part = app_resources(self.name, self.apps[run_spec_id], self.domain)
             elif run_spec_id in self.pods:
                 part = pod_resources(self.name, self.pods[run_spec_id], self.domain)
             else:
-                changed |= self._parts.pop(run_spec_id, None) is not None
-                continue
-            changed |= self._parts.get(run_spec_id) != part
-            self._parts[run_spec_id] = part
+                part = None
+            if self._parts.get(run_spec_id) != part:
+                before[run_spec_id] = self._parts.get(run_spec_id)
+                if part is None:
+                    del self._parts[run_spec_id]
+                else:
+                    self._parts[run_spec_id] = part
         self._dirty = set()
-        if not changed and self.published is not None:
+        if not before and not self._whole:
             return None
-        resources, problems = merged(self.name, list(self._parts.values()))
+        services, included, problems = merged_services(self.name, list(self._parts.values()))
         for problem in sorted(set(problems) - self._problems):
             LOG.warning("%s", problem)
         self._problems = set(problems)
-        self.published = len(resources)
-        LOG.info("%s: publishing %d services, %d workloads", self.name, sum(r.kind == "ServiceEntry" for r in resources),
-                 sum(r.kind == "WorkloadEntry" for r in resources))
-        return resources
+        if self._whole:
+            resources, dummy = merged(self.name, list(self._parts.values()))
+            self._view, self._included, self._whole = {r.key: r for r in resources}, set(included), False
+            self._services = {service.key: service for service in services.values()}
+            self.published = len(resources)
+            LOG.info("%s: publishing %d services, %d workloads", self.name, len(services), len(resources) - len(services))
+            return resources
+        changes = self._changes(before, services, set(included))
+        self.published = len(self._view)
+        if not changes:
+            return None
+        LOG.info("%s: publishing %d changed resources", self.name, len(changes))
+        return ViewChanges(changes)
+
+    def _changes(self, before: dict[str, RunSpecResources | None], services: dict, included: set[str]) -> dict:
+        """The published view's changes, by key (None: gone), and the view updated: the
+        workloads of the parts that changed or came in or out, and the services."""
+        changes: dict[tuple, object] = {}
+        touched = sorted(before.keys() | (included ^ self._included))  # in a stable order: a problem is reported on the first
+        for run_spec_id in touched:  # what was in goes first: what is in now overwrites it
+            was = before[run_spec_id] if run_spec_id in before else self._parts.get(run_spec_id)
+            if run_spec_id in self._included and was is not None:
+                changes.update(dict.fromkeys((w.key for w in was.workloads), None))
+        for run_spec_id in touched:
+            now = self._parts.get(run_spec_id)
+            if run_spec_id in included and now is not None:
+                changes.update((w.key, w) for w in now.workloads)
+        now_services = {service.key: service for service in services.values()}
+        changes.update((key, None) for key in sorted(self._services.keys() - now_services.keys()))
+        changes.update((key, service) for key, service in now_services.items() if self._services.get(key) is not service)
+        self._services = now_services
+        changes = {key: r for key, r in changes.items() if (self._view.get(key) != r if r is not None else key in self._view)}
+        for key, resource in changes.items():
+            if resource is None:
+                del self._view[key]
+            else:
+                self._view[key] = resource
+        self._included = included
+        return changes
 
     def refetch(self, run_spec_id) -> None:
         """Fetch one app (with its tasks) or pod (its status) again; gone: removed."""
@@ -567,7 +615,7 @@ class MarathonRegistry:
                 self.pods.pop(run_spec_id, None)
 
     def publish(self) -> None:
-        """Translate the apps and pods events touched; publish everything when any of them changed."""
+        """Translate the apps and pods events touched; publish what changed (all of it after a list)."""
         with self._lock:
             resources = self._translated()
         if resources is None:
@@ -576,3 +624,5 @@ class MarathonRegistry:
             self._publish(resources)
         except Exception:  # the plane's problem to report; the registry keeps following
             LOG.exception("%s: the control plane did not take the update", self.name)
+            with self._lock:
+                self._whole = True  # what it missed is in the next publish: the whole view

@@ -27,7 +27,7 @@ from meshwright.model.load import LoadResult
 from meshwright.model.resource import Resource
 from meshwright.serve.ads import Stream
 from meshwright.serve.identity import Refused, admitted_proxy, peer_certificate
-from meshwright.serve.registries import FILES
+from meshwright.serve.registries import FILES, Update, ViewChanges, combined, view_after
 from meshwright.serve.resources import Encoder, ResponseBodies, Snapshot, proxy_snapshot
 from meshwright.serve.status import node_info
 from meshwright.validate.shape_check import is_kubernetes_object
@@ -57,6 +57,25 @@ def source_changes(before: list[Resource], after: list[Resource]) -> tuple[list[
     new = {r.key: r for r in after if not is_kubernetes_object(r)}
     edited = [r for key, r in new.items() if key not in old or (old[key] is not r and _loaded_identity(old[key]) != _loaded_identity(r))]
     return edited, [r for key, r in old.items() if key not in new]
+
+
+def view_changes(before: dict[tuple, Resource], update: ViewChanges) -> tuple[list[Resource], list[Resource]]:
+    """(added or edited, removed) mesh resources of a registry's changes against its last
+    applied view: the work is the changes', not the view's."""
+    edited, removed = [], []
+    for key, resource in update.changes.items():
+        old = before.get(key)
+        if resource is None:
+            if old is not None and not is_kubernetes_object(old):
+                removed.append(old)
+        elif not is_kubernetes_object(resource) and (old is None or (old is not resource and _loaded_identity(old) != _loaded_identity(resource))):
+            edited.append(resource)
+    return edited, removed
+
+
+def _has_duplicates(resources: list[Resource]) -> bool:
+    keys = [r.key for r in resources if not is_kubernetes_object(r)]
+    return len(set(keys)) != len(keys)
 
 
 def _loaded_identity(resource: Resource) -> tuple:
@@ -95,12 +114,13 @@ class ControlPlane:
         self.refusals: list[str] = []  # the last refused streams' reasons (newest last)
         self._streams: set[Stream] = set()
         self._lock = threading.Lock()
-        # What each source (the files, each registry) contributes to the mesh, as last applied.
-        self._sources: dict[str, list[Resource]] = {FILES: list(mesh.resources)}
+        # What each source (the files, each registry) contributes to the mesh, as last applied, by key.
+        self._sources: dict[str, dict[tuple, Resource]] = {FILES: {r.key: r for r in mesh.resources}}
+        self._refused: dict[str, ViewChanges] = {}  # a registry's changes refused, tried again with its next ones
         self._apply_lock = threading.Lock()
-        # The newest publish of each source not yet applied: publishes that arrive while a
-        # change is applied are taken together, the newest whole view of each source at once.
-        self._pending: dict[str, list[Resource]] = {}
+        # The publishes of each source not yet applied: publishes that arrive while a change is
+        # applied are taken together (registries.combined), the newest of each source at once.
+        self._pending: dict[str, Update] = {}
         self._pending_lock = threading.Lock()
 
     # Sources.
@@ -132,34 +152,48 @@ class ControlPlane:
         return self.apply_source(FILES, loaded.resources)
 
     @cyclic_collector_paused()  # a change builds trees without cycles: a collector pass would walk the whole estate
-    def apply_source(self, name: str, resources: list[Resource]) -> list:
-        """Serve the mesh with one source's resources replaced: the files as loaded again, or
-        a registry's publish (serve/registries.py). The problems of a bad change; the source's
-        last good resources stay served then."""
+    def apply_source(self, name: str, update: Update) -> list:
+        """Serve the mesh with one source's resources replaced or changed: the files as loaded
+        again, or a registry's publish (serve/registries.py: its whole view, or ViewChanges).
+        The problems of a bad change; the source's last good resources stay served then, and
+        refused changes are tried again with its next ones (as a whole view would hold them)."""
         with self._pending_lock:
-            self._pending[name] = list(resources)
+            pending = self._pending.get(name)
+            update = update if isinstance(update, ViewChanges) else list(update)
+            self._pending[name] = update if pending is None else combined(pending, update)
         with self._apply_lock:  # one change at a time, whichever source it comes from
             with self._pending_lock:
-                resources = self._pending.pop(name, None)
-            if resources is None:
+                update = self._pending.pop(name, None)
+            if update is None:
                 return []  # a later publish of this source, applied while this one waited, held it all
-            problems = self._apply_merged(name, resources)
+            if name in self._refused:
+                update = combined(self._refused.pop(name), update)
+            problems = self._apply_merged(name, update)
             if not problems:
-                self._sources[name] = list(resources)
+                self._sources[name] = view_after(self._sources.get(name, {}), update, in_place=True)  # read under _apply_lock alone
+            elif isinstance(update, ViewChanges):
+                self._refused[name] = update
             return problems
 
-    def _apply_merged(self, name: str, resources: list[Resource]) -> list:
+    def _apply_merged(self, name: str, update: Update) -> list:
         """Changed WorkloadEntries (however many), or a few changed resources of any kind,
         take the incremental paths (check/incremental.py apply_resources: WorkloadEntries that
         come, go or move, in one step, validating those entries, the checks that read them and
         their load assignments alone); the rest, or a resource another source holds too, is
         validated and compiled whole with every source, as `meshwright validate` does."""
-        edited, removed = source_changes(self._sources.get(name, []), resources)
+        held = self._sources.get(name, {})
+        if isinstance(update, ViewChanges):
+            edited, removed = view_changes(held, update)
+        else:
+            edited, removed = source_changes(list(held.values()), update)
         if not edited and not removed:
             LOG.info("%s changed, the mesh did not: nothing to push", name)
             return []
         started = time.monotonic()
-        if not self._held_elsewhere(name, edited):  # a duplicate goes to validation, which names it
+        resources = update if not isinstance(update, ViewChanges) else None
+        # A duplicate (two documents of one kind and name), or a resource another source holds
+        # too, goes to validation, which names it.
+        if not (resources is not None and _has_duplicates(resources)) and not self._held_elsewhere(name, edited):
             try:
                 applied = apply_resources(self.estate, edited, removed)
             except ChangeRefused as refused:
@@ -167,7 +201,9 @@ class ControlPlane:
             if applied is not None:
                 self._serve(*applied, f"{name}: {_described(edited, removed)}", started)
                 return []
-        merged = [r for source, held in self._sources.items() if source != name for r in held] + resources
+        if resources is None:
+            resources = list(view_after(held, update).values())
+        merged = [r for source, view in self._sources.items() if source != name for r in view.values()] + resources
         mesh, problems = validate_mesh(LoadResult(merged))
         if problems:
             return self.reject(problems, name)
@@ -178,8 +214,7 @@ class ControlPlane:
     def _held_elsewhere(self, name: str, edited: list[Resource]) -> bool:
         """Whether another source holds a resource of the same kind, namespace and name as
         one this source adds."""
-        keys = {r.key for r in edited}
-        return any(r.key in keys for source, held in self._sources.items() if source != name for r in held)
+        return any(r.key in view for source, view in self._sources.items() if source != name for r in edited)
 
     def reject(self, problems, source: str = FILES) -> list:
         self.rejection = {"at": time.time(), "source": source, "problems": [str(p) for p in problems]}
