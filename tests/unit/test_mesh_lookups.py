@@ -53,10 +53,10 @@ def scanned_destination_rule(mesh: Mesh, hostname: str, namespace: str) -> Resou
 
 
 def test_host_patterns_are_every_pattern_that_matches_most_specific_first():
-    assert host_patterns("reviews.default.svc.cluster.local") == [
+    assert host_patterns("reviews.default.svc.cluster.local") == (
         "reviews.default.svc.cluster.local", "*.default.svc.cluster.local", "*.svc.cluster.local", "*.cluster.local", "*.local", "*",
-    ]
-    assert host_patterns("*.example.com") == ["*.example.com", "*.com", "*"]
+    )
+    assert host_patterns("*.example.com") == ("*.example.com", "*.com", "*")
     for pattern in ("*", "*.com", "*.example.com", "api.example.com", "*.api.example.com", "example.com"):
         assert host_matches(pattern, "api.example.com") == (pattern in host_patterns("api.example.com"))
 
