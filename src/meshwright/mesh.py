@@ -6,7 +6,6 @@ registry makes of them."""
 from __future__ import annotations
 
 import datetime
-import functools
 import os
 from dataclasses import dataclass, field
 
@@ -127,7 +126,6 @@ def is_wildcard_host(host: str) -> bool:
     return host == "*" or host.startswith("*.")
 
 
-@functools.lru_cache(maxsize=1 << 16)  # every proxy's lookups ask for the same hostnames
 def host_patterns(hostname: str) -> tuple[str, ...]:
     """Every host pattern that matches hostname (host_matches turned around), most specific
     first: the hostname, then "*.suffix" for each shorter suffix, then "*"."""
@@ -240,6 +238,14 @@ class Mesh:
             table[rest] = compute()
         return table[rest]
 
+    def host_patterns(self, hostname: str) -> tuple[str, ...]:
+        """host_patterns(hostname), once per mesh and hostname: every proxy's lookups ask for the same hostnames."""
+        table = self.derived.setdefault("host-patterns", {})
+        found = table.get(hostname)
+        if found is None:
+            found = table[hostname] = host_patterns(hostname)
+        return found
+
     def of_kind(self, kind: str) -> list[Resource]:
         return self.by_kind.get(kind, [])
 
@@ -281,7 +287,7 @@ class Mesh:
         (destination_rule_applies), one in its own namespace wins over one elsewhere, and
         there one whose workloadSelector picks the client over one without (Istio's order).
         labels None: the rule a client no selector picks gets (validation's view)."""
-        for pattern in host_patterns(hostname):
+        for pattern in self.host_patterns(hostname):
             rules = [rule for rule in self.destination_rules_by_host.get(pattern, ()) if destination_rule_applies(rule, namespace, labels or {})]
             if rules:
                 return min(rules, key=lambda rule: (rule.namespace != namespace, rule_selector(rule) is None, rule.namespace, rule.name))
@@ -291,5 +297,5 @@ class Mesh:
         """The VirtualService that routes a host for sidecars in namespace: the first, in
         (namespace, name) order, exported to that namespace with a host that matches it
         (validation allows one per host and namespace that sees it)."""
-        candidates = [vs for pattern in host_patterns(hostname) for vs in self.sidecar_virtual_services_by_host.get(pattern, []) if exported_to(vs, namespace)]
+        candidates = [vs for pattern in self.host_patterns(hostname) for vs in self.sidecar_virtual_services_by_host.get(pattern, []) if exported_to(vs, namespace)]
         return min(candidates, key=lambda vs: (vs.namespace, vs.name)) if candidates else None
