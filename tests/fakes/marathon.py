@@ -64,10 +64,21 @@ def now() -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    """A free loopback port, one this double has not handed out before where it can: a
+    replacement task does not take the port of the task it replaces, whose endpoint the tests
+    and bench/marathon.py watch leave (Mesos may reuse ports; here that would hide the change)."""
+    for dummy in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            break
+    _HANDED_OUT.add(port)
+    return port
 
 
 class MarathonError(Exception):
