@@ -297,5 +297,6 @@ class Mesh:
         """The VirtualService that routes a host for sidecars in namespace: the first, in
         (namespace, name) order, exported to that namespace with a host that matches it
         (validation allows one per host and namespace that sees it)."""
-        candidates = [vs for pattern in self.host_patterns(hostname) for vs in self.sidecar_virtual_services_by_host.get(pattern, []) if exported_to(vs, namespace)]
+        candidates = [vs for pattern in self.host_patterns(hostname)
+                      for vs in self.sidecar_virtual_services_by_host.get(pattern, []) if exported_to(vs, namespace)]
         return min(candidates, key=lambda vs: (vs.namespace, vs.name)) if candidates else None

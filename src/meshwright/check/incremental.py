@@ -151,7 +151,8 @@ def _classes_refused(before: CompiledEstate, after: CompiledEstate) -> None:
         routes = [_changed_part(route, old.config.routes if old else []) for route in changed["routes"]]
         messages = check_proxy_config(ProxyConfig(proxy, listeners, routes, changed["clusters"], changed["endpoints"], config.telemetry), _VERDICTS)
         if messages and routes != changed["routes"]:  # the whole route configurations, for validation's very messages
-            messages = check_proxy_config(ProxyConfig(proxy, listeners, changed["routes"], changed["clusters"], changed["endpoints"], config.telemetry), _VERDICTS)
+            whole_routes = ProxyConfig(proxy, listeners, changed["routes"], changed["clusters"], changed["endpoints"], config.telemetry)
+            messages = check_proxy_config(whole_routes, _VERDICTS)
         # The routes that changed, against the clusters; all of them when the clusters changed too.
         routed = changed["routes"] if old is not None and group.versions["clusters"] is old.versions["clusters"] else config.routes
         missing = missing_clusters(ProxyConfig(proxy, routes=routed, clusters=config.clusters))
